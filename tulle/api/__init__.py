@@ -1,0 +1,82 @@
+"""Tulle's config API: load YAML files into typed resources, validate them (schema and
+cross-resource checks, with file and line), and normalize them into one immutable mesh model.
+
+Entry points: :func:`validate_paths` (files and directories), :func:`validate_documents`
+(documents already read, e.g. from the HTTP API), :func:`build_model`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tulle.api.checks import cross_check
+from tulle.api.findings import Finding, Severity, has_errors
+from tulle.api.kinds import KINDS, Resource
+from tulle.api.loader import Loaded, load_documents
+from tulle.api.model import MeshModel
+from tulle.api.normalize import build_model
+from tulle.api.source import Document, parse_yaml, read_paths
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The outcome of validating config: the resources that loaded, and every finding in file
+    and line order. ``model`` is the normalized mesh, or None when any finding is an error."""
+
+    loaded: tuple[Loaded, ...]
+    findings: tuple[Finding, ...]
+    model: MeshModel | None
+
+    @property
+    def resources(self) -> tuple[Resource, ...]:
+        """The resources that passed schema validation."""
+        return tuple(item.resource for item in self.loaded)
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no error (warnings allowed)."""
+        return not has_errors(self.findings)
+
+
+def _sort_key(finding: Finding) -> tuple[str, int, str, str]:
+    return (finding.file, finding.line, finding.field, finding.message)
+
+
+def validate_documents(
+    documents: Iterable[Document],
+    earlier: Iterable[Finding] = (),
+    known_hosts: Iterable[str] = (),
+) -> Validation:
+    """Validate parsed documents; ``earlier`` carries findings from reading them."""
+    loaded, findings = load_documents(documents)
+    findings = [*earlier, *findings, *cross_check(loaded, known_hosts)]
+    findings.sort(key=_sort_key)
+    model = None if has_errors(findings) else build_model(item.resource for item in loaded)
+    return Validation(tuple(loaded), tuple(findings), model)
+
+
+def validate_paths(paths: Sequence[str | Path], known_hosts: Iterable[str] = ()) -> Validation:
+    """Read and validate YAML files and directories."""
+    documents, findings = read_paths(paths)
+    return validate_documents(documents, findings, known_hosts)
+
+
+def validate_text(text: str, file: str = "<text>", known_hosts: Iterable[str] = ()) -> Validation:
+    """Validate YAML given as text (``file`` names it in findings)."""
+    documents, findings = parse_yaml(text, file)
+    return validate_documents(documents, findings, known_hosts)
+
+
+__all__ = [
+    "KINDS",
+    "Finding",
+    "MeshModel",
+    "Resource",
+    "Severity",
+    "Validation",
+    "build_model",
+    "validate_documents",
+    "validate_paths",
+    "validate_text",
+]

@@ -1,0 +1,336 @@
+"""Cross-resource checks: problems no single resource shows on its own.
+
+Each check takes the loaded resources (with their documents, for lines) and returns findings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from tulle.api.findings import Finding, Severity
+from tulle.api.hosts import host_matches
+from tulle.api.kinds import (
+    DestinationRule,
+    HTTPRoute,
+    Mesh,
+    PeerAuthentication,
+    RateLimit,
+    Resource,
+    ServiceEntry,
+    VirtualService,
+    Workload,
+)
+from tulle.api.loader import Loaded
+from tulle.api.normalize import HostResolver, namespaces_of, workload_labels
+from tulle.api.source import FieldPath
+
+ERROR, WARNING = Severity.ERROR, Severity.WARNING
+R = TypeVar("R", bound=Resource)
+
+
+class Context:
+    """What the checks share: the resources by kind, the host resolver, the known hosts."""
+
+    def __init__(self, loaded: list[Loaded], known_hosts: Iterable[str] = ()) -> None:
+        self.loaded = loaded
+        self.resolve = HostResolver(namespaces_of(item.resource for item in loaded))
+        self.hosts: set[str] = set(known_hosts)
+        for workload, _ in self.of(Workload):
+            self.hosts.add(self.resolve(workload.spec.service or workload.name, workload.namespace))
+        for entry, _ in self.of(ServiceEntry):
+            self.hosts.update(self.resolve(h, entry.namespace) for h in entry.spec.hosts)
+        self.subsets: dict[str, set[str]] = {}
+        for rule, _ in self.of(DestinationRule):
+            host = self.resolve(rule.spec.host, rule.namespace)
+            self.subsets.setdefault(host, set()).update(s.name for s in rule.spec.subsets)
+
+    def of(self, kind: type[R]) -> list[tuple[R, Loaded]]:
+        """The resources of ``kind`` with their load records, in load order."""
+        return [(item.resource, item) for item in self.loaded if isinstance(item.resource, kind)]
+
+    def is_known(self, host: str) -> bool:
+        """Whether a Workload, a ServiceEntry (wildcards included) or the registry defines it."""
+        return any(host_matches(known, host) for known in self.hosts)
+
+
+def _located(item: Loaded) -> str:
+    return f"{item.document.file}:{item.document.line}"
+
+
+def check_duplicate_names(ctx: Context) -> Iterator[Finding]:
+    """The same kind, namespace and name twice."""
+    seen: dict[tuple[str, str, str], Loaded] = {}
+    for item in ctx.loaded:
+        r = item.resource
+        key = (r.KIND, r.namespace, r.name)
+        if key in seen:
+            yield item.finding(
+                ERROR, ("metadata", "name"), f"{r.ref} is already defined at {_located(seen[key])}"
+            )
+        else:
+            seen[key] = item
+
+
+def check_single_mesh(ctx: Context) -> Iterator[Finding]:
+    """At most one Mesh resource."""
+    meshes = [item for _, item in ctx.of(Mesh)]
+    for item in meshes[1:]:
+        yield item.finding(
+            ERROR, ("kind",), f"only one Mesh is allowed; the first is at {_located(meshes[0])}"
+        )
+
+
+def _check_destination(
+    ctx: Context, item: Loaded, path: FieldPath, host: str, subset: str | None
+) -> Iterator[Finding]:
+    full = ctx.resolve(host, item.resource.namespace)
+    if not ctx.is_known(full):
+        shown = host if host == full else f"{host} ({full})"
+        yield item.finding(
+            ERROR, (*path, "host"), f"host {shown} is not defined by any Workload or ServiceEntry"
+        )
+    elif subset is not None and subset not in ctx.subsets.get(full, set()):
+        defined = sorted(ctx.subsets.get(full, set()))
+        hint = f" (defined: {', '.join(defined)})" if defined else " (no DestinationRule for it)"
+        yield item.finding(
+            ERROR, (*path, "subset"), f"subset {subset!r} of {full} is not defined{hint}"
+        )
+
+
+def _check_weights(item: Loaded, path: FieldPath, weights: list[int | None]) -> Iterator[Finding]:
+    if len(weights) == 1 and weights[0] is None:
+        return
+    total = sum(w or 0 for w in weights)
+    if total != 100:
+        yield item.finding(ERROR, path, f"weights add up to {total}, not 100")
+
+
+def check_virtual_services(ctx: Context) -> Iterator[Finding]:
+    """Destinations exist, subsets are defined, weights add up, no route is shadowed."""
+    for vs, item in ctx.of(VirtualService):
+        for i, route in enumerate(vs.spec.http):
+            base: FieldPath = ("spec", "http", i)
+            for j, dest in enumerate(route.route):
+                d = dest.destination
+                yield from _check_destination(
+                    ctx, item, (*base, "route", j, "destination"), d.host, d.subset
+                )
+            if route.route:
+                yield from _check_weights(item, (*base, "route"), [d.weight for d in route.route])
+            if route.mirror is not None:
+                m = route.mirror
+                yield from _check_destination(ctx, item, (*base, "mirror"), m.host, m.subset)
+        yield from _check_shadowed(item, vs)
+        for i, tcp in enumerate(vs.spec.tcp):
+            base = ("spec", "tcp", i)
+            for j, tcp_dest in enumerate(tcp.route):
+                d = tcp_dest.destination
+                yield from _check_destination(
+                    ctx, item, (*base, "route", j, "destination"), d.host, d.subset
+                )
+            yield from _check_weights(item, (*base, "route"), [t.weight for t in tcp.route])
+
+
+def _is_catch_all(route: Any) -> bool:
+    if not route.match:
+        return True
+    for match in route.match:
+        data = match.model_dump(exclude_defaults=True, by_alias=True)
+        data.pop("name", None)
+        uri = data.pop("uri", None)
+        if not data and (uri is None or uri == {"prefix": "/"}):
+            return True
+    return False
+
+
+def _check_shadowed(item: Loaded, vs: VirtualService) -> Iterator[Finding]:
+    for i, route in enumerate(vs.spec.http[:-1]):
+        if _is_catch_all(route):
+            for j in range(i + 1, len(vs.spec.http)):
+                yield item.finding(
+                    WARNING,
+                    ("spec", "http", j),
+                    f"never used: spec.http[{i}] above matches every request first",
+                )
+            return
+
+
+def check_http_routes(ctx: Context) -> Iterator[Finding]:
+    """Parents and backends of Gateway API HTTPRoutes exist."""
+    for route, item in ctx.of(HTTPRoute):
+        for i, parent in enumerate(route.spec.parent_refs):
+            host = ctx.resolve(parent.name, parent.namespace or route.namespace)
+            if not ctx.is_known(host):
+                yield item.finding(
+                    ERROR,
+                    ("spec", "parentRefs", i, "name"),
+                    f"Service {parent.name} ({host}) is not defined by any Workload or "
+                    "ServiceEntry",
+                )
+        for i, rule in enumerate(route.spec.rules):
+            for j, backend in enumerate(rule.backend_refs):
+                host = ctx.resolve(backend.name, backend.namespace or route.namespace)
+                if not ctx.is_known(host):
+                    yield item.finding(
+                        ERROR,
+                        ("spec", "rules", i, "backendRefs", j, "name"),
+                        f"Service {backend.name} ({host}) is not defined by any Workload or "
+                        "ServiceEntry",
+                    )
+
+
+def check_routed_once(ctx: Context) -> Iterator[Finding]:
+    """A host has HTTP routes from one VirtualService or from HTTPRoutes, never both or two."""
+    owner: dict[str, Loaded] = {}
+    for vs, item in ctx.of(VirtualService):
+        if not vs.spec.http:
+            continue
+        for i, host in enumerate(vs.spec.hosts):
+            full = ctx.resolve(host, vs.namespace)
+            if full in owner and owner[full] is not item:
+                yield item.finding(
+                    ERROR,
+                    ("spec", "hosts", i),
+                    f"{full} is already routed by {owner[full].resource.ref} at "
+                    f"{_located(owner[full])}; merge the rules into one",
+                )
+            owner.setdefault(full, item)
+    for route, item in ctx.of(HTTPRoute):
+        for i, parent in enumerate(route.spec.parent_refs):
+            full = ctx.resolve(parent.name, parent.namespace or route.namespace)
+            first = owner.get(full)
+            if first is not None and isinstance(first.resource, VirtualService):
+                yield item.finding(
+                    ERROR,
+                    ("spec", "parentRefs", i),
+                    f"{full} is already routed by {first.resource.ref} at {_located(first)}; "
+                    "use one API per host",
+                )
+            owner.setdefault(full, item)
+
+
+def check_destination_rules(ctx: Context) -> Iterator[Finding]:
+    """In local mode (Workloads present), each subset's labels match some Workload of its host."""
+    workloads = [workload for workload, _ in ctx.of(Workload)]
+    if not workloads:
+        return
+    by_host: dict[str, list[dict[str, str]]] = {}
+    for workload in workloads:
+        host = ctx.resolve(workload.spec.service or workload.name, workload.namespace)
+        by_host.setdefault(host, []).append(workload_labels(workload))
+    for rule, item in ctx.of(DestinationRule):
+        host = ctx.resolve(rule.spec.host, rule.namespace)
+        if host not in by_host:
+            if not ctx.is_known(host):
+                yield item.finding(
+                    WARNING,
+                    ("spec", "host"),
+                    f"host {host} is not defined by any Workload or ServiceEntry",
+                )
+            continue
+        for i, subset in enumerate(rule.spec.subsets):
+            wanted = subset.labels.items()
+            if not any(wanted <= labels.items() for labels in by_host[host]):
+                shown = ", ".join(f"{k}={v}" for k, v in sorted(subset.labels.items()))
+                yield item.finding(
+                    WARNING,
+                    ("spec", "subsets", i, "labels"),
+                    f"no Workload of {host} has labels {shown}: subset {subset.name!r} is empty",
+                )
+
+
+def check_peer_authentications(ctx: Context) -> Iterator[Finding]:
+    """At most one PeerAuthentication applies to a workload at each level (selector or none)."""
+    workloads = [workload for workload, _ in ctx.of(Workload)]
+    seen: dict[tuple[str, str], Loaded] = {}
+    for policy, item in ctx.of(PeerAuthentication):
+        selector = policy.spec.selector
+        if selector is None:
+            key = (policy.namespace, "")
+            if key in seen:
+                yield item.finding(
+                    ERROR,
+                    ("metadata", "name"),
+                    f"namespace {policy.namespace} already has a namespace-wide "
+                    f"PeerAuthentication, {seen[key].resource.ref} at {_located(seen[key])}",
+                )
+            seen.setdefault(key, item)
+            continue
+        wanted = selector.match_labels.items()
+        targets = [
+            w.name
+            for w in workloads
+            if w.namespace == policy.namespace and wanted <= workload_labels(w).items()
+        ]
+        keys = [(policy.namespace, f"workload:{name}") for name in targets] or [
+            (policy.namespace, "selector:" + repr(sorted(wanted)))
+        ]
+        for key in keys:
+            if key in seen:
+                what = key[1].split(":", 1)[1] if key[1].startswith("workload:") else "them"
+                target = f"workload {what}" if what != "them" else "the same workloads"
+                yield item.finding(
+                    ERROR,
+                    ("spec", "selector"),
+                    f"{target} is already selected by {seen[key].resource.ref} at "
+                    f"{_located(seen[key])}; one PeerAuthentication per workload",
+                )
+                break
+        for key in keys:
+            seen.setdefault(key, item)
+
+
+def check_rate_limits(ctx: Context) -> Iterator[Finding]:
+    """A RateLimit's target host exists, and its route name is a route of that host."""
+    for limit, item in ctx.of(RateLimit):
+        target = limit.spec.target
+        if target is None:
+            continue
+        host = ctx.resolve(target.host, limit.namespace)
+        if not ctx.is_known(host):
+            yield item.finding(
+                ERROR,
+                ("spec", "target", "host"),
+                f"host {target.host} ({host}) is not defined by any Workload or ServiceEntry",
+            )
+            continue
+        if target.route is None:
+            continue
+        names = {
+            route.name
+            for vs, _ in ctx.of(VirtualService)
+            for route in vs.spec.http
+            if host in {ctx.resolve(h, vs.namespace) for h in vs.spec.hosts}
+        } | {
+            rule.name
+            for hr, _ in ctx.of(HTTPRoute)
+            for rule in hr.spec.rules
+            if host
+            in {ctx.resolve(p.name, p.namespace or hr.namespace) for p in hr.spec.parent_refs}
+        }
+        if target.route not in names:
+            known = ", ".join(sorted(n for n in names if n)) or "none has a name"
+            yield item.finding(
+                ERROR,
+                ("spec", "target", "route"),
+                f"no route named {target.route!r} for {host} (routes: {known})",
+            )
+
+
+CHECKS: tuple[Callable[[Context], Iterator[Finding]], ...] = (
+    check_duplicate_names,
+    check_single_mesh,
+    check_virtual_services,
+    check_http_routes,
+    check_routed_once,
+    check_destination_rules,
+    check_peer_authentications,
+    check_rate_limits,
+)
+
+
+def cross_check(loaded: list[Loaded], known_hosts: Iterable[str] = ()) -> list[Finding]:
+    """Every cross-resource finding for ``loaded``; ``known_hosts`` adds hosts defined elsewhere
+    (the control plane's service registry)."""
+    ctx = Context(loaded, known_hosts)
+    return [finding for check in CHECKS for finding in check(ctx)]

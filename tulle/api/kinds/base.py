@@ -1,0 +1,190 @@
+"""What every resource kind shares: strict models, metadata, durations, string matches."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from tulle.api.durations import parse_duration
+from tulle.api.hosts import is_valid_host
+
+
+class Strict(BaseModel):
+    """Base of every config model: camelCase field names as Istio writes them, unknown fields and
+    wrong types rejected, values frozen once validated."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        alias_generator=to_camel,
+        validate_by_alias=True,
+        validate_by_name=False,
+        serialize_by_alias=True,
+    )
+
+
+def _check_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+def _check_positive_duration(text: str) -> str:
+    if parse_duration(text) < 0.001:
+        raise ValueError(f"duration {text!r} must be at least 1ms")
+    return text
+
+
+def _check_host(host: str) -> str:
+    if not is_valid_host(host.lower()):
+        raise ValueError(f"{host!r} is not a valid host name (lowercase DNS labels, '*.' wildcard)")
+    return host
+
+
+_RE2_UNSUPPORTED = re.compile(r"\(\?[=!]|\(\?<[=!]|\\[1-9]")
+
+
+def check_regex(pattern: str) -> str:
+    """A regex Envoy and grpcio accept: it compiles, and uses no construct RE2 lacks."""
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"regex {pattern!r} does not compile: {error}") from None
+    if _RE2_UNSUPPORTED.search(pattern):
+        raise ValueError(
+            f"regex {pattern!r} uses lookaround or a backreference, which RE2 (the regex engine of "
+            "Envoy and gRPC) does not support"
+        )
+    return pattern
+
+
+Duration = Annotated[str, AfterValidator(_check_duration)]
+"""A duration string such as ``1.5s`` (zero allowed)."""
+
+PositiveDuration = Annotated[str, AfterValidator(_check_positive_duration)]
+"""A duration string of at least 1ms."""
+
+Host = Annotated[str, AfterValidator(_check_host)]
+"""A host name, short (``catalog``) or fully qualified, or a ``*.`` wildcard."""
+
+Regex = Annotated[str, AfterValidator(check_regex)]
+"""A regular expression in RE2 syntax."""
+
+PortNumber = Annotated[int, Field(ge=1, le=65535)]
+"""A TCP port."""
+
+Labels = dict[str, str]
+
+
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class ObjectMeta(BaseModel):
+    """Kubernetes object metadata. Fields Kubernetes adds itself (uid, resourceVersion, ...)
+    are accepted and ignored, so ``kubectl get -o yaml`` output loads unchanged."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    name: str
+    namespace: str = "default"
+    labels: Labels = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name", "namespace")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        if len(value) > 253 or not _DNS1123.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid name: lowercase letters, digits, '-' and '.', "
+                "starting and ending with a letter or digit"
+            )
+        return value
+
+
+class Resource(BaseModel):
+    """A whole config object: ``apiVersion``, ``kind``, ``metadata``, ``spec``.
+
+    Subclasses set ``spec`` to their own model and ``KIND``/``GROUP``/``VERSIONS``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    KIND: ClassVar[str]
+    GROUP: ClassVar[str]
+    VERSIONS: ClassVar[tuple[str, ...]]
+
+    apiVersion: str  # noqa: N815 - the Kubernetes field name
+    kind: str
+    metadata: ObjectMeta
+    status: Any = Field(default=None, exclude=True)
+
+    @property
+    def name(self) -> str:
+        """``metadata.name``."""
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        """``metadata.namespace`` (``default`` when absent)."""
+        return self.metadata.namespace
+
+    @property
+    def ref(self) -> str:
+        """``Kind namespace/name``, how messages name this resource."""
+        return f"{self.KIND} {self.namespace}/{self.name}"
+
+
+class FieldError(ValueError):
+    """A validation error about a field below the model that raises it.
+
+    A model validator raises it with the path from itself to the field, so that the finding
+    points at that field's own line."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def only_one(model: BaseModel, *names: str, required: bool = False) -> None:
+    """Raise unless at most one (exactly one when ``required``) of the fields ``names`` is set."""
+    chosen = [name for name in names if getattr(model, name) is not None]
+    aliases = [to_camel(name) for name in names]
+    if len(chosen) > 1:
+        raise ValueError(
+            f"set only one of {', '.join(aliases)} (got {', '.join(to_camel(c) for c in chosen)})"
+        )
+    if required and not chosen:
+        raise ValueError(f"set one of {', '.join(aliases)}")
+
+
+class StringMatch(Strict):
+    """Istio's StringMatch: at most one of ``exact``, ``prefix``, ``regex``; none set means
+    "present" where a header or query parameter is matched."""
+
+    exact: str | None = None
+    prefix: str | None = None
+    regex: Regex | None = None
+
+    @model_validator(mode="after")
+    def _one_matcher(self) -> StringMatch:
+        only_one(self, "exact", "prefix", "regex")
+        return self
+
+    @property
+    def is_empty(self) -> bool:
+        """True when no matcher is set."""
+        return self.exact is None and self.prefix is None and self.regex is None
+
+
+class LabelSelector(Strict):
+    """``selector: {matchLabels: {...}}`` as in Istio's WorkloadSelector."""
+
+    match_labels: Labels = Field(default_factory=dict)
+
+
+class Percent(Strict):
+    """Istio's Percent: ``{value: 12.5}``, a float from 0 to 100."""
+
+    value: Annotated[float, Field(ge=0.0, le=100.0)]

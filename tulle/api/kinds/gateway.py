@@ -1,0 +1,268 @@
+"""The Gateway API's HTTPRoute (``gateway.networking.k8s.io/v1``) attached to a Service: the
+mesh (GAMMA) use, where the route applies to traffic sent to that Service."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from tulle.api.kinds.base import (
+    Duration,
+    FieldError,
+    PortNumber,
+    Resource,
+    Strict,
+    check_regex,
+    only_one,
+)
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+GATEWAY_VERSIONS = ("v1", "v1beta1")
+
+
+class ParentReference(Strict):
+    """The Service this route is attached to."""
+
+    group: Literal["", "core"] = ""
+    kind: Literal["Service"] = "Service"
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    port: PortNumber | None = None
+
+
+class PathMatch(Strict):
+    """``path: {type: PathPrefix, value: /api}`` (default: prefix ``/``)."""
+
+    type: Literal["Exact", "PathPrefix", "RegularExpression"] = "PathPrefix"
+    value: str = "/"
+
+    @model_validator(mode="after")
+    def _valid_value(self) -> PathMatch:
+        if self.type == "RegularExpression":
+            try:
+                check_regex(self.value)
+            except ValueError as error:
+                raise FieldError(("value",), str(error)) from None
+        elif not self.value.startswith("/"):
+            raise FieldError(("value",), f"path {self.value!r} must start with '/'")
+        return self
+
+
+class ValueMatch(Strict):
+    """A header or query parameter match: ``{name, value, type: Exact|RegularExpression}``."""
+
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+    name: str = Field(min_length=1)
+    value: str
+
+    @model_validator(mode="after")
+    def _valid_regex(self) -> ValueMatch:
+        if self.type == "RegularExpression":
+            try:
+                check_regex(self.value)
+            except ValueError as error:
+                raise FieldError(("value",), str(error)) from None
+        return self
+
+
+class HTTPRouteMatch(Strict):
+    """All conditions must hold for the rule to apply."""
+
+    path: PathMatch | None = None
+    headers: list[ValueMatch] = Field(default_factory=list)
+    query_params: list[ValueMatch] = Field(default_factory=list)
+    method: (
+        Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
+        | None
+    ) = None
+
+
+class HeaderValue(Strict):
+    """``{name, value}``."""
+
+    name: str = Field(min_length=1)
+    value: str
+
+
+class HeaderModifier(Strict):
+    """Set, add and remove headers."""
+
+    set: list[HeaderValue] = Field(default_factory=list)
+    add: list[HeaderValue] = Field(default_factory=list)
+    remove: list[str] = Field(default_factory=list)
+
+
+class PathModifier(Strict):
+    """Replace the whole path, or only the prefix the rule matched."""
+
+    type: Literal["ReplaceFullPath", "ReplacePrefixMatch"]
+    replace_full_path: str | None = None
+    replace_prefix_match: str | None = None
+
+    @model_validator(mode="after")
+    def _value_for_type(self) -> PathModifier:
+        wanted = "replace_full_path" if self.type == "ReplaceFullPath" else "replace_prefix_match"
+        other = "replace_prefix_match" if wanted == "replace_full_path" else "replace_full_path"
+        if getattr(self, wanted) is None or getattr(self, other) is not None:
+            camel = "replaceFullPath" if wanted == "replace_full_path" else "replacePrefixMatch"
+            raise ValueError(f"type {self.type} needs {camel} and only it")
+        return self
+
+
+class RequestRedirect(Strict):
+    """Answer with a redirect."""
+
+    scheme: Literal["http", "https"] | None = None
+    hostname: str | None = None
+    path: PathModifier | None = None
+    port: PortNumber | None = None
+    status_code: Literal[301, 302] = 302
+
+
+class URLRewrite(Strict):
+    """Rewrite host and path before forwarding."""
+
+    hostname: str | None = None
+    path: PathModifier | None = None
+
+
+class BackendObjectReference(Strict):
+    """A Service by name (and port)."""
+
+    group: Literal["", "core"] = ""
+    kind: Literal["Service"] = "Service"
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    port: PortNumber | None = None
+
+
+class Fraction(Strict):
+    """``numerator / denominator`` (denominator 100 by default)."""
+
+    numerator: Annotated[int, Field(ge=0)]
+    denominator: Annotated[int, Field(ge=1)] = 100
+
+
+class RequestMirror(Strict):
+    """Copy requests to another backend, fire and forget."""
+
+    backend_ref: BackendObjectReference
+    percent: Annotated[int, Field(ge=0, le=100)] | None = None
+    fraction: Fraction | None = None
+
+    @model_validator(mode="after")
+    def _one_share(self) -> RequestMirror:
+        only_one(self, "percent", "fraction")
+        if self.fraction is not None and self.fraction.numerator > self.fraction.denominator:
+            raise FieldError(("fraction",), "numerator must not exceed denominator")
+        return self
+
+
+class HTTPRouteFilter(Strict):
+    """A filter: ``type`` names the one field that must be set."""
+
+    type: Literal[
+        "RequestHeaderModifier",
+        "ResponseHeaderModifier",
+        "RequestRedirect",
+        "URLRewrite",
+        "RequestMirror",
+    ]
+    request_header_modifier: HeaderModifier | None = None
+    response_header_modifier: HeaderModifier | None = None
+    request_redirect: RequestRedirect | None = None
+    url_rewrite: URLRewrite | None = None
+    request_mirror: RequestMirror | None = None
+
+    @model_validator(mode="after")
+    def _config_matches_type(self) -> HTTPRouteFilter:
+        wanted = self.type[0].lower() + self.type[1:]
+        if self.type == "URLRewrite":
+            wanted = "urlRewrite"
+        fields = {
+            "requestHeaderModifier": self.request_header_modifier,
+            "responseHeaderModifier": self.response_header_modifier,
+            "requestRedirect": self.request_redirect,
+            "urlRewrite": self.url_rewrite,
+            "requestMirror": self.request_mirror,
+        }
+        if fields[wanted] is None:
+            raise ValueError(f"type {self.type} needs the field {wanted}")
+        extra = [name for name, value in fields.items() if value is not None and name != wanted]
+        if extra:
+            raise FieldError((extra[0],), f"does not belong to a filter of type {self.type}")
+        return self
+
+
+class HTTPBackendRef(Strict):
+    """A weighted backend Service (weights are relative; default 1)."""
+
+    group: Literal["", "core"] = ""
+    kind: Literal["Service"] = "Service"
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    port: PortNumber | None = None
+    weight: Annotated[int, Field(ge=0, le=1_000_000)] = 1
+    filters: list[HTTPRouteFilter] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _port_and_filters(self) -> HTTPBackendRef:
+        if self.port is None:
+            raise FieldError(
+                ("port",), "required field is missing (a Service backend needs a port)"
+            )
+        for index, backend_filter in enumerate(self.filters):
+            if backend_filter.type not in ("RequestHeaderModifier", "ResponseHeaderModifier"):
+                raise FieldError(
+                    ("filters", index, "type"),
+                    f"{backend_filter.type} is not supported on a backendRef; put it on the rule",
+                )
+        return self
+
+
+class HTTPRouteTimeouts(Strict):
+    """``request``: the whole request, retries included; ``backendRequest``: each attempt."""
+
+    request: Duration | None = None
+    backend_request: Duration | None = None
+
+
+class HTTPRouteRule(Strict):
+    """Matches, filters and backends of one rule."""
+
+    name: str | None = None
+    matches: list[HTTPRouteMatch] = Field(default_factory=list)
+    filters: list[HTTPRouteFilter] = Field(default_factory=list)
+    backend_refs: list[HTTPBackendRef] = Field(default_factory=list)
+    timeouts: HTTPRouteTimeouts | None = None
+
+    @model_validator(mode="after")
+    def _backends_or_redirect(self) -> HTTPRouteRule:
+        redirects = [f for f in self.filters if f.type == "RequestRedirect"]
+        if redirects and self.backend_refs:
+            raise ValueError("a rule with a RequestRedirect filter cannot have backendRefs")
+        if not redirects and not self.backend_refs:
+            raise ValueError("set backendRefs (where to send requests) or a RequestRedirect filter")
+        rewrites = [f for f in self.filters if f.type == "URLRewrite"]
+        if redirects and rewrites:
+            raise ValueError("URLRewrite and RequestRedirect cannot be combined")
+        return self
+
+
+class HTTPRouteSpec(Strict):
+    """Rules for traffic sent to the parent Service(s)."""
+
+    parent_refs: list[ParentReference] = Field(min_length=1)
+    hostnames: list[str] = Field(default_factory=list)
+    rules: list[HTTPRouteRule] = Field(default_factory=lambda: [])
+
+
+class HTTPRoute(Resource):
+    """Gateway API HTTPRoute with a Service parent."""
+
+    KIND: ClassVar[str] = "HTTPRoute"
+    GROUP: ClassVar[str] = GATEWAY_GROUP
+    VERSIONS: ClassVar[tuple[str, ...]] = GATEWAY_VERSIONS
+
+    spec: HTTPRouteSpec

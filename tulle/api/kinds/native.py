@@ -1,0 +1,199 @@
+"""Tulle's own kinds (``tulle.dev/v1alpha1``), only where Istio and the Gateway API have none:
+Workload (a process of local mode), RateLimit, and Mesh (mesh-wide settings)."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from tulle.api.hosts import is_valid_host
+from tulle.api.kinds.base import (
+    FieldError,
+    Host,
+    Labels,
+    LabelSelector,
+    PortNumber,
+    PositiveDuration,
+    Resource,
+    Strict,
+    only_one,
+)
+
+TULLE_GROUP = "tulle.dev"
+TULLE_VERSIONS = ("v1alpha1",)
+
+WorkloadProtocol = Literal["HTTP", "HTTP2", "GRPC", "TCP"]
+
+
+class WorkloadPort(Strict):
+    """A port the workload serves; ``port`` is the service port clients call."""
+
+    name: str = Field(min_length=1)
+    port: PortNumber
+    protocol: WorkloadProtocol = "HTTP"
+
+
+class HTTPGetCheck(Strict):
+    """Ready when ``GET path`` answers 2xx or 3xx."""
+
+    path: str = "/"
+    port: str | None = None
+
+
+class TCPSocketCheck(Strict):
+    """Ready when the port accepts a connection."""
+
+    port: str | None = None
+
+
+class Readiness(Strict):
+    """How the local runner knows a replica is ready (as a Kubernetes readiness probe)."""
+
+    http_get: HTTPGetCheck | None = None
+    tcp_socket: TCPSocketCheck | None = None
+    period: PositiveDuration = "1s"
+    timeout: PositiveDuration = "1s"
+
+    @model_validator(mode="after")
+    def _one_check(self) -> Readiness:
+        only_one(self, "http_get", "tcp_socket", required=True)
+        return self
+
+
+class WorkloadSpec(Strict):
+    """A program run as ``replicas`` processes, each with ``PORT`` and the ``TULLE_*`` variables."""
+
+    service: str | None = None
+    command: list[str] = Field(min_length=1)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    replicas: Annotated[int, Field(ge=0)] = 1
+    ports: list[WorkloadPort] = Field(default_factory=list)
+    service_account: str = "default"
+    labels: Labels = Field(default_factory=dict)
+    mesh: Literal["sidecar", "library", "none"] = "sidecar"
+    readiness: Readiness | None = None
+
+    @model_validator(mode="after")
+    def _ports_consistent(self) -> WorkloadSpec:
+        for attribute in ("name", "port"):
+            values = [getattr(port, attribute) for port in self.ports]
+            for index, value in enumerate(values):
+                if value in values[:index]:
+                    raise FieldError(
+                        ("ports", index, attribute), f"{attribute} {value!r} is used twice"
+                    )
+        if self.readiness is not None:
+            check = self.readiness.http_get or self.readiness.tcp_socket
+            names = {port.name for port in self.ports} | {str(port.port) for port in self.ports}
+            if check is not None and check.port is not None and check.port not in names:
+                kind = "httpGet" if self.readiness.http_get else "tcpSocket"
+                raise FieldError(
+                    ("readiness", kind, "port"),
+                    f"port {check.port!r} is not among the workload's ports",
+                )
+            if check is not None and not self.ports:
+                raise FieldError(("readiness",), "a readiness check needs a port in ports")
+        return self
+
+
+class Workload(Resource):
+    """A Tulle Workload: a service's program in local mode (``tulle up``)."""
+
+    KIND: ClassVar[str] = "Workload"
+    GROUP: ClassVar[str] = TULLE_GROUP
+    VERSIONS: ClassVar[tuple[str, ...]] = TULLE_VERSIONS
+
+    spec: WorkloadSpec
+
+
+class RateLimitTarget(Strict):
+    """Limit outbound calls to ``host`` (optionally only those of one named route)."""
+
+    host: Host
+    route: str | None = None
+
+
+class TokenBucket(Strict):
+    """``requests`` per ``unit``, with bursts up to ``burst`` (default: ``requests``)."""
+
+    requests: Annotated[int, Field(ge=1)]
+    unit: Literal["second", "minute"] = "second"
+    burst: Annotated[int, Field(ge=1)] | None = None
+
+
+class RateLimitSpec(Strict):
+    """A local token-bucket rate limit, inbound at selected workloads or outbound to a host."""
+
+    selector: LabelSelector | None = None
+    target: RateLimitTarget | None = None
+    limit: TokenBucket
+    status_code: Annotated[int, Field(ge=400, le=599)] = 429
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> RateLimitSpec:
+        only_one(self, "selector", "target", required=True)
+        return self
+
+
+class RateLimit(Resource):
+    """A Tulle RateLimit."""
+
+    KIND: ClassVar[str] = "RateLimit"
+    GROUP: ClassVar[str] = TULLE_GROUP
+    VERSIONS: ClassVar[tuple[str, ...]] = TULLE_VERSIONS
+
+    spec: RateLimitSpec
+
+
+class MeshMtls(Strict):
+    """The mesh-wide default mTLS mode (a PeerAuthentication overrides it)."""
+
+    mode: Literal["STRICT", "PERMISSIVE", "DISABLE"] = "PERMISSIVE"
+
+
+class OutboundTrafficPolicy(Strict):
+    """ALLOW_ANY passes calls to unknown hosts through; REGISTRY_ONLY refuses them."""
+
+    mode: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"
+
+
+class AccessLog(Strict):
+    """One line per request, JSON or text."""
+
+    enabled: bool = True
+    format: Literal["JSON", "TEXT"] = "JSON"
+
+
+class Tracing(Strict):
+    """Share of requests traced, in percent."""
+
+    sampling: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
+
+
+class MeshSpec(Strict):
+    """Mesh-wide settings."""
+
+    trust_domain: str = "cluster.local"
+    mtls: MeshMtls = Field(default_factory=MeshMtls)
+    outbound_traffic_policy: OutboundTrafficPolicy = Field(default_factory=OutboundTrafficPolicy)
+    access_log: AccessLog = Field(default_factory=AccessLog)
+    tracing: Tracing = Field(default_factory=Tracing)
+
+    @field_validator("trust_domain")
+    @classmethod
+    def _trust_domain(cls, value: str) -> str:
+        if "*" in value or not is_valid_host(value):
+            raise ValueError(f"{value!r} is not a valid trust domain (a DNS name)")
+        return value
+
+
+class Mesh(Resource):
+    """The one Tulle Mesh resource."""
+
+    KIND: ClassVar[str] = "Mesh"
+    GROUP: ClassVar[str] = TULLE_GROUP
+    VERSIONS: ClassVar[tuple[str, ...]] = TULLE_VERSIONS
+
+    spec: MeshSpec = Field(default_factory=MeshSpec)

@@ -1,0 +1,160 @@
+"""Istio's security kinds (``security.istio.io/v1``): PeerAuthentication, AuthorizationPolicy."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from tulle.api.kinds.base import FieldError, LabelSelector, PortNumber, Resource, Strict
+
+SECURITY_GROUP = "security.istio.io"
+SECURITY_VERSIONS = ("v1", "v1beta1")
+
+MtlsMode = Literal["UNSET", "DISABLE", "PERMISSIVE", "STRICT"]
+
+# Condition keys of AuthorizationPolicy ``when`` that Tulle evaluates.
+CONDITION_KEYS = frozenset(
+    {"source.ip", "source.namespace", "source.principal", "destination.ip", "destination.port"}
+)
+_HEADER_KEY = re.compile(r"^request\.headers\[[^\]]+\]$")
+
+
+class MutualTLS(Strict):
+    """``mtls: {mode: STRICT}``."""
+
+    mode: MtlsMode = "UNSET"
+
+
+class PeerAuthenticationSpec(Strict):
+    """Which traffic a workload accepts: mTLS only (STRICT), both (PERMISSIVE), or plain text."""
+
+    selector: LabelSelector | None = None
+    mtls: MutualTLS | None = None
+    port_level_mtls: dict[PortNumber, MutualTLS] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _port_level_needs_selector(self) -> PeerAuthenticationSpec:
+        if self.port_level_mtls and self.selector is None:
+            raise FieldError(
+                ("portLevelMtls",), "portLevelMtls applies only with a selector (as in Istio)"
+            )
+        return self
+
+
+class PeerAuthentication(Resource):
+    """Istio PeerAuthentication: the mTLS mode of the workloads it selects."""
+
+    KIND: ClassVar[str] = "PeerAuthentication"
+    GROUP: ClassVar[str] = SECURITY_GROUP
+    VERSIONS: ClassVar[tuple[str, ...]] = SECURITY_VERSIONS
+
+    spec: PeerAuthenticationSpec = Field(default_factory=PeerAuthenticationSpec)
+
+
+def _check_blocks(value: list[str]) -> list[str]:
+    for block in value:
+        try:
+            ipaddress.ip_network(block, strict=False)
+        except ValueError:
+            raise ValueError(f"{block!r} is not an IP address or CIDR block") from None
+    return value
+
+
+def _check_ports(value: list[str]) -> list[str]:
+    for port in value:
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f'{port!r} is not a port number (ports are strings: "8080")')
+    return value
+
+
+class Source(Strict):
+    """Who sends the request: SPIFFE principals, namespaces, IP blocks (and their negations)."""
+
+    principals: list[str] = Field(default_factory=list)
+    not_principals: list[str] = Field(default_factory=list)
+    namespaces: list[str] = Field(default_factory=list)
+    not_namespaces: list[str] = Field(default_factory=list)
+    ip_blocks: list[str] = Field(default_factory=list)
+    not_ip_blocks: list[str] = Field(default_factory=list)
+
+    _blocks = field_validator("ip_blocks", "not_ip_blocks")(_check_blocks)
+
+
+class Operation(Strict):
+    """What the request does: methods, paths, ports, hosts (and their negations)."""
+
+    hosts: list[str] = Field(default_factory=list)
+    not_hosts: list[str] = Field(default_factory=list)
+    ports: list[str] = Field(default_factory=list)
+    not_ports: list[str] = Field(default_factory=list)
+    methods: list[str] = Field(default_factory=list)
+    not_methods: list[str] = Field(default_factory=list)
+    paths: list[str] = Field(default_factory=list)
+    not_paths: list[str] = Field(default_factory=list)
+
+    _ports = field_validator("ports", "not_ports")(_check_ports)
+
+
+class RuleFrom(Strict):
+    """``from: [{source: {...}}]``."""
+
+    source: Source
+
+
+class RuleTo(Strict):
+    """``to: [{operation: {...}}]``."""
+
+    operation: Operation
+
+
+class Condition(Strict):
+    """``when: [{key: source.namespace, values: [...]}]``."""
+
+    key: str
+    values: list[str] = Field(default_factory=list)
+    not_values: list[str] = Field(default_factory=list)
+
+    @field_validator("key")
+    @classmethod
+    def _known_key(cls, value: str) -> str:
+        if value in CONDITION_KEYS or _HEADER_KEY.match(value):
+            return value
+        raise ValueError(
+            f"unsupported condition key {value!r}; use request.headers[NAME] or "
+            f"{', '.join(sorted(CONDITION_KEYS))}"
+        )
+
+    @model_validator(mode="after")
+    def _has_values(self) -> Condition:
+        if not self.values and not self.not_values:
+            raise ValueError("set values or notValues")
+        return self
+
+
+class Rule(Strict):
+    """A rule matches when its ``from``, ``to`` and ``when`` all match (an empty part matches)."""
+
+    from_: list[RuleFrom] = Field(default_factory=list, alias="from")
+    to: list[RuleTo] = Field(default_factory=list)
+    when: list[Condition] = Field(default_factory=list)
+
+
+class AuthorizationPolicySpec(Strict):
+    """ALLOW, DENY or AUDIT the requests that match ``rules`` at the selected workloads."""
+
+    selector: LabelSelector | None = None
+    action: Literal["ALLOW", "DENY", "AUDIT"] = "ALLOW"
+    rules: list[Rule] = Field(default_factory=list)
+
+
+class AuthorizationPolicy(Resource):
+    """Istio AuthorizationPolicy: access control at the receiving workload."""
+
+    KIND: ClassVar[str] = "AuthorizationPolicy"
+    GROUP: ClassVar[str] = SECURITY_GROUP
+    VERSIONS: ClassVar[tuple[str, ...]] = SECURITY_VERSIONS
+
+    spec: AuthorizationPolicySpec = Field(default_factory=AuthorizationPolicySpec)

@@ -1,0 +1,200 @@
+"""Turning YAML documents into typed resources, and schema errors into findings with lines."""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from tulle.api.findings import Finding, Severity
+from tulle.api.kinds import Resource, UnknownKindError, model_for
+from tulle.api.kinds.base import FieldError
+from tulle.api.source import Document, FieldPath, format_path, read_paths
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A validated resource and the document it came from (for the lines of its fields)."""
+
+    resource: Resource
+    document: Document
+
+    def finding(self, severity: Severity, path: FieldPath, message: str) -> Finding:
+        """A finding about the field at ``path`` of this resource."""
+        return Finding(
+            file=self.document.file,
+            line=self.document.line_of(path),
+            severity=severity,
+            kind=self.resource.KIND,
+            namespace=self.resource.namespace,
+            name=self.resource.name,
+            field=format_path(path),
+            message=message,
+        )
+
+
+def _name_of(data: dict[str, Any]) -> tuple[str, str]:
+    metadata = data.get("metadata")
+    if not isinstance(metadata, dict):
+        return "default", "-"
+    name = metadata.get("name")
+    namespace = metadata.get("namespace", "default")
+    return (
+        namespace if isinstance(namespace, str) else "default",
+        name if isinstance(name, str) else "-",
+    )
+
+
+def _unwrap(annotation: Any, step: str | int) -> Any:
+    """The type one step below ``annotation`` (through Optional, Annotated, list and dict)."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = members[0]
+        else:
+            break
+    origin = typing.get_origin(annotation)
+    if origin is list and isinstance(step, int):
+        return typing.get_args(annotation)[0]
+    if origin is dict:
+        return typing.get_args(annotation)[1]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(step, str):
+        for name, info in annotation.model_fields.items():
+            if (info.alias or name) == step:
+                return info.annotation
+    return None
+
+
+def _fields_at(model: type[BaseModel], path: FieldPath) -> list[str]:
+    """The field names accepted by the model found at ``path`` below ``model``."""
+    annotation: Any = model
+    for step in path:
+        annotation = _unwrap(annotation, step)
+        if annotation is None:
+            return []
+    annotation = _unwrap(annotation, "") if typing.get_origin(annotation) else annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [info.alias or name for name, info in annotation.model_fields.items()]
+    return []
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_TYPE_NAMES = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "dict_type": "a mapping",
+    "list_type": "a list",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "int_from_float": "an integer",
+}
+
+
+def describe_error(error: ErrorDetails, model: type[BaseModel]) -> tuple[FieldPath, str]:
+    """The field path and a message a person can act on, for one pydantic error."""
+    path: FieldPath = tuple(step for step in error["loc"] if step != "[key]")
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    given = error.get("input")
+    if kind == "value_error" and isinstance(ctx.get("error"), FieldError):
+        inner: FieldError = ctx["error"]
+        return (*path, *inner.path), str(inner)
+    if kind == "extra_forbidden":
+        allowed = _fields_at(model, path[:-1])
+        close = difflib.get_close_matches(str(path[-1]), allowed, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        if not close and allowed:
+            hint = f"; known fields: {', '.join(allowed)}"
+        return path, f"unknown field{hint}"
+    if kind == "missing":
+        return path, "required field is missing"
+    if kind == "literal_error":
+        return path, f"must be one of {ctx.get('expected')}, got {_short(given)}"
+    if kind in _TYPE_NAMES:
+        return path, f"must be {_TYPE_NAMES[kind]}, got {_short(given)} ({type(given).__name__})"
+    if kind == "value_error":
+        return path, str(ctx.get("error", error["msg"]))
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        return path, f"{error['msg'].replace('Input should be', 'must be')}, got {_short(given)}"
+    if kind == "too_short":
+        return path, "must not be empty"
+    return path, f"{error['msg']}, got {_short(given)}"
+
+
+def load_document(document: Document) -> tuple[Loaded | None, list[Finding]]:
+    """Validate one document into a resource; on failure, every schema error as a finding."""
+    data = document.data
+
+    def fail(
+        path: FieldPath, message: str, kind: str = "-", ns: str = "-", name: str = "-"
+    ) -> Finding:
+        return Finding(
+            document.file,
+            document.line_of(path),
+            Severity.ERROR,
+            kind,
+            ns,
+            name,
+            format_path(path),
+            message,
+        )
+
+    if not isinstance(data, dict):
+        return None, [fail((), f"a resource must be a mapping, got {type(data).__name__}")]
+    namespace, name = _name_of(data)
+    kind = data.get("kind")
+    api_version = data.get("apiVersion")
+    label = kind if isinstance(kind, str) else "-"
+    if not isinstance(kind, str) or not isinstance(api_version, str):
+        missing = "kind" if not isinstance(kind, str) else "apiVersion"
+        return None, [
+            fail((missing,), "required field is missing or not a string", label, namespace, name)
+        ]
+    try:
+        model = model_for(api_version, kind)
+    except UnknownKindError as unknown:
+        return None, [fail((unknown.field,), str(unknown), label, namespace, name)]
+    try:
+        resource = model.model_validate(data)
+    except ValidationError as error:
+        findings = []
+        for detail in error.errors(include_url=False):
+            path, message = describe_error(detail, model)
+            findings.append(fail(path, message, kind, namespace, name))
+        return None, findings
+    return Loaded(resource, document), []
+
+
+def load_documents(documents: Iterable[Document]) -> tuple[list[Loaded], list[Finding]]:
+    """Validate every document; keep the valid resources and report the rest."""
+    loaded: list[Loaded] = []
+    findings: list[Finding] = []
+    for document in documents:
+        item, problems = load_document(document)
+        findings.extend(problems)
+        if item is not None:
+            loaded.append(item)
+    return loaded, findings
+
+
+def load_paths(paths: Sequence[str | Path]) -> tuple[list[Loaded], list[Finding]]:
+    """Read and validate files and directories."""
+    documents, findings = read_paths(paths)
+    loaded, problems = load_documents(documents)
+    return loaded, findings + problems
