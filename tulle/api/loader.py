@@ -52,8 +52,8 @@ def _name_of(data: dict[str, Any]) -> tuple[str, str]:
     )
 
 
-def _unwrap(annotation: Any, step: str | int) -> Any:
-    """The type one step below ``annotation`` (through Optional, Annotated, list and dict)."""
+def _strip(annotation: Any) -> Any:
+    """``annotation`` without Optional and Annotated around it."""
     while True:
         origin = typing.get_origin(annotation)
         if origin is typing.Annotated:
@@ -62,7 +62,12 @@ def _unwrap(annotation: Any, step: str | int) -> Any:
             members = [a for a in typing.get_args(annotation) if a is not type(None)]
             annotation = members[0]
         else:
-            break
+            return annotation
+
+
+def _unwrap(annotation: Any, step: str | int) -> Any:
+    """The type one step below ``annotation`` (through Optional, Annotated, list and dict)."""
+    annotation = _strip(annotation)
     origin = typing.get_origin(annotation)
     if origin is list and isinstance(step, int):
         return typing.get_args(annotation)[0]
@@ -82,7 +87,7 @@ def _fields_at(model: type[BaseModel], path: FieldPath) -> list[str]:
         annotation = _unwrap(annotation, step)
         if annotation is None:
             return []
-    annotation = _unwrap(annotation, "") if typing.get_origin(annotation) else annotation
+    annotation = _strip(annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [info.alias or name for name, info in annotation.model_fields.items()]
     return []

@@ -187,7 +187,7 @@ def _services(
                 addresses=tuple(spec.addresses),
                 endpoints=endpoints,
                 workload_selector=(
-                    pairs(spec.workload_selector.match_labels) if spec.workload_selector else None
+                    pairs(spec.workload_selector.labels) if spec.workload_selector else None
                 ),
             )
     return services

@@ -15,7 +15,6 @@ from tulle.api.kinds.base import (
     FieldError,
     Host,
     Labels,
-    LabelSelector,
     Percent,
     PortNumber,
     PositiveDuration,
@@ -480,6 +479,12 @@ class WorkloadEntry(Strict):
     service_account: str | None = None
 
 
+class WorkloadSelector(Strict):
+    """``workloadSelector: {labels: {...}}``: the workloads that are this service's endpoints."""
+
+    labels: Labels = Field(default_factory=dict)
+
+
 class ServiceEntrySpec(Strict):
     """Services the mesh should know that no Workload provides: external APIs, VMs, servers."""
 
@@ -489,7 +494,7 @@ class ServiceEntrySpec(Strict):
     location: Literal["MESH_EXTERNAL", "MESH_INTERNAL"] = "MESH_EXTERNAL"
     resolution: Literal["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"] = "NONE"
     endpoints: list[WorkloadEntry] = Field(default_factory=list)
-    workload_selector: LabelSelector | None = None
+    workload_selector: WorkloadSelector | None = None
     export_to: list[str] = Field(default_factory=list)
 
     @field_validator("addresses")
