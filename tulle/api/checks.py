@@ -76,7 +76,9 @@ def check_single_mesh(ctx: Context) -> Iterator[Finding]:
     meshes = [item for _, item in ctx.of(Mesh)]
     for item in meshes[1:]:
         yield item.finding(
-            ERROR, ("kind",), f"only one Mesh is allowed; the first is at {_located(meshes[0])}"
+            ERROR,
+            ("metadata", "name"),
+            f"only one Mesh is allowed; the first is at {_located(meshes[0])}",
         )
 
 

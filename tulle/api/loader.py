@@ -16,7 +16,7 @@ from pydantic_core import ErrorDetails
 from tulle.api.findings import Finding, Severity
 from tulle.api.kinds import Resource, UnknownKindError, model_for
 from tulle.api.kinds.base import FieldError
-from tulle.api.source import Document, FieldPath, format_path, read_paths
+from tulle.api.source import Document, FieldPath, format_path, identify, read_paths
 
 
 @dataclass(frozen=True)
@@ -38,18 +38,6 @@ class Loaded:
             field=format_path(path),
             message=message,
         )
-
-
-def _name_of(data: dict[str, Any]) -> tuple[str, str]:
-    metadata = data.get("metadata")
-    if not isinstance(metadata, dict):
-        return "default", "-"
-    name = metadata.get("name")
-    namespace = metadata.get("namespace", "default")
-    return (
-        namespace if isinstance(namespace, str) else "default",
-        name if isinstance(name, str) else "-",
-    )
 
 
 def _strip(annotation: Any) -> Any:
@@ -129,10 +117,14 @@ def describe_error(error: ErrorDetails, model: type[BaseModel]) -> tuple[FieldPa
         return path, f"unknown field{hint}"
     if kind == "missing":
         return path, "required field is missing"
+    if kind in _TYPE_NAMES or (kind == "literal_error" and isinstance(given, bool)):
+        expected = _TYPE_NAMES.get(kind) or f"one of {ctx.get('expected')}"
+        message = f"must be {expected}, got {_short(given)} ({type(given).__name__})"
+        if isinstance(given, bool) and kind != "bool_type":
+            message += "; YAML reads unquoted yes/no/on/off/true/false as booleans: quote it"
+        return path, message
     if kind == "literal_error":
         return path, f"must be one of {ctx.get('expected')}, got {_short(given)}"
-    if kind in _TYPE_NAMES:
-        return path, f"must be {_TYPE_NAMES[kind]}, got {_short(given)} ({type(given).__name__})"
     if kind == "value_error":
         return path, str(ctx.get("error", error["msg"]))
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
@@ -162,10 +154,9 @@ def load_document(document: Document) -> tuple[Loaded | None, list[Finding]]:
 
     if not isinstance(data, dict):
         return None, [fail((), f"a resource must be a mapping, got {type(data).__name__}")]
-    namespace, name = _name_of(data)
+    label, namespace, name = identify(data)
     kind = data.get("kind")
     api_version = data.get("apiVersion")
-    label = kind if isinstance(kind, str) else "-"
     if not isinstance(kind, str) or not isinstance(api_version, str):
         missing = "kind" if not isinstance(kind, str) else "apiVersion"
         return None, [

@@ -49,6 +49,22 @@ def format_path(path: Iterable[str | int]) -> str:
     return text or "-"
 
 
+def identify(data: Any) -> tuple[str, str, str]:
+    """``(kind, namespace, name)`` of raw resource data, with ``-`` for what is missing."""
+    if not isinstance(data, dict):
+        return "-", "-", "-"
+    kind = data.get("kind")
+    metadata = data.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    name = metadata.get("name")
+    namespace = metadata.get("namespace", "default")
+    return (
+        kind if isinstance(kind, str) else "-",
+        namespace if isinstance(namespace, str) else "default",
+        name if isinstance(name, str) else "-",
+    )
+
+
 def _file_finding(file: str, line: int, message: str) -> Finding:
     return Finding(file, line, Severity.ERROR, "-", "-", "-", "-", message)
 
@@ -93,6 +109,8 @@ def parse_yaml(text: str, file: str) -> tuple[list[Document], list[Finding]]:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else 1
         problem = error.problem or str(error)
+        if error.context and error.context_mark is not None:
+            problem += f" ({error.context} on line {error.context_mark.line + 1})"
         return [], [_file_finding(file, line, f"YAML syntax error: {problem}")]
     except yaml.YAMLError as error:
         return [], [_file_finding(file, 1, f"YAML syntax error: {error}")]
@@ -115,11 +133,17 @@ def parse_yaml(text: str, file: str) -> tuple[list[Document], list[Finding]]:
         _walk(node, (), lines, duplicates)
         document = Document(file=file, line=node.start_mark.line + 1, data=data, lines=lines)
         documents.append(document)
+        kind, namespace, name = identify(data)
         findings.extend(
-            _file_finding(
+            Finding(
                 file,
                 document.line_of(dup),
-                f"{format_path(dup)}: key appears twice in one mapping (YAML keeps only the last)",
+                Severity.ERROR,
+                kind,
+                namespace,
+                name,
+                format_path(dup),
+                "key appears twice in one mapping (YAML keeps only the last)",
             )
             for dup in duplicates
         )

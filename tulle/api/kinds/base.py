@@ -152,8 +152,9 @@ def only_one(model: BaseModel, *names: str, required: bool = False) -> None:
     chosen = [name for name in names if getattr(model, name) is not None]
     aliases = [to_camel(name) for name in names]
     if len(chosen) > 1:
-        raise ValueError(
-            f"set only one of {', '.join(aliases)} (got {', '.join(to_camel(c) for c in chosen)})"
+        raise FieldError(
+            (to_camel(chosen[1]),),
+            f"set only one of {', '.join(aliases)} (got {', '.join(to_camel(c) for c in chosen)})",
         )
     if required and not chosen:
         raise ValueError(f"set one of {', '.join(aliases)}")

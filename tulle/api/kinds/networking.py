@@ -407,9 +407,9 @@ class TrafficPolicy(Strict):
     @classmethod
     def _unique_ports(cls, value: list[PortTrafficPolicy]) -> list[PortTrafficPolicy]:
         ports = [setting.port.number for setting in value]
-        duplicates = sorted({port for port in ports if ports.count(port) > 1})
-        if duplicates:
-            raise ValueError(f"port {duplicates[0]} has more than one entry")
+        for index, port in enumerate(ports):
+            if port in ports[:index]:
+                raise FieldError((index, "port"), f"port {port} has more than one entry")
         return value
 
 
@@ -433,9 +433,9 @@ class DestinationRuleSpec(Strict):
     @classmethod
     def _unique_subsets(cls, value: list[Subset]) -> list[Subset]:
         names = [subset.name for subset in value]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"subset {duplicates[0]!r} is defined more than once")
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise FieldError((index, "name"), f"subset {name!r} is defined more than once")
         return value
 
 
