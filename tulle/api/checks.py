@@ -211,6 +211,21 @@ def check_routed_once(ctx: Context) -> Iterator[Finding]:
             owner.setdefault(full, item)
 
 
+def check_one_destination_rule_per_host(ctx: Context) -> Iterator[Finding]:
+    """A host has at most one DestinationRule (Tulle does not merge them)."""
+    owner: dict[str, Loaded] = {}
+    for rule, item in ctx.of(DestinationRule):
+        host = ctx.resolve(rule.spec.host, rule.namespace)
+        first = owner.setdefault(host, item)
+        if first is not item:
+            yield item.finding(
+                ERROR,
+                ("spec", "host"),
+                f"{host} already has {first.resource.ref} at {_located(first)}; "
+                "merge the two into one",
+            )
+
+
 def check_destination_rules(ctx: Context) -> Iterator[Finding]:
     """In local mode (Workloads present), each subset's labels match some Workload of its host."""
     workloads = [workload for workload, _ in ctx.of(Workload)]
@@ -325,6 +340,7 @@ CHECKS: tuple[Callable[[Context], Iterator[Finding]], ...] = (
     check_virtual_services,
     check_http_routes,
     check_routed_once,
+    check_one_destination_rule_per_host,
     check_destination_rules,
     check_peer_authentications,
     check_rate_limits,
