@@ -42,7 +42,7 @@ def optional(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 
 def drop_none(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if v is not None and v != {} and v != []}
+    return {k: v for k, v in data.items() if v is not None and v not in ({}, [])}
 
 
 @st.composite
@@ -50,7 +50,9 @@ def http_match(draw: st.DrawFn) -> dict[str, Any]:
     return drop_none(
         {
             "uri": draw(optional(string_match())),
-            "method": draw(optional(st.builds(lambda m: {"exact": m}, st.sampled_from(["GET", "POST"])))),
+            "method": draw(
+                optional(st.builds(lambda m: {"exact": m}, st.sampled_from(["GET", "POST"])))
+            ),
             "headers": draw(st.dictionaries(header_names, string_match(True), max_size=2)),
             "withoutHeaders": draw(st.dictionaries(header_names, string_match(True), max_size=1)),
             "queryParams": draw(st.dictionaries(names, string_match(), max_size=2)),
@@ -70,13 +72,22 @@ def http_route(draw: st.DrawFn) -> dict[str, Any]:
             weights = [100 // count] * (count - 1)
         weights.append(100 - sum(weights))
     destinations = [
-        {"destination": {"host": "reviews"}, "weight": weight, "headers": {"request": {"set": draw(st.dictionaries(header_names, tricky_text, max_size=2))}}}
+        {
+            "destination": {"host": "reviews"},
+            "weight": weight,
+            "headers": {
+                "request": {"set": draw(st.dictionaries(header_names, tricky_text, max_size=2))}
+            },
+        }
         for weight in weights
     ]
     fault = draw(
         optional(
             st.builds(
-                lambda d, p, s: {"delay": {"fixedDelay": d, "percentage": p}, "abort": {"httpStatus": s}},
+                lambda d, p, s: {
+                    "delay": {"fixedDelay": d, "percentage": p},
+                    "abort": {"httpStatus": s},
+                },
                 durations,
                 percent,
                 st.integers(200, 599),
@@ -92,10 +103,14 @@ def http_route(draw: st.DrawFn) -> dict[str, Any]:
             "retries": draw(
                 optional(
                     st.builds(
-                        lambda a, t, on: drop_none({"attempts": a, "perTryTimeout": t, "retryOn": on}),
+                        lambda a, t, on: drop_none(
+                            {"attempts": a, "perTryTimeout": t, "retryOn": on}
+                        ),
                         st.integers(0, 5),
                         optional(durations),
-                        optional(st.sampled_from(["5xx", "gateway-error,503", "reset,connect-failure"])),
+                        optional(
+                            st.sampled_from(["5xx", "gateway-error,503", "reset,connect-failure"])
+                        ),
                     )
                 )
             ),
@@ -135,14 +150,21 @@ traffic_policies = st.builds(
     ),
     optional(
         st.one_of(
-            st.builds(lambda s: {"simple": s}, st.sampled_from(["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"])),
+            st.builds(
+                lambda s: {"simple": s}, st.sampled_from(["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"])
+            ),
             st.builds(lambda h: {"consistentHash": {"httpHeaderName": h}}, header_names),
-            st.builds(lambda c: {"consistentHash": {"httpCookie": {"name": c, "ttl": "10s"}}}, names),
+            st.builds(
+                lambda c: {"consistentHash": {"httpCookie": {"name": c, "ttl": "10s"}}}, names
+            ),
         )
     ),
     optional(
         st.builds(
-            lambda m, t, p: {"tcp": {"maxConnections": m, "connectTimeout": t}, "http": {"http1MaxPendingRequests": p}},
+            lambda m, t, p: {
+                "tcp": {"maxConnections": m, "connectTimeout": t},
+                "http": {"http1MaxPendingRequests": p},
+            },
             st.integers(1, 10000),
             durations,
             st.integers(1, 1000),
@@ -230,7 +252,9 @@ KNOWN = ["reviews.default.svc.cluster.local"]
 
 
 def load_data(data: dict[str, Any]):
-    result = validate_documents([Document(file="<generated>", line=1, data=data)], known_hosts=KNOWN)
+    result = validate_documents(
+        [Document(file="<generated>", line=1, data=data)], known_hosts=KNOWN
+    )
     assert [f.format() for f in result.findings if f.severity.value == "ERROR"] == []
     (item,) = result.loaded
     return item.resource

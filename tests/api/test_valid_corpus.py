@@ -97,7 +97,12 @@ def test_service_entries(model):
     assert (greeter.location, greeter.resolution) == ("MESH_INTERNAL", "STATIC")
     assert greeter.addresses == ("240.240.0.1",)
     port = greeter.ports[0]
-    assert (port.number, port.protocol, port.name, port.target_port) == (50051, "GRPC", "grpc", 50061)
+    assert (port.number, port.protocol, port.name, port.target_port) == (
+        50051,
+        "GRPC",
+        "grpc",
+        50061,
+    )
     first, second = greeter.endpoints
     assert (first.address, dict(first.ports), dict(first.labels)) == (
         "127.0.0.1",
@@ -159,7 +164,11 @@ def test_virtual_service_routes(model):
     assert grpc.matches[0].path == StringMatcher("regex", r"^/grpc\..*")
     old = routes[2]
     assert old.redirect is not None
-    assert (old.redirect.path, old.redirect.authority, old.redirect.port) == ("/new", "details", 8080)
+    assert (old.redirect.path, old.redirect.authority, old.redirect.port) == (
+        "/new",
+        "details",
+        8080,
+    )
     assert (old.redirect.scheme, old.redirect.status) == ("https", 308)
     assert old.destinations == ()
     v1 = routes[3]
@@ -351,6 +360,6 @@ def test_model_is_immutable(model):
     import dataclasses
 
     with pytest.raises(dataclasses.FrozenInstanceError):
-        model.settings.trust_domain = "x"  # type: ignore[misc]
+        model.settings.trust_domain = "x"
     with pytest.raises(TypeError):
-        model.services["x"] = model.services[REVIEWS]  # type: ignore[index]
+        model.services["x"] = model.services[REVIEWS]

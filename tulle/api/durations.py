@@ -32,6 +32,10 @@ def parse_duration(text: str) -> float:
 def format_duration(seconds: float) -> str:
     """The shortest exact form: 1.5 → ``1.5s``, 0.1 → ``100ms``."""
     if seconds and seconds < 1:
-        millis = round(seconds * 1000, 6)
-        return f"{millis:g}ms"
-    return f"{seconds:g}s"
+        return f"{_plain(seconds * 1000)}ms"
+    return f"{_plain(seconds)}s"
+
+
+def _plain(number: float) -> str:
+    """``number`` in fixed notation to the nanosecond, without trailing zeros."""
+    return f"{number:.9f}".rstrip("0").rstrip(".")

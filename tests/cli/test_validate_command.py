@@ -1,0 +1,128 @@
+"""``tulle validate`` and ``tulle version`` as a user runs them: the installed console script,
+in a real process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TULLE = shutil.which("tulle", path=str(Path(sys.executable).parent)) or "tulle"
+
+
+def tulle(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TULLE, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_version():
+    result = tulle("version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("tulle 0.1.0 (Python 3.")
+
+
+def test_valid_directory_exits_zero():
+    result = tulle("validate", "examples/shop")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert "0 errors" in result.stderr
+
+
+def test_broken_example_prints_one_line_per_finding_and_exits_one():
+    result = tulle("validate", "examples/broken/")
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines == [
+        "examples/broken/mistakes.yaml:9: ERROR VirtualService default/reviews: spec.http[0].route:"
+        " weights add up to 90, not 100",
+        "examples/broken/mistakes.yaml:12: ERROR VirtualService default/reviews:"
+        " spec.http[0].route[1].destination.subset: subset 'v3' of"
+        " reviews.default.svc.cluster.local is not defined (defined: v1)",
+        "examples/broken/mistakes.yaml:26: ERROR VirtualService default/ratings:"
+        " spec.http[0].retries.perTryTimout: unknown field; did you mean 'perTryTimeout'?",
+        "examples/broken/mistakes.yaml:27: ERROR VirtualService default/ratings:"
+        " spec.http[0].timeout: invalid duration '10 seconds': write a number and a unit"
+        " (h, m, s, ms, us, ns), e.g. '1.5s', '100ms', '1m'",
+    ]
+    assert "4 errors" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_json_output():
+    result = tulle("validate", "-o", "json", "examples/broken/mistakes.yaml")
+    assert result.returncode == 1
+    payload = json.loads(result.stdout)
+    assert (payload["resources"], payload["errors"], payload["warnings"]) == (4, 4, 0)
+    first = payload["findings"][0]
+    assert first == {
+        "file": "examples/broken/mistakes.yaml",
+        "line": 9,
+        "severity": "ERROR",
+        "kind": "VirtualService",
+        "namespace": "default",
+        "name": "reviews",
+        "field": "spec.http[0].route",
+        "message": "weights add up to 90, not 100",
+    }
+
+
+def test_warnings_alone_exit_zero(tmp_path):
+    config = tmp_path / "mesh.yaml"
+    config.write_text(
+        """\
+apiVersion: tulle.dev/v1alpha1
+kind: Workload
+metadata: {name: web}
+spec:
+  command: [web]
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web}
+spec:
+  host: web
+  subsets: [{name: v2, labels: {version: v2}}]
+""",
+        encoding="utf-8",
+    )
+    result = tulle("validate", str(config))
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"{config}:13: WARNING DestinationRule default/web:")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\xff\xfe not utf-8", "not UTF-8 text"),
+        (b"a: [unclosed", "YAML syntax error"),
+    ],
+)
+def test_unreadable_files_are_findings_not_tracebacks(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    result = tulle("validate", str(path))
+    assert result.returncode == 1
+    assert message in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_missing_path_and_empty_directory(tmp_path):
+    result = tulle("validate", str(tmp_path / "nope.yaml"), str(tmp_path))
+    assert result.returncode == 1
+    assert f"{tmp_path / 'nope.yaml'}:0: ERROR - -/-: -: no such file or directory" in result.stdout
+    assert "directory holds no .yaml or .yml file" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_usage_errors_are_one_clear_message():
+    result = tulle("validate", "-o", "xml", "examples/shop")
+    assert result.returncode == 2
+    assert "Invalid value for '--output' / '-o'" in result.stderr
+    assert "Traceback" not in result.stderr
