@@ -6,6 +6,7 @@ in, and VirtualService and Gateway API HTTPRoute rules become the same :class:`H
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
@@ -142,13 +143,9 @@ def _services(
         ports = tuple(ServicePort(p.port, p.protocol, p.name) for p in workload.ports)
         known = services.get(workload.service_host)
         if known is not None:
-            merged = known.ports + tuple(p for p in ports if p not in known.ports)
-            services[workload.service_host] = Service(
-                host=known.host,
-                namespace=known.namespace,
-                ports=merged,
-                location="MESH_INTERNAL",
-                resolution="STATIC",
+            services[workload.service_host] = replace(
+                known,
+                ports=known.ports + tuple(p for p in ports if p not in known.ports),
                 origins=(*known.origins, workload.origin),
             )
             continue

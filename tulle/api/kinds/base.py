@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, ClassVar
 
@@ -145,6 +146,26 @@ class FieldError(ValueError):
     def __init__(self, path: tuple[str | int, ...], message: str) -> None:
         super().__init__(message)
         self.path = path
+
+
+def check_cidrs(value: list[str]) -> list[str]:
+    """Each entry is an IP address or a CIDR block."""
+    for block in value:
+        try:
+            ipaddress.ip_network(block, strict=False)
+        except ValueError:
+            raise ValueError(f"{block!r} is not an IP address or CIDR block") from None
+    return value
+
+
+def reject_repeats(values: list[Any], path: tuple[str | int, ...], leaf: str, what: str) -> None:
+    """Raise a FieldError at the second occurrence of any value in ``values``.
+
+    The error points at ``path[index].leaf`` (``path`` leads from the validated model to the list);
+    ``what`` names the value in the message."""
+    for index, value in enumerate(values):
+        if value in values[:index]:
+            raise FieldError((*path, index, leaf), f"{what} {value!r} is used more than once")
 
 
 def only_one(model: BaseModel, *names: str, required: bool = False) -> None:

@@ -21,14 +21,27 @@ GATEWAY_GROUP = "gateway.networking.k8s.io"
 GATEWAY_VERSIONS = ("v1", "v1beta1")
 
 
-class ParentReference(Strict):
-    """The Service this route is attached to."""
+class ServiceReference(Strict):
+    """A Service by name, optionally in another namespace and at one port."""
 
     group: Literal["", "core"] = ""
     kind: Literal["Service"] = "Service"
     name: str = Field(min_length=1)
     namespace: str | None = None
     port: PortNumber | None = None
+
+
+class ParentReference(ServiceReference):
+    """The Service this route is attached to."""
+
+
+def _check_typed_value(match_type: str, value: str) -> None:
+    """A ``RegularExpression`` value must be a regex RE2 accepts."""
+    if match_type == "RegularExpression":
+        try:
+            check_regex(value)
+        except ValueError as error:
+            raise FieldError(("value",), str(error)) from None
 
 
 class PathMatch(Strict):
@@ -39,12 +52,8 @@ class PathMatch(Strict):
 
     @model_validator(mode="after")
     def _valid_value(self) -> PathMatch:
-        if self.type == "RegularExpression":
-            try:
-                check_regex(self.value)
-            except ValueError as error:
-                raise FieldError(("value",), str(error)) from None
-        elif not self.value.startswith("/"):
+        _check_typed_value(self.type, self.value)
+        if self.type != "RegularExpression" and not self.value.startswith("/"):
             raise FieldError(("value",), f"path {self.value!r} must start with '/'")
         return self
 
@@ -58,11 +67,7 @@ class ValueMatch(Strict):
 
     @model_validator(mode="after")
     def _valid_regex(self) -> ValueMatch:
-        if self.type == "RegularExpression":
-            try:
-                check_regex(self.value)
-            except ValueError as error:
-                raise FieldError(("value",), str(error)) from None
+        _check_typed_value(self.type, self.value)
         return self
 
 
@@ -127,14 +132,8 @@ class URLRewrite(Strict):
     path: PathModifier | None = None
 
 
-class BackendObjectReference(Strict):
-    """A Service by name (and port)."""
-
-    group: Literal["", "core"] = ""
-    kind: Literal["Service"] = "Service"
-    name: str = Field(min_length=1)
-    namespace: str | None = None
-    port: PortNumber | None = None
+class BackendObjectReference(ServiceReference):
+    """The Service requests are mirrored to."""
 
 
 class Fraction(Strict):
@@ -195,14 +194,9 @@ class HTTPRouteFilter(Strict):
         return self
 
 
-class HTTPBackendRef(Strict):
+class HTTPBackendRef(ServiceReference):
     """A weighted backend Service (weights are relative; default 1)."""
 
-    group: Literal["", "core"] = ""
-    kind: Literal["Service"] = "Service"
-    name: str = Field(min_length=1)
-    namespace: str | None = None
-    port: PortNumber | None = None
     weight: Annotated[int, Field(ge=0, le=1_000_000)] = 1
     filters: list[HTTPRouteFilter] = Field(default_factory=list)
 

@@ -18,6 +18,7 @@ from tulle.api.kinds.base import (
     Resource,
     Strict,
     only_one,
+    reject_repeats,
 )
 
 TULLE_GROUP = "tulle.dev"
@@ -77,13 +78,8 @@ class WorkloadSpec(Strict):
 
     @model_validator(mode="after")
     def _ports_consistent(self) -> WorkloadSpec:
-        for attribute in ("name", "port"):
-            values = [getattr(port, attribute) for port in self.ports]
-            for index, value in enumerate(values):
-                if value in values[:index]:
-                    raise FieldError(
-                        ("ports", index, attribute), f"{attribute} {value!r} is used twice"
-                    )
+        reject_repeats([port.name for port in self.ports], ("ports",), "name", "port name")
+        reject_repeats([port.port for port in self.ports], ("ports",), "port", "port")
         if self.readiness is not None:
             check = self.readiness.http_get or self.readiness.tcp_socket
             names = {port.name for port in self.ports} | {str(port.port) for port in self.ports}
@@ -98,12 +94,17 @@ class WorkloadSpec(Strict):
         return self
 
 
-class Workload(Resource):
+class TulleResource(Resource):
+    """Base of the ``tulle.dev`` kinds."""
+
+    GROUP: ClassVar[str] = TULLE_GROUP
+    VERSIONS: ClassVar[tuple[str, ...]] = TULLE_VERSIONS
+
+
+class Workload(TulleResource):
     """A Tulle Workload: a service's program in local mode (``tulle up``)."""
 
     KIND: ClassVar[str] = "Workload"
-    GROUP: ClassVar[str] = TULLE_GROUP
-    VERSIONS: ClassVar[tuple[str, ...]] = TULLE_VERSIONS
 
     spec: WorkloadSpec
 
@@ -137,12 +138,10 @@ class RateLimitSpec(Strict):
         return self
 
 
-class RateLimit(Resource):
+class RateLimit(TulleResource):
     """A Tulle RateLimit."""
 
     KIND: ClassVar[str] = "RateLimit"
-    GROUP: ClassVar[str] = TULLE_GROUP
-    VERSIONS: ClassVar[tuple[str, ...]] = TULLE_VERSIONS
 
     spec: RateLimitSpec
 
@@ -189,11 +188,9 @@ class MeshSpec(Strict):
         return value
 
 
-class Mesh(Resource):
+class Mesh(TulleResource):
     """The one Tulle Mesh resource."""
 
     KIND: ClassVar[str] = "Mesh"
-    GROUP: ClassVar[str] = TULLE_GROUP
-    VERSIONS: ClassVar[tuple[str, ...]] = TULLE_VERSIONS
 
     spec: MeshSpec = Field(default_factory=MeshSpec)

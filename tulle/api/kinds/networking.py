@@ -21,7 +21,9 @@ from tulle.api.kinds.base import (
     Resource,
     Strict,
     StringMatch,
+    check_cidrs,
     only_one,
+    reject_repeats,
 )
 
 NETWORKING_GROUP = "networking.istio.io"
@@ -249,15 +251,7 @@ class L4MatchAttributes(Strict):
     destination_subnets: list[str] = Field(default_factory=list)
     source_labels: Labels = Field(default_factory=dict)
 
-    @field_validator("destination_subnets")
-    @classmethod
-    def _cidrs(cls, value: list[str]) -> list[str]:
-        for subnet in value:
-            try:
-                ipaddress.ip_network(subnet, strict=False)
-            except ValueError:
-                raise ValueError(f"{subnet!r} is not an IP address or CIDR block") from None
-        return value
+    _cidrs = field_validator("destination_subnets")(check_cidrs)
 
 
 class RouteDestination(Strict):
@@ -284,12 +278,17 @@ class VirtualServiceSpec(Strict):
     export_to: list[str] = Field(default_factory=list)
 
 
-class VirtualService(Resource):
+class NetworkingResource(Resource):
+    """Base of the ``networking.istio.io`` kinds."""
+
+    GROUP: ClassVar[str] = NETWORKING_GROUP
+    VERSIONS: ClassVar[tuple[str, ...]] = NETWORKING_VERSIONS
+
+
+class VirtualService(NetworkingResource):
     """Istio VirtualService: how requests to a host are routed."""
 
     KIND: ClassVar[str] = "VirtualService"
-    GROUP: ClassVar[str] = NETWORKING_GROUP
-    VERSIONS: ClassVar[tuple[str, ...]] = NETWORKING_VERSIONS
 
     spec: VirtualServiceSpec
 
@@ -406,10 +405,7 @@ class TrafficPolicy(Strict):
     @field_validator("port_level_settings")
     @classmethod
     def _unique_ports(cls, value: list[PortTrafficPolicy]) -> list[PortTrafficPolicy]:
-        ports = [setting.port.number for setting in value]
-        for index, port in enumerate(ports):
-            if port in ports[:index]:
-                raise FieldError((index, "port"), f"port {port} has more than one entry")
+        reject_repeats([setting.port.number for setting in value], (), "port", "port")
         return value
 
 
@@ -432,19 +428,14 @@ class DestinationRuleSpec(Strict):
     @field_validator("subsets")
     @classmethod
     def _unique_subsets(cls, value: list[Subset]) -> list[Subset]:
-        names = [subset.name for subset in value]
-        for index, name in enumerate(names):
-            if name in names[:index]:
-                raise FieldError((index, "name"), f"subset {name!r} is defined more than once")
+        reject_repeats([subset.name for subset in value], (), "name", "subset name")
         return value
 
 
-class DestinationRule(Resource):
+class DestinationRule(NetworkingResource):
     """Istio DestinationRule: subsets and traffic policy of a service."""
 
     KIND: ClassVar[str] = "DestinationRule"
-    GROUP: ClassVar[str] = NETWORKING_GROUP
-    VERSIONS: ClassVar[tuple[str, ...]] = NETWORKING_VERSIONS
 
     spec: DestinationRuleSpec
 
@@ -497,15 +488,7 @@ class ServiceEntrySpec(Strict):
     workload_selector: WorkloadSelector | None = None
     export_to: list[str] = Field(default_factory=list)
 
-    @field_validator("addresses")
-    @classmethod
-    def _ip_addresses(cls, value: list[str]) -> list[str]:
-        for address in value:
-            try:
-                ipaddress.ip_network(address, strict=False)
-            except ValueError:
-                raise ValueError(f"{address!r} is not an IP address or CIDR block") from None
-        return value
+    _addresses = field_validator("addresses")(check_cidrs)
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceEntrySpec:
@@ -529,21 +512,13 @@ class ServiceEntrySpec(Strict):
                     ("endpoints", index, "ports", unknown[0]),
                     f"names port {unknown[0]!r}, which spec.ports does not declare",
                 )
-        numbers = [port.number for port in self.ports]
-        duplicates = sorted({n for n in numbers if numbers.count(n) > 1})
-        if duplicates:
-            index = len(numbers) - 1 - numbers[::-1].index(duplicates[0])
-            raise FieldError(
-                ("ports", index, "number"), f"port {duplicates[0]} is declared more than once"
-            )
+        reject_repeats([port.number for port in self.ports], ("ports",), "number", "port")
         return self
 
 
-class ServiceEntry(Resource):
+class ServiceEntry(NetworkingResource):
     """Istio ServiceEntry: adds a service and its endpoints to the mesh's registry."""
 
     KIND: ClassVar[str] = "ServiceEntry"
-    GROUP: ClassVar[str] = NETWORKING_GROUP
-    VERSIONS: ClassVar[tuple[str, ...]] = NETWORKING_VERSIONS
 
     spec: ServiceEntrySpec

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tulle.api.kinds.base import FieldError, LabelSelector, PortNumber, Resource, Strict
+from tulle.api.kinds.base import (
+    FieldError,
+    LabelSelector,
+    PortNumber,
+    Resource,
+    Strict,
+    check_cidrs,
+)
 
 SECURITY_GROUP = "security.istio.io"
 SECURITY_VERSIONS = ("v1", "v1beta1")
@@ -44,23 +50,19 @@ class PeerAuthenticationSpec(Strict):
         return self
 
 
-class PeerAuthentication(Resource):
-    """Istio PeerAuthentication: the mTLS mode of the workloads it selects."""
+class SecurityResource(Resource):
+    """Base of the ``security.istio.io`` kinds."""
 
-    KIND: ClassVar[str] = "PeerAuthentication"
     GROUP: ClassVar[str] = SECURITY_GROUP
     VERSIONS: ClassVar[tuple[str, ...]] = SECURITY_VERSIONS
 
+
+class PeerAuthentication(SecurityResource):
+    """Istio PeerAuthentication: the mTLS mode of the workloads it selects."""
+
+    KIND: ClassVar[str] = "PeerAuthentication"
+
     spec: PeerAuthenticationSpec = Field(default_factory=PeerAuthenticationSpec)
-
-
-def _check_blocks(value: list[str]) -> list[str]:
-    for block in value:
-        try:
-            ipaddress.ip_network(block, strict=False)
-        except ValueError:
-            raise ValueError(f"{block!r} is not an IP address or CIDR block") from None
-    return value
 
 
 def _check_ports(value: list[str]) -> list[str]:
@@ -80,7 +82,7 @@ class Source(Strict):
     ip_blocks: list[str] = Field(default_factory=list)
     not_ip_blocks: list[str] = Field(default_factory=list)
 
-    _blocks = field_validator("ip_blocks", "not_ip_blocks")(_check_blocks)
+    _blocks = field_validator("ip_blocks", "not_ip_blocks")(check_cidrs)
 
 
 class Operation(Strict):
@@ -150,11 +152,9 @@ class AuthorizationPolicySpec(Strict):
     rules: list[Rule] = Field(default_factory=list)
 
 
-class AuthorizationPolicy(Resource):
+class AuthorizationPolicy(SecurityResource):
     """Istio AuthorizationPolicy: access control at the receiving workload."""
 
     KIND: ClassVar[str] = "AuthorizationPolicy"
-    GROUP: ClassVar[str] = SECURITY_GROUP
-    VERSIONS: ClassVar[tuple[str, ...]] = SECURITY_VERSIONS
 
     spec: AuthorizationPolicySpec = Field(default_factory=AuthorizationPolicySpec)
