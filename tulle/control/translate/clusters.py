@@ -1,0 +1,107 @@
+"""Clusters: one per service port and per subset, discovered over EDS, with the DestinationRule's
+load balancer, circuit breakers, outlier detection and connect timeout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from google.protobuf import struct_pb2
+
+from tulle.api.model import ConnectionPool, OutlierPolicy, Service, TrafficSettings
+from tulle.control.translate.context import NodeView, Snapshot, is_routable
+from tulle.control.translate.names import cluster_name
+from tulle.control.translate.protos import ads, duration, uint32
+
+_LB = {
+    "ROUND_ROBIN": cluster_pb2.Cluster.ROUND_ROBIN,
+    "LEAST_REQUEST": cluster_pb2.Cluster.LEAST_REQUEST,
+    "RANDOM": cluster_pb2.Cluster.RANDOM,
+    "RING_HASH": cluster_pb2.Cluster.RING_HASH,
+}
+
+# grpcio implements round robin, least request and ring hash; it rejects a cluster asking for
+# another policy. Proxyless nodes get round robin where the rule asks for RANDOM (see docs).
+_PROXYLESS_LB = {**_LB, "RANDOM": cluster_pb2.Cluster.ROUND_ROBIN}
+
+
+def _thresholds(pool: ConnectionPool) -> Any:
+    thresholds = circuit_breaker_pb2.CircuitBreakers.Thresholds()
+    limits = {
+        "max_connections": pool.max_connections,
+        "max_pending_requests": pool.max_pending_requests,
+        "max_requests": pool.max_requests,
+        "max_retries": pool.max_retries,
+    }
+    for field, value in limits.items():
+        if value is not None:
+            getattr(thresholds, field).CopyFrom(uint32(value))
+    return thresholds
+
+
+def _outlier(policy: OutlierPolicy) -> Any:
+    return outlier_detection_pb2.OutlierDetection(
+        consecutive_5xx=uint32(policy.consecutive_5xx_errors),
+        enforcing_consecutive_5xx=uint32(100 if policy.consecutive_5xx_errors else 0),
+        consecutive_gateway_failure=uint32(policy.consecutive_gateway_errors),
+        enforcing_consecutive_gateway_failure=uint32(
+            100 if policy.consecutive_gateway_errors else 0
+        ),
+        interval=duration(policy.interval),
+        base_ejection_time=duration(policy.base_ejection_time),
+        max_ejection_percent=uint32(policy.max_ejection_percent),
+        enforcing_success_rate=uint32(0),
+    )
+
+
+def _metadata(service: Service, port: int, subset: str | None) -> Any:
+    fields = struct_pb2.Struct()
+    fields.update({"host": service.host, "port": port, "subset": subset or ""})
+    return fields
+
+
+def cluster(
+    service: Service, port: int, subset: str | None, settings: TrafficSettings, view: NodeView
+) -> Any:
+    """The Cluster of ``service`` on ``port`` (and ``subset``)."""
+    name = cluster_name(service.host, port, subset)
+    table = _PROXYLESS_LB if view.mode == "proxyless" else _LB
+    balancer = settings.load_balancer
+    result = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.EDS,
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads(), service_name=name),
+        lb_policy=table[balancer.policy],
+        connect_timeout=duration(settings.connection_pool.connect_timeout),
+    )
+    if balancer.policy == "RING_HASH" and balancer.minimum_ring_size:
+        result.ring_hash_lb_config.minimum_ring_size.value = balancer.minimum_ring_size
+    result.circuit_breakers.thresholds.append(_thresholds(settings.connection_pool))
+    if settings.outlier_detection is not None:
+        result.outlier_detection.CopyFrom(_outlier(settings.outlier_detection))
+    pool = settings.connection_pool
+    if pool.max_requests_per_connection:
+        result.common_http_protocol_options.max_requests_per_connection.value = (
+            pool.max_requests_per_connection
+        )
+    result.common_http_protocol_options.idle_timeout.CopyFrom(duration(pool.idle_timeout))
+    result.metadata.filter_metadata["tulle"].CopyFrom(_metadata(service, port, subset))
+    return result
+
+
+def clusters(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
+    """Every outbound cluster for a node."""
+    result: dict[str, Any] = {}
+    for service in snapshot.services.values():
+        if not is_routable(service):
+            continue
+        policy = snapshot.model.destination_policies.get(service.host)
+        subsets = [None] + [s.name for s in policy.subsets] if policy else [None]
+        for port in service.ports:
+            for subset in subsets:
+                settings = (
+                    policy.settings_for(subset, port.number) if policy else TrafficSettings()
+                )
+                item = cluster(service, port.number, subset, settings, view)
+                result[item.name] = item
+    return result

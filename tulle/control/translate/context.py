@@ -1,0 +1,54 @@
+"""What a translator needs to know about the node it translates for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tulle.api.model import Pairs, Service
+from tulle.control.snapshot import Snapshot
+from tulle.xds.node import Mode
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """The parts of a node that change its resources: mode, namespace, workload labels."""
+
+    mode: Mode
+    namespace: str
+    labels: Pairs = ()
+    workload: str = ""
+
+    def sees_short_name(self, service: Service) -> bool:
+        """A bare service name (``catalog``) resolves only within the service's namespace."""
+        return service.namespace == self.namespace
+
+
+def default_port(service: Service) -> int | None:
+    """The port a name without ``:port`` means: the service's first port."""
+    return service.ports[0].number if service.ports else None
+
+
+def client_names(service: Service, view: NodeView) -> tuple[str, ...]:
+    """Every name a client on ``view`` may use for ``service`` (without port)."""
+    host = service.host
+    suffix = ".svc.cluster.local"
+    if not host.endswith(suffix):
+        return (host,)
+    short = host[: -len(suffix)]
+    names = [host, f"{short}.svc", short]
+    if view.sees_short_name(service):
+        names.append(short.split(".")[0])
+    return tuple(names)
+
+
+def http_ports(service: Service) -> tuple[int, ...]:
+    """The ports of ``service`` that carry HTTP (HTTP/1.1, HTTP/2, gRPC)."""
+    return tuple(p.number for p in service.ports if p.protocol != "TCP" and p.protocol != "TLS")
+
+
+def is_routable(service: Service) -> bool:
+    """Wildcard ServiceEntry hosts have no single name to route by."""
+    return not service.host.startswith("*")
+
+
+__all__ = ["NodeView", "Snapshot", "client_names", "default_port", "http_ports", "is_routable"]

@@ -1,0 +1,181 @@
+"""Listeners. Proxyless gRPC: one api_listener per name a client may dial (``host`` and
+``host:port`` in every form), RDS over ADS, fault then router filters — only what grpcio accepts.
+Sidecar and library: the transparent outbound listener, one per service port number, the HTTP
+forward-proxy listener, and the inbound listener for the node's own workload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.core.v3 import address_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from tulle.api.model import Service
+from tulle.control.translate.context import (
+    NodeView,
+    Snapshot,
+    client_names,
+    default_port,
+    http_ports,
+    is_routable,
+)
+from tulle.control.translate.names import (
+    HTTP_PROXY_LISTENER,
+    HTTP_PROXY_ROUTE,
+    INBOUND_LISTENER,
+    OUTBOUND_LISTENER,
+    cluster_name,
+    route_config_name,
+)
+from tulle.control.translate.protos import ads, pack
+
+OUTBOUND_PORT = 15001
+INBOUND_PORT = 15006
+HTTP_PROXY_PORT = 15080
+
+
+def http_filters() -> list[Any]:
+    """Fault injection, then the router (grpcio requires the router last)."""
+    return [
+        hcm.HttpFilter(name="envoy.filters.http.fault", typed_config=pack(fault_pb2.HTTPFault())),
+        hcm.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router())),
+    ]
+
+
+def connection_manager(route_name: str, stat_prefix: str) -> Any:
+    """An HttpConnectionManager taking its routes over RDS."""
+    return hcm.HttpConnectionManager(
+        stat_prefix=stat_prefix,
+        rds=hcm.Rds(config_source=ads(), route_config_name=route_name),
+        http_filters=http_filters(),
+    )
+
+
+def _address(ip: str, port: int) -> Any:
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=ip, port_value=port))
+
+
+def _api_listener(name: str, route_name: str) -> Any:
+    listener = listener_pb2.Listener(name=name)
+    listener.api_listener.api_listener.CopyFrom(pack(connection_manager(route_name, name)))
+    return listener
+
+
+def proxyless_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
+    """An api_listener for every name a gRPC client may dial: ``xds:///greeter`` (the service's
+    first port), ``xds:///greeter.default.svc.cluster.local:50051``, ..."""
+    result: dict[str, Any] = {}
+    for service in snapshot.services.values():
+        if not is_routable(service):
+            continue
+        first = default_port(service)
+        for port in http_ports(service):
+            route = route_config_name(service.host, port)
+            for name in client_names(service, view):
+                result[f"{name}:{port}"] = _api_listener(f"{name}:{port}", route)
+                if port == first:
+                    result[name] = _api_listener(name, route)
+    return result
+
+
+def _http_chain(route_name: str, stat_prefix: str) -> Any:
+    return listener_components_pb2.FilterChain(
+        filters=[
+            listener_components_pb2.Filter(
+                name="envoy.filters.network.http_connection_manager",
+                typed_config=pack(connection_manager(route_name, stat_prefix)),
+            )
+        ]
+    )
+
+
+def _tcp_chain(service: Service, port: int) -> Any:
+    name = cluster_name(service.host, port)
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=name, cluster=name)
+    return listener_components_pb2.FilterChain(
+        filters=[
+            listener_components_pb2.Filter(
+                name="envoy.filters.network.tcp_proxy", typed_config=pack(proxy)
+            )
+        ]
+    )
+
+
+def sidecar_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
+    """Listeners of a sidecar (or the library): outbound, per port, HTTP proxy, inbound."""
+    result: dict[str, Any] = {}
+    outbound = listener_pb2.Listener(
+        name=OUTBOUND_LISTENER, address=_address("0.0.0.0", OUTBOUND_PORT)
+    )
+    outbound.use_original_dst.value = True
+    result[OUTBOUND_LISTENER] = outbound
+    http_seen: set[int] = set()
+    for service in snapshot.services.values():
+        if not is_routable(service):
+            continue
+        for port in service.ports:
+            name = f"0.0.0.0_{port.number}"
+            if port.number in http_ports(service):
+                if port.number in http_seen:
+                    continue
+                http_seen.add(port.number)
+                chain = _http_chain(str(port.number), name)
+            else:
+                chain = _tcp_chain(service, port.number)
+                name = f"{service.host}_{port.number}"
+            listener = listener_pb2.Listener(
+                name=name, address=_address("0.0.0.0", port.number), filter_chains=[chain]
+            )
+            listener.bind_to_port.value = False
+            result[name] = listener
+    result[HTTP_PROXY_LISTENER] = listener_pb2.Listener(
+        name=HTTP_PROXY_LISTENER,
+        address=_address("127.0.0.1", HTTP_PROXY_PORT),
+        filter_chains=[_http_chain(HTTP_PROXY_ROUTE, HTTP_PROXY_LISTENER)],
+    )
+    inbound = _inbound(snapshot, view)
+    if inbound is not None:
+        result[INBOUND_LISTENER] = inbound
+    return result
+
+
+def _inbound(snapshot: Snapshot, view: NodeView) -> Any | None:
+    workload = next(
+        (
+            w
+            for w in snapshot.model.workloads
+            if w.name == view.workload and w.namespace == view.namespace
+        ),
+        None,
+    )
+    if workload is None:
+        return None
+    listener = listener_pb2.Listener(
+        name=INBOUND_LISTENER, address=_address("0.0.0.0", INBOUND_PORT)
+    )
+    for port in workload.ports:
+        chain = listener_components_pb2.FilterChain(name=f"inbound|{port.port}")
+        chain.filter_chain_match.destination_port.value = port.port
+        proxy = tcp_proxy_pb2.TcpProxy(
+            stat_prefix=f"inbound|{port.port}", cluster=f"inbound|{port.port}||"
+        )
+        chain.filters.append(
+            listener_components_pb2.Filter(
+                name="envoy.filters.network.tcp_proxy", typed_config=pack(proxy)
+            )
+        )
+        listener.filter_chains.append(chain)
+    return listener
+
+
+def listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
+    """The listeners for a node of any mode."""
+    if view.mode == "proxyless":
+        return proxyless_listeners(snapshot, view)
+    return sidecar_listeners(snapshot, view)

@@ -1,0 +1,27 @@
+"""Names of generated resources, shared by every translator (Istio's conventions)."""
+
+from __future__ import annotations
+
+
+def cluster_name(host: str, port: int, subset: str | None = None) -> str:
+    """``outbound|<port>|<subset>|<host>``."""
+    return f"outbound|{port}|{subset or ''}|{host}"
+
+
+def parse_cluster_name(name: str) -> tuple[str, int, str | None]:
+    """``(host, port, subset)`` of a cluster name made by :func:`cluster_name`."""
+    _, port, subset, host = name.split("|", 3)
+    return host, int(port), subset or None
+
+
+def route_config_name(host: str, port: int) -> str:
+    """The RouteConfiguration of one service port: ``<host>:<port>``."""
+    return f"{host}:{port}"
+
+
+HTTP_PROXY_ROUTE = "http_proxy"
+"""The RouteConfiguration of the sidecar's HTTP forward-proxy listener: every HTTP service."""
+
+HTTP_PROXY_LISTENER = "http_proxy"
+OUTBOUND_LISTENER = "virtualOutbound"
+INBOUND_LISTENER = "virtualInbound"

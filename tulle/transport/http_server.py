@@ -1,0 +1,186 @@
+"""A small asyncio HTTP/1.1 server for APIs (control-plane API, admin endpoints), parsed by
+httptools. Keep-alive, bodies up to a limit, and a 400 for anything malformed — never a crash.
+Handlers are plain coroutines from :class:`Request` to :class:`Response`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import httptools
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 8 * 1024 * 1024
+MAX_HEADER_BYTES = 64 * 1024
+
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+}
+
+
+@dataclass
+class Request:
+    """A parsed request: method, decoded path, query parameters, lowercased headers, body."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes = b""
+
+    def param(self, name: str, default: str | None = None) -> str | None:
+        """The first value of query parameter ``name``."""
+        values = self.query.get(name)
+        return values[0] if values else default
+
+    def json(self) -> Any:
+        """The body as JSON; raises ValueError with a message for a client."""
+        try:
+            return json.loads(self.body or b"null")
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"request body is not JSON: {error}") from None
+
+
+@dataclass
+class Response:
+    """A response; ``json_response`` and ``text_response`` build the common ones."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """A JSON response."""
+    body = json.dumps(data, indent=2, sort_keys=False).encode() + b"\n"
+    return Response(status, body, {"content-type": "application/json"})
+
+
+def text_response(text: str, status: int = 200) -> Response:
+    """A plain text response."""
+    return Response(status, text.encode(), {"content-type": "text/plain; charset=utf-8"})
+
+
+def error_response(status: int, message: str, **extra: Any) -> Response:
+    """``{"error": message, ...}`` with ``status``."""
+    return json_response({"error": message, **extra}, status)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _Parsed(Exception):
+    """Raised inside the parser callbacks to stop on an oversized request."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.headers: dict[str, str] = {}
+        self.header_bytes = 0
+        self.body = bytearray()
+        self.queue: asyncio.Queue[Request | None] = asyncio.Queue()
+        self.worker: asyncio.Task[None] | None = None
+        self.keep_alive = True
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.worker = asyncio.get_running_loop().create_task(self._serve())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.queue.put_nowait(None)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except _Parsed as stop:
+            self._fail(stop.status, str(stop))
+        except httptools.HttpParserUpgrade:
+            self._fail(400, "protocol upgrade is not supported here")
+        except httptools.HttpParserError as error:
+            self._fail(400, f"malformed HTTP request: {error}")
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.url, self.headers, self.header_bytes, self.body = b"", {}, 0, bytearray()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value)
+        if self.header_bytes > MAX_HEADER_BYTES:
+            raise _Parsed(400, "request headers are too large")
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+        if len(self.body) > MAX_BODY:
+            raise _Parsed(413, f"request body is larger than {MAX_BODY} bytes")
+
+    def on_message_complete(self) -> None:
+        parts = urlsplit(self.url.decode("latin-1"))
+        method = self.parser.get_method().decode("latin-1")
+        self.keep_alive = self.parser.should_keep_alive()
+        request = Request(
+            method, unquote(parts.path), parse_qs(parts.query), self.headers, bytes(self.body)
+        )
+        self.queue.put_nowait(request)
+
+    # serving
+    async def _serve(self) -> None:
+        while True:
+            request = await self.queue.get()
+            if request is None or self.transport is None or self.transport.is_closing():
+                return
+            try:
+                response = await self.handler(request)
+            except Exception:
+                log.exception("handler failed for %s %s", request.method, request.path)
+                response = error_response(500, "internal error; see the control plane's log")
+            self._write(response, close=not self.keep_alive)
+
+    def _write(self, response: Response, close: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        reason = _REASONS.get(response.status, "Unknown")
+        headers = {"content-length": str(len(response.body)), **response.headers}
+        if close:
+            headers["connection"] = "close"
+        head = f"HTTP/1.1 {response.status} {reason}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.transport.write(head.encode("latin-1") + b"\r\n" + response.body)
+        if close:
+            self.transport.close()
+
+    def _fail(self, status: int, message: str) -> None:
+        self._write(error_response(status, message), close=True)
+
+
+async def serve_http(handler: Handler, host: str, port: int) -> asyncio.Server:
+    """Start serving ``handler`` on ``host:port`` (0: any free port)."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: _Connection(handler), host, port)

@@ -1,0 +1,132 @@
+"""The server side of one ADS stream, state of the world, as a sans-IO state machine.
+
+It takes the client's DiscoveryRequests (as plain values) and, when asked with the resources the
+node should have, says what to send. The rules (measured against grpcio, see shared/NOTES.md):
+
+- respond when the subscribed names change or when the chosen resources differ from what was
+  last sent; never because of a nonce (grpcio pipelines requests, so ACKs with old nonces arrive,
+  and answering them makes an endless loop);
+- a NACK records the client's message and keeps the node on its last ACKed version; the same
+  resources are not sent again, only a new version is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tulle.xds.types import FULL_STATE_TYPES
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a DiscoveryRequest says, as plain values."""
+
+    type_url: str
+    names: frozenset[str]
+    version: str = ""
+    nonce: str = ""
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Response:
+    """What to send: the version, nonce and resources of one type."""
+
+    type_url: str
+    version: str
+    nonce: str
+    resources: tuple[tuple[str, Any], ...]
+
+
+@dataclass
+class TypeState:
+    """Per resource type: what the client asked for, what it was sent, what it accepted."""
+
+    names: frozenset[str] = frozenset()
+    wildcard: bool = False
+    sent_version: str | None = None
+    sent_nonce: str | None = None
+    sent_names: frozenset[str] | None = None
+    sent: tuple[tuple[str, Any], ...] = ()
+    acked_version: str | None = None
+    nack: str | None = None
+    nacked_version: str | None = None
+    requests: int = 0
+
+
+def version_of(resources: Iterable[tuple[str, bytes]]) -> str:
+    """A version that changes exactly when the resources' content does."""
+    digest = hashlib.sha256()
+    for name, payload in sorted(resources):
+        digest.update(name.encode())
+        digest.update(b"\0")
+        digest.update(payload)
+        digest.update(b"\1")
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class AdsSession:
+    """One client stream: its subscriptions and what it was sent, per type."""
+
+    node_id: str
+    types: dict[str, TypeState] = field(default_factory=dict)
+    _nonces: int = 0
+
+    def receive(self, request: Request) -> bool:
+        """Record a request; True when it changed the subscription (a response may be due)."""
+        state = self.types.setdefault(request.type_url, TypeState())
+        state.requests += 1
+        first = state.requests == 1
+        if request.nonce and request.nonce == state.sent_nonce:
+            if request.error is None:
+                state.acked_version = request.version or state.sent_version
+                state.nack = None
+                state.nacked_version = None
+            else:
+                state.nack = request.error
+                state.nacked_version = state.sent_version
+        wildcard = first and not request.names and request.type_url in FULL_STATE_TYPES
+        if first:
+            state.wildcard = wildcard
+        changed = first or (not state.wildcard and request.names != state.names)
+        state.names = request.names
+        return changed
+
+    def wanted(self, type_url: str, available: Mapping[str, Any]) -> list[str]:
+        """The names of ``available`` this client subscribes to."""
+        state = self.types.get(type_url)
+        if state is None:
+            return []
+        if state.wildcard or "*" in state.names:
+            return sorted(available)
+        return sorted(name for name in state.names if name in available)
+
+    def due(
+        self,
+        type_url: str,
+        available: Mapping[str, Any],
+        serialize: Callable[[Any], bytes],
+    ) -> Response | None:
+        """The response to send for ``type_url`` now, or None when the client is up to date.
+
+        ``available`` maps every resource name the node may have to its resource."""
+        state = self.types.get(type_url)
+        if state is None:
+            return None
+        names = self.wanted(type_url, available)
+        chosen = tuple((name, available[name]) for name in names)
+        version = version_of((name, serialize(resource)) for name, resource in chosen)
+        subscription = state.names if not state.wildcard else frozenset({"*"})
+        if version == state.sent_version and subscription == state.sent_names:
+            return None
+        if version == state.nacked_version and subscription == state.sent_names:
+            return None
+        self._nonces += 1
+        nonce = str(self._nonces)
+        state.sent_version, state.sent_nonce, state.sent_names = version, nonce, subscription
+        state.sent = chosen
+        return Response(type_url, version, nonce, chosen)

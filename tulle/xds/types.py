@@ -1,0 +1,24 @@
+"""The xDS resource types Tulle serves, by type URL and by the short names the CLI uses."""
+
+from __future__ import annotations
+
+from typing import Final
+
+LISTENER: Final = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE: Final = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+CLUSTER: Final = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT: Final = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+SECRET: Final = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+SHORT_NAMES: Final = {
+    LISTENER: "listeners",
+    ROUTE: "routes",
+    CLUSTER: "clusters",
+    ENDPOINT: "endpoints",
+    SECRET: "secrets",
+}
+BY_SHORT_NAME: Final = {short: url for url, short in SHORT_NAMES.items()}
+
+# Types whose state-of-the-world response must hold every subscribed resource: a resource left
+# out means it was removed. For the others a response holds only what it names.
+FULL_STATE_TYPES: Final = frozenset({LISTENER, CLUSTER})
