@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tulle.cli import validate, version
+from tulle.cli import config_commands, controlplane, proxy_commands, validate, version
 
 app = typer.Typer(
     name="tulle",
@@ -15,6 +15,13 @@ app = typer.Typer(
 )
 app.command("version")(version.version)
 app.command("validate")(validate.validate)
+app.command("controlplane")(controlplane.controlplane)
+app.command("apply")(config_commands.apply)
+app.command("get")(config_commands.get)
+app.command("delete")(config_commands.delete)
+app.command("proxy-status")(proxy_commands.proxy_status)
+app.command("proxy-config")(proxy_commands.proxy_config)
+app.add_typer(proxy_commands.bootstrap_app, name="bootstrap")
 
 
 def run() -> None:

@@ -83,7 +83,7 @@ def error_response(status: int, message: str, **extra: Any) -> Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class _Parsed(Exception):
+class _StopParsingError(Exception):
     """Raised inside the parser callbacks to stop on an oversized request."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -116,7 +116,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except _Parsed as stop:
+        except _StopParsingError as stop:
             self._fail(stop.status, str(stop))
         except httptools.HttpParserUpgrade:
             self._fail(400, "protocol upgrade is not supported here")
@@ -133,13 +133,13 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value)
         if self.header_bytes > MAX_HEADER_BYTES:
-            raise _Parsed(400, "request headers are too large")
+            raise _StopParsingError(400, "request headers are too large")
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_body(self, body: bytes) -> None:
         self.body += body
         if len(self.body) > MAX_BODY:
-            raise _Parsed(413, f"request body is larger than {MAX_BODY} bytes")
+            raise _StopParsingError(413, f"request body is larger than {MAX_BODY} bytes")
 
     def on_message_complete(self) -> None:
         parts = urlsplit(self.url.decode("latin-1"))

@@ -46,7 +46,7 @@ def parse_node_id(node_id: str) -> NodeInfo:
     if not pod or not namespace:
         raise NodeIdError(f"node id {node_id!r}: third part must be <pod>.<namespace>")
     suffix = domain.split(".", 1)[1] if "." in domain else "svc.cluster.local"
-    return NodeInfo(node_id, mode, ip, pod, namespace, suffix)  # type: ignore[arg-type]
+    return NodeInfo(node_id, mode, ip, pod, namespace, suffix)
 
 
 def make_node_id(mode: Mode, ip: str, pod: str, namespace: str = "default") -> str:

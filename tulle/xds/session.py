@@ -105,6 +105,13 @@ class AdsSession:
             return sorted(available)
         return sorted(name for name in state.names if name in available)
 
+    def desired_version(
+        self, type_url: str, available: Mapping[str, Any], serialize: Callable[[Any], bytes]
+    ) -> str:
+        """The version this client would be sent now (to tell whether it is current)."""
+        names = self.wanted(type_url, available)
+        return version_of((name, serialize(available[name])) for name in names)
+
     def due(
         self,
         type_url: str,

@@ -20,9 +20,13 @@ _LB = {
     "RING_HASH": cluster_pb2.Cluster.RING_HASH,
 }
 
-# grpcio implements round robin, least request and ring hash; it rejects a cluster asking for
-# another policy. Proxyless nodes get round robin where the rule asks for RANDOM (see docs).
-_PROXYLESS_LB = {**_LB, "RANDOM": cluster_pb2.Cluster.ROUND_ROBIN}
+# grpcio accepts only ROUND_ROBIN and RING_HASH in lb_policy (it NACKs LEAST_REQUEST and RANDOM:
+# "LB policy is not supported"). Proxyless nodes get round robin for those (see docs).
+_PROXYLESS_LB = {
+    **_LB,
+    "LEAST_REQUEST": cluster_pb2.Cluster.ROUND_ROBIN,
+    "RANDOM": cluster_pb2.Cluster.ROUND_ROBIN,
+}
 
 
 def _thresholds(pool: ConnectionPool) -> Any:
@@ -70,7 +74,9 @@ def cluster(
     result = cluster_pb2.Cluster(
         name=name,
         type=cluster_pb2.Cluster.EDS,
-        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads(), service_name=name),
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(
+            eds_config=ads(), service_name=name
+        ),
         lb_policy=table[balancer.policy],
         connect_timeout=duration(settings.connection_pool.connect_timeout),
     )
@@ -99,9 +105,7 @@ def clusters(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
         subsets = [None] + [s.name for s in policy.subsets] if policy else [None]
         for port in service.ports:
             for subset in subsets:
-                settings = (
-                    policy.settings_for(subset, port.number) if policy else TrafficSettings()
-                )
+                settings = policy.settings_for(subset, port.number) if policy else TrafficSettings()
                 item = cluster(service, port.number, subset, settings, view)
                 result[item.name] = item
     return result

@@ -43,7 +43,7 @@ def client_names(service: Service, view: NodeView) -> tuple[str, ...]:
 
 def http_ports(service: Service) -> tuple[int, ...]:
     """The ports of ``service`` that carry HTTP (HTTP/1.1, HTTP/2, gRPC)."""
-    return tuple(p.number for p in service.ports if p.protocol != "TCP" and p.protocol != "TLS")
+    return tuple(p.number for p in service.ports if p.protocol not in {"TCP", "TLS"})
 
 
 def is_routable(service: Service) -> bool:

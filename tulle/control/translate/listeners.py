@@ -58,7 +58,9 @@ def connection_manager(route_name: str, stat_prefix: str) -> Any:
 
 
 def _address(ip: str, port: int) -> Any:
-    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=ip, port_value=port))
+    return address_pb2.Address(
+        socket_address=address_pb2.SocketAddress(address=ip, port_value=port)
+    )
 
 
 def _api_listener(name: str, route_name: str) -> Any:

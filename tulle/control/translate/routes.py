@@ -284,9 +284,7 @@ def envoy_routes(snapshot: Snapshot, service: Service, port: int, view: NodeView
             rc.Route(
                 name="default",
                 match=rc.RouteMatch(prefix="/"),
-                route=rc.RouteAction(
-                    cluster=cluster_name(service.host, port), timeout=duration(0)
-                ),
+                route=rc.RouteAction(cluster=cluster_name(service.host, port), timeout=duration(0)),
             )
         ]
     result = []

@@ -1,0 +1,47 @@
+"""A real gRPC backend for the end-to-end tests: ``/greeter.Greeter/SayHello`` answers with this
+server's name (raw bytes, no protobuf needed). ``--fail-rate`` fails that share of calls with
+UNAVAILABLE. Prints ``READY <port>`` once serving; stops on SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import sys
+import threading
+from concurrent import futures
+
+import grpc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--fail-rate", type=float, default=0.0)
+    args = parser.parse_args()
+    chance = random.Random()
+
+    def say_hello(request: bytes, context: grpc.ServicerContext) -> bytes:
+        if args.fail_rate and chance.random() < args.fail_rate:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{args.name} failed on purpose")
+        return args.name.encode()
+
+    handler = grpc.method_handlers_generic_handler(
+        "greeter.Greeter", {"SayHello": grpc.unary_unary_rpc_method_handler(say_hello)}
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port(f"127.0.0.1:{args.port}")
+    server.start()
+    print(f"READY {port}", flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    server.stop(0.5).wait()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

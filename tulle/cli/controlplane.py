@@ -1,0 +1,57 @@
+"""``tulle controlplane``: run the control plane in the foreground until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tulle.control.app import ControlPlane
+
+
+def controlplane(
+    files: Annotated[
+        list[Path] | None,
+        typer.Option("-f", "--file", help="Config files or directories (watched for edits)."),
+    ] = None,
+    state_dir: Annotated[
+        Path, typer.Option(help="Where applied config and endpoints persist.")
+    ] = Path(".tulle"),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    xds_port: Annotated[int, typer.Option(help="ADS (gRPC) port.")] = 15010,
+    http_port: Annotated[int, typer.Option(help="HTTP API port.")] = 15014,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Serve xDS to the mesh's data planes and the config API."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for path in files or []:
+        if not path.exists():
+            typer.echo(f"error: {path}: no such file or directory", err=True)
+            raise typer.Exit(2)
+    plane = ControlPlane(files or [], state_dir, host, xds_port, http_port)
+    try:
+        asyncio.run(_run(plane))
+    except OSError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+async def _run(plane: ControlPlane) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await plane.start()
+    print(
+        f"tulle controlplane: xDS on {plane.host}:{plane.xds_port}, "
+        f"API on http://{plane.host}:{plane.http_port}",
+        flush=True,
+    )
+    await stop.wait()
+    await plane.stop()
