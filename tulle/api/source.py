@@ -159,10 +159,13 @@ def _yaml_files(path: Path) -> Iterator[Path]:
         yield path
 
 
-def read_paths(paths: Iterable[str | Path]) -> tuple[list[Document], list[Finding]]:
+def read_paths(
+    paths: Iterable[str | Path], allow_empty_dirs: bool = False
+) -> tuple[list[Document], list[Finding]]:
     """Read files and directories (recursively, ``*.yaml`` and ``*.yml``) into documents.
 
-    A path that does not exist or cannot be read is a finding, not an exception."""
+    A path that does not exist or cannot be read is a finding, not an exception; so is a
+    directory without config, unless ``allow_empty_dirs`` (a watched directory may start empty)."""
     documents: list[Document] = []
     findings: list[Finding] = []
     for given in paths:
@@ -171,7 +174,7 @@ def read_paths(paths: Iterable[str | Path]) -> tuple[list[Document], list[Findin
             findings.append(_file_finding(str(root), 0, "no such file or directory"))
             continue
         files = list(_yaml_files(root))
-        if root.is_dir() and not files:
+        if root.is_dir() and not files and not allow_empty_dirs:
             findings.append(_file_finding(str(root), 0, "directory holds no .yaml or .yml file"))
         for file in files:
             try:

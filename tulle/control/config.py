@@ -89,7 +89,7 @@ class ConfigSources:
         """Read the files and the store; at start there is no last good config, so with errors
         in the files the mesh starts from the applied resources alone."""
         self._fingerprint = _fingerprint(self.paths)
-        documents, read_findings = read_paths(self.paths)
+        documents, read_findings = read_paths(self.paths, allow_empty_dirs=True)
         applied = self.applied_documents()
         result = self._validate(self._combine(documents, applied), read_findings)
         if result.ok:
@@ -106,7 +106,7 @@ class ConfigSources:
         if fingerprint == self._fingerprint:
             return False
         self._fingerprint = fingerprint
-        documents, read_findings = read_paths(self.paths)
+        documents, read_findings = read_paths(self.paths, allow_empty_dirs=True)
         result = self._validate(self._combine(documents, self.applied_documents()), read_findings)
         self.file_findings = result.findings
         if not result.ok:

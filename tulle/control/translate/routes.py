@@ -21,6 +21,7 @@ from tulle.api.model import (
     HeaderEdits,
     HttpRoute,
     LoadBalancer,
+    ResourceRef,
     RouteMatch,
     Service,
     StringMatcher,
@@ -280,11 +281,16 @@ def envoy_routes(snapshot: Snapshot, service: Service, port: int, view: NodeView
     """The Envoy routes of ``service`` on ``port``, in order; a default route when none is set."""
     routes = snapshot.model.http_routes.get(service.host)
     if not routes:
+        fallback = HttpRoute(
+            origin=ResourceRef("Service", service.namespace, service.host),
+            name="default",
+            destinations=(WeightedDestination(service.host, port=port, weight=100),),
+        )
         return [
             rc.Route(
                 name="default",
                 match=rc.RouteMatch(prefix="/"),
-                route=rc.RouteAction(cluster=cluster_name(service.host, port), timeout=duration(0)),
+                route=_action(snapshot, fallback, port),
             )
         ]
     result = []

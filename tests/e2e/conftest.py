@@ -1,0 +1,225 @@
+"""Real processes for end-to-end tests: the control plane (``tulle controlplane``), gRPC backends
+and stock grpcio xDS clients, each a subprocess on loopback, all stopped after each test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+HERE = Path(__file__).parent
+BIN = Path(sys.executable).parent
+NODE = "proxyless~127.0.0.1~client-0.default~default.svc.cluster.local"
+
+
+def _stop(proc: subprocess.Popen[str], grace: float = 5.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+@dataclass
+class ControlPlane:
+    """A running ``tulle controlplane`` and helpers to drive it over its API."""
+
+    proc: subprocess.Popen[str]
+    xds_port: int
+    http_port: int
+    state_dir: Path
+    config_dir: Path
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def apply(self, text: str, expect_ok: bool = True) -> dict[str, Any]:
+        response = httpx.post(
+            f"{self.api}/api/v1/resources",
+            content=text.encode(),
+            headers={"x-tulle-filename": "test.yaml"},
+            timeout=10,
+        )
+        data: dict[str, Any] = response.json()
+        if expect_ok:
+            assert response.status_code == 200, data
+        return data
+
+    def register(self, **fields: Any) -> None:
+        response = httpx.post(f"{self.api}/api/v1/endpoints", json=fields, timeout=10)
+        assert response.status_code == 200, response.text
+
+    def deregister(self, **fields: Any) -> None:
+        response = httpx.request("DELETE", f"{self.api}/api/v1/endpoints", json=fields, timeout=10)
+        assert response.status_code == 200, response.text
+
+    def proxy_status(self) -> dict[str, Any]:
+        data: dict[str, Any] = httpx.get(f"{self.api}/api/v1/proxy-status", timeout=10).json()
+        return data
+
+    def bootstrap(self, node_id: str = NODE) -> str:
+        return json.dumps(
+            {
+                "xds_servers": [
+                    {
+                        "server_uri": f"127.0.0.1:{self.xds_port}",
+                        "channel_creds": [{"type": "insecure"}],
+                        "server_features": ["xds_v3"],
+                    }
+                ],
+                "node": {"id": node_id},
+            }
+        )
+
+
+def start_control_plane(
+    state_dir: Path, config_dir: Path, xds_port: int = 0, http_port: int = 0
+) -> ControlPlane:
+    """Start ``tulle controlplane`` and wait until its API answers."""
+    proc = subprocess.Popen(
+        [
+            str(BIN / "tulle"), "controlplane", "-f", str(config_dir),
+            "--state-dir", str(state_dir),
+            "--xds-port", str(xds_port), "--http-port", str(http_port),
+            "--log-level", "warning",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("tulle controlplane:"):
+        _stop(proc)
+        raise AssertionError(f"control plane did not start: {line!r}")
+    # "tulle controlplane: xDS on 127.0.0.1:PORT, API on http://127.0.0.1:PORT"
+    xds = int(line.split("xDS on ")[1].split(",")[0].rsplit(":", 1)[1])
+    http = int(line.rsplit(":", 1)[1])
+    plane = ControlPlane(proc, xds, http, state_dir, config_dir)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{plane.api}/healthz", timeout=1).status_code == 200:
+                return plane
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    _stop(proc)
+    raise AssertionError("control plane API did not come up")
+
+
+@pytest.fixture
+def control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    plane = start_control_plane(tmp_path / "state", config_dir)
+    yield plane
+    _stop(plane.proc)
+
+
+@dataclass
+class Processes:
+    """Backends started by a test, stopped at its end."""
+
+    started: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def greeter(self, name: str, fail_rate: float = 0.0) -> int:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "greeter.py"),
+                "--name",
+                name,
+                "--fail-rate",
+                str(fail_rate),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.started.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("READY "), line
+        return int(line.split()[1])
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            _stop(proc)
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    procs = Processes()
+    yield procs
+    procs.stop_all()
+
+
+class Client:
+    """A stock grpcio xDS client process; its results arrive as they happen."""
+
+    def __init__(self, bootstrap: str, target: str, *args: str) -> None:
+        env = {**os.environ, "GRPC_XDS_BOOTSTRAP_CONFIG": bootstrap, "GRPC_VERBOSITY": "NONE"}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "xds_client.py"), "--target", target, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        self.results: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.results.append(json.loads(line))
+
+    def wait(self, timeout: float = 120) -> list[dict[str, Any]]:
+        self.proc.wait(timeout)
+        self._reader.join(timeout)
+        _stop(self.proc)
+        return self.results
+
+    def stop(self) -> list[dict[str, Any]]:
+        _stop(self.proc)
+        self._reader.join(5)
+        return self.results
+
+
+@pytest.fixture
+def clients() -> Iterator[list[Client]]:
+    started: list[Client] = []
+    yield started
+    for client in started:
+        client.stop()
+
+
+def run_client(plane: ControlPlane, target: str, *args: str) -> list[dict[str, Any]]:
+    """Run a client to completion and return its results."""
+    return Client(plane.bootstrap(), target, *args).wait()
+
+
+def wait_until(condition: Any, timeout: float = 10.0, interval: float = 0.05) -> None:
+    """Poll ``condition`` until it is true (a state to reach, not a delay)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")

@@ -1,0 +1,355 @@
+"""The control plane, proven with grpcio's own xDS client: real control plane, real gRPC
+servers, stock grpcio clients on ``xds:///`` targets, all separate processes on loopback."""
+
+from __future__ import annotations
+
+import collections
+import time
+
+import httpx
+
+from tests.e2e.conftest import Client, ControlPlane, Processes, run_client, wait_until
+
+LONG = "xds:///greeter.default.svc.cluster.local:50051"
+
+
+def service_entry(ports: dict[str, int]) -> str:
+    """A ServiceEntry for greeter with one endpoint per backend, labelled version=<name>."""
+    endpoints = "\n".join(
+        f"    - {{address: 127.0.0.1, ports: {{grpc: {port}}}, labels: {{version: {name}}}}}"
+        for name, port in ports.items()
+    )
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: greeter}}
+spec:
+  hosts: [greeter.default.svc.cluster.local]
+  ports: [{{number: 50051, protocol: GRPC, name: grpc}}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  endpoints:
+{endpoints}
+"""
+
+
+SUBSETS = """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: greeter}
+spec:
+  host: greeter
+  subsets:
+    - {name: v1, labels: {version: v1}}
+    - {name: v2, labels: {version: v2}}
+"""
+
+
+def split(v1: int, v2: int) -> str:
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: greeter}}
+spec:
+  hosts: [greeter]
+  http:
+    - route:
+        - destination: {{host: greeter, subset: v1}}
+          weight: {v1}
+        - destination: {{host: greeter, subset: v2}}
+          weight: {v2}
+"""
+
+
+def backends(results: list[dict]) -> collections.Counter[str]:
+    return collections.Counter(r["backend"] for r in results if r["ok"])
+
+
+def failures(results: list[dict]) -> list[dict]:
+    return [r for r in results if not r["ok"]]
+
+
+def test_service_entry_endpoints_by_long_and_short_name(control_plane: ControlPlane, processes):
+    ports = {"a": processes.greeter("a"), "b": processes.greeter("b")}
+    control_plane.apply(service_entry(ports))
+    for target in (LONG, "xds:///greeter", "xds:///greeter.default:50051"):
+        results = run_client(control_plane, target, "--count", "20")
+        assert failures(results) == []
+        assert sorted(backends(results).values()) >= [8, 8]  # round robin over both
+        assert backends(results).keys() == {"a", "b"}
+
+
+def test_registered_endpoints(control_plane: ControlPlane, processes: Processes):
+    for name in ("c", "d"):
+        control_plane.register(
+            service="hello", address="127.0.0.1", port=processes.greeter(name),
+            servicePort=50052, protocol="GRPC", labels={"version": name},
+        )  # fmt: skip
+    results = run_client(
+        control_plane, "xds:///hello.default.svc.cluster.local:50052", "--count", "20"
+    )
+    assert failures(results) == []
+    assert backends(results).keys() == {"c", "d"}
+    assert min(backends(results).values()) >= 8
+
+
+def test_weight_changes_under_steady_traffic(
+    control_plane: ControlPlane, processes: Processes, clients: list[Client]
+):
+    control_plane.apply(
+        service_entry({"v1": processes.greeter("v1"), "v2": processes.greeter("v2")})
+    )
+    control_plane.apply(SUBSETS)
+    control_plane.apply(split(90, 10))
+    client = Client(
+        control_plane.bootstrap(),
+        LONG,
+        "--count",
+        "100000",
+        "--interval",
+        "0.005",
+        "--seconds",
+        "40",
+    )
+    clients.append(client)
+    wait_until(lambda: len(client.results) >= 300)
+
+    def share_of_v2_after(start: float, window: float = 1.5) -> float:
+        wait_until(lambda: client.results and client.results[-1]["t"] > start + 2 + window)
+        picked = [r for r in client.results if start + 2 <= r["t"] <= start + 2 + window]
+        return sum(r.get("backend") == "v2" for r in picked) / len(picked)
+
+    first = client.results[:300]
+    assert 0.03 <= sum(r.get("backend") == "v2" for r in first) / 300 <= 0.2
+    for (v1, v2), low, high in (((50, 50), 0.38, 0.62), ((0, 100), 1.0, 1.0)):
+        start = time.time()
+        control_plane.apply(split(v1, v2))
+        assert low <= share_of_v2_after(start) <= high, (v1, v2)
+    results = client.stop()
+    assert len(results) > 500
+    assert failures(results) == []
+
+
+def test_header_match_routing(control_plane: ControlPlane, processes: Processes):
+    control_plane.apply(
+        service_entry({"v1": processes.greeter("v1"), "v2": processes.greeter("v2")})
+    )
+    control_plane.apply(SUBSETS)
+    control_plane.apply(
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: greeter}
+spec:
+  hosts: [greeter]
+  http:
+    - match:
+        - headers:
+            x-user: {exact: jason}
+      route:
+        - destination: {host: greeter, subset: v2}
+    - route:
+        - destination: {host: greeter, subset: v1}
+"""
+    )
+    jason = run_client(control_plane, LONG, "--count", "20", "--header", "x-user=jason")
+    others = run_client(control_plane, LONG, "--count", "20", "--header", "x-user=maria")
+    assert backends(jason) == {"v2": 20}
+    assert backends(others) == {"v1": 20}
+
+
+def retrying(attempts: int) -> str:
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: greeter}}
+spec:
+  hosts: [greeter]
+  http:
+    - route:
+        - destination: {{host: greeter}}
+      retries:
+        attempts: {attempts}
+        retryOn: unavailable
+"""
+
+
+def test_retries_on_unavailable(control_plane: ControlPlane, processes: Processes):
+    control_plane.apply(service_entry({"flaky": processes.greeter("flaky", fail_rate=0.5)}))
+    control_plane.apply(retrying(0))
+    without = run_client(control_plane, LONG, "--count", "300")
+    control_plane.apply(retrying(3))
+    wait_until(lambda: True)
+    with_retries = run_client(control_plane, LONG, "--count", "300")
+    # Each call fails with probability 0.5; with 3 retries, 0.5^4 ≈ 6%.
+    assert 0.3 <= len(failures(without)) / 300 <= 0.7
+    assert len(failures(with_retries)) / 300 <= 0.15
+    assert {r["code"] for r in failures(without)} == {"UNAVAILABLE"}
+
+
+def test_fault_abort_percentage(control_plane: ControlPlane, processes: Processes):
+    control_plane.apply(service_entry({"a": processes.greeter("a")}))
+    control_plane.apply(
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: greeter}
+spec:
+  hosts: [greeter]
+  http:
+    - fault:
+        abort:
+          grpcStatus: RESOURCE_EXHAUSTED
+          percentage: {value: 30}
+      route:
+        - destination: {host: greeter}
+"""
+    )
+    results = run_client(control_plane, LONG, "--count", "600")
+    aborted = failures(results)
+    # Binomial(600, 0.3): standard deviation 1.9%; ±6% is more than 3 of them.
+    assert 0.24 <= len(aborted) / 600 <= 0.36
+    assert {r["code"] for r in aborted} == {"RESOURCE_EXHAUSTED"}
+
+
+def test_consistent_hash_on_header(control_plane: ControlPlane, processes: Processes):
+    ports = {name: processes.greeter(name) for name in ("a", "b", "c", "d")}
+    control_plane.apply(service_entry(ports))
+    control_plane.apply(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: greeter}
+spec:
+  host: greeter
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpHeaderName: x-user}
+"""
+    )
+    chosen = {}
+    for user in ("ann", "bob", "cyd", "dan", "eve", "fay", "gus", "hal"):
+        results = run_client(control_plane, LONG, "--count", "15", "--header", f"x-user={user}")
+        assert failures(results) == []
+        seen = backends(results)
+        assert len(seen) == 1, (user, seen)
+        chosen[user] = next(iter(seen))
+    assert len(set(chosen.values())) >= 2, chosen
+
+
+def test_deregistered_endpoint_leaves_rotation(
+    control_plane: ControlPlane, processes: Processes, clients: list[Client]
+):
+    registrations = {
+        name: {"service": "hello", "address": "127.0.0.1", "port": processes.greeter(name),
+               "servicePort": 50052, "protocol": "GRPC"}
+        for name in ("c", "d")
+    }  # fmt: skip
+    for fields in registrations.values():
+        control_plane.register(**fields)
+    client = Client(
+        control_plane.bootstrap(), "xds:///hello.default.svc.cluster.local:50052",
+        "--count", "100000", "--interval", "0.005", "--seconds", "30",
+    )  # fmt: skip
+    clients.append(client)
+    wait_until(lambda: len(client.results) >= 100)
+    assert set(backends(client.results)) == {"c", "d"}
+    control_plane.deregister(**registrations["d"])
+    start = time.time()
+    wait_until(lambda: client.results[-1]["t"] > start + 3)
+    later = [r for r in client.results if r["t"] > start + 2]
+    assert backends(later).keys() == {"c"}
+    assert failures(client.stop()) == []
+
+
+def test_nack_is_reported_and_traffic_stays_on_the_last_good_version(
+    control_plane: ControlPlane, processes: Processes, clients: list[Client]
+):
+    control_plane.apply(
+        service_entry({"v1": processes.greeter("v1"), "v2": processes.greeter("v2")})
+    )
+    control_plane.apply(SUBSETS)
+    control_plane.apply(split(100, 0))
+    client = Client(
+        control_plane.bootstrap(),
+        LONG,
+        "--count",
+        "100000",
+        "--interval",
+        "0.005",
+        "--seconds",
+        "30",
+    )
+    clients.append(client)
+    wait_until(lambda: len(client.results) >= 100)
+    # Python's re accepts \\Z, RE2 (grpcio's regex engine) does not: the client rejects the route.
+    control_plane.apply(
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: greeter}
+spec:
+  hosts: [greeter]
+  http:
+    - match:
+        - headers:
+            x-user: {regex: "jason\\\\Z"}
+      route:
+        - destination: {host: greeter, subset: v2}
+    - route:
+        - destination: {host: greeter, subset: v2}
+"""
+    )
+
+    def nacked_routes() -> str | None:
+        for node in control_plane.proxy_status()["nodes"]:
+            state = node["types"].get("routes")
+            if state and state["nack"]:
+                return str(state["nack"])
+        return None
+
+    wait_until(lambda: nacked_routes() is not None)
+    message = nacked_routes()
+    assert message is not None
+    assert "regex" in message.lower()
+    start = time.time()
+    wait_until(lambda: client.results[-1]["t"] > start + 1)
+    results = client.stop()
+    assert failures(results) == []
+    assert backends(results).keys() == {"v1"}  # still the last good version (100/0)
+
+
+def test_control_plane_restart_during_traffic(
+    control_plane: ControlPlane, processes: Processes, clients: list[Client]
+):
+    from tests.e2e.conftest import _stop, start_control_plane
+
+    control_plane.apply(service_entry({"a": processes.greeter("a"), "b": processes.greeter("b")}))
+    client = Client(
+        control_plane.bootstrap(),
+        LONG,
+        "--count",
+        "100000",
+        "--interval",
+        "0.005",
+        "--seconds",
+        "40",
+    )
+    clients.append(client)
+    wait_until(lambda: len(client.results) >= 100)
+    _stop(control_plane.proc)
+    during = len(client.results)
+    wait_until(lambda: len(client.results) >= during + 100)  # served from the client's cache
+    restarted = start_control_plane(
+        control_plane.state_dir, control_plane.config_dir,
+        control_plane.xds_port, control_plane.http_port,
+    )  # fmt: skip
+    control_plane.proc = restarted.proc  # stopped by the fixture
+    wait_until(lambda: len(restarted.proxy_status()["nodes"]) == 1, timeout=30)
+    listed = httpx.get(f"{restarted.api}/api/v1/resources?kind=ServiceEntry").json()["items"]
+    assert [i["resource"]["metadata"]["name"] for i in listed] == ["greeter"]
+    after = len(client.results)
+    wait_until(lambda: len(client.results) >= after + 100)
+    results = client.stop()
+    assert failures(results) == []
+    assert set(backends(results)) == {"a", "b"}
