@@ -28,7 +28,9 @@ def view_of(snapshot: Snapshot, node: NodeInfo) -> NodeView:
         if workload.name == node.workload and workload.namespace == node.namespace:
             labels = workload.labels
             break
-    return NodeView(node.mode, node.namespace, labels, node.workload)
+    # Only sidecars and the library get an inbound listener for their own workload.
+    workload = "" if node.mode == "proxyless" else node.workload
+    return NodeView(node.mode, node.namespace, labels, workload)
 
 
 def translate(snapshot: Snapshot, view: NodeView) -> Resources:
