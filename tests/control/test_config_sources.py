@@ -77,7 +77,9 @@ def test_apply_then_update_then_unchanged(sources):
     updated = sources.apply(ROUTE % "2s", "r.yaml")
     assert updated.updated == (("VirtualService", "default", "web"),)
     assert timeout_of(sources) == 2.0
-    assert sources.apply(ROUTE % "2s", "r.yaml").unchanged == (("VirtualService", "default", "web"),)
+    assert sources.apply(ROUTE % "2s", "r.yaml").unchanged == (
+        ("VirtualService", "default", "web"),
+    )
 
 
 def test_an_invalid_apply_changes_nothing_and_says_why(sources):
@@ -89,9 +91,12 @@ def test_an_invalid_apply_changes_nothing_and_says_why(sources):
         "'soon': write a number and a unit (h, m, s, ms, us, ns), e.g. '1.5s', '100ms', '1m'"
     ]
     assert timeout_of(sources) == 1.0
-    assert sources.store.resources()[("VirtualService", "default", "web")]["spec"]["http"][0][
-        "timeout"
-    ] == "1s"
+    assert (
+        sources.store.resources()[("VirtualService", "default", "web")]["spec"]["http"][0][
+            "timeout"
+        ]
+        == "1s"
+    )
 
 
 def test_a_change_that_breaks_another_resource_is_refused(sources):
@@ -99,7 +104,9 @@ def test_a_change_that_breaks_another_resource_is_refused(sources):
     assert sources.apply(SUBSET_ROUTE, "route.yaml").accepted
     refused = sources.delete(("DestinationRule", "default", "web"))
     assert not refused.accepted
-    assert "subset 'v1' of web.default.svc.cluster.local is not defined" in refused.findings[0].message
+    assert (
+        "subset 'v1' of web.default.svc.cluster.local is not defined" in refused.findings[0].message
+    )
     assert ("DestinationRule", "default", "web") in sources.store.resources()
 
 

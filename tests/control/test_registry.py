@@ -13,7 +13,11 @@ def test_a_registration_resolves_the_host_and_fills_defaults():
         {"service": "cart", "namespace": "shop", "address": "127.0.0.1", "port": 9000}
     )
     assert endpoint.service == "cart.shop.svc.cluster.local"
-    assert (endpoint.protocol, endpoint.service_account, endpoint.healthy) == ("HTTP", "default", True)
+    assert (endpoint.protocol, endpoint.service_account, endpoint.healthy) == (
+        "HTTP",
+        "default",
+        True,
+    )
     assert endpoint.id == "cart.shop.svc.cluster.local|127.0.0.1:9000"
 
 
@@ -25,8 +29,14 @@ def test_a_registration_resolves_the_host_and_fills_defaults():
         ({"service": "a", "address": "127.0.0.1", "port": "80"}, "port: must be int"),
         ({"service": "a", "address": "127.0.0.1", "port": 70000}, "port: 70000 is not a port"),
         ({"service": "a", "address": "127.0.0.1", "port": 1, "protocol": "UDP"}, "protocol: 'UDP'"),
-        ({"service": "a", "address": "127.0.0.1", "port": 1, "colour": "red"}, "colour: unknown field"),
-        ({"service": "A_B", "address": "127.0.0.1", "port": 1}, "service: 'A_B' is not a valid host"),
+        (
+            {"service": "a", "address": "127.0.0.1", "port": 1, "colour": "red"},
+            "colour: unknown field",
+        ),
+        (
+            {"service": "A_B", "address": "127.0.0.1", "port": 1},
+            "service: 'A_B' is not a valid host",
+        ),
         ({"service": "a", "address": "127.0.0.1", "port": True}, "port: must be int"),
     ],
 )
@@ -38,7 +48,9 @@ def test_bad_registrations_name_the_field(data, message):
 def test_registrations_persist(tmp_path):
     store = StateStore(tmp_path)
     registry = LocalRegistry(store.endpoints(), store.save_endpoint, store.delete_endpoint)
-    first = endpoint_from_dict({"service": "a", "address": "127.0.0.1", "port": 1, "labels": {"v": "1"}})
+    first = endpoint_from_dict(
+        {"service": "a", "address": "127.0.0.1", "port": 1, "labels": {"v": "1"}}
+    )
     second = endpoint_from_dict({"service": "a", "address": "127.0.0.1", "port": 2})
     assert registry.register(first)
     assert registry.register(second)

@@ -171,7 +171,10 @@ def test_endpoints_by_subset_and_locality_with_registered_ones():
     localities = [group["locality"] for group in v1["endpoints"]]
     assert {"region": "eu", "zone": "a"} in localities
     v2 = as_dict(assignments[f"outbound|50051|v2|{HOST}"])
-    assert [e["endpoint"]["address"]["socketAddress"]["address"] for e in v2["endpoints"][0]["lbEndpoints"]] == ["127.0.0.2"]
+    assert [
+        e["endpoint"]["address"]["socketAddress"]["address"]
+        for e in v2["endpoints"][0]["lbEndpoints"]
+    ] == ["127.0.0.2"]
 
 
 def test_registered_endpoints_alone_make_a_service():

@@ -46,7 +46,12 @@ def test_requests_and_keep_alive():
         return first, second
 
     first, second = asyncio.run(main())
-    assert first.json() == {"method": "POST", "path": "/a b", "q": {"x": ["1", "2"]}, "body": "hello"}
+    assert first.json() == {
+        "method": "POST",
+        "path": "/a b",
+        "q": {"x": ["1", "2"]},
+        "body": "hello",
+    }
     assert second.json()["path"] == "/c"
 
 

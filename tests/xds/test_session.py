@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tulle.xds.node import NodeIdError, make_node_id, parse_node_id
 from tulle.xds.session import AdsSession, Request
 from tulle.xds.types import CLUSTER, LISTENER, ROUTE
-
-import pytest
 
 
 def ser(value: str) -> bytes:
@@ -81,7 +81,12 @@ def test_new_version_is_sent_and_unchanged_content_is_not():
 
 def test_node_ids():
     node = parse_node_id("sidecar~10.0.0.7~catalog-v1-0.shop~shop.svc.cluster.local")
-    assert (node.mode, node.ip, node.pod, node.namespace) == ("sidecar", "10.0.0.7", "catalog-v1-0", "shop")
+    assert (node.mode, node.ip, node.pod, node.namespace) == (
+        "sidecar",
+        "10.0.0.7",
+        "catalog-v1-0",
+        "shop",
+    )
     assert node.workload == "catalog-v1"
     assert parse_node_id(make_node_id("library", "1.2.3.4", "cart-1", "default")).mode == "library"
     with pytest.raises(NodeIdError, match="four"):

@@ -29,8 +29,8 @@ def view_of(snapshot: Snapshot, node: NodeInfo) -> NodeView:
             labels = workload.labels
             break
     # Only sidecars and the library get an inbound listener for their own workload.
-    workload = "" if node.mode == "proxyless" else node.workload
-    return NodeView(node.mode, node.namespace, labels, workload)
+    own = "" if node.mode == "proxyless" else node.workload
+    return NodeView(node.mode, node.namespace, labels, own)
 
 
 def translate(snapshot: Snapshot, view: NodeView) -> Resources:
