@@ -196,3 +196,139 @@ def test_translator_caches_per_snapshot_and_view():
     node = parse_node_id("proxyless~127.0.0.1~a.default~default.svc.cluster.local")
     other = parse_node_id("proxyless~127.0.0.2~b.default~default.svc.cluster.local")
     assert translator.resources(snap, node) is translator.resources(snap, other)
+
+
+POLICY = """\
+apiVersion: tulle.dev/v1alpha1
+kind: Workload
+metadata: {name: cart}
+spec:
+  command: [cart]
+  ports: [{name: http, port: 8080}, {name: db, port: 5432, protocol: TCP}]
+  labels: {version: v1}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin}
+spec:
+  action: DENY
+  rules:
+    - to: [{operation: {paths: ["/admin*"]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: from-frontend}
+spec:
+  selector: {matchLabels: {app: cart}}
+  rules:
+    - from: [{source: {principals: [cluster.local/ns/default/sa/frontend]}}]
+      to: [{operation: {methods: [GET, POST]}}]
+      when:
+        - {key: "request.headers[x-tenant]", values: [acme]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: elsewhere}
+spec:
+  selector: {matchLabels: {app: payment}}
+  action: DENY
+  rules: [{}]
+---
+apiVersion: tulle.dev/v1alpha1
+kind: RateLimit
+metadata: {name: cart-in}
+spec:
+  selector: {matchLabels: {app: cart}}
+  limit: {requests: 30, unit: minute, burst: 5}
+---
+apiVersion: tulle.dev/v1alpha1
+kind: RateLimit
+metadata: {name: to-cart}
+spec:
+  target: {host: cart, route: checkout}
+  limit: {requests: 10}
+  statusCode: 503
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: cart}
+spec:
+  hosts: [cart]
+  http:
+    - name: checkout
+      match: [{uri: {prefix: /checkout}}]
+      route: [{destination: {host: cart}}]
+    - route: [{destination: {host: cart}}]
+"""
+
+
+def policy_resources(mode="sidecar"):
+    result = validate_text(POLICY)
+    assert result.model is not None, [f.format() for f in result.findings]
+    return translate(build_snapshot(1, result.model, ()), NodeView(mode, "default", (), "cart"))
+
+
+def test_inbound_listener_applies_rbac_and_the_rate_limit():
+    resources = policy_resources()
+    inbound = as_dict(resources[types.LISTENER]["virtualInbound"])
+    http_chain, tcp_chain = inbound["filterChains"]
+    assert http_chain["filterChainMatch"]["destinationPort"] == 8080
+    assert tcp_chain["filters"][0]["name"] == "envoy.filters.network.tcp_proxy"
+    manager = http_chain["filters"][0]["typedConfig"]
+    names = [f["name"] for f in manager["httpFilters"]]
+    assert names == [
+        "envoy.filters.http.rbac.deny",
+        "envoy.filters.http.rbac.allow",
+        "envoy.filters.http.local_ratelimit",
+        "envoy.filters.http.router",
+    ]
+    deny, allow, limit = (f["typedConfig"] for f in manager["httpFilters"][:3])
+    assert deny["rules"]["action"] == "DENY"
+    assert list(deny["rules"]["policies"]) == ["default/deny-admin[0]"]  # not default/elsewhere
+    assert deny["rules"]["policies"]["default/deny-admin[0]"]["permissions"] == [
+        {"andRules": {"rules": [{"urlPath": {"path": {"prefix": "/admin"}}}]}}
+    ]
+    allowed = allow["rules"]["policies"]["default/from-frontend[0]"]
+    assert allowed["principals"] == [
+        {
+            "andIds": {
+                "ids": [
+                    {
+                        "authenticated": {
+                            "principalName": {
+                                "exact": "spiffe://cluster.local/ns/default/sa/frontend"
+                            }
+                        }
+                    }
+                ]
+            }
+        }
+    ]
+    methods = allowed["permissions"][0]["andRules"]["rules"]
+    assert methods[0]["andRules"]["rules"][0]["orRules"]["rules"][0] == {
+        "header": {"name": ":method", "stringMatch": {"exact": "GET"}}
+    }
+    assert methods[1] == {"header": {"name": "x-tenant", "stringMatch": {"exact": "acme"}}}
+    assert limit["tokenBucket"] == {"maxTokens": 5, "tokensPerFill": 1, "fillInterval": "2s"}
+    assert limit["status"] == {"code": "TooManyRequests"}
+    assert "inbound|8080||" in resources[types.CLUSTER]
+
+
+def test_outbound_rate_limit_on_the_targeted_route_only():
+    routes = as_dict(policy_resources()[types.ROUTE]["cart.default.svc.cluster.local:8080"])
+    checkout, rest = routes["virtualHosts"][0]["routes"]
+    limit = checkout["typedPerFilterConfig"]["envoy.filters.http.local_ratelimit"]
+    assert limit["tokenBucket"] == {"maxTokens": 10, "tokensPerFill": 10, "fillInterval": "1s"}
+    assert limit["status"] == {"code": "ServiceUnavailable"}
+    assert "typedPerFilterConfig" not in rest
+
+
+def test_proxyless_nodes_get_no_filter_grpcio_lacks():
+    resources = policy_resources("proxyless")
+    routes = as_dict(resources[types.ROUTE]["cart.default.svc.cluster.local:8080"])
+    assert all("typedPerFilterConfig" not in r for r in routes["virtualHosts"][0]["routes"])
+    manager = as_dict(resources[types.LISTENER]["cart"])["apiListener"]["apiListener"]
+    assert [f["name"] for f in manager["httpFilters"]] == [
+        "envoy.filters.http.fault",
+        "envoy.filters.http.router",
+    ]

@@ -8,9 +8,10 @@ from typing import Any
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from google.protobuf import struct_pb2
 
-from tulle.api.model import ConnectionPool, OutlierPolicy, Service, TrafficSettings
-from tulle.control.translate.context import NodeView, Snapshot, is_routable
-from tulle.control.translate.names import cluster_name
+from tulle.api.model import ConnectionPool, OutlierPolicy, Service, TrafficSettings, Workload
+from tulle.control.translate.context import NodeView, Snapshot, is_routable, own_workload
+from tulle.control.translate.endpoints import Target, load_assignment
+from tulle.control.translate.names import cluster_name, inbound_cluster_name
 from tulle.control.translate.protos import ads, duration, uint32
 
 _LB = {
@@ -95,9 +96,29 @@ def cluster(
     return result
 
 
+def inbound_clusters(workload: Workload) -> dict[str, Any]:
+    """``inbound|<port>||``: the app beside a sidecar, on loopback (the proxy may be told another
+    app port with ``--app-port``)."""
+    result = {}
+    for port in workload.ports:
+        name = inbound_cluster_name(port.port)
+        result[name] = cluster_pb2.Cluster(
+            name=name,
+            type=cluster_pb2.Cluster.STATIC,
+            connect_timeout=duration(10),
+            load_assignment=load_assignment(
+                name, [Target("127.0.0.1", port.port, {}, 1, "", True)]
+            ),
+        )
+    return result
+
+
 def clusters(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
-    """Every outbound cluster for a node."""
+    """Every outbound cluster for a node, and the inbound ones of its own workload."""
     result: dict[str, Any] = {}
+    workload = own_workload(snapshot, view)
+    if workload is not None:
+        result.update(inbound_clusters(workload))
     for service in snapshot.services.values():
         if not is_routable(service):
             continue

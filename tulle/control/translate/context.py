@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tulle.api.model import Pairs, Service
+from tulle.api.model import Pairs, Service, Workload
 from tulle.control.snapshot import Snapshot
 from tulle.xds.node import Mode
 
@@ -49,6 +49,18 @@ def http_ports(service: Service) -> tuple[int, ...]:
 def is_routable(service: Service) -> bool:
     """Wildcard ServiceEntry hosts have no single name to route by."""
     return not service.host.startswith("*")
+
+
+def own_workload(snapshot: Snapshot, view: NodeView) -> Workload | None:
+    """The Workload a sidecar or library node runs beside (none for proxyless nodes)."""
+    return next(
+        (
+            w
+            for w in snapshot.model.workloads
+            if w.name == view.workload and w.namespace == view.namespace
+        ),
+        None,
+    )
 
 
 __all__ = ["NodeView", "Snapshot", "client_names", "default_port", "http_ports", "is_routable"]

@@ -9,14 +9,17 @@ from typing import Any
 
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
-from tulle.api.model import Service
+from tulle.api.model import Service, Workload
 from tulle.control.translate.context import (
     NodeView,
     Snapshot,
@@ -24,6 +27,7 @@ from tulle.control.translate.context import (
     default_port,
     http_ports,
     is_routable,
+    own_workload,
 )
 from tulle.control.translate.names import (
     HTTP_PROXY_LISTENER,
@@ -31,29 +35,52 @@ from tulle.control.translate.names import (
     INBOUND_LISTENER,
     OUTBOUND_LISTENER,
     cluster_name,
+    inbound_cluster_name,
     route_config_name,
 )
-from tulle.control.translate.protos import ads, pack
+from tulle.control.translate.policy import (
+    RATELIMIT_FILTER,
+    local_rate_limit,
+    rbac_filters,
+    selects,
+)
+from tulle.control.translate.protos import ads, duration, pack
+
+FAULT_FILTER = "envoy.filters.http.fault"
 
 OUTBOUND_PORT = 15001
 INBOUND_PORT = 15006
 HTTP_PROXY_PORT = 15080
 
 
-def http_filters() -> list[Any]:
-    """Fault injection, then the router (grpcio requires the router last)."""
-    return [
-        hcm.HttpFilter(name="envoy.filters.http.fault", typed_config=pack(fault_pb2.HTTPFault())),
-        hcm.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router())),
-    ]
+def _filter(name: str, config: Any) -> Any:
+    return hcm.HttpFilter(name=name, typed_config=pack(config))
 
 
-def connection_manager(route_name: str, stat_prefix: str) -> Any:
+def _router() -> Any:
+    return _filter("envoy.filters.http.router", router_pb2.Router())
+
+
+def http_filters(view: NodeView) -> list[Any]:
+    """Outbound: fault injection, local rate limit (sidecars; grpcio has none), then the router,
+    last as grpcio requires. Per-route configs switch fault and rate limit on."""
+    filters = [_filter(FAULT_FILTER, fault_pb2.HTTPFault())]
+    if view.mode != "proxyless":
+        filters.append(
+            _filter(
+                RATELIMIT_FILTER,
+                local_rate_limit_pb2.LocalRateLimit(stat_prefix="outbound_ratelimit"),
+            )
+        )
+    return [*filters, _router()]
+
+
+def connection_manager(route_name: str, stat_prefix: str, view: NodeView) -> Any:
     """An HttpConnectionManager taking its routes over RDS."""
     return hcm.HttpConnectionManager(
         stat_prefix=stat_prefix,
         rds=hcm.Rds(config_source=ads(), route_config_name=route_name),
-        http_filters=http_filters(),
+        http_filters=http_filters(view),
     )
 
 
@@ -63,9 +90,9 @@ def _address(ip: str, port: int) -> Any:
     )
 
 
-def _api_listener(name: str, route_name: str) -> Any:
+def _api_listener(name: str, route_name: str, view: NodeView) -> Any:
     listener = listener_pb2.Listener(name=name)
-    listener.api_listener.api_listener.CopyFrom(pack(connection_manager(route_name, name)))
+    listener.api_listener.api_listener.CopyFrom(pack(connection_manager(route_name, name, view)))
     return listener
 
 
@@ -80,21 +107,24 @@ def proxyless_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
         for port in http_ports(service):
             route = route_config_name(service.host, port)
             for name in client_names(service, view):
-                result[f"{name}:{port}"] = _api_listener(f"{name}:{port}", route)
+                result[f"{name}:{port}"] = _api_listener(f"{name}:{port}", route, view)
                 if port == first:
-                    result[name] = _api_listener(name, route)
+                    result[name] = _api_listener(name, route, view)
     return result
 
 
-def _http_chain(route_name: str, stat_prefix: str) -> Any:
+def _hcm_chain(manager: Any) -> Any:
     return listener_components_pb2.FilterChain(
         filters=[
             listener_components_pb2.Filter(
-                name="envoy.filters.network.http_connection_manager",
-                typed_config=pack(connection_manager(route_name, stat_prefix)),
+                name="envoy.filters.network.http_connection_manager", typed_config=pack(manager)
             )
         ]
     )
+
+
+def _http_chain(route_name: str, stat_prefix: str, view: NodeView) -> Any:
+    return _hcm_chain(connection_manager(route_name, stat_prefix, view))
 
 
 def _tcp_chain(service: Service, port: int) -> Any:
@@ -127,7 +157,7 @@ def sidecar_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
                 if port.number in http_seen:
                     continue
                 http_seen.add(port.number)
-                chain = _http_chain(str(port.number), name)
+                chain = _http_chain(str(port.number), name, view)
             else:
                 chain = _tcp_chain(service, port.number)
                 name = f"{service.host}_{port.number}"
@@ -139,7 +169,7 @@ def sidecar_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
     result[HTTP_PROXY_LISTENER] = listener_pb2.Listener(
         name=HTTP_PROXY_LISTENER,
         address=_address("127.0.0.1", HTTP_PROXY_PORT),
-        filter_chains=[_http_chain(HTTP_PROXY_ROUTE, HTTP_PROXY_LISTENER)],
+        filter_chains=[_http_chain(HTTP_PROXY_ROUTE, HTTP_PROXY_LISTENER, view)],
     )
     inbound = _inbound(snapshot, view)
     if inbound is not None:
@@ -147,31 +177,71 @@ def sidecar_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
     return result
 
 
+def _inbound_filters(snapshot: Snapshot, workload: Workload, port: int) -> list[Any]:
+    """RBAC from the AuthorizationPolicies and local rate limit from the RateLimits that select
+    the workload, then the router."""
+    model = snapshot.model
+    labels, namespace = workload.labels, workload.namespace
+    policies = [
+        p
+        for p in model.authorization_policies
+        if selects(p.selector, p.namespace, labels, namespace)
+    ]
+    filters = [_filter(name, config) for name, config in rbac_filters(policies)]
+    limits = [
+        limit
+        for limit in model.rate_limits
+        if limit.selector is not None
+        and selects(limit.selector, limit.namespace, labels, namespace)
+    ]
+    if limits:
+        config = local_rate_limit(limits[0], f"inbound_{port}_ratelimit")
+        filters.append(_filter(RATELIMIT_FILTER, config))
+    return [*filters, _router()]
+
+
 def _inbound(snapshot: Snapshot, view: NodeView) -> Any | None:
-    workload = next(
-        (
-            w
-            for w in snapshot.model.workloads
-            if w.name == view.workload and w.namespace == view.namespace
-        ),
-        None,
-    )
+    workload = own_workload(snapshot, view)
     if workload is None:
         return None
     listener = listener_pb2.Listener(
         name=INBOUND_LISTENER, address=_address("0.0.0.0", INBOUND_PORT)
     )
     for port in workload.ports:
-        chain = listener_components_pb2.FilterChain(name=f"inbound|{port.port}")
-        chain.filter_chain_match.destination_port.value = port.port
-        proxy = tcp_proxy_pb2.TcpProxy(
-            stat_prefix=f"inbound|{port.port}", cluster=f"inbound|{port.port}||"
-        )
-        chain.filters.append(
-            listener_components_pb2.Filter(
-                name="envoy.filters.network.tcp_proxy", typed_config=pack(proxy)
+        cluster = inbound_cluster_name(port.port)
+        if port.protocol == "TCP":
+            proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
+            chain = listener_components_pb2.FilterChain(
+                filters=[
+                    listener_components_pb2.Filter(
+                        name="envoy.filters.network.tcp_proxy", typed_config=pack(proxy)
+                    )
+                ]
             )
-        )
+        else:
+            routes = route_pb2.RouteConfiguration(
+                name=cluster,
+                virtual_hosts=[
+                    rc.VirtualHost(
+                        name="inbound",
+                        domains=["*"],
+                        routes=[
+                            rc.Route(
+                                match=rc.RouteMatch(prefix="/"),
+                                route=rc.RouteAction(cluster=cluster, timeout=duration(0)),
+                            )
+                        ],
+                    )
+                ],
+            )
+            manager = hcm.HttpConnectionManager(
+                stat_prefix=cluster,
+                route_config=routes,
+                http_filters=_inbound_filters(snapshot, workload, port.port),
+            )
+            chain = _hcm_chain(manager)
+        chain.name = cluster
+        chain.filter_chain_match.destination_port.value = port.port
         listener.filter_chains.append(chain)
     return listener
 

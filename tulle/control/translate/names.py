@@ -14,6 +14,11 @@ def parse_cluster_name(name: str) -> tuple[str, int, str | None]:
     return host, int(port), subset or None
 
 
+def inbound_cluster_name(port: int) -> str:
+    """``inbound|<port>||``: the local app behind a sidecar."""
+    return f"inbound|{port}||"
+
+
 def route_config_name(host: str, port: int) -> str:
     """The RouteConfiguration of one service port: ``<host>:<port>``."""
     return f"{host}:{port}"

@@ -36,6 +36,7 @@ from tulle.control.translate.context import (
     is_routable,
 )
 from tulle.control.translate.names import HTTP_PROXY_ROUTE, cluster_name, route_config_name
+from tulle.control.translate.policy import RATELIMIT_FILTER, local_rate_limit
 from tulle.control.translate.protos import duration, fraction, pack, uint32
 
 FAULT_FILTER = "envoy.filters.http.fault"
@@ -262,6 +263,21 @@ def _redirect(route: HttpRoute) -> Any:
     return action
 
 
+def _outbound_limit(
+    snapshot: Snapshot, service: Service, route: HttpRoute, view: NodeView
+) -> Any | None:
+    """The local rate limit a RateLimit ``target`` puts on calls to this host (or route)."""
+    if view.mode == "proxyless":
+        return None  # grpcio has no local rate limit filter
+    for limit in snapshot.model.rate_limits:
+        if limit.target_host != service.host:
+            continue
+        if limit.target_route is not None and limit.target_route != route.name:
+            continue
+        return local_rate_limit(limit, f"outbound_{limit.origin.namespace}_{limit.origin.name}")
+    return None
+
+
 def _applies(route: HttpRoute, port: int, view: NodeView) -> list[RouteMatch] | None:
     """The matches of ``route`` that apply on ``port`` for this node; None: the route does not
     apply at all. An empty list: it matches every request."""
@@ -315,6 +331,9 @@ def envoy_routes(snapshot: Snapshot, service: Service, port: int, view: NodeView
             fault = _fault(route)
             if fault is not None:
                 envoy.typed_per_filter_config[FAULT_FILTER].CopyFrom(pack(fault))
+            limit = _outbound_limit(snapshot, service, route, view)
+            if limit is not None:
+                envoy.typed_per_filter_config[RATELIMIT_FILTER].CopyFrom(pack(limit))
             result.append(envoy)
     return result
 

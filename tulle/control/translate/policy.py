@@ -1,0 +1,215 @@
+"""Inbound policy as standard Envoy HTTP filters: AuthorizationPolicy → RBAC (a DENY filter, then
+an ALLOW filter, as Istio evaluates them) and RateLimit → local_ratelimit (a token bucket)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.config.rbac.v3 import rbac_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
+from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
+from envoy.type.v3 import http_status_pb2, token_bucket_pb2
+
+from tulle.api.model import (
+    AuthorizationPolicyRule,
+    AuthorizationRule,
+    Pairs,
+    RateLimitPolicy,
+)
+from tulle.control.translate.protos import duration, fraction, uint32
+
+RBAC_FILTER = "envoy.filters.http.rbac"
+RATELIMIT_FILTER = "envoy.filters.http.local_ratelimit"
+ROOT_NAMESPACES = frozenset({"tulle-system", "istio-system"})
+
+
+def selects(selector: Pairs | None, namespace: str, labels: Pairs, workload_ns: str) -> bool:
+    """Whether a policy in ``namespace`` with ``selector`` applies to a workload."""
+    if namespace not in ROOT_NAMESPACES and namespace != workload_ns:
+        return False
+    return selector is None or dict(selector).items() <= dict(labels).items()
+
+
+def _star(value: str) -> Any:
+    """Istio's string with ``*``: exact, ``prefix*``, ``*suffix`` or ``*`` (anything)."""
+    if value == "*":
+        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=".+"))
+    if value.endswith("*"):
+        return string_pb2.StringMatcher(prefix=value[:-1])
+    if value.startswith("*"):
+        return string_pb2.StringMatcher(suffix=value[1:])
+    return string_pb2.StringMatcher(exact=value)
+
+
+def _cidr(block: str) -> Any:
+    address, _, length = block.partition("/")
+    bits = int(length) if length else (128 if ":" in address else 32)
+    return address_pb2.CidrRange(address_prefix=address, prefix_len=uint32(bits))
+
+
+def _principal_name(value: str) -> Any:
+    return rbac_pb2.Principal(
+        authenticated=rbac_pb2.Principal.Authenticated(principal_name=_star(f"spiffe://{value}"))
+    )
+
+
+def _namespace(value: str) -> Any:
+    pattern = f"spiffe://[^/]+/ns/{re.escape(value)}/sa/.+"
+    return rbac_pb2.Principal(
+        authenticated=rbac_pb2.Principal.Authenticated(
+            principal_name=string_pb2.StringMatcher(
+                safe_regex=regex_pb2.RegexMatcher(regex=pattern)
+            )
+        )
+    )
+
+
+def _any_of_principals(items: list[Any]) -> Any:
+    if len(items) == 1:
+        return items[0]
+    return rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=items))
+
+
+def _any_of_permissions(items: list[Any]) -> Any:
+    if len(items) == 1:
+        return items[0]
+    return rbac_pb2.Permission(or_rules=rbac_pb2.Permission.Set(rules=items))
+
+
+_SOURCE_FIELDS: dict[str, Callable[[str], Any]] = {
+    "principals": _principal_name,
+    "namespaces": _namespace,
+    "ipBlocks": lambda v: rbac_pb2.Principal(remote_ip=_cidr(v)),
+}
+
+
+def _source(fields: tuple[tuple[str, tuple[str, ...]], ...]) -> Any:
+    parts = []
+    for name, values in fields:
+        negated = name.startswith("not")
+        key = name[3].lower() + name[4:] if negated else name
+        build = _SOURCE_FIELDS[key]
+        matcher = _any_of_principals([build(v) for v in values])
+        parts.append(rbac_pb2.Principal(not_id=matcher) if negated else matcher)
+    if not parts:
+        return rbac_pb2.Principal(any=True)
+    return rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(ids=parts))
+
+
+def _header(name: str, value: str) -> Any:
+    return rc.HeaderMatcher(name=name, string_match=_star(value))
+
+
+_OPERATION_FIELDS: dict[str, Callable[[str], Any]] = {
+    "methods": lambda v: rbac_pb2.Permission(header=_header(":method", v)),
+    "hosts": lambda v: rbac_pb2.Permission(header=_header(":authority", v)),
+    "paths": lambda v: rbac_pb2.Permission(url_path=path_pb2.PathMatcher(path=_star(v))),
+    "ports": lambda v: rbac_pb2.Permission(destination_port=int(v)),
+}
+
+
+def _operation(fields: tuple[tuple[str, tuple[str, ...]], ...]) -> Any:
+    parts = []
+    for name, values in fields:
+        negated = name.startswith("not")
+        key = name[3].lower() + name[4:] if negated else name
+        matcher = _any_of_permissions([_OPERATION_FIELDS[key](v) for v in values])
+        parts.append(rbac_pb2.Permission(not_rule=matcher) if negated else matcher)
+    if not parts:
+        return rbac_pb2.Permission(any=True)
+    return rbac_pb2.Permission(and_rules=rbac_pb2.Permission.Set(rules=parts))
+
+
+def _condition(key: str, value: str) -> tuple[str, Any]:
+    """A ``when`` condition as a principal or a permission."""
+    if key.startswith("request.headers["):
+        return "permission", rbac_pb2.Permission(header=_header(key[16:-1], value))
+    if key == "source.ip":
+        return "principal", rbac_pb2.Principal(remote_ip=_cidr(value))
+    if key == "source.namespace":
+        return "principal", _namespace(value)
+    if key == "source.principal":
+        return "principal", _principal_name(value)
+    if key == "destination.port":
+        return "permission", rbac_pb2.Permission(destination_port=int(value))
+    return "permission", rbac_pb2.Permission(destination_ip=_cidr(value))
+
+
+def _rule_policy(rule: AuthorizationRule) -> Any:
+    principals = [_source(s) for s in rule.sources] or [rbac_pb2.Principal(any=True)]
+    permissions = [_operation(o) for o in rule.operations] or [rbac_pb2.Permission(any=True)]
+    principal = _any_of_principals(principals)
+    permission = _any_of_permissions(permissions)
+    extra_principals, extra_permissions = [principal], [permission]
+    for key, values, not_values in rule.conditions:
+        for chosen, negate in ((values, False), (not_values, True)):
+            if not chosen:
+                continue
+            kinds = [_condition(key, v) for v in chosen]
+            if kinds[0][0] == "principal":
+                matcher = _any_of_principals([m for _, m in kinds])
+                extra_principals.append(rbac_pb2.Principal(not_id=matcher) if negate else matcher)
+            else:
+                matcher = _any_of_permissions([m for _, m in kinds])
+                extra_permissions.append(
+                    rbac_pb2.Permission(not_rule=matcher) if negate else matcher
+                )
+    return rbac_pb2.Policy(
+        principals=[
+            extra_principals[0]
+            if len(extra_principals) == 1
+            else rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(ids=extra_principals))
+        ],
+        permissions=[
+            extra_permissions[0]
+            if len(extra_permissions) == 1
+            else rbac_pb2.Permission(and_rules=rbac_pb2.Permission.Set(rules=extra_permissions))
+        ],
+    )
+
+
+def rbac_filters(policies: list[AuthorizationPolicyRule]) -> list[tuple[str, Any]]:
+    """``(filter name, RBAC config)`` in evaluation order: DENY, then ALLOW, then AUDIT (log).
+    Istio's semantics: any DENY match denies; with ALLOW policies, a request must match one."""
+    result = []
+    for action, envoy_action in (
+        ("DENY", rbac_pb2.RBAC.DENY),
+        ("ALLOW", rbac_pb2.RBAC.ALLOW),
+        ("AUDIT", rbac_pb2.RBAC.LOG),
+    ):
+        chosen = [p for p in policies if p.action == action]
+        if not chosen:
+            continue
+        rules = rbac_pb2.RBAC(action=envoy_action)
+        for policy in chosen:
+            for index, rule in enumerate(policy.rules):
+                name = f"{policy.origin.namespace}/{policy.origin.name}[{index}]"
+                rules.policies[name].CopyFrom(_rule_policy(rule))
+        result.append((f"{RBAC_FILTER}.{action.lower()}", rbac_filter_pb2.RBAC(rules=rules)))
+    return result
+
+
+def local_rate_limit(limit: RateLimitPolicy, stat_prefix: str) -> Any:
+    """A RateLimit as local_ratelimit's config: a token bucket, enforced on every request."""
+    interval = 1.0 if limit.rate >= 1 else 1.0 / limit.rate
+    tokens = max(1, round(limit.rate * interval))
+    return local_rate_limit_pb2.LocalRateLimit(
+        stat_prefix=stat_prefix,
+        status=http_status_pb2.HttpStatus(code=limit.status_code),
+        token_bucket=token_bucket_pb2.TokenBucket(
+            max_tokens=limit.burst,
+            tokens_per_fill=uint32(tokens),
+            fill_interval=duration(interval),
+        ),
+        filter_enabled=_all(),
+        filter_enforced=_all(),
+    )
+
+
+def _all() -> Any:
+    return base_pb2.RuntimeFractionalPercent(default_value=fraction(100.0))
