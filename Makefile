@@ -17,26 +17,30 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check tulle tests benchmarks
-	$(BIN)/ruff format --check tulle tests benchmarks
+	$(BIN)/ruff check tulle tests benchmarks examples
+	$(BIN)/ruff format --check tulle tests benchmarks examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
 format: $(STAMP)
-	$(BIN)/ruff format tulle tests benchmarks
-	$(BIN)/ruff check --fix tulle tests benchmarks
+	$(BIN)/ruff format tulle tests benchmarks examples
+	$(BIN)/ruff check --fix tulle tests benchmarks examples
 
 test: lint
 	$(BIN)/pytest
 
-# Until `tulle up` lands (local mode), the demo validates the shop's mesh config, then shows what
-# a broken config looks like to its author.
+# Until `tulle up` lands (local mode), the demo validates the shop's mesh config, shows what a
+# broken config looks like to its author, then runs the proxyless gRPC demo (a stock grpcio client
+# routed by the control plane while traffic shifts from v1 to v2).
 demo: $(STAMP)
 	@echo "== tulle validate examples/shop/  (the demo mesh's config)"
 	$(BIN)/tulle validate examples/shop/
 	@echo
 	@echo "== tulle validate examples/broken/  (a config with mistakes: every finding, with its line)"
 	-$(BIN)/tulle validate examples/broken/
+	@echo
+	@echo "== proxyless gRPC: a stock grpcio client, routed by tulle controlplane (about 20 s)"
+	$(BIN)/python examples/grpc/demo.py
 	@echo
 	@echo "Running the shop as a live mesh ('tulle up') arrives with the local-mode work; see README."
 

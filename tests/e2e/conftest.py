@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 HERE = Path(__file__).parent
+EXAMPLES = HERE.parent.parent / "examples"
 BIN = Path(sys.executable).parent
 NODE = "proxyless~127.0.0.1~client-0.default~default.svc.cluster.local"
 
@@ -142,7 +143,7 @@ class Processes:
         proc = subprocess.Popen(
             [
                 sys.executable,
-                str(HERE / "greeter.py"),
+                str(EXAMPLES / "grpc" / "greeter_server.py"),
                 "--name",
                 name,
                 "--fail-rate",

@@ -1,6 +1,8 @@
-"""A real gRPC backend for the end-to-end tests: ``/greeter.Greeter/SayHello`` answers with this
-server's name (raw bytes, no protobuf needed). ``--fail-rate`` fails that share of calls with
-UNAVAILABLE. Prints ``READY <port>`` once serving; stops on SIGTERM."""
+"""A plain gRPC server with no Tulle import, for the proxyless demo and the end-to-end tests.
+
+``/greeter.Greeter/SayHello`` answers with this server's name (raw bytes, no protobuf needed).
+``--fail-rate`` fails that share of calls with UNAVAILABLE. Prints ``READY <port>`` once serving;
+stops on SIGTERM."""
 
 from __future__ import annotations
 
