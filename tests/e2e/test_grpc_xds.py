@@ -69,6 +69,26 @@ def failures(results: list[dict]) -> list[dict]:
     return [r for r in results if not r["ok"]]
 
 
+def steady_client(
+    plane: ControlPlane, clients: list[Client], target: str = LONG, seconds: int = 40
+) -> Client:
+    """A client calling every 5 ms until stopped (or ``seconds``), started and registered."""
+    client = Client(
+        plane.bootstrap(), target, "--count", "100000", "--interval", "0.005",
+        "--seconds", str(seconds),
+    )  # fmt: skip
+    clients.append(client)
+    wait_until(lambda: len(client.results) >= 100)
+    return client
+
+
+def two_versions(plane: ControlPlane, processes: Processes, v1: int, v2: int) -> None:
+    """greeter with backends v1 and v2, subsets for both, and a v1/v2 split."""
+    plane.apply(service_entry({"v1": processes.greeter("v1"), "v2": processes.greeter("v2")}))
+    plane.apply(SUBSETS)
+    plane.apply(split(v1, v2))
+
+
 def test_service_entry_endpoints_by_long_and_short_name(control_plane: ControlPlane, processes):
     ports = {"a": processes.greeter("a"), "b": processes.greeter("b")}
     control_plane.apply(service_entry(ports))
@@ -96,22 +116,8 @@ def test_registered_endpoints(control_plane: ControlPlane, processes: Processes)
 def test_weight_changes_under_steady_traffic(
     control_plane: ControlPlane, processes: Processes, clients: list[Client]
 ):
-    control_plane.apply(
-        service_entry({"v1": processes.greeter("v1"), "v2": processes.greeter("v2")})
-    )
-    control_plane.apply(SUBSETS)
-    control_plane.apply(split(90, 10))
-    client = Client(
-        control_plane.bootstrap(),
-        LONG,
-        "--count",
-        "100000",
-        "--interval",
-        "0.005",
-        "--seconds",
-        "40",
-    )
-    clients.append(client)
+    two_versions(control_plane, processes, 90, 10)
+    client = steady_client(control_plane, clients, seconds=40)
     wait_until(lambda: len(client.results) >= 300)
 
     def share_of_v2_after(start: float, window: float = 1.5) -> float:
@@ -247,12 +253,9 @@ def test_deregistered_endpoint_leaves_rotation(
     }  # fmt: skip
     for fields in registrations.values():
         control_plane.register(**fields)
-    client = Client(
-        control_plane.bootstrap(), "xds:///hello.default.svc.cluster.local:50052",
-        "--count", "100000", "--interval", "0.005", "--seconds", "30",
-    )  # fmt: skip
-    clients.append(client)
-    wait_until(lambda: len(client.results) >= 100)
+    client = steady_client(
+        control_plane, clients, "xds:///hello.default.svc.cluster.local:50052", seconds=30
+    )
     assert set(backends(client.results)) == {"c", "d"}
     control_plane.deregister(**registrations["d"])
     start = time.time()
@@ -265,23 +268,8 @@ def test_deregistered_endpoint_leaves_rotation(
 def test_nack_is_reported_and_traffic_stays_on_the_last_good_version(
     control_plane: ControlPlane, processes: Processes, clients: list[Client]
 ):
-    control_plane.apply(
-        service_entry({"v1": processes.greeter("v1"), "v2": processes.greeter("v2")})
-    )
-    control_plane.apply(SUBSETS)
-    control_plane.apply(split(100, 0))
-    client = Client(
-        control_plane.bootstrap(),
-        LONG,
-        "--count",
-        "100000",
-        "--interval",
-        "0.005",
-        "--seconds",
-        "30",
-    )
-    clients.append(client)
-    wait_until(lambda: len(client.results) >= 100)
+    two_versions(control_plane, processes, 100, 0)
+    client = steady_client(control_plane, clients, seconds=30)
     # Python's re accepts \\Z, RE2 (grpcio's regex engine) does not: the client rejects the route.
     control_plane.apply(
         """\
@@ -325,18 +313,7 @@ def test_control_plane_restart_during_traffic(
     from tests.e2e.conftest import _stop, start_control_plane
 
     control_plane.apply(service_entry({"a": processes.greeter("a"), "b": processes.greeter("b")}))
-    client = Client(
-        control_plane.bootstrap(),
-        LONG,
-        "--count",
-        "100000",
-        "--interval",
-        "0.005",
-        "--seconds",
-        "40",
-    )
-    clients.append(client)
-    wait_until(lambda: len(client.results) >= 100)
+    client = steady_client(control_plane, clients, seconds=40)
     _stop(control_plane.proc)
     during = len(client.results)
     wait_until(lambda: len(client.results) >= during + 100)  # served from the client's cache
