@@ -1,0 +1,106 @@
+"""A cluster at run time: its endpoints, balancer, circuit-breaker counters, retry budget and
+outlier detector. Survives config updates (state is kept, spec and endpoints replaced)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from tulle.engine.balancer import Balancer, make_balancer
+from tulle.engine.cluster_config import ClusterSpec, EndpointSpec, OutlierSpec
+from tulle.engine.errors import MeshError, circuit_open
+from tulle.engine.outlier import OutlierDetector
+
+RETRY_BUDGET_PERCENT = 20.0
+RETRY_BUDGET_MIN = 3
+
+
+@dataclass
+class Counters:
+    """In-flight work of a cluster."""
+
+    requests: int = 0
+    pending: int = 0
+    retries: int = 0
+    connections: int = 0
+
+
+class ClusterState:
+    """Everything the engine tracks about one cluster."""
+
+    def __init__(
+        self, spec: ClusterSpec, endpoints: tuple[EndpointSpec, ...], chance: random.Random
+    ) -> None:
+        self.chance = chance
+        self.counters = Counters()
+        self.active: dict[str, int] = {}
+        self.spec = spec
+        self.endpoints = endpoints
+        self.balancer: Balancer = make_balancer(spec.lb, spec.ring_size, chance)
+        self.outlier = OutlierDetector(spec.outlier or OutlierSpec(0, 0))
+        self.overflows = 0
+        self.ejections = 0
+
+    def update(self, spec: ClusterSpec, endpoints: tuple[EndpointSpec, ...]) -> None:
+        """New config: keep counters and outlier state; rebuild the balancer if its kind changed."""
+        if (spec.lb, spec.ring_size) != (self.spec.lb, self.spec.ring_size):
+            self.balancer = make_balancer(spec.lb, spec.ring_size, self.chance)
+        if spec.outlier != self.spec.outlier:
+            self.outlier.spec = spec.outlier or OutlierSpec(0, 0)
+        self.spec, self.endpoints = spec, endpoints
+
+    def available(self, now: float) -> list[EndpointSpec]:
+        """Healthy endpoints not ejected; when ejection would leave fewer than the minimum
+        health percent, ejections are ignored (as Istio's minHealthPercent)."""
+        healthy = [e for e in self.endpoints if e.healthy]
+        if self.spec.outlier is None:
+            return healthy
+        kept = [e for e in healthy if not self.outlier.is_ejected(e.key, now)]
+        minimum = self.spec.outlier.min_health_percent
+        if healthy and len(kept) * 100 < minimum * len(healthy):
+            return healthy
+        return kept
+
+    def admit_request(self) -> MeshError | None:
+        """A request may start unless ``max_requests`` are in flight."""
+        limit = self.spec.limits.max_requests
+        if limit is not None and self.counters.requests >= limit:
+            self.overflows += 1
+            return circuit_open(self.spec.name, "max requests", limit)
+        return None
+
+    def admit_pending(self) -> MeshError | None:
+        """A request may wait for a connection unless ``max_pending`` already wait."""
+        limit = self.spec.limits.max_pending
+        if limit is not None and self.counters.pending >= limit:
+            self.overflows += 1
+            return circuit_open(self.spec.name, "max pending requests", limit)
+        return None
+
+    def admit_retry(self) -> bool:
+        """A retry may start within ``max_retries`` and the retry budget (20% of the requests in
+        flight, at least 3), so retries cannot multiply an outage."""
+        limit = self.spec.limits.max_retries
+        if limit is not None and self.counters.retries >= limit:
+            self.overflows += 1
+            return False
+        budget = max(RETRY_BUDGET_MIN, self.counters.requests * RETRY_BUDGET_PERCENT / 100)
+        return self.counters.retries < budget
+
+    def pick(self, key: bytes | None, now: float) -> EndpointSpec | None:
+        """An endpoint for the next attempt, or None when none is available."""
+        candidates = self.available(now)
+        if not candidates:
+            return None
+        return self.balancer.pick(candidates, self.active, key)
+
+    def record(self, endpoint: EndpointSpec, status: int | None, now: float) -> None:
+        """Feed outlier detection: ``status`` of the answer, None when there was none."""
+        if self.spec.outlier is None:
+            return
+        if status is not None and status < 500:
+            self.outlier.record_success(endpoint.key)
+            return
+        gateway = status is None or status in (502, 503, 504)
+        if self.outlier.record_failure(endpoint.key, gateway, now, len(self.endpoints)):
+            self.ejections += 1

@@ -1,0 +1,156 @@
+"""Clusters and their endpoints, compiled from CDS and EDS resources."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tulle.engine.config import seconds
+from tulle.engine.matching import ConfigError
+
+_LB_NAMES = {0: "ROUND_ROBIN", 1: "LEAST_REQUEST", 2: "RING_HASH", 3: "RANDOM"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Circuit-breaker thresholds; None is unlimited (Istio's default)."""
+
+    max_connections: int | None = None
+    max_pending: int | None = None
+    max_requests: int | None = None
+    max_retries: int | None = None
+
+
+@dataclass(frozen=True)
+class OutlierSpec:
+    """Outlier detection settings of a cluster."""
+
+    consecutive_5xx: int = 5
+    consecutive_gateway: int = 0
+    interval: float = 10.0
+    base_ejection: float = 30.0
+    max_ejection_percent: int = 10
+    min_health_percent: int = 0
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """A cluster: how to balance, limit and watch its endpoints."""
+
+    name: str
+    lb: str = "ROUND_ROBIN"
+    ring_size: int = 1024
+    limits: Limits = Limits()
+    outlier: OutlierSpec | None = None
+    connect_timeout: float = 10.0
+    max_requests_per_connection: int | None = None
+    idle_timeout: float = 3600.0
+    static_endpoints: tuple[EndpointSpec, ...] | None = None
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """An endpoint of a cluster."""
+
+    address: str
+    port: int
+    weight: int = 1
+    healthy: bool = True
+    locality: str = ""
+
+    @property
+    def key(self) -> str:
+        """``address:port``."""
+        return f"{self.address}:{self.port}"
+
+
+def _value(wrapper: Any, holder: Any, name: str) -> int | None:
+    return int(wrapper.value) if holder.HasField(name) else None
+
+
+def compile_cluster(cluster: Any) -> ClusterSpec:
+    """An Envoy Cluster as a ClusterSpec."""
+    lb = _LB_NAMES.get(cluster.lb_policy)
+    if lb is None:
+        raise ConfigError(f"cluster {cluster.name!r}: unsupported lb_policy {cluster.lb_policy}")
+    limits = Limits()
+    if cluster.circuit_breakers.thresholds:
+        t = cluster.circuit_breakers.thresholds[0]
+        limits = Limits(
+            _value(t.max_connections, t, "max_connections"),
+            _value(t.max_pending_requests, t, "max_pending_requests"),
+            _value(t.max_requests, t, "max_requests"),
+            _value(t.max_retries, t, "max_retries"),
+        )
+    outlier = None
+    if cluster.HasField("outlier_detection"):
+        o = cluster.outlier_detection
+        outlier = OutlierSpec(
+            consecutive_5xx=o.consecutive_5xx.value if o.HasField("consecutive_5xx") else 5,
+            consecutive_gateway=(
+                o.consecutive_gateway_failure.value
+                if o.HasField("consecutive_gateway_failure")
+                and o.enforcing_consecutive_gateway_failure.value
+                else 0
+            ),
+            interval=seconds(o.interval) if o.HasField("interval") else 10.0,
+            base_ejection=seconds(o.base_ejection_time)
+            if o.HasField("base_ejection_time")
+            else 30.0,
+            max_ejection_percent=o.max_ejection_percent.value
+            if o.HasField("max_ejection_percent")
+            else 10,
+        )
+    options = cluster.common_http_protocol_options
+    static = None
+    if cluster.HasField("load_assignment"):
+        static = compile_endpoints(cluster.load_assignment)
+    return ClusterSpec(
+        name=cluster.name,
+        lb=lb,
+        ring_size=(
+            cluster.ring_hash_lb_config.minimum_ring_size.value
+            if cluster.ring_hash_lb_config.HasField("minimum_ring_size")
+            else 1024
+        ),
+        limits=limits,
+        outlier=outlier,
+        connect_timeout=seconds(cluster.connect_timeout)
+        if cluster.HasField("connect_timeout")
+        else 10.0,
+        max_requests_per_connection=(
+            options.max_requests_per_connection.value
+            if options.HasField("max_requests_per_connection")
+            else None
+        ),
+        idle_timeout=seconds(options.idle_timeout) if options.HasField("idle_timeout") else 3600.0,
+        static_endpoints=static,
+    )
+
+
+def compile_endpoints(assignment: Any) -> tuple[EndpointSpec, ...]:
+    """A ClusterLoadAssignment's endpoints (unhealthy ones kept, marked)."""
+    result = []
+    for group in assignment.endpoints:
+        locality = "/".join(
+            part
+            for part in (group.locality.region, group.locality.zone, group.locality.sub_zone)
+            if part
+        )
+        for lb_endpoint in group.lb_endpoints:
+            socket = lb_endpoint.endpoint.address.socket_address
+            weight = (
+                lb_endpoint.load_balancing_weight.value
+                if lb_endpoint.HasField("load_balancing_weight")
+                else 1
+            )
+            result.append(
+                EndpointSpec(
+                    address=socket.address,
+                    port=socket.port_value,
+                    weight=max(1, weight),
+                    healthy=lb_endpoint.health_status in (0, 1),  # UNKNOWN or HEALTHY
+                    locality=locality,
+                )
+            )
+    return tuple(result)
