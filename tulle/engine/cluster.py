@@ -87,11 +87,17 @@ class ClusterState:
         budget = max(RETRY_BUDGET_MIN, self.counters.requests * RETRY_BUDGET_PERCENT / 100)
         return self.counters.retries < budget
 
-    def pick(self, key: bytes | None, now: float) -> EndpointSpec | None:
-        """An endpoint for the next attempt, or None when none is available."""
+    def pick(
+        self, key: bytes | None, now: float, tried: frozenset[str] = frozenset()
+    ) -> EndpointSpec | None:
+        """An endpoint for the next attempt, or None when none is available. A retry avoids the
+        endpoints already ``tried`` while others are available (Istio's previous-hosts rule)."""
         candidates = self.available(now)
         if not candidates:
             return None
+        if tried:
+            fresh = [e for e in candidates if e.key not in tried]
+            candidates = fresh or candidates
         return self.balancer.pick(candidates, self.active, key)
 
     def record(self, endpoint: EndpointSpec, status: int | None, now: float) -> None:

@@ -151,14 +151,18 @@ class Engine:
         allowed = 1 + (retry.attempts if retry else 0)
         name = cluster.spec.name
         attempt = 0
+        tried: set[str] = set()
         while True:
             attempt += 1
             is_retry = attempt > 1
-            endpoint = cluster.pick(key, self.clock())
+            endpoint = cluster.pick(
+                key, self.clock(), frozenset(tried) if key is None else frozenset()
+            )
             if endpoint is None:
                 return mesh_response(errors.no_healthy_endpoint(name), request.is_grpc, name)
             if is_retry:
                 cluster.counters.retries += 1
+            tried.add(endpoint.key)
             cluster.active[endpoint.key] = cluster.active.get(endpoint.key, 0) + 1
             try:
                 response = await self._one_attempt(

@@ -1,0 +1,379 @@
+"""Each engine mechanism, observed from outside the stack (status, headers, reasons, which
+endpoint served)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+from tests.engine.conftest import (
+    Clock,
+    Upstreams,
+    build_engine,
+    ok,
+    refuse,
+    request,
+    run,
+    status,
+    workload,
+)
+from tulle.engine.message import Response
+
+TABLE = "http_proxy"
+TWO = workload("v1") + workload("v2")
+
+
+def vs(http: str) -> str:
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web}}
+spec:
+  hosts: [web]
+  http:
+{http}
+---
+"""
+
+
+SUBSETS = """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web}
+spec:
+  host: web
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+"""
+
+
+async def many(engine, count: int, **kwargs) -> list[Response]:
+    return [await engine.handle(TABLE, request(**kwargs)) for _ in range(count)]
+
+
+def served(responses: list[Response]) -> collections.Counter[str]:
+    return collections.Counter(r.upstream for r in responses if r.status == 200)
+
+
+def test_no_route_is_404_with_the_reason():
+    engine = build_engine(TWO, {"v1": [("10.0.0.1", 80)]}, Upstreams())
+    response = run(engine.handle(TABLE, request(authority="nowhere:80")))
+    assert response.status == 404
+    assert response.flag == "NR"
+    assert response.header("x-tulle-error") == "no route for nowhere:80/"
+
+
+def test_weighted_split_holds_within_statistical_bounds():
+    config = (
+        TWO
+        + SUBSETS
+        + vs("""\
+    - route:
+        - {destination: {host: web, subset: v1}, weight: 80}
+        - {destination: {host: web, subset: v2}, weight: 20}""")
+    )
+    engine = build_engine(config, {"v1": [("10.0.0.1", 80)], "v2": [("10.0.0.2", 80)]}, Upstreams())
+    counts = served(run(many(engine, 2000)))
+    # Binomial(2000, 0.2): standard deviation 0.9%; allow ±3%.
+    assert 0.17 <= counts["10.0.0.2:80"] / 2000 <= 0.23
+
+
+def test_header_match_and_header_edits():
+    config = (
+        TWO
+        + SUBSETS
+        + vs("""\
+    - match: [{headers: {x-user: {exact: jason}}}]
+      route:
+        - destination: {host: web, subset: v2}
+          headers: {request: {set: {x-picked: v2}}}
+      headers: {response: {add: {x-route: jason}}}
+    - route: [{destination: {host: web, subset: v1}}]""")
+    )
+    seen: list[list] = []
+
+    def record(endpoint, req):
+        seen.append(req.headers)
+        return ok(endpoint, req)
+
+    upstreams = Upstreams({"10.0.0.2:80": record})
+    engine = build_engine(config, {"v1": [("10.0.0.1", 80)], "v2": [("10.0.0.2", 80)]}, upstreams)
+    jason = run(engine.handle(TABLE, request(headers=[("x-user", "jason")])))
+    other = run(engine.handle(TABLE, request(headers=[("x-user", "ann")])))
+    assert (jason.upstream, other.upstream) == ("10.0.0.2:80", "10.0.0.1:80")
+    assert ("x-picked", "v2") in seen[0]
+    assert jason.header("x-route") == "jason"
+
+
+def test_retries_turn_a_half_failing_backend_into_success():
+    config = workload("v1") + vs("""\
+    - route: [{destination: {host: web}}]
+      retries: {attempts: 3, retryOn: 5xx}""")
+    every_other = iter([i % 2 == 0 for i in range(100000)])
+
+    def half_failing(endpoint, req):
+        return status(503 if next(every_other) else 200)(endpoint, req)
+
+    upstreams = Upstreams({"10.0.0.1:80": half_failing})
+    engine = build_engine(config, {"v1": [("10.0.0.1", 80)]}, upstreams)
+    responses = run(many(engine, 500))
+    assert sum(r.status == 200 for r in responses) >= 495
+    assert max(r.attempts for r in responses) == 2
+
+
+def test_without_retries_failures_pass_through():
+    config = workload("v1") + vs("""\
+    - route: [{destination: {host: web}}]
+      retries: {attempts: 0}""")
+    engine = build_engine(
+        config, {"v1": [("10.0.0.1", 80)]}, Upstreams({"10.0.0.1:80": status(503)})
+    )
+    response = run(engine.handle(TABLE, request()))
+    assert (response.status, response.attempts) == (503, 1)
+
+
+def test_connect_failure_is_retried_elsewhere_and_reasoned_when_all_fail():
+    config = workload("v1") + vs("""\
+    - route: [{destination: {host: web}}]
+      retries: {attempts: 2, retryOn: connect-failure}""")
+    upstreams = Upstreams({"10.0.0.1:80": refuse})
+    engine = build_engine(config, {"v1": [("10.0.0.1", 80), ("10.0.0.2", 80)]}, upstreams)
+    responses = run(many(engine, 20))
+    assert all(r.status == 200 and r.upstream == "10.0.0.2:80" for r in responses)
+    dead = build_engine(config, {"v1": [("10.0.0.1", 80)]}, Upstreams({"10.0.0.1:80": refuse}))
+    failed = run(dead.handle(TABLE, request()))
+    assert failed.status == 503
+    assert failed.flag == "UF,URX"
+    assert failed.header("x-tulle-error") == (
+        "upstream connect connection refused 10.0.0.1:80 (cluster outbound|8080||web.default.svc.cluster.local)"
+    )
+
+
+def test_outlier_detection_ejects_a_bad_endpoint_until_its_time_is_up():
+    config = (
+        workload("v1")
+        + """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web}
+spec:
+  host: web
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 50}
+"""
+    )
+    clock = Clock()
+    upstreams = Upstreams({"10.0.0.3:80": status(500)})
+    members = [("10.0.0.1", 80), ("10.0.0.2", 80), ("10.0.0.3", 80)]
+    engine = build_engine(config, {"v1": members}, upstreams, clock)
+    run(many(engine, 9))  # the bad one fails three times: ejected
+    upstreams.calls.clear()
+    run(many(engine, 30))
+    assert "10.0.0.3:80" not in upstreams.calls
+    clock.now += 31
+    upstreams.calls.clear()
+    run(many(engine, 30))
+    assert "10.0.0.3:80" in upstreams.calls  # back after the ejection time
+    state = engine.clusters["outbound|8080||web.default.svc.cluster.local"]
+    assert state.ejections == 2  # and ejected again, for longer
+    health = state.outlier.hosts["10.0.0.3:80"]
+    assert health.ejected_until == clock.now + 60
+
+
+def test_breaker_overflow_is_503_with_the_reason():
+    config = (
+        workload("v1")
+        + """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web}
+spec:
+  host: web
+  trafficPolicy:
+    connectionPool: {http: {http2MaxRequests: 2}}
+"""
+    )
+    upstreams = Upstreams(delay={"10.0.0.1:80": 0.2})
+    engine = build_engine(config, {"v1": [("10.0.0.1", 80)]}, upstreams)
+
+    async def burst():
+        return await asyncio.gather(*(engine.handle(TABLE, request()) for _ in range(5)))
+
+    responses = run(burst())
+    assert sorted(r.status for r in responses) == [200, 200, 503, 503, 503]
+    overflow = next(r for r in responses if r.status == 503)
+    assert overflow.flag == "UO"
+    assert overflow.header("x-tulle-error") == (
+        "circuit open: max requests 2 reached (cluster outbound|8080||web.default.svc.cluster.local)"
+    )
+
+
+def test_abort_fault_percentage():
+    config = workload("v1") + vs("""\
+    - fault: {abort: {httpStatus: 418, percentage: {value: 30}}}
+      route: [{destination: {host: web}}]""")
+    engine = build_engine(config, {"v1": [("10.0.0.1", 80)]}, Upstreams())
+    responses = run(many(engine, 2000))
+    aborted = [r for r in responses if r.status == 418]
+    assert 0.27 <= len(aborted) / 2000 <= 0.33
+    assert {r.flag for r in aborted} == {"FI"}
+
+
+def test_delay_fault_and_route_timeout():
+    config = workload("v1") + vs("""\
+    - route: [{destination: {host: web}}]
+      timeout: 50ms""")
+    upstreams = Upstreams(delay={"10.0.0.1:80": 1.0})
+    engine = build_engine(config, {"v1": [("10.0.0.1", 80)]}, upstreams)
+    response = run(engine.handle(TABLE, request()))
+    assert (response.status, response.flag) == (504, "UT")
+    assert "request timeout 0.05s exceeded" in (response.header("x-tulle-error") or "")
+
+
+def test_per_try_timeout_then_another_endpoint():
+    config = workload("v1") + vs("""\
+    - route: [{destination: {host: web}}]
+      retries: {attempts: 2, perTryTimeout: 50ms, retryOn: 5xx}""")
+    upstreams = Upstreams(delay={"10.0.0.1:80": 1.0})
+    engine = build_engine(config, {"v1": [("10.0.0.1", 80), ("10.0.0.2", 80)]}, upstreams)
+    responses = run(many(engine, 4))
+    assert all(r.status == 200 and r.upstream == "10.0.0.2:80" for r in responses)
+
+
+def test_rate_limit_bucket():
+    config = (
+        workload("v1")
+        + vs("""\
+    - name: all
+      route: [{destination: {host: web}}]""")
+        + """\
+apiVersion: tulle.dev/v1alpha1
+kind: RateLimit
+metadata: {name: web-out}
+spec:
+  target: {host: web}
+  limit: {requests: 2, unit: second, burst: 3}
+"""
+    )
+    clock = Clock()
+    engine = build_engine(config, {"v1": [("10.0.0.1", 80)]}, Upstreams(), clock)
+    first = run(many(engine, 5))
+    assert [r.status for r in first] == [200, 200, 200, 429, 429]
+    assert first[3].header("x-tulle-error") == "rate limited by outbound_default_web-out"
+    clock.now += 1
+    assert [r.status for r in run(many(engine, 3))] == [200, 200, 429]
+
+
+def test_ring_hash_keeps_a_key_on_one_endpoint():
+    config = (
+        workload("v1")
+        + """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web}
+spec:
+  host: web
+  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}
+"""
+    )
+    members = [(f"10.0.0.{i}", 80) for i in range(1, 5)]
+    engine = build_engine(config, {"v1": members}, Upstreams())
+    chosen = {}
+    for user in ("ann", "bob", "cyd", "dan", "eve", "fay"):
+        counts = served(run(many(engine, 10, headers=[("x-user", user)])))
+        assert len(counts) == 1
+        chosen[user] = next(iter(counts))
+    assert len(set(chosen.values())) >= 2
+
+
+def test_least_request_prefers_the_idle_endpoint():
+    config = (
+        workload("v1")
+        + """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web}
+spec:
+  host: web
+  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}
+"""
+    )
+    upstreams = Upstreams(delay={"10.0.0.1:80": 0.1, "10.0.0.2:80": 0.1})
+    engine = build_engine(config, {"v1": [("10.0.0.1", 80), ("10.0.0.2", 80)]}, upstreams)
+
+    async def trial() -> tuple[str, str]:
+        first = asyncio.create_task(engine.handle(TABLE, request()))
+        await asyncio.sleep(0.01)  # the first is in flight now
+        second = await engine.handle(TABLE, request())
+        return (await first).upstream, second.upstream
+
+    async def trials():
+        return [await trial() for _ in range(5)]
+
+    # With one request in flight, power of two choices sends the next to the idle endpoint.
+    for busy, chosen in run(trials()):
+        assert chosen != busy
+
+
+def test_redirect_and_rewrite():
+    config = workload("v1") + vs("""\
+    - match: [{uri: {prefix: /old}}]
+      redirect: {uri: /new, redirectCode: 308}
+    - match: [{uri: {prefix: /api/}}]
+      rewrite: {uri: /v2/, authority: internal}
+      route: [{destination: {host: web}}]""")
+    seen = []
+
+    def record(endpoint, req):
+        seen.append((req.path, req.authority))
+        return ok(endpoint, req)
+
+    engine = build_engine(config, {"v1": [("10.0.0.1", 80)]}, Upstreams({"10.0.0.1:80": record}))
+    moved = run(engine.handle(TABLE, request("/old/page?x=1")))
+    assert (moved.status, moved.header("location")) == (308, "http://web:8080/new?x=1")
+    run(engine.handle(TABLE, request("/api/items?id=3")))
+    assert seen == [("/v2/items?id=3", "internal")]
+
+
+def test_retry_budget_limits_retries_during_an_outage():
+    config = workload("v1") + vs("""\
+    - route: [{destination: {host: web}}]
+      retries: {attempts: 5, retryOn: 5xx}""")
+    upstreams = Upstreams({"10.0.0.1:80": status(503)}, delay={"10.0.0.1:80": 0.05})
+    engine = build_engine(config, {"v1": [("10.0.0.1", 80)]}, upstreams)
+
+    async def outage():
+        return await asyncio.gather(*(engine.handle(TABLE, request()) for _ in range(50)))
+
+    responses = run(outage())
+    assert all(r.status == 503 for r in responses)
+    # Without a budget 50 requests x 6 attempts = 300 calls; the budget keeps retries in flight
+    # to 20% of the requests (at least 3).
+    assert len(upstreams.calls) < 150
+
+
+def test_in_flight_requests_finish_on_the_config_they_started_with():
+    config_a = (
+        workload("v1")
+        + workload("v2")
+        + SUBSETS
+        + vs("""\
+    - route: [{destination: {host: web, subset: v1}}]""")
+    )
+    config_b = config_a.replace("subset: v1}}]", "subset: v2}}]")
+    members = {"v1": [("10.0.0.1", 80)], "v2": [("10.0.0.2", 80)]}
+    upstreams = Upstreams(delay={"10.0.0.1:80": 0.1})
+    engine = build_engine(config_a, members, upstreams)
+    newer = build_engine(config_b, members, Upstreams())
+
+    async def swap():
+        first = asyncio.create_task(engine.handle(TABLE, request()))
+        await asyncio.sleep(0.01)
+        engine.update(newer.config)
+        second = await engine.handle(TABLE, request())
+        return await first, second
+
+    first, second = run(swap())
+    assert (first.status, first.upstream) == (200, "10.0.0.1:80")
+    assert (second.status, second.upstream) == (200, "10.0.0.2:80")
