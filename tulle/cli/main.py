@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tulle.cli import config_commands, controlplane, proxy_commands, validate, version
+from tulle.cli import config_commands, controlplane, proxy, proxy_commands, validate, version
 
 app = typer.Typer(
     name="tulle",
@@ -16,6 +16,7 @@ app = typer.Typer(
 app.command("version")(version.version)
 app.command("validate")(validate.validate)
 app.command("controlplane")(controlplane.controlplane)
+app.command("proxy")(proxy.proxy)
 app.command("apply")(config_commands.apply)
 app.command("get")(config_commands.get)
 app.command("delete")(config_commands.delete)

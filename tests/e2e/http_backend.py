@@ -1,0 +1,71 @@
+"""A plain HTTP/1.1 backend for the end-to-end tests (standard library only): answers every
+request with its name and what it received. ``--fail-rate`` answers that share with 503,
+``--delay`` waits before answering. Prints ``READY <port>``; stops on SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--fail-rate", type=float, default=0.0)
+    parser.add_argument("--delay", type=float, default=0.0)
+    args = parser.parse_args()
+    chance = random.Random()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if args.delay:
+                time.sleep(args.delay)
+            status = 503 if args.fail_rate and chance.random() < args.fail_rate else 200
+            payload = json.dumps(
+                {
+                    "name": args.name,
+                    "method": self.command,
+                    "path": self.path,
+                    "host": self.headers.get("host"),
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "body": body.decode("utf-8", "replace"),
+                }
+            ).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.send_header("x-backend", args.name)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _answer  # noqa: N815
+
+        def log_message(self, format: str, *values: object) -> None:  # noqa: A002
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    print(f"READY {server.server_address[1]}", flush=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    server.shutdown()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""``tulle proxy``: run a sidecar in the foreground until SIGTERM (drain) or /quitquitquit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Annotated
+
+import typer
+
+from tulle.proxy.app import Proxy
+from tulle.xds.node import NodeIdError, parse_node_id
+
+
+def proxy(
+    xds: Annotated[
+        str, typer.Option("--xds", help="HOST:PORT of the control plane's xDS.")
+    ] = "127.0.0.1:15010",
+    node_id: Annotated[
+        str, typer.Option("--node-id", help="sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local")
+    ] = "",
+    admin_port: Annotated[int, typer.Option(help="Admin listener (localhost).")] = 15000,
+    http_proxy_port: Annotated[
+        int | None, typer.Option(help="HTTP forward-proxy listener (apps set HTTP_PROXY).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address the traffic listeners bind.")] = "127.0.0.1",
+    drain_seconds: Annotated[
+        float, typer.Option(help="Grace period for in-flight requests on SIGTERM.")
+    ] = 5.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "warning",
+) -> None:
+    """Run the sidecar proxy: config over ADS, the app's traffic through the engine."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        parse_node_id(node_id)
+    except NodeIdError as error:
+        typer.echo(f"error: --node-id: {error}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        asyncio.run(_run(Proxy(xds, node_id, admin_port, http_proxy_port, host), drain_seconds))
+    except OSError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+async def _run(proxy: Proxy, drain_seconds: float) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, proxy.stopped.set)
+    await proxy.start()
+    ports = f"admin 127.0.0.1:{proxy.admin_port}"
+    if proxy.http_proxy_port is not None:
+        ports += f", http proxy {proxy.host}:{proxy.http_proxy_port}"
+    print(f"tulle proxy: {ports}", file=sys.stderr, flush=True)
+    await proxy.stopped.wait()
+    await proxy.drain_and_stop(drain_seconds)

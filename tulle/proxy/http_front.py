@@ -1,0 +1,154 @@
+"""The HTTP/1.1 front end: accepts the app's connections, parses requests (keep-alive,
+pipelining, Expect: 100-continue), runs each through the engine in order, and writes responses.
+A malformed request gets a 400 with the reason and the connection is closed; it is never
+forwarded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+from tulle.codec.http1 import (
+    Body,
+    EndOfMessage,
+    ProtocolError,
+    RequestHead,
+    RequestParser,
+    end_to_end,
+    response_head,
+)
+from tulle.engine import errors
+from tulle.engine.message import Request, Response, mesh_response
+from tulle.proxy.access_log import AccessLog
+
+MAX_BODY = 16 * 1024 * 1024
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Http1Front(asyncio.Protocol):
+    """One downstream connection."""
+
+    def __init__(
+        self, listener: str, handle: Handler, log: AccessLog, tracker: set[asyncio.Task[None]]
+    ) -> None:
+        self.listener = listener
+        self.handle = handle
+        self.log = log
+        self.tracker = tracker
+        self.parser = RequestParser()
+        self.transport: asyncio.Transport | None = None
+        self.queue: asyncio.Queue[tuple[RequestHead, bytes] | ProtocolError | None] = (
+            asyncio.Queue()
+        )
+        self.head: RequestHead | None = None
+        self.body = bytearray()
+        self.peer = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else ""
+        task = asyncio.get_running_loop().create_task(self._serve())
+        self.tracker.add(task)
+        task.add_done_callback(self.tracker.discard)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.queue.put_nowait(None)
+
+    def data_received(self, data: bytes) -> None:
+        for event in self.parser.feed(data):
+            if isinstance(event, RequestHead):
+                self.head, self.body = event, bytearray()
+                if any(k == "expect" and v.lower() == "100-continue" for k, v in event.headers):
+                    self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            elif isinstance(event, Body):
+                self.body += event.data
+                if len(self.body) > MAX_BODY:
+                    self.queue.put_nowait(ProtocolError(413, f"request body over {MAX_BODY} bytes"))
+                    self.parser.failed = True
+                    return
+            elif isinstance(event, EndOfMessage) and self.head is not None:
+                self.queue.put_nowait((self.head, bytes(self.body)))
+                self.head = None
+            elif isinstance(event, ProtocolError):
+                self.queue.put_nowait(event)
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    async def _serve(self) -> None:
+        while True:
+            item = await self.queue.get()
+            if item is None:
+                return
+            if isinstance(item, ProtocolError):
+                reason = f"bad request: {item.reason}"
+                response = mesh_response(errors.MeshError(item.status, "DPE", reason))
+                self._respond(response, "GET", close=True)
+                return
+            head, body = item
+            started = time.time()
+            request = self._request(head, body)
+            if isinstance(request, Response):
+                self._respond(request, head.method, close=True)
+                return
+            response = await self.handle(request)
+            sent = self._respond(response, head.method, close=not head.keep_alive)
+            self.log.record(self.listener, request, response, started, sent)
+            if not head.keep_alive:
+                return
+
+    def _request(self, head: RequestHead, body: bytes) -> Request | Response:
+        target = head.target
+        headers = end_to_end(head.headers)
+        host = next((v for k, v in head.headers if k == "host"), None)
+        if target.startswith(("http://", "https://")):
+            parts = urlsplit(target)
+            authority = parts.netloc
+            path = parts.path or "/"
+            if parts.query:
+                path += "?" + parts.query
+        elif target.startswith("/") or target == "*":
+            if host is None:
+                return mesh_response(errors.MeshError(400, "DPE", "bad request: no Host header"))
+            authority, path = host, target
+        else:
+            reason = f"bad request: unsupported request target {target[:80]!r}"
+            return mesh_response(errors.MeshError(400, "DPE", reason))
+        if not any(k == "x-request-id" for k, _ in headers):
+            headers.append(("x-request-id", str(uuid.uuid4())))
+        return Request(head.method, path, authority, headers, body, self.peer)
+
+    def _respond(self, response: Response, method: str, close: bool) -> int:
+        body = response.body if isinstance(response.body, bytes) else b""
+        headers = [(k, v) for k, v in response.headers if k not in ("content-length",)]
+        if response.status >= 200 and response.status not in (204, 304):
+            headers.append(("content-length", str(len(body))))
+        if close:
+            headers.append(("connection", "close"))
+        payload = response_head(response.status, headers)
+        if method != "HEAD":
+            payload += body
+        self._write(payload)
+        if close and self.transport is not None:
+            self.transport.close()
+        return len(body)
+
+
+async def serve_http1(
+    listener: str,
+    handle: Handler,
+    log: AccessLog,
+    host: str,
+    port: int,
+    tracker: set[asyncio.Task[None]],
+) -> asyncio.Server:
+    """Listen on ``host:port`` with the HTTP/1.1 front end."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: Http1Front(listener, handle, log, tracker), host, port)
