@@ -158,9 +158,72 @@ class Processes:
         assert line.startswith("READY "), line
         return int(line.split()[1])
 
+    def http_backend(self, name: str, fail_rate: float = 0.0, delay: float = 0.0) -> int:
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "http_backend.py"), "--name", name,
+             "--fail-rate", str(fail_rate), "--delay", str(delay)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        self.started.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("READY "), line
+        return int(line.split()[1])
+
+    def sidecar(
+        self, plane: ControlPlane, pod: str = "client-0", log: Path | None = None
+    ) -> Sidecar:
+        node = f"sidecar~127.0.0.1~{pod}.default~default.svc.cluster.local"
+        output = open(log, "w") if log else None  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [str(BIN / "tulle"), "proxy", "--xds", f"127.0.0.1:{plane.xds_port}",
+             "--node-id", node, "--admin-port", "0", "--http-proxy-port", "0"],
+            stdout=output or subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        if output is not None:
+            output.close()
+        self.started.append(proc)
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert line.startswith("tulle proxy: admin"), line
+        admin = int(line.split("admin 127.0.0.1:")[1].split(",")[0])
+        http_proxy = int(line.rsplit(":", 1)[1])
+        sidecar = Sidecar(proc, admin, http_proxy, node)
+        wait_until(sidecar.ready, timeout=15)
+        return sidecar
+
     def stop_all(self) -> None:
         for proc in self.started:
             _stop(proc)
+
+
+@dataclass
+class Sidecar:
+    """A running ``tulle proxy`` with its HTTP forward-proxy listener."""
+
+    proc: subprocess.Popen[str]
+    admin_port: int
+    http_proxy_port: int
+    node: str
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_proxy_port}"
+
+    def admin(self, path: str) -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{self.admin_port}{path}", timeout=10)
+
+    def ready(self) -> bool:
+        try:
+            return self.admin("/ready").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(proxy=self.proxy_url, timeout=30, **kwargs)
 
 
 @pytest.fixture

@@ -1,0 +1,314 @@
+"""The sidecar proxy from outside: a real control plane, real HTTP backends, ``tulle proxy``, and
+httpx / curl / raw sockets as the app. Each engine feature shows its behaviour."""
+
+from __future__ import annotations
+
+import collections
+import json
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import ControlPlane, Processes, Sidecar, wait_until
+
+WEB = "http://web:8080"
+
+
+def register(plane: ControlPlane, processes: Processes, **backends: dict) -> dict[str, int]:
+    """Start HTTP backends (name → options) and register them as endpoints of ``web``."""
+    ports = {}
+    for name, given in backends.items():
+        options = dict(given)
+        version = options.pop("version", name)
+        port = processes.http_backend(name, **options)
+        plane.register(
+            service="web", address="127.0.0.1", port=port, servicePort=8080,
+            labels={"version": version},
+        )  # fmt: skip
+        ports[name] = port
+    return ports
+
+
+def routes(plane: ControlPlane, http: str) -> None:
+    plane.apply(
+        f"""\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web}}
+spec:
+  hosts: [web]
+  http:
+{http}
+"""
+    )
+
+
+def rule(plane: ControlPlane, traffic_policy: str, subsets: str = "") -> None:
+    plane.apply(
+        f"""\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: web}}
+spec:
+  host: web
+  trafficPolicy: {traffic_policy}
+{subsets}
+"""
+    )
+
+
+def backend_of(response: httpx.Response) -> str:
+    return response.headers.get("x-backend", "-")
+
+
+def synced(plane: ControlPlane, sidecar: Sidecar) -> bool:
+    for node in plane.proxy_status()["nodes"]:
+        if node["node"] == sidecar.node:
+            return all(t["current"] for t in node["types"].values())
+    return False
+
+
+def test_retries_turn_a_half_failing_backend_into_99_percent_success(control_plane, processes):
+    register(control_plane, processes, good={}, flaky={"fail_rate": 0.5})
+    routes(
+        control_plane,
+        "    - route: [{destination: {host: web}}]\n      retries: {attempts: 3, retryOn: 5xx}",
+    )
+    sidecar = processes.sidecar(control_plane)
+    wait_until(lambda: synced(control_plane, sidecar))
+    with sidecar.client() as client:
+        statuses = [client.get(f"{WEB}/pay").status_code for _ in range(500)]
+    # A retry goes to another endpoint than the one that failed (as Istio's previous-hosts rule).
+    assert statuses.count(200) / 500 >= 0.99
+    routes(control_plane, "    - route: [{destination: {host: web}}]\n      retries: {attempts: 0}")
+    wait_until(lambda: synced(control_plane, sidecar))
+    with sidecar.client() as client:
+        without = [client.get(f"{WEB}/pay").status_code for _ in range(500)]
+    assert 0.15 <= without.count(503) / 500 <= 0.35  # half of the flaky one's half
+
+
+def test_split_80_20_within_statistical_bounds(control_plane, processes):
+    register(control_plane, processes, a={"version": "v1"}, b={"version": "v2"})
+    rule(
+        control_plane,
+        "{}",
+        "  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]",
+    )
+    routes(
+        control_plane,
+        """\
+    - route:
+        - {destination: {host: web, subset: v1}, weight: 80}
+        - {destination: {host: web, subset: v2}, weight: 20}""",
+    )
+    sidecar = processes.sidecar(control_plane)
+    wait_until(lambda: synced(control_plane, sidecar))
+    with sidecar.client() as client:
+        counts = collections.Counter(backend_of(client.get(f"{WEB}/")) for _ in range(2000))
+    assert 0.17 <= counts["b"] / 2000 <= 0.23
+    assert counts["a"] + counts["b"] == 2000
+
+
+def test_a_bad_endpoint_is_ejected_and_avoided(control_plane, processes):
+    register(control_plane, processes, a={}, b={}, bad={"fail_rate": 1.0})
+    rule(
+        control_plane,
+        "{loadBalancer: {simple: ROUND_ROBIN}, outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 50}}",
+    )
+    routes(control_plane, "    - route: [{destination: {host: web}}]\n      retries: {attempts: 0}")
+    sidecar = processes.sidecar(control_plane)
+    wait_until(lambda: synced(control_plane, sidecar))
+    with sidecar.client() as client:
+        first = [backend_of(client.get(f"{WEB}/")) for _ in range(12)]
+        assert first.count("bad") == 3  # three failures, then ejected
+        later = [backend_of(client.get(f"{WEB}/")) for _ in range(60)]
+    assert "bad" not in later
+    clusters = sidecar.admin("/clusters").json()["clusters"]
+    web = next(c for c in clusters if c["name"] == "outbound|8080||web.default.svc.cluster.local")
+    assert web["ejections"] == 1
+    assert [e["ejected"] for e in web["endpoints"]].count(True) == 1
+
+
+def test_breaker_overflow_is_503_with_the_reason(control_plane, processes):
+    register(control_plane, processes, slow={"delay": 0.5})
+    rule(control_plane, "{connectionPool: {http: {http2MaxRequests: 2}}}")
+    routes(control_plane, "    - route: [{destination: {host: web}}]\n      retries: {attempts: 0}")
+    sidecar = processes.sidecar(control_plane)
+    wait_until(lambda: synced(control_plane, sidecar))
+    results: list[httpx.Response] = []
+
+    def call() -> None:
+        with sidecar.client() as client:
+            results.append(client.get(f"{WEB}/"))
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted(r.status_code for r in results)
+    assert statuses.count(200) == 2
+    assert statuses.count(503) == 4
+    overflow = next(r for r in results if r.status_code == 503)
+    assert overflow.headers["x-tulle-error"] == (
+        "circuit open: max requests 2 reached (cluster outbound|8080||web.default.svc.cluster.local)"
+    )
+
+
+def test_abort_fault_30_percent(control_plane, processes):
+    register(control_plane, processes, a={})
+    routes(
+        control_plane,
+        """\
+    - fault: {abort: {httpStatus: 503, percentage: {value: 30}}}
+      route: [{destination: {host: web}}]""",
+    )
+    sidecar = processes.sidecar(control_plane)
+    wait_until(lambda: synced(control_plane, sidecar))
+    with sidecar.client() as client:
+        responses = [client.get(f"{WEB}/") for _ in range(1000)]
+    aborted = [r for r in responses if r.status_code == 503]
+    assert 0.25 <= len(aborted) / 1000 <= 0.35
+    assert {r.headers["x-tulle-error"] for r in aborted} == {"fault injected: abort"}
+
+
+SMUGGLING = {
+    "content-length and transfer-encoding": b"POST http://web:8080/ HTTP/1.1\r\nHost: web:8080\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "two content-lengths": b"POST http://web:8080/ HTTP/1.1\r\nHost: web:8080\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde",
+    "obs-fold": b"GET http://web:8080/ HTTP/1.1\r\nHost: web:8080\r\nX-A: 1\r\n 2\r\n\r\n",
+    "bare LF": b"GET http://web:8080/ HTTP/1.1\nHost: web:8080\n\n",
+    "oversized headers": b"GET http://web:8080/ HTTP/1.1\r\nHost: web:8080\r\nX-Big: "
+    + b"a" * 70000
+    + b"\r\n\r\n",
+    "garbage": b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", list(SMUGGLING))
+def test_malformed_and_smuggling_requests_get_400_and_are_never_forwarded(
+    name, control_plane, processes, tmp_path
+):
+    register(control_plane, processes, a={})
+    log = tmp_path / "access.log"
+    sidecar = processes.sidecar(control_plane, log=log)
+    with socket.create_connection(("127.0.0.1", sidecar.http_proxy_port), timeout=10) as conn:
+        conn.sendall(SMUGGLING[name])
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    status = int(reply.split(b" ", 2)[1])
+    assert status in (400, 431), reply[:200]
+    assert b"x-tulle-error: bad request:" in reply
+    with sidecar.client() as client:  # the proxy lives on, and nothing reached the backend
+        assert client.get(f"{WEB}/after").status_code == 200
+    time.sleep(0.3)  # the access log is flushed every 200 ms
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["path"] for e in entries if e["upstream"]] == ["/after"]
+
+
+def test_keep_alive_pipelining_head_and_bodies(control_plane, processes):
+    register(control_plane, processes, a={})
+    sidecar = processes.sidecar(control_plane)
+    two = (
+        b"POST http://web:8080/one HTTP/1.1\r\nHost: web:8080\r\nContent-Length: 5\r\n\r\nhello"
+        b"GET http://web:8080/two HTTP/1.1\r\nHost: web:8080\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", sidecar.http_proxy_port), timeout=10) as conn:
+        conn.sendall(two)
+        reply = b""
+        while reply.count(b"HTTP/1.1 200") < 2:
+            reply += conn.recv(65536)
+    first, second = reply.split(b"HTTP/1.1 200")[1:]
+    assert b'"path": "/one"' in first
+    assert b'"body": "hello"' in first
+    assert b'"path": "/two"' in second
+    head = subprocess.run(
+        ["curl", "-sI", "-x", sidecar.proxy_url, f"{WEB}/head"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    )
+    assert head.stdout.startswith("HTTP/1.1 200")
+    chunked = subprocess.run(
+        ["curl", "-s", "-x", sidecar.proxy_url, "-H", "Transfer-Encoding: chunked", "--data-binary", "@-", f"{WEB}/up"],
+        input="streamed body", capture_output=True, text=True, timeout=20, check=True,
+    )  # fmt: skip
+    assert json.loads(chunked.stdout)["body"] == "streamed body"
+
+
+def test_config_swap_under_load_loses_no_request(control_plane, processes):
+    register(control_plane, processes, a={"version": "v1"}, b={"version": "v2"})
+    rule(
+        control_plane,
+        "{}",
+        "  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]",
+    )
+    routes(control_plane, "    - route: [{destination: {host: web, subset: v1}}]")
+    sidecar = processes.sidecar(control_plane)
+    wait_until(lambda: synced(control_plane, sidecar))
+    results: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with sidecar.client() as client:
+            while not stop.is_set():
+                results.append(client.get(f"{WEB}/").status_code)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for subset in ("v2", "v1", "v2", "v1", "v2"):
+        routes(control_plane, f"    - route: [{{destination: {{host: web, subset: {subset}}}}}]")
+        wait_until(lambda: synced(control_plane, sidecar))
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert len(results) > 200
+    assert set(results) == {200}
+
+
+def test_sigterm_under_load_finishes_in_flight_requests(control_plane, processes):
+    register(control_plane, processes, slow={"delay": 0.3})
+    sidecar = processes.sidecar(control_plane)
+    results: list[int] = []
+
+    def call() -> None:
+        with sidecar.client() as client:
+            results.append(client.get(f"{WEB}/").status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    wait_until(
+        lambda: sum(c["requests"] for c in sidecar.admin("/clusters").json()["clusters"]) == 8
+    )
+    sidecar.proc.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join()
+    assert results == [200] * 8
+    assert sidecar.proc.wait(10) == 0
+
+
+def test_metrics_and_config_dump(control_plane, processes):
+    register(control_plane, processes, a={})
+    sidecar = processes.sidecar(control_plane, pod="shop-frontend-0")
+    with sidecar.client() as client:
+        for _ in range(3):
+            client.get(f"{WEB}/")
+        client.get("http://nowhere:1/")
+    metrics = sidecar.admin("/stats/prometheus").text
+    assert (
+        'tulle_requests_total{destination_service="web.default.svc.cluster.local",'
+        'response_code="200",response_flags="-",source_workload="shop-frontend"} 3.0'
+    ) in metrics
+    assert 'response_code="404",response_flags="NR"' in metrics
+    assert "tulle_request_duration_milliseconds_bucket" in metrics
+    dump = sidecar.admin("/config_dump").json()
+    assert dump["connected"] is True
+    assert "http_proxy" in [r["name"] for r in dump["resources"]["routes"]]
