@@ -46,10 +46,11 @@ class ControlPlane:
     http_port: int
     state_dir: Path
     config_dir: Path
+    host: str = "127.0.0.1"
 
     @property
     def api(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     def apply(self, text: str, expect_ok: bool = True) -> dict[str, Any]:
         response = httpx.post(
@@ -91,14 +92,18 @@ class ControlPlane:
 
 
 def start_control_plane(
-    state_dir: Path, config_dir: Path, xds_port: int = 0, http_port: int = 0
+    state_dir: Path,
+    config_dir: Path,
+    xds_port: int = 0,
+    http_port: int = 0,
+    host: str = "127.0.0.1",
 ) -> ControlPlane:
     """Start ``tulle controlplane`` and wait until its API answers."""
     proc = subprocess.Popen(
         [
             str(BIN / "tulle"), "controlplane", "-f", str(config_dir),
             "--state-dir", str(state_dir),
-            "--xds-port", str(xds_port), "--http-port", str(http_port),
+            "--xds-port", str(xds_port), "--http-port", str(http_port), "--host", host,
             "--log-level", "warning",
         ],
         stdout=subprocess.PIPE,
@@ -112,7 +117,7 @@ def start_control_plane(
     # "tulle controlplane: xDS on 127.0.0.1:PORT, API on http://127.0.0.1:PORT"
     xds = int(line.split("xDS on ")[1].split(",")[0].rsplit(":", 1)[1])
     http = int(line.rsplit(":", 1)[1])
-    plane = ControlPlane(proc, xds, http, state_dir, config_dir)
+    plane = ControlPlane(proc, xds, http, state_dir, config_dir, host)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:

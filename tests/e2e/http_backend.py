@@ -20,6 +20,8 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--fail-rate", type=float, default=0.0)
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     chance = random.Random()
 
@@ -61,7 +63,7 @@ def main() -> None:
         def log_message(self, format: str, *values: object) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     print(f"READY {server.server_address[1]}", flush=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

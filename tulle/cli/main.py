@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from tulle.cli import config_commands, controlplane, proxy, proxy_commands, validate, version
+from tulle.cli import (
+    config_commands,
+    controlplane,
+    iptables,
+    proxy,
+    proxy_commands,
+    validate,
+    version,
+)
 
 app = typer.Typer(
     name="tulle",
@@ -17,6 +25,7 @@ app.command("version")(version.version)
 app.command("validate")(validate.validate)
 app.command("controlplane")(controlplane.controlplane)
 app.command("proxy")(proxy.proxy)
+app.command("iptables")(iptables.iptables)
 app.command("apply")(config_commands.apply)
 app.command("get")(config_commands.get)
 app.command("delete")(config_commands.delete)

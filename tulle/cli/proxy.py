@@ -25,7 +25,18 @@ def proxy(
     http_proxy_port: Annotated[
         int | None, typer.Option(help="HTTP forward-proxy listener (apps set HTTP_PROXY).")
     ] = None,
-    host: Annotated[str, typer.Option(help="Address the traffic listeners bind.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Address the HTTP proxy listener binds.")] = "127.0.0.1",
+    outbound_port: Annotated[
+        int | None, typer.Option(help="Transparent outbound listener (iptables REDIRECT target).")
+    ] = None,
+    inbound_port: Annotated[int | None, typer.Option(help="Transparent inbound listener.")] = None,
+    app_port: Annotated[
+        int | None,
+        typer.Option(help="The app's port for inbound traffic (default: the original one)."),
+    ] = None,
+    mark: Annotated[
+        str, typer.Option(help="SO_MARK for the proxy's upstream connections, e.g. 0x539.")
+    ] = "",
     drain_seconds: Annotated[
         float, typer.Option(help="Grace period for in-flight requests on SIGTERM.")
     ] = 5.0,
@@ -43,7 +54,12 @@ def proxy(
         typer.echo(f"error: --node-id: {error}", err=True)
         raise typer.Exit(2) from None
     try:
-        asyncio.run(_run(Proxy(xds, node_id, admin_port, http_proxy_port, host), drain_seconds))
+        proxy = Proxy(
+            xds, node_id, admin_port, http_proxy_port, host,
+            outbound_port=outbound_port, inbound_port=inbound_port, app_port=app_port,
+            mark=int(mark, 0) if mark else None,
+        )  # fmt: skip
+        asyncio.run(_run(proxy, drain_seconds))
     except OSError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
@@ -55,6 +71,10 @@ async def _run(proxy: Proxy, drain_seconds: float) -> None:
         loop.add_signal_handler(sig, proxy.stopped.set)
     await proxy.start()
     ports = f"admin 127.0.0.1:{proxy.admin_port}"
+    if proxy.outbound_port is not None:
+        ports += f", outbound :{proxy.outbound_port}"
+    if proxy.inbound_port is not None:
+        ports += f", inbound :{proxy.inbound_port}"
     if proxy.http_proxy_port is not None:
         ports += f", http proxy {proxy.host}:{proxy.http_proxy_port}"
     print(f"tulle proxy: {ports}", file=sys.stderr, flush=True)

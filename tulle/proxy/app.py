@@ -8,13 +8,18 @@ import contextlib
 import logging
 import time
 
+from tulle.engine import errors
+from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.compile import compile_config
+from tulle.engine.errors import MeshError
 from tulle.engine.matching import ConfigError
-from tulle.engine.message import Request, Response
+from tulle.engine.message import Request, Response, UpstreamError, mesh_response
 from tulle.engine.outbound import Engine
+from tulle.engine.ratelimit import TokenBucket
 from tulle.proxy.access_log import AccessLog
 from tulle.proxy.admin import AdminHandler
-from tulle.proxy.http_front import serve_http1
+from tulle.proxy.http_front import Destination, serve_http1
+from tulle.proxy.inbound import inbound_buckets
 from tulle.proxy.metrics import ProxyMetrics
 from tulle.transport.http_server import serve_http
 from tulle.transport.pool import Http1Pool
@@ -25,6 +30,7 @@ from tulle.xds.node import parse_node_id
 log = logging.getLogger(__name__)
 
 HTTP_PROXY_ROUTES = "http_proxy"
+PASSTHROUGH = "PassthroughCluster"
 
 
 class Proxy:
@@ -38,9 +44,16 @@ class Proxy:
         http_proxy_port: int | None = None,
         host: str = "127.0.0.1",
         access_log: AccessLog | None = None,
+        outbound_port: int | None = None,
+        inbound_port: int | None = None,
+        app_port: int | None = None,
+        mark: int | None = None,
     ) -> None:
         self.node = parse_node_id(node_id)
-        self.pool = Http1Pool()
+        self.pool = Http1Pool(mark)
+        self.outbound_port = outbound_port
+        self.inbound_port = inbound_port
+        self.app_port = app_port
         self.engine = Engine(self.pool.send)
         self.xds = XdsClient(xds_address, node_id, self.accept)
         self.metrics = ProxyMetrics(self.node.workload)
@@ -52,6 +65,7 @@ class Proxy:
         self.in_flight: set[asyncio.Task[None]] = set()
         self.servers: list[asyncio.Server] = []
         self.stopped = asyncio.Event()
+        self.inbound_limits: dict[int, TokenBucket] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     def accept(self, resources: Resources, version: str) -> str | None:
@@ -66,14 +80,54 @@ class Proxy:
         except ConfigError as error:
             return str(error)
         self.engine.update(config)
+        self.inbound_limits = inbound_buckets(resources[types.LISTENER], self.engine.clock())
         return None
 
-    async def handle_http_proxy(self, request: Request) -> Response:
+    def _measured(self, request: Request, response: Response, started: float) -> Response:
+        body = response.body if isinstance(response.body, bytes) else b""
+        self.metrics.record(request, response, (time.monotonic() - started) * 1000, len(body))
+        return response
+
+    async def handle_http_proxy(self, request: Request, destination: Destination) -> Response:
         """A request from the app through the HTTP forward proxy."""
         started = time.monotonic()
         response = await self.engine.handle(HTTP_PROXY_ROUTES, request)
-        body = response.body if isinstance(response.body, bytes) else b""
-        self.metrics.record(request, response, (time.monotonic() - started) * 1000, len(body))
+        return self._measured(request, response, started)
+
+    async def handle_outbound(self, request: Request, destination: Destination) -> Response:
+        """A request the app sent to ``destination``, redirected here by iptables: routed by
+        the route table of the destination port, or passed through when the mesh has none."""
+        started = time.monotonic()
+        table = str(destination[1]) if destination else ""
+        if table in self.engine.config.route_tables:
+            response = await self.engine.handle(table, request)
+        elif destination is not None:
+            response = await self._direct(PASSTHROUGH, destination, request)
+        else:
+            reason = "no original destination (the connection was not redirected)"
+            response = mesh_response(MeshError(400, "NR", reason))
+        return self._measured(request, response, started)
+
+    async def handle_inbound(self, request: Request, destination: Destination) -> Response:
+        """A request for the local app, redirected here by iptables."""
+        started = time.monotonic()
+        port = destination[1] if destination else (self.app_port or 0)
+        bucket = self.inbound_limits.get(port)
+        if bucket is not None and not bucket.take(self.engine.clock()):
+            error = errors.rate_limited(bucket.spec.name, bucket.spec.status)
+            return self._measured(request, mesh_response(error, request.is_grpc), started)
+        target = ("127.0.0.1", self.app_port or port)
+        response = await self._direct(f"inbound|{port}||", target, request)
+        return self._measured(request, response, started)
+
+    async def _direct(self, cluster: str, target: tuple[str, int], request: Request) -> Response:
+        endpoint = EndpointSpec(target[0], target[1])
+        try:
+            response = await self.pool.send(endpoint, ClusterSpec(cluster), request)
+        except UpstreamError as failure:
+            error = errors.upstream_failure(f"{failure.kind} {failure}", endpoint.key, cluster)
+            return mesh_response(error, request.is_grpc, cluster)
+        response.upstream, response.cluster, response.attempts = endpoint.key, cluster, 1
         return response
 
     async def start(self) -> None:
@@ -94,6 +148,15 @@ class Proxy:
             )
             self.http_proxy_port = front.sockets[0].getsockname()[1]
             self.servers.append(front)
+        for name, port, handler in (
+            ("outbound", self.outbound_port, self.handle_outbound),
+            ("inbound", self.inbound_port, self.handle_inbound),
+        ):
+            if port is not None:
+                front = await serve_http1(
+                    name, handler, self.log, "0.0.0.0", port, self.in_flight, transparent=True
+                )
+                self.servers.append(front)
 
     def start_drain(self) -> None:
         """Stop accepting new connections on the traffic listeners."""

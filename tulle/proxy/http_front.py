@@ -23,19 +23,28 @@ from tulle.codec.http1 import (
 from tulle.engine import errors
 from tulle.engine.message import Request, Response, mesh_response
 from tulle.proxy.access_log import AccessLog
+from tulle.transport.interception import original_destination
 
 MAX_BODY = 16 * 1024 * 1024
 
-Handler = Callable[[Request], Awaitable[Response]]
+Destination = tuple[str, int] | None
+Handler = Callable[[Request, Destination], Awaitable[Response]]
 
 
 class Http1Front(asyncio.Protocol):
     """One downstream connection."""
 
     def __init__(
-        self, listener: str, handle: Handler, log: AccessLog, tracker: set[asyncio.Task[None]]
+        self,
+        listener: str,
+        handle: Handler,
+        log: AccessLog,
+        tracker: set[asyncio.Task[None]],
+        transparent: bool = False,
     ) -> None:
         self.listener = listener
+        self.transparent = transparent
+        self.original_dst: Destination = None
         self.handle = handle
         self.log = log
         self.tracker = tracker
@@ -53,6 +62,8 @@ class Http1Front(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
+        if self.transparent:
+            self.original_dst = original_destination(transport.get_extra_info("socket"))
         task = asyncio.get_running_loop().create_task(self._serve())
         self.tracker.add(task)
         task.add_done_callback(self.tracker.discard)
@@ -98,7 +109,7 @@ class Http1Front(asyncio.Protocol):
             if isinstance(request, Response):
                 self._respond(request, head.method, close=True)
                 return
-            response = await self.handle(request)
+            response = await self.handle(request, self.original_dst)
             sent = self._respond(response, head.method, close=not head.keep_alive)
             self.log.record(self.listener, request, response, started, sent)
             if not head.keep_alive:
@@ -148,7 +159,11 @@ async def serve_http1(
     host: str,
     port: int,
     tracker: set[asyncio.Task[None]],
+    transparent: bool = False,
 ) -> asyncio.Server:
-    """Listen on ``host:port`` with the HTTP/1.1 front end."""
+    """Listen on ``host:port`` with the HTTP/1.1 front end (``transparent``: connections come
+    from an iptables REDIRECT and carry their original destination)."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: Http1Front(listener, handle, log, tracker), host, port)
+    return await loop.create_server(
+        lambda: Http1Front(listener, handle, log, tracker, transparent), host, port
+    )

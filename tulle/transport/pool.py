@@ -20,6 +20,7 @@ from tulle.codec.http1 import (
 )
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import Request, Response, UpstreamError
+from tulle.transport.interception import marked_socket
 
 READ_SIZE = 65536
 
@@ -47,16 +48,28 @@ class Http1Pool:
     """Idle connections by endpoint; a connection is reused until the upstream or the cluster's
     ``max_requests_per_connection`` / ``idle_timeout`` says otherwise."""
 
-    def __init__(self) -> None:
+    def __init__(self, mark: int | None = None) -> None:
         self.idle: dict[str, list[Connection]] = {}
         self.opened = 0
+        self.mark = mark
+
+    async def _connect(
+        self, address: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.mark is None:
+            return await asyncio.open_connection(address, port, limit=READ_SIZE)
+        sock = marked_socket(self.mark)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, (address, port))
+        except BaseException:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock, limit=READ_SIZE)
 
     async def _open(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> Connection:
         try:
             async with asyncio.timeout(cluster.connect_timeout):
-                reader, writer = await asyncio.open_connection(
-                    endpoint.address, endpoint.port, limit=READ_SIZE
-                )
+                reader, writer = await self._connect(endpoint.address, endpoint.port)
         except TimeoutError:
             raise UpstreamError(
                 "connect", f"timed out after {cluster.connect_timeout:g}s"
