@@ -107,7 +107,8 @@ def lab() -> Iterator[Lab]:
         subprocess.run(["ip", "link", "del", made.bridge], capture_output=True, check=False)
         shutil.rmtree(Path("/etc/netns") / made.client, ignore_errors=True)
         left = sh("ip", "-o", "link", "show") + sh("ip", "netns", "list")
-        assert f"tt{tag}" not in left and f"tt-{tag}" not in left, left
+        assert f"tt{tag}" not in left, left
+        assert f"tt-{tag}" not in left, left
 
 
 @pytest.fixture
