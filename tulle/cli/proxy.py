@@ -9,6 +9,7 @@ import sys
 from typing import Annotated
 
 import typer
+import uvloop
 
 from tulle.proxy.app import Proxy
 from tulle.xds.node import NodeIdError, parse_node_id
@@ -59,7 +60,8 @@ def proxy(
             outbound_port=outbound_port, inbound_port=inbound_port, app_port=app_port,
             mark=int(mark, 0) if mark else None,
         )  # fmt: skip
-        asyncio.run(_run(proxy, drain_seconds))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_run(proxy, drain_seconds))
     except OSError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
