@@ -44,8 +44,12 @@ demo: $(STAMP)
 	@echo
 	@echo "Running the shop as a live mesh ('tulle up') arrives with the local-mode work; see README."
 
-# Benchmarks measure; they never assert. The data-plane benchmarks arrive with the sidecar proxy.
+# Benchmarks measure; they never assert. The proxy benchmark needs wrk, haproxy and nginx from
+# Debian: installed here when missing (as root).
 bench: $(STAMP)
+	@command -v wrk >/dev/null && command -v haproxy >/dev/null && command -v nginx >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk haproxy nginx-light)
+	$(BIN)/python -m benchmarks.proxy_http
 	$(BIN)/python -m benchmarks.ads_fanout --clients 100 500 1000
 
 clean:

@@ -1,0 +1,253 @@
+"""Data-plane speed: direct to nginx, through HAProxy (one thread) and through ``tulle proxy``
+(one process), measured in one run with the load generator on one core and proxy plus backend on
+the other. HTTP/1.1 keep-alive, 1 KiB responses. Reports saturation requests/s, proxy CPU per
+request, added latency at a fixed 1,000 requests/s, and the proxy's RSS, with ratios.
+
+    python -m benchmarks.proxy_http [--seconds 8] [--million]
+
+Needs wrk, haproxy and nginx (Debian packages; ``make bench`` installs them when root)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+TICKS = os.sysconf("SC_CLK_TCK")
+LOAD_CPU, SERVER_CPU = "0", "1"
+BODY = "x" * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pinned(cpu: str, args: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["taskset", "-c", cpu, *args], **kwargs)  # type: ignore[call-overload]
+
+
+def wait_port(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def start_nginx(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    (work / "nginx.conf").write_text(
+        f"""
+worker_processes 1; daemon off; master_process off; pid {work}/nginx.pid;
+error_log {work}/nginx.err;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; keepalive_requests 10000000; keepalive_timeout 120s;
+  client_body_temp_path {work}; proxy_temp_path {work}; fastcgi_temp_path {work};
+  uwsgi_temp_path {work}; scgi_temp_path {work};
+  server {{ listen 127.0.0.1:{port}; location / {{ default_type text/plain; return 200 "{BODY}"; }} }}
+}}
+"""
+    )
+    proc = pinned(SERVER_CPU, ["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)])
+    wait_port(port)
+    return proc, port
+
+
+def start_haproxy(work: Path, backend: int) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    (work / "haproxy.cfg").write_text(
+        f"""
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend in
+  bind 127.0.0.1:{port}
+  default_backend out
+backend out
+  server nginx 127.0.0.1:{backend}
+"""
+    )
+    proc = pinned(SERVER_CPU, ["haproxy", "-f", str(work / "haproxy.cfg")])
+    wait_port(port)
+    return proc, port
+
+
+def start_tulle(work: Path, backend: int) -> tuple[list[subprocess.Popen[bytes]], int, int]:
+    tulle = str(Path(sys.executable).parent / "tulle")
+    plane = pinned(
+        SERVER_CPU,
+        [tulle, "controlplane", "--state-dir", str(work / "state"), "--xds-port", "0",
+         "--http-port", "0", "--log-level", "error"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert plane.stdout is not None
+    line = plane.stdout.readline().decode()
+    xds = line.split("xDS on ")[1].split(",")[0]
+    api = line.rsplit(" ", 1)[1].strip()
+    httpx.post(
+        f"{api}/api/v1/endpoints",
+        json={"service": "web", "address": "127.0.0.1", "port": backend, "servicePort": 8080},
+    ).raise_for_status()
+    port = free_port()
+    admin = free_port()
+    proxy = pinned(
+        SERVER_CPU,
+        [tulle, "proxy", "--xds", xds, "--node-id", "sidecar~127.0.0.1~bench-0.default~default.svc.cluster.local",
+         "--admin-port", str(admin), "--http-proxy-port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{admin}/ready").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    return [plane, proxy], port, proxy.pid
+
+
+def wrk(port: int, seconds: int) -> tuple[float, int]:
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", "-c16", f"-d{seconds}s", "-H", "Host: web:8080",
+         f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return rate, total
+
+
+def fixed_rate(port: int, rate: int, seconds: int) -> list[float]:
+    """Latencies (ms) of sequential keep-alive requests sent at ``rate`` per second."""
+    os.sched_setaffinity(0, {int(LOAD_CPU)})
+    request = b"GET / HTTP/1.1\r\nHost: web:8080\r\n\r\n"
+    latencies = []
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        start = time.perf_counter()
+        for index in range(rate * seconds):
+            due = start + index / rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            sent = time.perf_counter()
+            sock.sendall(request)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += sock.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+            while len(body) < length:
+                body += sock.recv(65536)
+            latencies.append((time.perf_counter() - sent) * 1000)
+    return latencies
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--million", action="store_true", help="RSS after a million requests")
+    args = parser.parse_args()
+    for tool in ("wrk", "haproxy", "nginx", "taskset"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"benchmark needs {tool} (apt-get install wrk haproxy nginx-light)")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            nginx, backend = start_nginx(work)
+            procs.append(nginx)
+            haproxy, haproxy_port = start_haproxy(work, backend)
+            procs.append(haproxy)
+            tulle_procs, tulle_port, tulle_pid = start_tulle(work, backend)
+            procs.extend(tulle_procs)
+            targets = {
+                "direct": (backend, None),
+                "haproxy": (haproxy_port, haproxy.pid),
+                "tulle": (tulle_port, tulle_pid),
+            }
+            rows = {}
+            base = statistics.median(fixed_rate(backend, 1000, 3))
+            for name, (port, pid) in targets.items():
+                wrk(port, 2)  # warm up
+                before = cpu_seconds(pid) if pid else 0.0
+                rate, total = wrk(port, args.seconds)
+                cpu_us = (cpu_seconds(pid) - before) / total * 1e6 if pid else 0.0
+                latencies = fixed_rate(port, 1000, 5)
+                rows[name] = {
+                    "rps": rate,
+                    "cpu_us": cpu_us,
+                    "p50": percentile(latencies, 0.5),
+                    "p90": percentile(latencies, 0.9),
+                    "p99": percentile(latencies, 0.99),
+                }
+            if args.million:
+                served = 0
+                while served < 1_000_000:
+                    served += wrk(tulle_port, 20)[1]
+            tulle_rss = rss_mb(tulle_pid)
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(10)
+    direct, haproxy_row, tulle_row = rows["direct"], rows["haproxy"], rows["tulle"]
+    print(f"baseline direct p50 at 1,000 req/s: {base:.3f} ms")
+    print(f"{'path':<10}{'req/s':>10}{'CPU µs/req':>12}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
+          f"{'added p50':>11}{'added p99':>11}")  # fmt: skip
+    for name, row in rows.items():
+        print(
+            f"{name:<10}{row['rps']:>10.0f}{row['cpu_us']:>12.1f}{row['p50']:>9.3f}{row['p90']:>9.3f}"
+            f"{row['p99']:>9.3f}{row['p50'] - direct['p50']:>11.3f}{row['p99'] - direct['p99']:>11.3f}"
+        )
+    print()
+    print(f"tulle / direct req/s:   {tulle_row['rps'] / direct['rps']:.2f}")
+    print(f"tulle / haproxy req/s:  {tulle_row['rps'] / haproxy_row['rps']:.2f}")
+    print(f"tulle / haproxy CPU:    {tulle_row['cpu_us'] / haproxy_row['cpu_us']:.1f}x")
+    print(
+        f"tulle proxy RSS: {tulle_rss:.0f} MB"
+        + (" after 1,000,000 requests" if args.million else "")
+    )
+
+
+if __name__ == "__main__":
+    main()
