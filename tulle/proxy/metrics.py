@@ -3,6 +3,8 @@ through prometheus-client (the library uses the same names)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from tulle.engine.message import Request, Response
@@ -30,15 +32,35 @@ class ProxyMetrics:
         self.response_bytes = Counter(
             "tulle_response_bytes", "Response body bytes.", LABELS, registry=self.registry
         )
+        self._children: dict[tuple[str, int, str], tuple[Any, Any, Any, Any]] = {}
+
+    def _series(self, service: str, status: int, flag: str) -> tuple[Any, Any, Any, Any]:
+        """The four labelled series for one label set, looked up once and then cached (the
+        label lookup is most of prometheus-client's cost per request)."""
+        key = (service, status, flag)
+        series = self._children.get(key)
+        if series is None:
+            labels = (self.source, service, str(status), flag)
+            series = (
+                self.requests.labels(*labels),
+                self.duration.labels(*labels),
+                self.request_bytes.labels(*labels),
+                self.response_bytes.labels(*labels),
+            )
+            self._children[key] = series
+        return series
 
     def record(self, request: Request, response: Response, millis: float, sent: int) -> None:
         """One request."""
         service = response.cluster.rsplit("|", 1)[-1] if response.cluster else request.authority
-        labels = (self.source, service, str(response.status), response.flag)
-        self.requests.labels(*labels).inc()
-        self.duration.labels(*labels).observe(millis)
-        self.request_bytes.labels(*labels).inc(len(request.body))
-        self.response_bytes.labels(*labels).inc(sent)
+        requests, duration, request_bytes, response_bytes = self._series(
+            service, response.status, response.flag
+        )
+        requests.inc()
+        duration.observe(millis)
+        if request.body:
+            request_bytes.inc(len(request.body))
+        response_bytes.inc(sent)
 
     def exposition(self) -> bytes:
         """The Prometheus text format."""
