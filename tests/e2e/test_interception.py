@@ -178,4 +178,37 @@ spec:
 
     stats = lab.run_in(lab.client, "curl", "-s", "http://127.0.0.1:15000/stats/prometheus").stdout
     assert 'destination_service="web.default.svc.cluster.local",response_code="200"' in stats
-    assert 'destination_service="PassthroughCluster"' in stats
+
+
+TALK = """\
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as conn:
+    stream = conn.makefile("rwb")
+    banner = stream.readline()
+    stream.write(b"ping\\n"); stream.flush()
+    print(banner.decode().strip(), stream.readline().decode().strip())
+"""
+
+
+def test_tcp_services_and_server_speaks_first_protocols(lab: Lab, plane: ControlPlane):
+    banner = lab.spawn(lab.server, sys.executable, str(HERE / "tcp_banner.py"),
+                       "--name", "cache-a", "--host", SERVER_IPS["v2"], "--port", "6379")  # fmt: skip
+    assert banner.stdout is not None
+    assert banner.stdout.readline().startswith("READY")
+    plane.register(service="cache", address=SERVER_IPS["v2"], port=6379, protocol="TCP")
+    init = lab.run_in(lab.client, str(BIN / "tulle"), "iptables", "--no-inbound",
+                      "--exclude-outbound-port", str(plane.xds_port))  # fmt: skip
+    assert init.returncode == 0, init.stderr
+    node = f"sidecar~{CLIENT_IP}~client-0.default~default.svc.cluster.local"
+    lab.spawn(lab.client, str(BIN / "tulle"), "proxy", "--xds", f"{BRIDGE_IP}:{plane.xds_port}",
+              "--node-id", node, "--outbound-port", "15001", "--admin-port", "15000", "--mark", "0x539")  # fmt: skip
+    wait_until(
+        lambda: (
+            lab.run_in(lab.client, "curl", "-sf", "http://127.0.0.1:15000/ready").returncode == 0
+        )
+    )
+    # The app dials v1's address on the cache port; the mesh's TCP service on 6379 answers, and
+    # its banner (the server speaks first) arrives through the proxy.
+    talk = lab.run_in(lab.client, sys.executable, "-c", TALK, SERVER_IPS["v1"], "6379")
+    assert talk.returncode == 0, talk.stderr
+    assert talk.stdout.strip() == "HELLO cache-a PING"

@@ -18,9 +18,10 @@ from tulle.engine.outbound import Engine
 from tulle.engine.ratelimit import TokenBucket
 from tulle.proxy.access_log import AccessLog
 from tulle.proxy.admin import AdminHandler
-from tulle.proxy.http_front import Destination, serve_http1
+from tulle.proxy.http_front import Destination, Http1Front, serve_http1
 from tulle.proxy.inbound import inbound_buckets
 from tulle.proxy.metrics import ProxyMetrics
+from tulle.proxy.transparent import Plan, TransparentOutbound, tcp_clusters
 from tulle.transport.http_server import serve_http
 from tulle.transport.pool import Http1Pool
 from tulle.xds import types
@@ -66,6 +67,7 @@ class Proxy:
         self.servers: list[asyncio.Server] = []
         self.stopped = asyncio.Event()
         self.inbound_limits: dict[int, TokenBucket] = {}
+        self.tcp_clusters: dict[int, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     def accept(self, resources: Resources, version: str) -> str | None:
@@ -81,6 +83,7 @@ class Proxy:
             return str(error)
         self.engine.update(config)
         self.inbound_limits = inbound_buckets(resources[types.LISTENER], self.engine.clock())
+        self.tcp_clusters = tcp_clusters(resources[types.LISTENER])
         return None
 
     def _measured(self, request: Request, response: Response, started: float) -> Response:
@@ -148,15 +151,39 @@ class Proxy:
             )
             self.http_proxy_port = front.sockets[0].getsockname()[1]
             self.servers.append(front)
-        for name, port, handler in (
-            ("outbound", self.outbound_port, self.handle_outbound),
-            ("inbound", self.inbound_port, self.handle_inbound),
-        ):
-            if port is not None:
-                front = await serve_http1(
-                    name, handler, self.log, "0.0.0.0", port, self.in_flight, transparent=True
-                )
-                self.servers.append(front)
+        loop = asyncio.get_running_loop()
+        if self.outbound_port is not None:
+            outbound = await loop.create_server(
+                self._transparent_outbound, "0.0.0.0", self.outbound_port
+            )
+            self.servers.append(outbound)
+        if self.inbound_port is not None:
+            front = await serve_http1(
+                "inbound", self.handle_inbound, self.log, "0.0.0.0", self.inbound_port,
+                self.in_flight, transparent=True,
+            )  # fmt: skip
+            self.servers.append(front)
+
+    def _transparent_outbound(self) -> TransparentOutbound:
+        def http() -> Http1Front:
+            return Http1Front("outbound", self.handle_outbound, self.log, self.in_flight, True)
+
+        return TransparentOutbound(self.outbound_plan, http, self.pool.mark, self.in_flight)
+
+    def outbound_plan(self, destination: tuple[str, int]) -> Plan:
+        """HTTP when the mesh routes the destination port; else TCP to the mesh's TCP service on
+        that port, or through to the original destination."""
+        port = destination[1]
+        if str(port) in self.engine.config.route_tables:
+            return ("http", None)
+        cluster = self.tcp_clusters.get(port)
+        if cluster is not None:
+            state = self.engine.clusters.get(cluster)
+            endpoint = state.pick(None, self.engine.clock()) if state else None
+            if endpoint is None:
+                return ("refuse", None)
+            return ("tcp", (endpoint.address, endpoint.port))
+        return ("tcp", destination)
 
     def start_drain(self) -> None:
         """Stop accepting new connections on the traffic listeners."""

@@ -1,0 +1,117 @@
+"""Opaque TCP: bytes copied both ways between the app's connection and an upstream one, with
+back-pressure (a side that cannot keep up pauses the other's reading)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import cast
+
+from tulle.transport.interception import marked_socket
+
+
+class _Half(asyncio.Protocol):
+    """One side of a pipe: what it receives is written to ``peer``."""
+
+    def __init__(self, pipe: TcpPipe, name: str) -> None:
+        self.pipe = pipe
+        self.name = name
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.pipe.forward(self.name, data)
+
+    def eof_received(self) -> bool:
+        self.pipe.half_close(self.name)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pipe.close()
+
+    def pause_writing(self) -> None:
+        self.pipe.pause(self.name)
+
+    def resume_writing(self) -> None:
+        self.pipe.resume(self.name)
+
+
+class TcpPipe:
+    """Copies bytes between ``downstream`` (the app) and an upstream connection it opens."""
+
+    def __init__(self, downstream: asyncio.Transport, mark: int | None) -> None:
+        self.downstream = downstream
+        self.upstream: asyncio.Transport | None = None
+        self.mark = mark
+        self.pending: list[bytes] = []
+        self.closed = False
+        self.bytes_up = 0
+        self.bytes_down = 0
+
+    async def connect(self, address: str, port: int, timeout: float = 10.0) -> None:
+        """Open the upstream side; anything the app sent meanwhile follows."""
+        loop = asyncio.get_running_loop()
+        self.downstream.pause_reading()
+        try:
+            async with asyncio.timeout(timeout):
+                if self.mark is None:
+                    transport, _ = await loop.create_connection(
+                        lambda: _Half(self, "up"), address, port
+                    )
+                else:
+                    sock = marked_socket(self.mark)
+                    await loop.sock_connect(sock, (address, port))
+                    transport, _ = await loop.create_connection(
+                        lambda: _Half(self, "up"), sock=sock
+                    )
+        except (OSError, TimeoutError):
+            self.close()
+            return
+        self.upstream = transport
+        for data in self.pending:
+            self.upstream.write(data)
+        self.pending.clear()
+        if not self.closed:
+            self.downstream.resume_reading()
+
+    def forward(self, side: str, data: bytes) -> None:
+        """Bytes from ``side`` ("down" or "up") to the other."""
+        if side == "down":
+            self.bytes_up += len(data)
+            if self.upstream is None:
+                self.pending.append(data)
+            else:
+                self.upstream.write(data)
+        else:
+            self.bytes_down += len(data)
+            self.downstream.write(data)
+
+    def half_close(self, side: str) -> None:
+        """One side finished sending: pass the EOF on."""
+        target = self.upstream if side == "down" else self.downstream
+        if target is not None and target.can_write_eof():
+            with contextlib.suppress(OSError):
+                target.write_eof()
+
+    def pause(self, side: str) -> None:
+        """``side`` cannot write fast enough: stop reading from the other."""
+        other = self.upstream if side == "down" else self.downstream
+        if other is not None:
+            other.pause_reading()
+
+    def resume(self, side: str) -> None:
+        """``side`` caught up."""
+        other = self.upstream if side == "down" else self.downstream
+        if other is not None and not self.closed:
+            other.resume_reading()
+
+    def close(self) -> None:
+        """Close both sides."""
+        if self.closed:
+            return
+        self.closed = True
+        self.downstream.close()
+        if self.upstream is not None:
+            self.upstream.close()

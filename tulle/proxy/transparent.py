@@ -1,0 +1,100 @@
+"""The transparent outbound listener: a connection redirected by iptables is HTTP when the mesh
+has routes for its original destination port (handled by the HTTP/1.1 front end and the engine),
+and opaque TCP otherwise — to the mesh's TCP service on that port, or straight through to the
+original destination. Unknown ports are never parsed, so server-speaks-first protocols work."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from tulle.proxy.http_front import Http1Front
+from tulle.proxy.tcp import TcpPipe
+from tulle.transport.interception import original_destination
+
+TCP_PROXY_TYPE = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+
+Destination = tuple[str, int]
+# (kind, target): ("http", None) or ("tcp", (address, port)) or ("refuse", reason)
+Plan = tuple[str, Destination | None]
+
+
+def tcp_clusters(listeners: Mapping[str, Any]) -> dict[int, str]:
+    """Port → cluster of the mesh's TCP services (a port two services share is left out: with
+    no service addresses the destination port cannot tell them apart)."""
+    found: dict[int, set[str]] = {}
+    for listener in listeners.values():
+        if listener.bind_to_port.value or not listener.HasField("bind_to_port"):
+            continue
+        port = listener.address.socket_address.port_value
+        for chain in listener.filter_chains:
+            for network_filter in chain.filters:
+                if network_filter.typed_config.type_url != TCP_PROXY_TYPE:
+                    continue
+                proxy = tcp_proxy_pb2.TcpProxy()
+                network_filter.typed_config.Unpack(proxy)
+                found.setdefault(port, set()).add(proxy.cluster)
+    return {port: next(iter(names)) for port, names in found.items() if len(names) == 1}
+
+
+class TransparentOutbound(asyncio.Protocol):
+    """One redirected connection: HTTP through the engine, or a TCP pipe."""
+
+    def __init__(
+        self,
+        plan: Callable[[Destination], Plan],
+        http: Callable[[], Http1Front],
+        mark: int | None,
+        tracker: set[asyncio.Task[None]],
+    ) -> None:
+        self.plan = plan
+        self.make_http = http
+        self.mark = mark
+        self.tracker = tracker
+        self.http: Http1Front | None = None
+        self.pipe: TcpPipe | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        downstream = cast(asyncio.Transport, transport)
+        destination = original_destination(downstream.get_extra_info("socket"))
+        kind, target = self.plan(destination) if destination else ("refuse", None)
+        if kind == "http":
+            self.http = self.make_http()
+            self.http.connection_made(downstream)
+            return
+        if kind == "refuse" or target is None:
+            downstream.close()
+            return
+        self.pipe = TcpPipe(downstream, self.mark)
+        task = asyncio.get_running_loop().create_task(self.pipe.connect(*target))
+        self.tracker.add(task)
+        task.add_done_callback(self.tracker.discard)
+
+    def data_received(self, data: bytes) -> None:
+        if self.http is not None:
+            self.http.data_received(data)
+        elif self.pipe is not None:
+            self.pipe.forward("down", data)
+
+    def eof_received(self) -> bool:
+        if self.pipe is not None:
+            self.pipe.half_close("down")
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.http is not None:
+            self.http.connection_lost(exc)
+        if self.pipe is not None:
+            self.pipe.close()
+
+    def pause_writing(self) -> None:
+        if self.pipe is not None:
+            self.pipe.pause("down")
+
+    def resume_writing(self) -> None:
+        if self.pipe is not None:
+            self.pipe.resume("down")
