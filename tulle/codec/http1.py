@@ -223,6 +223,10 @@ class _ResponseCollector(_Collector):
         events, self.events = self.events, []
         return events
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.done = False
+
     def on_headers_complete(self) -> None:
         parser = self.owner.parser
         _check_framing(self.headers, b"")

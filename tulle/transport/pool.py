@@ -1,13 +1,13 @@
 """Upstream HTTP/1.1 connections, pooled per endpoint with keep-alive: the ``send`` function the
-engine calls for one attempt. Failures become :class:`~tulle.engine.message.UpstreamError` with
-what happened (refused, timed out, reset)."""
+engine calls for one attempt. Each connection is an asyncio Protocol feeding a sans-IO response
+parser (no stream objects on the hot path). Failures become
+:class:`~tulle.engine.message.UpstreamError` saying what happened (refused, timed out, reset)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from dataclasses import dataclass, field
+from typing import cast
 
 from tulle.codec.http1 import (
     Body,
@@ -22,54 +22,116 @@ from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import Request, Response, UpstreamError
 from tulle.transport.interception import marked_socket
 
-READ_SIZE = 65536
-
-
-@dataclass
-class Connection:
-    """One keep-alive connection to an endpoint."""
-
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    used: int = 0
-    idle_since: float = field(default_factory=time.monotonic)
-
-    def close(self) -> None:
-        """Close it."""
-        with contextlib.suppress(Exception):
-            self.writer.close()
+Exchange = tuple[ResponseHead, bytes, bool]
 
 
 class _StaleConnectionError(Exception):
     """A reused connection was closed by the upstream before it answered: try a fresh one."""
 
 
+class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive connection to an endpoint, one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = ResponseParser()
+        self.waiter: asyncio.Future[Exchange] | None = None
+        self.head: ResponseHead | None = None
+        self.chunks: list[bytes] = []
+        self.received = False
+        self.closed = False
+        self.used = 0
+        self.idle_since = time.monotonic()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.received = True
+        waiter = self.waiter
+        for event in self.parser.feed(data):
+            if isinstance(event, ResponseHead):
+                if not 100 <= event.status < 200:
+                    self.head = event
+            elif isinstance(event, Body):
+                self.chunks.append(event.data)
+            elif isinstance(event, EndOfMessage) and self.head is not None:
+                if waiter is not None and not waiter.done():
+                    waiter.set_result((self.head, b"".join(self.chunks), self.head.keep_alive))
+                self.waiter = None
+            elif isinstance(event, ProtocolError):
+                self._fail(UpstreamError("reset", event.reason))
+                self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return
+        if not self.received:
+            waiter.set_exception(_StaleConnectionError())
+        elif self.head is not None and not any(
+            k in ("content-length", "transfer-encoding") for k, _ in self.head.headers
+        ):
+            waiter.set_result((self.head, b"".join(self.chunks), False))  # delimited by the close
+        else:
+            waiter.set_exception(UpstreamError("reset", "connection closed mid-response"))
+
+    def _fail(self, error: Exception) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(error)
+
+    def close(self) -> None:
+        """Close it."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    async def exchange(self, payload: bytes, head_request: bool) -> Exchange:
+        """Send one request and wait for the whole response."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise _StaleConnectionError
+        if head_request or self.parser.failed or (self.used and self._needs_new_parser):
+            self.parser = ResponseParser(head_request=head_request)
+        self._needs_new_parser = head_request
+        self.head, self.chunks, self.received = None, [], False
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(payload)
+        try:
+            return await self.waiter
+        except asyncio.CancelledError:
+            self.close()
+            raise
+
+    _needs_new_parser = False
+
+
 class Http1Pool:
     """Idle connections by endpoint; a connection is reused until the upstream or the cluster's
-    ``max_requests_per_connection`` / ``idle_timeout`` says otherwise."""
+    ``max_requests_per_connection`` / ``idle_timeout`` says otherwise. ``mark`` sets SO_MARK on
+    the proxy's own connections so interception rules let them pass."""
 
     def __init__(self, mark: int | None = None) -> None:
-        self.idle: dict[str, list[Connection]] = {}
+        self.idle: dict[str, list[UpstreamConnection]] = {}
         self.opened = 0
         self.mark = mark
 
-    async def _connect(
-        self, address: str, port: int
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.mark is None:
-            return await asyncio.open_connection(address, port, limit=READ_SIZE)
-        sock = marked_socket(self.mark)
-        try:
-            await asyncio.get_running_loop().sock_connect(sock, (address, port))
-        except BaseException:
-            sock.close()
-            raise
-        return await asyncio.open_connection(sock=sock, limit=READ_SIZE)
-
-    async def _open(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> Connection:
+    async def _open(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(cluster.connect_timeout):
-                reader, writer = await self._connect(endpoint.address, endpoint.port)
+                if self.mark is None:
+                    _, connection = await loop.create_connection(
+                        UpstreamConnection, endpoint.address, endpoint.port
+                    )
+                else:
+                    sock = marked_socket(self.mark)
+                    try:
+                        await loop.sock_connect(sock, (endpoint.address, endpoint.port))
+                    except BaseException:
+                        sock.close()
+                        raise
+                    _, connection = await loop.create_connection(UpstreamConnection, sock=sock)
         except TimeoutError:
             raise UpstreamError(
                 "connect", f"timed out after {cluster.connect_timeout:g}s"
@@ -79,15 +141,14 @@ class Http1Pool:
         except OSError as error:
             raise UpstreamError("connect", error.strerror or str(error)) from None
         self.opened += 1
-        return Connection(reader, writer)
+        return connection
 
-    def _take_idle(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> Connection | None:
+    def _take_idle(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> UpstreamConnection | None:
         idle = self.idle.get(endpoint.key)
         now = time.monotonic()
         while idle:
             connection = idle.pop()
-            fresh = now - connection.idle_since < cluster.idle_timeout
-            if fresh and not connection.reader.at_eof() and not connection.writer.is_closing():
+            if not connection.closed and now - connection.idle_since < cluster.idle_timeout:
                 return connection
             connection.close()
         return None
@@ -96,40 +157,40 @@ class Http1Pool:
         self, endpoint: EndpointSpec, cluster: ClusterSpec, request: Request
     ) -> Response:
         """One request to ``endpoint``; the body of the answer is read whole."""
-        connection = self._take_idle(endpoint, cluster)
-        reused = connection is not None
-        if connection is None:
-            connection = await self._open(endpoint, cluster)
-        try:
-            return await self._exchange(connection, endpoint, cluster, request)
-        except _StaleConnectionError:
-            if not reused:
-                raise UpstreamError("reset", "connection closed before a response") from None
-            connection = await self._open(endpoint, cluster)
-            try:
-                return await self._exchange(connection, endpoint, cluster, request)
-            except _StaleConnectionError:
-                raise UpstreamError("reset", "connection closed before a response") from None
-
-    async def _exchange(
-        self, connection: Connection, endpoint: EndpointSpec, cluster: ClusterSpec, request: Request
-    ) -> Response:
         headers = [
             (k, v) for k, v in end_to_end(request.headers) if k not in ("host", "content-length")
         ]
         headers.insert(0, ("host", request.authority))
         if request.body or request.method in ("POST", "PUT", "PATCH"):
             headers.append(("content-length", str(len(request.body))))
-        connection.writer.write(request_head(request.method, request.path, headers) + request.body)
-        parser = ResponseParser(head_request=request.method == "HEAD")
+        payload = request_head(request.method, request.path, headers) + request.body
+        head_request = request.method == "HEAD"
+        connection = self._take_idle(endpoint, cluster)
+        if connection is not None:
+            try:
+                return self._finish(
+                    endpoint, cluster, connection, await connection.exchange(payload, head_request)
+                )
+            except _StaleConnectionError:
+                pass  # closed by the upstream while idle: once more on a fresh connection
+        connection = await self._open(endpoint, cluster)
         try:
-            head, body, reusable = await _read_response(connection, parser)
-        except asyncio.CancelledError:
-            connection.close()
-            raise
+            exchange = await connection.exchange(payload, head_request)
+        except _StaleConnectionError:
+            raise UpstreamError("reset", "connection closed before a response") from None
+        return self._finish(endpoint, cluster, connection, exchange)
+
+    def _finish(
+        self,
+        endpoint: EndpointSpec,
+        cluster: ClusterSpec,
+        connection: UpstreamConnection,
+        exchange: Exchange,
+    ) -> Response:
+        head, body, reusable = exchange
         connection.used += 1
         limit = cluster.max_requests_per_connection
-        if reusable and (limit is None or connection.used < limit):
+        if reusable and not connection.closed and (limit is None or connection.used < limit):
             connection.idle_since = time.monotonic()
             self.idle.setdefault(endpoint.key, []).append(connection)
         else:
@@ -142,39 +203,3 @@ class Http1Pool:
             for connection in connections:
                 connection.close()
         self.idle.clear()
-
-
-async def _read_response(
-    connection: Connection, parser: ResponseParser
-) -> tuple[ResponseHead, bytes, bool]:
-    """The response head, its whole body, and whether the connection can be reused."""
-    head: ResponseHead | None = None
-    chunks: list[bytes] = []
-    received = False
-    try:
-        while True:
-            data = await connection.reader.read(READ_SIZE)
-            received = received or bool(data)
-            events = parser.feed(data) if data else parser.feed_eof()
-            for event in events:
-                if isinstance(event, ResponseHead) and not 100 <= event.status < 200:
-                    head = event
-                elif isinstance(event, Body):
-                    chunks.append(event.data)
-                elif isinstance(event, EndOfMessage) and head is not None:
-                    return head, b"".join(chunks), head.keep_alive
-                elif isinstance(event, ProtocolError):
-                    connection.close()
-                    raise UpstreamError("reset", event.reason)
-            if not data:
-                connection.close()
-                if not received:
-                    raise _StaleConnectionError
-                if head is not None:
-                    return head, b"".join(chunks), False  # a body delimited by the close
-                raise UpstreamError("reset", "connection closed mid-response")
-    except (ConnectionResetError, BrokenPipeError) as error:
-        connection.close()
-        if not received:
-            raise _StaleConnectionError from None
-        raise UpstreamError("reset", str(error) or "connection reset") from None
