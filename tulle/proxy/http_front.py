@@ -6,8 +6,8 @@ forwarded."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import cast
 from urllib.parse import urlsplit
@@ -27,6 +27,13 @@ from tulle.proxy.access_log import AccessLog
 from tulle.transport.interception import original_destination
 
 MAX_BODY = 16 * 1024 * 1024
+
+
+def request_id() -> str:
+    """A random 128-bit id in UUID form (cheaper than uuid.uuid4, which builds an object)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
 
 Destination = tuple[str, int] | None
 Handler = Callable[[Request, Destination], Awaitable[Response]]
@@ -134,7 +141,7 @@ class Http1Front(asyncio.Protocol):
             reason = f"bad request: unsupported request target {target[:80]!r}"
             return mesh_response(errors.MeshError(400, "DPE", reason))
         if not any(k == "x-request-id" for k, _ in headers):
-            headers.append(("x-request-id", str(uuid.uuid4())))
+            headers.append(("x-request-id", request_id()))
         return Request(head.method, path, authority, headers, body, self.peer)
 
     def _respond(self, response: Response, method: str, close: bool) -> int:

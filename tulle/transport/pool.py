@@ -157,9 +157,8 @@ class Http1Pool:
         self, endpoint: EndpointSpec, cluster: ClusterSpec, request: Request
     ) -> Response:
         """One request to ``endpoint``; the body of the answer is read whole."""
-        headers = [
-            (k, v) for k, v in end_to_end(request.headers) if k not in ("host", "content-length")
-        ]
+        # The front end already dropped hop-by-hop headers from the request.
+        headers = [(k, v) for k, v in request.headers if k not in ("host", "content-length")]
         headers.insert(0, ("host", request.authority))
         if request.body or request.method in ("POST", "PUT", "PATCH"):
             headers.append(("content-length", str(len(request.body))))
