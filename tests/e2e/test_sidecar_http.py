@@ -312,3 +312,53 @@ def test_metrics_and_config_dump(control_plane, processes):
     dump = sidecar.admin("/config_dump").json()
     assert dump["connected"] is True
     assert "http_proxy" in [r["name"] for r in dump["resources"]["routes"]]
+
+
+UPGRADE_SERVER = """\
+import asyncio, sys
+
+async def serve(reader, writer):
+    head = await reader.readuntil(b"\\r\\n\\r\\n")
+    if b"upgrade: echo" not in head.lower():
+        writer.write(b"HTTP/1.1 400 Bad Request\\r\\ncontent-length: 0\\r\\n\\r\\n"); writer.close(); return
+    writer.write(b"HTTP/1.1 101 Switching Protocols\\r\\nConnection: Upgrade\\r\\nUpgrade: echo\\r\\n\\r\\n")
+    while data := await reader.read(65536):
+        writer.write(data.upper())
+    writer.close()
+
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    print("READY", server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def test_upgrade_is_tunnelled(control_plane, processes, tmp_path):
+    script = tmp_path / "upgrade_server.py"
+    script.write_text(UPGRADE_SERVER)
+    import sys
+
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    processes.started.append(proc)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline().split()[1])
+    control_plane.register(service="web", address="127.0.0.1", port=port, servicePort=8080)
+    sidecar = processes.sidecar(control_plane)
+    wait_until(lambda: synced(control_plane, sidecar))
+    with socket.create_connection(("127.0.0.1", sidecar.http_proxy_port), timeout=10) as conn:
+        conn.sendall(
+            b"GET http://web:8080/chat HTTP/1.1\r\nHost: web:8080\r\nConnection: Upgrade\r\n"
+            b"Upgrade: echo\r\n\r\nhello "
+        )
+        reply = b""
+        while b"HELLO " not in reply:
+            chunk = conn.recv(65536)
+            assert chunk, reply
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        conn.sendall(b"tunnel")
+        more = b""
+        while b"TUNNEL" not in more:
+            more += conn.recv(65536)

@@ -51,6 +51,14 @@ class Body:
 
 
 @dataclass
+class Upgraded:
+    """The request asked to switch protocols (Upgrade): from here on the connection carries
+    raw bytes, starting with ``data``."""
+
+    data: bytes
+
+
+@dataclass
 class EndOfMessage:
     """The message is complete."""
 
@@ -63,7 +71,7 @@ class ProtocolError:
     reason: str
 
 
-Event = RequestHead | ResponseHead | Body | EndOfMessage | ProtocolError
+Event = RequestHead | ResponseHead | Body | EndOfMessage | ProtocolError | Upgraded
 
 
 class _StopError(Exception):
@@ -137,8 +145,10 @@ class RequestParser:
         except _StopError as stop:
             self.failed = True
             return [*collector.take(), ProtocolError(stop.status, str(stop))]
-        except httptools.HttpParserUpgrade:
-            return collector.take()
+        except httptools.HttpParserUpgrade as upgrade:
+            self.failed = True  # the rest is not HTTP
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            return [*collector.take(), Upgraded(data[offset:])]
         except httptools.HttpParserError as error:
             self.failed = True
             return [*collector.take(), ProtocolError(400, f"malformed request: {error}")]

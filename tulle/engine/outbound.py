@@ -73,6 +73,33 @@ class Engine:
 
     # --- the stack --------------------------------------------------------------------------
 
+    def tunnel_target(
+        self, table_name: str, request: Request
+    ) -> tuple[Request, EndpointSpec, str] | Response:
+        """Where to open a tunnel for an Upgrade request (WebSocket and the like): the request
+        as it should go upstream, the endpoint and the cluster; or the mesh's answer. Routing,
+        rewrites, header edits and load balancing apply; retries and timeouts do not."""
+        config = self.config
+        table = config.route_tables.get(table_name)
+        path, _, query_string = request.path.partition("?")
+        route = None
+        if table is not None:
+            headers = dict(reversed(request.headers))
+            query = parse_qs(query_string, keep_blank_values=True) if query_string else {}
+            route = table.route(request.authority, path, headers, query)
+        if route is None or route.redirect is not None:
+            return mesh_response(errors.no_route(request.authority, path))
+        chosen = route.pick_cluster(self.chance)
+        cluster = self.clusters.get(chosen.name)
+        if cluster is None:
+            return mesh_response(errors.no_cluster(chosen.name))
+        upstream = _rewrite(route, request, path, query_string)
+        upstream.headers = chosen.request_edits.apply(route.request_edits.apply(upstream.headers))
+        endpoint = cluster.pick(None, self.clock())
+        if endpoint is None:
+            return mesh_response(errors.no_healthy_endpoint(chosen.name))
+        return upstream, endpoint, chosen.name
+
     async def handle(self, table_name: str, request: Request) -> Response:
         """One request through the stack, using the route table ``table_name``."""
         config = self.config

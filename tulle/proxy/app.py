@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
+from tulle.codec.http1 import request_head
 from tulle.engine import errors
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.compile import compile_config
@@ -18,9 +20,10 @@ from tulle.engine.outbound import Engine
 from tulle.engine.ratelimit import TokenBucket
 from tulle.proxy.access_log import AccessLog
 from tulle.proxy.admin import AdminHandler
-from tulle.proxy.http_front import Destination, Http1Front, serve_http1
+from tulle.proxy.http_front import Destination, Http1Front, Tunneler, serve_http1
 from tulle.proxy.inbound import inbound_buckets
 from tulle.proxy.metrics import ProxyMetrics
+from tulle.proxy.tcp import TcpPipe
 from tulle.proxy.transparent import Plan, TransparentOutbound, tcp_clusters
 from tulle.transport.http_server import serve_http
 from tulle.transport.pool import Http1Pool
@@ -148,6 +151,7 @@ class Proxy:
                 self.host,
                 self.http_proxy_port,
                 self.in_flight,
+                tunnel=self.tunneler(lambda _: HTTP_PROXY_ROUTES),
             )
             self.http_proxy_port = front.sockets[0].getsockname()[1]
             self.servers.append(front)
@@ -164,9 +168,38 @@ class Proxy:
             )  # fmt: skip
             self.servers.append(front)
 
+    def tunneler(self, table_of: Callable[[Destination], str]) -> Tunneler:
+        """Opens Upgrade (WebSocket) tunnels for a listener whose route table ``table_of`` says."""
+
+        async def tunnel(
+            request: Request, destination: Destination, downstream: asyncio.Transport
+        ) -> TcpPipe | Response:
+            target = self.engine.tunnel_target(table_of(destination), request)
+            if isinstance(target, Response):
+                return target
+            upstream, endpoint, cluster = target
+            pipe = TcpPipe(downstream, self.pool.mark)
+            if not await pipe.connect(endpoint.address, endpoint.port, close_on_failure=False):
+                failure = errors.upstream_failure("connect failed", endpoint.key, cluster)
+                return mesh_response(failure)
+            headers = [(k, v) for k, v in upstream.headers if k != "host"]
+            pipe.forward(
+                "down",
+                request_head(
+                    upstream.method, upstream.path, [("host", upstream.authority), *headers]
+                ),
+            )
+            return pipe
+
+        return tunnel
+
     def _transparent_outbound(self) -> TransparentOutbound:
+        tunnel = self.tunneler(lambda destination: str(destination[1]) if destination else "")
+
         def http() -> Http1Front:
-            return Http1Front("outbound", self.handle_outbound, self.log, self.in_flight, True)
+            return Http1Front(
+                "outbound", self.handle_outbound, self.log, self.in_flight, True, tunnel
+            )
 
         return TransparentOutbound(self.outbound_plan, http, self.pool.mark, self.in_flight)
 

@@ -18,12 +18,14 @@ from tulle.codec.http1 import (
     ProtocolError,
     RequestHead,
     RequestParser,
+    Upgraded,
     end_to_end,
     response_head,
 )
 from tulle.engine import errors
 from tulle.engine.message import Request, Response, mesh_response
 from tulle.proxy.access_log import AccessLog
+from tulle.proxy.tcp import TcpPipe
 from tulle.transport.interception import original_destination
 
 MAX_BODY = 16 * 1024 * 1024
@@ -37,6 +39,8 @@ def request_id() -> str:
 
 Destination = tuple[str, int] | None
 Handler = Callable[[Request, Destination], Awaitable[Response]]
+# Opens an upgraded tunnel: returns the pipe (connected, the request head sent) or an answer.
+Tunneler = Callable[[Request, Destination, asyncio.Transport], Awaitable["TcpPipe | Response"]]
 
 
 class Http1Front(asyncio.Protocol):
@@ -49,9 +53,13 @@ class Http1Front(asyncio.Protocol):
         log: AccessLog,
         tracker: set[asyncio.Task[None]],
         transparent: bool = False,
+        tunnel: Tunneler | None = None,
     ) -> None:
         self.listener = listener
         self.transparent = transparent
+        self.tunnel = tunnel
+        self.pipe: TcpPipe | None = None
+        self.early: list[bytes] = []
         self.original_dst: Destination = None
         self.handle = handle
         self.log = log
@@ -78,8 +86,22 @@ class Http1Front(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.queue.put_nowait(None)
+        if self.pipe is not None:
+            self.pipe.close()
+
+    def eof_received(self) -> bool:
+        if self.pipe is not None:
+            self.pipe.half_close("down")
+            return True
+        return False
 
     def data_received(self, data: bytes) -> None:
+        if self.pipe is not None:
+            self.pipe.forward("down", data)
+            return
+        if self.parser.failed and self.head is not None and self.head.upgrade:
+            self.early.append(data)  # raw bytes before the tunnel is open
+            return
         for event in self.parser.feed(data):
             if isinstance(event, RequestHead):
                 self.head, self.body = event, bytearray()
@@ -91,11 +113,18 @@ class Http1Front(asyncio.Protocol):
                     self.queue.put_nowait(ProtocolError(413, f"request body over {MAX_BODY} bytes"))
                     self.parser.failed = True
                     return
-            elif isinstance(event, EndOfMessage) and self.head is not None:
+            elif (
+                isinstance(event, EndOfMessage) and self.head is not None and not self.head.upgrade
+            ):
                 self.queue.put_nowait((self.head, bytes(self.body)))
                 self.head = None
             elif isinstance(event, ProtocolError):
                 self.queue.put_nowait(event)
+            elif isinstance(event, Upgraded) and self.head is not None:
+                self.early.append(event.data)
+                if self.transport is not None:
+                    self.transport.pause_reading()
+                self.queue.put_nowait((self.head, b""))
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -117,15 +146,38 @@ class Http1Front(asyncio.Protocol):
             if isinstance(request, Response):
                 self._respond(request, head.method, close=True)
                 return
+            if head.upgrade:
+                await self._open_tunnel(head, request, started)
+                return
             response = await self.handle(request, self.original_dst)
             sent = self._respond(response, head.method, close=not head.keep_alive)
             self.log.record(self.listener, request, response, started, sent)
             if not head.keep_alive:
                 return
 
+    async def _open_tunnel(self, head: RequestHead, request: Request, started: float) -> None:
+        if self.tunnel is None or self.transport is None:
+            reason = "bad request: protocol upgrade is not supported on this listener"
+            self._respond(mesh_response(errors.MeshError(400, "DPE", reason)), "GET", close=True)
+            return
+        result = await self.tunnel(request, self.original_dst, self.transport)
+        if isinstance(result, Response):
+            self._respond(result, head.method, close=True)
+            self.log.record(self.listener, request, result, started, 0)
+            return
+        self.pipe = result
+        for data in self.early:
+            result.forward("down", data)
+        self.early.clear()
+        self.transport.resume_reading()
+        tunnelled = Response(101, [], b"", route="upgrade", upstream="tunnel")
+        self.log.record(self.listener, request, tunnelled, started, 0)
+
     def _request(self, head: RequestHead, body: bytes) -> Request | Response:
         target = head.target
         headers = end_to_end(head.headers)
+        if head.upgrade:  # the upstream must see the Upgrade it is asked for
+            headers += [(k, v) for k, v in head.headers if k in ("connection", "upgrade")]
         host = next((v for k, v in head.headers if k == "host"), None)
         if target.startswith(("http://", "https://")):
             parts = urlsplit(target)
@@ -168,10 +220,11 @@ async def serve_http1(
     port: int,
     tracker: set[asyncio.Task[None]],
     transparent: bool = False,
+    tunnel: Tunneler | None = None,
 ) -> asyncio.Server:
     """Listen on ``host:port`` with the HTTP/1.1 front end (``transparent``: connections come
     from an iptables REDIRECT and carry their original destination)."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: Http1Front(listener, handle, log, tracker, transparent), host, port
+        lambda: Http1Front(listener, handle, log, tracker, transparent, tunnel), host, port
     )

@@ -50,8 +50,11 @@ class TcpPipe:
         self.bytes_up = 0
         self.bytes_down = 0
 
-    async def connect(self, address: str, port: int, timeout: float = 10.0) -> None:
-        """Open the upstream side; anything the app sent meanwhile follows."""
+    async def connect(
+        self, address: str, port: int, timeout: float = 10.0, close_on_failure: bool = True
+    ) -> bool:
+        """Open the upstream side; anything the app sent meanwhile follows. False when the
+        upstream could not be reached (the app's side is closed unless told otherwise)."""
         loop = asyncio.get_running_loop()
         self.downstream.pause_reading()
         try:
@@ -67,14 +70,16 @@ class TcpPipe:
                         lambda: _Half(self, "up"), sock=sock
                     )
         except (OSError, TimeoutError):
-            self.close()
-            return
+            if close_on_failure:
+                self.close()
+            return False
         self.upstream = transport
         for data in self.pending:
             self.upstream.write(data)
         self.pending.clear()
         if not self.closed:
             self.downstream.resume_reading()
+        return True
 
     def forward(self, side: str, data: bytes) -> None:
         """Bytes from ``side`` ("down" or "up") to the other."""

@@ -68,8 +68,12 @@ class TransparentOutbound(asyncio.Protocol):
         if kind == "refuse" or target is None:
             downstream.close()
             return
-        self.pipe = TcpPipe(downstream, self.mark)
-        task = asyncio.get_running_loop().create_task(self.pipe.connect(*target))
+        pipe = self.pipe = TcpPipe(downstream, self.mark)
+
+        async def open_upstream() -> None:
+            await pipe.connect(*target)
+
+        task = asyncio.get_running_loop().create_task(open_upstream())
         self.tracker.add(task)
         task.add_done_callback(self.tracker.discard)
 
