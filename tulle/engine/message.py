@@ -24,6 +24,7 @@ class Request:
     headers: list[tuple[str, str]]
     body: bytes = b""
     source_ip: str = ""
+    http2: bool = False
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (lowercase)."""

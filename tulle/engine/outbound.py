@@ -215,7 +215,10 @@ class Engine:
                     cluster.counters.retries -= 1
             cluster.record(endpoint, response.status, self.clock())
             response.upstream, response.cluster, response.attempts = endpoint.key, name, attempt
-            grpc_status = _GRPC_NAMES.get(response.header("grpc-status") or "")
+            status_text = response.header("grpc-status") or next(
+                (v for k, v in response.trailers if k == "grpc-status"), ""
+            )
+            grpc_status = _GRPC_NAMES.get(status_text)
             if (
                 retry is not None
                 and attempt < allowed
@@ -248,8 +251,10 @@ class Engine:
         cluster = self.clusters.get(cluster_name)
         if cluster is None:
             return
-        copy = Request(request.method, request.path, request.authority + "-shadow",
-                       list(request.headers), request.body, request.source_ip)  # fmt: skip
+        copy = Request(
+            request.method, request.path, request.authority + "-shadow", list(request.headers),
+            request.body, request.source_ip, request.http2,
+        )  # fmt: skip
 
         async def fire() -> None:
             endpoint = cluster.pick(None, self.clock())
@@ -300,7 +305,7 @@ def _rewrite(route: RouteEntry, request: Request, path: str, query_string: str) 
         new_path += "?" + query_string
     authority = route.host_rewrite or request.authority
     return Request(request.method, new_path, authority, list(request.headers), request.body,
-                   request.source_ip)  # fmt: skip
+                   request.source_ip, request.http2)  # fmt: skip
 
 
 def _redirect(route: RouteEntry, request: Request, path: str, query_string: str) -> Response:

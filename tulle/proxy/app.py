@@ -20,6 +20,8 @@ from tulle.engine.outbound import Engine
 from tulle.engine.ratelimit import TokenBucket
 from tulle.proxy.access_log import AccessLog
 from tulle.proxy.admin import AdminHandler
+from tulle.proxy.detecting import DetectingFront
+from tulle.proxy.h2_front import H2Front
 from tulle.proxy.http_front import Destination, Http1Front, Tunneler, serve_http1
 from tulle.proxy.inbound import inbound_buckets
 from tulle.proxy.metrics import ProxyMetrics
@@ -140,22 +142,31 @@ class Proxy:
         """Connect to the control plane and open the listeners."""
         self.log.start()
         self._tasks.append(asyncio.create_task(self.xds.run()))
+        loop = asyncio.get_running_loop()
         admin = await serve_http(AdminHandler(self), "127.0.0.1", self.admin_port)
         self.admin_port = admin.sockets[0].getsockname()[1]
         self.servers.append(admin)
         if self.http_proxy_port is not None:
-            front = await serve_http1(
-                "http_proxy",
-                self.handle_http_proxy,
-                self.log,
-                self.host,
-                self.http_proxy_port,
-                self.in_flight,
-                tunnel=self.tunneler(lambda _: HTTP_PROXY_ROUTES),
-            )
+            tunnel = self.tunneler(lambda _: HTTP_PROXY_ROUTES)
+
+            def http_proxy_front() -> DetectingFront:
+                return DetectingFront(
+                    lambda: Http1Front(
+                        "http_proxy",
+                        self.handle_http_proxy,
+                        self.log,
+                        self.in_flight,
+                        False,
+                        tunnel,
+                    ),
+                    lambda dst: H2Front(
+                        "http_proxy", self.handle_http_proxy, self.log, self.in_flight, dst
+                    ),
+                )
+
+            front = await loop.create_server(http_proxy_front, self.host, self.http_proxy_port)
             self.http_proxy_port = front.sockets[0].getsockname()[1]
             self.servers.append(front)
-        loop = asyncio.get_running_loop()
         if self.outbound_port is not None:
             outbound = await loop.create_server(
                 self._transparent_outbound, "0.0.0.0", self.outbound_port
@@ -196,9 +207,15 @@ class Proxy:
     def _transparent_outbound(self) -> TransparentOutbound:
         tunnel = self.tunneler(lambda destination: str(destination[1]) if destination else "")
 
-        def http() -> Http1Front:
-            return Http1Front(
-                "outbound", self.handle_outbound, self.log, self.in_flight, True, tunnel
+        def http() -> DetectingFront:
+            return DetectingFront(
+                lambda: Http1Front(
+                    "outbound", self.handle_outbound, self.log, self.in_flight, True, tunnel
+                ),
+                lambda dst: H2Front(
+                    "outbound", self.handle_outbound, self.log, self.in_flight, dst
+                ),
+                transparent=True,
             )
 
         return TransparentOutbound(self.outbound_plan, http, self.pool.mark, self.in_flight)

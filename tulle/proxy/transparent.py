@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
-from tulle.proxy.http_front import Http1Front
+from tulle.proxy.detecting import DetectingFront
 from tulle.proxy.tcp import TcpPipe
 from tulle.transport.interception import original_destination
 
@@ -46,7 +46,7 @@ class TransparentOutbound(asyncio.Protocol):
     def __init__(
         self,
         plan: Callable[[Destination], Plan],
-        http: Callable[[], Http1Front],
+        http: Callable[[], DetectingFront],
         mark: int | None,
         tracker: set[asyncio.Task[None]],
     ) -> None:
@@ -54,7 +54,7 @@ class TransparentOutbound(asyncio.Protocol):
         self.make_http = http
         self.mark = mark
         self.tracker = tracker
-        self.http: Http1Front | None = None
+        self.http: DetectingFront | None = None
         self.pipe: TcpPipe | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

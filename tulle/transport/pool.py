@@ -20,6 +20,7 @@ from tulle.codec.http1 import (
 )
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import Request, Response, UpstreamError
+from tulle.transport.h2pool import H2Pool
 from tulle.transport.interception import marked_socket
 
 Exchange = tuple[ResponseHead, bytes, bool]
@@ -115,6 +116,7 @@ class Http1Pool:
         self.idle: dict[str, list[UpstreamConnection]] = {}
         self.opened = 0
         self.mark = mark
+        self.h2 = H2Pool(mark)
 
     async def _open(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
@@ -156,7 +158,10 @@ class Http1Pool:
     async def send(
         self, endpoint: EndpointSpec, cluster: ClusterSpec, request: Request
     ) -> Response:
-        """One request to ``endpoint``; the body of the answer is read whole."""
+        """One request to ``endpoint``; the body of the answer is read whole. A request that
+        came in over HTTP/2 (gRPC) goes out over HTTP/2."""
+        if request.http2:
+            return await self.h2.send(endpoint, cluster, request)
         # The front end already dropped hop-by-hop headers from the request.
         headers = [(k, v) for k, v in request.headers if k not in ("host", "content-length")]
         headers.insert(0, ("host", request.authority))
@@ -198,6 +203,7 @@ class Http1Pool:
 
     def close(self) -> None:
         """Close every idle connection."""
+        self.h2.close()
         for connections in self.idle.values():
             for connection in connections:
                 connection.close()

@@ -1,0 +1,71 @@
+"""A front end that looks at a connection's first bytes: HTTP/2 with prior knowledge (gRPC)
+goes to the HTTP/2 front end, everything else to the HTTP/1.1 one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import cast
+
+from tulle.codec.detect import detect
+from tulle.proxy.h2_front import H2Front
+from tulle.proxy.http_front import Destination, Http1Front
+from tulle.transport.interception import original_destination
+
+Front = Http1Front | H2Front
+
+
+class DetectingFront(asyncio.Protocol):
+    """Decides the protocol on the first bytes, then hands the connection over."""
+
+    def __init__(
+        self,
+        http1: Callable[[], Http1Front],
+        http2: Callable[[Destination], H2Front],
+        transparent: bool = False,
+    ) -> None:
+        self.make_http1 = http1
+        self.make_http2 = http2
+        self.transparent = transparent
+        self.transport: asyncio.Transport | None = None
+        self.front: Front | None = None
+        self.buffered = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.front is not None:
+            self.front.data_received(data)
+            return
+        self.buffered += data
+        protocol = detect(self.buffered)
+        if protocol is None or self.transport is None:
+            return
+        if protocol == "h2":
+            destination = None
+            if self.transparent:
+                destination = original_destination(self.transport.get_extra_info("socket"))
+            self.front = self.make_http2(destination)
+        else:
+            self.front = self.make_http1()
+        self.front.connection_made(self.transport)
+        data, self.buffered = self.buffered, b""
+        self.front.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if isinstance(self.front, Http1Front):
+            return self.front.eof_received()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.front is not None:
+            self.front.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.front is not None:
+            self.front.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.front is not None:
+            self.front.resume_writing()

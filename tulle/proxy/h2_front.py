@@ -1,0 +1,127 @@
+"""The HTTP/2 front end (gRPC included): h2 for framing, one engine request per stream. Request
+bodies are buffered (so they can be retried); responses, with their trailers, are sent when the
+upstream's answer is complete."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import cast
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+
+from tulle.codec.http2 import H2Sender, text_headers
+from tulle.engine.message import Request, Response
+from tulle.proxy.access_log import AccessLog
+from tulle.proxy.http_front import Destination, Handler
+
+MAX_BODY = 16 * 1024 * 1024
+
+
+class H2Front(asyncio.Protocol):
+    """One downstream HTTP/2 connection."""
+
+    def __init__(
+        self,
+        listener: str,
+        handle: Handler,
+        log: AccessLog,
+        tracker: set[asyncio.Task[None]],
+        destination: Destination = None,
+    ) -> None:
+        self.listener = listener
+        self.handle = handle
+        self.log = log
+        self.tracker = tracker
+        self.destination = destination
+        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        self.conn = h2.connection.H2Connection(config=config)
+        self.sender = H2Sender(self.conn)
+        self.transport: asyncio.Transport | None = None
+        self.streams: dict[int, tuple[list[tuple[str, str]], bytearray]] = {}
+        self.peer = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = self.transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else ""
+        self.conn.initiate_connection()
+        self._flush()
+
+    def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            self._flush()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived):
+                self.streams[event.stream_id] = (text_headers(event.headers), bytearray())
+            elif isinstance(event, h2.events.DataReceived):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream[1].extend(event.data)
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                if stream is not None and len(stream[1]) > MAX_BODY:
+                    self.conn.reset_stream(event.stream_id, error_code=11)  # ENHANCE_YOUR_CALM
+                    self.streams.pop(event.stream_id, None)
+            elif isinstance(event, h2.events.StreamEnded):
+                stream = self.streams.pop(event.stream_id, None)
+                if stream is not None:
+                    self._start(event.stream_id, stream[0], bytes(stream[1]))
+            elif isinstance(event, h2.events.StreamReset):
+                self.streams.pop(event.stream_id, None)
+                self.sender.forget(event.stream_id)
+            elif isinstance(event, h2.events.WindowUpdated):
+                self.sender.pump(event.stream_id or None)
+            elif isinstance(event, h2.events.ConnectionTerminated) and self.transport is not None:
+                self.transport.close()
+        self._flush()
+
+    def _start(self, stream_id: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(stream_id, headers, body))
+        self.tracker.add(task)
+        task.add_done_callback(self.tracker.discard)
+
+    async def _serve(self, stream_id: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        started = time.time()
+        pseudo = {k: v for k, v in headers if k.startswith(":")}
+        regular = [(k, v) for k, v in headers if not k.startswith(":")]
+        request = Request(
+            pseudo.get(":method", "GET"),
+            pseudo.get(":path", "/"),
+            pseudo.get(":authority", ""),
+            regular,
+            body,
+            self.peer,
+            http2=True,
+        )
+        response = await self.handle(request, self.destination)
+        sent = self._respond(stream_id, response)
+        self.log.record(self.listener, request, response, started, sent)
+
+    def _respond(self, stream_id: int, response: Response) -> int:
+        body = response.body if isinstance(response.body, bytes) else b""
+        headers = [(":status", str(response.status))]
+        headers += [
+            (k, v) for k, v in response.headers if k not in ("connection", "content-length")
+        ]
+        headers_only = not body and not response.trailers
+        try:
+            self.conn.send_headers(stream_id, headers, end_stream=headers_only)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            return 0
+        if not headers_only:
+            self.sender.send(stream_id, body, response.trailers or None)
+        self._flush()
+        return len(body)

@@ -1,0 +1,199 @@
+"""Upstream HTTP/2 (gRPC): one multiplexed connection per endpoint, h2 for framing. A request's
+whole answer — headers, body, trailers — comes back as one Response."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import cast
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+
+from tulle.codec.http2 import H2Sender, text_headers
+from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
+from tulle.engine.message import Request, Response, UpstreamError
+from tulle.transport.interception import marked_socket
+
+REFUSED_STREAM = 7
+
+
+@dataclass
+class _Stream:
+    waiter: asyncio.Future[Response]
+    status: int = 0
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    data: bytearray = field(default_factory=bytearray)
+    trailers: list[tuple[str, str]] = field(default_factory=list)
+
+
+class H2Upstream(asyncio.Protocol):
+    """One HTTP/2 connection to an endpoint, many streams."""
+
+    def __init__(self) -> None:
+        config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        self.conn = h2.connection.H2Connection(config=config)
+        self.sender = H2Sender(self.conn)
+        self.transport: asyncio.Transport | None = None
+        self.streams: dict[int, _Stream] = {}
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.conn.initiate_connection()
+        self._flush()
+
+    def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    @property
+    def usable(self) -> bool:
+        """Open, not told to go away, and with stream ids left."""
+        return (
+            not self.closed
+            and self.conn.open_outbound_streams < self.conn.remote_settings.max_concurrent_streams
+        )
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as error:
+            self._fail_all(UpstreamError("reset", f"HTTP/2 protocol error: {error}"))
+            self.close()
+            return
+        for event in events:
+            stream = self.streams.get(getattr(event, "stream_id", 0) or 0)
+            if isinstance(event, h2.events.ResponseReceived) and stream is not None:
+                headers = text_headers(event.headers)
+                stream.status = int(dict(headers).get(":status", "502"))
+                stream.headers = [(k, v) for k, v in headers if not k.startswith(":")]
+            elif isinstance(event, h2.events.DataReceived):
+                if stream is not None:
+                    stream.data.extend(event.data)
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.TrailersReceived) and stream is not None:
+                stream.trailers = text_headers(event.headers)
+            elif isinstance(event, h2.events.StreamEnded) and stream is not None:
+                self.streams.pop(event.stream_id, None)
+                if not stream.waiter.done():
+                    stream.waiter.set_result(
+                        Response(
+                            stream.status,
+                            stream.headers,
+                            bytes(stream.data),
+                            trailers=stream.trailers,
+                        )
+                    )
+            elif isinstance(event, h2.events.StreamReset) and stream is not None:
+                self.streams.pop(event.stream_id, None)
+                self.sender.forget(event.stream_id)
+                kind = "refused-stream" if event.error_code == REFUSED_STREAM else "reset"
+                if not stream.waiter.done():
+                    stream.waiter.set_exception(
+                        UpstreamError(kind, f"stream reset (code {event.error_code})")
+                    )
+            elif isinstance(event, h2.events.WindowUpdated):
+                self.sender.pump(event.stream_id or None)
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self.closed = True
+                self._fail_all(
+                    UpstreamError("reset", f"upstream sent GOAWAY (code {event.error_code})")
+                )
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail_all(UpstreamError("reset", "connection closed"))
+
+    def _fail_all(self, error: UpstreamError) -> None:
+        for stream in self.streams.values():
+            if not stream.waiter.done():
+                stream.waiter.set_exception(error)
+        self.streams.clear()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    async def request(self, request: Request) -> Response:
+        """One request on a new stream."""
+        stream_id = self.conn.get_next_available_stream_id()
+        headers = [
+            (":method", request.method),
+            (":scheme", "http"),
+            (":path", request.path),
+            (":authority", request.authority),
+        ]
+        headers += [(k, v) for k, v in request.headers if k not in ("host", "content-length", "te")]
+        if request.is_grpc:
+            headers.append(("te", "trailers"))
+        waiter: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self.streams[stream_id] = _Stream(waiter)
+        try:
+            self.conn.send_headers(stream_id, headers, end_stream=not request.body)
+            if request.body:
+                self.sender.send(stream_id, request.body, None)
+        except h2.exceptions.ProtocolError as error:
+            self.streams.pop(stream_id, None)
+            raise UpstreamError("reset", f"HTTP/2 protocol error: {error}") from None
+        self._flush()
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            self.streams.pop(stream_id, None)
+            if not self.closed:
+                self.conn.reset_stream(stream_id, error_code=8)  # CANCEL
+                self._flush()
+            raise
+
+
+class H2Pool:
+    """One multiplexed HTTP/2 connection per endpoint."""
+
+    def __init__(self, mark: int | None = None) -> None:
+        self.connections: dict[str, H2Upstream] = {}
+        self.mark = mark
+
+    async def _open(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> H2Upstream:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(cluster.connect_timeout):
+                if self.mark is None:
+                    _, connection = await loop.create_connection(
+                        H2Upstream, endpoint.address, endpoint.port
+                    )
+                else:
+                    sock = marked_socket(self.mark)
+                    await loop.sock_connect(sock, (endpoint.address, endpoint.port))
+                    _, connection = await loop.create_connection(H2Upstream, sock=sock)
+        except TimeoutError:
+            raise UpstreamError(
+                "connect", f"timed out after {cluster.connect_timeout:g}s"
+            ) from None
+        except ConnectionRefusedError:
+            raise UpstreamError("connect", "refused") from None
+        except OSError as error:
+            raise UpstreamError("connect", error.strerror or str(error)) from None
+        return connection
+
+    async def send(
+        self, endpoint: EndpointSpec, cluster: ClusterSpec, request: Request
+    ) -> Response:
+        """One request over the endpoint's connection (opened if needed)."""
+        connection = self.connections.get(endpoint.key)
+        if connection is None or not connection.usable:
+            connection = await self._open(endpoint, cluster)
+            self.connections[endpoint.key] = connection
+        return await connection.request(request)
+
+    def close(self) -> None:
+        """Close every connection."""
+        for connection in self.connections.values():
+            connection.close()
+        self.connections.clear()
