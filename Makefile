@@ -23,8 +23,8 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
 format: $(STAMP)
-	$(BIN)/ruff format tulle tests benchmarks examples
 	$(BIN)/ruff check --fix tulle tests benchmarks examples
+	$(BIN)/ruff format tulle tests benchmarks examples
 
 test: lint
 	$(BIN)/pytest

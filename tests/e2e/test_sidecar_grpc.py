@@ -101,9 +101,12 @@ def test_grpc_fault_abort_through_the_sidecar(control_plane, processes, sidecar)
 def test_no_route_is_a_grpc_status_with_the_reason(control_plane, processes, sidecar):
     register_greeters(control_plane, processes, a=0.0)
     proxy = sidecar()
-    with grpc.insecure_channel(
-        f"127.0.0.1:{proxy.http_proxy_port}", options=[("grpc.default_authority", "nowhere:1")]
-    ) as channel, pytest.raises(grpc.RpcError) as failure:
+    with (
+        grpc.insecure_channel(
+            f"127.0.0.1:{proxy.http_proxy_port}", options=[("grpc.default_authority", "nowhere:1")]
+        ) as channel,
+        pytest.raises(grpc.RpcError) as failure,
+    ):
         channel.unary_unary("/greeter.Greeter/SayHello")(b"hi", timeout=10)
     assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert failure.value.details() == "no route for nowhere:1/greeter.Greeter/SayHello"

@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 from typing import cast
 
-from tulle.transport.interception import marked_socket
+from tulle.engine.message import UpstreamError
+from tulle.transport.connect import open_upstream
 
 
 class _Half(asyncio.Protocol):
@@ -55,24 +56,15 @@ class TcpPipe:
     ) -> bool:
         """Open the upstream side; anything the app sent meanwhile follows. False when the
         upstream could not be reached (the app's side is closed unless told otherwise)."""
-        loop = asyncio.get_running_loop()
         self.downstream.pause_reading()
         try:
-            async with asyncio.timeout(timeout):
-                if self.mark is None:
-                    transport, _ = await loop.create_connection(
-                        lambda: _Half(self, "up"), address, port
-                    )
-                else:
-                    sock = marked_socket(self.mark)
-                    await loop.sock_connect(sock, (address, port))
-                    transport, _ = await loop.create_connection(
-                        lambda: _Half(self, "up"), sock=sock
-                    )
-        except (OSError, TimeoutError):
+            half = await open_upstream(lambda: _Half(self, "up"), address, port, timeout, self.mark)
+        except UpstreamError:
             if close_on_failure:
                 self.close()
             return False
+        transport = half.transport
+        assert transport is not None
         self.upstream = transport
         for data in self.pending:
             self.upstream.write(data)

@@ -15,7 +15,7 @@ import h2.exceptions
 from tulle.codec.http2 import H2Sender, text_headers
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import Request, Response, UpstreamError
-from tulle.transport.interception import marked_socket
+from tulle.transport.connect import open_upstream
 
 REFUSED_STREAM = 7
 
@@ -161,26 +161,9 @@ class H2Pool:
         self.mark = mark
 
     async def _open(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> H2Upstream:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(cluster.connect_timeout):
-                if self.mark is None:
-                    _, connection = await loop.create_connection(
-                        H2Upstream, endpoint.address, endpoint.port
-                    )
-                else:
-                    sock = marked_socket(self.mark)
-                    await loop.sock_connect(sock, (endpoint.address, endpoint.port))
-                    _, connection = await loop.create_connection(H2Upstream, sock=sock)
-        except TimeoutError:
-            raise UpstreamError(
-                "connect", f"timed out after {cluster.connect_timeout:g}s"
-            ) from None
-        except ConnectionRefusedError:
-            raise UpstreamError("connect", "refused") from None
-        except OSError as error:
-            raise UpstreamError("connect", error.strerror or str(error)) from None
-        return connection
+        return await open_upstream(
+            H2Upstream, endpoint.address, endpoint.port, cluster.connect_timeout, self.mark
+        )
 
     async def send(
         self, endpoint: EndpointSpec, cluster: ClusterSpec, request: Request

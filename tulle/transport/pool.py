@@ -20,8 +20,8 @@ from tulle.codec.http1 import (
 )
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import Request, Response, UpstreamError
+from tulle.transport.connect import open_upstream
 from tulle.transport.h2pool import H2Pool
-from tulle.transport.interception import marked_socket
 
 Exchange = tuple[ResponseHead, bytes, bool]
 
@@ -119,29 +119,9 @@ class Http1Pool:
         self.h2 = H2Pool(mark)
 
     async def _open(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> UpstreamConnection:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(cluster.connect_timeout):
-                if self.mark is None:
-                    _, connection = await loop.create_connection(
-                        UpstreamConnection, endpoint.address, endpoint.port
-                    )
-                else:
-                    sock = marked_socket(self.mark)
-                    try:
-                        await loop.sock_connect(sock, (endpoint.address, endpoint.port))
-                    except BaseException:
-                        sock.close()
-                        raise
-                    _, connection = await loop.create_connection(UpstreamConnection, sock=sock)
-        except TimeoutError:
-            raise UpstreamError(
-                "connect", f"timed out after {cluster.connect_timeout:g}s"
-            ) from None
-        except ConnectionRefusedError:
-            raise UpstreamError("connect", "refused") from None
-        except OSError as error:
-            raise UpstreamError("connect", error.strerror or str(error)) from None
+        connection = await open_upstream(
+            UpstreamConnection, endpoint.address, endpoint.port, cluster.connect_timeout, self.mark
+        )
         self.opened += 1
         return connection
 
