@@ -377,3 +377,33 @@ def test_in_flight_requests_finish_on_the_config_they_started_with():
     first, second = run(swap())
     assert (first.status, first.upstream) == (200, "10.0.0.1:80")
     assert (second.status, second.upstream) == (200, "10.0.0.2:80")
+
+
+def test_max_connections_queue_as_pending_up_to_the_limit():
+    config = (
+        workload("v1")
+        + """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web}
+spec:
+  host: web
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}
+"""
+    )
+    upstreams = Upstreams(delay={"10.0.0.1:80": 0.1})
+    engine = build_engine(config, {"v1": [("10.0.0.1", 80)]}, upstreams)
+
+    async def burst():
+        return await asyncio.gather(*(engine.handle(TABLE, request()) for _ in range(4)))
+
+    responses = run(burst())
+    # One on the connection, one waiting for it, two over the pending limit.
+    assert sorted(r.status for r in responses) == [200, 200, 503, 503]
+    overflow = next(r for r in responses if r.status == 503)
+    assert overflow.header("x-tulle-error") == (
+        "circuit open: max pending requests 1 reached (cluster outbound|8080||web.default.svc.cluster.local)"
+    )
+    state = engine.clusters["outbound|8080||web.default.svc.cluster.local"]
+    assert (state.counters.connections, state.counters.pending) == (0, 0)

@@ -3,6 +3,8 @@ outlier detector. Survives config updates (state is kept, spec and endpoints rep
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import random
 from dataclasses import dataclass
 
@@ -40,6 +42,7 @@ class ClusterState:
         self.outlier = OutlierDetector(spec.outlier or OutlierSpec(0, 0))
         self.overflows = 0
         self.ejections = 0
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def update(self, spec: ClusterSpec, endpoints: tuple[EndpointSpec, ...]) -> None:
         """New config: keep counters and outlier state; rebuild the balancer if its kind changed."""
@@ -76,6 +79,38 @@ class ClusterState:
             self.overflows += 1
             return circuit_open(self.spec.name, "max pending requests", limit)
         return None
+
+    async def acquire_connection(self) -> MeshError | None:
+        """A connection slot for one attempt: with ``max_connections`` busy the attempt waits as
+        a pending request, unless ``max_pending`` already wait (then: overflow)."""
+        limit = self.spec.limits.max_connections
+        if limit is None or self.counters.connections < limit:
+            self.counters.connections += 1
+            return None
+        refused = self.admit_pending()
+        if refused is not None:
+            return refused
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        self.counters.pending += 1
+        try:
+            await waiter  # a released slot is handed over: ``connections`` stays as it is
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release_connection()  # handed a slot, but gone: pass it on
+            raise
+        finally:
+            self.counters.pending -= 1
+        return None
+
+    def release_connection(self) -> None:
+        """Give an attempt's slot to the longest-waiting request, or free it."""
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.counters.connections -= 1
 
     def admit_retry(self) -> bool:
         """A retry may start within ``max_retries`` and the retry budget (20% of the requests in

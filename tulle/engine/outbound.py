@@ -187,6 +187,12 @@ class Engine:
             )
             if endpoint is None:
                 return mesh_response(errors.no_healthy_endpoint(name), request.is_grpc, name)
+            # HTTP/1.1 holds a connection per request in flight; HTTP/2 multiplexes, so only
+            # max_requests limits it.
+            slot = not request.http2
+            refused = await cluster.acquire_connection() if slot else None
+            if refused is not None:
+                return mesh_response(refused, request.is_grpc, name)
             if is_retry:
                 cluster.counters.retries += 1
             tried.add(endpoint.key)
@@ -210,6 +216,8 @@ class Engine:
                     produced.flag += ",URX"
                 return produced
             finally:
+                if slot:
+                    cluster.release_connection()
                 cluster.active[endpoint.key] -= 1
                 if is_retry:
                     cluster.counters.retries -= 1
