@@ -177,13 +177,13 @@ class Processes:
         return int(line.split()[1])
 
     def sidecar(
-        self, plane: ControlPlane, pod: str = "client-0", log: Path | None = None
+        self, plane: ControlPlane, pod: str = "client-0", log: Path | None = None, *extra: str
     ) -> Sidecar:
         node = f"sidecar~127.0.0.1~{pod}.default~default.svc.cluster.local"
         output = open(log, "w") if log else None  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
             [str(BIN / "tulle"), "proxy", "--xds", f"127.0.0.1:{plane.xds_port}",
-             "--node-id", node, "--admin-port", "0", "--http-proxy-port", "0"],
+             "--node-id", node, "--admin-port", "0", "--http-proxy-port", "0", *extra],
             stdout=output or subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

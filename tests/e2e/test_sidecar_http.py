@@ -362,3 +362,52 @@ def test_upgrade_is_tunnelled(control_plane, processes, tmp_path):
         more = b""
         while b"TUNNEL" not in more:
             more += conn.recv(65536)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_inbound_authorization_and_rate_limit(control_plane, processes):
+    app_port = processes.http_backend("web")
+    control_plane.apply(
+        """\
+apiVersion: tulle.dev/v1alpha1
+kind: Workload
+metadata: {name: web}
+spec:
+  command: [web]
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: DENY
+  rules:
+    - to: [{operation: {paths: ["/admin*"]}}]
+---
+apiVersion: tulle.dev/v1alpha1
+kind: RateLimit
+metadata: {name: web-in}
+spec:
+  selector: {matchLabels: {app: web}}
+  limit: {requests: 1, unit: minute, burst: 3}
+"""
+    )
+    inbound = free_port()
+    sidecar = processes.sidecar(
+        control_plane, "web-0", None, "--inbound-port", str(inbound), "--app-port", str(app_port)
+    )
+    wait_until(lambda: synced(control_plane, sidecar))
+    with httpx.Client(base_url=f"http://127.0.0.1:{inbound}", timeout=10) as client:
+        admin = client.get("/admin/users", headers={"host": "web:8080"})
+        assert admin.status_code == 403
+        assert admin.headers["x-tulle-error"] == "denied by policy default/deny-admin"
+        allowed = [client.get("/ok", headers={"host": "web:8080"}) for _ in range(4)]
+    assert [r.status_code for r in allowed] == [200, 200, 200, 429]
+    assert allowed[0].json()["path"] == "/ok"
+    assert allowed[3].headers["x-tulle-error"] == "rate limited by inbound_8080_ratelimit"

@@ -17,13 +17,13 @@ from tulle.engine.errors import MeshError
 from tulle.engine.matching import ConfigError
 from tulle.engine.message import Request, Response, UpstreamError, mesh_response
 from tulle.engine.outbound import Engine
-from tulle.engine.ratelimit import TokenBucket
+from tulle.engine.rbac import Peer, authorize
 from tulle.proxy.access_log import AccessLog
 from tulle.proxy.admin import AdminHandler
 from tulle.proxy.detecting import DetectingFront
 from tulle.proxy.h2_front import H2Front
 from tulle.proxy.http_front import Destination, Http1Front, Tunneler, serve_http1
-from tulle.proxy.inbound import inbound_buckets
+from tulle.proxy.inbound import InboundPolicy, inbound_policies
 from tulle.proxy.metrics import ProxyMetrics
 from tulle.proxy.tcp import TcpPipe
 from tulle.proxy.transparent import Plan, TransparentOutbound, tcp_clusters
@@ -71,7 +71,7 @@ class Proxy:
         self.in_flight: set[asyncio.Task[None]] = set()
         self.servers: list[asyncio.Server] = []
         self.stopped = asyncio.Event()
-        self.inbound_limits: dict[int, TokenBucket] = {}
+        self.inbound: dict[int, InboundPolicy] = {}
         self.tcp_clusters: dict[int, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -84,10 +84,12 @@ class Proxy:
                 resources[types.CLUSTER].values(),
                 resources[types.ENDPOINT].values(),
             )
+            inbound = inbound_policies(resources[types.LISTENER], self.engine.clock())
         except ConfigError as error:
             return str(error)
+        # All compiled: swap everything in at once.
         self.engine.update(config)
-        self.inbound_limits = inbound_buckets(resources[types.LISTENER], self.engine.clock())
+        self.inbound = inbound
         self.tcp_clusters = tcp_clusters(resources[types.LISTENER])
         return None
 
@@ -119,11 +121,20 @@ class Proxy:
     async def handle_inbound(self, request: Request, destination: Destination) -> Response:
         """A request for the local app, redirected here by iptables."""
         started = time.monotonic()
-        port = destination[1] if destination else (self.app_port or 0)
-        bucket = self.inbound_limits.get(port)
-        if bucket is not None and not bucket.take(self.engine.clock()):
-            error = errors.rate_limited(bucket.spec.name, bucket.spec.status)
-            return self._measured(request, mesh_response(error, request.is_grpc), started)
+        if destination is not None:
+            port = destination[1]
+        else:  # not redirected: the workload's first port
+            port = next(iter(self.inbound), self.app_port or 0)
+        policy = self.inbound.get(port)
+        if policy is not None:
+            path = request.path.partition("?")[0]
+            peer = Peer(dict(reversed(request.headers)), path, request.source_ip, port)
+            refusal = authorize(policy.rbac, peer)
+            limit = policy.bucket
+            if refusal is None and limit is not None and not limit.take(self.engine.clock()):
+                refusal = errors.rate_limited(limit.spec.name, limit.spec.status)
+            if refusal is not None:
+                return self._measured(request, mesh_response(refusal, request.is_grpc), started)
         target = ("127.0.0.1", self.app_port or port)
         response = await self._direct(f"inbound|{port}||", target, request)
         return self._measured(request, response, started)

@@ -1,36 +1,56 @@
-"""Inbound policy from the ``virtualInbound`` listener: per app port, the local rate limit the
-control plane put in that port's filter chain."""
+"""Inbound policy from the ``virtualInbound`` listener, per app port: the RBAC filters
+(AuthorizationPolicy) and the local rate limit (RateLimit) the control plane put in that port's
+filter chain."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
 
 from tulle.engine.config import RATELIMIT_FILTER, bucket
 from tulle.engine.ratelimit import TokenBucket
+from tulle.engine.rbac import RbacFilter, compile_rbac
 
 INBOUND_LISTENER = "virtualInbound"
+RBAC_FILTER = "envoy.filters.http.rbac"
 
 
-def inbound_buckets(listeners: Mapping[str, Any], now: float) -> dict[int, TokenBucket]:
-    """A token bucket per app port that has a local rate limit."""
+@dataclass
+class InboundPolicy:
+    """What an app port enforces."""
+
+    rbac: tuple[RbacFilter, ...] = ()
+    bucket: TokenBucket | None = None
+
+
+def inbound_policies(listeners: Mapping[str, Any], now: float) -> dict[int, InboundPolicy]:
+    """An InboundPolicy per app port of the node's workload."""
     listener = listeners.get(INBOUND_LISTENER)
-    result: dict[int, TokenBucket] = {}
+    result: dict[int, InboundPolicy] = {}
     if listener is None:
         return result
     for chain in listener.filter_chains:
         port = chain.filter_chain_match.destination_port.value
+        policy = result.setdefault(port, InboundPolicy())
         for network_filter in chain.filters:
             manager = hcm.HttpConnectionManager()
             if not network_filter.typed_config.Unpack(manager):
                 continue
+            filters = []
             for http_filter in manager.http_filters:
-                if http_filter.name == RATELIMIT_FILTER:
+                if http_filter.name.startswith(RBAC_FILTER):
+                    config = rbac_pb2.RBAC()
+                    http_filter.typed_config.Unpack(config)
+                    filters.append(compile_rbac(config))
+                elif http_filter.name == RATELIMIT_FILTER:
                     spec = bucket(http_filter.typed_config, f"inbound_{port}")
                     if spec is not None:
-                        result[port] = TokenBucket(spec, now)
+                        policy.bucket = TokenBucket(spec, now)
+            policy.rbac = tuple(filters)
     return result

@@ -1,0 +1,149 @@
+"""Authorization at the receiving side: Envoy RBAC configs (translated from AuthorizationPolicy)
+compiled into predicates and evaluated as Istio does — any matching DENY policy denies; when
+ALLOW policies exist, a request must match one; AUDIT policies only log."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.config.rbac.v3 import rbac_pb2
+
+from tulle.engine.errors import MeshError, denied
+from tulle.engine.matching import ConfigError, header_test, string_test
+
+
+@dataclass(frozen=True)
+class Peer:
+    """What the receiving side knows about a request."""
+
+    headers: Mapping[str, str]
+    path: str
+    source_ip: str
+    destination_port: int
+    destination_ip: str = ""
+    principal: str | None = None  # the SPIFFE id from mTLS; None over plain text
+
+
+Check = Callable[[Peer], bool]
+
+
+def _cidr(cidr: Any) -> Check:
+    network = ipaddress.ip_network(f"{cidr.address_prefix}/{cidr.prefix_len.value}", strict=False)
+
+    def check_source(peer: Peer) -> bool:
+        try:
+            return ipaddress.ip_address(peer.source_ip) in network
+        except ValueError:
+            return False
+
+    return check_source
+
+
+def principal(spec: Any) -> Check:
+    """A Principal as a predicate."""
+    kind = spec.WhichOneof("identifier")
+    if kind == "any":
+        return lambda peer: True
+    if kind == "and_ids":
+        parts = [principal(p) for p in spec.and_ids.ids]
+        return lambda peer: all(p(peer) for p in parts)
+    if kind == "or_ids":
+        parts = [principal(p) for p in spec.or_ids.ids]
+        return lambda peer: any(p(peer) for p in parts)
+    if kind == "not_id":
+        inner = principal(spec.not_id)
+        return lambda peer: not inner(peer)
+    if kind == "authenticated":
+        test = string_test(spec.authenticated.principal_name)
+        return lambda peer: peer.principal is not None and test(peer.principal)
+    if kind in ("remote_ip", "direct_remote_ip", "source_ip"):
+        return _cidr(getattr(spec, kind))
+    if kind == "header":
+        header = header_test(spec.header)
+        return lambda peer: header(peer.headers)
+    raise ConfigError(f"RBAC principal {kind!r} is not supported")
+
+
+def permission(spec: Any) -> Check:
+    """A Permission as a predicate."""
+    kind = spec.WhichOneof("rule")
+    if kind == "any":
+        return lambda peer: True
+    if kind == "and_rules":
+        parts = [permission(p) for p in spec.and_rules.rules]
+        return lambda peer: all(p(peer) for p in parts)
+    if kind == "or_rules":
+        parts = [permission(p) for p in spec.or_rules.rules]
+        return lambda peer: any(p(peer) for p in parts)
+    if kind == "not_rule":
+        inner = permission(spec.not_rule)
+        return lambda peer: not inner(peer)
+    if kind == "header":
+        header = header_test(spec.header)
+        return lambda peer: header(peer.headers)
+    if kind == "url_path":
+        test = string_test(spec.url_path.path)
+        return lambda peer: test(peer.path)
+    if kind == "destination_port":
+        port = spec.destination_port
+        return lambda peer: peer.destination_port == port
+    if kind == "destination_ip":
+        cidr = spec.destination_ip
+        network = ipaddress.ip_network(
+            f"{cidr.address_prefix}/{cidr.prefix_len.value}", strict=False
+        )
+        return lambda peer: (
+            bool(peer.destination_ip) and ipaddress.ip_address(peer.destination_ip) in network
+        )
+    raise ConfigError(f"RBAC permission {kind!r} is not supported")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A named policy: matches when any principal and any permission match."""
+
+    name: str
+    principals: tuple[Check, ...]
+    permissions: tuple[Check, ...]
+
+    def matches(self, peer: Peer) -> bool:
+        return any(p(peer) for p in self.principals) and any(p(peer) for p in self.permissions)
+
+
+@dataclass(frozen=True)
+class RbacFilter:
+    """One RBAC filter: its action and policies."""
+
+    action: str
+    policies: tuple[Policy, ...]
+
+
+def compile_rbac(config: Any) -> RbacFilter:
+    """An RBAC filter's config (``envoy.extensions.filters.http.rbac.v3.RBAC``)."""
+    rules = config.rules
+    action = rbac_pb2.RBAC.Action.Name(rules.action)
+    policies = tuple(
+        Policy(
+            name,
+            tuple(principal(p) for p in policy.principals),
+            tuple(permission(p) for p in policy.permissions),
+        )
+        for name, policy in sorted(rules.policies.items())
+    )
+    return RbacFilter(action, policies)
+
+
+def authorize(filters: tuple[RbacFilter, ...], peer: Peer) -> MeshError | None:
+    """None when allowed; otherwise why not (the DENY policy that matched, or no ALLOW match)."""
+    for rbac in filters:
+        if rbac.action == "DENY":
+            for policy in rbac.policies:
+                if policy.matches(peer):
+                    return denied(policy.name.rsplit("[", 1)[0])
+        elif rbac.action == "ALLOW" and not any(p.matches(peer) for p in rbac.policies):
+            names = sorted({p.name.rsplit("[", 1)[0] for p in rbac.policies}) or ["(none)"]
+            return MeshError(403, "RBAC", f"denied: no ALLOW policy matches ({', '.join(names)})")
+    return None
