@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     chance = random.Random()
+    released = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -34,7 +35,33 @@ def main() -> None:
             # the peer's delayed ACK add 40 ms to every response.
             self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+        def _stream(self) -> None:
+            """``/stream``: a chunked body whose second piece waits for ``/release``."""
+            self.send_response(200)
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"5\r\nfirst\r\n")
+            self.wfile.flush()
+            released.wait(30)
+            self.wfile.write(b"6\r\nsecond\r\n0\r\n\r\n")
+
+        def _big(self) -> None:
+            """``/big``: 3 MiB with a Content-Length."""
+            payload = bytes(range(256)) * (3 * 4096)
+            self.send_response(200)
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
         def _answer(self) -> None:
+            if self.path == "/stream":
+                self._stream()
+                return
+            if self.path == "/big":
+                self._big()
+                return
+            if self.path == "/release":
+                released.set()
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
             if args.delay:

@@ -411,3 +411,19 @@ spec:
     assert [r.status_code for r in allowed] == [200, 200, 200, 429]
     assert allowed[0].json()["path"] == "/ok"
     assert allowed[3].headers["x-tulle-error"] == "rate limited by inbound_8080_ratelimit"
+
+
+def test_responses_stream_through(control_plane, processes):
+    port = processes.http_backend("web")
+    control_plane.register(service="web", address="127.0.0.1", port=port, servicePort=8080)
+    sidecar = processes.sidecar(control_plane)
+    wait_until(lambda: synced(control_plane, sidecar))
+    with sidecar.client() as client, client.stream("GET", f"{WEB}/stream") as response:
+        pieces = response.iter_raw()
+        # The backend holds its second piece until /release: the first must arrive before it.
+        assert next(pieces) == b"first"
+        httpx.get(f"http://127.0.0.1:{port}/release", timeout=10)
+        assert b"".join(pieces) == b"second"
+    with sidecar.client() as client:
+        big = client.get(f"{WEB}/big")
+    assert big.content == bytes(range(256)) * (3 * 4096)

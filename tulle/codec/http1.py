@@ -188,6 +188,7 @@ class ResponseParser:
     """Upstream bytes → response events. ``head_request`` tells it a HEAD's answer has no body."""
 
     def __init__(self, head_request: bool = False) -> None:
+        self.head_request = head_request
         self._collector = _ResponseCollector(self, head_request)
         self._parser = httptools.HttpResponseParser(self._collector)
         self.failed = False

@@ -14,7 +14,8 @@ import h2.events
 import h2.exceptions
 
 from tulle.codec.http2 import H2Sender, text_headers
-from tulle.engine.message import Request, Response
+from tulle.engine import errors
+from tulle.engine.message import Request, Response, UpstreamError, mesh_response
 from tulle.proxy.access_log import AccessLog
 from tulle.proxy.http_front import Destination, Handler
 
@@ -107,6 +108,13 @@ class H2Front(asyncio.Protocol):
             http2=True,
         )
         response = await self.handle(request, self.destination)
+        if not isinstance(response.body, bytes):  # HTTP/2 answers are sent whole (for now)
+            try:
+                response.body = b"".join([chunk async for chunk in response.body])
+            except UpstreamError as failure:
+                cut = f"reset {failure}"
+                error = errors.upstream_failure(cut, response.upstream, response.cluster)
+                response = mesh_response(error, request.is_grpc)
         sent = self._respond(stream_id, response)
         self.log.record(self.listener, request, response, started, sent)
 

@@ -23,7 +23,7 @@ from tulle.codec.http1 import (
     response_head,
 )
 from tulle.engine import errors
-from tulle.engine.message import Request, Response, mesh_response
+from tulle.engine.message import Request, Response, UpstreamError, mesh_response
 from tulle.proxy.access_log import AccessLog
 from tulle.proxy.tcp import TcpPipe
 from tulle.transport.interception import original_destination
@@ -150,7 +150,10 @@ class Http1Front(asyncio.Protocol):
                 await self._open_tunnel(head, request, started)
                 return
             response = await self.handle(request, self.original_dst)
-            sent = self._respond(response, head.method, close=not head.keep_alive)
+            if isinstance(response.body, bytes):
+                sent = self._respond(response, head.method, close=not head.keep_alive)
+            else:
+                sent = await self._stream(response, head.method, close=not head.keep_alive)
             self.log.record(self.listener, request, response, started, sent)
             if not head.keep_alive:
                 return
@@ -197,6 +200,7 @@ class Http1Front(asyncio.Protocol):
         return Request(head.method, path, authority, headers, body, self.peer)
 
     def _respond(self, response: Response, method: str, close: bool) -> int:
+        """Write a response whose body is in memory."""
         body = response.body if isinstance(response.body, bytes) else b""
         headers = [(k, v) for k, v in response.headers if k not in ("content-length",)]
         if response.status >= 200 and response.status not in (204, 304):
@@ -210,6 +214,36 @@ class Http1Front(asyncio.Protocol):
         if close and self.transport is not None:
             self.transport.close()
         return len(body)
+
+    async def _stream(self, response: Response, method: str, close: bool) -> int:
+        """Write a response whose body arrives in pieces: each piece goes out as it comes
+        (chunked when the upstream gave no length)."""
+        assert not isinstance(response.body, bytes)
+        length = response.header("content-length")
+        headers = list(response.headers)
+        if length is None:
+            headers.append(("transfer-encoding", "chunked"))
+        if close:
+            headers.append(("connection", "close"))
+        self._write(response_head(response.status, headers))
+        sent = 0
+        try:
+            async for chunk in response.body:
+                if method == "HEAD" or not chunk:
+                    continue
+                sent += len(chunk)
+                self._write(chunk if length is not None else b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                if self.transport is None or self.transport.is_closing():
+                    await response.release()
+                    return sent
+        except UpstreamError:
+            close = True  # the body was cut: the client must see the connection end early
+        else:
+            if length is None:
+                self._write(b"0\r\n\r\n")
+        if close and self.transport is not None:
+            self.transport.close()
+        return sent
 
 
 async def serve_http1(

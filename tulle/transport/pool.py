@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import cast
 
 from tulle.codec.http1 import (
@@ -23,7 +24,46 @@ from tulle.engine.message import Request, Response, UpstreamError
 from tulle.transport.connect import open_upstream
 from tulle.transport.h2pool import H2Pool
 
-Exchange = tuple[ResponseHead, bytes, bool]
+STREAM_THRESHOLD = 256 * 1024  # bodies larger than this, or of unknown length, are streamed
+QUEUE_HIGH, QUEUE_LOW = 16, 4  # chunks buffered before reading from the upstream pauses
+
+
+class BodyStream:
+    """A response body arriving from the upstream, read as it comes (async iterator). The
+    upstream's reading pauses while the reader falls behind."""
+
+    def __init__(self, connection: UpstreamConnection) -> None:
+        self.connection = connection
+        self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+        self.paused = False
+
+    def push(self, data: bytes) -> None:
+        self.queue.put_nowait(data)
+        transport = self.connection.transport
+        if self.queue.qsize() > QUEUE_HIGH and transport is not None and not self.paused:
+            self.paused = True
+            transport.pause_reading()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self.queue.put_nowait(error)
+
+    def __aiter__(self) -> BodyStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        item = await self.queue.get()
+        transport = self.connection.transport
+        if self.paused and self.queue.qsize() < QUEUE_LOW and transport is not None:
+            self.paused = False
+            transport.resume_reading()
+        if item is None:
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+Exchange = tuple[ResponseHead, bytes | BodyStream, bool]
 
 
 class _StaleConnectionError(Exception):
@@ -43,6 +83,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.used = 0
         self.idle_since = time.monotonic()
+        self.stream: BodyStream | None = None
+        self.released: Callable[[UpstreamConnection, bool], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -54,10 +96,22 @@ class UpstreamConnection(asyncio.Protocol):
             if isinstance(event, ResponseHead):
                 if not 100 <= event.status < 200:
                     self.head = event
+                    if _should_stream(event, self.parser) and waiter is not None:
+                        self.stream = BodyStream(self)
+                        waiter.set_result((event, self.stream, event.keep_alive))
+                        self.waiter = None
             elif isinstance(event, Body):
-                self.chunks.append(event.data)
+                if self.stream is not None:
+                    self.stream.push(event.data)
+                else:
+                    self.chunks.append(event.data)
             elif isinstance(event, EndOfMessage) and self.head is not None:
-                if waiter is not None and not waiter.done():
+                if self.stream is not None:
+                    self.stream.finish()
+                    self.stream = None
+                    if self.released is not None:
+                        self.released(self, self.head.keep_alive)
+                elif waiter is not None and not waiter.done():
                     waiter.set_result((self.head, b"".join(self.chunks), self.head.keep_alive))
                 self.waiter = None
             elif isinstance(event, ProtocolError):
@@ -66,6 +120,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.stream is not None:
+            framed = self.head is not None and any(
+                k in ("content-length", "transfer-encoding") for k, _ in self.head.headers
+            )
+            cut = UpstreamError("reset", "connection closed mid-body")
+            self.stream.finish(cut if framed else None)
+            self.stream = None
         waiter = self.waiter
         if waiter is None or waiter.done():
             return
@@ -105,6 +166,14 @@ class UpstreamConnection(asyncio.Protocol):
             raise
 
     _needs_new_parser = False
+
+
+def _should_stream(head: ResponseHead, parser: ResponseParser) -> bool:
+    """Stream bodies of unknown length or larger than STREAM_THRESHOLD; buffer the rest."""
+    if parser.head_request or head.status in (204, 304):
+        return False
+    length = next((v for k, v in head.headers if k == "content-length"), None)
+    return length is None or int(length) > STREAM_THRESHOLD
 
 
 class Http1Pool:
@@ -173,13 +242,32 @@ class Http1Pool:
     ) -> Response:
         head, body, reusable = exchange
         connection.used += 1
+        if isinstance(body, BodyStream):
+            # Back to the pool when the body has been read to its end; closed if abandoned.
+            def release(conn: UpstreamConnection, keep: bool) -> None:
+                self._give_back(endpoint, cluster, conn, keep)
+
+            async def abandon() -> None:
+                connection.close()
+
+            connection.released = release
+            return Response(head.status, end_to_end(head.headers), body, discard=abandon)
+        self._give_back(endpoint, cluster, connection, reusable)
+        return Response(head.status, end_to_end(head.headers), body)
+
+    def _give_back(
+        self,
+        endpoint: EndpointSpec,
+        cluster: ClusterSpec,
+        connection: UpstreamConnection,
+        reusable: bool,
+    ) -> None:
         limit = cluster.max_requests_per_connection
         if reusable and not connection.closed and (limit is None or connection.used < limit):
             connection.idle_since = time.monotonic()
             self.idle.setdefault(endpoint.key, []).append(connection)
         else:
             connection.close()
-        return Response(head.status, end_to_end(head.headers), body)
 
     def close(self) -> None:
         """Close every idle connection."""
