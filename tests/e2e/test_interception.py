@@ -177,7 +177,10 @@ spec:
     assert outside.stdout == "ok\n"
 
     stats = lab.run_in(lab.client, "curl", "-s", "http://127.0.0.1:15000/stats/prometheus").stdout
-    assert 'destination_service="web.default.svc.cluster.local",response_code="200"' in stats
+    assert (
+        'destination_service="web.default.svc.cluster.local",destination_workload="unknown",response_code="200"'
+        in stats
+    )
 
 
 TALK = """\
@@ -212,3 +215,17 @@ def test_tcp_services_and_server_speaks_first_protocols(lab: Lab, plane: Control
     talk = lab.run_in(lab.client, sys.executable, "-c", TALK, SERVER_IPS["v1"], "6379")
     assert talk.returncode == 0, talk.stderr
     assert talk.stdout.strip() == "HELLO cache-a PING"
+
+    def closed() -> str:
+        return lab.run_in(
+            lab.client, "curl", "-s", "http://127.0.0.1:15000/stats/prometheus"
+        ).stdout
+
+    service = 'destination_service="cache.default.svc.cluster.local"'
+    try:
+        wait_until(lambda: f"tulle_tcp_connections_closed_total{{{service}," in closed())
+    except AssertionError:
+        raise AssertionError(closed()) from None
+    stats = closed()
+    assert f'tulle_tcp_connections_opened_total{{{service},source_workload="client"}} 1.0' in stats
+    assert f'tulle_tcp_sent_bytes_total{{{service},source_workload="client"}} 5.0' in stats

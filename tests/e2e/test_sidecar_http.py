@@ -296,7 +296,10 @@ def test_sigterm_under_load_finishes_in_flight_requests(control_plane, processes
 
 
 def test_metrics_and_config_dump(control_plane, processes):
-    register(control_plane, processes, a={})
+    port = processes.http_backend("a")
+    control_plane.register(
+        service="web", address="127.0.0.1", port=port, servicePort=8080, workload="web-v1"
+    )
     sidecar = processes.sidecar(control_plane, pod="shop-frontend-0")
     with sidecar.client() as client:
         for _ in range(3):
@@ -305,7 +308,8 @@ def test_metrics_and_config_dump(control_plane, processes):
     metrics = sidecar.admin("/stats/prometheus").text
     assert (
         'tulle_requests_total{destination_service="web.default.svc.cluster.local",'
-        'response_code="200",response_flags="-",source_workload="shop-frontend"} 3.0'
+        'destination_workload="web-v1",response_code="200",response_flags="-",'
+        'source_workload="shop-frontend"} 3.0'
     ) in metrics
     assert 'response_code="404",response_flags="NR"' in metrics
     assert "tulle_request_duration_milliseconds_bucket" in metrics

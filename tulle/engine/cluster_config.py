@@ -57,6 +57,7 @@ class EndpointSpec:
     weight: int = 1
     healthy: bool = True
     locality: str = ""
+    workload: str = ""
 
     @property
     def key(self) -> str:
@@ -128,6 +129,13 @@ def compile_cluster(cluster: Any) -> ClusterSpec:
     )
 
 
+def _workload(lb_endpoint: Any) -> str:
+    fields = lb_endpoint.metadata.filter_metadata.get("tulle")
+    if fields is None or "workload" not in fields.fields:
+        return ""
+    return str(fields.fields["workload"].string_value)
+
+
 def compile_endpoints(assignment: Any) -> tuple[EndpointSpec, ...]:
     """A ClusterLoadAssignment's endpoints (unhealthy ones kept, marked)."""
     result = []
@@ -151,6 +159,7 @@ def compile_endpoints(assignment: Any) -> tuple[EndpointSpec, ...]:
                     weight=max(1, weight),
                     healthy=lb_endpoint.health_status in (0, 1),  # UNKNOWN or HEALTHY
                     locality=locality,
+                    workload=_workload(lb_endpoint),
                 )
             )
     return tuple(result)

@@ -51,6 +51,7 @@ class Response:
     flag: str = "-"
     reason: str = ""
     upstream: str = ""
+    upstream_workload: str = ""
     cluster: str = ""
     route: str = ""
     attempts: int = 0

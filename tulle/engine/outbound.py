@@ -223,6 +223,7 @@ class Engine:
                     cluster.counters.retries -= 1
             cluster.record(endpoint, response.status, self.clock())
             response.upstream, response.cluster, response.attempts = endpoint.key, name, attempt
+            response.upstream_workload = endpoint.workload
             status_text = response.header("grpc-status") or next(
                 (v for k, v in response.trailers if k == "grpc-status"), ""
             )

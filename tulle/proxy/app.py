@@ -229,22 +229,25 @@ class Proxy:
                 transparent=True,
             )
 
-        return TransparentOutbound(self.outbound_plan, http, self.pool.mark, self.in_flight)
+        return TransparentOutbound(
+            self.outbound_plan, http, self.pool.mark, self.in_flight, self.metrics
+        )
 
     def outbound_plan(self, destination: tuple[str, int]) -> Plan:
         """HTTP when the mesh routes the destination port; else TCP to the mesh's TCP service on
         that port, or through to the original destination."""
         port = destination[1]
         if str(port) in self.engine.config.route_tables:
-            return ("http", None)
+            return ("http", None, "")
         cluster = self.tcp_clusters.get(port)
         if cluster is not None:
             state = self.engine.clusters.get(cluster)
             endpoint = state.pick(None, self.engine.clock()) if state else None
+            service = cluster.rsplit("|", 1)[-1]
             if endpoint is None:
-                return ("refuse", None)
-            return ("tcp", (endpoint.address, endpoint.port))
-        return ("tcp", destination)
+                return ("refuse", None, service)
+            return ("tcp", (endpoint.address, endpoint.port), service)
+        return ("tcp", destination, PASSTHROUGH)
 
     def start_drain(self) -> None:
         """Stop accepting new connections on the traffic listeners."""

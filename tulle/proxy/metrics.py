@@ -9,7 +9,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from tulle.engine.message import Request, Response
 
-LABELS = ("source_workload", "destination_service", "response_code", "response_flags")
+LABELS = (
+    "source_workload",
+    "destination_service",
+    "destination_workload",
+    "response_code",
+    "response_flags",
+)
+TCP_LABELS = ("source_workload", "destination_service")
 BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
@@ -32,15 +39,43 @@ class ProxyMetrics:
         self.response_bytes = Counter(
             "tulle_response_bytes", "Response body bytes.", LABELS, registry=self.registry
         )
-        self._children: dict[tuple[str, int, str], tuple[Any, Any, Any, Any]] = {}
+        self.tcp_opened = Counter(
+            "tulle_tcp_connections_opened", "TCP connections proxied.", TCP_LABELS,
+            registry=self.registry,
+        )  # fmt: skip
+        self.tcp_closed = Counter(
+            "tulle_tcp_connections_closed", "TCP connections ended.", TCP_LABELS,
+            registry=self.registry,
+        )  # fmt: skip
+        self.tcp_sent = Counter(
+            "tulle_tcp_sent_bytes", "Bytes sent upstream over TCP.", TCP_LABELS,
+            registry=self.registry,
+        )  # fmt: skip
+        self.tcp_received = Counter(
+            "tulle_tcp_received_bytes", "Bytes received from upstream over TCP.", TCP_LABELS,
+            registry=self.registry,
+        )  # fmt: skip
+        self._children: dict[tuple[str, str, int, str], tuple[Any, Any, Any, Any]] = {}
 
-    def _series(self, service: str, status: int, flag: str) -> tuple[Any, Any, Any, Any]:
+    def tcp_open(self, service: str) -> None:
+        """A TCP connection started."""
+        self.tcp_opened.labels(self.source, service).inc()
+
+    def tcp_close(self, service: str, sent: int, received: int) -> None:
+        """A TCP connection ended, with its byte counts."""
+        self.tcp_closed.labels(self.source, service).inc()
+        self.tcp_sent.labels(self.source, service).inc(sent)
+        self.tcp_received.labels(self.source, service).inc(received)
+
+    def _series(
+        self, service: str, workload: str, status: int, flag: str
+    ) -> tuple[Any, Any, Any, Any]:
         """The four labelled series for one label set, looked up once and then cached (the
         label lookup is most of prometheus-client's cost per request)."""
-        key = (service, status, flag)
+        key = (service, workload, status, flag)
         series = self._children.get(key)
         if series is None:
-            labels = (self.source, service, str(status), flag)
+            labels = (self.source, service, workload or "unknown", str(status), flag)
             series = (
                 self.requests.labels(*labels),
                 self.duration.labels(*labels),
@@ -54,7 +89,7 @@ class ProxyMetrics:
         """One request."""
         service = response.cluster.rsplit("|", 1)[-1] if response.cluster else request.authority
         requests, duration, request_bytes, response_bytes = self._series(
-            service, response.status, response.flag
+            service, response.upstream_workload, response.status, response.flag
         )
         requests.inc()
         duration.observe(millis)

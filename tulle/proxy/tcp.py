@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import cast
 
 from tulle.engine.message import UpstreamError
@@ -42,7 +43,13 @@ class _Half(asyncio.Protocol):
 class TcpPipe:
     """Copies bytes between ``downstream`` (the app) and an upstream connection it opens."""
 
-    def __init__(self, downstream: asyncio.Transport, mark: int | None) -> None:
+    def __init__(
+        self,
+        downstream: asyncio.Transport,
+        mark: int | None,
+        on_close: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.on_close = on_close
         self.downstream = downstream
         self.upstream: asyncio.Transport | None = None
         self.mark = mark
@@ -50,6 +57,7 @@ class TcpPipe:
         self.closed = False
         self.bytes_up = 0
         self.bytes_down = 0
+        self.ended: set[str] = set()
 
     async def connect(
         self, address: str, port: int, timeout: float = 10.0, close_on_failure: bool = True
@@ -86,7 +94,11 @@ class TcpPipe:
             self.downstream.write(data)
 
     def half_close(self, side: str) -> None:
-        """One side finished sending: pass the EOF on."""
+        """One side finished sending: pass the EOF on; when both have, the pipe is done."""
+        self.ended.add(side)
+        if len(self.ended) == 2:
+            self.close()
+            return
         target = self.upstream if side == "down" else self.downstream
         if target is not None and target.can_write_eof():
             with contextlib.suppress(OSError):
@@ -112,3 +124,5 @@ class TcpPipe:
         self.downstream.close()
         if self.upstream is not None:
             self.upstream.close()
+        if self.on_close is not None:
+            self.on_close(self.bytes_up, self.bytes_down)

@@ -12,14 +12,15 @@ from typing import Any, cast
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from tulle.proxy.detecting import DetectingFront
+from tulle.proxy.metrics import ProxyMetrics
 from tulle.proxy.tcp import TcpPipe
 from tulle.transport.interception import original_destination
 
 TCP_PROXY_TYPE = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 
 Destination = tuple[str, int]
-# (kind, target): ("http", None) or ("tcp", (address, port)) or ("refuse", reason)
-Plan = tuple[str, Destination | None]
+# (kind, target, service): ("http", None, ""), ("tcp", (address, port), service), ("refuse", ...)
+Plan = tuple[str, Destination | None, str]
 
 
 def tcp_clusters(listeners: Mapping[str, Any]) -> dict[int, str]:
@@ -49,7 +50,9 @@ class TransparentOutbound(asyncio.Protocol):
         http: Callable[[], DetectingFront],
         mark: int | None,
         tracker: set[asyncio.Task[None]],
+        metrics: ProxyMetrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.plan = plan
         self.make_http = http
         self.mark = mark
@@ -60,7 +63,7 @@ class TransparentOutbound(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         downstream = cast(asyncio.Transport, transport)
         destination = original_destination(downstream.get_extra_info("socket"))
-        kind, target = self.plan(destination) if destination else ("refuse", None)
+        kind, target, service = self.plan(destination) if destination else ("refuse", None, "")
         if kind == "http":
             self.http = self.make_http()
             self.http.connection_made(downstream)
@@ -68,7 +71,15 @@ class TransparentOutbound(asyncio.Protocol):
         if kind == "refuse" or target is None:
             downstream.close()
             return
-        pipe = self.pipe = TcpPipe(downstream, self.mark)
+        metrics = self.metrics
+        closed = None
+        if metrics is not None:
+            metrics.tcp_open(service)
+
+            def closed(sent: int, received: int) -> None:
+                metrics.tcp_close(service, sent, received)
+
+        pipe = self.pipe = TcpPipe(downstream, self.mark, closed)
 
         async def open_upstream() -> None:
             await pipe.connect(*target)

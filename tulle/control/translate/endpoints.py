@@ -26,11 +26,12 @@ class Target:
     weight: int
     locality: str
     healthy: bool
+    workload: str = ""
 
 
 def _targets(snapshot: Snapshot, service: Service, port: ServicePort) -> list[Target]:
     targets = [
-        Target(e.address, e.port, dict(e.labels), 1, e.locality, e.healthy)
+        Target(e.address, e.port, dict(e.labels), 1, e.locality, e.healthy, e.workload)
         for e in snapshot.endpoints_by_service.get(service.host, ())
         if e.service_port in (None, port.number)
     ]
@@ -55,6 +56,15 @@ def _locality(name: str) -> Any:
     region, _, rest = name.partition("/")
     zone, _, sub_zone = rest.partition("/")
     return base_pb2.Locality(region=region, zone=zone, sub_zone=sub_zone)
+
+
+def _workload_metadata(workload: str) -> Any:
+    """``filter_metadata.tulle.workload``: which workload an endpoint belongs to (for the
+    destination_workload label of metrics)."""
+    metadata = base_pb2.Metadata()
+    if workload:
+        metadata.filter_metadata["tulle"].update({"workload": workload})
+    return metadata
 
 
 def load_assignment(name: str, targets: list[Target]) -> Any:
@@ -82,6 +92,7 @@ def load_assignment(name: str, targets: list[Target]) -> Any:
                         health_check_pb2.HEALTHY if target.healthy else health_check_pb2.UNHEALTHY
                     ),
                     load_balancing_weight=uint32(target.weight),
+                    metadata=_workload_metadata(target.workload),
                 )
             )
         assignment.endpoints.append(group)
