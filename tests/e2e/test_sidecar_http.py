@@ -431,3 +431,16 @@ def test_responses_stream_through(control_plane, processes):
     with sidecar.client() as client:
         big = client.get(f"{WEB}/big")
     assert big.content == bytes(range(256)) * (3 * 4096)
+
+
+def test_drain_and_quit_over_admin(control_plane, processes):
+    register(control_plane, processes, a={})
+    sidecar = processes.sidecar(control_plane)
+    drained = httpx.post(f"http://127.0.0.1:{sidecar.admin_port}/drain", timeout=10)
+    assert drained.status_code == 200
+    assert sidecar.admin("/ready").status_code == 503  # draining: not ready for new traffic
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{sidecar.proxy_url}/", timeout=5)  # the traffic listener no longer accepts
+    quit_reply = httpx.post(f"http://127.0.0.1:{sidecar.admin_port}/quitquitquit", timeout=10)
+    assert quit_reply.status_code == 200
+    assert sidecar.proc.wait(10) == 0
