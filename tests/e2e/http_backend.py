@@ -5,6 +5,7 @@ request with its name and what it received. ``--fail-rate`` answers that share w
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import signal
@@ -53,6 +54,19 @@ def main() -> None:
             self.end_headers()
             self.wfile.write(payload)
 
+        def _read_body(self) -> bytes:
+            if (self.headers.get("transfer-encoding") or "").lower() == "chunked":
+                chunks = []
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                    if size == 0:
+                        self.rfile.readline()
+                        return b"".join(chunks)
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+            length = int(self.headers.get("content-length") or 0)
+            return self.rfile.read(length) if length else b""
+
         def _answer(self) -> None:
             if self.path == "/stream":
                 self._stream()
@@ -62,8 +76,7 @@ def main() -> None:
                 return
             if self.path == "/release":
                 released.set()
-            length = int(self.headers.get("content-length") or 0)
-            body = self.rfile.read(length) if length else b""
+            body = self._read_body()
             if args.delay:
                 time.sleep(args.delay)
             status = 503 if args.fail_rate and chance.random() < args.fail_rate else 200
@@ -74,7 +87,9 @@ def main() -> None:
                     "path": self.path,
                     "host": self.headers.get("host"),
                     "headers": {k.lower(): v for k, v in self.headers.items()},
-                    "body": body.decode("utf-8", "replace"),
+                    "body": body[:1000].decode("utf-8", "replace"),
+                    "body_length": len(body),
+                    "body_sha256": hashlib.sha256(body).hexdigest(),
                 }
             ).encode()
             self.send_response(status)

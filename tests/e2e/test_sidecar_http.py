@@ -444,3 +444,29 @@ def test_drain_and_quit_over_admin(control_plane, processes):
     quit_reply = httpx.post(f"http://127.0.0.1:{sidecar.admin_port}/quitquitquit", timeout=10)
     assert quit_reply.status_code == 200
     assert sidecar.proc.wait(10) == 0
+
+
+def test_large_and_chunked_request_bodies_stream_to_the_upstream(control_plane, processes):
+    import hashlib
+
+    register(control_plane, processes, a={})
+    routes(
+        control_plane,
+        "    - route: [{destination: {host: web}}]\n      retries: {attempts: 3, retryOn: 5xx}",
+    )
+    sidecar = processes.sidecar(control_plane)
+    wait_until(lambda: synced(control_plane, sidecar))
+    payload = bytes(range(256)) * 12288  # 3 MiB: over the buffering limit
+    with sidecar.client() as client:
+        sized = client.post(f"{WEB}/upload", content=payload).json()
+
+        def pieces():
+            for start in range(0, len(payload), 65536):
+                yield payload[start : start + 65536]
+
+        chunked = client.post(f"{WEB}/upload", content=pieces()).json()  # no length: chunked
+    for answer in (sized, chunked):
+        assert answer["body_length"] == len(payload)
+        assert answer["body_sha256"] == hashlib.sha256(payload).hexdigest()
+    assert "content-length" in sized["headers"]
+    assert chunked["headers"]["transfer-encoding"] == "chunked"

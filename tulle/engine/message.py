@@ -2,10 +2,56 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from tulle.engine.errors import ERROR_HEADER, MeshError
+
+
+class ByteStream:
+    """A body read as it arrives (async iterator of chunks), with back-pressure: ``pause`` is
+    called when the reader falls ``high`` chunks behind, ``resume`` when it catches up."""
+
+    def __init__(
+        self,
+        pause: Callable[[], None] | None = None,
+        resume: Callable[[], None] | None = None,
+        high: int = 16,
+        low: int = 4,
+    ) -> None:
+        self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+        self.pause, self.resume = pause, resume
+        self.high, self.low = high, low
+        self.paused = False
+        self.received = 0
+
+    def push(self, data: bytes) -> None:
+        """A chunk arrived."""
+        self.received += len(data)
+        self.queue.put_nowait(data)
+        if self.queue.qsize() > self.high and not self.paused and self.pause is not None:
+            self.paused = True
+            self.pause()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """The body ended (with ``error`` if it was cut)."""
+        self.queue.put_nowait(error)
+
+    def __aiter__(self) -> ByteStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        item = await self.queue.get()
+        if self.paused and self.queue.qsize() < self.low and self.resume is not None:
+            self.paused = False
+            self.resume()
+        if item is None:
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
 
 Body = bytes | AsyncIterator[bytes]
 
@@ -22,9 +68,19 @@ class Request:
     path: str
     authority: str
     headers: list[tuple[str, str]]
-    body: bytes = b""
+    body: bytes | ByteStream = b""
     source_ip: str = ""
     http2: bool = False
+
+    @property
+    def body_size(self) -> int:
+        """Bytes of body received so far."""
+        return len(self.body) if isinstance(self.body, bytes) else self.body.received
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the body is in memory, so the request can be sent again (retries, mirrors)."""
+        return isinstance(self.body, bytes)
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (lowercase)."""

@@ -125,7 +125,7 @@ class Engine:
             )
         upstream = _rewrite(route, request, path, query_string)
         upstream.headers = chosen.request_edits.apply(route.request_edits.apply(upstream.headers))
-        for mirror in route.mirrors:
+        for mirror in route.mirrors if upstream.replayable else ():
             if self.chance.random() < mirror.chance:
                 self._mirror(mirror.cluster, upstream)
         response = await self._attempts(
@@ -175,7 +175,8 @@ class Engine:
         self, route: RouteEntry, cluster: ClusterState, request: Request, key: bytes | None
     ) -> Response:
         retry = route.retry
-        allowed = 1 + (retry.attempts if retry else 0)
+        # A body still arriving cannot be sent twice: no retries for it.
+        allowed = 1 + (retry.attempts if retry and request.replayable else 0)
         name = cluster.spec.name
         attempt = 0
         tried: set[str] = set()

@@ -57,7 +57,7 @@ class AccessLog:
             f'"status":{response.status},"flags":"{response.flag}",'
             f'"reason":{_text(response.reason)},"route":{_text(response.route)},'
             f'"cluster":{_text(response.cluster)},"upstream":{_text(response.upstream)},'
-            f'"attempts":{response.attempts},"bytes_received":{len(request.body)},'
+            f'"attempts":{response.attempts},"bytes_received":{request.body_size},'
             f'"bytes_sent":{sent},"request_id":{_text(request.header("x-request-id"))},'
             f'"source":{_text(request.source_ip)}}}\n'
         )

@@ -23,12 +23,13 @@ from tulle.codec.http1 import (
     response_head,
 )
 from tulle.engine import errors
-from tulle.engine.message import Request, Response, UpstreamError, mesh_response
+from tulle.engine.message import ByteStream, Request, Response, UpstreamError, mesh_response
 from tulle.proxy.access_log import AccessLog
 from tulle.proxy.tcp import TcpPipe
 from tulle.transport.interception import original_destination
 
 MAX_BODY = 16 * 1024 * 1024
+BUFFER_LIMIT = 1024 * 1024  # larger request bodies (or chunked ones) stream, without retries
 
 
 def request_id() -> str:
@@ -41,6 +42,17 @@ Destination = tuple[str, int] | None
 Handler = Callable[[Request, Destination], Awaitable[Response]]
 # Opens an upgraded tunnel: returns the pipe (connected, the request head sent) or an answer.
 Tunneler = Callable[[Request, Destination, asyncio.Transport], Awaitable["TcpPipe | Response"]]
+
+
+def _streams(head: RequestHead) -> bool:
+    """Whether a request's body is streamed rather than buffered: chunked, or larger than
+    BUFFER_LIMIT."""
+    for name, value in head.headers:
+        if name == "transfer-encoding":
+            return True
+        if name == "content-length":
+            return int(value) > BUFFER_LIMIT
+    return False
 
 
 class Http1Front(asyncio.Protocol):
@@ -60,13 +72,14 @@ class Http1Front(asyncio.Protocol):
         self.tunnel = tunnel
         self.pipe: TcpPipe | None = None
         self.early: list[bytes] = []
+        self.streaming: ByteStream | None = None
         self.original_dst: Destination = None
         self.handle = handle
         self.log = log
         self.tracker = tracker
         self.parser = RequestParser()
         self.transport: asyncio.Transport | None = None
-        self.queue: asyncio.Queue[tuple[RequestHead, bytes] | ProtocolError | None] = (
+        self.queue: asyncio.Queue[tuple[RequestHead, bytes | ByteStream] | ProtocolError | None] = (
             asyncio.Queue()
         )
         self.head: RequestHead | None = None
@@ -86,6 +99,8 @@ class Http1Front(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.queue.put_nowait(None)
+        if self.streaming is not None:
+            self.streaming.finish(UpstreamError("reset", "client closed mid-body"))
         if self.pipe is not None:
             self.pipe.close()
 
@@ -107,6 +122,15 @@ class Http1Front(asyncio.Protocol):
                 self.head, self.body = event, bytearray()
                 if any(k == "expect" and v.lower() == "100-continue" for k, v in event.headers):
                     self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                if _streams(event) and self.transport is not None:
+                    transport = self.transport
+                    self.streaming = ByteStream(transport.pause_reading, transport.resume_reading)
+                    self.queue.put_nowait((event, self.streaming))
+            elif isinstance(event, Body) and self.streaming is not None:
+                self.streaming.push(event.data)
+            elif isinstance(event, EndOfMessage) and self.streaming is not None:
+                self.streaming.finish()
+                self.streaming, self.head = None, None
             elif isinstance(event, Body):
                 self.body += event.data
                 if len(self.body) > MAX_BODY:
@@ -119,6 +143,9 @@ class Http1Front(asyncio.Protocol):
                 self.queue.put_nowait((self.head, bytes(self.body)))
                 self.head = None
             elif isinstance(event, ProtocolError):
+                if self.streaming is not None:
+                    self.streaming.finish(UpstreamError("reset", f"client sent {event.reason}"))
+                    self.streaming = None
                 self.queue.put_nowait(event)
             elif isinstance(event, Upgraded) and self.head is not None:
                 self.early.append(event.data)
@@ -176,7 +203,7 @@ class Http1Front(asyncio.Protocol):
         tunnelled = Response(101, [], b"", route="upgrade", upstream="tunnel")
         self.log.record(self.listener, request, tunnelled, started, 0)
 
-    def _request(self, head: RequestHead, body: bytes) -> Request | Response:
+    def _request(self, head: RequestHead, body: bytes | ByteStream) -> Request | Response:
         target = head.target
         headers = end_to_end(head.headers)
         if head.upgrade:  # the upstream must see the Upgrade it is asked for

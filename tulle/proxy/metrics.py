@@ -93,8 +93,8 @@ class ProxyMetrics:
         )
         requests.inc()
         duration.observe(millis)
-        if request.body:
-            request_bytes.inc(len(request.body))
+        if request.body_size:
+            request_bytes.inc(request.body_size)
         response_bytes.inc(sent)
 
     def exposition(self) -> bytes:

@@ -133,12 +133,15 @@ class H2Upstream(asyncio.Protocol):
         headers += [(k, v) for k, v in request.headers if k not in ("host", "content-length", "te")]
         if request.is_grpc:
             headers.append(("te", "trailers"))
+        body = request.body
+        if not isinstance(body, bytes):  # HTTP/2 request bodies are sent whole (for now)
+            body = b"".join([chunk async for chunk in body])
         waiter: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self.streams[stream_id] = _Stream(waiter)
         try:
-            self.conn.send_headers(stream_id, headers, end_stream=not request.body)
-            if request.body:
-                self.sender.send(stream_id, request.body, None)
+            self.conn.send_headers(stream_id, headers, end_stream=not body)
+            if body:
+                self.sender.send(stream_id, body, None)
         except h2.exceptions.ProtocolError as error:
             self.streams.pop(stream_id, None)
             raise UpstreamError("reset", f"HTTP/2 protocol error: {error}") from None

@@ -20,50 +20,14 @@ from tulle.codec.http1 import (
     request_head,
 )
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
-from tulle.engine.message import Request, Response, UpstreamError
+from tulle.engine.message import ByteStream, Request, Response, UpstreamError
 from tulle.transport.connect import open_upstream
 from tulle.transport.h2pool import H2Pool
 
 STREAM_THRESHOLD = 256 * 1024  # bodies larger than this, or of unknown length, are streamed
-QUEUE_HIGH, QUEUE_LOW = 16, 4  # chunks buffered before reading from the upstream pauses
 
 
-class BodyStream:
-    """A response body arriving from the upstream, read as it comes (async iterator). The
-    upstream's reading pauses while the reader falls behind."""
-
-    def __init__(self, connection: UpstreamConnection) -> None:
-        self.connection = connection
-        self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
-        self.paused = False
-
-    def push(self, data: bytes) -> None:
-        self.queue.put_nowait(data)
-        transport = self.connection.transport
-        if self.queue.qsize() > QUEUE_HIGH and transport is not None and not self.paused:
-            self.paused = True
-            transport.pause_reading()
-
-    def finish(self, error: BaseException | None = None) -> None:
-        self.queue.put_nowait(error)
-
-    def __aiter__(self) -> BodyStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        item = await self.queue.get()
-        transport = self.connection.transport
-        if self.paused and self.queue.qsize() < QUEUE_LOW and transport is not None:
-            self.paused = False
-            transport.resume_reading()
-        if item is None:
-            raise StopAsyncIteration
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-
-Exchange = tuple[ResponseHead, bytes | BodyStream, bool]
+Exchange = tuple[ResponseHead, bytes | ByteStream, bool]
 
 
 class _StaleConnectionError(Exception):
@@ -83,7 +47,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.used = 0
         self.idle_since = time.monotonic()
-        self.stream: BodyStream | None = None
+        self.stream: ByteStream | None = None
         self.released: Callable[[UpstreamConnection, bool], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -97,7 +61,9 @@ class UpstreamConnection(asyncio.Protocol):
                 if not 100 <= event.status < 200:
                     self.head = event
                     if _should_stream(event, self.parser) and waiter is not None:
-                        self.stream = BodyStream(self)
+                        transport = self.transport
+                        assert transport is not None
+                        self.stream = ByteStream(transport.pause_reading, transport.resume_reading)
                         waiter.set_result((event, self.stream, event.keep_alive))
                         self.waiter = None
             elif isinstance(event, Body):
@@ -149,18 +115,23 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    async def exchange(self, payload: bytes, head_request: bool) -> Exchange:
-        """Send one request and wait for the whole response."""
-        if self.closed or self.transport is None or self.transport.is_closing():
-            raise _StaleConnectionError
+    def begin(self, head_request: bool) -> asyncio.Future[Exchange]:
+        """Get ready for the next response; the future resolves with it."""
         if head_request or self.parser.failed or (self.used and self._needs_new_parser):
             self.parser = ResponseParser(head_request=head_request)
         self._needs_new_parser = head_request
         self.head, self.chunks, self.received = None, [], False
         self.waiter = asyncio.get_running_loop().create_future()
+        return self.waiter
+
+    async def exchange(self, payload: bytes, head_request: bool) -> Exchange:
+        """Send one request and wait for the whole response."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise _StaleConnectionError
+        waiter = self.begin(head_request)
         self.transport.write(payload)
         try:
-            return await self.waiter
+            return await waiter
         except asyncio.CancelledError:
             self.close()
             raise
@@ -214,10 +185,12 @@ class Http1Pool:
         # The front end already dropped hop-by-hop headers from the request.
         headers = [(k, v) for k, v in request.headers if k not in ("host", "content-length")]
         headers.insert(0, ("host", request.authority))
+        head_request = request.method == "HEAD"
+        if not isinstance(request.body, bytes):
+            return await self._send_streamed(endpoint, cluster, request, headers)
         if request.body or request.method in ("POST", "PUT", "PATCH"):
             headers.append(("content-length", str(len(request.body))))
         payload = request_head(request.method, request.path, headers) + request.body
-        head_request = request.method == "HEAD"
         connection = self._take_idle(endpoint, cluster)
         if connection is not None:
             try:
@@ -233,6 +206,43 @@ class Http1Pool:
             raise UpstreamError("reset", "connection closed before a response") from None
         return self._finish(endpoint, cluster, connection, exchange)
 
+    async def _send_streamed(
+        self,
+        endpoint: EndpointSpec,
+        cluster: ClusterSpec,
+        request: Request,
+        headers: list[tuple[str, str]],
+    ) -> Response:
+        """A request whose body is still arriving: its head now, the body as it comes (with the
+        client's Content-Length, or chunked). It cannot be sent twice, so a stale idle
+        connection is not retried: a fresh one is used."""
+        body = request.body
+        assert isinstance(body, ByteStream)
+        length = next((v for k, v in request.headers if k == "content-length"), None)
+        headers.append(("content-length", length) if length else ("transfer-encoding", "chunked"))
+        connection = self._take_idle(endpoint, cluster)
+        if connection is not None:
+            connection.close()  # an idle connection may be stale; this body cannot be replayed
+        connection = await self._open(endpoint, cluster)
+        waiter = connection.begin(request.method == "HEAD")
+        assert connection.transport is not None
+        connection.transport.write(request_head(request.method, request.path, headers))
+        try:
+            async for chunk in body:
+                if connection.closed:
+                    break
+                framed = chunk if length else b"%x\r\n%s\r\n" % (len(chunk), chunk)
+                connection.transport.write(framed)
+            if not length and not connection.closed:
+                connection.transport.write(b"0\r\n\r\n")
+            exchange = await waiter
+        except _StaleConnectionError:
+            raise UpstreamError("reset", "connection closed before a response") from None
+        except asyncio.CancelledError:
+            connection.close()
+            raise
+        return self._finish(endpoint, cluster, connection, exchange)
+
     def _finish(
         self,
         endpoint: EndpointSpec,
@@ -242,7 +252,7 @@ class Http1Pool:
     ) -> Response:
         head, body, reusable = exchange
         connection.used += 1
-        if isinstance(body, BodyStream):
+        if isinstance(body, ByteStream):
             # Back to the pool when the body has been read to its end; closed if abandoned.
             def release(conn: UpstreamConnection, keep: bool) -> None:
                 self._give_back(endpoint, cluster, conn, keep)
