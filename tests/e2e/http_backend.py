@@ -56,7 +56,7 @@ def main() -> None:
 
         def _read_body(self) -> bytes:
             if (self.headers.get("transfer-encoding") or "").lower() == "chunked":
-                chunks = []
+                chunks: list[bytes] = []
                 while True:
                     size = int(self.rfile.readline().split(b";")[0].strip(), 16)
                     if size == 0:
