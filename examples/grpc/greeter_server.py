@@ -11,6 +11,7 @@ import random
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
@@ -29,8 +30,26 @@ def main() -> None:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"{args.name} failed on purpose")
         return args.name.encode()
 
+    released = threading.Event()
+
+    def stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        """Server streaming: one message now, the rest once ``Release`` is called."""
+        yield f"{args.name}:first".encode()
+        released.wait(30)
+        for index in range(3):
+            yield f"{args.name}:{index}".encode()
+
+    def release(request: bytes, context: grpc.ServicerContext) -> bytes:
+        released.set()
+        return b"released"
+
     handler = grpc.method_handlers_generic_handler(
-        "greeter.Greeter", {"SayHello": grpc.unary_unary_rpc_method_handler(say_hello)}
+        "greeter.Greeter",
+        {
+            "SayHello": grpc.unary_unary_rpc_method_handler(say_hello),
+            "Stream": grpc.unary_stream_rpc_method_handler(stream),
+            "Release": grpc.unary_unary_rpc_method_handler(release),
+        },
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((handler,))

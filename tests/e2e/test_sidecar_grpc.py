@@ -110,3 +110,15 @@ def test_no_route_is_a_grpc_status_with_the_reason(control_plane, processes, sid
         channel.unary_unary("/greeter.Greeter/SayHello")(b"hi", timeout=10)
     assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert failure.value.details() == "no route for nowhere:1/greeter.Greeter/SayHello"
+
+
+def test_server_streaming_messages_flow_as_they_come(control_plane, processes, sidecar):
+    register_greeters(control_plane, processes, a=0.0)
+    proxy = sidecar()
+    options = [("grpc.default_authority", AUTHORITY)]
+    with grpc.insecure_channel(f"127.0.0.1:{proxy.http_proxy_port}", options=options) as channel:
+        messages = channel.unary_stream("/greeter.Greeter/Stream")(b"", timeout=20)
+        # The server holds the rest until Release: the first message must arrive before it.
+        assert next(messages) == b"a:first"
+        assert channel.unary_unary("/greeter.Greeter/Release")(b"", timeout=10) == b"released"
+        assert list(messages) == [b"a:0", b"a:1", b"a:2"]

@@ -26,6 +26,7 @@ class _Outgoing:
     data: bytearray
     trailers: list[tuple[str, str]] | None
     end: bool
+    closed: bool = True  # False while more data may follow (a streamed body)
 
 
 @dataclass
@@ -40,6 +41,18 @@ class H2Sender:
     ) -> None:
         """Queue ``body`` (then ``trailers``, or END_STREAM when ``end``) and send what fits."""
         self.outgoing[stream_id] = _Outgoing(bytearray(body), trailers, end)
+        self.pump(stream_id)
+
+    def append(self, stream_id: int, data: bytes) -> None:
+        """More of a streamed body: queue it and send what fits."""
+        item = self.outgoing.setdefault(stream_id, _Outgoing(bytearray(), None, False, False))
+        item.data.extend(data)
+        self.pump(stream_id)
+
+    def close(self, stream_id: int, trailers: list[tuple[str, str]] | None) -> None:
+        """A streamed body is complete: trailers (or END_STREAM) follow what is queued."""
+        item = self.outgoing.setdefault(stream_id, _Outgoing(bytearray(), None, False, False))
+        item.trailers, item.end, item.closed = trailers, True, True
         self.pump(stream_id)
 
     def pump(self, stream_id: int | None = None) -> None:
@@ -58,7 +71,7 @@ class H2Sender:
                         break
                     chunk, item.data = bytes(item.data[:window]), item.data[window:]
                     self.conn.send_data(sid, chunk)
-                if item.data:
+                if item.data or not item.closed:
                     continue
                 del self.outgoing[sid]
                 if item.trailers:

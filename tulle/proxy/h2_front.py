@@ -14,8 +14,7 @@ import h2.events
 import h2.exceptions
 
 from tulle.codec.http2 import H2Sender, text_headers
-from tulle.engine import errors
-from tulle.engine.message import Request, Response, UpstreamError, mesh_response
+from tulle.engine.message import Request, Response, UpstreamError
 from tulle.proxy.access_log import AccessLog
 from tulle.proxy.http_front import Destination, Handler
 
@@ -108,15 +107,35 @@ class H2Front(asyncio.Protocol):
             http2=True,
         )
         response = await self.handle(request, self.destination)
-        if not isinstance(response.body, bytes):  # HTTP/2 answers are sent whole (for now)
-            try:
-                response.body = b"".join([chunk async for chunk in response.body])
-            except UpstreamError as failure:
-                cut = f"reset {failure}"
-                error = errors.upstream_failure(cut, response.upstream, response.cluster)
-                response = mesh_response(error, request.is_grpc)
-        sent = self._respond(stream_id, response)
+        if isinstance(response.body, bytes):
+            sent = self._respond(stream_id, response)
+        else:
+            sent = await self._stream(stream_id, response)
         self.log.record(self.listener, request, response, started, sent)
+
+    async def _stream(self, stream_id: int, response: Response) -> int:
+        """Send a response whose body is still arriving (server streaming): each piece as it
+        comes, then the trailers."""
+        assert not isinstance(response.body, bytes)
+        headers = [(":status", str(response.status))]
+        headers += [
+            (k, v) for k, v in response.headers if k not in ("connection", "content-length")
+        ]
+        sent = 0
+        try:
+            self.conn.send_headers(stream_id, headers)
+            self._flush()
+            async for chunk in response.body:
+                sent += len(chunk)
+                self.sender.append(stream_id, chunk)
+                self._flush()
+            self.sender.close(stream_id, response.trailers or None)
+        except UpstreamError:
+            self.conn.reset_stream(stream_id, error_code=2)  # INTERNAL_ERROR: the body was cut
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            await response.release()
+        self._flush()
+        return sent
 
     def _respond(self, stream_id: int, response: Response) -> int:
         body = response.body if isinstance(response.body, bytes) else b""

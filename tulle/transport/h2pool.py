@@ -4,6 +4,8 @@ whole answer — headers, body, trailers — comes back as one Response."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -14,7 +16,7 @@ import h2.exceptions
 
 from tulle.codec.http2 import H2Sender, text_headers
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
-from tulle.engine.message import Request, Response, UpstreamError
+from tulle.engine.message import ByteStream, Request, Response, UpstreamError
 from tulle.transport.connect import open_upstream
 
 REFUSED_STREAM = 7
@@ -27,6 +29,7 @@ class _Stream:
     headers: list[tuple[str, str]] = field(default_factory=list)
     data: bytearray = field(default_factory=bytearray)
     trailers: list[tuple[str, str]] = field(default_factory=list)
+    body: ByteStream | None = None  # set once the response is handed over while still open
 
 
 class H2Upstream(asyncio.Protocol):
@@ -71,15 +74,29 @@ class H2Upstream(asyncio.Protocol):
                 headers = text_headers(event.headers)
                 stream.status = int(dict(headers).get(":status", "502"))
                 stream.headers = [(k, v) for k, v in headers if not k.startswith(":")]
+                if event.stream_ended is None and not stream.waiter.done():
+                    # More is coming: hand the response over now and stream its body (server
+                    # streaming); trailers are filled in before the body ends.
+                    stream.body = ByteStream()
+                    response = Response(
+                        stream.status, stream.headers, stream.body, trailers=stream.trailers
+                    )
+                    response.discard = self._discarder(event.stream_id)
+                    stream.waiter.set_result(response)
             elif isinstance(event, h2.events.DataReceived):
                 if stream is not None:
-                    stream.data.extend(event.data)
+                    if stream.body is not None:
+                        stream.body.push(event.data)
+                    else:
+                        stream.data.extend(event.data)
                 self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             elif isinstance(event, h2.events.TrailersReceived) and stream is not None:
-                stream.trailers = text_headers(event.headers)
+                stream.trailers.extend(text_headers(event.headers))
             elif isinstance(event, h2.events.StreamEnded) and stream is not None:
                 self.streams.pop(event.stream_id, None)
-                if not stream.waiter.done():
+                if stream.body is not None:
+                    stream.body.finish()
+                elif not stream.waiter.done():
                     stream.waiter.set_result(
                         Response(
                             stream.status,
@@ -92,7 +109,10 @@ class H2Upstream(asyncio.Protocol):
                 self.streams.pop(event.stream_id, None)
                 self.sender.forget(event.stream_id)
                 kind = "refused-stream" if event.error_code == REFUSED_STREAM else "reset"
-                if not stream.waiter.done():
+                reset = UpstreamError(kind, f"stream reset (code {event.error_code})")
+                if stream.body is not None:
+                    stream.body.finish(reset)
+                elif not stream.waiter.done():
                     stream.waiter.set_exception(
                         UpstreamError(kind, f"stream reset (code {event.error_code})")
                     )
@@ -109,8 +129,20 @@ class H2Upstream(asyncio.Protocol):
         self.closed = True
         self._fail_all(UpstreamError("reset", "connection closed"))
 
+    def _discarder(self, stream_id: int) -> Callable[[], Awaitable[None]]:
+        async def discard() -> None:
+            self.streams.pop(stream_id, None)
+            if not self.closed:
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self.conn.reset_stream(stream_id, error_code=8)  # CANCEL
+                self._flush()
+
+        return discard
+
     def _fail_all(self, error: UpstreamError) -> None:
         for stream in self.streams.values():
+            if stream.body is not None:
+                stream.body.finish(error)
             if not stream.waiter.done():
                 stream.waiter.set_exception(error)
         self.streams.clear()
