@@ -39,6 +39,11 @@ def main() -> None:
         for index in range(3):
             yield f"{args.name}:{index}".encode()
 
+    def chat(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        """Bidirectional streaming: each message answered as soon as it arrives."""
+        for message in requests:
+            yield args.name.encode() + b":" + message
+
     def release(request: bytes, context: grpc.ServicerContext) -> bytes:
         released.set()
         return b"released"
@@ -49,6 +54,7 @@ def main() -> None:
             "SayHello": grpc.unary_unary_rpc_method_handler(say_hello),
             "Stream": grpc.unary_stream_rpc_method_handler(stream),
             "Release": grpc.unary_unary_rpc_method_handler(release),
+            "Chat": grpc.stream_stream_rpc_method_handler(chat),
         },
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))

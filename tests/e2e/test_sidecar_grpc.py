@@ -122,3 +122,26 @@ def test_server_streaming_messages_flow_as_they_come(control_plane, processes, s
         assert next(messages) == b"a:first"
         assert channel.unary_unary("/greeter.Greeter/Release")(b"", timeout=10) == b"released"
         assert list(messages) == [b"a:0", b"a:1", b"a:2"]
+
+
+def test_bidirectional_streaming_ping_pong(control_plane, processes, sidecar):
+    import queue
+
+    register_greeters(control_plane, processes, a=0.0)
+    proxy = sidecar()
+    outgoing: queue.Queue[bytes | None] = queue.Queue()
+
+    def requests():
+        while (message := outgoing.get(timeout=20)) is not None:
+            yield message
+
+    options = [("grpc.default_authority", AUTHORITY)]
+    with grpc.insecure_channel(f"127.0.0.1:{proxy.http_proxy_port}", options=options) as channel:
+        replies = channel.stream_stream("/greeter.Greeter/Chat")(requests(), timeout=30)
+        # Each message is sent only after the previous answer came back through the proxy:
+        # buffering either direction would stall this conversation.
+        for word in (b"ping", b"pong", b"done"):
+            outgoing.put(word)
+            assert next(replies) == b"a:" + word
+        outgoing.put(None)
+        assert list(replies) == []

@@ -19,16 +19,26 @@ class ByteStream:
         resume: Callable[[], None] | None = None,
         high: int = 16,
         low: int = 4,
+        replay_limit: int = 0,
     ) -> None:
         self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
         self.pause, self.resume = pause, resume
         self.high, self.low = high, low
         self.paused = False
         self.received = 0
+        self.complete = False
+        # Up to replay_limit bytes are kept, so a finished body can be sent again (a retry).
+        self.replay_limit = replay_limit
+        self.kept: list[bytes] | None = [] if replay_limit else None
 
     def push(self, data: bytes) -> None:
         """A chunk arrived."""
         self.received += len(data)
+        if self.kept is not None:
+            if self.received <= self.replay_limit:
+                self.kept.append(data)
+            else:
+                self.kept = None
         self.queue.put_nowait(data)
         if self.queue.qsize() > self.high and not self.paused and self.pause is not None:
             self.paused = True
@@ -36,7 +46,14 @@ class ByteStream:
 
     def finish(self, error: BaseException | None = None) -> None:
         """The body ended (with ``error`` if it was cut)."""
+        self.complete = error is None
         self.queue.put_nowait(error)
+
+    def replay(self) -> bytes | None:
+        """The whole body again, when it has ended and was small enough to keep."""
+        if not self.complete or self.kept is None:
+            return None
+        return b"".join(self.kept)
 
     def __aiter__(self) -> ByteStream:
         return self

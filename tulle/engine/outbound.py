@@ -175,8 +175,7 @@ class Engine:
         self, route: RouteEntry, cluster: ClusterState, request: Request, key: bytes | None
     ) -> Response:
         retry = route.retry
-        # A body still arriving cannot be sent twice: no retries for it.
-        allowed = 1 + (retry.attempts if retry and request.replayable else 0)
+        allowed = 1 + (retry.attempts if retry else 0)
         name = cluster.spec.name
         attempt = 0
         tried: set[str] = set()
@@ -205,7 +204,10 @@ class Engine:
             except UpstreamError as failure:
                 cluster.record(endpoint, None, self.clock())
                 can_retry = (
-                    retry is not None and attempt < allowed and retry.retries_error(failure.kind)
+                    retry is not None
+                    and attempt < allowed
+                    and retry.retries_error(failure.kind)
+                    and _rewind(request)
                 )
                 if can_retry and cluster.admit_retry():
                     await asyncio.sleep(retry.backoff(attempt, self.chance))  # type: ignore[union-attr]
@@ -233,6 +235,7 @@ class Engine:
                 retry is not None
                 and attempt < allowed
                 and retry.retries_status(response.status, grpc_status)
+                and _rewind(request)
                 and cluster.admit_retry()
             ):
                 await response.release()
@@ -279,6 +282,18 @@ class Engine:
         task = asyncio.get_running_loop().create_task(fire())
         self._mirrors.add(task)
         task.add_done_callback(self._mirrors.discard)
+
+
+def _rewind(request: Request) -> bool:
+    """Make ``request`` sendable again: a body in memory is; a streamed one only when it has
+    ended and was kept (small enough), and then it becomes bytes."""
+    if isinstance(request.body, bytes):
+        return True
+    replay = request.body.replay()
+    if replay is None:
+        return False
+    request.body = replay
+    return True
 
 
 def _hash_key(

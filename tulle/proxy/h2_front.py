@@ -14,11 +14,11 @@ import h2.events
 import h2.exceptions
 
 from tulle.codec.http2 import H2Sender, text_headers
-from tulle.engine.message import Request, Response, UpstreamError
+from tulle.engine.message import ByteStream, Request, Response, UpstreamError
 from tulle.proxy.access_log import AccessLog
 from tulle.proxy.http_front import Destination, Handler
 
-MAX_BODY = 16 * 1024 * 1024
+REPLAY_LIMIT = 1024 * 1024
 
 
 class H2Front(asyncio.Protocol):
@@ -41,7 +41,7 @@ class H2Front(asyncio.Protocol):
         self.conn = h2.connection.H2Connection(config=config)
         self.sender = H2Sender(self.conn)
         self.transport: asyncio.Transport | None = None
-        self.streams: dict[int, tuple[list[tuple[str, str]], bytearray]] = {}
+        self.bodies: dict[int, ByteStream] = {}
         self.peer = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -66,21 +66,28 @@ class H2Front(asyncio.Protocol):
             return
         for event in events:
             if isinstance(event, h2.events.RequestReceived):
-                self.streams[event.stream_id] = (text_headers(event.headers), bytearray())
+                headers = text_headers(event.headers)
+                if event.stream_ended is not None:
+                    self._start(event.stream_id, headers, b"")
+                else:
+                    # The body streams to the upstream as it arrives (client and bidirectional
+                    # streaming); up to REPLAY_LIMIT bytes are kept so a retry can resend it.
+                    stream = ByteStream(replay_limit=REPLAY_LIMIT)
+                    self.bodies[event.stream_id] = stream
+                    self._start(event.stream_id, headers, stream)
             elif isinstance(event, h2.events.DataReceived):
-                stream = self.streams.get(event.stream_id)
-                if stream is not None:
-                    stream[1].extend(event.data)
+                receiving = self.bodies.get(event.stream_id)
+                if receiving is not None:
+                    receiving.push(event.data)
                 self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                if stream is not None and len(stream[1]) > MAX_BODY:
-                    self.conn.reset_stream(event.stream_id, error_code=11)  # ENHANCE_YOUR_CALM
-                    self.streams.pop(event.stream_id, None)
             elif isinstance(event, h2.events.StreamEnded):
-                stream = self.streams.pop(event.stream_id, None)
-                if stream is not None:
-                    self._start(event.stream_id, stream[0], bytes(stream[1]))
+                ended = self.bodies.pop(event.stream_id, None)
+                if ended is not None:
+                    ended.finish()
             elif isinstance(event, h2.events.StreamReset):
-                self.streams.pop(event.stream_id, None)
+                cut = self.bodies.pop(event.stream_id, None)
+                if cut is not None:
+                    cut.finish(UpstreamError("reset", "client reset the stream"))
                 self.sender.forget(event.stream_id)
             elif isinstance(event, h2.events.WindowUpdated):
                 self.sender.pump(event.stream_id or None)
@@ -88,12 +95,16 @@ class H2Front(asyncio.Protocol):
                 self.transport.close()
         self._flush()
 
-    def _start(self, stream_id: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    def _start(
+        self, stream_id: int, headers: list[tuple[str, str]], body: bytes | ByteStream
+    ) -> None:
         task = asyncio.get_running_loop().create_task(self._serve(stream_id, headers, body))
         self.tracker.add(task)
         task.add_done_callback(self.tracker.discard)
 
-    async def _serve(self, stream_id: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    async def _serve(
+        self, stream_id: int, headers: list[tuple[str, str]], body: bytes | ByteStream
+    ) -> None:
         started = time.time()
         pseudo = {k: v for k, v in headers if k.startswith(":")}
         regular = [(k, v) for k, v in headers if not k.startswith(":")]

@@ -42,6 +42,7 @@ class H2Upstream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, _Stream] = {}
         self.closed = False
+        self._forwarders: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -129,6 +130,21 @@ class H2Upstream(asyncio.Protocol):
         self.closed = True
         self._fail_all(UpstreamError("reset", "connection closed"))
 
+    async def _forward(self, stream_id: int, body: ByteStream) -> None:
+        try:
+            async for chunk in body:
+                if stream_id not in self.streams or self.closed:
+                    return
+                self.sender.append(stream_id, chunk)
+                self._flush()
+            self.sender.close(stream_id, None)
+        except UpstreamError:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.conn.reset_stream(stream_id, error_code=8)  # CANCEL: the client went away
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            return
+        self._flush()
+
     def _discarder(self, stream_id: int) -> Callable[[], Awaitable[None]]:
         async def discard() -> None:
             self.streams.pop(stream_id, None)
@@ -166,14 +182,18 @@ class H2Upstream(asyncio.Protocol):
         if request.is_grpc:
             headers.append(("te", "trailers"))
         body = request.body
-        if not isinstance(body, bytes):  # HTTP/2 request bodies are sent whole (for now)
-            body = b"".join([chunk async for chunk in body])
         waiter: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self.streams[stream_id] = _Stream(waiter)
         try:
-            self.conn.send_headers(stream_id, headers, end_stream=not body)
-            if body:
-                self.sender.send(stream_id, body, None)
+            if isinstance(body, bytes):
+                self.conn.send_headers(stream_id, headers, end_stream=not body)
+                if body:
+                    self.sender.send(stream_id, body, None)
+            else:  # streamed: forward each piece as the client sends it
+                self.conn.send_headers(stream_id, headers)
+                forwarder = asyncio.get_running_loop().create_task(self._forward(stream_id, body))
+                self._forwarders.add(forwarder)
+                forwarder.add_done_callback(self._forwarders.discard)
         except h2.exceptions.ProtocolError as error:
             self.streams.pop(stream_id, None)
             raise UpstreamError("reset", f"HTTP/2 protocol error: {error}") from None
