@@ -36,6 +36,18 @@ spec:
 """
 
 
+def rule(traffic_policy: str) -> str:
+    """A DestinationRule for web with ``traffic_policy`` (YAML flow style)."""
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: web}}
+spec:
+  host: web
+  trafficPolicy: {traffic_policy}
+"""
+
+
 SUBSETS = """\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -150,18 +162,8 @@ def test_connect_failure_is_retried_elsewhere_and_reasoned_when_all_fail():
 
 
 def test_outlier_detection_ejects_a_bad_endpoint_until_its_time_is_up():
-    config = (
-        workload("v1")
-        + """\
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: web}
-spec:
-  host: web
-  trafficPolicy:
-    loadBalancer: {simple: ROUND_ROBIN}
-    outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 50}
-"""
+    config = workload("v1") + rule(
+        "{loadBalancer: {simple: ROUND_ROBIN}, outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 50}}"
     )
     clock = Clock()
     upstreams = Upstreams({"10.0.0.3:80": status(500)})
@@ -182,18 +184,7 @@ spec:
 
 
 def test_breaker_overflow_is_503_with_the_reason():
-    config = (
-        workload("v1")
-        + """\
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: web}
-spec:
-  host: web
-  trafficPolicy:
-    connectionPool: {http: {http2MaxRequests: 2}}
-"""
-    )
+    config = workload("v1") + rule("{connectionPool: {http: {http2MaxRequests: 2}}}")
     upstreams = Upstreams(delay={"10.0.0.1:80": 0.2})
     engine = build_engine(config, {"v1": [("10.0.0.1", 80)]}, upstreams)
 
@@ -266,17 +257,7 @@ spec:
 
 
 def test_ring_hash_keeps_a_key_on_one_endpoint():
-    config = (
-        workload("v1")
-        + """\
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: web}
-spec:
-  host: web
-  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}
-"""
-    )
+    config = workload("v1") + rule("{loadBalancer: {consistentHash: {httpHeaderName: x-user}}}")
     members = [(f"10.0.0.{i}", 80) for i in range(1, 5)]
     engine = build_engine(config, {"v1": members}, Upstreams())
     chosen = {}
@@ -288,17 +269,7 @@ spec:
 
 
 def test_least_request_prefers_the_idle_endpoint():
-    config = (
-        workload("v1")
-        + """\
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: web}
-spec:
-  host: web
-  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}
-"""
-    )
+    config = workload("v1") + rule("{loadBalancer: {simple: LEAST_REQUEST}}")
     upstreams = Upstreams(delay={"10.0.0.1:80": 0.1, "10.0.0.2:80": 0.1})
     engine = build_engine(config, {"v1": [("10.0.0.1", 80), ("10.0.0.2", 80)]}, upstreams)
 
@@ -380,17 +351,8 @@ def test_in_flight_requests_finish_on_the_config_they_started_with():
 
 
 def test_max_connections_queue_as_pending_up_to_the_limit():
-    config = (
-        workload("v1")
-        + """\
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: web}
-spec:
-  host: web
-  trafficPolicy:
-    connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}
-"""
+    config = workload("v1") + rule(
+        "{connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}}"
     )
     upstreams = Upstreams(delay={"10.0.0.1:80": 0.1})
     engine = build_engine(config, {"v1": [("10.0.0.1", 80)]}, upstreams)
