@@ -292,3 +292,35 @@ def wait_until(condition: Any, timeout: float = 10.0, interval: float = 0.05) ->
             return
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """Live (not zombie) direct children of ``pid``: ``(pid, command line)``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        if fields.get("PPid", "").strip() == str(pid) and not fields.get("State", "").startswith(
+            "Z"
+        ):
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            found.append((int(entry.name), command.strip()))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """Every process a test starts is gone when it ends (fixtures stop what they start)."""
+    before = {pid for pid, _ in _children(os.getpid())}
+    yield
+    deadline = time.monotonic() + 5
+    left = [c for c in _children(os.getpid()) if c[0] not in before]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [c for c in _children(os.getpid()) if c[0] not in before]
+    assert left == [], f"processes left running: {left}"
