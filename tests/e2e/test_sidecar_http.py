@@ -8,8 +8,10 @@ import json
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -470,3 +472,35 @@ def test_large_and_chunked_request_bodies_stream_to_the_upstream(control_plane, 
         assert answer["body_sha256"] == hashlib.sha256(payload).hexdigest()
     assert "content-length" in sized["headers"]
     assert chunked["headers"]["transfer-encoding"] == "chunked"
+
+
+def test_inbound_tcp_ports_are_not_parsed(control_plane, processes, tmp_path):
+    banner = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "tcp_banner.py"), "--name", "db"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    processes.started.append(banner)
+    assert banner.stdout is not None
+    app_port = int(banner.stdout.readline().split()[1])
+    control_plane.apply(
+        """\
+apiVersion: tulle.dev/v1alpha1
+kind: Workload
+metadata: {name: db}
+spec:
+  command: [db]
+  ports: [{name: sql, port: 5432, protocol: TCP}]
+"""
+    )
+    inbound = free_port()
+    sidecar = processes.sidecar(
+        control_plane, "db-0", None, "--inbound-port", str(inbound), "--app-port", str(app_port)
+    )
+    wait_until(lambda: synced(control_plane, sidecar))
+    with socket.create_connection(("127.0.0.1", inbound), timeout=10) as conn:
+        stream = conn.makefile("rwb")
+        assert stream.readline() == b"HELLO db\n"  # the server speaks first, through the sidecar
+        stream.write(b"select 1\n")
+        stream.flush()
+        assert stream.readline() == b"SELECT 1\n"

@@ -22,7 +22,7 @@ from tulle.proxy.access_log import AccessLog
 from tulle.proxy.admin import AdminHandler
 from tulle.proxy.detecting import DetectingFront
 from tulle.proxy.h2_front import H2Front
-from tulle.proxy.http_front import Destination, Http1Front, Tunneler, serve_http1
+from tulle.proxy.http_front import Destination, Http1Front, Tunneler
 from tulle.proxy.inbound import InboundPolicy, inbound_policies
 from tulle.proxy.metrics import ProxyMetrics
 from tulle.proxy.tcp import TcpPipe
@@ -184,11 +184,30 @@ class Proxy:
             )
             self.servers.append(outbound)
         if self.inbound_port is not None:
-            front = await serve_http1(
-                "inbound", self.handle_inbound, self.log, "0.0.0.0", self.inbound_port,
-                self.in_flight, transparent=True,
-            )  # fmt: skip
-            self.servers.append(front)
+            inbound = await loop.create_server(
+                self._transparent_inbound, "0.0.0.0", self.inbound_port
+            )
+            self.servers.append(inbound)
+
+    def _transparent_inbound(self) -> TransparentOutbound:
+        def http() -> DetectingFront:
+            return DetectingFront(
+                lambda: Http1Front("inbound", self.handle_inbound, self.log, self.in_flight, True),
+                lambda dst: H2Front("inbound", self.handle_inbound, self.log, self.in_flight, dst),
+                transparent=True,
+            )
+
+        return TransparentOutbound(
+            self.inbound_plan, http, self.pool.mark, self.in_flight, self.metrics
+        )
+
+    def inbound_plan(self, destination: tuple[str, int] | None) -> Plan:
+        """HTTP for the app's HTTP ports (policy enforced), opaque TCP for its TCP ports."""
+        port = destination[1] if destination else next(iter(self.inbound), self.app_port or 0)
+        policy = self.inbound.get(port)
+        if policy is not None and policy.tcp:
+            return ("tcp", ("127.0.0.1", self.app_port or port), f"inbound|{port}||")
+        return ("http", None, "")
 
     def tunneler(self, table_of: Callable[[Destination], str]) -> Tunneler:
         """Opens Upgrade (WebSocket) tunnels for a listener whose route table ``table_of`` says."""
@@ -233,9 +252,11 @@ class Proxy:
             self.outbound_plan, http, self.pool.mark, self.in_flight, self.metrics
         )
 
-    def outbound_plan(self, destination: tuple[str, int]) -> Plan:
+    def outbound_plan(self, destination: tuple[str, int] | None) -> Plan:
         """HTTP when the mesh routes the destination port; else TCP to the mesh's TCP service on
         that port, or through to the original destination."""
+        if destination is None:
+            return ("refuse", None, "")
         port = destination[1]
         if str(port) in self.engine.config.route_tables:
             return ("http", None, "")

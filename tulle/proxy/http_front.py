@@ -271,21 +271,3 @@ class Http1Front(asyncio.Protocol):
         if close and self.transport is not None:
             self.transport.close()
         return sent
-
-
-async def serve_http1(
-    listener: str,
-    handle: Handler,
-    log: AccessLog,
-    host: str,
-    port: int,
-    tracker: set[asyncio.Task[None]],
-    transparent: bool = False,
-    tunnel: Tunneler | None = None,
-) -> asyncio.Server:
-    """Listen on ``host:port`` with the HTTP/1.1 front end (``transparent``: connections come
-    from an iptables REDIRECT and carry their original destination)."""
-    loop = asyncio.get_running_loop()
-    return await loop.create_server(
-        lambda: Http1Front(listener, handle, log, tracker, transparent, tunnel), host, port
-    )

@@ -27,6 +27,7 @@ class InboundPolicy:
 
     rbac: tuple[RbacFilter, ...] = ()
     bucket: TokenBucket | None = None
+    tcp: bool = False  # an opaque TCP port: bytes to the app, no HTTP parsing
 
 
 def inbound_policies(listeners: Mapping[str, Any], now: float) -> dict[int, InboundPolicy]:
@@ -39,6 +40,9 @@ def inbound_policies(listeners: Mapping[str, Any], now: float) -> dict[int, Inbo
         port = chain.filter_chain_match.destination_port.value
         policy = result.setdefault(port, InboundPolicy())
         for network_filter in chain.filters:
+            if network_filter.name == "envoy.filters.network.tcp_proxy":
+                policy.tcp = True
+                continue
             manager = hcm.HttpConnectionManager()
             if not network_filter.typed_config.Unpack(manager):
                 continue

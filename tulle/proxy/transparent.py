@@ -46,7 +46,7 @@ class TransparentOutbound(asyncio.Protocol):
 
     def __init__(
         self,
-        plan: Callable[[Destination], Plan],
+        plan: Callable[[Destination | None], Plan],
         http: Callable[[], DetectingFront],
         mark: int | None,
         tracker: set[asyncio.Task[None]],
@@ -63,7 +63,7 @@ class TransparentOutbound(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         downstream = cast(asyncio.Transport, transport)
         destination = original_destination(downstream.get_extra_info("socket"))
-        kind, target, service = self.plan(destination) if destination else ("refuse", None, "")
+        kind, target, service = self.plan(destination)
         if kind == "http":
             self.http = self.make_http()
             self.http.connection_made(downstream)
