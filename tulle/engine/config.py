@@ -13,6 +13,7 @@ from typing import Any
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 
+from tulle.api.kinds.networking import GRPC_STATUS_NAMES
 from tulle.engine.matching import (
     ConfigError,
     HeaderTest,
@@ -23,17 +24,7 @@ from tulle.engine.matching import (
     path_test,
     query_test,
 )
-
-GRPC_STATUS_NAMES = (
-    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
-    "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
-)  # fmt: skip
-
-FAULT_FILTER = "envoy.filters.http.fault"
-RATELIMIT_FILTER = "envoy.filters.http.local_ratelimit"
-
-__all__ = ["ConfigError"]
+from tulle.xds.types import FAULT_FILTER, RATELIMIT_FILTER
 
 
 def seconds(duration: Any) -> float:

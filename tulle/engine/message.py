@@ -145,12 +145,17 @@ class Response:
 
 
 def mesh_response(
-    error: MeshError, grpc: bool = False, cluster: str = "", route: str = ""
+    error: MeshError,
+    grpc: bool = False,
+    cluster: str = "",
+    route: str = "",
+    grpc_code: int | None = None,
 ) -> Response:
     """The response the mesh sends for ``error``: the reason in ``x-tulle-error`` and the body,
-    or, for a gRPC call, as a trailers-only gRPC status."""
+    or, for a gRPC call, as a trailers-only gRPC status (``grpc_code``, or the one matching the
+    HTTP status)."""
     if grpc:
-        code = _GRPC_FOR_HTTP.get(error.status, 2)
+        code = grpc_code if grpc_code is not None else _GRPC_FOR_HTTP.get(error.status, 2)
         headers = [
             ("content-type", "application/grpc"),
             ("grpc-status", str(code)),

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import parse_qs
 
+from tulle.api.kinds.networking import GRPC_STATUS_NAMES
 from tulle.engine import errors
 from tulle.engine.cluster import ClusterState
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
-from tulle.engine.config import GRPC_STATUS_NAMES, RouteEntry, RouteTable
+from tulle.engine.config import RouteEntry, RouteTable
 from tulle.engine.message import Request, Response, UpstreamError, mesh_response
 from tulle.engine.ratelimit import TokenBucket
 
@@ -354,11 +355,4 @@ def _redirect(route: RouteEntry, request: Request, path: str, query_string: str)
 
 def _grpc_abort(status_name: str) -> Response:
     code = GRPC_STATUS_NAMES.index(status_name) if status_name in GRPC_STATUS_NAMES else 2
-    reason = "fault injected: abort"
-    headers = [
-        ("content-type", "application/grpc"),
-        ("grpc-status", str(code)),
-        ("grpc-message", reason),
-        (errors.ERROR_HEADER, reason),
-    ]
-    return Response(200, headers, b"", "FI", reason)
+    return mesh_response(errors.fault_abort(503), grpc=True, grpc_code=code)

@@ -13,12 +13,12 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
 
-from tulle.engine.config import RATELIMIT_FILTER, bucket
+from tulle.engine.config import bucket
 from tulle.engine.ratelimit import TokenBucket
 from tulle.engine.rbac import RbacFilter, compile_rbac
+from tulle.xds.types import RATELIMIT_FILTER, RBAC_FILTER, TCP_PROXY_FILTER
 
 INBOUND_LISTENER = "virtualInbound"
-RBAC_FILTER = "envoy.filters.http.rbac"
 
 
 @dataclass
@@ -40,7 +40,7 @@ def inbound_policies(listeners: Mapping[str, Any], now: float) -> dict[int, Inbo
         port = chain.filter_chain_match.destination_port.value
         policy = result.setdefault(port, InboundPolicy())
         for network_filter in chain.filters:
-            if network_filter.name == "envoy.filters.network.tcp_proxy":
+            if network_filter.name == TCP_PROXY_FILTER:
                 policy.tcp = True
                 continue
             manager = hcm.HttpConnectionManager()

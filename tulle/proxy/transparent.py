@@ -15,8 +15,7 @@ from tulle.proxy.detecting import DetectingFront
 from tulle.proxy.metrics import ProxyMetrics
 from tulle.proxy.tcp import TcpPipe
 from tulle.transport.interception import original_destination
-
-TCP_PROXY_TYPE = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+from tulle.xds.types import TCP_PROXY_TYPE
 
 Destination = tuple[str, int]
 # (kind, target, service): ("http", None, ""), ("tcp", (address, port), service), ("refuse", ...)

@@ -35,10 +35,6 @@ _MESSAGES = {
     types.ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
 }
 _ORDER = (types.CLUSTER, types.ENDPOINT, types.LISTENER, types.ROUTE)
-HCM_TYPE = (
-    "type.googleapis.com/"
-    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-)
 
 Resources = Mapping[str, Mapping[str, Any]]
 Accept = Callable[[Resources, str], str | None]
@@ -54,7 +50,7 @@ def route_names(listeners: Mapping[str, Any]) -> list[str]:
             managers.append(listener.api_listener.api_listener)
         for chain in listener.filter_chains:
             managers.extend(
-                f.typed_config for f in chain.filters if f.typed_config.type_url == HCM_TYPE
+                f.typed_config for f in chain.filters if f.typed_config.type_url == types.HCM_TYPE
             )
         for packed in managers:
             manager = hcm.HttpConnectionManager()

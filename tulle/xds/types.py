@@ -22,3 +22,16 @@ BY_SHORT_NAME: Final = {short: url for url, short in SHORT_NAMES.items()}
 # Types whose state-of-the-world response must hold every subscribed resource: a resource left
 # out means it was removed. For the others a response holds only what it names.
 FULL_STATE_TYPES: Final = frozenset({LISTENER, CLUSTER})
+
+# Filter names and typed-config type URLs, shared by the translator and the data planes.
+FAULT_FILTER: Final = "envoy.filters.http.fault"
+RATELIMIT_FILTER: Final = "envoy.filters.http.local_ratelimit"
+RBAC_FILTER: Final = "envoy.filters.http.rbac"
+ROUTER_FILTER: Final = "envoy.filters.http.router"
+HCM_FILTER: Final = "envoy.filters.network.http_connection_manager"
+TCP_PROXY_FILTER: Final = "envoy.filters.network.tcp_proxy"
+HCM_TYPE: Final = (
+    "type.googleapis.com/"
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
+TCP_PROXY_TYPE: Final = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"

@@ -38,15 +38,15 @@ from tulle.control.translate.names import (
     inbound_cluster_name,
     route_config_name,
 )
-from tulle.control.translate.policy import (
-    RATELIMIT_FILTER,
-    local_rate_limit,
-    rbac_filters,
-    selects,
-)
+from tulle.control.translate.policy import local_rate_limit, rbac_filters, selects
 from tulle.control.translate.protos import ads, duration, pack
-
-FAULT_FILTER = "envoy.filters.http.fault"
+from tulle.xds.types import (
+    FAULT_FILTER,
+    HCM_FILTER,
+    RATELIMIT_FILTER,
+    ROUTER_FILTER,
+    TCP_PROXY_FILTER,
+)
 
 OUTBOUND_PORT = 15001
 INBOUND_PORT = 15006
@@ -58,7 +58,7 @@ def _filter(name: str, config: Any) -> Any:
 
 
 def _router() -> Any:
-    return _filter("envoy.filters.http.router", router_pb2.Router())
+    return _filter(ROUTER_FILTER, router_pb2.Router())
 
 
 def http_filters(view: NodeView) -> list[Any]:
@@ -115,11 +115,7 @@ def proxyless_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
 
 def _hcm_chain(manager: Any) -> Any:
     return listener_components_pb2.FilterChain(
-        filters=[
-            listener_components_pb2.Filter(
-                name="envoy.filters.network.http_connection_manager", typed_config=pack(manager)
-            )
-        ]
+        filters=[listener_components_pb2.Filter(name=HCM_FILTER, typed_config=pack(manager))]
     )
 
 
@@ -131,11 +127,7 @@ def _tcp_chain(service: Service, port: int) -> Any:
     name = cluster_name(service.host, port)
     proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=name, cluster=name)
     return listener_components_pb2.FilterChain(
-        filters=[
-            listener_components_pb2.Filter(
-                name="envoy.filters.network.tcp_proxy", typed_config=pack(proxy)
-            )
-        ]
+        filters=[listener_components_pb2.Filter(name=TCP_PROXY_FILTER, typed_config=pack(proxy))]
     )
 
 
@@ -213,9 +205,7 @@ def _inbound(snapshot: Snapshot, view: NodeView) -> Any | None:
             proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
             chain = listener_components_pb2.FilterChain(
                 filters=[
-                    listener_components_pb2.Filter(
-                        name="envoy.filters.network.tcp_proxy", typed_config=pack(proxy)
-                    )
+                    listener_components_pb2.Filter(name=TCP_PROXY_FILTER, typed_config=pack(proxy))
                 ]
             )
         else:

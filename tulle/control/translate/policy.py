@@ -22,9 +22,8 @@ from tulle.api.model import (
     RateLimitPolicy,
 )
 from tulle.control.translate.protos import duration, fraction, uint32
+from tulle.xds.types import RBAC_FILTER
 
-RBAC_FILTER = "envoy.filters.http.rbac"
-RATELIMIT_FILTER = "envoy.filters.http.local_ratelimit"
 ROOT_NAMESPACES = frozenset({"tulle-system", "istio-system"})
 
 

@@ -36,10 +36,9 @@ from tulle.control.translate.context import (
     is_routable,
 )
 from tulle.control.translate.names import HTTP_PROXY_ROUTE, cluster_name, route_config_name
-from tulle.control.translate.policy import RATELIMIT_FILTER, local_rate_limit
+from tulle.control.translate.policy import local_rate_limit
 from tulle.control.translate.protos import duration, fraction, pack, uint32
-
-FAULT_FILTER = "envoy.filters.http.fault"
+from tulle.xds.types import FAULT_FILTER, RATELIMIT_FILTER
 
 _REDIRECT_CODES = {
     301: rc.RedirectAction.MOVED_PERMANENTLY,
