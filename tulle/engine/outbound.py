@@ -17,7 +17,7 @@ from tulle.api.kinds.networking import GRPC_STATUS_NAMES
 from tulle.engine import errors
 from tulle.engine.cluster import ClusterState
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
-from tulle.engine.config import RouteEntry, RouteTable
+from tulle.engine.config import RouteEntry, RouteTable, WeightedCluster
 from tulle.engine.message import Request, Response, UpstreamError, mesh_response
 from tulle.engine.ratelimit import TokenBucket
 
@@ -39,6 +39,16 @@ class EngineConfig:
     endpoints: Mapping[str, tuple[EndpointSpec, ...]] = field(
         default_factory=lambda: MappingProxyType({})
     )
+
+
+@dataclass
+class _RequestParts:
+    """A request's path, query string, headers (first value by lowercase name) and query."""
+
+    path: str
+    query_string: str
+    headers: dict[str, str]
+    query: dict[str, list[str]]
 
 
 class Engine:
@@ -74,28 +84,45 @@ class Engine:
 
     # --- the stack --------------------------------------------------------------------------
 
+    def _match(self, table_name: str, request: Request) -> tuple[RouteEntry | None, _RequestParts]:
+        """The route ``request`` takes in route table ``table_name`` (None: no route), and the
+        request's parts the later layers use."""
+        path, _, query_string = request.path.partition("?")
+        parts = _RequestParts(path, query_string, {}, {})
+        table = self.config.route_tables.get(table_name)
+        if table is None:
+            return None, parts
+        parts.headers = dict(reversed(request.headers))
+        if query_string:
+            parts.query = parse_qs(query_string, keep_blank_values=True)
+        return table.route(request.authority, path, parts.headers, parts.query), parts
+
+    def _upstream(
+        self, route: RouteEntry, request: Request, parts: _RequestParts
+    ) -> tuple[WeightedCluster, ClusterState, Request] | WeightedCluster:
+        """The cluster chosen by weight, and the request as it goes there (rewrites and header
+        edits applied); only the choice when the proxy does not know that cluster (yet)."""
+        chosen = route.pick_cluster(self.chance)
+        cluster = self.clusters.get(chosen.name)
+        if cluster is None:
+            return chosen
+        upstream = _rewrite(route, request, parts.path, parts.query_string)
+        upstream.headers = chosen.request_edits.apply(route.request_edits.apply(upstream.headers))
+        return chosen, cluster, upstream
+
     def tunnel_target(
         self, table_name: str, request: Request
     ) -> tuple[Request, EndpointSpec, str] | Response:
         """Where to open a tunnel for an Upgrade request (WebSocket and the like): the request
         as it should go upstream, the endpoint and the cluster; or the mesh's answer. Routing,
         rewrites, header edits and load balancing apply; retries and timeouts do not."""
-        config = self.config
-        table = config.route_tables.get(table_name)
-        path, _, query_string = request.path.partition("?")
-        route = None
-        if table is not None:
-            headers = dict(reversed(request.headers))
-            query = parse_qs(query_string, keep_blank_values=True) if query_string else {}
-            route = table.route(request.authority, path, headers, query)
+        route, parts = self._match(table_name, request)
         if route is None or route.redirect is not None:
-            return mesh_response(errors.no_route(request.authority, path))
-        chosen = route.pick_cluster(self.chance)
-        cluster = self.clusters.get(chosen.name)
-        if cluster is None:
-            return mesh_response(errors.no_cluster(chosen.name))
-        upstream = _rewrite(route, request, path, query_string)
-        upstream.headers = chosen.request_edits.apply(route.request_edits.apply(upstream.headers))
+            return mesh_response(errors.no_route(request.authority, parts.path))
+        target = self._upstream(route, request, parts)
+        if isinstance(target, WeightedCluster):
+            return mesh_response(errors.no_cluster(target.name))
+        chosen, cluster, upstream = target
         endpoint = cluster.pick(None, self.clock())
         if endpoint is None:
             return mesh_response(errors.no_healthy_endpoint(chosen.name))
@@ -103,35 +130,24 @@ class Engine:
 
     async def handle(self, table_name: str, request: Request) -> Response:
         """One request through the stack, using the route table ``table_name``."""
-        config = self.config
-        table = config.route_tables.get(table_name)
-        path, _, query_string = request.path.partition("?")
-        if table is None:
-            return mesh_response(errors.no_route(request.authority, path), request.is_grpc)
-        headers = dict(reversed(request.headers))
-        query = parse_qs(query_string, keep_blank_values=True) if query_string else {}
-        route = table.route(request.authority, path, headers, query)
+        route, parts = self._match(table_name, request)
         if route is None:
-            return mesh_response(errors.no_route(request.authority, path), request.is_grpc)
+            return mesh_response(errors.no_route(request.authority, parts.path), request.is_grpc)
         if route.redirect is not None:
-            return _redirect(route, request, path, query_string)
+            return _redirect(route, request, parts.path, parts.query_string)
         produced = await self._fault_and_limit(route, request)
         if produced is not None:
             return produced
-        chosen = route.pick_cluster(self.chance)
-        cluster = self.clusters.get(chosen.name)
-        if cluster is None:
-            return mesh_response(
-                errors.no_cluster(chosen.name), request.is_grpc, chosen.name, route.name
-            )
-        upstream = _rewrite(route, request, path, query_string)
-        upstream.headers = chosen.request_edits.apply(route.request_edits.apply(upstream.headers))
+        target = self._upstream(route, request, parts)
+        if isinstance(target, WeightedCluster):
+            missing = errors.no_cluster(target.name)
+            return mesh_response(missing, request.is_grpc, target.name, route.name)
+        chosen, cluster, upstream = target
         for mirror in route.mirrors if upstream.replayable else ():
             if self.chance.random() < mirror.chance:
                 self._mirror(mirror.cluster, upstream)
-        response = await self._attempts(
-            route, cluster, upstream, _hash_key(route, request, headers, query)
-        )
+        key = _hash_key(route, request, parts.headers, parts.query)
+        response = await self._attempts(route, cluster, upstream, key)
         response.route = route.name
         response.headers = chosen.response_edits.apply(route.response_edits.apply(response.headers))
         return response
