@@ -80,7 +80,7 @@ class _StopError(Exception):
         self.status = status
 
 
-def _check_framing(headers: list[tuple[str, str]], raw: bytes) -> None:
+def _check_framing(headers: list[tuple[str, str]]) -> None:
     lengths = [v for k, v in headers if k == "content-length"]
     encodings = [v for k, v in headers if k == "transfer-encoding"]
     if lengths and encodings:
@@ -171,7 +171,7 @@ class _RequestCollector(_Collector):
 
     def on_headers_complete(self) -> None:
         parser = self.owner.parser
-        _check_framing(self.headers, b"")
+        _check_framing(self.headers)
         self.events.append(
             RequestHead(
                 method=parser.get_method().decode("latin-1"),
@@ -240,7 +240,7 @@ class _ResponseCollector(_Collector):
 
     def on_headers_complete(self) -> None:
         parser = self.owner.parser
-        _check_framing(self.headers, b"")
+        _check_framing(self.headers)
         self.events.append(
             ResponseHead(
                 status=parser.get_status_code(),

@@ -139,19 +139,26 @@ class H2Upstream(asyncio.Protocol):
                 self._flush()
             self.sender.close(stream_id, None)
         except UpstreamError:
-            with contextlib.suppress(h2.exceptions.ProtocolError):
-                self.conn.reset_stream(stream_id, error_code=8)  # CANCEL: the client went away
+            self._cancel(stream_id)  # the client went away
+            return
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             return
         self._flush()
 
+    def _cancel(self, stream_id: int) -> None:
+        """Forget a stream and tell the upstream (RST_STREAM CANCEL); whoever still waits for
+        its response gets an error instead of waiting forever."""
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None and not stream.waiter.done():
+            stream.waiter.set_exception(UpstreamError("reset", "stream cancelled"))
+        if not self.closed:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.conn.reset_stream(stream_id, error_code=8)  # CANCEL
+            self._flush()
+
     def _discarder(self, stream_id: int) -> Callable[[], Awaitable[None]]:
         async def discard() -> None:
-            self.streams.pop(stream_id, None)
-            if not self.closed:
-                with contextlib.suppress(h2.exceptions.ProtocolError):
-                    self.conn.reset_stream(stream_id, error_code=8)  # CANCEL
-                self._flush()
+            self._cancel(stream_id)
 
         return discard
 
@@ -201,10 +208,7 @@ class H2Upstream(asyncio.Protocol):
         try:
             return await waiter
         except asyncio.CancelledError:
-            self.streams.pop(stream_id, None)
-            if not self.closed:
-                self.conn.reset_stream(stream_id, error_code=8)  # CANCEL
-                self._flush()
+            self._cancel(stream_id)
             raise
 
 

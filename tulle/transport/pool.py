@@ -49,6 +49,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = time.monotonic()
         self.stream: ByteStream | None = None
         self.released: Callable[[UpstreamConnection, bool], None] | None = None
+        self._needs_new_parser = False  # the last response answered a HEAD
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -135,8 +136,6 @@ class UpstreamConnection(asyncio.Protocol):
         except asyncio.CancelledError:
             self.close()
             raise
-
-    _needs_new_parser = False
 
 
 def _should_stream(head: ResponseHead, parser: ResponseParser) -> bool:
