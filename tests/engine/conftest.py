@@ -1,6 +1,7 @@
 """Engine tests: config written as Tulle YAML, translated by the control plane into real xDS
 resources, compiled by the engine; upstreams are scripted functions (no sockets) and time is a
-clock the test moves."""
+clock the test moves. Every test runs twice: through the coroutine path (``Engine.handle``) and
+through the callback fast path (``Engine.dispatch`` with a starter), which must agree."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import pytest
 
 from tulle.api import validate_text
 from tulle.control.registry import Endpoint
@@ -17,7 +20,7 @@ from tulle.control.translate.context import NodeView
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.compile import compile_config
 from tulle.engine.message import Request, Response, UpstreamError
-from tulle.engine.outbound import Engine
+from tulle.engine.outbound import Engine, Outcome
 from tulle.xds import types
 
 HOST = "web.default.svc.cluster.local"
@@ -65,6 +68,29 @@ class Upstreams:
         handler = self.behaviour.get(endpoint.key, ok)
         return handler(endpoint, request)
 
+    def start(
+        self,
+        endpoint: EndpointSpec,
+        cluster: ClusterSpec,
+        request: Request,
+        callback: Callable[[Outcome], None],
+    ) -> Callable[[], None]:
+        """``send`` for the fast path: the outcome arrives in a loop callback (after the
+        endpoint's delay); the returned function abandons it."""
+        self.calls.append(endpoint.key)
+        handler = self.behaviour.get(endpoint.key, ok)
+
+        def answer() -> None:
+            outcome: Outcome
+            try:
+                outcome = handler(endpoint, request)
+            except UpstreamError as failure:
+                outcome = failure
+            callback(outcome)
+
+        delay = self.delay.get(endpoint.key, 0)
+        return asyncio.get_running_loop().call_later(delay, answer).cancel
+
 
 def ok(endpoint: EndpointSpec, request: Request) -> Response:
     return Response(200, [("x-served-by", endpoint.key)], endpoint.key.encode())
@@ -106,9 +132,30 @@ def build_engine(
         resources[types.CLUSTER].values(),
         resources[types.ENDPOINT].values(),
     )
-    engine = Engine(upstreams.send, clock or Clock(), random.Random(seed))
+    start = upstreams.start if PATH["kind"] == "callbacks" else None
+    engine = Engine(upstreams.send, clock or Clock(), random.Random(seed), start)
     engine.update(config)
     return engine
+
+
+PATH = {"kind": "coroutines"}
+
+
+@pytest.fixture(params=["coroutines", "callbacks"])
+def engine_path(request: pytest.FixtureRequest):
+    """Run the test through ``handle`` and again through ``dispatch``."""
+    PATH["kind"] = request.param
+    yield request.param
+    PATH["kind"] = "coroutines"
+
+
+async def handle(engine: Engine, table: str, request: Request) -> Response:
+    """One request through the path under test."""
+    if engine.start is None:
+        return await engine.handle(table, request)
+    answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+    engine.dispatch(table, request, answer.set_result)
+    return await answer
 
 
 def request(path: str = "/", authority: str = "web:8080", headers: list | None = None) -> Request:

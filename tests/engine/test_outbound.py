@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import collections
 
+import pytest
+
 from tests.engine.conftest import (
     Clock,
     Upstreams,
     build_engine,
+    handle,
     ok,
     refuse,
     request,
@@ -18,6 +21,8 @@ from tests.engine.conftest import (
     workload,
 )
 from tulle.engine.message import Response
+
+pytestmark = pytest.mark.usefixtures("engine_path")
 
 TABLE = "http_proxy"
 TWO = workload("v1") + workload("v2")
@@ -60,7 +65,7 @@ spec:
 
 
 async def many(engine, count: int, **kwargs) -> list[Response]:
-    return [await engine.handle(TABLE, request(**kwargs)) for _ in range(count)]
+    return [await handle(engine, TABLE, request(**kwargs)) for _ in range(count)]
 
 
 def served(responses: list[Response]) -> collections.Counter[str]:
@@ -69,7 +74,7 @@ def served(responses: list[Response]) -> collections.Counter[str]:
 
 def test_no_route_is_404_with_the_reason():
     engine = build_engine(TWO, {"v1": [("10.0.0.1", 80)]}, Upstreams())
-    response = run(engine.handle(TABLE, request(authority="nowhere:80")))
+    response = run(handle(engine, TABLE, request(authority="nowhere:80")))
     assert response.status == 404
     assert response.flag == "NR"
     assert response.header("x-tulle-error") == "no route for nowhere:80/"
@@ -110,8 +115,8 @@ def test_header_match_and_header_edits():
 
     upstreams = Upstreams({"10.0.0.2:80": record})
     engine = build_engine(config, {"v1": [("10.0.0.1", 80)], "v2": [("10.0.0.2", 80)]}, upstreams)
-    jason = run(engine.handle(TABLE, request(headers=[("x-user", "jason")])))
-    other = run(engine.handle(TABLE, request(headers=[("x-user", "ann")])))
+    jason = run(handle(engine, TABLE, request(headers=[("x-user", "jason")])))
+    other = run(handle(engine, TABLE, request(headers=[("x-user", "ann")])))
     assert (jason.upstream, other.upstream) == ("10.0.0.2:80", "10.0.0.1:80")
     assert ("x-picked", "v2") in seen[0]
     assert jason.header("x-route") == "jason"
@@ -140,7 +145,7 @@ def test_without_retries_failures_pass_through():
     engine = build_engine(
         config, {"v1": [("10.0.0.1", 80)]}, Upstreams({"10.0.0.1:80": status(503)})
     )
-    response = run(engine.handle(TABLE, request()))
+    response = run(handle(engine, TABLE, request()))
     assert (response.status, response.attempts) == (503, 1)
 
 
@@ -189,7 +194,7 @@ def test_breaker_overflow_is_503_with_the_reason():
     engine = build_engine(config, {"v1": [("10.0.0.1", 80)]}, upstreams)
 
     async def burst():
-        return await asyncio.gather(*(engine.handle(TABLE, request()) for _ in range(5)))
+        return await asyncio.gather(*(handle(engine, TABLE, request()) for _ in range(5)))
 
     responses = run(burst())
     assert sorted(r.status for r in responses) == [200, 200, 503, 503, 503]
@@ -217,7 +222,7 @@ def test_delay_fault_and_route_timeout():
       timeout: 50ms""")
     upstreams = Upstreams(delay={"10.0.0.1:80": 1.0})
     engine = build_engine(config, {"v1": [("10.0.0.1", 80)]}, upstreams)
-    response = run(engine.handle(TABLE, request()))
+    response = run(handle(engine, TABLE, request()))
     assert (response.status, response.flag) == (504, "UT")
     assert "request timeout 0.05s exceeded" in (response.header("x-tulle-error") or "")
 
@@ -274,9 +279,9 @@ def test_least_request_prefers_the_idle_endpoint():
     engine = build_engine(config, {"v1": [("10.0.0.1", 80), ("10.0.0.2", 80)]}, upstreams)
 
     async def trial() -> tuple[str, str]:
-        first = asyncio.create_task(engine.handle(TABLE, request()))
+        first = asyncio.create_task(handle(engine, TABLE, request()))
         await asyncio.sleep(0.01)  # the first is in flight now
-        second = await engine.handle(TABLE, request())
+        second = await handle(engine, TABLE, request())
         return (await first).upstream, second.upstream
 
     async def trials():
@@ -301,9 +306,9 @@ def test_redirect_and_rewrite():
         return ok(endpoint, req)
 
     engine = build_engine(config, {"v1": [("10.0.0.1", 80)]}, Upstreams({"10.0.0.1:80": record}))
-    moved = run(engine.handle(TABLE, request("/old/page?x=1")))
+    moved = run(handle(engine, TABLE, request("/old/page?x=1")))
     assert (moved.status, moved.header("location")) == (308, "http://web:8080/new?x=1")
-    run(engine.handle(TABLE, request("/api/items?id=3")))
+    run(handle(engine, TABLE, request("/api/items?id=3")))
     assert seen == [("/v2/items?id=3", "internal")]
 
 
@@ -315,7 +320,7 @@ def test_retry_budget_limits_retries_during_an_outage():
     engine = build_engine(config, {"v1": [("10.0.0.1", 80)]}, upstreams)
 
     async def outage():
-        return await asyncio.gather(*(engine.handle(TABLE, request()) for _ in range(50)))
+        return await asyncio.gather(*(handle(engine, TABLE, request()) for _ in range(50)))
 
     responses = run(outage())
     assert all(r.status == 503 for r in responses)
@@ -339,10 +344,10 @@ def test_in_flight_requests_finish_on_the_config_they_started_with():
     newer = build_engine(config_b, members, Upstreams())
 
     async def swap():
-        first = asyncio.create_task(engine.handle(TABLE, request()))
+        first = asyncio.create_task(handle(engine, TABLE, request()))
         await asyncio.sleep(0.01)
         engine.update(newer.config)
-        second = await engine.handle(TABLE, request())
+        second = await handle(engine, TABLE, request())
         return await first, second
 
     first, second = run(swap())
@@ -358,7 +363,7 @@ def test_max_connections_queue_as_pending_up_to_the_limit():
     engine = build_engine(config, {"v1": [("10.0.0.1", 80)]}, upstreams)
 
     async def burst():
-        return await asyncio.gather(*(engine.handle(TABLE, request()) for _ in range(4)))
+        return await asyncio.gather(*(handle(engine, TABLE, request()) for _ in range(4)))
 
     responses = run(burst())
     # One on the connection, one waiting for it, two over the pending limit.

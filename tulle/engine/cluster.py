@@ -80,12 +80,18 @@ class ClusterState:
             return circuit_open(self.spec.name, "max pending requests", limit)
         return None
 
-    async def acquire_connection(self) -> MeshError | None:
-        """A connection slot for one attempt: with ``max_connections`` busy the attempt waits as
-        a pending request, unless ``max_pending`` already wait (then: overflow)."""
+    def take_free_connection(self) -> bool:
+        """A connection slot, if one is free now (fewer than ``max_connections`` in use)."""
         limit = self.spec.limits.max_connections
         if limit is None or self.counters.connections < limit:
             self.counters.connections += 1
+            return True
+        return False
+
+    async def acquire_connection(self) -> MeshError | None:
+        """A connection slot for one attempt: with ``max_connections`` busy the attempt waits as
+        a pending request, unless ``max_pending`` already wait (then: overflow)."""
+        if self.take_free_connection():
             return None
         refused = self.admit_pending()
         if refused is not None:

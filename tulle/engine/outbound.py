@@ -1,7 +1,12 @@
 """The outbound stack: route → fault → rate limit → retry (with budget) → timeout → circuit
 breaker → load balancer → outlier detection → endpoint. The front end supplies ``send``, which
-carries one attempt to one endpoint; everything else happens here, the same for sidecar and
-library."""
+carries one attempt to one endpoint (and, for speed, ``start``, the same with a callback);
+everything else happens here, the same for sidecar and library.
+
+Two paths share every decision: ``handle`` runs a request as coroutines; ``dispatch`` runs the
+common case — planned, admitted and sent in one go, answered from the upstream's callback —
+without a task, and moves onto the coroutine path only for what must wait (a fault delay, a
+connection slot, a retry's backoff)."""
 
 from __future__ import annotations
 
@@ -20,8 +25,15 @@ from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.config import RouteEntry, RouteTable, WeightedCluster
 from tulle.engine.message import Request, Response, UpstreamError, mesh_response
 from tulle.engine.ratelimit import TokenBucket
+from tulle.engine.tasks import spawn
 
 Sender = Callable[[EndpointSpec, ClusterSpec, Request], Awaitable[Response]]
+Outcome = Response | UpstreamError
+# ``send`` with a callback: the outcome comes to the callback later (never before the starter
+# returns). Returns the function that abandons the attempt (no callback follows).
+Starter = Callable[
+    [EndpointSpec, ClusterSpec, Request, Callable[[Outcome], None]], Callable[[], None]
+]
 
 _GRPC_NAMES = {
     "1": "cancelled", "4": "deadline-exceeded", "8": "resource-exhausted", "13": "internal",
@@ -41,7 +53,7 @@ class EngineConfig:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class _RequestParts:
     """A request's path, query string, headers (first value by lowercase name) and query."""
 
@@ -49,6 +61,38 @@ class _RequestParts:
     query_string: str
     headers: dict[str, str]
     query: dict[str, list[str]]
+
+
+@dataclass(slots=True)
+class Plan:
+    """A request's way decided before its first attempt: the route, the weighted cluster
+    chosen, the request as it goes upstream, and the hash key for ring-hash balancing."""
+
+    route: RouteEntry
+    chosen: WeightedCluster
+    cluster: ClusterState
+    request: Request
+    key: bytes | None
+
+
+@dataclass(slots=True)
+class Delayed:
+    """A fault delay comes first; the rest is planned after it."""
+
+    route: RouteEntry
+    parts: _RequestParts
+    delay: float
+
+
+@dataclass(slots=True)
+class _Call:
+    """A request admitted to its cluster: attempts made so far, endpoints tried, and the loop
+    time its route's timeout ends (None: no timeout)."""
+
+    plan: Plan
+    deadline: float | None
+    attempt: int = 0
+    tried: set[str] = field(default_factory=set)
 
 
 class Engine:
@@ -59,8 +103,10 @@ class Engine:
         send: Sender,
         clock: Callable[[], float] = time.monotonic,
         chance: random.Random | None = None,
+        start: Starter | None = None,
     ) -> None:
         self.send = send
+        self.start = start
         self.clock = clock
         self.chance = chance or random.Random()
         self.config = EngineConfig()
@@ -128,16 +174,40 @@ class Engine:
             return mesh_response(errors.no_healthy_endpoint(chosen.name))
         return upstream, endpoint, chosen.name
 
-    async def handle(self, table_name: str, request: Request) -> Response:
-        """One request through the stack, using the route table ``table_name``."""
+    # --- planning: everything decided before the first attempt ------------------------------
+
+    def plan(self, table_name: str, request: Request) -> Plan | Delayed | Response:
+        """What happens to ``request`` (route table ``table_name``): the mesh's own answer (no
+        route, redirect, fault abort, rate limit), a fault delay first, or the attempts."""
         route, parts = self._match(table_name, request)
         if route is None:
             return mesh_response(errors.no_route(request.authority, parts.path), request.is_grpc)
         if route.redirect is not None:
             return _redirect(route, request, parts.path, parts.query_string)
-        produced = await self._fault_and_limit(route, request)
-        if produced is not None:
-            return produced
+        fault = route.fault
+        if (
+            fault is not None
+            and fault.delay is not None
+            and self.chance.random() < fault.delay_chance
+        ):
+            return Delayed(route, parts, fault.delay)
+        return self._plan_route(route, request, parts)
+
+    def _plan_route(
+        self, route: RouteEntry, request: Request, parts: _RequestParts
+    ) -> Plan | Response:
+        fault = route.fault
+        if fault is not None and self.chance.random() < fault.abort_chance:
+            if fault.abort_grpc is not None:
+                return _grpc_abort(fault.abort_grpc)
+            return mesh_response(errors.fault_abort(fault.abort_status or 503), request.is_grpc)
+        spec = route.rate_limit
+        if spec is not None:
+            bucket = self.buckets.get(spec.name)
+            if bucket is None or bucket.spec != spec:
+                bucket = self.buckets[spec.name] = TokenBucket(spec, self.clock())
+            if not bucket.take(self.clock()):
+                return mesh_response(errors.rate_limited(spec.name, spec.status), request.is_grpc)
         target = self._upstream(route, request, parts)
         if isinstance(target, WeightedCluster):
             missing = errors.no_cluster(target.name)
@@ -147,124 +217,94 @@ class Engine:
             if self.chance.random() < mirror.chance:
                 self._mirror(mirror.cluster, upstream)
         key = _hash_key(route, request, parts.headers, parts.query)
-        response = await self._attempts(route, cluster, upstream, key)
-        response.route = route.name
-        response.headers = chosen.response_edits.apply(route.response_edits.apply(response.headers))
+        return Plan(route, chosen, cluster, upstream, key)
+
+    def _finish(self, plan: Plan, response: Response) -> Response:
+        response.route = plan.route.name
+        edits = plan.route.response_edits
+        response.headers = plan.chosen.response_edits.apply(edits.apply(response.headers))
         return response
 
-    async def _fault_and_limit(self, route: RouteEntry, request: Request) -> Response | None:
-        fault = route.fault
-        if fault is not None:
-            if fault.delay is not None and self.chance.random() < fault.delay_chance:
-                await asyncio.sleep(fault.delay)
-            if self.chance.random() < fault.abort_chance:
-                if fault.abort_grpc is not None:
-                    return _grpc_abort(fault.abort_grpc)
-                return mesh_response(errors.fault_abort(fault.abort_status or 503), request.is_grpc)
-        spec = route.rate_limit
-        if spec is not None:
-            bucket = self.buckets.get(spec.name)
-            if bucket is None or bucket.spec != spec:
-                bucket = self.buckets[spec.name] = TokenBucket(spec, self.clock())
-            if not bucket.take(self.clock()):
-                return mesh_response(errors.rate_limited(spec.name, spec.status), request.is_grpc)
-        return None
-
-    async def _attempts(
-        self, route: RouteEntry, cluster: ClusterState, request: Request, key: bytes | None
-    ) -> Response:
+    def _admit(self, plan: Plan) -> _Call | Response:
+        """The request enters the cluster (``counters.requests``), unless its breaker is open."""
+        cluster = plan.cluster
         refused = cluster.admit_request()
         if refused is not None:
-            return mesh_response(refused, request.is_grpc, cluster.spec.name)
+            return mesh_response(refused, plan.request.is_grpc, cluster.spec.name)
         cluster.counters.requests += 1
-        try:
-            if route.timeout:
-                async with asyncio.timeout(route.timeout):
-                    return await self._retry_loop(route, cluster, request, key)
-            return await self._retry_loop(route, cluster, request, key)
-        except TimeoutError:
-            error = errors.request_timeout(route.timeout or 0, cluster.spec.name)
-            return mesh_response(error, request.is_grpc, cluster.spec.name)
-        finally:
-            cluster.counters.requests -= 1
+        timeout = plan.route.timeout
+        deadline = asyncio.get_running_loop().time() + timeout if timeout else None
+        return _Call(plan, deadline)
 
-    async def _retry_loop(
-        self, route: RouteEntry, cluster: ClusterState, request: Request, key: bytes | None
-    ) -> Response:
-        retry = route.retry
-        allowed = 1 + (retry.attempts if retry else 0)
-        name = cluster.spec.name
-        attempt = 0
-        tried: set[str] = set()
+    # --- with coroutines: always correct, the fallback of the fast path ---------------------
+
+    async def handle(self, table_name: str, request: Request) -> Response:
+        """One request through the stack, using the route table ``table_name``."""
+        return await self.run(request, self.plan(table_name, request))
+
+    async def run(self, request: Request, planned: Plan | Delayed | Response) -> Response:
+        """Carry out a plan."""
+        if isinstance(planned, Delayed):
+            await asyncio.sleep(planned.delay)
+            planned = self._plan_route(planned.route, request, planned.parts)
+        if isinstance(planned, Response):
+            return planned
+        call = self._admit(planned)
+        if isinstance(call, Response):
+            return self._finish(planned, call)
+        try:
+            response = await self._continue(call, None)
+        finally:
+            planned.cluster.counters.requests -= 1
+        return self._finish(planned, response)
+
+    async def _continue(self, call: _Call, retrying: Outcome | None) -> Response:
+        """Attempts until one settles, within the route's timeout. ``retrying``: the outcome of
+        an attempt already made (by the fast path) that is to be retried."""
+        try:
+            if call.deadline is None:
+                return await self._retry_loop(call, retrying)
+            async with asyncio.timeout_at(call.deadline):
+                return await self._retry_loop(call, retrying)
+        except TimeoutError:
+            return self._timed_out(call)
+
+    def _timed_out(self, call: _Call) -> Response:
+        name = call.plan.cluster.spec.name
+        error = errors.request_timeout(call.plan.route.timeout or 0, name)
+        return mesh_response(error, call.plan.request.is_grpc, name)
+
+    async def _retry_loop(self, call: _Call, retrying: Outcome | None) -> Response:
+        plan = call.plan
+        cluster, request, retry = plan.cluster, plan.request, plan.route.retry
         while True:
-            attempt += 1
-            is_retry = attempt > 1
-            endpoint = cluster.pick(
-                key, self.clock(), frozenset(tried) if key is None else frozenset()
-            )
-            if endpoint is None:
-                return mesh_response(errors.no_healthy_endpoint(name), request.is_grpc, name)
+            if retrying is not None:
+                if isinstance(retrying, Response):
+                    await retrying.release()
+                await asyncio.sleep(retry.backoff(call.attempt, self.chance))  # type: ignore[union-attr]
+            endpoint = self._pick(call)
+            if isinstance(endpoint, Response):
+                return endpoint
             # HTTP/1.1 holds a connection per request in flight; HTTP/2 multiplexes, so only
             # max_requests limits it.
             slot = not request.http2
             refused = await cluster.acquire_connection() if slot else None
             if refused is not None:
-                return mesh_response(refused, request.is_grpc, name)
-            if is_retry:
-                cluster.counters.retries += 1
-            tried.add(endpoint.key)
-            cluster.active[endpoint.key] = cluster.active.get(endpoint.key, 0) + 1
+                return mesh_response(refused, request.is_grpc, cluster.spec.name)
+            self._enter(call, endpoint)
+            outcome: Outcome
             try:
-                response = await self._one_attempt(
+                outcome = await self._one_attempt(
                     retry.per_try_timeout if retry else None, endpoint, cluster, request
                 )
             except UpstreamError as failure:
-                cluster.record(endpoint, None, self.clock())
-                can_retry = (
-                    retry is not None
-                    and attempt < allowed
-                    and retry.retries_error(failure.kind)
-                    and _rewind(request)
-                )
-                if can_retry and cluster.admit_retry():
-                    await asyncio.sleep(retry.backoff(attempt, self.chance))  # type: ignore[union-attr]
-                    continue
-                error = errors.upstream_failure(f"{failure.kind} {failure}", endpoint.key, name)
-                produced = mesh_response(error, request.is_grpc, name)
-                produced.upstream, produced.attempts = endpoint.key, attempt
-                if attempt > 1:
-                    produced.flag += ",URX"
-                return produced
+                outcome = failure
             finally:
-                if slot:
-                    cluster.release_connection()
-                cluster.active[endpoint.key] -= 1
-                if is_retry:
-                    cluster.counters.retries -= 1
-            cluster.record(endpoint, response.status, self.clock())
-            response.upstream, response.cluster, response.attempts = endpoint.key, name, attempt
-            response.upstream_workload = endpoint.workload
-            status_text = response.header("grpc-status") or next(
-                (v for k, v in response.trailers if k == "grpc-status"), ""
-            )
-            grpc_status = _GRPC_NAMES.get(status_text)
-            if (
-                retry is not None
-                and attempt < allowed
-                and retry.retries_status(response.status, grpc_status)
-                and _rewind(request)
-                and cluster.admit_retry()
-            ):
-                await response.release()
-                await asyncio.sleep(retry.backoff(attempt, self.chance))
-                continue
-            if (
-                attempt > 1
-                and retry is not None
-                and retry.retries_status(response.status, grpc_status)
-            ):
-                response.flag = "URX"
-            return response
+                self._leave(call, endpoint, slot)
+            settled = self._settle(call, endpoint, outcome)
+            if settled is not None:
+                return settled
+            retrying = outcome
 
     async def _one_attempt(
         self, per_try: float | None, endpoint: EndpointSpec, cluster: ClusterState, request: Request
@@ -276,6 +316,150 @@ class Engine:
                 return await self.send(endpoint, cluster.spec, request)
         except TimeoutError:
             raise UpstreamError("timeout", f"per-try timeout {per_try:g}s") from None
+
+    # --- the steps both paths share ---------------------------------------------------------
+
+    def _pick(self, call: _Call) -> EndpointSpec | Response:
+        cluster, key = call.plan.cluster, call.plan.key
+        tried = frozenset(call.tried) if key is None and call.tried else frozenset()
+        endpoint = cluster.pick(key, self.clock(), tried)
+        if endpoint is None:
+            name = cluster.spec.name
+            return mesh_response(errors.no_healthy_endpoint(name), call.plan.request.is_grpc, name)
+        return endpoint
+
+    @staticmethod
+    def _enter(call: _Call, endpoint: EndpointSpec) -> None:
+        """An attempt starts."""
+        cluster = call.plan.cluster
+        call.attempt += 1
+        if call.attempt > 1:
+            cluster.counters.retries += 1
+        call.tried.add(endpoint.key)
+        cluster.active[endpoint.key] = cluster.active.get(endpoint.key, 0) + 1
+
+    @staticmethod
+    def _leave(call: _Call, endpoint: EndpointSpec, slot: bool) -> None:
+        """An attempt ended."""
+        cluster = call.plan.cluster
+        if slot:
+            cluster.release_connection()
+        cluster.active[endpoint.key] -= 1
+        if call.attempt > 1:
+            cluster.counters.retries -= 1
+
+    def _settle(self, call: _Call, endpoint: EndpointSpec, outcome: Outcome) -> Response | None:
+        """What an attempt's outcome means: the response to give, or None to retry (allowed by
+        the route's retry policy, the attempts left, the body and the retry budget)."""
+        plan = call.plan
+        cluster, request, retry = plan.cluster, plan.request, plan.route.retry
+        name = cluster.spec.name
+        more = retry is not None and call.attempt <= retry.attempts
+        if isinstance(outcome, UpstreamError):
+            cluster.record(endpoint, None, self.clock())
+            if (
+                more
+                and retry.retries_error(outcome.kind)  # type: ignore[union-attr]
+                and _rewind(request)
+                and cluster.admit_retry()
+            ):
+                return None
+            error = errors.upstream_failure(f"{outcome.kind} {outcome}", endpoint.key, name)
+            produced = mesh_response(error, request.is_grpc, name)
+            produced.upstream, produced.attempts = endpoint.key, call.attempt
+            if call.attempt > 1:
+                produced.flag += ",URX"
+            return produced
+        response = outcome
+        cluster.record(endpoint, response.status, self.clock())
+        response.upstream, response.cluster, response.attempts = endpoint.key, name, call.attempt
+        response.upstream_workload = endpoint.workload
+        if retry is None:
+            return response
+        status_text = response.header("grpc-status") or next(
+            (v for k, v in response.trailers if k == "grpc-status"), ""
+        )
+        retriable = retry.retries_status(response.status, _GRPC_NAMES.get(status_text))
+        if retriable and more and _rewind(request) and cluster.admit_retry():
+            return None
+        if retriable and call.attempt > 1:
+            response.flag = "URX"
+        return response
+
+    # --- the fast path: callbacks instead of coroutines -------------------------------------
+
+    def dispatch(self, table_name: str, request: Request, done: Callable[[Response], None]) -> None:
+        """``handle`` without a coroutine where it can: the plan and the first attempt run in
+        callbacks (``start``), and only a fault delay, a wait for a connection slot, or a retry
+        moves the request onto the coroutine path. ``done`` gets the response (possibly
+        before this returns)."""
+        planned = self.plan(table_name, request)
+        if isinstance(planned, Response):
+            done(planned)
+            return
+        if isinstance(planned, Delayed) or self.start is None:
+            spawn(self.run(request, planned), done)
+            return
+        call = self._admit(planned)
+        if isinstance(call, Response):
+            done(self._finish(planned, call))
+            return
+        self._first_attempt(call, done)
+
+    def _first_attempt(self, call: _Call, done: Callable[[Response], None]) -> None:
+        plan = call.plan
+        cluster, request, retry = plan.cluster, plan.request, plan.route.retry
+        assert self.start is not None
+
+        def finish(response: Response) -> None:
+            cluster.counters.requests -= 1
+            done(self._finish(plan, response))
+
+        def slow(retrying: Outcome | None) -> None:
+            spawn(self._continue(call, retrying), finish)
+
+        endpoint = self._pick(call)
+        if isinstance(endpoint, Response):
+            finish(endpoint)
+            return
+        slot = not request.http2
+        if slot and not cluster.take_free_connection():
+            slow(None)  # waits for a connection slot, or overflows
+            return
+        timer: asyncio.TimerHandle | None = None
+
+        def outcome(result: Outcome) -> None:
+            if timer is not None:
+                timer.cancel()
+            self._leave(call, endpoint, slot)
+            settled = self._settle(call, endpoint, result)
+            if settled is None:
+                slow(result)
+            else:
+                finish(settled)
+
+        self._enter(call, endpoint)
+        abandon = self.start(endpoint, cluster.spec, request, outcome)
+        per_try = retry.per_try_timeout if retry else None
+        if per_try is None and call.deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        per_try_at = loop.time() + per_try if per_try is not None else None
+        whole = call.deadline is not None and (per_try_at is None or call.deadline <= per_try_at)
+
+        def expire() -> None:
+            nonlocal timer
+            timer = None
+            abandon()
+            if whole:
+                self._leave(call, endpoint, slot)
+                finish(self._timed_out(call))
+            else:
+                outcome(UpstreamError("timeout", f"per-try timeout {per_try:g}s"))
+
+        at = call.deadline if whole else per_try_at
+        assert at is not None
+        timer = loop.call_at(at, expire)
 
     def _mirror(self, cluster_name: str, request: Request) -> None:
         cluster = self.clusters.get(cluster_name)

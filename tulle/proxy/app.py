@@ -22,7 +22,8 @@ from tulle.proxy.access_log import AccessLog
 from tulle.proxy.admin import AdminHandler
 from tulle.proxy.detecting import DetectingFront
 from tulle.proxy.h2_front import H2Front
-from tulle.proxy.http_front import Destination, Http1Front, Tunneler
+from tulle.proxy.http_front import Destination, Done, Http1Front, Tunneler
+from tulle.proxy.in_flight import InFlight
 from tulle.proxy.inbound import InboundPolicy, inbound_policies
 from tulle.proxy.metrics import ProxyMetrics
 from tulle.proxy.tcp import TcpPipe
@@ -60,7 +61,7 @@ class Proxy:
         self.outbound_port = outbound_port
         self.inbound_port = inbound_port
         self.app_port = app_port
-        self.engine = Engine(self.pool.send)
+        self.engine = Engine(self.pool.send, start=self.pool.submit)
         self.xds = XdsClient(xds_address, node_id, self.accept)
         self.metrics = ProxyMetrics(self.node.workload)
         self.log = access_log or AccessLog()
@@ -68,7 +69,7 @@ class Proxy:
         self.admin_port = admin_port
         self.http_proxy_port = http_proxy_port
         self.draining = False
-        self.in_flight: set[asyncio.Task[None]] = set()
+        self.in_flight = InFlight()
         self.servers: list[asyncio.Server] = []
         self.stopped = asyncio.Event()
         self.inbound: dict[int, InboundPolicy] = {}
@@ -93,34 +94,38 @@ class Proxy:
         self.tcp_clusters = tcp_clusters(resources[types.LISTENER])
         return None
 
-    def _measured(self, request: Request, response: Response, started: float) -> Response:
-        body = response.body if isinstance(response.body, bytes) else b""
-        self.metrics.record(request, response, (time.monotonic() - started) * 1000, len(body))
-        return response
+    def _measured(self, request: Request, started: float, done: Done) -> Done:
+        """``done``, after the request's metrics are recorded."""
 
-    async def handle_http_proxy(self, request: Request, destination: Destination) -> Response:
+        def measured(response: Response) -> None:
+            body = response.body if isinstance(response.body, bytes) else b""
+            millis = (time.monotonic() - started) * 1000
+            self.metrics.record(request, response, millis, len(body))
+            done(response)
+
+        return measured
+
+    def dispatch_http_proxy(self, request: Request, destination: Destination, done: Done) -> None:
         """A request from the app through the HTTP forward proxy."""
-        started = time.monotonic()
-        response = await self.engine.handle(HTTP_PROXY_ROUTES, request)
-        return self._measured(request, response, started)
+        measured = self._measured(request, time.monotonic(), done)
+        self.engine.dispatch(HTTP_PROXY_ROUTES, request, measured)
 
-    async def handle_outbound(self, request: Request, destination: Destination) -> Response:
+    def dispatch_outbound(self, request: Request, destination: Destination, done: Done) -> None:
         """A request the app sent to ``destination``, redirected here by iptables: routed by
         the route table of the destination port, or passed through when the mesh has none."""
-        started = time.monotonic()
+        measured = self._measured(request, time.monotonic(), done)
         table = str(destination[1]) if destination else ""
         if table in self.engine.config.route_tables:
-            response = await self.engine.handle(table, request)
+            self.engine.dispatch(table, request, measured)
         elif destination is not None:
-            response = await self._direct(PASSTHROUGH, destination, request)
+            self._direct(PASSTHROUGH, destination, request, measured)
         else:
             reason = "no original destination (the connection was not redirected)"
-            response = mesh_response(MeshError(400, "NR", reason))
-        return self._measured(request, response, started)
+            measured(mesh_response(MeshError(400, "NR", reason)))
 
-    async def handle_inbound(self, request: Request, destination: Destination) -> Response:
+    def dispatch_inbound(self, request: Request, destination: Destination, done: Done) -> None:
         """A request for the local app, redirected here by iptables."""
-        started = time.monotonic()
+        measured = self._measured(request, time.monotonic(), done)
         if destination is not None:
             port = destination[1]
         else:  # not redirected: the workload's first port
@@ -134,20 +139,24 @@ class Proxy:
             if refusal is None and limit is not None and not limit.take(self.engine.clock()):
                 refusal = errors.rate_limited(limit.spec.name, limit.spec.status)
             if refusal is not None:
-                return self._measured(request, mesh_response(refusal, request.is_grpc), started)
+                measured(mesh_response(refusal, request.is_grpc))
+                return
         target = ("127.0.0.1", self.app_port or port)
-        response = await self._direct(f"inbound|{port}||", target, request)
-        return self._measured(request, response, started)
+        self._direct(f"inbound|{port}||", target, request, measured)
 
-    async def _direct(self, cluster: str, target: tuple[str, int], request: Request) -> Response:
+    def _direct(self, cluster: str, target: tuple[str, int], request: Request, done: Done) -> None:
+        """One attempt to ``target``, outside the engine (no routes: inbound, passthrough)."""
         endpoint = EndpointSpec(target[0], target[1])
-        try:
-            response = await self.pool.send(endpoint, ClusterSpec(cluster), request)
-        except UpstreamError as failure:
-            error = errors.upstream_failure(f"{failure.kind} {failure}", endpoint.key, cluster)
-            return mesh_response(error, request.is_grpc, cluster)
-        response.upstream, response.cluster, response.attempts = endpoint.key, cluster, 1
-        return response
+
+        def answer(outcome: Response | UpstreamError) -> None:
+            if isinstance(outcome, UpstreamError):
+                error = errors.upstream_failure(f"{outcome.kind} {outcome}", endpoint.key, cluster)
+                done(mesh_response(error, request.is_grpc, cluster))
+                return
+            outcome.upstream, outcome.cluster, outcome.attempts = endpoint.key, cluster, 1
+            done(outcome)
+
+        self.pool.submit(endpoint, ClusterSpec(cluster), request, answer)
 
     async def start(self) -> None:
         """Connect to the control plane and open the listeners."""
@@ -164,14 +173,14 @@ class Proxy:
                 return DetectingFront(
                     lambda: Http1Front(
                         "http_proxy",
-                        self.handle_http_proxy,
+                        self.dispatch_http_proxy,
                         self.log,
                         self.in_flight,
                         False,
                         tunnel,
                     ),
                     lambda dst: H2Front(
-                        "http_proxy", self.handle_http_proxy, self.log, self.in_flight, dst
+                        "http_proxy", self.dispatch_http_proxy, self.log, self.in_flight, dst
                     ),
                 )
 
@@ -192,8 +201,12 @@ class Proxy:
     def _transparent_inbound(self) -> TransparentOutbound:
         def http() -> DetectingFront:
             return DetectingFront(
-                lambda: Http1Front("inbound", self.handle_inbound, self.log, self.in_flight, True),
-                lambda dst: H2Front("inbound", self.handle_inbound, self.log, self.in_flight, dst),
+                lambda: Http1Front(
+                    "inbound", self.dispatch_inbound, self.log, self.in_flight, True
+                ),
+                lambda dst: H2Front(
+                    "inbound", self.dispatch_inbound, self.log, self.in_flight, dst
+                ),
                 transparent=True,
             )
 
@@ -240,10 +253,10 @@ class Proxy:
         def http() -> DetectingFront:
             return DetectingFront(
                 lambda: Http1Front(
-                    "outbound", self.handle_outbound, self.log, self.in_flight, True, tunnel
+                    "outbound", self.dispatch_outbound, self.log, self.in_flight, True, tunnel
                 ),
                 lambda dst: H2Front(
-                    "outbound", self.handle_outbound, self.log, self.in_flight, dst
+                    "outbound", self.dispatch_outbound, self.log, self.in_flight, dst
                 ),
                 transparent=True,
             )
@@ -283,8 +296,7 @@ class Proxy:
     async def drain_and_stop(self, grace: float) -> None:
         """Drain, wait up to ``grace`` for in-flight requests, then stop everything."""
         self.start_drain()
-        if self.in_flight:
-            await asyncio.wait(set(self.in_flight), timeout=grace)
+        await self.in_flight.wait(grace)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -16,7 +16,8 @@ import h2.exceptions
 from tulle.codec.http2 import H2Sender, text_headers
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError
 from tulle.proxy.access_log import AccessLog
-from tulle.proxy.http_front import Destination, Handler
+from tulle.proxy.http_front import Destination, Dispatcher
+from tulle.proxy.in_flight import InFlight
 
 REPLAY_LIMIT = 1024 * 1024
 
@@ -27,15 +28,15 @@ class H2Front(asyncio.Protocol):
     def __init__(
         self,
         listener: str,
-        handle: Handler,
+        dispatch: Dispatcher,
         log: AccessLog,
-        tracker: set[asyncio.Task[None]],
+        in_flight: InFlight,
         destination: Destination = None,
     ) -> None:
         self.listener = listener
-        self.handle = handle
+        self.dispatch = dispatch
         self.log = log
-        self.tracker = tracker
+        self.in_flight = in_flight
         self.destination = destination
         config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
         self.conn = h2.connection.H2Connection(config=config)
@@ -99,8 +100,7 @@ class H2Front(asyncio.Protocol):
         self, stream_id: int, headers: list[tuple[str, str]], body: bytes | ByteStream
     ) -> None:
         task = asyncio.get_running_loop().create_task(self._serve(stream_id, headers, body))
-        self.tracker.add(task)
-        task.add_done_callback(self.tracker.discard)
+        self.in_flight.track(task)
 
     async def _serve(
         self, stream_id: int, headers: list[tuple[str, str]], body: bytes | ByteStream
@@ -117,7 +117,14 @@ class H2Front(asyncio.Protocol):
             self.peer,
             http2=True,
         )
-        response = await self.handle(request, self.destination)
+        answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+
+        def answered(response: Response) -> None:
+            if not answer.done():  # not cancelled by a shutdown meanwhile
+                answer.set_result(response)
+
+        self.dispatch(request, self.destination, answered)
+        response = await answer
         if isinstance(response.body, bytes):
             sent = self._respond(stream_id, response)
         else:

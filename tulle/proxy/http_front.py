@@ -1,12 +1,15 @@
 """The HTTP/1.1 front end: accepts the app's connections, parses requests (keep-alive,
 pipelining, Expect: 100-continue), runs each through the engine in order, and writes responses.
 A malformed request gets a 400 with the reason and the connection is closed; it is never
-forwarded."""
+forwarded. Requests are dispatched from ``data_received`` and answered through a callback, so
+the common case needs no task; only streamed responses and tunnels get one."""
 
 from __future__ import annotations
 
 import asyncio
-import os
+import collections
+import functools
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import cast
@@ -25,6 +28,7 @@ from tulle.codec.http1 import (
 from tulle.engine import errors
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError, mesh_response
 from tulle.proxy.access_log import AccessLog
+from tulle.proxy.in_flight import InFlight
 from tulle.proxy.tcp import TcpPipe
 from tulle.transport.interception import original_destination
 
@@ -32,14 +36,20 @@ MAX_BODY = 16 * 1024 * 1024
 BUFFER_LIMIT = 1024 * 1024  # larger request bodies (or chunked ones) stream, without retries
 
 
+_ids = random.Random()  # seeded from the OS once; no system call per id
+
+
 def request_id() -> str:
-    """A random 128-bit id in UUID form (cheaper than uuid.uuid4, which builds an object)."""
-    h = os.urandom(16).hex()
+    """A random 128-bit id in UUID form (for tracing, not secrets)."""
+    h = f"{_ids.getrandbits(128):032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 Destination = tuple[str, int] | None
-Handler = Callable[[Request, Destination], Awaitable[Response]]
+Done = Callable[[Response], None]
+# Runs a request and calls the callback with the response (perhaps before it returns).
+Dispatcher = Callable[[Request, Destination, Done], None]
+Item = tuple[RequestHead, bytes | ByteStream] | ProtocolError
 # Opens an upgraded tunnel: returns the pipe (connected, the request head sent) or an answer.
 Tunneler = Callable[[Request, Destination, asyncio.Transport], Awaitable["TcpPipe | Response"]]
 
@@ -61,9 +71,9 @@ class Http1Front(asyncio.Protocol):
     def __init__(
         self,
         listener: str,
-        handle: Handler,
+        dispatch: Dispatcher,
         log: AccessLog,
-        tracker: set[asyncio.Task[None]],
+        in_flight: InFlight,
         transparent: bool = False,
         tunnel: Tunneler | None = None,
     ) -> None:
@@ -74,14 +84,15 @@ class Http1Front(asyncio.Protocol):
         self.early: list[bytes] = []
         self.streaming: ByteStream | None = None
         self.original_dst: Destination = None
-        self.handle = handle
+        self.dispatch = dispatch
         self.log = log
-        self.tracker = tracker
+        self.in_flight = in_flight
         self.parser = RequestParser()
         self.transport: asyncio.Transport | None = None
-        self.queue: asyncio.Queue[tuple[RequestHead, bytes | ByteStream] | ProtocolError | None] = (
-            asyncio.Queue()
-        )
+        self.waiting: collections.deque[Item] = collections.deque()
+        self.busy = False  # a request is being answered (responses go out in order)
+        self.closed = False
+        self._advancing = False
         self.head: RequestHead | None = None
         self.body = bytearray()
         self.peer = ""
@@ -93,12 +104,10 @@ class Http1Front(asyncio.Protocol):
         self.peer = peer[0] if peer else ""
         if self.transparent:
             self.original_dst = original_destination(transport.get_extra_info("socket"))
-        task = asyncio.get_running_loop().create_task(self._serve())
-        self.tracker.add(task)
-        task.add_done_callback(self.tracker.discard)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.queue.put_nowait(None)
+        self.closed = True
+        self.waiting.clear()
         if self.streaming is not None:
             self.streaming.finish(UpstreamError("reset", "client closed mid-body"))
         if self.pipe is not None:
@@ -125,7 +134,7 @@ class Http1Front(asyncio.Protocol):
                 if _streams(event) and self.transport is not None:
                     transport = self.transport
                     self.streaming = ByteStream(transport.pause_reading, transport.resume_reading)
-                    self.queue.put_nowait((event, self.streaming))
+                    self._enqueue((event, self.streaming))
             elif isinstance(event, Body) and self.streaming is not None:
                 self.streaming.push(event.data)
             elif isinstance(event, EndOfMessage) and self.streaming is not None:
@@ -134,56 +143,102 @@ class Http1Front(asyncio.Protocol):
             elif isinstance(event, Body):
                 self.body += event.data
                 if len(self.body) > MAX_BODY:
-                    self.queue.put_nowait(ProtocolError(413, f"request body over {MAX_BODY} bytes"))
+                    self._enqueue(ProtocolError(413, f"request body over {MAX_BODY} bytes"))
                     self.parser.failed = True
                     return
             elif (
                 isinstance(event, EndOfMessage) and self.head is not None and not self.head.upgrade
             ):
-                self.queue.put_nowait((self.head, bytes(self.body)))
-                self.head = None
+                head, self.head = self.head, None
+                self._enqueue((head, bytes(self.body)))
             elif isinstance(event, ProtocolError):
                 if self.streaming is not None:
                     self.streaming.finish(UpstreamError("reset", f"client sent {event.reason}"))
                     self.streaming = None
-                self.queue.put_nowait(event)
+                self._enqueue(event)
             elif isinstance(event, Upgraded) and self.head is not None:
                 self.early.append(event.data)
                 if self.transport is not None:
                     self.transport.pause_reading()
-                self.queue.put_nowait((self.head, b""))
+                self._enqueue((self.head, b""))
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    async def _serve(self) -> None:
-        while True:
-            item = await self.queue.get()
-            if item is None:
-                return
-            if isinstance(item, ProtocolError):
-                reason = f"bad request: {item.reason}"
-                response = mesh_response(errors.MeshError(item.status, "DPE", reason))
-                self._respond(response, "GET", close=True)
-                return
-            head, body = item
-            started = time.time()
-            request = self._request(head, body)
-            if isinstance(request, Response):
-                self._respond(request, head.method, close=True)
-                return
-            if head.upgrade:
-                await self._open_tunnel(head, request, started)
-                return
-            response = await self.handle(request, self.original_dst)
-            if isinstance(response.body, bytes):
-                sent = self._respond(response, head.method, close=not head.keep_alive)
-            else:
-                sent = await self._stream(response, head.method, close=not head.keep_alive)
-            self.log.record(self.listener, request, response, started, sent)
-            if not head.keep_alive:
-                return
+    # --- requests in order ------------------------------------------------------------------
+
+    def _enqueue(self, item: Item) -> None:
+        self.waiting.append(item)
+        if not self.busy:
+            self._advance()
+
+    def _advance(self) -> None:
+        """Start the next request while none is being answered (re-entered from an answer
+        given at once, it leaves the loop below to go on)."""
+        if self._advancing:
+            return
+        self._advancing = True
+        try:
+            while self.waiting and not self.busy and not self.closed:
+                self._begin(self.waiting.popleft())
+        finally:
+            self._advancing = False
+
+    def _close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _begin(self, item: Item) -> None:
+        if isinstance(item, ProtocolError):
+            reason = f"bad request: {item.reason}"
+            self._respond(mesh_response(errors.MeshError(item.status, "DPE", reason)), "GET", True)
+            self._close()
+            return
+        head, body = item
+        started = time.time()
+        request = self._request(head, body)
+        if isinstance(request, Response):
+            self._respond(request, head.method, close=True)
+            self._close()
+            return
+        self.busy = True
+        if head.upgrade:
+            task = asyncio.get_running_loop().create_task(self._open_tunnel(head, request, started))
+            self.in_flight.track(task)
+            return
+        self.in_flight.begin()
+        self.dispatch(
+            request, self.original_dst, functools.partial(self._answer, head, request, started)
+        )
+
+    def _answer(
+        self, head: RequestHead, request: Request, started: float, response: Response
+    ) -> None:
+        if isinstance(response.body, bytes):
+            sent = self._respond(response, head.method, close=not head.keep_alive)
+            self._answered(head, request, response, started, sent)
+            return
+        streamed = self._stream_and_finish(head, request, response, started)
+        self.in_flight.track(asyncio.get_running_loop().create_task(streamed))
+
+    async def _stream_and_finish(
+        self, head: RequestHead, request: Request, response: Response, started: float
+    ) -> None:
+        sent = await self._stream(response, head.method, close=not head.keep_alive)
+        self._answered(head, request, response, started, sent)
+
+    def _answered(
+        self, head: RequestHead, request: Request, response: Response, started: float, sent: int
+    ) -> None:
+        self.log.record(self.listener, request, response, started, sent)
+        self.in_flight.end()
+        self.busy = False
+        if not head.keep_alive:
+            self.closed = True
+            return
+        self._advance()
 
     async def _open_tunnel(self, head: RequestHead, request: Request, started: float) -> None:
         if self.tunnel is None or self.transport is None:

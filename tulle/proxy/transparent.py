@@ -12,6 +12,7 @@ from typing import Any, cast
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from tulle.proxy.detecting import DetectingFront
+from tulle.proxy.in_flight import InFlight
 from tulle.proxy.metrics import ProxyMetrics
 from tulle.proxy.tcp import TcpPipe
 from tulle.transport.interception import original_destination
@@ -48,14 +49,14 @@ class TransparentOutbound(asyncio.Protocol):
         plan: Callable[[Destination | None], Plan],
         http: Callable[[], DetectingFront],
         mark: int | None,
-        tracker: set[asyncio.Task[None]],
+        in_flight: InFlight,
         metrics: ProxyMetrics | None = None,
     ) -> None:
         self.metrics = metrics
         self.plan = plan
         self.make_http = http
         self.mark = mark
-        self.tracker = tracker
+        self.in_flight = in_flight
         self.http: DetectingFront | None = None
         self.pipe: TcpPipe | None = None
 
@@ -84,8 +85,7 @@ class TransparentOutbound(asyncio.Protocol):
             await pipe.connect(*target)
 
         task = asyncio.get_running_loop().create_task(open_upstream())
-        self.tracker.add(task)
-        task.add_done_callback(self.tracker.discard)
+        self.in_flight.track(task)
 
     def data_received(self, data: bytes) -> None:
         if self.http is not None:

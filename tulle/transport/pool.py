@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Awaitable, Callable
+from typing import Protocol, cast
 
 from tulle.codec.http1 import (
     Body,
@@ -21,6 +21,7 @@ from tulle.codec.http1 import (
 )
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError
+from tulle.engine.tasks import run_then
 from tulle.transport.connect import open_upstream
 from tulle.transport.h2pool import H2Pool
 
@@ -28,6 +29,38 @@ STREAM_THRESHOLD = 256 * 1024  # bodies larger than this, or of unknown length, 
 
 
 Exchange = tuple[ResponseHead, bytes | ByteStream, bool]
+Outcome = Response | UpstreamError
+
+
+class Waiter(Protocol):
+    """Where a connection delivers its next response: an asyncio Future, or a callback."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: Exchange, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+class _Callback:
+    """A Waiter that calls ``deliver`` once, unless abandoned first."""
+
+    __slots__ = ("deliver", "finished")
+
+    def __init__(self, deliver: Callable[[Exchange | BaseException], None]) -> None:
+        self.deliver = deliver
+        self.finished = False
+
+    def done(self) -> bool:
+        return self.finished
+
+    def set_result(self, result: Exchange, /) -> None:
+        if not self.finished:
+            self.finished = True
+            self.deliver(result)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        if not self.finished:
+            self.finished = True
+            self.deliver(exception)
 
 
 class _StaleConnectionError(Exception):
@@ -40,7 +73,7 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = ResponseParser()
-        self.waiter: asyncio.Future[Exchange] | None = None
+        self.waiter: Waiter | None = None
         self.head: ResponseHead | None = None
         self.chunks: list[bytes] = []
         self.received = False
@@ -116,13 +149,14 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def begin(self, head_request: bool) -> asyncio.Future[Exchange]:
-        """Get ready for the next response; the future resolves with it."""
+    def begin(self, head_request: bool, waiter: Waiter | None = None) -> Waiter:
+        """Get ready for the next response, delivered to ``waiter`` (by default a new
+        future)."""
         if head_request or self.parser.failed or (self.used and self._needs_new_parser):
             self.parser = ResponseParser(head_request=head_request)
         self._needs_new_parser = head_request
         self.head, self.chunks, self.received = None, [], False
-        self.waiter = asyncio.get_running_loop().create_future()
+        self.waiter = waiter or asyncio.get_running_loop().create_future()
         return self.waiter
 
     async def exchange(self, payload: bytes, head_request: bool) -> Exchange:
@@ -132,10 +166,38 @@ class UpstreamConnection(asyncio.Protocol):
         waiter = self.begin(head_request)
         self.transport.write(payload)
         try:
-            return await waiter
+            return await cast(asyncio.Future[Exchange], waiter)
         except asyncio.CancelledError:
             self.close()
             raise
+
+
+def _headers(request: Request) -> list[tuple[str, str]]:
+    """The request's headers as they go upstream: Host first (from the authority), hop-by-hop
+    headers already dropped by the front end, Content-Length set by the sender."""
+    headers = [(k, v) for k, v in request.headers if k not in ("host", "content-length")]
+    headers.insert(0, ("host", request.authority))
+    return headers
+
+
+def _payload(request: Request, body: bytes) -> bytes:
+    """A request with its body in memory, as bytes on the wire."""
+    headers = _headers(request)
+    if body or request.method in ("POST", "PUT", "PATCH"):
+        headers.append(("content-length", str(len(body))))
+    return request_head(request.method, request.path, headers) + body
+
+
+async def _outcome(work: Awaitable[Response]) -> Outcome:
+    """The response, or the UpstreamError raised instead."""
+    try:
+        return await work
+    except UpstreamError as failure:
+        return failure
+
+
+def _unexpected(failure: BaseException) -> Outcome:
+    return UpstreamError("reset", f"unexpected {failure!r}")
 
 
 def _should_stream(head: ResponseHead, parser: ResponseParser) -> bool:
@@ -181,15 +243,10 @@ class Http1Pool:
         came in over HTTP/2 (gRPC) goes out over HTTP/2."""
         if request.http2:
             return await self.h2.send(endpoint, cluster, request)
-        # The front end already dropped hop-by-hop headers from the request.
-        headers = [(k, v) for k, v in request.headers if k not in ("host", "content-length")]
-        headers.insert(0, ("host", request.authority))
-        head_request = request.method == "HEAD"
         if not isinstance(request.body, bytes):
-            return await self._send_streamed(endpoint, cluster, request, headers)
-        if request.body or request.method in ("POST", "PUT", "PATCH"):
-            headers.append(("content-length", str(len(request.body))))
-        payload = request_head(request.method, request.path, headers) + request.body
+            return await self._send_streamed(endpoint, cluster, request, _headers(request))
+        payload = _payload(request, request.body)
+        head_request = request.method == "HEAD"
         connection = self._take_idle(endpoint, cluster)
         if connection is not None:
             try:
@@ -198,12 +255,61 @@ class Http1Pool:
                 )
             except _StaleConnectionError:
                 pass  # closed by the upstream while idle: once more on a fresh connection
+        return await self._send_fresh(endpoint, cluster, payload, head_request)
+
+    async def _send_fresh(
+        self, endpoint: EndpointSpec, cluster: ClusterSpec, payload: bytes, head_request: bool
+    ) -> Response:
         connection = await self._open(endpoint, cluster)
         try:
             exchange = await connection.exchange(payload, head_request)
         except _StaleConnectionError:
             raise UpstreamError("reset", "connection closed before a response") from None
         return self._finish(endpoint, cluster, connection, exchange)
+
+    def submit(
+        self,
+        endpoint: EndpointSpec,
+        cluster: ClusterSpec,
+        request: Request,
+        callback: Callable[[Outcome], None],
+    ) -> Callable[[], None]:
+        """``send`` with a callback: ``callback`` gets the response or the UpstreamError.
+        Returns the function that abandons the attempt (then no callback). The common case —
+        body in memory, an idle connection ready — runs with no task at all: written now,
+        answered from the connection's ``data_received``."""
+        body = request.body
+        connection = None
+        if not request.http2 and isinstance(body, bytes):
+            connection = self._take_idle(endpoint, cluster)
+        if connection is None or connection.transport is None or isinstance(body, ByteStream):
+            return run_then(_outcome(self.send(endpoint, cluster, request)), callback, _unexpected)
+        payload = _payload(request, body)
+        head_request = request.method == "HEAD"
+        fresh: list[Callable[[], None]] = []
+
+        def deliver(result: Exchange | BaseException) -> None:
+            if isinstance(result, tuple):
+                callback(self._finish(endpoint, cluster, connection, result))
+            elif isinstance(result, _StaleConnectionError):  # once more, on a new connection
+                again = _outcome(self._send_fresh(endpoint, cluster, payload, head_request))
+                fresh.append(run_then(again, callback, _unexpected))
+            elif isinstance(result, UpstreamError):
+                callback(result)
+            else:
+                callback(UpstreamError("reset", str(result)))
+
+        waiter = _Callback(deliver)
+        connection.begin(head_request, waiter)
+        connection.transport.write(payload)
+
+        def abandon() -> None:
+            waiter.finished = True
+            connection.close()
+            for cancel in fresh:
+                cancel()
+
+        return abandon
 
     async def _send_streamed(
         self,
@@ -234,7 +340,7 @@ class Http1Pool:
                 connection.transport.write(framed)
             if not length and not connection.closed:
                 connection.transport.write(b"0\r\n\r\n")
-            exchange = await waiter
+            exchange = await cast(asyncio.Future[Exchange], waiter)
         except _StaleConnectionError:
             raise UpstreamError("reset", "connection closed before a response") from None
         except asyncio.CancelledError:

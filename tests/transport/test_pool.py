@@ -1,0 +1,113 @@
+"""The upstream pool's callback path (``submit``) on real loopback sockets: new connections,
+reuse, a connection the upstream closed while idle, and abandoning an attempt."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
+from tulle.engine.message import Request, Response, UpstreamError
+from tulle.transport.pool import Http1Pool
+
+CLUSTER = ClusterSpec("web")
+
+
+async def upstream(close_after_response: bool = False, delay: float = 0.0):
+    """A tiny HTTP/1.1 server: answers every request with its count; optionally closes the
+    connection after answering without saying so (a connection that goes stale)."""
+    served: list[int] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head:
+                    break
+                served.append(1)
+                await asyncio.sleep(delay)
+                body = str(len(served)).encode()
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+                if close_after_response:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+
+    async def stop() -> None:
+        server.close()
+        for writer in writers:
+            writer.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.05)
+
+    return stop, server.sockets[0].getsockname()[1], served
+
+
+async def submit(pool: Http1Pool, port: int) -> Response | UpstreamError:
+    answer: asyncio.Future[Response | UpstreamError] = asyncio.get_running_loop().create_future()
+    endpoint = EndpointSpec("127.0.0.1", port)
+    pool.submit(endpoint, CLUSTER, Request("GET", "/", "web", []), answer.set_result)
+    return await asyncio.wait_for(answer, 5)
+
+
+def test_submit_opens_then_reuses_a_connection():
+    async def scenario() -> None:
+        stop, port, _ = await upstream()
+        pool = Http1Pool()
+        first, second = await submit(pool, port), await submit(pool, port)
+        assert isinstance(first, Response) and first.body == b"1"
+        assert isinstance(second, Response) and second.body == b"2"
+        assert pool.opened == 1
+        pool.close()
+        await stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_connection_closed_while_idle_is_replaced_without_an_error():
+    async def scenario() -> None:
+        stop, port, served = await upstream(close_after_response=True)
+        pool = Http1Pool()
+        assert isinstance(await submit(pool, port), Response)
+        await asyncio.sleep(0.1)  # the upstream has closed the idle connection by now
+        answer = await submit(pool, port)
+        assert isinstance(answer, Response) and answer.status == 200
+        assert len(served) == 2 and pool.opened == 2
+        pool.close()
+        await stop()
+
+    asyncio.run(scenario())
+
+
+def test_an_abandoned_attempt_never_calls_back():
+    async def scenario() -> None:
+        stop, port, _ = await upstream(delay=0.2)
+        pool = Http1Pool()
+        assert isinstance(await submit(pool, port), Response)  # an idle connection now
+        calls: list[object] = []
+        abandon = pool.submit(
+            EndpointSpec("127.0.0.1", port), CLUSTER, Request("GET", "/", "web", []), calls.append
+        )
+        abandon()
+        await asyncio.sleep(0.4)
+        assert calls == []
+        assert pool.idle.get(f"127.0.0.1:{port}", []) == []  # the connection was closed
+        pool.close()
+        await stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_connection_is_an_upstream_error():
+    async def scenario() -> None:
+        stop, port, _ = await upstream()
+        await stop()
+        answer = await submit(Http1Pool(), port)
+        assert isinstance(answer, UpstreamError) and answer.kind == "connect"
+
+    asyncio.run(scenario())
