@@ -60,8 +60,12 @@ def test_submit_opens_then_reuses_a_connection():
         stop, port, _ = await upstream()
         pool = Http1Pool()
         first, second = await submit(pool, port), await submit(pool, port)
-        assert isinstance(first, Response) and first.body == b"1"
-        assert isinstance(second, Response) and second.body == b"2"
+        assert isinstance(first, Response)
+
+        assert first.body == b"1"
+        assert isinstance(second, Response)
+
+        assert second.body == b"2"
         assert pool.opened == 1
         pool.close()
         await stop()
@@ -76,8 +80,11 @@ def test_a_connection_closed_while_idle_is_replaced_without_an_error():
         assert isinstance(await submit(pool, port), Response)
         await asyncio.sleep(0.1)  # the upstream has closed the idle connection by now
         answer = await submit(pool, port)
-        assert isinstance(answer, Response) and answer.status == 200
-        assert len(served) == 2 and pool.opened == 2
+        assert isinstance(answer, Response)
+
+        assert answer.status == 200
+        assert len(served) == 2
+        assert pool.opened == 2
         pool.close()
         await stop()
 
@@ -108,6 +115,8 @@ def test_a_refused_connection_is_an_upstream_error():
         stop, port, _ = await upstream()
         await stop()
         answer = await submit(Http1Pool(), port)
-        assert isinstance(answer, UpstreamError) and answer.kind == "connect"
+        assert isinstance(answer, UpstreamError)
+
+        assert answer.kind == "connect"
 
     asyncio.run(scenario())
