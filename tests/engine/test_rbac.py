@@ -4,8 +4,8 @@ filters, compiled and evaluated by the engine with Istio's semantics."""
 from __future__ import annotations
 
 from tests.control.test_translate import policy_resources
+from tulle.engine.inbound import inbound_policies
 from tulle.engine.rbac import Peer, authorize
-from tulle.proxy.inbound import inbound_policies
 from tulle.xds import types
 
 

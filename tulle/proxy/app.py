@@ -14,18 +14,17 @@ from tulle.engine import errors
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.compile import compile_config
 from tulle.engine.errors import MeshError
+from tulle.engine.inbound import InboundPolicy, inbound_policies, refusal
 from tulle.engine.matching import ConfigError
 from tulle.engine.message import Request, Response, UpstreamError, mesh_response
 from tulle.engine.outbound import Engine
-from tulle.engine.rbac import Peer, authorize
-from tulle.proxy.access_log import AccessLog
+from tulle.obs.access_log import AccessLog
+from tulle.obs.metrics import MeshMetrics
 from tulle.proxy.admin import AdminHandler
 from tulle.proxy.detecting import DetectingFront
 from tulle.proxy.h2_front import H2Front
 from tulle.proxy.http_front import Destination, Done, Http1Front, Tunneler
 from tulle.proxy.in_flight import InFlight
-from tulle.proxy.inbound import InboundPolicy, inbound_policies
-from tulle.proxy.metrics import ProxyMetrics
 from tulle.proxy.tcp import TcpPipe
 from tulle.proxy.transparent import Plan, TransparentOutbound, tcp_clusters
 from tulle.transport.http_server import serve_http
@@ -63,7 +62,7 @@ class Proxy:
         self.app_port = app_port
         self.engine = Engine(self.pool.send, start=self.pool.submit)
         self.xds = XdsClient(xds_address, node_id, self.accept)
-        self.metrics = ProxyMetrics(self.node.workload)
+        self.metrics = MeshMetrics(self.node.workload)
         self.log = access_log or AccessLog()
         self.host = host
         self.admin_port = admin_port
@@ -132,14 +131,9 @@ class Proxy:
             port = next(iter(self.inbound), self.app_port or 0)
         policy = self.inbound.get(port)
         if policy is not None:
-            path = request.path.partition("?")[0]
-            peer = Peer(dict(reversed(request.headers)), path, request.source_ip, port)
-            refusal = authorize(policy.rbac, peer)
-            limit = policy.bucket
-            if refusal is None and limit is not None and not limit.take(self.engine.clock()):
-                refusal = errors.rate_limited(limit.spec.name, limit.spec.status)
-            if refusal is not None:
-                measured(mesh_response(refusal, request.is_grpc))
+            refused = refusal(policy, request, port, self.engine.clock())
+            if refused is not None:
+                measured(mesh_response(refused, request.is_grpc))
                 return
         target = ("127.0.0.1", self.app_port or port)
         self._direct(f"inbound|{port}||", target, request, measured)

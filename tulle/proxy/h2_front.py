@@ -15,7 +15,7 @@ import h2.exceptions
 
 from tulle.codec.http2 import H2Sender, text_headers
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError
-from tulle.proxy.access_log import AccessLog
+from tulle.obs.access_log import AccessLog
 from tulle.proxy.http_front import Destination, Dispatcher
 from tulle.proxy.in_flight import InFlight
 

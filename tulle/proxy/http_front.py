@@ -27,7 +27,7 @@ from tulle.codec.http1 import (
 )
 from tulle.engine import errors
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError, mesh_response
-from tulle.proxy.access_log import AccessLog
+from tulle.obs.access_log import AccessLog
 from tulle.proxy.in_flight import InFlight
 from tulle.proxy.tcp import TcpPipe
 from tulle.transport.interception import original_destination

@@ -11,9 +11,9 @@ from typing import Any, cast
 
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from tulle.obs.metrics import MeshMetrics
 from tulle.proxy.detecting import DetectingFront
 from tulle.proxy.in_flight import InFlight
-from tulle.proxy.metrics import ProxyMetrics
 from tulle.proxy.tcp import TcpPipe
 from tulle.transport.interception import original_destination
 from tulle.xds.types import TCP_PROXY_TYPE
@@ -50,7 +50,7 @@ class TransparentOutbound(asyncio.Protocol):
         http: Callable[[], DetectingFront],
         mark: int | None,
         in_flight: InFlight,
-        metrics: ProxyMetrics | None = None,
+        metrics: MeshMetrics | None = None,
     ) -> None:
         self.metrics = metrics
         self.plan = plan

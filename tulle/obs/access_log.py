@@ -11,7 +11,7 @@ import sys
 import time
 from typing import TextIO
 
-from tulle.engine.message import Request, Response
+from tulle.obs.views import RequestView, ResponseView
 
 _encode = json.encoder.encode_basestring_ascii
 
@@ -53,7 +53,7 @@ class AccessLog:
         self.flush()
 
     def record(
-        self, listener: str, request: Request, response: Response, started: float, sent: int
+        self, listener: str, request: RequestView, response: ResponseView, started: float, sent: int
     ) -> None:
         """One entry."""
         if not self.enabled:

@@ -1,5 +1,5 @@
-"""The proxy's metrics, named and labelled as Istio's standard metrics with a ``tulle_`` prefix,
-through prometheus-client (the library uses the same names)."""
+"""Request metrics, the same for sidecar and library: named and labelled as Istio's standard
+metrics with a ``tulle_`` prefix, through prometheus-client."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from tulle.engine.message import Request, Response
+from tulle.obs.views import RequestView, ResponseView
 
 LABELS = (
     "source_workload",
@@ -20,7 +20,7 @@ TCP_LABELS = ("source_workload", "destination_service")
 BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
-class ProxyMetrics:
+class MeshMetrics:
     """Request count, duration, and bytes, per source, destination, code and flags."""
 
     def __init__(self, source_workload: str) -> None:
@@ -85,7 +85,9 @@ class ProxyMetrics:
             self._children[key] = series
         return series
 
-    def record(self, request: Request, response: Response, millis: float, sent: int) -> None:
+    def record(
+        self, request: RequestView, response: ResponseView, millis: float, sent: int
+    ) -> None:
         """One request."""
         service = response.cluster.rsplit("|", 1)[-1] if response.cluster else request.authority
         requests, duration, request_bytes, response_bytes = self._series(

@@ -13,9 +13,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
 
+from tulle.engine import errors
 from tulle.engine.config import bucket
+from tulle.engine.message import Request
 from tulle.engine.ratelimit import TokenBucket
-from tulle.engine.rbac import RbacFilter, compile_rbac
+from tulle.engine.rbac import Peer, RbacFilter, authorize, compile_rbac
 from tulle.xds.types import RATELIMIT_FILTER, RBAC_FILTER, TCP_PROXY_FILTER
 
 INBOUND_LISTENER = "virtualInbound"
@@ -58,3 +60,19 @@ def inbound_policies(listeners: Mapping[str, Any], now: float) -> dict[int, Inbo
                         policy.bucket = TokenBucket(spec, now)
             policy.rbac = tuple(filters)
     return result
+
+
+def refusal(
+    policy: InboundPolicy, request: Request, port: int, now: float
+) -> errors.MeshError | None:
+    """Why the app's port ``port`` refuses ``request`` (authorization, then the rate limit), or
+    None when it may pass. Takes a token from the rate limit when it passes authorization."""
+    path = request.path.partition("?")[0]
+    peer = Peer(dict(reversed(request.headers)), path, request.source_ip, port)
+    denied = authorize(policy.rbac, peer)
+    if denied is not None:
+        return denied
+    limit = policy.bucket
+    if limit is not None and not limit.take(now):
+        return errors.rate_limited(limit.spec.name, limit.spec.status)
+    return None
