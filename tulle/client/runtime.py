@@ -1,0 +1,199 @@
+"""The library's side of the mesh in one process: a background thread runs the xDS client (node
+mode ``library``) and compiles each config once; every event loop that sends requests gets its
+own engine and connection pool, and new config is handed to each on its own loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+
+import prometheus_client
+import uvloop
+
+from tulle.client.settings import Settings
+from tulle.engine.compile import compile_config
+from tulle.engine.inbound import InboundPolicy, inbound_policies
+from tulle.engine.matching import ConfigError
+from tulle.engine.outbound import Engine, EngineConfig
+from tulle.obs.access_log import AccessLog
+from tulle.obs.metrics import MeshMetrics
+from tulle.transport.pool import Http1Pool
+from tulle.xds import types
+from tulle.xds.client import Resources, XdsClient
+from tulle.xds.node import NodeInfo, parse_node_id
+
+
+@dataclass
+class Binding:
+    """The engine and pool of one event loop, and whether config has reached it."""
+
+    loop: asyncio.AbstractEventLoop
+    engine: Engine
+    pool: Http1Pool
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def install(self, config: EngineConfig) -> None:
+        """New config (called on this binding's loop)."""
+        self.engine.update(config)
+        self.ready.set()
+
+
+class MeshRuntime:
+    """The process's mesh: config from the control plane, engines per event loop, metrics and
+    the access log."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.node: NodeInfo = parse_node_id(settings.node_id)
+        self.metrics = MeshMetrics(self.node.workload)
+        self.log = AccessLog(enabled=settings.access_log)
+        self.config: EngineConfig | None = None
+        self.inbound: dict[int, InboundPolicy] = {}
+        self.nack: str | None = None
+        self.loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._bindings: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Binding] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._xds: XdsClient | None = None
+        self._thread = threading.Thread(target=self._run, name="tulle-mesh", daemon=True)
+        self._metrics_server: object | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> MeshRuntime:
+        """Connect to the control plane (in the background) and serve metrics if asked."""
+        started = threading.Event()
+        self.loop.call_soon(started.set)
+        self._thread.start()
+        started.wait(10)
+        if self.settings.metrics_port is not None:
+            self._metrics_server = prometheus_client.start_http_server(
+                self.settings.metrics_port, registry=self.metrics.registry
+            )
+        return self
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self._xds = XdsClient(self.settings.xds_address, self.settings.node_id, self._accept)
+        xds = self.loop.create_task(self._xds.run())
+        self.loop.call_soon(self.log.start)
+        try:
+            self.loop.run_forever()
+        finally:
+            xds.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                self.loop.run_until_complete(xds)
+            self.log.stop()
+            self.loop.close()
+
+    def close(self) -> None:
+        """Stop: close the xDS stream and the background thread's connections."""
+        if not self._thread.is_alive():
+            return
+
+        def stop() -> None:
+            binding = self._bindings.get(self.loop)
+            if binding is not None:
+                binding.pool.close()
+            self.loop.stop()
+
+        self.loop.call_soon_threadsafe(stop)
+        self._thread.join(10)
+        server = self._metrics_server
+        if isinstance(server, tuple):  # (server, thread) from prometheus-client
+            server[0].shutdown()
+
+    # --- config -----------------------------------------------------------------------------
+
+    def _accept(self, resources: Resources, version: str) -> str | None:
+        """Compile a candidate config; hand it to every engine, or say why not (NACK)."""
+        try:
+            config = compile_config(
+                version,
+                resources[types.ROUTE].values(),
+                resources[types.CLUSTER].values(),
+                resources[types.ENDPOINT].values(),
+            )
+            inbound = inbound_policies(resources[types.LISTENER], time.monotonic())
+        except ConfigError as error:
+            self.nack = str(error)
+            return str(error)
+        with self._lock:
+            self.config, self.inbound, self.nack = config, inbound, None
+            bindings = list(self._bindings.values())
+        for binding in bindings:
+            with contextlib.suppress(RuntimeError):  # that loop has been closed
+                binding.loop.call_soon_threadsafe(binding.install, config)
+        self._ready.set()
+        return None
+
+    @property
+    def connected(self) -> bool:
+        """Whether the xDS stream is up now."""
+        return self._xds is not None and self._xds.connected
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until the first config has arrived (True), or ``timeout`` seconds (False)."""
+        return self._ready.wait(timeout)
+
+    def binding(self) -> Binding:
+        """The engine and pool of the running event loop (made on first use)."""
+        loop = asyncio.get_running_loop()
+        binding = self._bindings.get(loop)
+        if binding is None:
+            with self._lock:
+                pool = Http1Pool()
+                binding = Binding(loop, Engine(pool.send, start=pool.submit), pool)
+                if self.config is not None:
+                    binding.install(self.config)
+                self._bindings[loop] = binding
+        return binding
+
+    def not_ready_reason(self, waited: float | None = None) -> str:
+        """Why requests cannot be routed yet (after waiting ``waited`` seconds)."""
+        where = f"control plane at {self.settings.xds_address}"
+        if self.nack is not None:
+            return f"no usable config from the {where}: rejected: {self.nack}"
+        state = "connected, no config yet" if self.connected else "not reachable"
+        seconds = self.settings.ready_timeout if waited is None else waited
+        return f"no config from the {where} after {seconds:g}s ({state}; node {self.node.id})"
+
+
+class _Process:
+    """The one runtime of this process."""
+
+    runtime: MeshRuntime | None = None
+    lock = threading.Lock()
+
+
+def configure(**settings: object) -> MeshRuntime:
+    """Start the process's mesh runtime with these settings (see Settings.load), replacing a
+    running one."""
+    runtime = MeshRuntime(Settings.load(**settings)).start()  # type: ignore[arg-type]
+    with _Process.lock:
+        previous, _Process.runtime = _Process.runtime, runtime
+    if previous is not None:
+        previous.close()
+    return runtime
+
+
+def get_runtime() -> MeshRuntime:
+    """The process's mesh runtime, started from the environment on first use."""
+    with _Process.lock:
+        if _Process.runtime is None:
+            _Process.runtime = MeshRuntime(Settings.load()).start()
+        return _Process.runtime
+
+
+def shutdown() -> None:
+    """Stop the process's mesh runtime (a later request starts a new one)."""
+    with _Process.lock:
+        runtime, _Process.runtime = _Process.runtime, None
+    if runtime is not None:
+        runtime.close()

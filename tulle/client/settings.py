@@ -1,0 +1,84 @@
+"""Library settings: from arguments, else from the environment the local runner and the
+injector set (``TULLE_XDS_ADDRESS``, ``TULLE_NODE_ID``, ...)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from tulle.xds.node import NodeIdError, make_node_id, parse_node_id
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable or argument."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the control plane is and who this process is."""
+
+    xds_address: str
+    node_id: str
+    ready_timeout: float = 5.0
+    metrics_port: int | None = None
+    access_log: bool = True
+    control_plane: str | None = None  # the HTTP API, for registering the app's endpoint
+
+    @classmethod
+    def load(
+        cls,
+        xds_address: str | None = None,
+        node_id: str | None = None,
+        ready_timeout: float | None = None,
+        metrics_port: int | None = None,
+        access_log: bool | None = None,
+        control_plane: str | None = None,
+    ) -> Settings:
+        """Arguments first, then ``TULLE_*`` variables, then defaults."""
+        env = os.environ
+        address = xds_address or env.get("TULLE_XDS_ADDRESS")
+        if not address:
+            raise SettingsError(
+                "no control plane: pass xds_address= or set TULLE_XDS_ADDRESS (host:port)"
+            )
+        node = node_id or env.get("TULLE_NODE_ID") or _default_node_id()
+        try:
+            parse_node_id(node)
+        except NodeIdError as error:
+            raise SettingsError(f"TULLE_NODE_ID / node_id: {error}") from None
+        return cls(
+            xds_address=address,
+            node_id=node,
+            ready_timeout=ready_timeout
+            if ready_timeout is not None
+            else _number("TULLE_READY_TIMEOUT", 5.0),
+            metrics_port=metrics_port if metrics_port is not None else _port("TULLE_METRICS_PORT"),
+            access_log=access_log
+            if access_log is not None
+            else env.get("TULLE_ACCESS_LOG", "1") not in ("0", "false", "off"),
+            control_plane=control_plane or env.get("TULLE_CONTROL_PLANE"),
+        )
+
+
+def _default_node_id() -> str:
+    return make_node_id("library", "127.0.0.1", f"{socket.gethostname()}-{os.getpid()}")
+
+
+def _number(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise SettingsError(f"{name}={text!r} is not a number of seconds") from None
+
+
+def _port(name: str) -> int | None:
+    text = os.environ.get(name)
+    if not text:
+        return None
+    if not text.isdigit() or not 0 <= int(text) < 65536:
+        raise SettingsError(f"{name}={text!r} is not a port number")
+    return int(text)
