@@ -17,9 +17,9 @@ CLUSTER = "outbound|8080||web.default.svc.cluster.local"
 def backends(plane: ControlPlane, procs: Processes, **given: dict) -> None:
     """HTTP backends (name → options), registered as endpoints of ``web``."""
     for name, options in given.items():
-        options = dict(options)
-        version = options.pop("version", name)
-        port = procs.http_backend(name, **options)
+        settings = dict(options)
+        version = settings.pop("version", name)
+        port = procs.http_backend(name, **settings)
         plane.register(service="web", address="127.0.0.1", port=port, servicePort=8080,
                        labels={"version": version})  # fmt: skip
 
