@@ -77,7 +77,10 @@ def test_split_80_20(control_plane, processes, caller_for):
 
 def test_retries_hide_a_half_failing_backend(control_plane, processes, caller_for):
     backends(control_plane, processes, good={}, flaky={"fail_rate": 0.5})
-    apply(control_plane, "    - route: [{destination: {host: web}}]\n      retries: {attempts: 3, retryOn: 5xx}")
+    apply(
+        control_plane,
+        "    - route: [{destination: {host: web}}]\n      retries: {attempts: 3, retryOn: 5xx}",
+    )
     outcomes = get_all(caller_for(), f"{WEB}/", 400)
     assert sum(o.status == 200 for o in outcomes) / 400 >= 0.99
 
@@ -104,7 +107,9 @@ def test_breaker_overflow_is_503_with_the_reason(control_plane, processes, calle
     )
     caller = caller_for()
     results: list[Outcome] = []
-    threads = [threading.Thread(target=lambda: results.append(caller.get(f"{WEB}/"))) for _ in range(6)]
+    threads = [
+        threading.Thread(target=lambda: results.append(caller.get(f"{WEB}/"))) for _ in range(6)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
