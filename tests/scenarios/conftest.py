@@ -102,8 +102,12 @@ def caller_for(mode: str, control_plane: ControlPlane, processes: Processes):  #
 
 
 def synced(plane: ControlPlane, node_id: str) -> bool:
-    """The node has ACKed the current version of every type it subscribes to."""
-    for node in plane.proxy_status()["nodes"]:
+    """No change is waiting for its snapshot, and the node has ACKed the current version of
+    every type it subscribes to."""
+    status = plane.proxy_status()
+    if status["pending"]:
+        return False
+    for node in status["nodes"]:
         if node["node"] == node_id:
             return all(t["current"] for t in node["types"].values())
     return False

@@ -39,7 +39,6 @@ class Binding:
     def install(self, config: EngineConfig) -> None:
         """New config (called on this binding's loop)."""
         self.engine.update(config)
-        self.ready.set()
 
 
 class MeshRuntime:
@@ -54,6 +53,7 @@ class MeshRuntime:
         self.config: EngineConfig | None = None
         self.inbound: dict[int, InboundPolicy] = {}
         self.nack: str | None = None
+        self._complete = False  # every subscribed type has arrived once
         self.loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -81,16 +81,33 @@ class MeshRuntime:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self._xds = XdsClient(self.settings.xds_address, self.settings.node_id, self._accept)
-        xds = self.loop.create_task(self._xds.run())
+        self.loop.create_task(self._xds.run())
+        self.loop.create_task(self._watch_ready(self._xds))
         self.loop.call_soon(self.log.start)
         try:
             self.loop.run_forever()
         finally:
-            xds.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                self.loop.run_until_complete(xds)
             self.log.stop()
+            for _ in range(5):  # cancelling grpc's stream starts tasks of its own
+                pending = asyncio.all_tasks(self.loop)
+                if not pending:
+                    break
+                for task in pending:
+                    task.cancel()
+                self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
+
+    async def _watch_ready(self, xds: XdsClient) -> None:
+        """Ready once every subscribed type has arrived (routes and endpoints included)."""
+        await xds.ready.wait()
+        with self._lock:
+            self._complete = True
+            bindings = list(self._bindings.values())
+        for binding in bindings:
+            with contextlib.suppress(RuntimeError):  # that loop has been closed
+                binding.loop.call_soon_threadsafe(binding.ready.set)
+        self._ready.set()
 
     def close(self) -> None:
         """Stop: close the xDS stream and the background thread's connections."""
@@ -108,6 +125,7 @@ class MeshRuntime:
         server = self._metrics_server
         if isinstance(server, tuple):  # (server, thread) from prometheus-client
             server[0].shutdown()
+            server[0].server_close()
 
     # --- config -----------------------------------------------------------------------------
 
@@ -130,7 +148,6 @@ class MeshRuntime:
         for binding in bindings:
             with contextlib.suppress(RuntimeError):  # that loop has been closed
                 binding.loop.call_soon_threadsafe(binding.install, config)
-        self._ready.set()
         return None
 
     @property
@@ -152,6 +169,8 @@ class MeshRuntime:
                 binding = Binding(loop, Engine(pool.send, start=pool.submit), pool)
                 if self.config is not None:
                     binding.install(self.config)
+                if self._complete:
+                    binding.ready.set()
                 self._bindings[loop] = binding
         return binding
 

@@ -97,7 +97,9 @@ class Exchanger:
         )
 
     async def aclose(self) -> None:
-        """Close the pass-through transport."""
+        """Close the idle connections of this event loop's pool and the pass-through
+        transport."""
+        self.runtime.binding().pool.close()
         if self._passthrough is not None:
             await self._passthrough.aclose()
 

@@ -158,7 +158,13 @@ class ApiHandler:
             for c in self.plane.ads.connections.values()
         ]
         nodes.sort(key=lambda n: (n["node"], n["connected_at"]))
-        return json_response({"snapshot": self.plane.snapshot.version, "nodes": nodes})
+        return json_response(
+            {
+                "snapshot": self.plane.snapshot.version,
+                "pending": self.plane.push_pending,
+                "nodes": nodes,
+            }
+        )
 
     def proxy_config(self, request: Request) -> Response:
         node_id = request.param("node")

@@ -85,6 +85,11 @@ class ControlPlane:
         """Something changed: push a new snapshot soon (a burst makes one push)."""
         self._changed.set()
 
+    @property
+    def push_pending(self) -> bool:
+        """A change is waiting for its snapshot (nodes cannot be current until it is built)."""
+        return self._changed.is_set()
+
     # --- changes --------------------------------------------------------------------------
 
     def apply(self, text: str, filename: str) -> ChangeResult:

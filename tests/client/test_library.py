@@ -1,0 +1,130 @@
+"""``tulle.client`` against a real control plane and real backends: lifecycle (ready, no config,
+control plane gone), the async client with a streamed body, the exception type, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import httpx
+import pytest
+
+import tulle.client
+from tests.e2e.conftest import (  # noqa: F401 - fixtures
+    ControlPlane,
+    _stop,
+    control_plane,
+    no_process_left_behind,
+    processes,
+    wait_until,
+)
+from tests.scenarios.conftest import synced
+
+NODE = "library~127.0.0.1~shop-frontend-0.default~default.svc.cluster.local"
+
+
+@pytest.fixture(autouse=True)
+def stop_the_runtime():
+    yield
+    tulle.client.shutdown()
+
+
+def web(plane: ControlPlane, port: int) -> None:
+    plane.register(service="web", address="127.0.0.1", port=port, servicePort=8080,
+                   workload="web-v1")  # fmt: skip
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_without_a_control_plane_requests_fail_fast_with_the_reason():
+    tulle.client.configure(xds_address=f"127.0.0.1:{closed_port()}", node_id=NODE,
+                           ready_timeout=0.5, access_log=False)  # fmt: skip
+    began = time.monotonic()
+    with tulle.client.Client() as client, pytest.raises(httpx.TransportError) as caught:
+        client.get("http://web:8080/")
+    assert time.monotonic() - began < 5  # never a hang
+    error = caught.value
+    assert isinstance(error, tulle.client.MeshNotReadyError)
+    assert "not reachable" in error.reason
+    assert error.status == 503
+    with pytest.raises(tulle.client.MeshNotReadyError):
+        tulle.client.wait_ready(0.2)
+
+
+def test_missing_settings_name_the_variable(monkeypatch):
+    monkeypatch.delenv("TULLE_XDS_ADDRESS", raising=False)
+    with pytest.raises(tulle.client.SettingsError, match="TULLE_XDS_ADDRESS"):
+        tulle.client.Settings.load()
+    monkeypatch.setenv("TULLE_XDS_ADDRESS", "127.0.0.1:1")
+    monkeypatch.setenv("TULLE_NODE_ID", "nonsense")
+    with pytest.raises(tulle.client.SettingsError, match="TULLE_NODE_ID"):
+        tulle.client.Settings.load()
+
+
+def test_environment_configures_the_async_client_and_bodies_stream(
+    control_plane, processes, monkeypatch
+):
+    web(control_plane, processes.http_backend("a"))
+    monkeypatch.setenv("TULLE_XDS_ADDRESS", f"127.0.0.1:{control_plane.xds_port}")
+    monkeypatch.setenv("TULLE_NODE_ID", NODE)
+    monkeypatch.setenv("TULLE_ACCESS_LOG", "0")
+    tulle.client.wait_ready(10)  # the first complete config: the endpoint may still be on its way
+    wait_until(lambda: synced(control_plane, NODE))
+
+    async def scenario() -> None:
+        await tulle.client.ready(10)
+        async with tulle.client.AsyncClient(timeout=10) as client:
+            assert (await client.get("http://web:8080/")).headers["x-backend"] == "a"
+            async with client.stream("GET", "http://web:8080/stream") as response:
+                pieces = response.aiter_raw()
+                assert await pieces.__anext__() == b"first"  # before the backend sends more
+                await client.get("http://web:8080/release")
+                assert [piece async for piece in pieces] == [b"second"]
+            with pytest.raises(tulle.client.MeshError) as caught:
+                await client.get("http://nowhere:1/")
+            assert caught.value.reason == "no route for nowhere:1/"
+            assert caught.value.flag == "NR"
+
+    asyncio.run(scenario())
+
+
+def test_last_good_config_stays_when_the_control_plane_goes(control_plane, processes):
+    web(control_plane, processes.http_backend("a"))
+    tulle.client.configure(xds_address=f"127.0.0.1:{control_plane.xds_port}", node_id=NODE,
+                           access_log=False)  # fmt: skip
+    tulle.client.wait_ready(10)
+    wait_until(lambda: synced(control_plane, NODE))
+    with tulle.client.Client(timeout=10) as client:
+        assert client.get("http://web:8080/").status_code == 200
+        _stop(control_plane.proc)
+        wait_until(lambda: not tulle.client.get_runtime().connected)
+        assert [client.get("http://web:8080/").status_code for _ in range(20)] == [200] * 20
+
+
+def test_metrics_have_the_sidecar_names_and_labels(control_plane, processes):
+    web(control_plane, processes.http_backend("a"))
+    tulle.client.configure(xds_address=f"127.0.0.1:{control_plane.xds_port}", node_id=NODE,
+                           access_log=False, metrics_port=0)  # fmt: skip
+    tulle.client.wait_ready(10)
+    wait_until(lambda: synced(control_plane, NODE))
+    with tulle.client.Client(timeout=10) as client:
+        for _ in range(3):
+            client.get("http://web:8080/")
+    exposition = httpx_text(tulle.client.metrics_registry())
+    assert (
+        'tulle_requests_total{destination_service="web.default.svc.cluster.local",'
+        'destination_workload="web-v1",response_code="200",response_flags="-",'
+        'source_workload="shop-frontend"} 3.0'
+    ) in exposition
+    assert "tulle_request_duration_milliseconds_bucket" in exposition
+
+
+def httpx_text(registry) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(registry).decode()
