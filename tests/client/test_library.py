@@ -9,16 +9,10 @@ import time
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 
 import tulle.client
-from tests.e2e.conftest import (  # noqa: F401 - fixtures
-    ControlPlane,
-    _stop,
-    control_plane,
-    no_process_left_behind,
-    processes,
-    wait_until,
-)
+from tests.e2e.conftest import ControlPlane, _stop, wait_until
 from tests.scenarios.conftest import synced
 
 NODE = "library~127.0.0.1~shop-frontend-0.default~default.svc.cluster.local"
@@ -115,7 +109,7 @@ def test_metrics_have_the_sidecar_names_and_labels(control_plane, processes):
     with tulle.client.Client(timeout=10) as client:
         for _ in range(3):
             client.get("http://web:8080/")
-    exposition = httpx_text(tulle.client.metrics_registry())
+    exposition = exposition_of(tulle.client.metrics_registry())
     assert (
         'tulle_requests_total{destination_service="web.default.svc.cluster.local",'
         'destination_workload="web-v1",response_code="200",response_flags="-",'
@@ -124,7 +118,5 @@ def test_metrics_have_the_sidecar_names_and_labels(control_plane, processes):
     assert "tulle_request_duration_milliseconds_bucket" in exposition
 
 
-def httpx_text(registry) -> str:
-    from prometheus_client import generate_latest
-
+def exposition_of(registry) -> str:
     return generate_latest(registry).decode()
