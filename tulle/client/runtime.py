@@ -88,6 +88,9 @@ class MeshRuntime:
             self.loop.run_forever()
         finally:
             self.log.stop()
+            for binding in list(self._bindings.values()):
+                if binding.loop is self.loop:
+                    binding.pool.close()
             for _ in range(5):  # cancelling grpc's stream starts tasks of its own
                 pending = asyncio.all_tasks(self.loop)
                 if not pending:

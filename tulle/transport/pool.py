@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
 
@@ -215,6 +216,7 @@ class Http1Pool:
 
     def __init__(self, mark: int | None = None) -> None:
         self.idle: dict[str, list[UpstreamConnection]] = {}
+        self.every: weakref.WeakSet[UpstreamConnection] = weakref.WeakSet()  # idle or in use
         self.opened = 0
         self.mark = mark
         self.h2 = H2Pool(mark)
@@ -224,6 +226,7 @@ class Http1Pool:
             UpstreamConnection, endpoint.address, endpoint.port, cluster.connect_timeout, self.mark
         )
         self.opened += 1
+        self.every.add(connection)
         return connection
 
     def _take_idle(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> UpstreamConnection | None:
@@ -385,9 +388,8 @@ class Http1Pool:
             connection.close()
 
     def close(self) -> None:
-        """Close every idle connection."""
+        """Close every connection, idle or in use."""
         self.h2.close()
-        for connections in self.idle.values():
-            for connection in connections:
-                connection.close()
+        for connection in list(self.every):
+            connection.close()
         self.idle.clear()
