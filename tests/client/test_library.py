@@ -12,8 +12,7 @@ import pytest
 from prometheus_client import generate_latest
 
 import tulle.client
-from tests.e2e.conftest import ControlPlane, _stop, wait_until
-from tests.scenarios.conftest import synced
+from tests.e2e.conftest import ControlPlane, _stop, synced, wait_until
 
 NODE = "library~127.0.0.1~shop-frontend-0.default~default.svc.cluster.local"
 

@@ -324,3 +324,30 @@ def no_process_left_behind() -> Iterator[None]:
         time.sleep(0.05)
         left = [c for c in _children(os.getpid()) if c[0] not in before]
     assert left == [], f"processes left running: {left}"
+
+
+def register(plane: ControlPlane, processes: Processes, **backends: dict) -> dict[str, int]:
+    """Start HTTP backends (name → options) and register them as endpoints of ``web``."""
+    ports = {}
+    for name, given in backends.items():
+        options = dict(given)
+        version = options.pop("version", name)
+        port = processes.http_backend(name, **options)
+        plane.register(
+            service="web", address="127.0.0.1", port=port, servicePort=8080,
+            labels={"version": version},
+        )  # fmt: skip
+        ports[name] = port
+    return ports
+
+
+def synced(plane: ControlPlane, node_id: str) -> bool:
+    """No change is waiting for its snapshot, and the node has ACKed the current version of
+    every type it subscribes to."""
+    status = plane.proxy_status()
+    if status["pending"]:
+        return False
+    for node in status["nodes"]:
+        if node["node"] == node_id:
+            return all(t["current"] for t in node["types"].values())
+    return False

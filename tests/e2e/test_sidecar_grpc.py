@@ -8,8 +8,7 @@ import collections
 import grpc
 import pytest
 
-from tests.e2e.conftest import ControlPlane, Processes, wait_until
-from tests.e2e.test_sidecar_http import synced
+from tests.e2e.conftest import ControlPlane, Processes, synced, wait_until
 
 AUTHORITY = "greeter.default.svc.cluster.local:50051"
 
@@ -41,7 +40,7 @@ def call_many(proxy_port: int, count: int) -> list[str]:
 def sidecar(control_plane, processes):
     def start():
         started = processes.sidecar(control_plane)
-        wait_until(lambda: synced(control_plane, started))
+        wait_until(lambda: synced(control_plane, started.node))
         return started
 
     return start
@@ -80,7 +79,7 @@ def test_grpc_status_retries(control_plane, processes, sidecar):
         control_plane,
         "    - route: [{destination: {host: greeter}}]\n      retries: {attempts: 3, retryOn: unavailable}",
     )
-    wait_until(lambda: synced(control_plane, proxy))
+    wait_until(lambda: synced(control_plane, proxy.node))
     with_retries = call_many(proxy.http_proxy_port, 300)
     assert 0.3 <= without.count("UNAVAILABLE") / 300 <= 0.7
     assert with_retries.count("UNAVAILABLE") / 300 <= 0.15

@@ -16,24 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import ControlPlane, Processes, Sidecar, wait_until
+from tests.e2e.conftest import ControlPlane, register, synced, wait_until
 
 WEB = "http://web:8080"
-
-
-def register(plane: ControlPlane, processes: Processes, **backends: dict) -> dict[str, int]:
-    """Start HTTP backends (name → options) and register them as endpoints of ``web``."""
-    ports = {}
-    for name, given in backends.items():
-        options = dict(given)
-        version = options.pop("version", name)
-        port = processes.http_backend(name, **options)
-        plane.register(
-            service="web", address="127.0.0.1", port=port, servicePort=8080,
-            labels={"version": version},
-        )  # fmt: skip
-        ports[name] = port
-    return ports
 
 
 def routes(plane: ControlPlane, http: str) -> None:
@@ -68,13 +53,6 @@ def backend_of(response: httpx.Response) -> str:
     return response.headers.get("x-backend", "-")
 
 
-def synced(plane: ControlPlane, sidecar: Sidecar) -> bool:
-    for node in plane.proxy_status()["nodes"]:
-        if node["node"] == sidecar.node:
-            return all(t["current"] for t in node["types"].values())
-    return False
-
-
 def test_retries_turn_a_half_failing_backend_into_99_percent_success(control_plane, processes):
     register(control_plane, processes, good={}, flaky={"fail_rate": 0.5})
     routes(
@@ -82,13 +60,13 @@ def test_retries_turn_a_half_failing_backend_into_99_percent_success(control_pla
         "    - route: [{destination: {host: web}}]\n      retries: {attempts: 3, retryOn: 5xx}",
     )
     sidecar = processes.sidecar(control_plane)
-    wait_until(lambda: synced(control_plane, sidecar))
+    wait_until(lambda: synced(control_plane, sidecar.node))
     with sidecar.client() as client:
         statuses = [client.get(f"{WEB}/pay").status_code for _ in range(500)]
     # A retry goes to another endpoint than the one that failed (as Istio's previous-hosts rule).
     assert statuses.count(200) / 500 >= 0.99
     routes(control_plane, "    - route: [{destination: {host: web}}]\n      retries: {attempts: 0}")
-    wait_until(lambda: synced(control_plane, sidecar))
+    wait_until(lambda: synced(control_plane, sidecar.node))
     with sidecar.client() as client:
         without = [client.get(f"{WEB}/pay").status_code for _ in range(500)]
     assert 0.15 <= without.count(503) / 500 <= 0.35  # half of the flaky one's half
@@ -109,7 +87,7 @@ def test_split_80_20_within_statistical_bounds(control_plane, processes):
         - {destination: {host: web, subset: v2}, weight: 20}""",
     )
     sidecar = processes.sidecar(control_plane)
-    wait_until(lambda: synced(control_plane, sidecar))
+    wait_until(lambda: synced(control_plane, sidecar.node))
     with sidecar.client() as client:
         counts = collections.Counter(backend_of(client.get(f"{WEB}/")) for _ in range(2000))
     assert 0.17 <= counts["b"] / 2000 <= 0.23
@@ -124,7 +102,7 @@ def test_a_bad_endpoint_is_ejected_and_avoided(control_plane, processes):
     )
     routes(control_plane, "    - route: [{destination: {host: web}}]\n      retries: {attempts: 0}")
     sidecar = processes.sidecar(control_plane)
-    wait_until(lambda: synced(control_plane, sidecar))
+    wait_until(lambda: synced(control_plane, sidecar.node))
     with sidecar.client() as client:
         first = [backend_of(client.get(f"{WEB}/")) for _ in range(12)]
         assert first.count("bad") == 3  # three failures, then ejected
@@ -141,7 +119,7 @@ def test_breaker_overflow_is_503_with_the_reason(control_plane, processes):
     rule(control_plane, "{connectionPool: {http: {http2MaxRequests: 2}}}")
     routes(control_plane, "    - route: [{destination: {host: web}}]\n      retries: {attempts: 0}")
     sidecar = processes.sidecar(control_plane)
-    wait_until(lambda: synced(control_plane, sidecar))
+    wait_until(lambda: synced(control_plane, sidecar.node))
     results: list[httpx.Response] = []
 
     def call() -> None:
@@ -171,7 +149,7 @@ def test_abort_fault_30_percent(control_plane, processes):
       route: [{destination: {host: web}}]""",
     )
     sidecar = processes.sidecar(control_plane)
-    wait_until(lambda: synced(control_plane, sidecar))
+    wait_until(lambda: synced(control_plane, sidecar.node))
     with sidecar.client() as client:
         responses = [client.get(f"{WEB}/") for _ in range(1000)]
     aborted = [r for r in responses if r.status_code == 503]
@@ -253,7 +231,7 @@ def test_config_swap_under_load_loses_no_request(control_plane, processes):
     )
     routes(control_plane, "    - route: [{destination: {host: web, subset: v1}}]")
     sidecar = processes.sidecar(control_plane)
-    wait_until(lambda: synced(control_plane, sidecar))
+    wait_until(lambda: synced(control_plane, sidecar.node))
     results: list[int] = []
     stop = threading.Event()
 
@@ -267,7 +245,7 @@ def test_config_swap_under_load_loses_no_request(control_plane, processes):
         thread.start()
     for subset in ("v2", "v1", "v2", "v1", "v2"):
         routes(control_plane, f"    - route: [{{destination: {{host: web, subset: {subset}}}}}]")
-        wait_until(lambda: synced(control_plane, sidecar))
+        wait_until(lambda: synced(control_plane, sidecar.node))
     stop.set()
     for thread in threads:
         thread.join()
@@ -352,7 +330,7 @@ def test_upgrade_is_tunnelled(control_plane, processes, tmp_path):
     port = int(proc.stdout.readline().split()[1])
     control_plane.register(service="web", address="127.0.0.1", port=port, servicePort=8080)
     sidecar = processes.sidecar(control_plane)
-    wait_until(lambda: synced(control_plane, sidecar))
+    wait_until(lambda: synced(control_plane, sidecar.node))
     with socket.create_connection(("127.0.0.1", sidecar.http_proxy_port), timeout=10) as conn:
         conn.sendall(
             b"GET http://web:8080/chat HTTP/1.1\r\nHost: web:8080\r\nConnection: Upgrade\r\n"
@@ -408,7 +386,7 @@ spec:
     sidecar = processes.sidecar(
         control_plane, "web-0", None, "--inbound-port", str(inbound), "--app-port", str(app_port)
     )
-    wait_until(lambda: synced(control_plane, sidecar))
+    wait_until(lambda: synced(control_plane, sidecar.node))
     with httpx.Client(base_url=f"http://127.0.0.1:{inbound}", timeout=10) as client:
         admin = client.get("/admin/users", headers={"host": "web:8080"})
         assert admin.status_code == 403
@@ -423,7 +401,7 @@ def test_responses_stream_through(control_plane, processes):
     port = processes.http_backend("web")
     control_plane.register(service="web", address="127.0.0.1", port=port, servicePort=8080)
     sidecar = processes.sidecar(control_plane)
-    wait_until(lambda: synced(control_plane, sidecar))
+    wait_until(lambda: synced(control_plane, sidecar.node))
     with sidecar.client() as client, client.stream("GET", f"{WEB}/stream") as response:
         pieces = response.iter_raw()
         # The backend holds its second piece until /release: the first must arrive before it.
@@ -457,7 +435,7 @@ def test_large_and_chunked_request_bodies_stream_to_the_upstream(control_plane, 
         "    - route: [{destination: {host: web}}]\n      retries: {attempts: 3, retryOn: 5xx}",
     )
     sidecar = processes.sidecar(control_plane)
-    wait_until(lambda: synced(control_plane, sidecar))
+    wait_until(lambda: synced(control_plane, sidecar.node))
     payload = bytes(range(256)) * 12288  # 3 MiB: over the buffering limit
     with sidecar.client() as client:
         sized = client.post(f"{WEB}/upload", content=payload).json()
@@ -497,7 +475,7 @@ spec:
     sidecar = processes.sidecar(
         control_plane, "db-0", None, "--inbound-port", str(inbound), "--app-port", str(app_port)
     )
-    wait_until(lambda: synced(control_plane, sidecar))
+    wait_until(lambda: synced(control_plane, sidecar.node))
     with socket.create_connection(("127.0.0.1", inbound), timeout=10) as conn:
         stream = conn.makefile("rwb")
         assert stream.readline() == b"HELLO db\n"  # the server speaks first, through the sidecar

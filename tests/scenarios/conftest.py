@@ -18,6 +18,7 @@ from tests.e2e.conftest import (  # noqa: F401 - fixtures used by the scenarios
     control_plane,
     no_process_left_behind,
     processes,
+    synced,
     wait_until,
 )
 
@@ -99,18 +100,6 @@ def caller_for(mode: str, control_plane: ControlPlane, processes: Processes):  #
         return caller
 
     return make
-
-
-def synced(plane: ControlPlane, node_id: str) -> bool:
-    """No change is waiting for its snapshot, and the node has ACKed the current version of
-    every type it subscribes to."""
-    status = plane.proxy_status()
-    if status["pending"]:
-        return False
-    for node in status["nodes"]:
-        if node["node"] == node_id:
-            return all(t["current"] for t in node["types"].values())
-    return False
 
 
 def get_all(caller: Caller, url: str, count: int) -> list[Outcome]:

@@ -7,21 +7,11 @@ from __future__ import annotations
 import collections
 import threading
 
-from tests.e2e.conftest import ControlPlane, Processes
+from tests.e2e.conftest import ControlPlane, register
 from tests.scenarios.conftest import Caller, Outcome, get_all
 
 WEB = "http://web:8080"
 CLUSTER = "outbound|8080||web.default.svc.cluster.local"
-
-
-def backends(plane: ControlPlane, procs: Processes, **given: dict) -> None:
-    """HTTP backends (name → options), registered as endpoints of ``web``."""
-    for name, options in given.items():
-        settings = dict(options)
-        version = settings.pop("version", name)
-        port = procs.http_backend(name, **settings)
-        plane.register(service="web", address="127.0.0.1", port=port, servicePort=8080,
-                       labels={"version": version})  # fmt: skip
 
 
 def apply(plane: ControlPlane, http: str, traffic_policy: str = "{}", extra: str = "") -> None:
@@ -47,7 +37,7 @@ spec:
 
 
 def test_header_routing_and_no_route(control_plane, processes, caller_for):
-    backends(control_plane, processes, a={"version": "v1"}, b={"version": "v2"})
+    register(control_plane, processes, a={"version": "v1"}, b={"version": "v2"})
     apply(
         control_plane,
         """\
@@ -62,7 +52,7 @@ def test_header_routing_and_no_route(control_plane, processes, caller_for):
 
 
 def test_split_80_20(control_plane, processes, caller_for):
-    backends(control_plane, processes, a={"version": "v1"}, b={"version": "v2"})
+    register(control_plane, processes, a={"version": "v1"}, b={"version": "v2"})
     apply(
         control_plane,
         """\
@@ -76,7 +66,7 @@ def test_split_80_20(control_plane, processes, caller_for):
 
 
 def test_retries_hide_a_half_failing_backend(control_plane, processes, caller_for):
-    backends(control_plane, processes, good={}, flaky={"fail_rate": 0.5})
+    register(control_plane, processes, good={}, flaky={"fail_rate": 0.5})
     apply(
         control_plane,
         "    - route: [{destination: {host: web}}]\n      retries: {attempts: 3, retryOn: 5xx}",
@@ -86,7 +76,7 @@ def test_retries_hide_a_half_failing_backend(control_plane, processes, caller_fo
 
 
 def test_a_bad_endpoint_is_ejected(control_plane, processes, caller_for):
-    backends(control_plane, processes, a={}, b={}, bad={"fail_rate": 1.0})
+    register(control_plane, processes, a={}, b={}, bad={"fail_rate": 1.0})
     apply(
         control_plane,
         "    - route: [{destination: {host: web}}]\n      retries: {attempts: 0}",
@@ -99,7 +89,7 @@ def test_a_bad_endpoint_is_ejected(control_plane, processes, caller_for):
 
 
 def test_breaker_overflow_is_503_with_the_reason(control_plane, processes, caller_for):
-    backends(control_plane, processes, slow={"delay": 0.5})
+    register(control_plane, processes, slow={"delay": 0.5})
     apply(
         control_plane,
         "    - route: [{destination: {host: web}}]\n      retries: {attempts: 0}",
@@ -120,7 +110,7 @@ def test_breaker_overflow_is_503_with_the_reason(control_plane, processes, calle
 
 
 def test_abort_fault_30_percent(control_plane, processes, caller_for):
-    backends(control_plane, processes, a={})
+    register(control_plane, processes, a={})
     apply(
         control_plane,
         """\
@@ -134,14 +124,14 @@ def test_abort_fault_30_percent(control_plane, processes, caller_for):
 
 
 def test_route_timeout_is_504_with_the_reason(control_plane, processes, caller_for):
-    backends(control_plane, processes, slow={"delay": 1.0})
+    register(control_plane, processes, slow={"delay": 1.0})
     apply(control_plane, "    - route: [{destination: {host: web}}]\n      timeout: 0.2s")
     outcome = caller_for().get(f"{WEB}/")
     assert outcome == Outcome(504, "-", f"request timeout 0.2s exceeded (cluster {CLUSTER})")
 
 
 def test_outbound_rate_limit_is_429_with_the_reason(control_plane, processes, caller_for):
-    backends(control_plane, processes, a={})
+    register(control_plane, processes, a={})
     apply(
         control_plane,
         "    - route: [{destination: {host: web}}]",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 import weakref
 from dataclasses import dataclass, field
 
@@ -15,14 +14,12 @@ import prometheus_client
 import uvloop
 
 from tulle.client.settings import Settings
-from tulle.engine.compile import compile_config
-from tulle.engine.inbound import InboundPolicy, inbound_policies
+from tulle.engine.compile import compile_resources
 from tulle.engine.matching import ConfigError
 from tulle.engine.outbound import Engine, EngineConfig
 from tulle.obs.access_log import AccessLog
 from tulle.obs.metrics import MeshMetrics
 from tulle.transport.pool import Http1Pool
-from tulle.xds import types
 from tulle.xds.client import Resources, XdsClient
 from tulle.xds.node import NodeInfo, parse_node_id
 
@@ -36,10 +33,6 @@ class Binding:
     pool: Http1Pool
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def install(self, config: EngineConfig) -> None:
-        """New config (called on this binding's loop)."""
-        self.engine.update(config)
-
 
 class MeshRuntime:
     """The process's mesh: config from the control plane, engines per event loop, metrics and
@@ -51,7 +44,6 @@ class MeshRuntime:
         self.metrics = MeshMetrics(self.node.workload)
         self.log = AccessLog(enabled=settings.access_log)
         self.config: EngineConfig | None = None
-        self.inbound: dict[int, InboundPolicy] = {}
         self.nack: str | None = None
         self._complete = False  # every subscribed type has arrived once
         self.loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
@@ -117,13 +109,7 @@ class MeshRuntime:
         if not self._thread.is_alive():
             return
 
-        def stop() -> None:
-            binding = self._bindings.get(self.loop)
-            if binding is not None:
-                binding.pool.close()
-            self.loop.stop()
-
-        self.loop.call_soon_threadsafe(stop)
+        self.loop.call_soon_threadsafe(self.loop.stop)  # _run closes the pools on its way out
         self._thread.join(10)
         server = self._metrics_server
         if isinstance(server, tuple):  # (server, thread) from prometheus-client
@@ -135,22 +121,16 @@ class MeshRuntime:
     def _accept(self, resources: Resources, version: str) -> str | None:
         """Compile a candidate config; hand it to every engine, or say why not (NACK)."""
         try:
-            config = compile_config(
-                version,
-                resources[types.ROUTE].values(),
-                resources[types.CLUSTER].values(),
-                resources[types.ENDPOINT].values(),
-            )
-            inbound = inbound_policies(resources[types.LISTENER], time.monotonic())
+            config = compile_resources(version, resources)
         except ConfigError as error:
             self.nack = str(error)
             return str(error)
         with self._lock:
-            self.config, self.inbound, self.nack = config, inbound, None
+            self.config, self.nack = config, None
             bindings = list(self._bindings.values())
         for binding in bindings:
             with contextlib.suppress(RuntimeError):  # that loop has been closed
-                binding.loop.call_soon_threadsafe(binding.install, config)
+                binding.loop.call_soon_threadsafe(binding.engine.update, config)
         return None
 
     @property
@@ -171,7 +151,7 @@ class MeshRuntime:
                 pool = Http1Pool()
                 binding = Binding(loop, Engine(pool.send, start=pool.submit), pool)
                 if self.config is not None:
-                    binding.install(self.config)
+                    binding.engine.update(self.config)
                 if self._complete:
                     binding.ready.set()
                 self._bindings[loop] = binding

@@ -23,7 +23,6 @@ class Settings:
     ready_timeout: float = 5.0
     metrics_port: int | None = None
     access_log: bool = True
-    control_plane: str | None = None  # the HTTP API, for registering the app's endpoint
 
     @classmethod
     def load(
@@ -33,7 +32,6 @@ class Settings:
         ready_timeout: float | None = None,
         metrics_port: int | None = None,
         access_log: bool | None = None,
-        control_plane: str | None = None,
     ) -> Settings:
         """Arguments first, then ``TULLE_*`` variables, then defaults."""
         env = os.environ
@@ -57,7 +55,6 @@ class Settings:
             access_log=access_log
             if access_log is not None
             else env.get("TULLE_ACCESS_LOG", "1") not in ("0", "false", "off"),
-            control_plane=control_plane or env.get("TULLE_CONTROL_PLANE"),
         )
 
 

@@ -15,6 +15,7 @@ from tulle.client.errors import MeshError, MeshNotReadyError
 from tulle.client.runtime import MeshRuntime, get_runtime
 from tulle.codec.http1 import end_to_end
 from tulle.engine.message import ByteStream, Request, Response
+from tulle.engine.tasks import resolver
 
 ROUTE_TABLE = "http_proxy"  # the library routes as the sidecar's HTTP proxy listener does
 LISTENER = "library"
@@ -71,12 +72,7 @@ class Exchanger:
         outgoing = mesh_request(request, body)
         started, began = time.time(), time.monotonic()
         answer: asyncio.Future[Response] = binding.loop.create_future()
-
-        def answered(response: Response) -> None:
-            if not answer.done():
-                answer.set_result(response)
-
-        binding.engine.dispatch(ROUTE_TABLE, outgoing, answered)
+        binding.engine.dispatch(ROUTE_TABLE, outgoing, resolver(answer))
         response = await answer
         content = response.body
         if isinstance(content, ByteStream) and buffer:

@@ -3,7 +3,7 @@ resource the engine cannot use raises ConfigError naming it, and nothing is swap
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -11,6 +11,7 @@ from tulle.engine.cluster_config import EndpointSpec, compile_cluster, compile_e
 from tulle.engine.config import RouteTable, compile_route_table
 from tulle.engine.matching import ConfigError
 from tulle.engine.outbound import EngineConfig
+from tulle.xds import types
 
 
 def compile_config(
@@ -37,4 +38,14 @@ def compile_config(
         route_tables=MappingProxyType(tables),
         clusters=MappingProxyType(specs),
         endpoints=MappingProxyType(endpoints),
+    )
+
+
+def compile_resources(version: str, resources: Mapping[str, Mapping[str, Any]]) -> EngineConfig:
+    """Compile a node's resources by type URL (as the xDS client holds them)."""
+    return compile_config(
+        version,
+        resources[types.ROUTE].values(),
+        resources[types.CLUSTER].values(),
+        resources[types.ENDPOINT].values(),
     )

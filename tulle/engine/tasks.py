@@ -41,6 +41,17 @@ def run_then(
     return cancel
 
 
+def resolver(future: asyncio.Future[T]) -> Callable[[T], None]:
+    """A callback that completes ``future`` with its argument, unless the future is already
+    done (cancelled meanwhile, by a shutdown or a client that went away)."""
+
+    def resolve(result: T) -> None:
+        if not future.done():
+            future.set_result(result)
+
+    return resolve
+
+
 def _internal_error(failure: BaseException) -> Response:
     log.error("request failed inside the proxy", exc_info=failure)
     return mesh_response(errors.MeshError(500, "DPE", f"internal error: {failure!r}"))

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from tulle.codec.http1 import request_head
 from tulle.engine import errors
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
-from tulle.engine.compile import compile_config
+from tulle.engine.compile import compile_resources
 from tulle.engine.errors import MeshError
 from tulle.engine.inbound import InboundPolicy, inbound_policies, refusal
 from tulle.engine.matching import ConfigError
@@ -78,12 +78,7 @@ class Proxy:
     def accept(self, resources: Resources, version: str) -> str | None:
         """Compile a candidate config; install it, or say why not (the NACK reason)."""
         try:
-            config = compile_config(
-                version,
-                resources[types.ROUTE].values(),
-                resources[types.CLUSTER].values(),
-                resources[types.ENDPOINT].values(),
-            )
+            config = compile_resources(version, resources)
             inbound = inbound_policies(resources[types.LISTENER], self.engine.clock())
         except ConfigError as error:
             return str(error)

@@ -15,6 +15,7 @@ import h2.exceptions
 
 from tulle.codec.http2 import H2Sender, text_headers
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError
+from tulle.engine.tasks import resolver
 from tulle.obs.access_log import AccessLog
 from tulle.proxy.http_front import Destination, Dispatcher
 from tulle.proxy.in_flight import InFlight
@@ -118,12 +119,7 @@ class H2Front(asyncio.Protocol):
             http2=True,
         )
         answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-
-        def answered(response: Response) -> None:
-            if not answer.done():  # not cancelled by a shutdown meanwhile
-                answer.set_result(response)
-
-        self.dispatch(request, self.destination, answered)
+        self.dispatch(request, self.destination, resolver(answer))
         response = await answer
         if isinstance(response.body, bytes):
             sent = self._respond(stream_id, response)
