@@ -43,6 +43,8 @@ class Caller(Protocol):
 
     def get(self, url: str, headers: dict[str, str] | None = None) -> Outcome: ...
 
+    def close(self) -> None: ...
+
 
 class SidecarCaller:
     """An httpx client using a sidecar as its HTTP proxy (as HTTP_PROXY makes apps do)."""
@@ -59,6 +61,9 @@ class SidecarCaller:
             response.headers.get("x-backend", "-"),
             response.headers.get("x-tulle-error", ""),
         )
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class LibraryCaller:
@@ -79,6 +84,9 @@ class LibraryCaller:
             return Outcome(error.status, "-", error.reason)
         return Outcome(response.status_code, response.headers.get("x-backend", "-"))
 
+    def close(self) -> None:
+        self.client.close()
+
 
 @pytest.fixture(params=MODES)
 def mode(request: pytest.FixtureRequest) -> Iterator[str]:
@@ -88,7 +96,9 @@ def mode(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 def caller_for(mode: str, control_plane: ControlPlane, processes: Processes):  # noqa: F811
-    """Makes the caller of this test's mode, synced with the control plane's current config."""
+    """Makes the caller of this test's mode, synced with the control plane's current config;
+    closes it after the test."""
+    made: list[Caller] = []
 
     def make() -> Caller:
         caller: Caller
@@ -96,10 +106,13 @@ def caller_for(mode: str, control_plane: ControlPlane, processes: Processes):  #
             caller = SidecarCaller(control_plane, processes)
         else:
             caller = LibraryCaller(control_plane)
+        made.append(caller)
         wait_until(lambda: synced(control_plane, caller.node), timeout=15)
         return caller
 
-    return make
+    yield make
+    for caller in made:
+        caller.close()
 
 
 def get_all(caller: Caller, url: str, count: int) -> list[Outcome]:
