@@ -1,7 +1,8 @@
 """A plain gRPC server with no Tulle import, for the proxyless demo and the end-to-end tests.
 
 ``/greeter.Greeter/SayHello`` answers with this server's name (raw bytes, no protobuf needed).
-``--fail-rate`` fails that share of calls with UNAVAILABLE. Prints ``READY <port>`` once serving;
+``--fail-rate`` fails that share of calls with UNAVAILABLE; ``--delay`` waits that many seconds
+before answering. Prints ``READY <port>`` once serving;
 stops on SIGTERM."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import random
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 
@@ -22,10 +24,13 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--fail-rate", type=float, default=0.0)
+    parser.add_argument("--delay", type=float, default=0.0)
     args = parser.parse_args()
     chance = random.Random()
 
     def say_hello(request: bytes, context: grpc.ServicerContext) -> bytes:
+        if args.delay:
+            time.sleep(args.delay)
         if args.fail_rate and chance.random() < args.fail_rate:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"{args.name} failed on purpose")
         return args.name.encode()

@@ -111,8 +111,8 @@ def test_metrics_have_the_sidecar_names_and_labels(control_plane, processes):
     exposition = exposition_of(tulle.client.metrics_registry())
     assert (
         'tulle_requests_total{destination_service="web.default.svc.cluster.local",'
-        'destination_workload="web-v1",response_code="200",response_flags="-",'
-        'source_workload="shop-frontend"} 3.0'
+        'destination_workload="web-v1",reporter="source",response_code="200",'
+        'response_flags="-",source_workload="shop-frontend"} 3.0'
     ) in exposition
     assert "tulle_request_duration_milliseconds_bucket" in exposition
 

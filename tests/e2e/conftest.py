@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -144,7 +145,7 @@ class Processes:
 
     started: list[subprocess.Popen[str]] = field(default_factory=list)
 
-    def greeter(self, name: str, fail_rate: float = 0.0) -> int:
+    def greeter(self, name: str, fail_rate: float = 0.0, delay: float = 0.0) -> int:
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -153,6 +154,8 @@ class Processes:
                 name,
                 "--fail-rate",
                 str(fail_rate),
+                "--delay",
+                str(delay),
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -163,12 +166,20 @@ class Processes:
         assert line.startswith("READY "), line
         return int(line.split()[1])
 
-    def http_backend(self, name: str, fail_rate: float = 0.0, delay: float = 0.0) -> int:
+    def http_backend(
+        self,
+        name: str,
+        fail_rate: float = 0.0,
+        delay: float = 0.0,
+        port: int = 0,
+        env: dict[str, str] | None = None,
+    ) -> int:
         proc = subprocess.Popen(
             [sys.executable, str(HERE / "http_backend.py"), "--name", name,
-             "--fail-rate", str(fail_rate), "--delay", str(delay)],
+             "--fail-rate", str(fail_rate), "--delay", str(delay), "--port", str(port)],
             stdout=subprocess.PIPE,
             text=True,
+            env={**os.environ, **(env or {})},
         )  # fmt: skip
         self.started.append(proc)
         assert proc.stdout is not None
@@ -200,6 +211,26 @@ class Processes:
         wait_until(sidecar.ready, timeout=15)
         return sidecar
 
+    def library_app(self, plane: ControlPlane, pod: str, service: str, log: Path) -> LibraryApp:
+        """``examples/library/app.py`` as workload ``pod`` serving ``service`` (port 8080), its
+        metrics on a port of their own and its access log in ``log``."""
+        node = f"library~127.0.0.1~{pod}.default~default.svc.cluster.local"
+        app = LibraryApp(free_port(), free_port(), node)
+        env = {
+            **os.environ, "TULLE_XDS_ADDRESS": f"127.0.0.1:{plane.xds_port}",
+            "TULLE_SERVER": plane.api, "TULLE_NODE_ID": node, "TULLE_SERVICE": service,
+            "TULLE_SERVICE_PORT": "8080", "PORT": str(app.port),
+            "TULLE_METRICS_PORT": str(app.metrics_port),
+        }  # fmt: skip
+        with open(log, "w") as output:
+            app.proc = subprocess.Popen(
+                [sys.executable, str(EXAMPLES / "library" / "app.py")],
+                stdout=output, stderr=subprocess.STDOUT, text=True, env=env,
+            )  # fmt: skip
+        self.started.append(app.proc)
+        wait_until(app.serving, timeout=15)
+        return app
+
     def stop_all(self) -> None:
         for proc in self.started:
             _stop(proc)
@@ -229,6 +260,31 @@ class Sidecar:
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(proxy=self.proxy_url, timeout=30, **kwargs)
+
+
+@dataclass
+class LibraryApp:
+    """A running library-mode app (``examples/library/app.py``)."""
+
+    port: int
+    metrics_port: int
+    node: str
+    proc: subprocess.Popen[str] | None = None
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=10, **kwargs)
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+
+    def serving(self) -> bool:
+        assert self.proc is not None
+        assert self.proc.poll() is None, "the library app exited"
+        try:  # a connection, not a request: requests pass the app's inbound rate limit
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
 
 
 @pytest.fixture
@@ -282,6 +338,13 @@ def clients() -> Iterator[list[Client]]:
 def run_client(plane: ControlPlane, target: str, *args: str) -> list[dict[str, Any]]:
     """Run a client to completion and return its results."""
     return Client(plane.bootstrap(), target, *args).wait()
+
+
+def free_port() -> int:
+    """A port nothing listens on now (for a process told its port up front)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_until(condition: Any, timeout: float = 10.0, interval: float = 0.05) -> None:

@@ -1,5 +1,6 @@
 """A plain HTTP/1.1 backend for the end-to-end tests (standard library only): answers every
-request with its name and what it received. ``--fail-rate`` answers that share with 503,
+request with its name and what it received (``/call?url=U`` fetches U as an app would, through
+``HTTP_PROXY`` when set). ``--fail-rate`` answers that share with 503,
 ``--delay`` waits before answering. Prints ``READY <port>``; stops on SIGTERM."""
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import socket
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -54,6 +58,22 @@ def main() -> None:
             self.end_headers()
             self.wfile.write(payload)
 
+        def _call(self) -> None:
+            """``/call?url=U``: GET U as an unmodified app would (through ``HTTP_PROXY`` when
+            set, which urllib honours) and answer its status and body."""
+            url = urllib.parse.unquote(self.path.split("=", 1)[1])
+            try:
+                with urllib.request.urlopen(url, timeout=10) as reply:
+                    status, text = reply.status, reply.read().decode()
+            except urllib.error.HTTPError as error:
+                status, text = error.code, error.read().decode()
+            payload = json.dumps({"status": status, "body": text}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
         def _read_body(self) -> bytes:
             if (self.headers.get("transfer-encoding") or "").lower() == "chunked":
                 chunks: list[bytes] = []
@@ -73,6 +93,9 @@ def main() -> None:
                 return
             if self.path == "/big":
                 self._big()
+                return
+            if self.path.startswith("/call?url="):
+                self._call()
                 return
             if self.path == "/release":
                 released.set()

@@ -178,7 +178,7 @@ spec:
 
     stats = lab.run_in(lab.client, "curl", "-s", "http://127.0.0.1:15000/stats/prometheus").stdout
     assert (
-        'destination_service="web.default.svc.cluster.local",destination_workload="unknown",response_code="200"'
+        'destination_service="web.default.svc.cluster.local",destination_workload="unknown",reporter="source",response_code="200"'
         in stats
     )
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import ControlPlane, register, synced, wait_until
+from tests.e2e.conftest import ControlPlane, free_port, register, synced, wait_until
 
 WEB = "http://web:8080"
 
@@ -288,8 +288,8 @@ def test_metrics_and_config_dump(control_plane, processes):
     metrics = sidecar.admin("/stats/prometheus").text
     assert (
         'tulle_requests_total{destination_service="web.default.svc.cluster.local",'
-        'destination_workload="web-v1",response_code="200",response_flags="-",'
-        'source_workload="shop-frontend"} 3.0'
+        'destination_workload="web-v1",reporter="source",response_code="200",'
+        'response_flags="-",source_workload="shop-frontend"} 3.0'
     ) in metrics
     assert 'response_code="404",response_flags="NR"' in metrics
     assert "tulle_request_duration_milliseconds_bucket" in metrics
@@ -346,12 +346,6 @@ def test_upgrade_is_tunnelled(control_plane, processes, tmp_path):
         more = b""
         while b"TUNNEL" not in more:
             more += conn.recv(65536)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_inbound_authorization_and_rate_limit(control_plane, processes):

@@ -1,13 +1,21 @@
-"""The parity suite: each scenario runs once through a sidecar (``tulle proxy`` as the HTTP
-proxy of an httpx client) and once through the library (``tulle.client`` in this process), on
-the same control plane and backends, and must see the same outcome."""
+"""The parity suite: each scenario runs through a sidecar (``tulle proxy`` as the HTTP proxy of
+an httpx client), through the library (``tulle.client`` in this process), and through proxyless
+gRPC (a stock grpcio client on ``xds:///`` targets, calling gRPC backends), on the same control
+plane, and must see the same outcome — or, for proxyless gRPC, the documented gap."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -22,7 +30,8 @@ from tests.e2e.conftest import (  # noqa: F401 - fixtures used by the scenarios
     wait_until,
 )
 
-MODES = ["sidecar", "library"]
+MODES = ["sidecar", "library", "proxyless"]
+HERE = Path(__file__).parent
 _pods = itertools.count()
 
 
@@ -41,7 +50,9 @@ class Caller(Protocol):
 
     node: str
 
-    def get(self, url: str, headers: dict[str, str] | None = None) -> Outcome: ...
+    def get(
+        self, url: str, headers: dict[str, str] | None = None, timeout: float = 30
+    ) -> Outcome: ...
 
     def close(self) -> None: ...
 
@@ -54,8 +65,8 @@ class SidecarCaller:
         self.node = self.sidecar.node
         self.client = self.sidecar.client()
 
-    def get(self, url: str, headers: dict[str, str] | None = None) -> Outcome:
-        response = self.client.get(url, headers=headers)
+    def get(self, url: str, headers: dict[str, str] | None = None, timeout: float = 30) -> Outcome:
+        response = self.client.get(url, headers=headers, timeout=timeout)
         return Outcome(
             response.status_code,
             response.headers.get("x-backend", "-"),
@@ -77,15 +88,78 @@ class LibraryCaller:
         tulle.client.wait_ready(15)
         self.client = tulle.client.Client(timeout=30)
 
-    def get(self, url: str, headers: dict[str, str] | None = None) -> Outcome:
+    def get(self, url: str, headers: dict[str, str] | None = None, timeout: float = 30) -> Outcome:
         try:
-            response = self.client.get(url, headers=headers)
+            response = self.client.get(url, headers=headers, timeout=timeout)
         except tulle.client.MeshError as error:
             return Outcome(error.status, "-", error.reason)
         return Outcome(response.status_code, response.headers.get("x-backend", "-"))
 
     def close(self) -> None:
         self.client.close()
+
+
+# gRPC status → the HTTP status a sidecar answers with for it (for one Outcome across modes).
+HTTP_FOR_GRPC = {"UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504, "RESOURCE_EXHAUSTED": 429,
+                 "NOT_FOUND": 404, "PERMISSION_DENIED": 403, "INTERNAL": 500}  # fmt: skip
+
+
+class ProxylessCaller:
+    """A stock grpcio client process (``tests/scenarios/grpc_caller.py``) calling
+    ``/greeter.Greeter/SayHello`` on ``xds:///host:port``; an Outcome's reason is grpcio's own
+    status detail."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.node = f"proxyless~127.0.0.1~caller-{next(_pods)}.default~default.svc.cluster.local"
+        env = {**os.environ, "GRPC_XDS_BOOTSTRAP_CONFIG": plane.bootstrap(self.node),
+               "GRPC_VERBOSITY": "NONE"}  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "grpc_caller.py")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._replies: dict[int, dict[str, Any]] = {}
+        self._arrived = threading.Condition(self._lock)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            reply = json.loads(line)
+            with self._arrived:
+                self._replies[reply["id"]] = reply
+                self._arrived.notify_all()
+
+    def get(self, url: str, headers: dict[str, str] | None = None, timeout: float = 30) -> Outcome:
+        parts = urlsplit(url)
+        command = {"target": f"xds:///{parts.hostname}:{parts.port}", "headers": headers or {},
+                   "timeout": timeout}  # fmt: skip
+        with self._lock:
+            command["id"] = call_id = next(self._ids)
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps(command) + "\n")
+            self.proc.stdin.flush()
+            self._arrived.wait_for(lambda: call_id in self._replies, timeout=timeout + 10)
+            reply = self._replies.pop(call_id)
+        if reply["ok"]:
+            return Outcome(200, reply["backend"])
+        # A backend failing on purpose names itself, as the HTTP backend's x-backend does.
+        detail = reply["detail"]
+        backend = detail.split()[0] if detail.endswith(" failed on purpose") else "-"
+        return Outcome(HTTP_FOR_GRPC.get(reply["code"], 500), backend, detail)
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
 
 
 @pytest.fixture(params=MODES)
@@ -102,6 +176,11 @@ def caller_for(mode: str, control_plane: ControlPlane, processes: Processes):  #
 
     def make() -> Caller:
         caller: Caller
+        if mode == "proxyless":  # grpcio connects on its first call, to the current snapshot
+            wait_until(lambda: not control_plane.proxy_status()["pending"], timeout=15)
+            caller = ProxylessCaller(control_plane)
+            made.append(caller)
+            return caller
         if mode == "sidecar":
             caller = SidecarCaller(control_plane, processes)
         else:
@@ -113,6 +192,29 @@ def caller_for(mode: str, control_plane: ControlPlane, processes: Processes):  #
     yield make
     for caller in made:
         caller.close()
+
+
+@pytest.fixture
+def serve(mode: str, control_plane: ControlPlane, processes: Processes):  # noqa: F811
+    """Starts backends (name → options: version, fail_rate, delay) and registers them as
+    endpoints of ``web:8080``: HTTP servers, or gRPC servers for proxyless gRPC. Each answers
+    with its name (the ``x-backend`` header, or the gRPC reply)."""
+
+    def start(**backends: dict[str, Any]) -> None:
+        for name, given in backends.items():
+            options = dict(given)
+            version = options.pop("version", name)
+            grpc = mode == "proxyless"
+            port = (processes.greeter if grpc else processes.http_backend)(name, **options)
+            control_plane.register(
+                service="web", address="127.0.0.1", port=port, servicePort=8080,
+                labels={"version": version}, protocol="GRPC" if grpc else "HTTP",
+            )  # fmt: skip
+
+    return start
+
+
+Serve = Callable[..., None]
 
 
 def get_all(caller: Caller, url: str, count: int) -> list[Outcome]:

@@ -1,13 +1,15 @@
 """Every engine behaviour as a scenario — this config, these backends, these requests, this
-outcome — run through a sidecar and through the library (the ``mode`` fixture). The expected
-outcome is written once; a mode that behaves differently fails. docs/library.md has the table."""
+outcome — run through a sidecar, through the library and through proxyless gRPC (the ``mode``
+fixture). The expected outcome is written once; a mode that behaves differently fails. Where
+grpcio deliberately differs (it is not ours to change), the scenario asserts what grpcio does,
+and docs/library.md lists it in the mode x feature table."""
 
 from __future__ import annotations
 
 import collections
 import threading
 
-from tests.e2e.conftest import ControlPlane, register
+from tests.e2e.conftest import ControlPlane
 from tests.scenarios.conftest import Caller, Outcome, get_all
 
 WEB = "http://web:8080"
@@ -36,8 +38,8 @@ spec:
     )
 
 
-def test_header_routing_and_no_route(control_plane, processes, caller_for):
-    register(control_plane, processes, a={"version": "v1"}, b={"version": "v2"})
+def test_header_routing_and_no_route(control_plane, serve, caller_for, mode):
+    serve(a={"version": "v1"}, b={"version": "v2"})
     apply(
         control_plane,
         """\
@@ -48,11 +50,15 @@ def test_header_routing_and_no_route(control_plane, processes, caller_for):
     caller: Caller = caller_for()
     assert caller.get(f"{WEB}/", {"x-user": "jason"}).backend == "b"
     assert caller.get(f"{WEB}/").backend == "a"
-    assert caller.get("http://nowhere:1/x") == Outcome(404, "-", "no route for nowhere:1/x")
+    nowhere = caller.get("http://nowhere:1/x", timeout=2)
+    if mode == "proxyless":  # gap: grpcio waits for a listener it never got, until the deadline
+        assert nowhere == Outcome(504, "-", "Deadline Exceeded")
+    else:
+        assert nowhere == Outcome(404, "-", "no route for nowhere:1/x")
 
 
-def test_split_80_20(control_plane, processes, caller_for):
-    register(control_plane, processes, a={"version": "v1"}, b={"version": "v2"})
+def test_split_80_20(control_plane, serve, caller_for, mode):
+    serve(a={"version": "v1"}, b={"version": "v2"})
     apply(
         control_plane,
         """\
@@ -65,18 +71,18 @@ def test_split_80_20(control_plane, processes, caller_for):
     assert 0.16 <= counts["b"] / 1000 <= 0.24  # 20% ± 4 standard deviations
 
 
-def test_retries_hide_a_half_failing_backend(control_plane, processes, caller_for):
-    register(control_plane, processes, good={}, flaky={"fail_rate": 0.5})
+def test_retries_hide_a_half_failing_backend(control_plane, serve, caller_for, mode):
+    serve(good={}, flaky={"fail_rate": 0.5})
     apply(
         control_plane,
-        "    - route: [{destination: {host: web}}]\n      retries: {attempts: 3, retryOn: 5xx}",
+        "    - route: [{destination: {host: web}}]\n      retries: {attempts: 3, retryOn: '5xx,unavailable'}",
     )
     outcomes = get_all(caller_for(), f"{WEB}/", 400)
     assert sum(o.status == 200 for o in outcomes) / 400 >= 0.99
 
 
-def test_a_bad_endpoint_is_ejected(control_plane, processes, caller_for):
-    register(control_plane, processes, a={}, b={}, bad={"fail_rate": 1.0})
+def test_a_bad_endpoint_is_ejected(control_plane, serve, caller_for, mode):
+    serve(a={}, b={}, bad={"fail_rate": 1.0})
     apply(
         control_plane,
         "    - route: [{destination: {host: web}}]\n      retries: {attempts: 0}",
@@ -84,12 +90,16 @@ def test_a_bad_endpoint_is_ejected(control_plane, processes, caller_for):
     )
     caller = caller_for()
     first = [o.backend for o in get_all(caller, f"{WEB}/", 12)]
+    later = [o.backend for o in get_all(caller, f"{WEB}/", 42)]
+    if mode == "proxyless":  # gap: grpcio ejects on success rate only, not consecutive errors
+        assert later.count("bad") >= 10  # still its round-robin third (14 of 42)
+        return
     assert first.count("bad") == 3  # three failures, then ejected
-    assert "bad" not in [o.backend for o in get_all(caller, f"{WEB}/", 40)]
+    assert "bad" not in later
 
 
-def test_breaker_overflow_is_503_with_the_reason(control_plane, processes, caller_for):
-    register(control_plane, processes, slow={"delay": 0.5})
+def test_breaker_overflow_is_503_with_the_reason(control_plane, serve, caller_for, mode):
+    serve(slow={"delay": 0.5})
     apply(
         control_plane,
         "    - route: [{destination: {host: web}}]\n      retries: {attempts: 0}",
@@ -106,11 +116,13 @@ def test_breaker_overflow_is_503_with_the_reason(control_plane, processes, calle
         thread.join()
     assert sorted(o.status for o in results) == [200, 200, 503, 503, 503, 503]
     reason = f"circuit open: max requests 2 reached (cluster {CLUSTER})"
+    if mode == "proxyless":  # grpcio words its own errors
+        reason = "circuit breaker drop"
     assert {o.reason for o in results if o.status == 503} == {reason}
 
 
-def test_abort_fault_30_percent(control_plane, processes, caller_for):
-    register(control_plane, processes, a={})
+def test_abort_fault_30_percent(control_plane, serve, caller_for, mode):
+    serve(a={})
     apply(
         control_plane,
         """\
@@ -120,18 +132,22 @@ def test_abort_fault_30_percent(control_plane, processes, caller_for):
     outcomes = get_all(caller_for(), f"{WEB}/", 600)
     aborted = [o for o in outcomes if o.status == 503]
     assert 0.24 <= len(aborted) / 600 <= 0.36
-    assert {o.reason for o in aborted} == {"fault injected: abort"}
+    reason = "Fault injected" if mode == "proxyless" else "fault injected: abort"
+    assert {o.reason for o in aborted} == {reason}
 
 
-def test_route_timeout_is_504_with_the_reason(control_plane, processes, caller_for):
-    register(control_plane, processes, slow={"delay": 1.0})
+def test_route_timeout_is_504_with_the_reason(control_plane, serve, caller_for, mode):
+    serve(slow={"delay": 1.0})
     apply(control_plane, "    - route: [{destination: {host: web}}]\n      timeout: 0.2s")
     outcome = caller_for().get(f"{WEB}/")
-    assert outcome == Outcome(504, "-", f"request timeout 0.2s exceeded (cluster {CLUSTER})")
+    if mode == "proxyless":  # grpcio words its own errors
+        assert outcome == Outcome(504, "-", "Deadline Exceeded")
+    else:
+        assert outcome == Outcome(504, "-", f"request timeout 0.2s exceeded (cluster {CLUSTER})")
 
 
-def test_outbound_rate_limit_is_429_with_the_reason(control_plane, processes, caller_for):
-    register(control_plane, processes, a={})
+def test_outbound_rate_limit_is_429_with_the_reason(control_plane, serve, caller_for, mode):
+    serve(a={})
     apply(
         control_plane,
         "    - route: [{destination: {host: web}}]",
@@ -146,5 +162,8 @@ spec:
 """,
     )
     outcomes = get_all(caller_for(), f"{WEB}/", 5)
+    if mode == "proxyless":  # gap: grpcio has no local rate limit filter (the control plane
+        assert [o.status for o in outcomes] == [200] * 5  # leaves it out for proxyless nodes)
+        return
     assert [o.status for o in outcomes] == [200, 200, 200, 429, 429]
     assert outcomes[-1].reason.startswith("rate limited by ")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 
@@ -15,11 +16,13 @@ import uvloop
 
 from tulle.client.settings import Settings
 from tulle.engine.compile import compile_resources
+from tulle.engine.inbound import InboundPolicy, inbound_policies
 from tulle.engine.matching import ConfigError
 from tulle.engine.outbound import Engine, EngineConfig
 from tulle.obs.access_log import AccessLog
 from tulle.obs.metrics import MeshMetrics
 from tulle.transport.pool import Http1Pool
+from tulle.xds import types
 from tulle.xds.client import Resources, XdsClient
 from tulle.xds.node import NodeInfo, parse_node_id
 
@@ -44,6 +47,10 @@ class MeshRuntime:
         self.metrics = MeshMetrics(self.node.workload)
         self.log = AccessLog(enabled=settings.access_log)
         self.config: EngineConfig | None = None
+        # The app's ports' inbound policy (for the ASGI/WSGI middleware); its rate-limit
+        # buckets are shared by every thread serving the app, under inbound_lock.
+        self.inbound: dict[int, InboundPolicy] = {}
+        self.inbound_lock = threading.Lock()
         self.nack: str | None = None
         self._complete = False  # every subscribed type has arrived once
         self.loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
@@ -122,9 +129,12 @@ class MeshRuntime:
         """Compile a candidate config; hand it to every engine, or say why not (NACK)."""
         try:
             config = compile_resources(version, resources)
+            inbound = inbound_policies(resources[types.LISTENER], time.monotonic())
         except ConfigError as error:
             self.nack = str(error)
             return str(error)
+        with self.inbound_lock:
+            self.inbound = inbound
         with self._lock:
             self.config, self.nack = config, None
             bindings = list(self._bindings.values())
@@ -149,7 +159,8 @@ class MeshRuntime:
         if binding is None:
             with self._lock:
                 pool = Http1Pool()
-                binding = Binding(loop, Engine(pool.send, start=pool.submit), pool)
+                engine = Engine(pool.send, start=pool.submit, source_workload=self.node.workload)
+                binding = Binding(loop, engine, pool)
                 if self.config is not None:
                     binding.engine.update(self.config)
                 if self._complete:

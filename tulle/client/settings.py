@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from tulle.xds.node import NodeIdError, make_node_id, parse_node_id
 
+DEFAULT_SERVER = "http://127.0.0.1:15014"
+
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable or argument."""
@@ -23,6 +25,7 @@ class Settings:
     ready_timeout: float = 5.0
     metrics_port: int | None = None
     access_log: bool = True
+    server: str = DEFAULT_SERVER  # the control plane's HTTP API (endpoint registration)
 
     @classmethod
     def load(
@@ -32,6 +35,7 @@ class Settings:
         ready_timeout: float | None = None,
         metrics_port: int | None = None,
         access_log: bool | None = None,
+        server: str | None = None,
     ) -> Settings:
         """Arguments first, then ``TULLE_*`` variables, then defaults."""
         env = os.environ
@@ -51,10 +55,13 @@ class Settings:
             ready_timeout=ready_timeout
             if ready_timeout is not None
             else _number("TULLE_READY_TIMEOUT", 5.0),
-            metrics_port=metrics_port if metrics_port is not None else _port("TULLE_METRICS_PORT"),
+            metrics_port=metrics_port
+            if metrics_port is not None
+            else port_variable("TULLE_METRICS_PORT"),
             access_log=access_log
             if access_log is not None
             else env.get("TULLE_ACCESS_LOG", "1") not in ("0", "false", "off"),
+            server=server or env.get("TULLE_SERVER") or DEFAULT_SERVER,
         )
 
 
@@ -72,10 +79,12 @@ def _number(name: str, default: float) -> float:
         raise SettingsError(f"{name}={text!r} is not a number of seconds") from None
 
 
-def _port(name: str) -> int | None:
+def port_variable(name: str, lowest: int = 0) -> int | None:
+    """The port in variable ``name`` (None when unset; 0 may mean "any free port");
+    SettingsError names the variable."""
     text = os.environ.get(name)
     if not text:
         return None
-    if not text.isdigit() or not 0 <= int(text) < 65536:
+    if not text.isdigit() or not lowest <= int(text) < 65536:
         raise SettingsError(f"{name}={text!r} is not a port number")
     return int(text)

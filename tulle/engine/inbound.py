@@ -30,6 +30,7 @@ class InboundPolicy:
     rbac: tuple[RbacFilter, ...] = ()
     bucket: TokenBucket | None = None
     tcp: bool = False  # an opaque TCP port: bytes to the app, no HTTP parsing
+    service: str = ""  # the service the port serves (the inbound metrics' destination_service)
 
 
 def inbound_policies(listeners: Mapping[str, Any], now: float) -> dict[int, InboundPolicy]:
@@ -41,6 +42,9 @@ def inbound_policies(listeners: Mapping[str, Any], now: float) -> dict[int, Inbo
     for chain in listener.filter_chains:
         port = chain.filter_chain_match.destination_port.value
         policy = result.setdefault(port, InboundPolicy())
+        tulle_metadata = chain.metadata.filter_metadata.get("tulle")
+        if tulle_metadata is not None and "service" in tulle_metadata.fields:
+            policy.service = tulle_metadata.fields["service"].string_value
         for network_filter in chain.filters:
             if network_filter.name == TCP_PROXY_FILTER:
                 policy.tcp = True

@@ -26,6 +26,7 @@ from tulle.engine.config import RouteEntry, RouteTable, WeightedCluster
 from tulle.engine.message import Request, Response, UpstreamError, mesh_response
 from tulle.engine.ratelimit import TokenBucket
 from tulle.engine.tasks import spawn
+from tulle.obs.metrics import SOURCE_WORKLOAD_HEADER
 
 Sender = Callable[[EndpointSpec, ClusterSpec, Request], Awaitable[Response]]
 Outcome = Response | UpstreamError
@@ -104,8 +105,11 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         chance: random.Random | None = None,
         start: Starter | None = None,
+        source_workload: str = "",
     ) -> None:
         self.send = send
+        # Who is calling, for the callee's inbound metrics (sent with every routed request).
+        self.identity = (SOURCE_WORKLOAD_HEADER, source_workload) if source_workload else None
         self.start = start
         self.clock = clock
         self.chance = chance or random.Random()
@@ -154,6 +158,10 @@ class Engine:
             return chosen
         upstream = _rewrite(route, request, parts.path, parts.query_string)
         upstream.headers = chosen.request_edits.apply(route.request_edits.apply(upstream.headers))
+        if self.identity is not None:
+            if SOURCE_WORKLOAD_HEADER in parts.headers:  # the app passed on its caller's
+                upstream.headers = [h for h in upstream.headers if h[0] != SOURCE_WORKLOAD_HEADER]
+            upstream.headers.append(self.identity)
         return chosen, cluster, upstream
 
     def tunnel_target(

@@ -1,5 +1,6 @@
 """Request metrics, the same for sidecar and library: named and labelled as Istio's standard
-metrics with a ``tulle_`` prefix, through prometheus-client."""
+metrics with a ``tulle_`` prefix, through prometheus-client. Both ends of a call record it:
+the caller with ``reporter="source"``, the callee with ``reporter="destination"``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from tulle.obs.views import RequestView, ResponseView
 
+SOURCE_WORKLOAD_HEADER = "x-tulle-source-workload"
+"""Sent with every routed request: the caller's workload, for the callee's inbound metrics."""
+
 LABELS = (
+    "reporter",
     "source_workload",
     "destination_service",
     "destination_workload",
@@ -55,7 +60,7 @@ class MeshMetrics:
             "tulle_tcp_received_bytes", "Bytes received from upstream over TCP.", TCP_LABELS,
             registry=self.registry,
         )  # fmt: skip
-        self._children: dict[tuple[str, str, int, str], tuple[Any, Any, Any, Any]] = {}
+        self._children: dict[tuple[str, str, str, str, int, str], tuple[Any, Any, Any, Any]] = {}
 
     def tcp_open(self, service: str) -> None:
         """A TCP connection started."""
@@ -68,14 +73,14 @@ class MeshMetrics:
         self.tcp_received.labels(self.source, service).inc(received)
 
     def _series(
-        self, service: str, workload: str, status: int, flag: str
+        self, reporter: str, source: str, service: str, workload: str, status: int, flag: str
     ) -> tuple[Any, Any, Any, Any]:
         """The four labelled series for one label set, looked up once and then cached (the
         label lookup is most of prometheus-client's cost per request)."""
-        key = (service, workload, status, flag)
+        key = (reporter, source, service, workload, status, flag)
         series = self._children.get(key)
         if series is None:
-            labels = (self.source, service, workload or "unknown", str(status), flag)
+            labels = (reporter, source, service, workload or "unknown", str(status), flag)
             series = (
                 self.requests.labels(*labels),
                 self.duration.labels(*labels),
@@ -88,11 +93,31 @@ class MeshMetrics:
     def record(
         self, request: RequestView, response: ResponseView, millis: float, sent: int
     ) -> None:
-        """One request."""
+        """One request this workload sent (``reporter="source"``)."""
         service = response.cluster.rsplit("|", 1)[-1] if response.cluster else request.authority
-        requests, duration, request_bytes, response_bytes = self._series(
-            service, response.upstream_workload, response.status, response.flag
-        )
+        self._observe(
+            self._series("source", self.source, service, response.upstream_workload,
+                         response.status, response.flag),
+            request, millis, sent,
+        )  # fmt: skip
+
+    def record_inbound(
+        self, request: RequestView, response: ResponseView, service: str, millis: float, sent: int
+    ) -> None:
+        """One request this workload served as ``service`` (``reporter="destination"``); the
+        caller is named by its mesh's source header (``unknown`` from outside the mesh)."""
+        caller = request.header(SOURCE_WORKLOAD_HEADER) or "unknown"
+        self._observe(
+            self._series("destination", caller, service, self.source, response.status,
+                         response.flag),
+            request, millis, sent,
+        )  # fmt: skip
+
+    @staticmethod
+    def _observe(
+        series: tuple[Any, Any, Any, Any], request: RequestView, millis: float, sent: int
+    ) -> None:
+        requests, duration, request_bytes, response_bytes = series
         requests.inc()
         duration.observe(millis)
         if request.body_size:

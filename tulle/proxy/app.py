@@ -60,7 +60,9 @@ class Proxy:
         self.outbound_port = outbound_port
         self.inbound_port = inbound_port
         self.app_port = app_port
-        self.engine = Engine(self.pool.send, start=self.pool.submit)
+        self.engine = Engine(
+            self.pool.send, start=self.pool.submit, source_workload=self.node.workload
+        )
         self.xds = XdsClient(xds_address, node_id, self.accept)
         self.metrics = MeshMetrics(self.node.workload)
         self.log = access_log or AccessLog()
@@ -88,13 +90,19 @@ class Proxy:
         self.tcp_clusters = tcp_clusters(resources[types.LISTENER])
         return None
 
-    def _measured(self, request: Request, started: float, done: Done) -> Done:
-        """``done``, after the request's metrics are recorded."""
+    def _measured(
+        self, request: Request, started: float, done: Done, serving: str | None = None
+    ) -> Done:
+        """``done``, after the request's metrics are recorded: as the caller's, or, when
+        ``serving`` names the app's service, as the app's (inbound)."""
 
         def measured(response: Response) -> None:
             body = response.body if isinstance(response.body, bytes) else b""
             millis = (time.monotonic() - started) * 1000
-            self.metrics.record(request, response, millis, len(body))
+            if serving is None:
+                self.metrics.record(request, response, millis, len(body))
+            else:
+                self.metrics.record_inbound(request, response, serving, millis, len(body))
             done(response)
 
         return measured
@@ -119,12 +127,13 @@ class Proxy:
 
     def dispatch_inbound(self, request: Request, destination: Destination, done: Done) -> None:
         """A request for the local app, redirected here by iptables."""
-        measured = self._measured(request, time.monotonic(), done)
         if destination is not None:
             port = destination[1]
         else:  # not redirected: the workload's first port
             port = next(iter(self.inbound), self.app_port or 0)
         policy = self.inbound.get(port)
+        serving = policy.service if policy is not None else ""
+        measured = self._measured(request, time.monotonic(), done, serving)
         if policy is not None:
             refused = refusal(policy, request, port, self.engine.clock())
             if refused is not None:

@@ -232,6 +232,8 @@ def _inbound(snapshot: Snapshot, view: NodeView) -> Any | None:
             chain = _hcm_chain(manager)
         chain.name = cluster
         chain.filter_chain_match.destination_port.value = port.port
+        # Who the port serves, for the inbound metrics' destination_service label.
+        chain.metadata.filter_metadata["tulle"].update({"service": workload.service_host})
         listener.filter_chains.append(chain)
     return listener
 

@@ -1,0 +1,52 @@
+"""The parity suite's proxyless caller: a stock grpcio client (``xds:///`` targets, config from
+the control plane through ``GRPC_XDS_BOOTSTRAP_CONFIG``) that takes calls on stdin and answers
+on stdout, one JSON line each, so a test can send many calls (some at once) to one process.
+
+In: ``{"id": 1, "target": "xds:///web:8080", "headers": {"x-user": "jason"}, "timeout": 10}``.
+Out: ``{"id": 1, "ok": true, "backend": "a"}`` or ``{"id": 1, "ok": false, "code":
+"UNAVAILABLE", "detail": "..."}``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from typing import Any
+
+import grpc
+
+TIMEOUT = 10.0
+
+
+def main() -> None:
+    channels: dict[str, grpc.Channel] = {}
+    write = threading.Lock()
+
+    def answer(message: dict[str, Any]) -> None:
+        with write:
+            sys.stdout.write(json.dumps(message) + "\n")
+            sys.stdout.flush()
+
+    def finished(call_id: int, future: grpc.Future) -> None:
+        try:
+            answer({"id": call_id, "ok": True, "backend": future.result().decode()})
+        except grpc.RpcError as error:
+            answer({"id": call_id, "ok": False, "code": error.code().name,
+                    "detail": error.details()})  # fmt: skip
+
+    for line in sys.stdin:
+        command = json.loads(line)
+        target = command["target"]
+        channel = channels.get(target)
+        if channel is None:
+            channel = channels[target] = grpc.insecure_channel(target)
+        call = channel.unary_unary("/greeter.Greeter/SayHello")
+        metadata = tuple(command.get("headers", {}).items())
+        future = call.future(b"hi", metadata=metadata, timeout=command.get("timeout", TIMEOUT))
+        future.add_done_callback(lambda f, call_id=command["id"]: finished(call_id, f))
+    for channel in channels.values():
+        channel.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Inbound mesh features in library mode, shared by the ASGI and WSGI middleware: the app port's
+policy from the control plane (authorization, then the rate limit, exactly as a sidecar's inbound
+listener applies them), and the callee's side of the metrics and the access log."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from tulle.client.registration import Registrar, Registration
+from tulle.client.runtime import MeshRuntime, get_runtime
+from tulle.client.settings import port_variable
+from tulle.engine.inbound import InboundPolicy, refusal
+from tulle.engine.message import Request, Response, mesh_response
+
+LISTENER = "inbound"  # the access log's listener field, as a sidecar's inbound side logs it
+
+
+@dataclass
+class ServedRequest(Request):
+    """A request the app serves; its body goes to the app, so only its size is kept."""
+
+    received: int = 0
+    started: float = 0.0  # wall clock, for the access log
+    began: float = 0.0  # monotonic, for the duration
+
+    @property
+    def body_size(self) -> int:
+        """Bytes of body the app has read."""
+        return self.received
+
+
+class InboundGate:
+    """Admits requests to the app by its port's inbound policy and records each one."""
+
+    def __init__(
+        self,
+        runtime: MeshRuntime | None = None,
+        port: int | None = None,
+        service: str | None = None,
+        service_port: int | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        self.runtime = runtime or get_runtime()
+        self.port = port if port is not None else port_variable("PORT", lowest=1)
+        self._registration = Registration.load(
+            self.runtime.node, self.runtime.settings.server, service, port, service_port, labels
+        )
+        self._registrar: Registrar | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Register the app's endpoint (when a service is named; see Registration.load)."""
+        if self._registration is not None and self._registrar is None:
+            self._registrar = Registrar(self._registration)
+            self._registrar.start()
+
+    @property
+    def registered(self) -> bool:
+        """Whether the app's endpoint is in the control plane's registry now."""
+        return self._registrar is not None and self._registrar.registered
+
+    def stop(self) -> None:
+        """Deregister the app's endpoint."""
+        registrar, self._registrar = self._registrar, None
+        if registrar is not None:
+            registrar.stop()
+
+    # --- per request --------------------------------------------------------------------------
+
+    def policy(self, served_port: int) -> tuple[int, InboundPolicy | None]:
+        """The app port a request came to and that port's policy: the configured port, else
+        the port the server listens on; a workload with one port has that port's policy."""
+        port = self.port or served_port
+        policies = self.runtime.inbound
+        policy = policies.get(port)
+        if policy is None and len(policies) == 1:
+            port, policy = next(iter(policies.items()))
+        return port, policy
+
+    def admit(self, request: ServedRequest, served_port: int) -> tuple[str, Response | None]:
+        """The service the app serves the request as, and the mesh's refusal (403 denied, 429
+        rate limited) when the policy refuses it, else None."""
+        request.started, request.began = time.time(), time.monotonic()
+        port, policy = self.policy(served_port)
+        if policy is None:
+            return "", None
+        with self.runtime.inbound_lock:
+            refused = refusal(policy, request, port, time.monotonic())
+        if refused is None:
+            return policy.service, None
+        return policy.service, mesh_response(refused, request.is_grpc)
+
+    def record(self, request: ServedRequest, service: str, response: Response, sent: int) -> None:
+        """Metrics (``reporter="destination"``) and the access log for one served request."""
+        runtime = self.runtime
+        millis = (time.monotonic() - request.began) * 1000
+        runtime.metrics.record_inbound(request, response, service, millis, sent)
+        runtime.log.record(LISTENER, request, response, request.started, sent)
