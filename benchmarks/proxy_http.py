@@ -26,6 +26,7 @@ import httpx
 TICKS = os.sysconf("SC_CLK_TCK")
 LOAD_CPU, SERVER_CPU = "0", "1"
 BODY = "x" * 1024
+TULLE = str(Path(sys.executable).parent / "tulle")
 
 
 def free_port() -> int:
@@ -105,11 +106,11 @@ backend out
     return proc, port
 
 
-def start_tulle(work: Path, backend: int) -> tuple[list[subprocess.Popen[bytes]], int, int]:
-    tulle = str(Path(sys.executable).parent / "tulle")
+def start_control_plane(work: Path, backend: int) -> tuple[subprocess.Popen[bytes], str]:
+    """``tulle controlplane`` with ``web:8080`` served by ``backend``; its xDS address."""
     plane = pinned(
         SERVER_CPU,
-        [tulle, "controlplane", "--state-dir", str(work / "state"), "--xds-port", "0",
+        [TULLE, "controlplane", "--state-dir", str(work / "state"), "--xds-port", "0",
          "--http-port", "0", "--log-level", "error"],
         stdout=subprocess.PIPE,
     )  # fmt: skip
@@ -121,11 +122,16 @@ def start_tulle(work: Path, backend: int) -> tuple[list[subprocess.Popen[bytes]]
         f"{api}/api/v1/endpoints",
         json={"service": "web", "address": "127.0.0.1", "port": backend, "servicePort": 8080},
     ).raise_for_status()
+    return plane, xds
+
+
+def start_sidecar(xds: str) -> tuple[subprocess.Popen[bytes], int]:
+    """``tulle proxy`` with its HTTP proxy listener, once ready; the listener's port."""
     port = free_port()
     admin = free_port()
     proxy = pinned(
         SERVER_CPU,
-        [tulle, "proxy", "--xds", xds, "--node-id", "sidecar~127.0.0.1~bench-0.default~default.svc.cluster.local",
+        [TULLE, "proxy", "--xds", xds, "--node-id", "sidecar~127.0.0.1~bench-0.default~default.svc.cluster.local",
          "--admin-port", str(admin), "--http-proxy-port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -137,6 +143,12 @@ def start_tulle(work: Path, backend: int) -> tuple[list[subprocess.Popen[bytes]]
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
+    return proxy, port
+
+
+def start_tulle(work: Path, backend: int) -> tuple[list[subprocess.Popen[bytes]], int, int]:
+    plane, xds = start_control_plane(work, backend)
+    proxy, port = start_sidecar(xds)
     return [plane, proxy], port, proxy.pid
 
 
