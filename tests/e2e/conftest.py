@@ -146,20 +146,18 @@ class Processes:
     started: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def greeter(self, name: str, fail_rate: float = 0.0, delay: float = 0.0) -> int:
+        return self.start_backend(EXAMPLES / "grpc" / "greeter_server.py", name, fail_rate, delay)
+
+    def start_backend(
+        self, script: Path, name: str, fail_rate: float = 0.0, delay: float = 0.0
+    ) -> int:
+        """A backend program taking --name, --fail-rate and --delay that prints READY <port>."""
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(EXAMPLES / "grpc" / "greeter_server.py"),
-                "--name",
-                name,
-                "--fail-rate",
-                str(fail_rate),
-                "--delay",
-                str(delay),
-            ],
+            [sys.executable, str(script), "--name", name, "--fail-rate", str(fail_rate),
+             "--delay", str(delay)],
             stdout=subprocess.PIPE,
             text=True,
-        )
+        )  # fmt: skip
         self.started.append(proc)
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -1,6 +1,6 @@
 """A plain HTTP/1.1 backend for the end-to-end tests (standard library only): answers every
 request with its name and what it received (``/call?url=U`` fetches U as an app would, through
-``HTTP_PROXY`` when set). ``--fail-rate`` answers that share with 503,
+``HTTP_PROXY`` when set; ``/_count`` answers how many requests it has answered). ``--fail-rate`` answers that share with 503,
 ``--delay`` waits before answering. Prints ``READY <port>``; stops on SIGTERM."""
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def main() -> None:
     args = parser.parse_args()
     chance = random.Random()
     released = threading.Event()
+    served = [0]  # requests answered, for GET /_count
+    counting = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -53,6 +55,14 @@ def main() -> None:
         def _big(self) -> None:
             """``/big``: 3 MiB with a Content-Length."""
             payload = bytes(range(256)) * (3 * 4096)
+            self.send_response(200)
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _count(self) -> None:
+            """``/_count``: how many requests this backend has answered (this one not counted)."""
+            payload = str(served[0]).encode()
             self.send_response(200)
             self.send_header("content-length", str(len(payload)))
             self.end_headers()
@@ -88,6 +98,11 @@ def main() -> None:
             return self.rfile.read(length) if length else b""
 
         def _answer(self) -> None:
+            if self.path == "/_count":
+                self._count()
+                return
+            with counting:
+                served[0] += 1
             if self.path == "/stream":
                 self._stream()
                 return

@@ -12,11 +12,13 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import grpc
+import httpx
 import pytest
 
 import tulle.client
@@ -38,11 +40,25 @@ _pods = itertools.count()
 @dataclass(frozen=True)
 class Outcome:
     """What a caller saw: the status, which backend answered ("-" for the mesh), and the mesh's
-    reason when the mesh answered itself (x-tulle-error / MeshError.reason)."""
+    reason when the mesh answered itself (x-tulle-error / MeshError.reason). Not compared: what
+    the backend saw (path and request headers) and the response headers."""
 
     status: int
     backend: str
     reason: str = ""
+    path: str = field(default="", compare=False)
+    sent: dict[str, str] = field(default_factory=dict, compare=False)
+    headers: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+def http_outcome(response: httpx.Response, reason: str = "") -> Outcome:
+    """An HTTP response as an Outcome (the backends echo what they received as JSON)."""
+    backend = response.headers.get("x-backend", "-")
+    seen: dict[str, Any] = {}
+    if backend != "-" and response.headers.get("content-type") == "application/json":
+        seen = response.json()
+    return Outcome(response.status_code, backend, reason, seen.get("path", ""),
+                   seen.get("headers", {}), dict(response.headers))  # fmt: skip
 
 
 class Caller(Protocol):
@@ -67,11 +83,7 @@ class SidecarCaller:
 
     def get(self, url: str, headers: dict[str, str] | None = None, timeout: float = 30) -> Outcome:
         response = self.client.get(url, headers=headers, timeout=timeout)
-        return Outcome(
-            response.status_code,
-            response.headers.get("x-backend", "-"),
-            response.headers.get("x-tulle-error", ""),
-        )
+        return http_outcome(response, response.headers.get("x-tulle-error", ""))
 
     def close(self) -> None:
         self.client.close()
@@ -93,7 +105,7 @@ class LibraryCaller:
             response = self.client.get(url, headers=headers, timeout=timeout)
         except tulle.client.MeshError as error:
             return Outcome(error.status, "-", error.reason)
-        return Outcome(response.status_code, response.headers.get("x-backend", "-"))
+        return http_outcome(response)
 
     def close(self) -> None:
         self.client.close()
@@ -105,9 +117,8 @@ HTTP_FOR_GRPC = {"UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504, "RESOURCE_EXHAUST
 
 
 class ProxylessCaller:
-    """A stock grpcio client process (``tests/scenarios/grpc_caller.py``) calling
-    ``/greeter.Greeter/SayHello`` on ``xds:///host:port``; an Outcome's reason is grpcio's own
-    status detail."""
+    """A stock grpcio client process (``tests/scenarios/grpc_caller.py``) calling the URL's path
+    as the method on ``xds:///host:port``; an Outcome's reason is grpcio's own status detail."""
 
     def __init__(self, plane: ControlPlane) -> None:
         self.node = f"proxyless~127.0.0.1~caller-{next(_pods)}.default~default.svc.cluster.local"
@@ -135,7 +146,7 @@ class ProxylessCaller:
     def get(self, url: str, headers: dict[str, str] | None = None, timeout: float = 30) -> Outcome:
         parts = urlsplit(url)
         command = {"target": f"xds:///{parts.hostname}:{parts.port}", "headers": headers or {},
-                   "timeout": timeout}  # fmt: skip
+                   "path": parts.path or "/", "timeout": timeout}  # fmt: skip
         with self._lock:
             command["id"] = call_id = next(self._ids)
             assert self.proc.stdin is not None
@@ -144,7 +155,8 @@ class ProxylessCaller:
             self._arrived.wait_for(lambda: call_id in self._replies, timeout=timeout + 10)
             reply = self._replies.pop(call_id)
         if reply["ok"]:
-            return Outcome(200, reply["backend"])
+            seen = json.loads(reply["reply"])
+            return Outcome(200, seen["name"], "", seen["path"], seen["headers"], reply["metadata"])
         # A backend failing on purpose names itself, as the HTTP backend's x-backend does.
         detail = reply["detail"]
         backend = detail.split()[0] if detail.endswith(" failed on purpose") else "-"
@@ -194,27 +206,48 @@ def caller_for(mode: str, control_plane: ControlPlane, processes: Processes):  #
         caller.close()
 
 
+@dataclass
+class Backends:
+    """The backends a scenario started, by name: HTTP servers, or gRPC servers for proxyless
+    gRPC (``tests/scenarios/grpc_backend.py``). Each answers with its name and what it got."""
+
+    grpc: bool
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str) -> int:
+        """Requests backend ``name`` has answered (asked directly, not through the mesh)."""
+        port = self.ports[name]
+        if not self.grpc:
+            return int(httpx.get(f"http://127.0.0.1:{port}/_count", timeout=10).text)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            return int(channel.unary_unary("/scenario.Backend/Count")(b"", timeout=10))
+
+
 @pytest.fixture
 def serve(mode: str, control_plane: ControlPlane, processes: Processes):  # noqa: F811
     """Starts backends (name → options: version, fail_rate, delay) and registers them as
-    endpoints of ``web:8080``: HTTP servers, or gRPC servers for proxyless gRPC. Each answers
-    with its name (the ``x-backend`` header, or the gRPC reply)."""
+    endpoints of ``web:8080``; returns them (Backends)."""
+    backends = Backends(grpc=mode == "proxyless")
 
-    def start(**backends: dict[str, Any]) -> None:
-        for name, given in backends.items():
+    def start(**wanted: dict[str, Any]) -> Backends:
+        for name, given in wanted.items():
             options = dict(given)
             version = options.pop("version", name)
-            grpc = mode == "proxyless"
-            port = (processes.greeter if grpc else processes.http_backend)(name, **options)
+            if backends.grpc:
+                port = processes.start_backend(HERE / "grpc_backend.py", name, **options)
+            else:
+                port = processes.http_backend(name, **options)
+            backends.ports[name] = port
             control_plane.register(
                 service="web", address="127.0.0.1", port=port, servicePort=8080,
-                labels={"version": version}, protocol="GRPC" if grpc else "HTTP",
+                labels={"version": version}, protocol="GRPC" if backends.grpc else "HTTP",
             )  # fmt: skip
+        return backends
 
     return start
 
 
-Serve = Callable[..., None]
+Serve = Callable[..., Backends]
 
 
 def get_all(caller: Caller, url: str, count: int) -> list[Outcome]:

@@ -2,9 +2,10 @@
 the control plane through ``GRPC_XDS_BOOTSTRAP_CONFIG``) that takes calls on stdin and answers
 on stdout, one JSON line each, so a test can send many calls (some at once) to one process.
 
-In: ``{"id": 1, "target": "xds:///web:8080", "headers": {"x-user": "jason"}, "timeout": 10}``.
-Out: ``{"id": 1, "ok": true, "backend": "a"}`` or ``{"id": 1, "ok": false, "code":
-"UNAVAILABLE", "detail": "..."}``."""
+In: ``{"id": 1, "target": "xds:///web:8080", "path": "/greeter.Greeter/SayHello", "headers":
+{"x-user": "jason"}, "timeout": 10}`` (the path is the method called).
+Out: ``{"id": 1, "ok": true, "reply": "...", "metadata": {...}}`` (the reply as text, the
+initial metadata) or ``{"id": 1, "ok": false, "code": "UNAVAILABLE", "detail": "..."}``."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ def main() -> None:
 
     def finished(call_id: int, future: grpc.Future) -> None:
         try:
-            answer({"id": call_id, "ok": True, "backend": future.result().decode()})
+            reply = future.result().decode()
+            metadata = dict(future.initial_metadata() or ())
+            answer({"id": call_id, "ok": True, "reply": reply, "metadata": metadata})
         except grpc.RpcError as error:
             answer({"id": call_id, "ok": False, "code": error.code().name,
                     "detail": error.details()})  # fmt: skip
@@ -40,7 +43,7 @@ def main() -> None:
         channel = channels.get(target)
         if channel is None:
             channel = channels[target] = grpc.insecure_channel(target)
-        call = channel.unary_unary("/greeter.Greeter/SayHello")
+        call = channel.unary_unary(command.get("path", "/greeter.Greeter/SayHello"))
         metadata = tuple(command.get("headers", {}).items())
         future = call.future(b"hi", metadata=metadata, timeout=command.get("timeout", TIMEOUT))
         future.add_done_callback(lambda f, call_id=command["id"]: finished(call_id, f))
