@@ -368,3 +368,30 @@ def test_retry_budget_keeps_retries_from_multiplying_an_outage(
     # Without a budget: 20 requests x 6 attempts = 120 calls. The budget keeps retries in
     # flight to 20% of the requests in flight (at least 3).
     assert calls <= 60
+
+
+def test_connection_and_pending_limits_overflow_with_the_reason(
+    control_plane, serve, caller_for, mode
+):
+    serve(slow={"delay": 0.5})
+    apply(
+        control_plane,
+        "    - route: [{destination: {host: web}}]\n      retries: {attempts: 0}",
+        "{connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}}",
+    )
+    caller = caller_for()
+    results: list[Outcome] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(caller.get(f"{WEB}/"))) for _ in range(5)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if mode == "proxyless":  # gap: grpcio enforces only maxRequests (http2MaxRequests)
+        assert [o.status for o in results] == [200] * 5
+        return
+    # One request on the one connection, one waiting for it; the other three overflow.
+    assert sorted(o.status for o in results) == [200, 200, 503, 503, 503]
+    reason = f"circuit open: max pending requests 1 reached (cluster {CLUSTER})"
+    assert {o.reason for o in results if o.status == 503} == {reason}
