@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
+
+from tulle.local.state import StateDir, alive
 
 DEFAULT_SERVER = "http://127.0.0.1:15014"
 
@@ -20,8 +23,20 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def resolve_server(server: str) -> str:
+    """``server``; when it is the default, the API of a mesh ``tulle up`` runs from ``./.tulle``
+    (which may use other ports) if there is one."""
+    if server != DEFAULT_SERVER:
+        return server
+    mesh = StateDir(Path(".tulle")).read()
+    if mesh is not None and mesh.api and alive(mesh.runner_pid):
+        return mesh.api
+    return server
+
+
 def call(server: str, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
     """``(status, json)`` of an API call; exits with a clear message when the server is away."""
+    server = resolve_server(server)
     url = server.rstrip("/") + path
     try:
         response = httpx.request(method, url, timeout=30.0, **kwargs)

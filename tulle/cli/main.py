@@ -8,6 +8,7 @@ from tulle.cli import (
     config_commands,
     controlplane,
     iptables,
+    local_commands,
     proxy,
     proxy_commands,
     validate,
@@ -31,6 +32,10 @@ app.command("get")(config_commands.get)
 app.command("delete")(config_commands.delete)
 app.command("proxy-status")(proxy_commands.proxy_status)
 app.command("proxy-config")(proxy_commands.proxy_config)
+app.command("up")(local_commands.up)
+app.command("status")(local_commands.status)
+app.command("logs")(local_commands.logs)
+app.command("down")(local_commands.down)
 app.add_typer(proxy_commands.bootstrap_app, name="bootstrap")
 
 

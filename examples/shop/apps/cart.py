@@ -1,0 +1,69 @@
+"""The cart service, in library mode: the one shop app that imports Tulle. It calls catalog
+through ``tulle.client`` (routing, the canary split, retries and metrics in-process, no sidecar)
+and serves behind ``tulle.client.wsgi.MeshMiddleware`` (its RateLimit, the callee's metrics).
+A standard-library WSGI server on $PORT."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import tulle.client
+from tulle.client.wsgi import MeshMiddleware
+
+catalog = tulle.client.Client(timeout=5)
+
+
+def cart(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    path = environ.get("PATH_INFO", "/")
+    status, answer = "200 OK", {"ok": True}
+    if path.startswith("/cart"):
+        try:
+            items = catalog.get("http://catalog:8080/items").json()
+            picked = items["items"][:2]
+            answer = {"items": picked, "total": sum(i["price"] for i in picked),
+                      "catalog": items["version"]}  # fmt: skip
+        except tulle.client.MeshError as error:
+            status, answer = f"{error.status} Mesh Error", {"error": error.reason}
+    elif path != "/healthz":
+        status, answer = "404 Not Found", {"error": f"no {path}"}
+    body = json.dumps(answer).encode()
+    start_response(status, [("content-type", "application/json"),
+                            ("content-length", str(len(body)))])  # fmt: skip
+    return [body]
+
+
+class Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+class ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def main() -> None:
+    app = MeshMiddleware(cart)
+    server = make_server("127.0.0.1", int(os.environ.get("PORT", "8080")), app,
+                         server_class=ThreadingServer, handler_class=Quiet)  # fmt: skip
+    print(f"cart listening on {server.server_address[1]} (library mode)", flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stopped.wait()
+    server.shutdown()
+    app.close()
+    catalog.close()
+    tulle.client.shutdown()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

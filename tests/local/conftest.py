@@ -1,0 +1,118 @@
+"""Local-mode tests run ``tulle up`` as a user does (real processes, real config) and check
+from outside: responses, ``tulle status``, metrics. After each mesh, no process of it is left:
+every process ``tulle up`` starts carries ``TULLE_MESH_STATE=<state dir>`` in its environment,
+and the fixture scans /proc for it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).parent.parent.parent
+TULLE = [sys.executable, "-m", "tulle"]
+
+
+def mesh_processes(state_dir: Path) -> list[tuple[int, str]]:
+    """Live processes marked as belonging to the mesh of ``state_dir``: ``(pid, command)``."""
+    mark = f"TULLE_MESH_STATE={state_dir.resolve()}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if mark in environ.split(b"\0") and state != "Z":
+            found.append((int(entry.name), command.strip()))
+    return found
+
+
+def runner_processes(state_dir: Path) -> list[int]:
+    """``tulle up`` processes for ``state_dir`` (the runner is not marked: it sets the mark)."""
+    wanted = str(state_dir)
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = [a.decode(errors="replace") for a in args]
+        if "up" in text and wanted in text and int(entry.name) != os.getpid():
+            pids.append(int(entry.name))
+    return pids
+
+
+def tulle(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([*TULLE, *args], cwd=REPO, capture_output=True, text=True,
+                            timeout=timeout, check=False)  # fmt: skip
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@dataclass
+class Mesh:
+    """A mesh started with ``tulle up -d`` from ``state_dir``."""
+
+    state_dir: Path
+
+    def status(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(
+            tulle("status", "--state-dir", str(self.state_dir), "-o", "json").stdout
+        )
+        return data
+
+    def replica(self, name: str) -> dict[str, Any]:
+        return next(r for r in self.status()["replicas"] if r["replica"] == name)
+
+    def address(self, workload: str) -> str:
+        return next(r["address"] for r in self.status()["replicas"] if r["workload"] == workload)
+
+    def down(self) -> None:
+        tulle("down", "--state-dir", str(self.state_dir))
+
+
+def start_mesh(state_dir: Path, *files: str) -> Mesh:
+    args = ["up", "-d", "--state-dir", str(state_dir), "--api-port", "0", "--xds-port", "0",
+            "--grace", "3"]  # fmt: skip
+    for path in files:
+        args += ["-f", path]
+    tulle(*args)
+    return Mesh(state_dir)
+
+
+def assert_nothing_left(state_dir: Path) -> None:
+    """No process of the mesh is left (waiting a little for the kernel to reap them)."""
+    deadline = time.monotonic() + 10
+    left = mesh_processes(state_dir) + [(pid, "tulle up") for pid in runner_processes(state_dir)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = mesh_processes(state_dir)
+        left += [(pid, "tulle up") for pid in runner_processes(state_dir)]
+    for pid, _ in left:  # leave the machine clean for the next test, then fail
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], f"processes left running: {left}"
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    """A state directory whose mesh is stopped, and checked gone, after the test."""
+    path = tmp_path / "state"
+    yield path
+    tulle("down", "--state-dir", str(path), check=False)
+    assert_nothing_left(path)

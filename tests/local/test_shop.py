@@ -1,0 +1,181 @@
+"""``tulle up -f examples/shop/``: the demo mesh (sidecars, a library-mode cart, gRPC auth) as a
+user runs it, checked from outside: the frontend's answers, ``tulle status``, ``tulle logs``,
+the metrics, ``tulle apply`` against the running mesh, a crashed replica's restart."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.conftest import wait_until
+from tests.local.conftest import Mesh, assert_nothing_left, start_mesh, tulle
+
+WORKLOADS = {
+    "frontend": ("sidecar", 1), "catalog-v1": ("sidecar", 2), "catalog-v2": ("sidecar", 1),
+    "catalog-cache": ("sidecar", 1), "cart": ("library", 1), "payment": ("sidecar", 3),
+    "auth": ("sidecar", 1),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    state_dir = tmp_path_factory.mktemp("shop") / "state"
+    mesh = start_mesh(state_dir, "examples/shop/")
+    yield mesh
+    tulle("down", "--state-dir", str(state_dir), check=False)
+    assert_nothing_left(state_dir)
+
+
+def frontend(shop: Mesh, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.get(f"http://{shop.address('frontend')}/", headers=headers, timeout=30)
+
+
+class Frontend:
+    """Calls the frontend at the address ``tulle status`` gave."""
+
+    def __init__(self, shop: Mesh) -> None:
+        self.url = f"http://{shop.address('frontend')}/"
+        self.client = httpx.Client(timeout=30)
+
+    def page(self, headers: dict[str, str] | None = None) -> dict:
+        page: dict = self.client.get(self.url, headers=headers).json()
+        return page
+
+
+@pytest.fixture
+def front(shop: Mesh) -> Iterator[Frontend]:
+    calling = Frontend(shop)
+    yield calling
+    calling.client.close()
+
+
+def test_status_lists_every_replica_ready(shop: Mesh):
+    replicas = shop.status()["replicas"]
+    seen = collections.Counter((r["workload"], r["mode"]) for r in replicas)
+    assert seen == {(name, mode): count for name, (mode, count) in WORKLOADS.items()}
+    assert all(r["ready"] and r["restarts"] == 0 for r in replicas)
+    table = tulle("status", "--state-dir", str(shop.state_dir)).stdout
+    assert table.split("\n")[0].split() == [
+        "WORKLOAD", "REPLICA", "MODE", "READY", "RESTARTS", "AGE", "ADDRESS",
+    ]  # fmt: skip
+    assert "payment-2" in table
+    assert "library" in table
+
+
+def test_the_frontend_reaches_every_service_through_the_mesh(shop: Mesh):
+    response = frontend(shop)
+    page = response.json()
+    assert page["auth"] == {"status": 200}  # gRPC through two sidecars
+    assert page["catalog"]["status"] == 200
+    assert page["cart"]["status"] == 200  # the library-mode app, which calls catalog itself
+    assert page["cart"]["answer"]["catalog"] in ("v1", "v2")
+    assert page["payment"]["status"] in (200, 503)
+
+
+def test_the_canary_split_and_the_tester_header(front: Frontend):
+    versions = collections.Counter(front.page()["catalog"]["answer"]["version"] for _ in range(200))
+    assert versions["v1"] + versions["v2"] == 200
+    assert 0.03 <= versions["v2"] / 200 <= 0.17  # 10% ± 3.3 standard deviations
+    testers = {front.page({"x-canary": "true"})["catalog"]["answer"]["version"] for _ in range(10)}
+    assert testers == {"v2"}
+
+
+def test_retries_hide_most_payment_failures(front: Frontend):
+    # payment fails 30% and hangs 5% of the time; three retries with an 800 ms per-try timeout
+    # leave about 0.35^4 = 1.5% failing.
+    statuses = [front.page()["payment"]["status"] for _ in range(100)]
+    assert statuses.count(200) >= 90
+
+
+def test_a_chaos_header_injects_faults(front: Frontend):
+    payments = [front.page({"x-chaos": "abort"})["payment"] for _ in range(100)]
+    aborted = [p for p in payments if p.get("reason") == "fault injected: abort"]
+    assert 0.35 <= len(aborted) / 100 <= 0.65  # 50% ± 3 standard deviations
+    assert {p["status"] for p in aborted} == {503}
+
+
+def requests_total(exposition: str) -> dict[frozenset, float]:
+    totals: dict[frozenset, float] = collections.defaultdict(float)
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == "tulle_requests_total":
+                totals[frozenset(sample.labels.items())] += sample.value
+    return totals
+
+
+def test_metrics_from_sidecars_and_the_library(shop: Mesh):
+    frontend(shop)
+    front = shop.replica("frontend-0")
+    cart = shop.replica("cart-0")
+    sidecar = requests_total(
+        httpx.get(f"http://127.0.0.1:{front['admin_port']}/stats/prometheus", timeout=10).text
+    )
+    library = requests_total(
+        httpx.get(f"http://127.0.0.1:{cart['metrics_port']}/metrics", timeout=10).text
+    )
+    called = {dict(k)["destination_service"] for k in sidecar if ("reporter", "source") in k}
+    assert {
+        "catalog.default.svc.cluster.local", "cart.default.svc.cluster.local",
+        "payment.default.svc.cluster.local", "auth.default.svc.cluster.local",
+    } <= called  # fmt: skip
+    served = [dict(k) for k in library if ("reporter", "destination") in k]
+    assert {(s["source_workload"], s["destination_workload"]) for s in served} == {
+        ("frontend", "cart")
+    }
+    sent = [dict(k) for k in library if ("reporter", "source") in k]
+    assert {s["destination_service"] for s in sent} == {"catalog.default.svc.cluster.local"}
+
+
+def test_logs_of_the_app_and_the_sidecar(shop: Mesh):
+    state = str(shop.state_dir)
+    app = tulle("logs", "catalog-v2", "--state-dir", state).stdout
+    assert "catalog v2 listening" in app
+    proxy = tulle("logs", "frontend/frontend-0", "-c", "proxy", "--state-dir", state).stdout
+    assert '"listener":"http_proxy"' in proxy  # the sidecar's access log
+    both = tulle("logs", "catalog-v1", "--state-dir", state).stdout
+    assert "[catalog-v1-0.app] catalog v1 listening" in both
+    missing = tulle("logs", "nope", "--state-dir", state, check=False)
+    assert missing.returncode == 1
+    assert "no replica 'nope'" in missing.stderr
+
+
+def test_a_crashed_replica_restarts_and_rejoins(shop: Mesh, front: Frontend):
+    before = shop.replica("catalog-v2-0")
+    os.kill(before["app_pid"], signal.SIGKILL)
+    wait_until(lambda: shop.replica("catalog-v2-0")["restarts"] == 1, timeout=20)
+    after = shop.replica("catalog-v2-0")
+    assert after["last_exit"] == "killed by SIGKILL"
+    wait_until(lambda: shop.replica("catalog-v2-0")["ready"], timeout=30)
+    assert shop.replica("catalog-v2-0")["app_pid"] != before["app_pid"]
+    statuses = {front.page({"x-canary": "true"})["catalog"]["status"] for _ in range(5)}
+    assert statuses == {200}  # the testers' route reaches the restarted v2 again
+
+
+def test_apply_changes_the_running_mesh(shop: Mesh, front: Frontend, tmp_path: Path):
+    api = shop.status()["api"]
+    change = tmp_path / "all-v2.yaml"
+    change.write_text(
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: catalog}
+spec:
+  hosts: [catalog]
+  http:
+    - route: [{destination: {host: catalog, subset: v2}}]
+"""
+    )
+    tulle("apply", "-f", str(change), "--server", api)
+    wait_until(
+        lambda: (
+            {frontend(shop).json()["catalog"]["answer"]["version"] for _ in range(10)} == {"v2"}
+        ),
+        timeout=15,
+    )

@@ -1,0 +1,137 @@
+"""What to run for a mesh config: one ReplicaPlan per replica of each Workload, with the ports it
+gets on this machine and the environment its program sees. Pure: the ports come from a
+PortAllocator the caller gives."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tulle.api.model import MeshModel, ReadinessCheck, Workload
+from tulle.xds.node import make_node_id
+
+PortAllocator = Callable[[], int]
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A port nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class SidecarPorts:
+    """The ports of a replica's ``tulle proxy``."""
+
+    admin: int
+    http_proxy: int
+    inbound: int
+
+
+@dataclass(frozen=True)
+class ReplicaPlan:
+    """One process of a Workload (and its sidecar): how to start it and where it listens."""
+
+    name: str  # <workload>-<index>, the pod name of the node id
+    workload: Workload
+    index: int
+    app_ports: dict[str, int]  # port name → the port the app listens on here
+    sidecar: SidecarPorts | None = None
+    metrics_port: int | None = None  # library mode: the library's /metrics
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        return self.workload.mesh
+
+    @property
+    def node_id(self) -> str:
+        mode = "library" if self.mode == "library" else "sidecar"
+        return make_node_id(mode, LOOPBACK, self.name, self.workload.namespace)  # type: ignore[arg-type]
+
+    @property
+    def command(self) -> list[str]:
+        """The program and its arguments, ``$(NAME)`` replaced by the replica's variable NAME
+        (as Kubernetes expands a container's command and args; ``$$`` is a literal ``$``)."""
+        return [expand(part, self.env) for part in (*self.workload.command, *self.workload.args)]
+
+    @property
+    def endpoints(self) -> list[tuple[int, int, str]]:
+        """``(port callers connect to, service port, protocol)`` per workload port: the
+        sidecar's inbound listener for a sidecar-mode replica, else the app's own port."""
+        result = []
+        for port in self.workload.ports:
+            reach = self.sidecar.inbound if self.sidecar else self.app_ports[port.name]
+            result.append((reach, port.port, port.protocol))
+        return result
+
+    def readiness_target(self) -> tuple[str, int, str | None]:
+        """``(kind, app port, http path)`` of the readiness check, probed on the app directly
+        (as a kubelet probe bypasses the sidecar): the Workload's, else a TCP connect to its
+        first port."""
+        check: ReadinessCheck | None = self.workload.readiness
+        if check is None:
+            return ("tcp", self.app_port(None), None)
+        return (check.kind, self.app_port(check.port), check.path)
+
+    def app_port(self, reference: str | None) -> int:
+        """The port here of a workload port given by name or number (None: the first)."""
+        first = next(iter(self.app_ports.values()), 0)
+        if reference in self.app_ports:
+            return self.app_ports[reference]
+        for port in self.workload.ports:
+            if reference is not None and reference == str(port.port):
+                return self.app_ports[port.name]
+        return first
+
+
+_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """``text`` with ``$(NAME)`` replaced from ``env`` (unknown names stay as written)."""
+
+    def value(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+
+    return _REFERENCE.sub(value, text)
+
+
+def plan_replicas(
+    model: MeshModel, control_plane: tuple[str, str], allocate: PortAllocator = free_port
+) -> list[ReplicaPlan]:
+    """Every replica of every Workload, with ports from ``allocate`` and its environment.
+    ``control_plane`` is ``(xDS address, API URL)``."""
+    xds, api = control_plane
+    plans = []
+    for workload in model.workloads:
+        for index in range(workload.replicas):
+            name = f"{workload.name}-{index}"
+            app_ports = {port.name: allocate() for port in workload.ports}
+            sidecar = None
+            metrics_port = None
+            env = dict(workload.env)
+            if app_ports:
+                env["PORT"] = str(next(iter(app_ports.values())))
+            for port_name, number in app_ports.items():
+                env[f"PORT_{port_name.upper().replace('-', '_')}"] = str(number)
+            env["TULLE_WORKLOAD"] = workload.name
+            env["TULLE_REPLICA"] = name
+            if workload.mesh == "sidecar":
+                sidecar = SidecarPorts(allocate(), allocate(), allocate())
+                proxy = f"http://{LOOPBACK}:{sidecar.http_proxy}"
+                env.update(HTTP_PROXY=proxy, http_proxy=proxy, NO_PROXY="localhost,127.0.0.1",
+                           no_proxy="localhost,127.0.0.1")  # fmt: skip
+            elif workload.mesh == "library":
+                metrics_port = allocate()
+                plan_node = make_node_id("library", LOOPBACK, name, workload.namespace)
+                env.update(TULLE_XDS_ADDRESS=xds, TULLE_NODE_ID=plan_node, TULLE_SERVER=api,
+                           TULLE_METRICS_PORT=str(metrics_port))  # fmt: skip
+            plans.append(ReplicaPlan(name, workload, index, app_ports, sidecar, metrics_port, env))
+    return plans

@@ -1,0 +1,312 @@
+"""The runner behind ``tulle up``: starts the control plane, then every replica (app and
+sidecar, like a pod), registers each replica's endpoint once its readiness check passes,
+restarts a crashed replica with backoff, and on stop deregisters, drains and stops everything,
+the control plane last."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tulle.api import validate_paths
+from tulle.local.plan import LOOPBACK, ReplicaPlan, free_port, plan_replicas
+from tulle.local.processes import describe_exit, spawn, stop
+from tulle.local.state import MeshState, ReplicaState, StateDir
+
+TULLE = [sys.executable, "-m", "tulle"]
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+MESH_MARK = "TULLE_MESH_STATE"
+STABLE_SECONDS = 10.0  # up this long, a replica's next crash starts the backoff afresh
+
+
+class MeshConfigError(Exception):
+    """The mesh config has errors; the message lists every finding with file and line."""
+
+
+@dataclass
+class RunOptions:
+    """How ``tulle up`` runs the mesh."""
+
+    files: Sequence[Path]
+    state: StateDir
+    api_port: int = 15014
+    xds_port: int = 15010
+    grace: float = 10.0  # seconds a process has to stop after SIGTERM
+
+
+class Replica:
+    """One replica at run time: its plan, its processes and what status shows."""
+
+    def __init__(self, plan: ReplicaPlan, status: ReplicaState) -> None:
+        self.plan = plan
+        self.status = status
+        self.app: asyncio.subprocess.Process | None = None
+        self.proxy: asyncio.subprocess.Process | None = None
+
+
+class Runner:
+    """Runs a mesh until told to stop."""
+
+    def __init__(self, options: RunOptions, echo: Callable[[str], None] = print) -> None:
+        self.options = options
+        self.echo = echo
+        self.state = MeshState(runner_pid=os.getpid(), started_at=time.time())
+        self.stopping = asyncio.Event()
+        self.control_plane: asyncio.subprocess.Process | None = None
+        self.replicas: list[Replica] = []
+        self.http = httpx.AsyncClient(timeout=5.0)
+
+    # --- start ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start everything, run until ``stopping`` is set, then stop everything."""
+        state_dir = self.options.state
+        state_dir.prepare()
+        result = validate_paths(self.options.files)
+        if not result.ok or result.model is None:
+            raise MeshConfigError("\n".join(f.format() for f in result.findings))
+        try:
+            await self._start_control_plane()
+            plans = plan_replicas(result.model, (self.state.xds, self.state.api))
+            await self._forget_stale_endpoints({p.workload.name for p in plans})
+            for plan in plans:
+                status = ReplicaState(plan.workload.name, plan.name, plan.mode,
+                                      address=self._address(plan))  # fmt: skip
+                self.replicas.append(Replica(plan, status))
+                self.state.replicas.append(status)
+            self._save()
+            supervisors = [asyncio.create_task(self._supervise(r)) for r in self.replicas]
+            await self._announce_when_ready()
+            await self.stopping.wait()
+            self.state.phase = "stopping"
+            self._save()
+            await self._shutdown(supervisors)
+        finally:
+            if self.control_plane is not None:
+                await stop(self.control_plane, self.options.grace)
+            await self.http.aclose()
+            state_dir.clear()
+
+    async def _start_control_plane(self) -> None:
+        options = self.options
+        xds_port = options.xds_port or free_port()
+        api_port = options.api_port or free_port()
+        self.state.xds = f"{LOOPBACK}:{xds_port}"
+        self.state.api = f"http://{LOOPBACK}:{api_port}"
+        args = [*TULLE, "controlplane", "--state-dir", str(options.state.control_plane),
+                "--xds-port", str(xds_port), "--http-port", str(api_port),
+                "--log-level", "warning"]  # fmt: skip
+        for path in options.files:
+            args += ["-f", str(path)]
+        log = options.state.log("controlplane")
+        self.control_plane = await spawn(args, self._environment(), log)
+        self.state.control_plane_pid = self.control_plane.pid
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.control_plane.returncode is not None:
+                raise RuntimeError(f"the control plane exited; see {log}:\n{_tail(log)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await self.http.get(f"{self.state.api}/healthz")).status_code == 200:
+                    self.echo(f"tulle up: control plane API {self.state.api}, "
+                              f"xDS {self.state.xds}")  # fmt: skip
+                    return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"the control plane did not answer within 20 s; see {log}")
+
+    async def _forget_stale_endpoints(self, workloads: set[str]) -> None:
+        """Endpoints a previous run of these workloads registered are gone now."""
+        response = await self.http.get(f"{self.state.api}/api/v1/endpoints")
+        for item in response.json()["items"]:
+            if item.get("workload") in workloads:
+                await self.http.request("DELETE", f"{self.state.api}/api/v1/endpoints",
+                                        json=_identity(item))  # fmt: skip
+
+    def _address(self, plan: ReplicaPlan) -> str:
+        endpoints = plan.endpoints
+        return f"{LOOPBACK}:{endpoints[0][0]}" if endpoints else ""
+
+    async def _announce_when_ready(self) -> None:
+        """Say once when every replica is ready (the mesh is up)."""
+        while not self.stopping.is_set():
+            if all(r.status.ready for r in self.replicas):
+                self.state.phase = "running"
+                self._save()
+                self.echo(f"tulle up: {len(self.replicas)} replicas ready "
+                          "(tulle status, tulle logs, tulle down or Ctrl-C)")  # fmt: skip
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 0.2)
+
+    # --- a replica's life --------------------------------------------------------------------
+
+    async def _supervise(self, replica: Replica) -> None:
+        """Start the replica, register it once ready, restart it with backoff when it dies."""
+        backoff = BACKOFF_FIRST
+        while not self.stopping.is_set():
+            began = time.monotonic()
+            await self._start(replica)
+            exited = asyncio.create_task(self._first_exit(replica))
+            ready = asyncio.create_task(self._wait_ready(replica))
+            await asyncio.wait([exited, ready], return_when=asyncio.FIRST_COMPLETED)
+            if ready.done() and ready.result():
+                await self._register(replica, "POST")
+                replica.status.ready = True
+                self._save()
+                self.echo(f"  {replica.plan.name:<22} {replica.plan.mode:<8} ready  "
+                          f"{replica.status.address}")  # fmt: skip
+            else:
+                ready.cancel()
+            stopping = asyncio.create_task(self.stopping.wait())
+            await asyncio.wait([exited, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if self.stopping.is_set():
+                exited.cancel()
+                return
+            what = exited.result()
+            if replica.status.ready:
+                replica.status.ready = False
+                await self._register(replica, "DELETE")
+            await self._stop_processes(replica)
+            replica.status.restarts += 1
+            replica.status.last_exit = what
+            self._save()
+            if time.monotonic() - began > STABLE_SECONDS:
+                backoff = BACKOFF_FIRST
+            self.echo(f"  {replica.plan.name:<22} {what}; restarting in {backoff:g}s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _start(self, replica: Replica) -> None:
+        plan, status, state = replica.plan, replica.status, self.options.state
+        if plan.sidecar is not None:
+            ports = plan.sidecar
+            args = [*TULLE, "proxy", "--xds", self.state.xds, "--node-id", plan.node_id,
+                    "--admin-port", str(ports.admin), "--http-proxy-port", str(ports.http_proxy),
+                    "--inbound-port", str(ports.inbound),
+                    "--app-port", str(next(iter(plan.app_ports.values()), 0))]  # fmt: skip
+            replica.proxy = await spawn(args, self._environment(), state.log(f"{plan.name}.proxy"))
+            status.proxy_pid, status.admin_port = replica.proxy.pid, ports.admin
+        # The runner's Python environment first on PATH: `python3` in a Workload's command is
+        # the interpreter `tulle up` runs in (with Tulle and grpcio for the apps that import them).
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        env = {**self._environment(), "PATH": path, "PYTHONUNBUFFERED": "1", **plan.env}
+        replica.app = await spawn(plan.command, env, state.log(f"{plan.name}.app"))
+        status.app_pid, status.metrics_port = replica.app.pid, plan.metrics_port
+        status.started_at = time.time()
+        self._save()
+
+    async def _first_exit(self, replica: Replica) -> str:
+        """How the replica ended: its app exited, or its sidecar did (the pod goes with it)."""
+        waits = {asyncio.create_task(replica.app.wait()): "app"} if replica.app else {}
+        if replica.proxy is not None:
+            waits[asyncio.create_task(replica.proxy.wait())] = "sidecar"
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        first = next(iter(done))
+        which = waits[first]
+        code = describe_exit(first.result())
+        return code if which == "app" else f"sidecar {code}"
+
+    async def _wait_ready(self, replica: Replica) -> bool:
+        """Probe until the app (and its sidecar) are ready."""
+        kind, port, path = replica.plan.readiness_target()
+        check = replica.plan.workload.readiness
+        period = check.period if check else 0.5
+        timeout = check.timeout if check else 1.0
+        while not self.stopping.is_set():
+            if await self._probe(kind, port, path, timeout) and await self._sidecar_ready(replica):
+                return True
+            await asyncio.sleep(min(period, 0.5))
+        return False
+
+    async def _probe(self, kind: str, port: int, path: str | None, timeout: float) -> bool:
+        try:
+            if kind == "http":
+                url = f"http://{LOOPBACK}:{port}{path or '/'}"
+                response = await self.http.get(url, timeout=timeout)
+                return 200 <= response.status_code < 400
+            _, writer = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, port), timeout)
+            writer.close()
+            return True
+        except (OSError, TimeoutError, httpx.HTTPError):
+            return False
+
+    async def _sidecar_ready(self, replica: Replica) -> bool:
+        if replica.plan.sidecar is None:
+            return True
+        url = f"http://{LOOPBACK}:{replica.plan.sidecar.admin}/ready"
+        try:
+            return (await self.http.get(url)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def _register(self, replica: Replica, method: str) -> None:
+        """Add (POST) or remove (DELETE) the replica's endpoints in the service registry."""
+        plan = replica.plan
+        workload = plan.workload
+        for port, service_port, protocol in plan.endpoints:
+            body = {
+                "service": workload.service_host, "namespace": workload.namespace,
+                "address": LOOPBACK, "port": port, "servicePort": service_port,
+                "protocol": protocol, "labels": dict(workload.labels),
+                "serviceAccount": workload.service_account, "workload": workload.name,
+            }  # fmt: skip
+            try:
+                await self.http.request(method, f"{self.state.api}/api/v1/endpoints", json=body)
+            except httpx.HTTPError as error:
+                self.echo(f"  {plan.name}: {method} endpoint failed: {error}")
+
+    async def _stop_processes(self, replica: Replica) -> None:
+        """The app first, then its sidecar (which drains what is in flight)."""
+        grace = self.options.grace
+        if replica.app is not None:
+            await stop(replica.app, grace)
+        if replica.proxy is not None:
+            await stop(replica.proxy, grace)
+
+    # --- stop -------------------------------------------------------------------------------
+
+    async def _shutdown(self, supervisors: list[asyncio.Task[None]]) -> None:
+        """Deregister every replica (traffic moves away), then stop them all at once."""
+        self.echo("tulle up: stopping")
+        await asyncio.gather(*supervisors, return_exceptions=True)
+        for replica in self.replicas:
+            if replica.status.ready:
+                replica.status.ready = False
+                await self._register(replica, "DELETE")
+        self._save()
+        await asyncio.gather(*(self._stop_processes(r) for r in self.replicas))
+
+    def _environment(self) -> dict[str, str]:
+        """The runner's environment, with the mark of this mesh: every process it starts
+        carries ``TULLE_MESH_STATE`` (how ``tulle down --force`` and tests find them all)."""
+        return {**os.environ, MESH_MARK: str(self.options.state.root.resolve())}
+
+    def _save(self) -> None:
+        self.options.state.write(self.state)
+
+
+def _identity(item: dict[str, Any]) -> dict[str, Any]:
+    """The fields a DELETE of a registered endpoint needs."""
+    service = str(item["service"])
+    return {"service": service, "address": item["address"], "port": item["port"]}
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""

@@ -1,0 +1,100 @@
+"""The state directory of a local mesh (``.tulle`` by default): ``state.json`` says what runs
+where (written by the runner on every change, atomically), ``logs/`` holds each process's
+output, ``controlplane/`` the control plane's own store. ``tulle status``, ``logs`` and ``down``
+read it; they never talk to the runner."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "state.json"
+
+
+@dataclass
+class ReplicaState:
+    """One replica as ``tulle status`` shows it."""
+
+    workload: str
+    replica: str
+    mode: str
+    address: str = ""  # where callers reach it (the sidecar's inbound listener, or the app)
+    ready: bool = False
+    restarts: int = 0
+    started_at: float = 0.0
+    app_pid: int | None = None
+    proxy_pid: int | None = None
+    admin_port: int | None = None  # sidecar admin (metrics at /stats/prometheus)
+    metrics_port: int | None = None  # library metrics (/metrics)
+    last_exit: str = ""  # how the app last ended, for a crash loop
+
+
+@dataclass
+class MeshState:
+    """What runs: the runner, the control plane, and every replica."""
+
+    runner_pid: int
+    api: str = ""
+    xds: str = ""
+    control_plane_pid: int | None = None
+    started_at: float = 0.0
+    phase: str = "starting"  # starting, running, stopping
+    replicas: list[ReplicaState] = field(default_factory=list)
+
+    def pids(self) -> list[int]:
+        """Every process the mesh started, the control plane last."""
+        pids = [p for r in self.replicas for p in (r.app_pid, r.proxy_pid) if p]
+        return pids + ([self.control_plane_pid] if self.control_plane_pid else [])
+
+
+class StateDir:
+    """Paths in a state directory, and reading and writing its ``state.json``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.logs = root / "logs"
+        self.control_plane = root / "controlplane"
+
+    def prepare(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.control_plane.mkdir(parents=True, exist_ok=True)
+
+    def log(self, name: str) -> Path:
+        """The log file of a process: ``<replica>.app``, ``<replica>.proxy``, ``controlplane``."""
+        return self.logs / f"{name}.log"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / STATE_FILE
+
+    def write(self, state: MeshState) -> None:
+        """Replace state.json at once (readers never see half a file)."""
+        temporary = self.root / f".{STATE_FILE}.{os.getpid()}"
+        temporary.write_text(json.dumps(asdict(state), indent=2))
+        temporary.replace(self.state_file)
+
+    def read(self) -> MeshState | None:
+        """The state, or None when no mesh has run here."""
+        try:
+            data: dict[str, Any] = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return None
+        replicas = [ReplicaState(**item) for item in data.pop("replicas", [])]
+        return MeshState(**data, replicas=replicas)
+
+    def clear(self) -> None:
+        self.state_file.unlink(missing_ok=True)
+
+
+def alive(pid: int | None) -> bool:
+    """Whether process ``pid`` exists (and is not a zombie)."""
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
