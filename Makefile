@@ -29,20 +29,14 @@ format: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-# Until `tulle up` lands (local mode), the demo validates the shop's mesh config, shows what a
-# broken config looks like to its author, then runs the proxyless gRPC demo (a stock grpcio client
-# routed by the control plane while traffic shifts from v1 to v2).
+# The demo: the shop's config validated, then the shop as a live mesh (`tulle up`) under steady
+# traffic with a live table of every service, until Ctrl-C (DEMO_SECONDS=N stops it after N s).
+DEMO_SECONDS ?= 0
 demo: $(STAMP)
 	@echo "== tulle validate examples/shop/  (the demo mesh's config)"
 	$(BIN)/tulle validate examples/shop/
 	@echo
-	@echo "== tulle validate examples/broken/  (a config with mistakes: every finding, with its line)"
-	-$(BIN)/tulle validate examples/broken/
-	@echo
-	@echo "== proxyless gRPC: a stock grpcio client, routed by tulle controlplane (about 20 s)"
-	$(BIN)/python examples/grpc/demo.py
-	@echo
-	@echo "Running the shop as a live mesh ('tulle up') arrives with the local-mode work; see README."
+	$(BIN)/python examples/shop/demo.py --seconds $(DEMO_SECONDS)
 
 # Benchmarks measure; they never assert. The proxy benchmark needs wrk, haproxy and nginx from
 # Debian: installed here when missing (as root).

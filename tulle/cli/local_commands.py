@@ -15,11 +15,13 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from tulle.local.processes import signal_group
 from tulle.local.runner import MeshConfigError, Runner, RunOptions
 from tulle.local.state import MeshState, StateDir, alive
+from tulle.local.top import Watcher, table
 
 StateOption = Annotated[
     Path, typer.Option("--state-dir", help="Where the running mesh keeps its state and logs.")
@@ -219,6 +221,28 @@ def down(
                 os.kill(pid, signal.SIGKILL)
     state.clear()
     print("tulle down: killed what was left and cleared the state")
+
+
+def top(
+    state_dir: StateOption = DEFAULT_STATE,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+    once: Annotated[bool, typer.Option(help="Print one table (after one interval).")] = False,
+) -> None:
+    """Per-service requests/s, success rate and p50/p99 latency, live (Ctrl-C to stop)."""
+    watcher = Watcher(_running(StateDir(state_dir)))
+    try:
+        if once:
+            time.sleep(interval)
+            Console(width=160).print(table(watcher.next()))
+            return
+        with Live(table([]), refresh_per_second=4) as live:
+            while True:
+                time.sleep(interval)
+                live.update(table(watcher.next()))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        watcher.close()
 
 
 def _running(state: StateDir, need_runner: bool = True) -> MeshState:

@@ -36,6 +36,7 @@ app.command("up")(local_commands.up)
 app.command("status")(local_commands.status)
 app.command("logs")(local_commands.logs)
 app.command("down")(local_commands.down)
+app.command("top")(local_commands.top)
 app.add_typer(proxy_commands.bootstrap_app, name="bootstrap")
 
 
