@@ -87,9 +87,11 @@ class Mesh:
         tulle("down", "--state-dir", str(self.state_dir))
 
 
-def start_mesh(state_dir: Path, *files: str) -> Mesh:
+def start_mesh(state_dir: Path, *files: str, pods: bool = False) -> Mesh:
     args = ["up", "-d", "--state-dir", str(state_dir), "--api-port", "0", "--xds-port", "0",
             "--grace", "3"]  # fmt: skip
+    if pods:
+        args.append("--pods")
     for path in files:
         args += ["-f", path]
     tulle(*args)

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from tulle.local.pods import remove_network
 from tulle.local.processes import signal_group
 from tulle.local.runner import MeshConfigError, Runner, RunOptions
 from tulle.local.state import MeshState, StateDir, alive
@@ -41,6 +42,9 @@ def up(
     xds_port: Annotated[int, typer.Option(help="Control plane xDS port (0: any).")] = 15010,
     grace: Annotated[float, typer.Option(help="Seconds each process has to stop.")] = 10.0,
     ready_timeout: Annotated[float, typer.Option(help="With -d: seconds to wait.")] = 120.0,
+    pods: Annotated[
+        bool, typer.Option(help="Each replica in its own network namespace, as a pod (root).")
+    ] = False,
 ) -> None:
     """Start the control plane and every Workload's replicas; stop them all on Ctrl-C."""
     for path in files:
@@ -51,15 +55,17 @@ def up(
     if running is not None and alive(running.runner_pid):
         raise _fail(f"error: a mesh already runs from {state_dir} (runner pid "
                     f"{running.runner_pid}); stop it with `tulle down`")  # fmt: skip
+    if pods and os.geteuid() != 0:
+        raise _fail("error: --pods needs root (network namespaces, veths and iptables)")
     if detach:
-        _up_detached(files, state, api_port, xds_port, grace, ready_timeout)
+        _up_detached(files, state, api_port, xds_port, grace, ready_timeout, pods)
         return
-    options = RunOptions(files, state, api_port, xds_port, grace)
+    options = RunOptions(files, state, api_port, xds_port, grace, pods)
     try:
         asyncio.run(_run_until_signalled(Runner(options, lambda line: print(line, flush=True))))
     except MeshConfigError as error:
         raise _fail(f"error: the mesh config has errors:\n{error}") from None
-    except (RuntimeError, OSError) as error:
+    except (RuntimeError, OSError) as error:  # PodsError included
         raise _fail(f"error: {error}") from None
 
 
@@ -72,25 +78,16 @@ async def _run_until_signalled(runner: Runner) -> None:
 
 def _up_detached(
     files: list[Path], state: StateDir, api_port: int, xds_port: int, grace: float,
-    timeout: float,
+    timeout: float, pods: bool,
 ) -> None:  # fmt: skip
     state.prepare()
-    args = [
-        sys.executable,
-        "-m",
-        "tulle",
-        "up",
-        "--state-dir",
-        str(state.root),
-        "--api-port",
-        str(api_port),
-        "--xds-port",
-        str(xds_port),
-        "--grace",
-        str(grace),
-    ]
+    args = [sys.executable, "-m", "tulle", "up", "--state-dir", str(state.root),
+            "--api-port", str(api_port), "--xds-port", str(xds_port),
+            "--grace", str(grace)]  # fmt: skip
+    if pods:
+        args.append("--pods")
     for path in files:
-        args += ["-f", str(path)]  # fmt: skip
+        args += ["-f", str(path)]
     log = state.log("runner")
     with open(log, "wb") as output:
         runner = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT,
@@ -219,6 +216,8 @@ def down(
             signal_group(pid, signal.SIGKILL)
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+    if mesh.network:  # --pods: the namespaces, veths, bridge and hosts files it left
+        remove_network(mesh.network["bridge"], mesh.network.get("namespaces", []))
     state.clear()
     print("tulle down: killed what was left and cleared the state")
 

@@ -22,7 +22,10 @@ def proxy(
     node_id: Annotated[
         str, typer.Option("--node-id", help="sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local")
     ] = "",
-    admin_port: Annotated[int, typer.Option(help="Admin listener (localhost).")] = 15000,
+    admin_port: Annotated[int, typer.Option(help="Admin listener port.")] = 15000,
+    admin_host: Annotated[
+        str, typer.Option(help="Address the admin listener binds (localhost unless a pod's).")
+    ] = "127.0.0.1",
     http_proxy_port: Annotated[
         int | None, typer.Option(help="HTTP forward-proxy listener (apps set HTTP_PROXY).")
     ] = None,
@@ -58,7 +61,7 @@ def proxy(
         proxy = Proxy(
             xds, node_id, admin_port, http_proxy_port, host,
             outbound_port=outbound_port, inbound_port=inbound_port, app_port=app_port,
-            mark=int(mark, 0) if mark else None,
+            mark=int(mark, 0) if mark else None, admin_host=admin_host,
         )  # fmt: skip
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(_run(proxy, drain_seconds))
@@ -72,7 +75,7 @@ async def _run(proxy: Proxy, drain_seconds: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, proxy.stopped.set)
     await proxy.start()
-    ports = f"admin 127.0.0.1:{proxy.admin_port}"
+    ports = f"admin {proxy.admin_host}:{proxy.admin_port}"
     if proxy.outbound_port is not None:
         ports += f", outbound :{proxy.outbound_port}"
     if proxy.inbound_port is not None:

@@ -4,6 +4,7 @@ PortAllocator the caller gives."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from collections.abc import Callable
@@ -14,6 +15,9 @@ from tulle.xds.node import make_node_id
 
 PortAllocator = Callable[[], int]
 LOOPBACK = "127.0.0.1"
+POD_FIRST_ADDRESS = "198.18.0.2"
+# A pod has its own port space: its sidecar and library use the standard ports.
+POD_ADMIN_PORT, POD_INBOUND_PORT, POD_METRICS_PORT = 15000, 15006, 15020
 
 
 def free_port() -> int:
@@ -25,10 +29,11 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class SidecarPorts:
-    """The ports of a replica's ``tulle proxy``."""
+    """The ports of a replica's ``tulle proxy`` (a pod's sidecar has no HTTP proxy listener:
+    its app's traffic is redirected to the outbound one)."""
 
     admin: int
-    http_proxy: int
+    http_proxy: int | None
     inbound: int
 
 
@@ -43,6 +48,8 @@ class ReplicaPlan:
     sidecar: SidecarPorts | None = None
     metrics_port: int | None = None  # library mode: the library's /metrics
     env: dict[str, str] = field(default_factory=dict)
+    ip: str = LOOPBACK  # the pod's address with --pods
+    pod_index: int | None = None  # with --pods: which address and veth
 
     @property
     def mode(self) -> str:
@@ -51,7 +58,7 @@ class ReplicaPlan:
     @property
     def node_id(self) -> str:
         mode = "library" if self.mode == "library" else "sidecar"
-        return make_node_id(mode, LOOPBACK, self.name, self.workload.namespace)  # type: ignore[arg-type]
+        return make_node_id(mode, self.ip, self.name, self.workload.namespace)  # type: ignore[arg-type]
 
     @property
     def command(self) -> list[str]:
@@ -62,10 +69,12 @@ class ReplicaPlan:
     @property
     def endpoints(self) -> list[tuple[int, int, str]]:
         """``(port callers connect to, service port, protocol)`` per workload port: the
-        sidecar's inbound listener for a sidecar-mode replica, else the app's own port."""
+        sidecar's inbound listener for a sidecar-mode replica, else the app's own port (in a
+        pod, always the app's port: the pod's rules redirect it to the sidecar)."""
         result = []
         for port in self.workload.ports:
-            reach = self.sidecar.inbound if self.sidecar else self.app_ports[port.name]
+            inbound = self.sidecar is not None and self.pod_index is None
+            reach = self.sidecar.inbound if inbound and self.sidecar else self.app_ports[port.name]
             result.append((reach, port.port, port.protocol))
         return result
 
@@ -104,16 +113,26 @@ def expand(text: str, env: dict[str, str]) -> str:
 
 
 def plan_replicas(
-    model: MeshModel, control_plane: tuple[str, str], allocate: PortAllocator = free_port
+    model: MeshModel,
+    control_plane: tuple[str, str],
+    allocate: PortAllocator = free_port,
+    pods: bool = False,
 ) -> list[ReplicaPlan]:
-    """Every replica of every Workload, with ports from ``allocate`` and its environment.
-    ``control_plane`` is ``(xDS address, API URL)``."""
+    """Every replica of every Workload, with its ports and environment. ``control_plane`` is
+    ``(xDS address, API URL)``. On loopback each app gets a free port from ``allocate`` and each
+    sidecar an HTTP proxy listener (``HTTP_PROXY``); with ``pods`` each replica is a pod at its
+    own address, listening on its declared ports, its sidecar on the standard ones."""
     xds, api = control_plane
-    plans = []
+    plans: list[ReplicaPlan] = []
     for workload in model.workloads:
         for index in range(workload.replicas):
             name = f"{workload.name}-{index}"
-            app_ports = {port.name: allocate() for port in workload.ports}
+            pod_index = len(plans) if pods else None
+            ip = pod_address(pod_index) if pod_index is not None else LOOPBACK
+            if pods:
+                app_ports = {port.name: port.port for port in workload.ports}
+            else:
+                app_ports = {port.name: allocate() for port in workload.ports}
             sidecar = None
             metrics_port = None
             env = dict(workload.env)
@@ -121,17 +140,26 @@ def plan_replicas(
                 env["PORT"] = str(next(iter(app_ports.values())))
             for port_name, number in app_ports.items():
                 env[f"PORT_{port_name.upper().replace('-', '_')}"] = str(number)
-            env["TULLE_WORKLOAD"] = workload.name
-            env["TULLE_REPLICA"] = name
-            if workload.mesh == "sidecar":
+            env.update(TULLE_WORKLOAD=workload.name, TULLE_REPLICA=name,
+                       HOST="0.0.0.0" if pods else LOOPBACK)  # fmt: skip
+            if workload.mesh == "sidecar" and pods:
+                sidecar = SidecarPorts(POD_ADMIN_PORT, None, POD_INBOUND_PORT)
+            elif workload.mesh == "sidecar":
                 sidecar = SidecarPorts(allocate(), allocate(), allocate())
                 proxy = f"http://{LOOPBACK}:{sidecar.http_proxy}"
                 env.update(HTTP_PROXY=proxy, http_proxy=proxy, NO_PROXY="localhost,127.0.0.1",
                            no_proxy="localhost,127.0.0.1")  # fmt: skip
             elif workload.mesh == "library":
-                metrics_port = allocate()
-                plan_node = make_node_id("library", LOOPBACK, name, workload.namespace)
+                metrics_port = POD_METRICS_PORT if pods else allocate()
+                plan_node = make_node_id("library", ip, name, workload.namespace)
                 env.update(TULLE_XDS_ADDRESS=xds, TULLE_NODE_ID=plan_node, TULLE_SERVER=api,
                            TULLE_METRICS_PORT=str(metrics_port))  # fmt: skip
-            plans.append(ReplicaPlan(name, workload, index, app_ports, sidecar, metrics_port, env))
+            plan = ReplicaPlan(name, workload, index, app_ports, sidecar, metrics_port, env, ip,
+                               pod_index)  # fmt: skip
+            plans.append(plan)
     return plans
+
+
+def pod_address(index: int) -> str:
+    """The address of pod ``index`` (198.18.0.2 onwards; the bridge is 198.18.0.1)."""
+    return str(ipaddress.ip_address(POD_FIRST_ADDRESS) + index)

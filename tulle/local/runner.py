@@ -19,6 +19,14 @@ import httpx
 
 from tulle.api import validate_paths
 from tulle.local.plan import LOOPBACK, ReplicaPlan, free_port, plan_replicas
+from tulle.local.pods import (
+    GATEWAY,
+    OUTBOUND_PORT,
+    SIDECAR_MARK,
+    PodNetwork,
+    hosts_file,
+    probe_in_pod,
+)
 from tulle.local.processes import describe_exit, spawn, stop
 from tulle.local.state import MeshState, ReplicaState, StateDir
 
@@ -41,6 +49,7 @@ class RunOptions:
     api_port: int = 15014
     xds_port: int = 15010
     grace: float = 10.0  # seconds a process has to stop after SIGTERM
+    pods: bool = False  # each replica in its own network namespace (root)
 
 
 class Replica:
@@ -64,6 +73,8 @@ class Runner:
         self.control_plane: asyncio.subprocess.Process | None = None
         self.replicas: list[Replica] = []
         self.http = httpx.AsyncClient(timeout=5.0)
+        self.network = PodNetwork(os.urandom(2).hex()) if options.pods else None
+        self.host = GATEWAY if options.pods else LOOPBACK  # where the control plane listens
 
     # --- start ------------------------------------------------------------------------------
 
@@ -75,12 +86,19 @@ class Runner:
         if not result.ok or result.model is None:
             raise MeshConfigError("\n".join(f.format() for f in result.findings))
         try:
+            if self.network is not None:
+                self.network.create()
+                self.state.network = {"bridge": self.network.bridge, "namespaces": []}
+                self._save()
             await self._start_control_plane()
-            plans = plan_replicas(result.model, (self.state.xds, self.state.api))
+            plans = plan_replicas(result.model, (self.state.xds, self.state.api),
+                                  pods=self.network is not None)  # fmt: skip
             await self._forget_stale_endpoints({p.workload.name for p in plans})
+            if self.network is not None:
+                self._make_pods(plans, [w.service_host for w in result.model.workloads])
             for plan in plans:
                 status = ReplicaState(plan.workload.name, plan.name, plan.mode,
-                                      address=self._address(plan))  # fmt: skip
+                                      address=self._address(plan), ip=plan.ip)  # fmt: skip
                 self.replicas.append(Replica(plan, status))
                 self.state.replicas.append(status)
             self._save()
@@ -94,17 +112,32 @@ class Runner:
             if self.control_plane is not None:
                 await stop(self.control_plane, self.options.grace)
             await self.http.aclose()
+            if self.network is not None:
+                self.network.remove()
             state_dir.clear()
+
+    def _make_pods(self, plans: list[ReplicaPlan], services: list[str]) -> None:
+        """A network namespace per replica, with the services' names in its hosts file and,
+        for a sidecar pod, the redirect rules (its init step)."""
+        assert self.network is not None
+        hosts = hosts_file(services)
+        for plan in plans:
+            assert plan.pod_index is not None
+            namespace = self.network.add_pod(plan.name, plan.pod_index, plan.ip, hosts)
+            self.state.network["namespaces"].append(namespace)
+            self._save()
+            if plan.sidecar is not None:
+                self.network.redirect(namespace)
 
     async def _start_control_plane(self) -> None:
         options = self.options
         xds_port = options.xds_port or free_port()
         api_port = options.api_port or free_port()
-        self.state.xds = f"{LOOPBACK}:{xds_port}"
-        self.state.api = f"http://{LOOPBACK}:{api_port}"
+        self.state.xds = f"{self.host}:{xds_port}"
+        self.state.api = f"http://{self.host}:{api_port}"
         args = [*TULLE, "controlplane", "--state-dir", str(options.state.control_plane),
                 "--xds-port", str(xds_port), "--http-port", str(api_port),
-                "--log-level", "warning"]  # fmt: skip
+                "--host", self.host, "--log-level", "warning"]  # fmt: skip
         for path in options.files:
             args += ["-f", str(path)]
         log = options.state.log("controlplane")
@@ -132,7 +165,13 @@ class Runner:
 
     def _address(self, plan: ReplicaPlan) -> str:
         endpoints = plan.endpoints
-        return f"{LOOPBACK}:{endpoints[0][0]}" if endpoints else ""
+        return f"{plan.ip}:{endpoints[0][0]}" if endpoints else ""
+
+    def _in_pod(self, plan: ReplicaPlan, args: list[str]) -> list[str]:
+        """``args`` run inside the replica's network namespace (with --pods)."""
+        if self.network is None:
+            return args
+        return ["ip", "netns", "exec", self.network.namespace(plan.name), *args]
 
     async def _announce_when_ready(self) -> None:
         """Say once when every replica is ready (the mesh is up)."""
@@ -149,6 +188,16 @@ class Runner:
     # --- a replica's life --------------------------------------------------------------------
 
     async def _supervise(self, replica: Replica) -> None:
+        """Keep the replica running; a failure of the runner itself is said, not swallowed."""
+        try:
+            await self._keep_running(replica)
+        except Exception as error:
+            replica.status.last_exit = f"runner error: {error!r}"
+            self._save()
+            self.echo(f"  {replica.plan.name}: runner error: {error!r}")
+            raise
+
+    async def _keep_running(self, replica: Replica) -> None:
         """Start the replica, register it once ready, restart it with backoff when it dies."""
         backoff = BACKOFF_FIRST
         while not self.stopping.is_set():
@@ -191,16 +240,22 @@ class Runner:
         if plan.sidecar is not None:
             ports = plan.sidecar
             args = [*TULLE, "proxy", "--xds", self.state.xds, "--node-id", plan.node_id,
-                    "--admin-port", str(ports.admin), "--http-proxy-port", str(ports.http_proxy),
-                    "--inbound-port", str(ports.inbound),
+                    "--admin-port", str(ports.admin), "--inbound-port", str(ports.inbound),
                     "--app-port", str(next(iter(plan.app_ports.values()), 0))]  # fmt: skip
-            replica.proxy = await spawn(args, self._environment(), state.log(f"{plan.name}.proxy"))
+            if ports.http_proxy is not None:
+                args += ["--http-proxy-port", str(ports.http_proxy)]
+            else:  # a pod: its app's traffic is redirected; admin reachable on the pod address
+                args += ["--outbound-port", str(OUTBOUND_PORT), "--mark", hex(SIDECAR_MARK),
+                         "--admin-host", "0.0.0.0"]  # fmt: skip
+            log = state.log(f"{plan.name}.proxy")
+            replica.proxy = await spawn(self._in_pod(plan, args), self._environment(), log)
             status.proxy_pid, status.admin_port = replica.proxy.pid, ports.admin
         # The runner's Python environment first on PATH: `python3` in a Workload's command is
         # the interpreter `tulle up` runs in (with Tulle and grpcio for the apps that import them).
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         env = {**self._environment(), "PATH": path, "PYTHONUNBUFFERED": "1", **plan.env}
-        replica.app = await spawn(plan.command, env, state.log(f"{plan.name}.app"))
+        log = state.log(f"{plan.name}.app")
+        replica.app = await spawn(self._in_pod(plan, plan.command), env, log)
         status.app_pid, status.metrics_port = replica.app.pid, plan.metrics_port
         status.started_at = time.time()
         self._save()
@@ -227,18 +282,27 @@ class Runner:
         period = check.period if check else 0.5
         timeout = check.timeout if check else 1.0
         while not self.stopping.is_set():
-            if await self._probe(kind, port, path, timeout) and await self._sidecar_ready(replica):
+            probed = await self._probe(replica.plan, kind, port, path, timeout)
+            if probed and await self._sidecar_ready(replica):
                 return True
             await asyncio.sleep(min(period, 0.5))
         return False
 
-    async def _probe(self, kind: str, port: int, path: str | None, timeout: float) -> bool:
+    async def _probe(
+        self, plan: ReplicaPlan, kind: str, port: int, path: str | None, timeout: float
+    ) -> bool:
+        """One readiness probe of the app: on its own port (from inside its pod with --pods,
+        past the pod's redirect rules, as a kubelet probe bypasses the sidecar)."""
+        if self.network is not None:
+            namespace = self.network.namespace(plan.name)
+            return await asyncio.to_thread(probe_in_pod, namespace, kind, port, path, timeout)
         try:
             if kind == "http":
-                url = f"http://{LOOPBACK}:{port}{path or '/'}"
+                url = f"http://{plan.ip}:{port}{path or '/'}"
                 response = await self.http.get(url, timeout=timeout)
                 return 200 <= response.status_code < 400
-            _, writer = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, port), timeout)
+            connecting = asyncio.open_connection(plan.ip, port)
+            _, writer = await asyncio.wait_for(connecting, timeout)
             writer.close()
             return True
         except (OSError, TimeoutError, httpx.HTTPError):
@@ -247,7 +311,7 @@ class Runner:
     async def _sidecar_ready(self, replica: Replica) -> bool:
         if replica.plan.sidecar is None:
             return True
-        url = f"http://{LOOPBACK}:{replica.plan.sidecar.admin}/ready"
+        url = f"http://{replica.plan.ip}:{replica.plan.sidecar.admin}/ready"
         try:
             return (await self.http.get(url)).status_code == 200
         except httpx.HTTPError:
@@ -260,7 +324,7 @@ class Runner:
         for port, service_port, protocol in plan.endpoints:
             body = {
                 "service": workload.service_host, "namespace": workload.namespace,
-                "address": LOOPBACK, "port": port, "servicePort": service_port,
+                "address": plan.ip, "port": port, "servicePort": service_port,
                 "protocol": protocol, "labels": dict(workload.labels),
                 "serviceAccount": workload.service_account, "workload": workload.name,
             }  # fmt: skip

@@ -22,6 +22,7 @@ class ReplicaState:
     replica: str
     mode: str
     address: str = ""  # where callers reach it (the sidecar's inbound listener, or the app)
+    ip: str = "127.0.0.1"  # the replica's address (its pod's, with --pods)
     ready: bool = False
     restarts: int = 0
     started_at: float = 0.0
@@ -43,6 +44,8 @@ class MeshState:
     started_at: float = 0.0
     phase: str = "starting"  # starting, running, stopping
     replicas: list[ReplicaState] = field(default_factory=list)
+    # With --pods: {"bridge": name, "namespaces": [...]}, for `tulle down --force` after a crash.
+    network: dict[str, Any] = field(default_factory=dict)
 
     def pids(self) -> list[int]:
         """Every process the mesh started, the control plane last."""

@@ -47,9 +47,9 @@ def metric_urls(mesh: MeshState) -> list[str]:
     urls = []
     for replica in mesh.replicas:
         if replica.admin_port:
-            urls.append(f"http://127.0.0.1:{replica.admin_port}/stats/prometheus")
+            urls.append(f"http://{replica.ip}:{replica.admin_port}/stats/prometheus")
         if replica.metrics_port:
-            urls.append(f"http://127.0.0.1:{replica.metrics_port}/metrics")
+            urls.append(f"http://{replica.ip}:{replica.metrics_port}/metrics")
     return urls
 
 

@@ -54,8 +54,10 @@ class Proxy:
         inbound_port: int | None = None,
         app_port: int | None = None,
         mark: int | None = None,
+        admin_host: str = "127.0.0.1",
     ) -> None:
         self.node = parse_node_id(node_id)
+        self.admin_host = admin_host
         self.pool = Http1Pool(mark)
         self.outbound_port = outbound_port
         self.inbound_port = inbound_port
@@ -161,7 +163,7 @@ class Proxy:
         self.log.start()
         self._tasks.append(asyncio.create_task(self.xds.run()))
         loop = asyncio.get_running_loop()
-        admin = await serve_http(AdminHandler(self), "127.0.0.1", self.admin_port)
+        admin = await serve_http(AdminHandler(self), self.admin_host, self.admin_port)
         self.admin_port = admin.sockets[0].getsockname()[1]
         self.servers.append(admin)
         if self.http_proxy_port is not None:

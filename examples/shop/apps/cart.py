@@ -51,8 +51,8 @@ class ThreadingServer(ThreadingMixIn, WSGIServer):
 
 def main() -> None:
     app = MeshMiddleware(cart)
-    server = make_server("127.0.0.1", int(os.environ.get("PORT", "8080")), app,
-                         server_class=ThreadingServer, handler_class=Quiet)  # fmt: skip
+    host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8080"))
+    server = make_server(host, port, app, server_class=ThreadingServer, handler_class=Quiet)
     print(f"cart listening on {server.server_address[1]} (library mode)", flush=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

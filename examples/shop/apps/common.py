@@ -18,7 +18,7 @@ Handler = Callable[[str, str, dict[str, str], bytes], tuple[int, Any]]
 
 
 def serve(name: str, handle: Handler) -> None:
-    """Serve ``handle`` on $PORT until SIGTERM."""
+    """Serve ``handle`` on $HOST:$PORT until SIGTERM."""
 
     class Answer(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -47,7 +47,8 @@ def serve(name: str, handle: Handler) -> None:
         def log_message(self, format: str, *args: object) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", int(os.environ.get("PORT", "8080"))), Answer)
+    address = (os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8080")))
+    server = ThreadingHTTPServer(address, Answer)
     server.daemon_threads = True
     print(f"{name} listening on {server.server_address[1]}", flush=True)
     stopped = threading.Event()

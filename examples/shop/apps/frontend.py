@@ -1,6 +1,7 @@
 """The shop's frontend: ``GET /`` calls catalog, cart, payment and auth, and answers what each
 said. A plain app: it calls services by name through ``HTTP_PROXY`` (its sidecar), as any HTTP
-client does; gRPC goes to the same sidecar with the service as the authority. Headers
+client does, and gRPC goes to the same sidecar with the service as the authority; in a pod
+(``tulle up --pods``, no proxy variable) it simply dials the names. Headers
 ``x-canary`` and ``x-chaos`` are passed on, so a caller can pick the canary or inject faults."""
 
 from __future__ import annotations
@@ -14,17 +15,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+os.environ.setdefault("GRPC_DNS_RESOLVER", "native")  # names from /etc/hosts, as libc does
+
 import grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import serve
 
 PASSED_ON = ("x-canary", "x-chaos", "x-request-id")
-proxy = urlsplit(os.environ.get("HTTP_PROXY", "http://127.0.0.1:15001"))
-auth_channel = grpc.insecure_channel(
-    proxy.netloc,
-    options=[("grpc.default_authority", "auth:50051"), ("grpc.enable_http_proxy", 0)],
-)
+if os.environ.get("HTTP_PROXY"):  # the sidecar as a proxy: gRPC to it, the service as authority
+    auth_channel = grpc.insecure_channel(
+        urlsplit(os.environ["HTTP_PROXY"]).netloc,
+        options=[("grpc.default_authority", "auth:50051"), ("grpc.enable_http_proxy", 0)],
+    )
+else:  # in a pod: dial the service by name; the pod's rules redirect it to the sidecar
+    auth_channel = grpc.insecure_channel("auth:50051")
 auth_check = auth_channel.unary_unary("/auth.Auth/Check")
 
 

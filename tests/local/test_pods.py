@@ -1,0 +1,116 @@
+"""``tulle up --pods``: each replica in its own network namespace on a bridge (198.18.0.0/15),
+its sidecar beside it and its traffic redirected by iptables rules an init step installed; apps
+call each other by name with no proxy variable. Afterwards no namespace, veth, bridge, hosts file
+or process of the mesh is left — also after ``tulle up`` is killed. Needs root."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.local.conftest import (
+    REPO,
+    TULLE,
+    Mesh,
+    assert_nothing_left,
+    mesh_processes,
+    start_mesh,
+    tulle,
+)
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="network namespaces and iptables need root"
+)
+
+
+def network_leftovers() -> list[str]:
+    """Namespaces, links and hosts files a local mesh made (``tulle-…``, ``tl…``)."""
+    namespaces = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, check=False
+    ).stdout
+    links = subprocess.run(
+        ["ip", "-o", "link", "show"], capture_output=True, text=True, check=False
+    ).stdout
+    netns_etc = Path("/etc/netns")
+    hosts = [p.name for p in netns_etc.iterdir()] if netns_etc.exists() else []
+    found = [line.split()[0] for line in namespaces.splitlines() if line.startswith("tulle-")]
+    found += [line.split(": ")[1] for line in links.splitlines() if ": tl" in line]
+    found += [name for name in hosts if name.startswith("tulle-")]
+    return found
+
+
+@pytest.fixture
+def pods_state(tmp_path: Path) -> Iterator[Path]:
+    assert network_leftovers() == []
+    path = tmp_path / "state"
+    yield path
+    tulle("down", "--force", "--state-dir", str(path), check=False)
+    assert_nothing_left(path)
+    assert network_leftovers() == []
+
+
+def test_the_shop_runs_as_pods_and_calls_by_name(pods_state):
+    mesh = Mesh(pods_state)
+    start_mesh(pods_state, "examples/shop/", pods=True)
+    replicas = {r["replica"]: r for r in mesh.status()["replicas"]}
+    assert all(r["ready"] for r in replicas.values())
+    assert replicas["frontend-0"]["address"].startswith("198.18.")
+    assert replicas["auth-0"]["address"].endswith(":50051")  # each pod has its own ports
+    # No proxy variable: the frontend reaches every service by name through the redirect rules.
+    frontend = replicas["frontend-0"]
+    environ = Path(f"/proc/{frontend['app_pid']}/environ").read_bytes().split(b"\0")
+    assert not [v for v in environ if v.upper().startswith(b"HTTP_PROXY=")]
+    page = httpx.get(f"http://{frontend['address']}/", timeout=30).json()
+    assert page["auth"] == {"status": 200}  # gRPC by name, redirected to the sidecar
+    assert page["catalog"]["status"] == 200
+    assert page["cart"]["status"] == 200  # the library-mode pod, reached on its pod address
+    assert page["cart"]["answer"]["catalog"] in ("v1", "v2")
+    namespace = next(n for n in network_leftovers() if n.endswith("-frontend-0"))
+    rules = subprocess.run(["ip", "netns", "exec", namespace, "iptables", "-t", "nat", "-S"],
+                           capture_output=True, text=True, check=False).stdout  # fmt: skip
+    assert "-A TULLE_OUTPUT -p tcp -j REDIRECT --to-ports 15001" in rules
+    assert "-A TULLE_INBOUND -p tcp -j REDIRECT --to-ports 15006" in rules
+    mesh.down()
+    assert network_leftovers() == []
+
+
+def test_a_killed_tulle_up_leaves_processes_dead_and_down_force_removes_the_network(
+    pods_state, tmp_path
+):
+    config = tmp_path / "mesh.yaml"
+    config.write_text(
+        """\
+apiVersion: tulle.dev/v1alpha1
+kind: Workload
+metadata: {name: echo}
+spec:
+  command: [python3, tests/e2e/http_backend.py, --name, echo, --host, 0.0.0.0, --port, $(PORT)]
+  ports: [{name: http, port: 8080}]
+"""
+    )
+    proc = subprocess.Popen(
+        [*TULLE, "up", "--pods", "-f", str(config), "--state-dir", str(pods_state),
+         "--api-port", "0", "--xds-port", "0"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "replicas ready" in line:
+            break
+    answer = httpx.get(f"http://{Mesh(pods_state).address('echo')}/x", timeout=10).json()
+    assert answer["name"] == "echo"
+    assert len(mesh_processes(pods_state)) == 3  # control plane, sidecar, app
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    assert_nothing_left(pods_state)  # the kernel ended every child
+    assert network_leftovers() != []  # what only a clean stop removes
+    forced = tulle("down", "--force", "--state-dir", str(pods_state))
+    assert "cleared the state" in forced.stdout
+    assert network_leftovers() == []
