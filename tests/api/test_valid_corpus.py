@@ -356,6 +356,13 @@ def test_rate_limits(model):
     assert (outbound.target_host, outbound.target_route) == (REVIEWS, "canary")
 
 
+def test_fallbacks(model):
+    (fallback,) = model.fallbacks
+    assert (fallback.host, fallback.to_host, fallback.to_port, fallback.when) == (
+        REVIEWS, RATINGS, 9080, ("gateway-error", "unavailable"),
+    )  # fmt: skip
+
+
 def test_model_is_immutable(model):
     import dataclasses
 

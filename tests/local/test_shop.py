@@ -158,6 +158,22 @@ def test_a_crashed_replica_restarts_and_rejoins(shop: Mesh, front: Frontend):
     assert statuses == {200}  # the testers' route reaches the restarted v2 again
 
 
+def test_the_cached_catalog_answers_when_catalog_fails(shop: Mesh, front: Frontend):
+    catalogs = [r["address"] for r in shop.status()["replicas"] if r["workload"].startswith(
+        "catalog-v")]  # fmt: skip
+    for address in catalogs:
+        assert httpx.post(f"http://{address}/break", timeout=10).json()["broken"] is True
+    try:
+        pages = [front.page() for _ in range(5)]
+        # The frontend's sidecar and the library-mode cart both fall back to catalog-cache.
+        assert {p["catalog"]["answer"]["version"] for p in pages} == {"cache"}
+        assert {p["cart"]["answer"]["catalog"] for p in pages} == {"cache"}
+    finally:
+        for address in catalogs:
+            httpx.post(f"http://{address}/heal", timeout=10)
+    assert front.page()["catalog"]["answer"]["version"] in ("v1", "v2")
+
+
 def test_apply_changes_the_running_mesh(shop: Mesh, front: Frontend, tmp_path: Path):
     api = shop.status()["api"]
     change = tmp_path / "all-v2.yaml"

@@ -226,10 +226,10 @@ class Backends:
 @pytest.fixture
 def serve(mode: str, control_plane: ControlPlane, processes: Processes):  # noqa: F811
     """Starts backends (name → options: version, fail_rate, delay) and registers them as
-    endpoints of ``web:8080``; returns them (Backends)."""
+    endpoints of ``web:8080`` (or of ``service``); returns them (Backends)."""
     backends = Backends(grpc=mode == "proxyless")
 
-    def start(**wanted: dict[str, Any]) -> Backends:
+    def start(service: str = "web", **wanted: dict[str, Any]) -> Backends:
         for name, given in wanted.items():
             options = dict(given)
             version = options.pop("version", name)
@@ -239,7 +239,7 @@ def serve(mode: str, control_plane: ControlPlane, processes: Processes):  # noqa
                 port = processes.http_backend(name, **options)
             backends.ports[name] = port
             control_plane.register(
-                service="web", address="127.0.0.1", port=port, servicePort=8080,
+                service=service, address="127.0.0.1", port=port, servicePort=8080,
                 labels={"version": version}, protocol="GRPC" if backends.grpc else "HTTP",
             )  # fmt: skip
         return backends

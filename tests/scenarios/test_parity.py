@@ -395,3 +395,26 @@ def test_connection_and_pending_limits_overflow_with_the_reason(
     assert sorted(o.status for o in results) == [200, 200, 503, 503, 503]
     reason = f"circuit open: max pending requests 1 reached (cluster {CLUSTER})"
     assert {o.reason for o in results if o.status == 503} == {reason}
+
+
+def test_fallback_to_another_service_when_this_one_fails(control_plane, serve, caller_for, mode):
+    serve(down={"fail_rate": 1.0})
+    serve(service="cache", spare={})
+    apply(
+        control_plane,
+        "    - route: [{destination: {host: web}}]\n      retries: {attempts: 1, retryOn: 5xx}",
+        extra="""\
+---
+apiVersion: tulle.dev/v1alpha1
+kind: Fallback
+metadata: {name: web}
+spec:
+  host: web
+  to: {host: cache}
+""",
+    )
+    outcomes = get_all(caller_for(), f"{WEB}/", 5)
+    if mode == "proxyless":  # gap: grpcio ignores the fallback (route metadata it does not read)
+        assert {(o.status, o.backend) for o in outcomes} == {(503, "down")}
+        return
+    assert {(o.status, o.backend) for o in outcomes} == {(200, "spare")}

@@ -11,6 +11,7 @@ from tulle.api.findings import Finding, Severity
 from tulle.api.hosts import host_matches
 from tulle.api.kinds import (
     DestinationRule,
+    Fallback,
     HTTPRoute,
     Mesh,
     PeerAuthentication,
@@ -297,6 +298,26 @@ def check_peer_authentications(ctx: Context) -> Iterator[Finding]:
             seen.setdefault(key, item)
 
 
+def check_fallbacks(ctx: Context) -> Iterator[Finding]:
+    """A Fallback's host and its target exist, and differ."""
+    for fallback, item in ctx.of(Fallback):
+        spec = fallback.spec
+        host = ctx.resolve(spec.host, fallback.namespace)
+        target = ctx.resolve(spec.to.host, fallback.namespace)
+        for field_path, name, resolved in (
+            (("spec", "host"), spec.host, host),
+            (("spec", "to", "host"), spec.to.host, target),
+        ):
+            if not ctx.is_known(resolved):
+                yield item.finding(
+                    ERROR, field_path,
+                    f"host {name} ({resolved}) is not defined by any Workload or ServiceEntry",
+                )  # fmt: skip
+        if host == target:
+            message = f"{spec.to.host} falls back to itself"
+            yield item.finding(ERROR, ("spec", "to", "host"), message)
+
+
 def check_rate_limits(ctx: Context) -> Iterator[Finding]:
     """A RateLimit's target host exists, and its route name is a route of that host."""
     for limit, item in ctx.of(RateLimit):
@@ -344,6 +365,7 @@ CHECKS: tuple[Callable[[Context], Iterator[Finding]], ...] = (
     check_destination_rules,
     check_peer_authentications,
     check_rate_limits,
+    check_fallbacks,
 )
 
 

@@ -440,6 +440,18 @@ class RateLimitPolicy:
     target_route: str | None = None
 
 
+@dataclass(frozen=True)
+class FallbackPolicy:
+    """Calls to ``host`` that fail on one of ``when`` go once to ``to_host`` (on ``to_port``,
+    or the port that was called)."""
+
+    origin: ResourceRef
+    host: str
+    to_host: str
+    to_port: int | None
+    when: tuple[str, ...]
+
+
 # --- the whole mesh -------------------------------------------------------------------------
 
 
@@ -456,3 +468,4 @@ class MeshModel:
     peer_authentications: tuple[PeerAuthenticationPolicy, ...]
     authorization_policies: tuple[AuthorizationPolicyRule, ...]
     rate_limits: tuple[RateLimitPolicy, ...]
+    fallbacks: tuple[FallbackPolicy, ...] = ()

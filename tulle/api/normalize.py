@@ -15,6 +15,7 @@ from tulle.api.hosts import fqdn
 from tulle.api.kinds import (
     AuthorizationPolicy,
     DestinationRule,
+    Fallback,
     HTTPRoute,
     Mesh,
     PeerAuthentication,
@@ -33,6 +34,7 @@ from tulle.api.model import (
     AuthorizationRule,
     ConnectionPool,
     DestinationPolicy,
+    FallbackPolicy,
     FaultPolicy,
     HeaderEdits,
     HttpRoute,
@@ -645,6 +647,17 @@ def _rate_limit(limit: RateLimit, resolve: HostResolver) -> RateLimitPolicy:
     )
 
 
+def _fallback(fallback: Fallback, resolve: HostResolver) -> FallbackPolicy:
+    spec = fallback.spec
+    return FallbackPolicy(
+        origin=ref(fallback),
+        host=resolve(spec.host, fallback.namespace),
+        to_host=resolve(spec.to.host, fallback.namespace),
+        to_port=spec.to.port,
+        when=tuple(spec.when),
+    )
+
+
 def _settings(meshes: list[Mesh]) -> MeshSettings:
     if not meshes:
         return MeshSettings()
@@ -708,4 +721,5 @@ def build_model(resources: Iterable[Resource]) -> MeshModel:
             _authorization(p) for p in _of_kind(items, AuthorizationPolicy)
         ),
         rate_limits=tuple(_rate_limit(r, resolve) for r in _of_kind(items, RateLimit)),
+        fallbacks=tuple(_fallback(f, resolve) for f in _of_kind(items, Fallback)),
     )

@@ -80,6 +80,26 @@ class WeightedCluster:
 
 
 @dataclass(frozen=True)
+class FallbackSpec:
+    """Where a failed request goes once more, and which failures send it there."""
+
+    cluster: str
+    when: frozenset[str]
+
+    def catches(self, status: int, flag: str) -> bool:
+        """Whether a final answer (status, response flag) is a failure to fall back from;
+        a fault-injected answer (FI) never is."""
+        if flag == "FI":
+            return False
+        when = self.when
+        return (
+            ("5xx" in when and status >= 500)
+            or ("gateway-error" in when and status in (502, 503, 504))
+            or ("unavailable" in when and flag in ("UH", "UO"))
+        )
+
+
+@dataclass(frozen=True)
 class RetrySpec:
     """Retry policy: extra attempts, conditions, per-try timeout, backoff bounds (seconds)."""
 
@@ -192,6 +212,7 @@ class RouteEntry:
     regex_rewrite: tuple[Any, str] | None = None
     host_rewrite: str | None = None
     mirrors: tuple[MirrorSpec, ...] = ()
+    fallback: FallbackSpec | None = None
 
     def matches(
         self, path: str, headers: Mapping[str, str], query: Mapping[str, list[str]]
@@ -364,6 +385,13 @@ def compile_route(route: Any) -> RouteEntry:
             route.response_headers_to_add, route.response_headers_to_remove
         ),
     }
+    tulle_metadata = route.metadata.filter_metadata.get("tulle")
+    if tulle_metadata is not None and "fallback" in tulle_metadata.fields:
+        fields = tulle_metadata.fields
+        when = fields["fallback_when"].string_value if "fallback_when" in fields else "5xx"
+        common["fallback"] = FallbackSpec(
+            fields["fallback"].string_value, frozenset(c for c in when.split(",") if c)
+        )
     per_filter = route.typed_per_filter_config
     if FAULT_FILTER in per_filter:
         common["fault"] = _fault(per_filter[FAULT_FILTER])

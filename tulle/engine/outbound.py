@@ -11,6 +11,7 @@ connection slot, a retry's backoff)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -251,12 +252,18 @@ class Engine:
         return await self.run(request, self.plan(table_name, request))
 
     async def run(self, request: Request, planned: Plan | Delayed | Response) -> Response:
-        """Carry out a plan."""
+        """Carry out a plan (and its route's fallback, when the answer calls for it)."""
         if isinstance(planned, Delayed):
             await asyncio.sleep(planned.delay)
             planned = self._plan_route(planned.route, request, planned.parts)
         if isinstance(planned, Response):
             return planned
+        response = await self._attempts(planned)
+        again = self._fallback_for(planned, response)
+        return response if again is None else await self._attempts(again)
+
+    async def _attempts(self, planned: Plan) -> Response:
+        """Admission to the cluster, then attempts until one settles."""
         call = self._admit(planned)
         if isinstance(call, Response):
             return self._finish(planned, call)
@@ -265,6 +272,19 @@ class Engine:
         finally:
             planned.cluster.counters.requests -= 1
         return self._finish(planned, response)
+
+    def _fallback_for(self, plan: Plan, response: Response) -> Plan | None:
+        """The plan that sends a failed request once to its route's fallback cluster, or None
+        (no fallback, the answer is not a failure it catches, or the body cannot be replayed)."""
+        spec = plan.route.fallback
+        if spec is None or not spec.catches(response.status, response.flag):
+            return None
+        cluster = self.clusters.get(spec.cluster)
+        if cluster is None or not plan.request.replayable:
+            return None
+        chosen = WeightedCluster(spec.cluster, 1)
+        route = dataclasses.replace(plan.route, clusters=(chosen,), fallback=None, mirrors=())
+        return Plan(route, chosen, cluster, plan.request, plan.key)
 
     async def _continue(self, call: _Call, retrying: Outcome | None) -> Response:
         """Attempts until one settles, within the route's timeout. ``retrying``: the outcome of
@@ -408,6 +428,22 @@ class Engine:
         if isinstance(planned, Delayed) or self.start is None:
             spawn(self.run(request, planned), done)
             return
+        if planned.route.fallback is None:
+            self._attempt_plan(planned, done)
+            return
+        first = planned
+
+        def answered(response: Response) -> None:
+            again = self._fallback_for(first, response)
+            if again is None:
+                done(response)
+            else:
+                self._attempt_plan(again, done)
+
+        self._attempt_plan(planned, answered)
+
+    def _attempt_plan(self, planned: Plan, done: Callable[[Response], None]) -> None:
+        """Admission, then the first attempt in callbacks."""
         call = self._admit(planned)
         if isinstance(call, Response):
             done(self._finish(planned, call))

@@ -1,4 +1,5 @@
-"""The catalog service (v1 and v2, from $CATALOG_VERSION): the items for sale."""
+"""The catalog service (v1 and v2, from $CATALOG_VERSION): the items for sale. ``POST /break``
+makes this replica fail every request (503) until ``POST /heal``."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ if VERSION == "v2":  # the canary: a new item
     ITEMS.append({"id": 3, "name": "organza", "price": 9.0})
 
 
+broken = [False]
+
+
 def handle(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+    if path in ("/break", "/heal"):
+        broken[0] = path == "/break"
+        return 200, {"broken": broken[0], "replica": os.environ.get("TULLE_REPLICA", "")}
+    if broken[0]:
+        return 503, {"error": f"catalog {VERSION} broken on purpose"}
     if path.startswith("/items"):
         return 200, {"version": VERSION, "items": ITEMS}
     return 404, {"error": f"no {path}"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tulle.api.kinds.base import Resource
 from tulle.api.kinds.gateway import HTTPRoute
-from tulle.api.kinds.native import Mesh, RateLimit, Workload
+from tulle.api.kinds.native import Fallback, Mesh, RateLimit, Workload
 from tulle.api.kinds.networking import DestinationRule, ServiceEntry, VirtualService
 from tulle.api.kinds.security import AuthorizationPolicy, PeerAuthentication
 
@@ -18,6 +18,7 @@ KINDS: tuple[type[Resource], ...] = (
     HTTPRoute,
     Workload,
     RateLimit,
+    Fallback,
     Mesh,
 )
 
@@ -64,6 +65,7 @@ __all__ = [
     "KINDS",
     "AuthorizationPolicy",
     "DestinationRule",
+    "Fallback",
     "HTTPRoute",
     "Mesh",
     "PeerAuthentication",

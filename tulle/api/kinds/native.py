@@ -1,5 +1,5 @@
 """Tulle's own kinds (``tulle.dev/v1alpha1``), only where Istio and the Gateway API have none:
-Workload (a process of local mode), RateLimit, and Mesh (mesh-wide settings)."""
+Workload (a process of local mode), RateLimit, Fallback, and Mesh (mesh-wide settings)."""
 
 from __future__ import annotations
 
@@ -144,6 +144,39 @@ class RateLimit(TulleResource):
     KIND: ClassVar[str] = "RateLimit"
 
     spec: RateLimitSpec
+
+
+class FallbackTarget(Strict):
+    """Where failed calls go instead: a host, on ``port`` (default: the port that was called)."""
+
+    host: Host
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+
+
+FallbackCondition = Literal["5xx", "gateway-error", "unavailable"]
+
+
+def _on_5xx() -> list[FallbackCondition]:
+    return ["5xx"]
+
+
+class FallbackSpec(Strict):
+    """When a call to ``host`` fails (after its retries) on one of the ``when`` conditions, it is
+    sent once to ``to`` instead: ``5xx`` (any 5xx answer, the mesh's own included),
+    ``gateway-error`` (502, 503, 504), ``unavailable`` (no healthy endpoint, or its circuit
+    breaker is open: the service was not even asked). Fault-injected answers do not fall back."""
+
+    host: Host
+    to: FallbackTarget
+    when: list[FallbackCondition] = Field(default_factory=_on_5xx, min_length=1)
+
+
+class Fallback(TulleResource):
+    """A Tulle Fallback: neither Istio's kinds nor the Gateway API express one."""
+
+    KIND: ClassVar[str] = "Fallback"
+
+    spec: FallbackSpec
 
 
 class MeshMtls(Strict):

@@ -301,13 +301,13 @@ def envoy_routes(snapshot: Snapshot, service: Service, port: int, view: NodeView
             name="default",
             destinations=(WeightedDestination(service.host, port=port, weight=100),),
         )
-        return [
-            rc.Route(
-                name="default",
-                match=rc.RouteMatch(prefix="/"),
-                route=_action(snapshot, fallback, port),
-            )
-        ]
+        default = rc.Route(
+            name="default",
+            match=rc.RouteMatch(prefix="/"),
+            route=_action(snapshot, fallback, port),
+        )
+        _mark_fallback(default, snapshot, service, port)
+        return [default]
     result = []
     for index, route in enumerate(routes):
         matches = _applies(route, port, view)
@@ -333,8 +333,22 @@ def envoy_routes(snapshot: Snapshot, service: Service, port: int, view: NodeView
             limit = _outbound_limit(snapshot, service, route, view)
             if limit is not None:
                 envoy.typed_per_filter_config[RATELIMIT_FILTER].CopyFrom(pack(limit))
+            if route.redirect is None:
+                _mark_fallback(envoy, snapshot, service, port)
             result.append(envoy)
     return result
+
+
+def _mark_fallback(envoy: Any, snapshot: Snapshot, service: Service, port: int) -> None:
+    """A Fallback for ``service`` as the route's ``tulle`` metadata (``fallback``: the cluster,
+    ``fallback_when``: the conditions); Envoy has no such field, grpcio ignores metadata."""
+    for policy in snapshot.model.fallbacks:
+        if policy.host == service.host:
+            target = cluster_name(policy.to_host, policy.to_port or port)
+            envoy.metadata.filter_metadata["tulle"].update(
+                {"fallback": target, "fallback_when": ",".join(policy.when)}
+            )
+            return
 
 
 def _virtual_host(
