@@ -204,9 +204,10 @@ def test_registration_waits_for_the_control_plane(control_plane, tmp_path):
     (tmp_path / "late").mkdir()
     late = start_control_plane(tmp_path / "late-state", tmp_path / "late", http_port=api_port)
     try:
-        wait_until(lambda: ENDPOINT in endpoint_ids(late), timeout=15)
-        assert middleware.gate.registered
+        wait_until(lambda: middleware.gate.registered, timeout=15)  # set once POST answered
+        assert ENDPOINT in endpoint_ids(late)
         middleware.close()
         assert ENDPOINT not in endpoint_ids(late)
     finally:
+        middleware.close()  # idempotent; stops the retries if an assertion failed first
         _stop(late.proc)
