@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import subprocess
 import sys
 import threading
@@ -37,6 +38,8 @@ payment (fails 30%, hangs 5%: retried, timed out) and auth (gRPC). Try, elsewher
   curl -s -H 'x-chaos: abort' http://{frontend}/   the mesh aborts 50% of payments
   curl -s -X POST http://{payment}/break       payment-0 fails every call: retries
                                                 hide it, then outlier detection ejects it
+  curl -s -X POST http://CATALOG/break        on every catalog replica (tulle status):
+                                                the mesh falls back to catalog-cache
   .venv/bin/tulle status     .venv/bin/tulle logs payment -c proxy
   .venv/bin/tulle apply -f FILE                 e.g. the catalog split at 50/50
 Ctrl-C stops the traffic and the mesh.""",
@@ -63,7 +66,14 @@ def load(url: str, rate: float, stop: threading.Event) -> None:
         thread.join()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    # A closed terminal (SIGHUP) or a kill (SIGTERM) stops the mesh too, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0, help="stop after this long")
     parser.add_argument("--state-dir", default=".tulle")
