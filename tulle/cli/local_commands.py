@@ -55,6 +55,8 @@ def up(
     if running is not None and alive(running.runner_pid):
         raise _fail(f"error: a mesh already runs from {state_dir} (runner pid "
                     f"{running.runner_pid}); stop it with `tulle down`")  # fmt: skip
+    if running is not None and running.network:  # a crashed run's pods: theirs to remove
+        remove_network(running.network["bridge"], running.network.get("namespaces", []))
     if pods and os.geteuid() != 0:
         raise _fail("error: --pods needs root (network namespaces, veths and iptables)")
     if detach:
