@@ -32,7 +32,7 @@ def hints(frontend: str, payment: str) -> Text:
     return Text(
         f"""
 frontend calls catalog (v1 90% / v2 10%), cart (library mode; calls catalog itself),
-payment (fails 30%, hangs 5%: retried, timed out) and auth (gRPC). Try, elsewhere:
+payment (fails 20%, hangs 5%: retried, timed out) and auth (gRPC). Try, elsewhere:
   curl -s http://{frontend}/                   one page: what every call answered
   curl -s -H 'x-canary: true' http://{frontend}/   testers always get catalog v2
   curl -s -H 'x-chaos: abort' http://{frontend}/   the mesh aborts 50% of payments

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import wait_until
-from tests.local.conftest import Mesh, assert_nothing_left, start_mesh, tulle
+from tests.local.conftest import REPO, TULLE, Mesh, assert_nothing_left, start_mesh, tulle
 
 WORKLOADS = {
     "frontend": ("sidecar", 1), "catalog-v1": ("sidecar", 2), "catalog-v2": ("sidecar", 1),
@@ -88,10 +89,70 @@ def test_the_canary_split_and_the_tester_header(front: Frontend):
 
 
 def test_retries_hide_most_payment_failures(front: Frontend):
-    # payment fails 30% and hangs 5% of the time; three retries with an 800 ms per-try timeout
-    # leave about 0.35^4 = 1.5% failing.
+    # payment fails 20% and hangs 5% of the time; three retries with an 800 ms per-try timeout
+    # leave about 0.25^4 = 0.4% failing.
     statuses = [front.page()["payment"]["status"] for _ in range(100)]
     assert statuses.count(200) >= 90
+
+
+def test_a_broken_payment_replica_is_hidden_by_retries_then_ejected(shop: Mesh, front: Frontend):
+    payment = shop.replica("payment-0")
+    frontend_admin = f"http://127.0.0.1:{shop.replica('frontend-0')['admin_port']}/clusters"
+
+    def ejected() -> set[str]:
+        clusters = httpx.get(frontend_admin, timeout=10).json()["clusters"]
+        (payments,) = [
+            c for c in clusters if c["name"].endswith("|payment.default.svc.cluster.local")
+        ]
+        return {e["address"] for e in payments["endpoints"] if e["ejected"]}
+
+    statuses: list[int] = []
+
+    def driven_until_ejected() -> bool:
+        statuses.extend(front.page()["payment"]["status"] for _ in range(5))
+        return payment["address"] in ejected()
+
+    assert httpx.post(f"http://{payment['address']}/break", timeout=10).json()["broken"] is True
+    try:
+        # Five failures in a row eject it (another replica may hold the one ejection slot that
+        # maxEjectionPercent allows for a while: then it comes after that one's 15 s).
+        wait_until(driven_until_ejected, timeout=60, interval=0)
+        assert statuses.count(200) / len(statuses) >= 0.9  # retries hid it meanwhile
+    finally:
+        httpx.post(f"http://{payment['address']}/heal", timeout=10)
+
+
+def test_top_shows_each_service_and_version(shop: Mesh, front: Frontend):
+    for _ in range(20):
+        front.page()
+    top = subprocess.Popen(
+        [*TULLE, "top", "--once", "--interval", "2", "--state-dir", str(shop.state_dir)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    for _ in range(30):  # traffic while top measures
+        front.page()
+    out, _ = top.communicate(timeout=30)
+    assert top.returncode == 0
+    rows = {tuple(line.split()[:2]) for line in out.splitlines()[1:] if line.strip()}
+    assert {("catalog", "catalog-v1"), ("payment", "payment"), ("cart", "cart")} <= rows
+
+
+def test_logs_follow(shop: Mesh, front: Frontend):
+    follow = subprocess.Popen(
+        [*TULLE, "logs", "frontend", "-c", "proxy", "-f", "--state-dir", str(shop.state_dir)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert follow.stdout is not None
+        front.page({"x-request-id": "followed-1"})
+        for line in follow.stdout:  # the access log line of that request arrives
+            if "followed-1" in line:
+                break
+    finally:
+        follow.kill()
+        follow.wait()
+        if follow.stdout:
+            follow.stdout.close()
 
 
 def test_a_chaos_header_injects_faults(front: Frontend):
