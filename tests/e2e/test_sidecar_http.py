@@ -476,3 +476,40 @@ spec:
         stream.write(b"select 1\n")
         stream.flush()
         assert stream.readline() == b"SELECT 1\n"
+
+
+def test_an_upstreams_informational_response_is_passed_on(control_plane, processes):
+    """A 103 Early Hints from the upstream reaches the client before the final response."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve_once() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 103 Early Hints\r\nlink: </app.css>; rel=preload\r\n\r\n")
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+
+    server = threading.Thread(target=serve_once, daemon=True)
+    server.start()
+    control_plane.register(service="web", address="127.0.0.1", port=port, servicePort=8080)
+    try:
+        sidecar = processes.sidecar(control_plane)
+        wait_until(lambda: synced(control_plane, sidecar.node))
+        with socket.create_connection(("127.0.0.1", sidecar.http_proxy_port), timeout=10) as conn:
+            conn.sendall(b"GET http://web:8080/ HTTP/1.1\r\nhost: web:8080\r\n\r\n")
+            received = b""
+            while not received.endswith(b"ok"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+    finally:
+        server.join(5)
+        listener.close()
+    early, _, final = received.partition(b"\r\n\r\n")
+    assert early.split(b"\r\n") == [b"HTTP/1.1 103 Early Hints", b"link: </app.css>; rel=preload"]
+    assert final.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert final.endswith(b"\r\n\r\nok")

@@ -71,6 +71,7 @@ class ByteStream:
 
 
 Body = bytes | AsyncIterator[bytes]
+Interim = Callable[[int, str, list[tuple[str, str]]], None]  # status, reason, headers
 
 # gRPC status codes for the mesh's own answers to gRPC calls.
 _GRPC_FOR_HTTP = {400: 13, 403: 7, 404: 12, 429: 8, 503: 14, 504: 4}
@@ -88,6 +89,9 @@ class Request:
     body: bytes | ByteStream = b""
     source_ip: str = ""
     http2: bool = False
+    # Where an upstream's informational answers (103 Early Hints, 102...) go: the front end
+    # that can write them to the client before the final response (None: dropped).
+    interim: Interim | None = None
 
     @property
     def body_size(self) -> int:

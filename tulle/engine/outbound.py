@@ -575,7 +575,7 @@ def _rewrite(route: RouteEntry, request: Request, path: str, query_string: str) 
         new_path += "?" + query_string
     authority = route.host_rewrite or request.authority
     return Request(request.method, new_path, authority, list(request.headers), request.body,
-                   request.source_ip, request.http2)  # fmt: skip
+                   request.source_ip, request.http2, request.interim)  # fmt: skip
 
 
 def _redirect(route: RouteEntry, request: Request, path: str, query_string: str) -> Response:

@@ -162,6 +162,16 @@ class Http1Front(asyncio.Protocol):
                     self.transport.pause_reading()
                 self._enqueue((self.head, b""))
 
+    def _interim(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
+        """An upstream's informational response (103 Early Hints, 102...) for the request
+        being answered, passed on before its final response. 100 Continue is this front end's
+        own to give (it answers ``Expect`` itself), so the upstream's is not repeated."""
+        if status == 100 or self.closed:
+            return
+        lines = [f"HTTP/1.1 {status} {reason}\r\n".encode("latin-1")]
+        lines.extend(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers)
+        self._write(b"".join(lines) + b"\r\n")
+
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
@@ -204,6 +214,8 @@ class Http1Front(asyncio.Protocol):
             self._close()
             return
         self.busy = True
+        if head.version == "1.1":  # HTTP/1.0 clients get no informational responses
+            request.interim = self._interim
         if head.upgrade:
             task = asyncio.get_running_loop().create_task(self._open_tunnel(head, request, started))
             self.in_flight.track(task)

@@ -21,7 +21,7 @@ from tulle.codec.http1 import (
     request_head,
 )
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
-from tulle.engine.message import ByteStream, Request, Response, UpstreamError
+from tulle.engine.message import ByteStream, Interim, Request, Response, UpstreamError
 from tulle.engine.tasks import run_then
 from tulle.transport.connect import open_upstream
 from tulle.transport.h2pool import H2Pool
@@ -84,6 +84,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.stream: ByteStream | None = None
         self.released: Callable[[UpstreamConnection, bool], None] | None = None
         self._needs_new_parser = False  # the last response answered a HEAD
+        self.interim: Interim | None = None  # where the current request's 1xx answers go
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -93,7 +94,10 @@ class UpstreamConnection(asyncio.Protocol):
         waiter = self.waiter
         for event in self.parser.feed(data):
             if isinstance(event, ResponseHead):
-                if not 100 <= event.status < 200:
+                if 100 <= event.status < 200:  # informational: passed on, the final one follows
+                    if event.status != 101 and self.interim is not None:
+                        self.interim(event.status, event.reason, event.headers)
+                else:
                     self.head = event
                     if _should_stream(event, self.parser) and waiter is not None:
                         transport = self.transport
@@ -150,9 +154,12 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def begin(self, head_request: bool, waiter: Waiter | None = None) -> Waiter:
+    def begin(
+        self, head_request: bool, waiter: Waiter | None = None, interim: Interim | None = None
+    ) -> Waiter:
         """Get ready for the next response, delivered to ``waiter`` (by default a new
-        future)."""
+        future); informational responses before it go to ``interim``."""
+        self.interim = interim
         if head_request or self.parser.failed or (self.used and self._needs_new_parser):
             self.parser = ResponseParser(head_request=head_request)
         self._needs_new_parser = head_request
@@ -160,11 +167,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.waiter = waiter or asyncio.get_running_loop().create_future()
         return self.waiter
 
-    async def exchange(self, payload: bytes, head_request: bool) -> Exchange:
+    async def exchange(
+        self, payload: bytes, head_request: bool, interim: Interim | None = None
+    ) -> Exchange:
         """Send one request and wait for the whole response."""
         if self.closed or self.transport is None or self.transport.is_closing():
             raise _StaleConnectionError
-        waiter = self.begin(head_request)
+        waiter = self.begin(head_request, None, interim)
         self.transport.write(payload)
         try:
             return await cast(asyncio.Future[Exchange], waiter)
@@ -250,22 +259,27 @@ class Http1Pool:
             return await self._send_streamed(endpoint, cluster, request, _headers(request))
         payload = _payload(request, request.body)
         head_request = request.method == "HEAD"
+        interim = request.interim
         connection = self._take_idle(endpoint, cluster)
         if connection is not None:
             try:
-                return self._finish(
-                    endpoint, cluster, connection, await connection.exchange(payload, head_request)
-                )
+                exchange = await connection.exchange(payload, head_request, interim)
+                return self._finish(endpoint, cluster, connection, exchange)
             except _StaleConnectionError:
                 pass  # closed by the upstream while idle: once more on a fresh connection
-        return await self._send_fresh(endpoint, cluster, payload, head_request)
+        return await self._send_fresh(endpoint, cluster, payload, head_request, interim)
 
     async def _send_fresh(
-        self, endpoint: EndpointSpec, cluster: ClusterSpec, payload: bytes, head_request: bool
+        self,
+        endpoint: EndpointSpec,
+        cluster: ClusterSpec,
+        payload: bytes,
+        head_request: bool,
+        interim: Interim | None = None,
     ) -> Response:
         connection = await self._open(endpoint, cluster)
         try:
-            exchange = await connection.exchange(payload, head_request)
+            exchange = await connection.exchange(payload, head_request, interim)
         except _StaleConnectionError:
             raise UpstreamError("reset", "connection closed before a response") from None
         return self._finish(endpoint, cluster, connection, exchange)
@@ -289,13 +303,15 @@ class Http1Pool:
             return run_then(_outcome(self.send(endpoint, cluster, request)), callback, _unexpected)
         payload = _payload(request, body)
         head_request = request.method == "HEAD"
+        interim = request.interim
         fresh: list[Callable[[], None]] = []
 
         def deliver(result: Exchange | BaseException) -> None:
             if isinstance(result, tuple):
                 callback(self._finish(endpoint, cluster, connection, result))
             elif isinstance(result, _StaleConnectionError):  # once more, on a new connection
-                again = _outcome(self._send_fresh(endpoint, cluster, payload, head_request))
+                fresh_send = self._send_fresh(endpoint, cluster, payload, head_request, interim)
+                again = _outcome(fresh_send)
                 fresh.append(run_then(again, callback, _unexpected))
             elif isinstance(result, UpstreamError):
                 callback(result)
@@ -303,7 +319,7 @@ class Http1Pool:
                 callback(UpstreamError("reset", str(result)))
 
         waiter = _Callback(deliver)
-        connection.begin(head_request, waiter)
+        connection.begin(head_request, waiter, interim)
         connection.transport.write(payload)
 
         def abandon() -> None:
@@ -332,7 +348,7 @@ class Http1Pool:
         if connection is not None:
             connection.close()  # an idle connection may be stale; this body cannot be replayed
         connection = await self._open(endpoint, cluster)
-        waiter = connection.begin(request.method == "HEAD")
+        waiter = connection.begin(request.method == "HEAD", None, request.interim)
         assert connection.transport is not None
         connection.transport.write(request_head(request.method, request.path, headers))
         try:
