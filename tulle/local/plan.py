@@ -1,14 +1,16 @@
 """What to run for a mesh config: one ReplicaPlan per replica of each Workload, with the ports it
-gets on this machine and the environment its program sees. Pure: the ports come from a
-PortAllocator the caller gives."""
+gets on this machine and the environment its program sees. The ports come from a PortAllocator
+(by default :func:`free_port`)."""
 
 from __future__ import annotations
 
 import ipaddress
+import random
 import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tulle.api.model import MeshModel, ReadinessCheck, Workload
 from tulle.xds.node import make_node_id
@@ -20,11 +22,37 @@ POD_FIRST_ADDRESS = "198.18.0.2"
 POD_ADMIN_PORT, POD_INBOUND_PORT, POD_METRICS_PORT = 15000, 15006, 15020
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A port nothing listens on now."""
-    with socket.socket() as sock:
+    """A port nothing listens on now, not handed out before by this process, and below the
+    kernel's ephemeral range — so neither another replica nor some outgoing connection's local
+    port takes it before the program it is meant for binds it."""
+    low, high = _below_ephemeral()
+    for _ in range(500):
+        port = random.randint(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as sock:  # a crowded range: the kernel's choice
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
+
+
+def _below_ephemeral() -> tuple[int, int]:
+    """Up to 12,000 ports just below ``ip_local_port_range`` (20768-32767 by default)."""
+    try:
+        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 32768
+    return max(1024, first - 12000), max(1025, first - 1)
 
 
 @dataclass(frozen=True)
@@ -122,42 +150,54 @@ def plan_replicas(
     ``(xDS address, API URL)``. On loopback each app gets a free port from ``allocate`` and each
     sidecar an HTTP proxy listener (``HTTP_PROXY``); with ``pods`` each replica is a pod at its
     own address, listening on its declared ports, its sidecar on the standard ones."""
-    xds, api = control_plane
     plans: list[ReplicaPlan] = []
     for workload in model.workloads:
         for index in range(workload.replicas):
-            name = f"{workload.name}-{index}"
             pod_index = len(plans) if pods else None
-            ip = pod_address(pod_index) if pod_index is not None else LOOPBACK
-            if pods:
-                app_ports = {port.name: port.port for port in workload.ports}
-            else:
-                app_ports = {port.name: allocate() for port in workload.ports}
-            sidecar = None
-            metrics_port = None
-            env = dict(workload.env)
-            if app_ports:
-                env["PORT"] = str(next(iter(app_ports.values())))
-            for port_name, number in app_ports.items():
-                env[f"PORT_{port_name.upper().replace('-', '_')}"] = str(number)
-            env.update(TULLE_WORKLOAD=workload.name, TULLE_REPLICA=name,
-                       HOST="0.0.0.0" if pods else LOOPBACK)  # fmt: skip
-            if workload.mesh == "sidecar" and pods:
-                sidecar = SidecarPorts(POD_ADMIN_PORT, None, POD_INBOUND_PORT)
-            elif workload.mesh == "sidecar":
-                sidecar = SidecarPorts(allocate(), allocate(), allocate())
-                proxy = f"http://{LOOPBACK}:{sidecar.http_proxy}"
-                env.update(HTTP_PROXY=proxy, http_proxy=proxy, NO_PROXY="localhost,127.0.0.1",
-                           no_proxy="localhost,127.0.0.1")  # fmt: skip
-            elif workload.mesh == "library":
-                metrics_port = POD_METRICS_PORT if pods else allocate()
-                plan_node = make_node_id("library", ip, name, workload.namespace)
-                env.update(TULLE_XDS_ADDRESS=xds, TULLE_NODE_ID=plan_node, TULLE_SERVER=api,
-                           TULLE_METRICS_PORT=str(metrics_port))  # fmt: skip
-            plan = ReplicaPlan(name, workload, index, app_ports, sidecar, metrics_port, env, ip,
-                               pod_index)  # fmt: skip
-            plans.append(plan)
+            plans.append(plan_replica(workload, index, control_plane, allocate, pod_index))
     return plans
+
+
+def plan_replica(
+    workload: Workload,
+    index: int,
+    control_plane: tuple[str, str],
+    allocate: PortAllocator = free_port,
+    pod_index: int | None = None,
+) -> ReplicaPlan:
+    """Replica ``index`` of ``workload`` (pod number ``pod_index`` with --pods). Planned again
+    with fresh ports when a replica restarts, so a port taken meanwhile does not pin it down."""
+    xds, api = control_plane
+    name = f"{workload.name}-{index}"
+    pods = pod_index is not None
+    ip = pod_address(pod_index) if pod_index is not None else LOOPBACK
+    if pods:
+        app_ports = {port.name: port.port for port in workload.ports}
+    else:
+        app_ports = {port.name: allocate() for port in workload.ports}
+    sidecar = None
+    metrics_port = None
+    env = dict(workload.env)
+    if app_ports:
+        env["PORT"] = str(next(iter(app_ports.values())))
+    for port_name, number in app_ports.items():
+        env[f"PORT_{port_name.upper().replace('-', '_')}"] = str(number)
+    env.update(TULLE_WORKLOAD=workload.name, TULLE_REPLICA=name,
+               HOST="0.0.0.0" if pods else LOOPBACK)  # fmt: skip
+    if workload.mesh == "sidecar" and pods:
+        sidecar = SidecarPorts(POD_ADMIN_PORT, None, POD_INBOUND_PORT)
+    elif workload.mesh == "sidecar":
+        sidecar = SidecarPorts(allocate(), allocate(), allocate())
+        proxy = f"http://{LOOPBACK}:{sidecar.http_proxy}"
+        env.update(HTTP_PROXY=proxy, http_proxy=proxy, NO_PROXY="localhost,127.0.0.1",
+                   no_proxy="localhost,127.0.0.1")  # fmt: skip
+    elif workload.mesh == "library":
+        metrics_port = POD_METRICS_PORT if pods else allocate()
+        plan_node = make_node_id("library", ip, name, workload.namespace)
+        env.update(TULLE_XDS_ADDRESS=xds, TULLE_NODE_ID=plan_node, TULLE_SERVER=api,
+                   TULLE_METRICS_PORT=str(metrics_port))  # fmt: skip
+    return ReplicaPlan(name, workload, index, app_ports, sidecar, metrics_port, env, ip,
+                       pod_index)  # fmt: skip
 
 
 def pod_address(index: int) -> str:

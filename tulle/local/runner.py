@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from tulle.api import validate_paths
-from tulle.local.plan import LOOPBACK, ReplicaPlan, free_port, plan_replicas
+from tulle.local.plan import LOOPBACK, ReplicaPlan, free_port, plan_replica, plan_replicas
 from tulle.local.pods import (
     GATEWAY,
     OUTBOUND_PORT,
@@ -200,8 +200,12 @@ class Runner:
     async def _keep_running(self, replica: Replica) -> None:
         """Start the replica, register it once ready, restart it with backoff when it dies."""
         backoff = BACKOFF_FIRST
+        first = True
         while not self.stopping.is_set():
             began = time.monotonic()
+            if not first and self.network is None:  # fresh ports: one may have been taken
+                self._replan(replica)
+            first = False
             await self._start(replica)
             exited = asyncio.create_task(self._first_exit(replica))
             ready = asyncio.create_task(self._wait_ready(replica))
@@ -234,6 +238,12 @@ class Runner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _replan(self, replica: Replica) -> None:
+        plan = replica.plan
+        control_plane = (self.state.xds, self.state.api)
+        replica.plan = plan_replica(plan.workload, plan.index, control_plane)
+        replica.status.address = self._address(replica.plan)
 
     async def _start(self, replica: Replica) -> None:
         plan, status, state = replica.plan, replica.status, self.options.state
