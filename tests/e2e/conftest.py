@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tulle.local import plan
+
 HERE = Path(__file__).parent
 EXAMPLES = HERE.parent.parent / "examples"
 BIN = Path(sys.executable).parent
@@ -339,10 +341,9 @@ def run_client(plane: ControlPlane, target: str, *args: str) -> list[dict[str, A
 
 
 def free_port() -> int:
-    """A port nothing listens on now (for a process told its port up front)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now (for a process told its port up front): local mode's
+    allocator, which hands each port out once and keeps below the ephemeral range."""
+    return plan.free_port()
 
 
 def wait_until(condition: Any, timeout: float = 10.0, interval: float = 0.05) -> None:
