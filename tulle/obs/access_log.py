@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 import time
 from typing import TextIO
 
@@ -29,6 +30,9 @@ class AccessLog:
         self.enabled = enabled
         self._flusher: asyncio.Task[None] | None = None
         self._lines: list[str] = []
+        # The library records from whatever threads serve the app: the swap in flush() and the
+        # appends take turns, so no line is lost between them.
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         """Flush every 200 ms."""
@@ -41,10 +45,11 @@ class AccessLog:
 
     def flush(self) -> None:
         """Write out the lines kept so far."""
-        if self._lines:
+        with self._lock:
             lines, self._lines = self._lines, []
-            self.stream.write("".join(lines))
-        self.stream.flush()
+            if lines:
+                self.stream.write("".join(lines))
+            self.stream.flush()
 
     def stop(self) -> None:
         """Flush and stop."""
@@ -71,6 +76,8 @@ class AccessLog:
             f'"bytes_sent":{sent},"request_id":{_text(request.header("x-request-id"))},'
             f'"source":{_text(request.source_ip)}}}\n'
         )
-        self._lines.append(line)
-        if len(self._lines) >= 256:
+        with self._lock:
+            self._lines.append(line)
+            full = len(self._lines) >= 256
+        if full:
             self.flush()
