@@ -250,5 +250,18 @@ def serve(mode: str, control_plane: ControlPlane, processes: Processes):  # noqa
 Serve = Callable[..., Backends]
 
 
+def get_concurrently(caller: Caller, url: str, count: int) -> list[Outcome]:
+    """``count`` requests at once, each from a thread of its own; their outcomes."""
+    results: list[Outcome] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(caller.get(url))) for _ in range(count)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 def get_all(caller: Caller, url: str, count: int) -> list[Outcome]:
     return [caller.get(url) for _ in range(count)]

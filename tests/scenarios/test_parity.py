@@ -11,7 +11,7 @@ import threading
 import time
 
 from tests.e2e.conftest import ControlPlane, free_port, synced, wait_until
-from tests.scenarios.conftest import Caller, Outcome, get_all
+from tests.scenarios.conftest import Caller, Outcome, get_all, get_concurrently
 
 WEB = "http://web:8080"
 CLUSTER = "outbound|8080||web.default.svc.cluster.local"
@@ -107,14 +107,7 @@ def test_breaker_overflow_is_503_with_the_reason(control_plane, serve, caller_fo
         "{connectionPool: {http: {http2MaxRequests: 2}}}",
     )
     caller = caller_for()
-    results: list[Outcome] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(caller.get(f"{WEB}/"))) for _ in range(6)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = get_concurrently(caller, f"{WEB}/", 6)
     assert sorted(o.status for o in results) == [200, 200, 503, 503, 503, 503]
     reason = f"circuit open: max requests 2 reached (cluster {CLUSTER})"
     if mode == "proxyless":  # grpcio words its own errors
@@ -352,14 +345,7 @@ def test_retry_budget_keeps_retries_from_multiplying_an_outage(
         "      retries: {attempts: 5, retryOn: '5xx,unavailable'}",
     )
     caller = caller_for()
-    results: list[Outcome] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(caller.get(f"{WEB}/"))) for _ in range(20)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = get_concurrently(caller, f"{WEB}/", 20)
     assert {o.status for o in results} == {503}
     calls = backends.count("down")
     if mode == "proxyless":  # gap: grpcio has no retry budget; it caps attempts at 5
@@ -380,14 +366,7 @@ def test_connection_and_pending_limits_overflow_with_the_reason(
         "{connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}}",
     )
     caller = caller_for()
-    results: list[Outcome] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(caller.get(f"{WEB}/"))) for _ in range(5)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = get_concurrently(caller, f"{WEB}/", 5)
     if mode == "proxyless":  # gap: grpcio enforces only maxRequests (http2MaxRequests)
         assert [o.status for o in results] == [200] * 5
         return
