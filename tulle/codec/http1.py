@@ -1,12 +1,15 @@
-"""HTTP/1.1 for the proxy, sans-IO. :class:`RequestParser` turns a client's bytes into request
-events and refuses anything a smuggling attack could use (Content-Length with Transfer-Encoding,
-two Content-Lengths, obs-fold, bare LF, oversized headers) with a 400 reason — llhttp (inside
-httptools) rejects most in its strict mode, and the framing is checked again here;
-:class:`ResponseParser` does the same for an upstream's answers. Serializers write heads."""
+"""HTTP/1.1 for the proxy, sans-IO. :class:`RequestReader` turns a client's bytes into calls on
+a sink (head, body pieces, end) and refuses anything a smuggling attack could use (Content-Length
+with Transfer-Encoding, two Content-Lengths, obs-fold, bare LF, oversized headers) with a 400
+reason — llhttp (inside httptools) rejects most in its strict mode, and the framing is checked
+again here; :class:`ResponseReader` does the same for an upstream's answers. The readers make no
+object per event (they sit on the proxy's hot path); :class:`RequestParser` and
+:class:`ResponseParser` give the same as a list of events. Serializers write heads."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Protocol
 
 import httptools
 
@@ -21,9 +24,12 @@ HOP_BY_HOP = frozenset(
 )  # fmt: skip
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestHead:
-    """A parsed request line and headers (names lowercase)."""
+    """A parsed request line and headers (names lowercase), with what the proxy asks of every
+    request noted while parsing: the first Host, the body's length (None: chunked or none),
+    whether it is chunked, whether any hop-by-hop header is present, ``Expect: 100-continue``,
+    and the X-Request-Id a proxy passes along."""
 
     method: str
     target: str
@@ -31,26 +37,37 @@ class RequestHead:
     headers: list[tuple[str, str]]
     keep_alive: bool
     upgrade: bool = False
+    host: str | None = None
+    length: int | None = None
+    chunked: bool = False
+    hop_by_hop: bool = False
+    expect_continue: bool = False
+    request_id: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class ResponseHead:
-    """A parsed status line and headers (names lowercase)."""
+    """A parsed status line and headers (names lowercase), with the body's length (None:
+    chunked, or delimited by the close), whether it is framed at all, and whether any hop-by-hop
+    header is present."""
 
     status: int
     reason: str
     headers: list[tuple[str, str]]
     keep_alive: bool
+    length: int | None = None
+    framed: bool = False
+    hop_by_hop: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Body:
     """A piece of a message body."""
 
     data: bytes
 
 
-@dataclass
+@dataclass(slots=True)
 class Upgraded:
     """The request asked to switch protocols (Upgrade): from here on the connection carries
     raw bytes, starting with ``data``."""
@@ -58,12 +75,12 @@ class Upgraded:
     data: bytes
 
 
-@dataclass
+@dataclass(slots=True)
 class EndOfMessage:
     """The message is complete."""
 
 
-@dataclass
+@dataclass(slots=True)
 class ProtocolError:
     """The peer sent something the mesh will not pass on; ``status`` for a client, and why."""
 
@@ -72,198 +89,258 @@ class ProtocolError:
 
 
 Event = RequestHead | ResponseHead | Body | EndOfMessage | ProtocolError | Upgraded
+END = EndOfMessage()
 
 
-class _StopError(Exception):
+class RefusedError(Exception):
+    """Raised by a sink (or the reader itself) to stop parsing: ``feed`` returns a
+    ProtocolError with ``status`` and the reason."""
+
     def __init__(self, reason: str, status: int = 400) -> None:
         super().__init__(reason)
         self.status = status
 
 
-def _check_framing(headers: list[tuple[str, str]]) -> None:
-    lengths = [v for k, v in headers if k == "content-length"]
-    encodings = [v for k, v in headers if k == "transfer-encoding"]
-    if lengths and encodings:
-        raise _StopError("both Content-Length and Transfer-Encoding")
+# Headers noted while a head is checked: framing, Host, Expect, and the hop-by-hop ones.
+_NOTED = HOP_BY_HOP | {"content-length", "host", "expect", "x-request-id"}
+
+
+@dataclass(slots=True)
+class _Noted:
+    length: int | None = None
+    chunked: bool = False
+    hop_by_hop: bool = False
+    host: str | None = None
+    expect_continue: bool = False
+    request_id: str | None = None
+
+
+def _note(headers: list[tuple[str, str]]) -> _Noted:
+    """What a head says about its framing (refusing what a smuggler could use: Content-Length
+    with Transfer-Encoding, two Content-Lengths, a bad length, an encoding other than chunked
+    last), its Host, Expect, and whether it has hop-by-hop headers. One pass over the names."""
+    noted = _Noted()
+    lengths: list[str] = []
+    encoding: str | None = None
+    for name, value in headers:
+        if name not in _NOTED:
+            continue
+        if name == "content-length":
+            lengths.append(value)
+        elif name == "host":
+            if noted.host is None:
+                noted.host = value
+        elif name == "expect":
+            noted.expect_continue = value.lower() == "100-continue"
+        elif name == "x-request-id":
+            noted.request_id = value
+        else:
+            noted.hop_by_hop = True
+            if name == "transfer-encoding":
+                encoding = value
+    if lengths and encoding is not None:
+        raise RefusedError("both Content-Length and Transfer-Encoding")
     if len(lengths) > 1:
-        raise _StopError("more than one Content-Length")
-    if lengths and not lengths[0].strip().isdigit():
-        raise _StopError(f"invalid Content-Length {lengths[0]!r}")
-    if encodings and encodings[-1].split(",")[-1].strip().lower() != "chunked":
-        raise _StopError(f"unsupported Transfer-Encoding {encodings[-1]!r}")
+        raise RefusedError("more than one Content-Length")
+    if lengths:
+        if not lengths[0].strip().isdigit():
+            raise RefusedError(f"invalid Content-Length {lengths[0]!r}")
+        noted.length = int(lengths[0])
+    elif encoding is not None:
+        if encoding.split(",")[-1].strip().lower() != "chunked":
+            raise RefusedError(f"unsupported Transfer-Encoding {encoding!r}")
+        noted.chunked = True
+    return noted
 
 
-@dataclass
-class _Collector:
-    """httptools callbacks gathering one message at a time."""
+class RequestSink(Protocol):
+    """Where a :class:`RequestReader` delivers a request: the head, pieces of body, the end."""
 
-    events: list[Event] = field(default_factory=list)
-    url: bytes = b""
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    header_bytes: int = 0
-    reason: bytes = b""
+    def head_received(self, head: RequestHead) -> None: ...
+    def body_received(self, data: bytes) -> None: ...
+    def message_complete(self) -> None: ...
+
+
+class ResponseSink(Protocol):
+    """Where a :class:`ResponseReader` delivers a response: the head, pieces of body, the end."""
+
+    def head_received(self, head: ResponseHead) -> None: ...
+    def body_received(self, data: bytes) -> None: ...
+    def message_complete(self) -> None: ...
+
+
+class _HeadCollector:
+    """The httptools callbacks both readers share: target or reason, and headers within limits."""
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[str, str]] = []
+        self.header_bytes = 0
 
     def on_message_begin(self) -> None:
-        self.url, self.headers, self.header_bytes, self.reason = b"", [], 0, b""
+        self.url, self.headers, self.header_bytes = b"", [], 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
         if len(self.url) > MAX_HEADER_BYTES:
-            raise _StopError("request target too long", 414)
+            raise RefusedError("request target too long", 414)
 
-    def on_status(self, status: bytes) -> None:
-        self.reason += status
+    def on_status(self, reason: bytes) -> None:
+        self.url += reason  # a response's reason phrase, kept where a request's target goes
+        if len(self.url) > MAX_HEADER_BYTES:
+            raise RefusedError("reason phrase too long", 502)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value) + 4
         if self.header_bytes > MAX_HEADER_BYTES or len(self.headers) >= MAX_HEADERS:
-            raise _StopError("request headers are too large", 431)
+            raise RefusedError("request headers are too large", 431)
         self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
 
-    def on_body(self, body: bytes) -> None:
-        self.events.append(Body(body))
 
-    def on_message_complete(self) -> None:
-        self.events.append(EndOfMessage())
+class RequestReader(_HeadCollector):
+    """Client bytes → calls on a :class:`RequestSink`, with no object per event. After a
+    ProtocolError (returned by ``feed``) the connection must be closed."""
 
-
-class RequestParser:
-    """Client bytes → request events. After a ProtocolError the connection must be closed."""
-
-    def __init__(self) -> None:
-        self._collector = _RequestCollector(self)
-        self._parser = httptools.HttpRequestParser(self._collector)
+    def __init__(self, sink: RequestSink) -> None:
+        super().__init__()
+        self.sink = sink
+        # httptools calls these directly: no frame of ours between it and the sink.
+        self.on_body = sink.body_received
+        self.on_message_complete = sink.message_complete
+        self.parser = httptools.HttpRequestParser(self)
         self.failed = False
 
-    def feed(self, data: bytes) -> list[Event]:
-        """Events for ``data``; at most one ProtocolError, last."""
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        noted = _note(self.headers)
+        self.sink.head_received(
+            RequestHead(
+                parser.get_method().decode("latin-1"), self.url.decode("latin-1"),
+                parser.get_http_version(), self.headers, parser.should_keep_alive(),
+                parser.should_upgrade(), noted.host, noted.length, noted.chunked,
+                noted.hop_by_hop, noted.expect_continue, noted.request_id,
+            )
+        )  # fmt: skip
+
+    def feed(self, data: bytes) -> ProtocolError | Upgraded | None:
+        """Parse ``data``; a ProtocolError or the start of an upgraded stream ends parsing."""
         if self.failed:
-            return []
-        collector = self._collector
+            return None
         try:
-            self._parser.feed_data(data)
-        except _StopError as stop:
+            self.parser.feed_data(data)
+        except RefusedError as stop:
             self.failed = True
-            return [*collector.take(), ProtocolError(stop.status, str(stop))]
+            return ProtocolError(stop.status, str(stop))
         except httptools.HttpParserUpgrade as upgrade:
             self.failed = True  # the rest is not HTTP
             offset = upgrade.args[0] if upgrade.args else len(data)
-            return [*collector.take(), Upgraded(data[offset:])]
+            return Upgraded(data[offset:])
         except httptools.HttpParserError as error:
             self.failed = True
-            return [*collector.take(), ProtocolError(400, f"malformed request: {error}")]
-        return collector.take()
-
-    @property
-    def parser(self) -> httptools.HttpRequestParser:
-        """The underlying httptools parser."""
-        return self._parser
+            return ProtocolError(400, f"malformed request: {error}")
+        return None
 
 
-class _RequestCollector(_Collector):
-    def __init__(self, owner: RequestParser) -> None:
+class ResponseReader(_HeadCollector):
+    """Upstream bytes → calls on a :class:`ResponseSink`. ``head_request``: the response answers
+    a HEAD, so it has no body whatever its length says."""
+
+    def __init__(self, sink: ResponseSink, head_request: bool = False) -> None:
         super().__init__()
-        self.owner = owner
+        self.sink = sink
+        self.head_request = head_request
+        self.done = False  # the message ended with its head (HEAD, 204, 304, 1xx)
+        self.parser = httptools.HttpResponseParser(self)
+        self.failed = False
 
-    def take(self) -> list[Event]:
-        events, self.events = self.events, []
-        return events
+    def on_message_begin(self) -> None:
+        self.url, self.headers, self.header_bytes = b"", [], 0
+        self.done = False
 
     def on_headers_complete(self) -> None:
-        parser = self.owner.parser
-        _check_framing(self.headers)
-        self.events.append(
-            RequestHead(
-                method=parser.get_method().decode("latin-1"),
-                target=self.url.decode("latin-1"),
-                version=parser.get_http_version(),
-                headers=self.headers,
-                keep_alive=parser.should_keep_alive(),
-                upgrade=parser.should_upgrade(),
+        parser = self.parser
+        noted = _note(self.headers)
+        status = parser.get_status_code()
+        self.sink.head_received(
+            ResponseHead(
+                status, self.url.decode("latin-1"), self.headers, parser.should_keep_alive(),
+                noted.length, noted.length is not None or noted.chunked, noted.hop_by_hop,
             )
-        )
+        )  # fmt: skip
+        if self.head_request or status < 200 or status in (204, 304):
+            self.done = True
+            self.sink.message_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.done:
+            self.sink.body_received(body)
+
+    def on_message_complete(self) -> None:
+        if not self.done:
+            self.sink.message_complete()
+
+    def feed(self, data: bytes) -> ProtocolError | None:
+        """Parse ``data``; a ProtocolError means the connection is unusable."""
+        if self.failed:
+            return None
+        try:
+            self.parser.feed_data(data)
+        except (RefusedError, httptools.HttpParserError) as error:
+            self.failed = True
+            return ProtocolError(502, f"invalid upstream response: {error}")
+        return None
+
+
+class _Events:
+    """A sink that keeps events in a list (the parsers' event interface)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def head_received(self, head: RequestHead | ResponseHead) -> None:
+        self.events.append(head)
+
+    def body_received(self, data: bytes) -> None:
+        self.events.append(Body(data))
+
+    def message_complete(self) -> None:
+        self.events.append(END)
+
+    def take(self, tail: Event | None) -> list[Event]:
+        events, self.events = self.events, []
+        if tail is not None:
+            events.append(tail)
+        return events
+
+
+class RequestParser:
+    """Client bytes → request events (a :class:`RequestReader` keeping its calls as a list).
+    After a ProtocolError the connection must be closed."""
+
+    def __init__(self) -> None:
+        self._events = _Events()
+        self.reader = RequestReader(self._events)
+
+    @property
+    def failed(self) -> bool:
+        """Whether parsing has stopped (an error or an upgrade)."""
+        return self.reader.failed
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Events for ``data``; at most one ProtocolError, last."""
+        return self._events.take(self.reader.feed(data))
 
 
 class ResponseParser:
     """Upstream bytes → response events. ``head_request`` tells it a HEAD's answer has no body."""
 
     def __init__(self, head_request: bool = False) -> None:
-        self.head_request = head_request
-        self._collector = _ResponseCollector(self, head_request)
-        self._parser = httptools.HttpResponseParser(self._collector)
-        self.failed = False
-
-    @property
-    def parser(self) -> httptools.HttpResponseParser:
-        """The underlying httptools parser."""
-        return self._parser
+        self._events = _Events()
+        self.reader = ResponseReader(self._events, head_request)
 
     def feed(self, data: bytes) -> list[Event]:
         """Events for ``data``."""
-        if self.failed:
-            return []
-        try:
-            self._parser.feed_data(data)
-        except _StopError as stop:
-            self.failed = True
-            return [
-                *self._collector.take(),
-                ProtocolError(502, f"invalid upstream response: {stop}"),
-            ]
-        except httptools.HttpParserError as error:
-            self.failed = True
-            return [
-                *self._collector.take(),
-                ProtocolError(502, f"invalid upstream response: {error}"),
-            ]
-        return self._collector.take()
-
-    def feed_eof(self) -> list[Event]:
-        """The upstream closed: a body delimited by the close ends here."""
-        return self._collector.take()
-
-
-class _ResponseCollector(_Collector):
-    def __init__(self, owner: ResponseParser, head_request: bool) -> None:
-        super().__init__()
-        self.owner = owner
-        self.head_request = head_request
-        self.done = False
-
-    def take(self) -> list[Event]:
-        events, self.events = self.events, []
-        return events
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.done = False
-
-    def on_headers_complete(self) -> None:
-        parser = self.owner.parser
-        _check_framing(self.headers)
-        self.events.append(
-            ResponseHead(
-                status=parser.get_status_code(),
-                reason=self.reason.decode("latin-1"),
-                headers=self.headers,
-                keep_alive=parser.should_keep_alive(),
-            )
-        )
-        if (
-            self.head_request
-            or parser.get_status_code() in (204, 304)
-            or 100 <= parser.get_status_code() < 200
-        ):
-            self.events.append(EndOfMessage())
-            self.done = True
-
-    def on_body(self, body: bytes) -> None:
-        if not self.done:
-            super().on_body(body)
-
-    def on_message_complete(self) -> None:
-        if not self.done:
-            super().on_message_complete()
+        return self._events.take(self.reader.feed(data))
 
 
 def request_head(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:

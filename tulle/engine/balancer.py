@@ -29,6 +29,8 @@ class RoundRobin:
     def pick(
         self, endpoints: Sequence[EndpointSpec], active: dict[str, int], key: bytes | None
     ) -> EndpointSpec:
+        if len(endpoints) == 1:
+            return endpoints[0]
         total = 0
         best: EndpointSpec | None = None
         best_score = 0.0

@@ -38,6 +38,7 @@ class ClusterState:
         self.active: dict[str, int] = {}
         self.spec = spec
         self.endpoints = endpoints
+        self.healthy = [e for e in endpoints if e.healthy]
         self.balancer: Balancer = make_balancer(spec.lb, spec.ring_size, chance)
         self.outlier = OutlierDetector(spec.outlier or OutlierSpec(0, 0))
         self.overflows = 0
@@ -51,11 +52,12 @@ class ClusterState:
         if spec.outlier != self.spec.outlier:
             self.outlier.spec = spec.outlier or OutlierSpec(0, 0)
         self.spec, self.endpoints = spec, endpoints
+        self.healthy = [e for e in endpoints if e.healthy]
 
     def available(self, now: float) -> list[EndpointSpec]:
         """Healthy endpoints not ejected; when ejection would leave fewer than the minimum
         health percent, ejections are ignored (as Istio's minHealthPercent)."""
-        healthy = [e for e in self.endpoints if e.healthy]
+        healthy = self.healthy
         if self.spec.outlier is None:
             return healthy
         kept = [e for e in healthy if not self.outlier.is_ejected(e.key, now)]

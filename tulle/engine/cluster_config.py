@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tulle.engine.config import seconds
@@ -58,11 +58,10 @@ class EndpointSpec:
     healthy: bool = True
     locality: str = ""
     workload: str = ""
+    key: str = field(init=False, repr=False, compare=False)  # ``address:port``
 
-    @property
-    def key(self) -> str:
-        """``address:port``."""
-        return f"{self.address}:{self.port}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.address}:{self.port}")
 
 
 def _value(wrapper: Any, holder: Any, name: str) -> int | None:

@@ -45,13 +45,18 @@ class HeaderEdits:
     set: tuple[tuple[str, str], ...] = ()
     add: tuple[tuple[str, str], ...] = ()
     remove: tuple[str, ...] = ()
+    # No edits at all (an attribute, not a method: the engine asks on every request).
+    empty: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "empty", not (self.set or self.add or self.remove))
 
     def __bool__(self) -> bool:
-        return bool(self.set or self.add or self.remove)
+        return not self.empty
 
     def apply(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """``headers`` (lowercase names) with the edits made."""
-        if not self:
+        if self.empty:
             return headers
         drop = set(self.remove) | {name for name, _ in self.set}
         result = [(k, v) for k, v in headers if k not in drop]
@@ -218,11 +223,11 @@ class RouteEntry:
         self, path: str, headers: Mapping[str, str], query: Mapping[str, list[str]]
     ) -> bool:
         """Whether a request (path without query, lowercase headers) takes this route."""
-        return (
-            self.path(path)
-            and all(test(headers) for test in self.headers)
-            and all(test(query) for test in self.query)
-        )
+        if not self.path(path):
+            return False
+        if self.headers and not all(test(headers) for test in self.headers):
+            return False
+        return not self.query or all(test(query) for test in self.query)
 
     def pick_cluster(self, chance: random.Random) -> WeightedCluster:
         """A cluster by weight."""
@@ -255,6 +260,17 @@ class RouteTable:
     name: str
     virtual_hosts: tuple[VirtualHost, ...]
     exact: Mapping[str, VirtualHost] = field(default_factory=dict)
+    # Whether any route looks at headers (matches, hashing on a header or cookie): when none
+    # does, the engine skips building a request's header map.
+    reads_headers: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        reads = any(
+            route.headers or (route.hash is not None and route.hash.kind in ("header", "cookie"))
+            for vhost in self.virtual_hosts
+            for route in vhost.routes
+        )
+        object.__setattr__(self, "reads_headers", reads)
 
     def virtual_host(self, authority: str) -> VirtualHost | None:
         """Envoy's order: exact, then the longest ``*.suffix``, then ``prefix*``, then ``*``."""

@@ -57,12 +57,17 @@ class EngineConfig:
 
 @dataclass(slots=True)
 class _RequestParts:
-    """A request's path, query string, headers (first value by lowercase name) and query."""
+    """A request's path, query string, headers (first value by lowercase name; built only when
+    a route table reads them) and query."""
 
     path: str
     query_string: str
     headers: dict[str, str]
     query: dict[str, list[str]]
+
+
+_NO_HEADERS: dict[str, str] = {}
+_NO_QUERY: dict[str, list[str]] = {}
 
 
 @dataclass(slots=True)
@@ -139,30 +144,40 @@ class Engine:
         """The route ``request`` takes in route table ``table_name`` (None: no route), and the
         request's parts the later layers use."""
         path, _, query_string = request.path.partition("?")
-        parts = _RequestParts(path, query_string, {}, {})
         table = self.config.route_tables.get(table_name)
+        headers = (
+            dict(reversed(request.headers))
+            if table is not None and table.reads_headers
+            else _NO_HEADERS
+        )
+        query = parse_qs(query_string, keep_blank_values=True) if query_string else _NO_QUERY
+        parts = _RequestParts(path, query_string, headers, query)
         if table is None:
             return None, parts
-        parts.headers = dict(reversed(request.headers))
-        if query_string:
-            parts.query = parse_qs(query_string, keep_blank_values=True)
-        return table.route(request.authority, path, parts.headers, parts.query), parts
+        return table.route(request.authority, path, headers, query), parts
 
     def _upstream(
         self, route: RouteEntry, request: Request, parts: _RequestParts
     ) -> tuple[WeightedCluster, ClusterState, Request] | WeightedCluster:
         """The cluster chosen by weight, and the request as it goes there (rewrites and header
-        edits applied); only the choice when the proxy does not know that cluster (yet)."""
+        edits applied, the caller's workload named); only the choice when the proxy does not
+        know that cluster (yet)."""
         chosen = route.pick_cluster(self.chance)
         cluster = self.clusters.get(chosen.name)
         if cluster is None:
             return chosen
         upstream = _rewrite(route, request, parts.path, parts.query_string)
-        upstream.headers = chosen.request_edits.apply(route.request_edits.apply(upstream.headers))
-        if self.identity is not None:
-            if SOURCE_WORKLOAD_HEADER in parts.headers:  # the app passed on its caller's
-                upstream.headers = [h for h in upstream.headers if h[0] != SOURCE_WORKLOAD_HEADER]
-            upstream.headers.append(self.identity)
+        headers = request.headers
+        if self.identity is not None:  # a copy without any the app passed on, then ours
+            headers = [h for h in headers if h[0] != SOURCE_WORKLOAD_HEADER]
+            headers.append(self.identity)
+        else:
+            headers = list(headers)
+        if not route.request_edits.empty:
+            headers = route.request_edits.apply(headers)
+        if not chosen.request_edits.empty:
+            headers = chosen.request_edits.apply(headers)
+        upstream.headers = headers
         return chosen, cluster, upstream
 
     def tunnel_target(
@@ -222,16 +237,20 @@ class Engine:
             missing = errors.no_cluster(target.name)
             return mesh_response(missing, request.is_grpc, target.name, route.name)
         chosen, cluster, upstream = target
-        for mirror in route.mirrors if upstream.replayable else ():
-            if self.chance.random() < mirror.chance:
-                self._mirror(mirror.cluster, upstream)
-        key = _hash_key(route, request, parts.headers, parts.query)
+        if route.mirrors and upstream.replayable:
+            for mirror in route.mirrors:
+                if self.chance.random() < mirror.chance:
+                    self._mirror(mirror.cluster, upstream)
+        key = None if route.hash is None else _hash_key(route, request, parts.headers, parts.query)
         return Plan(route, chosen, cluster, upstream, key)
 
     def _finish(self, plan: Plan, response: Response) -> Response:
-        response.route = plan.route.name
-        edits = plan.route.response_edits
-        response.headers = plan.chosen.response_edits.apply(edits.apply(response.headers))
+        route = plan.route
+        response.route = route.name
+        if not route.response_edits.empty:
+            response.headers = route.response_edits.apply(response.headers)
+        if not plan.chosen.response_edits.empty:
+            response.headers = plan.chosen.response_edits.apply(response.headers)
         return response
 
     def _admit(self, plan: Plan) -> _Call | Response:
@@ -404,10 +423,13 @@ class Engine:
         response.upstream_workload = endpoint.workload
         if retry is None:
             return response
-        status_text = response.header("grpc-status") or next(
-            (v for k, v in response.trailers if k == "grpc-status"), ""
-        )
-        retriable = retry.retries_status(response.status, _GRPC_NAMES.get(status_text))
+        grpc_name = None
+        if request.http2:  # a gRPC status, in the headers (trailers-only) or the trailers
+            status_text = response.header("grpc-status") or next(
+                (v for k, v in response.trailers if k == "grpc-status"), ""
+            )
+            grpc_name = _GRPC_NAMES.get(status_text)
+        retriable = retry.retries_status(response.status, grpc_name)
         if retriable and more and _rewind(request) and cluster.admit_retry():
             return None
         if retriable and call.attempt > 1:
@@ -574,7 +596,7 @@ def _rewrite(route: RouteEntry, request: Request, path: str, query_string: str) 
     if query_string:
         new_path += "?" + query_string
     authority = route.host_rewrite or request.authority
-    return Request(request.method, new_path, authority, list(request.headers), request.body,
+    return Request(request.method, new_path, authority, request.headers, request.body,
                    request.source_ip, request.http2, request.interim)  # fmt: skip
 
 

@@ -4,9 +4,15 @@ the caller with ``reporter="source"``, the callee with ``reporter="destination"`
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import threading
+from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from tulle.obs.views import RequestView, ResponseView
 
@@ -25,25 +31,64 @@ TCP_LABELS = ("source_workload", "destination_service")
 BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
+class _Series:
+    """One label set's request figures, kept as plain numbers (the exposition reads them)."""
+
+    __slots__ = ("buckets", "duration_sum", "labels", "request_bytes", "requests", "response_bytes")
+
+    def __init__(self, labels: tuple[str, ...]) -> None:
+        self.labels = labels
+        self.requests = 0
+        self.duration_sum = 0.0
+        self.buckets = [0] * (len(BUCKETS) + 1)  # per bucket, not cumulative; the last is +Inf
+        self.request_bytes = 0
+        self.response_bytes = 0
+
+
+class _RequestCollector(Collector):
+    """Exposes the request series as prometheus-client metric families at scrape time."""
+
+    def __init__(self, series: dict[Any, _Series], lock: threading.Lock) -> None:
+        self.series = series
+        self.lock = lock
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("tulle_requests", "Requests handled.", labels=LABELS)
+        duration = HistogramMetricFamily(
+            "tulle_request_duration_milliseconds", "Request duration.", labels=LABELS
+        )
+        sent = CounterMetricFamily("tulle_request_bytes", "Request body bytes.", labels=LABELS)
+        received = CounterMetricFamily(
+            "tulle_response_bytes", "Response body bytes.", labels=LABELS
+        )
+        with self.lock:
+            rows = [
+                (s.labels, s.requests, s.duration_sum, list(s.buckets), s.request_bytes,
+                 s.response_bytes)
+                for s in self.series.values()
+            ]  # fmt: skip
+        for labels, count, total, buckets, request_bytes, response_bytes in rows:
+            requests.add_metric(labels, count)
+            cumulative = list(itertools.accumulate(buckets))
+            bounds = [*(f"{b:g}" for b in BUCKETS), "+Inf"]
+            duration.add_metric(labels, list(zip(bounds, cumulative, strict=True)), total)
+            sent.add_metric(labels, request_bytes)
+            received.add_metric(labels, response_bytes)
+        yield from (requests, duration, sent, received)
+
+
 class MeshMetrics:
-    """Request count, duration, and bytes, per source, destination, code and flags."""
+    """Request count, duration, and bytes, per source, destination, code and flags. Requests
+    are counted in plain numbers per label set (one lock, no per-series objects on the hot
+    path) and exposed through a prometheus-client collector; TCP figures are
+    prometheus-client counters."""
 
     def __init__(self, source_workload: str) -> None:
         self.source = source_workload
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "tulle_requests", "Requests handled.", LABELS, registry=self.registry
-        )
-        self.duration = Histogram(
-            "tulle_request_duration_milliseconds", "Request duration.", LABELS,
-            buckets=BUCKETS, registry=self.registry,
-        )  # fmt: skip
-        self.request_bytes = Counter(
-            "tulle_request_bytes", "Request body bytes.", LABELS, registry=self.registry
-        )
-        self.response_bytes = Counter(
-            "tulle_response_bytes", "Response body bytes.", LABELS, registry=self.registry
-        )
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, str, str, str, int, str], _Series] = {}
+        self.registry.register(_RequestCollector(self._series, self._lock))
         self.tcp_opened = Counter(
             "tulle_tcp_connections_opened", "TCP connections proxied.", TCP_LABELS,
             registry=self.registry,
@@ -60,7 +105,6 @@ class MeshMetrics:
             "tulle_tcp_received_bytes", "Bytes received from upstream over TCP.", TCP_LABELS,
             registry=self.registry,
         )  # fmt: skip
-        self._children: dict[tuple[str, str, str, str, int, str], tuple[Any, Any, Any, Any]] = {}
 
     def tcp_open(self, service: str) -> None:
         """A TCP connection started."""
@@ -72,34 +116,33 @@ class MeshMetrics:
         self.tcp_sent.labels(self.source, service).inc(sent)
         self.tcp_received.labels(self.source, service).inc(received)
 
-    def _series(
-        self, reporter: str, source: str, service: str, workload: str, status: int, flag: str
-    ) -> tuple[Any, Any, Any, Any]:
-        """The four labelled series for one label set, looked up once and then cached (the
-        label lookup is most of prometheus-client's cost per request)."""
-        key = (reporter, source, service, workload, status, flag)
-        series = self._children.get(key)
-        if series is None:
-            labels = (reporter, source, service, workload or "unknown", str(status), flag)
-            series = (
-                self.requests.labels(*labels),
-                self.duration.labels(*labels),
-                self.request_bytes.labels(*labels),
-                self.response_bytes.labels(*labels),
-            )
-            self._children[key] = series
-        return series
+    def _observe(
+        self,
+        key: tuple[str, str, str, str, int, str],
+        request: RequestView,
+        millis: float,
+        sent: int,
+    ) -> None:
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                reporter, source, service, workload, status, flag = key
+                labels = (reporter, source, service, workload or "unknown", str(status), flag)
+                series = self._series[key] = _Series(labels)
+            series.requests += 1
+            series.duration_sum += millis
+            series.buckets[bisect.bisect_left(BUCKETS, millis)] += 1
+            series.request_bytes += request.body_size
+            series.response_bytes += sent
 
     def record(
         self, request: RequestView, response: ResponseView, millis: float, sent: int
     ) -> None:
         """One request this workload sent (``reporter="source"``)."""
         service = response.cluster.rsplit("|", 1)[-1] if response.cluster else request.authority
-        self._observe(
-            self._series("source", self.source, service, response.upstream_workload,
-                         response.status, response.flag),
-            request, millis, sent,
-        )  # fmt: skip
+        key = ("source", self.source, service, response.upstream_workload, response.status,
+               response.flag)  # fmt: skip
+        self._observe(key, request, millis, sent)
 
     def record_inbound(
         self, request: RequestView, response: ResponseView, service: str, millis: float, sent: int
@@ -107,22 +150,8 @@ class MeshMetrics:
         """One request this workload served as ``service`` (``reporter="destination"``); the
         caller is named by its mesh's source header (``unknown`` from outside the mesh)."""
         caller = request.header(SOURCE_WORKLOAD_HEADER) or "unknown"
-        self._observe(
-            self._series("destination", caller, service, self.source, response.status,
-                         response.flag),
-            request, millis, sent,
-        )  # fmt: skip
-
-    @staticmethod
-    def _observe(
-        series: tuple[Any, Any, Any, Any], request: RequestView, millis: float, sent: int
-    ) -> None:
-        requests, duration, request_bytes, response_bytes = series
-        requests.inc()
-        duration.observe(millis)
-        if request.body_size:
-            request_bytes.inc(request.body_size)
-        response_bytes.inc(sent)
+        key = ("destination", caller, service, self.source, response.status, response.flag)
+        self._observe(key, request, millis, sent)
 
     def exposition(self) -> bytes:
         """The Prometheus text format."""

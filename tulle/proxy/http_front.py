@@ -16,11 +16,10 @@ from typing import cast
 from urllib.parse import urlsplit
 
 from tulle.codec.http1 import (
-    Body,
-    EndOfMessage,
     ProtocolError,
+    RefusedError,
     RequestHead,
-    RequestParser,
+    RequestReader,
     Upgraded,
     end_to_end,
     response_head,
@@ -54,17 +53,6 @@ Item = tuple[RequestHead, bytes | ByteStream] | ProtocolError
 Tunneler = Callable[[Request, Destination, asyncio.Transport], Awaitable["TcpPipe | Response"]]
 
 
-def _streams(head: RequestHead) -> bool:
-    """Whether a request's body is streamed rather than buffered: chunked, or larger than
-    BUFFER_LIMIT."""
-    for name, value in head.headers:
-        if name == "transfer-encoding":
-            return True
-        if name == "content-length":
-            return int(value) > BUFFER_LIMIT
-    return False
-
-
 class Http1Front(asyncio.Protocol):
     """One downstream connection."""
 
@@ -87,14 +75,15 @@ class Http1Front(asyncio.Protocol):
         self.dispatch = dispatch
         self.log = log
         self.in_flight = in_flight
-        self.parser = RequestParser()
+        self.reader = RequestReader(self)
         self.transport: asyncio.Transport | None = None
         self.waiting: collections.deque[Item] = collections.deque()
         self.busy = False  # a request is being answered (responses go out in order)
         self.closed = False
         self._advancing = False
         self.head: RequestHead | None = None
-        self.body = bytearray()
+        self.chunks: list[bytes] = []  # the body of the request being read
+        self.body_size = 0
         self.peer = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -123,44 +112,58 @@ class Http1Front(asyncio.Protocol):
         if self.pipe is not None:
             self.pipe.forward("down", data)
             return
-        if self.parser.failed and self.head is not None and self.head.upgrade:
-            self.early.append(data)  # raw bytes before the tunnel is open
+        reader = self.reader
+        if reader.failed:
+            if self.head is not None and self.head.upgrade:
+                self.early.append(data)  # raw bytes before the tunnel is open
             return
-        for event in self.parser.feed(data):
-            if isinstance(event, RequestHead):
-                self.head, self.body = event, bytearray()
-                if any(k == "expect" and v.lower() == "100-continue" for k, v in event.headers):
-                    self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                if _streams(event) and self.transport is not None:
-                    transport = self.transport
-                    self.streaming = ByteStream(transport.pause_reading, transport.resume_reading)
-                    self._enqueue((event, self.streaming))
-            elif isinstance(event, Body) and self.streaming is not None:
-                self.streaming.push(event.data)
-            elif isinstance(event, EndOfMessage) and self.streaming is not None:
-                self.streaming.finish()
-                self.streaming, self.head = None, None
-            elif isinstance(event, Body):
-                self.body += event.data
-                if len(self.body) > MAX_BODY:
-                    self._enqueue(ProtocolError(413, f"request body over {MAX_BODY} bytes"))
-                    self.parser.failed = True
-                    return
-            elif (
-                isinstance(event, EndOfMessage) and self.head is not None and not self.head.upgrade
-            ):
-                head, self.head = self.head, None
-                self._enqueue((head, bytes(self.body)))
-            elif isinstance(event, ProtocolError):
-                if self.streaming is not None:
-                    self.streaming.finish(UpstreamError("reset", f"client sent {event.reason}"))
-                    self.streaming = None
-                self._enqueue(event)
-            elif isinstance(event, Upgraded) and self.head is not None:
-                self.early.append(event.data)
+        tail = reader.feed(data)  # calls head_received, body_received, message_complete
+        if tail is None:
+            return
+        if isinstance(tail, Upgraded):
+            if self.head is not None:
+                self.early.append(tail.data)
                 if self.transport is not None:
                     self.transport.pause_reading()
                 self._enqueue((self.head, b""))
+            return
+        if self.streaming is not None:
+            self.streaming.finish(UpstreamError("reset", f"client sent {tail.reason}"))
+            self.streaming = None
+        self._enqueue(tail)
+
+    # --- the reader's calls (RequestSink) ---------------------------------------------------
+
+    def head_received(self, head: RequestHead) -> None:
+        """A request's head: buffered until its end, or streamed when chunked or large."""
+        self.head, self.chunks, self.body_size = head, [], 0
+        if head.expect_continue:
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if (head.chunked or (head.length or 0) > BUFFER_LIMIT) and self.transport is not None:
+            transport = self.transport
+            self.streaming = ByteStream(transport.pause_reading, transport.resume_reading)
+            self._enqueue((head, self.streaming))
+
+    def body_received(self, data: bytes) -> None:
+        """A piece of the request's body."""
+        if self.streaming is not None:
+            self.streaming.push(data)
+            return
+        self.chunks.append(data)
+        self.body_size += len(data)
+        if self.body_size > MAX_BODY:
+            raise RefusedError(f"request body over {MAX_BODY} bytes", 413)
+
+    def message_complete(self) -> None:
+        """The request ended: a buffered one goes to the engine."""
+        head = self.head
+        if self.streaming is not None:
+            self.streaming.finish()
+            self.streaming, self.head = None, None
+        elif head is not None and not head.upgrade:  # an upgrade goes on from feed's Upgraded
+            self.head = None
+            chunks = self.chunks
+            self._enqueue((head, b"".join(chunks) if chunks else b""))
 
     def _interim(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
         """An upstream's informational response (103 Early Hints, 102...) for the request
@@ -272,24 +275,23 @@ class Http1Front(asyncio.Protocol):
 
     def _request(self, head: RequestHead, body: bytes | ByteStream) -> Request | Response:
         target = head.target
-        headers = end_to_end(head.headers)
+        headers = end_to_end(head.headers) if head.hop_by_hop else head.headers
         if head.upgrade:  # the upstream must see the Upgrade it is asked for
             headers += [(k, v) for k, v in head.headers if k in ("connection", "upgrade")]
-        host = next((v for k, v in head.headers if k == "host"), None)
-        if target.startswith(("http://", "https://")):
+        if target[:1] == "/" or target == "*":
+            if head.host is None:
+                return mesh_response(errors.MeshError(400, "DPE", "bad request: no Host header"))
+            authority, path = head.host, target
+        elif target.startswith(("http://", "https://")):
             parts = urlsplit(target)
             authority = parts.netloc
             path = parts.path or "/"
             if parts.query:
                 path += "?" + parts.query
-        elif target.startswith("/") or target == "*":
-            if host is None:
-                return mesh_response(errors.MeshError(400, "DPE", "bad request: no Host header"))
-            authority, path = host, target
         else:
             reason = f"bad request: unsupported request target {target[:80]!r}"
             return mesh_response(errors.MeshError(400, "DPE", reason))
-        if not any(k == "x-request-id" for k, _ in headers):
+        if head.request_id is None:
             headers.append(("x-request-id", request_id()))
         return Request(head.method, path, authority, headers, body, self.peer)
 

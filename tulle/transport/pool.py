@@ -1,6 +1,6 @@
 """Upstream HTTP/1.1 connections, pooled per endpoint with keep-alive: the ``send`` function the
 engine calls for one attempt. Each connection is an asyncio Protocol feeding a sans-IO response
-parser (no stream objects on the hot path). Failures become
+reader that calls it back (no stream objects on the hot path). Failures become
 :class:`~tulle.engine.message.UpstreamError` saying what happened (refused, timed out, reset)."""
 
 from __future__ import annotations
@@ -11,15 +11,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
 
-from tulle.codec.http1 import (
-    Body,
-    EndOfMessage,
-    ProtocolError,
-    ResponseHead,
-    ResponseParser,
-    end_to_end,
-    request_head,
-)
+from tulle.codec.http1 import ResponseHead, ResponseReader, end_to_end, request_head
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import ByteStream, Interim, Request, Response, UpstreamError
 from tulle.engine.tasks import run_then
@@ -73,7 +65,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.parser = ResponseParser()
+        self.reader = ResponseReader(self)
         self.waiter: Waiter | None = None
         self.head: ResponseHead | None = None
         self.chunks: list[bytes] = []
@@ -91,44 +83,58 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received = True
+        error = self.reader.feed(data)  # calls head_received, body_received, message_complete
+        if error is not None:
+            self._fail(UpstreamError("reset", error.reason))
+            self.close()
+
+    # --- the reader's calls (ResponseSink) --------------------------------------------------
+
+    def head_received(self, head: ResponseHead) -> None:
+        """A response's head: informational ones are passed on (the final one follows); a
+        body to stream is handed over now, one to buffer at its end."""
+        if head.status < 200:
+            if head.status != 101 and self.interim is not None:
+                self.interim(head.status, head.reason, head.headers)
+            return
+        self.head = head
         waiter = self.waiter
-        for event in self.parser.feed(data):
-            if isinstance(event, ResponseHead):
-                if 100 <= event.status < 200:  # informational: passed on, the final one follows
-                    if event.status != 101 and self.interim is not None:
-                        self.interim(event.status, event.reason, event.headers)
-                else:
-                    self.head = event
-                    if _should_stream(event, self.parser) and waiter is not None:
-                        transport = self.transport
-                        assert transport is not None
-                        self.stream = ByteStream(transport.pause_reading, transport.resume_reading)
-                        waiter.set_result((event, self.stream, event.keep_alive))
-                        self.waiter = None
-            elif isinstance(event, Body):
-                if self.stream is not None:
-                    self.stream.push(event.data)
-                else:
-                    self.chunks.append(event.data)
-            elif isinstance(event, EndOfMessage) and self.head is not None:
-                if self.stream is not None:
-                    self.stream.finish()
-                    self.stream = None
-                    if self.released is not None:
-                        self.released(self, self.head.keep_alive)
-                elif waiter is not None and not waiter.done():
-                    waiter.set_result((self.head, b"".join(self.chunks), self.head.keep_alive))
-                self.waiter = None
-            elif isinstance(event, ProtocolError):
-                self._fail(UpstreamError("reset", event.reason))
-                self.close()
+        if waiter is not None and _should_stream(head, self.reader.head_request):
+            transport = self.transport
+            assert transport is not None
+            self.stream = ByteStream(transport.pause_reading, transport.resume_reading)
+            waiter.set_result((head, self.stream, head.keep_alive))
+            self.waiter = None
+
+    def body_received(self, data: bytes) -> None:
+        """A piece of the response's body."""
+        if self.stream is not None:
+            self.stream.push(data)
+        else:
+            self.chunks.append(data)
+
+    def message_complete(self) -> None:
+        """The response ended."""
+        head = self.head
+        if head is None:  # an informational response's end
+            return
+        if self.stream is not None:
+            self.stream.finish()
+            self.stream = None
+            if self.released is not None:
+                self.released(self, head.keep_alive)
+        else:
+            waiter = self.waiter
+            if waiter is not None and not waiter.done():
+                chunks = self.chunks
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                waiter.set_result((head, body, head.keep_alive))
+        self.waiter = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.stream is not None:
-            framed = self.head is not None and any(
-                k in ("content-length", "transfer-encoding") for k, _ in self.head.headers
-            )
+            framed = self.head is not None and self.head.framed
             cut = UpstreamError("reset", "connection closed mid-body")
             self.stream.finish(cut if framed else None)
             self.stream = None
@@ -137,9 +143,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if not self.received:
             waiter.set_exception(_StaleConnectionError())
-        elif self.head is not None and not any(
-            k in ("content-length", "transfer-encoding") for k, _ in self.head.headers
-        ):
+        elif self.head is not None and not self.head.framed:
             waiter.set_result((self.head, b"".join(self.chunks), False))  # delimited by the close
         else:
             waiter.set_exception(UpstreamError("reset", "connection closed mid-response"))
@@ -160,8 +164,8 @@ class UpstreamConnection(asyncio.Protocol):
         """Get ready for the next response, delivered to ``waiter`` (by default a new
         future); informational responses before it go to ``interim``."""
         self.interim = interim
-        if head_request or self.parser.failed or (self.used and self._needs_new_parser):
-            self.parser = ResponseParser(head_request=head_request)
+        if head_request or self.reader.failed or (self.used and self._needs_new_parser):
+            self.reader = ResponseReader(self, head_request)
         self._needs_new_parser = head_request
         self.head, self.chunks, self.received = None, [], False
         self.waiter = waiter or asyncio.get_running_loop().create_future()
@@ -210,12 +214,11 @@ def _unexpected(failure: BaseException) -> Outcome:
     return UpstreamError("reset", f"unexpected {failure!r}")
 
 
-def _should_stream(head: ResponseHead, parser: ResponseParser) -> bool:
+def _should_stream(head: ResponseHead, head_request: bool) -> bool:
     """Stream bodies of unknown length or larger than STREAM_THRESHOLD; buffer the rest."""
-    if parser.head_request or head.status in (204, 304):
+    if head_request or head.status in (204, 304):
         return False
-    length = next((v for k, v in head.headers if k == "content-length"), None)
-    return length is None or int(length) > STREAM_THRESHOLD
+    return head.length is None or head.length > STREAM_THRESHOLD
 
 
 class Http1Pool:
