@@ -1,5 +1,6 @@
 """A front end that looks at a connection's first bytes: HTTP/2 with prior knowledge (gRPC)
-goes to the HTTP/2 front end, everything else to the HTTP/1.1 one."""
+goes to the HTTP/2 front end, everything else to the HTTP/1.1 one, which then becomes the
+transport's protocol."""
 
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ class DetectingFront(asyncio.Protocol):
         else:
             self.front = self.make_http1()
         self.front.connection_made(self.transport)
+        # From here on the transport calls the front end itself: no hop through this object.
+        self.transport.set_protocol(self.front)
         data, self.buffered = self.buffered, b""
         self.front.data_received(data)
 

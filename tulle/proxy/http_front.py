@@ -182,6 +182,15 @@ class Http1Front(asyncio.Protocol):
     # --- requests in order ------------------------------------------------------------------
 
     def _enqueue(self, item: Item) -> None:
+        if not (self.busy or self.waiting or self._advancing or self.closed):
+            self._advancing = True  # the common case: nothing ahead of it, begun at once
+            try:
+                self._begin(item)
+            finally:
+                self._advancing = False
+            if self.waiting and not self.busy:  # answered at once, with more pipelined behind
+                self._advance()
+            return
         self.waiting.append(item)
         if not self.busy:
             self._advance()
@@ -253,7 +262,8 @@ class Http1Front(asyncio.Protocol):
         if not head.keep_alive:
             self.closed = True
             return
-        self._advance()
+        if self.waiting:
+            self._advance()
 
     async def _open_tunnel(self, head: RequestHead, request: Request, started: float) -> None:
         if self.tunnel is None or self.transport is None:

@@ -33,14 +33,40 @@ class Waiter(Protocol):
     def set_exception(self, exception: BaseException, /) -> None: ...
 
 
-class _Callback:
-    """A Waiter that calls ``deliver`` once, unless abandoned first."""
+class _Attempt:
+    """One request on an idle connection, answered by callback (the pool's fast path): it is
+    the connection's Waiter, and ``abandon`` ends it without a callback. A connection that
+    turns out stale gets the request once more on a fresh one."""
 
-    __slots__ = ("deliver", "finished")
+    __slots__ = (
+        "callback",
+        "cluster",
+        "connection",
+        "endpoint",
+        "finished",
+        "fresh",
+        "head_request",
+        "interim",
+        "payload",
+        "pool",
+    )  # fmt: skip
 
-    def __init__(self, deliver: Callable[[Exchange | BaseException], None]) -> None:
-        self.deliver = deliver
+    def __init__(
+        self,
+        pool: Http1Pool,
+        endpoint: EndpointSpec,
+        cluster: ClusterSpec,
+        connection: UpstreamConnection,
+        callback: Callable[[Outcome], None],
+        payload: bytes,
+        head_request: bool,
+        interim: Interim | None,
+    ) -> None:
+        self.pool, self.endpoint, self.cluster = pool, endpoint, cluster
+        self.connection, self.callback, self.payload = connection, callback, payload
+        self.head_request, self.interim = head_request, interim
         self.finished = False
+        self.fresh: Callable[[], None] | None = None  # cancels the retry on a fresh connection
 
     def done(self) -> bool:
         return self.finished
@@ -48,12 +74,28 @@ class _Callback:
     def set_result(self, result: Exchange, /) -> None:
         if not self.finished:
             self.finished = True
-            self.deliver(result)
+            self.callback(self.pool._finish(self.endpoint, self.cluster, self.connection, result))
 
     def set_exception(self, exception: BaseException, /) -> None:
-        if not self.finished:
-            self.finished = True
-            self.deliver(exception)
+        if self.finished:
+            return
+        self.finished = True
+        if isinstance(exception, _StaleConnectionError):  # once more, on a new connection
+            again = self.pool._send_fresh(
+                self.endpoint, self.cluster, self.payload, self.head_request, self.interim
+            )
+            self.fresh = run_then(_outcome(again), self.callback, _unexpected)
+        elif isinstance(exception, UpstreamError):
+            self.callback(exception)
+        else:
+            self.callback(UpstreamError("reset", str(exception)))
+
+    def abandon(self) -> None:
+        """No callback after this; the connection is closed (its answer would be stale)."""
+        self.finished = True
+        self.connection.close()
+        if self.fresh is not None:
+            self.fresh()
 
 
 class _StaleConnectionError(Exception):
@@ -194,12 +236,19 @@ def _headers(request: Request) -> list[tuple[str, str]]:
     return headers
 
 
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_SET_HERE = frozenset({"host", "content-length"})
+
+
 def _payload(request: Request, body: bytes) -> bytes:
-    """A request with its body in memory, as bytes on the wire."""
-    headers = _headers(request)
-    if body or request.method in ("POST", "PUT", "PATCH"):
-        headers.append(("content-length", str(len(body))))
-    return request_head(request.method, request.path, headers) + body
+    """A request with its body in memory, as bytes on the wire (what ``_headers`` and
+    ``request_head`` would give, in one pass)."""
+    lines = [f"{request.method} {request.path} HTTP/1.1\r\nhost: {request.authority}\r\n"]
+    lines += [f"{k}: {v}\r\n" for k, v in request.headers if k not in _SET_HERE]
+    if body or request.method in _BODY_METHODS:
+        lines.append(f"content-length: {len(body)}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1") + body
 
 
 async def _outcome(work: Awaitable[Response]) -> Outcome:
@@ -304,34 +353,14 @@ class Http1Pool:
             connection = self._take_idle(endpoint, cluster)
         if connection is None or connection.transport is None or isinstance(body, ByteStream):
             return run_then(_outcome(self.send(endpoint, cluster, request)), callback, _unexpected)
-        payload = _payload(request, body)
         head_request = request.method == "HEAD"
-        interim = request.interim
-        fresh: list[Callable[[], None]] = []
-
-        def deliver(result: Exchange | BaseException) -> None:
-            if isinstance(result, tuple):
-                callback(self._finish(endpoint, cluster, connection, result))
-            elif isinstance(result, _StaleConnectionError):  # once more, on a new connection
-                fresh_send = self._send_fresh(endpoint, cluster, payload, head_request, interim)
-                again = _outcome(fresh_send)
-                fresh.append(run_then(again, callback, _unexpected))
-            elif isinstance(result, UpstreamError):
-                callback(result)
-            else:
-                callback(UpstreamError("reset", str(result)))
-
-        waiter = _Callback(deliver)
-        connection.begin(head_request, waiter, interim)
+        payload = _payload(request, body)
+        attempt = _Attempt(
+            self, endpoint, cluster, connection, callback, payload, head_request, request.interim
+        )
+        connection.begin(head_request, attempt, request.interim)
         connection.transport.write(payload)
-
-        def abandon() -> None:
-            waiter.finished = True
-            connection.close()
-            for cancel in fresh:
-                cancel()
-
-        return abandon
+        return attempt.abandon
 
     async def _send_streamed(
         self,
@@ -390,7 +419,8 @@ class Http1Pool:
             connection.released = release
             return Response(head.status, end_to_end(head.headers), body, discard=abandon)
         self._give_back(endpoint, cluster, connection, reusable)
-        return Response(head.status, end_to_end(head.headers), body)
+        headers = end_to_end(head.headers) if head.hop_by_hop else head.headers
+        return Response(head.status, headers, body)
 
     def _give_back(
         self,
