@@ -1,9 +1,10 @@
 """A plain gRPC server with no Tulle import, for the proxyless demo and the end-to-end tests.
 
-``/greeter.Greeter/SayHello`` answers with this server's name (raw bytes, no protobuf needed).
-``--fail-rate`` fails that share of calls with UNAVAILABLE; ``--delay`` waits that many seconds
-before answering. Prints ``READY <port>`` once serving;
-stops on SIGTERM."""
+``/greeter.Greeter/SayHello`` answers with this server's name (raw bytes, no protobuf needed);
+``/greeter.Greeter/Peer`` with the caller's address as gRPC sees it (which connection it came
+on) and how many calls this server was serving at that moment (``peer|N``). ``--fail-rate``
+fails that share of calls with UNAVAILABLE; ``--delay`` waits that many seconds before
+answering. Prints ``READY <port>`` once serving; stops on SIGTERM."""
 
 from __future__ import annotations
 
@@ -35,6 +36,21 @@ def main() -> None:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"{args.name} failed on purpose")
         return args.name.encode()
 
+    serving = [0]
+    counting = threading.Lock()
+
+    def peer(request: bytes, context: grpc.ServicerContext) -> bytes:
+        with counting:
+            serving[0] += 1
+            at_once = serving[0]
+        try:
+            if args.delay:
+                time.sleep(args.delay)
+            return f"{context.peer()}|{at_once}".encode()
+        finally:
+            with counting:
+                serving[0] -= 1
+
     released = threading.Event()
 
     def stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
@@ -57,6 +73,7 @@ def main() -> None:
         "greeter.Greeter",
         {
             "SayHello": grpc.unary_unary_rpc_method_handler(say_hello),
+            "Peer": grpc.unary_unary_rpc_method_handler(peer),
             "Stream": grpc.unary_stream_rpc_method_handler(stream),
             "Release": grpc.unary_unary_rpc_method_handler(release),
             "Chat": grpc.stream_stream_rpc_method_handler(chat),

@@ -144,3 +144,54 @@ def test_bidirectional_streaming_ping_pong(control_plane, processes, sidecar):
             assert next(replies) == b"a:" + word
         outgoing.put(None)
         assert list(replies) == []
+
+
+def test_http2_connections_are_held_to_max_connections(control_plane, processes, sidecar):
+    """One request per connection and one connection for the cluster: calls go one at a time,
+    each on a new connection; one more than max pending overflows with the breaker's reason."""
+    port = processes.greeter("slow", delay=1.0)
+    control_plane.register(
+        service="greeter", address="127.0.0.1", port=port, servicePort=50051, protocol="GRPC"
+    )
+    control_plane.apply(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: greeter}
+spec:
+  host: greeter
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {maxRequestsPerConnection: 1, http1MaxPendingRequests: 1}
+"""
+    )
+    proxy = sidecar()
+    with grpc.insecure_channel(
+        f"127.0.0.1:{proxy.http_proxy_port}", options=[("grpc.default_authority", AUTHORITY)]
+    ) as channel:
+        call = channel.unary_unary("/greeter.Greeter/Peer")
+        futures = [call.future(b"", timeout=20) for _ in range(3)]
+        answers, refused = [], []
+        for future in futures:
+            try:
+                answers.append(future.result().decode())
+            except grpc.RpcError as error:
+                refused.append((error.code(), error.details()))
+        sequential = [call(b"", timeout=20).decode() for _ in range(2)]
+    # Two served, never both at once (the server saw one call at a time), on two connections.
+    assert len(answers) == 2, (answers, refused)
+    assert all(answer.endswith("|1") for answer in answers), answers
+    assert len({answer.split("|")[0] for answer in answers}) == 2
+    # The third found the connection in use and the one pending place taken.
+    assert len(refused) == 1
+    code, details = refused[0]
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert "circuit open: max connections 1 reached" in details
+    # Once the others are done, calls go through, each on a connection of its own.
+    peers = {answer.split("|")[0] for answer in answers + sequential}
+    assert len(peers) == 4
+    clusters = proxy.admin("/clusters").json()["clusters"]
+    greeter = next(c for c in clusters if c["name"].endswith("|greeter.default.svc.cluster.local"))
+    assert greeter["overflows"] == 1
+    assert greeter["h2_connections"] <= 1

@@ -179,8 +179,9 @@ def mesh_response(
 
 
 class UpstreamError(Exception):
-    """No response from an endpoint: ``kind`` is ``connect``, ``reset``, ``refused-stream`` or
-    ``timeout``; the message says what happened."""
+    """No response from an endpoint: ``kind`` is ``connect``, ``reset``, ``refused-stream``,
+    ``timeout``, or ``overflow`` (the sender's connection limit left no way to send it); the
+    message says what happened."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)

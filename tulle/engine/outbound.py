@@ -403,6 +403,8 @@ class Engine:
         name = cluster.spec.name
         more = retry is not None and call.attempt <= retry.attempts
         if isinstance(outcome, UpstreamError):
+            if outcome.kind == "overflow":  # the sender's connection limit: not the endpoint's
+                return self._overflowed(call, endpoint)
             cluster.record(endpoint, None, self.clock())
             if (
                 more
@@ -435,6 +437,18 @@ class Engine:
         if retriable and call.attempt > 1:
             response.flag = "URX"
         return response
+
+    def _overflowed(self, call: _Call, endpoint: EndpointSpec) -> Response:
+        """An attempt the sender could not start within the cluster's ``max_connections`` (an
+        HTTP/2 pool with no stream free, every connection open, ``max_pending`` waiting): the
+        breaker's answer, not retried (as Envoy)."""
+        cluster = call.plan.cluster
+        cluster.overflows += 1
+        limit = cluster.spec.limits.max_connections or 0
+        error = errors.circuit_open(cluster.spec.name, "max connections", limit)
+        produced = mesh_response(error, call.plan.request.is_grpc, cluster.spec.name)
+        produced.upstream, produced.attempts = endpoint.key, call.attempt
+        return produced
 
     # --- the fast path: callbacks instead of coroutines -------------------------------------
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# The router filter reaches the sidecar packed in google.protobuf.Any, and nothing else here
+# imports its type: without this import /config_dump cannot render the listeners.
+from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from google.protobuf.json_format import MessageToDict
 
 from tulle.transport.http_server import (
@@ -73,6 +76,9 @@ class AdminHandler:
                     "requests": state.counters.requests,
                     "retries": state.counters.retries,
                     "overflows": state.overflows,
+                    "connections": state.counters.connections,
+                    "h2_connections": self.proxy.pool.h2.open.get(name, 0),
+                    "pending": state.counters.pending + self.proxy.pool.h2.pending.get(name, 0),
                     "ejections": state.ejections,
                     "endpoints": [
                         {

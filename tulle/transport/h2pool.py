@@ -1,5 +1,12 @@
-"""Upstream HTTP/2 (gRPC): one multiplexed connection per endpoint, h2 for framing. A request's
-whole answer — headers, body, trailers — comes back as one Response."""
+"""Upstream HTTP/2 (gRPC): multiplexed connections per endpoint, h2 for framing. A request's
+whole answer — headers, body, trailers — comes back as one Response.
+
+Connections follow Envoy's HTTP/2 pool: an endpoint's connection carries every stream until it
+runs out of streams (the server's SETTINGS_MAX_CONCURRENT_STREAMS) or has carried the cluster's
+``max_requests_per_connection``; then another is opened, unless the cluster already has
+``max_connections`` open — the request then waits for a stream as a pending request (within
+``max_pending``), or overflows. An endpoint with no connection always gets one, even over the
+limit, so no endpoint is starved by others' connections (Envoy does the same)."""
 
 from __future__ import annotations
 
@@ -43,6 +50,12 @@ class H2Upstream(asyncio.Protocol):
         self.streams: dict[int, _Stream] = {}
         self.closed = False
         self._forwarders: set[asyncio.Task[None]] = set()
+        self.started = 0  # requests begun on this connection
+        self.max_requests: int | None = None  # then it drains: no new streams, closed when idle
+        # Told when a stream ends (a waiting request may go on) and, once, when the connection
+        # closes (its slot in the cluster's max_connections is free).
+        self.stream_ended: Callable[[], None] | None = None
+        self.released: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -55,14 +68,38 @@ class H2Upstream(asyncio.Protocol):
             self.transport.write(data)
 
     @property
+    def draining(self) -> bool:
+        """It has carried its ``max_requests``: no new streams."""
+        return self.max_requests is not None and self.started >= self.max_requests
+
+    @property
     def usable(self) -> bool:
-        """Open, not told to go away, and with stream ids left."""
+        """Open, not told to go away, not draining, and with a stream free."""
         return (
             not self.closed
+            and not self.draining
             and self.conn.open_outbound_streams < self.conn.remote_settings.max_concurrent_streams
         )
 
+    def _ended(self) -> None:
+        """Streams ended: a draining connection with none left closes; waiters are told."""
+        if self.draining and not self.streams and not self.closed:
+            self.close()
+        if self.stream_ended is not None:
+            self.stream_ended()
+
+    def _release(self) -> None:
+        released, self.released = self.released, None
+        if released is not None:
+            released()
+
     def data_received(self, data: bytes) -> None:
+        open_streams = len(self.streams)
+        self._receive(data)
+        if len(self.streams) < open_streams:
+            self._ended()
+
+    def _receive(self, data: bytes) -> None:
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as error:
@@ -129,6 +166,9 @@ class H2Upstream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._fail_all(UpstreamError("reset", "connection closed"))
+        self._release()
+        if self.stream_ended is not None:
+            self.stream_ended()
 
     async def _forward(self, stream_id: int, body: ByteStream) -> None:
         try:
@@ -155,6 +195,8 @@ class H2Upstream(asyncio.Protocol):
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self.conn.reset_stream(stream_id, error_code=8)  # CANCEL
             self._flush()
+        if stream is not None:
+            self._ended()
 
     def _discarder(self, stream_id: int) -> Callable[[], Awaitable[None]]:
         async def discard() -> None:
@@ -175,9 +217,11 @@ class H2Upstream(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+        self._release()
 
     async def request(self, request: Request) -> Response:
         """One request on a new stream."""
+        self.started += 1
         stream_id = self.conn.get_next_available_stream_id()
         headers = [
             (":method", request.method),
@@ -213,29 +257,81 @@ class H2Upstream(asyncio.Protocol):
 
 
 class H2Pool:
-    """One multiplexed HTTP/2 connection per endpoint."""
+    """Multiplexed HTTP/2 connections per endpoint, within each cluster's ``max_connections``
+    (counted per cluster here: ``open`` and ``pending`` by cluster name)."""
 
     def __init__(self, mark: int | None = None) -> None:
-        self.connections: dict[str, H2Upstream] = {}
+        self.connections: dict[str, list[H2Upstream]] = {}
+        self.open: dict[str, int] = {}
+        self.pending: dict[str, int] = {}
         self.mark = mark
-
-    async def _open(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> H2Upstream:
-        return await open_upstream(
-            H2Upstream, endpoint.address, endpoint.port, cluster.connect_timeout, self.mark
-        )
+        self._opening: dict[str, asyncio.Lock] = {}
+        self._waiting: dict[str, list[asyncio.Future[None]]] = {}
 
     async def send(
         self, endpoint: EndpointSpec, cluster: ClusterSpec, request: Request
     ) -> Response:
-        """One request over the endpoint's connection (opened if needed)."""
-        connection = self.connections.get(endpoint.key)
-        if connection is None or not connection.usable:
-            connection = await self._open(endpoint, cluster)
-            self.connections[endpoint.key] = connection
-        return await connection.request(request)
+        """One request over a connection to the endpoint (opened if needed and allowed)."""
+        connection = await self._connection(endpoint, cluster)
+        return await connection.request(request)  # its stream is taken before any await
+
+    async def _connection(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> H2Upstream:
+        """A connection with a stream free: an open one, a new one, or — at the cluster's
+        ``max_connections`` — the first to free a stream, waited for as a pending request."""
+        lock = self._opening.setdefault(endpoint.key, asyncio.Lock())
+        while True:
+            async with lock:  # one connection opened at a time per endpoint
+                held = [c for c in self.connections.get(endpoint.key, ()) if not c.closed]
+                self.connections[endpoint.key] = held
+                for connection in held:
+                    if connection.usable:
+                        return connection
+                limit = cluster.limits.max_connections
+                if not held or limit is None or self.open.get(cluster.name, 0) < limit:
+                    connection = await self._open(endpoint, cluster)
+                    held.append(connection)
+                    return connection
+            await self._wait_pending(cluster, limit)
+
+    async def _wait_pending(self, cluster: ClusterSpec, limit: int) -> None:
+        """Wait, as a pending request, until a stream ends or a connection closes in the
+        cluster; with ``max_pending`` already waiting, overflow."""
+        name = cluster.name
+        waiting = self.pending.get(name, 0)
+        if cluster.limits.max_pending is not None and waiting >= cluster.limits.max_pending:
+            raise UpstreamError("overflow", f"max connections {limit}")
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(name, []).append(waiter)
+        self.pending[name] = waiting + 1
+        try:
+            await waiter
+        finally:
+            self.pending[name] -= 1
+
+    def _wake(self, cluster: str) -> None:
+        for waiter in self._waiting.pop(cluster, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _open(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> H2Upstream:
+        connection = await open_upstream(
+            H2Upstream, endpoint.address, endpoint.port, cluster.connect_timeout, self.mark
+        )
+        name = cluster.name
+        self.open[name] = self.open.get(name, 0) + 1
+        connection.max_requests = cluster.max_requests_per_connection
+
+        def released() -> None:
+            self.open[name] -= 1
+            self._wake(name)
+
+        connection.released = released
+        connection.stream_ended = lambda: self._wake(name)
+        return connection
 
     def close(self) -> None:
         """Close every connection."""
-        for connection in self.connections.values():
-            connection.close()
+        for held in self.connections.values():
+            for connection in held:
+                connection.close()
         self.connections.clear()
