@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 
 from tulle.local.state import StateDir, alive
@@ -36,6 +35,8 @@ def resolve_server(server: str) -> str:
 
 def call(server: str, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
     """``(status, json)`` of an API call; exits with a clear message when the server is away."""
+    import httpx
+
     server = resolve_server(server)
     url = server.rstrip("/") + path
     try:

@@ -8,11 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
-from rich.console import Console
-from rich.table import Table
 
-from tulle.api.source import YAML_SUFFIXES
 from tulle.cli.client import DEFAULT_SERVER, ServerOption, call, fail, report_error
 
 
@@ -25,6 +21,8 @@ class GetFormat(StrEnum):
 
 
 def _files(paths: list[Path]) -> list[Path]:
+    from tulle.api.source import YAML_SUFFIXES
+
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -70,6 +68,10 @@ def get(
     server: ServerOption = DEFAULT_SERVER,
 ) -> None:
     """List the config in force (from files and applied)."""
+    import yaml
+    from rich.console import Console
+    from rich.table import Table
+
     params = {k: v for k, v in (("kind", kind), ("name", name), ("namespace", namespace)) if v}
     if name and not namespace:
         params["namespace"] = "default"

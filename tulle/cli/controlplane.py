@@ -6,11 +6,12 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tulle.control.app import ControlPlane
+if TYPE_CHECKING:
+    from tulle.control.app import ControlPlane
 
 
 def controlplane(
@@ -27,6 +28,8 @@ def controlplane(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Serve xDS to the mesh's data planes and the config API."""
+    from tulle.control.app import ControlPlane
+
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

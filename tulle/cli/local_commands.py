@@ -11,18 +11,14 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
-from tulle.local.pods import remove_network
-from tulle.local.processes import signal_group
-from tulle.local.runner import MeshConfigError, Runner, RunOptions
 from tulle.local.state import MeshState, StateDir, alive
-from tulle.local.top import Watcher, table
+
+if TYPE_CHECKING:
+    from tulle.local.runner import Runner
 
 StateOption = Annotated[
     Path, typer.Option("--state-dir", help="Where the running mesh keeps its state and logs.")
@@ -47,6 +43,9 @@ def up(
     ] = False,
 ) -> None:
     """Start the control plane and every Workload's replicas; stop them all on Ctrl-C."""
+    from tulle.local.pods import remove_network
+    from tulle.local.runner import MeshConfigError, Runner, RunOptions
+
     for path in files:
         if not path.exists():
             raise _fail(f"error: {path}: no such file or directory", 2)
@@ -122,6 +121,9 @@ def status(
 
 
 def _print_status(mesh: MeshState) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for column in ("WORKLOAD", "REPLICA", "MODE", "READY", "RESTARTS", "AGE", "ADDRESS"):
         table.add_column(column)
@@ -199,6 +201,9 @@ def down(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for a clean stop.")] = 60.0,
 ) -> None:
     """Stop the mesh: deregister, drain, SIGTERM, SIGKILL after the grace period."""
+    from tulle.local.pods import remove_network
+    from tulle.local.processes import signal_group
+
     state = StateDir(state_dir)
     mesh = state.read()
     if mesh is None:
@@ -230,6 +235,11 @@ def top(
     once: Annotated[bool, typer.Option(help="Print one table (after one interval).")] = False,
 ) -> None:
     """Per-service requests/s, success rate and p50/p99 latency, live (Ctrl-C to stop)."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from tulle.local.top import Watcher, table
+
     watcher = Watcher(_running(StateDir(state_dir)))
     try:
         if once:

@@ -1,4 +1,9 @@
-"""The ``tulle`` application: registers the commands and runs them."""
+"""The ``tulle`` application: registers the commands and runs them.
+
+Every command module imports typer and the standard library at its top, and what its command
+needs (the control plane, the config API, the local runner, httpx, rich) inside the command:
+registering the commands then costs nothing, and ``tulle proxy``, the sidecar beside every
+workload, does not carry the other commands' code (about 8 MB of RSS)."""
 
 from __future__ import annotations
 

@@ -9,9 +9,6 @@ from enum import StrEnum
 from typing import Annotated
 
 import typer
-import yaml
-from rich.console import Console
-from rich.table import Table
 
 from tulle.cli.client import DEFAULT_SERVER, ServerOption, call, report_error
 from tulle.xds.node import make_node_id
@@ -28,6 +25,9 @@ class ConfigFormat(StrEnum):
 
 def proxy_status(server: ServerOption = DEFAULT_SERVER) -> None:
     """Each connected node: per type its ACKed version, whether it is current, the last NACK."""
+    from rich.console import Console
+    from rich.table import Table
+
     status, data = call(server, "GET", "/api/v1/proxy-status")
     if status != 200:
         raise report_error(status, data)
@@ -65,6 +65,8 @@ def proxy_config(
     server: ServerOption = DEFAULT_SERVER,
 ) -> None:
     """What a node was sent, as protobuf JSON (the shape of Envoy's config_dump)."""
+    import yaml
+
     status, data = call(
         server, "GET", "/api/v1/proxy-config", params={"node": node, "type": type_name}
     )

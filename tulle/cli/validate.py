@@ -9,9 +9,6 @@ from typing import Annotated
 
 import typer
 
-from tulle.api import validate_paths
-from tulle.api.findings import Severity, has_errors
-
 
 class OutputFormat(StrEnum):
     """How findings are printed."""
@@ -29,6 +26,9 @@ def validate(
     """Validate config: every schema error and cross-resource problem, one line each.
 
     Exit status 1 when there is any error, 0 otherwise (warnings alone pass)."""
+    from tulle.api import validate_paths
+    from tulle.api.findings import Severity, has_errors
+
     result = validate_paths(paths)
     findings = result.findings
     if output is OutputFormat.json:
