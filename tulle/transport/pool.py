@@ -281,6 +281,7 @@ class Http1Pool:
         self.opened = 0
         self.mark = mark
         self.h2 = H2Pool(mark)
+        self._unwritten: list[tuple[asyncio.Transport, bytes]] = []
 
     async def _open(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> UpstreamConnection:
         connection = await open_upstream(
@@ -359,8 +360,23 @@ class Http1Pool:
             self, endpoint, cluster, connection, callback, payload, head_request, request.interim
         )
         connection.begin(head_request, attempt, request.interim)
-        connection.transport.write(payload)
+        self._write_soon(connection.transport, payload)
         return attempt.abandon
+
+    def _write_soon(self, transport: asyncio.Transport, payload: bytes) -> None:
+        """Write ``payload`` once this turn of the event loop has handled all it has: the
+        upstream then wakes once for a batch of requests instead of once per request (on a
+        shared core each wake-up preempts the proxy, and those switches cost more than the
+        requests). The wait is the rest of the turn: microseconds."""
+        if not self._unwritten:
+            asyncio.get_running_loop().call_soon(self._write_all)
+        self._unwritten.append((transport, payload))
+
+    def _write_all(self) -> None:
+        unwritten, self._unwritten = self._unwritten, []
+        for transport, payload in unwritten:
+            if not transport.is_closing():  # closed meanwhile: its attempt has already failed
+                transport.write(payload)
 
     async def _send_streamed(
         self,
