@@ -13,7 +13,6 @@ from typing import Any
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 
-from tulle.api.kinds.networking import GRPC_STATUS_NAMES
 from tulle.engine.matching import (
     ConfigError,
     HeaderTest,
@@ -161,7 +160,7 @@ class FaultSpec:
     delay: float | None = None
     delay_chance: float = 0.0
     abort_status: int | None = None
-    abort_grpc: str | None = None
+    abort_grpc: int | None = None  # a gRPC status code (2, UNKNOWN, for codes beyond 16)
     abort_chance: float = 0.0
 
 
@@ -321,7 +320,7 @@ def _fault(config: Any) -> FaultSpec | None:
             abort_status = fault.abort.http_status
         elif kind == "grpc_status":
             code = fault.abort.grpc_status
-            abort_grpc = GRPC_STATUS_NAMES[code] if code < len(GRPC_STATUS_NAMES) else "UNKNOWN"
+            abort_grpc = code if code <= 16 else 2
     return FaultSpec(
         delay=delay,
         delay_chance=_fraction(fault.delay.percentage) if delay is not None else 0.0,

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import parse_qs
 
-from tulle.api.kinds.networking import GRPC_STATUS_NAMES
 from tulle.engine import errors
 from tulle.engine.cluster import ClusterState
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
@@ -633,6 +632,5 @@ def _redirect(route: RouteEntry, request: Request, path: str, query_string: str)
     )
 
 
-def _grpc_abort(status_name: str) -> Response:
-    code = GRPC_STATUS_NAMES.index(status_name) if status_name in GRPC_STATUS_NAMES else 2
+def _grpc_abort(code: int) -> Response:
     return mesh_response(errors.fault_abort(503), grpc=True, grpc_code=code)
