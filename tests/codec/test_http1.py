@@ -11,8 +11,10 @@ from tulle.codec.http1 import (
     Body,
     EndOfMessage,
     ProtocolError,
+    RefusedError,
     RequestHead,
     RequestParser,
+    RequestReader,
     ResponseHead,
     ResponseParser,
     end_to_end,
@@ -92,8 +94,41 @@ def test_smuggling_shapes_are_protocol_errors(name):
     events = RequestParser().feed(SMUGGLING[name])
     errors = [e for e in events if isinstance(e, ProtocolError)]
     assert len(errors) == 1
-    assert errors[0].status in (400, 431)
+    assert errors[0].status == (431 if name == "oversized headers" else 400)
+    assert "callback" not in errors[0].reason  # the reason is ours, not httptools' wrapper
     assert not any(isinstance(e, EndOfMessage) for e in events)  # nothing complete to forward
+
+
+def test_a_sink_refuses_with_its_own_status_and_reason():
+    class SmallBodies:
+        def head_received(self, head):
+            pass
+
+        def body_received(self, data):
+            raise RefusedError("request body over 3 bytes", 413)
+
+        def message_complete(self):
+            raise AssertionError("a refused request never completes")
+
+    reader = RequestReader(SmallBodies())
+    refused = reader.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nabcde")
+    assert refused == ProtocolError(413, "request body over 3 bytes")
+    assert reader.failed
+
+
+def test_a_bug_in_a_sink_is_raised_not_turned_into_a_400():
+    class Broken:
+        def head_received(self, head):
+            raise KeyError("bug")
+
+        def body_received(self, data):
+            pass
+
+        def message_complete(self):
+            pass
+
+    with pytest.raises(KeyError):
+        RequestReader(Broken()).feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 
 
 def test_after_an_error_the_parser_stays_failed():

@@ -182,8 +182,9 @@ def test_malformed_and_smuggling_requests_get_400_and_are_never_forwarded(
         while chunk := conn.recv(65536):
             reply += chunk
     status = int(reply.split(b" ", 2)[1])
-    assert status in (400, 431), reply[:200]
+    assert status == (431 if name == "oversized headers" else 400), reply[:200]
     assert b"x-tulle-error: bad request:" in reply
+    assert b"callback" not in reply  # the mesh's own reason, not the parser library's wrapper
     with sidecar.client() as client:  # the proxy lives on, and nothing reached the backend
         assert client.get(f"{WEB}/after").status_code == 200
     time.sleep(0.3)  # the access log is flushed every 200 ms

@@ -153,6 +153,20 @@ def _note(headers: list[tuple[str, str]]) -> _Noted:
     return noted
 
 
+def _refusal(error: httptools.HttpParserError) -> ProtocolError | None:
+    """The ProtocolError for a RefusedError raised in a callback (httptools raises its own
+    callback error with ours as the context); any other exception in a callback is a bug and
+    is raised again as itself."""
+    if not isinstance(error, httptools.HttpParserCallbackError):
+        return None
+    cause = error.__context__
+    if isinstance(cause, RefusedError):
+        return ProtocolError(cause.status, str(cause))
+    if cause is not None:
+        raise cause
+    return None
+
+
 class RequestSink(Protocol):
     """Where a :class:`RequestReader` delivers a request: the head, pieces of body, the end."""
 
@@ -228,16 +242,14 @@ class RequestReader(_HeadCollector):
             return None
         try:
             self.parser.feed_data(data)
-        except RefusedError as stop:
-            self.failed = True
-            return ProtocolError(stop.status, str(stop))
         except httptools.HttpParserUpgrade as upgrade:
             self.failed = True  # the rest is not HTTP
             offset = upgrade.args[0] if upgrade.args else len(data)
             return Upgraded(data[offset:])
         except httptools.HttpParserError as error:
             self.failed = True
-            return ProtocolError(400, f"malformed request: {error}")
+            refused = _refusal(error)
+            return refused or ProtocolError(400, f"malformed request: {error}")
         return None
 
 
@@ -285,9 +297,11 @@ class ResponseReader(_HeadCollector):
             return None
         try:
             self.parser.feed_data(data)
-        except (RefusedError, httptools.HttpParserError) as error:
+        except httptools.HttpParserError as error:
             self.failed = True
-            return ProtocolError(502, f"invalid upstream response: {error}")
+            refused = _refusal(error)
+            reason = refused.reason if refused is not None else str(error)
+            return ProtocolError(502, f"invalid upstream response: {reason}")
         return None
 
 
