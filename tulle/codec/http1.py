@@ -143,9 +143,10 @@ def _note(headers: list[tuple[str, str]]) -> _Noted:
     if len(lengths) > 1:
         raise RefusedError("more than one Content-Length")
     if lengths:
-        if not lengths[0].strip().isdigit():
+        length = lengths[0].strip()
+        if not (length.isascii() and length.isdigit()):
             raise RefusedError(f"invalid Content-Length {lengths[0]!r}")
-        noted.length = int(lengths[0])
+        noted.length = int(length)
     elif encoding is not None:
         if encoding.split(",")[-1].strip().lower() != "chunked":
             raise RefusedError(f"unsupported Transfer-Encoding {encoding!r}")
