@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -216,6 +217,10 @@ def test_keep_alive_pipelining_head_and_bodies(control_plane, processes):
         check=True,
     )
     assert head.stdout.startswith("HTTP/1.1 200")
+    # A HEAD's answer keeps the length the body would have (the backend's), not 0.
+    length = re.search(r"(?im)^content-length:\s*(\d+)", head.stdout)
+    assert length is not None, head.stdout
+    assert int(length.group(1)) > 100, head.stdout
     chunked = subprocess.run(
         ["curl", "-s", "-x", sidecar.proxy_url, "-H", "Transfer-Encoding: chunked", "--data-binary", "@-", f"{WEB}/up"],
         input="streamed body", capture_output=True, text=True, timeout=20, check=True,

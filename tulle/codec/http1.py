@@ -105,37 +105,32 @@ class RefusedError(Exception):
 _NOTED = HOP_BY_HOP | {"content-length", "host", "expect", "x-request-id"}
 
 
-@dataclass(slots=True)
-class _Noted:
-    length: int | None = None
-    chunked: bool = False
-    hop_by_hop: bool = False
-    host: str | None = None
-    expect_continue: bool = False
-    request_id: str | None = None
+# length, chunked, hop-by-hop present, host, Expect: 100-continue, X-Request-Id
+_Noted = tuple[int | None, bool, bool, str | None, bool, str | None]
 
 
 def _note(headers: list[tuple[str, str]]) -> _Noted:
     """What a head says about its framing (refusing what a smuggler could use: Content-Length
     with Transfer-Encoding, two Content-Lengths, a bad length, an encoding other than chunked
-    last), its Host, Expect, and whether it has hop-by-hop headers. One pass over the names."""
-    noted = _Noted()
+    last), its Host, Expect, X-Request-Id, and whether it has hop-by-hop headers. One pass
+    over the names."""
     lengths: list[str] = []
-    encoding: str | None = None
+    encoding = host = request_id = None
+    hop_by_hop = expect_continue = False
     for name, value in headers:
         if name not in _NOTED:
             continue
         if name == "content-length":
             lengths.append(value)
         elif name == "host":
-            if noted.host is None:
-                noted.host = value
+            if host is None:
+                host = value
         elif name == "expect":
-            noted.expect_continue = value.lower() == "100-continue"
+            expect_continue = value.lower() == "100-continue"
         elif name == "x-request-id":
-            noted.request_id = value
+            request_id = value
         else:
-            noted.hop_by_hop = True
+            hop_by_hop = True
             if name == "transfer-encoding":
                 encoding = value
     if lengths and encoding is not None:
@@ -146,12 +141,12 @@ def _note(headers: list[tuple[str, str]]) -> _Noted:
         length = lengths[0].strip()
         if not (length.isascii() and length.isdigit()):
             raise RefusedError(f"invalid Content-Length {lengths[0]!r}")
-        noted.length = int(length)
-    elif encoding is not None:
+        return int(length), False, hop_by_hop, host, expect_continue, request_id
+    if encoding is not None:
         if encoding.split(",")[-1].strip().lower() != "chunked":
             raise RefusedError(f"unsupported Transfer-Encoding {encoding!r}")
-        noted.chunked = True
-    return noted
+        return None, True, hop_by_hop, host, expect_continue, request_id
+    return None, False, hop_by_hop, host, expect_continue, request_id
 
 
 def _refusal(error: httptools.HttpParserError) -> ProtocolError | None:
@@ -187,23 +182,17 @@ class ResponseSink(Protocol):
 class _HeadCollector:
     """The httptools callbacks both readers share: target or reason, and headers within limits."""
 
+    # Each message starts from the state its predecessor's on_headers_complete leaves (no
+    # on_message_begin callback: one call fewer per message).
     def __init__(self) -> None:
         self.url = b""
         self.headers: list[tuple[str, str]] = []
         self.header_bytes = 0
 
-    def on_message_begin(self) -> None:
-        self.url, self.headers, self.header_bytes = b"", [], 0
-
     def on_url(self, url: bytes) -> None:
         self.url += url
         if len(self.url) > MAX_HEADER_BYTES:
             raise RefusedError("request target too long", 414)
-
-    def on_status(self, reason: bytes) -> None:
-        self.url += reason  # a response's reason phrase, kept where a request's target goes
-        if len(self.url) > MAX_HEADER_BYTES:
-            raise RefusedError("reason phrase too long", 502)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value) + 4
@@ -227,15 +216,15 @@ class RequestReader(_HeadCollector):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        noted = _note(self.headers)
-        self.sink.head_received(
-            RequestHead(
-                parser.get_method().decode("latin-1"), self.url.decode("latin-1"),
-                parser.get_http_version(), self.headers, parser.should_keep_alive(),
-                parser.should_upgrade(), noted.host, noted.length, noted.chunked,
-                noted.hop_by_hop, noted.expect_continue, noted.request_id,
-            )
+        length, chunked, hop_by_hop, host, expect_continue, request_id = _note(self.headers)
+        head = RequestHead(
+            parser.get_method().decode("latin-1"), self.url.decode("latin-1"),
+            parser.get_http_version(), self.headers, parser.should_keep_alive(),
+            parser.should_upgrade(), host, length, chunked, hop_by_hop, expect_continue,
+            request_id,
         )  # fmt: skip
+        self.url, self.headers, self.header_bytes = b"", [], 0  # for the next message
+        self.sink.head_received(head)
 
     def feed(self, data: bytes) -> ProtocolError | Upgraded | None:
         """Parse ``data``; a ProtocolError or the start of an upgraded stream ends parsing."""
@@ -266,22 +255,18 @@ class ResponseReader(_HeadCollector):
         self.parser = httptools.HttpResponseParser(self)
         self.failed = False
 
-    def on_message_begin(self) -> None:
-        self.url, self.headers, self.header_bytes = b"", [], 0
-        self.done = False
-
     def on_headers_complete(self) -> None:
         parser = self.parser
-        noted = _note(self.headers)
+        length, chunked, hop_by_hop, _, _, _ = _note(self.headers)
         status = parser.get_status_code()
-        self.sink.head_received(
-            ResponseHead(
-                status, self.url.decode("latin-1"), self.headers, parser.should_keep_alive(),
-                noted.length, noted.length is not None or noted.chunked, noted.hop_by_hop,
-            )
+        head = ResponseHead(
+            status, _REASONS.get(status, ""), self.headers, parser.should_keep_alive(), length,
+            length is not None or chunked, hop_by_hop,
         )  # fmt: skip
-        if self.head_request or status < 200 or status in (204, 304):
-            self.done = True
+        self.url, self.headers, self.header_bytes = b"", [], 0  # for the next message
+        self.done = self.head_request or status < 200 or status in (204, 304)
+        self.sink.head_received(head)
+        if self.done:
             self.sink.message_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -360,12 +345,12 @@ class ResponseParser:
 
 def request_head(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
     """``METHOD target HTTP/1.1`` and the headers."""
-    lines = [f"{method} {target} HTTP/1.1"]
-    lines.extend(f"{k}: {v}" for k, v in headers)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    lines = [f"{k}: {v}\r\n" for k, v in headers]
+    return f"{method} {target} HTTP/1.1\r\n{''.join(lines)}\r\n".encode("latin-1")
 
 
 _REASONS = {
+    100: "Continue", 101: "Switching Protocols", 102: "Processing", 103: "Early Hints",
     200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently", 302: "Found",
     303: "See Other", 304: "Not Modified", 307: "Temporary Redirect", 308: "Permanent Redirect",
     400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
@@ -375,16 +360,33 @@ _REASONS = {
 }  # fmt: skip
 
 
-def response_head(status: int, headers: list[tuple[str, str]], reason: str = "") -> bytes:
-    """``HTTP/1.1 status reason`` and the headers."""
-    lines = [f"HTTP/1.1 {status} {reason or _REASONS.get(status, 'Unknown')}"]
-    lines.extend(f"{k}: {v}" for k, v in headers)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+def response_head(
+    status: int,
+    headers: list[tuple[str, str]],
+    reason: str = "",
+    length: int | None = None,
+    close: bool = False,
+) -> bytes:
+    """``HTTP/1.1 status reason`` and the headers; with ``length``, Content-Length says it
+    (any in ``headers`` is dropped); with ``close``, ``Connection: close`` follows."""
+    if length is None:
+        lines = [f"{k}: {v}\r\n" for k, v in headers]
+    else:
+        lines = [f"{k}: {v}\r\n" for k, v in headers if k != "content-length"]
+        lines.append(f"content-length: {length}\r\n")
+    if close:
+        lines.append("connection: close\r\n")
+    reason = reason or _REASONS.get(status, "Unknown")
+    return f"HTTP/1.1 {status} {reason}\r\n{''.join(lines)}\r\n".encode("latin-1")
 
 
 def end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """``headers`` without hop-by-hop ones (and those named in Connection)."""
-    named = {
-        token.strip().lower() for k, v in headers if k == "connection" for token in v.split(",")
-    }
-    return [(k, v) for k, v in headers if k not in HOP_BY_HOP and k not in named]
+    drop = HOP_BY_HOP
+    for name, value in headers:
+        if name == "connection" and value not in _PLAIN_CONNECTION:
+            drop = drop | {token.strip().lower() for token in value.split(",")}
+    return [(k, v) for k, v in headers if k not in drop]
+
+
+_PLAIN_CONNECTION = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})

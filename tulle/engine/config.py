@@ -217,6 +217,13 @@ class RouteEntry:
     host_rewrite: str | None = None
     mirrors: tuple[MirrorSpec, ...] = ()
     fallback: FallbackSpec | None = None
+    # Takes every request whose path starts with "/" (prefix "/", no header or query tests):
+    # the common default route, matched without calling the path test.
+    catch_all: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        every = self.path.kind == "prefix" and self.path.value == "/"
+        object.__setattr__(self, "catch_all", every and not self.headers and not self.query)
 
     def matches(
         self, path: str, headers: Mapping[str, str], query: Mapping[str, list[str]]
@@ -299,11 +306,11 @@ class RouteTable:
         self, authority: str, path: str, headers: Mapping[str, str], query: Mapping[str, list[str]]
     ) -> RouteEntry | None:
         """The first route of the matching virtual host that takes the request."""
-        vhost = self.virtual_host(authority)
+        vhost = self.exact.get(authority) or self.virtual_host(authority)
         if vhost is None:
             return None
         for entry in vhost.routes:
-            if entry.matches(path, headers, query):
+            if (entry.catch_all and path[:1] == "/") or entry.matches(path, headers, query):
                 return entry
         return None
 

@@ -161,7 +161,8 @@ class Engine:
         """The cluster chosen by weight, and the request as it goes there (rewrites and header
         edits applied, the caller's workload named); only the choice when the proxy does not
         know that cluster (yet)."""
-        chosen = route.pick_cluster(self.chance)
+        clusters = route.clusters
+        chosen = clusters[0] if len(clusters) == 1 else route.pick_cluster(self.chance)
         cluster = self.clusters.get(chosen.name)
         if cluster is None:
             return chosen
@@ -419,7 +420,8 @@ class Engine:
                 produced.flag += ",URX"
             return produced
         response = outcome
-        cluster.record(endpoint, response.status, self.clock())
+        if cluster.spec.outlier is not None:
+            cluster.record(endpoint, response.status, self.clock())
         response.upstream, response.cluster, response.attempts = endpoint.key, name, call.attempt
         response.upstream_workload = endpoint.workload
         if retry is None:

@@ -24,11 +24,6 @@ _LINE = (
 )
 
 
-def _text(value: str | None) -> str:
-    """A JSON string, or null for an empty value."""
-    return _encode(value) if value else "null"
-
-
 class AccessLog:
     """Writes entries to ``stream`` (stdout by default); ``enabled`` follows the Mesh setting."""
 
@@ -82,7 +77,7 @@ class AccessLog:
             _encode(response.cluster) if response.cluster else "null",
             _encode(response.upstream) if response.upstream else "null",
             response.attempts, request.body_size, sent,
-            _text(request.header("x-request-id")),
+            _encode(request_id) if (request_id := request.header("x-request-id")) else "null",
             _encode(request.source_ip) if request.source_ip else "null",
         )  # fmt: skip
         with self._lock:

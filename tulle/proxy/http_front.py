@@ -308,12 +308,10 @@ class Http1Front(asyncio.Protocol):
     def _respond(self, response: Response, method: str, close: bool) -> int:
         """Write a response whose body is in memory."""
         body = response.body if isinstance(response.body, bytes) else b""
-        headers = [(k, v) for k, v in response.headers if k not in ("content-length",)]
-        if response.status >= 200 and response.status not in (204, 304):
-            headers.append(("content-length", str(len(body))))
-        if close:
-            headers.append(("connection", "close"))
-        payload = response_head(response.status, headers)
+        status = response.status
+        # The body's own length; a HEAD's answer keeps the length the upstream gave.
+        sized = status >= 200 and status not in (204, 304) and method != "HEAD"
+        payload = response_head(status, response.headers, "", len(body) if sized else None, close)
         if method != "HEAD":
             payload += body
         self._write(payload)

@@ -141,7 +141,13 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.head = head
         waiter = self.waiter
-        if waiter is not None and _should_stream(head, self.reader.head_request):
+        # Stream bodies of unknown length or larger than STREAM_THRESHOLD; buffer the rest.
+        if (
+            waiter is not None
+            and (head.length is None or head.length > STREAM_THRESHOLD)
+            and not self.reader.head_request
+            and head.status not in (204, 304)
+        ):
             transport = self.transport
             assert transport is not None
             self.stream = ByteStream(transport.pause_reading, transport.resume_reading)
@@ -261,13 +267,6 @@ async def _outcome(work: Awaitable[Response]) -> Outcome:
 
 def _unexpected(failure: BaseException) -> Outcome:
     return UpstreamError("reset", f"unexpected {failure!r}")
-
-
-def _should_stream(head: ResponseHead, head_request: bool) -> bool:
-    """Stream bodies of unknown length or larger than STREAM_THRESHOLD; buffer the rest."""
-    if head_request or head.status in (204, 304):
-        return False
-    return head.length is None or head.length > STREAM_THRESHOLD
 
 
 class Http1Pool:
