@@ -44,6 +44,7 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null && command -v haproxy >/dev/null && command -v nginx >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk haproxy nginx-light)
 	$(BIN)/python -m benchmarks.proxy_http
+	$(BIN)/python -m benchmarks.proxy_inprocess
 	$(BIN)/python -m benchmarks.client_modes
 	$(BIN)/python -m benchmarks.ads_fanout --clients 100 500 1000
 

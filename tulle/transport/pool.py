@@ -368,10 +368,11 @@ class Http1Pool:
         shared core each wake-up preempts the proxy, and those switches cost more than the
         requests). The wait is the rest of the turn: microseconds."""
         if not self._unwritten:
-            asyncio.get_running_loop().call_soon(self._write_all)
+            asyncio.get_running_loop().call_soon(self.write_queued)
         self._unwritten.append((transport, payload))
 
-    def _write_all(self) -> None:
+    def write_queued(self) -> None:
+        """Write what ``submit`` queued (the event loop calls this at the end of its turn)."""
         unwritten, self._unwritten = self._unwritten, []
         for transport, payload in unwritten:
             if not transport.is_closing():  # closed meanwhile: its attempt has already failed

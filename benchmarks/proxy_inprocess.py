@@ -1,0 +1,150 @@
+"""The proxy's per-request Python work, without sockets: the real HTTP/1.1 front end, engine,
+upstream pool, metrics and access log of a ``Proxy``, on the config the control plane makes for
+one service with one endpoint, with transports that only keep what is written. Reports CPU per
+request (the best of several rounds, so other load on the machine counts least) and how many
+Python calls one request makes. For working on the hot path: ``proxy_http`` measures the whole
+process under load (system calls, context switches and all); this isolates the Python.
+
+    python -m benchmarks.proxy_inprocess [--rounds 15] [--requests 3000]"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from types import FrameType
+from typing import Any
+
+import uvloop
+
+from tulle.api import validate_text
+from tulle.control.registry import Endpoint
+from tulle.control.snapshot import build_snapshot
+from tulle.control.translate import translate
+from tulle.control.translate.context import NodeView
+from tulle.engine.compile import compile_config
+from tulle.obs.access_log import AccessLog
+from tulle.proxy.app import HTTP_PROXY_ROUTES, Proxy
+from tulle.proxy.http_front import Http1Front
+from tulle.transport.pool import UpstreamConnection
+from tulle.xds import types
+
+HOST = "web.default.svc.cluster.local"
+CONFIG = """\
+apiVersion: tulle.dev/v1alpha1
+kind: Workload
+metadata: {name: web}
+spec:
+  service: web
+  command: [web]
+  ports: [{name: http, port: 8080}]
+---
+"""
+ENDPOINT = ("10.0.0.1", 80)
+REQUEST = b"GET / HTTP/1.1\r\nHost: web:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 25 Nov 2026 15:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 1024\r\nConnection: keep-alive\r\n\r\n"
+    + b"x"
+    * 1024
+)
+
+
+class KeptTransport:
+    """A transport that keeps what is written."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 50000) if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def sidecar() -> Proxy:
+    """A proxy with the config a control plane sends a sidecar for one service (no sockets)."""
+    result = validate_text(CONFIG, known_hosts=[HOST])
+    assert result.model is not None
+    endpoint = Endpoint(HOST, *ENDPOINT, 8080, "HTTP", (("app", "web"),))
+    resources = translate(
+        build_snapshot(1, result.model, (endpoint,)), NodeView("sidecar", "default")
+    )
+    config = compile_config(
+        "1",
+        resources[types.ROUTE].values(),
+        resources[types.CLUSTER].values(),
+        resources[types.ENDPOINT].values(),
+    )
+    node = "sidecar~127.0.0.1~bench-0.default~default.svc.cluster.local"
+    proxy = Proxy("127.0.0.1:1", node, access_log=AccessLog(io.StringIO()))
+    proxy.engine.update(config)
+    return proxy
+
+
+async def measure(rounds: int, requests: int) -> None:
+    proxy = sidecar()
+    upstream, upstream_side = UpstreamConnection(), KeptTransport()
+    upstream.connection_made(upstream_side)  # type: ignore[arg-type]
+    proxy.pool.idle[f"{ENDPOINT[0]}:{ENDPOINT[1]}"] = [upstream]
+    front, client_side = (
+        Http1Front(HTTP_PROXY_ROUTES, proxy.dispatch_http_proxy, proxy.log, proxy.in_flight),
+        KeptTransport(),
+    )
+    front.connection_made(client_side)  # type: ignore[arg-type]
+
+    def one() -> None:
+        front.data_received(REQUEST)
+        proxy.pool.write_queued()  # what the event loop's turn would do
+        upstream.data_received(RESPONSE)
+
+    for _ in range(1000):
+        one()
+    assert client_side.written[-1].startswith(b"HTTP/1.1 200"), client_side.written[-1][:100]
+    assert len(upstream_side.written) == 1000
+    per_round = []
+    for _ in range(rounds):
+        client_side.written.clear()
+        upstream_side.written.clear()
+        started = time.thread_time()
+        for _ in range(requests):
+            one()
+        per_round.append((time.thread_time() - started) / requests * 1e6)
+    calls = 0
+
+    def count(frame: FrameType, event: str, arg: object) -> None:
+        nonlocal calls
+        calls += event == "call"
+
+    sys.setprofile(count)
+    one()
+    sys.setprofile(None)
+    per_round.sort()
+    print(f"proxied request, in-process: {per_round[0]:.1f} µs CPU (best of {rounds} rounds; "
+          f"median {per_round[len(per_round) // 2]:.1f}), {calls} Python calls")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--requests", type=int, default=3000)
+    args = parser.parse_args()
+    uvloop.run(measure(args.rounds, args.requests))
+
+
+if __name__ == "__main__":
+    main()
