@@ -14,7 +14,7 @@ from typing import Protocol, cast
 from tulle.codec.http1 import ResponseHead, ResponseReader, end_to_end, request_head
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import ByteStream, Interim, Request, Response, UpstreamError
-from tulle.engine.tasks import run_then
+from tulle.engine.tasks import resolver, run_then
 from tulle.transport.connect import open_upstream
 from tulle.transport.h2pool import H2Pool
 
@@ -309,17 +309,21 @@ class Http1Pool:
             return await self.h2.send(endpoint, cluster, request)
         if not isinstance(request.body, bytes):
             return await self._send_streamed(endpoint, cluster, request, _headers(request))
-        payload = _payload(request, request.body)
-        head_request = request.method == "HEAD"
-        interim = request.interim
         connection = self._take_idle(endpoint, cluster)
-        if connection is not None:
-            try:
-                exchange = await connection.exchange(payload, head_request, interim)
-                return self._finish(endpoint, cluster, connection, exchange)
-            except _StaleConnectionError:
-                pass  # closed by the upstream while idle: once more on a fresh connection
-        return await self._send_fresh(endpoint, cluster, payload, head_request, interim)
+        if connection is None:
+            payload = _payload(request, request.body)
+            head_request = request.method == "HEAD"
+            return await self._send_fresh(endpoint, cluster, payload, head_request, request.interim)
+        answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        abandon = self._send_on(connection, endpoint, cluster, request, resolver(answer))
+        try:
+            outcome = await answer
+        except asyncio.CancelledError:
+            abandon()
+            raise
+        if isinstance(outcome, UpstreamError):
+            raise outcome
+        return outcome
 
     async def _send_fresh(
         self,
@@ -347,14 +351,29 @@ class Http1Pool:
         Returns the function that abandons the attempt (then no callback). The common case —
         body in memory, an idle connection ready — runs with no task at all: written now,
         answered from the connection's ``data_received``."""
-        body = request.body
         connection = None
-        if not request.http2 and isinstance(body, bytes):
+        if not request.http2 and isinstance(request.body, bytes):
             connection = self._take_idle(endpoint, cluster)
-        if connection is None or connection.transport is None or isinstance(body, ByteStream):
+        if connection is None:
             return run_then(_outcome(self.send(endpoint, cluster, request)), callback, _unexpected)
+        return self._send_on(connection, endpoint, cluster, request, callback)
+
+    def _send_on(
+        self,
+        connection: UpstreamConnection,
+        endpoint: EndpointSpec,
+        cluster: ClusterSpec,
+        request: Request,
+        callback: Callable[[Outcome], None],
+    ) -> Callable[[], None]:
+        """A request with its body in memory on an idle connection, answered through
+        ``callback`` (an idle connection found closed by the upstream sends it once more on a
+        fresh one); returns the function that abandons it. Both ``send`` and ``submit`` come
+        here for an idle connection."""
+        assert isinstance(request.body, bytes)
+        assert connection.transport is not None
         head_request = request.method == "HEAD"
-        payload = _payload(request, body)
+        payload = _payload(request, request.body)
         attempt = _Attempt(
             self, endpoint, cluster, connection, callback, payload, head_request, request.interim
         )
