@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from tests.e2e.conftest import ControlPlane, Processes, synced, wait_until
+from tests.manifests import virtual_service
 
 AUTHORITY = "greeter.default.svc.cluster.local:50051"
 
@@ -47,17 +48,7 @@ def sidecar(control_plane, processes):
 
 
 def greeter_routes(plane: ControlPlane, http: str) -> None:
-    plane.apply(
-        f"""\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: greeter}}
-spec:
-  hosts: [greeter]
-  http:
-{http}
-"""
-    )
+    plane.apply(virtual_service(http, "greeter"))
 
 
 def test_unary_calls_are_balanced_over_http2(control_plane, processes, sidecar):

@@ -18,36 +18,17 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import ControlPlane, free_port, register, synced, wait_until
+from tests.manifests import destination_rule, virtual_service
 
 WEB = "http://web:8080"
 
 
 def routes(plane: ControlPlane, http: str) -> None:
-    plane.apply(
-        f"""\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: web}}
-spec:
-  hosts: [web]
-  http:
-{http}
-"""
-    )
+    plane.apply(virtual_service(http))
 
 
 def rule(plane: ControlPlane, traffic_policy: str, subsets: str = "") -> None:
-    plane.apply(
-        f"""\
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: web}}
-spec:
-  host: web
-  trafficPolicy: {traffic_policy}
-{subsets}
-"""
-    )
+    plane.apply(destination_rule(traffic_policy, subsets))
 
 
 def backend_of(response: httpx.Response) -> str:

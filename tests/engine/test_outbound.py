@@ -20,6 +20,7 @@ from tests.engine.conftest import (
     status,
     workload,
 )
+from tests.manifests import destination_rule, virtual_service
 from tulle.engine.message import Response
 
 pytestmark = pytest.mark.usefixtures("engine_path")
@@ -29,28 +30,12 @@ TWO = workload("v1") + workload("v2")
 
 
 def vs(http: str) -> str:
-    return f"""\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: web}}
-spec:
-  hosts: [web]
-  http:
-{http}
----
-"""
+    return virtual_service(http)
 
 
 def rule(traffic_policy: str) -> str:
     """A DestinationRule for web with ``traffic_policy`` (YAML flow style)."""
-    return f"""\
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: web}}
-spec:
-  host: web
-  trafficPolicy: {traffic_policy}
-"""
+    return destination_rule(traffic_policy)
 
 
 SUBSETS = """\

@@ -11,6 +11,7 @@ import threading
 import time
 
 from tests.e2e.conftest import ControlPlane, free_port, synced, wait_until
+from tests.manifests import destination_rule, virtual_service
 from tests.scenarios.conftest import Caller, Outcome, get_all, get_concurrently
 
 WEB = "http://web:8080"
@@ -18,25 +19,8 @@ CLUSTER = "outbound|8080||web.default.svc.cluster.local"
 
 
 def apply(plane: ControlPlane, http: str, traffic_policy: str = "{}", extra: str = "") -> None:
-    plane.apply(
-        f"""\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: web}}
-spec:
-  hosts: [web]
-  http:
-{http}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: web}}
-spec:
-  host: web
-  trafficPolicy: {traffic_policy}
-  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]
-{extra}"""
-    )
+    subsets = "  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]"
+    plane.apply(virtual_service(http) + destination_rule(traffic_policy, subsets) + extra)
 
 
 def test_header_routing_and_no_route(control_plane, serve, caller_for, mode):
@@ -146,7 +130,6 @@ def test_outbound_rate_limit_is_429_with_the_reason(control_plane, serve, caller
         control_plane,
         "    - route: [{destination: {host: web}}]",
         extra="""\
----
 apiVersion: tulle.dev/v1alpha1
 kind: RateLimit
 metadata: {name: web-out}
@@ -383,7 +366,6 @@ def test_fallback_to_another_service_when_this_one_fails(control_plane, serve, c
         control_plane,
         "    - route: [{destination: {host: web}}]\n      retries: {attempts: 1, retryOn: 5xx}",
         extra="""\
----
 apiVersion: tulle.dev/v1alpha1
 kind: Fallback
 metadata: {name: web}

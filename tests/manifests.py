@@ -1,0 +1,35 @@
+"""The Istio documents tests apply most, written once: a VirtualService with its ``http``
+routes and a DestinationRule with a traffic policy (both YAML, ``---``-terminated so they can be
+joined)."""
+
+from __future__ import annotations
+
+
+def virtual_service(http: str, host: str = "web") -> str:
+    """A VirtualService for ``host`` (its name too) with ``http``: YAML list items indented by
+    four spaces."""
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {host}}}
+spec:
+  hosts: [{host}]
+  http:
+{http}
+---
+"""
+
+
+def destination_rule(traffic_policy: str = "{}", subsets: str = "", host: str = "web") -> str:
+    """A DestinationRule for ``host`` with ``traffic_policy`` (YAML flow style) and ``subsets``
+    (the ``subsets:`` line(s), indented by two spaces)."""
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {host}}}
+spec:
+  host: {host}
+  trafficPolicy: {traffic_policy}
+{subsets}
+---
+"""
