@@ -23,12 +23,11 @@ from tulle.control.registry import Endpoint
 from tulle.control.snapshot import build_snapshot
 from tulle.control.translate import translate
 from tulle.control.translate.context import NodeView
-from tulle.engine.compile import compile_config
+from tulle.engine.compile import compile_resources
 from tulle.obs.access_log import AccessLog
 from tulle.proxy.app import HTTP_PROXY_ROUTES, Proxy
 from tulle.proxy.http_front import Http1Front
 from tulle.transport.pool import UpstreamConnection
-from tulle.xds import types
 
 HOST = "web.default.svc.cluster.local"
 CONFIG = """\
@@ -84,12 +83,7 @@ def sidecar() -> Proxy:
     resources = translate(
         build_snapshot(1, result.model, (endpoint,)), NodeView("sidecar", "default")
     )
-    config = compile_config(
-        "1",
-        resources[types.ROUTE].values(),
-        resources[types.CLUSTER].values(),
-        resources[types.ENDPOINT].values(),
-    )
+    config = compile_resources("1", resources)
     node = "sidecar~127.0.0.1~bench-0.default~default.svc.cluster.local"
     proxy = Proxy("127.0.0.1:1", node, access_log=AccessLog(io.StringIO()))
     proxy.engine.update(config)

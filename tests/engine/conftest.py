@@ -18,10 +18,9 @@ from tulle.control.snapshot import build_snapshot
 from tulle.control.translate import translate
 from tulle.control.translate.context import NodeView
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
-from tulle.engine.compile import compile_config
+from tulle.engine.compile import compile_resources
 from tulle.engine.message import Request, Response, UpstreamError
 from tulle.engine.outbound import Engine, Outcome
-from tulle.xds import types
 
 HOST = "web.default.svc.cluster.local"
 
@@ -126,12 +125,7 @@ def build_engine(
     resources = translate(
         build_snapshot(1, result.model, registered), NodeView("sidecar", "default")
     )
-    config = compile_config(
-        "1",
-        resources[types.ROUTE].values(),
-        resources[types.CLUSTER].values(),
-        resources[types.ENDPOINT].values(),
-    )
+    config = compile_resources("1", resources)
     start = upstreams.start if PATH["kind"] == "callbacks" else None
     engine = Engine(upstreams.send, clock or Clock(), random.Random(seed), start)
     engine.update(config)

@@ -380,6 +380,10 @@ def response_head(
     return f"HTTP/1.1 {status} {reason}\r\n{''.join(lines)}\r\n".encode("latin-1")
 
 
+# Connection values that name no other header to drop.
+_PLAIN_CONNECTION = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})
+
+
 def end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """``headers`` without hop-by-hop ones (and those named in Connection)."""
     drop = HOP_BY_HOP
@@ -387,6 +391,3 @@ def end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         if name == "connection" and value not in _PLAIN_CONNECTION:
             drop = drop | {token.strip().lower() for token in value.split(",")}
     return [(k, v) for k, v in headers if k not in drop]
-
-
-_PLAIN_CONNECTION = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})

@@ -135,7 +135,7 @@ class ClusterState:
     ) -> EndpointSpec | None:
         """An endpoint for the next attempt, or None when none is available. A retry avoids the
         endpoints already ``tried`` while others are available (Istio's previous-hosts rule)."""
-        candidates = self.healthy if self.spec.outlier is None else self.available(now)
+        candidates = self.available(now)
         if not candidates:
             return None
         if tried:

@@ -218,7 +218,7 @@ class RouteEntry:
     mirrors: tuple[MirrorSpec, ...] = ()
     fallback: FallbackSpec | None = None
     # Takes every request whose path starts with "/" (prefix "/", no header or query tests):
-    # the common default route, matched without calling the path test.
+    # the common default route, matched by ``matches`` without calling the path test.
     catch_all: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -229,6 +229,8 @@ class RouteEntry:
         self, path: str, headers: Mapping[str, str], query: Mapping[str, list[str]]
     ) -> bool:
         """Whether a request (path without query, lowercase headers) takes this route."""
+        if self.catch_all:
+            return path[:1] == "/"
         if not self.path(path):
             return False
         if self.headers and not all(test(headers) for test in self.headers):
@@ -306,11 +308,11 @@ class RouteTable:
         self, authority: str, path: str, headers: Mapping[str, str], query: Mapping[str, list[str]]
     ) -> RouteEntry | None:
         """The first route of the matching virtual host that takes the request."""
-        vhost = self.exact.get(authority) or self.virtual_host(authority)
+        vhost = self.virtual_host(authority)
         if vhost is None:
             return None
         for entry in vhost.routes:
-            if (entry.catch_all and path[:1] == "/") or entry.matches(path, headers, query):
+            if entry.matches(path, headers, query):
                 return entry
         return None
 

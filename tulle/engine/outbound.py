@@ -161,8 +161,7 @@ class Engine:
         """The cluster chosen by weight, and the request as it goes there (rewrites and header
         edits applied, the caller's workload named); only the choice when the proxy does not
         know that cluster (yet)."""
-        clusters = route.clusters
-        chosen = clusters[0] if len(clusters) == 1 else route.pick_cluster(self.chance)
+        chosen = route.pick_cluster(self.chance)
         cluster = self.clusters.get(chosen.name)
         if cluster is None:
             return chosen
@@ -173,11 +172,7 @@ class Engine:
             headers.append(self.identity)
         else:
             headers = list(headers)
-        if not route.request_edits.empty:
-            headers = route.request_edits.apply(headers)
-        if not chosen.request_edits.empty:
-            headers = chosen.request_edits.apply(headers)
-        upstream.headers = headers
+        upstream.headers = chosen.request_edits.apply(route.request_edits.apply(headers))
         return chosen, cluster, upstream
 
     def tunnel_target(
@@ -241,16 +236,13 @@ class Engine:
             for mirror in route.mirrors:
                 if self.chance.random() < mirror.chance:
                     self._mirror(mirror.cluster, upstream)
-        key = None if route.hash is None else _hash_key(route, request, parts.headers, parts.query)
+        key = _hash_key(route, request, parts.headers, parts.query)
         return Plan(route, chosen, cluster, upstream, key)
 
     def _finish(self, plan: Plan, response: Response) -> Response:
-        route = plan.route
-        response.route = route.name
-        if not route.response_edits.empty:
-            response.headers = route.response_edits.apply(response.headers)
-        if not plan.chosen.response_edits.empty:
-            response.headers = plan.chosen.response_edits.apply(response.headers)
+        response.route = plan.route.name
+        edits = plan.route.response_edits
+        response.headers = plan.chosen.response_edits.apply(edits.apply(response.headers))
         return response
 
     def _admit(self, plan: Plan) -> _Call | Response:
@@ -420,8 +412,7 @@ class Engine:
                 produced.flag += ",URX"
             return produced
         response = outcome
-        if cluster.spec.outlier is not None:
-            cluster.record(endpoint, response.status, self.clock())
+        cluster.record(endpoint, response.status, self.clock())
         response.upstream, response.cluster, response.attempts = endpoint.key, name, call.attempt
         response.upstream_workload = endpoint.workload
         if retry is None:

@@ -29,6 +29,7 @@ LABELS = (
 )
 TCP_LABELS = ("source_workload", "destination_service")
 BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+_BOUNDS = (*(f"{b:g}" for b in BUCKETS), "+Inf")  # the buckets' ``le`` labels
 
 
 class _Series:
@@ -69,9 +70,8 @@ class _RequestCollector(Collector):
             ]  # fmt: skip
         for labels, count, total, buckets, request_bytes, response_bytes in rows:
             requests.add_metric(labels, count)
-            cumulative = list(itertools.accumulate(buckets))
-            bounds = [*(f"{b:g}" for b in BUCKETS), "+Inf"]
-            duration.add_metric(labels, list(zip(bounds, cumulative, strict=True)), total)
+            cumulative = itertools.accumulate(buckets)
+            duration.add_metric(labels, list(zip(_BOUNDS, cumulative, strict=True)), total)
             sent.add_metric(labels, request_bytes)
             received.add_metric(labels, response_bytes)
         yield from (requests, duration, sent, received)

@@ -171,9 +171,7 @@ class Http1Front(asyncio.Protocol):
         own to give (it answers ``Expect`` itself), so the upstream's is not repeated."""
         if status == 100 or self.closed:
             return
-        lines = [f"HTTP/1.1 {status} {reason}\r\n".encode("latin-1")]
-        lines.extend(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers)
-        self._write(b"".join(lines) + b"\r\n")
+        self._write(response_head(status, headers, reason))
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -327,9 +325,7 @@ class Http1Front(asyncio.Protocol):
         headers = list(response.headers)
         if length is None:
             headers.append(("transfer-encoding", "chunked"))
-        if close:
-            headers.append(("connection", "close"))
-        self._write(response_head(response.status, headers))
+        self._write(response_head(response.status, headers, close=close))
         sent = 0
         try:
             async for chunk in response.body:

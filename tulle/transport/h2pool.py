@@ -166,9 +166,7 @@ class H2Upstream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._fail_all(UpstreamError("reset", "connection closed"))
-        self._release()
-        if self.stream_ended is not None:
-            self.stream_ended()
+        self._release()  # its slot is free: waiters are told
 
     async def _forward(self, stream_id: int, body: ByteStream) -> None:
         try:

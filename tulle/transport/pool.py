@@ -237,13 +237,13 @@ class UpstreamConnection(asyncio.Protocol):
 def _headers(request: Request) -> list[tuple[str, str]]:
     """The request's headers as they go upstream: Host first (from the authority), hop-by-hop
     headers already dropped by the front end, Content-Length set by the sender."""
-    headers = [(k, v) for k, v in request.headers if k not in ("host", "content-length")]
+    headers = [(k, v) for k, v in request.headers if k not in _SET_HERE]
     headers.insert(0, ("host", request.authority))
     return headers
 
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_SET_HERE = frozenset({"host", "content-length"})
+_SET_HERE = frozenset({"host", "content-length"})  # headers the pool writes itself
 
 
 def _payload(request: Request, body: bytes) -> bytes:
@@ -391,7 +391,7 @@ class Http1Pool:
         self._unwritten.append((transport, payload))
 
     def write_queued(self) -> None:
-        """Write what ``submit`` queued (the event loop calls this at the end of its turn)."""
+        """Write what ``_send_on`` queued (the event loop calls this at the end of its turn)."""
         unwritten, self._unwritten = self._unwritten, []
         for transport, payload in unwritten:
             if not transport.is_closing():  # closed meanwhile: its attempt has already failed
@@ -443,6 +443,7 @@ class Http1Pool:
     ) -> Response:
         head, body, reusable = exchange
         connection.used += 1
+        headers = end_to_end(head.headers) if head.hop_by_hop else head.headers
         if isinstance(body, ByteStream):
             # Back to the pool when the body has been read to its end; closed if abandoned.
             def release(conn: UpstreamConnection, keep: bool) -> None:
@@ -452,9 +453,8 @@ class Http1Pool:
                 connection.close()
 
             connection.released = release
-            return Response(head.status, end_to_end(head.headers), body, discard=abandon)
+            return Response(head.status, headers, body, discard=abandon)
         self._give_back(endpoint, cluster, connection, reusable)
-        headers = end_to_end(head.headers) if head.hop_by_hop else head.headers
         return Response(head.status, headers, body)
 
     def _give_back(
