@@ -17,7 +17,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import ControlPlane, free_port, register, synced, wait_until
+from tests.e2e.conftest import (
+    BIN,
+    ControlPlane,
+    _stop,
+    free_port,
+    register,
+    start_control_plane,
+    synced,
+    wait_until,
+)
 from tests.manifests import destination_rule, virtual_service
 
 WEB = "http://web:8080"
@@ -500,3 +509,77 @@ def test_an_upstreams_informational_response_is_passed_on(control_plane, process
     assert early.split(b"\r\n") == [b"HTTP/1.1 103 Early Hints", b"link: </app.css>; rel=preload"]
     assert final.startswith(b"HTTP/1.1 200 OK\r\n")
     assert final.endswith(b"\r\n\r\nok")
+
+
+def test_the_sidecar_serves_without_the_control_plane_and_resyncs_when_it_returns(
+    control_plane, processes
+):
+    backend = processes.http_backend("a")
+    control_plane.apply(
+        f"""\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: web}}
+spec:
+  hosts: [web.default.svc.cluster.local]
+  ports: [{{number: 8080, protocol: HTTP, name: http}}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {backend}}}}}]
+"""
+    )
+    sidecar = processes.sidecar(control_plane)
+    wait_until(lambda: synced(control_plane, sidecar.node))
+    _stop(control_plane.proc)
+    wait_until(lambda: not sidecar.admin("/config_dump").json()["connected"])
+    with sidecar.client() as client:  # the last good config serves on
+        assert {client.get(f"{WEB}/").status_code for _ in range(20)} == {200}
+    restarted = start_control_plane(
+        control_plane.state_dir, control_plane.config_dir,
+        control_plane.xds_port, control_plane.http_port,
+    )  # fmt: skip
+    control_plane.proc = restarted.proc  # stopped by the fixture
+    routes(
+        control_plane,
+        "    - route: [{destination: {host: web}}]\n"
+        "      headers: {response: {set: {x-config: after-restart}}}",
+    )
+    wait_until(lambda: synced(control_plane, sidecar.node), timeout=30)
+    with sidecar.client() as client:
+        answer = client.get(f"{WEB}/")
+    assert answer.status_code == 200
+    assert answer.headers["x-config"] == "after-restart"
+
+
+def test_the_sidecar_process_carries_only_the_data_plane(control_plane, processes):
+    register(control_plane, processes, a={})
+    sidecar = processes.sidecar(control_plane)
+    pid = sidecar.proc.pid  # `tulle proxy` replaced itself: same process
+    command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert command[1:4] == [b"-P", b"-m", b"tulle.proxy"]
+    libraries = Path(f"/proc/{pid}/maps").read_text()
+    assert "_pydantic_core" not in libraries
+    assert "cygrpc" not in libraries
+    assert "uvloop" in libraries  # the check reads the real mappings
+    with sidecar.client() as client:
+        assert client.get(f"{WEB}/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "reason"),
+    [
+        ("--node-id", "gateway~1.2.3.4~a.b~b.svc", "--node-id:"),
+        ("--xds", "control-plane", "--xds: 'control-plane' is not HOST:PORT"),
+        ("--mark", "lots", "--mark: 'lots' is not a number"),
+        ("--log-level", "chatty", "--log-level: 'chatty' is not one of"),
+    ],
+)
+def test_bad_proxy_options_are_refused_by_name(option, value, reason):
+    node = "sidecar~127.0.0.1~a-0.default~default.svc.cluster.local"
+    args = {"--node-id": node, "--xds": "127.0.0.1:1", option: value}
+    result = subprocess.run(
+        [str(BIN / "tulle"), "proxy", *(p for item in args.items() for p in item)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert reason in result.stderr

@@ -1,18 +1,17 @@
-"""``tulle proxy``: run a sidecar in the foreground until SIGTERM (drain) or /quitquitquit."""
+"""``tulle proxy``: run a sidecar in the foreground until SIGTERM (drain) or /quitquitquit.
+
+The options are parsed and checked here; then the process replaces itself (same PID, same
+output) with ``python -m tulle.proxy``, which loads the data plane and nothing of the CLI."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import signal
+import os
 import sys
 from typing import Annotated
 
 import typer
-import uvloop
 
-from tulle.proxy.app import Proxy
-from tulle.xds.node import NodeIdError, parse_node_id
+from tulle.proxy.settings import ProxySettings, SettingsError
 
 
 def proxy(
@@ -47,41 +46,27 @@ def proxy(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "warning",
 ) -> None:
     """Run the sidecar proxy: config over ADS, the app's traffic through the engine."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
-        parse_node_id(node_id)
-    except NodeIdError as error:
-        typer.echo(f"error: --node-id: {error}", err=True)
-        raise typer.Exit(2) from None
-    try:
-        proxy = Proxy(
-            xds, node_id, admin_port, http_proxy_port, host,
-            outbound_port=outbound_port, inbound_port=inbound_port, app_port=app_port,
-            mark=int(mark, 0) if mark else None, admin_host=admin_host,
+        settings = ProxySettings(
+            xds=xds, node_id=node_id, admin_port=admin_port, admin_host=admin_host,
+            http_proxy_port=http_proxy_port, host=host, outbound_port=outbound_port,
+            inbound_port=inbound_port, app_port=app_port, mark=_mark(mark),
+            drain_seconds=drain_seconds, log_level=log_level,
         )  # fmt: skip
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_run(proxy, drain_seconds))
-    except OSError as error:
+        settings.check()
+    except SettingsError as error:
         typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    python = sys.executable
+    os.execv(python, [python, "-P", "-m", "tulle.proxy", settings.to_json()])
 
 
-async def _run(proxy: Proxy, drain_seconds: float) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, proxy.stopped.set)
-    await proxy.start()
-    ports = f"admin {proxy.admin_host}:{proxy.admin_port}"
-    if proxy.outbound_port is not None:
-        ports += f", outbound :{proxy.outbound_port}"
-    if proxy.inbound_port is not None:
-        ports += f", inbound :{proxy.inbound_port}"
-    if proxy.http_proxy_port is not None:
-        ports += f", http proxy {proxy.host}:{proxy.http_proxy_port}"
-    print(f"tulle proxy: {ports}", file=sys.stderr, flush=True)
-    await proxy.stopped.wait()
-    await proxy.drain_and_stop(drain_seconds)
+def _mark(text: str) -> int | None:
+    if not text:
+        return None
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise SettingsError(f"--mark: {text!r} is not a number (e.g. 0x539)") from None

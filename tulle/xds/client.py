@@ -6,15 +6,13 @@ listeners and clusters refer to."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-import grpc
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -22,9 +20,11 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf.message import DecodeError
 
 from tulle.xds import types
+from tulle.xds.grpc_stream import GrpcStream, GrpcStreamError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ _MESSAGES = {
     types.ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
 }
 _ORDER = (types.CLUSTER, types.ENDPOINT, types.LISTENER, types.ROUTE)
+ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 
 Resources = Mapping[str, Mapping[str, Any]]
 Accept = Callable[[Resources, str], str | None]
@@ -80,7 +81,7 @@ class XdsClient:
     last_nack: dict[str, str] = field(default_factory=dict)
     connected: bool = False
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    _outbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    _call: GrpcStream | None = None
     _subscribed: dict[str, list[str]] = field(default_factory=dict)
     _received: set[str] = field(default_factory=set)
 
@@ -97,7 +98,8 @@ class XdsClient:
         if error is not None:
             message.error_detail.code = 3  # INVALID_ARGUMENT
             message.error_detail.message = error
-        self._outbox.put_nowait(message)
+        if self._call is not None:
+            self._call.send(message.SerializeToString())
 
     def _subscribe(self, type_url: str, names: list[str]) -> None:
         if self._subscribed.get(type_url) != names:
@@ -161,39 +163,38 @@ class XdsClient:
         if needed <= self._received:
             self.ready.set()
 
-    async def _stream(self, channel: grpc.aio.Channel) -> None:
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-        self._outbox = asyncio.Queue()
-        for type_url in (types.CLUSTER, types.LISTENER):
-            self._subscribed.setdefault(type_url, [])
-            self._request(type_url, self.versions.get(type_url, ""))
-        for type_url in (types.ENDPOINT, types.ROUTE):
-            if self._subscribed.get(type_url):
+    async def _stream(self) -> None:
+        self._call = await GrpcStream.open(self.address, ADS_METHOD)
+        try:
+            for type_url in (types.CLUSTER, types.LISTENER):
+                self._subscribed.setdefault(type_url, [])
                 self._request(type_url, self.versions.get(type_url, ""))
-
-        async def requests() -> AsyncIterator[Any]:
+            for type_url in (types.ENDPOINT, types.ROUTE):
+                if self._subscribed.get(type_url):
+                    self._request(type_url, self.versions.get(type_url, ""))
             while True:
-                yield await self._outbox.get()
-
-        call = stub.StreamAggregatedResources(requests())
-        async for response in call:
-            self.connected = True
-            self.handle(response)
+                message = await self._call.receive()
+                try:
+                    response = discovery_pb2.DiscoveryResponse.FromString(message)
+                except DecodeError as error:
+                    raise GrpcStreamError("INTERNAL", f"bad DiscoveryResponse: {error}") from None
+                self.connected = True
+                self.handle(response)
+        finally:
+            self._call.close()
+            self._call = None
 
     async def run(self) -> None:
         """Keep a stream open until cancelled; the last good config stays between streams."""
         backoff = 0.1
         while True:
-            channel = grpc.aio.insecure_channel(self.address)
             try:
-                await self._stream(channel)
-            except grpc.aio.AioRpcError as error:
-                log.info("xDS stream to %s ended: %s", self.address, error.code().name)
+                await self._stream()
+            except GrpcStreamError as error:
+                log.info("xDS stream to %s ended: %s", self.address, error)
             finally:
                 if self.connected:
                     backoff = 0.1  # the stream worked: start the backoff over
                 self.connected = False
-                with contextlib.suppress(Exception):
-                    await channel.close()
             await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
             backoff = min(backoff * 2, 5.0)

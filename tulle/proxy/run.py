@@ -1,0 +1,52 @@
+"""Running a sidecar in the foreground until SIGTERM (drain) or /quitquitquit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import uvloop
+
+from tulle.proxy.app import Proxy
+from tulle.proxy.settings import ProxySettings
+
+
+def run_proxy(settings: ProxySettings) -> int:
+    """Serve until stopped; the exit status (1 when a listener cannot be opened, said why)."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        proxy = Proxy(
+            settings.xds, settings.node_id, settings.admin_port, settings.http_proxy_port,
+            settings.host, outbound_port=settings.outbound_port,
+            inbound_port=settings.inbound_port, app_port=settings.app_port, mark=settings.mark,
+            admin_host=settings.admin_host,
+        )  # fmt: skip
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_serve(proxy, settings.drain_seconds))
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+async def _serve(proxy: Proxy, drain_seconds: float) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, proxy.stopped.set)
+    await proxy.start()
+    ports = f"admin {proxy.admin_host}:{proxy.admin_port}"
+    if proxy.outbound_port is not None:
+        ports += f", outbound :{proxy.outbound_port}"
+    if proxy.inbound_port is not None:
+        ports += f", inbound :{proxy.inbound_port}"
+    if proxy.http_proxy_port is not None:
+        ports += f", http proxy {proxy.host}:{proxy.http_proxy_port}"
+    print(f"tulle proxy: {ports}", file=sys.stderr, flush=True)
+    await proxy.stopped.wait()
+    await proxy.drain_and_stop(drain_seconds)

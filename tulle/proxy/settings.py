@@ -1,0 +1,60 @@
+"""What ``tulle proxy`` was asked to run, checked, and handed from the CLI to the sidecar process
+as one JSON argument (see ``tulle.proxy.__main__``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from tulle.xds.grpc_stream import split_address
+from tulle.xds.node import NodeIdError, parse_node_id
+
+LOG_LEVELS = "debug, info, warning, error"
+
+
+class SettingsError(ValueError):
+    """An option is wrong: the message starts with the option's name."""
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """The sidecar's options, as ``tulle proxy --help`` describes them."""
+
+    xds: str = "127.0.0.1:15010"
+    node_id: str = ""
+    admin_port: int = 15000
+    admin_host: str = "127.0.0.1"
+    http_proxy_port: int | None = None
+    host: str = "127.0.0.1"
+    outbound_port: int | None = None
+    inbound_port: int | None = None
+    app_port: int | None = None
+    mark: int | None = None
+    drain_seconds: float = 5.0
+    log_level: str = "warning"
+
+    def check(self) -> None:
+        """Raise SettingsError naming the first option that cannot work."""
+        try:
+            parse_node_id(self.node_id)
+        except NodeIdError as error:
+            raise SettingsError(f"--node-id: {error}") from None
+        try:
+            split_address(self.xds)
+        except ValueError as error:
+            raise SettingsError(f"--xds: {error}") from None
+        if self.log_level.lower() not in LOG_LEVELS.split(", "):
+            raise SettingsError(f"--log-level: {self.log_level!r} is not one of {LOG_LEVELS}")
+
+    def to_json(self) -> str:
+        """The settings as one JSON object."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ProxySettings:
+        """Settings from ``to_json``'s output; SettingsError when it is not that."""
+        try:
+            return cls(**json.loads(text))
+        except (ValueError, TypeError) as error:
+            raise SettingsError(f"settings: not what `tulle proxy` hands over ({error})") from None
