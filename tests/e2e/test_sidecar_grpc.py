@@ -4,6 +4,8 @@ which detects it, routes by the authority, and calls real gRPC servers over HTTP
 from __future__ import annotations
 
 import collections
+import signal
+import time
 
 import grpc
 import pytest
@@ -186,3 +188,27 @@ spec:
     greeter = next(c for c in clusters if c["name"].endswith("|greeter.default.svc.cluster.local"))
     assert greeter["overflows"] == 1
     assert greeter["h2_connections"] <= 1
+
+
+def test_an_upstream_going_away_mid_call_is_reported_as_such(control_plane, processes, sidecar):
+    # h2 closes a connection on GOAWAY and refuses the frames after it (python-hyper/h2#1181),
+    # so a call in flight on an upstream that shuts down fails; it says why, not "protocol error".
+    port = processes.greeter("slow", delay=3.0)
+    greeter = processes.started[-1]
+    control_plane.register(
+        service="greeter", address="127.0.0.1", port=port, servicePort=50051, protocol="GRPC"
+    )
+    greeter_routes(
+        control_plane, "    - route: [{destination: {host: greeter}}]\n      retries: {attempts: 0}"
+    )
+    proxy = sidecar()
+    with grpc.insecure_channel(
+        f"127.0.0.1:{proxy.http_proxy_port}", options=[("grpc.default_authority", AUTHORITY)]
+    ) as channel:
+        call = channel.unary_unary("/greeter.Greeter/SayHello").future(b"hi", timeout=10)
+        time.sleep(0.5)
+        greeter.send_signal(signal.SIGTERM)  # graceful stop: GOAWAY, then 0.5 s of grace
+        with pytest.raises(grpc.RpcError) as failed:
+            call.result()
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "upstream sent GOAWAY" in failed.value.details()

@@ -10,6 +10,14 @@ import h2.connection
 import h2.exceptions
 
 
+def closed_by_goaway(conn: h2.connection.H2Connection) -> bool:
+    """Whether a ProtocolError from ``receive_data`` came from frames that followed the peer's
+    GOAWAY. h2 closes the connection as soon as a GOAWAY arrives and refuses every frame after
+    it (python-hyper/h2#1181), so streams still in flight cannot finish: the caller reports the
+    GOAWAY, not a protocol error."""
+    return conn.state_machine.state is h2.connection.ConnectionState.CLOSED
+
+
 def text_headers(headers: Iterable[tuple[str | bytes, str | bytes]]) -> list[tuple[str, str]]:
     """h2's header pairs as text (names lowercase)."""
     return [

@@ -21,7 +21,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
-from tulle.codec.http2 import H2Sender, text_headers
+from tulle.codec.http2 import H2Sender, closed_by_goaway, text_headers
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError
 from tulle.transport.connect import open_upstream
@@ -99,12 +99,23 @@ class H2Upstream(asyncio.Protocol):
         if len(self.streams) < open_streams:
             self._ended()
 
-    def _receive(self, data: bytes) -> None:
+    def _events(self, data: bytes) -> list[h2.events.Event] | None:
+        """h2's events for ``data``; None when h2 refuses them (every stream fails, the
+        connection closes)."""
         try:
-            events = self.conn.receive_data(data)
+            return self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as error:
-            self._fail_all(UpstreamError("reset", f"HTTP/2 protocol error: {error}"))
+            if closed_by_goaway(self.conn):
+                reason = "upstream sent GOAWAY with the request in flight"
+            else:
+                reason = f"HTTP/2 protocol error: {error}"
+            self._fail_all(UpstreamError("reset", reason))
             self.close()
+            return None
+
+    def _receive(self, data: bytes) -> None:
+        events = self._events(data)
+        if events is None:
             return
         for event in events:
             stream = self.streams.get(getattr(event, "stream_id", 0) or 0)
@@ -158,9 +169,9 @@ class H2Upstream(asyncio.Protocol):
                 self.sender.pump(event.stream_id or None)
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.closed = True
-                self._fail_all(
-                    UpstreamError("reset", f"upstream sent GOAWAY (code {event.error_code})")
-                )
+                code = event.error_code
+                reason = f"upstream sent GOAWAY (code {code}) with the request in flight"
+                self._fail_all(UpstreamError("reset", reason))
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:

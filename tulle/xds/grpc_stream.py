@@ -17,7 +17,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
-from tulle.codec.http2 import H2Sender, text_headers
+from tulle.codec.http2 import H2Sender, closed_by_goaway, text_headers
 
 STREAM_ID = 1
 _PREFIX = 5  # compressed flag, then the message length (4 bytes, big-endian)
@@ -99,8 +99,7 @@ class _CallProtocol(asyncio.Protocol):
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as error:
-            if self.conn.state_machine.state is h2.connection.ConnectionState.CLOSED:
-                # A GOAWAY, then frames h2 refuses after it, arrived in one read.
+            if closed_by_goaway(self.conn):
                 self._end(GrpcStreamError("UNAVAILABLE", "the server closed the connection"))
             else:
                 self._end(GrpcStreamError("UNAVAILABLE", f"HTTP/2 protocol error: {error}"))
