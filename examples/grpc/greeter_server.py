@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--fail-rate", type=float, default=0.0)
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--grace", type=float, default=0.5, help="seconds calls get on SIGTERM")
     args = parser.parse_args()
     chance = random.Random()
 
@@ -88,7 +89,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     done.wait()
-    server.stop(0.5).wait()
+    server.stop(args.grace).wait()  # GOAWAY; calls in flight get the grace to finish
     sys.exit(0)
 
 

@@ -147,16 +147,19 @@ class Processes:
 
     started: list[subprocess.Popen[str]] = field(default_factory=list)
 
-    def greeter(self, name: str, fail_rate: float = 0.0, delay: float = 0.0) -> int:
-        return self.start_backend(EXAMPLES / "grpc" / "greeter_server.py", name, fail_rate, delay)
+    def greeter(
+        self, name: str, fail_rate: float = 0.0, delay: float = 0.0, grace: float = 0.5
+    ) -> int:
+        script = EXAMPLES / "grpc" / "greeter_server.py"
+        return self.start_backend(script, name, fail_rate, delay, "--grace", str(grace))
 
     def start_backend(
-        self, script: Path, name: str, fail_rate: float = 0.0, delay: float = 0.0
+        self, script: Path, name: str, fail_rate: float = 0.0, delay: float = 0.0, *extra: str
     ) -> int:
         """A backend program taking --name, --fail-rate and --delay that prints READY <port>."""
         proc = subprocess.Popen(
             [sys.executable, str(script), "--name", name, "--fail-rate", str(fail_rate),
-             "--delay", str(delay)],
+             "--delay", str(delay), *extra],
             stdout=subprocess.PIPE,
             text=True,
         )  # fmt: skip

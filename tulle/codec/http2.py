@@ -9,13 +9,62 @@ from dataclasses import dataclass, field
 import h2.connection
 import h2.exceptions
 
+GOAWAY_TYPE = 0x7
+_FRAME_HEADER = 9
 
-def closed_by_goaway(conn: h2.connection.H2Connection) -> bool:
-    """Whether a ProtocolError from ``receive_data`` came from frames that followed the peer's
-    GOAWAY. h2 closes the connection as soon as a GOAWAY arrives and refuses every frame after
-    it (python-hyper/h2#1181), so streams still in flight cannot finish: the caller reports the
-    GOAWAY, not a protocol error."""
-    return conn.state_machine.state is h2.connection.ConnectionState.CLOSED
+
+@dataclass(frozen=True)
+class Goaway:
+    """The peer is going away: streams up to ``last_stream_id`` may still finish, later ones
+    were never processed (RFC 9113 §6.8)."""
+
+    last_stream_id: int
+    error_code: int
+
+
+@dataclass
+class GoawayFilter:
+    """Takes the peer's GOAWAY frames out of the bytes read from a connection before h2 sees
+    them. h2 closes a connection as soon as a GOAWAY arrives and refuses every frame after it
+    (python-hyper/h2#1181), so the streams the peer still finishes would be lost; with the
+    GOAWAY taken out, h2 reads on and the caller drains the connection itself. Only frame
+    headers are read; bytes pass through as they come, except an incomplete frame header or
+    GOAWAY, held until the rest arrives."""
+
+    _skip: int = 0  # bytes of the current frame's payload still to pass through
+    _held: bytes = b""
+
+    def feed(self, data: bytes) -> tuple[bytes, list[Goaway]]:
+        """What to give h2 of ``data``, and the GOAWAYs taken out of it."""
+        if self._held:
+            data, self._held = self._held + data, b""
+        size = len(data)
+        position = min(self._skip, size)
+        self._skip -= position
+        if position == size:
+            return data, []
+        goaways: list[Goaway] = []
+        kept: list[bytes] = []
+        start = 0  # the beginning of the bytes not yet kept
+        while position < size:
+            if size - position < _FRAME_HEADER:
+                self._held = data[position:]
+                break
+            end = position + _FRAME_HEADER + int.from_bytes(data[position : position + 3], "big")
+            if data[position + 3] == GOAWAY_TYPE and end - position >= _FRAME_HEADER + 8:
+                if end > size:
+                    self._held = data[position:]
+                    break
+                payload = data[position + _FRAME_HEADER : end]
+                last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+                goaways.append(Goaway(last, int.from_bytes(payload[4:8], "big")))
+                kept.append(data[start:position])
+                start = end
+            elif end > size:
+                self._skip = end - size
+            position = min(end, size)
+        kept.append(data[start : size - len(self._held)])
+        return b"".join(kept) if len(kept) > 1 else kept[0], goaways
 
 
 def text_headers(headers: Iterable[tuple[str | bytes, str | bytes]]) -> list[tuple[str, str]]:

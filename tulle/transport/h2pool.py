@@ -21,7 +21,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
-from tulle.codec.http2 import H2Sender, closed_by_goaway, text_headers
+from tulle.codec.http2 import Goaway, GoawayFilter, H2Sender, text_headers
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError
 from tulle.transport.connect import open_upstream
@@ -52,6 +52,8 @@ class H2Upstream(asyncio.Protocol):
         self._forwarders: set[asyncio.Task[None]] = set()
         self.started = 0  # requests begun on this connection
         self.max_requests: int | None = None  # then it drains: no new streams, closed when idle
+        self.goaway_filter = GoawayFilter()
+        self.going_away = False  # the upstream sent GOAWAY: it drains too
         # Told when a stream ends (a waiting request may go on) and, once, when the connection
         # closes (its slot in the cluster's max_connections is free).
         self.stream_ended: Callable[[], None] | None = None
@@ -69,7 +71,10 @@ class H2Upstream(asyncio.Protocol):
 
     @property
     def draining(self) -> bool:
-        """It has carried its ``max_requests``: no new streams."""
+        """It has carried its ``max_requests``, or the upstream is going away: no new
+        streams."""
+        if self.going_away:
+            return True
         return self.max_requests is not None and self.started >= self.max_requests
 
     @property
@@ -95,9 +100,30 @@ class H2Upstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         open_streams = len(self.streams)
-        self._receive(data)
-        if len(self.streams) < open_streams:
+        data, goaways = self.goaway_filter.feed(data)
+        if data:
+            self._receive(data)
+        for goaway in goaways:
+            self._going_away(goaway)
+        if len(self.streams) < open_streams or goaways:
             self._ended()
+
+    def _going_away(self, goaway: Goaway) -> None:
+        """The upstream sent GOAWAY: streams up to its last stream id finish here (h2 never
+        sees the GOAWAY, see GoawayFilter); later ones were never processed, so they fail as
+        refused (safe to retry); no new stream starts; the connection closes once idle."""
+        self.going_away = True
+        for stream_id in [i for i in self.streams if i > goaway.last_stream_id]:
+            stream = self.streams.pop(stream_id)
+            self.sender.forget(stream_id)
+            refused = UpstreamError(
+                "refused-stream",
+                f"upstream sent GOAWAY (code {goaway.error_code}) before it took the request",
+            )
+            if stream.body is not None:
+                stream.body.finish(refused)
+            elif not stream.waiter.done():
+                stream.waiter.set_exception(refused)
 
     def _events(self, data: bytes) -> list[h2.events.Event] | None:
         """h2's events for ``data``; None when h2 refuses them (every stream fails, the
@@ -105,11 +131,7 @@ class H2Upstream(asyncio.Protocol):
         try:
             return self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as error:
-            if closed_by_goaway(self.conn):
-                reason = "upstream sent GOAWAY with the request in flight"
-            else:
-                reason = f"HTTP/2 protocol error: {error}"
-            self._fail_all(UpstreamError("reset", reason))
+            self._fail_all(UpstreamError("reset", f"HTTP/2 protocol error: {error}"))
             self.close()
             return None
 
@@ -167,11 +189,6 @@ class H2Upstream(asyncio.Protocol):
                     )
             elif isinstance(event, h2.events.WindowUpdated):
                 self.sender.pump(event.stream_id or None)
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self.closed = True
-                code = event.error_code
-                reason = f"upstream sent GOAWAY (code {code}) with the request in flight"
-                self._fail_all(UpstreamError("reset", reason))
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -3,8 +3,8 @@ of the sidecar and of the library needs. The sidecar does not load grpcio's core
 15 MB of RSS and seven threads in every sidecar); the control plane's server stays grpcio.
 
 Messages are gRPC's length-prefixed frames (uncompressed: the call offers only ``identity``); the
-call ends with the server's ``grpc-status`` trailer, a reset, a GOAWAY or a lost connection, each
-raised as a GrpcStreamError that says which."""
+call ends with the server's ``grpc-status`` trailer, a reset or a lost connection, each raised
+as a GrpcStreamError that says which."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
-from tulle.codec.http2 import H2Sender, closed_by_goaway, text_headers
+from tulle.codec.http2 import GoawayFilter, H2Sender, text_headers
 
 STREAM_ID = 1
 _PREFIX = 5  # compressed flag, then the message length (4 bytes, big-endian)
@@ -75,6 +75,7 @@ class _CallProtocol(asyncio.Protocol):
         self.ended = False
         self._buffer = bytearray()
         self._status: dict[str, str] = {}
+        self._goaways = GoawayFilter()  # h2 would refuse the frames after one
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -96,13 +97,11 @@ class _CallProtocol(asyncio.Protocol):
                 self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        data, goaways = self._goaways.feed(data)
         try:
-            events = self.conn.receive_data(data)
+            events = self.conn.receive_data(data) if data else []
         except h2.exceptions.ProtocolError as error:
-            if closed_by_goaway(self.conn):
-                self._end(GrpcStreamError("UNAVAILABLE", "the server closed the connection"))
-            else:
-                self._end(GrpcStreamError("UNAVAILABLE", f"HTTP/2 protocol error: {error}"))
+            self._end(GrpcStreamError("UNAVAILABLE", f"HTTP/2 protocol error: {error}"))
             return
         for event in events:
             if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
@@ -120,13 +119,10 @@ class _CallProtocol(asyncio.Protocol):
                 self._end(GrpcStreamError("UNAVAILABLE", f"stream reset (code {event.error_code})"))
             elif isinstance(event, h2.events.WindowUpdated):
                 self.sender.pump(STREAM_ID)
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self._end(
-                    GrpcStreamError(
-                        "UNAVAILABLE", f"the server closed the connection (code {event.error_code})"
-                    )
-                )
         self.flush()
+        for goaway in goaways:  # the call goes on unless the server never took it
+            if goaway.last_stream_id < STREAM_ID:
+                self._end(GrpcStreamError("UNAVAILABLE", "the server went away (GOAWAY)"))
 
     def _deframe(self) -> None:
         buffer = self._buffer
