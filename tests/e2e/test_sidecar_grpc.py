@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import signal
+import threading
 import time
 
 import grpc
@@ -213,3 +214,40 @@ def test_a_call_in_flight_finishes_while_its_upstream_shuts_down_gracefully(
         greeter.send_signal(signal.SIGTERM)
         assert call.result() == b"slow"
     assert greeter.wait(10) == 0
+
+
+def test_sigterm_under_steady_grpc_load_loses_no_call(control_plane, processes):
+    # The sidecar's drain sends GOAWAY on each HTTP/2 connection: calls it took finish, the
+    # client opens no new stream there; afterwards its connections are refused (not taken).
+    register_greeters(control_plane, processes, a=0.0)
+    proxy = processes.sidecar(control_plane, "client-0", None, "--drain-seconds", "5")
+    wait_until(lambda: synced(control_plane, proxy.node))
+    outcomes: collections.Counter[str] = collections.Counter()
+    stop = threading.Event()
+
+    def call_on() -> None:
+        with grpc.insecure_channel(
+            f"127.0.0.1:{proxy.http_proxy_port}", options=[("grpc.default_authority", AUTHORITY)]
+        ) as channel:
+            call = channel.unary_unary("/greeter.Greeter/SayHello")
+            while not stop.is_set():
+                try:
+                    outcomes[call(b"hi", timeout=10).decode()] += 1
+                except grpc.RpcError as error:
+                    refused = "failed to connect" in (error.details() or "")
+                    outcomes[
+                        "refused" if refused else f"{error.code().name}: {error.details()}"
+                    ] += 1
+                    time.sleep(0.02)
+
+    threads = [threading.Thread(target=call_on) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: outcomes["a"] >= 100)
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(15) == 0
+    wait_until(lambda: outcomes["refused"] >= 4)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert set(outcomes) == {"a", "refused"}, outcomes

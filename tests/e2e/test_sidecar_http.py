@@ -271,6 +271,40 @@ def test_sigterm_under_load_finishes_in_flight_requests(control_plane, processes
     assert sidecar.proc.wait(10) == 0
 
 
+def test_sigterm_under_steady_load_loses_no_request(control_plane, processes):
+    # Keep-alive clients sending without a pause: every request the sidecar read is answered,
+    # the last one on each connection with Connection: close; after that, new connections are
+    # refused (never read), which a client can tell apart and retry elsewhere.
+    register(control_plane, processes, a={"delay": 0.01})
+    sidecar = processes.sidecar(control_plane, "client-0", None, "--drain-seconds", "5")
+    outcomes: collections.Counter[str] = collections.Counter()
+    stop = threading.Event()
+
+    def send() -> None:
+        with sidecar.client() as client:
+            while not stop.is_set():
+                try:
+                    status = client.get(f"{WEB}/").status_code
+                    outcomes["ok" if status == 200 else str(status)] += 1
+                except httpx.ConnectError:
+                    outcomes["refused"] += 1
+                    time.sleep(0.02)
+                except httpx.HTTPError as error:
+                    outcomes[f"{type(error).__name__}: {error}"] += 1
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: outcomes["ok"] >= 100)
+    sidecar.proc.send_signal(signal.SIGTERM)
+    assert sidecar.proc.wait(15) == 0
+    wait_until(lambda: outcomes["refused"] >= 6)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert set(outcomes) == {"ok", "refused"}, outcomes
+
+
 def test_metrics_and_config_dump(control_plane, processes):
     port = processes.http_backend("a")
     control_plane.register(

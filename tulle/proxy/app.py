@@ -182,6 +182,7 @@ class Proxy:
                     lambda dst: H2Front(
                         "http_proxy", self.dispatch_http_proxy, self.log, self.in_flight, dst
                     ),
+                    self.in_flight,
                 )
 
             front = await loop.create_server(http_proxy_front, self.host, self.http_proxy_port)
@@ -207,6 +208,7 @@ class Proxy:
                 lambda dst: H2Front(
                     "inbound", self.dispatch_inbound, self.log, self.in_flight, dst
                 ),
+                self.in_flight,
                 transparent=True,
             )
 
@@ -258,6 +260,7 @@ class Proxy:
                 lambda dst: H2Front(
                     "outbound", self.dispatch_outbound, self.log, self.in_flight, dst
                 ),
+                self.in_flight,
                 transparent=True,
             )
 
@@ -284,17 +287,21 @@ class Proxy:
         return ("tcp", destination, PASSTHROUGH)
 
     def start_drain(self) -> None:
-        """Stop accepting new connections on the traffic listeners."""
+        """Stop accepting new connections on the traffic listeners; tell the open ones to
+        finish what they were asked and close (HTTP/1.1: ``Connection: close`` on the last
+        response, idle ones at once; HTTP/2: GOAWAY)."""
         self.draining = True
         for server in self.servers[1:]:
             server.close()
+        self.in_flight.drain()
 
     def quit(self) -> None:
         """Stop now."""
         self.stopped.set()
 
     async def drain_and_stop(self, grace: float) -> None:
-        """Drain, wait up to ``grace`` for in-flight requests, then stop everything."""
+        """Drain, wait up to ``grace`` for in-flight requests and open connections, then stop
+        everything."""
         self.start_drain()
         await self.in_flight.wait(grace)
         for task in self._tasks:

@@ -10,7 +10,8 @@ from typing import cast
 
 from tulle.codec.detect import detect
 from tulle.proxy.h2_front import H2Front
-from tulle.proxy.http_front import Destination, Http1Front
+from tulle.proxy.http_front import DRAIN_IDLE, Destination, Http1Front
+from tulle.proxy.in_flight import InFlight
 from tulle.transport.interception import original_destination
 
 Front = Http1Front | H2Front
@@ -23,10 +24,12 @@ class DetectingFront(asyncio.Protocol):
         self,
         http1: Callable[[], Http1Front],
         http2: Callable[[Destination], H2Front],
+        in_flight: InFlight,
         transparent: bool = False,
     ) -> None:
         self.make_http1 = http1
         self.make_http2 = http2
+        self.in_flight = in_flight
         self.transparent = transparent
         self.transport: asyncio.Transport | None = None
         self.front: Front | None = None
@@ -34,6 +37,16 @@ class DetectingFront(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.in_flight.opened(self)  # until the front end it picks takes over
+
+    def drain(self) -> None:
+        """The proxy is draining: close unless the first bytes come within DRAIN_IDLE seconds
+        (the front end they pick is told to drain as it opens)."""
+        asyncio.get_running_loop().call_later(DRAIN_IDLE, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        if self.front is None and self.transport is not None:
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self.front is not None:
@@ -50,6 +63,7 @@ class DetectingFront(asyncio.Protocol):
             self.front = self.make_http2(destination)
         else:
             self.front = self.make_http1()
+        self.in_flight.closed(self)
         self.front.connection_made(self.transport)
         # From here on the transport calls the front end itself: no hop through this object.
         self.transport.set_protocol(self.front)
@@ -64,6 +78,8 @@ class DetectingFront(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.front is not None:
             self.front.connection_lost(exc)
+        else:
+            self.in_flight.closed(self)
 
     def pause_writing(self) -> None:
         if self.front is not None:

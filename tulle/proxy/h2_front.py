@@ -12,6 +12,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+from hyperframe.frame import GoAwayFrame
 
 from tulle.codec.http2 import H2Sender, text_headers
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError
@@ -21,6 +22,7 @@ from tulle.proxy.http_front import Destination, Dispatcher
 from tulle.proxy.in_flight import InFlight
 
 REPLAY_LIMIT = 1024 * 1024
+REFUSED_STREAM = 7
 
 
 class H2Front(asyncio.Protocol):
@@ -45,6 +47,8 @@ class H2Front(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.bodies: dict[int, ByteStream] = {}
         self.peer = ""
+        self.serving = 0  # streams being answered
+        self.last_stream_id: int | None = None  # set by a drain: later streams are refused
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -52,6 +56,27 @@ class H2Front(asyncio.Protocol):
         self.peer = peer[0] if peer else ""
         self.conn.initiate_connection()
         self._flush()
+        self.in_flight.opened(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.in_flight.closed(self)
+
+    def drain(self) -> None:
+        """The proxy is draining: GOAWAY naming the last stream taken; those streams finish,
+        later ones are refused (the client retries them elsewhere), and the connection closes
+        once none is left. The GOAWAY is written beside h2, which would send nothing after its
+        own (python-hyper/h2#1181)."""
+        if self.last_stream_id is not None or self.transport is None:
+            return
+        self.last_stream_id = self.conn.highest_inbound_stream_id
+        self._flush()
+        self.transport.write(GoAwayFrame(0, last_stream_id=self.last_stream_id).serialize())
+        self._close_if_done()
+
+    def _close_if_done(self) -> None:
+        if self.last_stream_id is not None and not self.serving and self.transport is not None:
+            self._flush()
+            self.transport.close()
 
     def _flush(self) -> None:
         data = self.conn.data_to_send()
@@ -68,6 +93,9 @@ class H2Front(asyncio.Protocol):
             return
         for event in events:
             if isinstance(event, h2.events.RequestReceived):
+                if self.last_stream_id is not None and event.stream_id > self.last_stream_id:
+                    self.conn.reset_stream(event.stream_id, error_code=REFUSED_STREAM)
+                    continue
                 headers = text_headers(event.headers)
                 if event.stream_ended is not None:
                     self._start(event.stream_id, headers, b"")
@@ -102,6 +130,13 @@ class H2Front(asyncio.Protocol):
     ) -> None:
         task = asyncio.get_running_loop().create_task(self._serve(stream_id, headers, body))
         self.in_flight.track(task)
+        self.serving += 1
+
+        def served(_: asyncio.Task[None]) -> None:
+            self.serving -= 1
+            self._close_if_done()
+
+        task.add_done_callback(served)
 
     async def _serve(
         self, stream_id: int, headers: list[tuple[str, str]], body: bytes | ByteStream

@@ -33,6 +33,7 @@ from tulle.transport.interception import original_destination
 
 MAX_BODY = 16 * 1024 * 1024
 BUFFER_LIMIT = 1024 * 1024  # larger request bodies (or chunked ones) stream, without retries
+DRAIN_IDLE = 1.0  # seconds a draining connection may stay idle before it is closed
 
 
 _ids = random.Random()  # seeded from the OS once; no system call per id
@@ -85,10 +86,12 @@ class Http1Front(asyncio.Protocol):
         self.chunks: list[bytes] = []  # the body of the request being read
         self.body_size = 0
         self.peer = ""
+        self.draining = False  # the last response says Connection: close
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they implement it.
         self.transport = cast(asyncio.Transport, transport)
+        self.in_flight.opened(self)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
         if self.transparent:
@@ -96,11 +99,26 @@ class Http1Front(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.in_flight.closed(self)
         self.waiting.clear()
         if self.streaming is not None:
             self.streaming.finish(UpstreamError("reset", "client closed mid-body"))
         if self.pipe is not None:
             self.pipe.close()
+
+    def drain(self) -> None:
+        """The proxy is draining: the requests already read are answered, the last answer
+        with ``Connection: close``. An idle connection is closed if it stays idle for
+        DRAIN_IDLE seconds: closing it at once would lose a request the client is sending
+        just then (a client of a busy connection gets its ``Connection: close`` sooner). A
+        tunnel runs on."""
+        self.draining = True
+        asyncio.get_running_loop().call_later(DRAIN_IDLE, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        idle = not (self.busy or self.waiting or self.head is not None or self.pipe is not None)
+        if idle and not self.closed:
+            self._close()
 
     def eof_received(self) -> bool:
         if self.pipe is not None:
@@ -238,26 +256,29 @@ class Http1Front(asyncio.Protocol):
     def _answer(
         self, head: RequestHead, request: Request, started: float, response: Response
     ) -> None:
+        # The last answer of a draining connection closes it (pipelined requests read before
+        # it are answered first).
+        close = not head.keep_alive or (self.draining and not self.waiting and not self.head)
         if isinstance(response.body, bytes):
-            sent = self._respond(response, head.method, close=not head.keep_alive)
-            self._answered(head, request, response, started, sent)
+            sent = self._respond(response, head.method, close)
+            self._answered(request, response, started, sent, close)
             return
-        streamed = self._stream_and_finish(head, request, response, started)
+        streamed = self._stream_and_finish(head, request, response, started, close)
         self.in_flight.track(asyncio.get_running_loop().create_task(streamed))
 
     async def _stream_and_finish(
-        self, head: RequestHead, request: Request, response: Response, started: float
+        self, head: RequestHead, request: Request, response: Response, started: float, close: bool
     ) -> None:
-        sent = await self._stream(response, head.method, close=not head.keep_alive)
-        self._answered(head, request, response, started, sent)
+        sent = await self._stream(response, head.method, close)
+        self._answered(request, response, started, sent, close)
 
     def _answered(
-        self, head: RequestHead, request: Request, response: Response, started: float, sent: int
+        self, request: Request, response: Response, started: float, sent: int, close: bool
     ) -> None:
         self.log.record(self.listener, request, response, started, sent)
         self.in_flight.end()
         self.busy = False
-        if not head.keep_alive:
+        if close:
             self.closed = True
             return
         if self.waiting:
