@@ -3,6 +3,7 @@ and stock grpcio xDS clients, each a subprocess on loopback, all stopped after e
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -357,6 +358,33 @@ def wait_until(condition: Any, timeout: float = 10.0, interval: float = 0.05) ->
             return
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+Session = Callable[[threading.Event, "collections.Counter[str]"], None]
+
+
+def sigterm_under_load(
+    proc: subprocess.Popen[str], session: Session, clients: int, answered: str
+) -> collections.Counter[str]:
+    """Runs ``clients`` threads of ``session(stop, outcomes)`` — each a client sending without a
+    pause on its own connection and counting what it got, ``refused`` for a connection the
+    proxy refused — sends ``proc`` SIGTERM once ``answered`` was counted 100 times, waits for it
+    to exit 0 and for every client to have been refused; the outcomes."""
+    outcomes: collections.Counter[str] = collections.Counter()
+    stop = threading.Event()
+    threads = [threading.Thread(target=session, args=(stop, outcomes)) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: outcomes[answered] >= 100)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        wait_until(lambda: outcomes["refused"] >= clients)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    return outcomes
 
 
 def _children(pid: int) -> list[tuple[int, str]]:

@@ -11,7 +11,7 @@ import time
 import grpc
 import pytest
 
-from tests.e2e.conftest import ControlPlane, Processes, synced, wait_until
+from tests.e2e.conftest import ControlPlane, Processes, sigterm_under_load, synced, wait_until
 from tests.manifests import virtual_service
 
 AUTHORITY = "greeter.default.svc.cluster.local:50051"
@@ -222,10 +222,8 @@ def test_sigterm_under_steady_grpc_load_loses_no_call(control_plane, processes):
     register_greeters(control_plane, processes, a=0.0)
     proxy = processes.sidecar(control_plane, "client-0", None, "--drain-seconds", "5")
     wait_until(lambda: synced(control_plane, proxy.node))
-    outcomes: collections.Counter[str] = collections.Counter()
-    stop = threading.Event()
 
-    def call_on() -> None:
+    def session(stop: threading.Event, outcomes: collections.Counter[str]) -> None:
         with grpc.insecure_channel(
             f"127.0.0.1:{proxy.http_proxy_port}", options=[("grpc.default_authority", AUTHORITY)]
         ) as channel:
@@ -234,20 +232,10 @@ def test_sigterm_under_steady_grpc_load_loses_no_call(control_plane, processes):
                 try:
                     outcomes[call(b"hi", timeout=10).decode()] += 1
                 except grpc.RpcError as error:
-                    refused = "failed to connect" in (error.details() or "")
-                    outcomes[
-                        "refused" if refused else f"{error.code().name}: {error.details()}"
-                    ] += 1
+                    details = error.details() or ""
+                    refused = "failed to connect" in details
+                    outcomes["refused" if refused else f"{error.code().name}: {details}"] += 1
                     time.sleep(0.02)
 
-    threads = [threading.Thread(target=call_on) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    wait_until(lambda: outcomes["a"] >= 100)
-    proxy.proc.send_signal(signal.SIGTERM)
-    assert proxy.proc.wait(15) == 0
-    wait_until(lambda: outcomes["refused"] >= 4)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    outcomes = sigterm_under_load(proxy.proc, session, clients=4, answered="a")
     assert set(outcomes) == {"a", "refused"}, outcomes

@@ -23,6 +23,7 @@ from tests.e2e.conftest import (
     _stop,
     free_port,
     register,
+    sigterm_under_load,
     start_control_plane,
     synced,
     wait_until,
@@ -277,10 +278,8 @@ def test_sigterm_under_steady_load_loses_no_request(control_plane, processes):
     # refused (never read), which a client can tell apart and retry elsewhere.
     register(control_plane, processes, a={"delay": 0.01})
     sidecar = processes.sidecar(control_plane, "client-0", None, "--drain-seconds", "5")
-    outcomes: collections.Counter[str] = collections.Counter()
-    stop = threading.Event()
 
-    def send() -> None:
+    def session(stop: threading.Event, outcomes: collections.Counter[str]) -> None:
         with sidecar.client() as client:
             while not stop.is_set():
                 try:
@@ -292,16 +291,7 @@ def test_sigterm_under_steady_load_loses_no_request(control_plane, processes):
                 except httpx.HTTPError as error:
                     outcomes[f"{type(error).__name__}: {error}"] += 1
 
-    threads = [threading.Thread(target=send) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    wait_until(lambda: outcomes["ok"] >= 100)
-    sidecar.proc.send_signal(signal.SIGTERM)
-    assert sidecar.proc.wait(15) == 0
-    wait_until(lambda: outcomes["refused"] >= 6)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    outcomes = sigterm_under_load(sidecar.proc, session, clients=6, answered="ok")
     assert set(outcomes) == {"ok", "refused"}, outcomes
 
 
