@@ -53,6 +53,9 @@ def test_missing_settings_name_the_variable(monkeypatch):
     monkeypatch.delenv("TULLE_XDS_ADDRESS", raising=False)
     with pytest.raises(tulle.client.SettingsError, match="TULLE_XDS_ADDRESS"):
         tulle.client.Settings.load()
+    monkeypatch.setenv("TULLE_XDS_ADDRESS", "control-plane")
+    with pytest.raises(tulle.client.SettingsError, match=r"TULLE_XDS_ADDRESS.*not HOST:PORT"):
+        tulle.client.Settings.load()
     monkeypatch.setenv("TULLE_XDS_ADDRESS", "127.0.0.1:1")
     monkeypatch.setenv("TULLE_NODE_ID", "nonsense")
     with pytest.raises(tulle.client.SettingsError, match="TULLE_NODE_ID"):

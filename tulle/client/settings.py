@@ -7,6 +7,7 @@ import os
 import socket
 from dataclasses import dataclass
 
+from tulle.xds.grpc_stream import split_address
 from tulle.xds.node import NodeIdError, make_node_id, parse_node_id
 
 DEFAULT_SERVER = "http://127.0.0.1:15014"
@@ -44,6 +45,10 @@ class Settings:
             raise SettingsError(
                 "no control plane: pass xds_address= or set TULLE_XDS_ADDRESS (host:port)"
             )
+        try:
+            split_address(address)
+        except ValueError as error:
+            raise SettingsError(f"TULLE_XDS_ADDRESS / xds_address: {error}") from None
         node = node_id or env.get("TULLE_NODE_ID") or _default_node_id()
         try:
             parse_node_id(node)

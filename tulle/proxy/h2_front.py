@@ -74,7 +74,11 @@ class H2Front(asyncio.Protocol):
         self._close_if_done()
 
     def _close_if_done(self) -> None:
-        if self.last_stream_id is not None and not self.serving and self.transport is not None:
+        """A draining connection closes once its streams are answered and sent (bodies wait
+        in the sender for flow-control window)."""
+        if self.last_stream_id is None or self.serving or self.sender.outgoing:
+            return
+        if self.transport is not None:
             self._flush()
             self.transport.close()
 
@@ -124,6 +128,7 @@ class H2Front(asyncio.Protocol):
             elif isinstance(event, h2.events.ConnectionTerminated) and self.transport is not None:
                 self.transport.close()
         self._flush()
+        self._close_if_done()
 
     def _start(
         self, stream_id: int, headers: list[tuple[str, str]], body: bytes | ByteStream
