@@ -96,7 +96,9 @@ async def measure(rounds: int, requests: int) -> None:
     upstream.connection_made(upstream_side)  # type: ignore[arg-type]
     proxy.pool.idle[f"{ENDPOINT[0]}:{ENDPOINT[1]}"] = [upstream]
     front, client_side = (
-        Http1Front(HTTP_PROXY_ROUTES, proxy.dispatch_http_proxy, proxy.log, proxy.in_flight),
+        Http1Front(
+            HTTP_PROXY_ROUTES, proxy.dispatch_http_proxy, proxy.outbound_recorder, proxy.in_flight
+        ),
         KeptTransport(),
     )
     front.connection_made(client_side)  # type: ignore[arg-type]

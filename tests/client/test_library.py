@@ -4,6 +4,7 @@ control plane gone), the async client with a streamed body, the exception type, 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 
@@ -72,21 +73,31 @@ def test_environment_configures_the_async_client_and_bodies_stream(
     tulle.client.wait_ready(10)  # the first complete config: the endpoint may still be on its way
     wait_until(lambda: synced(control_plane, NODE))
 
+    received: list[int] = []  # body bytes of the 200 answers
+
     async def scenario() -> None:
         await tulle.client.ready(10)
         async with tulle.client.AsyncClient(timeout=10) as client:
-            assert (await client.get("http://web:8080/")).headers["x-backend"] == "a"
+            first = await client.get("http://web:8080/")
+            assert first.headers["x-backend"] == "a"
             async with client.stream("GET", "http://web:8080/stream") as response:
                 pieces = response.aiter_raw()
                 assert await pieces.__anext__() == b"first"  # before the backend sends more
-                await client.get("http://web:8080/release")
+                released = await client.get("http://web:8080/release")
                 assert [piece async for piece in pieces] == [b"second"]
+            received.extend([len(first.content), len(b"firstsecond"), len(released.content)])
             with pytest.raises(tulle.client.MeshError) as caught:
                 await client.get("http://nowhere:1/")
             assert caught.value.reason == "no route for nowhere:1/"
             assert caught.value.flag == "NR"
 
     asyncio.run(scenario())
+    # The streamed body counts with every byte the app read, as buffered ones do.
+    exposition = generate_latest(tulle.client.metrics_registry()).decode()
+    counted = re.findall(
+        r'^tulle_response_bytes_total\{.*response_code="200".*\} (\S+)$', exposition, re.M
+    )
+    assert sum(float(value) for value in counted) == sum(received)
 
 
 def test_last_good_config_stays_when_the_control_plane_goes(control_plane, processes):

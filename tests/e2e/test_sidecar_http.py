@@ -425,6 +425,12 @@ def test_responses_stream_through(control_plane, processes):
     with sidecar.client() as client:
         big = client.get(f"{WEB}/big")
     assert big.content == bytes(range(256)) * (3 * 4096)
+    # Streamed responses count in the metrics with every byte sent, as buffered ones do.
+    metrics = sidecar.admin("/stats/prometheus").text
+    sent = re.findall(
+        r'^tulle_response_bytes_total\{.*response_code="200".*\} (\S+)$', metrics, re.M
+    )
+    assert sum(float(value) for value in sent) == len(b"firstsecond") + len(big.content)
 
 
 def test_drain_and_quit_over_admin(control_plane, processes):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 
@@ -34,18 +34,31 @@ def mesh_request(request: httpx.Request, body: bytes) -> Request:
 
 
 class _Body(httpx.AsyncByteStream):
-    """A response body still arriving from upstream."""
+    """A response body still arriving from upstream; ``finished`` is told how many bytes the
+    app got, once, when the body ends or is closed (the request's metrics and log entry)."""
 
-    def __init__(self, response: Response, stream: ByteStream) -> None:
+    def __init__(
+        self, response: Response, stream: ByteStream, finished: Callable[[int], None]
+    ) -> None:
         self.response, self.stream = response, stream
+        self.finished: Callable[[int], None] | None = finished
+        self.sent = 0
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self.stream:
+            self.sent += len(chunk)
             yield chunk
+        self._finish()
 
     async def aclose(self) -> None:
         if not self.stream.complete:
             await self.response.release()
+        self._finish()
+
+    def _finish(self) -> None:
+        finished, self.finished = self.finished, None
+        if finished is not None:
+            finished(self.sent)
 
 
 class Exchanger:
@@ -77,14 +90,18 @@ class Exchanger:
         content = response.body
         if isinstance(content, ByteStream) and buffer:
             content = b"".join([chunk async for chunk in content])
-        sent = len(content) if isinstance(content, bytes) else 0
-        runtime.metrics.record(outgoing, response, (time.monotonic() - began) * 1000, sent)
-        runtime.log.record(LISTENER, outgoing, response, started, sent)
+
+        def finished(sent: int) -> None:
+            runtime.metrics.record(outgoing, response, (time.monotonic() - began) * 1000, sent)
+            runtime.log.record(LISTENER, outgoing, response, started, sent)
+
+        if isinstance(content, bytes):
+            finished(len(content))
         if response.reason:  # the mesh's own answer
             raise MeshError(response.reason, response.status, response.flag, request)
         extensions = {"http_version": b"HTTP/1.1"}
-        if isinstance(content, ByteStream):
-            stream = _Body(response, content)
+        if isinstance(content, ByteStream):  # recorded when the app has read or closed it
+            stream = _Body(response, content, finished)
             return httpx.Response(
                 response.status, headers=response.headers, stream=stream, extensions=extensions
             )

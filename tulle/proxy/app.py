@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 
 from tulle.codec.http1 import request_head
@@ -23,8 +22,9 @@ from tulle.obs.metrics import MeshMetrics
 from tulle.proxy.admin import AdminHandler
 from tulle.proxy.detecting import DetectingFront
 from tulle.proxy.h2_front import H2Front
-from tulle.proxy.http_front import Destination, Done, Http1Front, Tunneler
+from tulle.proxy.http_front import Done, Http1Front, Tunneler
 from tulle.proxy.in_flight import InFlight
+from tulle.proxy.recording import Destination, Recorder
 from tulle.proxy.tcp import TcpPipe
 from tulle.proxy.transparent import Plan, TransparentOutbound, tcp_clusters
 from tulle.transport.http_server import serve_http
@@ -68,6 +68,9 @@ class Proxy:
         self.xds = XdsClient(xds_address, node_id, self.accept)
         self.metrics = MeshMetrics(self.node.workload)
         self.log = access_log or AccessLog()
+        # Access log and metrics, once each request's response is written.
+        self.outbound_recorder = Recorder(self.log, self.metrics)
+        self.inbound_recorder = Recorder(self.log, self.metrics, self.serving)
         self.host = host
         self.admin_port = admin_port
         self.http_proxy_port = http_proxy_port
@@ -92,57 +95,43 @@ class Proxy:
         self.tcp_clusters = tcp_clusters(resources[types.LISTENER])
         return None
 
-    def _measured(
-        self, request: Request, started: float, done: Done, serving: str | None = None
-    ) -> Done:
-        """``done``, after the request's metrics are recorded: as the caller's, or, when
-        ``serving`` names the app's service, as the app's (inbound)."""
+    def serving(self, destination: Destination) -> str:
+        """The app's service an inbound request reached (empty when the port has no policy)."""
+        policy = self.inbound.get(self._inbound_port(destination))
+        return policy.service if policy is not None else ""
 
-        def measured(response: Response) -> None:
-            body = response.body if isinstance(response.body, bytes) else b""
-            millis = (time.monotonic() - started) * 1000
-            if serving is None:
-                self.metrics.record(request, response, millis, len(body))
-            else:
-                self.metrics.record_inbound(request, response, serving, millis, len(body))
-            done(response)
-
-        return measured
+    def _inbound_port(self, destination: Destination) -> int:
+        if destination is not None:
+            return destination[1]
+        return next(iter(self.inbound), self.app_port or 0)  # not redirected: the first port
 
     def dispatch_http_proxy(self, request: Request, destination: Destination, done: Done) -> None:
         """A request from the app through the HTTP forward proxy."""
-        measured = self._measured(request, time.monotonic(), done)
-        self.engine.dispatch(HTTP_PROXY_ROUTES, request, measured)
+        self.engine.dispatch(HTTP_PROXY_ROUTES, request, done)
 
     def dispatch_outbound(self, request: Request, destination: Destination, done: Done) -> None:
         """A request the app sent to ``destination``, redirected here by iptables: routed by
         the route table of the destination port, or passed through when the mesh has none."""
-        measured = self._measured(request, time.monotonic(), done)
         table = str(destination[1]) if destination else ""
         if table in self.engine.config.route_tables:
-            self.engine.dispatch(table, request, measured)
+            self.engine.dispatch(table, request, done)
         elif destination is not None:
-            self._direct(PASSTHROUGH, destination, request, measured)
+            self._direct(PASSTHROUGH, destination, request, done)
         else:
             reason = "no original destination (the connection was not redirected)"
-            measured(mesh_response(MeshError(400, "NR", reason)))
+            done(mesh_response(MeshError(400, "NR", reason)))
 
     def dispatch_inbound(self, request: Request, destination: Destination, done: Done) -> None:
         """A request for the local app, redirected here by iptables."""
-        if destination is not None:
-            port = destination[1]
-        else:  # not redirected: the workload's first port
-            port = next(iter(self.inbound), self.app_port or 0)
+        port = self._inbound_port(destination)
         policy = self.inbound.get(port)
-        serving = policy.service if policy is not None else ""
-        measured = self._measured(request, time.monotonic(), done, serving)
         if policy is not None:
             refused = refusal(policy, request, port, self.engine.clock())
             if refused is not None:
-                measured(mesh_response(refused, request.is_grpc))
+                done(mesh_response(refused, request.is_grpc))
                 return
         target = ("127.0.0.1", self.app_port or port)
-        self._direct(f"inbound|{port}||", target, request, measured)
+        self._direct(f"inbound|{port}||", target, request, done)
 
     def _direct(self, cluster: str, target: tuple[str, int], request: Request, done: Done) -> None:
         """One attempt to ``target``, outside the engine (no routes: inbound, passthrough)."""
@@ -174,13 +163,17 @@ class Proxy:
                     lambda: Http1Front(
                         "http_proxy",
                         self.dispatch_http_proxy,
-                        self.log,
+                        self.outbound_recorder,
                         self.in_flight,
                         False,
                         tunnel,
                     ),
                     lambda dst: H2Front(
-                        "http_proxy", self.dispatch_http_proxy, self.log, self.in_flight, dst
+                        "http_proxy",
+                        self.dispatch_http_proxy,
+                        self.outbound_recorder,
+                        self.in_flight,
+                        dst,
                     ),
                     self.in_flight,
                 )
@@ -203,10 +196,10 @@ class Proxy:
         def http() -> DetectingFront:
             return DetectingFront(
                 lambda: Http1Front(
-                    "inbound", self.dispatch_inbound, self.log, self.in_flight, True
+                    "inbound", self.dispatch_inbound, self.inbound_recorder, self.in_flight, True
                 ),
                 lambda dst: H2Front(
-                    "inbound", self.dispatch_inbound, self.log, self.in_flight, dst
+                    "inbound", self.dispatch_inbound, self.inbound_recorder, self.in_flight, dst
                 ),
                 self.in_flight,
                 transparent=True,
@@ -255,10 +248,15 @@ class Proxy:
         def http() -> DetectingFront:
             return DetectingFront(
                 lambda: Http1Front(
-                    "outbound", self.dispatch_outbound, self.log, self.in_flight, True, tunnel
+                    "outbound",
+                    self.dispatch_outbound,
+                    self.outbound_recorder,
+                    self.in_flight,
+                    True,
+                    tunnel,
                 ),
                 lambda dst: H2Front(
-                    "outbound", self.dispatch_outbound, self.log, self.in_flight, dst
+                    "outbound", self.dispatch_outbound, self.outbound_recorder, self.in_flight, dst
                 ),
                 self.in_flight,
                 transparent=True,

@@ -10,8 +10,9 @@ from typing import cast
 
 from tulle.codec.detect import detect
 from tulle.proxy.h2_front import H2Front
-from tulle.proxy.http_front import DRAIN_IDLE, Destination, Http1Front
+from tulle.proxy.http_front import DRAIN_IDLE, Http1Front
 from tulle.proxy.in_flight import InFlight
+from tulle.proxy.recording import Destination
 from tulle.transport.interception import original_destination
 
 Front = Http1Front | H2Front

@@ -17,9 +17,9 @@ from hyperframe.frame import GoAwayFrame
 from tulle.codec.http2 import H2Sender, text_headers
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError
 from tulle.engine.tasks import resolver
-from tulle.obs.access_log import AccessLog
-from tulle.proxy.http_front import Destination, Dispatcher
+from tulle.proxy.http_front import Dispatcher
 from tulle.proxy.in_flight import InFlight
+from tulle.proxy.recording import Destination, Recorder
 
 REPLAY_LIMIT = 1024 * 1024
 REFUSED_STREAM = 7
@@ -32,13 +32,13 @@ class H2Front(asyncio.Protocol):
         self,
         listener: str,
         dispatch: Dispatcher,
-        log: AccessLog,
+        recorder: Recorder,
         in_flight: InFlight,
         destination: Destination = None,
     ) -> None:
         self.listener = listener
         self.dispatch = dispatch
-        self.log = log
+        self.recorder = recorder
         self.in_flight = in_flight
         self.destination = destination
         config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
@@ -165,7 +165,7 @@ class H2Front(asyncio.Protocol):
             sent = self._respond(stream_id, response)
         else:
             sent = await self._stream(stream_id, response)
-        self.log.record(self.listener, request, response, started, sent)
+        self.recorder.record(self.listener, request, response, started, sent, self.destination)
 
     async def _stream(self, stream_id: int, response: Response) -> int:
         """Send a response whose body is still arriving (server streaming): each piece as it

@@ -26,8 +26,8 @@ from tulle.codec.http1 import (
 )
 from tulle.engine import errors
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError, mesh_response
-from tulle.obs.access_log import AccessLog
 from tulle.proxy.in_flight import InFlight
+from tulle.proxy.recording import Destination, Recorder
 from tulle.proxy.tcp import TcpPipe
 from tulle.transport.interception import original_destination
 
@@ -45,7 +45,6 @@ def request_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-Destination = tuple[str, int] | None
 Done = Callable[[Response], None]
 # Runs a request and calls the callback with the response (perhaps before it returns).
 Dispatcher = Callable[[Request, Destination, Done], None]
@@ -61,7 +60,7 @@ class Http1Front(asyncio.Protocol):
         self,
         listener: str,
         dispatch: Dispatcher,
-        log: AccessLog,
+        recorder: Recorder,
         in_flight: InFlight,
         transparent: bool = False,
         tunnel: Tunneler | None = None,
@@ -74,7 +73,7 @@ class Http1Front(asyncio.Protocol):
         self.streaming: ByteStream | None = None
         self.original_dst: Destination = None
         self.dispatch = dispatch
-        self.log = log
+        self.recorder = recorder
         self.in_flight = in_flight
         self.reader = RequestReader(self)
         self.transport: asyncio.Transport | None = None
@@ -275,7 +274,7 @@ class Http1Front(asyncio.Protocol):
     def _answered(
         self, request: Request, response: Response, started: float, sent: int, close: bool
     ) -> None:
-        self.log.record(self.listener, request, response, started, sent)
+        self.recorder.record(self.listener, request, response, started, sent, self.original_dst)
         self.in_flight.end()
         self.busy = False
         if close:
@@ -292,7 +291,7 @@ class Http1Front(asyncio.Protocol):
         result = await self.tunnel(request, self.original_dst, self.transport)
         if isinstance(result, Response):
             self._respond(result, head.method, close=True)
-            self.log.record(self.listener, request, result, started, 0)
+            self.recorder.record(self.listener, request, result, started, 0, self.original_dst)
             return
         self.pipe = result
         for data in self.early:
@@ -300,7 +299,7 @@ class Http1Front(asyncio.Protocol):
         self.early.clear()
         self.transport.resume_reading()
         tunnelled = Response(101, [], b"", route="upgrade", upstream="tunnel")
-        self.log.record(self.listener, request, tunnelled, started, 0)
+        self.recorder.record(self.listener, request, tunnelled, started, 0, self.original_dst)
 
     def _request(self, head: RequestHead, body: bytes | ByteStream) -> Request | Response:
         target = head.target

@@ -1,0 +1,48 @@
+"""What the proxy records once a request is done with and its response written: the access-log
+entry and the request's metrics (as the caller's, or for inbound as the app's), both with the
+bytes actually sent and the time to the response's last byte."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from tulle.engine.message import Request, Response
+from tulle.obs.access_log import AccessLog
+from tulle.obs.metrics import MeshMetrics
+
+Destination = tuple[str, int] | None  # where the app sent a redirected connection
+
+
+class Recorder:
+    """Access log and metrics for one kind of listener: outbound (the app calls out), or
+    inbound (``serving`` names the app's service the request reached)."""
+
+    def __init__(
+        self,
+        log: AccessLog,
+        metrics: MeshMetrics,
+        serving: Callable[[Destination], str] | None = None,
+    ) -> None:
+        self.log = log
+        self.metrics = metrics
+        self.serving = serving
+
+    def record(
+        self,
+        listener: str,
+        request: Request,
+        response: Response,
+        started: float,
+        sent: int,
+        destination: Destination = None,
+    ) -> None:
+        """One finished request: ``started`` is its wall-clock start, ``sent`` the body bytes
+        written to the client."""
+        self.log.record(listener, request, response, started, sent)
+        millis = (time.time() - started) * 1000
+        if self.serving is None:
+            self.metrics.record(request, response, millis, sent)
+        else:
+            service = self.serving(destination)
+            self.metrics.record_inbound(request, response, service, millis, sent)
