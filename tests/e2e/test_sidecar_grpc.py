@@ -140,6 +140,26 @@ def test_bidirectional_streaming_ping_pong(control_plane, processes, sidecar):
         assert list(replies) == []
 
 
+def test_messages_larger_than_the_flow_control_window_pass_both_ways(
+    control_plane, processes, sidecar
+):
+    # 3 MiB each way: far over HTTP/2's 65,535-byte initial windows on both of the sidecar's
+    # connections, so every window update has to be passed on.
+    register_greeters(control_plane, processes, a=0.0)
+    proxy = sidecar()
+    big = bytes(range(256)) * (3 * 4096)
+    with grpc.insecure_channel(
+        f"127.0.0.1:{proxy.http_proxy_port}", options=[("grpc.default_authority", AUTHORITY)]
+    ) as channel:
+        chat = channel.stream_stream("/greeter.Greeter/Chat")
+        assert list(chat(iter([big, b"small", big]), timeout=20)) == [
+            b"a:" + big,
+            b"a:small",
+            b"a:" + big,
+        ]
+        assert channel.unary_unary("/greeter.Greeter/SayHello")(big, timeout=20) == b"a"
+
+
 def test_http2_connections_are_held_to_max_connections(control_plane, processes, sidecar):
     """One request per connection and one connection for the cluster: calls go one at a time,
     each on a new connection; one more than max pending overflows with the breaker's reason."""
