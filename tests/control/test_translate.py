@@ -9,6 +9,7 @@ from tulle.control.registry import Endpoint
 from tulle.control.snapshot import build_snapshot
 from tulle.control.translate import Translator, translate
 from tulle.control.translate.context import NodeView
+from tulle.engine.cluster_config import compile_cluster
 from tulle.xds import types
 from tulle.xds.node import parse_node_id
 
@@ -148,6 +149,25 @@ def test_clusters_carry_the_destination_rule():
     assert base["outlierDetection"]["baseEjectionTime"] == "10s"
     assert base["edsClusterConfig"]["serviceName"] == f"outbound|50051||{HOST}"
     assert as_dict(clusters[f"outbound|50051|v2|{HOST}"])["lbPolicy"] == "RING_HASH"
+
+
+def test_clusters_name_the_upstream_protocol_of_their_port():
+    endpoints = [
+        Endpoint("web.default.svc.cluster.local", "127.0.0.1", 9000, 8080, "HTTP"),
+        Endpoint("db.default.svc.cluster.local", "127.0.0.1", 9001, 5432, "TCP"),
+    ]
+    clusters = translate(snapshot(endpoints), NodeView("sidecar", "default"))[types.CLUSTER]
+    engine = {name: compile_cluster(c).http2 for name, c in clusters.items()}
+    assert engine[f"outbound|50051||{HOST}"] is True  # GRPC: HTTP/2 whatever the client spoke
+    assert engine["outbound|8080||web.default.svc.cluster.local"] is False  # HTTP/1.1
+    assert engine["outbound|5432||db.default.svc.cluster.local"] is None  # the client's
+    options = as_dict(clusters[f"outbound|50051||{HOST}"])["typedExtensionProtocolOptions"]
+    assert options == {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicitHttpConfig": {"http2ProtocolOptions": {}},
+        }
+    }
 
 
 def test_proxyless_clusters_use_only_policies_grpcio_accepts():

@@ -4,6 +4,7 @@ httpx / curl / raw sockets as the app. Each engine feature shows its behaviour."
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import re
 import signal
@@ -431,6 +432,32 @@ def test_responses_stream_through(control_plane, processes):
         r'^tulle_response_bytes_total\{.*response_code="200".*\} (\S+)$', metrics, re.M
     )
     assert sum(float(value) for value in sent) == len(b"firstsecond") + len(big.content)
+
+
+def test_an_http2_client_reaches_an_http1_service_over_http1(control_plane, processes, tmp_path):
+    # The upstream protocol is the cluster's (Istio: HTTP/1.1 for an HTTP port, HTTP/2 for GRPC
+    # and HTTP2 ports), not the client's: h2c from curl to an HTTP/1.1 backend got a 503
+    # "upstream reset connection closed" when the sidecar spoke HTTP/2 upstream.
+    register(control_plane, processes, a={})
+    sidecar = processes.sidecar(control_plane)
+    wait_until(lambda: synced(control_plane, sidecar.node))
+    url = f"http://127.0.0.1:{sidecar.http_proxy_port}"
+    h2c = ["curl", "-s", "--http2-prior-knowledge", "-H", "Host: web:8080"]
+    got = subprocess.run(
+        [*h2c, f"{url}/big", "-o", str(tmp_path / "big"), "-w", "%{http_code} %{http_version}"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert got.stdout == "200 2"
+    assert (tmp_path / "big").read_bytes() == bytes(range(256)) * (3 * 4096)
+    sent = bytes(range(256)) * 400  # over the HTTP/2 window of the client's connection
+    (tmp_path / "body").write_bytes(sent)
+    posted = subprocess.run(
+        [*h2c, f"{url}/echo", "--data-binary", f"@{tmp_path / 'body'}"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    echoed = json.loads(posted.stdout)
+    assert echoed["body_length"] == len(sent)
+    assert echoed["body_sha256"] == hashlib.sha256(sent).hexdigest()
 
 
 def test_drain_and_quit_over_admin(control_plane, processes):

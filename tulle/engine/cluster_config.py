@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+
 from tulle.engine.config import seconds
 from tulle.engine.matching import ConfigError
 
@@ -46,6 +48,13 @@ class ClusterSpec:
     max_requests_per_connection: int | None = None
     idle_timeout: float = 3600.0
     static_endpoints: tuple[EndpointSpec, ...] | None = None
+    # The upstream protocol: HTTP/2 (True), HTTP/1.1 (False), or the client's (None).
+    http2: bool | None = None
+
+    def upstream_http2(self, request_http2: bool) -> bool:
+        """Whether a request that came in over HTTP/2 (``request_http2``) or HTTP/1.1 goes out
+        over HTTP/2."""
+        return request_http2 if self.http2 is None else self.http2
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,23 @@ class EndpointSpec:
 
 def _value(wrapper: Any, holder: Any, name: str) -> int | None:
     return int(wrapper.value) if holder.HasField(name) else None
+
+
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def _upstream_http2(cluster: Any) -> bool | None:
+    """The cluster's HttpProtocolOptions: explicit HTTP/2 or HTTP/1.1, else the client's."""
+    packed = cluster.typed_extension_protocol_options.get(HTTP_OPTIONS)
+    if packed is None:
+        return None
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    if not packed.Unpack(options):
+        raise ConfigError(f"cluster {cluster.name!r}: {HTTP_OPTIONS} holds {packed.type_url}")
+    if options.WhichOneof("upstream_protocol_options") != "explicit_http_config":
+        return None
+    chosen: str | None = options.explicit_http_config.WhichOneof("protocol_config")
+    return chosen == "http2_protocol_options"
 
 
 def compile_cluster(cluster: Any) -> ClusterSpec:
@@ -125,6 +151,7 @@ def compile_cluster(cluster: Any) -> ClusterSpec:
         ),
         idle_timeout=seconds(options.idle_timeout) if options.HasField("idle_timeout") else 3600.0,
         static_endpoints=static,
+        http2=_upstream_http2(cluster),
     )
 
 

@@ -326,7 +326,7 @@ class Engine:
                 return endpoint
             # HTTP/1.1 holds a connection per request in flight; HTTP/2 multiplexes, so only
             # max_requests limits it.
-            slot = not request.http2
+            slot = not cluster.spec.upstream_http2(request.http2)  # HTTP/1.1 holds a connection
             refused = await cluster.acquire_connection() if slot else None
             if refused is not None:
                 return mesh_response(refused, request.is_grpc, cluster.spec.name)
@@ -494,7 +494,7 @@ class Engine:
         if isinstance(endpoint, Response):
             finish(endpoint)
             return
-        slot = not request.http2
+        slot = not cluster.spec.upstream_http2(request.http2)  # HTTP/1.1 holds a connection
         if slot and not cluster.take_free_connection():
             slow(None)  # waits for a connection slot, or overflows
             return

@@ -303,9 +303,9 @@ class Http1Pool:
     async def send(
         self, endpoint: EndpointSpec, cluster: ClusterSpec, request: Request
     ) -> Response:
-        """One request to ``endpoint``; the body of the answer is read whole. A request that
-        came in over HTTP/2 (gRPC) goes out over HTTP/2."""
-        if request.http2:
+        """One request to ``endpoint``; the body of the answer is read whole. It goes out over
+        the cluster's protocol (HTTP/2 for gRPC and HTTP2 ports), else over the client's."""
+        if cluster.upstream_http2(request.http2):
             return await self.h2.send(endpoint, cluster, request)
         if not isinstance(request.body, bytes):
             return await self._send_streamed(endpoint, cluster, request, _headers(request))
@@ -352,7 +352,7 @@ class Http1Pool:
         body in memory, an idle connection ready — runs with no task at all: written now,
         answered from the connection's ``data_received``."""
         connection = None
-        if not request.http2 and isinstance(request.body, bytes):
+        if isinstance(request.body, bytes) and not cluster.upstream_http2(request.http2):
             connection = self._take_idle(endpoint, cluster)
         if connection is None:
             return run_then(_outcome(self.send(endpoint, cluster, request)), callback, _unexpected)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import struct_pb2
 
 from tulle.api.model import ConnectionPool, OutlierPolicy, Service, TrafficSettings, Workload
@@ -65,6 +66,23 @@ def _metadata(service: Service, port: int, subset: str | None) -> Any:
     return fields
 
 
+# Istio's upstream protocol per port protocol: HTTP/2 for gRPC and HTTP2 ports, HTTP/1.1 for HTTP
+# ones, whatever the client spoke; other ports carry no HTTP (the downstream protocol, if any).
+_HTTP2_PROTOCOLS = {"GRPC", "GRPC-WEB", "HTTP2"}
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def _upstream_protocol(protocol: str) -> Any:
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    if protocol in _HTTP2_PROTOCOLS:
+        options.explicit_http_config.http2_protocol_options.SetInParent()
+    elif protocol == "HTTP":
+        options.explicit_http_config.http_protocol_options.SetInParent()
+    else:
+        options.use_downstream_protocol_config.SetInParent()
+    return options
+
+
 def cluster(
     service: Service, port: int, subset: str | None, settings: TrafficSettings, view: NodeView
 ) -> Any:
@@ -92,6 +110,8 @@ def cluster(
             pool.max_requests_per_connection
         )
     result.common_http_protocol_options.idle_timeout.CopyFrom(duration(pool.idle_timeout))
+    protocol = next((p.protocol for p in service.ports if p.number == port), "HTTP")
+    result.typed_extension_protocol_options[HTTP_OPTIONS].Pack(_upstream_protocol(protocol))
     result.metadata.filter_metadata["tulle"].CopyFrom(_metadata(service, port, subset))
     return result
 
