@@ -460,6 +460,28 @@ def test_an_http2_client_reaches_an_http1_service_over_http1(control_plane, proc
     assert echoed["body_sha256"] == hashlib.sha256(sent).hexdigest()
 
 
+def test_an_http10_client_gets_a_streamed_body_delimited_by_the_close(control_plane, processes):
+    # HTTP/1.0 has no chunked coding (RFC 9112 §6.1: a server must not send Transfer-Encoding
+    # to it): a body of unknown length goes out as it comes and ends with the connection.
+    ports = register(control_plane, processes, a={})
+    sidecar = processes.sidecar(control_plane)
+    wait_until(lambda: synced(control_plane, sidecar.node))
+    release = threading.Timer(
+        0.3, lambda: httpx.get(f"http://127.0.0.1:{ports['a']}/release", timeout=10)
+    )
+    release.start()
+    with socket.create_connection(("127.0.0.1", sidecar.http_proxy_port), timeout=10) as conn:
+        conn.sendall(b"GET /stream HTTP/1.0\r\nHost: web:8080\r\n\r\n")
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    release.join()
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"transfer-encoding" not in head.lower()
+    assert body == b"firstsecond"
+
+
 def test_drain_and_quit_over_admin(control_plane, processes):
     register(control_plane, processes, a={})
     sidecar = processes.sidecar(control_plane)

@@ -268,7 +268,10 @@ class Http1Front(asyncio.Protocol):
     async def _stream_and_finish(
         self, head: RequestHead, request: Request, response: Response, started: float, close: bool
     ) -> None:
-        sent = await self._stream(response, head.method, close)
+        # HTTP/1.0 has no chunked coding: a body of unknown length ends with the connection.
+        chunked = head.version != "1.0"
+        close = close or (not chunked and response.header("content-length") is None)
+        sent = await self._stream(response, head.method, close, chunked)
         self._answered(request, response, started, sent, close)
 
     def _answered(
@@ -337,13 +340,17 @@ class Http1Front(asyncio.Protocol):
             self.transport.close()
         return len(body)
 
-    async def _stream(self, response: Response, method: str, close: bool) -> int:
+    async def _stream(
+        self, response: Response, method: str, close: bool, chunked: bool = True
+    ) -> int:
         """Write a response whose body arrives in pieces: each piece goes out as it comes
-        (chunked when the upstream gave no length)."""
+        (chunked when the upstream gave no length and the client speaks HTTP/1.1; else the
+        body ends when the connection does)."""
         assert not isinstance(response.body, bytes)
         length = response.header("content-length")
         headers = list(response.headers)
-        if length is None:
+        chunked = chunked and length is None
+        if chunked:
             headers.append(("transfer-encoding", "chunked"))
         self._write(response_head(response.status, headers, close=close))
         sent = 0
@@ -352,14 +359,14 @@ class Http1Front(asyncio.Protocol):
                 if method == "HEAD" or not chunk:
                     continue
                 sent += len(chunk)
-                self._write(chunk if length is not None else b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self._write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
                 if self.transport is None or self.transport.is_closing():
                     await response.release()
                     return sent
         except UpstreamError:
             close = True  # the body was cut: the client must see the connection end early
         else:
-            if length is None:
+            if chunked:
                 self._write(b"0\r\n\r\n")
         if close and self.transport is not None:
             self.transport.close()
