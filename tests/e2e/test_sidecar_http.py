@@ -185,6 +185,22 @@ def test_malformed_and_smuggling_requests_get_400_and_are_never_forwarded(
     assert [e["path"] for e in entries if e["upstream"]] == ["/after"]
 
 
+def test_connect_is_refused_with_what_to_do_instead(control_plane, processes):
+    # An app with HTTPS_PROXY pointing at the sidecar sends CONNECT: say so, not just "bad target".
+    register(control_plane, processes, a={})
+    sidecar = processes.sidecar(control_plane)
+    with socket.create_connection(("127.0.0.1", sidecar.http_proxy_port), timeout=10) as conn:
+        conn.sendall(b"CONNECT web:8443 HTTP/1.1\r\nHost: web:8443\r\n\r\n")
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    assert (
+        b"x-tulle-error: bad request: CONNECT web:8443 (a tunnel, as HTTPS_PROXY asks for) is not"
+        b" supported; send http:// URLs through this proxy\r\n"
+    ) in reply
+
+
 def test_keep_alive_pipelining_head_and_bodies(control_plane, processes):
     register(control_plane, processes, a={})
     sidecar = processes.sidecar(control_plane)

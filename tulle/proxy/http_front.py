@@ -319,6 +319,12 @@ class Http1Front(asyncio.Protocol):
             path = parts.path or "/"
             if parts.query:
                 path += "?" + parts.query
+        elif head.method == "CONNECT":
+            reason = (
+                f"bad request: CONNECT {target[:80]} (a tunnel, as HTTPS_PROXY asks for) is not"
+                " supported; send http:// URLs through this proxy"
+            )
+            return mesh_response(errors.MeshError(400, "DPE", reason))
         else:
             reason = f"bad request: unsupported request target {target[:80]!r}"
             return mesh_response(errors.MeshError(400, "DPE", reason))
