@@ -20,6 +20,28 @@ from concurrent import futures
 import grpc
 
 
+class Cancellations:
+    """``Wait`` answers after 5 s unless its caller cancels the call first; ``Cancelled`` says
+    how many did (a proxy in between must pass the cancellation on)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def wait(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        deadline = time.monotonic() + 5
+        while context.is_active() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not context.is_active():
+            with self.lock:
+                self.count += 1
+        return b"waited"
+
+    def cancelled(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        with self.lock:
+            return str(self.count).encode()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--name", required=True)
@@ -70,6 +92,8 @@ def main() -> None:
         released.set()
         return b"released"
 
+    cancellations = Cancellations()
+
     handler = grpc.method_handlers_generic_handler(
         "greeter.Greeter",
         {
@@ -78,6 +102,8 @@ def main() -> None:
             "Stream": grpc.unary_stream_rpc_method_handler(stream),
             "Release": grpc.unary_unary_rpc_method_handler(release),
             "Chat": grpc.stream_stream_rpc_method_handler(chat),
+            "Wait": grpc.unary_unary_rpc_method_handler(cancellations.wait),
+            "Cancelled": grpc.unary_unary_rpc_method_handler(cancellations.cancelled),
         },
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))

@@ -160,6 +160,28 @@ def test_messages_larger_than_the_flow_control_window_pass_both_ways(
         assert channel.unary_unary("/greeter.Greeter/SayHello")(big, timeout=20) == b"a"
 
 
+def test_a_call_the_client_gives_up_on_is_cancelled_upstream(control_plane, processes, sidecar):
+    # The client cancels its call (resets its stream), and the sidecar resets the upstream's
+    # (as Envoy does), so the server stops working on a call nobody waits for.
+    port = processes.greeter("a")
+    control_plane.register(
+        service="greeter", address="127.0.0.1", port=port, servicePort=50051, protocol="GRPC"
+    )
+    proxy = sidecar()
+    with grpc.insecure_channel(
+        f"127.0.0.1:{proxy.http_proxy_port}", options=[("grpc.default_authority", AUTHORITY)]
+    ) as channel:
+        # No deadline (grpc-timeout would tell the server itself): the client just cancels.
+        call = channel.unary_unary("/greeter.Greeter/Wait").future(b"")
+        time.sleep(0.3)
+        assert call.cancel()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as direct:
+        count = direct.unary_unary("/greeter.Greeter/Cancelled")
+        wait_until(lambda: count(b"", timeout=5) == b"1", timeout=3)
+    clusters = proxy.admin("/clusters").json()["clusters"]
+    assert [c["requests"] for c in clusters if "greeter" in c["name"]] == [0]  # given back
+
+
 def test_http2_connections_are_held_to_max_connections(control_plane, processes, sidecar):
     """One request per connection and one connection for the cluster: calls go one at a time,
     each on a new connection; one more than max pending overflows with the breaker's reason."""

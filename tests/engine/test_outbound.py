@@ -436,3 +436,27 @@ def test_an_unavailable_service_falls_back():
     engine = build_engine(config, {}, upstreams)  # web has no endpoint at all
     response = run(handle(engine, TABLE, request()))
     assert (response.status, response.upstream) == (200, "10.0.0.9:8080")
+
+
+def test_a_cancelled_request_gives_back_what_it_held_and_is_not_answered():
+    # The client went away mid-attempt: the attempt is abandoned, the cluster's request,
+    # connection and per-endpoint counts go back to zero, and nobody is answered.
+    upstreams = Upstreams({"10.0.0.1:8080": ok}, delay={"10.0.0.1:8080": 5.0})
+    engine = build_engine(workload("v1"), {"v1": [("10.0.0.1", 8080)]}, upstreams)
+
+    async def scenario() -> None:
+        answered: list[Response] = []
+        cancel = engine.dispatch(TABLE, request(), answered.append)
+        await asyncio.sleep(0.05)
+        cluster = next(c for c in engine.clusters.values() if c.counters.requests)
+        assert cluster.counters.connections == 1
+        cancel()
+        await asyncio.sleep(0.05)
+        assert answered == []
+        assert cluster.counters.requests == 0
+        assert cluster.counters.connections == 0
+        assert set(cluster.active.values()) == {0}
+        cancel()  # once is enough: a second call changes nothing
+        assert cluster.counters.requests == 0
+
+    run(scenario())

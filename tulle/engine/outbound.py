@@ -378,14 +378,16 @@ class Engine:
         cluster.active[endpoint.key] = cluster.active.get(endpoint.key, 0) + 1
 
     @staticmethod
-    def _leave(call: _Call, endpoint: EndpointSpec, slot: bool) -> None:
-        """An attempt ended."""
+    def _leave(call: _Call, endpoint: EndpointSpec, slot: bool, cancelled: bool = False) -> None:
+        """An attempt ended (``cancelled``: and its request with it, the client gone)."""
         cluster = call.plan.cluster
         if slot:
             cluster.release_connection()
         cluster.active[endpoint.key] -= 1
         if call.attempt > 1:
             cluster.counters.retries -= 1
+        if cancelled:
+            cluster.counters.requests -= 1
 
     def _settle(self, call: _Call, endpoint: EndpointSpec, outcome: Outcome) -> Response | None:
         """What an attempt's outcome means: the response to give, or None to retry (allowed by
@@ -444,21 +446,25 @@ class Engine:
 
     # --- the fast path: callbacks instead of coroutines -------------------------------------
 
-    def dispatch(self, table_name: str, request: Request, done: Callable[[Response], None]) -> None:
+    def dispatch(
+        self, table_name: str, request: Request, done: Callable[[Response], None]
+    ) -> Callable[[], None]:
         """``handle`` without a coroutine where it can: the plan and the first attempt run in
         callbacks (``start``), and only a fault delay, a wait for a connection slot, or a retry
         moves the request onto the coroutine path. ``done`` gets the response (possibly
-        before this returns)."""
+        before this returns). Returns the function that cancels the request (the client went
+        away): the attempt under way is abandoned (an HTTP/2 stream is reset), the cluster's
+        counts are given back, and ``done`` is not called."""
         planned = self.plan(table_name, request)
         if isinstance(planned, Response):
             done(planned)
-            return
+            return _nothing
         if isinstance(planned, Delayed) or self.start is None:
-            spawn(self.run(request, planned), done)
-            return
+            return spawn(self.run(request, planned), done)
+        cancel = _Cancel()
         if planned.route.fallback is None:
-            self._attempt_plan(planned, done)
-            return
+            self._attempt_plan(planned, done, cancel)
+            return cancel
         first = planned
 
         def answered(response: Response) -> None:
@@ -466,29 +472,35 @@ class Engine:
             if again is None:
                 done(response)
             else:
-                self._attempt_plan(again, done)
+                self._attempt_plan(again, done, cancel)
 
-        self._attempt_plan(planned, answered)
+        self._attempt_plan(planned, answered, cancel)
+        return cancel
 
-    def _attempt_plan(self, planned: Plan, done: Callable[[Response], None]) -> None:
+    def _attempt_plan(
+        self, planned: Plan, done: Callable[[Response], None], cancel: _Cancel
+    ) -> None:
         """Admission, then the first attempt in callbacks."""
         call = self._admit(planned)
         if isinstance(call, Response):
             done(self._finish(planned, call))
             return
-        self._first_attempt(call, done)
+        self._first_attempt(call, done, cancel)
 
-    def _first_attempt(self, call: _Call, done: Callable[[Response], None]) -> None:
+    def _first_attempt(
+        self, call: _Call, done: Callable[[Response], None], cancel: _Cancel
+    ) -> None:
         plan = call.plan
         cluster, request, retry = plan.cluster, plan.request, plan.route.retry
         assert self.start is not None
 
         def finish(response: Response) -> None:
+            cancel.current = _nothing
             cluster.counters.requests -= 1
             done(self._finish(plan, response))
 
         def slow(retrying: Outcome | None) -> None:
-            spawn(self._continue(call, retrying), finish)
+            self._to_coroutine(call, retrying, finish, cancel)
 
         endpoint = self._pick(call)
         if isinstance(endpoint, Response):
@@ -510,7 +522,14 @@ class Engine:
             else:
                 finish(settled)
 
+        def cancel_attempt() -> None:
+            if timer is not None:
+                timer.cancel()
+            abandon()
+            self._leave(call, endpoint, slot, cancelled=True)
+
         self._enter(call, endpoint)
+        cancel.current = cancel_attempt  # unless the attempt ends before start returns
         abandon = self.start(endpoint, cluster.spec, request, outcome)
         per_try = retry.per_try_timeout if retry else None
         if per_try is None and call.deadline is None:
@@ -532,6 +551,24 @@ class Engine:
         at = call.deadline if whole else per_try_at
         assert at is not None
         timer = loop.call_at(at, expire)
+
+    def _to_coroutine(
+        self,
+        call: _Call,
+        retrying: Outcome | None,
+        finish: Callable[[Response], None],
+        cancel: _Cancel,
+    ) -> None:
+        """The request goes on in a coroutine (a wait for a connection slot, a retry);
+        cancelling it cancels that (the coroutine gives back what its attempt holds)."""
+        stop = spawn(self._continue(call, retrying), finish)
+        cluster = call.plan.cluster
+
+        def cancel_coroutine() -> None:
+            stop()
+            cluster.counters.requests -= 1
+
+        cancel.current = cancel_coroutine
 
     def _mirror(self, cluster_name: str, request: Request) -> None:
         cluster = self.clusters.get(cluster_name)
@@ -555,6 +592,24 @@ class Engine:
         task = asyncio.get_running_loop().create_task(fire())
         self._mirrors.add(task)
         task.add_done_callback(self._mirrors.discard)
+
+
+def _nothing() -> None:
+    """Cancels what has already ended."""
+
+
+class _Cancel:
+    """Cancels a request on the fast path, whatever it is doing: its first attempt, the
+    coroutine it moved to, or (once answered) nothing."""
+
+    __slots__ = ("current",)
+
+    def __init__(self) -> None:
+        self.current: Callable[[], None] = _nothing
+
+    def __call__(self) -> None:
+        current, self.current = self.current, _nothing  # once
+        current()
 
 
 def _rewind(request: Request) -> bool:

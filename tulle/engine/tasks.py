@@ -57,7 +57,10 @@ def _internal_error(failure: BaseException) -> Response:
     return mesh_response(errors.MeshError(500, "DPE", f"internal error: {failure!r}"))
 
 
-def spawn(work: Coroutine[Any, Any, Response], done: Callable[[Response], None]) -> None:
+def spawn(
+    work: Coroutine[Any, Any, Response], done: Callable[[Response], None]
+) -> Callable[[], None]:
     """Run ``work`` and call ``done`` with its response. A bug that escapes ``work`` still
-    answers (500 with the reason) rather than leaving the client waiting."""
-    run_then(work, done, _internal_error)
+    answers (500 with the reason) rather than leaving the client waiting. Returns the function
+    that cancels it (then ``done`` is not called)."""
+    return run_then(work, done, _internal_error)

@@ -36,6 +36,13 @@ from tulle.xds.node import parse_node_id
 log = logging.getLogger(__name__)
 
 HTTP_PROXY_ROUTES = "http_proxy"
+Cancel = Callable[[], None]  # cancels a dispatched request
+
+
+def _answered() -> None:
+    """Cancels a request the proxy answered itself (nothing left to do)."""
+
+
 PASSTHROUGH = "PassthroughCluster"
 
 
@@ -105,23 +112,23 @@ class Proxy:
             return destination[1]
         return next(iter(self.inbound), self.app_port or 0)  # not redirected: the first port
 
-    def dispatch_http_proxy(self, request: Request, destination: Destination, done: Done) -> None:
+    def dispatch_http_proxy(self, request: Request, destination: Destination, done: Done) -> Cancel:
         """A request from the app through the HTTP forward proxy."""
-        self.engine.dispatch(HTTP_PROXY_ROUTES, request, done)
+        return self.engine.dispatch(HTTP_PROXY_ROUTES, request, done)
 
-    def dispatch_outbound(self, request: Request, destination: Destination, done: Done) -> None:
+    def dispatch_outbound(self, request: Request, destination: Destination, done: Done) -> Cancel:
         """A request the app sent to ``destination``, redirected here by iptables: routed by
         the route table of the destination port, or passed through when the mesh has none."""
         table = str(destination[1]) if destination else ""
         if table in self.engine.config.route_tables:
-            self.engine.dispatch(table, request, done)
-        elif destination is not None:
-            self._direct(PASSTHROUGH, destination, request, done)
-        else:
-            reason = "no original destination (the connection was not redirected)"
-            done(mesh_response(MeshError(400, "NR", reason)))
+            return self.engine.dispatch(table, request, done)
+        if destination is not None:
+            return self._direct(PASSTHROUGH, destination, request, done)
+        reason = "no original destination (the connection was not redirected)"
+        done(mesh_response(MeshError(400, "NR", reason)))
+        return _answered
 
-    def dispatch_inbound(self, request: Request, destination: Destination, done: Done) -> None:
+    def dispatch_inbound(self, request: Request, destination: Destination, done: Done) -> Cancel:
         """A request for the local app, redirected here by iptables."""
         port = self._inbound_port(destination)
         policy = self.inbound.get(port)
@@ -129,11 +136,13 @@ class Proxy:
             refused = refusal(policy, request, port, self.engine.clock())
             if refused is not None:
                 done(mesh_response(refused, request.is_grpc))
-                return
+                return _answered
         target = ("127.0.0.1", self.app_port or port)
-        self._direct(f"inbound|{port}||", target, request, done)
+        return self._direct(f"inbound|{port}||", target, request, done)
 
-    def _direct(self, cluster: str, target: tuple[str, int], request: Request, done: Done) -> None:
+    def _direct(
+        self, cluster: str, target: tuple[str, int], request: Request, done: Done
+    ) -> Cancel:
         """One attempt to ``target``, outside the engine (no routes: inbound, passthrough)."""
         endpoint = EndpointSpec(target[0], target[1])
 
@@ -145,7 +154,7 @@ class Proxy:
             outcome.upstream, outcome.cluster, outcome.attempts = endpoint.key, cluster, 1
             done(outcome)
 
-        self.pool.submit(endpoint, ClusterSpec(cluster), request, answer)
+        return self.pool.submit(endpoint, ClusterSpec(cluster), request, answer)
 
     async def start(self) -> None:
         """Connect to the control plane and open the listeners."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import cast
 
 import h2.config
@@ -48,6 +49,8 @@ class H2Front(asyncio.Protocol):
         self.bodies: dict[int, ByteStream] = {}
         self.peer = ""
         self.serving = 0  # streams being answered
+        # Streams waiting for their answer: how to cancel the request, and where it will go.
+        self.waiting: dict[int, tuple[Callable[[], None], asyncio.Future[Response]]] = {}
         self.last_stream_id: int | None = None  # set by a drain: later streams are refused
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -123,6 +126,11 @@ class H2Front(asyncio.Protocol):
                 if cut is not None:
                     cut.finish(UpstreamError("reset", "client reset the stream"))
                 self.sender.forget(event.stream_id)
+                waiting = self.waiting.pop(event.stream_id, None)
+                if waiting is not None:  # the client gave up (a deadline, a cancelled call)
+                    cancel, answer = waiting
+                    cancel()  # the upstream's stream is reset too, as Envoy does
+                    answer.cancel()
             elif isinstance(event, h2.events.WindowUpdated):
                 self.sender.pump(event.stream_id or None)
             elif isinstance(event, h2.events.ConnectionTerminated) and self.transport is not None:
@@ -159,8 +167,21 @@ class H2Front(asyncio.Protocol):
             http2=True,
         )
         answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self.dispatch(request, self.destination, resolver(answer))
-        response = await answer
+        cancel = self.dispatch(request, self.destination, resolver(answer))
+        if not answer.done():
+            self.waiting[stream_id] = (cancel, answer)
+        try:
+            response = await answer
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the proxy is stopping, not the client going away
+            # The client reset the stream before the answer.
+            gone = Response(0, [], b"", flag="DC", reason="client reset the stream")
+            self.recorder.record(self.listener, request, gone, started, 0, self.destination)
+            return
+        finally:
+            self.waiting.pop(stream_id, None)
         if isinstance(response.body, bytes):
             sent = self._respond(stream_id, response)
         else:

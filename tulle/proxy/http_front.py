@@ -46,8 +46,9 @@ def request_id() -> str:
 
 
 Done = Callable[[Response], None]
-# Runs a request and calls the callback with the response (perhaps before it returns).
-Dispatcher = Callable[[Request, Destination, Done], None]
+# Runs a request and calls the callback with the response (perhaps before it returns); returns
+# the function that cancels it (the client went away; then no callback).
+Dispatcher = Callable[[Request, Destination, Done], Callable[[], None]]
 Item = tuple[RequestHead, bytes | ByteStream] | ProtocolError
 # Opens an upgraded tunnel: returns the pipe (connected, the request head sent) or an answer.
 Tunneler = Callable[[Request, Destination, asyncio.Transport], Awaitable["TcpPipe | Response"]]
