@@ -498,6 +498,27 @@ def test_an_http10_client_gets_a_streamed_body_delimited_by_the_close(control_pl
     assert body == b"firstsecond"
 
 
+def test_a_client_that_hangs_up_has_its_request_cancelled(control_plane, processes, tmp_path):
+    # The client closes its connection before the (slow) answer: the request is cancelled, so
+    # the cluster's count of requests in flight drops at once (the upstream connection is
+    # closed), and the access log says the client went away.
+    register(control_plane, processes, slow={"delay": 5.0})
+    log = tmp_path / "access.log"
+    sidecar = processes.sidecar(control_plane, log=log)
+    wait_until(lambda: synced(control_plane, sidecar.node))
+
+    def in_flight() -> int:
+        return sum(c["requests"] for c in sidecar.admin("/clusters").json()["clusters"])
+
+    with socket.create_connection(("127.0.0.1", sidecar.http_proxy_port), timeout=10) as conn:
+        conn.sendall(b"GET http://web:8080/slow HTTP/1.1\r\nHost: web:8080\r\n\r\n")
+        wait_until(lambda: in_flight() == 1)
+    wait_until(lambda: in_flight() == 0, timeout=3)  # the backend would answer after 5 s
+    wait_until(lambda: "client closed the connection" in log.read_text())
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert (entry["path"], entry["status"], entry["flags"]) == ("/slow", 0, "DC")
+
+
 def test_drain_and_quit_over_admin(control_plane, processes):
     register(control_plane, processes, a={})
     sidecar = processes.sidecar(control_plane)

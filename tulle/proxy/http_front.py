@@ -87,6 +87,9 @@ class Http1Front(asyncio.Protocol):
         self.body_size = 0
         self.peer = ""
         self.draining = False  # the last response says Connection: close
+        # The request dispatched and not yet answered, and how to cancel it.
+        self.unanswered: tuple[Request, float] | None = None
+        self.cancel: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they implement it.
@@ -101,6 +104,14 @@ class Http1Front(asyncio.Protocol):
         self.closed = True
         self.in_flight.closed(self)
         self.waiting.clear()
+        if self.unanswered is not None and self.cancel is not None:
+            # The client went away before its answer: the request is cancelled upstream too.
+            (request, started), cancel = self.unanswered, self.cancel
+            self.unanswered = self.cancel = None
+            cancel()
+            gone = Response(0, [], b"", flag="DC", reason="client closed the connection")
+            self.recorder.record(self.listener, request, gone, started, 0, self.original_dst)
+            self.in_flight.end()
         if self.streaming is not None:
             self.streaming.finish(UpstreamError("reset", "client closed mid-body"))
         if self.pipe is not None:
@@ -249,13 +260,17 @@ class Http1Front(asyncio.Protocol):
             self.in_flight.track(task)
             return
         self.in_flight.begin()
-        self.dispatch(
+        self.unanswered = (request, started)
+        cancel = self.dispatch(
             request, self.original_dst, functools.partial(self._answer, head, request, started)
         )
+        if self.unanswered is not None:  # not answered at once: cancelled if the client goes
+            self.cancel = cancel
 
     def _answer(
         self, head: RequestHead, request: Request, started: float, response: Response
     ) -> None:
+        self.unanswered = self.cancel = None
         # The last answer of a draining connection closes it (pipelined requests read before
         # it are answered first).
         close = not head.keep_alive or (self.draining and not self.waiting and not self.head)
