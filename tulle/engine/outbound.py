@@ -25,7 +25,7 @@ from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.config import RouteEntry, RouteTable, WeightedCluster
 from tulle.engine.message import Request, Response, UpstreamError, mesh_response
 from tulle.engine.ratelimit import TokenBucket
-from tulle.engine.tasks import spawn
+from tulle.engine.tasks import Cancel, nothing_to_cancel, spawn
 from tulle.obs.metrics import SOURCE_WORKLOAD_HEADER
 
 Sender = Callable[[EndpointSpec, ClusterSpec, Request], Awaitable[Response]]
@@ -448,7 +448,7 @@ class Engine:
 
     def dispatch(
         self, table_name: str, request: Request, done: Callable[[Response], None]
-    ) -> Callable[[], None]:
+    ) -> Cancel:
         """``handle`` without a coroutine where it can: the plan and the first attempt run in
         callbacks (``start``), and only a fault delay, a wait for a connection slot, or a retry
         moves the request onto the coroutine path. ``done`` gets the response (possibly
@@ -458,7 +458,7 @@ class Engine:
         planned = self.plan(table_name, request)
         if isinstance(planned, Response):
             done(planned)
-            return _nothing
+            return nothing_to_cancel
         if isinstance(planned, Delayed) or self.start is None:
             return spawn(self.run(request, planned), done)
         cancel = _Cancel()
@@ -495,7 +495,7 @@ class Engine:
         assert self.start is not None
 
         def finish(response: Response) -> None:
-            cancel.current = _nothing
+            cancel.current = nothing_to_cancel
             cluster.counters.requests -= 1
             done(self._finish(plan, response))
 
@@ -594,10 +594,6 @@ class Engine:
         task.add_done_callback(self._mirrors.discard)
 
 
-def _nothing() -> None:
-    """Cancels what has already ended."""
-
-
 class _Cancel:
     """Cancels a request on the fast path, whatever it is doing: its first attempt, the
     coroutine it moved to, or (once answered) nothing."""
@@ -605,10 +601,10 @@ class _Cancel:
     __slots__ = ("current",)
 
     def __init__(self) -> None:
-        self.current: Callable[[], None] = _nothing
+        self.current: Cancel = nothing_to_cancel
 
     def __call__(self) -> None:
-        current, self.current = self.current, _nothing  # once
+        current, self.current = self.current, nothing_to_cancel  # once
         current()
 
 

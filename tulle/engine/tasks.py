@@ -13,6 +13,13 @@ from tulle.engine.message import Response, mesh_response
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+Cancel = Callable[[], None]  # cancels work handed to a callback (then the callback is not called)
+
+
+def nothing_to_cancel() -> None:
+    """The Cancel of work that has already ended (answered at once, or already cancelled)."""
+
+
 _running: set[asyncio.Task[Any]] = set()  # the loop keeps only weak references to tasks
 
 

@@ -17,6 +17,7 @@ from tulle.engine.inbound import InboundPolicy, inbound_policies, refusal
 from tulle.engine.matching import ConfigError
 from tulle.engine.message import Request, Response, UpstreamError, mesh_response
 from tulle.engine.outbound import Engine
+from tulle.engine.tasks import Cancel, nothing_to_cancel
 from tulle.obs.access_log import AccessLog
 from tulle.obs.metrics import MeshMetrics
 from tulle.proxy.admin import AdminHandler
@@ -36,11 +37,6 @@ from tulle.xds.node import parse_node_id
 log = logging.getLogger(__name__)
 
 HTTP_PROXY_ROUTES = "http_proxy"
-Cancel = Callable[[], None]  # cancels a dispatched request
-
-
-def _answered() -> None:
-    """Cancels a request the proxy answered itself (nothing left to do)."""
 
 
 PASSTHROUGH = "PassthroughCluster"
@@ -126,7 +122,7 @@ class Proxy:
             return self._direct(PASSTHROUGH, destination, request, done)
         reason = "no original destination (the connection was not redirected)"
         done(mesh_response(MeshError(400, "NR", reason)))
-        return _answered
+        return nothing_to_cancel
 
     def dispatch_inbound(self, request: Request, destination: Destination, done: Done) -> Cancel:
         """A request for the local app, redirected here by iptables."""
@@ -136,7 +132,7 @@ class Proxy:
             refused = refusal(policy, request, port, self.engine.clock())
             if refused is not None:
                 done(mesh_response(refused, request.is_grpc))
-                return _answered
+                return nothing_to_cancel
         target = ("127.0.0.1", self.app_port or port)
         return self._direct(f"inbound|{port}||", target, request, done)
 
@@ -296,7 +292,7 @@ class Proxy:
     def start_drain(self) -> None:
         """Stop accepting new connections on the traffic listeners; tell the open ones to
         finish what they were asked and close (HTTP/1.1: ``Connection: close`` on the last
-        response, idle ones at once; HTTP/2: GOAWAY)."""
+        response, idle ones after DRAIN_IDLE; HTTP/2: GOAWAY)."""
         self.draining = True
         for server in self.servers[1:]:
             server.close()

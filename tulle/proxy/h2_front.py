@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import cast
 
 import h2.config
@@ -17,7 +16,7 @@ from hyperframe.frame import GoAwayFrame
 
 from tulle.codec.http2 import H2Sender, text_headers
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError
-from tulle.engine.tasks import resolver
+from tulle.engine.tasks import Cancel, resolver
 from tulle.proxy.http_front import Dispatcher
 from tulle.proxy.in_flight import InFlight
 from tulle.proxy.recording import Destination, Recorder
@@ -50,7 +49,7 @@ class H2Front(asyncio.Protocol):
         self.peer = ""
         self.serving = 0  # streams being answered
         # Streams waiting for their answer: how to cancel the request, and where it will go.
-        self.waiting: dict[int, tuple[Callable[[], None], asyncio.Future[Response]]] = {}
+        self.waiting: dict[int, tuple[Cancel, asyncio.Future[Response]]] = {}
         self.last_stream_id: int | None = None  # set by a drain: later streams are refused
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -176,9 +175,8 @@ class H2Front(asyncio.Protocol):
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # the proxy is stopping, not the client going away
-            # The client reset the stream before the answer.
-            gone = Response(0, [], b"", flag="DC", reason="client reset the stream")
-            self.recorder.record(self.listener, request, gone, started, 0, self.destination)
+            reason = "client reset the stream"  # before the answer
+            self.recorder.client_gone(self.listener, request, started, reason, self.destination)
             return
         finally:
             self.waiting.pop(stream_id, None)

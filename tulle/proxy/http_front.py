@@ -26,6 +26,7 @@ from tulle.codec.http1 import (
 )
 from tulle.engine import errors
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError, mesh_response
+from tulle.engine.tasks import Cancel, nothing_to_cancel
 from tulle.proxy.in_flight import InFlight
 from tulle.proxy.recording import Destination, Recorder
 from tulle.proxy.tcp import TcpPipe
@@ -48,7 +49,7 @@ def request_id() -> str:
 Done = Callable[[Response], None]
 # Runs a request and calls the callback with the response (perhaps before it returns); returns
 # the function that cancels it (the client went away; then no callback).
-Dispatcher = Callable[[Request, Destination, Done], Callable[[], None]]
+Dispatcher = Callable[[Request, Destination, Done], Cancel]
 Item = tuple[RequestHead, bytes | ByteStream] | ProtocolError
 # Opens an upgraded tunnel: returns the pipe (connected, the request head sent) or an answer.
 Tunneler = Callable[[Request, Destination, asyncio.Transport], Awaitable["TcpPipe | Response"]]
@@ -87,9 +88,8 @@ class Http1Front(asyncio.Protocol):
         self.body_size = 0
         self.peer = ""
         self.draining = False  # the last response says Connection: close
-        # The request dispatched and not yet answered, and how to cancel it.
-        self.unanswered: tuple[Request, float] | None = None
-        self.cancel: Callable[[], None] | None = None
+        # The request dispatched and not yet answered: itself, its start, how to cancel it.
+        self.unanswered: tuple[Request, float, Cancel] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they implement it.
@@ -104,13 +104,13 @@ class Http1Front(asyncio.Protocol):
         self.closed = True
         self.in_flight.closed(self)
         self.waiting.clear()
-        if self.unanswered is not None and self.cancel is not None:
+        if self.unanswered is not None:
             # The client went away before its answer: the request is cancelled upstream too.
-            (request, started), cancel = self.unanswered, self.cancel
-            self.unanswered = self.cancel = None
+            request, started, cancel = self.unanswered
+            self.unanswered = None
             cancel()
-            gone = Response(0, [], b"", flag="DC", reason="client closed the connection")
-            self.recorder.record(self.listener, request, gone, started, 0, self.original_dst)
+            reason = "client closed the connection"
+            self.recorder.client_gone(self.listener, request, started, reason, self.original_dst)
             self.in_flight.end()
         if self.streaming is not None:
             self.streaming.finish(UpstreamError("reset", "client closed mid-body"))
@@ -260,17 +260,17 @@ class Http1Front(asyncio.Protocol):
             self.in_flight.track(task)
             return
         self.in_flight.begin()
-        self.unanswered = (request, started)
+        self.unanswered = (request, started, nothing_to_cancel)
         cancel = self.dispatch(
             request, self.original_dst, functools.partial(self._answer, head, request, started)
         )
         if self.unanswered is not None:  # not answered at once: cancelled if the client goes
-            self.cancel = cancel
+            self.unanswered = (request, started, cancel)
 
     def _answer(
         self, head: RequestHead, request: Request, started: float, response: Response
     ) -> None:
-        self.unanswered = self.cancel = None
+        self.unanswered = None
         # The last answer of a draining connection closes it (pipelined requests read before
         # it are answered first).
         close = not head.keep_alive or (self.draining and not self.waiting and not self.head)

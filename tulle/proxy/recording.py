@@ -46,3 +46,10 @@ class Recorder:
         else:
             service = self.serving(destination)
             self.metrics.record_inbound(request, response, service, millis, sent)
+
+    def client_gone(
+        self, listener: str, request: Request, started: float, reason: str, destination: Destination
+    ) -> None:
+        """A request whose client went away before its answer (cancelled): status 0, ``DC``."""
+        gone = Response(0, [], b"", flag="DC", reason=reason)
+        self.record(listener, request, gone, started, 0, destination)
