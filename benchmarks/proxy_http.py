@@ -1,7 +1,8 @@
 """Data-plane speed: direct to nginx, through HAProxy (one thread) and through ``tulle proxy``
 (one process), measured in one run with the load generator on one core and proxy plus backend on
 the other. HTTP/1.1 keep-alive, 1 KiB responses. Reports saturation requests/s, proxy CPU per
-request, added latency at a fixed 1,000 requests/s, and the proxy's RSS, with ratios.
+request, added latency at a fixed 1,000 requests/s, and the proxy's RSS, with ratios. When the
+compiled build exists (``make compiled``), a second sidecar runs it (row ``tulle-mypyc``).
 
     python -m benchmarks.proxy_http [--seconds 8] [--million]
 
@@ -27,6 +28,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 LOAD_CPU, SERVER_CPU = "0", "1"
 BODY = "x" * 1024
 TULLE = str(Path(sys.executable).parent / "tulle")
+COMPILED = Path(__file__).resolve().parent.parent / "build" / "compiled"
 
 
 def free_port() -> int:
@@ -125,15 +127,19 @@ def start_control_plane(work: Path, backend: int) -> tuple[subprocess.Popen[byte
     return plane, xds
 
 
-def start_sidecar(xds: str) -> tuple[subprocess.Popen[bytes], int]:
-    """``tulle proxy`` with its HTTP proxy listener, once ready; the listener's port."""
+def start_sidecar(
+    xds: str, pod: str = "bench-0", compiled: bool = False
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``tulle proxy`` (the compiled build's, with ``compiled``) with its HTTP proxy listener,
+    once ready; the listener's port."""
     port = free_port()
     admin = free_port()
+    env = dict(os.environ, PYTHONPATH=str(COMPILED)) if compiled else None
     proxy = pinned(
         SERVER_CPU,
-        [TULLE, "proxy", "--xds", xds, "--node-id", "sidecar~127.0.0.1~bench-0.default~default.svc.cluster.local",
+        [TULLE, "proxy", "--xds", xds, "--node-id", f"sidecar~127.0.0.1~{pod}.default~default.svc.cluster.local",
          "--admin-port", str(admin), "--http-proxy-port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )  # fmt: skip
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -144,12 +150,6 @@ def start_sidecar(xds: str) -> tuple[subprocess.Popen[bytes], int]:
             pass
         time.sleep(0.1)
     return proxy, port
-
-
-def start_tulle(work: Path, backend: int) -> tuple[list[subprocess.Popen[bytes]], int, int]:
-    plane, xds = start_control_plane(work, backend)
-    proxy, port = start_sidecar(xds)
-    return [plane, proxy], port, proxy.pid
 
 
 def wrk(port: int, seconds: int) -> tuple[float, int]:
@@ -194,6 +194,22 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def measure(port: int, pid: int | None, seconds: int) -> dict[str, float]:
+    """Saturation req/s and CPU per request (of ``pid``), then latency at 1,000 req/s."""
+    wrk(port, 2)  # warm up
+    before = cpu_seconds(pid) if pid else 0.0
+    rate, total = wrk(port, seconds)
+    cpu_us = (cpu_seconds(pid) - before) / total * 1e6 if pid else 0.0
+    latencies = fixed_rate(port, 1000, 5)
+    return {
+        "rps": rate,
+        "cpu_us": cpu_us,
+        "p50": percentile(latencies, 0.5),
+        "p90": percentile(latencies, 0.9),
+        "p99": percentile(latencies, 0.99),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=8)
@@ -202,6 +218,7 @@ def main() -> None:
     for tool in ("wrk", "haproxy", "nginx", "taskset"):
         if shutil.which(tool) is None:
             raise SystemExit(f"benchmark needs {tool} (apt-get install wrk haproxy nginx-light)")
+    compiled = (COMPILED / ".built").exists()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         procs: list[subprocess.Popen[bytes]] = []
@@ -210,55 +227,60 @@ def main() -> None:
             procs.append(nginx)
             haproxy, haproxy_port = start_haproxy(work, backend)
             procs.append(haproxy)
-            tulle_procs, tulle_port, tulle_pid = start_tulle(work, backend)
-            procs.extend(tulle_procs)
-            targets = {
+            plane, xds = start_control_plane(work, backend)
+            procs.append(plane)
+            targets: dict[str, tuple[int, int | None]] = {
                 "direct": (backend, None),
                 "haproxy": (haproxy_port, haproxy.pid),
-                "tulle": (tulle_port, tulle_pid),
             }
-            rows = {}
+            sidecars = {"tulle": start_sidecar(xds)}
+            if compiled:
+                sidecars["tulle-mypyc"] = start_sidecar(xds, "bench-1", compiled=True)
+            for name, (proxy, port) in sidecars.items():
+                procs.append(proxy)
+                targets[name] = (port, proxy.pid)
             base = statistics.median(fixed_rate(backend, 1000, 3))
-            for name, (port, pid) in targets.items():
-                wrk(port, 2)  # warm up
-                before = cpu_seconds(pid) if pid else 0.0
-                rate, total = wrk(port, args.seconds)
-                cpu_us = (cpu_seconds(pid) - before) / total * 1e6 if pid else 0.0
-                latencies = fixed_rate(port, 1000, 5)
-                rows[name] = {
-                    "rps": rate,
-                    "cpu_us": cpu_us,
-                    "p50": percentile(latencies, 0.5),
-                    "p90": percentile(latencies, 0.9),
-                    "p99": percentile(latencies, 0.99),
-                }
-            if args.million:
+            rows = {name: measure(port, pid, args.seconds) for name, (port, pid) in targets.items()}
+            rss = {}
+            for name, (proxy, port) in sidecars.items():
                 served = 0
-                while served < 1_000_000:
-                    served += wrk(tulle_port, 20)[1]
-            tulle_rss = rss_mb(tulle_pid)
+                while args.million and served < 1_000_000:
+                    served += wrk(port, 20)[1]
+                rss[name] = rss_mb(proxy.pid)
         finally:
             for proc in procs:
                 proc.terminate()
             for proc in procs:
                 proc.wait(10)
-    direct, haproxy_row, tulle_row = rows["direct"], rows["haproxy"], rows["tulle"]
+    report(rows, rss, base, args.million, compiled)
+
+
+def report(
+    rows: dict[str, dict[str, float]],
+    rss: dict[str, float],
+    base: float,
+    million: bool,
+    compiled: bool,
+) -> None:
+    """The table and the ratios of each Tulle row to direct and to HAProxy."""
+    direct, haproxy_row = rows["direct"], rows["haproxy"]
     print(f"baseline direct p50 at 1,000 req/s: {base:.3f} ms")
-    print(f"{'path':<10}{'req/s':>10}{'CPU µs/req':>12}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
+    print(f"{'path':<12}{'req/s':>10}{'CPU µs/req':>12}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
           f"{'added p50':>11}{'added p99':>11}")  # fmt: skip
     for name, row in rows.items():
         print(
-            f"{name:<10}{row['rps']:>10.0f}{row['cpu_us']:>12.1f}{row['p50']:>9.3f}{row['p90']:>9.3f}"
+            f"{name:<12}{row['rps']:>10.0f}{row['cpu_us']:>12.1f}{row['p50']:>9.3f}{row['p90']:>9.3f}"
             f"{row['p99']:>9.3f}{row['p50'] - direct['p50']:>11.3f}{row['p99'] - direct['p99']:>11.3f}"
         )
-    print()
-    print(f"tulle / direct req/s:   {tulle_row['rps'] / direct['rps']:.2f}")
-    print(f"tulle / haproxy req/s:  {tulle_row['rps'] / haproxy_row['rps']:.2f}")
-    print(f"tulle / haproxy CPU:    {tulle_row['cpu_us'] / haproxy_row['cpu_us']:.1f}x")
-    print(
-        f"tulle proxy RSS: {tulle_rss:.0f} MB"
-        + (" after 1,000,000 requests" if args.million else "")
-    )
+    for name, megabytes in rss.items():
+        row = rows[name]
+        print()
+        print(f"{name} / direct req/s:   {row['rps'] / direct['rps']:.2f}")
+        print(f"{name} / haproxy req/s:  {row['rps'] / haproxy_row['rps']:.2f}")
+        print(f"{name} / haproxy CPU:    {row['cpu_us'] / haproxy_row['cpu_us']:.1f}x")
+        print(f"{name} RSS: {megabytes:.0f} MB" + (" after 1,000,000 requests" if million else ""))
+    if not compiled:
+        print("\n(no compiled build: `make compiled` adds the tulle-mypyc row)")
 
 
 if __name__ == "__main__":

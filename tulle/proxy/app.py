@@ -28,7 +28,7 @@ from tulle.proxy.in_flight import InFlight
 from tulle.proxy.recording import Destination, Recorder
 from tulle.proxy.tcp import TcpPipe
 from tulle.proxy.transparent import Plan, TransparentOutbound, tcp_clusters
-from tulle.transport.http_server import serve_http
+from tulle.transport.http_server import listening_port, serve_http
 from tulle.transport.pool import Http1Pool
 from tulle.xds import types
 from tulle.xds.client import Resources, XdsClient
@@ -158,7 +158,7 @@ class Proxy:
         self._tasks.append(asyncio.create_task(self.xds.run()))
         loop = asyncio.get_running_loop()
         admin = await serve_http(AdminHandler(self), self.admin_host, self.admin_port)
-        self.admin_port = admin.sockets[0].getsockname()[1]
+        self.admin_port = listening_port(admin)
         self.servers.append(admin)
         if self.http_proxy_port is not None:
             tunnel = self.tunneler(lambda _: HTTP_PROXY_ROUTES)
@@ -184,7 +184,7 @@ class Proxy:
                 )
 
             front = await loop.create_server(http_proxy_front, self.host, self.http_proxy_port)
-            self.http_proxy_port = front.sockets[0].getsockname()[1]
+            self.http_proxy_port = listening_port(front)
             self.servers.append(front)
         if self.outbound_port is not None:
             outbound = await loop.create_server(

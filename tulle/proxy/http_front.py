@@ -90,6 +90,7 @@ class Http1Front(asyncio.Protocol):
         self.draining = False  # the last response says Connection: close
         # The request dispatched and not yet answered: itself, its start, how to cancel it.
         self.unanswered: tuple[Request, float, Cancel] | None = None
+        self.answers = 0  # responses begun, to tell a request answered during its dispatch
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they implement it.
@@ -261,16 +262,20 @@ class Http1Front(asyncio.Protocol):
             return
         self.in_flight.begin()
         self.unanswered = (request, started, nothing_to_cancel)
+        answers = self.answers
         cancel = self.dispatch(
             request, self.original_dst, functools.partial(self._answer, head, request, started)
         )
-        if self.unanswered is not None:  # not answered at once: cancelled if the client goes
+        # Not answered at once: cancelled if the client goes. (Counted, not read back from
+        # ``unanswered``: compiled code would trust the type the assignment above gave it.)
+        if self.answers == answers:
             self.unanswered = (request, started, cancel)
 
     def _answer(
         self, head: RequestHead, request: Request, started: float, response: Response
     ) -> None:
         self.unanswered = None
+        self.answers += 1
         # The last answer of a draining connection closes it (pipelined requests read before
         # it are answered first).
         close = not head.keep_alive or (self.draining and not self.waiting and not self.head)

@@ -184,3 +184,12 @@ async def serve_http(handler: Handler, host: str, port: int) -> asyncio.Server:
     """Start serving ``handler`` on ``host:port`` (0: any free port)."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(lambda: _Connection(handler), host, port)
+
+
+def listening_port(server: asyncio.Server) -> int:
+    """The port ``server`` listens on (its first socket's)."""
+    # uvloop gives a list where typeshed says tuple: read untyped, so compiled code (mypyc
+    # checks declared types at run time) takes either.
+    sockets = getattr(server, "sockets")  # noqa: B009
+    port: int = sockets[0].getsockname()[1]
+    return port
