@@ -32,7 +32,7 @@ COMPILED := build/compiled
 COMPILED_STAMP := $(COMPILED)/.built
 COMPILED_TESTS := tests/e2e/test_sidecar_http.py tests/e2e/test_sidecar_grpc.py
 $(COMPILED_STAMP): $(STAMP) setup.py $(shell find tulle -name '*.py')
-	rm -rf build/wheel $(COMPILED)
+	rm -rf build  # nothing stale from an earlier build may enter the wheel
 	TULLE_COMPILE=1 $(BIN)/pip wheel --quiet --no-deps --no-build-isolation -w build/wheel .
 	$(BIN)/pip install --quiet --no-deps --target $(COMPILED) build/wheel/tulle-*.whl
 	touch $@
@@ -61,6 +61,7 @@ bench: $(COMPILED_STAMP)
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk haproxy nginx-light)
 	$(BIN)/python -m benchmarks.proxy_http
 	$(BIN)/python -m benchmarks.proxy_inprocess
+	PYTHONPATH=$(CURDIR)/$(COMPILED):$(CURDIR) $(BIN)/python -P -m benchmarks.proxy_inprocess
 	$(BIN)/python -m benchmarks.client_modes
 	$(BIN)/python -m benchmarks.ads_fanout --clients 100 500 1000
 

@@ -5,7 +5,10 @@ request (the best of several rounds, so other load on the machine counts least) 
 Python calls one request makes. For working on the hot path: ``proxy_http`` measures the whole
 process under load (system calls, context switches and all); this isolates the Python.
 
-    python -m benchmarks.proxy_inprocess [--rounds 15] [--requests 3000]"""
+    python -m benchmarks.proxy_inprocess [--rounds 15] [--requests 3000]
+
+With ``build/compiled`` first on PYTHONPATH (and ``python -P``) it measures the compiled build (``make bench`` runs
+both)."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from tulle.control.translate import translate
 from tulle.control.translate.context import NodeView
 from tulle.engine.compile import compile_resources
 from tulle.obs.access_log import AccessLog
+from tulle.proxy import http_front
 from tulle.proxy.app import HTTP_PROXY_ROUTES, Proxy
 from tulle.proxy.http_front import Http1Front
 from tulle.transport.pool import UpstreamConnection
@@ -130,8 +134,9 @@ async def measure(rounds: int, requests: int) -> None:
     one()
     sys.setprofile(None)
     per_round.sort()
-    print(f"proxied request, in-process: {per_round[0]:.1f} µs CPU (best of {rounds} rounds; "
-          f"median {per_round[len(per_round) // 2]:.1f}), {calls} Python calls")  # fmt: skip
+    build = "compiled" if http_front.__file__.endswith(".so") else "pure Python"
+    print(f"proxied request, in-process ({build}): {per_round[0]:.1f} µs CPU (best of {rounds} "
+          f"rounds; median {per_round[len(per_round) // 2]:.1f}), {calls} Python calls")  # fmt: skip
 
 
 def main() -> None:
