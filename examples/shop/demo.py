@@ -71,7 +71,10 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main() -> None:
-    # A closed terminal (SIGHUP) or a kill (SIGTERM) stops the mesh too, as Ctrl-C does.
+    # A closed terminal (SIGHUP) or a kill (SIGTERM) stops the mesh too, as Ctrl-C does. Ctrl-C
+    # is set explicitly: a demo started in the background of a non-interactive shell inherits
+    # SIGINT ignored, and Python then leaves it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
