@@ -63,7 +63,10 @@ class GoawayFilter:
             elif end > size:
                 self._skip = end - size
             position = min(end, size)
-        kept.append(data[start : size - len(self._held)])
+        stop = size - len(self._held)
+        if start == 0 and stop == size:  # nothing taken out: no copy (compiled slices copy)
+            return data, goaways
+        kept.append(data[start:stop])
         return b"".join(kept) if len(kept) > 1 else kept[0], goaways
 
 
