@@ -493,64 +493,29 @@ class Engine:
         plan = call.plan
         cluster, request, retry = plan.cluster, plan.request, plan.route.retry
         assert self.start is not None
-
-        def finish(response: Response) -> None:
-            cancel.current = nothing_to_cancel
-            cluster.counters.requests -= 1
-            done(self._finish(plan, response))
-
-        def slow(retrying: Outcome | None) -> None:
-            self._to_coroutine(call, retrying, finish, cancel)
-
+        attempt = _FirstAttempt(self, call, done, cancel)
         endpoint = self._pick(call)
         if isinstance(endpoint, Response):
-            finish(endpoint)
+            attempt.finish(endpoint)
             return
         slot = not cluster.spec.upstream_http2(request.http2)  # HTTP/1.1 holds a connection
         if slot and not cluster.take_free_connection():
-            slow(None)  # waits for a connection slot, or overflows
+            attempt.slow(None)  # waits for a connection slot, or overflows
             return
-        timer: asyncio.TimerHandle | None = None
-
-        def outcome(result: Outcome) -> None:
-            if timer is not None:
-                timer.cancel()
-            self._leave(call, endpoint, slot)
-            settled = self._settle(call, endpoint, result)
-            if settled is None:
-                slow(result)
-            else:
-                finish(settled)
-
-        def cancel_attempt() -> None:
-            if timer is not None:
-                timer.cancel()
-            abandon()
-            self._leave(call, endpoint, slot, cancelled=True)
-
+        attempt.endpoint, attempt.slot = endpoint, slot
         self._enter(call, endpoint)
-        cancel.current = cancel_attempt  # unless the attempt ends before start returns
-        abandon = self.start(endpoint, cluster.spec, request, outcome)
+        cancel.current = attempt.cancel_attempt  # unless the attempt ends before start returns
+        attempt.abandon = self.start(endpoint, cluster.spec, request, attempt.outcome)
         per_try = retry.per_try_timeout if retry else None
         if per_try is None and call.deadline is None:
             return
         loop = asyncio.get_running_loop()
         per_try_at = loop.time() + per_try if per_try is not None else None
         whole = call.deadline is not None and (per_try_at is None or call.deadline <= per_try_at)
-
-        def expire() -> None:
-            nonlocal timer
-            timer = None
-            abandon()
-            if whole:
-                self._leave(call, endpoint, slot)
-                finish(self._timed_out(call))
-            else:
-                outcome(UpstreamError("timeout", f"per-try timeout {per_try:g}s"))
-
+        attempt.whole, attempt.per_try = whole, per_try or 0.0
         at = call.deadline if whole else per_try_at
         assert at is not None
-        timer = loop.call_at(at, expire)
+        attempt.timer = loop.call_at(at, attempt.expire)
 
     def _to_coroutine(
         self,
@@ -592,6 +557,75 @@ class Engine:
         task = asyncio.get_running_loop().create_task(fire())
         self._mirrors.add(task)
         task.add_done_callback(self._mirrors.discard)
+
+
+class _FirstAttempt:
+    """A request's first attempt on the fast path, answered by callback: the endpoint it went
+    to (holding an HTTP/1.1 connection slot when ``slot``), the timer that ends it at its
+    per-try timeout or the request's deadline (``whole``), and how it ends: answered
+    (``finish``) or moved onto a coroutine (``slow``: a wait for a connection slot, or a
+    retry). One object per request, whose methods are the callbacks: nested functions that
+    call each other would make a reference cycle per request for the garbage collector."""
+
+    __slots__ = (
+        "abandon", "call", "cancel", "done", "endpoint", "engine", "per_try", "slot", "timer",
+        "whole",
+    )  # fmt: skip
+
+    def __init__(
+        self, engine: Engine, call: _Call, done: Callable[[Response], None], cancel: _Cancel
+    ) -> None:
+        self.engine, self.call, self.done, self.cancel = engine, call, done, cancel
+        self.endpoint: EndpointSpec | None = None  # once picked
+        self.slot = False
+        self.abandon: Cancel = nothing_to_cancel  # once sent
+        self.timer: asyncio.TimerHandle | None = None
+        self.whole = False
+        self.per_try = 0.0
+
+    def finish(self, response: Response) -> None:
+        """The request's answer."""
+        # Let go of the sent attempt: it holds ``outcome``, and so this object.
+        self.cancel.current = self.abandon = nothing_to_cancel
+        plan = self.call.plan
+        plan.cluster.counters.requests -= 1
+        self.done(self.engine._finish(plan, response))
+
+    def slow(self, retrying: Outcome | None) -> None:
+        """Go on in a coroutine, after the failed attempt ``retrying`` (None: none yet)."""
+        self.engine._to_coroutine(self.call, retrying, self.finish, self.cancel)
+
+    def outcome(self, result: Outcome) -> None:
+        """The endpoint answered, or failed."""
+        if self.timer is not None:
+            self.timer.cancel()
+        engine, call, endpoint = self.engine, self.call, self.endpoint
+        assert endpoint is not None
+        engine._leave(call, endpoint, self.slot)
+        settled = engine._settle(call, endpoint, result)
+        if settled is None:
+            self.slow(result)
+        else:
+            self.finish(settled)
+
+    def cancel_attempt(self) -> None:
+        """The client went away: the attempt is abandoned and what it holds given back."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.abandon()
+        assert self.endpoint is not None
+        self.engine._leave(self.call, self.endpoint, self.slot, cancelled=True)
+
+    def expire(self) -> None:
+        """The per-try timeout or the request's deadline came first."""
+        self.timer = None
+        self.abandon()
+        if not self.whole:
+            self.outcome(UpstreamError("timeout", f"per-try timeout {self.per_try:g}s"))
+            return
+        assert self.endpoint is not None
+        self.engine._leave(self.call, self.endpoint, self.slot)
+        self.finish(self.engine._timed_out(self.call))
 
 
 class _Cancel:
