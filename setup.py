@@ -37,8 +37,10 @@ BUILD_COMMANDS = frozenset({"bdist_wheel", "build", "build_ext"})
 
 def extensions() -> list[object]:
     """mypyc's extensions when TULLE_COMPILE=1 and a wheel is being built, else none."""
-    if os.environ.get("TULLE_COMPILE") != "1" or not BUILD_COMMANDS.intersection(sys.argv):
-        if "editable_wheel" in sys.argv and os.environ.get("TULLE_COMPILE") == "1":
+    if os.environ.get("TULLE_COMPILE") != "1":
+        return []
+    if not BUILD_COMMANDS.intersection(sys.argv):
+        if "editable_wheel" in sys.argv:
             print("TULLE_COMPILE=1 ignored: an editable install stays pure Python", file=sys.stderr)
         return []
     try:

@@ -7,8 +7,8 @@ process under load (system calls, context switches and all); this isolates the P
 
     python -m benchmarks.proxy_inprocess [--rounds 15] [--requests 3000]
 
-With ``build/compiled`` first on PYTHONPATH (and ``python -P``) it measures the compiled build (``make bench`` runs
-both)."""
+With ``build/compiled`` first on PYTHONPATH (and ``python -P``) it measures the compiled build
+(``make bench`` runs both)."""
 
 from __future__ import annotations
 

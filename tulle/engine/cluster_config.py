@@ -9,6 +9,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from tulle.engine.config import seconds
 from tulle.engine.matching import ConfigError
+from tulle.xds.types import HTTP_PROTOCOL_OPTIONS
 
 _LB_NAMES = {0: "ROUND_ROBIN", 1: "LEAST_REQUEST", 2: "RING_HASH", 3: "RANDOM"}
 
@@ -77,17 +78,16 @@ def _value(wrapper: Any, holder: Any, name: str) -> int | None:
     return int(wrapper.value) if holder.HasField(name) else None
 
 
-HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-
-
 def _upstream_http2(cluster: Any) -> bool | None:
     """The cluster's HttpProtocolOptions: explicit HTTP/2 or HTTP/1.1, else the client's."""
-    packed = cluster.typed_extension_protocol_options.get(HTTP_OPTIONS)
+    packed = cluster.typed_extension_protocol_options.get(HTTP_PROTOCOL_OPTIONS)
     if packed is None:
         return None
     options = http_protocol_options_pb2.HttpProtocolOptions()
     if not packed.Unpack(options):
-        raise ConfigError(f"cluster {cluster.name!r}: {HTTP_OPTIONS} holds {packed.type_url}")
+        raise ConfigError(
+            f"cluster {cluster.name!r}: {HTTP_PROTOCOL_OPTIONS} holds {packed.type_url}"
+        )
     if options.WhichOneof("upstream_protocol_options") != "explicit_http_config":
         return None
     chosen: str | None = options.explicit_http_config.WhichOneof("protocol_config")

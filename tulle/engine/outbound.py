@@ -326,7 +326,7 @@ class Engine:
                 return endpoint
             # HTTP/1.1 holds a connection per request in flight; HTTP/2 multiplexes, so only
             # max_requests limits it.
-            slot = not cluster.spec.upstream_http2(request.http2)  # HTTP/1.1 holds a connection
+            slot = not cluster.spec.upstream_http2(request.http2)
             refused = await cluster.acquire_connection() if slot else None
             if refused is not None:
                 return mesh_response(refused, request.is_grpc, cluster.spec.name)

@@ -27,7 +27,7 @@ def run_then(
     work: Coroutine[Any, Any, T],
     done: Callable[[T], None],
     failed: Callable[[BaseException], T],
-) -> Callable[[], None]:
+) -> Cancel:
     """Run ``work`` as a task and call ``done`` with its result, or with ``failed(exception)``
     when it raised. Returns the function that cancels it (then ``done`` is not called)."""
     task = asyncio.get_running_loop().create_task(work)
@@ -64,9 +64,7 @@ def _internal_error(failure: BaseException) -> Response:
     return mesh_response(errors.MeshError(500, "DPE", f"internal error: {failure!r}"))
 
 
-def spawn(
-    work: Coroutine[Any, Any, Response], done: Callable[[Response], None]
-) -> Callable[[], None]:
+def spawn(work: Coroutine[Any, Any, Response], done: Callable[[Response], None]) -> Cancel:
     """Run ``work`` and call ``done`` with its response. A bug that escapes ``work`` still
     answers (500 with the reason) rather than leaving the client waiting. Returns the function
     that cancels it (then ``done`` is not called)."""

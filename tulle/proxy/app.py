@@ -37,8 +37,6 @@ from tulle.xds.node import parse_node_id
 log = logging.getLogger(__name__)
 
 HTTP_PROXY_ROUTES = "http_proxy"
-
-
 PASSTHROUGH = "PassthroughCluster"
 
 

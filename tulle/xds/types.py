@@ -30,6 +30,8 @@ RBAC_FILTER: Final = "envoy.filters.http.rbac"
 ROUTER_FILTER: Final = "envoy.filters.http.router"
 HCM_FILTER: Final = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER: Final = "envoy.filters.network.tcp_proxy"
+# A cluster's typed_extension_protocol_options key: its upstream protocol (HTTP/1.1, HTTP/2).
+HTTP_PROTOCOL_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 HCM_TYPE: Final = (
     "type.googleapis.com/"
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"

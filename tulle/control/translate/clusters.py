@@ -14,6 +14,7 @@ from tulle.control.translate.context import NodeView, Snapshot, is_routable, own
 from tulle.control.translate.endpoints import Target, load_assignment
 from tulle.control.translate.names import cluster_name, inbound_cluster_name
 from tulle.control.translate.protos import ads, duration, uint32
+from tulle.xds.types import HTTP_PROTOCOL_OPTIONS
 
 _LB = {
     "ROUND_ROBIN": cluster_pb2.Cluster.ROUND_ROBIN,
@@ -69,7 +70,6 @@ def _metadata(service: Service, port: int, subset: str | None) -> Any:
 # Istio's upstream protocol per port protocol: HTTP/2 for gRPC and HTTP2 ports, HTTP/1.1 for HTTP
 # ones, whatever the client spoke; other ports carry no HTTP (the downstream protocol, if any).
 _HTTP2_PROTOCOLS = {"GRPC", "GRPC-WEB", "HTTP2"}
-HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
 def _upstream_protocol(protocol: str) -> Any:
@@ -111,7 +111,9 @@ def cluster(
         )
     result.common_http_protocol_options.idle_timeout.CopyFrom(duration(pool.idle_timeout))
     protocol = next((p.protocol for p in service.ports if p.number == port), "HTTP")
-    result.typed_extension_protocol_options[HTTP_OPTIONS].Pack(_upstream_protocol(protocol))
+    result.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(
+        _upstream_protocol(protocol)
+    )
     result.metadata.filter_metadata["tulle"].CopyFrom(_metadata(service, port, subset))
     return result
 
