@@ -5,7 +5,6 @@ listener applies them), and the callee's side of the metrics and the access log.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from tulle.client.registration import Registrar, Registration
 from tulle.client.runtime import MeshRuntime, get_runtime
@@ -16,13 +15,23 @@ from tulle.engine.message import Request, Response, mesh_response
 LISTENER = "inbound"  # the access log's listener field, as a sidecar's inbound side logs it
 
 
-@dataclass
 class ServedRequest(Request):
     """A request the app serves; its body goes to the app, so only its size is kept."""
 
-    received: int = 0
-    started: float = 0.0  # wall clock, for the access log
-    began: float = 0.0  # monotonic, for the duration
+    __slots__ = ("began", "received", "started")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        authority: str,
+        headers: list[tuple[str, str]],
+        source_ip: str = "",
+    ) -> None:
+        super().__init__(method, path, authority, headers, b"", source_ip)
+        self.received = 0
+        self.started = 0.0  # wall clock, for the access log
+        self.began = 0.0  # monotonic, for the duration
 
     @property
     def body_size(self) -> int:

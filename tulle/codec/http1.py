@@ -24,40 +24,61 @@ HOP_BY_HOP = frozenset(
 )  # fmt: skip
 
 
-@dataclass(slots=True)
 class RequestHead:
     """A parsed request line and headers (names lowercase), with what the proxy asks of every
     request noted while parsing: the first Host, the body's length (None: chunked or none),
     whether it is chunked, whether any hop-by-hop header is present, ``Expect: 100-continue``,
     and the X-Request-Id a proxy passes along."""
 
-    method: str
-    target: str
-    version: str
-    headers: list[tuple[str, str]]
-    keep_alive: bool
-    upgrade: bool = False
-    host: str | None = None
-    length: int | None = None
-    chunked: bool = False
-    hop_by_hop: bool = False
-    expect_continue: bool = False
-    request_id: str | None = None
+    # Plain classes, not dataclasses, for the heads: compiled, a dataclass's __init__ stays
+    # interpreted, at several times the cost (one of each is made per request).
+    __slots__ = (
+        "chunked", "expect_continue", "headers", "hop_by_hop", "host", "keep_alive", "length",
+        "method", "request_id", "target", "upgrade", "version",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        version: str,
+        headers: list[tuple[str, str]],
+        keep_alive: bool,
+        upgrade: bool = False,
+        host: str | None = None,
+        length: int | None = None,
+        chunked: bool = False,
+        hop_by_hop: bool = False,
+        expect_continue: bool = False,
+        request_id: str | None = None,
+    ) -> None:
+        self.method, self.target, self.version, self.headers = method, target, version, headers
+        self.keep_alive, self.upgrade, self.host, self.length = keep_alive, upgrade, host, length
+        self.chunked, self.hop_by_hop, self.expect_continue = chunked, hop_by_hop, expect_continue
+        self.request_id = request_id
 
 
-@dataclass(slots=True)
 class ResponseHead:
     """A parsed status line and headers (names lowercase), with the body's length (None:
     chunked, or delimited by the close), whether it is framed at all, and whether any hop-by-hop
     header is present."""
 
-    status: int
-    reason: str
-    headers: list[tuple[str, str]]
-    keep_alive: bool
-    length: int | None = None
-    framed: bool = False
-    hop_by_hop: bool = False
+    __slots__ = ("framed", "headers", "hop_by_hop", "keep_alive", "length", "reason", "status")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]],
+        keep_alive: bool,
+        length: int | None = None,
+        framed: bool = False,
+        hop_by_hop: bool = False,
+    ) -> None:
+        self.status, self.reason, self.headers = status, reason, headers
+        self.keep_alive, self.length, self.framed, self.hop_by_hop = (
+            keep_alive, length, framed, hop_by_hop
+        )  # fmt: skip
 
 
 @dataclass(slots=True)

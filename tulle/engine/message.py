@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 
 from tulle.engine.errors import ERROR_HEADER, MeshError
 
@@ -77,21 +76,38 @@ Interim = Callable[[int, str, list[tuple[str, str]]], None]  # status, reason, h
 _GRPC_FOR_HTTP = {400: 13, 403: 7, 404: 12, 429: 8, 503: 14, 504: 4}
 
 
-@dataclass
 class Request:
     """A request: header names lowercase; ``path`` includes the query string; ``body`` is
-    buffered (so it can be retried)."""
+    buffered (so it can be retried). ``interim``: where an upstream's informational answers
+    (103 Early Hints, 102...) go: the front end that can write them to the client before the
+    final response (None: dropped)."""
 
-    method: str
-    path: str
-    authority: str
-    headers: list[tuple[str, str]]
-    body: bytes | ByteStream = b""
-    source_ip: str = ""
-    http2: bool = False
-    # Where an upstream's informational answers (103 Early Hints, 102...) go: the front end
-    # that can write them to the client before the final response (None: dropped).
-    interim: Interim | None = None
+    # A plain class, not a dataclass: compiled, a dataclass's __init__ stays interpreted, at
+    # several times the cost (one or two of these are made per request).
+    __slots__ = ("authority", "body", "headers", "http2", "interim", "method", "path", "source_ip")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        authority: str,
+        headers: list[tuple[str, str]],
+        body: bytes | ByteStream = b"",
+        source_ip: str = "",
+        http2: bool = False,
+        interim: Interim | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.authority = authority
+        self.headers = headers
+        self.body = body
+        self.source_ip = source_ip
+        self.http2 = http2
+        self.interim = interim
+
+    def __repr__(self) -> str:
+        return f"Request({self.method} {self.authority}{self.path})"
 
     @property
     def body_size(self) -> int:
@@ -117,23 +133,45 @@ class Request:
         return content_type.startswith("application/grpc")
 
 
-@dataclass
 class Response:
     """A response: from upstream (``upstream`` set) or produced by the mesh (``flag`` and
     ``reason`` set). ``discard`` releases an upstream response that will not be used."""
 
-    status: int
-    headers: list[tuple[str, str]]
-    body: Body = b""
-    flag: str = "-"
-    reason: str = ""
-    upstream: str = ""
-    upstream_workload: str = ""
-    cluster: str = ""
-    route: str = ""
-    attempts: int = 0
-    trailers: list[tuple[str, str]] = field(default_factory=list)
-    discard: Callable[[], Awaitable[None]] | None = None
+    __slots__ = (
+        "attempts", "body", "cluster", "discard", "flag", "headers", "reason", "route", "status",
+        "trailers", "upstream", "upstream_workload",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: Body = b"",
+        flag: str = "-",
+        reason: str = "",
+        upstream: str = "",
+        upstream_workload: str = "",
+        cluster: str = "",
+        route: str = "",
+        attempts: int = 0,
+        trailers: list[tuple[str, str]] | None = None,
+        discard: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.flag = flag
+        self.reason = reason
+        self.upstream = upstream
+        self.upstream_workload = upstream_workload
+        self.cluster = cluster
+        self.route = route
+        self.attempts = attempts
+        self.trailers = [] if trailers is None else trailers
+        self.discard = discard
+
+    def __repr__(self) -> str:
+        return f"Response({self.status} {self.flag} {self.reason!r})"
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (lowercase)."""
