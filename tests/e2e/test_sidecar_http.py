@@ -533,6 +533,18 @@ def test_drain_and_quit_over_admin(control_plane, processes):
     assert sidecar.proc.wait(10) == 0
 
 
+def test_each_request_gets_an_id_unless_it_brings_one(control_plane, processes):
+    register(control_plane, processes, a={})
+    sidecar = processes.sidecar(control_plane)
+    with sidecar.client() as client:
+        given = [client.get(f"{WEB}/id").json()["headers"]["x-request-id"] for _ in range(3)]
+        kept = client.get(f"{WEB}/id", headers={"x-request-id": "mine-1"}).json()["headers"]
+    uuid_form = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+    assert all(uuid_form.fullmatch(id_) for id_ in given), given
+    assert len(set(given)) == 3
+    assert kept["x-request-id"] == "mine-1"
+
+
 def test_large_and_chunked_request_bodies_stream_to_the_upstream(control_plane, processes):
     import hashlib
 
