@@ -278,7 +278,7 @@ def report(
         print(f"{name} / direct req/s:   {row['rps'] / direct['rps']:.2f}")
         print(f"{name} / haproxy req/s:  {row['rps'] / haproxy_row['rps']:.2f}")
         print(f"{name} / haproxy CPU:    {row['cpu_us'] / haproxy_row['cpu_us']:.1f}x")
-        print(f"{name} RSS: {megabytes:.0f} MB" + (" after 1,000,000 requests" if million else ""))
+        print(f"{name} RSS: {megabytes:.1f} MB" + (" after 1,000,000 requests" if million else ""))
     if not compiled:
         print("\n(no compiled build: `make compiled` adds the tulle-mypyc row)")
 

@@ -1,5 +1,5 @@
 """The access log's lines: every field, JSON-escaped, null for what is missing; written when
-flushed, or once 256 entries are kept."""
+flushed, or once a batch of entries is kept."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import time
 
 from tulle.engine.message import Request, Response
-from tulle.obs.access_log import AccessLog
+from tulle.obs.access_log import BATCH, AccessLog
 
 
 def _request(path: str = "/a", request_id: str | None = "id-1", body: bytes = b"") -> Request:
@@ -55,16 +55,17 @@ def test_strings_are_escaped_and_missing_ones_are_null():
     assert stream.getvalue().isascii()
 
 
-def test_entries_are_written_in_order_every_256_and_none_when_disabled():
+def test_entries_are_written_in_order_a_batch_at_a_time_and_none_when_disabled():
     stream = io.StringIO()
     log = AccessLog(stream)
-    for n in range(300):
+    total = 2 * BATCH + 10
+    for n in range(total):
         log.record("outbound", _request(path=f"/{n}"), Response(200, []), 1.0, 0)
     written = [json.loads(line)["path"] for line in stream.getvalue().splitlines()]
-    assert written == [f"/{n}" for n in range(256)]
+    assert written == [f"/{n}" for n in range(2 * BATCH)]
     log.stop()
     written = [json.loads(line)["path"] for line in stream.getvalue().splitlines()]
-    assert written == [f"/{n}" for n in range(300)]
+    assert written == [f"/{n}" for n in range(total)]
     quiet = io.StringIO()
     AccessLog(quiet, enabled=False).record("outbound", _request(), Response(200, []), 1.0, 0)
     assert quiet.getvalue() == ""

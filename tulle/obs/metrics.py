@@ -30,6 +30,7 @@ LABELS = (
 TCP_LABELS = ("source_workload", "destination_service")
 BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 _BOUNDS = (*(f"{b:g}" for b in BUCKETS), "+Inf")  # the buckets' ``le`` labels
+BATCH = 64  # requests kept before they are counted (small: a batch's objects are RSS)
 # reporter, source workload, destination service and workload, status, flags
 _Key = tuple[str, str, str, str, int, str]
 
@@ -128,13 +129,13 @@ class MeshMetrics:
     def _observe(self, key: _Key, received: int, millis: float, sent: int) -> None:
         with self._lock:
             self._pending.append((key, millis, received, sent))
-            full = len(self._pending) >= 256
+            full = len(self._pending) >= BATCH
         if full:
             self.fold()
 
     def fold(self) -> None:
-        """Add the requests recorded since the last fold to their series (done every 256
-        requests and before every scrape)."""
+        """Add the requests recorded since the last fold to their series (done every
+        ``BATCH`` requests and before every scrape)."""
         with self._lock:
             pending, self._pending = self._pending, []
             for key, millis, received, sent in pending:
