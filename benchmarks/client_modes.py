@@ -28,6 +28,7 @@ import httpx
 from benchmarks.proxy_http import (
     LOAD_CPU,
     cpu_seconds,
+    deployed_python,
     percentile,
     start_control_plane,
     start_nginx,
@@ -182,7 +183,7 @@ def main() -> None:
             procs.append(nginx)
             plane, xds = start_control_plane(work, backend)
             procs.append(plane)
-            sidecar, proxy_port = start_sidecar(xds)
+            sidecar, proxy_port = start_sidecar(xds, deployed_python(work))
             procs.append(sidecar)
             target = {"backend": backend, "xds": xds, "proxy": proxy_port,
                       "sidecar_pid": sidecar.pid}  # fmt: skip

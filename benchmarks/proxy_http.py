@@ -3,6 +3,9 @@
 the other. HTTP/1.1 keep-alive, 1 KiB responses. Reports saturation requests/s, proxy CPU per
 request, added latency at a fixed 1,000 requests/s, and the proxy's RSS, with ratios. When the
 compiled build exists (``make compiled``), a second sidecar runs it (row ``tulle-mypyc``).
+The sidecars run as an installed wheel would: from a venv of their own whose path holds the
+sources (or the compiled build) and the development venv's dependencies, without the editable
+install's import hook, which the development venv loads into every process (~0.2 MB of RSS).
 
     python -m benchmarks.proxy_http [--seconds 8] [--million]
 
@@ -18,8 +21,10 @@ import socket
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
+import venv
 from pathlib import Path
 
 import httpx
@@ -28,7 +33,8 @@ TICKS = os.sysconf("SC_CLK_TCK")
 LOAD_CPU, SERVER_CPU = "0", "1"
 BODY = "x" * 1024
 TULLE = str(Path(sys.executable).parent / "tulle")
-COMPILED = Path(__file__).resolve().parent.parent / "build" / "compiled"
+PROJECT = Path(__file__).resolve().parent.parent
+COMPILED = PROJECT / "build" / "compiled"
 
 
 def free_port() -> int:
@@ -127,19 +133,32 @@ def start_control_plane(work: Path, backend: int) -> tuple[subprocess.Popen[byte
     return plane, xds
 
 
+def deployed_python(work: Path) -> str:
+    """A Python for the sidecars that loads Tulle as a wheel install does: a venv whose
+    site-packages lists the development venv's (for the dependencies), so none of the
+    development venv's ``.pth`` hooks run; PYTHONPATH then says which Tulle."""
+    venv.create(work / "venv", with_pip=False)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    site = work / "venv" / "lib" / version / "site-packages"
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return str(work / "venv" / "bin" / "python")
+
+
 def start_sidecar(
-    xds: str, pod: str = "bench-0", compiled: bool = False
+    xds: str, python: str, pod: str = "bench-0", compiled: bool = False
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """``tulle proxy`` (the compiled build's, with ``compiled``) with its HTTP proxy listener,
-    once ready; the listener's port."""
+    """``tulle proxy`` run by ``python`` (see ``deployed_python``) from the sources, or from the
+    compiled build with ``compiled``, with its HTTP proxy listener, once ready; the listener's
+    port."""
     port = free_port()
     admin = free_port()
-    env = dict(os.environ, PYTHONPATH=str(COMPILED)) if compiled else None
+    env = dict(os.environ, PYTHONPATH=str(COMPILED if compiled else PROJECT))
     proxy = pinned(
         SERVER_CPU,
-        [TULLE, "proxy", "--xds", xds, "--node-id", f"sidecar~127.0.0.1~{pod}.default~default.svc.cluster.local",
+        [python, "-m", "tulle", "proxy", "--xds", xds, "--node-id",
+         f"sidecar~127.0.0.1~{pod}.default~default.svc.cluster.local",
          "--admin-port", str(admin), "--http-proxy-port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=work_dir(python),
     )  # fmt: skip
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -150,6 +169,11 @@ def start_sidecar(
             pass
         time.sleep(0.1)
     return proxy, port
+
+
+def work_dir(python: str) -> str:
+    """Where a sidecar runs: not the project (its ``tulle`` would come first for the CLI)."""
+    return str(Path(python).parent.parent)
 
 
 def wrk(port: int, seconds: int) -> tuple[float, int]:
@@ -233,9 +257,10 @@ def main() -> None:
                 "direct": (backend, None),
                 "haproxy": (haproxy_port, haproxy.pid),
             }
-            sidecars = {"tulle": start_sidecar(xds)}
+            python = deployed_python(work)
+            sidecars = {"tulle": start_sidecar(xds, python)}
             if compiled:
-                sidecars["tulle-mypyc"] = start_sidecar(xds, "bench-1", compiled=True)
+                sidecars["tulle-mypyc"] = start_sidecar(xds, python, "bench-1", compiled=True)
             for name, (proxy, port) in sidecars.items():
                 procs.append(proxy)
                 targets[name] = (port, proxy.pid)
