@@ -1,6 +1,6 @@
 """Build hook. Plain builds (``pip install .``, ``pip install -e .``) are pure Python. With
 ``TULLE_COMPILE=1`` the data plane's per-request modules are compiled with mypyc (part of mypy)
-into C extensions beside their sources in the wheel: the same code, about a quarter less CPU
+into C extensions beside their sources in the wheel: the same code, about 40 % less CPU
 per proxied request (README, "Benchmarks"). ``make compiled`` builds such a wheel; an editable
 install is never compiled, so no extension can shadow a source a developer edits."""
 
