@@ -18,20 +18,9 @@ LISTENER = "inbound"  # the access log's listener field, as a sidecar's inbound 
 class ServedRequest(Request):
     """A request the app serves; its body goes to the app, so only its size is kept."""
 
-    __slots__ = ("began", "received", "started")
-
-    def __init__(
-        self,
-        method: str,
-        path: str,
-        authority: str,
-        headers: list[tuple[str, str]],
-        source_ip: str = "",
-    ) -> None:
-        super().__init__(method, path, authority, headers, b"", source_ip)
-        self.received = 0
-        self.started = 0.0  # wall clock, for the access log
-        self.began = 0.0  # monotonic, for the duration
+    received: int = 0
+    started: float = 0.0  # wall clock, for the access log
+    began: float = 0.0  # monotonic, for the duration
 
     @property
     def body_size(self) -> int:
