@@ -571,7 +571,9 @@ def test_large_and_chunked_request_bodies_stream_to_the_upstream(control_plane, 
     assert chunked["headers"]["transfer-encoding"] == "chunked"
 
 
-def test_inbound_tcp_ports_are_not_parsed(control_plane, processes, tmp_path):
+def _tcp_service(control_plane, processes, *options: str):
+    """A server-speaks-first TCP app (``HELLO db``, then each line back in capitals) behind a
+    sidecar's inbound listener; the sidecar and the listener's port."""
     banner = subprocess.Popen(
         [sys.executable, str(Path(__file__).parent / "tcp_banner.py"), "--name", "db"],
         stdout=subprocess.PIPE,
@@ -592,15 +594,37 @@ spec:
     )
     inbound = free_port()
     sidecar = processes.sidecar(
-        control_plane, "db-0", None, "--inbound-port", str(inbound), "--app-port", str(app_port)
-    )
+        control_plane, "db-0", None, "--inbound-port", str(inbound), "--app-port", str(app_port),
+        *options,
+    )  # fmt: skip
     wait_until(lambda: synced(control_plane, sidecar.node))
+    return sidecar, inbound
+
+
+def test_inbound_tcp_ports_are_not_parsed(control_plane, processes, tmp_path):
+    _, inbound = _tcp_service(control_plane, processes)
     with socket.create_connection(("127.0.0.1", inbound), timeout=10) as conn:
         stream = conn.makefile("rwb")
         assert stream.readline() == b"HELLO db\n"  # the server speaks first, through the sidecar
         stream.write(b"select 1\n")
         stream.flush()
         assert stream.readline() == b"SELECT 1\n"
+
+
+def test_sigterm_lets_an_open_tcp_connection_run_on_until_it_closes(control_plane, processes):
+    sidecar, inbound = _tcp_service(control_plane, processes, "--drain-seconds", "60")
+    with socket.create_connection(("127.0.0.1", inbound), timeout=10) as conn:
+        stream = conn.makefile("rwb")
+        assert stream.readline() == b"HELLO db\n"
+        sidecar.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the drain has begun: the pipe is not cut
+        stream.write(b"select 2\n")
+        stream.flush()
+        assert stream.readline() == b"SELECT 2\n"
+        assert sidecar.proc.poll() is None
+        stream.close()  # (the socket stays open while its file object is)
+    # The connection closed: the proxy exits now, long before its 60 s grace period ends.
+    assert sidecar.proc.wait(20) == 0
 
 
 def test_an_upstreams_informational_response_is_passed_on(control_plane, processes):

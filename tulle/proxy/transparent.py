@@ -42,7 +42,9 @@ def tcp_clusters(listeners: Mapping[str, Any]) -> dict[int, str]:
 
 
 class TransparentOutbound(asyncio.Protocol):
-    """One redirected connection: HTTP through the engine, or a TCP pipe."""
+    """One redirected connection: HTTP through the engine, or a TCP pipe. A pipe counts as in
+    progress until it closes, so a drain gives it the grace period: it has no requests to
+    finish, so it runs on until either side closes it or the proxy exits."""
 
     def __init__(
         self,
@@ -80,12 +82,16 @@ class TransparentOutbound(asyncio.Protocol):
                 metrics.tcp_close(service, sent, received)
 
         pipe = self.pipe = TcpPipe(downstream, self.mark, closed)
+        self.in_flight.opened(self)
 
         async def open_upstream() -> None:
             await pipe.connect(*target)
 
         task = asyncio.get_running_loop().create_task(open_upstream())
         self.in_flight.track(task)
+
+    def drain(self) -> None:
+        """Nothing to tell a TCP pipe: it runs on (see the class)."""
 
     def data_received(self, data: bytes) -> None:
         if self.http is not None:
@@ -104,6 +110,7 @@ class TransparentOutbound(asyncio.Protocol):
             self.http.connection_lost(exc)
         if self.pipe is not None:
             self.pipe.close()
+            self.in_flight.closed(self)
 
     def pause_writing(self) -> None:
         if self.pipe is not None:
