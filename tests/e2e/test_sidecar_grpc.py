@@ -9,6 +9,7 @@ import threading
 import time
 
 import grpc
+import httpx
 import pytest
 
 from tests.e2e.conftest import ControlPlane, Processes, sigterm_under_load, synced, wait_until
@@ -180,6 +181,32 @@ def test_a_call_the_client_gives_up_on_is_cancelled_upstream(control_plane, proc
         wait_until(lambda: count(b"", timeout=5) == b"1", timeout=3)
     clusters = proxy.admin("/clusters").json()["clusters"]
     assert [c["requests"] for c in clusters if "greeter" in c["name"]] == [0]  # given back
+
+
+def test_a_grpc_deadline_is_kept_by_the_sidecar(control_plane, processes, sidecar):
+    # A deadline in grpc-timeout ends the call at the sidecar (DEADLINE_EXCEEDED with the
+    # reason), and the upstream's stream is reset. httpx speaks HTTP/2 with no deadline of its
+    # own, so the answer is the sidecar's (grpcio would give up at the same moment itself).
+    port = processes.greeter("a")
+    control_plane.register(
+        service="greeter", address="127.0.0.1", port=port, servicePort=50051, protocol="GRPC"
+    )
+    proxy = sidecar()
+    with httpx.Client(http1=False, http2=True, timeout=10) as client:
+        answer = client.post(
+            f"http://127.0.0.1:{proxy.http_proxy_port}/greeter.Greeter/Wait",
+            headers={"host": AUTHORITY, "content-type": "application/grpc", "te": "trailers",
+                     "grpc-timeout": "300m"},
+            content=b"\x00\x00\x00\x00\x00",
+        )  # fmt: skip
+    assert answer.status_code == 200
+    assert answer.headers["grpc-status"] == "4"  # DEADLINE_EXCEEDED
+    assert answer.headers["x-tulle-error"] == (
+        "grpc-timeout 0.3s exceeded (cluster outbound|50051||greeter.default.svc.cluster.local)"
+    )
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as direct:
+        count = direct.unary_unary("/greeter.Greeter/Cancelled")
+        wait_until(lambda: count(b"", timeout=5) == b"1", timeout=3)
 
 
 def test_http2_connections_are_held_to_max_connections(control_plane, processes, sidecar):

@@ -22,7 +22,8 @@ from tests.engine.conftest import (
     workload,
 )
 from tests.manifests import destination_rule, virtual_service
-from tulle.engine.message import Response
+from tulle.engine.message import Request, Response
+from tulle.engine.outbound import grpc_timeout
 
 pytestmark = pytest.mark.usefixtures("engine_path")
 
@@ -211,6 +212,36 @@ def test_delay_fault_and_route_timeout():
     response = run(handle(engine, TABLE, request()))
     assert (response.status, response.flag) == (504, "UT")
     assert "request timeout 0.05s exceeded" in (response.header("x-tulle-error") or "")
+
+
+def _grpc_call(deadline: str) -> Request:
+    headers = [("content-type", "application/grpc"), ("grpc-timeout", deadline)]
+    return Request("POST", "/helloworld.Greeter/SayHello", "web:8080", headers, b"", http2=True)
+
+
+def test_a_grpc_clients_deadline_ends_the_call_when_it_comes_first():
+    config = workload("v1") + vs("""\
+    - route: [{destination: {host: web}}]
+      timeout: 5s""")
+    upstreams = Upstreams(delay={"10.0.0.1:80": 0.3})
+    engine = build_engine(config, {"v1": [("10.0.0.1", 80)]}, upstreams)
+    expired = run(handle(engine, TABLE, _grpc_call("50m")))
+    assert (expired.status, expired.flag, expired.header("grpc-status")) == (200, "UT", "4")
+    assert expired.header("x-tulle-error") == (
+        "grpc-timeout 0.05s exceeded (cluster outbound|8080||web.default.svc.cluster.local)"
+    )
+    # A deadline past the answer, or one that is not the protocol's form, changes nothing.
+    for deadline in ("2S", "5x", "123456789m"):
+        assert run(handle(engine, TABLE, _grpc_call(deadline))).status == 200
+
+
+def test_grpc_timeout_values():
+    assert [grpc_timeout(v) for v in ("1H", "2M", "3S", "250m", "7u", "9n", "99999999S")] == (
+        pytest.approx([3600.0, 120.0, 3.0, 0.25, 7e-6, 9e-9, 99999999.0])
+    )
+    assert [grpc_timeout(v) for v in (None, "", "S", "1s", "-1S", "1.5S", "٣S", "123456789S")] == [
+        None
+    ] * 8
 
 
 def test_per_try_timeout_then_another_endpoint():

@@ -41,9 +41,10 @@ def upstream_failure(kind: str, address: str, cluster: str) -> MeshError:
     return MeshError(status, flag, f"upstream {kind} {address} (cluster {cluster})")
 
 
-def request_timeout(seconds: float, cluster: str) -> MeshError:
-    """UT: the route's timeout expired."""
-    return MeshError(504, "UT", f"request timeout {seconds:g}s exceeded (cluster {cluster})")
+def request_timeout(seconds: float, cluster: str, grpc_deadline: bool = False) -> MeshError:
+    """UT: the route's timeout expired, or the gRPC client's deadline (``grpc-timeout``)."""
+    what = "grpc-timeout" if grpc_deadline else "request timeout"
+    return MeshError(504, "UT", f"{what} {seconds:g}s exceeded (cluster {cluster})")
 
 
 def fault_abort(status: int) -> MeshError:

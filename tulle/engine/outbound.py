@@ -104,14 +104,34 @@ class Delayed:
 
 class _Call:
     """A request admitted to its cluster: attempts made so far, endpoints tried, and the loop
-    time its route's timeout ends (None: no timeout)."""
+    time its timeout ends (None: no timeout): the route's, or the gRPC client's deadline
+    (``grpc-timeout``) when that comes first (``grpc_deadline``)."""
 
-    __slots__ = ("attempt", "deadline", "plan", "tried")
+    __slots__ = ("attempt", "deadline", "grpc_deadline", "plan", "timeout", "tried")
 
-    def __init__(self, plan: Plan, deadline: float | None) -> None:
-        self.plan, self.deadline = plan, deadline
+    def __init__(
+        self, plan: Plan, deadline: float | None, timeout: float, grpc_deadline: bool
+    ) -> None:
+        self.plan, self.deadline, self.timeout = plan, deadline, timeout
+        self.grpc_deadline = grpc_deadline
         self.attempt = 0
         self.tried: set[str] = set()
+
+
+# grpc-timeout units (gRPC over HTTP/2: "1*8DIGIT unit")
+_GRPC_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+
+
+def grpc_timeout(value: str | None) -> float | None:
+    """The seconds a ``grpc-timeout`` header gives (None: absent, or not the protocol's form,
+    which is then ignored, as gRPC servers do)."""
+    if not value or len(value) > 9:
+        return None
+    scale = _GRPC_TIMEOUT_UNITS.get(value[-1])
+    digits = value[:-1]
+    if scale is None or not (digits.isascii() and digits.isdigit()):
+        return None
+    return int(digits) * scale
 
 
 class Engine:
@@ -265,9 +285,15 @@ class Engine:
         if refused is not None:
             return mesh_response(refused, plan.request.is_grpc, cluster.spec.name)
         cluster.counters.requests += 1
-        timeout = plan.route.timeout
-        deadline = asyncio.get_running_loop().time() + timeout if timeout else None
-        return _Call(plan, deadline)
+        timeout = plan.route.timeout or None
+        grpc_deadline = False
+        if plan.request.http2:  # a gRPC client's deadline ends the call sooner (as Istio's routes)
+            asked = grpc_timeout(plan.request.header("grpc-timeout"))
+            if asked is not None and (timeout is None or asked < timeout):
+                timeout, grpc_deadline = asked, True
+        if timeout is None:
+            return _Call(plan, None, 0.0, False)
+        return _Call(plan, asyncio.get_running_loop().time() + timeout, timeout, grpc_deadline)
 
     # --- with coroutines: always correct, the fallback of the fast path ---------------------
 
@@ -323,7 +349,7 @@ class Engine:
 
     def _timed_out(self, call: _Call) -> Response:
         name = call.plan.cluster.spec.name
-        error = errors.request_timeout(call.plan.route.timeout or 0, name)
+        error = errors.request_timeout(call.timeout, name, call.grpc_deadline)
         return mesh_response(error, call.plan.request.is_grpc, name)
 
     async def _retry_loop(self, call: _Call, retrying: Outcome | None) -> Response:
