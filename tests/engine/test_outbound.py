@@ -23,7 +23,7 @@ from tests.engine.conftest import (
 )
 from tests.manifests import destination_rule, virtual_service
 from tulle.engine.message import Request, Response
-from tulle.engine.outbound import grpc_timeout
+from tulle.engine.outbound import Engine, grpc_timeout
 
 pytestmark = pytest.mark.usefixtures("engine_path")
 
@@ -203,12 +203,18 @@ def test_abort_fault_percentage():
     assert {r.flag for r in aborted} == {"FI"}
 
 
+def _slow_endpoint(route_timeout: str, delay: float) -> Engine:
+    """An engine whose route has ``route_timeout`` and whose one endpoint answers after
+    ``delay`` seconds."""
+    config = workload("v1") + vs(f"""\
+    - route: [{{destination: {{host: web}}}}]
+      timeout: {route_timeout}""")
+    upstreams = Upstreams(delay={"10.0.0.1:80": delay})
+    return build_engine(config, {"v1": [("10.0.0.1", 80)]}, upstreams)
+
+
 def test_delay_fault_and_route_timeout():
-    config = workload("v1") + vs("""\
-    - route: [{destination: {host: web}}]
-      timeout: 50ms""")
-    upstreams = Upstreams(delay={"10.0.0.1:80": 1.0})
-    engine = build_engine(config, {"v1": [("10.0.0.1", 80)]}, upstreams)
+    engine = _slow_endpoint("50ms", 1.0)
     response = run(handle(engine, TABLE, request()))
     assert (response.status, response.flag) == (504, "UT")
     assert "request timeout 0.05s exceeded" in (response.header("x-tulle-error") or "")
@@ -220,11 +226,7 @@ def _grpc_call(deadline: str) -> Request:
 
 
 def test_a_grpc_clients_deadline_ends_the_call_when_it_comes_first():
-    config = workload("v1") + vs("""\
-    - route: [{destination: {host: web}}]
-      timeout: 5s""")
-    upstreams = Upstreams(delay={"10.0.0.1:80": 0.3})
-    engine = build_engine(config, {"v1": [("10.0.0.1", 80)]}, upstreams)
+    engine = _slow_endpoint("5s", 0.3)
     expired = run(handle(engine, TABLE, _grpc_call("50m")))
     assert (expired.status, expired.flag, expired.header("grpc-status")) == (200, "UT", "4")
     assert expired.header("x-tulle-error") == (
