@@ -158,7 +158,8 @@ def start_sidecar(
         [python, "-m", "tulle", "proxy", "--xds", xds, "--node-id",
          f"sidecar~127.0.0.1~{pod}.default~default.svc.cluster.local",
          "--admin-port", str(admin), "--http-proxy-port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=work_dir(python),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        cwd=Path(python).parent.parent,  # the venv, not the project: its tulle would come first
     )  # fmt: skip
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -169,11 +170,6 @@ def start_sidecar(
             pass
         time.sleep(0.1)
     return proxy, port
-
-
-def work_dir(python: str) -> str:
-    """Where a sidecar runs: not the project (its ``tulle`` would come first for the CLI)."""
-    return str(Path(python).parent.parent)
 
 
 def wrk(port: int, seconds: int) -> tuple[float, int]:
