@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import sys
+import threading
 import time
 
-from tulle.engine.message import Request, Response
+from tulle.engine.message import Request, Response, finished
 from tulle.obs.access_log import BATCH, AccessLog
 
 
@@ -24,7 +26,7 @@ def test_an_entry_has_every_field_with_its_value():
     response = Response(200, [], b"x" * 10, route="default", cluster="outbound|8080||web",
                         upstream="127.0.0.1:9000", attempts=2)  # fmt: skip
     started = time.time() - 0.5
-    log.record("outbound", _request(body=b"hello"), response, started, 10)
+    log.record(finished("outbound", _request(body=b"hello"), response, started, time.time(), 10))
     assert stream.getvalue() == ""  # kept until flushed
     log.flush()
     lines = stream.getvalue().splitlines()
@@ -45,7 +47,8 @@ def test_strings_are_escaped_and_missing_ones_are_null():
     stream = io.StringIO()
     log = AccessLog(stream)
     produced = Response(503, [], b"", flag="UO", reason='breaker "open"\nfor web\u00e9')
-    log.record("inbound", _request(path='/q?x="1"\\', request_id=None), produced, 1.0, 0)
+    request = _request(path='/q?x="1"\\', request_id=None)
+    log.record(finished("inbound", request, produced, 1.0, 1.0, 0, service="web"))
     log.flush()
     entry = json.loads(stream.getvalue())
     assert entry["path"] == '/q?x="1"\\'
@@ -60,12 +63,41 @@ def test_entries_are_written_in_order_a_batch_at_a_time_and_none_when_disabled()
     log = AccessLog(stream)
     total = 2 * BATCH + 10
     for n in range(total):
-        log.record("outbound", _request(path=f"/{n}"), Response(200, []), 1.0, 0)
+        log.record(finished("outbound", _request(path=f"/{n}"), Response(200, []), 1.0, 1.0, 0))
     written = [json.loads(line)["path"] for line in stream.getvalue().splitlines()]
     assert written == [f"/{n}" for n in range(2 * BATCH)]
     log.stop()
     written = [json.loads(line)["path"] for line in stream.getvalue().splitlines()]
     assert written == [f"/{n}" for n in range(total)]
     quiet = io.StringIO()
-    AccessLog(quiet, enabled=False).record("outbound", _request(), Response(200, []), 1.0, 0)
+    done = finished("outbound", _request(), Response(200, []), 1.0, 1.0, 0)
+    AccessLog(quiet, enabled=False).record(done)
     assert quiet.getvalue() == ""
+
+
+def test_entries_recorded_from_many_threads_during_flushes_are_each_written_once():
+    stream = io.StringIO()
+    log = AccessLog(stream)
+    threads, each = 4, 5 * BATCH + 3
+
+    def record(thread: int) -> None:
+        for n in range(each):
+            request = _request(path=f"/{thread}/{n}")
+            log.record(finished("outbound", request, Response(200, []), 1.0, 1.0, 0))
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns often: appends land amid flushes
+    workers = [threading.Thread(target=record, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    try:
+        while any(worker.is_alive() for worker in workers):
+            log.flush()  # as the flusher task does, while the others append
+    finally:
+        sys.setswitchinterval(switch)
+    log.flush()
+    written = [json.loads(line)["path"] for line in stream.getvalue().splitlines()]
+    assert sorted(written) == sorted(f"/{t}/{n}" for t in range(threads) for n in range(each))
+    for thread in range(threads):  # each thread's entries in the order it recorded them
+        mine = [path for path in written if path.startswith(f"/{thread}/")]
+        assert mine == [f"/{thread}/{n}" for n in range(each)]

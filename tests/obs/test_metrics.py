@@ -4,9 +4,11 @@ bucket and bytes, however many are still waiting to be counted."""
 from __future__ import annotations
 
 import re
+import sys
+import threading
 
-from tulle.engine.message import Request, Response
-from tulle.obs.metrics import BATCH, MeshMetrics
+from tulle.engine.message import Request, Response, finished
+from tulle.obs.metrics import BATCH, SOURCE_WORKLOAD_HEADER, MeshMetrics
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
@@ -28,7 +30,8 @@ def test_every_request_is_in_the_next_scrape():
     failed = Response(503, [], flag="UF", cluster="outbound|8080||web.default.svc.cluster.local")
     total = 2 * BATCH + 7  # some counted at once, some still waiting at the scrape
     for n in range(total):
-        metrics.record(request, ok if n % 3 else failed, 0.7 if n % 2 else 30.0, 100)
+        ended = 100.0 + (0.0007 if n % 2 else 0.030)  # 0.7 or 30 ms
+        metrics.record(finished("outbound", request, ok if n % 3 else failed, 100.0, ended, 100))
     text = metrics.exposition().decode()
     failures = len([n for n in range(total) if n % 3 == 0])
     common = {"reporter": "source", "source_workload": "caller",
@@ -47,3 +50,41 @@ def test_every_request_is_in_the_next_scrape():
     assert _sample(text, "tulle_response_bytes_total", **ok_labels) == 100 * (total - failures)
     # A second scrape counts nothing twice.
     assert metrics.exposition().decode() == text
+
+
+def test_a_served_request_is_counted_as_its_callers_by_the_destination():
+    metrics = MeshMetrics("web-v1")
+    called = Request("GET", "/", "web:8080", [(SOURCE_WORKLOAD_HEADER, "caller-v2")])
+    anonymous = Request("GET", "/", "web:8080", [])
+    for request in (called, called, anonymous):
+        metrics.record(finished("inbound", request, Response(200, []), 1.0, 1.001, 3, "web"))
+    text = metrics.exposition().decode()
+    common = {"reporter": "destination", "destination_service": "web",
+              "destination_workload": "web-v1", "response_code": "200"}  # fmt: skip
+    assert _sample(text, "tulle_requests_total", **common, source_workload="caller-v2") == 2
+    assert _sample(text, "tulle_requests_total", **common, source_workload="unknown") == 1
+
+
+def test_requests_recorded_from_many_threads_during_scrapes_are_each_counted_once():
+    metrics = MeshMetrics("caller")
+    request = Request("GET", "/", "web:8080", [])
+    response = Response(200, [], cluster="outbound|8080||web")
+    threads, each = 4, 5 * BATCH + 3
+
+    def record() -> None:
+        for _ in range(each):
+            metrics.record(finished("outbound", request, response, 1.0, 1.001, 1))
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns often: appends land amid flushes
+    workers = [threading.Thread(target=record) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    try:
+        while any(worker.is_alive() for worker in workers):
+            metrics.exposition()  # folds while the others append
+    finally:
+        sys.setswitchinterval(switch)
+    text = metrics.exposition().decode()
+    assert _sample(text, "tulle_requests_total", destination_service="web") == threads * each
+    assert _sample(text, "tulle_response_bytes_total", destination_service="web") == threads * each

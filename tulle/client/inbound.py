@@ -10,7 +10,7 @@ from tulle.client.registration import Registrar, Registration
 from tulle.client.runtime import MeshRuntime, get_runtime
 from tulle.client.settings import port_variable
 from tulle.engine.inbound import InboundPolicy, refusal
-from tulle.engine.message import Request, Response, mesh_response
+from tulle.engine.message import Request, Response, finished, mesh_response
 
 LISTENER = "inbound"  # the access log's listener field, as a sidecar's inbound side logs it
 
@@ -20,7 +20,6 @@ class ServedRequest(Request):
 
     received: int = 0
     started: float = 0.0  # wall clock, for the access log
-    began: float = 0.0  # monotonic, for the duration
 
     @property
     def body_size(self) -> int:
@@ -80,7 +79,7 @@ class InboundGate:
     def admit(self, request: ServedRequest, served_port: int) -> tuple[str, Response | None]:
         """The service the app serves the request as, and the mesh's refusal (403 denied, 429
         rate limited) when the policy refuses it, else None."""
-        request.started, request.began = time.time(), time.monotonic()
+        request.started = time.time()
         port, policy = self.policy(served_port)
         if policy is None:
             return "", None
@@ -93,6 +92,6 @@ class InboundGate:
     def record(self, request: ServedRequest, service: str, response: Response, sent: int) -> None:
         """Metrics (``reporter="destination"``) and the access log for one served request."""
         runtime = self.runtime
-        millis = (time.monotonic() - request.began) * 1000
-        runtime.metrics.record_inbound(request, response, service, millis, sent)
-        runtime.log.record(LISTENER, request, response, request.started, sent)
+        done = finished(LISTENER, request, response, request.started, time.time(), sent, service)
+        runtime.metrics.record(done)
+        runtime.log.record(done)

@@ -14,7 +14,7 @@ import httpx
 from tulle.client.errors import MeshError, MeshNotReadyError
 from tulle.client.runtime import MeshRuntime, get_runtime
 from tulle.codec.http1 import end_to_end
-from tulle.engine.message import ByteStream, Request, Response
+from tulle.engine.message import ByteStream, Request, Response, finished
 from tulle.engine.tasks import resolver
 
 ROUTE_TABLE = "http_proxy"  # the library routes as the sidecar's HTTP proxy listener does
@@ -83,7 +83,7 @@ class Exchanger:
             except TimeoutError:
                 raise MeshNotReadyError(runtime.not_ready_reason(), request) from None
         outgoing = mesh_request(request, body)
-        started, began = time.time(), time.monotonic()
+        started = time.time()
         answer: asyncio.Future[Response] = binding.loop.create_future()
         binding.engine.dispatch(ROUTE_TABLE, outgoing, resolver(answer))
         response = await answer
@@ -91,17 +91,18 @@ class Exchanger:
         if isinstance(content, ByteStream) and buffer:
             content = b"".join([chunk async for chunk in content])
 
-        def finished(sent: int) -> None:
-            runtime.metrics.record(outgoing, response, (time.monotonic() - began) * 1000, sent)
-            runtime.log.record(LISTENER, outgoing, response, started, sent)
+        def record(sent: int) -> None:
+            done = finished(LISTENER, outgoing, response, started, time.time(), sent)
+            runtime.metrics.record(done)
+            runtime.log.record(done)
 
         if isinstance(content, bytes):
-            finished(len(content))
+            record(len(content))
         if response.reason:  # the mesh's own answer
             raise MeshError(response.reason, response.status, response.flag, request)
         extensions = {"http_version": b"HTTP/1.1"}
         if isinstance(content, ByteStream):  # recorded when the app has read or closed it
-            stream = _Body(response, content, finished)
+            stream = _Body(response, content, record)
             return httpx.Response(
                 response.status, headers=response.headers, stream=stream, extensions=extensions
             )

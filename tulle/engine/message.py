@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from tulle.engine.errors import ERROR_HEADER, MeshError
+from tulle.obs.finished import Finished
+from tulle.obs.metrics import SOURCE_WORKLOAD_HEADER
 
 
 class ByteStream:
@@ -184,6 +186,31 @@ class Response:
         """Give the upstream connection back without reading the body."""
         if self.discard is not None:
             await self.discard()
+
+
+def finished(
+    listener: str,
+    request: Request,
+    response: Response,
+    started: float,
+    ended: float,
+    sent: int,
+    service: str | None = None,
+) -> Finished:
+    """What the access log and the metrics record of ``request`` answered with ``response``:
+    ``started`` and ``ended`` are wall-clock seconds, ``sent`` the body bytes written to the
+    client. With ``service``, the workload served the request as that service (its caller is
+    the one the source-workload header names); without, it sent the request."""
+    done = Finished(
+        listener, request.method, request.authority, request.path, request.source_ip,
+        request.header("x-request-id") or "", request.body_size, response.status, response.flag,
+        response.reason, response.route, response.cluster, response.upstream,
+        response.upstream_workload, response.attempts, sent, started, ended,
+    )  # fmt: skip
+    if service is not None:
+        done.reporter, done.service = "destination", service
+        done.caller = request.header(SOURCE_WORKLOAD_HEADER) or ""
+    return done
 
 
 def mesh_response(

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tulle.obs.views import RequestView, ResponseView
+from tulle.obs.finished import Finished
 
 SOURCE_WORKLOAD_HEADER = "x-tulle-source-workload"
 """Sent with every routed request: the caller's workload, for the callee's inbound metrics."""
@@ -86,18 +86,21 @@ class _RequestCollector(Collector):
 
 
 class MeshMetrics:
-    """Request count, duration, and bytes, per source, destination, code and flags. A request
-    is kept as a tuple and counted later, with the others since, in plain numbers per label set
-    (one lock, no per-series objects on the hot path; counting a batch in one go costs less
-    than counting each request among the rest of its work), and exposed through a
-    prometheus-client collector; TCP figures are prometheus-client counters."""
+    """Request count, duration, and bytes, per source, destination, code and flags. A request's
+    :class:`Finished` record is kept and counted later, with the others since, in plain numbers
+    per label set (no lock and no per-series objects on the hot path; counting a batch in one
+    go costs less than counting each request among the rest of its work), and exposed through
+    a prometheus-client collector; TCP figures are prometheus-client counters."""
 
     def __init__(self, source_workload: str) -> None:
         self.source = source_workload
         self.registry = CollectorRegistry()
+        # Guards the series (folds and the collector's reads). Recording needs no lock: fold()
+        # counts the requests it finds and deletes just those from the list (as the access
+        # log does), so one appended meanwhile waits for the next fold.
         self._lock = threading.Lock()
         self._series: dict[_Key, _Series] = {}
-        self._pending: list[tuple[_Key, float, int, int]] = []  # key, ms, bytes in, bytes out
+        self._pending: list[Finished] = []
         self.registry.register(_RequestCollector(self._series, self._lock, self.fold))
         self.tcp_opened = Counter(
             "tulle_tcp_connections_opened", "TCP connections proxied.", TCP_LABELS,
@@ -126,47 +129,44 @@ class MeshMetrics:
         self.tcp_sent.labels(self.source, service).inc(sent)
         self.tcp_received.labels(self.source, service).inc(received)
 
-    def _observe(self, key: _Key, received: int, millis: float, sent: int) -> None:
-        with self._lock:
-            self._pending.append((key, millis, received, sent))
-            full = len(self._pending) >= BATCH
-        if full:
+    def record(self, done: Finished) -> None:
+        """One request (its ``reporter`` says whether this workload sent it or served it)."""
+        pending = self._pending
+        pending.append(done)
+        if len(pending) >= BATCH:
             self.fold()
 
     def fold(self) -> None:
         """Add the requests recorded since the last fold to their series (done every
         ``BATCH`` requests and before every scrape)."""
         with self._lock:
-            pending, self._pending = self._pending, []
-            for key, millis, received, sent in pending:
+            pending = self._pending
+            count = len(pending)
+            for done in pending[:count]:
+                key = self._key(done)
                 series = self._series.get(key)
                 if series is None:
                     reporter, source, service, workload, status, flag = key
                     labels = (reporter, source, service, workload or "unknown", str(status), flag)
                     series = self._series[key] = _Series(labels)
+                millis = (done.ended - done.started) * 1000
                 series.requests += 1
                 series.duration_sum += millis
                 series.buckets[bisect.bisect_left(BUCKETS, millis)] += 1
-                series.request_bytes += received
-                series.response_bytes += sent
+                series.request_bytes += done.received
+                series.response_bytes += done.sent
+            del pending[:count]
 
-    def record(
-        self, request: RequestView, response: ResponseView, millis: float, sent: int
-    ) -> None:
-        """One request this workload sent (``reporter="source"``)."""
-        service = response.cluster.rsplit("|", 1)[-1] if response.cluster else request.authority
-        key = ("source", self.source, service, response.upstream_workload, response.status,
-               response.flag)  # fmt: skip
-        self._observe(key, request.body_size, millis, sent)
-
-    def record_inbound(
-        self, request: RequestView, response: ResponseView, service: str, millis: float, sent: int
-    ) -> None:
-        """One request this workload served as ``service`` (``reporter="destination"``); the
-        caller is named by its mesh's source header (``unknown`` from outside the mesh)."""
-        caller = request.header(SOURCE_WORKLOAD_HEADER) or "unknown"
-        key = ("destination", caller, service, self.source, response.status, response.flag)
-        self._observe(key, request.body_size, millis, sent)
+    def _key(self, done: Finished) -> _Key:
+        """A request's labels: one this workload sent is named by its destination service
+        (from the cluster, else the authority it asked for), one it served by its caller
+        (``unknown`` from outside the mesh)."""
+        if done.reporter == "destination":
+            return ("destination", done.caller or "unknown", done.service, self.source,
+                    done.status, done.flag)  # fmt: skip
+        cluster = done.cluster
+        service = cluster.rsplit("|", 1)[-1] if cluster else done.authority
+        return ("source", self.source, service, done.upstream_workload, done.status, done.flag)
 
     def exposition(self) -> bytes:
         """The Prometheus text format."""

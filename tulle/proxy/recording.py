@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tulle.engine.message import Request, Response
+from tulle.engine.message import Request, Response, finished
 from tulle.obs.access_log import AccessLog
 from tulle.obs.metrics import MeshMetrics
 
@@ -39,13 +39,10 @@ class Recorder:
     ) -> None:
         """One finished request: ``started`` is its wall-clock start, ``sent`` the body bytes
         written to the client."""
-        self.log.record(listener, request, response, started, sent)
-        millis = (time.time() - started) * 1000
-        if self.serving is None:
-            self.metrics.record(request, response, millis, sent)
-        else:
-            service = self.serving(destination)
-            self.metrics.record_inbound(request, response, service, millis, sent)
+        service = None if self.serving is None else self.serving(destination)
+        done = finished(listener, request, response, started, time.time(), sent, service)
+        self.log.record(done)
+        self.metrics.record(done)
 
     def client_gone(
         self, listener: str, request: Request, started: float, reason: str, destination: Destination
