@@ -164,3 +164,37 @@ def test_hop_by_hop_headers_are_dropped():
     headers = [("connection", "keep-alive, x-secret"), ("keep-alive", "5"), ("x-secret", "1"),
                ("te", "trailers"), ("x-kept", "yes")]  # fmt: skip
     assert end_to_end(headers) == [("x-kept", "yes")]
+
+
+@pytest.mark.parametrize(
+    ("version", "connection", "keep_alive"),
+    [
+        ("1.1", "", True),
+        ("1.1", "Connection: close\r\n", False),
+        ("1.1", "Connection: keep-alive\r\n", True),
+        ("1.1", "TE: trailers\r\n", True),
+        ("1.0", "", False),
+        ("1.0", "Connection: keep-alive\r\n", True),
+        ("1.0", "Keep-Alive: timeout=5\r\n", False),
+    ],
+)
+def test_the_version_and_keep_alive_of_a_request(version, connection, keep_alive):
+    parser = RequestParser()
+    for _ in range(2):  # a second message on the connection says the same
+        data = f"GET / HTTP/{version}\r\nHost: a\r\n{connection}\r\n".encode()
+        (head, end) = parser.feed(data)
+        assert isinstance(head, RequestHead) and isinstance(end, EndOfMessage)
+        assert (head.version, head.keep_alive) == (version, keep_alive)
+        if not keep_alive:
+            break
+
+
+def test_header_names_are_lowercase_however_they_are_spelt():
+    parser = RequestParser()
+    spellings = ["X-Trace-Id", "x-trace-id", "X-TRACE-ID", "x-Trace-ID"]
+    for spelling in spellings * 2:
+        (head, _) = parser.feed(f"GET / HTTP/1.1\r\nHost: a\r\n{spelling}: 7\r\n\r\n".encode())
+        assert head.headers == [("host", "a"), ("x-trace-id", "7")]
+    long_name = "X-" + "Long" * 40
+    (head, _) = parser.feed(f"GET / HTTP/1.1\r\n{long_name}: 1\r\n\r\n".encode())
+    assert head.headers == [(long_name.lower(), "1")]

@@ -200,6 +200,13 @@ class ResponseSink(Protocol):
     def message_complete(self) -> None: ...
 
 
+# Header names as they come on the wire -> lowercase, for the first MAX_NAMES short names seen:
+# the same few names come with every message, and a kept name is one string less per header,
+# with its hash already known to the lookups that follow (``_note``, the engine's matches).
+_NAMES: dict[bytes, str] = {}
+MAX_NAMES = 512
+
+
 class _HeadCollector:
     """The httptools callbacks both readers share: target or reason, and headers within limits."""
 
@@ -219,7 +226,12 @@ class _HeadCollector:
         self.header_bytes += len(name) + len(value) + 4
         if self.header_bytes > MAX_HEADER_BYTES or len(self.headers) >= MAX_HEADERS:
             raise RefusedError("request headers are too large", 431)
-        self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        lowered = _NAMES.get(name)
+        if lowered is None:
+            lowered = name.decode("latin-1").lower()
+            if len(_NAMES) < MAX_NAMES and len(name) <= 64:  # a bound on what a peer can pin
+                _NAMES[name] = lowered
+        self.headers.append((lowered, value.decode("latin-1")))
 
 
 class RequestReader(_HeadCollector):
@@ -238,11 +250,15 @@ class RequestReader(_HeadCollector):
     def on_headers_complete(self) -> None:
         parser = self.parser
         length, chunked, hop_by_hop, host, expect_continue, request_id = _note(self.headers)
+        keep_alive = parser.should_keep_alive()
+        # Kept alive with no Connection header (nor any hop-by-hop one) is HTTP/1.1: llhttp
+        # keeps 1.0 alive only when Connection says so, and refuses versions other than 0.9,
+        # 1.0, 1.1 and 2.0. httptools formats the version string afresh on every call.
+        version = "1.1" if keep_alive and not hop_by_hop else parser.get_http_version()
         head = RequestHead(
-            parser.get_method().decode("latin-1"), self.url.decode("latin-1"),
-            parser.get_http_version(), self.headers, parser.should_keep_alive(),
-            parser.should_upgrade(), host, length, chunked, hop_by_hop, expect_continue,
-            request_id,
+            parser.get_method().decode("latin-1"), self.url.decode("latin-1"), version,
+            self.headers, keep_alive, parser.should_upgrade(), host, length, chunked, hop_by_hop,
+            expect_continue, request_id,
         )  # fmt: skip
         self.url, self.headers, self.header_bytes = b"", [], 0  # for the next message
         self.sink.head_received(head)
