@@ -19,7 +19,7 @@ COMPILED_MODULES = (
     "engine/balancer", "engine/cluster", "engine/cluster_config", "engine/config",
     "engine/errors", "engine/inbound", "engine/matching", "engine/message", "engine/outbound",
     "engine/outlier", "engine/ratelimit", "engine/tasks",
-    "obs/access_log", "obs/finished", "obs/metrics",
+    "obs/access_log", "obs/finished", "obs/metrics", "obs/pending",
     "proxy/app", "proxy/h2_front", "proxy/http_front", "proxy/in_flight", "proxy/recording",
     "transport/h2pool", "transport/pool",
     "client/inbound",  # its ServedRequest subclasses a compiled class: interpreted ones may not

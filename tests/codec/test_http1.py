@@ -183,7 +183,8 @@ def test_the_version_and_keep_alive_of_a_request(version, connection, keep_alive
     for _ in range(2):  # a second message on the connection says the same
         data = f"GET / HTTP/{version}\r\nHost: a\r\n{connection}\r\n".encode()
         (head, end) = parser.feed(data)
-        assert isinstance(head, RequestHead) and isinstance(end, EndOfMessage)
+        assert isinstance(head, RequestHead)
+        assert isinstance(end, EndOfMessage)
         assert (head.version, head.keep_alive) == (version, keep_alive)
         if not keep_alive:
             break

@@ -10,7 +10,8 @@ import threading
 import time
 
 from tulle.engine.message import Request, Response, finished
-from tulle.obs.access_log import BATCH, AccessLog
+from tulle.obs.access_log import AccessLog
+from tulle.obs.pending import BATCH
 
 
 def _request(path: str = "/a", request_id: str | None = "id-1", body: bytes = b"") -> Request:

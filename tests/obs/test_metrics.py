@@ -8,7 +8,8 @@ import sys
 import threading
 
 from tulle.engine.message import Request, Response, finished
-from tulle.obs.metrics import BATCH, SOURCE_WORKLOAD_HEADER, MeshMetrics
+from tulle.obs.metrics import SOURCE_WORKLOAD_HEADER, MeshMetrics
+from tulle.obs.pending import BATCH
 
 
 def _sample(text: str, name: str, **labels: str) -> float:

@@ -1,11 +1,11 @@
 """The access log: one JSON line per request on stdout, with the response flags and the reason
 (the only per-request logging the proxy does). A request's :class:`Finished` record is kept;
-entries are formatted and written together a few times a second (or every ``BATCH`` entries),
-whatever buffering stdout has. Both halves are for speed: one system call per line
-would cost more than the rest of the entry, and formatting a batch in one go costs half what
-formatting each line among the rest of its request's work does (measured: 4.5 against 9 µs per
-request). A batch is small for memory: 256 entries cost the sidecar 0.5 MB more RSS than 64, at
-no measurable speed."""
+entries are formatted and written together a few times a second (or every ``BATCH`` entries,
+see :mod:`tulle.obs.pending`), whatever buffering stdout has. Both halves are for speed: one
+system call per line would cost more than the rest of the entry, and formatting a batch in one
+go costs half what formatting each line among the rest of its request's work does (measured:
+4.5 against 9 µs per request). A batch is small for memory: 256 entries cost the sidecar 0.5 MB
+more RSS than 64, at no measurable speed."""
 
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ import threading
 from typing import TextIO
 
 from tulle.obs.finished import Finished
+from tulle.obs.pending import Pending
 
 _encode = json.encoder.encode_basestring_ascii
-BATCH = 64  # entries kept before they are written
-
 
 _LINE = (
     '{"start_time":%.6f,"duration_ms":%.3f,"listener":"%s","method":%s,"authority":%s,'
@@ -35,12 +34,8 @@ class AccessLog:
         self.stream = stream or sys.stdout
         self.enabled = enabled
         self._flusher: asyncio.Task[None] | None = None
-        self._entries: list[Finished] = []
-        # The library records from whatever threads serve the app. An append needs no lock
-        # (a list's append is atomic): flush() writes the entries it finds and deletes just
-        # those, so one appended meanwhile waits for the next flush. The lock keeps two
-        # flushes from writing the same entries.
-        self._flushing = threading.Lock()
+        self._entries = Pending()
+        self._flushing = threading.Lock()  # one flush at a time
 
     def start(self) -> None:
         """Flush every 200 ms."""
@@ -54,12 +49,9 @@ class AccessLog:
     def flush(self) -> None:
         """Write out the entries kept so far."""
         with self._flushing:
-            entries = self._entries
-            count = len(entries)
-            if count:
-                text = "".join([_line(done) for done in entries[:count]])
-                del entries[:count]
-                self.stream.write(text)
+            entries = self._entries.take()
+            if entries:
+                self.stream.write("".join([_line(done) for done in entries]))
             self.stream.flush()
 
     def stop(self) -> None:
@@ -70,11 +62,7 @@ class AccessLog:
 
     def record(self, done: Finished) -> None:
         """One entry."""
-        if not self.enabled:
-            return
-        entries = self._entries
-        entries.append(done)
-        if len(entries) >= BATCH:
+        if self.enabled and self._entries.add(done):
             self.flush()
 
 

@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 from tulle.obs.finished import Finished
+from tulle.obs.pending import Pending
 
 SOURCE_WORKLOAD_HEADER = "x-tulle-source-workload"
 """Sent with every routed request: the caller's workload, for the callee's inbound metrics."""
@@ -30,7 +31,6 @@ LABELS = (
 TCP_LABELS = ("source_workload", "destination_service")
 BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 _BOUNDS = (*(f"{b:g}" for b in BUCKETS), "+Inf")  # the buckets' ``le`` labels
-BATCH = 64  # requests kept before they are counted (small: a batch's objects are RSS)
 # reporter, source workload, destination service and workload, status, flags
 _Key = tuple[str, str, str, str, int, str]
 
@@ -95,12 +95,9 @@ class MeshMetrics:
     def __init__(self, source_workload: str) -> None:
         self.source = source_workload
         self.registry = CollectorRegistry()
-        # Guards the series (folds and the collector's reads). Recording needs no lock: fold()
-        # counts the requests it finds and deletes just those from the list (as the access
-        # log does), so one appended meanwhile waits for the next fold.
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the series: folds, and the collector's reads
         self._series: dict[_Key, _Series] = {}
-        self._pending: list[Finished] = []
+        self._pending = Pending()
         self.registry.register(_RequestCollector(self._series, self._lock, self.fold))
         self.tcp_opened = Counter(
             "tulle_tcp_connections_opened", "TCP connections proxied.", TCP_LABELS,
@@ -131,18 +128,14 @@ class MeshMetrics:
 
     def record(self, done: Finished) -> None:
         """One request (its ``reporter`` says whether this workload sent it or served it)."""
-        pending = self._pending
-        pending.append(done)
-        if len(pending) >= BATCH:
+        if self._pending.add(done):
             self.fold()
 
     def fold(self) -> None:
         """Add the requests recorded since the last fold to their series (done every
         ``BATCH`` requests and before every scrape)."""
         with self._lock:
-            pending = self._pending
-            count = len(pending)
-            for done in pending[:count]:
+            for done in self._pending.take():
                 key = self._key(done)
                 series = self._series.get(key)
                 if series is None:
@@ -155,7 +148,6 @@ class MeshMetrics:
                 series.buckets[bisect.bisect_left(BUCKETS, millis)] += 1
                 series.request_bytes += done.received
                 series.response_bytes += done.sent
-            del pending[:count]
 
     def _key(self, done: Finished) -> _Key:
         """A request's labels: one this workload sent is named by its destination service
