@@ -51,7 +51,8 @@ class _RequestIds:
     def next(self) -> str:
         """The next id."""
         self.count = (self.count + 1) & 0xFFFF_FFFF_FFFF
-        return self.prefix + "%012x" % self.count  # noqa: UP031 - compiled, % is the faster
+        # Compiled, this is about half the cost of "%012x" % count (format() is slower still).
+        return self.prefix + self.count.to_bytes(6, "big").hex()
 
 
 _ids = _RequestIds(random.Random())  # seeded from the OS once
