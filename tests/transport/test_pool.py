@@ -1,13 +1,15 @@
 """The upstream pool's callback path (``submit``) on real loopback sockets: new connections,
-reuse, a connection the upstream closed while idle, and abandoning an attempt."""
+reuse, a connection the upstream closed while idle, and abandoning an attempt; and what a closed
+connection leaves behind."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import Request, Response, UpstreamError
-from tulle.transport.pool import Http1Pool
+from tulle.transport.pool import Exchange, Http1Pool, UpstreamConnection
 
 CLUSTER = ClusterSpec("web")
 
@@ -110,6 +112,27 @@ def test_an_abandoned_attempt_never_calls_back():
     asyncio.run(scenario())
 
 
+def test_the_pool_lets_go_of_each_connection_as_it_closes():
+    async def scenario() -> None:
+        stop, port, _ = await upstream(close_after_response=True)
+        pool = Http1Pool()
+        for _ in range(5):
+            assert isinstance(await submit(pool, port), Response)
+            await asyncio.sleep(0.05)  # the upstream closes each connection after its answer
+        assert pool.opened == 5
+        assert pool.every == set()
+        await stop()
+        stop, port, _ = await upstream()  # one that keeps its connections open
+        assert isinstance(await submit(pool, port), Response)
+        assert len(pool.every) == 1
+        pool.close()
+        await asyncio.sleep(0.05)
+        assert pool.every == set()
+        await stop()
+
+    asyncio.run(scenario())
+
+
 def test_a_refused_connection_is_an_upstream_error():
     async def scenario() -> None:
         stop, port, _ = await upstream()
@@ -120,3 +143,52 @@ def test_a_refused_connection_is_an_upstream_error():
         assert answer.kind == "connect"
 
     asyncio.run(scenario())
+
+
+class _Transport:
+    """Takes what is written."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_closed_upstream_connection_leaves_no_reference_cycle():
+    """A connection's objects (its response reader and parser among them) must go when it
+    closes, not wait for the cycle collector. (A reader replaced after a HEAD's answer is left
+    to the collector: it may be replaced while its parser is still running.)"""
+
+    async def exchange(connection: UpstreamConnection) -> None:
+        waiter: asyncio.Future[Exchange]
+        waiter = asyncio.get_running_loop().create_future()
+        connection.begin(False, waiter)
+        connection.data_received(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        head, body, _ = await waiter
+        assert (head.status, body) == (200, b"ok")
+
+    async def one_connection() -> None:
+        connection = UpstreamConnection()
+        connection.connection_made(_Transport())  # type: ignore[arg-type]
+        await exchange(connection)
+        connection.used += 1
+        await exchange(connection)
+        connection.connection_lost(None)
+
+    async def collected_after_connections() -> int:
+        for _ in range(3):  # the loop's own objects exist before counting
+            await one_connection()
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(20):
+                await one_connection()
+            return gc.collect()
+        finally:
+            gc.enable()
+
+    assert asyncio.run(collected_after_connections()) == 0

@@ -200,6 +200,26 @@ class ResponseSink(Protocol):
     def message_complete(self) -> None: ...
 
 
+class _Nowhere:
+    """The sink of a detached reader, and its parser's protocol: takes nothing."""
+
+    def head_received(self, head: RequestHead | ResponseHead) -> None:
+        pass
+
+    def body_received(self, data: bytes) -> None:
+        pass
+
+    def message_complete(self) -> None:
+        pass
+
+
+_NOWHERE = _Nowhere()
+# What detached readers hold instead of their own parsers; never fed (detached readers have
+# failed).
+_DETACHED_REQUESTS = httptools.HttpRequestParser(_NOWHERE)
+_DETACHED_RESPONSES = httptools.HttpResponseParser(_NOWHERE)
+
+
 # Header names as they come on the wire -> lowercase, for the first MAX_NAMES short names seen:
 # the same few names come with every message, and a kept name is one string less per header,
 # with its hash already known to the lookups that follow (``_note``, the engine's matches).
@@ -263,6 +283,16 @@ class RequestReader(_HeadCollector):
         self.url, self.headers, self.header_bytes = b"", [], 0  # for the next message
         self.sink.head_received(head)
 
+    def detach(self) -> None:
+        """The connection is gone: parsing stops, and the reader lets go of its sink and its
+        parser, which both refer back to it, so that no reference cycle is left for the
+        collector."""
+        self.failed = True
+        self.sink = _NOWHERE
+        self.on_body = _NOWHERE.body_received
+        self.on_message_complete = _NOWHERE.message_complete
+        self.parser = _DETACHED_REQUESTS
+
     def feed(self, data: bytes) -> ProtocolError | Upgraded | None:
         """Parse ``data``; a ProtocolError or the start of an upgraded stream ends parsing."""
         if self.failed:
@@ -313,6 +343,12 @@ class ResponseReader(_HeadCollector):
     def on_message_complete(self) -> None:
         if not self.done:
             self.sink.message_complete()
+
+    def detach(self) -> None:
+        """The connection is gone: as :meth:`RequestReader.detach`."""
+        self.failed = True
+        self.sink = _NOWHERE
+        self.parser = _DETACHED_RESPONSES
 
     def feed(self, data: bytes) -> ProtocolError | None:
         """Parse ``data``; a ProtocolError means the connection is unusable."""

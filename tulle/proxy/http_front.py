@@ -120,6 +120,7 @@ class Http1Front(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.reader.detach()
         self.in_flight.closed(self)
         self.waiting.clear()
         if self.unanswered is not None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
 
@@ -119,6 +118,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.released: Callable[[UpstreamConnection, bool], None] | None = None
         self._needs_new_parser = False  # the last response answered a HEAD
         self.interim: Interim | None = None  # where the current request's 1xx answers go
+        self.lost: Callable[[UpstreamConnection], None] | None = None  # told when it closes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -181,6 +181,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.reader.detach()  # no reference cycle left for the collector
+        if self.lost is not None:
+            self.lost(self)
+            self.lost = None
         if self.stream is not None:
             framed = self.head is not None and self.head.framed
             cut = UpstreamError("reset", "connection closed mid-body")
@@ -276,7 +280,10 @@ class Http1Pool:
 
     def __init__(self, mark: int | None = None) -> None:
         self.idle: dict[str, list[UpstreamConnection]] = {}
-        self.every: weakref.WeakSet[UpstreamConnection] = weakref.WeakSet()  # idle or in use
+        # Every open connection, idle or in use; each leaves as it closes. Not a WeakSet: the
+        # compiled build's UpstreamConnection does not clear weak references to itself when
+        # freed by its reference count (mypyc 2.4), and a closed connection is freed that way.
+        self.every: set[UpstreamConnection] = set()
         self.opened = 0
         self.mark = mark
         self.h2 = H2Pool(mark)
@@ -287,7 +294,9 @@ class Http1Pool:
             UpstreamConnection, endpoint.address, endpoint.port, cluster.connect_timeout, self.mark
         )
         self.opened += 1
-        self.every.add(connection)
+        if not connection.closed:
+            connection.lost = self.every.discard
+            self.every.add(connection)
         return connection
 
     def _take_idle(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> UpstreamConnection | None:
