@@ -1,5 +1,5 @@
-"""The sidecar's HTTP/1.1 front end in-process, on a transport that keeps what is written: what
-a connection leaves behind once it is closed."""
+"""The sidecar's HTTP/1.1 front end in-process, on the in-process benchmark's transport (it keeps
+what is written): what a connection leaves behind once it is closed."""
 
 from __future__ import annotations
 
@@ -8,31 +8,13 @@ import gc
 import io
 from typing import Any
 
+from benchmarks.proxy_inprocess import KeptTransport
 from tulle.engine.message import Request, Response
 from tulle.obs.access_log import AccessLog
 from tulle.obs.metrics import MeshMetrics
 from tulle.proxy.http_front import Done, Http1Front
 from tulle.proxy.in_flight import InFlight
 from tulle.proxy.recording import Destination, Recorder
-
-
-class _Transport:
-    """Keeps what is written."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 50000) if name == "peername" else default
 
 
 def _nothing() -> None:
@@ -52,7 +34,7 @@ def test_a_closed_connection_leaves_no_reference_cycle():
     in_flight = InFlight()
 
     def one_connection() -> None:
-        transport = _Transport()
+        transport = KeptTransport()
         front = Http1Front("outbound", _answer_at_once, recorder, in_flight)
         front.connection_made(transport)  # type: ignore[arg-type]
         front.data_received(b"GET /a HTTP/1.1\r\nHost: web:8080\r\n\r\nGET /b HTTP/1.1\r\n")
