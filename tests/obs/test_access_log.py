@@ -3,12 +3,12 @@ flushed, or once a batch of entries is kept."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
-import sys
-import threading
 import time
 
+from tests.obs.many_threads import while_threads_run
 from tulle.engine.message import Request, Response, finished
 from tulle.obs.access_log import AccessLog
 from tulle.obs.pending import BATCH
@@ -86,16 +86,8 @@ def test_entries_recorded_from_many_threads_during_flushes_are_each_written_once
             request = _request(path=f"/{thread}/{n}")
             log.record(finished("outbound", request, Response(200, []), 1.0, 1.0, 0))
 
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # threads take turns often: appends land amid flushes
-    workers = [threading.Thread(target=record, args=(t,)) for t in range(threads)]
-    for worker in workers:
-        worker.start()
-    try:
-        while any(worker.is_alive() for worker in workers):
-            log.flush()  # as the flusher task does, while the others append
-    finally:
-        sys.setswitchinterval(switch)
+    targets = [functools.partial(record, thread) for thread in range(threads)]
+    while_threads_run(targets, log.flush)  # flushing, as the flusher task does
     log.flush()
     written = [json.loads(line)["path"] for line in stream.getvalue().splitlines()]
     assert sorted(written) == sorted(f"/{t}/{n}" for t in range(threads) for n in range(each))

@@ -4,9 +4,8 @@ bucket and bytes, however many are still waiting to be counted."""
 from __future__ import annotations
 
 import re
-import sys
-import threading
 
+from tests.obs.many_threads import while_threads_run
 from tulle.engine.message import Request, Response, finished
 from tulle.obs.metrics import SOURCE_WORKLOAD_HEADER, MeshMetrics
 from tulle.obs.pending import BATCH
@@ -76,16 +75,7 @@ def test_requests_recorded_from_many_threads_during_scrapes_are_each_counted_onc
         for _ in range(each):
             metrics.record(finished("outbound", request, response, 1.0, 1.001, 1))
 
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # threads take turns often: appends land amid flushes
-    workers = [threading.Thread(target=record) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    try:
-        while any(worker.is_alive() for worker in workers):
-            metrics.exposition()  # folds while the others append
-    finally:
-        sys.setswitchinterval(switch)
+    while_threads_run([record] * threads, metrics.exposition)  # a scrape folds
     text = metrics.exposition().decode()
     assert _sample(text, "tulle_requests_total", destination_service="web") == threads * each
     assert _sample(text, "tulle_response_bytes_total", destination_service="web") == threads * each

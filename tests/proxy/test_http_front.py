@@ -4,11 +4,11 @@ what is written): what a connection leaves behind once it is closed."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import io
 from typing import Any
 
 from benchmarks.proxy_inprocess import KeptTransport
+from tests.cycles import cycle_garbage_of
 from tulle.engine.message import Request, Response
 from tulle.obs.access_log import AccessLog
 from tulle.obs.metrics import MeshMetrics
@@ -33,7 +33,7 @@ def test_a_closed_connection_leaves_no_reference_cycle():
     recorder = Recorder(AccessLog(io.StringIO()), MeshMetrics("caller"))
     in_flight = InFlight()
 
-    def one_connection() -> None:
+    async def one_connection() -> None:
         transport = KeptTransport()
         front = Http1Front("outbound", _answer_at_once, recorder, in_flight)
         front.connection_made(transport)  # type: ignore[arg-type]
@@ -43,17 +43,5 @@ def test_a_closed_connection_leaves_no_reference_cycle():
         assert transport.written[0].startswith(b"HTTP/1.1 200 OK\r\n")
         assert transport.written[0].endswith(b"\r\n\r\nhello")
 
-    async def collected_after_connections() -> int:
-        for _ in range(3):  # the loop's and the recorder's own objects exist before counting
-            one_connection()
-        gc.collect()
-        gc.disable()
-        try:
-            for _ in range(20):
-                one_connection()
-            return gc.collect()
-        finally:
-            gc.enable()
-
-    assert asyncio.run(collected_after_connections()) == 0
+    assert asyncio.run(cycle_garbage_of(one_connection, 20)) == 0
     assert not in_flight.connections

@@ -5,8 +5,9 @@ connection leaves behind."""
 from __future__ import annotations
 
 import asyncio
-import gc
 
+from benchmarks.proxy_inprocess import KeptTransport
+from tests.cycles import cycle_garbage_of
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import Request, Response, UpstreamError
 from tulle.transport.pool import Exchange, Http1Pool, UpstreamConnection
@@ -145,19 +146,6 @@ def test_a_refused_connection_is_an_upstream_error():
     asyncio.run(scenario())
 
 
-class _Transport:
-    """Takes what is written."""
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-
 def test_a_closed_upstream_connection_leaves_no_reference_cycle():
     """A connection's objects (its response reader and parser among them) must go when it
     closes, not wait for the cycle collector. (A reader replaced after a HEAD's answer is left
@@ -173,22 +161,10 @@ def test_a_closed_upstream_connection_leaves_no_reference_cycle():
 
     async def one_connection() -> None:
         connection = UpstreamConnection()
-        connection.connection_made(_Transport())  # type: ignore[arg-type]
+        connection.connection_made(KeptTransport())  # type: ignore[arg-type]
         await exchange(connection)
         connection.used += 1
         await exchange(connection)
         connection.connection_lost(None)
 
-    async def collected_after_connections() -> int:
-        for _ in range(3):  # the loop's own objects exist before counting
-            await one_connection()
-        gc.collect()
-        gc.disable()
-        try:
-            for _ in range(20):
-                await one_connection()
-            return gc.collect()
-        finally:
-            gc.enable()
-
-    assert asyncio.run(collected_after_connections()) == 0
+    assert asyncio.run(cycle_garbage_of(one_connection, 20)) == 0
