@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import collections
 import signal
+import socket
 import threading
 import time
+from collections.abc import Callable
 
 import grpc
+import h2.config
+import h2.connection
+import h2.events
 import httpx
 import pytest
 
 from tests.e2e.conftest import ControlPlane, Processes, sigterm_under_load, synced, wait_until
 from tests.manifests import virtual_service
+from tulle.codec.http2 import Goaway, GoawayFilter
 
 AUTHORITY = "greeter.default.svc.cluster.local:50051"
 
@@ -308,3 +314,131 @@ def test_sigterm_under_steady_grpc_load_loses_no_call(control_plane, processes):
 
     outcomes = sigterm_under_load(proxy.proc, session, clients=4, answered="a")
     assert set(outcomes) == {"a", "refused"}, outcomes
+
+
+class RawH2Client:
+    """An HTTP/2 client on a plain socket that shows the test every frame's effect: GOAWAYs are
+    taken out before h2 reads (h2 would close at the first, python-hyper/h2#1181), and what h2
+    queues (its PING acks among it) is written only when the test says so."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.goaways = GoawayFilter()
+        self.conn.initiate_connection()
+        self.send()
+
+    def send(self) -> None:
+        self.sock.sendall(self.conn.data_to_send())
+
+    def read(self) -> tuple[list[h2.events.Event], list[Goaway]]:
+        """What one read brings: h2's events and the GOAWAYs; nothing at all once closed."""
+        data = self.sock.recv(65536)
+        if not data:
+            return [], []
+        kept, goaways = self.goaways.feed(data)
+        return self.conn.receive_data(kept) if kept else [], goaways
+
+    def read_until(self, done: Callable[[list[h2.events.Event], list[Goaway]], bool]) -> None:
+        events: list[h2.events.Event] = []
+        goaways: list[Goaway] = []
+        while not done(events, goaways):
+            more_events, more_goaways = self.read()
+            if not more_events and not more_goaways:
+                raise AssertionError(f"closed before expected: {events} {goaways}")
+            events += more_events
+            goaways += more_goaways
+
+    def say_hello(self) -> int:
+        """Opens a unary SayHello call (headers, one message, end of stream); its stream id."""
+        stream_id = self.conn.get_next_available_stream_id()
+        headers = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":authority", AUTHORITY),
+            (":path", "/greeter.Greeter/SayHello"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ]
+        self.conn.send_headers(stream_id, headers)
+        self.conn.send_data(stream_id, b"\x00" + (2).to_bytes(4, "big") + b"hi", end_stream=True)
+        return stream_id
+
+
+def drained_before_the_ping_ack(plane: ControlPlane, processes: Processes) -> RawH2Client:
+    """A client connected to a sidecar that was then told to drain, once it has the drain's
+    first GOAWAY (which names the last possible stream: nothing is refused yet) and its PING,
+    whose ack h2 has queued but the client not yet sent."""
+    register_greeters(plane, processes, a=0.0)
+    proxy = processes.sidecar(plane)
+    wait_until(lambda: synced(plane, proxy.node))
+    client = RawH2Client(proxy.http_proxy_port)
+    client.read_until(
+        lambda events, _: any(isinstance(e, h2.events.SettingsAcknowledged) for e in events)
+    )
+    client.send()
+    assert httpx.post(f"http://127.0.0.1:{proxy.admin_port}/drain", timeout=10).status_code == 200
+    first: list[Goaway] = []
+    pinged: list[h2.events.PingReceived] = []
+
+    def goaway_and_ping(events: list[h2.events.Event], goaways: list[Goaway]) -> bool:
+        first[:] = goaways
+        pinged[:] = [e for e in events if isinstance(e, h2.events.PingReceived)]
+        return bool(first and pinged)
+
+    client.read_until(goaway_and_ping)
+    assert [(g.last_stream_id, g.error_code) for g in first] == [(2**31 - 1, 0)]
+    return client
+
+
+def test_a_drain_takes_the_streams_a_client_opened_before_it_saw_the_goaway(
+    control_plane, processes
+):
+    # A stream the client opens before it acks the drain's PING (one already on its way when
+    # the drain began) is taken and answered; only then does a second GOAWAY name the last
+    # stream, and the connection closes once that stream is done.
+    client = drained_before_the_ping_ack(control_plane, processes)
+    ack = client.conn.data_to_send()  # held back until the call is sent
+    stream_id = client.say_hello()
+    client.send()
+    client.sock.sendall(ack)
+
+    answer: list[bytes] = []
+    trailers: dict[bytes, bytes] = {}
+    second: list[Goaway] = []
+
+    def answered_and_told(events: list[h2.events.Event], goaways: list[Goaway]) -> bool:
+        for event in events:
+            if isinstance(event, h2.events.DataReceived) and event.stream_id == stream_id:
+                answer.append(event.data)
+            if isinstance(event, h2.events.TrailersReceived) and event.stream_id == stream_id:
+                trailers.update(event.headers)
+        second[:] = goaways
+        return bool(trailers and second)
+
+    client.read_until(answered_and_told)
+    assert trailers[b"grpc-status"] == b"0"
+    assert b"".join(answer)[5:] == b"a"
+    assert [(g.last_stream_id, g.error_code) for g in second] == [(stream_id, 0)]
+    assert client.read() == ([], [])  # then the sidecar closes the connection
+    client.sock.close()
+
+
+def test_a_drain_goes_on_without_the_ping_ack_of_a_client_that_never_sends_it(
+    control_plane, processes
+):
+    # A client that does not ack the PING holds the drain up for a second (DRAIN_PING_WAIT),
+    # not for the whole grace period: then the second GOAWAY, and the idle connection closes.
+    # (Were the sidecar to wait for the ack, it would close the connection at the end of the
+    # grace period with no second GOAWAY.)
+    client = drained_before_the_ping_ack(control_plane, processes)
+    second: list[Goaway] = []
+
+    def told(events: list[h2.events.Event], goaways: list[Goaway]) -> bool:
+        second[:] = goaways
+        return bool(second)
+
+    client.read_until(told)
+    assert [(g.last_stream_id, g.error_code) for g in second] == [(0, 0)]
+    assert client.read() == ([], [])
+    client.sock.close()

@@ -23,6 +23,9 @@ from tulle.proxy.recording import Destination, Recorder
 
 REPLAY_LIMIT = 1024 * 1024
 REFUSED_STREAM = 7
+LAST_POSSIBLE_STREAM = 2**31 - 1
+DRAIN_PING = b"tulle-dr"  # a drain's PING; its ack means the client sent all it had started
+DRAIN_PING_WAIT = 1.0  # seconds: a client that does not ack by then is drained anyway
 
 
 class H2Front(asyncio.Protocol):
@@ -50,7 +53,9 @@ class H2Front(asyncio.Protocol):
         self.serving = 0  # streams being answered
         # Streams waiting for their answer: how to cancel the request, and where it will go.
         self.waiting: dict[int, tuple[Cancel, asyncio.Future[Response]]] = {}
+        self.draining = False
         self.last_stream_id: int | None = None  # set by a drain: later streams are refused
+        self.drain_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -61,15 +66,37 @@ class H2Front(asyncio.Protocol):
         self.in_flight.opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.drain_timer is not None:
+            self.drain_timer.cancel()
         self.in_flight.closed(self)
 
     def drain(self) -> None:
-        """The proxy is draining: GOAWAY naming the last stream taken; those streams finish,
-        later ones are refused (the client retries them elsewhere), and the connection closes
-        once none is left. The GOAWAY is written beside h2, which would send nothing after its
-        own (python-hyper/h2#1181)."""
+        """The proxy is draining, in the two steps of RFC 9113 section 6.8. First a GOAWAY
+        naming the last possible stream, and a PING: the client opens no stream after that
+        GOAWAY, and by the time it acks the PING it has sent every stream it opened before,
+        so each is taken (a single GOAWAY naming the last stream seen would refuse a stream
+        already on its way, and grpcio fails such a call when the connection closes). Then a
+        second GOAWAY names the last stream taken; those streams finish, later ones are
+        refused, and the connection closes once none is left. The GOAWAYs are written beside
+        h2, which would send nothing after its own (python-hyper/h2#1181)."""
+        if self.draining or self.transport is None:
+            return
+        self.draining = True
+        self._flush()
+        self.transport.write(GoAwayFrame(0, last_stream_id=LAST_POSSIBLE_STREAM).serialize())
+        self.conn.ping(DRAIN_PING)
+        self._flush()
+        loop = asyncio.get_running_loop()
+        self.drain_timer = loop.call_later(DRAIN_PING_WAIT, self._last_stream_known)
+
+    def _last_stream_known(self) -> None:
+        """The drain's second step: GOAWAY naming the last stream taken."""
         if self.last_stream_id is not None or self.transport is None:
             return
+        if self.transport.is_closing():
+            return
+        if self.drain_timer is not None:
+            self.drain_timer.cancel()
         self.last_stream_id = self.conn.highest_inbound_stream_id
         self._flush()
         self.transport.write(GoAwayFrame(0, last_stream_id=self.last_stream_id).serialize())
@@ -130,6 +157,9 @@ class H2Front(asyncio.Protocol):
                     cancel, answer = waiting
                     cancel()  # the upstream's stream is reset too, as Envoy does
                     answer.cancel()
+            elif isinstance(event, h2.events.PingAckReceived):
+                if self.draining and event.ping_data == DRAIN_PING:
+                    self._last_stream_known()
             elif isinstance(event, h2.events.WindowUpdated):
                 self.sender.pump(event.stream_id or None)
             elif isinstance(event, h2.events.ConnectionTerminated) and self.transport is not None:
