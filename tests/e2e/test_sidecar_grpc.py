@@ -8,7 +8,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import grpc
 import h2.config
@@ -328,6 +328,12 @@ class RawH2Client:
         self.conn.initiate_connection()
         self.send()
 
+    def __enter__(self) -> RawH2Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.sock.close()
+
     def send(self) -> None:
         self.sock.sendall(self.conn.data_to_send())
 
@@ -339,7 +345,10 @@ class RawH2Client:
         kept, goaways = self.goaways.feed(data)
         return self.conn.receive_data(kept) if kept else [], goaways
 
-    def read_until(self, done: Callable[[list[h2.events.Event], list[Goaway]], bool]) -> None:
+    def read_until(
+        self, done: Callable[[list[h2.events.Event], list[Goaway]], bool]
+    ) -> tuple[list[h2.events.Event], list[Goaway]]:
+        """Reads until ``done(events, goaways)`` holds for all read so far; those."""
         events: list[h2.events.Event] = []
         goaways: list[Goaway] = []
         while not done(events, goaways):
@@ -348,6 +357,7 @@ class RawH2Client:
                 raise AssertionError(f"closed before expected: {events} {goaways}")
             events += more_events
             goaways += more_goaways
+        return events, goaways
 
     def say_hello(self) -> int:
         """Opens a unary SayHello call (headers, one message, end of stream); its stream id."""
@@ -365,80 +375,67 @@ class RawH2Client:
         return stream_id
 
 
-def drained_before_the_ping_ack(plane: ControlPlane, processes: Processes) -> RawH2Client:
+@pytest.fixture
+def drained_before_the_ping_ack(
+    control_plane: ControlPlane, processes: Processes
+) -> Iterator[RawH2Client]:
     """A client connected to a sidecar that was then told to drain, once it has the drain's
     first GOAWAY (which names the last possible stream: nothing is refused yet) and its PING,
     whose ack h2 has queued but the client not yet sent."""
-    register_greeters(plane, processes, a=0.0)
-    proxy = processes.sidecar(plane)
-    wait_until(lambda: synced(plane, proxy.node))
-    client = RawH2Client(proxy.http_proxy_port)
-    client.read_until(
-        lambda events, _: any(isinstance(e, h2.events.SettingsAcknowledged) for e in events)
-    )
-    client.send()
-    assert httpx.post(f"http://127.0.0.1:{proxy.admin_port}/drain", timeout=10).status_code == 200
-    first: list[Goaway] = []
-    pinged: list[h2.events.PingReceived] = []
-
-    def goaway_and_ping(events: list[h2.events.Event], goaways: list[Goaway]) -> bool:
-        first[:] = goaways
-        pinged[:] = [e for e in events if isinstance(e, h2.events.PingReceived)]
-        return bool(first and pinged)
-
-    client.read_until(goaway_and_ping)
-    assert [(g.last_stream_id, g.error_code) for g in first] == [(2**31 - 1, 0)]
-    return client
+    register_greeters(control_plane, processes, a=0.0)
+    proxy = processes.sidecar(control_plane)
+    wait_until(lambda: synced(control_plane, proxy.node))
+    with RawH2Client(proxy.http_proxy_port) as client:
+        client.read_until(
+            lambda events, _: any(isinstance(e, h2.events.SettingsAcknowledged) for e in events)
+        )
+        client.send()
+        drained = httpx.post(f"http://127.0.0.1:{proxy.admin_port}/drain", timeout=10)
+        assert drained.status_code == 200
+        _, first = client.read_until(
+            lambda events, goaways: (
+                bool(goaways) and any(isinstance(e, h2.events.PingReceived) for e in events)
+            )
+        )
+        assert [(g.last_stream_id, g.error_code) for g in first] == [(2**31 - 1, 0)]
+        yield client
 
 
 def test_a_drain_takes_the_streams_a_client_opened_before_it_saw_the_goaway(
-    control_plane, processes
+    drained_before_the_ping_ack: RawH2Client,
 ):
     # A stream the client opens before it acks the drain's PING (one already on its way when
     # the drain began) is taken and answered; only then does a second GOAWAY name the last
     # stream, and the connection closes once that stream is done.
-    client = drained_before_the_ping_ack(control_plane, processes)
+    client = drained_before_the_ping_ack
     ack = client.conn.data_to_send()  # held back until the call is sent
     stream_id = client.say_hello()
     client.send()
     client.sock.sendall(ack)
 
-    answer: list[bytes] = []
-    trailers: dict[bytes, bytes] = {}
-    second: list[Goaway] = []
-
-    def answered_and_told(events: list[h2.events.Event], goaways: list[Goaway]) -> bool:
-        for event in events:
-            if isinstance(event, h2.events.DataReceived) and event.stream_id == stream_id:
-                answer.append(event.data)
-            if isinstance(event, h2.events.TrailersReceived) and event.stream_id == stream_id:
-                trailers.update(event.headers)
-        second[:] = goaways
-        return bool(trailers and second)
-
-    client.read_until(answered_and_told)
+    events, second = client.read_until(
+        lambda events, goaways: (
+            bool(goaways) and any(isinstance(e, h2.events.TrailersReceived) for e in events)
+        )
+    )
+    answer = b"".join(
+        e.data for e in events if isinstance(e, h2.events.DataReceived) and e.stream_id == stream_id
+    )
+    (trailers,) = [dict(e.headers) for e in events if isinstance(e, h2.events.TrailersReceived)]
     assert trailers[b"grpc-status"] == b"0"
-    assert b"".join(answer)[5:] == b"a"
+    assert answer == b"\x00" + (1).to_bytes(4, "big") + b"a"  # one message: "a"
     assert [(g.last_stream_id, g.error_code) for g in second] == [(stream_id, 0)]
     assert client.read() == ([], [])  # then the sidecar closes the connection
-    client.sock.close()
 
 
 def test_a_drain_goes_on_without_the_ping_ack_of_a_client_that_never_sends_it(
-    control_plane, processes
+    drained_before_the_ping_ack: RawH2Client,
 ):
     # A client that does not ack the PING holds the drain up for a second (DRAIN_PING_WAIT),
     # not for the whole grace period: then the second GOAWAY, and the idle connection closes.
     # (Were the sidecar to wait for the ack, it would close the connection at the end of the
     # grace period with no second GOAWAY.)
-    client = drained_before_the_ping_ack(control_plane, processes)
-    second: list[Goaway] = []
-
-    def told(events: list[h2.events.Event], goaways: list[Goaway]) -> bool:
-        second[:] = goaways
-        return bool(second)
-
-    client.read_until(told)
+    client = drained_before_the_ping_ack
+    _, second = client.read_until(lambda _, goaways: bool(goaways))
     assert [(g.last_stream_id, g.error_code) for g in second] == [(0, 0)]
     assert client.read() == ([], [])
-    client.sock.close()
