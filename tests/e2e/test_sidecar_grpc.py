@@ -337,11 +337,12 @@ class RawH2Client:
     def send(self) -> None:
         self.sock.sendall(self.conn.data_to_send())
 
-    def read(self) -> tuple[list[h2.events.Event], list[Goaway]]:
-        """What one read brings: h2's events and the GOAWAYs; nothing at all once closed."""
+    def read(self) -> tuple[list[h2.events.Event], list[Goaway]] | None:
+        """What one read brings: h2's events and the GOAWAYs (both may be empty, for part of a
+        frame); None once the peer has closed the connection."""
         data = self.sock.recv(65536)
         if not data:
-            return [], []
+            return None
         kept, goaways = self.goaways.feed(data)
         return self.conn.receive_data(kept) if kept else [], goaways
 
@@ -352,11 +353,11 @@ class RawH2Client:
         events: list[h2.events.Event] = []
         goaways: list[Goaway] = []
         while not done(events, goaways):
-            more_events, more_goaways = self.read()
-            if not more_events and not more_goaways:
+            more = self.read()
+            if more is None:
                 raise AssertionError(f"closed before expected: {events} {goaways}")
-            events += more_events
-            goaways += more_goaways
+            events += more[0]
+            goaways += more[1]
         return events, goaways
 
     def say_hello(self) -> int:
@@ -425,7 +426,7 @@ def test_a_drain_takes_the_streams_a_client_opened_before_it_saw_the_goaway(
     assert trailers[b"grpc-status"] == b"0"
     assert answer == b"\x00" + (1).to_bytes(4, "big") + b"a"  # one message: "a"
     assert [(g.last_stream_id, g.error_code) for g in second] == [(stream_id, 0)]
-    assert client.read() == ([], [])  # then the sidecar closes the connection
+    assert client.read() is None  # then the sidecar closes the connection
 
 
 def test_a_drain_goes_on_without_the_ping_ack_of_a_client_that_never_sends_it(
@@ -438,4 +439,4 @@ def test_a_drain_goes_on_without_the_ping_ack_of_a_client_that_never_sends_it(
     client = drained_before_the_ping_ack
     _, second = client.read_until(lambda _, goaways: bool(goaways))
     assert [(g.last_stream_id, g.error_code) for g in second] == [(0, 0)]
-    assert client.read() == ([], [])
+    assert client.read() is None

@@ -53,9 +53,8 @@ class H2Front(asyncio.Protocol):
         self.serving = 0  # streams being answered
         # Streams waiting for their answer: how to cancel the request, and where it will go.
         self.waiting: dict[int, tuple[Cancel, asyncio.Future[Response]]] = {}
-        self.draining = False
-        self.last_stream_id: int | None = None  # set by a drain: later streams are refused
-        self.drain_timer: asyncio.TimerHandle | None = None
+        self.drain_timer: asyncio.TimerHandle | None = None  # set by a drain's first step
+        self.last_stream_id: int | None = None  # set by its second: later streams are refused
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -81,7 +80,6 @@ class H2Front(asyncio.Protocol):
         h2, which would send nothing after its own (python-hyper/h2#1181)."""
         if self.draining or self.transport is None:
             return
-        self.draining = True
         self._flush()
         self.transport.write(GoAwayFrame(0, last_stream_id=LAST_POSSIBLE_STREAM).serialize())
         self.conn.ping(DRAIN_PING)
@@ -89,17 +87,21 @@ class H2Front(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.drain_timer = loop.call_later(DRAIN_PING_WAIT, self._last_stream_known)
 
+    @property
+    def draining(self) -> bool:
+        """A drain has begun on this connection."""
+        return self.drain_timer is not None
+
     def _last_stream_known(self) -> None:
         """The drain's second step: GOAWAY naming the last stream taken."""
-        if self.last_stream_id is not None or self.transport is None:
-            return
-        if self.transport.is_closing():
+        transport = self.transport
+        if self.last_stream_id is not None or transport is None or transport.is_closing():
             return
         if self.drain_timer is not None:
             self.drain_timer.cancel()
         self.last_stream_id = self.conn.highest_inbound_stream_id
         self._flush()
-        self.transport.write(GoAwayFrame(0, last_stream_id=self.last_stream_id).serialize())
+        transport.write(GoAwayFrame(0, last_stream_id=self.last_stream_id).serialize())
         self._close_if_done()
 
     def _close_if_done(self) -> None:
