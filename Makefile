@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all test lint format demo bench compiled clean
+.PHONY: all test lint format demo bench compiled clean system-deps
 
 all: test
 
@@ -15,6 +15,19 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# System packages (Debian names) each target needs, as COMMAND:PACKAGE: scripts/system-deps
+# installs the missing ones with apt-get when run as root, else names them and stops the target.
+# The compiled build needs a C compiler; the tests drive curl, ip (network namespaces) and
+# iptables (transparent interception in them); the benchmarks compare with wrk, HAProxy and nginx
+# and pin processes to cores with taskset.
+SYSTEM_DEPS_compiled := cc:gcc
+SYSTEM_DEPS_test := curl:curl ip:iproute2 iptables:iptables
+SYSTEM_DEPS_bench := wrk:wrk haproxy:haproxy nginx:nginx-light taskset:util-linux
+system-deps-%:
+	@scripts/system-deps $* $(SYSTEM_DEPS_$*)
+
+system-deps: system-deps-compiled system-deps-test system-deps-bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check tulle tests benchmarks examples setup.py
@@ -43,7 +56,7 @@ COMPILED_TESTS := tests/client tests/engine tests/transport tests/codec tests/ob
 	or no_route_is_a_grpc_status or grpc_fault_abort or server_streaming \
 	or half_failing_backend_into_99 or bad_endpoint_is_ejected or split_80_20 \
 	or breaker_overflow or abort_fault_30 )"
-$(COMPILED_STAMP): $(STAMP) setup.py $(shell find tulle -name '*.py')
+$(COMPILED_STAMP): $(STAMP) setup.py $(shell find tulle -name '*.py') | system-deps-compiled
 	rm -rf build  # nothing stale from an earlier build may enter the wheel
 	TULLE_COMPILE=1 $(BIN)/pip wheel --quiet --no-deps --no-build-isolation -w build/wheel .
 	$(BIN)/pip install --quiet --no-deps --target $(COMPILED) build/wheel/tulle-*.whl
@@ -54,7 +67,7 @@ compiled: $(COMPILED_STAMP)
 # The suite runs on the sources; then part of it again on the compiled build (`make compiled`):
 # `python -P` and importlib imports, so `tulle` comes from build/compiled, in the test process
 # and in every process it starts.
-test: lint $(COMPILED_STAMP)
+test: system-deps-test lint $(COMPILED_STAMP)
 	$(BIN)/pytest
 	PYTHONPATH=$(CURDIR)/$(COMPILED):$(CURDIR) TULLE_EXPECT_COMPILED=1 \
 		$(BIN)/python -P -m pytest --import-mode=importlib $(COMPILED_TESTS)
@@ -68,11 +81,8 @@ demo: $(STAMP)
 	@echo
 	$(BIN)/python examples/shop/demo.py --seconds $(DEMO_SECONDS)
 
-# Benchmarks measure; they never assert. The proxy benchmark needs wrk, haproxy and nginx from
-# Debian: installed here when missing (as root).
-bench: $(COMPILED_STAMP)
-	@command -v wrk >/dev/null && command -v haproxy >/dev/null && command -v nginx >/dev/null || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk haproxy nginx-light)
+# Benchmarks measure; they never assert. Their system packages: SYSTEM_DEPS_bench above.
+bench: system-deps-bench $(COMPILED_STAMP)
 	$(BIN)/python -m benchmarks.proxy_http
 	$(BIN)/python -m benchmarks.proxy_inprocess
 	PYTHONPATH=$(CURDIR)/$(COMPILED):$(CURDIR) $(BIN)/python -P -m benchmarks.proxy_inprocess
