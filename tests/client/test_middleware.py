@@ -178,6 +178,26 @@ def test_wsgi_app_gets_inbound_policy_metrics_and_registration(control_plane, ws
     assert endpoint not in endpoint_ids(control_plane)
 
 
+def test_a_config_push_leaves_the_spent_rate_limit_spent(control_plane, wsgi_server):
+    # Each push the library ACKs (here: an endpoint registered elsewhere in the mesh) rebuilds
+    # the inbound policy; the bucket must keep its tokens (it used to start full again).
+    control_plane.apply(POLICY.format(name="echo"))
+    node = "library~127.0.0.1~echo-0.default~default.svc.cluster.local"
+    tulle.client.configure(xds_address=f"127.0.0.1:{control_plane.xds_port}", node_id=node,
+                           server=control_plane.api, access_log=False)  # fmt: skip
+    tulle.client.wait_ready(10)
+    wsgi_server.app = MeshMiddleware(echo, port=wsgi_server.port, register=False)
+    wait_until(lambda: synced(control_plane, node))
+    with httpx.Client(base_url=f"http://127.0.0.1:{wsgi_server.port}", timeout=10) as client:
+        assert [client.get("/").status_code for _ in range(4)] == [200, 200, 200, 429]
+        runtime = tulle.client.get_runtime()
+        before = runtime.config
+        control_plane.register(service="echo", address="127.0.0.1", port=free_port(),
+                               servicePort=8080)  # fmt: skip
+        wait_until(lambda: runtime.config is not before)  # the push came and was taken
+        assert client.get("/").status_code == 429
+
+
 def test_registration_settings_name_what_is_wrong(control_plane, monkeypatch):
     node = "library~127.0.0.1~echo-0.default~default.svc.cluster.local"
     tulle.client.configure(xds_address=f"127.0.0.1:{control_plane.xds_port}", node_id=node,

@@ -282,8 +282,8 @@ spec:
 """
 
 
-def policy_resources(mode="sidecar"):
-    result = validate_text(POLICY)
+def policy_resources(mode="sidecar", text=POLICY):
+    result = validate_text(text)
     assert result.model is not None, [f.format() for f in result.findings]
     return translate(build_snapshot(1, result.model, ()), NodeView(mode, "default", (), "cart"))
 

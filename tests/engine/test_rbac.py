@@ -3,7 +3,7 @@ filters, compiled and evaluated by the engine with Istio's semantics."""
 
 from __future__ import annotations
 
-from tests.control.test_translate import policy_resources
+from tests.control.test_translate import POLICY, policy_resources
 from tulle.engine.inbound import inbound_policies
 from tulle.engine.rbac import Peer, authorize
 from tulle.xds import types
@@ -42,3 +42,27 @@ def test_the_rate_limit_bucket_is_there_too():
     bucket = policies()[8080].bucket
     assert bucket is not None
     assert (bucket.spec.max_tokens, bucket.spec.interval) == (5, 2.0)
+
+
+def test_a_new_config_keeps_the_rate_limit_bucket_unless_the_limit_changed():
+    # Every config the control plane pushes comes through inbound_policies (an endpoint
+    # registered anywhere in the mesh is one): it must not refill a spent bucket.
+    listeners = policy_resources()[types.LISTENER]
+    first = inbound_policies(listeners, now=0.0)
+    spent = first[8080].bucket
+    assert spent is not None
+    assert [spent.take(0.0) for _ in range(6)] == [True] * 5 + [False]  # burst: 5
+    again = inbound_policies(listeners, now=0.0, previous=first)
+    assert again[8080].bucket is spent
+    assert spent.take(0.0) is False
+    # A new limit is a new bucket, full.
+    bigger = POLICY.replace("limit: {requests: 30, unit: minute, burst: 5}",
+                            "limit: {requests: 30, unit: minute, burst: 6}")  # fmt: skip
+    assert bigger != POLICY
+    changed = inbound_policies(
+        policy_resources(text=bigger)[types.LISTENER], now=0.0, previous=again
+    )
+    fresh = changed[8080].bucket
+    assert fresh is not None
+    assert fresh is not spent
+    assert [fresh.take(0.0) for _ in range(7)] == [True] * 6 + [False]

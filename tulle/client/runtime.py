@@ -129,7 +129,7 @@ class MeshRuntime:
         """Compile a candidate config; hand it to every engine, or say why not (NACK)."""
         try:
             config = compile_resources(version, resources)
-            inbound = inbound_policies(resources[types.LISTENER], time.monotonic())
+            inbound = inbound_policies(resources[types.LISTENER], time.monotonic(), self.inbound)
         except ConfigError as error:
             self.nack = str(error)
             return str(error)

@@ -14,7 +14,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 
 from tulle.engine import errors
-from tulle.engine.config import bucket
+from tulle.engine.config import BucketSpec, bucket
 from tulle.engine.message import Request
 from tulle.engine.ratelimit import TokenBucket
 from tulle.engine.rbac import Peer, RbacFilter, authorize, compile_rbac
@@ -33,8 +33,13 @@ class InboundPolicy:
     service: str = ""  # the service the port serves (the inbound metrics' destination_service)
 
 
-def inbound_policies(listeners: Mapping[str, Any], now: float) -> dict[int, InboundPolicy]:
-    """An InboundPolicy per app port of the node's workload."""
+def inbound_policies(
+    listeners: Mapping[str, Any], now: float, previous: Mapping[int, InboundPolicy] | None = None
+) -> dict[int, InboundPolicy]:
+    """An InboundPolicy per app port of the node's workload. A port whose rate limit is the
+    same as in ``previous`` (the policies in force) keeps that bucket, tokens and all: every
+    config the control plane pushes (an endpoint registered anywhere in the mesh is one) comes
+    here, and only a change of the limit itself may refill it."""
     listener = listeners.get(INBOUND_LISTENER)
     result: dict[int, InboundPolicy] = {}
     if listener is None:
@@ -61,9 +66,19 @@ def inbound_policies(listeners: Mapping[str, Any], now: float) -> dict[int, Inbo
                 elif http_filter.name == RATELIMIT_FILTER:
                     spec = bucket(http_filter.typed_config, f"inbound_{port}")
                     if spec is not None:
-                        policy.bucket = TokenBucket(spec, now)
+                        policy.bucket = _kept(previous, port, spec) or TokenBucket(spec, now)
             policy.rbac = tuple(filters)
     return result
+
+
+def _kept(
+    previous: Mapping[int, InboundPolicy] | None, port: int, spec: BucketSpec
+) -> TokenBucket | None:
+    """The bucket ``port`` had in ``previous`` if its limit is ``spec``."""
+    policy = previous.get(port) if previous is not None else None
+    if policy is not None and policy.bucket is not None and policy.bucket.spec == spec:
+        return policy.bucket
+    return None
 
 
 def refusal(

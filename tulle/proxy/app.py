@@ -87,7 +87,7 @@ class Proxy:
         """Compile a candidate config; install it, or say why not (the NACK reason)."""
         try:
             config = compile_resources(version, resources)
-            inbound = inbound_policies(resources[types.LISTENER], self.engine.clock())
+            inbound = inbound_policies(resources[types.LISTENER], self.engine.clock(), self.inbound)
         except ConfigError as error:
             return str(error)
         # All compiled: swap everything in at once.
