@@ -5,6 +5,7 @@ and the fixture scans /proc for it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -63,6 +64,35 @@ def tulle(*args: str, timeout: float = 120, check: bool = True) -> subprocess.Co
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
+
+
+@contextlib.contextmanager
+def foreground(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """``tulle up ARGS`` in the foreground, as in a terminal, once it says its replicas are
+    ready (its output so far in the error if it ends before). On the way out, whether the test
+    passed or not, it is killed if still running, reaped and its pipe closed: a pipe left open
+    is a ResourceWarning in whichever later test the garbage collector runs."""
+    proc = subprocess.Popen(
+        [*TULLE, "up", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        said = []
+        for line in proc.stdout:
+            said.append(line)
+            if "replicas ready" in line:
+                break
+        else:
+            raise AssertionError(f"tulle up ended ({proc.wait()}) before the mesh was ready: "
+                                 f"{''.join(said)}")  # fmt: skip
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 @dataclass

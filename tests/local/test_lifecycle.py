@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ from tests.local.conftest import (
     TULLE,
     Mesh,
     assert_nothing_left,
+    foreground,
     mesh_processes,
     start_mesh,
     tulle,
@@ -48,18 +50,10 @@ def config(tmp_path: Path, text: str = ECHO) -> str:
     return str(path)
 
 
-def foreground(state_dir: Path, config_file: str) -> subprocess.Popen[str]:
-    """``tulle up`` in the foreground, as in a terminal; returns once the mesh is ready."""
-    proc = subprocess.Popen(
-        [*TULLE, "up", "-f", config_file, "--state-dir", str(state_dir), "--api-port", "0",
-         "--xds-port", "0", "--grace", "3"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "replicas ready" in line:
-            return proc
-    raise AssertionError(f"tulle up ended before the mesh was ready ({proc.wait()})")
+def up(state_dir: Path, config_file: str) -> AbstractContextManager[subprocess.Popen[str]]:
+    """``tulle up`` in the foreground on ``config_file``, once the mesh is ready."""
+    return foreground("-f", config_file, "--state-dir", str(state_dir), "--api-port", "0",
+                      "--xds-port", "0", "--grace", "3")  # fmt: skip
 
 
 def test_a_mesh_starts_serves_and_stops_with_tulle_down(tmp_path, state_dir):
@@ -82,22 +76,19 @@ def test_a_mesh_starts_serves_and_stops_with_tulle_down(tmp_path, state_dir):
 
 
 def test_ctrl_c_stops_everything_cleanly(tmp_path, state_dir):
-    proc = foreground(state_dir, config(tmp_path))
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(30) == 0
-    assert proc.stdout is not None
-    assert "tulle up: stopping" in proc.stdout.read()
-    proc.stdout.close()
+    with up(state_dir, config(tmp_path)) as proc:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        assert proc.stdout is not None
+        assert "tulle up: stopping" in proc.stdout.read()
     assert_nothing_left(state_dir)
 
 
 def test_killing_tulle_up_orphans_no_process(tmp_path, state_dir):
-    proc = foreground(state_dir, config(tmp_path))
-    assert len(mesh_processes(state_dir)) == 6  # control plane, 2 x (app + sidecar), bare app
-    proc.kill()  # SIGKILL: no chance to clean up; the kernel ends the children
-    proc.wait()
-    assert proc.stdout is not None
-    proc.stdout.close()
+    with up(state_dir, config(tmp_path)) as proc:
+        assert len(mesh_processes(state_dir)) == 6  # control plane, 2 x (app + sidecar), bare
+        proc.kill()  # SIGKILL: no chance to clean up; the kernel ends the children
+        proc.wait()
     assert_nothing_left(state_dir)
     status = tulle("status", "--state-dir", str(state_dir), check=False)
     assert "the runner" in status.stderr  # the stale state says so

@@ -15,10 +15,9 @@ import httpx
 import pytest
 
 from tests.local.conftest import (
-    REPO,
-    TULLE,
     Mesh,
     assert_nothing_left,
+    foreground,
     mesh_processes,
     start_mesh,
     tulle,
@@ -94,21 +93,13 @@ spec:
   ports: [{name: http, port: 8080}]
 """
     )
-    proc = subprocess.Popen(
-        [*TULLE, "up", "--pods", "-f", str(config), "--state-dir", str(pods_state),
-         "--api-port", "0", "--xds-port", "0"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "replicas ready" in line:
-            break
-    answer = httpx.get(f"http://{Mesh(pods_state).address('echo')}/x", timeout=10).json()
-    assert answer["name"] == "echo"
-    assert len(mesh_processes(pods_state)) == 3  # control plane, sidecar, app
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stdout.close()
+    with foreground("--pods", "-f", str(config), "--state-dir", str(pods_state),
+                    "--api-port", "0", "--xds-port", "0") as proc:  # fmt: skip
+        answer = httpx.get(f"http://{Mesh(pods_state).address('echo')}/x", timeout=10).json()
+        assert answer["name"] == "echo"
+        assert len(mesh_processes(pods_state)) == 3  # control plane, sidecar, app
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     assert_nothing_left(pods_state)  # the kernel ended every child
     assert network_leftovers() != []  # what only a clean stop removes
     forced = tulle("down", "--force", "--state-dir", str(pods_state))
