@@ -108,7 +108,10 @@ def main() -> None:
         with Live(Group(table([]), advice), refresh_per_second=4, console=console) as live:
             while not args.seconds or time.monotonic() - began < args.seconds:
                 time.sleep(2)
-                live.update(Group(table(watcher.next()), advice))
+                view = table(watcher.next())
+                live.update(Group(view, advice))
+                if not console.is_terminal:  # a pipe or a file gets only Live's last view:
+                    console.print(view)  # each refresh is written out, as a log
         watcher.close()
     except KeyboardInterrupt:
         pass
