@@ -138,12 +138,14 @@ def _note(headers: list[tuple[str, str]]) -> _Noted:
     lengths: list[str] = []
     encoding = host = request_id = None
     hop_by_hop = expect_continue = False
+    hosts = 0
     for name, value in headers:
         if name not in _NOTED:
             continue
         if name == "content-length":
             lengths.append(value)
         elif name == "host":
+            hosts += 1
             if host is None:
                 host = value
         elif name == "expect":
@@ -154,6 +156,8 @@ def _note(headers: list[tuple[str, str]]) -> _Noted:
             hop_by_hop = True
             if name == "transfer-encoding":
                 encoding = value
+    if host is not None and hosts > 1:
+        raise RefusedError("more than one Host header")
     if lengths and encoding is not None:
         raise RefusedError("both Content-Length and Transfer-Encoding")
     if len(lengths) > 1:
@@ -228,7 +232,14 @@ MAX_NAMES = 512
 
 
 class _HeadCollector:
-    """The httptools callbacks both readers share: target or reason, and headers within limits."""
+    """The httptools callbacks both readers share: target or reason, and headers within limits.
+    Header fields after the head (a chunked body's trailers) count toward the same size limit
+    and are dropped: they belong to their message and must never become headers of the next
+    one. A request header whose name has an underscore is dropped too (as nginx does): servers
+    that map ``-`` to ``_`` (CGI, WSGI) would read ``Content_Length`` or
+    ``X_Tulle_Source_Workload`` as the header the mesh checks or removes."""
+
+    drops_underscores = False
 
     # Each message starts from the state its predecessor's on_headers_complete leaves (no
     # on_message_begin callback: one call fewer per message).
@@ -236,8 +247,11 @@ class _HeadCollector:
         self.url = b""
         self.headers: list[tuple[str, str]] = []
         self.header_bytes = 0
+        self.trailing = False  # the head is complete: header fields now are trailers
 
     def on_url(self, url: bytes) -> None:
+        if self.trailing:  # a new request begins
+            self.trailing, self.header_bytes = False, 0
         self.url += url
         if len(self.url) > MAX_HEADER_BYTES:
             raise RefusedError("request target too long", 414)
@@ -246,17 +260,26 @@ class _HeadCollector:
         self.header_bytes += len(name) + len(value) + 4
         if self.header_bytes > MAX_HEADER_BYTES or len(self.headers) >= MAX_HEADERS:
             raise RefusedError("request headers are too large", 431)
+        if self.trailing:
+            return  # a trailer: dropped (see the class)
         lowered = _NAMES.get(name)
         if lowered is None:
-            lowered = name.decode("latin-1").lower()
-            if len(_NAMES) < MAX_NAMES and len(name) <= 64:  # a bound on what a peer can pin
-                _NAMES[name] = lowered
+            if b"_" in name:  # never kept in _NAMES, so this check runs for every such name
+                if self.drops_underscores:
+                    return
+                lowered = name.decode("latin-1").lower()
+            else:
+                lowered = name.decode("latin-1").lower()
+                if len(_NAMES) < MAX_NAMES and len(name) <= 64:  # a bound on what a peer can pin
+                    _NAMES[name] = lowered
         self.headers.append((lowered, value.decode("latin-1")))
 
 
 class RequestReader(_HeadCollector):
     """Client bytes → calls on a :class:`RequestSink`, with no object per event. After a
     ProtocolError (returned by ``feed``) the connection must be closed."""
+
+    drops_underscores = True
 
     def __init__(self, sink: RequestSink) -> None:
         super().__init__()
@@ -280,7 +303,7 @@ class RequestReader(_HeadCollector):
             self.headers, keep_alive, parser.should_upgrade(), host, length, chunked, hop_by_hop,
             expect_continue, request_id,
         )  # fmt: skip
-        self.url, self.headers, self.header_bytes = b"", [], 0  # for the next message
+        self.url, self.headers, self.trailing = b"", [], True  # trailers, then the next message
         self.sink.head_received(head)
 
     def detach(self) -> None:
@@ -330,7 +353,7 @@ class ResponseReader(_HeadCollector):
             status, _REASONS.get(status, ""), self.headers, parser.should_keep_alive(), length,
             length is not None or chunked, hop_by_hop,
         )  # fmt: skip
-        self.url, self.headers, self.header_bytes = b"", [], 0  # for the next message
+        self.url, self.headers, self.trailing = b"", [], True  # trailers, then the next message
         self.done = self.head_request or status < 200 or status in (204, 304)
         self.sink.head_received(head)
         if self.done:
@@ -341,6 +364,7 @@ class ResponseReader(_HeadCollector):
             self.sink.body_received(body)
 
     def on_message_complete(self) -> None:
+        self.trailing, self.header_bytes = False, 0
         if not self.done:
             self.sink.message_complete()
 
@@ -350,12 +374,17 @@ class ResponseReader(_HeadCollector):
         self.sink = _NOWHERE
         self.parser = _DETACHED_RESPONSES
 
-    def feed(self, data: bytes) -> ProtocolError | None:
-        """Parse ``data``; a ProtocolError means the connection is unusable."""
+    def feed(self, data: bytes) -> ProtocolError | Upgraded | None:
+        """Parse ``data``; a ProtocolError means the connection is unusable; Upgraded: the
+        upstream switched protocols (101), and the rest of the connection is raw bytes."""
         if self.failed:
             return None
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self.failed = True
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            return Upgraded(data[offset:])
         except httptools.HttpParserError as error:
             self.failed = True
             refused = _refusal(error)

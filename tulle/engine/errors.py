@@ -41,6 +41,12 @@ def upstream_failure(kind: str, address: str, cluster: str) -> MeshError:
     return MeshError(status, flag, f"upstream {kind} {address} (cluster {cluster})")
 
 
+def downstream_failure(reason: str) -> MeshError:
+    """DPE: the client's own request failed while it was being sent (its body was malformed,
+    or the client went away mid-body): not the endpoint's fault, never retried."""
+    return MeshError(400, "DPE", f"bad request: {reason}")
+
+
 def request_timeout(seconds: float, cluster: str, grpc_deadline: bool = False) -> MeshError:
     """UT: the route's timeout expired, or the gRPC client's deadline (``grpc-timeout``)."""
     what = "grpc-timeout" if grpc_deadline else "request timeout"

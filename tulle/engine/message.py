@@ -245,8 +245,9 @@ def mesh_response(
 
 class UpstreamError(Exception):
     """No response from an endpoint: ``kind`` is ``connect``, ``reset``, ``refused-stream``,
-    ``timeout``, or ``overflow`` (the sender's connection limit left no way to send it); the
-    message says what happened."""
+    ``timeout``, ``overflow`` (the sender's connection limit left no way to send it), or
+    ``client`` (the request's own body failed on the way: malformed, or the client went away);
+    the message says what happened."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)

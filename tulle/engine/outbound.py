@@ -438,6 +438,10 @@ class Engine:
         if isinstance(outcome, UpstreamError):
             if outcome.kind == "overflow":  # the sender's connection limit: not the endpoint's
                 return self._overflowed(call, endpoint)
+            if outcome.kind == "client":  # the request's own body failed: not the endpoint's
+                produced = mesh_response(errors.downstream_failure(str(outcome)), request.is_grpc)
+                produced.upstream, produced.attempts = endpoint.key, call.attempt
+                return produced
             cluster.record(endpoint, None, self.clock())
             if (
                 more

@@ -8,7 +8,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from tulle.codec.http1 import request_head
+from tulle.codec.http1 import response_head
 from tulle.engine import errors
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.compile import compile_resources
@@ -221,7 +221,9 @@ class Proxy:
         return ("http", None, "")
 
     def tunneler(self, table_of: Callable[[Destination], str]) -> Tunneler:
-        """Opens Upgrade (WebSocket) tunnels for a listener whose route table ``table_of`` says."""
+        """Opens Upgrade (WebSocket) tunnels for a listener whose route table ``table_of``
+        says: the request goes upstream alone, and only the upstream's 101 (passed on to the
+        client here) makes a tunnel; any other answer is the request's response."""
 
         async def tunnel(
             request: Request, destination: Destination, downstream: asyncio.Transport
@@ -230,17 +232,21 @@ class Proxy:
             if isinstance(target, Response):
                 return target
             upstream, endpoint, cluster = target
+            state = self.engine.clusters.get(cluster)
+            spec = state.spec if state is not None else ClusterSpec(cluster)
+            try:
+                answer = await self.pool.upgrade(endpoint, spec, upstream)
+            except UpstreamError as failure:
+                error = errors.upstream_failure(f"{failure.kind} {failure}", endpoint.key, cluster)
+                return mesh_response(error)
+            if isinstance(answer, Response):
+                answer.upstream, answer.cluster = endpoint.key, cluster
+                return answer
+            downstream.write(response_head(101, answer.head.headers, answer.head.reason))
+            if answer.rest:
+                downstream.write(answer.rest)
             pipe = TcpPipe(downstream, self.pool.mark)
-            if not await pipe.connect(endpoint.address, endpoint.port, close_on_failure=False):
-                failure = errors.upstream_failure("connect failed", endpoint.key, cluster)
-                return mesh_response(failure)
-            headers = [(k, v) for k, v in upstream.headers if k != "host"]
-            pipe.forward(
-                "down",
-                request_head(
-                    upstream.method, upstream.path, [("host", upstream.authority), *headers]
-                ),
-            )
+            pipe.adopt(answer.transport)
             return pipe
 
         return tunnel

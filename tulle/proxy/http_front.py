@@ -2,13 +2,21 @@
 pipelining, Expect: 100-continue), runs each through the engine in order, and writes responses.
 A malformed request gets a 400 with the reason and the connection is closed; it is never
 forwarded. Requests are dispatched from ``data_received`` and answered through a callback, so
-the common case needs no task; only streamed responses and tunnels get one."""
+the common case needs no task; only streamed responses and tunnels get one.
+
+An ``Upgrade`` request goes upstream alone: only the upstream's ``101`` turns the connection
+into a tunnel; any other answer is passed on and the bytes after the request are parsed as
+the next requests (never piped unrouted). A client that does not read its responses stops
+being read (no more requests are begun, streamed bodies pause their upstream). A head that
+takes longer than the header timeout gets a 408; an idle connection is closed after the idle
+timeout (see :mod:`tulle.proxy.limits`)."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import functools
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -24,13 +32,17 @@ from tulle.codec.http1 import (
     end_to_end,
     response_head,
 )
+from tulle.codec.paths import PathError, normalize_target
 from tulle.engine import errors
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError, mesh_response
 from tulle.engine.tasks import Cancel, nothing_to_cancel
 from tulle.proxy.in_flight import InFlight
+from tulle.proxy.limits import FrontLimits
 from tulle.proxy.recording import Destination, Recorder
 from tulle.proxy.tcp import TcpPipe
 from tulle.transport.interception import original_destination
+
+log = logging.getLogger(__name__)
 
 MAX_BODY = 16 * 1024 * 1024
 BUFFER_LIMIT = 1024 * 1024  # larger request bodies (or chunked ones) stream, without retries
@@ -56,6 +68,7 @@ class _RequestIds:
 
 
 _ids = _RequestIds(random.Random())  # seeded from the OS once
+_DEFAULT_LIMITS = FrontLimits()
 
 
 def request_id() -> str:
@@ -83,8 +96,15 @@ class Http1Front(asyncio.Protocol):
         in_flight: InFlight,
         transparent: bool = False,
         tunnel: Tunneler | None = None,
+        limits: FrontLimits | None = None,
     ) -> None:
         self.listener = listener
+        self.limits = limits or _DEFAULT_LIMITS
+        now = time.monotonic()
+        self.idle_since = now  # when the connection last had nothing in progress
+        self.head_since = 0.0  # when the head being read began (0: none is being read)
+        self.write_paused = False  # the client is not reading: nothing more is begun
+        self.writable: asyncio.Event | None = None  # set when the client reads again
         self.transparent = transparent
         self.tunnel = tunnel
         self.pipe: TcpPipe | None = None
@@ -132,9 +152,11 @@ class Http1Front(asyncio.Protocol):
             self.recorder.client_gone(self.listener, request, started, reason, self.original_dst)
             self.in_flight.end()
         if self.streaming is not None:
-            self.streaming.finish(UpstreamError("reset", "client closed mid-body"))
+            self.streaming.finish(UpstreamError("client", "client closed mid-body"))
         if self.pipe is not None:
             self.pipe.close()
+        if self.writable is not None:
+            self.writable.set()
 
     def drain(self) -> None:
         """The proxy is draining: the requests already read are answered, the last answer
@@ -145,10 +167,55 @@ class Http1Front(asyncio.Protocol):
         self.draining = True
         asyncio.get_running_loop().call_later(DRAIN_IDLE, self._close_if_idle)
 
+    @property
+    def idle(self) -> bool:
+        """No request is being read, waiting or answered, and it is no tunnel."""
+        return not (self.busy or self.waiting or self.head is not None or self.pipe is not None)
+
     def _close_if_idle(self) -> None:
-        idle = not (self.busy or self.waiting or self.head is not None or self.pipe is not None)
-        if idle and not self.closed:
+        if self.idle and not self.closed:
             self._close()
+
+    def expire(self, now: float) -> None:
+        """Called every second or so: a head slower than the header timeout gets a 408 and the
+        connection closes (slowloris); an idle connection closes after the idle timeout."""
+        if self.closed:
+            return
+        limits = self.limits
+        if self.head_since and now - self.head_since > limits.header_timeout and not self.busy:
+            reason = f"request headers not received within {limits.header_timeout:g}s"
+            self.head_since = 0.0
+            self.reader.detach()
+            self._enqueue(ProtocolError(408, reason))
+        elif not self.head_since and self.idle and now - self.idle_since > limits.idle_timeout:
+            self._close()
+
+    def pause_writing(self) -> None:
+        """The client is not reading: stop reading its requests, and let streamed bodies wait
+        (their upstream is paused in turn)."""
+        self.write_paused = True
+        if self.pipe is not None:
+            self.pipe.pause("down")
+        elif self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        """The client reads again."""
+        self.write_paused = False
+        if self.writable is not None:
+            self.writable.set()
+            self.writable = None
+        if self.pipe is not None:
+            self.pipe.resume("down")
+        elif self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+        if self.waiting and not self.busy:
+            self._advance()
+
+    async def _until_writable(self) -> None:
+        if self.writable is None:
+            self.writable = asyncio.Event()
+        await self.writable.wait()
 
     def eof_received(self) -> bool:
         if self.pipe is not None:
@@ -163,8 +230,10 @@ class Http1Front(asyncio.Protocol):
         reader = self.reader
         if reader.failed:
             if self.head is not None and self.head.upgrade:
-                self.early.append(data)  # raw bytes before the tunnel is open
+                self.early.append(data)  # bytes after an Upgrade, until the upstream answers
             return
+        if self.head is None and not self.head_since:
+            self.head_since = time.monotonic()  # a head begins (or ends here, then reset)
         tail = reader.feed(data)  # calls head_received, body_received, message_complete
         if tail is None:
             return
@@ -176,7 +245,7 @@ class Http1Front(asyncio.Protocol):
                 self._enqueue((self.head, b""))
             return
         if self.streaming is not None:
-            self.streaming.finish(UpstreamError("reset", f"client sent {tail.reason}"))
+            self.streaming.finish(UpstreamError("client", f"client sent {tail.reason}"))
             self.streaming = None
         self._enqueue(tail)
 
@@ -185,6 +254,7 @@ class Http1Front(asyncio.Protocol):
     def head_received(self, head: RequestHead) -> None:
         """A request's head: buffered until its end, or streamed when chunked or large."""
         self.head, self.chunks, self.body_size = head, [], 0
+        self.head_since = 0.0
         if head.expect_continue:
             self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if (head.chunked or (head.length or 0) > BUFFER_LIMIT) and self.transport is not None:
@@ -228,7 +298,7 @@ class Http1Front(asyncio.Protocol):
     # --- requests in order ------------------------------------------------------------------
 
     def _enqueue(self, item: Item) -> None:
-        if not (self.busy or self.waiting or self._advancing or self.closed):
+        if not (self.busy or self.waiting or self._advancing or self.closed or self.write_paused):
             self._advancing = True  # the common case: nothing ahead of it, begun at once
             try:
                 self._begin(item)
@@ -248,7 +318,7 @@ class Http1Front(asyncio.Protocol):
             return
         self._advancing = True
         try:
-            while self.waiting and not self.busy and not self.closed:
+            while self.waiting and not self.busy and not self.closed and not self.write_paused:
                 self._begin(self.waiting.popleft())
         finally:
             self._advancing = False
@@ -275,15 +345,26 @@ class Http1Front(asyncio.Protocol):
         if head.version == "1.1":  # HTTP/1.0 clients get no informational responses
             request.interim = self._interim
         if head.upgrade:
+            if head.chunked or head.length:
+                reason = "bad request: an Upgrade request with a body is not supported"
+                self._respond(mesh_response(errors.MeshError(400, "DPE", reason)), "GET", True)
+                self._close()
+                return
             task = asyncio.get_running_loop().create_task(self._open_tunnel(head, request, started))
             self.in_flight.track(task)
             return
         self.in_flight.begin()
         self.unanswered = (request, started, nothing_to_cancel)
         answers = self.answers
-        cancel = self.dispatch(
-            request, self.original_dst, functools.partial(self._answer, head, request, started)
-        )
+        answer = functools.partial(self._answer, head, request, started)
+        try:
+            cancel = self.dispatch(request, self.original_dst, answer)
+        except Exception as failure:  # a bug: answered with its reason, the slot given back
+            log.exception("request failed inside the proxy")
+            if self.answers == answers:
+                reason = f"internal error: {failure!r}"
+                answer(mesh_response(errors.MeshError(500, "DPE", reason)))
+            return
         # Not answered at once: cancelled if the client goes. (Counted, not read back from
         # ``unanswered``: compiled code would trust the type the assignment above gave it.)
         if self.answers == answers:
@@ -324,24 +405,50 @@ class Http1Front(asyncio.Protocol):
             return
         if self.waiting:
             self._advance()
+        else:
+            self.idle_since = time.monotonic()
 
     async def _open_tunnel(self, head: RequestHead, request: Request, started: float) -> None:
+        """The Upgrade request goes upstream alone (the bytes after it wait in ``early``): a
+        101 makes the connection a tunnel; any other answer (the upstream's or the mesh's)
+        is given as a response, and the bytes after the request are parsed as requests."""
         if self.tunnel is None or self.transport is None:
-            reason = "bad request: protocol upgrade is not supported on this listener"
-            self._respond(mesh_response(errors.MeshError(400, "DPE", reason)), "GET", close=True)
+            reason = "protocol upgrade is not supported on this listener"
+            result: TcpPipe | Response = mesh_response(errors.MeshError(400, "DPE", reason))
+        else:
+            result = await self.tunnel(request, self.original_dst, self.transport)
+        if self.closed:
+            if isinstance(result, TcpPipe):
+                result.close()
             return
-        result = await self.tunnel(request, self.original_dst, self.transport)
         if isinstance(result, Response):
-            self._respond(result, head.method, close=True)
-            self.recorder.record(self.listener, request, result, started, 0, self.original_dst)
+            self.in_flight.begin()  # ended by _answered, as for any request
+            self._answer(head, request, started, result)
+            self._parse_again()
             return
         self.pipe = result
         for data in self.early:
             result.forward("down", data)
         self.early.clear()
-        self.transport.resume_reading()
+        if self.transport is not None:
+            self.transport.resume_reading()
         tunnelled = Response(101, [], b"", route="upgrade", upstream="tunnel")
         self.recorder.record(self.listener, request, tunnelled, started, 0, self.original_dst)
+
+    def _parse_again(self) -> None:
+        """After an Upgrade the upstream refused: a new reader takes the bytes that followed
+        the request, as requests."""
+        if self.closed:
+            return
+        self.reader.detach()
+        self.reader = RequestReader(self)
+        self.head = None
+        early = b"".join(self.early)
+        self.early.clear()
+        if self.transport is not None and not self.write_paused:
+            self.transport.resume_reading()
+        if early:
+            self.data_received(early)
 
     def _request(self, head: RequestHead, body: bytes | ByteStream) -> Request | Response:
         target = head.target
@@ -355,6 +462,9 @@ class Http1Front(asyncio.Protocol):
         elif target.startswith(("http://", "https://")):
             parts = urlsplit(target)
             authority = parts.netloc
+            if not authority or (head.host is not None and head.host != authority):
+                reason = f"bad request: Host {head.host!r} differs from the target's {authority!r}"
+                return mesh_response(errors.MeshError(400, "DPE", reason))
             path = parts.path or "/"
             if parts.query:
                 path += "?" + parts.query
@@ -367,6 +477,11 @@ class Http1Front(asyncio.Protocol):
         else:
             reason = f"bad request: unsupported request target {target[:80]!r}"
             return mesh_response(errors.MeshError(400, "DPE", reason))
+        if path != "*":
+            try:
+                path = normalize_target(path, self.limits.paths)
+            except PathError as error:
+                return mesh_response(errors.MeshError(400, "DPE", f"bad request: {error}"))
         if head.request_id is None:
             headers.append(("x-request-id", request_id()))
         return Request(head.method, path, authority, headers, body, self.peer)
@@ -405,6 +520,8 @@ class Http1Front(asyncio.Protocol):
                     continue
                 sent += len(chunk)
                 self._write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                if self.write_paused and not self.closed:
+                    await self._until_writable()  # the upstream pauses as its chunks queue
                 if self.transport is None or self.transport.is_closing():
                     await response.release()
                     return sent

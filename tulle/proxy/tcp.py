@@ -81,6 +81,17 @@ class TcpPipe:
             self.downstream.resume_reading()
         return True
 
+    def adopt(self, upstream: asyncio.Transport) -> None:
+        """Use an upstream connection already open (one that switched protocols): what it
+        receives from now on comes to this pipe."""
+        half = _Half(self, "up")
+        half.transport = upstream
+        upstream.set_protocol(half)
+        self.upstream = upstream
+        for data in self.pending:
+            upstream.write(data)
+        self.pending.clear()
+
     def forward(self, side: str, data: bytes) -> None:
         """Bytes from ``side`` ("down" or "up") to the other."""
         if side == "down":

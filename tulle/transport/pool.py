@@ -10,7 +10,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
 
-from tulle.codec.http1 import ResponseHead, ResponseReader, end_to_end, request_head
+from tulle.codec.http1 import (
+    ProtocolError,
+    ResponseHead,
+    ResponseReader,
+    Upgraded,
+    end_to_end,
+    request_head,
+)
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import ByteStream, Interim, Request, Response, UpstreamError
 from tulle.engine.tasks import resolver, run_then
@@ -97,6 +104,14 @@ class _Attempt:
             self.fresh()
 
 
+class Switched:
+    """An upstream switched protocols (101): its response head, the bytes that came after it,
+    and the connection's transport, now a tunnel's to use."""
+
+    def __init__(self, head: ResponseHead, rest: bytes, transport: asyncio.Transport) -> None:
+        self.head, self.rest, self.transport = head, rest, transport
+
+
 class _StaleConnectionError(Exception):
     """A reused connection was closed by the upstream before it answered: try a fresh one."""
 
@@ -119,6 +134,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._needs_new_parser = False  # the last response answered a HEAD
         self.interim: Interim | None = None  # where the current request's 1xx answers go
         self.lost: Callable[[UpstreamConnection], None] | None = None  # told when it closes
+        self.upgrading = False  # the request asks to switch protocols: a 101 is its answer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -127,7 +143,18 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = True
         error = self.reader.feed(data)  # calls head_received, body_received, message_complete
         if error is not None:
-            self._fail(UpstreamError("reset", error.reason))
+            head, waiter = self.head, self.waiter
+            if isinstance(error, Upgraded) and self.upgrading and head is not None:
+                self.waiter = None  # switched: the bytes after the 101 belong to the tunnel
+                if waiter is not None and not waiter.done():
+                    waiter.set_result((head, error.data, False))
+                return
+            reason = (
+                error.reason
+                if isinstance(error, ProtocolError)
+                else "upstream switched protocols (101) to a request that asked for no upgrade"
+            )
+            self._fail(UpstreamError("reset", reason))
             self.close()
 
     # --- the reader's calls (ResponseSink) --------------------------------------------------
@@ -136,7 +163,10 @@ class UpstreamConnection(asyncio.Protocol):
         """A response's head: informational ones are passed on (the final one follows); a
         body to stream is handed over now, one to buffer at its end."""
         if head.status < 200:
-            if head.status != 101 and self.interim is not None:
+            if head.status == 101:
+                if self.upgrading:
+                    self.head = head  # delivered once the parser stops at the switch
+            elif self.interim is not None:
                 self.interim(head.status, head.reason, head.headers)
             return
         self.head = head
@@ -151,8 +181,8 @@ class UpstreamConnection(asyncio.Protocol):
             transport = self.transport
             assert transport is not None
             self.stream = ByteStream(transport.pause_reading, transport.resume_reading)
+            self.waiter = None  # before the callback, which may hand out the next request
             waiter.set_result((head, self.stream, head.keep_alive))
-            self.waiter = None
 
     def body_received(self, data: bytes) -> None:
         """A piece of the response's body."""
@@ -164,20 +194,20 @@ class UpstreamConnection(asyncio.Protocol):
     def message_complete(self) -> None:
         """The response ended."""
         head = self.head
-        if head is None:  # an informational response's end
+        if head is None or head.status == 101:  # an informational response's end
             return
+        # The waiter is cleared before any callback: a callback may give this connection back
+        # to the pool and a pipelined request take it at once, with a waiter of its own.
+        waiter, self.waiter = self.waiter, None
         if self.stream is not None:
             self.stream.finish()
             self.stream = None
             if self.released is not None:
                 self.released(self, head.keep_alive)
-        else:
-            waiter = self.waiter
-            if waiter is not None and not waiter.done():
-                chunks = self.chunks
-                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                waiter.set_result((head, body, head.keep_alive))
-        self.waiter = None
+        elif waiter is not None and not waiter.done():
+            chunks = self.chunks
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            waiter.set_result((head, body, head.keep_alive))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -438,10 +468,37 @@ class Http1Pool:
             exchange = await cast(asyncio.Future[Exchange], waiter)
         except _StaleConnectionError:
             raise UpstreamError("reset", "connection closed before a response") from None
-        except asyncio.CancelledError:
+        except BaseException:
+            # The body failed on the way (the client's bytes were refused, or it went away),
+            # or the request was cancelled: the upstream holds half a request, so the
+            # connection can carry nothing more.
             connection.close()
             raise
         return self._finish(endpoint, cluster, connection, exchange)
+
+    async def upgrade(
+        self, endpoint: EndpointSpec, cluster: ClusterSpec, request: Request
+    ) -> Switched | Response:
+        """An Upgrade request (its body empty) on a fresh connection: Switched when the
+        upstream answers 101, its answer otherwise (the connection then serves as any other).
+        Raises UpstreamError when it cannot be sent or answered."""
+        connection = await self._open(endpoint, cluster)
+        connection.upgrading = True
+        payload = request_head(request.method, request.path, _headers(request))
+        try:
+            exchange = await connection.exchange(payload, request.method == "HEAD")
+        except _StaleConnectionError:
+            raise UpstreamError("reset", "connection closed before a response") from None
+        connection.upgrading = False
+        head, rest, _ = exchange
+        if head.status != 101:
+            return self._finish(endpoint, cluster, connection, exchange)
+        assert isinstance(rest, bytes)
+        assert connection.transport is not None
+        self.every.discard(connection)  # the tunnel's now, no longer the pool's
+        connection.lost = None
+        connection.reader.detach()
+        return Switched(head, rest, connection.transport)
 
     def _finish(
         self,
