@@ -2,9 +2,10 @@
 
 ``/greeter.Greeter/SayHello`` answers with this server's name (raw bytes, no protobuf needed);
 ``/greeter.Greeter/Peer`` with the caller's address as gRPC sees it (which connection it came
-on) and how many calls this server was serving at that moment (``peer|N``). ``--fail-rate``
-fails that share of calls with UNAVAILABLE; ``--delay`` waits that many seconds before
-answering. Prints ``READY <port>`` once serving; stops on SIGTERM."""
+on) and how many calls this server was serving at that moment (``peer|N``); ``Serving`` with
+how many ``SayHello`` and ``Wait`` calls it is serving now (so that a test can wait until its
+call has arrived). ``--fail-rate`` fails that share of calls with UNAVAILABLE; ``--delay`` waits
+that many seconds before answering. Prints ``READY <port>`` once serving; stops on SIGTERM."""
 
 from __future__ import annotations
 
@@ -14,10 +15,36 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 
 import grpc
+
+Handler = Callable[[bytes, grpc.ServicerContext], bytes]
+
+
+class Serving:
+    """Counts the calls of the handlers it wraps while they run."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.lock = threading.Lock()
+
+    def counted(self, handler: Handler) -> Handler:
+        def serve(request: bytes, context: grpc.ServicerContext) -> bytes:
+            with self.lock:
+                self.now += 1
+            try:
+                return handler(request, context)
+            finally:
+                with self.lock:
+                    self.now -= 1
+
+        return serve
+
+    def serving(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        with self.lock:
+            return str(self.now).encode()
 
 
 class Cancellations:
@@ -29,9 +56,9 @@ class Cancellations:
         self.lock = threading.Lock()
 
     def wait(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        deadline = time.monotonic() + 5
-        while context.is_active() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        ended = threading.Event()
+        context.add_callback(ended.set)  # the call ends: cancelled, or answered below
+        ended.wait(5)
         if not context.is_active():
             with self.lock:
                 self.count += 1
@@ -40,6 +67,17 @@ class Cancellations:
     def cancelled(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         with self.lock:
             return str(self.count).encode()
+
+
+def counted_calls(say_hello: Handler) -> dict[str, grpc.RpcMethodHandler]:
+    """``SayHello`` and ``Wait``, counted while they run, with ``Serving`` and ``Cancelled``."""
+    calls, cancellations = Serving(), Cancellations()
+    return {
+        "SayHello": grpc.unary_unary_rpc_method_handler(calls.counted(say_hello)),
+        "Wait": grpc.unary_unary_rpc_method_handler(calls.counted(cancellations.wait)),
+        "Serving": grpc.unary_unary_rpc_method_handler(calls.serving),
+        "Cancelled": grpc.unary_unary_rpc_method_handler(cancellations.cancelled),
+    }
 
 
 def main() -> None:
@@ -92,18 +130,14 @@ def main() -> None:
         released.set()
         return b"released"
 
-    cancellations = Cancellations()
-
     handler = grpc.method_handlers_generic_handler(
         "greeter.Greeter",
         {
-            "SayHello": grpc.unary_unary_rpc_method_handler(say_hello),
+            **counted_calls(say_hello),
             "Peer": grpc.unary_unary_rpc_method_handler(peer),
             "Stream": grpc.unary_stream_rpc_method_handler(stream),
             "Release": grpc.unary_unary_rpc_method_handler(release),
             "Chat": grpc.stream_stream_rpc_method_handler(chat),
-            "Wait": grpc.unary_unary_rpc_method_handler(cancellations.wait),
-            "Cancelled": grpc.unary_unary_rpc_method_handler(cancellations.cancelled),
         },
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))

@@ -175,16 +175,20 @@ def test_a_call_the_client_gives_up_on_is_cancelled_upstream(control_plane, proc
         service="greeter", address="127.0.0.1", port=port, servicePort=50051, protocol="GRPC"
     )
     proxy = sidecar()
-    with grpc.insecure_channel(
-        f"127.0.0.1:{proxy.http_proxy_port}", options=[("grpc.default_authority", AUTHORITY)]
-    ) as channel:
-        # No deadline (grpc-timeout would tell the server itself): the client just cancels.
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{port}") as direct,
+        grpc.insecure_channel(
+            f"127.0.0.1:{proxy.http_proxy_port}", options=[("grpc.default_authority", AUTHORITY)]
+        ) as channel,
+    ):
+        serving = direct.unary_unary("/greeter.Greeter/Serving")
+        # No deadline (grpc-timeout would tell the server itself): the client just cancels,
+        # once the call has reached the server.
         call = channel.unary_unary("/greeter.Greeter/Wait").future(b"")
-        time.sleep(0.3)
+        wait_until(lambda: serving(b"", timeout=5) == b"1")
         assert call.cancel()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as direct:
         count = direct.unary_unary("/greeter.Greeter/Cancelled")
-        wait_until(lambda: count(b"", timeout=5) == b"1", timeout=3)
+        wait_until(lambda: count(b"", timeout=5) == b"1")
     clusters = proxy.admin("/clusters").json()["clusters"]
     assert [c["requests"] for c in clusters if "greeter" in c["name"]] == [0]  # given back
 
@@ -212,7 +216,7 @@ def test_a_grpc_deadline_is_kept_by_the_sidecar(control_plane, processes, sideca
     )
     with grpc.insecure_channel(f"127.0.0.1:{port}") as direct:
         count = direct.unary_unary("/greeter.Greeter/Cancelled")
-        wait_until(lambda: count(b"", timeout=5) == b"1", timeout=3)
+        wait_until(lambda: count(b"", timeout=5) == b"1")
 
 
 def test_http2_connections_are_held_to_max_connections(control_plane, processes, sidecar):
@@ -281,11 +285,15 @@ def test_a_call_in_flight_finishes_while_its_upstream_shuts_down_gracefully(
         control_plane, "    - route: [{destination: {host: greeter}}]\n      retries: {attempts: 0}"
     )
     proxy = sidecar()
-    with grpc.insecure_channel(
-        f"127.0.0.1:{proxy.http_proxy_port}", options=[("grpc.default_authority", AUTHORITY)]
-    ) as channel:
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{port}") as direct,
+        grpc.insecure_channel(
+            f"127.0.0.1:{proxy.http_proxy_port}", options=[("grpc.default_authority", AUTHORITY)]
+        ) as channel,
+    ):
         call = channel.unary_unary("/greeter.Greeter/SayHello").future(b"hi", timeout=10)
-        time.sleep(0.3)
+        serving = direct.unary_unary("/greeter.Greeter/Serving")
+        wait_until(lambda: serving(b"", timeout=5) == b"1")  # the call is in flight
         greeter.send_signal(signal.SIGTERM)
         assert call.result() == b"slow"
     assert greeter.wait(10) == 0
