@@ -52,20 +52,38 @@ Behaviour = Callable[[EndpointSpec, Request], Response]
 
 @dataclass
 class Upstreams:
-    """Scripted endpoints: by ``address:port`` a function from request to response (or raise)."""
+    """Scripted endpoints: by ``address:port`` a function from request to response (or raise).
+    An endpoint in ``delay`` answers that many seconds later; one in ``held`` answers once the
+    test calls ``release()`` (each call waiting meanwhile is in ``waiting``)."""
 
     behaviour: dict[str, Behaviour] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     delay: dict[str, float] = field(default_factory=dict)
+    held: set[str] = field(default_factory=set)
+    waiting: list[asyncio.Future[None]] = field(default_factory=list)
 
     async def send(
         self, endpoint: EndpointSpec, cluster: ClusterSpec, request: Request
     ) -> Response:
         self.calls.append(endpoint.key)
-        if endpoint.key in self.delay:
+        if endpoint.key in self.held:
+            await self._hold()
+        elif endpoint.key in self.delay:
             await asyncio.sleep(self.delay[endpoint.key])
         handler = self.behaviour.get(endpoint.key, ok)
         return handler(endpoint, request)
+
+    def _hold(self) -> asyncio.Future[None]:
+        released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.append(released)
+        return released
+
+    def release(self) -> None:
+        """Let every held call that is still waiting answer."""
+        waiting, self.waiting = self.waiting, []
+        for released in waiting:
+            if not released.done():
+                released.set_result(None)
 
     def start(
         self,
@@ -87,6 +105,18 @@ class Upstreams:
                 outcome = failure
             callback(outcome)
 
+        if endpoint.key in self.held:
+            released = self._hold()
+
+            def answer_when_released(_: object) -> None:
+                if not released.cancelled():
+                    answer()
+
+            def abandon() -> None:
+                released.cancel()
+
+            released.add_done_callback(answer_when_released)
+            return abandon
         delay = self.delay.get(endpoint.key, 0)
         return asyncio.get_running_loop().call_later(delay, answer).cancel
 

@@ -8,6 +8,7 @@ import collections
 
 import pytest
 
+from tests.aio import until
 from tests.cycles import cycle_garbage_of
 from tests.engine.conftest import (
     Clock,
@@ -295,14 +296,16 @@ def test_ring_hash_keeps_a_key_on_one_endpoint():
 
 def test_least_request_prefers_the_idle_endpoint():
     config = workload("v1") + rule("{loadBalancer: {simple: LEAST_REQUEST}}")
-    upstreams = Upstreams(delay={"10.0.0.1:80": 0.1, "10.0.0.2:80": 0.1})
+    upstreams = Upstreams(held={"10.0.0.1:80", "10.0.0.2:80"})
     engine = build_engine(config, {"v1": [("10.0.0.1", 80), ("10.0.0.2", 80)]}, upstreams)
 
     async def trial() -> tuple[str, str]:
         first = asyncio.create_task(handle(engine, TABLE, request()))
-        await asyncio.sleep(0.01)  # the first is in flight now
-        second = await handle(engine, TABLE, request())
-        return (await first).upstream, second.upstream
+        await until(lambda: len(upstreams.waiting) == 1)  # the first is in flight now
+        second = asyncio.create_task(handle(engine, TABLE, request()))
+        await until(lambda: len(upstreams.waiting) == 2)
+        upstreams.release()
+        return (await first).upstream, (await second).upstream
 
     async def trials():
         return [await trial() for _ in range(5)]
@@ -359,15 +362,16 @@ def test_in_flight_requests_finish_on_the_config_they_started_with():
     )
     config_b = config_a.replace("subset: v1}}]", "subset: v2}}]")
     members = {"v1": [("10.0.0.1", 80)], "v2": [("10.0.0.2", 80)]}
-    upstreams = Upstreams(delay={"10.0.0.1:80": 0.1})
+    upstreams = Upstreams(held={"10.0.0.1:80"})
     engine = build_engine(config_a, members, upstreams)
     newer = build_engine(config_b, members, Upstreams())
 
     async def swap():
         first = asyncio.create_task(handle(engine, TABLE, request()))
-        await asyncio.sleep(0.01)
+        await until(lambda: upstreams.waiting)  # the first is in flight now
         engine.update(newer.config)
         second = await handle(engine, TABLE, request())
+        upstreams.release()
         return await first, second
 
     first, second = run(swap())
@@ -476,17 +480,19 @@ def test_an_unavailable_service_falls_back():
 def test_a_cancelled_request_gives_back_what_it_held_and_is_not_answered():
     # The client went away mid-attempt: the attempt is abandoned, the cluster's request,
     # connection and per-endpoint counts go back to zero, and nobody is answered.
-    upstreams = Upstreams({"10.0.0.1:8080": ok}, delay={"10.0.0.1:8080": 5.0})
+    upstreams = Upstreams({"10.0.0.1:8080": ok}, held={"10.0.0.1:8080"})
     engine = build_engine(workload("v1"), {"v1": [("10.0.0.1", 8080)]}, upstreams)
 
     async def scenario() -> None:
         answered: list[Response] = []
         cancel = engine.dispatch(TABLE, request(), answered.append)
-        await asyncio.sleep(0.05)
+        await until(lambda: upstreams.waiting)  # the attempt is under way
         cluster = next(c for c in engine.clusters.values() if c.counters.requests)
         assert cluster.counters.connections == 1
         cancel()
-        await asyncio.sleep(0.05)
+        await until(upstreams.waiting[0].cancelled)  # the attempt was abandoned
+        await until(lambda: cluster.counters.requests == 0)
+        upstreams.release()  # (nothing is waiting for it now)
         assert answered == []
         assert cluster.counters.requests == 0
         assert cluster.counters.connections == 0

@@ -5,8 +5,10 @@ connection leaves behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from benchmarks.proxy_inprocess import KeptTransport
+from tests.aio import until
 from tests.cycles import cycle_garbage_of
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import Request, Response, UpstreamError
@@ -46,7 +48,9 @@ async def upstream(close_after_response: bool = False, delay: float = 0.0):
         for writer in writers:
             writer.close()
         await server.wait_closed()
-        await asyncio.sleep(0.05)
+        for writer in writers:  # until each connection is closed and its transport let go
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
 
     return stop, server.sockets[0].getsockname()[1], served
 
@@ -81,7 +85,7 @@ def test_a_connection_closed_while_idle_is_replaced_without_an_error():
         stop, port, served = await upstream(close_after_response=True)
         pool = Http1Pool()
         assert isinstance(await submit(pool, port), Response)
-        await asyncio.sleep(0.1)  # the upstream has closed the idle connection by now
+        await until(lambda: not pool.every)  # the upstream has closed the idle connection
         answer = await submit(pool, port)
         assert isinstance(answer, Response)
 
@@ -104,7 +108,7 @@ def test_an_abandoned_attempt_never_calls_back():
             EndpointSpec("127.0.0.1", port), CLUSTER, Request("GET", "/", "web", []), calls.append
         )
         abandon()
-        await asyncio.sleep(0.4)
+        await until(lambda: not pool.every)  # closed: no answer can come on it now
         assert calls == []
         assert pool.idle.get(f"127.0.0.1:{port}", []) == []  # the connection was closed
         pool.close()
@@ -119,16 +123,15 @@ def test_the_pool_lets_go_of_each_connection_as_it_closes():
         pool = Http1Pool()
         for _ in range(5):
             assert isinstance(await submit(pool, port), Response)
-            await asyncio.sleep(0.05)  # the upstream closes each connection after its answer
+            # The upstream closes each connection after its answer; the pool lets go of it.
+            await until(lambda: not pool.every)
         assert pool.opened == 5
-        assert pool.every == set()
         await stop()
         stop, port, _ = await upstream()  # one that keeps its connections open
         assert isinstance(await submit(pool, port), Response)
         assert len(pool.every) == 1
         pool.close()
-        await asyncio.sleep(0.05)
-        assert pool.every == set()
+        await until(lambda: not pool.every)
         await stop()
 
     asyncio.run(scenario())
