@@ -44,6 +44,12 @@ def proxy(
         float, typer.Option(help="Grace period for in-flight requests on SIGTERM.")
     ] = 5.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "warning",
+    request_header_timeout: Annotated[
+        float, typer.Option(help="Seconds a client may take to send a request's head (408).")
+    ] = 10.0,
+    idle_timeout: Annotated[
+        float, typer.Option(help="Seconds a client connection may stay idle before it is closed.")
+    ] = 60.0,
 ) -> None:
     """Run the sidecar proxy: config over ADS, the app's traffic through the engine."""
     try:
@@ -52,6 +58,7 @@ def proxy(
             http_proxy_port=http_proxy_port, host=host, outbound_port=outbound_port,
             inbound_port=inbound_port, app_port=app_port, mark=_mark(mark),
             drain_seconds=drain_seconds, log_level=log_level,
+            request_header_timeout=request_header_timeout, idle_timeout=idle_timeout,
         )  # fmt: skip
         settings.check()
     except SettingsError as error:

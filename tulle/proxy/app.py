@@ -25,6 +25,7 @@ from tulle.proxy.detecting import DetectingFront
 from tulle.proxy.h2_front import H2Front
 from tulle.proxy.http_front import Done, Http1Front, Tunneler
 from tulle.proxy.in_flight import InFlight
+from tulle.proxy.limits import FrontLimits
 from tulle.proxy.recording import Destination, Recorder
 from tulle.proxy.tcp import TcpPipe
 from tulle.proxy.transparent import Plan, TransparentOutbound, tcp_clusters
@@ -37,6 +38,7 @@ from tulle.xds.node import parse_node_id
 log = logging.getLogger(__name__)
 
 HTTP_PROXY_ROUTES = "http_proxy"
+SWEEP_INTERVAL = 1.0  # seconds between two applications of the connections' timeouts
 PASSTHROUGH = "PassthroughCluster"
 
 
@@ -56,6 +58,7 @@ class Proxy:
         app_port: int | None = None,
         mark: int | None = None,
         admin_host: str = "127.0.0.1",
+        limits: FrontLimits | None = None,
     ) -> None:
         self.node = parse_node_id(node_id)
         self.admin_host = admin_host
@@ -77,6 +80,8 @@ class Proxy:
         self.http_proxy_port = http_proxy_port
         self.draining = False
         self.in_flight = InFlight()
+        self.limits = limits or FrontLimits()
+        self.sweeper: asyncio.TimerHandle | None = None
         self.servers: list[asyncio.Server] = []
         self.stopped = asyncio.Event()
         self.inbound: dict[int, InboundPolicy] = {}
@@ -155,6 +160,7 @@ class Proxy:
         self.log.start()
         self._tasks.append(asyncio.create_task(self.xds.run()))
         loop = asyncio.get_running_loop()
+        self._sweep()
         admin = await serve_http(AdminHandler(self), self.admin_host, self.admin_port)
         self.admin_port = listening_port(admin)
         self.servers.append(admin)
@@ -170,6 +176,7 @@ class Proxy:
                         self.in_flight,
                         False,
                         tunnel,
+                        self.limits,
                     ),
                     lambda dst: H2Front(
                         "http_proxy",
@@ -177,8 +184,10 @@ class Proxy:
                         self.outbound_recorder,
                         self.in_flight,
                         dst,
+                        self.limits,
                     ),
                     self.in_flight,
+                    header_timeout=self.limits.header_timeout,
                 )
 
             front = await loop.create_server(http_proxy_front, self.host, self.http_proxy_port)
@@ -199,13 +208,24 @@ class Proxy:
         def http() -> DetectingFront:
             return DetectingFront(
                 lambda: Http1Front(
-                    "inbound", self.dispatch_inbound, self.inbound_recorder, self.in_flight, True
+                    "inbound",
+                    self.dispatch_inbound,
+                    self.inbound_recorder,
+                    self.in_flight,
+                    True,
+                    limits=self.limits,
                 ),
                 lambda dst: H2Front(
-                    "inbound", self.dispatch_inbound, self.inbound_recorder, self.in_flight, dst
+                    "inbound",
+                    self.dispatch_inbound,
+                    self.inbound_recorder,
+                    self.in_flight,
+                    dst,
+                    self.limits,
                 ),
                 self.in_flight,
                 transparent=True,
+                header_timeout=self.limits.header_timeout,
             )
 
         return TransparentOutbound(
@@ -263,12 +283,19 @@ class Proxy:
                     self.in_flight,
                     True,
                     tunnel,
+                    self.limits,
                 ),
                 lambda dst: H2Front(
-                    "outbound", self.dispatch_outbound, self.outbound_recorder, self.in_flight, dst
+                    "outbound",
+                    self.dispatch_outbound,
+                    self.outbound_recorder,
+                    self.in_flight,
+                    dst,
+                    self.limits,
                 ),
                 self.in_flight,
                 transparent=True,
+                header_timeout=self.limits.header_timeout,
             )
 
         return TransparentOutbound(
@@ -292,6 +319,11 @@ class Proxy:
                 return ("refuse", None, service)
             return ("tcp", (endpoint.address, endpoint.port), service)
         return ("tcp", destination, PASSTHROUGH)
+
+    def _sweep(self) -> None:
+        """Every second: each open connection applies its header and idle timeouts."""
+        self.in_flight.sweep()
+        self.sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._sweep)
 
     def start_drain(self) -> None:
         """Stop accepting new connections on the traffic listeners; tell the open ones to
@@ -318,5 +350,7 @@ class Proxy:
                 await task
         for server in self.servers:
             server.close()
+        if self.sweeper is not None:
+            self.sweeper.cancel()
         self.pool.close()
         self.log.stop()

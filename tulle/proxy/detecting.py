@@ -5,6 +5,7 @@ transport's protocol."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import cast
 
@@ -27,6 +28,7 @@ class DetectingFront(asyncio.Protocol):
         http2: Callable[[Destination], H2Front],
         in_flight: InFlight,
         transparent: bool = False,
+        header_timeout: float = 10.0,
     ) -> None:
         self.make_http1 = http1
         self.make_http2 = http2
@@ -35,6 +37,8 @@ class DetectingFront(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.front: Front | None = None
         self.buffered = b""
+        self.since = time.monotonic()
+        self.header_timeout = header_timeout
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -44,6 +48,12 @@ class DetectingFront(asyncio.Protocol):
         """The proxy is draining: close unless the first bytes come within DRAIN_IDLE seconds
         (the front end they pick is told to drain as it opens)."""
         asyncio.get_running_loop().call_later(DRAIN_IDLE, self._close_if_idle)
+
+    def expire(self, now: float) -> None:
+        """A connection whose first bytes do not come within the header timeout is closed
+        (the front end it picks keeps its own timeouts)."""
+        if self.front is None and now - self.since > self.header_timeout:
+            self._close_if_idle()
 
     def _close_if_idle(self) -> None:
         if self.front is None and self.transport is not None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Protocol
 
 
 class Drainable(Protocol):
-    """A downstream connection a drain tells to finish what it was asked, then close."""
+    """A downstream connection a drain tells to finish what it was asked, then close; and
+    that ``expire`` (every second or so) lets close itself when a client is too slow or idle
+    too long."""
 
     def drain(self) -> None: ...
+    def expire(self, now: float) -> None: ...
 
 
 class InFlight:
@@ -50,6 +54,12 @@ class InFlight:
         self.draining = True
         for connection in list(self.connections):
             connection.drain()
+
+    def sweep(self) -> None:
+        """Let every open connection apply its timeouts (header, idle)."""
+        now = time.monotonic()
+        for connection in list(self.connections):
+            connection.expire(now)
 
     def _check_idle(self) -> None:
         if self.count == 0 and not self.connections and self._idle is not None:

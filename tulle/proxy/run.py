@@ -11,6 +11,7 @@ import sys
 import uvloop
 
 from tulle.proxy.app import Proxy
+from tulle.proxy.limits import FrontLimits
 from tulle.proxy.settings import ProxySettings
 
 
@@ -27,6 +28,10 @@ def run_proxy(settings: ProxySettings) -> int:
             settings.host, outbound_port=settings.outbound_port,
             inbound_port=settings.inbound_port, app_port=settings.app_port, mark=settings.mark,
             admin_host=settings.admin_host,
+            limits=FrontLimits(
+                header_timeout=settings.request_header_timeout,
+                idle_timeout=settings.idle_timeout,
+            ),
         )  # fmt: skip
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(_serve(proxy, settings.drain_seconds))

@@ -33,6 +33,8 @@ class ProxySettings:
     mark: int | None = None
     drain_seconds: float = 5.0
     log_level: str = "warning"
+    request_header_timeout: float = 10.0
+    idle_timeout: float = 60.0
 
     def check(self) -> None:
         """Raise SettingsError naming the first option that cannot work."""
@@ -44,6 +46,12 @@ class ProxySettings:
             split_address(self.xds)
         except ValueError as error:
             raise SettingsError(f"--xds: {error}") from None
+        for option, value in (
+            ("--request-header-timeout", self.request_header_timeout),
+            ("--idle-timeout", self.idle_timeout),
+        ):
+            if not value > 0:
+                raise SettingsError(f"{option}: {value!r} is not a positive number of seconds")
         if self.log_level.lower() not in LOG_LEVELS.split(", "):
             raise SettingsError(f"--log-level: {self.log_level!r} is not one of {LOG_LEVELS}")
 

@@ -93,6 +93,9 @@ class TransparentOutbound(asyncio.Protocol):
     def drain(self) -> None:
         """Nothing to tell a TCP pipe: it runs on (see the class)."""
 
+    def expire(self, now: float) -> None:
+        """A TCP pipe has no timeout of its own: it ends when either side closes it."""
+
     def data_received(self, data: bytes) -> None:
         if self.http is not None:
             self.http.data_received(data)

@@ -21,7 +21,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
-from tulle.codec.http2 import Goaway, GoawayFilter, H2Sender, text_headers
+from tulle.codec.http2 import Goaway, GoawayFilter, H2Sender, text_headers, wire_headers
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError
 from tulle.transport.connect import open_upstream
@@ -43,7 +43,9 @@ class H2Upstream(asyncio.Protocol):
     """One HTTP/2 connection to an endpoint, many streams."""
 
     def __init__(self) -> None:
-        config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        # Headers as bytes both ways (text_headers and wire_headers: latin-1), so what a
+        # client sent reaches the upstream byte for byte.
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self.conn = h2.connection.H2Connection(config=config)
         self.sender = H2Sender(self.conn)
         self.transport: asyncio.Transport | None = None
@@ -204,19 +206,23 @@ class H2Upstream(asyncio.Protocol):
                 self.sender.append(stream_id, chunk)
                 self._flush()
             self.sender.close(stream_id, None)
-        except UpstreamError:
-            self._cancel(stream_id)  # the client went away
+        except UpstreamError as failure:
+            self._cancel(stream_id, failure)  # the client went away, or its body failed
             return
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             return
         self._flush()
 
-    def _cancel(self, stream_id: int) -> None:
+    def _cancel(self, stream_id: int, why: UpstreamError | None = None) -> None:
         """Forget a stream and tell the upstream (RST_STREAM CANCEL); whoever still waits for
-        its response gets an error instead of waiting forever."""
+        its response, or reads its body, gets an error (``why``) instead of waiting
+        forever."""
         stream = self.streams.pop(stream_id, None)
+        error = why or UpstreamError("reset", "stream cancelled")
         if stream is not None and not stream.waiter.done():
-            stream.waiter.set_exception(UpstreamError("reset", "stream cancelled"))
+            stream.waiter.set_exception(error)
+        if stream is not None and stream.body is not None:
+            stream.body.finish(error)
         if not self.closed:
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self.conn.reset_stream(stream_id, error_code=8)  # CANCEL
@@ -263,11 +269,11 @@ class H2Upstream(asyncio.Protocol):
         self.streams[stream_id] = _Stream(waiter)
         try:
             if isinstance(body, bytes):
-                self.conn.send_headers(stream_id, headers, end_stream=not body)
+                self.conn.send_headers(stream_id, wire_headers(headers), end_stream=not body)
                 if body:
                     self.sender.send(stream_id, body, None)
             else:  # streamed: forward each piece as the client sends it
-                self.conn.send_headers(stream_id, headers)
+                self.conn.send_headers(stream_id, wire_headers(headers))
                 forwarder = asyncio.get_running_loop().create_task(self._forward(stream_id, body))
                 self._forwarders.add(forwarder)
                 forwarder.add_done_callback(self._forwarders.discard)

@@ -25,6 +25,9 @@ from tulle.transport.connect import open_upstream
 from tulle.transport.h2pool import H2Pool
 
 STREAM_THRESHOLD = 256 * 1024  # bodies larger than this, or of unknown length, are streamed
+# Idle connections kept per endpoint: a burst of concurrent requests opens as many connections
+# as it needs, and the ones beyond this are closed when given back instead of kept for good.
+MAX_IDLE_PER_ENDPOINT = 128
 
 
 Exchange = tuple[ResponseHead, bytes | ByteStream, bool]
@@ -135,9 +138,21 @@ class UpstreamConnection(asyncio.Protocol):
         self.interim: Interim | None = None  # where the current request's 1xx answers go
         self.lost: Callable[[UpstreamConnection], None] | None = None  # told when it closes
         self.upgrading = False  # the request asks to switch protocols: a 101 is its answer
+        self.writable: asyncio.Event | None = None  # set while the upstream reads what is sent
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+
+    def pause_writing(self) -> None:
+        """The upstream is not reading: a streamed request body waits (and so pauses its
+        client)."""
+        self.writable = asyncio.Event()
+
+    def resume_writing(self) -> None:
+        """The upstream reads again."""
+        if self.writable is not None:
+            self.writable.set()
+            self.writable = None
 
     def data_received(self, data: bytes) -> None:
         self.received = True
@@ -211,6 +226,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.resume_writing()  # nothing waits to write on a closed connection
         self.reader.detach()  # no reference cycle left for the collector
         if self.lost is not None:
             self.lost(self)
@@ -463,6 +479,8 @@ class Http1Pool:
                     break
                 framed = chunk if length else b"%x\r\n%s\r\n" % (len(chunk), chunk)
                 connection.transport.write(framed)
+                if connection.writable is not None:  # the upstream is not reading: wait
+                    await connection.writable.wait()
             if not length and not connection.closed:
                 connection.transport.write(b"0\r\n\r\n")
             exchange = await cast(asyncio.Future[Exchange], waiter)
@@ -532,10 +550,12 @@ class Http1Pool:
     ) -> None:
         limit = cluster.max_requests_per_connection
         if reusable and not connection.closed and (limit is None or connection.used < limit):
-            connection.idle_since = time.monotonic()
-            self.idle.setdefault(endpoint.key, []).append(connection)
-        else:
-            connection.close()
+            idle = self.idle.setdefault(endpoint.key, [])
+            if len(idle) < MAX_IDLE_PER_ENDPOINT:
+                connection.idle_since = time.monotonic()
+                idle.append(connection)
+                return
+        connection.close()
 
     def close(self) -> None:
         """Close every connection, idle or in use."""
