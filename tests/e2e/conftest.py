@@ -101,8 +101,10 @@ def start_control_plane(
     xds_port: int = 0,
     http_port: int = 0,
     host: str = "127.0.0.1",
+    stderr: Any = None,
 ) -> ControlPlane:
-    """Start ``tulle controlplane`` and wait until its API answers."""
+    """Start ``tulle controlplane`` and wait until its API answers; ``stderr`` (a file, say) gets
+    its log, which otherwise goes to the test's."""
     proc = subprocess.Popen(
         [
             str(BIN / "tulle"), "controlplane", "-f", str(config_dir),
@@ -111,6 +113,7 @@ def start_control_plane(
             "--log-level", "warning",
         ],
         stdout=subprocess.PIPE,
+        stderr=stderr,
         text=True,
     )  # fmt: skip
     assert proc.stdout is not None
