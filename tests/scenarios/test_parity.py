@@ -63,6 +63,9 @@ def test_retries_hide_a_half_failing_backend(control_plane, serve, caller_for, m
         "    - route: [{destination: {host: web}}]\n      retries: {attempts: 3, retryOn: '5xx,unavailable'}",
     )
     outcomes = get_all(caller_for(), f"{WEB}/", 400)
+    # A retry goes to the other endpoint (previous hosts; grpcio's round robin moves on), which
+    # never fails: no failure is expected. (Were the four attempts independent, 0.25^4 = 0.4%:
+    # mean 1.6, sd = sqrt(400 * 0.0039 * 0.996) = 1.25 calls, and 1% would be only 2 sd.)
     assert sum(o.status == 200 for o in outcomes) / 400 >= 0.99
 
 
@@ -392,7 +395,9 @@ def test_random_balancing_and_hash_keys_from_query_and_cookie(
     )
     caller = caller_for()
     spread = collections.Counter(o.backend for o in get_all(caller, f"{WEB}/", 90))
-    assert set(spread) == {"a", "b", "c"}  # each of three at 1/3: none missing by chance
+    # Each of three at 1/3: one missing by chance is 3 * (2/3)^90 = 4e-16 (each count has mean
+    # 30, sd = sqrt(90 * 1/3 * 2/3) = 4.5: none is 6.7 sd below).
+    assert set(spread) == {"a", "b", "c"}
     for key in ("{httpQueryParameterName: user}", "{httpCookie: {name: user, ttl: 0s}}"):
         apply(control_plane, "    - route: [{destination: {host: web}}]",
               f"{{loadBalancer: {{consistentHash: {key}}}}}")  # fmt: skip
