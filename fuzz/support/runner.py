@@ -10,6 +10,7 @@ input size), each of which a libFuzzer flag on the command line overrides.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -91,5 +92,6 @@ def main(
             prefix = arg.split("=", 1)[1]
             folder = Path(prefix) if prefix.endswith("/") else Path(prefix).parent
             folder.mkdir(parents=True, exist_ok=True)
+    logging.disable(logging.CRITICAL)  # the front ends log each refusal: noise at this rate
     atheris.Setup([sys.argv[0], *args], one_input)
     atheris.Fuzz()

@@ -19,11 +19,12 @@ class FakeTransport(asyncio.Transport):
         self.closing = False
         self.lost = False
         self.paused = False
-        self.writes_after_close = 0  # writes the front end made after it closed the transport
+        self.closed_by_protocol = False  # the front end closed it (not the client)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self.closing:
-            self.writes_after_close += 1
+        # Bytes written after ``close`` are kept: asyncio and uvloop both take them (and send
+        # them if the socket is still open), so the checks of what the client reads see them.
+        if self.lost:
             return
         self.written += data
 
@@ -32,7 +33,7 @@ class FakeTransport(asyncio.Transport):
 
     def close(self) -> None:
         if not self.closing:
-            self.closing = True
+            self.closing = self.closed_by_protocol = True
             asyncio.get_running_loop().call_soon(self.lose)
 
     def abort(self) -> None:
