@@ -37,10 +37,10 @@ def one_input(data: bytes) -> None:
         return
     answered = {stream.tag for stream in written.streams.values()}
     for item in run.engine.dispatched:
-        stream = item.request.header(h2_frames.STREAM_HEADER)
-        if item.cancelled or stream is None or int(stream) in client.reset:
+        on = item.request.header(h2_frames.STREAM_HEADER)
+        if item.cancelled or on is None or int(on) in client.reset:
             continue
-        check(item.index in answered, "h2front.answered", f"request {item.index} on {stream}")
+        check(item.index in answered, "h2front.answered", f"request {item.index} on {on}")
 
 
 if __name__ == "__main__":
