@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from tulle.api.kinds.base import (
     FieldError,
@@ -28,6 +28,17 @@ CONDITION_KEYS = frozenset(
 _HEADER_KEY = re.compile(r"^request\.headers\[[^\]]+\]$")
 
 
+def _port_key(value: object) -> object:
+    """A port number as a map key: YAML reads ``9090:`` as an integer, JSON (and the API's view
+    of a resource, which is JSON) has the string ``"9090"``; Istio takes both."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 5:
+        return int(value)
+    return value
+
+
+PortKey = Annotated[PortNumber, BeforeValidator(_port_key)]
+
+
 class MutualTLS(Strict):
     """``mtls: {mode: STRICT}``."""
 
@@ -39,7 +50,7 @@ class PeerAuthenticationSpec(Strict):
 
     selector: LabelSelector | None = None
     mtls: MutualTLS | None = None
-    port_level_mtls: dict[PortNumber, MutualTLS] = Field(default_factory=dict)
+    port_level_mtls: dict[PortKey, MutualTLS] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _port_level_needs_selector(self) -> PeerAuthenticationSpec:
