@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all test lint format demo bench compiled clean system-deps
+.PHONY: all test lint format demo bench fuzz compiled clean system-deps
 
 all: test
 
@@ -30,14 +30,14 @@ system-deps-%:
 system-deps: system-deps-compiled system-deps-test system-deps-bench
 
 lint: $(STAMP)
-	$(BIN)/ruff check tulle tests benchmarks examples setup.py
-	$(BIN)/ruff format --check tulle tests benchmarks examples setup.py
+	$(BIN)/ruff check tulle tests benchmarks examples fuzz setup.py
+	$(BIN)/ruff format --check tulle tests benchmarks examples fuzz setup.py
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix tulle tests benchmarks examples setup.py
-	$(BIN)/ruff format tulle tests benchmarks examples setup.py
+	$(BIN)/ruff check --fix tulle tests benchmarks examples fuzz setup.py
+	$(BIN)/ruff format tulle tests benchmarks examples fuzz setup.py
 
 # The data plane compiled with mypyc (setup.py, TULLE_COMPILE=1): a wheel in build/wheel, unpacked
 # in build/compiled (put it first on PYTHONPATH to run it). Rebuilt when a source changes.
@@ -88,6 +88,13 @@ bench: system-deps-bench $(COMPILED_STAMP)
 	PYTHONPATH=$(CURDIR)/$(COMPILED):$(CURDIR) $(BIN)/python -P -m benchmarks.proxy_inprocess
 	$(BIN)/python -m benchmarks.client_modes
 	$(BIN)/python -m benchmarks.ads_fanout --clients 100 500 1000
+
+# Each fuzz target (fuzz/, docs/fuzzing.md) for FUZZ_SECONDS, one after the other; prints the
+# executions of each; a failing input is saved under fuzz/crashes/<target>/. (`make test` runs
+# each for a few seconds: tests/fuzzing.)
+FUZZ_SECONDS ?= 300
+fuzz: $(STAMP)
+	$(BIN)/python -m fuzz --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
