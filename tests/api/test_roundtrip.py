@@ -24,6 +24,11 @@ durations = st.builds(
 )
 percent = st.builds(lambda v: {"value": v}, st.floats(0, 100, allow_nan=False))
 labels = st.dictionaries(names, names, max_size=3)
+# Label values Kubernetes accepts that YAML would read as something else unless quoted.
+label_values = st.one_of(
+    st.sampled_from(["yes", "no", "on", "off", "null", "1.0", "0x1F", "1e3", "", "007"]),
+    st.from_regex(r"\A[A-Za-z0-9]([-A-Za-z0-9_.]{0,10}[A-Za-z0-9])?\Z"),
+)
 
 
 def string_match(allow_empty: bool = False) -> st.SearchStrategy[dict[str, Any]]:
@@ -196,7 +201,7 @@ destination_rules = st.builds(
         name,
     ),
     traffic_policies,
-    st.lists(tricky_text, max_size=3),
+    st.lists(label_values, max_size=3),
     names,
 )
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from tulle.api.bounded_yaml import YamlLimitError, compose_documents, construct_document
 from tulle.api.findings import Finding, Severity
 
 FieldPath = tuple[str | int, ...]
@@ -99,33 +100,37 @@ def _coerce_key(key_node: yaml.Node) -> str | int:
     return str(key_node.value)
 
 
+def _yaml_finding(file: str, error: yaml.YAMLError, what: str) -> Finding:
+    """A finding for a YAML error, at its line when it has one."""
+    if not isinstance(error, yaml.MarkedYAMLError):
+        return _file_finding(file, 1, f"{what}: {error}")
+    mark = error.problem_mark or error.context_mark
+    line = mark.line + 1 if mark is not None else 1
+    problem = error.problem or str(error)
+    if error.context and error.context_mark is not None:
+        problem += f" ({error.context} on line {error.context_mark.line + 1})"
+    return _file_finding(file, line, f"{what}: {problem}")
+
+
 def parse_yaml(text: str, file: str) -> tuple[list[Document], list[Finding]]:
-    """Split ``text`` into documents; a syntax error becomes a finding with its line."""
+    """Split ``text`` into documents; a syntax error, or YAML past the bounds of
+    :mod:`tulle.api.bounded_yaml` (nesting, alias expansion), becomes a finding with its line."""
     documents: list[Document] = []
     findings: list[Finding] = []
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        problem = error.problem or str(error)
-        if error.context and error.context_mark is not None:
-            problem += f" ({error.context} on line {error.context_mark.line + 1})"
-        return [], [_file_finding(file, line, f"YAML syntax error: {problem}")]
+        nodes = compose_documents(text)
+    except YamlLimitError as error:
+        return [], [_yaml_finding(file, error, "YAML refused")]
     except yaml.YAMLError as error:
-        return [], [_file_finding(file, 1, f"YAML syntax error: {error}")]
+        return [], [_yaml_finding(file, error, "YAML syntax error")]
     for node in nodes:
         if node is None:
             continue
-        loader = yaml.SafeLoader("")
         try:
-            data = loader.construct_document(node)
+            data = construct_document(node)
         except yaml.YAMLError as error:
-            line = node.start_mark.line + 1
-            findings.append(_file_finding(file, line, f"YAML error: {error}"))
+            findings.append(_yaml_finding(file, error, "YAML error"))
             continue
-        finally:
-            loader.dispose()
         if data is None:
             continue
         lines: dict[FieldPath, int] = {}

@@ -11,6 +11,7 @@ from pydantic.alias_generators import to_camel
 
 from tulle.api.durations import parse_duration
 from tulle.api.hosts import is_valid_host
+from tulle.api.names import check_dns_label, check_dns_subdomain, check_label_key, check_labels
 
 
 class Strict(BaseModel):
@@ -77,31 +78,29 @@ Regex = Annotated[str, AfterValidator(check_regex)]
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
 """A TCP port."""
 
-Labels = dict[str, str]
-
-
-_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+Labels = Annotated[dict[str, str], AfterValidator(check_labels)]
+"""Kubernetes labels: ``[prefix/]name`` keys, short values of letters, digits, '-', '_', '.'."""
 
 
 class ObjectMeta(BaseModel):
     """Kubernetes object metadata. Fields Kubernetes adds itself (uid, resourceVersion, ...)
-    are accepted and ignored, so ``kubectl get -o yaml`` output loads unchanged."""
+    are accepted and ignored, so ``kubectl get -o yaml`` output loads unchanged.
+
+    As in Kubernetes, the name is a DNS subdomain and the namespace a DNS label: neither can
+    hold a '/' or '..', so neither can climb out of a directory named after it."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
-    name: str
-    namespace: str = "default"
+    name: Annotated[str, AfterValidator(check_dns_subdomain)]
+    namespace: Annotated[str, AfterValidator(check_dns_label)] = "default"
     labels: Labels = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("name", "namespace")
+    @field_validator("annotations")
     @classmethod
-    def _dns_name(cls, value: str) -> str:
-        if len(value) > 253 or not _DNS1123.match(value):
-            raise ValueError(
-                f"{value!r} is not a valid name: lowercase letters, digits, '-' and '.', "
-                "starting and ending with a letter or digit"
-            )
+    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            check_label_key(key)
         return value
 
 

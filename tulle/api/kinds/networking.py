@@ -8,8 +8,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from tulle.api.hosts import is_valid_host
 from tulle.api.kinds.base import (
     Duration,
     FieldError,
@@ -25,6 +26,7 @@ from tulle.api.kinds.base import (
     only_one,
     reject_repeats,
 )
+from tulle.api.names import check_dns_subdomain, check_locality, endpoint_address
 
 NETWORKING_GROUP = "networking.istio.io"
 NETWORKING_VERSIONS = ("v1", "v1beta1", "v1alpha3")
@@ -466,8 +468,21 @@ class WorkloadEntry(Strict):
     ports: dict[str, PortNumber] = Field(default_factory=dict)
     labels: Labels = Field(default_factory=dict)
     weight: Annotated[int, Field(ge=1)] | None = None
-    locality: str | None = None
-    service_account: str | None = None
+    locality: Annotated[str, AfterValidator(check_locality)] | None = None
+    service_account: Annotated[str, AfterValidator(check_dns_subdomain)] | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _host_or_address(cls, value: str) -> str:
+        """An IP address of one host, or a DNS name (resolved with resolution DNS)."""
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not is_valid_host(value) or "*" in value:
+                raise ValueError(f"{value!r} is neither an IP address nor a DNS name") from None
+            return value
+        endpoint_address(value)
+        return value
 
 
 class WorkloadSelector(Strict):
