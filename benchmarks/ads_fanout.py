@@ -1,39 +1,35 @@
-"""Control-plane fan-out: N lightweight ADS clients (the LDS → RDS → CDS → EDS walk a grpcio
-client makes, ACKing every response) connected over real gRPC to a real ``tulle controlplane``.
-Measures the time from ``tulle apply`` of a route change until every client has ACKed it, and the
-control plane's RSS. Clients run in this process (asyncio), the control plane in its own.
+"""Control-plane fan-out: N simulated ADS clients (the LDS → RDS → CDS → EDS walk a grpcio client
+makes, ACKing every response) connected over real gRPC to a real ``tulle controlplane``.
 
-    python -m benchmarks.ads_fanout [--clients 100 500 1000]
+Measures, for each N: the time from starting the clients until every one has ACKed its first
+route (connect), the time from ``tulle apply`` of a route change until every client has ACKed
+it (push), the control plane's CPU time during the push and its RSS after it. The control
+plane runs in its own process; the clients in ``--processes`` worker processes
+(:mod:`benchmarks.ads_load`), ``--streams-per-connection`` streams on each HTTP/2 connection.
+
+    python -m benchmarks.ads_fanout [--clients 1000 5000 10000] [--runs 1]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import multiprocessing
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from multiprocessing.connection import Connection as Pipe
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm,
-)
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from tulle.xds import types
+from benchmarks.ads_load import HOST, work
 
-STREAMS_PER_CHANNEL = 50
-HOST = "greeter.default.svc.cluster.local"
-
+STREAMS_PER_CONNECTION = 50
 CONFIG = f"""\
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -63,76 +59,16 @@ spec:
 """
 
 
-@dataclass
-class AdsClient:
-    """One client: subscribes like grpcio and records when it ACKs each route version."""
-
-    index: int
-    acked_routes: dict[str, float] = field(default_factory=dict)
-    nacks: int = 0
-
-    @property
-    def node_id(self) -> str:
-        return f"proxyless~127.0.0.1~bench-{self.index}.default~default.svc.cluster.local"
-
-    async def run(self, stub: Any) -> None:
-        outbox: asyncio.Queue[Any] = asyncio.Queue()
-        node = discovery_pb2.DiscoveryRequest().node
-        node.id = self.node_id
-
-        def request(type_url: str, names: list[str], version: str = "", nonce: str = "") -> None:
-            message = discovery_pb2.DiscoveryRequest(
-                type_url=type_url, resource_names=names, version_info=version, response_nonce=nonce
-            )
-            message.node.id = self.node_id
-            outbox.put_nowait(message)
-
-        async def requests() -> Any:
-            while True:
-                yield await outbox.get()
-
-        subscribed: dict[str, list[str]] = {types.LISTENER: [f"{HOST}:50051"]}
-        request(types.LISTENER, subscribed[types.LISTENER])
-        async for response in stub.StreamAggregatedResources(requests()):
-            names: list[str] = []
-            for packed in response.resources:
-                if response.type_url == types.LISTENER:
-                    listener = listener_pb2.Listener()
-                    packed.Unpack(listener)
-                    manager = hcm.HttpConnectionManager()
-                    listener.api_listener.api_listener.Unpack(manager)
-                    names.append(manager.rds.route_config_name)
-                elif response.type_url == types.ROUTE:
-                    config = route_pb2.RouteConfiguration()
-                    packed.Unpack(config)
-                    for vhost in config.virtual_hosts:
-                        for item in vhost.routes:
-                            if item.route.cluster:
-                                names.append(item.route.cluster)
-                elif response.type_url == types.CLUSTER:
-                    cluster = cluster_pb2.Cluster()
-                    packed.Unpack(cluster)
-                    names.append(cluster.eds_cluster_config.service_name or cluster.name)
-            # ACK, then subscribe to what the response names (as grpcio does).
-            request(response.type_url, subscribed.get(response.type_url, []),
-                    response.version_info, response.nonce)  # fmt: skip
-            if response.type_url == types.ROUTE:
-                self.acked_routes.setdefault(response.version_info, time.monotonic())
-            following = {
-                types.LISTENER: types.ROUTE,
-                types.ROUTE: types.CLUSTER,
-                types.CLUSTER: types.ENDPOINT,
-            }.get(response.type_url)
-            if following and sorted(set(names)) != subscribed.get(following):
-                subscribed[following] = sorted(set(names))
-                request(following, subscribed[following])
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_control_plane(workdir: Path) -> tuple[subprocess.Popen[str], int, int]:
@@ -152,73 +88,132 @@ def start_control_plane(workdir: Path) -> tuple[subprocess.Popen[str], int, int]
     return proc, xds, http
 
 
-async def measure(count: int) -> dict[str, float]:
+class Workers:
+    """The worker processes holding the clients, and what they report."""
+
+    def __init__(self, port: int, count: int, processes: int, per_connection: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.pipes: list[Pipe] = []
+        self.processes: list[Any] = []
+        share = -(-count // processes)
+        for first in range(0, count, share):
+            parent, child = context.Pipe()
+            process = context.Process(
+                target=work,
+                args=(child, port, first, min(share, count - first), per_connection),
+                daemon=True,
+            )
+            process.start()
+            self.pipes.append(parent)
+            self.processes.append(process)
+        for pipe in self.pipes:
+            self._expect(pipe, "ready", 60)
+
+    def _expect(self, pipe: Pipe, kind: str, timeout: float) -> tuple[Any, ...]:
+        if not pipe.poll(timeout):
+            raise TimeoutError(f"a client worker did not say {kind!r} within {timeout:g}s")
+        message: tuple[Any, ...] = pipe.recv()
+        if message[0] == "failed":
+            raise RuntimeError(f"a client failed: {message[1]}")
+        return message
+
+    def go(self) -> None:
+        for pipe in self.pipes:
+            pipe.send("go")
+
+    def all_acked(self, known: set[str], timeout: float) -> tuple[str, float]:
+        """Wait until every worker reports a route version not in ``known`` ACKed by all of its
+        clients; returns it and the time of the last ACK."""
+        latest: dict[int, tuple[str, float]] = {}
+        deadline = time.monotonic() + timeout
+        while len(latest) < len(self.pipes):
+            waiting = [p for i, p in enumerate(self.pipes) if i not in latest]
+            ready = wait(waiting, max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise TimeoutError(
+                    f"{len(waiting)} of {len(self.pipes)} client workers still wait for a new "
+                    f"route version after {timeout:g}s"
+                )
+            for pipe in ready:
+                assert isinstance(pipe, Pipe)
+                _, version, when = self._expect(pipe, "acked", 0)
+                if version not in known:
+                    latest[self.pipes.index(pipe)] = (version, when)
+        versions = {version for version, _ in latest.values()}
+        if len(versions) != 1:
+            raise RuntimeError(f"the clients ACKed different route versions: {sorted(versions)}")
+        return versions.pop(), max(when for _, when in latest.values())
+
+    def stop(self) -> None:
+        for pipe in self.pipes:
+            pipe.send("stop")
+        for process in self.processes:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+
+
+def measure(count: int, processes: int, per_connection: int) -> dict[str, float]:
+    """One run of ``count`` clients against a fresh control plane."""
     with tempfile.TemporaryDirectory() as tmp:
         proc, xds, http = start_control_plane(Path(tmp))
         api = f"http://127.0.0.1:{http}/api/v1/resources"
+        workers: Workers | None = None
         try:
-            async with httpx.AsyncClient() as web:
-                await web.post(api, content=route("1s").encode())
-                channels = [
-                    grpc.aio.insecure_channel(f"127.0.0.1:{xds}")
-                    for _ in range((count + STREAMS_PER_CHANNEL - 1) // STREAMS_PER_CHANNEL)
-                ]
-                clients = [AdsClient(i) for i in range(count)]
-                tasks = [
-                    asyncio.create_task(
-                        c.run(
-                            ads_pb2_grpc.AggregatedDiscoveryServiceStub(
-                                channels[i // STREAMS_PER_CHANNEL]
-                            )
-                        )
-                    )
-                    for i, c in enumerate(clients)
-                ]
+            with httpx.Client() as web:
+                web.post(api, content=route("1s").encode()).raise_for_status()
+                workers = Workers(xds, count, min(processes, count), per_connection)
                 started = time.monotonic()
-                while not all(c.acked_routes for c in clients):
-                    await asyncio.sleep(0.01)
-                connect_s = time.monotonic() - started
-                known = {v for c in clients for v in c.acked_routes}
+                workers.go()
+                first, connected = workers.all_acked(set(), 60 + count / 100)
+                cpu = cpu_seconds(proc.pid)
                 begin = time.monotonic()
-                reply = await web.post(api, content=route("2s").encode())
-                assert reply.status_code == 200, reply.text
-                while not all(set(c.acked_routes) - known for c in clients):
-                    await asyncio.sleep(0.005)
-                latest = max(
-                    max(t for v, t in c.acked_routes.items() if v not in known) for c in clients
-                )
-                update_s = latest - begin
+                web.post(api, content=route("2s").encode()).raise_for_status()
+                _, pushed = workers.all_acked({first}, 60)
+                push_cpu = cpu_seconds(proc.pid) - cpu
                 rss = rss_mb(proc.pid)
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                for channel in channels:
-                    await channel.close()
         finally:
+            if workers is not None:
+                workers.stop()
             proc.terminate()
             proc.wait(10)
             if proc.stdout:
                 proc.stdout.close()
-    return {"clients": count, "connect_s": connect_s, "update_s": update_s, "rss_mb": rss}
+    return {
+        "clients": count,
+        "connect_s": connected - started,
+        "update_s": pushed - begin,
+        "cpu_s": push_cpu,
+        "rss_mb": rss,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, nargs="+", default=[100, 500, 1000])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1000, 5000, 10000])
+    parser.add_argument("--runs", type=int, default=1, help="runs per count; medians are shown")
+    parser.add_argument("--processes", type=int, default=2, help="client worker processes")
+    parser.add_argument("--streams-per-connection", type=int, default=STREAMS_PER_CONNECTION)
     args = parser.parse_args()
-    columns = ("clients", "all connected (s)", "apply -> all ACKed (s)", "control-plane RSS (MB)")
+    columns = (
+        "clients", "all connected (s)", "apply -> all ACKed (s)",
+        "control-plane CPU in push (s)", "control-plane RSS (MB)",
+    )  # fmt: skip
+    print(
+        f"{args.processes} client processes, {args.streams_per_connection} streams per "
+        f"connection, {args.runs} run(s) per count (medians), {os.cpu_count()} CPUs"
+    )
     print(" | ".join(columns))
     for count in args.clients:
-        row = asyncio.run(measure(count))
-        cells = (
-            f"{row['clients']:.0f}",
-            f"{row['connect_s']:.2f}",
-            f"{row['update_s']:.3f}",
-            f"{row['rss_mb']:.0f}",
-        )
+        rows = [
+            measure(count, args.processes, args.streams_per_connection) for _ in range(args.runs)
+        ]
+        cells = [f"{count}"] + [
+            f"{statistics.median(row[key] for row in rows):.{digits}f}"
+            for key, digits in (("connect_s", 2), ("update_s", 3), ("cpu_s", 2), ("rss_mb", 0))
+        ]
         print(" | ".join(cell.rjust(len(name)) for cell, name in zip(cells, columns, strict=True)))
-    sys.stdout.flush()
-    os._exit(0)
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

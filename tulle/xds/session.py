@@ -1,13 +1,18 @@
 """The server side of one ADS stream, state of the world, as a sans-IO state machine.
 
-It takes the client's DiscoveryRequests (as plain values) and, when asked with the resources the
-node should have, says what to send. The rules (measured against grpcio, see shared/NOTES.md):
+It takes the client's DiscoveryRequests (as plain values) and, when offered what a node with its
+subscription should have, says what to send. The rules (measured against grpcio, see
+shared/NOTES.md):
 
-- respond when the subscribed names change or when the chosen resources differ from what was
+- respond when the subscribed names change or when the offered resources differ from what was
   last sent; never because of a nonce (grpcio pipelines requests, so ACKs with old nonces arrive,
   and answering them makes an endless loop);
 - a NACK records the client's message and keeps the node on its last ACKed version; the same
   resources are not sent again, only a new version is.
+
+What to offer does not depend on the session, only on the resources and the selection of names
+(:func:`make_offer`): every stream with the same resources and selection shares one
+:class:`Offer`, computed once, and the session only decides whether to send it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tulle.xds.types import FULL_STATE_TYPES
+
+ALL: frozenset[str] = frozenset({"*"})
+"""The selection of a wildcard subscription: every resource of the type."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +39,19 @@ class Request:
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """What a node subscribed to a selection of names would be sent now: the version and the
+    chosen resources (and, from the gRPC adapter, the response already serialized but for its
+    nonce). One offer serves every stream with the same resources and selection."""
+
+    type_url: str
+    version: str
+    resources: tuple[tuple[str, Any], ...]
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
 class Response:
     """What to send: the version, nonce and resources of one type."""
 
@@ -41,7 +61,7 @@ class Response:
     resources: tuple[tuple[str, Any], ...]
 
 
-@dataclass
+@dataclass(slots=True)
 class TypeState:
     """Per resource type: what the client asked for, what it was sent, what it accepted."""
 
@@ -56,6 +76,16 @@ class TypeState:
     nacked_version: str | None = None
     requests: int = 0
 
+    @property
+    def subscription(self) -> frozenset[str]:
+        """The subscription as last asked for (wildcard as ``{"*"}``)."""
+        return ALL if self.wildcard else self.names
+
+    @property
+    def selection(self) -> frozenset[str]:
+        """Which resources the subscription chooses: :data:`ALL`, or the names."""
+        return ALL if self.wildcard or "*" in self.names else self.names
+
 
 def version_of(resources: Iterable[tuple[str, bytes]]) -> str:
     """A version that changes exactly when the resources' content does."""
@@ -68,7 +98,26 @@ def version_of(resources: Iterable[tuple[str, bytes]]) -> str:
     return digest.hexdigest()[:16]
 
 
-@dataclass
+def select(available: Mapping[str, Any], selection: frozenset[str]) -> list[str]:
+    """The names of ``available`` that ``selection`` chooses, sorted."""
+    if "*" in selection:
+        return sorted(available)
+    return sorted(name for name in selection if name in available)
+
+
+def make_offer(
+    type_url: str,
+    available: Mapping[str, Any],
+    selection: frozenset[str],
+    serialize: Callable[[Any], bytes],
+) -> Offer:
+    """The offer of ``available`` (every resource the node may have, by name) to ``selection``."""
+    chosen = tuple((name, available[name]) for name in select(available, selection))
+    version = version_of((name, serialize(resource)) for name, resource in chosen)
+    return Offer(type_url, version, chosen)
+
+
+@dataclass(slots=True)
 class AdsSession:
     """One client stream: its subscriptions and what it was sent, per type."""
 
@@ -78,7 +127,9 @@ class AdsSession:
 
     def receive(self, request: Request) -> bool:
         """Record a request; True when it changed the subscription (a response may be due)."""
-        state = self.types.setdefault(request.type_url, TypeState())
+        state = self.types.get(request.type_url)
+        if state is None:
+            state = self.types[request.type_url] = TypeState()
         state.requests += 1
         first = state.requests == 1
         if request.nonce and request.nonce == state.sent_nonce:
@@ -101,9 +152,7 @@ class AdsSession:
         state = self.types.get(type_url)
         if state is None:
             return []
-        if state.wildcard or "*" in state.names:
-            return sorted(available)
-        return sorted(name for name in state.names if name in available)
+        return select(available, state.selection)
 
     def desired_version(
         self, type_url: str, available: Mapping[str, Any], serialize: Callable[[Any], bytes]
@@ -111,6 +160,24 @@ class AdsSession:
         """The version this client would be sent now (to tell whether it is current)."""
         names = self.wanted(type_url, available)
         return version_of((name, serialize(available[name])) for name in names)
+
+    def respond(self, offer: Offer) -> Response | None:
+        """The response to send now that ``offer`` is what the client's subscription chooses,
+        or None when the client is up to date (or refused this very version)."""
+        state = self.types.get(offer.type_url)
+        if state is None:
+            return None
+        subscription = state.subscription
+        if subscription == state.sent_names and offer.version in (
+            state.sent_version,
+            state.nacked_version,
+        ):
+            return None
+        self._nonces += 1
+        nonce = str(self._nonces)
+        state.sent_version, state.sent_nonce, state.sent_names = offer.version, nonce, subscription
+        state.sent = offer.resources
+        return Response(offer.type_url, offer.version, nonce, offer.resources)
 
     def due(
         self,
@@ -124,16 +191,4 @@ class AdsSession:
         state = self.types.get(type_url)
         if state is None:
             return None
-        names = self.wanted(type_url, available)
-        chosen = tuple((name, available[name]) for name in names)
-        version = version_of((name, serialize(resource)) for name, resource in chosen)
-        subscription = state.names if not state.wildcard else frozenset({"*"})
-        if version == state.sent_version and subscription == state.sent_names:
-            return None
-        if version == state.nacked_version and subscription == state.sent_names:
-            return None
-        self._nonces += 1
-        nonce = str(self._nonces)
-        state.sent_version, state.sent_nonce, state.sent_names = version, nonce, subscription
-        state.sent = chosen
-        return Response(type_url, version, nonce, chosen)
+        return self.respond(make_offer(type_url, available, state.selection, serialize))

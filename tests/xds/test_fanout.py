@@ -1,0 +1,177 @@
+"""The ADS server's fan-out, driven through its stream handler without sockets: what every
+stream of a group shares is computed and serialized once per version, each stream gets it with a
+nonce of its own, and the xDS rules hold per stream (a NACK keeps the last good version)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any
+
+import pytest
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+
+from tulle.xds import offers
+from tulle.xds.node import NodeInfo
+from tulle.xds.server import AdsServer
+from tulle.xds.types import LISTENER, ROUTE
+
+CLIENTS = 50
+
+
+class Source:
+    """One listener and one route whose virtual host's name says the route's generation."""
+
+    def __init__(self) -> None:
+        self.generation = 1
+        self.calls: Counter[str] = Counter()
+
+    def resources(self, node: NodeInfo, type_url: str) -> Mapping[str, Any]:
+        self.calls[type_url] += 1
+        if type_url == LISTENER:
+            return {"l": listener_pb2.Listener(name="l")}
+        if type_url == ROUTE:
+            host = route_components_pb2.VirtualHost(name=f"v{self.generation}", domains=["*"])
+            return {"r": route_pb2.RouteConfiguration(name="r", virtual_hosts=[host])}
+        return {}
+
+
+class Context:
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:1"
+
+    async def abort(self, code: Any, details: str) -> None:
+        raise AssertionError(f"the stream was aborted: {code} {details}")
+
+
+class Client:
+    """One ADS stream driven directly: requests in through a queue, responses out."""
+
+    def __init__(self, server: AdsServer, index: int) -> None:
+        self.node_id = f"proxyless~10.0.0.{index}~app-{index}.default~default.svc.cluster.local"
+        self._requests: asyncio.Queue[bytes] = asyncio.Queue()
+        self._responses: AsyncGenerator[bytes, None] = server.stream(self._iterate(), Context())
+        self._first = True
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        while True:
+            yield await self._requests.get()
+            self._requests.task_done()  # the server asks for the next: it handled this one
+
+    def send(self, type_url: str, names: list[str], ack: Any = None, error: str = "") -> None:
+        request = discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=names)
+        if ack is not None:
+            request.version_info, request.response_nonce = ack.version_info, ack.nonce
+        if error:
+            request.error_detail.message = error
+        if self._first:
+            request.node.id, self._first = self.node_id, False
+        self._requests.put_nowait(request.SerializeToString())
+
+    async def receive(self) -> Any:
+        data = await asyncio.wait_for(anext(self._responses), 5)
+        return discovery_pb2.DiscoveryResponse.FromString(data)
+
+    async def nothing_more(self, server: AdsServer) -> bool:
+        """True once the server has handled every request sent and has nothing queued for this
+        client (a response would only come from a push or a request)."""
+        await self._requests.join()
+        (connection,) = [c for c in server.connections.values() if c.node.id == self.node_id]
+        return len(connection.outbox) == 0
+
+    async def close(self) -> None:
+        await self._responses.aclose()
+
+
+async def subscribed(server: AdsServer, count: int) -> list[Client]:
+    """``count`` clients holding the listener and the route, all ACKed."""
+    clients = [Client(server, index) for index in range(count)]
+    for client in clients:
+        client.send(LISTENER, ["l"])
+        client.send(LISTENER, ["l"], await client.receive())
+        client.send(ROUTE, ["r"])
+        client.send(ROUTE, ["r"], await client.receive())
+    return clients
+
+
+def counting_serialize(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Count each resource's serializations, by name."""
+    counts: Counter[str] = Counter()
+    original = offers.serialize
+
+    def serialize(message: Any) -> bytes:
+        counts[message.name] += 1
+        return original(message)
+
+    monkeypatch.setattr(offers, "serialize", serialize)
+    return counts
+
+
+def test_a_push_serializes_once_per_version_and_each_stream_gets_its_own_nonce(monkeypatch):
+    async def scenario() -> None:
+        source = Source()
+        server = AdsServer(source)
+        clients = await subscribed(server, CLIENTS)
+        assert len(server.connections) == CLIENTS
+        serialized = counting_serialize(monkeypatch)
+        source.calls.clear()
+        bodies_before = server.catalog.serialized
+
+        source.generation = 2
+        server.push()
+        responses = [await client.receive() for client in clients]
+
+        # One look-up per type for the whole group, each resource serialized once, and one
+        # new response body: the route's (the listener's version did not change).
+        assert source.calls == Counter({LISTENER: 1, ROUTE: 1})
+        assert serialized == Counter({"l": 1, "r": 1})
+        assert server.catalog.serialized == bodies_before + 1
+        assert {r.type_url for r in responses} == {ROUTE}
+        assert len({r.version_info for r in responses}) == 1
+        assert (
+            route_pb2.RouteConfiguration.FromString(responses[0].resources[0].value)
+            == (source.resources(NodeInfo("n", "proxyless", "", "p", "default"), ROUTE)["r"])
+        )
+        # The same bytes for every stream but for the nonce, which each stream numbers itself.
+        for response in responses:
+            response.ClearField("nonce")
+        assert len({r.SerializeToString() for r in responses}) == 1
+        for client in clients:
+            assert await client.nothing_more(server)
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_nack_keeps_the_last_good_version_and_only_a_newer_one_is_sent():
+    async def scenario() -> None:
+        source = Source()
+        server = AdsServer(source)
+        refusing, accepting = await subscribed(server, 2)
+        source.generation = 2
+        server.push()
+        bad = await refusing.receive()
+        refusing.send(ROUTE, ["r"], bad, error="no such cluster")
+        accepting.send(ROUTE, ["r"], await accepting.receive())
+        assert await refusing.nothing_more(server)  # the refused version is not sent again
+
+        server.push()  # nothing changed: nothing is sent, to either
+        assert await refusing.nothing_more(server)
+        assert await accepting.nothing_more(server)
+        (connection,) = [c for c in server.connections.values() if c.node.id == refusing.node_id]
+        state = connection.session.types[ROUTE]
+        assert state.nack == "no such cluster"
+        assert state.acked_version != bad.version_info
+
+        source.generation = 3
+        server.push()
+        fixed = await refusing.receive()
+        assert fixed.version_info not in (bad.version_info, state.acked_version)
+        assert (await accepting.receive()).version_info == fixed.version_info
+        for client in (refusing, accepting):
+            await client.close()
+
+    asyncio.run(scenario())
