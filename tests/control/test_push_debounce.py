@@ -22,13 +22,16 @@ def test_a_burst_of_changes_makes_one_push(tmp_path):
             original()
 
         plane.ads.push = counting_push  # type: ignore[method-assign]
-        for port in range(9000, 9050):  # 50 registrations with no pause between them
-            plane.register(
-                endpoint_from_dict({"service": "a", "address": "127.0.0.1", "port": port})
-            )
+        burst = [  # 50 registrations at once: they are validated one after the other
+            plane.register(endpoint_from_dict({"service": "a", "address": "127.0.0.1", "port": p}))
+            for p in range(9000, 9050)
+        ]
+        await asyncio.gather(*burst)
         await asyncio.wait_for(pushed.wait(), 5)
         pushed.clear()
-        plane.register(endpoint_from_dict({"service": "a", "address": "127.0.0.1", "port": 9999}))
+        await plane.register(
+            endpoint_from_dict({"service": "a", "address": "127.0.0.1", "port": 9999})
+        )
         await asyncio.wait_for(pushed.wait(), 5)
         endpoints = len(plane.snapshot.endpoints)
         await plane.stop(0)

@@ -1,10 +1,18 @@
 """The control plane's HTTP API (port 15014): config (apply, get, delete), the service registry
-(register, deregister), proxy status and config, health. JSON in and out."""
+(register, deregister), proxy status and config, health. JSON in and out.
+
+What it refuses before any work is done, and why, is in docs/control-plane.md ("What the API
+refuses"): bodies past a size (413), text that is not UTF-8, JSON nested too deeply, names that
+are not DNS labels, more applies than :data:`MAX_WAITING_APPLIES` at once (429)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
+from tulle.api.names import check_dns_label, check_dns_subdomain
+from tulle.control.bodies import MAX_APPLY_BYTES, BodyError, check_size, json_body, utf8_text
+from tulle.control.config import APPLIED
 from tulle.control.kinds import canonical_kind, kind_names
 from tulle.control.registry import RegistrationError, endpoint_from_dict
 from tulle.control.status import node_status, sent_config
@@ -22,6 +30,24 @@ if TYPE_CHECKING:
 
 API = "/api/v1"
 
+MAX_FINDINGS = 100
+"""Findings listed in one answer; past that, a last line says how many more there are."""
+
+MAX_WAITING_APPLIES = 8
+"""Applies waiting for, or in, validation at once; one more is refused with 429."""
+
+MAX_FILENAME = 255
+
+
+def _findings(lines: list[str]) -> list[str]:
+    if len(lines) <= MAX_FINDINGS:
+        return lines
+    return [*lines[:MAX_FINDINGS], f"... and {len(lines) - MAX_FINDINGS} more findings"]
+
+
+def _shown(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 class ApiHandler:
     """Routes requests to the control plane."""
@@ -30,37 +56,52 @@ class ApiHandler:
         self.plane = plane
 
     async def __call__(self, request: Request) -> Response:
+        try:
+            return await self._route(request)
+        except BodyError as error:
+            return error_response(error.status, str(error))
+
+    async def _route(self, request: Request) -> Response:
         path, method = request.path.rstrip("/") or "/", request.method
         if path == "/healthz" and method == "GET":
             return text_response("ok\n")
         if path == f"{API}/resources":
             if method == "GET":
-                return self.get_resources(request)
+                return await self.get_resources(request)
             if method == "POST":
-                return self.apply(request)
+                return await self.apply(request)
             return error_response(405, f"{method} is not allowed on {path}; use GET or POST")
         if path.startswith(f"{API}/resources/") and method == "DELETE":
-            return self.delete_resource(path[len(f"{API}/resources/") :])
+            return await self.delete_resource(path[len(f"{API}/resources/") :])
         if path == f"{API}/endpoints":
-            return self.endpoints(request)
+            return await self.endpoints(request)
         if path == f"{API}/proxy-status" and method == "GET":
             return self.proxy_status()
         if path == f"{API}/proxy-config" and method == "GET":
             return self.proxy_config(request)
         if path == f"{API}/config-status" and method == "GET":
             return self.config_status()
-        return error_response(404, f"no API at {method} {path}")
+        return error_response(404, f"no API at {_shown(method)} {_shown(path)}")
 
     # --- config ---------------------------------------------------------------------------
 
-    def apply(self, request: Request) -> Response:
+    async def apply(self, request: Request) -> Response:
         filename = request.headers.get("x-tulle-filename", "<request>")
-        try:
-            text = request.body.decode("utf-8")
-        except UnicodeDecodeError:
-            return error_response(400, f"{filename}: not UTF-8 text")
-        result = self.plane.apply(text, filename)
-        lines = [f.format() for f in result.findings]
+        if len(filename) > MAX_FILENAME or not filename.isprintable() or filename == APPLIED:
+            return error_response(
+                400,
+                f"header x-tulle-filename: {_shown(filename)!r} is not a file name to report "
+                f"(printable, at most {MAX_FILENAME} characters)",
+            )
+        check_size(request.body, MAX_APPLY_BYTES, filename)
+        text = utf8_text(request.body, filename)
+        waiting = self.plane.applies_in_flight
+        if waiting >= MAX_WAITING_APPLIES:
+            return error_response(
+                429, f"{waiting} applies are being validated already; retry shortly"
+            )
+        result = await self.plane.apply(text, filename)
+        lines = _findings([f.format() for f in result.findings])
         if not result.accepted:
             return error_response(400, "config rejected; nothing changed", findings=lines)
         return json_response(
@@ -72,16 +113,21 @@ class ApiHandler:
             }
         )
 
-    def get_resources(self, request: Request) -> Response:
+    async def get_resources(self, request: Request) -> Response:
         kind_text = request.param("kind")
         kind = canonical_kind(kind_text) if kind_text else None
         if kind_text and kind is None:
             return error_response(
-                400, f"unknown kind {kind_text!r}; kinds: {', '.join(kind_names())}"
+                400, f"unknown kind {_shown(kind_text)!r}; kinds: {', '.join(kind_names())}"
             )
         namespace, name = request.param("namespace"), request.param("name")
+        # Dumping a large config is CPU work: done in a thread, the loop keeps serving.
+        return await asyncio.to_thread(self._resources, kind, namespace, name)
+
+    def _resources(self, kind: str | None, namespace: str | None, name: str | None) -> Response:
         items = []
         validation = self.plane.config.validation
+        sources = self.plane.config.sources()
         for item in validation.loaded if validation else ():
             r = item.resource
             if kind and kind != r.KIND:
@@ -93,25 +139,34 @@ class ApiHandler:
             key = (r.KIND, r.namespace, r.name)
             items.append(
                 {
-                    "source": self.plane.config.source_of(key),
+                    "source": sources.get(key, "-"),
                     "resource": r.model_dump(mode="json", by_alias=True, exclude_none=True),
                 }
             )
         if name and not items:
-            return error_response(404, f"no {kind or 'resource'} {namespace or 'default'}/{name}")
+            where = f"{_shown(namespace or 'default')}/{_shown(name)}"
+            return error_response(404, f"no {kind or 'resource'} {where}")
         return json_response({"items": items})
 
-    def delete_resource(self, rest: str) -> Response:
+    async def delete_resource(self, rest: str) -> Response:
         parts = rest.split("/")
         if len(parts) != 3:
             return error_response(400, "use DELETE /api/v1/resources/KIND/NAMESPACE/NAME")
         kind = canonical_kind(parts[0])
         if kind is None:
             return error_response(
-                400, f"unknown kind {parts[0]!r}; kinds: {', '.join(kind_names())}"
+                400, f"unknown kind {_shown(parts[0])!r}; kinds: {', '.join(kind_names())}"
             )
-        result = self.plane.delete((kind, parts[1], parts[2]))
-        lines = [f.format() for f in result.findings]
+        for field, check, value in (
+            ("namespace", check_dns_label, parts[1]),
+            ("name", check_dns_subdomain, parts[2]),
+        ):
+            try:
+                check(value)
+            except ValueError as error:
+                return error_response(400, f"{field}: {error}")
+        result = await self.plane.delete((kind, parts[1], parts[2]))
+        lines = _findings([f.format() for f in result.findings])
         if not result.accepted:
             status = (
                 404
@@ -133,22 +188,23 @@ class ApiHandler:
 
     # --- registry -------------------------------------------------------------------------
 
-    def endpoints(self, request: Request) -> Response:
+    async def endpoints(self, request: Request) -> Response:
         if request.method == "GET":
             return json_response({"items": [e.to_dict() for e in self.plane.registry.endpoints()]})
         if request.method in ("POST", "DELETE"):
             try:
-                data = request.json()
-                endpoint = endpoint_from_dict(data)
-            except (ValueError, RegistrationError) as error:
+                endpoint = endpoint_from_dict(json_body(request.body, "registration"))
+            except RegistrationError as error:
                 return error_response(400, f"bad registration: {error}")
             if request.method == "POST":
-                changed = self.plane.register(endpoint)
+                changed = await self.plane.register(endpoint)
                 return json_response({"registered": endpoint.to_dict(), "changed": changed})
-            if not self.plane.deregister(endpoint.id):
+            if not await self.plane.deregister(endpoint.id):
                 return error_response(404, f"no endpoint {endpoint.id}")
             return json_response({"deregistered": endpoint.id})
-        return error_response(405, f"{request.method} is not allowed; use GET, POST or DELETE")
+        return error_response(
+            405, f"{_shown(request.method)} is not allowed; use GET, POST or DELETE"
+        )
 
     # --- status ---------------------------------------------------------------------------
 
@@ -172,12 +228,15 @@ class ApiHandler:
         type_url = BY_SHORT_NAME.get(type_name)
         if type_url is None:
             return error_response(
-                400, f"unknown type {type_name!r}; use {', '.join(sorted(BY_SHORT_NAME))}"
+                400,
+                f"unknown type {_shown(type_name)!r}; use {', '.join(sorted(BY_SHORT_NAME))}",
             )
         matches = [c for c in self.plane.ads.connections.values() if c.node.id == node_id]
         if not matches:
             known = sorted({c.node.id for c in self.plane.ads.connections.values()})
-            return error_response(404, f"no connected node {node_id!r}", connected=known)
+            return error_response(
+                404, f"no connected node {_shown(node_id or '')!r}", connected=known
+            )
         return json_response(
             {"node": node_id, "type": type_name, "resources": sent_config(matches[-1], type_url)}
         )

@@ -1,20 +1,28 @@
 """The control-plane process: wires config sources, registry, snapshots, translation, the ADS
-server and the HTTP API together, and pushes a new snapshot (debounced) after every change."""
+server and the HTTP API together, and pushes a new snapshot (debounced) after every change.
+
+Changes (apply, delete, register, deregister, edited files) run one at a time in a thread of
+their own: parsing and validating a large config takes seconds of CPU, and the event loop that
+serves xDS and the API must keep answering meanwhile. The loop only reads what a change
+publishes (one reference swapped at its end)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
 from tulle.api.model import MeshModel
 from tulle.api.normalize import build_model
 from tulle.control.api import ApiHandler
+from tulle.control.bodies import MAX_APPLY_BYTES
 from tulle.control.config import ChangeResult, ConfigSources
 from tulle.control.registry import Endpoint, LocalRegistry
 from tulle.control.snapshot import Snapshot, build_snapshot
@@ -28,6 +36,13 @@ log = logging.getLogger(__name__)
 
 FILE_POLL_SECONDS = 0.5
 DEBOUNCE_SECONDS = 0.05
+SETTLE_SECONDS = 1.0
+"""How long a push waits for changes still being validated, so that a burst makes one push."""
+
+# grpcio's per-call tasks; see _grpc_calls_finished.
+_GRPC_CALL_COROUTINES = frozenset({"_schedule_rpc_coro", "_handle_exceptions"})
+
+T = TypeVar("T")
 
 
 class ControlPlane:
@@ -55,6 +70,11 @@ class ControlPlane:
         self.ads = AdsServer(self)
         self.snapshot: Snapshot = build_snapshot(0, build_model(()), ())
         self._changed = asyncio.Event()
+        self._changes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tulle-changes")
+        self._in_flight = 0
+        self._applies = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._grpc: grpc.aio.Server | None = None
         self._http: asyncio.Server | None = None
@@ -92,34 +112,65 @@ class ControlPlane:
 
     # --- changes --------------------------------------------------------------------------
 
-    def apply(self, text: str, filename: str) -> ChangeResult:
+    async def _change(self, work: Callable[..., T], *args: Any) -> T:
+        """Run ``work(*args)`` in the changes thread (one change at a time, off the loop)."""
+        self._in_flight += 1
+        self._settled.clear()
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._changes, work, *args)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._settled.set()
+
+    @property
+    def applies_in_flight(self) -> int:
+        """Applies waiting for, or in, validation."""
+        return self._applies
+
+    async def apply(self, text: str, filename: str) -> ChangeResult:
         """Apply YAML text; see :meth:`ConfigSources.apply`."""
-        result = self.config.apply(text, filename)
+        self._applies += 1
+        try:
+            result = await self._change(self.config.apply, text, filename)
+        finally:
+            self._applies -= 1
         if result.accepted and (result.created or result.updated):
             self.changed()
         return result
 
-    def delete(self, key: ResourceKey) -> ChangeResult:
+    async def delete(self, key: ResourceKey) -> ChangeResult:
         """Delete an applied resource."""
-        result = self.config.delete(key)
+        result = await self._change(self.config.delete, key)
         if result.accepted:
             self.changed()
         return result
 
-    def register(self, endpoint: Endpoint) -> bool:
+    async def register(self, endpoint: Endpoint) -> bool:
         """Register (or update) an endpoint."""
-        changed = self.registry.register(endpoint)
+        changed = await self._change(self._register, endpoint)
         if changed:
-            self.config.revalidate()
             self.changed()
         return changed
 
-    def deregister(self, endpoint_id: str) -> bool:
+    async def deregister(self, endpoint_id: str) -> bool:
         """Deregister an endpoint."""
+        removed = await self._change(self._deregister, endpoint_id)
+        if removed:
+            self.changed()
+        return removed
+
+    def _register(self, endpoint: Endpoint) -> bool:
+        changed = self.registry.register(endpoint)
+        if changed:
+            self.config.revalidate()
+        return changed
+
+    def _deregister(self, endpoint_id: str) -> bool:
         removed = self.registry.deregister(endpoint_id)
         if removed:
             self.config.revalidate()
-            self.changed()
         return removed
 
     # --- running --------------------------------------------------------------------------
@@ -131,7 +182,9 @@ class ControlPlane:
             log.warning("%s", finding.format())
         self.rebuild()
         self._grpc, self.xds_port = await start_server(self.ads, self.host, self.xds_port)
-        self._http = await serve_http(ApiHandler(self), self.host, self.http_port)
+        self._http = await serve_http(
+            ApiHandler(self), self.host, self.http_port, max_body=MAX_APPLY_BYTES
+        )
         self.http_port = self._http.sockets[0].getsockname()[1]
         self._tasks = [
             asyncio.create_task(self._push_loop()),
@@ -145,6 +198,8 @@ class ControlPlane:
         while True:
             await self._changed.wait()
             await asyncio.sleep(DEBOUNCE_SECONDS)
+            with contextlib.suppress(TimeoutError):  # changes still running join this push
+                await asyncio.wait_for(self._settled.wait(), SETTLE_SECONDS)
             self._changed.clear()
             self.rebuild()
             self.ads.push()
@@ -152,12 +207,12 @@ class ControlPlane:
     async def _watch_loop(self) -> None:
         while True:
             await asyncio.sleep(FILE_POLL_SECONDS)
-            if self.config.poll_files():
+            if await self._change(self.config.poll_files):
                 log.info("config files changed; pushing")
                 self.changed()
 
     async def stop(self, grace: float = 1.0) -> None:
-        """Stop serving and close the store."""
+        """Stop serving, let a change in progress finish, and close the store."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -167,4 +222,23 @@ class ControlPlane:
             self._http.close()
         if self._grpc is not None:
             await self._grpc.stop(grace)
+            await _grpc_calls_finished(grace + 1.0)
+        shutdown = functools.partial(self._changes.shutdown, wait=True, cancel_futures=True)
+        await asyncio.get_running_loop().run_in_executor(None, shutdown)
         self.store.close()
+
+
+async def _grpc_calls_finished(timeout: float) -> None:
+    """Wait for the per-call tasks grpcio leaves a step short of done when ``stop()`` returns.
+
+    ``grpc.aio.Server.stop`` returns once the core has ended every call, but each call's tasks
+    still have their last step to take on the loop. If the loop ends first, ``asyncio.run``
+    cancels them and grpcio logs each as "Exception not handled ... CancelledError" with a
+    traceback. They finish within a few turns of the loop; ``timeout`` only bounds a surprise."""
+    calls = [
+        task
+        for task in asyncio.all_tasks()
+        if getattr(task.get_coro(), "__name__", None) in _GRPC_CALL_COROUTINES
+    ]
+    if calls:
+        await asyncio.wait(calls, timeout=timeout)

@@ -182,9 +182,14 @@ class ConfigSources:
 
     def source_of(self, key: ResourceKey) -> str:
         """Where the resource in force comes from: ``applied`` or its file."""
-        if key in self.store.resources():
-            return "applied"
+        return self.sources().get(key, "-")
+
+    def sources(self) -> dict[ResourceKey, str]:
+        """Where each resource in force comes from, read once (for listing many)."""
+        found: dict[ResourceKey, str] = {}
         for document in self.file_documents:
-            if key_of(document.data) == key:
-                return os.fspath(document.file)
-        return "-"
+            key = key_of(document.data)
+            if key is not None:
+                found[key] = os.fspath(document.file)
+        found.update(dict.fromkeys(self.store.resources(), "applied"))
+        return found

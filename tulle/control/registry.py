@@ -6,13 +6,19 @@ from config, not from here. Kubernetes comes later behind the same :class:`Servi
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from tulle.api.hosts import fqdn, is_valid_host
 from tulle.api.model import Pairs
+from tulle.api.names import (
+    check_dns_label,
+    check_dns_subdomain,
+    check_labels,
+    check_locality,
+    endpoint_address,
+)
 
 
 class RegistrationError(ValueError):
@@ -56,6 +62,18 @@ class ServiceRegistry(Protocol):
 
 
 _PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "TCP")
+_FIELDS = frozenset(
+    {
+        "service", "namespace", "address", "port", "servicePort", "protocol", "labels",
+        "serviceAccount", "locality", "healthy", "workload",
+    }
+)  # fmt: skip
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", dict: "an object"}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _field(
@@ -68,52 +86,69 @@ def _field(
     value = data[name]
     wrong_bool = isinstance(value, bool) and kind is not bool
     if wrong_bool or not isinstance(value, kind):
-        raise RegistrationError(f"{name}: must be {kind.__name__}, got {value!r}")
+        raise RegistrationError(
+            f"{name}: must be {_TYPE_NAMES[kind]}, got {_short(value)} ({type(value).__name__})"
+        )
     return value
 
 
+def _checked(name: str, check: Callable[[str], str], value: str) -> str:
+    try:
+        return check(value)
+    except ValueError as error:
+        raise RegistrationError(f"{name}: {error}") from None
+
+
+def _port(data: Mapping[str, Any], name: str, required: bool = False) -> int | None:
+    number: int | None = _field(data, name, int, required=required)
+    if number is not None and not 1 <= number <= 65535:
+        raise RegistrationError(f"{name}: {_short(number)} is not a port number (1-65535)")
+    return number
+
+
 def endpoint_from_dict(data: Mapping[str, Any]) -> Endpoint:
-    """Validate a registration (``service``, ``namespace``, ``address``, ``port``, ...)."""
+    """Validate a registration (``service``, ``namespace``, ``address``, ``port``, ...).
+
+    Every name is checked as Kubernetes checks it (namespace: a DNS label; service account and
+    workload: DNS names; labels: label syntax), the address must be one host's IP address and
+    ports must be 1-65535; a RegistrationError names the field."""
     if not isinstance(data, Mapping):
         raise RegistrationError("a registration must be a JSON object")
-    known = {
-        "service", "namespace", "address", "port", "servicePort", "protocol", "labels",
-        "serviceAccount", "locality", "healthy", "workload",
-    }  # fmt: skip
-    unknown = sorted(set(data) - known)
+    unknown = sorted(str(key) for key in set(data) - _FIELDS)
     if unknown:
-        raise RegistrationError(f"{unknown[0]}: unknown field; known: {', '.join(sorted(known))}")
+        raise RegistrationError(
+            f"{unknown[0][:60]}: unknown field; known: {', '.join(sorted(_FIELDS))}"
+        )
     service = _field(data, "service", str, required=True)
-    namespace = _field(data, "namespace", str, "default")
-    address = _field(data, "address", str, required=True)
-    port = _field(data, "port", int, required=True)
-    service_port = _field(data, "servicePort", int, 0) or None
+    namespace = _checked("namespace", check_dns_label, _field(data, "namespace", str, "default"))
+    address = _checked("address", endpoint_address, _field(data, "address", str, required=True))
+    port = _port(data, "port", required=True)
+    assert port is not None
     protocol = _field(data, "protocol", str, "HTTP").upper()
     labels = _field(data, "labels", dict, {})
     if not is_valid_host(service.lower()) or "*" in service:
-        raise RegistrationError(f"service: {service!r} is not a valid host name")
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        raise RegistrationError(f"address: {address!r} is not an IP address") from None
-    for name, number in (("port", port), ("servicePort", service_port)):
-        if number is not None and not 1 <= number <= 65535:
-            raise RegistrationError(f"{name}: {number} is not a port number")
+        raise RegistrationError(f"service: {_short(service)} is not a valid host name")
     if protocol not in _PROTOCOLS:
-        raise RegistrationError(f"protocol: {protocol!r} is not one of {', '.join(_PROTOCOLS)}")
+        raise RegistrationError(
+            f"protocol: {_short(protocol)} is not one of {', '.join(_PROTOCOLS)}"
+        )
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise RegistrationError("labels: keys and values must be strings")
+    _checked("labels", check_labels, labels)  # type: ignore[arg-type]
+    account = _field(data, "serviceAccount", str, "default")
+    locality = _field(data, "locality", str, "")
+    workload = _field(data, "workload", str, "")
     return Endpoint(
         service=fqdn(service, namespace),
         address=address,
         port=port,
-        service_port=service_port,
+        service_port=_port(data, "servicePort"),
         protocol=protocol,
         labels=tuple(sorted(labels.items())),
-        service_account=_field(data, "serviceAccount", str, "default"),
-        locality=_field(data, "locality", str, ""),
+        service_account=_checked("serviceAccount", check_dns_subdomain, account),
+        locality=_checked("locality", check_locality, locality) if locality else "",
         healthy=_field(data, "healthy", bool, True),
-        workload=_field(data, "workload", str, ""),
+        workload=_checked("workload", check_dns_subdomain, workload) if workload else "",
     )
 
 

@@ -4,6 +4,7 @@ restart of the control plane loses nothing."""
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from pathlib import Path
@@ -20,6 +21,8 @@ CREATE TABLE IF NOT EXISTS endpoints (id TEXT PRIMARY KEY, body TEXT NOT NULL);
 """
 
 ResourceKey = tuple[str, str, str]
+
+log = logging.getLogger(__name__)
 
 
 class StateStore:
@@ -66,10 +69,18 @@ class StateStore:
             self._db.execute("COMMIT")
 
     def endpoints(self) -> tuple[Endpoint, ...]:
-        """Every stored endpoint."""
+        """Every stored endpoint that is still a valid registration. One stored by an older
+        version that checked less (an address of ``0.0.0.0``, say) is logged and left out, so
+        that a stricter check never keeps the control plane from starting."""
         with self._lock:
-            rows = self._db.execute("SELECT body FROM endpoints ORDER BY rowid").fetchall()
-        return tuple(_endpoint(json.loads(body)) for (body,) in rows)
+            rows = self._db.execute("SELECT id, body FROM endpoints ORDER BY rowid").fetchall()
+        endpoints = []
+        for endpoint_id, body in rows:
+            try:
+                endpoints.append(_endpoint(json.loads(body)))
+            except (ValueError, KeyError, TypeError) as error:
+                log.warning("stored endpoint %s left out: %s", endpoint_id, error)
+        return tuple(endpoints)
 
     def save_endpoint(self, endpoint: Endpoint) -> None:
         """Store (or replace) an endpoint."""

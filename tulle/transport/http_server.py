@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 8 * 1024 * 1024
 MAX_HEADER_BYTES = 64 * 1024
+LINGER_SECONDS = 2.0
+"""After refusing a request whose body is still arriving, how long to read (and drop) the rest
+before closing, so that the client reads the refusal rather than a reset (nginx's lingering
+close)."""
 
 _REASONS = {
     200: "OK",
@@ -28,6 +32,7 @@ _REASONS = {
     405: "Method Not Allowed",
     409: "Conflict",
     413: "Payload Too Large",
+    429: "Too Many Requests",
     500: "Internal Server Error",
 }
 
@@ -92,15 +97,18 @@ class _StopParsingError(Exception):
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, max_body: int = MAX_BODY) -> None:
         self.handler = handler
+        self.max_body = max_body
+        self.failed = False
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.headers: dict[str, str] = {}
         self.header_bytes = 0
         self.body = bytearray()
-        self.queue: asyncio.Queue[Request | None] = asyncio.Queue()
+        # A Response queued is a refusal: written in turn, then the connection ends.
+        self.queue: asyncio.Queue[Request | Response | None] = asyncio.Queue()
         self.worker: asyncio.Task[None] | None = None
         self.keep_alive = True
 
@@ -114,6 +122,8 @@ class _Connection(asyncio.Protocol):
         self.queue.put_nowait(None)
 
     def data_received(self, data: bytes) -> None:
+        if self.failed:
+            return  # lingering after a refusal: drop the rest of what the client sends
         try:
             self.parser.feed_data(data)
         except _StopParsingError as stop:
@@ -136,12 +146,21 @@ class _Connection(asyncio.Protocol):
             raise _StopParsingError(400, "request headers are too large")
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
+    def on_headers_complete(self) -> None:
+        length = self.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body:  # refused before the body comes
+            self._fail(413, f"request body is larger than {self.max_body} bytes")
+
     def on_body(self, body: bytes) -> None:
+        if self.failed:
+            return
         self.body += body
-        if len(self.body) > MAX_BODY:
-            raise _StopParsingError(413, f"request body is larger than {MAX_BODY} bytes")
+        if len(self.body) > self.max_body:
+            raise _StopParsingError(413, f"request body is larger than {self.max_body} bytes")
 
     def on_message_complete(self) -> None:
+        if self.failed:
+            return
         parts = urlsplit(self.url.decode("latin-1"))
         method = self.parser.get_method().decode("latin-1")
         self.keep_alive = self.parser.should_keep_alive()
@@ -155,6 +174,9 @@ class _Connection(asyncio.Protocol):
         while True:
             request = await self.queue.get()
             if request is None or self.transport is None or self.transport.is_closing():
+                return
+            if isinstance(request, Response):
+                self._refuse(request)
                 return
             try:
                 response = await self.handler(request)
@@ -177,13 +199,30 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def _fail(self, status: int, message: str) -> None:
-        self._write(error_response(status, message), close=True)
+        self.failed = True
+        self.queue.put_nowait(error_response(status, message))
+
+    def _refuse(self, response: Response) -> None:
+        """Write a refusal and end the connection, reading (and dropping) what the client still
+        sends for a while: closing with unread data would reset the connection, and the client
+        would see the reset instead of the refusal."""
+        transport = self.transport
+        if transport is None:
+            return
+        response.headers["connection"] = "close"
+        self._write(response, close=not transport.can_write_eof())
+        if not transport.is_closing():
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
 
 
-async def serve_http(handler: Handler, host: str, port: int) -> asyncio.Server:
-    """Start serving ``handler`` on ``host:port`` (0: any free port)."""
+async def serve_http(
+    handler: Handler, host: str, port: int, max_body: int = MAX_BODY
+) -> asyncio.Server:
+    """Start serving ``handler`` on ``host:port`` (0: any free port); a request body larger than
+    ``max_body`` bytes is refused with 413 before it is read."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: _Connection(handler), host, port)
+    return await loop.create_server(lambda: _Connection(handler, max_body), host, port)
 
 
 def listening_port(server: asyncio.Server) -> int:
