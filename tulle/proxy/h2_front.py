@@ -251,6 +251,9 @@ class H2Front(asyncio.Protocol):
             elif isinstance(event, h2.events.WindowUpdated):
                 self.sender.pump(event.stream_id or None)
                 self._unblock()
+            elif isinstance(event, h2.events.RemoteSettingsChanged):
+                self.sender.pump()  # a new initial window size changes every stream's window
+                self._unblock()
             elif isinstance(event, h2.events.ConnectionTerminated) and self.transport is not None:
                 self.transport.close()
         if self.closing:
@@ -407,6 +410,9 @@ class H2Front(asyncio.Protocol):
             authority = next((v for k, v in regular if k == "host"), "")
         if method is None or path is None:
             return mesh_response(errors.MeshError(400, "DPE", "bad request: no :method or :path"))
+        if path[:1] != "/" and not (path == "*" and method == "OPTIONS"):
+            reason = f"bad request: :path {path[:80]!r} is not an absolute path"
+            return mesh_response(errors.MeshError(400, "DPE", reason))
         if path != "*":
             try:
                 path = normalize_target(path, self.limits.paths)

@@ -191,6 +191,8 @@ class H2Upstream(asyncio.Protocol):
                     )
             elif isinstance(event, h2.events.WindowUpdated):
                 self.sender.pump(event.stream_id or None)
+            elif isinstance(event, h2.events.RemoteSettingsChanged):
+                self.sender.pump()  # a new initial window size changes every stream's window
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
