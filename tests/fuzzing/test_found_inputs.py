@@ -65,3 +65,57 @@ def test_port_level_mtls_takes_a_port_as_yaml_or_json_writes_it(key):
 def test_port_level_mtls_still_refuses_what_is_not_a_port(key):
     result = validate_text(PORT_LEVEL % key)
     assert [f.field for f in result.findings] == [f"spec.portLevelMtls.{key.strip(chr(34))}"]
+
+
+SERVICE = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web}
+spec:
+  hosts: [web.default.svc.cluster.local]
+  ports: [{number: 80, protocol: HTTP, name: http}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, weight: %(weight)s}, {address: 127.0.0.2, weight: %(weight)s}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web}
+spec:
+  host: web
+  trafficPolicy:
+    %(policy)s
+"""
+TOO_LARGE = {
+    "outlierDetection: {consecutive5xxErrors: 4294967296}": "consecutive5xxErrors",
+    "outlierDetection: {consecutiveGatewayErrors: 4294967296}": "consecutiveGatewayErrors",
+    "connectionPool: {tcp: {maxConnections: 2147483648}}": "maxConnections",
+    "connectionPool: {http: {http2MaxRequests: 2147483648}}": "http2MaxRequests",
+    "connectionPool: {http: {maxRetries: 2147483648}}": "maxRetries",
+    "connectionPool: {tcp: {connectTimeout: 99999999999999h}}": "connectTimeout",
+    "loadBalancer: {consistentHash: {httpHeaderName: x, minimumRingSize: 8388609}}": "minimumRingSize",
+}
+
+
+@pytest.mark.parametrize("policy", list(TOO_LARGE))
+def test_numbers_xds_cannot_carry_are_findings(policy):
+    """Found by translator (consecutive-errors-past-uint32): a number past its xDS field's
+    width was accepted, and the translation of every node then raised, so the control plane
+    served nothing new. Now it is a finding at the field, as Istio's schema would say."""
+    result = validate_text(SERVICE % {"weight": 1, "policy": policy})
+    assert [f.field.rsplit(".", 1)[-1] for f in result.findings] == [TOO_LARGE[policy]]
+
+
+def test_the_largest_numbers_still_translate():
+    from tulle.control.snapshot import build_snapshot
+    from tulle.control.translate import translate
+    from tulle.control.translate.context import NodeView
+
+    policy = "outlierDetection: {consecutive5xxErrors: 4294967295}"
+    result = validate_text(SERVICE % {"weight": 4294967295, "policy": policy})
+    assert result.model is not None, [f.format() for f in result.findings]
+    resources = translate(build_snapshot(1, result.model, ()), NodeView("proxyless", "default"))
+    (assignment, *_) = resources[
+        "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+    ].values()
+    (locality,) = assignment.endpoints
+    assert locality.load_balancing_weight.value == 4294967295  # the sum, at most a uint32

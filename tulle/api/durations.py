@@ -6,6 +6,7 @@ import re
 
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|ns)")
+MAX_SECONDS = 315_576_000_000  # about 10,000 years: the most a protobuf Duration holds
 
 
 def parse_duration(text: str) -> float:
@@ -26,6 +27,8 @@ def parse_duration(text: str) -> float:
             f"invalid duration {text!r}: write a number and a unit (h, m, s, ms, us, ns), "
             "e.g. '1.5s', '100ms', '1m'"
         )
+    if total > MAX_SECONDS:
+        raise ValueError(f"duration {text!r} is longer than 10,000 years (the most xDS holds)")
     return total
 
 

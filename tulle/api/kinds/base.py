@@ -78,6 +78,11 @@ Regex = Annotated[str, AfterValidator(check_regex)]
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
 """A TCP port."""
 
+INT32_MAX = 2**31 - 1
+UINT32_MAX = 2**32 - 1
+"""The largest values of Istio's int32 and uint32 fields: the xDS fields that carry them are as
+wide, and a larger number is refused here rather than failing the translation of every node."""
+
 Labels = Annotated[dict[str, str], AfterValidator(check_labels)]
 """Kubernetes labels: ``[prefix/]name`` keys, short values of letters, digits, '-', '_', '.'."""
 

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tulle.api.hosts import is_valid_host
 from tulle.api.kinds.base import (
+    UINT32_MAX,
     FieldError,
     Host,
     Labels,
@@ -119,9 +120,9 @@ class RateLimitTarget(Strict):
 class TokenBucket(Strict):
     """``requests`` per ``unit``, with bursts up to ``burst`` (default: ``requests``)."""
 
-    requests: Annotated[int, Field(ge=1)]
+    requests: Annotated[int, Field(ge=1, le=UINT32_MAX)]
     unit: Literal["second", "minute"] = "second"
-    burst: Annotated[int, Field(ge=1)] | None = None
+    burst: Annotated[int, Field(ge=1, le=UINT32_MAX)] | None = None
 
 
 class RateLimitSpec(Strict):

@@ -12,6 +12,8 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from tulle.api.hosts import is_valid_host
 from tulle.api.kinds.base import (
+    INT32_MAX,
+    UINT32_MAX,
     Duration,
     FieldError,
     Host,
@@ -73,6 +75,7 @@ GRPC_STATUS_NAMES = (
 )
 
 Weight = Annotated[int, Field(ge=0, le=100)]
+MAX_RING_SIZE = 8 * 1024 * 1024  # Envoy's and grpcio's largest hash ring
 
 
 # --- VirtualService -------------------------------------------------------------------------
@@ -157,7 +160,7 @@ class HTTPRewrite(Strict):
 class HTTPRetry(Strict):
     """Retry policy: how many attempts, the timeout of each, and on which failures."""
 
-    attempts: Annotated[int, Field(ge=0)]
+    attempts: Annotated[int, Field(ge=0, le=INT32_MAX)]
     per_try_timeout: PositiveDuration | None = None
     retry_on: str | None = None
 
@@ -313,7 +316,7 @@ class ConsistentHash(Strict):
     http_cookie: HTTPCookie | None = None
     use_source_ip: bool | None = None
     http_query_parameter_name: str | None = None
-    minimum_ring_size: Annotated[int, Field(ge=1)] | None = None
+    minimum_ring_size: Annotated[int, Field(ge=1, le=MAX_RING_SIZE)] | None = None
 
     @model_validator(mode="after")
     def _one_key(self) -> ConsistentHash:
@@ -345,17 +348,17 @@ class LoadBalancerSettings(Strict):
 class TCPSettings(Strict):
     """TCP connection limits."""
 
-    max_connections: Annotated[int, Field(ge=1)] | None = None
+    max_connections: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
     connect_timeout: PositiveDuration | None = None
 
 
 class HTTPSettings(Strict):
     """HTTP request limits (circuit breaking) and connection reuse."""
 
-    http1_max_pending_requests: Annotated[int, Field(ge=1)] | None = None
-    http2_max_requests: Annotated[int, Field(ge=1)] | None = None
-    max_requests_per_connection: Annotated[int, Field(ge=0)] | None = None
-    max_retries: Annotated[int, Field(ge=0)] | None = None
+    http1_max_pending_requests: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
+    http2_max_requests: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
+    max_requests_per_connection: Annotated[int, Field(ge=0, le=INT32_MAX)] | None = None
+    max_retries: Annotated[int, Field(ge=0, le=INT32_MAX)] | None = None
     idle_timeout: PositiveDuration | None = None
 
 
@@ -369,10 +372,10 @@ class ConnectionPoolSettings(Strict):
 class OutlierDetection(Strict):
     """Eject endpoints that keep failing, for a time that grows with each ejection."""
 
-    consecutive_5xx_errors: Annotated[int, Field(ge=0)] | None = Field(
+    consecutive_5xx_errors: Annotated[int, Field(ge=0, le=UINT32_MAX)] | None = Field(
         default=None, alias="consecutive5xxErrors"
     )
-    consecutive_gateway_errors: Annotated[int, Field(ge=0)] | None = None
+    consecutive_gateway_errors: Annotated[int, Field(ge=0, le=UINT32_MAX)] | None = None
     interval: PositiveDuration | None = None
     base_ejection_time: PositiveDuration | None = None
     max_ejection_percent: Annotated[int, Field(ge=0, le=100)] | None = None
@@ -467,7 +470,7 @@ class WorkloadEntry(Strict):
     address: str = Field(min_length=1)
     ports: dict[str, PortNumber] = Field(default_factory=dict)
     labels: Labels = Field(default_factory=dict)
-    weight: Annotated[int, Field(ge=1)] | None = None
+    weight: Annotated[int, Field(ge=1, le=UINT32_MAX)] | None = None
     locality: Annotated[str, AfterValidator(check_locality)] | None = None
     service_account: Annotated[str, AfterValidator(check_dns_subdomain)] | None = None
 

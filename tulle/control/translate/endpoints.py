@@ -10,6 +10,7 @@ from envoy.config.core.v3 import address_pb2, base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
 from envoy.config.endpoint.v3 import endpoint_pb2
 
+from tulle.api.kinds.base import UINT32_MAX
 from tulle.api.model import Service, ServicePort
 from tulle.control.translate.context import NodeView, Snapshot, is_routable
 from tulle.control.translate.names import cluster_name
@@ -74,9 +75,10 @@ def load_assignment(name: str, targets: list[Target]) -> Any:
         by_locality.setdefault(target.locality, []).append(target)
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
     for locality, members in sorted(by_locality.items()):
+        # The locality's weight is its endpoints' (at most a uint32, as grpcio reads it).
+        weight = min(sum(t.weight for t in members), UINT32_MAX)
         group = ec.LocalityLbEndpoints(
-            locality=_locality(locality),
-            load_balancing_weight=uint32(sum(t.weight for t in members)),
+            locality=_locality(locality), load_balancing_weight=uint32(weight)
         )
         for target in members:
             group.lb_endpoints.append(
