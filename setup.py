@@ -15,13 +15,13 @@ from setuptools import setup
 # setup, configuration and the admin listener stay interpreted (compiling them would only add to
 # the process's memory).
 COMPILED_MODULES = (
-    "codec/http1", "codec/http2",
+    "codec/http1", "codec/http2", "codec/paths",
     "engine/balancer", "engine/cluster", "engine/cluster_config", "engine/config",
     "engine/errors", "engine/inbound", "engine/matching", "engine/message", "engine/outbound",
     "engine/outlier", "engine/ratelimit", "engine/tasks",
     "obs/access_log", "obs/finished", "obs/metrics", "obs/pending",
     "proxy/app", "proxy/h2_front", "proxy/http_front", "proxy/in_flight", "proxy/recording",
-    "transport/h2pool", "transport/pool",
+    "transport/h2pool", "transport/pool", "transport/upstream",
     "client/inbound",  # its ServedRequest subclasses a compiled class: interpreted ones may not
 )  # fmt: skip
 
