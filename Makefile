@@ -45,11 +45,12 @@ COMPILED := build/compiled
 COMPILED_STAMP := $(COMPILED)/.built
 # What runs again on the compiled build: the in-process tests of the modules it compiles (the
 # engine, pools, codecs and the library, imported from build/compiled), and the sidecar's
-# end-to-end tests of its request path (not those of the admin listener, options, TCP and
-# tunnels, which are not compiled, nor those of engine features the in-process tests cover):
-# about a minute and a half.
+# end-to-end tests of its request path and the adversarial suites (not those of the admin
+# listener, options, TCP and tunnels, which are not compiled, nor those of engine features the
+# in-process tests cover): about two minutes.
 COMPILED_TESTS := tests/client tests/engine tests/transport tests/codec tests/obs tests/proxy \
-	tests/e2e/test_sidecar_http.py tests/e2e/test_sidecar_grpc.py -k "not ( \
+	tests/e2e/test_sidecar_http.py tests/e2e/test_sidecar_grpc.py \
+	tests/e2e/test_hostile_http1.py tests/e2e/test_hostile_http2.py -k "not ( \
 	grpc_status_retries or held_to_max_connections or serves_without_the_control_plane \
 	or drain_and_quit_over_admin or metrics_and_config_dump or bad_proxy_options \
 	or inbound_tcp_ports or upgrade_is_tunnelled or connect_is_refused or sigterm_under_load_finishes \
