@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -78,6 +79,15 @@ def test_asgi_app_gets_inbound_policy_metrics_and_registration(control_plane, pr
     admin = app.get("/admin/users")
     assert admin.status_code == 403
     assert admin.headers["x-tulle-error"] == "denied by policy default/deny-admin"
+    # The policy sees the path normalized, as the sidecar's does (a raw socket: httpx would
+    # normalize these itself).
+    for tricky in (b"/%2e/admin/users", b"/x/../admin", b"/%61dmin"):
+        with socket.create_connection(("127.0.0.1", app.port), timeout=10) as raw:
+            raw.sendall(b"GET " + tricky + b" HTTP/1.1\r\nHost: hello\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := raw.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 403 "), (tricky, reply[:200])
     answers = [app.get("/ok") for _ in range(4)]
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     assert answers[0].json()["workload"] == "hello"
@@ -91,7 +101,7 @@ def test_asgi_app_gets_inbound_policy_metrics_and_registration(control_plane, pr
     )
     assert series.format(code=200, flag="-", count="3.0") in metrics
     assert series.format(code=429, flag="RL", count="1.0") in metrics
-    assert series.format(code=403, flag="RBAC", count="1.0") in metrics
+    assert series.format(code=403, flag="RBAC", count="4.0") in metrics
 
     assert app.proc is not None
     app.proc.send_signal(signal.SIGTERM)  # uvicorn's lifespan shutdown deregisters

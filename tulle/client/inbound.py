@@ -9,6 +9,8 @@ import time
 from tulle.client.registration import Registrar, Registration
 from tulle.client.runtime import MeshRuntime, get_runtime
 from tulle.client.settings import port_variable
+from tulle.codec.paths import PathError, normalize_target
+from tulle.engine.errors import MeshError
 from tulle.engine.inbound import InboundPolicy, refusal
 from tulle.engine.message import Request, Response, finished, mesh_response
 
@@ -83,6 +85,12 @@ class InboundGate:
         port, policy = self.policy(served_port)
         if policy is None:
             return "", None
+        # The policy sees the path normalized, as the sidecar's does (the app's server may
+        # have decoded escapes already; dot segments and the rest are left to it).
+        try:
+            request.path = normalize_target(request.path)
+        except PathError as error:
+            return policy.service, mesh_response(MeshError(400, "DPE", f"bad request: {error}"))
         with self.runtime.inbound_lock:
             refused = refusal(policy, request, port, time.monotonic())
         if refused is None:
