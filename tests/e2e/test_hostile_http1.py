@@ -289,3 +289,21 @@ def test_slow_and_idle_clients_are_cut_off(mesh: Hostile):
         wait_until(lambda: open_files(sidecar.proc.pid) < 40, timeout=20)
     finally:
         processes.stop_all()
+
+
+def test_merging_slashes_is_the_meshs_choice(mesh: Hostile):
+    """Last in the module: it changes the mesh's path normalization, then restores it."""
+    with mesh.connect(inbound=True) as conn:  # BASE keeps "//": the app's to judge
+        conn.sendall(get("//admin"))
+        assert read_responses(conn, 1)[0][0] == 200
+    merging = "apiVersion: tulle.dev/v1alpha1\nkind: Mesh\nmetadata: {name: mesh}\n"
+    mesh.plane.apply(merging + "spec: {pathNormalization: {normalization: MERGE_SLASHES}}\n")
+    try:
+        wait_until(lambda: synced(mesh.plane, mesh.sidecar.node))
+        for path in ("//admin", "///admin/x", "/%2e//admin"):
+            with mesh.connect(inbound=True) as conn:
+                conn.sendall(get(path))
+                assert read_responses(conn, 1)[0][0] == 403, path
+    finally:
+        mesh.plane.apply(merging + "spec: {pathNormalization: {normalization: BASE}}\n")
+        wait_until(lambda: synced(mesh.plane, mesh.sidecar.node))

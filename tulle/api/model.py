@@ -39,6 +39,9 @@ class MeshSettings:
     access_log: bool = True
     access_log_format: Literal["JSON", "TEXT"] = "JSON"
     tracing_sampling: float = 1.0
+    path_normalization: Literal["NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"] = (
+        "BASE"
+    )
 
 
 # --- services and workloads -----------------------------------------------------------------

@@ -669,6 +669,7 @@ def _settings(meshes: list[Mesh]) -> MeshSettings:
         access_log=spec.access_log.enabled,
         access_log_format=spec.access_log.format,
         tracing_sampling=spec.tracing.sampling,
+        path_normalization=spec.path_normalization.normalization,
     )
 
 

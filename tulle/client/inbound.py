@@ -88,7 +88,7 @@ class InboundGate:
         # The policy sees the path normalized, as the sidecar's does (the app's server may
         # have decoded escapes already; dot segments and the rest are left to it).
         try:
-            request.path = normalize_target(request.path)
+            request.path = normalize_target(request.path, self.runtime.paths)
         except PathError as error:
             return policy.service, mesh_response(MeshError(400, "DPE", f"bad request: {error}"))
         with self.runtime.inbound_lock:

@@ -15,8 +15,9 @@ import prometheus_client
 import uvloop
 
 from tulle.client.settings import Settings
+from tulle.codec.paths import BASE
 from tulle.engine.compile import compile_resources
-from tulle.engine.inbound import InboundPolicy, inbound_policies
+from tulle.engine.inbound import InboundPolicy, inbound_policies, path_normalization
 from tulle.engine.matching import ConfigError
 from tulle.engine.outbound import Engine, EngineConfig
 from tulle.obs.access_log import AccessLog
@@ -50,6 +51,7 @@ class MeshRuntime:
         # The app's ports' inbound policy (for the ASGI/WSGI middleware); its rate-limit
         # buckets are shared by every thread serving the app, under inbound_lock.
         self.inbound: dict[int, InboundPolicy] = {}
+        self.paths = BASE  # how the inbound policy normalizes paths (the mesh's setting)
         self.inbound_lock = threading.Lock()
         self.nack: str | None = None
         self._complete = False  # every subscribed type has arrived once
@@ -135,6 +137,7 @@ class MeshRuntime:
             return str(error)
         with self.inbound_lock:
             self.inbound = inbound
+            self.paths = path_normalization(resources[types.LISTENER])
         with self._lock:
             self.config, self.nack = config, None
             bindings = list(self._bindings.values())

@@ -13,12 +13,13 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
 
+from tulle.codec.paths import BASE, PathNormalization
 from tulle.engine import errors
 from tulle.engine.config import BucketSpec, bucket
 from tulle.engine.message import Request
 from tulle.engine.ratelimit import TokenBucket
 from tulle.engine.rbac import Peer, RbacFilter, authorize, compile_rbac
-from tulle.xds.types import RATELIMIT_FILTER, RBAC_FILTER, TCP_PROXY_FILTER
+from tulle.xds.types import HCM_FILTER, RATELIMIT_FILTER, RBAC_FILTER, TCP_PROXY_FILTER
 
 INBOUND_LISTENER = "virtualInbound"
 
@@ -95,3 +96,28 @@ def refusal(
     if limit is not None and not limit.take(now):
         return errors.rate_limited(limit.spec.name, limit.spec.status)
     return None
+
+
+def path_normalization(listeners: Mapping[str, Any]) -> PathNormalization:
+    """The mesh's path normalization, from the first HttpConnectionManager of ``listeners``
+    (the control plane sets the same in each: ``normalize_path``, ``merge_slashes``,
+    ``path_with_escaped_slashes_action``); BASE when none says."""
+    for listener in listeners.values():
+        for chain in listener.filter_chains:
+            for network_filter in chain.filters:
+                if network_filter.name != HCM_FILTER:
+                    continue
+                manager = hcm.HttpConnectionManager()
+                network_filter.typed_config.Unpack(manager)
+                if not manager.HasField("normalize_path"):
+                    return BASE
+                decode = (
+                    manager.path_with_escaped_slashes_action
+                    == hcm.HttpConnectionManager.UNESCAPE_AND_FORWARD
+                )
+                return PathNormalization(
+                    normalize=manager.normalize_path.value,
+                    merge_slashes=manager.merge_slashes,
+                    decode_slashes=decode,
+                )
+    return BASE

@@ -13,7 +13,7 @@ from tulle.engine import errors
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.compile import compile_resources
 from tulle.engine.errors import MeshError
-from tulle.engine.inbound import InboundPolicy, inbound_policies, refusal
+from tulle.engine.inbound import InboundPolicy, inbound_policies, path_normalization, refusal
 from tulle.engine.matching import ConfigError
 from tulle.engine.message import Request, Response, UpstreamError, mesh_response
 from tulle.engine.outbound import Engine
@@ -99,6 +99,7 @@ class Proxy:
         self.engine.update(config)
         self.inbound = inbound
         self.tcp_clusters = tcp_clusters(resources[types.LISTENER])
+        self.limits.paths = path_normalization(resources[types.LISTENER])
         return None
 
     def serving(self, destination: Destination) -> str:

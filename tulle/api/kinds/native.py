@@ -205,6 +205,15 @@ class Tracing(Strict):
     sampling: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
 
 
+class PathNormalization(Strict):
+    """How request paths are normalized before policy and routing (Istio's
+    ``meshConfig.pathNormalization``): NONE; BASE (RFC 3986 normalization, unreserved escapes
+    decoded: the default); MERGE_SLASHES (also ``//`` to ``/``); DECODE_AND_MERGE_SLASHES (also
+    ``%2F`` and ``%5C`` decoded to ``/``)."""
+
+    normalization: Literal["NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"] = "BASE"
+
+
 class MeshSpec(Strict):
     """Mesh-wide settings."""
 
@@ -213,6 +222,7 @@ class MeshSpec(Strict):
     outbound_traffic_policy: OutboundTrafficPolicy = Field(default_factory=OutboundTrafficPolicy)
     access_log: AccessLog = Field(default_factory=AccessLog)
     tracing: Tracing = Field(default_factory=Tracing)
+    path_normalization: PathNormalization = Field(default_factory=PathNormalization)
 
     @field_validator("trust_domain")
     @classmethod

@@ -166,7 +166,30 @@ def sidecar_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
     inbound = _inbound(snapshot, view)
     if inbound is not None:
         result[INBOUND_LISTENER] = inbound
+    level = snapshot.model.settings.path_normalization
+    for listener in result.values():
+        _normalize_paths(listener, level)
     return result
+
+
+def _normalize_paths(listener: Any, level: str) -> None:
+    """The mesh's path normalization in each HttpConnectionManager of ``listener``, in Envoy's
+    fields as Istio sets them: ``normalize_path`` (BASE and up), ``merge_slashes``
+    (MERGE_SLASHES and up), ``path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD``
+    (DECODE_AND_MERGE_SLASHES)."""
+    for chain in listener.filter_chains:
+        for network_filter in chain.filters:
+            if network_filter.name != HCM_FILTER:
+                continue
+            manager = hcm.HttpConnectionManager()
+            network_filter.typed_config.Unpack(manager)
+            manager.normalize_path.value = level != "NONE"
+            manager.merge_slashes = level in ("MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES")
+            if level == "DECODE_AND_MERGE_SLASHES":
+                manager.path_with_escaped_slashes_action = (
+                    hcm.HttpConnectionManager.UNESCAPE_AND_FORWARD
+                )
+            network_filter.typed_config.CopyFrom(pack(manager))
 
 
 def _inbound_filters(snapshot: Snapshot, workload: Workload, port: int) -> list[Any]:
