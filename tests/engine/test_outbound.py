@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 
 import pytest
 
@@ -512,3 +513,29 @@ def test_a_request_on_the_fast_path_leaves_no_reference_cycle(engine_path):
         assert (await handle(engine, TABLE, request())).status == 200
 
     assert run(cycle_garbage_of(one_request, 50)) == 0
+
+
+def test_a_sender_that_raises_is_answered_and_gives_back_every_count(caplog):
+    # A bug below the engine (a header no encoding can write, say) must not leave the request
+    # unanswered or its breaker slot taken: five such requests would close the circuit for good.
+    upstreams = Upstreams()
+    engine = build_engine(workload("v1"), {"v1": [("10.0.0.1", 8080)]}, upstreams)
+
+    def broken(*_: object) -> Callable[[], None]:
+        raise UnicodeEncodeError("latin-1", "€", 0, 1, "ordinal not in range(256)")
+
+    engine.start = broken
+
+    async def scenario() -> None:
+        for _ in range(10):
+            answered: list[Response] = []
+            engine.dispatch(TABLE, request(), answered.append)
+            assert [r.status for r in answered] == [503]
+            assert "unexpected UnicodeEncodeError" in answered[0].reason
+        cluster = next(iter(engine.clusters.values()))
+        assert cluster.counters.requests == 0
+        assert cluster.counters.connections == 0
+        assert set(cluster.active.values()) <= {0}
+
+    run(scenario())
+    assert "sending a request failed inside the proxy" in caplog.text

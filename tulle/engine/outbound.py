@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -40,6 +41,8 @@ _GRPC_NAMES = {
     "1": "cancelled", "4": "deadline-exceeded", "8": "resource-exhausted", "13": "internal",
     "14": "unavailable",
 }  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -548,7 +551,12 @@ class Engine:
         attempt.endpoint, attempt.slot = endpoint, slot
         self._enter(call, endpoint)
         cancel.current = attempt.cancel_attempt  # unless the attempt ends before start returns
-        attempt.abandon = self.start(endpoint, cluster.spec, request, attempt.outcome)
+        try:
+            attempt.abandon = self.start(endpoint, cluster.spec, request, attempt.outcome)
+        except Exception as failure:  # a sender's bug: an answer, and every count given back
+            log.exception("sending a request failed inside the proxy")
+            attempt.outcome(UpstreamError("reset", f"unexpected {failure!r}"))
+            return
         per_try = retry.per_try_timeout if retry else None
         if per_try is None and call.deadline is None:
             return
