@@ -30,8 +30,6 @@ PENDING: dict[str, str] = {
     "InFlight.drain (H2Front.drain) raised ProtocolError": "issue 16 (fuzzing report): drain() "
     "on an HTTP/2 connection h2 has closed (a protocol error, before connection_lost) raises, "
     "and InFlight.drain stops there",
-    "h2front.request-path": "issue 16 (fuzzing report): an HTTP/2 :path without a leading "
-    "slash (`abc`) is dispatched and would be forwarded as an HTTP/1.1 request target",
     "h2front.dispatch-after-close": "issue 16 (fuzzing report): a client's GOAWAY closes the "
     "connection at once; streams it opened before (even in the same read) are still dispatched, "
     "then cancelled, never answered",

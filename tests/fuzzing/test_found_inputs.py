@@ -119,3 +119,52 @@ def test_the_largest_numbers_still_translate():
     ].values()
     (locality,) = assignment.endpoints
     assert locality.load_balancing_weight.value == 4294967295  # the sum, at most a uint32
+
+
+ROUTES = """\
+apiVersion: tulle.dev/v1alpha1
+kind: Workload
+metadata: {name: web}
+spec:
+  command: [web]
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: tulle.dev/v1alpha1
+kind: Workload
+metadata: {name: api}
+spec:
+  command: [api]
+  ports: [{name: http, port: 9080}]
+---
+%s
+"""
+WRONG_PORTS = {
+    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web}\n"
+    "spec: {hosts: [web], http: [{route: [{destination: {host: api, port: {number: 8080}}}]}]}": "spec.http[0].route[0].destination.port.number",
+    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web}\n"
+    "spec: {hosts: [web], http: [{route: [{destination: {host: api}}],"
+    " mirror: {host: web, port: {number: 1}}}]}": "spec.http[0].mirror.port.number",
+    "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web}\n"
+    "spec: {parentRefs: [{name: web, port: 8080}], rules: [{backendRefs: [{name: api, port: 8080}]}]}": "spec.rules[0].backendRefs[0].port",
+    "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web}\n"
+    "spec: {parentRefs: [{name: web, port: 9080}], rules: [{backendRefs: [{name: api, port: 9080}]}]}": "spec.parentRefs[0].port",
+}
+
+
+@pytest.mark.parametrize("route", list(WRONG_PORTS))
+def test_a_route_to_a_port_its_service_lacks_is_a_finding(route):
+    """Found by translator (route-to-a-port-the-service-lacks): an HTTPRoute's backend on a
+    port its Service does not have validated, and its route named a cluster no node had."""
+    result = validate_text(ROUTES % route)
+    errors = [f for f in result.findings if f.severity.value == "ERROR"]
+    assert [f.field for f in errors] == [WRONG_PORTS[route]], [f.format() for f in errors]
+    assert "is not a port of" in errors[0].message
+
+
+def test_a_route_to_a_port_of_a_service_known_only_from_the_registry_is_not_checked():
+    route = (
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web}\n"
+        "spec: {hosts: [web], http: [{route: [{destination: {host: remote, port: {number: 1}}}]}]}"
+    )
+    result = validate_text(ROUTES % route, known_hosts=["remote.default.svc.cluster.local"])
+    assert [f.format() for f in result.findings] == []

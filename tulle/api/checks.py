@@ -182,6 +182,103 @@ def check_http_routes(ctx: Context) -> Iterator[Finding]:
                     )
 
 
+def check_services_defined_once(ctx: Context) -> Iterator[Finding]:
+    """A ServiceEntry host that a Workload's service or an earlier ServiceEntry already
+    defines would replace that service's ports and endpoints, silently: refused. (Several
+    Workloads of one service are its versions: their ports are merged.)"""
+    defined: dict[str, Loaded] = {}
+    for workload, item in ctx.of(Workload):
+        defined.setdefault(
+            ctx.resolve(workload.spec.service or workload.name, workload.namespace), item
+        )
+    for entry, item in ctx.of(ServiceEntry):
+        for i, name in enumerate(entry.spec.hosts):
+            host = ctx.resolve(name, entry.namespace)
+            first = defined.setdefault(host, item)
+            if first is not item:
+                yield item.finding(
+                    ERROR,
+                    ("spec", "hosts", i),
+                    f"{host} is already defined by {first.resource.ref} at {_located(first)}; "
+                    "define each service once",
+                )
+
+
+def _service_ports(ctx: Context) -> dict[str, set[int]]:
+    """The ports of each service the config defines (Workloads and ServiceEntries)."""
+    ports: dict[str, set[int]] = {}
+    for workload, _ in ctx.of(Workload):
+        host = ctx.resolve(workload.spec.service or workload.name, workload.namespace)
+        ports.setdefault(host, set()).update(p.port for p in workload.spec.ports)
+    for entry, _ in ctx.of(ServiceEntry):
+        for name in entry.spec.hosts:
+            host = ctx.resolve(name, entry.namespace)
+            ports.setdefault(host, set()).update(p.number for p in entry.spec.ports)
+    return ports
+
+
+def check_destination_ports(ctx: Context) -> Iterator[Finding]:
+    """A destination's port is one of its service's: a route to any other would name a cluster
+    no proxy has, and every request it took would fail. (Services the config does not define,
+    known only from the registry, are not checked.)"""
+    ports = _service_ports(ctx)
+
+    def check(
+        item: Loaded, path: FieldPath, name: str, namespace: str, port: int | None
+    ) -> Iterator[Finding]:
+        if port is None:
+            return
+        host = ctx.resolve(name, namespace)
+        known = {
+            number for h, numbers in ports.items() if host_matches(h, host) for number in numbers
+        }
+        if known and port not in known:
+            listed = ", ".join(str(number) for number in sorted(known))
+            yield item.finding(ERROR, path, f"port {port} is not a port of {host} ({listed})")
+
+    for vs, item in ctx.of(VirtualService):
+        for i, http in enumerate(vs.spec.http):
+            targets: list[tuple[FieldPath, Any]] = [
+                (("route", j, "destination"), d.destination) for j, d in enumerate(http.route)
+            ]
+            if http.mirror is not None:
+                targets.append((("mirror",), http.mirror))
+            for where, d in targets:
+                path: FieldPath = ("spec", "http", i, *where, "port", "number")
+                yield from check(item, path, d.host, vs.namespace, _number(d.port))
+        for i, tcp in enumerate(vs.spec.tcp):
+            for j, t in enumerate(tcp.route):
+                path = ("spec", "tcp", i, "route", j, "destination", "port", "number")
+                d = t.destination
+                yield from check(item, path, d.host, vs.namespace, _number(d.port))
+    for route, item in ctx.of(HTTPRoute):
+        ns = route.namespace
+        for i, parent in enumerate(route.spec.parent_refs):
+            path = ("spec", "parentRefs", i, "port")
+            yield from check(item, path, parent.name, parent.namespace or ns, parent.port)
+        for i, rule in enumerate(route.spec.rules):
+            mirrors: list[tuple[FieldPath, Any]] = [
+                (("filters", k), f) for k, f in enumerate(rule.filters)
+            ]
+            for j, backend in enumerate(rule.backend_refs):
+                path = ("spec", "rules", i, "backendRefs", j, "port")
+                yield from check(item, path, backend.name, backend.namespace or ns, backend.port)
+                mirrors += [
+                    (("backendRefs", j, "filters", k), f) for k, f in enumerate(backend.filters)
+                ]
+            for where, found in mirrors:
+                if found.request_mirror is None:
+                    continue
+                ref = found.request_mirror.backend_ref
+                path = ("spec", "rules", i, *where, "requestMirror", "backendRef", "port")
+                yield from check(item, path, ref.name, ref.namespace or ns, ref.port)
+
+
+def _number(port: Any) -> int | None:
+    """A VirtualService destination's ``port: {number: N}``, if given."""
+    return None if port is None else int(port.number)
+
+
 def check_routed_once(ctx: Context) -> Iterator[Finding]:
     """A host has HTTP routes from one VirtualService or from HTTPRoutes, never both or two."""
     owner: dict[str, Loaded] = {}
@@ -360,6 +457,8 @@ CHECKS: tuple[Callable[[Context], Iterator[Finding]], ...] = (
     check_single_mesh,
     check_virtual_services,
     check_http_routes,
+    check_services_defined_once,
+    check_destination_ports,
     check_routed_once,
     check_one_destination_rule_per_host,
     check_destination_rules,
