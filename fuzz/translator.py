@@ -16,7 +16,7 @@ it receives them (parsed from the wire).
 
 from __future__ import annotations
 
-from fuzz.support.checks import calling, check, guarded
+from fuzz.support.checks import calling, guarded
 from fuzz.support.draw import Draw
 from fuzz.support.runner import instrumented, main
 
@@ -60,8 +60,6 @@ def one_input(data: bytes) -> None:
     parsed = xds_checks.check_node(resources, view.mode == "proxyless")
     with calling("compile_resources (the data plane's view of the resources)"):
         compile_resources("1", parsed)
-    again = translate(snapshot, view)
-    check(again == resources, "xds.deterministic", "translated twice, two answers")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ target; what does is a model no test wrote by hand. Endpoints for the registry a
 from __future__ import annotations
 
 import copy
+import pickle
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class Pools:
     """What the corpus holds, for mutations to draw from."""
 
     documents: list[Document]
+    pickled: list[bytes] = field(default_factory=list)  # each document's data, to copy
     by_key: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
     keys_under: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     scalars: dict[type, list[Any]] = field(default_factory=lambda: defaultdict(list))
@@ -60,7 +62,7 @@ def load_pools() -> Pools:
     """The corpus, read once."""
     documents, findings = read_paths([CORPUS])
     assert not findings, findings
-    pools = Pools(documents)
+    pools = Pools(documents, [pickle.dumps(d.data) for d in documents])
     for document in documents:
         _walk(document.data, "", pools)
     return pools
@@ -115,7 +117,8 @@ def mutate(draw: Draw, data: Any, pools: Pools) -> None:
 def documents(draw: Draw, pools: Pools) -> list[Document]:
     """Some of the corpus's documents, mutated."""
     # Each document kept unless its byte says 7 (mod 8): an input of zeros is the corpus.
-    chosen = [copy.deepcopy(d.data) for d in pools.documents if draw.below(8) != 7]
+    # (Copied by unpickling: several times faster than deepcopy, for plain data.)
+    chosen = [pickle.loads(kept) for kept in pools.pickled if draw.below(8) != 7]
     if chosen and draw.below(4) == 3:  # a resource copied under another name
         twin = copy.deepcopy(draw.pick(chosen))
         if isinstance(twin.get("metadata"), dict):
