@@ -7,8 +7,8 @@ Input: bytes 0-5 as in :mod:`fuzz.h2_front`; the rest draws the frames.
 
 Checked: everything :mod:`fuzz.h2_front` checks, and, knowing which streams the client opened
 and reset: answers come only on streams the client opened; a request dispatched on a stream
-the client did not reset, on a connection the client keeps open and the front end did not
-close, is answered (its response head is sent).
+neither side reset, on a connection the client keeps open and the front end did not close, is
+answered (its response head is sent).
 """
 
 from __future__ import annotations
@@ -36,9 +36,11 @@ def one_input(data: bytes) -> None:
     if not run.client_stays or run.transport.closed_by_protocol:
         return
     answered = {stream.tag for stream in written.streams.values()}
+    reset = client.reset | h2_frames.reset_streams(sent)  # (raw frames may reset streams too)
+    reset |= {sid for sid, stream in written.streams.items() if stream.reset is not None}
     for item in run.engine.dispatched:
         on = item.request.header(h2_frames.STREAM_HEADER)
-        if item.cancelled or on is None or int(on) in client.reset:
+        if item.cancelled or on is None or int(on) in reset:
             continue
         check(item.index in answered, "h2front.answered", f"request {item.index} on {on}")
 

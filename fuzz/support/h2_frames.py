@@ -50,6 +50,7 @@ SETTINGS = (
     (SettingsFrame.ENABLE_CONNECT_PROTOCOL, (0, 1, 2)),
     (0xFF, (7,)),
 )
+RST_STREAM = 0x3
 STREAM_HEADER = "x-fuzz-stream"  # the stream a request came on, as the engine sees it
 ERROR_CODES = (0, 1, 2, 7, 8, 0xB, 0xFFFF)
 INCREMENTS = (0, 1, 65535, 2**31 - 1)
@@ -187,3 +188,16 @@ def client_bytes(draw: Draw) -> tuple[bytes, Client]:
     for _ in range(1 + draw.below(10)):
         out += b"".join(client.frames(draw))
     return out, client
+
+
+def reset_streams(data: bytes) -> set[int]:
+    """The streams an RST_STREAM frame in ``data`` (the client's bytes after the preface)
+    names, read frame by frame as the server reads them."""
+    found: set[int] = set()
+    position = 0
+    while position + 9 <= len(data):
+        length = int.from_bytes(data[position : position + 3], "big")
+        if data[position + 3] == RST_STREAM:
+            found.add(int.from_bytes(data[position + 5 : position + 9], "big") & 0x7FFFFFFF)
+        position += 9 + length
+    return found
