@@ -59,9 +59,10 @@ spec:
 """
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident set (``VmHWM``: its peak so far), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -171,7 +172,7 @@ def measure(count: int, processes: int, per_connection: int) -> dict[str, float]
                 web.post(api, content=route("2s").encode()).raise_for_status()
                 _, pushed = workers.all_acked({first}, 60)
                 push_cpu = cpu_seconds(proc.pid) - cpu
-                rss = rss_mb(proc.pid)
+                rss, peak = rss_mb(proc.pid), rss_mb(proc.pid, "VmHWM")
         finally:
             if workers is not None:
                 workers.stop()
@@ -185,7 +186,12 @@ def measure(count: int, processes: int, per_connection: int) -> dict[str, float]
         "update_s": pushed - begin,
         "cpu_s": push_cpu,
         "rss_mb": rss,
+        "peak_mb": peak,
     }
+
+
+# The table's figures after the client count: (key in measure()'s result, decimals).
+FIELDS = (("connect_s", 2), ("update_s", 3), ("cpu_s", 2), ("rss_mb", 0), ("peak_mb", 0))
 
 
 def main() -> None:
@@ -197,7 +203,7 @@ def main() -> None:
     args = parser.parse_args()
     columns = (
         "clients", "all connected (s)", "apply -> all ACKed (s)",
-        "control-plane CPU in push (s)", "control-plane RSS (MB)",
+        "control-plane CPU in push (s)", "control-plane RSS (MB)", "peak RSS (MB)",
     )  # fmt: skip
     print(
         f"{args.processes} client processes, {args.streams_per_connection} streams per "
@@ -209,8 +215,7 @@ def main() -> None:
             measure(count, args.processes, args.streams_per_connection) for _ in range(args.runs)
         ]
         cells = [f"{count}"] + [
-            f"{statistics.median(row[key] for row in rows):.{digits}f}"
-            for key, digits in (("connect_s", 2), ("update_s", 3), ("cpu_s", 2), ("rss_mb", 0))
+            f"{statistics.median(row[key] for row in rows):.{digits}f}" for key, digits in FIELDS
         ]
         print(" | ".join(cell.rjust(len(name)) for cell, name in zip(cells, columns, strict=True)))
         sys.stdout.flush()

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
+import grpc
 import pytest
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
@@ -39,27 +40,37 @@ class Source:
         return {}
 
 
-class Context:
+class Client:
+    """One ADS stream, driven directly: the server's handler runs as a task and reads and writes
+    through this object, which stands for grpcio's servicer context."""
+
+    def __init__(self, server: AdsServer, index: int) -> None:
+        self.node_id = f"proxyless~10.0.0.{index}~app-{index}.default~default.svc.cluster.local"
+        self._requests: asyncio.Queue[Any] = asyncio.Queue()
+        self._responses: asyncio.Queue[bytes] = asyncio.Queue()
+        self._first = True
+        self._reads = 0
+        self._server = server
+        self._handler = asyncio.create_task(server.stream(None, self))
+
+    # --- the servicer context's side ------------------------------------------------------
+
     def peer(self) -> str:
         return "ipv4:127.0.0.1:1"
+
+    async def read(self) -> Any:
+        if self._reads:
+            self._requests.task_done()  # the server asks for the next: it handled the last
+        self._reads += 1
+        return await self._requests.get()
+
+    async def write(self, data: bytes) -> None:
+        self._responses.put_nowait(data)
 
     async def abort(self, code: Any, details: str) -> None:
         raise AssertionError(f"the stream was aborted: {code} {details}")
 
-
-class Client:
-    """One ADS stream driven directly: requests in through a queue, responses out."""
-
-    def __init__(self, server: AdsServer, index: int) -> None:
-        self.node_id = f"proxyless~10.0.0.{index}~app-{index}.default~default.svc.cluster.local"
-        self._requests: asyncio.Queue[bytes] = asyncio.Queue()
-        self._responses: AsyncGenerator[bytes, None] = server.stream(self._iterate(), Context())
-        self._first = True
-
-    async def _iterate(self) -> AsyncIterator[bytes]:
-        while True:
-            yield await self._requests.get()
-            self._requests.task_done()  # the server asks for the next: it handled this one
+    # --- the client's side ----------------------------------------------------------------
 
     def send(self, type_url: str, names: list[str], ack: Any = None, error: str = "") -> None:
         request = discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=names)
@@ -72,18 +83,20 @@ class Client:
         self._requests.put_nowait(request.SerializeToString())
 
     async def receive(self) -> Any:
-        data = await asyncio.wait_for(anext(self._responses), 5)
+        data = await asyncio.wait_for(self._responses.get(), 5)
         return discovery_pb2.DiscoveryResponse.FromString(data)
 
-    async def nothing_more(self, server: AdsServer) -> bool:
-        """True once the server has handled every request sent and has nothing queued for this
-        client (a response would only come from a push or a request)."""
+    async def nothing_more(self) -> bool:
+        """True once the server has handled every request sent and written everything due, and
+        nothing came (a response would only come from a push or a request)."""
         await self._requests.join()
-        (connection,) = [c for c in server.connections.values() if c.node.id == self.node_id]
-        return len(connection.outbox) == 0
+        (connection,) = [c for c in self._server.connections.values() if c.node.id == self.node_id]
+        await connection.writer.flush()
+        return self._responses.empty()
 
     async def close(self) -> None:
-        await self._responses.aclose()
+        self._requests.put_nowait(grpc.aio.EOF)
+        await asyncio.wait_for(self._handler, 5)
 
 
 async def subscribed(server: AdsServer, count: int) -> list[Client]:
@@ -140,7 +153,7 @@ def test_a_push_serializes_once_per_version_and_each_stream_gets_its_own_nonce(m
             response.ClearField("nonce")
         assert len({r.SerializeToString() for r in responses}) == 1
         for client in clients:
-            assert await client.nothing_more(server)
+            assert await client.nothing_more()
             await client.close()
 
     asyncio.run(scenario())
@@ -156,11 +169,11 @@ def test_a_nack_keeps_the_last_good_version_and_only_a_newer_one_is_sent():
         bad = await refusing.receive()
         refusing.send(ROUTE, ["r"], bad, error="no such cluster")
         accepting.send(ROUTE, ["r"], await accepting.receive())
-        assert await refusing.nothing_more(server)  # the refused version is not sent again
+        assert await refusing.nothing_more()  # the refused version is not sent again
 
         server.push()  # nothing changed: nothing is sent, to either
-        assert await refusing.nothing_more(server)
-        assert await accepting.nothing_more(server)
+        assert await refusing.nothing_more()
+        assert await accepting.nothing_more()
         (connection,) = [c for c in server.connections.values() if c.node.id == refusing.node_id]
         state = connection.session.types[ROUTE]
         assert state.nack == "no such cluster"

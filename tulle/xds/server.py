@@ -3,18 +3,17 @@
 :class:`~tulle.xds.offers.ResourceSource` through a shared :class:`~tulle.xds.offers.Catalog`;
 this module only moves messages.
 
-Each stream has two tasks: a reader, which decides on each request what is due (synchronously,
-in the session), and the call's own task, which writes what the reader or a push queued in the
-stream's :class:`Outbox`. Messages cross grpcio as bytes: requests are parsed here, responses are
-the catalog's shared bytes with the stream's nonce appended."""
+The call's own task reads the stream's requests and decides, synchronously in the session, what
+is due; a push decides the same way for every stream at once. What is due goes to the stream's
+:class:`Writer`, whose task lives only while it has something to write. Messages cross grpcio as
+bytes: requests are parsed here, responses are the catalog's shared bytes with the stream's nonce
+appended."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -23,10 +22,11 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError
 
-from tulle.xds.limits import raise_open_files_limit
 from tulle.xds.node import NodeIdError, NodeInfo, parse_node_id
 from tulle.xds.offers import Catalog, ResourceSource, ShareKey, serialize, share_key, with_nonce
-from tulle.xds.session import AdsSession, Request, TypeState
+from tulle.xds.session import AdsSession, Offer, Request
+from tulle.xds.subscribers import Subscribers
+from tulle.xds.tuning import raise_open_files_limit, tune_collector
 
 __all__ = ["AdsServer", "Connection", "ResourceSource", "serialize", "start_server", "to_json"]
 
@@ -36,68 +36,69 @@ SERVICE: Final = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 METHOD: Final = "StreamAggregatedResources"
 
 # grpcio queues a new call until the asyncio server takes it (one call per turn of the event
-# loop); past grpc.server.max_pending_requests (1,000 by default) it refuses new calls at random,
-# and all of them past the hard limit (3,000), with RESOURCE_EXHAUSTED "Too many pending requests
-# for this server". Proxies reconnecting after a control-plane restart open their ADS streams in
-# one burst: they are queued, not refused.
+# loop); past grpc.server.max_pending_requests (1,000 by default) it cancels new calls at random,
+# and all of them past the hard limit (3,000): "Too many pending requests for this server", seen
+# by the client as CANCELLED. Proxies reconnecting after a control-plane restart open their ADS
+# streams in one burst: they are queued, not refused.
 MAX_PENDING_STREAMS: Final = 100_000
+MAX_INTERNED: Final = 65_536  # distinct subscriptions shared between pushes
 SERVER_OPTIONS: Final = (
     ("grpc.server.max_pending_requests", MAX_PENDING_STREAMS),
     ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_STREAMS),
 )
 
 
-class Outbox:
-    """What a stream has to write, in order; ``close`` ends the stream (with a status when the
-    client is at fault)."""
+class Writer:
+    """Writes a stream's responses in order. Its task lives only while there is something to
+    write: an idle stream holds no task of its own but the call's."""
 
-    __slots__ = ("_messages", "_waiter", "closed", "status")
+    __slots__ = ("_context", "_queue", "_task")
 
-    def __init__(self) -> None:
-        self._messages: deque[bytes] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self.closed = False
-        self.status: tuple[grpc.StatusCode, str] | None = None
-
-    def put(self, message: bytes) -> None:
-        """Queue a message and wake the writer."""
-        self._messages.append(message)
-        self._wake()
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self._context = context
+        self._queue: list[bytes] = []
+        self._task: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         """Messages queued and not yet written."""
-        return len(self._messages)
+        return len(self._queue)
 
-    def close(self, status: tuple[grpc.StatusCode, str] | None = None) -> None:
-        """End the stream once what is queued is written."""
-        if not self.closed:
-            self.closed, self.status = True, status
-            self._wake()
+    def put(self, message: bytes) -> None:
+        """Queue a message; it is written after those queued before it."""
+        self._queue.append(message)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._drain())
 
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                await self._context.write(self._queue.pop(0))
+        except (grpc.aio.AioRpcError, grpc.RpcError, asyncio.InvalidStateError) as error:
+            log.debug("ADS stream %s: write failed: %s", self._context.peer(), error)
+            self._queue.clear()
+        finally:
+            self._task = None
 
-    async def get(self) -> bytes | None:
-        """The next message, or None once the stream is closed and everything was written."""
-        while not self._messages:
-            if self.closed:
-                return None
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-            self._waiter = None
-        return self._messages.popleft()
+    async def flush(self) -> None:
+        """Wait until everything queued is written."""
+        while self._task is not None:
+            await asyncio.shield(self._task)
+
+    def cancel(self) -> None:
+        """Drop what is queued (the stream is over)."""
+        self._queue.clear()
+        if self._task is not None:
+            self._task.cancel()
 
 
 @dataclass(eq=False, slots=True)
 class Connection:
-    """A connected node: its session, and the outbox its stream writes from."""
+    """A connected node: its session, and the writer of its stream."""
 
     node: NodeInfo
     session: AdsSession
     peer: str
-    outbox: Outbox
+    writer: Writer
     share: ShareKey
     connected_at: float = field(default_factory=time.time)
     node_error: str | None = None
@@ -110,89 +111,96 @@ class AdsServer:
         self.source = source
         self.catalog = Catalog(source)
         self.connections: dict[int, Connection] = {}
+        self.subscribers: Subscribers[Connection] = Subscribers()
         self._ids = 0
+        self._names: dict[frozenset[str], frozenset[str]] = {}  # one object per subscription
 
     def push(self) -> None:
         """The source changed: send every stream what changed for it."""
         self.catalog.clear()
-        for connection in self.connections.values():
-            for type_url, state in connection.session.types.items():
-                self._offer(connection, type_url, state)
+        self._names.clear()
+        for (share, type_url, selection), bucket in self.subscribers:
+            anyone = next(iter(bucket.members.values()))
+            offer = self.catalog.offer(share, anyone.node, type_url, selection)
+            if offer.version == bucket.version:
+                continue  # every member already had this version offered
+            bucket.version = offer.version
+            for connection in bucket.members.values():
+                self._send(connection, offer)
 
-    def _offer(self, connection: Connection, type_url: str, state: TypeState) -> None:
-        offer = self.catalog.offer(connection.share, connection.node, type_url, state.selection)
+    def _send(self, connection: Connection, offer: Offer) -> None:
         response = connection.session.respond(offer)
         if response is not None:
-            connection.outbox.put(with_nonce(offer.body, response.nonce))
+            connection.writer.put(with_nonce(offer.body, response.nonce))
+
+    def _receive(self, key: int, connection: Connection, request: Request) -> None:
+        session, share, type_url = connection.session, connection.share, request.type_url
+        before = session.types.get(type_url)
+        old = None if before is None else before.selection
+        session.receive(request)
+        new = session.types[type_url].selection
+        offer = self.catalog.offer(share, connection.node, type_url, new)
+        if new != old:
+            self.subscribers.move(key, connection, share, type_url, old, new, offer.version)
+        self._send(connection, offer)
+
+    def _forget(self, key: int) -> None:
+        connection = self.connections.pop(key, None)
+        if connection is not None:
+            for type_url, state in connection.session.types.items():
+                self.subscribers.remove(key, connection.share, type_url, state.selection)
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The ADS service for ``server.add_generic_rpc_handlers`` (bytes in, bytes out)."""
         method = grpc.stream_stream_rpc_method_handler(self.stream)
         return grpc.method_handlers_generic_handler(SERVICE, {METHOD: method})
 
-    async def stream(
-        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
-    ) -> AsyncGenerator[bytes, None]:
-        """One ADS stream: write what the reader and pushes queue until the stream ends."""
+    async def stream(self, requests: object, context: grpc.aio.ServicerContext) -> None:
+        """One ADS stream: each request is answered with what is due (``requests`` is unused:
+        the stream reads from ``context``)."""
         self._ids += 1
         key = self._ids
-        outbox = Outbox()
-        reader = asyncio.create_task(self._read(key, requests, context.peer(), outbox))
-        try:
-            while (message := await outbox.get()) is not None:
-                yield message
-            if outbox.status is not None:
-                await context.abort(*outbox.status)
-        finally:
-            reader.cancel()
-            self.connections.pop(key, None)
-
-    async def _read(
-        self, key: int, requests: AsyncIterator[bytes], peer: str, outbox: Outbox
-    ) -> None:
+        writer = Writer(context)
         connection: Connection | None = None
         try:
-            async for data in requests:
+            while (data := await context.read()) is not grpc.aio.EOF:
                 try:
-                    message = discovery_pb2.DiscoveryRequest.FromString(data)
+                    request, node_id = self._parse(data)
                 except DecodeError as error:
-                    outbox.close((grpc.StatusCode.INVALID_ARGUMENT, f"bad request: {error}"))
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad request: {error}")
                     return
                 if connection is None:
-                    connection = self.connections[key] = _connect(message, peer, outbox)
-                request = _request(message)
-                connection.session.receive(request)
-                state = connection.session.types[request.type_url]
-                self._offer(connection, request.type_url, state)
-        except (grpc.aio.AioRpcError, grpc.RpcError) as error:
-            log.debug("ADS stream %s ended: %s", peer, error)
-        except Exception:
-            log.exception("ADS stream %s: cannot handle a request", peer)
-            outbox.close((grpc.StatusCode.INTERNAL, "the control plane failed on this request"))
+                    connection = _connect(node_id, context.peer(), writer)
+                    self.connections[key] = connection
+                self._receive(key, connection, request)
+            await writer.flush()  # the client is done sending: what is due still goes out
         finally:
-            outbox.close()
+            writer.cancel()
+            self._forget(key)
+
+    def _parse(self, data: bytes) -> tuple[Request, str]:
+        """A DiscoveryRequest's values, and the node id it names (only the first one must);
+        the parsed message is not kept, and equal subscriptions share one set of names."""
+        message = discovery_pb2.DiscoveryRequest.FromString(data)
+        names = frozenset(message.resource_names)
+        if len(self._names) >= MAX_INTERNED:
+            self._names.clear()
+        names = self._names.setdefault(names, names)
+        error = message.error_detail.message if message.HasField("error_detail") else None
+        request = Request(
+            message.type_url, names, message.version_info, message.response_nonce, error
+        )
+        return request, message.node.id
 
 
-def _connect(first: Any, peer: str, outbox: Outbox) -> Connection:
-    node_id = first.node.id
+def _connect(node_id: str, peer: str, writer: Writer) -> Connection:
     error = None
     try:
         node = parse_node_id(node_id)
     except NodeIdError as problem:
         error = str(problem)
         node = NodeInfo(node_id or "<no node id>", "proxyless", "", node_id or "unknown", "default")
-    return Connection(node, AdsSession(node.id), peer, outbox, share_key(node), node_error=error)
-
-
-def _request(message: Any) -> Request:
-    error = message.error_detail.message if message.HasField("error_detail") else None
-    return Request(
-        type_url=message.type_url,
-        names=frozenset(message.resource_names),
-        version=message.version_info,
-        nonce=message.response_nonce,
-        error=error,
-    )
+    return Connection(node, AdsSession(node.id), peer, writer, share_key(node), node_error=error)
 
 
 def to_json(message: Any) -> dict[str, Any]:
@@ -203,8 +211,10 @@ def to_json(message: Any) -> dict[str, Any]:
 
 async def start_server(server_impl: AdsServer, host: str, port: int) -> tuple[grpc.aio.Server, int]:
     """Start a grpcio asyncio server with ADS on ``host:port`` (0: any free port). It holds a
-    socket per connected node: the process's open-files limit is raised first."""
+    socket per connected node: the process's open-files limit is raised first, and the cyclic
+    collector's thresholds (see :mod:`tulle.xds.tuning`)."""
     raise_open_files_limit()
+    tune_collector()
     server = grpc.aio.server(options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers((server_impl.handler(),))
     bound = server.add_insecure_port(f"{host}:{port}")

@@ -36,4 +36,4 @@ def test_the_server_raises_its_open_files_soft_limit_to_the_hard_limit():
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "True"
-    assert "tulle.xds.limits: open-files limit raised from 256 to" in done.stderr
+    assert "tulle.xds.tuning: open-files limit raised from 256 to" in done.stderr
