@@ -5,6 +5,7 @@ the log holds no traceback, and the API goes on answering."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import socket
@@ -233,3 +234,43 @@ def test_a_watched_file_with_an_alias_bomb_gets_a_finding_with_file_and_line(pla
     path.unlink()
     plane.answers()
     plane.log_has_no_traceback()
+
+
+def exchange(plane: Plane, request: bytes) -> bytes:
+    """Send ``request`` on a new connection (as far as the server reads it) and read the
+    answer until the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", plane.plane.http_port), timeout=60) as sock:
+        with contextlib.suppress(ConnectionError):  # the server may stop reading once it answers
+            sock.sendall(request)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "error"),
+    [
+        (b"GET /" + b"a" * (1 << 20), b"request URL is too long"),
+        (b"GET / HTTP/1.1\r\nHost: cp\r\nX-Big: " + b"a" * (1 << 20), b"request head is too large"),
+        (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 20_000, b"request head"),
+    ],
+    ids=["url", "header-value", "many-headers"],
+)
+def test_a_huge_request_head_is_refused_before_it_ends(plane: Plane, request_bytes, error):
+    reply = exchange(plane, request_bytes)  # the head never ends: only a refusal answers it
+    assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n"), reply[:200]
+    assert error in reply
+    plane.answers()
+
+
+def test_pipelined_requests_are_answered_in_order_however_many(plane: Plane):
+    count = 2_000
+    requests = b"".join(
+        b"GET /api/v1/resources?name=n%d HTTP/1.1\r\nHost: cp\r\n\r\n" % i for i in range(count)
+    )
+    reply = exchange(plane, requests + b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+    answers = reply.split(b"HTTP/1.1 ")[1:]
+    assert len(answers) == count + 1
+    assert all(b"no resource default/n%d" % i in answers[i] for i in range(count))
+    assert answers[-1].endswith(b"ok\n")

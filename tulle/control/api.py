@@ -181,7 +181,7 @@ class ApiHandler:
         return json_response(
             {
                 "files": [str(p) for p in config.paths],
-                "findings": [f.format() for f in config.file_findings],
+                "findings": _findings([f.format() for f in config.file_findings]),
                 "snapshot": self.plane.snapshot.version,
             }
         )

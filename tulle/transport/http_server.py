@@ -1,5 +1,7 @@
 """A small asyncio HTTP/1.1 server for APIs (control-plane API, admin endpoints), parsed by
 httptools. Keep-alive, bodies up to a limit, and a 400 for anything malformed — never a crash.
+Heads, bodies, read-ahead and write buffers are bounded, and clients that send nothing, or a
+request a byte at a time, are disconnected: no client holds memory or a connection for ever.
 Handlers are plain coroutines from :class:`Request` to :class:`Response`."""
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 8 * 1024 * 1024
 MAX_HEADER_BYTES = 64 * 1024
+REQUEST_TIMEOUT = 60.0
+"""A connection with no complete request for this long (idle between requests, or a request
+trickling in) is closed: slow clients cannot hold connections for ever."""
+MAX_PIPELINED = 8
+"""Requests read ahead of their answers; past that, reading pauses until the answers are sent."""
 LINGER_SECONDS = 2.0
 """After refusing a request whose body is still arriving, how long to read (and drop) the rest
 before closing, so that the client reads the refusal rather than a reset (nginx's lingering
@@ -88,19 +95,19 @@ def error_response(status: int, message: str, **extra: Any) -> Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class _StopParsingError(Exception):
-    """Raised inside the parser callbacks to stop on an oversized request."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 class _Connection(asyncio.Protocol):
-    def __init__(self, handler: Handler, max_body: int = MAX_BODY) -> None:
+    def __init__(
+        self, handler: Handler, max_body: int = MAX_BODY, timeout: float = REQUEST_TIMEOUT
+    ) -> None:
         self.handler = handler
         self.max_body = max_body
+        self.timeout = timeout
+        self.timer: asyncio.TimerHandle | None = None
         self.failed = False
+        self.in_head = False
+        self.head_bytes = 0
+        self.writable = asyncio.Event()
+        self.writable.set()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
@@ -108,45 +115,81 @@ class _Connection(asyncio.Protocol):
         self.header_bytes = 0
         self.body = bytearray()
         # A Response queued is a refusal: written in turn, then the connection ends.
-        self.queue: asyncio.Queue[Request | Response | None] = asyncio.Queue()
+        # Each request with whether its connection stays open after it (pipelined requests
+        # each say so for themselves).
+        self.queue: asyncio.Queue[tuple[Request, bool] | Response | None] = asyncio.Queue()
         self.worker: asyncio.Task[None] | None = None
-        self.keep_alive = True
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they implement it.
         self.transport = cast(asyncio.Transport, transport)
         self.worker = asyncio.get_running_loop().create_task(self._serve())
+        self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.writable.set()
         self.queue.put_nowait(None)
+
+    def pause_writing(self) -> None:
+        self.writable.clear()  # the client reads slower than we answer: answer no more for now
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def _arm(self) -> None:
+        """(Re)start the clock for the next complete request."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(self.timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        if self.transport is not None and not self.failed:
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.failed:
             return  # lingering after a refusal: drop the rest of what the client sends
+        in_head = self.in_head
         try:
             self.parser.feed_data(data)
-        except _StopParsingError as stop:
-            self._fail(stop.status, str(stop))
         except httptools.HttpParserUpgrade:
             self._fail(400, "protocol upgrade is not supported here")
         except httptools.HttpParserError as error:
-            self._fail(400, f"malformed HTTP request: {error}")
+            if not self.failed:  # a callback's refusal stops the parser with an error too
+                self._fail(400, f"malformed HTTP request: {error}")
+        # httptools keeps a header being received to itself: bound the head by what came in
+        if in_head and self.in_head and not self.failed:
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEADER_BYTES:
+                self._fail(400, "request head is too large")
 
     # httptools callbacks
     def on_message_begin(self) -> None:
         self.url, self.headers, self.header_bytes, self.body = b"", {}, 0, bytearray()
+        self.in_head, self.head_bytes = True, 0
 
     def on_url(self, url: bytes) -> None:
+        if self.failed:
+            return
         self.url += url
+        if len(self.url) > MAX_HEADER_BYTES:
+            self._fail(400, "request URL is too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.failed:
+            return
         self.header_bytes += len(name) + len(value)
         if self.header_bytes > MAX_HEADER_BYTES:
-            raise _StopParsingError(400, "request headers are too large")
+            self._fail(400, "request headers are too large")
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
+        if self.failed:
+            return
         length = self.headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body:  # refused before the body comes
             self._fail(413, f"request body is larger than {self.max_body} bytes")
@@ -156,34 +199,44 @@ class _Connection(asyncio.Protocol):
             return
         self.body += body
         if len(self.body) > self.max_body:
-            raise _StopParsingError(413, f"request body is larger than {self.max_body} bytes")
+            self._fail(413, f"request body is larger than {self.max_body} bytes")
 
     def on_message_complete(self) -> None:
         if self.failed:
             return
         parts = urlsplit(self.url.decode("latin-1"))
         method = self.parser.get_method().decode("latin-1")
-        self.keep_alive = self.parser.should_keep_alive()
+        keep_alive = self.parser.should_keep_alive()
         request = Request(
             method, unquote(parts.path), parse_qs(parts.query), self.headers, bytes(self.body)
         )
-        self.queue.put_nowait(request)
+        if self.timer is not None:
+            self.timer.cancel()
+        self.queue.put_nowait((request, keep_alive))
+        if self.queue.qsize() >= MAX_PIPELINED and self.transport is not None:
+            self.transport.pause_reading()
 
     # serving
     async def _serve(self) -> None:
         while True:
-            request = await self.queue.get()
-            if request is None or self.transport is None or self.transport.is_closing():
+            item = await self.queue.get()
+            if item is None or self.transport is None or self.transport.is_closing():
                 return
-            if isinstance(request, Response):
-                self._refuse(request)
+            if self.queue.qsize() == MAX_PIPELINED - 1 and not self.failed:
+                self.transport.resume_reading()
+            if isinstance(item, Response):
+                self._refuse(item)
                 return
+            request, keep_alive = item
+            await self.writable.wait()
             try:
                 response = await self.handler(request)
             except Exception:
                 log.exception("handler failed for %s %s", request.method, request.path)
                 response = error_response(500, "internal error; see the control plane's log")
-            self._write(response, close=not self.keep_alive)
+            self._write(response, close=not keep_alive)
+            if self.queue.empty():
+                self._arm()
 
     def _write(self, response: Response, close: bool) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -199,8 +252,11 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def _fail(self, status: int, message: str) -> None:
+        """Refuse the request being received: answer in turn, then end the connection."""
         self.failed = True
         self.queue.put_nowait(error_response(status, message))
+        if self.transport is not None:
+            self.transport.resume_reading()  # to drop what still comes (see _refuse)
 
     def _refuse(self, response: Response) -> None:
         """Write a refusal and end the connection, reading (and dropping) what the client still
@@ -209,6 +265,8 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
+        if self.timer is not None:
+            self.timer.cancel()
         response.headers["connection"] = "close"
         self._write(response, close=not transport.can_write_eof())
         if not transport.is_closing():
@@ -217,12 +275,17 @@ class _Connection(asyncio.Protocol):
 
 
 async def serve_http(
-    handler: Handler, host: str, port: int, max_body: int = MAX_BODY
+    handler: Handler,
+    host: str,
+    port: int,
+    max_body: int = MAX_BODY,
+    timeout: float = REQUEST_TIMEOUT,
 ) -> asyncio.Server:
     """Start serving ``handler`` on ``host:port`` (0: any free port); a request body larger than
-    ``max_body`` bytes is refused with 413 before it is read."""
+    ``max_body`` bytes is refused with 413 before it is read; a connection with no complete
+    request for ``timeout`` seconds is closed."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: _Connection(handler, max_body), host, port)
+    return await loop.create_server(lambda: _Connection(handler, max_body, timeout), host, port)
 
 
 def listening_port(server: asyncio.Server) -> int:
