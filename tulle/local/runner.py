@@ -1,7 +1,8 @@
 """The runner behind ``tulle up``: starts the control plane, then every replica (app and
 sidecar, like a pod), registers each replica's endpoint once its readiness check passes,
-restarts a crashed replica with backoff, and on stop deregisters, drains and stops everything,
-the control plane last."""
+restarts a crashed replica with backoff, restarts a control plane that exits (on the same ports
+and store, then puts right the registrations it missed while down), and on stop deregisters,
+drains and stops everything, the control plane last."""
 
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ class Replica:
         self.status = status
         self.app: asyncio.subprocess.Process | None = None
         self.proxy: asyncio.subprocess.Process | None = None
+        self.registered = False  # whether its endpoints should be in the registry now
 
 
 class Runner:
@@ -72,6 +74,8 @@ class Runner:
         self.stopping = asyncio.Event()
         self.control_plane: asyncio.subprocess.Process | None = None
         self.replicas: list[Replica] = []
+        # Registrations and the put-right after a control-plane restart, one at a time.
+        self.registry_lock = asyncio.Lock()
         self.http = httpx.AsyncClient(timeout=5.0)
         self.network = PodNetwork(os.urandom(2).hex()) if options.pods else None
         self.host = GATEWAY if options.pods else LOOPBACK  # where the control plane listens
@@ -85,12 +89,14 @@ class Runner:
         result = validate_paths(self.options.files)
         if not result.ok or result.model is None:
             raise MeshConfigError("\n".join(f.format() for f in result.findings))
+        keeper: asyncio.Task[None] | None = None
         try:
             if self.network is not None:
                 self.network.create()
                 self.state.network = {"bridge": self.network.bridge, "namespaces": []}
                 self._save()
             await self._start_control_plane()
+            keeper = asyncio.create_task(self._keep_control_plane())
             plans = plan_replicas(result.model, (self.state.xds, self.state.api),
                                   pods=self.network is not None)  # fmt: skip
             await self._forget_stale_endpoints({p.workload.name for p in plans})
@@ -109,6 +115,9 @@ class Runner:
             self._save()
             await self._shutdown(supervisors)
         finally:
+            self.stopping.set()
+            if keeper is not None:
+                await asyncio.gather(keeper, return_exceptions=True)
             if self.control_plane is not None:
                 await stop(self.control_plane, self.options.grace)
             await self.http.aclose()
@@ -130,13 +139,22 @@ class Runner:
                 self.network.redirect(namespace)
 
     async def _start_control_plane(self) -> None:
+        """Pick the control plane's ports (kept for its restarts) and start it."""
         options = self.options
         xds_port = options.xds_port or free_port()
         api_port = options.api_port or free_port()
         self.state.xds = f"{self.host}:{xds_port}"
         self.state.api = f"http://{self.host}:{api_port}"
+        await self._spawn_control_plane()
+        self.echo(f"tulle up: control plane API {self.state.api}, xDS {self.state.xds}")
+
+    async def _spawn_control_plane(self) -> None:
+        """Start the control plane on the ports in the state; return once its API answers
+        (or the runner is told to stop)."""
+        options = self.options
         args = [*TULLE, "controlplane", "--state-dir", str(options.state.control_plane),
-                "--xds-port", str(xds_port), "--http-port", str(api_port),
+                "--xds-port", self.state.xds.rsplit(":", 1)[1],
+                "--http-port", self.state.api.rsplit(":", 1)[1],
                 "--host", self.host, "--log-level", "warning"]  # fmt: skip
         for path in options.files:
             args += ["-f", str(path)]
@@ -144,16 +162,79 @@ class Runner:
         self.control_plane = await spawn(args, self._environment(), log)
         self.state.control_plane_pid = self.control_plane.pid
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.stopping.is_set():
             if self.control_plane.returncode is not None:
                 raise RuntimeError(f"the control plane exited; see {log}:\n{_tail(log)}")
             with contextlib.suppress(httpx.HTTPError):
                 if (await self.http.get(f"{self.state.api}/healthz")).status_code == 200:
-                    self.echo(f"tulle up: control plane API {self.state.api}, "
-                              f"xDS {self.state.xds}")  # fmt: skip
                     return
             await asyncio.sleep(0.1)
-        raise RuntimeError(f"the control plane did not answer within 20 s; see {log}")
+        if not self.stopping.is_set():
+            raise RuntimeError(f"the control plane did not answer within 20 s; see {log}")
+
+    async def _keep_control_plane(self) -> None:
+        """Restart the control plane when it exits (killed, crashed) until the runner stops: on
+        the same ports and store, so the sidecars and libraries, which keep serving on their
+        last config meanwhile, reconnect to it and nothing applied is lost; then the registry
+        is put right. The backoff is a replica's (1 s, doubling while it keeps failing)."""
+        backoff = BACKOFF_FIRST
+        while not self.stopping.is_set():
+            assert self.control_plane is not None
+            began = time.monotonic()
+            exited = asyncio.create_task(self.control_plane.wait())
+            stopping = asyncio.create_task(self.stopping.wait())
+            await asyncio.wait([exited, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if self.stopping.is_set():
+                exited.cancel()
+                return
+            what = describe_exit(exited.result())
+            self.state.control_plane_restarts += 1
+            self.state.control_plane_last_exit = what
+            self._save()
+            if time.monotonic() - began > STABLE_SECONDS:
+                backoff = BACKOFF_FIRST
+            self.echo(f"tulle up: the control plane {what}; restarting in {backoff:g}s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+            if self.stopping.is_set():
+                return
+            try:
+                await self._spawn_control_plane()
+            except RuntimeError as error:  # it exited, or never answered: stop it, try again
+                self.echo(f"tulle up: restarting the control plane failed: {error}")
+                await stop(self.control_plane, self.options.grace)
+                continue
+            finally:
+                self._save()  # its new pid
+            if not self.stopping.is_set():
+                self.echo(f"tulle up: control plane restarted (pid {self.control_plane.pid})")
+                await self._put_registry_right()
+
+    async def _put_registry_right(self) -> None:
+        """What changed while the control plane was down: every replica that should be
+        registered is, and endpoints of this mesh's workloads that no replica should have any
+        more (a replica restarted elsewhere, or stopped) are removed."""
+        api = f"{self.state.api}/api/v1/endpoints"
+        async with self.registry_lock:
+            try:
+                items = (await self.http.get(api)).json()["items"]
+            except (httpx.HTTPError, ValueError, KeyError) as error:
+                self.echo(f"tulle up: reading the registry failed: {error}")
+                return
+            wanted = {(r.plan.ip, port): r for r in self.replicas if r.registered
+                      for port, _, _ in r.plan.endpoints}  # fmt: skip
+            workloads = {r.plan.workload.name for r in self.replicas}
+            present = set()
+            for item in items:
+                key = (item.get("address"), item.get("port"))
+                present.add(key)
+                if item.get("workload") in workloads and key not in wanted:
+                    await self._send_registration("DELETE", _identity(item), "stale endpoint")
+            for replica in {id(r): r for k, r in wanted.items() if k not in present}.values():
+                for body in _registrations(replica.plan):
+                    await self._send_registration("POST", body, replica.plan.name)
 
     async def _forget_stale_endpoints(self, workloads: set[str]) -> None:
         """Endpoints a previous run of these workloads registered are gone now."""
@@ -328,20 +409,24 @@ class Runner:
             return False
 
     async def _register(self, replica: Replica, method: str) -> None:
-        """Add (POST) or remove (DELETE) the replica's endpoints in the service registry."""
-        plan = replica.plan
-        workload = plan.workload
-        for port, service_port, protocol in plan.endpoints:
-            body = {
-                "service": workload.service_host, "namespace": workload.namespace,
-                "address": plan.ip, "port": port, "servicePort": service_port,
-                "protocol": protocol, "labels": dict(workload.labels),
-                "serviceAccount": workload.service_account, "workload": workload.name,
-            }  # fmt: skip
-            try:
-                await self.http.request(method, f"{self.state.api}/api/v1/endpoints", json=body)
-            except httpx.HTTPError as error:
-                self.echo(f"  {plan.name}: {method} endpoint failed: {error}")
+        """Add (POST) or remove (DELETE) the replica's endpoints in the service registry. The
+        wish is kept: what fails while the control plane is down is done once it is back."""
+        async with self.registry_lock:
+            replica.registered = method == "POST"
+            for body in _registrations(replica.plan):
+                await self._send_registration(method, body, replica.plan.name)
+
+    async def _send_registration(self, method: str, body: dict[str, Any], who: str) -> None:
+        try:
+            response = await self.http.request(
+                method, f"{self.state.api}/api/v1/endpoints", json=body
+            )
+        except httpx.HTTPError as error:
+            self.echo(f"  {who}: {method} endpoint failed: {error or type(error).__name__}")
+            return
+        if response.is_error and not (method == "DELETE" and response.status_code == 404):
+            self.echo(f"  {who}: {method} endpoint failed: {response.status_code} "
+                      f"{response.text.strip()}")  # fmt: skip
 
     async def _stop_processes(self, replica: Replica) -> None:
         """The app first, then its sidecar (which drains what is in flight)."""
@@ -371,6 +456,20 @@ class Runner:
 
     def _save(self) -> None:
         self.options.state.write(self.state)
+
+
+def _registrations(plan: ReplicaPlan) -> list[dict[str, Any]]:
+    """The registry entries of a replica: one per port it serves."""
+    workload = plan.workload
+    return [
+        {
+            "service": workload.service_host, "namespace": workload.namespace,
+            "address": plan.ip, "port": port, "servicePort": service_port,
+            "protocol": protocol, "labels": dict(workload.labels),
+            "serviceAccount": workload.service_account, "workload": workload.name,
+        }
+        for port, service_port, protocol in plan.endpoints
+    ]  # fmt: skip
 
 
 def _identity(item: dict[str, Any]) -> dict[str, Any]:

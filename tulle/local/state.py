@@ -41,6 +41,8 @@ class MeshState:
     api: str = ""
     xds: str = ""
     control_plane_pid: int | None = None
+    control_plane_restarts: int = 0  # times the runner restarted an exited control plane
+    control_plane_last_exit: str = ""
     started_at: float = 0.0
     phase: str = "starting"  # starting, running, stopping
     replicas: list[ReplicaState] = field(default_factory=list)
