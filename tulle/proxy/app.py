@@ -323,7 +323,7 @@ class Proxy:
 
     def _sweep(self) -> None:
         """Every second: each open connection applies its header and idle timeouts."""
-        self.in_flight.sweep()
+        self.in_flight.sweep(self.limits.tick())
         self.sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._sweep)
 
     def start_drain(self) -> None:

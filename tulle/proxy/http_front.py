@@ -100,8 +100,7 @@ class Http1Front(asyncio.Protocol):
     ) -> None:
         self.listener = listener
         self.limits = limits or _DEFAULT_LIMITS
-        now = time.monotonic()
-        self.idle_since = now  # when the connection last had nothing in progress
+        self.idle_since = self.limits.now  # when the connection last had nothing in progress
         self.head_since = 0.0  # when the head being read began (0: none is being read)
         self.write_paused = False  # the client is not reading: nothing more is begun
         self.writable: asyncio.Event | None = None  # set when the client reads again
@@ -233,7 +232,7 @@ class Http1Front(asyncio.Protocol):
                 self.early.append(data)  # bytes after an Upgrade, until the upstream answers
             return
         if self.head is None and not self.head_since:
-            self.head_since = time.monotonic()  # a head begins (or ends here, then reset)
+            self.head_since = self.limits.now  # a head begins (or ends here, then reset)
         tail = reader.feed(data)  # calls head_received, body_received, message_complete
         if tail is None:
             return
@@ -406,7 +405,7 @@ class Http1Front(asyncio.Protocol):
         if self.waiting:
             self._advance()
         else:
-            self.idle_since = time.monotonic()
+            self.idle_since = self.limits.now
 
     async def _open_tunnel(self, head: RequestHead, request: Request, started: float) -> None:
         """The Upgrade request goes upstream alone (the bytes after it wait in ``early``): a

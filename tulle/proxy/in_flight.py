@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from typing import Protocol
 
 
@@ -55,9 +54,8 @@ class InFlight:
         for connection in list(self.connections):
             connection.drain()
 
-    def sweep(self) -> None:
-        """Let every open connection apply its timeouts (header, idle)."""
-        now = time.monotonic()
+    def sweep(self, now: float) -> None:
+        """Let every open connection apply its timeouts (header, idle) at ``now``."""
         for connection in list(self.connections):
             connection.expire(now)
 

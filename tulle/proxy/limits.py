@@ -7,6 +7,7 @@ config may change ``paths`` while connections are open."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from tulle.codec.paths import BASE, PathNormalization
@@ -35,3 +36,12 @@ class FrontLimits:
     # Response bytes an HTTP/2 connection may hold for a client that does not read before
     # its new streams are refused (each stream's own is BUFFER_WATERMARK).
     connection_buffer: int = 4 * BUFFER_WATERMARK
+    # A clock for the timeouts, read per request and advanced by the proxy's sweep each
+    # second (``tick``): a second's precision is plenty for them, and an attribute read is
+    # cheaper than a clock call on the hot path.
+    now: float = field(default_factory=time.monotonic)
+
+    def tick(self) -> float:
+        """Advance ``now`` to the clock's time; it."""
+        self.now = time.monotonic()
+        return self.now
