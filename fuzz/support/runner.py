@@ -30,9 +30,15 @@ def crashes(target: str) -> Path:
     return FUZZ / "crashes" / target
 
 
+def work(target: str) -> Path:
+    """Where runs of the target keep what they make (fuzz/work/, not committed: not under
+    build/, which ``make compiled`` empties whenever a source changes)."""
+    return FUZZ / "work" / target
+
+
 def working_corpus(target: str) -> Path:
-    """The corpus a run grows (under build/, not committed)."""
-    return ROOT / "build" / "fuzz" / target / "corpus"
+    """The corpus a run grows."""
+    return work(target) / "corpus"
 
 
 def dictionary(name: str) -> Path:
