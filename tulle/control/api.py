@@ -70,7 +70,9 @@ class ApiHandler:
                 return await self.get_resources(request)
             if method == "POST":
                 return await self.apply(request)
-            return error_response(405, f"{method} is not allowed on {path}; use GET or POST")
+            return error_response(
+                405, f"{_shown(method)} is not allowed on {_shown(path)}; use GET or POST"
+            )
         if path.startswith(f"{API}/resources/") and method == "DELETE":
             return await self.delete_resource(path[len(f"{API}/resources/") :])
         if path == f"{API}/endpoints":
