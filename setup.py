@@ -21,6 +21,7 @@ COMPILED_MODULES = (
     "engine/outlier", "engine/ratelimit", "engine/tasks",
     "obs/access_log", "obs/finished", "obs/metrics", "obs/pending",
     "proxy/app", "proxy/h2_front", "proxy/http_front", "proxy/in_flight", "proxy/recording",
+    "proxy/requests",
     "transport/h2pool", "transport/pool", "transport/upstream",
     "client/inbound",  # its ServedRequest subclasses a compiled class: interpreted ones may not
 )  # fmt: skip

@@ -24,14 +24,14 @@ import h2.exceptions
 from hyperframe.frame import GoAwayFrame
 
 from tulle.codec.http2 import FrameError, FrameGuard, H2Sender, request_headers, wire_headers
-from tulle.codec.paths import PathError, normalize_target
 from tulle.engine import errors
-from tulle.engine.message import ByteStream, Request, Response, UpstreamError, mesh_response
+from tulle.engine.message import ByteStream, Response, UpstreamError, mesh_response
 from tulle.engine.tasks import Cancel, resolver
 from tulle.proxy.http_front import Dispatcher
 from tulle.proxy.in_flight import InFlight
 from tulle.proxy.limits import BUFFER_WATERMARK, FrontLimits
 from tulle.proxy.recording import Destination, Recorder
+from tulle.proxy.requests import http2_request
 
 log = logging.getLogger(__name__)
 
@@ -391,42 +391,13 @@ class H2Front(asyncio.Protocol):
 
         task.add_done_callback(finished)
 
-    def _request(
-        self, headers: list[tuple[str, str]], body: bytes | ByteStream
-    ) -> Request | Response:
-        """The engine's request for a stream's head, or the answer to a malformed one."""
-        method = path = authority = None
-        regular: list[tuple[str, str]] = []
-        for name, value in headers:
-            if name[:1] != ":":
-                regular.append((name, value))
-            elif name == ":method":
-                method = value
-            elif name == ":path":
-                path = value
-            elif name == ":authority":
-                authority = value
-        if authority is None:
-            authority = next((v for k, v in regular if k == "host"), "")
-        if method is None or path is None:
-            return mesh_response(errors.MeshError(400, "DPE", "bad request: no :method or :path"))
-        if path[:1] != "/" and not (path == "*" and method == "OPTIONS"):
-            reason = f"bad request: :path {path[:80]!r} is not an absolute path"
-            return mesh_response(errors.MeshError(400, "DPE", reason))
-        if path != "*":
-            try:
-                path = normalize_target(path, self.limits.paths)
-            except PathError as error:
-                return mesh_response(errors.MeshError(400, "DPE", f"bad request: {error}"))
-        return Request(method, path, authority, regular, body, self.peer, http2=True)
-
     async def _serve(
         self, stream_id: int, headers: list[tuple[str, str]], body: bytes | ByteStream
     ) -> None:
         served = self.served[stream_id]
         served.started = True
         started = time.time()
-        request = self._request(headers, body)
+        request = http2_request(headers, body, self.peer, self.limits.paths)
         if isinstance(request, Response):
             self._respond(stream_id, request)
             return

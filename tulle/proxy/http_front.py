@@ -17,11 +17,9 @@ import asyncio
 import collections
 import functools
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import cast
-from urllib.parse import urlsplit
 
 from tulle.codec.http1 import (
     ProtocolError,
@@ -29,16 +27,15 @@ from tulle.codec.http1 import (
     RequestHead,
     RequestReader,
     Upgraded,
-    end_to_end,
     response_head,
 )
-from tulle.codec.paths import PathError, normalize_target
 from tulle.engine import errors
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError, mesh_response
 from tulle.engine.tasks import Cancel, nothing_to_cancel
 from tulle.proxy.in_flight import InFlight
 from tulle.proxy.limits import FrontLimits
 from tulle.proxy.recording import Destination, Recorder
+from tulle.proxy.requests import http1_request
 from tulle.proxy.tcp import TcpPipe
 from tulle.transport.interception import original_destination
 
@@ -49,31 +46,7 @@ BUFFER_LIMIT = 1024 * 1024  # larger request bodies (or chunked ones) stream, wi
 DRAIN_IDLE = 1.0  # seconds a draining connection may stay idle before it is closed
 
 
-class _RequestIds:
-    """Request ids in UUID form: a random prefix per process, then a counter (from a random
-    start) per request. Unique, and a third of the cost of 128 fresh random bits formatted
-    per request; they are for tracing, not secrets."""
-
-    def __init__(self, chance: random.Random) -> None:
-        bits = chance.getrandbits
-        variant = 8 | bits(2)  # version 4, variant 1: the layout of a random UUID
-        self.prefix = f"{bits(32):08x}-{bits(16):04x}-4{bits(12):03x}-{variant:x}{bits(12):03x}-"
-        self.count = bits(48)
-
-    def next(self) -> str:
-        """The next id."""
-        self.count = (self.count + 1) & 0xFFFF_FFFF_FFFF
-        # Compiled, this is about half the cost of "%012x" % count (format() is slower still).
-        return self.prefix + self.count.to_bytes(6, "big").hex()
-
-
-_ids = _RequestIds(random.Random())  # seeded from the OS once
 _DEFAULT_LIMITS = FrontLimits()
-
-
-def request_id() -> str:
-    """A new request id (see :class:`_RequestIds`)."""
-    return _ids.next()
 
 
 Done = Callable[[Response], None]
@@ -335,7 +308,7 @@ class Http1Front(asyncio.Protocol):
             return
         head, body = item
         started = time.time()
-        request = self._request(head, body)
+        request = http1_request(head, body, self.peer, self.limits.paths)
         if isinstance(request, Response):
             self._respond(request, head.method, close=True)
             self._close()
@@ -448,42 +421,6 @@ class Http1Front(asyncio.Protocol):
             self.transport.resume_reading()
         if early:
             self.data_received(early)
-
-    def _request(self, head: RequestHead, body: bytes | ByteStream) -> Request | Response:
-        target = head.target
-        headers = end_to_end(head.headers) if head.hop_by_hop else head.headers
-        if head.upgrade:  # the upstream must see the Upgrade it is asked for
-            headers += [(k, v) for k, v in head.headers if k in ("connection", "upgrade")]
-        if target[:1] == "/" or target == "*":
-            if head.host is None:
-                return mesh_response(errors.MeshError(400, "DPE", "bad request: no Host header"))
-            authority, path = head.host, target
-        elif target.startswith(("http://", "https://")):
-            parts = urlsplit(target)
-            authority = parts.netloc
-            if not authority or (head.host is not None and head.host != authority):
-                reason = f"bad request: Host {head.host!r} differs from the target's {authority!r}"
-                return mesh_response(errors.MeshError(400, "DPE", reason))
-            path = parts.path or "/"
-            if parts.query:
-                path += "?" + parts.query
-        elif head.method == "CONNECT":
-            reason = (
-                f"bad request: CONNECT {target[:80]} (a tunnel, as HTTPS_PROXY asks for) is not"
-                " supported; send http:// URLs through this proxy"
-            )
-            return mesh_response(errors.MeshError(400, "DPE", reason))
-        else:
-            reason = f"bad request: unsupported request target {target[:80]!r}"
-            return mesh_response(errors.MeshError(400, "DPE", reason))
-        if path != "*":
-            try:
-                path = normalize_target(path, self.limits.paths)
-            except PathError as error:
-                return mesh_response(errors.MeshError(400, "DPE", f"bad request: {error}"))
-        if head.request_id is None:
-            headers.append(("x-request-id", request_id()))
-        return Request(head.method, path, authority, headers, body, self.peer)
 
     def _respond(self, response: Response, method: str, close: bool) -> int:
         """Write a response whose body is in memory."""
