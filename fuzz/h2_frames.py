@@ -28,12 +28,12 @@ def one_input(data: bytes) -> None:
     run = h2_drive.H2Run(draw)
     sent, client = h2_frames.client_bytes(draw)
     run.client_bytes(sent)
-    InputLoop().run(run.drive())
+    InputLoop().run(run.connection.drive())
     written = run.check()
     for stream_id, stream in written.streams.items():
         if stream.heads:  # (a RST_STREAM may answer a frame on any stream)
             check(stream_id in client.opened, "h2front.unopened-stream", str(stream_id))
-    if not run.client_stays or run.transport.closed_by_protocol:
+    if not run.connection.client_stays or run.transport.closed_by_protocol:
         return
     answered = {stream.tag for stream in written.streams.values()}
     reset = client.reset | h2_frames.reset_streams(sent)  # (raw frames may reset streams too)

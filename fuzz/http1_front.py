@@ -5,8 +5,8 @@ engine that answers each request as the input says (:mod:`fuzz.support.engine`).
 Input: byte 0 the mode (even: the rest is raw client bytes; odd: requests from the grammar of
 :mod:`fuzz.support.http1_messages`), byte 1 how the bytes are cut into reads, bytes 2-5 how
 the engine answers requests 0-3 (then again from 4), byte 6 options: bit 0 a tunneler that
-refuses upgrades (else none), bit 1 a drain half-way, bits 2-3 how the connection ends (the
-engine settles then the client closes; the client leaves first; EOF first; EOF after).
+refuses upgrades (else none), bit 1 a drain half-way, bits 2-3 how the connection ends
+(:mod:`fuzz.support.connection`).
 Between reads the engine takes a step and the loop a few turns; nothing is read while the
 front end has paused reading.
 
@@ -24,17 +24,16 @@ Checked, beyond "nothing raises out of the protocol methods, a loop callback or 
 
 from __future__ import annotations
 
-import asyncio
-
-from fuzz.support.checks import calling, check, guarded
+from fuzz.support.checks import check, guarded
 from fuzz.support.draw import Draw, split
 from fuzz.support.runner import instrumented, main
 
 with instrumented("tulle"):
     from fuzz.support import http1_messages
+    from fuzz.support.connection import Connection
     from fuzz.support.engine import Behaviour, Engine
     from fuzz.support.http1_output import TCHAR, Written, read_responses
-    from fuzz.support.loop import InputLoop, turns
+    from fuzz.support.loop import InputLoop
     from fuzz.support.recorder import CountingRecorder
     from fuzz.support.transport import FakeTransport
     from tulle.codec.http1 import HOP_BY_HOP
@@ -43,8 +42,6 @@ with instrumented("tulle"):
     from tulle.proxy.in_flight import InFlight
     from tulle.proxy.recording import Destination
     from tulle.proxy.tcp import TcpPipe
-
-STEP_TURNS = 3  # loop turns after each read and engine step
 
 
 def check_request(request: Request) -> None:
@@ -72,83 +69,27 @@ class Run:
     """One input's connection: the front end, its transport, the stand-in engine."""
 
     def __init__(self, draw: Draw) -> None:
-        self.mode, self.seed = draw.byte(), draw.byte()
+        mode, seed = draw.byte(), draw.byte()
         answers = [Behaviour(draw.byte() % len(Behaviour)) for _ in range(4)]
         options = draw.byte()
-        self.draining, self.ending = bool(options & 2), options >> 2 & 3
-        self.client_stays = self.ending in (0, 3)  # until the engine has answered everything
         self.engine = Engine(lambda index: answers[index % 4])
         self.engine.inspect = self.check_request
         self.recorder = CountingRecorder()
         self.in_flight = InFlight()
         tunnel = refuse_tunnel if options & 1 else None
-        self.front = Http1Front("fuzz", self.engine.dispatch, self.recorder, self.in_flight,
-                                tunnel=tunnel)  # fmt: skip
-        self.transport = FakeTransport(self.front)
-        stream = draw.rest() if self.mode % 2 == 0 else http1_messages.requests(draw)
-        self.pieces = split(stream, self.seed)
+        front = Http1Front("fuzz", self.engine.dispatch, self.recorder, self.in_flight,
+                           tunnel=tunnel)  # fmt: skip
+        self.transport = FakeTransport(front)
+        stream = draw.rest() if mode % 2 == 0 else http1_messages.requests(draw)
+        self.connection = Connection(
+            "Http1Front", "http1front", front, self.engine, self.in_flight, self.transport,
+            split(stream, seed), draining=bool(options & 2), ending=options >> 2 & 3,
+        )  # fmt: skip
 
     def check_request(self, request: Request) -> None:
         """A request reaches the engine only from an open connection, and well formed."""
         check(not self.transport.closing, "http1front.dispatch-after-close", repr(request))
         check_request(request)
-
-    async def step(self) -> None:
-        with calling("engine step (the front end's answer callbacks)"):
-            self.engine.step()
-        await turns(STEP_TURNS)
-
-    async def drive(self) -> None:
-        with calling("Http1Front.connection_made"):
-            self.front.connection_made(self.transport)
-        for index, piece in enumerate(self.pieces):
-            for _ in range(4):  # a paused front end reads nothing until it resumes
-                if not self.transport.paused:
-                    break
-                await self.step()
-            if self.transport.paused or self.transport.closing:
-                break
-            with calling("Http1Front.data_received"):
-                self.front.data_received(piece)
-            if self.draining and index == len(self.pieces) // 2:
-                with calling("InFlight.drain (Http1Front.drain)"):
-                    self.in_flight.drain()  # as the proxy does: every open connection
-            await self.step()
-        await self.end()
-
-    async def end(self) -> None:
-        """The connection's end, in the way the input chose."""
-        if self.ending == 1 and not self.transport.lost:
-            with calling("Http1Front.connection_lost"):
-                self.transport.lose()
-        if self.ending == 2 and not self.transport.closing:
-            await self.eof()
-        await self.settle()
-        if self.ending == 3 and not self.transport.closing:
-            await self.eof()
-        if not self.transport.lost:
-            with calling("Http1Front.connection_lost"):
-                self.transport.lose()
-        await self.settle()
-
-    async def eof(self) -> None:
-        """The client half-closes: unless the front end keeps its half open, the transport
-        closes (as asyncio's does)."""
-        with calling("Http1Front.eof_received"):
-            keep_open = self.front.eof_received()
-        if not keep_open:
-            with calling("Http1Front.connection_lost"):
-                self.transport.lose()
-
-    async def settle(self) -> None:
-        """Answer and finish everything, until answers lead to no new request."""
-        for _ in range(8):
-            count = len(self.engine.dispatched)
-            with calling("engine settle (the front end's answer callbacks)"):
-                self.engine.settle()
-            await turns(STEP_TURNS)
-            if len(self.engine.dispatched) == count:
-                break
 
     def check(self) -> None:
         """The checks of the module's docstring, on what was written and recorded."""
@@ -173,7 +114,7 @@ class Run:
             count = self.recorder.count(item.request)
             check(count == 1, "http1front.recorded-once", f"request {item.index}: {count}")
         closed = any(w.closes or w.tag in cut for w in final)
-        if self.client_stays and not closed:
+        if self.connection.client_stays and not closed:
             missing = [item.index for item in dispatched if item.index not in tags]
             check(not missing, "http1front.answered", f"requests {missing} not answered")
         check(self.in_flight.count == 0, "http1front.in-flight", str(self.in_flight.count))
@@ -184,7 +125,7 @@ class Run:
         item = self.engine.dispatched[response.tag]
         if item.request.method == "HEAD":
             return
-        if item.behaviour == Behaviour.CUT or not self.client_stays:
+        if item.behaviour == Behaviour.CUT or not self.connection.client_stays:
             check(item.body.startswith(response.body), "http1front.answer-body", repr(response))
             chunked = response.header("transfer-encoding") == "chunked"  # (HTTP/1.0 cannot tell)
             if item.behaviour == Behaviour.CUT and chunked:
@@ -198,13 +139,7 @@ def one_input(data: bytes) -> None:
     """One fuzz input (see the module's docstring for its layout)."""
     loop = InputLoop()
     run = Run(Draw(data))
-
-    async def drive() -> None:
-        await run.drive()
-        left = [task for task in loop.pending() if task is not asyncio.current_task()]
-        check(not left, "http1front.tasks-left", lambda: str(left))
-
-    loop.run(drive())
+    loop.run(run.connection.drive())
     run.check()
 
 

@@ -4,20 +4,20 @@ input) cut into reads, the stand-in engine answering as the input says, the loop
 between reads; then the checks on what the client read and what the front end recorded.
 
 The options byte: bit 0 gRPC-style answers (trailers), bit 1 a drain half-way, bits 2-3 how
-the connection ends (as in :mod:`fuzz.http1_front`)."""
+the connection ends (:mod:`fuzz.support.connection`)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from hyperframe.frame import SettingsFrame
 
-from fuzz.support.checks import calling, check
+from fuzz.support.checks import check
+from fuzz.support.connection import Connection
 from fuzz.support.draw import Draw, split
 from fuzz.support.engine import Behaviour, Engine
 from fuzz.support.h2_output import Written, read_frames
-from fuzz.support.loop import InputLoop, turns
+from fuzz.support.loop import InputLoop
 from fuzz.support.recorder import CountingRecorder
 from fuzz.support.transport import FakeTransport
 from tulle.engine.message import Request
@@ -25,7 +25,6 @@ from tulle.proxy.h2_front import H2Front
 from tulle.proxy.in_flight import InFlight
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize()
-STEP_TURNS = 3
 TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 CONNECTION_SPECIFIC = frozenset(
     {"connection", "transfer-encoding", "keep-alive", "proxy-connection", "upgrade"}
@@ -60,78 +59,25 @@ class H2Run:
         self.seed = draw.byte()
         answers = [Behaviour(draw.byte() % len(Behaviour)) for _ in range(4)]
         options = draw.byte()
-        self.draining, self.ending = bool(options & 2), options >> 2 & 3
-        self.client_stays = self.ending in (0, 3)
         self.engine = Engine(lambda index: answers[index % 4], trailers=bool(options & 1))
         self.engine.inspect = self.check_request
         self.recorder = CountingRecorder()
         self.in_flight = InFlight()
-        self.front = H2Front("fuzz", self.engine.dispatch, self.recorder, self.in_flight)
-        self.transport = FakeTransport(self.front)
-        self.pieces: list[bytes] = []
+        front = H2Front("fuzz", self.engine.dispatch, self.recorder, self.in_flight)
+        self.transport = FakeTransport(front)
+        self.connection = Connection(
+            "H2Front", "h2front", front, self.engine, self.in_flight, self.transport, [],
+            draining=bool(options & 2), ending=options >> 2 & 3,
+        )  # fmt: skip
 
     def client_bytes(self, data: bytes) -> None:
         """What the client sends after its preface and SETTINGS."""
-        self.pieces = split(PREFACE + data, self.seed)
+        self.connection.pieces = split(PREFACE + data, self.seed)
 
     def check_request(self, request: Request) -> None:
+        """A request reaches the engine only from an open connection, and well formed."""
         check(not self.transport.closing, "h2front.dispatch-after-close", repr(request))
         check_request(request)
-
-    async def step(self) -> None:
-        with calling("engine step (the front end's answer callbacks)"):
-            self.engine.step()
-        await turns(STEP_TURNS)
-
-    async def drive(self) -> None:
-        with calling("H2Front.connection_made"):
-            self.front.connection_made(self.transport)
-        for index, piece in enumerate(self.pieces):
-            if self.transport.closing:
-                break
-            with calling("H2Front.data_received"):
-                self.front.data_received(piece)
-            if self.draining and index == len(self.pieces) // 2:
-                with calling("InFlight.drain (H2Front.drain)"):
-                    self.in_flight.drain()  # as the proxy does: every open connection
-            await self.step()
-        await self.end()
-        left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-        check(not left, "h2front.tasks-left", lambda: str(left))
-
-    async def end(self) -> None:
-        """The connection's end, in the way the input chose."""
-        if self.ending == 1 and not self.transport.lost:
-            with calling("H2Front.connection_lost"):
-                self.transport.lose()
-        if self.ending == 2 and not self.transport.closing:
-            await self.eof()
-        await self.settle()
-        if self.ending == 3 and not self.transport.closing:
-            await self.eof()
-        if not self.transport.lost:
-            with calling("H2Front.connection_lost"):
-                self.transport.lose()
-        await self.settle()
-
-    async def eof(self) -> None:
-        """The client half-closes: unless the front end keeps its half open, the transport
-        closes (as asyncio's does)."""
-        with calling("H2Front.eof_received"):
-            keep_open = self.front.eof_received()
-        if not keep_open:
-            with calling("H2Front.connection_lost"):
-                self.transport.lose()
-
-    async def settle(self) -> None:
-        """Answer and finish everything, until answers lead to no new request."""
-        for _ in range(8):
-            count = len(self.engine.dispatched)
-            with calling("engine settle (the front end's answer callbacks)"):
-                self.engine.settle()
-            await turns(STEP_TURNS)
-            if len(self.engine.dispatched) == count:
-                break
 
     def check(self) -> Written:
         """The checks common to both targets; returns what the client read."""
@@ -164,5 +110,5 @@ def one_input(data: bytes, client_bytes: Callable[[Draw], bytes]) -> None:
     draw = Draw(data)
     run = H2Run(draw)
     run.client_bytes(client_bytes(draw))
-    InputLoop().run(run.drive())
+    InputLoop().run(run.connection.drive())
     run.check()

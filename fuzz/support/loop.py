@@ -54,10 +54,6 @@ class InputLoop:
                     f"task raised {type(error).__name__}", f"{task.get_coro()}: {error}"
                 ) from error
 
-    def pending(self) -> list[asyncio.Task[Any]]:
-        """Tasks not finished yet."""
-        return [task for task in self.tasks if not task.done()]
-
 
 async def turns(count: int) -> None:
     """Let the loop run ``count`` times (callbacks and tasks ready now, and those they make
