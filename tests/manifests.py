@@ -33,3 +33,24 @@ spec:
 {subsets}
 ---
 """
+
+
+# The local-mode Workload ``web`` (port 8080) and a DENY policy on its ``/admin*`` paths.
+WEB_DENYING_ADMIN = """\
+apiVersion: tulle.dev/v1alpha1
+kind: Workload
+metadata: {name: web}
+spec:
+  command: [web]
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: DENY
+  rules:
+    - to: [{operation: {paths: ["/admin*"]}}]
+---
+"""

@@ -24,24 +24,11 @@ from tests.e2e.conftest import (
     wait_until,
 )
 from tests.e2e.recording_backend import RecordingBackend, start_recording_backend
+from tests.manifests import WEB_DENYING_ADMIN
 
-MESH = """\
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {name: web}
-spec:
-  command: [web]
-  ports: [{name: http, port: 8080}]
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: deny-admin}
-spec:
-  selector: {matchLabels: {app: web}}
-  action: DENY
-  rules:
-    - to: [{operation: {paths: ["/admin*"]}}]
----
+MESH = (
+    WEB_DENYING_ADMIN
+    + """\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: web}
@@ -59,6 +46,7 @@ spec:
   host: web
   trafficPolicy: {connectionPool: {http: {http2MaxRequests: 5}}}
 """
+)
 
 
 @dataclass
@@ -162,6 +150,16 @@ def closed_by_peer(sock: socket.socket) -> bool:
     except ConnectionResetError:
         return True
     return True
+
+
+def recv_until(sock: socket.socket, marker: bytes) -> bytes:
+    """Reads until ``marker`` has arrived (fails if the connection ends first); all read."""
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    return data
 
 
 def open_files(pid: int) -> int:

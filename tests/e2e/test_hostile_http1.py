@@ -19,6 +19,7 @@ from tests.e2e.hostile import (
     hostile_mesh,
     open_files,
     read_responses,
+    recv_until,
     rss_mb,
 )
 
@@ -163,18 +164,10 @@ def test_an_accepted_upgrade_tunnels_only_after_the_101(mesh: Hostile):
     upgrade = b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
     with mesh.connect() as conn:
         conn.sendall(get("/ws-accept", upgrade) + b"early bytes")
-        reply = b""
-        while b"echo:early bytes" not in reply:
-            chunk = conn.recv(65536)
-            assert chunk, reply
-            reply += chunk
+        reply = recv_until(conn, b"echo:early bytes")
         assert reply.startswith(b"HTTP/1.1 101 ")
         conn.sendall(b"later")
-        more = b""
-        while b"echo:later" not in more:
-            chunk = conn.recv(65536)
-            assert chunk, more
-            more += chunk
+        recv_until(conn, b"echo:later")
     accepted = [r for r in mesh.backend.requests if r.target == "/ws-accept"]
     assert accepted[-1].header("x-routed") == "yes"
     assert accepted[-1].body == b""  # the early bytes came after the 101, not as a body

@@ -30,7 +30,8 @@ from tests.e2e.conftest import (
     synced,
     wait_until,
 )
-from tests.manifests import destination_rule, virtual_service
+from tests.e2e.hostile import recv_until
+from tests.manifests import WEB_DENYING_ADMIN, destination_rule, virtual_service
 
 WEB = "http://web:8080"
 
@@ -384,38 +385,17 @@ def test_upgrade_is_tunnelled(control_plane, processes, tmp_path):
             b"GET http://web:8080/chat HTTP/1.1\r\nHost: web:8080\r\nConnection: Upgrade\r\n"
             b"Upgrade: echo\r\n\r\nhello "
         )
-        reply = b""
-        while b"HELLO " not in reply:
-            chunk = conn.recv(65536)
-            assert chunk, reply
-            reply += chunk
+        reply = recv_until(conn, b"HELLO ")
         assert reply.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
         conn.sendall(b"tunnel")
-        more = b""
-        while b"TUNNEL" not in more:
-            more += conn.recv(65536)
+        recv_until(conn, b"TUNNEL")
 
 
 def test_inbound_authorization_and_rate_limit(control_plane, processes):
     app_port = processes.http_backend("web")
     control_plane.apply(
-        """\
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {name: web}
-spec:
-  command: [web]
-  ports: [{name: http, port: 8080}]
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: deny-admin}
-spec:
-  selector: {matchLabels: {app: web}}
-  action: DENY
-  rules:
-    - to: [{operation: {paths: ["/admin*"]}}]
----
+        WEB_DENYING_ADMIN
+        + """\
 apiVersion: tulle.dev/v1alpha1
 kind: RateLimit
 metadata: {name: web-in}
