@@ -47,6 +47,9 @@ class Quiet(WSGIRequestHandler):
 
 class ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    # wsgiref answers one request per connection: under load a backlog of socketserver's
+    # default 5 overflows, and the kernel drops connections that its client retries 1 s later.
+    request_queue_size = 128
 
 
 def main() -> None:

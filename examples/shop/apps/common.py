@@ -17,6 +17,15 @@ from typing import Any
 Handler = Callable[[str, str, dict[str, str], bytes], tuple[int, Any]]
 
 
+class Server(ThreadingHTTPServer):
+    """A thread per connection, with a listen backlog for bursts of connections (socketserver's
+    default of 5 overflows under load: the kernel drops the connection, the client retries it
+    a second later)."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+
 def serve(name: str, handle: Handler) -> None:
     """Serve ``handle`` on $HOST:$PORT until SIGTERM."""
 
@@ -48,8 +57,7 @@ def serve(name: str, handle: Handler) -> None:
             return
 
     address = (os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8080")))
-    server = ThreadingHTTPServer(address, Answer)
-    server.daemon_threads = True
+    server = Server(address, Answer)
     print(f"{name} listening on {server.server_address[1]}", flush=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
