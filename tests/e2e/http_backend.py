@@ -1,6 +1,7 @@
 """A plain HTTP/1.1 backend for the end-to-end tests (standard library only): answers every
 request with its name and what it received (``/call?url=U`` fetches U as an app would, through
-``HTTP_PROXY`` when set; ``/_count`` answers how many requests it has answered). ``--fail-rate`` answers that share with 503,
+``HTTP_PROXY`` when set; ``/_count`` answers how many requests it has answered; ``/held`` answers
+once ``/release`` has been called). ``--fail-rate`` answers that share with 503,
 ``--delay`` waits before answering. Prints ``READY <port>``; stops on SIGTERM."""
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ def main() -> None:
             if self.path == "/release":
                 released.set()
             body = self._read_body()
+            if self.path == "/held":
+                released.wait(30)
             if args.delay:
                 time.sleep(args.delay)
             status = 503 if args.fail_rate and chance.random() < args.fail_rate else 200

@@ -280,13 +280,16 @@ def test_config_swap_under_load_loses_no_request(control_plane, processes):
 
 
 def test_sigterm_under_load_finishes_in_flight_requests(control_plane, processes):
-    register(control_plane, processes, slow={"delay": 0.3})
+    # Eight requests the backend holds until told (a delay of 0.3 s used to be meant to keep
+    # all eight in flight at once; on a busy machine the first were answered before the last
+    # were sent), SIGTERM, then the backend answers them while the sidecar drains.
+    ports = register(control_plane, processes, held={})
     sidecar = processes.sidecar(control_plane)
     results: list[int] = []
 
     def call() -> None:
         with sidecar.client() as client:
-            results.append(client.get(f"{WEB}/").status_code)
+            results.append(client.get(f"{WEB}/held").status_code)
 
     threads = [threading.Thread(target=call) for _ in range(8)]
     for thread in threads:
@@ -295,6 +298,8 @@ def test_sigterm_under_load_finishes_in_flight_requests(control_plane, processes
         lambda: sum(c["requests"] for c in sidecar.admin("/clusters").json()["clusters"]) == 8
     )
     sidecar.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: sidecar.admin("/ready").status_code == 503)  # draining, eight in flight
+    httpx.get(f"http://127.0.0.1:{ports['held']}/release", timeout=10)
     for thread in threads:
         thread.join()
     assert results == [200] * 8
