@@ -32,6 +32,9 @@ class UnreadTransport(KeptTransport):
         super().__init__()
         self.closed = False
 
+    def can_write_eof(self) -> bool:
+        return False  # a refusal closes at once (no lingering close to wait for)
+
     def get_write_buffer_size(self) -> int:
         return sum(len(data) for data in self.written)
 

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 MAX_BODY = 16 * 1024 * 1024
 BUFFER_LIMIT = 1024 * 1024  # larger request bodies (or chunked ones) stream, without retries
 DRAIN_IDLE = 1.0  # seconds a draining connection may stay idle before it is closed
+LINGER = 2.0  # seconds a refused client's further bytes are read and dropped (see _refuse)
 
 
 _DEFAULT_LIMITS = FrontLimits()
@@ -201,7 +202,7 @@ class Http1Front(asyncio.Protocol):
             return
         reader = self.reader
         if reader.failed:
-            if self.head is not None and self.head.upgrade:
+            if not self.closed and self.head is not None and self.head.upgrade:
                 self.early.append(data)  # bytes after an Upgrade, until the upstream answers
             return
         if self.head is None and not self.head_since:
@@ -300,18 +301,33 @@ class Http1Front(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def _refuse(self, response: Response, method: str) -> None:
+        """Answer a request the connection cannot go on after, then close gently (nginx's
+        lingering close): the write side first, while what the client still sends is read
+        and dropped for LINGER seconds; closed at once, the kernel would answer the client's
+        unread bytes with a reset that can destroy the answer before it is read."""
+        self._respond(response, method, close=True, shut=False)
+        self.closed = True
+        self.reader.detach()  # what comes now is dropped (data_received)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        asyncio.get_running_loop().call_later(LINGER, transport.close)
+
     def _begin(self, item: Item) -> None:
         if isinstance(item, ProtocolError):
             reason = f"bad request: {item.reason}"
-            self._respond(mesh_response(errors.MeshError(item.status, "DPE", reason)), "GET", True)
-            self._close()
+            self._refuse(mesh_response(errors.MeshError(item.status, "DPE", reason)), "GET")
             return
         head, body = item
         started = time.time()
         request = http1_request(head, body, self.peer, self.limits.paths)
         if isinstance(request, Response):
-            self._respond(request, head.method, close=True)
-            self._close()
+            self._refuse(request, head.method)
             return
         self.busy = True
         if head.version == "1.1":  # HTTP/1.0 clients get no informational responses
@@ -319,8 +335,7 @@ class Http1Front(asyncio.Protocol):
         if head.upgrade:
             if head.chunked or head.length:
                 reason = "bad request: an Upgrade request with a body is not supported"
-                self._respond(mesh_response(errors.MeshError(400, "DPE", reason)), "GET", True)
-                self._close()
+                self._refuse(mesh_response(errors.MeshError(400, "DPE", reason)), "GET")
                 return
             task = asyncio.get_running_loop().create_task(self._open_tunnel(head, request, started))
             self.in_flight.track(task)
@@ -422,8 +437,9 @@ class Http1Front(asyncio.Protocol):
         if early:
             self.data_received(early)
 
-    def _respond(self, response: Response, method: str, close: bool) -> int:
-        """Write a response whose body is in memory."""
+    def _respond(self, response: Response, method: str, close: bool, shut: bool = True) -> int:
+        """Write a response whose body is in memory; with ``close`` it says so, and closes
+        the connection unless told not to (``shut``)."""
         body = response.body if isinstance(response.body, bytes) else b""
         status = response.status
         # The body's own length; a HEAD's answer keeps the length the upstream gave.
@@ -432,7 +448,7 @@ class Http1Front(asyncio.Protocol):
         if method != "HEAD":
             payload += body
         self._write(payload)
-        if close and self.transport is not None:
+        if close and shut and self.transport is not None:
             self.transport.close()
         return len(body)
 
