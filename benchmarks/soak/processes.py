@@ -1,0 +1,76 @@
+"""The mesh's processes as the soak watches them: each one's name (``controlplane``,
+``runner``, ``<replica>/app``, ``<replica>/sidecar``), pid, resident memory and open files, read
+from ``/proc``; and the check, after the run, that none is left."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tulle.local.state import MeshState
+
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+LOADER = "load generator"  # sampled beside the mesh's processes, for scale; not the mesh's
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One process at one moment."""
+
+    pid: int
+    rss_mb: float
+    files: int  # open file descriptors (sockets included)
+
+
+def usage(pid: int) -> Usage | None:
+    """``pid``'s RSS and open files, or None when it is gone."""
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+        files = len(os.listdir(f"/proc/{pid}/fd"))
+    except (OSError, IndexError, ValueError):
+        return None
+    return Usage(pid, pages * PAGE_KB / 1024, files)
+
+
+def named_pids(mesh: MeshState) -> dict[str, int]:
+    """Every process of the mesh by name, the runner and the control plane first."""
+    pids = {"runner": mesh.runner_pid}
+    if mesh.control_plane_pid:
+        pids["controlplane"] = mesh.control_plane_pid
+    for replica in mesh.replicas:
+        if replica.app_pid:
+            pids[f"{replica.replica}/app"] = replica.app_pid
+        if replica.proxy_pid:
+            pids[f"{replica.replica}/sidecar"] = replica.proxy_pid
+    return pids
+
+
+def snapshot(mesh: MeshState) -> dict[str, Usage]:
+    """The usage of every live process of the mesh, by name."""
+    found = {}
+    for name, pid in named_pids(mesh).items():
+        seen = usage(pid)
+        if seen is not None:
+            found[name] = seen
+    return found
+
+
+def left_behind(state_root: Path, runner_pid: int | None) -> list[tuple[int, str]]:
+    """Processes still alive that belong to the mesh of ``state_root``: those carrying its
+    mark (``TULLE_MESH_STATE``, set on every process ``tulle up`` starts) and its runner."""
+    mark = f"TULLE_MESH_STATE={state_root.resolve()}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            status = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        ours = mark in environ or int(entry.name) == runner_pid
+        if ours and status != "Z":
+            found.append((int(entry.name), command.strip()[:100]))
+    return found
