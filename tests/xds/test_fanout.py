@@ -15,8 +15,11 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
+from tulle.api.normalize import build_model
+from tulle.control.snapshot import build_snapshot
+from tulle.control.translate import view_of
 from tulle.xds import offers
-from tulle.xds.node import NodeInfo
+from tulle.xds.node import NodeInfo, parse_node_id
 from tulle.xds.server import AdsServer
 from tulle.xds.types import LISTENER, ROUTE
 
@@ -40,6 +43,10 @@ class Source:
         return {}
 
 
+class AbortError(Exception):
+    """What grpcio's ``context.abort`` raises."""
+
+
 class Client:
     """One ADS stream, driven directly: the server's handler runs as a task and reads and writes
     through this object, which stands for grpcio's servicer context."""
@@ -50,6 +57,7 @@ class Client:
         self._responses: asyncio.Queue[bytes] = asyncio.Queue()
         self._first = True
         self._reads = 0
+        self.aborted: tuple[Any, str] | None = None
         self._server = server
         self._handler = asyncio.create_task(server.stream(None, self))
 
@@ -68,7 +76,8 @@ class Client:
         self._responses.put_nowait(data)
 
     async def abort(self, code: Any, details: str) -> None:
-        raise AssertionError(f"the stream was aborted: {code} {details}")
+        self.aborted = (code, details)
+        raise AbortError(details)
 
     # --- the client's side ----------------------------------------------------------------
 
@@ -80,7 +89,10 @@ class Client:
             request.error_detail.message = error
         if self._first:
             request.node.id, self._first = self.node_id, False
-        self._requests.put_nowait(request.SerializeToString())
+        self.send_bytes(request.SerializeToString())
+
+    def send_bytes(self, data: bytes) -> None:
+        self._requests.put_nowait(data)
 
     async def receive(self) -> Any:
         data = await asyncio.wait_for(self._responses.get(), 5)
@@ -188,3 +200,33 @@ def test_a_nack_keeps_the_last_good_version_and_only_a_newer_one_is_sent():
             await client.close()
 
     asyncio.run(scenario())
+
+
+def test_a_request_that_is_not_a_discovery_request_ends_the_stream_as_invalid():
+    async def scenario() -> tuple[Any, str] | None:
+        server = AdsServer(Source())
+        client = Client(server, 1)
+        client.send(LISTENER, ["l"])
+        await client.receive()
+        client.send_bytes(b"\xff\xff not protobuf")
+        with pytest.raises(AbortError):
+            await asyncio.wait_for(client._handler, 5)
+        assert not server.connections  # and it is forgotten
+        return client.aborted
+
+    aborted = asyncio.run(scenario())
+    assert aborted is not None
+    code, details = aborted
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("bad request: ")
+
+
+def test_the_control_planes_translation_depends_only_on_what_share_key_keeps():
+    """Nodes of one workload that differ in address and replica share one offer: the translator
+    must see them as the same node."""
+    snapshot = build_snapshot(1, build_model(()), ())
+    for mode in ("sidecar", "library", "proxyless"):
+        one = parse_node_id(f"{mode}~10.0.0.1~cart-v1-0.shop~shop.svc.cluster.local")
+        other = parse_node_id(f"{mode}~10.0.0.2~cart-v1-7.shop~shop.svc.cluster.local")
+        assert offers.share_key(one) == offers.share_key(other)
+        assert view_of(snapshot, one) == view_of(snapshot, other)

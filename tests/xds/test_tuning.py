@@ -1,11 +1,15 @@
-"""The ADS server raises the process's open-files soft limit to the hard limit when it starts
-(a socket per connected node), and says so in its log."""
+"""Process settings of the ADS server: it raises the open-files soft limit to the hard limit when it
+starts (a socket per connected node) and says so in its log; the cyclic collector's young
+generation is sized to the streams, and never made smaller."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import textwrap
+
+from tulle.xds.tuning import YOUNG_MIN, YOUNG_PER_STREAM, size_collector
 
 SCRIPT = textwrap.dedent(
     """
@@ -37,3 +41,15 @@ def test_the_server_raises_its_open_files_soft_limit_to_the_hard_limit():
     )
     assert done.stdout.strip() == "True"
     assert "tulle.xds.tuning: open-files limit raised from 256 to" in done.stderr
+
+
+def test_the_young_generation_holds_a_push_to_every_stream_and_never_shrinks():
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        assert size_collector(0) == YOUNG_MIN
+        assert size_collector(10_000) == 10_000 * YOUNG_PER_STREAM
+        assert size_collector(100) == 10_000 * YOUNG_PER_STREAM  # fewer streams: it stays
+        assert gc.get_threshold() == (10_000 * YOUNG_PER_STREAM, 10, 10)
+    finally:
+        gc.set_threshold(*before)

@@ -26,7 +26,7 @@ from tulle.xds.node import NodeIdError, NodeInfo, parse_node_id
 from tulle.xds.offers import Catalog, ResourceSource, ShareKey, serialize, share_key, with_nonce
 from tulle.xds.session import AdsSession, Offer, Request
 from tulle.xds.subscribers import Subscribers
-from tulle.xds.tuning import raise_open_files_limit, tune_collector
+from tulle.xds.tuning import raise_open_files_limit, size_collector
 
 __all__ = ["AdsServer", "Connection", "ResourceSource", "serialize", "start_server", "to_json"]
 
@@ -73,8 +73,8 @@ class Writer:
         try:
             while self._queue:
                 await self._context.write(self._queue.pop(0))
-        except (grpc.aio.AioRpcError, grpc.RpcError, asyncio.InvalidStateError) as error:
-            log.debug("ADS stream %s: write failed: %s", self._context.peer(), error)
+        except Exception as error:  # whatever ends the call ends the writing
+            log.debug("ADS stream %s: write failed: %r", self._context.peer(), error)
             self._queue.clear()
         finally:
             self._task = None
@@ -112,6 +112,9 @@ class AdsServer:
         self.catalog = Catalog(source)
         self.connections: dict[int, Connection] = {}
         self.subscribers: Subscribers[Connection] = Subscribers()
+        self.sizes_collector = False
+        """Size the process's cyclic collector to the streams (:func:`start_server` turns it on:
+        the process is then the server's)."""
         self._ids = 0
         self._names: dict[frozenset[str], frozenset[str]] = {}  # one object per subscription
 
@@ -172,6 +175,8 @@ class AdsServer:
                 if connection is None:
                     connection = _connect(node_id, context.peer(), writer)
                     self.connections[key] = connection
+                    if self.sizes_collector:
+                        size_collector(len(self.connections))
                 self._receive(key, connection, request)
             await writer.flush()  # the client is done sending: what is due still goes out
         finally:
@@ -211,10 +216,11 @@ def to_json(message: Any) -> dict[str, Any]:
 
 async def start_server(server_impl: AdsServer, host: str, port: int) -> tuple[grpc.aio.Server, int]:
     """Start a grpcio asyncio server with ADS on ``host:port`` (0: any free port). It holds a
-    socket per connected node: the process's open-files limit is raised first, and the cyclic
-    collector's thresholds (see :mod:`tulle.xds.tuning`)."""
+    socket per connected node: the process's open-files limit is raised first (and the cyclic
+    collector sized as streams come, see :mod:`tulle.xds.tuning`)."""
     raise_open_files_limit()
-    tune_collector()
+    server_impl.sizes_collector = True
+    size_collector(len(server_impl.connections))
     server = grpc.aio.server(options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers((server_impl.handler(),))
     bound = server.add_insecure_port(f"{host}:{port}")
