@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all test lint format demo bench fuzz compiled clean system-deps
+.PHONY: all test lint format demo bench fuzz soak compiled clean system-deps
 
 all: test
 
@@ -96,6 +96,14 @@ bench: system-deps-bench $(COMPILED_STAMP)
 FUZZ_SECONDS ?= 300
 fuzz: $(STAMP)
 	$(BIN)/python -m fuzz --seconds $(FUZZ_SECONDS)
+
+# The shop under SOAK_RATE requests/s for SOAK_SECONDS while its control plane is killed, its
+# config churns, replicas drain and sidecars are killed; prints the table (docs/soak.md).
+# SOAK_ARGS=--pods (root; ip, iptables, tc) runs it in network namespaces with link loss.
+SOAK_SECONDS ?= 600
+SOAK_RATE ?= 50
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak --seconds $(SOAK_SECONDS) --rate $(SOAK_RATE) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache

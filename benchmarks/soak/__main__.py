@@ -1,6 +1,6 @@
 """``python -m benchmarks.soak``: one soak run (docs/soak.md).
 
-    python -m benchmarks.soak [--seconds 600] [--rate 300] [--every 20] [--pods] [--work DIR]
+    python -m benchmarks.soak [--seconds 600] [--rate 50] [--every 20] [--pods] [--work DIR]
 
 It stops by itself, stops every process it started (and says so), and prints the table; the
 table, the load's outcomes and the mesh's logs stay in the work directory."""
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--pods", action="store_true", help="replicas in network namespaces "
                         "(root, ip, iptables, tc) and link delay and loss")  # fmt: skip
     parser.add_argument("--work", type=Path, default=defaults.work,
-                        help="the soak's directory (emptied first)")  # fmt: skip
+                        help="where the mesh's state and logs, the outcomes and the table go")  # fmt: skip
     args = parser.parse_args()
     if args.pods and os.geteuid() != 0:
         sys.exit("error: --pods needs root (network namespaces, iptables, tc netem)")
@@ -45,8 +45,9 @@ def main() -> None:
     options = Options(seconds=args.seconds, rate=args.rate, every=args.every,
                       churn_period=args.churn_ms / 1000, pods=args.pods,
                       work=args.work)  # fmt: skip
-    shutil.rmtree(options.work, ignore_errors=True)
-    options.work.mkdir(parents=True)
+    for previous in ("state", "config"):  # a previous run's, and only the soak's own entries
+        shutil.rmtree(options.work / previous, ignore_errors=True)
+    options.work.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     soak = Soak(options)

@@ -5,12 +5,14 @@ from ``/proc``; and the check, after the run, that none is left."""
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from tulle.local.state import MeshState
 
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+TICKS = os.sysconf("SC_CLK_TCK")
 LOADER = "load generator"  # sampled beside the mesh's processes, for scale; not the mesh's
 
 
@@ -21,6 +23,8 @@ class Usage:
     pid: int
     rss_mb: float
     files: int  # open file descriptors (sockets included)
+    cpu: float  # seconds of CPU used so far (user and system)
+    at: float  # when (monotonic)
 
 
 def usage(pid: int) -> Usage | None:
@@ -28,9 +32,11 @@ def usage(pid: int) -> Usage | None:
     try:
         pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
         files = len(os.listdir(f"/proc/{pid}/fd"))
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
     except (OSError, IndexError, ValueError):
         return None
-    return Usage(pid, pages * PAGE_KB / 1024, files)
+    return Usage(pid, pages * PAGE_KB / 1024, files, cpu, time.monotonic())
 
 
 def named_pids(mesh: MeshState) -> dict[str, int]:

@@ -88,8 +88,26 @@ def _requests(run: Soaked) -> list[str]:
          f"{_ms(percentile(all_latency, 0.99))} / {_ms(max(all_latency, default=0))}"),
         ("latency p50 / p99, outside windows", f"{_ms(percentile(steady, 0.5))} / "
          f"{_ms(percentile(steady, 0.99))}"),
+        ("CPU of the mesh's processes (about)", _cpu(run)),
     ]  # fmt: skip
     return ["### Requests (latency from when each was due)", "", *_table(("", ""), rows)]
+
+
+def _cpu(run: Soaked) -> str:
+    """The CPU the mesh's processes used between the first and last samples, per request sent
+    then and as cores busy (a process that lived between two samples is missed)."""
+    used: dict[int, tuple[float, float]] = {}
+    times = []
+    for usage in (u for name, seen in run.samples.items() if name != LOADER for u in seen):
+        low, high = used.get(usage.pid, (usage.cpu, usage.cpu))
+        used[usage.pid] = (min(low, usage.cpu), max(high, usage.cpu))
+        times.append(usage.at)
+    if not times or max(times) <= min(times):
+        return "-"
+    cpu = sum(high - low for low, high in used.values())
+    span = max(times) - min(times)
+    requests = sum(1 for o in run.outcomes if min(times) <= o.due <= max(times))
+    return f"{cpu / span:.2f} cores, {cpu / max(1, requests) * 1000:.1f} ms per request"
 
 
 def _failures(run: Soaked) -> list[str]:

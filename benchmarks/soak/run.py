@@ -35,7 +35,7 @@ class Options:
     """How long, how hard, and what to do to the mesh."""
 
     seconds: float = 600.0
-    rate: float = 300.0
+    rate: float = 50.0  # pages a second; see docs/soak.md for why not more
     every: float = 20.0  # a disruption every this many seconds, kinds in turn
     churn_period: float = 0.1
     pods: bool = False
