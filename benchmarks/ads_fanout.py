@@ -1,9 +1,10 @@
 """Control-plane fan-out: N simulated ADS clients (the LDS → RDS → CDS → EDS walk a grpcio client
 makes, ACKing every response) connected over real gRPC to a real ``tulle controlplane``.
 
-Measures, for each N: the time from starting the clients until every one has ACKed its first
-route (connect), the time from ``tulle apply`` of a route change until every client has ACKed
-it (push), the control plane's CPU time during the push and its RSS after it. The control
+Measures, for each N: the time from starting the clients until every one has walked from its
+listener to its endpoints, ACKing each (connect); after a second's pause, the time from
+``tulle apply`` of a route change until every client has ACKed it (push); the control plane's
+CPU time in the push and its RSS after it (and its peak). The control
 plane runs in its own process; the clients in ``--processes`` worker processes
 (:mod:`benchmarks.ads_load`), ``--streams-per-connection`` streams on each HTTP/2 connection.
 
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection as Pipe
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -30,6 +32,7 @@ import httpx
 from benchmarks.ads_load import HOST, work
 
 STREAMS_PER_CONNECTION = 50
+SETTLE_SECONDS = 1.0
 CONFIG = f"""\
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -107,43 +110,62 @@ class Workers:
             process.start()
             self.pipes.append(parent)
             self.processes.append(process)
+        self.acked: list[dict[str, float]] = [{} for _ in self.pipes]  # version: last ACK
+        self.walked: list[float | None] = [None for _ in self.pipes]
         for pipe in self.pipes:
-            self._expect(pipe, "ready", 60)
-
-    def _expect(self, pipe: Pipe, kind: str, timeout: float) -> tuple[Any, ...]:
-        if not pipe.poll(timeout):
-            raise TimeoutError(f"a client worker did not say {kind!r} within {timeout:g}s")
-        message: tuple[Any, ...] = pipe.recv()
-        if message[0] == "failed":
-            raise RuntimeError(f"a client failed: {message[1]}")
-        return message
+            if not pipe.poll(60) or pipe.recv() != ("ready",):
+                raise RuntimeError("a client worker did not start")
 
     def go(self) -> None:
         for pipe in self.pipes:
             pipe.send("go")
 
-    def all_acked(self, known: set[str], timeout: float) -> tuple[str, float]:
-        """Wait until every worker reports a route version not in ``known`` ACKed by all of its
-        clients; returns it and the time of the last ACK."""
-        latest: dict[int, tuple[str, float]] = {}
+    def _pump(self, done: Callable[[], bool], timeout: float, waiting_for: str) -> None:
+        """Read the workers' reports until ``done()``; a failed client or a timeout raises."""
         deadline = time.monotonic() + timeout
-        while len(latest) < len(self.pipes):
-            waiting = [p for i, p in enumerate(self.pipes) if i not in latest]
-            ready = wait(waiting, max(0.0, deadline - time.monotonic()))
+        while not done():
+            ready = wait(self.pipes, max(0.0, deadline - time.monotonic()))
             if not ready:
-                raise TimeoutError(
-                    f"{len(waiting)} of {len(self.pipes)} client workers still wait for a new "
-                    f"route version after {timeout:g}s"
-                )
+                raise TimeoutError(f"still waiting for {waiting_for} after {timeout:g}s")
             for pipe in ready:
                 assert isinstance(pipe, Pipe)
-                _, version, when = self._expect(pipe, "acked", 0)
-                if version not in known:
-                    latest[self.pipes.index(pipe)] = (version, when)
-        versions = {version for version, _ in latest.values()}
+                index = self.pipes.index(pipe)
+                try:
+                    kind, *rest = pipe.recv()
+                except EOFError:
+                    raise RuntimeError("a client worker exited") from None
+                if kind == "failed":
+                    raise RuntimeError(f"a client failed: {rest[0]}")
+                if kind == "acked":
+                    self.acked[index][rest[0]] = rest[1]
+                elif kind == "walked":
+                    self.walked[index] = rest[0]
+
+    def all_walked(self, timeout: float) -> tuple[str, float]:
+        """Wait until every client has walked from its listener to its endpoints; returns the
+        route version they ACKed and the time the last one finished."""
+        self._pump(lambda: None not in self.walked, timeout, "every client to connect")
+        versions = {v for acked in self.acked for v in acked}
+        if len(versions) != 1:
+            raise RuntimeError(f"the clients ACKed route versions {sorted(versions)}")
+        return versions.pop(), max(when for when in self.walked if when is not None)
+
+    def all_acked(self, known: set[str], timeout: float) -> tuple[str, float]:
+        """Wait until every client has ACKed a route version not in ``known``; returns it and
+        the time of the last ACK."""
+
+        def new() -> set[str]:
+            return {v for acked in self.acked for v in acked if v not in known}
+
+        def done() -> bool:
+            return all(any(v not in known for v in acked) for acked in self.acked)
+
+        self._pump(done, timeout, "every client to ACK the new route")
+        versions = new()
         if len(versions) != 1:
             raise RuntimeError(f"the clients ACKed different route versions: {sorted(versions)}")
-        return versions.pop(), max(when for _, when in latest.values())
+        (version,) = versions
+        return version, max(acked[version] for acked in self.acked)
 
     def stop(self) -> None:
         for pipe in self.pipes:
@@ -166,7 +188,8 @@ def measure(count: int, processes: int, per_connection: int) -> dict[str, float]
                 workers = Workers(xds, count, min(processes, count), per_connection)
                 started = time.monotonic()
                 workers.go()
-                first, connected = workers.all_acked(set(), 60 + count / 100)
+                first, connected = workers.all_walked(60 + count / 100)
+                time.sleep(SETTLE_SECONDS)  # the last ACKs of the walk are read: a quiet start
                 cpu = cpu_seconds(proc.pid)
                 begin = time.monotonic()
                 web.post(api, content=route("2s").encode()).raise_for_status()
@@ -211,9 +234,13 @@ def main() -> None:
     )
     print(" | ".join(columns))
     for count in args.clients:
-        rows = [
-            measure(count, args.processes, args.streams_per_connection) for _ in range(args.runs)
-        ]
+        rows = []
+        for run in range(args.runs):
+            rows.append(measure(count, args.processes, args.streams_per_connection))
+            if args.runs > 1:
+                print(f"  run {run + 1}: " + ", ".join(
+                    f"{key} {rows[-1][key]:.{digits}f}" for key, digits in FIELDS
+                ), flush=True)  # fmt: skip
         cells = [f"{count}"] + [
             f"{statistics.median(row[key] for row in rows):.{digits}f}" for key, digits in FIELDS
         ]

@@ -4,8 +4,9 @@ Each client is one gRPC stream that walks LDS → RDS → CDS → EDS as grpcio'
 ACKing every response and subscribing to the names it refers to, and records when it first ACKs
 each route version. ``per_connection`` streams share an HTTP/2 connection (:mod:`grpc_h2`).
 The worker tells the parent over a pipe when all of its clients have ACKed a route version
-(``("acked", version, monotonic time of the last ACK)``), or that a stream ended
-(``("failed", why)``): a lost client is reported, never waited for."""
+(``("acked", version, monotonic time of the last ACK)``), when all of them have walked down to
+their endpoints (``("walked", time)``: connected), or that a stream ended (``("failed", why)``):
+a lost client is reported, never waited for."""
 
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ class AdsClient:
     stream_id: int = 0
     subscribed: dict[str, list[str]] = field(default_factory=dict)
     acked_routes: dict[str, float] = field(default_factory=dict)
+    walked: bool = False  # it has ACKed its endpoints: the walk is complete
 
     def start(self) -> None:
         self.stream_id = self.connection.open()
@@ -89,6 +91,8 @@ class AdsClient:
         version it ACKed, if it was a route response."""
         response = discovery_pb2.DiscoveryResponse.FromString(data)
         self._request(response.type_url, response.version_info, response.nonce)
+        if response.type_url == types.ENDPOINT:
+            self.walked = True
         following = FOLLOWING.get(response.type_url)
         if following is not None:
             names = referred_names(response)
@@ -137,6 +141,7 @@ class Worker:
         self.pipe, self.port = pipe, port
         self.first, self.count, self.per_connection = first, count, per_connection
         self.acks: dict[str, list[float]] = {}  # version: [clients that ACKed it, latest time]
+        self.walked = 0
         self.done = asyncio.Event()
 
     def handle(self, clients: dict[int, AdsClient], event: Event) -> None:
@@ -147,7 +152,12 @@ class Worker:
             clients.pop(event.stream_id)
             self.fail(f"client {client.node_id}: stream ended: {event.status} {event.detail}")
             return
+        walked = client.walked
         version = client.received(event.data)
+        if client.walked and not walked:
+            self.walked += 1
+            if self.walked == self.count:
+                self.pipe.send(("walked", time.monotonic()))
         if version is not None:
             tally = self.acks.setdefault(version, [0, 0.0])
             tally[0] += 1
