@@ -15,7 +15,9 @@ Checked for every input, beyond "nothing raises":
   Content-Length has exactly that many body bytes, one with neither framing has none; answers to
   HEAD and 1xx/204/304 have no body;
 - a head the proxy re-serializes (request_head / response_head, hop-by-hop headers dropped) is
-  read back as the same head, so what the proxy forwards is read one way only.
+  read back as the same head, so what the proxy forwards is read one way only;
+- requests from the grammar that each read alone as one complete request read the same when
+  pipelined: nothing of one (trailers, a half-read body) carries over into the next.
 """
 
 from __future__ import annotations
@@ -149,8 +151,9 @@ def check_body(message: Message, head_request: bool) -> None:
         check(message.body == b"", "http1.bodiless-response-body", repr(message.body[:40]))
         check(message.ended, "http1.bodiless-response-ended")
         return
-    if isinstance(head, RequestHead) and head.method == "CONNECT":
-        return  # a tunnel from the end of the head (the proxy refuses CONNECT)
+    if isinstance(head, RequestHead) and head.upgrade:
+        return  # a tunnel from the end of the head (the front end refuses CONNECT, and an
+        # Upgrade request with a body, whose bytes llhttp leaves to the tunnel)
     if head.length is not None and message.ended:
         detail = f"{len(message.body)} bytes for Content-Length {head.length}"
         check(len(message.body) == head.length, "http1.content-length", detail)
@@ -187,8 +190,8 @@ def reread_response(head: ResponseHead, head_request: bool) -> None:
     check(same, "http1.reread-response", lambda: f"{data!r} read back as {again.headers}")
 
 
-def parse(data: bytes, pieces: list[bytes], responses: bool, head_request: bool) -> None:
-    """Parse ``data`` whole and in ``pieces``, and check both."""
+def parse(data: bytes, pieces: list[bytes], responses: bool, head_request: bool) -> Folded:
+    """Parse ``data`` whole and in ``pieces``, check both; returns what the whole gave."""
     parser = ResponseParser(head_request) if responses else RequestParser()
     with calling(f"{type(parser).__name__}.feed"):
         whole = fold(parser.feed(data))
@@ -216,19 +219,52 @@ def parse(data: bytes, pieces: list[bytes], responses: bool, head_request: bool)
             reread_request(message.head)
         else:
             reread_response(message.head, head_request)
+    return whole
 
 
 def one_input(data: bytes) -> None:
     """One fuzz input (see the module's docstring for its layout)."""
     draw = Draw(data)
     mode, seed, flags = draw.byte() % 4, draw.byte(), draw.byte()
+    parts = []
     if mode in {0, 2}:
         stream = draw.rest()
     elif mode == 1:
-        stream = http1_messages.requests(draw)
+        parts = http1_messages.requests(draw)
+        stream = b"".join(parts)
     else:
         stream = http1_messages.responses(draw)
-    parse(stream, split(stream, seed), responses=mode >= 2, head_request=bool(flags & 1))
+    whole = parse(stream, split(stream, seed), responses=mode >= 2, head_request=bool(flags & 1))
+    if parts:
+        check_alone(parts, whole)
+
+
+PROBE = b"GET /probe HTTP/1.1\r\nHost: probe\r\n\r\n"
+
+
+def alone(part: bytes) -> Message | None:
+    """``part`` parsed on its own, if it is exactly one complete request (a request after it
+    is read as the next)."""
+    folded = fold(RequestParser().feed(part + PROBE))
+    if folded.error is not None or folded.upgraded is not None or len(folded.messages) != 2:
+        return None
+    first, probe = folded.messages
+    if not (first.ended and probe.ended and _head_fields(probe.head)[1] == "/probe"):
+        return None
+    return first
+
+
+def check_alone(parts: list[bytes], whole: Folded) -> None:
+    """Requests that each read alone as one complete request read, pipelined, as the same
+    requests: nothing of one carries over into the next (trailers, say, or a half-read body)."""
+    single = [alone(part) for part in parts]
+    if any(message is None for message in single):
+        return
+    heads = [_head_fields(m.head) for m in single if m is not None]
+    piped = [_head_fields(m.head) for m in whole.messages]
+    check(heads == piped, "http1.pipelined-heads", lambda: f"alone {heads}, pipelined {piped}")
+    bodies = [m.body for m in single if m is not None]
+    check(bodies == [m.body for m in whole.messages], "http1.pipelined-bodies")
 
 
 if __name__ == "__main__":

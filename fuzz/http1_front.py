@@ -80,7 +80,7 @@ class Run:
         front = Http1Front("fuzz", self.engine.dispatch, self.recorder, self.in_flight,
                            tunnel=tunnel)  # fmt: skip
         self.transport = FakeTransport(front)
-        stream = draw.rest() if mode % 2 == 0 else http1_messages.requests(draw)
+        stream = draw.rest() if mode % 2 == 0 else b"".join(http1_messages.requests(draw))
         self.connection = Connection(
             "Http1Front", "http1front", front, self.engine, self.in_flight, self.transport,
             split(stream, seed), draining=bool(options & 2), ending=options >> 2 & 3,

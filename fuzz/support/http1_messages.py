@@ -1,85 +1,90 @@
-"""HTTP/1.1 byte streams built from fuzz input: pipelined requests (or responses) whose parts are
-drawn from the forms smuggling research uses (Content-Length and Transfer-Encoding variants,
-obs-fold, bare CR and LF, chunk-size tricks, trailers, Upgrade, Expect), with raw fuzz bytes
-mixed in. httptools parses in C, where atheris sees no coverage, so the grammar gets the fuzzer
-past the request line; raw inputs (the targets' other mode) cover what the grammar misses."""
+"""HTTP/1.1 byte streams built from fuzz input: pipelined requests (or responses), mostly well
+formed, each part now and then replaced by one of the forms smuggling research uses
+(Content-Length and Transfer-Encoding variants, obs-fold, bare CR and LF, chunk-size tricks,
+trailers, Upgrade, Expect) or by raw fuzz bytes. httptools parses in C, where atheris sees no
+coverage, so the grammar gets the fuzzer past the request line and into sequences of messages;
+raw inputs (the targets' other mode) cover what the grammar misses. An input of zeros is one
+plain request: every choice's first option is the ordinary one."""
 
 from __future__ import annotations
 
 from fuzz.support.draw import Draw
 
+# Each part: ordinary spellings, then odd ones.
 METHODS = (
-    b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"CONNECT", b"PATCH", b"TRACE",
-    b"PRI", b"get", b"G\x00T", b"",
-)  # fmt: skip
+    (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH"),
+    (b"CONNECT", b"TRACE", b"PRI", b"get", b"G\x00T", b""),
+)
 TARGETS = (
-    b"/", b"/a?b=c", b"*", b"http://web:8080/x?y", b"https://web/", b"web:443", b"/%2e/admin",
-    b"//admin", b"/./admin", b"/x/../admin", b"", b"/a b", b"/\xff", b"http://", b"ftp://x/",
-    b"/" + b"a" * 300,
+    (b"/", b"/a?b=c", b"/admin", b"http://web:8080/x?y", b"*"),
+    (b"https://web/", b"web:443", b"/%2e/admin", b"//admin", b"/./admin", b"/x/../admin", b"",
+     b"/a b", b"/\xff", b"http://", b"ftp://x/", b"/" + b"a" * 300),
 )  # fmt: skip
 VERSIONS = (
-    b"HTTP/1.1", b"HTTP/1.0", b"HTTP/0.9", b"HTTP/2.0", b"HTTP/1.2", b"http/1.1", b"HTTP/1.1 ",
-    b"HTTP/11", b"",
-)  # fmt: skip
+    (b"HTTP/1.1", b"HTTP/1.0"),
+    (b"HTTP/0.9", b"HTTP/2.0", b"HTTP/1.2", b"http/1.1", b"HTTP/1.1 ", b"HTTP/11", b""),
+)
 NAMES = (
-    b"Host", b"Content-Length", b"Transfer-Encoding", b"Connection", b"Upgrade", b"Expect",
-    b"X-Request-Id", b"Trailer", b"TE", b"Keep-Alive", b"Content_Length", b"Transfer_Encoding",
-    b" Host", b"Host ", b"x-a", b"Proxy-Connection", b"Content-Type", b"", b"X\x00", b"\xe9",
+    (b"X-A", b"Accept", b"Content-Type", b"Host", b"Expect", b"X-Request-Id", b"Connection",
+     b"Upgrade", b"TE", b"Trailer", b"Keep-Alive", b"Content-Length", b"Transfer-Encoding"),
+    (b"Content_Length", b"Transfer_Encoding", b" Host", b"Host ", b"Proxy-Connection", b"",
+     b"X\x00", b"\xe9"),
 )  # fmt: skip
 VALUES = (
-    b"web:8080", b"0", b"5", b"-1", b"+5", b"0x10", b" 5", b"5, 5", b"chunked", b"gzip, chunked",
-    b"chunked, gzip", b"identity", b"close", b"keep-alive", b"Upgrade", b"websocket", b"h2c",
-    b"100-continue", b"x-a", b"other:8080", b"\x00", b"a\rb", b"99999999999999999999", b"",
-    b"\xe2\x82\xac", b"chunked\x0b",
+    (b"1", b"web:8080", b"text/plain", b"100-continue", b"close", b"keep-alive", b"Upgrade",
+     b"websocket", b"trailers", b"chunked", b"0", b"5", b"other:8080"),
+    (b"-1", b"+5", b"0x10", b" 5", b"5, 5", b"gzip, chunked", b"chunked, gzip", b"identity",
+     b"h2c", b"\x00", b"a\rb", b"99999999999999999999", b"", b"\xe2\x82\xac", b"chunked\x0b"),
 )  # fmt: skip
-EOLS = (b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r", b" \r\n", b"\r\r\n")
-SEPARATORS = (b": ", b":", b" : ", b":\t", b": \t", b"")
-CHUNK_EXTENSIONS = (b"", b";a=b", b"; a", b";\x00", b" ;x", b";" + b"e" * 100)
+EOLS = ((b"\r\n",), (b"\n", b"\r", b" \r\n", b"\r\r\n"))
+SEPARATORS = ((b": ", b":"), (b" : ", b":\t", b": \t", b""))
+CHUNK_EXTENSIONS = ((b"", b";a=b"), (b"; a", b";\x00", b" ;x", b";" + b"e" * 100))
 STATUSES = (
-    b"200 OK", b"100 Continue", b"101 Switching Protocols", b"103 Early Hints", b"204 No Content",
-    b"304 Not Modified", b"404", b"500 Oops", b"999 x", b"099 x", b"2000 x", b"", b"200",
+    (b"200 OK", b"404 Not Found", b"204 No Content", b"304 Not Modified", b"500 Oops"),
+    (b"100 Continue", b"101 Switching Protocols", b"103 Early Hints", b"404", b"999 x",
+     b"099 x", b"2000 x", b"", b"200"),
 )  # fmt: skip
+FRAMINGS = (("none", "length", "chunked"), ("both", "two lengths", "short", "raw"))
 
-FRAMINGS = ("none", "length", "chunked", "both", "two lengths", "short", "raw")
 
-
-def _line(draw: Draw, options: tuple[bytes, ...]) -> bytes:
-    """A part from ``options``, or (now and then) raw fuzz bytes."""
-    if draw.chance(8):
+def _part(draw: Draw, choices: tuple[tuple[bytes, ...], tuple[bytes, ...]]) -> bytes:
+    """An ordinary spelling mostly; an odd one, or raw fuzz bytes, one time in eight."""
+    roll = draw.below(16)
+    if roll == 15:
         return draw.take(24)
-    return draw.pick(options)
+    ordinary, odd = choices
+    return draw.pick(odd) if roll >= 13 else draw.pick(ordinary)
+
+
+def _framing(draw: Draw) -> str:
+    ordinary, odd = FRAMINGS
+    return draw.pick(odd) if draw.below(8) == 7 else draw.pick(ordinary)
 
 
 def _header(draw: Draw, eol: bytes) -> bytes:
-    name = _line(draw, NAMES)
-    value = _line(draw, VALUES)
-    text = name + draw.pick(SEPARATORS) + value
-    if draw.chance(16):  # obs-fold: a continuation line
-        text += eol + draw.pick((b" ", b"\t")) + _line(draw, VALUES)
-    return text + draw.pick(EOLS if draw.chance(8) else (eol,))
+    text = _part(draw, NAMES) + _part(draw, SEPARATORS) + _part(draw, VALUES)
+    if draw.below(16) == 15:  # obs-fold: a continuation line
+        text += eol + draw.pick((b" ", b"\t")) + _part(draw, VALUES)
+    return text + (_part(draw, EOLS) if draw.below(8) == 7 else eol)
+
+
+def _size(draw: Draw, size: int) -> bytes:
+    """A chunk size, mostly as written everywhere, now and then as a smuggler writes it."""
+    spelling = draw.below(16)
+    if spelling < 12:
+        return b"%x" % size
+    return (b"%X" % size, b"000%x" % size, b"0x%x" % size, b"%x " % size)[spelling - 12]
 
 
 def _chunked(draw: Draw, body: bytes, eol: bytes) -> bytes:
-    """``body`` in chunks with drawn size spellings, then the last chunk and trailers."""
+    """``body`` in chunks, then the last chunk and trailers."""
     out = b""
     while body:
         size = 1 + draw.below(len(body))
         piece, body = body[:size], body[size:]
-        spelling = draw.below(8)
-        if spelling == 0:
-            token = b"%X" % size
-        elif spelling == 1:
-            token = b"000%x" % size
-        elif spelling == 2:
-            token = b"0x%x" % size
-        elif spelling == 3:
-            token = b"%x " % size
-        elif spelling == 4:
-            token = _line(draw, (b"-1", b"ffffffffffffffffffff", b"", b"g"))
-        else:
-            token = b"%x" % size
-        out += token + draw.pick(CHUNK_EXTENSIONS) + eol + piece + draw.pick((eol, eol, b"", b"x"))
-    out += draw.pick((b"0", b"0", b"00", b"0 ")) + draw.pick(CHUNK_EXTENSIONS) + eol
+        ends = eol if draw.below(16) != 15 else draw.pick((b"", b"x", b"\n"))
+        out += _size(draw, size) + _part(draw, CHUNK_EXTENSIONS) + eol + piece + ends
+    out += draw.pick((b"0", b"0", b"00", b"0 ")) + _part(draw, CHUNK_EXTENSIONS) + eol
     for _ in range(draw.below(3)):  # trailers
         out += _header(draw, eol)
     return out + eol
@@ -88,7 +93,7 @@ def _chunked(draw: Draw, body: bytes, eol: bytes) -> bytes:
 def _framed(draw: Draw, eol: bytes) -> tuple[bytes, bytes]:
     """Framing headers and the body they frame (or contradict)."""
     body = draw.take(40)
-    framing = draw.pick(FRAMINGS)
+    framing = _framing(draw)
     length = b"Content-Length: %d" % len(body) + eol
     chunked = b"Transfer-Encoding: chunked" + eol
     if framing == "none":
@@ -108,11 +113,11 @@ def _framed(draw: Draw, eol: bytes) -> tuple[bytes, bytes]:
 
 def request(draw: Draw) -> bytes:
     """One request (possibly malformed)."""
-    eol = draw.pick(EOLS) if draw.chance(8) else b"\r\n"
-    space = draw.pick((b" ", b" ", b"  ", b"\t"))
-    line = _line(draw, METHODS) + space + _line(draw, TARGETS) + space + _line(draw, VERSIONS)
+    eol = _part(draw, EOLS)
+    space = b" " if draw.below(8) != 7 else draw.pick((b"  ", b"\t"))
+    line = _part(draw, METHODS) + space + _part(draw, TARGETS) + space + _part(draw, VERSIONS)
     head = line + eol
-    if not draw.chance(8):
+    if draw.below(8) != 7:
         head += b"Host: " + draw.pick((b"web:8080", b"web", b"", b"a b", b"web:8080, x")) + eol
     for _ in range(draw.below(5)):
         head += _header(draw, eol)
@@ -120,23 +125,24 @@ def request(draw: Draw) -> bytes:
     return head + framing + eol + body
 
 
-def requests(draw: Draw) -> bytes:
-    """One to four pipelined requests, with raw bytes between them now and then."""
-    out = b""
+def requests(draw: Draw) -> list[bytes]:
+    """One to four pipelined requests, with raw bytes between them now and then (each its own
+    part: joined, they are the stream)."""
+    parts = []
     for _ in range(1 + draw.below(4)):
-        out += request(draw)
-        if draw.chance(16):
-            out += draw.take(16)
-    return out
+        parts.append(request(draw))
+        if draw.below(16) == 15:
+            parts.append(draw.take(16))
+    return parts
 
 
 def response(draw: Draw) -> bytes:
     """One response (possibly malformed), sometimes after an informational one."""
-    eol = draw.pick(EOLS) if draw.chance(8) else b"\r\n"
+    eol = _part(draw, EOLS)
     out = b""
-    if draw.chance(6):
+    if draw.below(6) == 5:
         out += b"HTTP/1.1 " + draw.pick((b"100 Continue", b"103 Early Hints")) + eol + eol
-    out += _line(draw, VERSIONS) + b" " + _line(draw, STATUSES) + eol
+    out += _part(draw, VERSIONS) + b" " + _part(draw, STATUSES) + eol
     for _ in range(draw.below(4)):
         out += _header(draw, eol)
     framing, body = _framed(draw, eol)
