@@ -19,23 +19,6 @@ from typing import NoReturn
 
 # Check name -> where the failure is reported and who is fixing it.
 PENDING: dict[str, str] = {
-    "http1.status-range": "issue 16 (fuzzing report): ResponseReader takes `HTTP/1.1 099 x`",
-    "http1front.head-answer-body": "issue 16 (fuzzing report): a streamed answer to HEAD ends "
-    "with a last chunk `0\\r\\n\\r\\n` the client reads as the next response",
-    "http1front.dispatch-after-close": "issue 16 (fuzzing report): after a streamed body is cut "
-    "the front end closes the connection, then dispatches the next pipelined request anyway",
-    "http1front.interim-inside-body": "issue 16 (fuzzing report): the 100 Continue for a "
-    "pipelined request is written as soon as its head is read, inside the body of the response "
-    "still being streamed",
-    "InFlight.drain (H2Front.drain) raised ProtocolError": "issue 16 (fuzzing report): drain() "
-    "on an HTTP/2 connection h2 has closed (a protocol error, before connection_lost) raises, "
-    "and InFlight.drain stops there",
-    "h2front.dispatch-after-close": "issue 16 (fuzzing report): a client's GOAWAY closes the "
-    "connection at once; streams it opened before (even in the same read) are still dispatched, "
-    "then cancelled, never answered",
-    "h2front.request-authority": "issue 16 (fuzzing report): an HTTP/2 request without "
-    ":authority takes its authority from the host header, whose value is not checked as "
-    ":authority's is (control characters pass to routing and to an HTTP/1.1 upstream)",
     "config.finding-one-line": "issue 16 (fuzzing report): a YAML reader error (a control "
     "character) is reported on line 1 with PyYAML's two-line message (tulle/api/source.py, "
     "where the YAML hardening is under way)",

@@ -198,3 +198,27 @@ def test_a_slow_head_gets_408_and_an_idle_connection_closes():
         assert transport.closed
 
     asyncio.run(main())
+
+
+def test_a_client_goaway_lets_its_open_streams_finish_then_closes():
+    async def main() -> None:
+        held = Never()
+        front, transport = h2_front(dispatch=held)
+        encoder = h2.connection.H2Connection(h2.config.H2Configuration()).encoder
+        block = encoder.encode(
+            [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"w")]
+        )
+        request = HeadersFrame(1, block, flags=["END_HEADERS", "END_STREAM"]).serialize()
+        front.data_received(request + GoAwayFrame(0, last_stream_id=0).serialize())
+        while not held.dispatched:
+            await asyncio.sleep(0)
+        assert not transport.closed  # the stream opened before the GOAWAY is answered first
+        served = front.served[1]
+        assert served.answer is not None
+        served.answer.set_result(Response(200, [], b"late"))
+        while not transport.closed:
+            await asyncio.sleep(0)
+        assert b"late" in b"".join(transport.written)
+        assert held.cancelled == 0
+
+    asyncio.run(main())

@@ -349,6 +349,8 @@ class ResponseReader(_HeadCollector):
         parser = self.parser
         length, chunked, hop_by_hop, _, _, _ = _note(self.headers)
         status = parser.get_status_code()
+        if status < 100:  # llhttp takes any three digits
+            raise RefusedError(f"status {status:03d} is not an HTTP status", 502)
         head = ResponseHead(
             status, _REASONS.get(status, ""), self.headers, parser.should_keep_alive(), length,
             length is not None or chunked, hop_by_hop,

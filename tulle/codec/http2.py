@@ -22,6 +22,19 @@ class Goaway:
     error_code: int
 
 
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING = 0x0, 0x1, 0x3, 0x4, 0x6
+FRAME_SIZE_ERROR = 0x6
+
+
+class FrameError(Exception):
+    """A frame the connection must end over: its error code and why."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
 @dataclass
 class GoawayFilter:
     """Takes the peer's GOAWAY frames out of the bytes read from a connection before h2 sees
@@ -29,10 +42,22 @@ class GoawayFilter:
     (python-hyper/h2#1181), so the streams the peer still finishes would be lost; with the
     GOAWAY taken out, h2 reads on and the caller drains the connection itself. Only frame
     headers are read; bytes pass through as they come, except an incomplete frame header or
-    GOAWAY, held until the rest arrives."""
+    GOAWAY, held until the rest arrives.
 
-    _skip: int = 0  # bytes of the current frame's payload still to pass through
+    A server's filter (:meth:`for_server`) also guards what a client sends: a frame longer
+    than ``max_frame_size`` is refused at its header (FrameError; h2 would buffer the whole
+    payload first, up to 16 MiB a frame), and the frames that ask for an answer (PING and
+    SETTINGS without ACK) are counted in ``answers_wanted``."""
+
+    _skip: int = 0  # bytes of the preface or the current frame's payload still to pass through
     _held: bytes = b""
+    max_frame_size: int = 0  # 0: not checked
+    answers_wanted: int = 0
+
+    @classmethod
+    def for_server(cls, max_frame_size: int = 16384) -> GoawayFilter:
+        """A filter for a server's side: the client's preface passes first."""
+        return cls(len(PREFACE), b"", max_frame_size)
 
     def feed(self, data: bytes) -> tuple[bytes, list[Goaway]]:
         """What to give h2 of ``data``, and the GOAWAYs taken out of it."""
@@ -50,7 +75,10 @@ class GoawayFilter:
             if size - position < _FRAME_HEADER:
                 self._held = data[position:]
                 break
-            end = position + _FRAME_HEADER + int.from_bytes(data[position : position + 3], "big")
+            length = int.from_bytes(data[position : position + 3], "big")
+            if self.max_frame_size:
+                self._guard(length, data[position + 3], data[position + 4])
+            end = position + _FRAME_HEADER + length
             if data[position + 3] == GOAWAY_TYPE and end - position >= _FRAME_HEADER + 8:
                 if end > size:
                     self._held = data[position:]
@@ -68,6 +96,13 @@ class GoawayFilter:
             return data, goaways
         kept.append(data[start:stop])
         return b"".join(kept) if len(kept) > 1 else kept[0], goaways
+
+    def _guard(self, length: int, kind: int, flags: int) -> None:
+        if length > self.max_frame_size:
+            reason = f"frame of {length} bytes over the maximum of {self.max_frame_size}"
+            raise FrameError(FRAME_SIZE_ERROR, reason)
+        if kind in (_PING, _SETTINGS) and not flags & 0x1:  # not an ACK
+            self.answers_wanted += 1
 
 
 # RFC 9110 5.6.2: the characters of a token (a method, a header name).
@@ -98,6 +133,8 @@ def request_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]
                     return f"invalid :method {value[:40]!r}"
             elif name in (b":path", b":authority") and value.translate(None, _TARGET):
                 return f"invalid {name.decode()} {value[:80]!r}"
+        elif name == b"host" and value.translate(None, _TARGET):  # it stands for :authority
+            return f"invalid host {value[:80]!r}"
         elif not _token(name):
             return f"invalid header name {name[:40]!r}"
         elif b"_" in name:
@@ -121,58 +158,6 @@ def wire_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]
         except UnicodeEncodeError:
             encoded.append((name.encode("utf-8"), value.encode("utf-8")))
     return encoded
-
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING = 0x0, 0x1, 0x3, 0x4, 0x6
-FRAME_SIZE_ERROR = 0x6
-
-
-class FrameError(Exception):
-    """A frame the connection must end over: its error code and why."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-
-
-@dataclass
-class FrameGuard:
-    """Reads the frame headers of a client's bytes before h2 does (only the headers: the bytes
-    pass on unchanged), to refuse a frame longer than ``max_frame_size`` at its header (h2
-    would buffer the whole payload first, up to 16 MiB a frame) and to count the frames that
-    ask for an answer (PING and SETTINGS without ACK): ``answers_wanted`` grows with each."""
-
-    max_frame_size: int = 16384
-    answers_wanted: int = 0
-    _skip: int = len(PREFACE)  # bytes still to pass: the preface, or a frame's payload
-    _held: bytes = b""  # an incomplete frame header
-
-    def feed(self, data: bytes) -> None:
-        """Look at ``data``; raises FrameError for a frame the connection must end over."""
-        if self._held:
-            data, self._held = self._held + data, b""
-        size = len(data)
-        position = min(self._skip, size)
-        self._skip -= position
-        while position < size:
-            if size - position < _FRAME_HEADER:
-                self._held = data[position:]
-                return
-            length = int.from_bytes(data[position : position + 3], "big")
-            if length > self.max_frame_size:
-                raise FrameError(
-                    FRAME_SIZE_ERROR,
-                    f"frame of {length} bytes over the maximum of {self.max_frame_size}",
-                )
-            kind = data[position + 3]
-            if kind in (_PING, _SETTINGS) and not data[position + 4] & 0x1:  # not an ACK
-                self.answers_wanted += 1
-            end = position + _FRAME_HEADER + length
-            if end > size:
-                self._skip = end - size
-                return
-            position = end
 
 
 def text_headers(headers: Iterable[tuple[str | bytes, str | bytes]]) -> list[tuple[str, str]]:

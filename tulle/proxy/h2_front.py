@@ -23,7 +23,14 @@ import h2.events
 import h2.exceptions
 from hyperframe.frame import GoAwayFrame
 
-from tulle.codec.http2 import FrameError, FrameGuard, H2Sender, request_headers, wire_headers
+from tulle.codec.http2 import (
+    FrameError,
+    Goaway,
+    GoawayFilter,
+    H2Sender,
+    request_headers,
+    wire_headers,
+)
 from tulle.engine import errors
 from tulle.engine.message import ByteStream, Response, UpstreamError, mesh_response
 from tulle.engine.tasks import Cancel, resolver
@@ -82,7 +89,7 @@ class H2Front(asyncio.Protocol):
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
         self.conn = h2.connection.H2Connection(config=config)
         self.conn.local_settings.max_concurrent_streams = limits.max_concurrent_streams
-        self.guard = FrameGuard()
+        self.guard = GoawayFilter.for_server()  # the client's GOAWAYs, oversize frames, floods
         self.sender = H2Sender(self.conn)
         self.transport: asyncio.Transport | None = None
         self.bodies: dict[int, ByteStream] = {}
@@ -131,7 +138,9 @@ class H2Front(asyncio.Protocol):
         second GOAWAY names the last stream taken; those streams finish, later ones are
         refused, and the connection closes once none is left. The GOAWAYs are written beside
         h2, which would send nothing after its own (python-hyper/h2#1181)."""
-        if self.draining or self.transport is None:
+        if self.draining or self.closing or self.transport is None:
+            return
+        if self.transport.is_closing():
             return
         self._flush()
         self.transport.write(GoAwayFrame(0, last_stream_id=LAST_POSSIBLE_STREAM).serialize())
@@ -221,18 +230,21 @@ class H2Front(asyncio.Protocol):
         guard = self.guard
         answers_wanted = guard.answers_wanted
         try:
-            guard.feed(data)
-            events = self.conn.receive_data(data)
+            data, goaways = guard.feed(data)
+            events = self.conn.receive_data(data) if data else []
         except FrameError as error:
             self._go_away(error.code, str(error))
             return
         except h2.exceptions.ProtocolError:
+            self.closing = True
             self._flush()
             if self.transport is not None:
                 self.transport.close()
             return
         if guard.answers_wanted > answers_wanted:
             self._count_unread_answers(guard.answers_wanted - answers_wanted)
+        if goaways:
+            self._client_going_away(goaways[-1])
         for event in events:
             if isinstance(event, h2.events.RequestReceived):
                 self._request_received(event)
@@ -262,6 +274,18 @@ class H2Front(asyncio.Protocol):
         self._close_if_done()
 
     unread_answers = 0  # answers to PING/SETTINGS asked for while the client was not reading
+
+    def _client_going_away(self, goaway: Goaway) -> None:
+        """The client sent GOAWAY: it opens no more streams. Without an error, the streams it
+        opened are answered, then the connection closes (h2 would stop at once:
+        python-hyper/h2#1181, hence the filter); with one, it closes now."""
+        if goaway.error_code:
+            if self.transport is not None:
+                self.closing = True
+                self.transport.close()
+            return
+        if self.last_stream_id is None:
+            self.last_stream_id = self.conn.highest_inbound_stream_id
 
     def _count_unread_answers(self, count: int) -> None:
         """PINGs and SETTINGS want answers; a client that asks for them while it does not

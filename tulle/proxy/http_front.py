@@ -228,7 +228,10 @@ class Http1Front(asyncio.Protocol):
         """A request's head: buffered until its end, or streamed when chunked or large."""
         self.head, self.chunks, self.body_size = head, [], 0
         self.head_since = 0.0
-        if head.expect_continue:
+        if head.expect_continue and not (self.busy or self.waiting):
+            # Only for the request being answered next: one queued behind a response still
+            # being written gets no 100 inside that response (its client sends the body after
+            # its own wait, as RFC 9110 allows).
             self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if (head.chunked or (head.length or 0) > BUFFER_LIMIT) and self.transport is not None:
             transport = self.transport
@@ -387,7 +390,7 @@ class Http1Front(asyncio.Protocol):
         self.recorder.record(self.listener, request, response, started, sent, self.original_dst)
         self.in_flight.end()
         self.busy = False
-        if close:
+        if close or self.closed:
             self.closed = True
             return
         if self.waiting:
@@ -480,8 +483,8 @@ class Http1Front(asyncio.Protocol):
         except UpstreamError:
             close = True  # the body was cut: the client must see the connection end early
         else:
-            if chunked:
+            if chunked and method != "HEAD":  # a HEAD's answer has no body, not even its end
                 self._write(b"0\r\n\r\n")
-        if close and self.transport is not None:
-            self.transport.close()
+        if close:
+            self._close()  # and nothing after this response is begun (_answered)
         return sent
