@@ -5,8 +5,9 @@ nonce of its own, and the xDS rules hold per stream (a NACK keeps the last good 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -21,6 +22,7 @@ from tulle.control.translate import view_of
 from tulle.xds import offers
 from tulle.xds.node import NodeInfo, parse_node_id
 from tulle.xds.server import AdsServer
+from tulle.xds.tuning import YOUNG_PER_STREAM
 from tulle.xds.types import LISTENER, ROUTE
 
 CLIENTS = 50
@@ -135,19 +137,33 @@ def counting_serialize(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     return counts
 
 
+@pytest.fixture(autouse=True)
+def _collector_thresholds() -> Iterator[None]:
+    before = gc.get_threshold()
+    yield
+    gc.set_threshold(*before)
+
+
 def test_a_push_serializes_once_per_version_and_each_stream_gets_its_own_nonce(monkeypatch):
     async def scenario() -> None:
         source = Source()
         server = AdsServer(source)
+        server.holds_collector = True
         clients = await subscribed(server, CLIENTS)
         assert len(server.connections) == CLIENTS
+        threshold = gc.get_threshold()
         serialized = counting_serialize(monkeypatch)
         source.calls.clear()
         bodies_before = server.catalog.serialized
 
         source.generation = 2
         server.push()
+        # Young collections are held off while the push's writes are in flight, then allowed.
+        assert gc.get_threshold()[0] >= YOUNG_PER_STREAM * CLIENTS
         responses = [await client.receive() for client in clients]
+        for connection in server.connections.values():
+            await connection.writer.flush()
+        assert gc.get_threshold() == threshold
 
         # One look-up per type for the whole group, each resource serialized once, and one
         # new response body: the route's (the listener's version did not change).

@@ -24,7 +24,6 @@ from benchmarks.grpc_h2 import Connection
 from tulle.xds import types
 from tulle.xds.node import NodeInfo
 from tulle.xds.server import AdsServer, start_server
-from tulle.xds.tuning import YOUNG_PER_STREAM
 
 STREAMS = 3_500  # past grpcio's default hard limit of 3,000 pending calls
 
@@ -70,7 +69,7 @@ def burst(port: int, queued: threading.Event) -> Counter[str]:
 
 @pytest.fixture(autouse=True)
 def _collector_thresholds() -> Iterator[None]:
-    """start_server sizes the process's cyclic collector: this process is pytest's."""
+    """start_server sets the process's cyclic collector: this process is pytest's."""
     before = gc.get_threshold()
     yield
     gc.set_threshold(*before)
@@ -89,5 +88,3 @@ def test_a_burst_past_grpcios_pending_call_limit_is_served():
             await server.stop(0)
 
     assert asyncio.run(scenario()) == Counter({"answered": STREAMS})
-    # and the young generation grew to hold what a push to them all has in flight
-    assert gc.get_threshold()[0] >= YOUNG_PER_STREAM * STREAMS

@@ -1,6 +1,6 @@
 """Process settings of the ADS server: it raises the open-files soft limit to the hard limit when it
 starts (a socket per connected node) and says so in its log; the cyclic collector's young
-generation is sized to the streams, and never made smaller."""
+threshold is raised (never lowered), and raised further while a push is held."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ import subprocess
 import sys
 import textwrap
 
-from tulle.xds.tuning import YOUNG_MIN, YOUNG_PER_STREAM, size_collector
+from tulle.xds.tuning import (
+    YOUNG_MIN,
+    YOUNG_PER_STREAM,
+    CollectorHold,
+    raise_young_threshold,
+)
 
 SCRIPT = textwrap.dedent(
     """
@@ -43,13 +48,24 @@ def test_the_server_raises_its_open_files_soft_limit_to_the_hard_limit():
     assert "tulle.xds.tuning: open-files limit raised from 256 to" in done.stderr
 
 
-def test_the_young_generation_holds_a_push_to_every_stream_and_never_shrinks():
+def test_the_young_threshold_is_raised_never_lowered_and_a_hold_is_released_as_found():
     before = gc.get_threshold()
     try:
         gc.set_threshold(700, 10, 10)
-        assert size_collector(0) == YOUNG_MIN
-        assert size_collector(10_000) == 10_000 * YOUNG_PER_STREAM
-        assert size_collector(100) == 10_000 * YOUNG_PER_STREAM  # fewer streams: it stays
+        assert raise_young_threshold() == YOUNG_MIN
+        gc.set_threshold(50_000, 10, 10)
+        assert raise_young_threshold() == 50_000
+
+        hold = CollectorHold()
+        hold.hold(10_000)
+        assert hold.holding
         assert gc.get_threshold() == (10_000 * YOUNG_PER_STREAM, 10, 10)
+        hold.hold(100)  # a second push meanwhile, to fewer streams: the hold stays as large
+        assert gc.get_threshold() == (10_000 * YOUNG_PER_STREAM, 10, 10)
+        hold.release()
+        assert not hold.holding
+        assert gc.get_threshold() == (50_000, 10, 10)
+        hold.release()  # nothing held: nothing changes
+        assert gc.get_threshold() == (50_000, 10, 10)
     finally:
         gc.set_threshold(*before)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -26,7 +27,7 @@ from tulle.xds.node import NodeIdError, NodeInfo, parse_node_id
 from tulle.xds.offers import Catalog, ResourceSource, ShareKey, serialize, share_key, with_nonce
 from tulle.xds.session import AdsSession, Offer, Request
 from tulle.xds.subscribers import Subscribers
-from tulle.xds.tuning import raise_open_files_limit, size_collector
+from tulle.xds.tuning import CollectorHold, raise_open_files_limit, raise_young_threshold
 
 __all__ = ["AdsServer", "Connection", "ResourceSource", "serialize", "start_server", "to_json"]
 
@@ -50,12 +51,14 @@ SERVER_OPTIONS: Final = (
 
 class Writer:
     """Writes a stream's responses in order. Its task lives only while there is something to
-    write: an idle stream holds no task of its own but the call's."""
+    write: an idle stream holds no task of its own but the call's. ``busy`` is told +1 when the
+    task starts and -1 when it ends."""
 
-    __slots__ = ("_context", "_queue", "_task")
+    __slots__ = ("_busy", "_context", "_queue", "_task")
 
-    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext, busy: Callable[[int], None]) -> None:
         self._context = context
+        self._busy = busy
         self._queue: list[bytes] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -68,6 +71,7 @@ class Writer:
         self._queue.append(message)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._drain())
+            self._busy(1)
 
     async def _drain(self) -> None:
         try:
@@ -78,6 +82,7 @@ class Writer:
             self._queue.clear()
         finally:
             self._task = None
+            self._busy(-1)
 
     async def flush(self) -> None:
         """Wait until everything queued is written."""
@@ -112,9 +117,11 @@ class AdsServer:
         self.catalog = Catalog(source)
         self.connections: dict[int, Connection] = {}
         self.subscribers: Subscribers[Connection] = Subscribers()
-        self.sizes_collector = False
-        """Size the process's cyclic collector to the streams (:func:`start_server` turns it on:
-        the process is then the server's)."""
+        self.holds_collector = False
+        """Hold young collections off while a push's writes are in flight (:func:`start_server`
+        turns it on: the process is then the server's; see :mod:`tulle.xds.tuning`)."""
+        self._hold = CollectorHold()
+        self._writing = 0  # streams whose writer has something to write
         self._ids = 0
         self._names: dict[frozenset[str], frozenset[str]] = {}  # one object per subscription
 
@@ -122,6 +129,8 @@ class AdsServer:
         """The source changed: send every stream what changed for it."""
         self.catalog.clear()
         self._names.clear()
+        if self.holds_collector:
+            self._hold.hold(len(self.connections))
         for (share, type_url, selection), bucket in self.subscribers:
             anyone = next(iter(bucket.members.values()))
             offer = self.catalog.offer(share, anyone.node, type_url, selection)
@@ -130,6 +139,13 @@ class AdsServer:
             bucket.version = offer.version
             for connection in bucket.members.values():
                 self._send(connection, offer)
+        if not self._writing:
+            self._hold.release()  # nothing changed for anyone
+
+    def _busy(self, change: int) -> None:
+        self._writing += change
+        if not self._writing:
+            self._hold.release()
 
     def _send(self, connection: Connection, offer: Offer) -> None:
         response = connection.session.respond(offer)
@@ -163,7 +179,7 @@ class AdsServer:
         the stream reads from ``context``)."""
         self._ids += 1
         key = self._ids
-        writer = Writer(context)
+        writer = Writer(context, self._busy)
         connection: Connection | None = None
         try:
             while (data := await context.read()) is not grpc.aio.EOF:
@@ -175,8 +191,6 @@ class AdsServer:
                 if connection is None:
                     connection = _connect(node_id, context.peer(), writer)
                     self.connections[key] = connection
-                    if self.sizes_collector:
-                        size_collector(len(self.connections))
                 self._receive(key, connection, request)
             await writer.flush()  # the client is done sending: what is due still goes out
         finally:
@@ -216,11 +230,11 @@ def to_json(message: Any) -> dict[str, Any]:
 
 async def start_server(server_impl: AdsServer, host: str, port: int) -> tuple[grpc.aio.Server, int]:
     """Start a grpcio asyncio server with ADS on ``host:port`` (0: any free port). It holds a
-    socket per connected node: the process's open-files limit is raised first (and the cyclic
-    collector sized as streams come, see :mod:`tulle.xds.tuning`)."""
+    socket per connected node: the process's open-files limit is raised first, and the cyclic
+    collector set for many streams (see :mod:`tulle.xds.tuning`)."""
     raise_open_files_limit()
-    server_impl.sizes_collector = True
-    size_collector(len(server_impl.connections))
+    raise_young_threshold()
+    server_impl.holds_collector = True
     server = grpc.aio.server(options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers((server_impl.handler(),))
     bound = server.add_insecure_port(f"{host}:{port}")

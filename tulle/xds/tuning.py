@@ -8,12 +8,14 @@ unprivileged process may do so), and the change is logged.
 
 Each stream holds about ninety objects the cyclic collector tracks (most of them grpcio's), and
 a push to 10,000 streams has 100,000 to 150,000 more in flight at once (tasks, futures, grpcio's
-operations; all freed as the writes complete). With Python's default young-generation threshold
-(700) every push ran young collections that traversed those, promoted them, and ran full
-collections of the million objects (two in a push to 10,000 streams: 1.02 s). The young
-generation is sized to hold a push's objects in flight (:func:`size_collector`), so that a push
-runs no collection. A closed stream leaves about five objects in reference cycles, so the rarer
-collections let little garbage wait."""
+operations; all freed as the writes complete). With Python's default thresholds (700, 10, 10) a
+push ran young collections that traversed those and promoted them, and then full collections of
+the million objects (two in a push to 10,000 streams: 1.02 s). A young threshold large enough for
+a push (25 objects per stream) avoids that, but left in force it lets the objects of a burst of
+new streams pile up, and the push after it paid for traversing them (0.3-0.5 s). So the young
+threshold is 10,000 (:func:`raise_young_threshold`), and :class:`CollectorHold` raises it for as
+long as a push's writes are in flight. A closed stream leaves about five objects in reference
+cycles: the rarer collections let little garbage wait."""
 
 from __future__ import annotations
 
@@ -59,12 +61,38 @@ def raise_open_files_limit() -> int:
     return soft
 
 
-def size_collector(streams: int) -> int:
-    """Let the cyclic collector's young generation hold what a push to ``streams`` streams has in
-    flight (never lowering its threshold); returns the threshold in force."""
-    young = max(YOUNG_MIN, YOUNG_PER_STREAM * streams)
+def raise_young_threshold() -> int:
+    """Make the young generation's threshold at least :data:`YOUNG_MIN` (never lower it);
+    returns it."""
     threshold = gc.get_threshold()
-    if young <= threshold[0]:
-        return threshold[0]
-    gc.set_threshold(young, *threshold[1:])
-    return young
+    if threshold[0] < YOUNG_MIN:
+        gc.set_threshold(YOUNG_MIN, *threshold[1:])
+    return max(threshold[0], YOUNG_MIN)
+
+
+class CollectorHold:
+    """Young collections held off while a push's writes are in flight: :meth:`hold` raises the
+    young threshold to hold what a push to ``streams`` streams has in flight, :meth:`release`
+    puts back the thresholds found at the first hold."""
+
+    def __init__(self) -> None:
+        self._saved: tuple[int, int, int] | None = None
+
+    @property
+    def holding(self) -> bool:
+        """A hold is in force."""
+        return self._saved is not None
+
+    def hold(self, streams: int) -> None:
+        """Hold young collections off for a push to ``streams`` streams."""
+        if self._saved is None:
+            self._saved = gc.get_threshold()
+        young = max(self._saved[0], YOUNG_PER_STREAM * streams)
+        if young > gc.get_threshold()[0]:
+            gc.set_threshold(young, *self._saved[1:])
+
+    def release(self) -> None:
+        """Put the thresholds back (nothing if no hold is in force)."""
+        if self._saved is not None:
+            gc.set_threshold(*self._saved)
+            self._saved = None
