@@ -19,9 +19,6 @@ from typing import NoReturn
 
 # Check name -> where the failure is reported and who is fixing it.
 PENDING: dict[str, str] = {
-    "config.finding-one-line": "issue 16 (fuzzing report): a YAML reader error (a control "
-    "character) is reported on line 1 with PyYAML's two-line message (tulle/api/source.py, "
-    "where the YAML hardening is under way)",
 }
 
 _strict = os.environ.get("FUZZ_STRICT") == "1"

@@ -100,8 +100,14 @@ def _coerce_key(key_node: yaml.Node) -> str | int:
     return str(key_node.value)
 
 
-def _yaml_finding(file: str, error: yaml.YAMLError, what: str) -> Finding:
-    """A finding for a YAML error, at its line when it has one."""
+def _yaml_finding(file: str, error: yaml.YAMLError, what: str, text: str = "") -> Finding:
+    """A finding for a YAML error, at its line when it has one (a character the reader
+    refuses has a position in ``text`` instead of a line)."""
+    if isinstance(error, yaml.reader.ReaderError):
+        line = text.count("\n", 0, error.position) + 1
+        character = error.character
+        shown = f"{character:#06x}" if isinstance(character, int) else repr(character)
+        return _file_finding(file, line, f"{what}: character {shown} is not allowed in YAML")
     if not isinstance(error, yaml.MarkedYAMLError):
         return _file_finding(file, 1, f"{what}: {error}")
     mark = error.problem_mark or error.context_mark
@@ -122,7 +128,7 @@ def parse_yaml(text: str, file: str) -> tuple[list[Document], list[Finding]]:
     except YamlLimitError as error:
         return [], [_yaml_finding(file, error, "YAML refused")]
     except yaml.YAMLError as error:
-        return [], [_yaml_finding(file, error, "YAML syntax error")]
+        return [], [_yaml_finding(file, error, "YAML syntax error", text)]
     for node in nodes:
         if node is None:
             continue
