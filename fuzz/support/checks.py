@@ -18,8 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 # Check name -> where the failure is reported and who is fixing it.
-PENDING: dict[str, str] = {
-}
+PENDING: dict[str, str] = {}
 
 _strict = os.environ.get("FUZZ_STRICT") == "1"
 tally: collections.Counter[str] = collections.Counter()
