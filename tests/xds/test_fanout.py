@@ -108,6 +108,10 @@ class Client:
         await connection.writer.flush()
         return self._responses.empty()
 
+    def disconnect(self) -> None:
+        """Go away as a client whose connection drops: grpcio cancels the call's task."""
+        self._handler.cancel()
+
     async def close(self) -> None:
         self._requests.put_nowait(grpc.aio.EOF)
         await asyncio.wait_for(self._handler, 5)
@@ -246,3 +250,27 @@ def test_the_control_planes_translation_depends_only_on_what_share_key_keeps():
         other = parse_node_id(f"{mode}~10.0.0.2~cart-v1-7.shop~shop.svc.cluster.local")
         assert offers.share_key(one) == offers.share_key(other)
         assert view_of(snapshot, one) == view_of(snapshot, other)
+
+
+def test_a_stream_gone_in_the_middle_of_a_push_does_not_keep_collections_held():
+    async def scenario() -> None:
+        source = Source()
+        server = AdsServer(source)
+        server.holds_collector = True
+        gone, *staying = await subscribed(server, CLIENTS)
+        threshold = gc.get_threshold()
+        source.generation = 2
+        server.push()  # every stream's write is queued, none has started
+        (connection,) = [c for c in server.connections.values() if c.node.id == gone.node_id]
+        connection.writer.cancel()  # as the stream's end does, before its writer ever ran
+        gone.disconnect()
+        for client in staying:
+            await client.receive()
+        for connection in server.connections.values():
+            await connection.writer.flush()
+        with pytest.raises(asyncio.CancelledError):
+            await gone.close()
+        assert len(server.connections) == CLIENTS - 1
+        assert gc.get_threshold() == threshold
+
+    asyncio.run(scenario())

@@ -72,6 +72,8 @@ class Writer:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._drain())
             self._busy(1)
+            # -1 when the task is done, even cancelled before it ran (its finally would not run)
+            self._task.add_done_callback(self._done)
 
     async def _drain(self) -> None:
         try:
@@ -82,7 +84,9 @@ class Writer:
             self._queue.clear()
         finally:
             self._task = None
-            self._busy(-1)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._busy(-1)
 
     async def flush(self) -> None:
         """Wait until everything queued is written."""

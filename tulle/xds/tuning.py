@@ -73,7 +73,8 @@ def raise_young_threshold() -> int:
 class CollectorHold:
     """Young collections held off while a push's writes are in flight: :meth:`hold` raises the
     young threshold to hold what a push to ``streams`` streams has in flight, :meth:`release`
-    puts back the thresholds found at the first hold."""
+    puts back the thresholds found at the first hold. (While a client does not take its
+    writes, the hold stays: collections then run at the larger threshold.)"""
 
     def __init__(self) -> None:
         self._saved: tuple[int, int, int] | None = None
