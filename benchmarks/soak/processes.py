@@ -14,6 +14,7 @@ from tulle.local.state import MeshState
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 TICKS = os.sysconf("SC_CLK_TCK")
 LOADER = "load generator"  # sampled beside the mesh's processes, for scale; not the mesh's
+MACHINE = "machine"  # the whole machine: CPU busy (every process, others' work included)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,15 @@ def usage(pid: int) -> Usage | None:
     except (OSError, IndexError, ValueError):
         return None
     return Usage(pid, pages * PAGE_KB / 1024, files, cpu, time.monotonic())
+
+
+def machine_usage() -> Usage:
+    """The machine as one Usage: CPU seconds busy on all cores, memory in use (MB)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    memory = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    used_kb = int(memory["MemTotal"].split()[0]) - int(memory["MemAvailable"].split()[0])
+    return Usage(0, used_kb / 1024, 0, (sum(fields[:8]) - idle) / TICKS, time.monotonic())
 
 
 def named_pids(mesh: MeshState) -> dict[str, int]:

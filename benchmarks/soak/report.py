@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from benchmarks.soak.churn import ChurnCounts
 from benchmarks.soak.disruptions import Window
 from benchmarks.soak.load import Outcome
-from benchmarks.soak.processes import LOADER, Usage
+from benchmarks.soak.processes import LOADER, MACHINE, Usage
 from tulle.local.state import MeshState
 
 SETTLE = 2.0  # seconds after a window during which its after-effects still count as its own
@@ -89,6 +89,7 @@ def _requests(run: Soaked) -> list[str]:
         ("latency p50 / p99, outside windows", f"{_ms(percentile(steady, 0.5))} / "
          f"{_ms(percentile(steady, 0.99))}"),
         ("CPU of the mesh's processes (about)", _cpu(run)),
+        ("CPU of the whole machine (others' work too)", _machine(run)),
     ]  # fmt: skip
     return ["### Requests (latency from when each was due)", "", *_table(("", ""), rows)]
 
@@ -98,7 +99,8 @@ def _cpu(run: Soaked) -> str:
     then and as cores busy (a process that lived between two samples is missed)."""
     used: dict[int, tuple[float, float]] = {}
     times = []
-    for usage in (u for name, seen in run.samples.items() if name != LOADER for u in seen):
+    mesh = [u for name, seen in run.samples.items() if name not in (LOADER, MACHINE) for u in seen]
+    for usage in mesh:
         low, high = used.get(usage.pid, (usage.cpu, usage.cpu))
         used[usage.pid] = (min(low, usage.cpu), max(high, usage.cpu))
         times.append(usage.at)
@@ -108,6 +110,23 @@ def _cpu(run: Soaked) -> str:
     span = max(times) - min(times)
     requests = sum(1 for o in run.outcomes if min(times) <= o.due <= max(times))
     return f"{cpu / span:.2f} cores, {cpu / max(1, requests) * 1000:.1f} ms per request"
+
+
+def _machine(run: Soaked) -> str:
+    seen = run.samples.get(MACHINE, [])
+    if len(seen) < 2 or seen[-1].at <= seen[0].at:
+        return "-"
+    return f"{(seen[-1].cpu - seen[0].cpu) / (seen[-1].at - seen[0].at):.2f} cores busy"
+
+
+def cpu_share(seen: Sequence[Usage]) -> float:
+    """Cores a process name kept busy on average (its pids summed) over its samples."""
+    spans: dict[int, tuple[float, float]] = {}
+    for u in seen:
+        low, high = spans.get(u.pid, (u.cpu, u.cpu))
+        spans[u.pid] = (min(low, u.cpu), max(high, u.cpu))
+    elapsed = seen[-1].at - seen[0].at
+    return sum(high - low for low, high in spans.values()) / elapsed if elapsed > 0 else 0.0
 
 
 def _failures(run: Soaked) -> list[str]:
@@ -179,17 +198,19 @@ def _restarts(mesh: MeshState | None) -> dict[str, str]:
 def _processes(run: Soaked) -> list[str]:
     restarts = _restarts(run.mesh)
     rows = []
-    for name in sorted(run.samples, key=_order):
+    for name in sorted(set(run.samples) - {MACHINE}, key=_order):
         seen = run.samples[name]
         first, last = seen[0], seen[-1]
         pids = str(first.pid) if first.pid == last.pid else f"{first.pid} → {last.pid}"
         rows.append((name, pids, f"{first.rss_mb:.1f}", f"{last.rss_mb:.1f}",
                      f"{max(u.rss_mb for u in seen):.1f}", first.files, last.files,
-                     max(u.files for u in seen), restarts.get(name, "0")))  # fmt: skip
+                     max(u.files for u in seen), f"{cpu_share(seen):.0%}",
+                     restarts.get(name, "0")))  # fmt: skip
     return ["### Processes (start: after the warm-up; end: before the load stopped; "
             "→ a new process)", "",
             *_table(("process", "pid", "RSS MB start", "RSS MB end", "RSS MB max",
-                     "open files start", "open files end", "open files max", "restarts"),
+                     "open files start", "open files end", "open files max", "CPU (of a core)",
+                     "restarts"),
                     rows)]  # fmt: skip
 
 
@@ -206,7 +227,7 @@ def leaks(run: Soaked) -> list[str]:
     """Processes that ran throughout and grew past the limits."""
     grown = []
     for name, seen in run.samples.items():
-        if seen[0].pid != seen[-1].pid or len(seen) < 3 or name == LOADER:
+        if seen[0].pid != seen[-1].pid or len(seen) < 3 or name in (LOADER, MACHINE):
             continue  # restarted: a young process is no evidence either way
         rss, files = growth(seen)
         if rss > RSS_GROWTH_MB and rss > 0.1 * seen[0].rss_mb:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
@@ -21,12 +22,20 @@ from benchmarks.soak import load
 from benchmarks.soak.churn import ChurnCounts, churn
 from benchmarks.soak.config import REPO, write_config
 from benchmarks.soak.disruptions import Disruptor, Window
-from benchmarks.soak.processes import LOADER, Usage, left_behind, snapshot, usage
+from benchmarks.soak.processes import (
+    LOADER,
+    MACHINE,
+    Usage,
+    left_behind,
+    machine_usage,
+    snapshot,
+    usage,
+)
 from benchmarks.soak.report import Soaked
 from tulle.local.state import StateDir
 
 TULLE = [sys.executable, "-m", "tulle"]
-SAMPLE_EVERY = 5.0
+SAMPLE_EVERY = 2.0
 TAIL = 15.0  # seconds at the end with no new disruption: the last one is over before the end
 
 
@@ -126,6 +135,7 @@ class Soak:
         if loader.returncode != 0:
             raise RuntimeError(f"the load generator failed (exit {loader.returncode})")
         conditions.append(f"load average at the end: {_load_average()}")
+        self._keep_samples(options.work / "samples.jsonl")
         return Soaked(conditions, began, load.read(outcomes_file), self.windows, counts,
                       self.samples, self.state.read())  # fmt: skip
 
@@ -157,9 +167,20 @@ class Soak:
                 mine = usage(loader)
                 if mine is not None:
                     seen[LOADER] = mine
+                seen[MACHINE] = machine_usage()
                 for name, used in seen.items():
                     self.samples.setdefault(name, []).append(used)
             await _sleep_until(min(end, time.monotonic() + SAMPLE_EVERY), stop)
+
+    def _keep_samples(self, path: Path) -> None:
+        """Every sample as a JSON line (name, pid, rss_mb, files, cpu, at), and the first line
+        the offset from the samples' and outcomes' clock (monotonic) to the wall clock, which
+        the access logs use."""
+        with open(path, "w") as out:
+            out.write(json.dumps({"wall_minus_monotonic": time.time() - time.monotonic()}) + "\n")
+            for name, seen in self.samples.items():
+                for used in seen:
+                    out.write(json.dumps({"name": name, **asdict(used)}) + "\n")
 
     def stop_mesh(self) -> list[tuple[int, str]]:
         """``tulle down``; then whatever of the mesh is still alive (killed, and named)."""
