@@ -44,7 +44,9 @@ class Outcome:
 
     def report(self) -> str:
         """What a person needs when the run failed: the end of its output, and the input."""
-        tail = "\n".join(self.output.splitlines()[-40:])
+        lines = self.output.splitlines()
+        start = next((i for i, line in enumerate(lines) if "Uncaught Python exception" in line), -1)
+        tail = "\n".join(lines[start : start + 60] if start >= 0 else lines[-40:])
         where = f"\nthe failing input: {self.artifact}" if self.artifact else ""
         replay = f"\nreplay: FUZZ_STRICT=1 python -m fuzz.{self.target} {self.artifact}"
         return f"{tail}{where}{replay if self.artifact else ''}"
