@@ -46,7 +46,8 @@ class Options:
     seconds: float = 600.0
     rate: float = 50.0  # pages a second; see docs/soak.md for why not more
     every: float = 20.0  # a disruption every this many seconds, kinds in turn
-    churn_period: float = 0.1
+    churn_period: float = 0.1  # 0: no churn
+    kinds: tuple[str, ...] | None = None  # None: every kind (netem only with pods)
     pods: bool = False
     work: Path = field(default_factory=lambda: Path("/tmp/tulle-soak"))
     drain_targets: tuple[str, ...] = ("catalog-v1-0", "payment-0", "catalog-v2-0", "payment-1",
@@ -61,7 +62,10 @@ class Options:
 
     def schedule(self) -> list[tuple[float, str, str]]:
         """``(seconds after the load began, kind, target)`` of every disruption."""
-        kinds = ["controlplane", "drain", "sidecar"] + (["netem"] if self.pods else [])
+        kinds = list(self.kinds if self.kinds is not None else
+                     ("controlplane", "drain", "sidecar", *(("netem",) if self.pods else ())))  # fmt: skip
+        if not kinds:
+            return []
         targets = {"controlplane": ("controlplane",), "drain": self.drain_targets,
                    "sidecar": self.sidecar_targets, "netem": self.netem_targets}  # fmt: skip
         turns: dict[str, int] = dict.fromkeys(kinds, 0)
@@ -142,6 +146,8 @@ class Soak:
     async def _churn(self, http: httpx.AsyncClient, began: float,
                      stop: asyncio.Event) -> ChurnCounts:  # fmt: skip
         await _sleep_until(began + self.options.warmup, stop)
+        if not self.options.churn_period:
+            return ChurnCounts()
         return await churn(self.state, http, self.options.churn_period, stop)
 
     async def _disrupt(self, http: httpx.AsyncClient, began: float, stop: asyncio.Event) -> None:
@@ -214,10 +220,12 @@ def _load_average() -> str:
 
 def _conditions(options: Options) -> list[str]:
     mode = "--pods (a network namespace per replica)" if options.pods else "loopback"
+    kinds = "" if options.kinds is None else f" ({', '.join(options.kinds) or 'none'})"
+    churning = (f"config change every {options.churn_period * 1000:g} ms"
+                if options.churn_period else "no config churn")  # fmt: skip
     return [
         f"{options.rate:g} requests/s to the frontend for {options.seconds:g} s, open loop; "
-        f"{mode}; a disruption every {options.every:g} s, in turn; config change every "
-        f"{options.churn_period * 1000:g} ms",
+        f"{mode}; a disruption every {options.every:g} s, in turn{kinds}; {churning}",
         f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), Python "
         f"{platform.python_version()}; load average at the start: {_load_average()}",
     ]
