@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +71,7 @@ def run_target(
         command.append(f"-artifact_prefix={artifacts}/")
     command += [*extra, str(corpus), str(seeds(target))]
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    began = time.monotonic()
     done = subprocess.run(
         command, cwd=ROOT, env=environment, capture_output=True, text=True, errors="replace",
         timeout=seconds + 120, check=False,
@@ -82,7 +84,7 @@ def run_target(
         target=target,
         returncode=done.returncode,
         executions=int(executed.group(1)) if executed else 0,
-        seconds=int(finished.group(2)) if finished else seconds,
+        seconds=int(finished.group(2)) if finished else round(time.monotonic() - began),
         output=output,
         artifact=artifact.group(1) if artifact else None,
         pending=sorted(set(_PENDING.findall(output))),

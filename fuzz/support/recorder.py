@@ -18,10 +18,17 @@ class CountingRecorder(Recorder):
     def __init__(self) -> None:
         super().__init__(AccessLog(io.StringIO()), MeshMetrics("fuzz"))
         self.counts: dict[int, int] = {}
+        # Every request recorded stays referenced: a request freed while the input runs would
+        # leave its id to the next one made, which would then seem recorded already.
+        self.kept: list[Request] = []
 
     def count(self, request: Request) -> int:
         """How many times ``request`` was recorded."""
         return self.counts.get(id(request), 0)
+
+    def _add(self, request: Request) -> None:
+        self.kept.append(request)
+        self.counts[id(request)] = self.count(request) + 1
 
     def record(
         self,
@@ -32,9 +39,9 @@ class CountingRecorder(Recorder):
         sent: int,
         destination: Destination = None,
     ) -> None:
-        self.counts[id(request)] = self.count(request) + 1
+        self._add(request)
 
     def client_gone(
         self, listener: str, request: Request, started: float, reason: str, destination: Destination
     ) -> None:
-        self.counts[id(request)] = self.count(request) + 1
+        self._add(request)
