@@ -168,3 +168,39 @@ def test_a_route_to_a_port_of_a_service_known_only_from_the_registry_is_not_chec
     )
     result = validate_text(ROUTES % route, known_hosts=["remote.default.svc.cluster.local"])
     assert [f.format() for f in result.findings] == []
+
+
+HEADER_EDITS = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web}
+spec:
+  hosts: [web.example.com]
+  ports: [{number: 80, protocol: HTTP, name: http}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: [web.example.com]
+  http:
+  - %s
+    route: [{destination: {host: web.example.com}}]
+"""
+BAD_HEADERS = {
+    'headers: {request: {remove: [""]}}': "spec.http[0].headers.request.remove[0]",
+    'headers: {request: {set: {"x a": "1"}}}': "spec.http[0].headers.request.set.x a",
+    'headers: {response: {add: {x-a: "1\\r\\nx-b: 2"}}}': "spec.http[0].headers.response.add.x-a",
+    'match: [{headers: {"": {exact: "1"}}}]': "spec.http[0].match[0].headers.",  # (the key is "")
+}
+
+
+@pytest.mark.parametrize("edit", list(BAD_HEADERS))
+def test_header_names_and_values_envoy_refuses_are_findings(edit):
+    """Found by translator: ``remove: [""]`` validated and became a route Envoy NACKs
+    (request_headers_to_remove: at least 1 character). Header names are tokens, values hold no
+    CR, LF or NUL, wherever config names or writes a header."""
+    result = validate_text(HEADER_EDITS % edit)
+    assert [f.field for f in result.findings] == [BAD_HEADERS[edit]], [
+        f.format() for f in result.findings
+    ]

@@ -63,8 +63,29 @@ def check_regex(pattern: str) -> str:
     return pattern
 
 
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+
+
+def _check_header_name(name: str) -> str:
+    if not _TOKEN.match(name):
+        raise ValueError(f"{name[:60]!r} is not a header name (letters, digits, !#$%&'*+-.^_`|~)")
+    return name
+
+
+def _check_header_text(value: str) -> str:
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise ValueError(f"header value {value[:60]!r} holds a line break or NUL")
+    return value
+
+
 Duration = Annotated[str, AfterValidator(_check_duration)]
 """A duration string such as ``1.5s`` (zero allowed)."""
+
+HeaderName = Annotated[str, AfterValidator(_check_header_name)]
+"""An HTTP header name (an RFC 9110 token): what Envoy and every HTTP/1.1 peer accept."""
+
+HeaderText = Annotated[str, AfterValidator(_check_header_text)]
+"""An HTTP header value: no CR, LF or NUL (Envoy refuses them)."""
 
 PositiveDuration = Annotated[str, AfterValidator(_check_positive_duration)]
 """A duration string of at least 1ms."""

@@ -10,6 +10,8 @@ from pydantic import Field, model_validator
 from tulle.api.kinds.base import (
     Duration,
     FieldError,
+    HeaderName,
+    HeaderText,
     PortNumber,
     Resource,
     Strict,
@@ -71,11 +73,17 @@ class ValueMatch(Strict):
         return self
 
 
+class HeaderMatch(ValueMatch):
+    """A header match: its name a header name."""
+
+    name: HeaderName
+
+
 class HTTPRouteMatch(Strict):
     """All conditions must hold for the rule to apply."""
 
     path: PathMatch | None = None
-    headers: list[ValueMatch] = Field(default_factory=list)
+    headers: list[HeaderMatch] = Field(default_factory=list)
     query_params: list[ValueMatch] = Field(default_factory=list)
     method: (
         Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
@@ -86,8 +94,8 @@ class HTTPRouteMatch(Strict):
 class HeaderValue(Strict):
     """``{name, value}``."""
 
-    name: str = Field(min_length=1)
-    value: str
+    name: HeaderName
+    value: HeaderText
 
 
 class HeaderModifier(Strict):
@@ -95,7 +103,7 @@ class HeaderModifier(Strict):
 
     set: list[HeaderValue] = Field(default_factory=list)
     add: list[HeaderValue] = Field(default_factory=list)
-    remove: list[str] = Field(default_factory=list)
+    remove: list[HeaderName] = Field(default_factory=list)
 
 
 class PathModifier(Strict):

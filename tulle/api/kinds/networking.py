@@ -16,6 +16,8 @@ from tulle.api.kinds.base import (
     UINT32_MAX,
     Duration,
     FieldError,
+    HeaderName,
+    HeaderText,
     Host,
     Labels,
     Percent,
@@ -98,9 +100,9 @@ class Destination(Strict):
 class HeaderOperations(Strict):
     """Header edits: ``set`` overwrites, ``add`` appends, ``remove`` deletes."""
 
-    set: dict[str, str] = Field(default_factory=dict)
-    add: dict[str, str] = Field(default_factory=dict)
-    remove: list[str] = Field(default_factory=list)
+    set: dict[HeaderName, HeaderText] = Field(default_factory=dict)
+    add: dict[HeaderName, HeaderText] = Field(default_factory=dict)
+    remove: list[HeaderName] = Field(default_factory=list)
 
 
 class Headers(Strict):
@@ -117,8 +119,8 @@ class HTTPMatchRequest(Strict):
     uri: StringMatch | None = None
     method: StringMatch | None = None
     authority: StringMatch | None = None
-    headers: dict[str, StringMatch] = Field(default_factory=dict)
-    without_headers: dict[str, StringMatch] = Field(default_factory=dict)
+    headers: dict[HeaderName, StringMatch] = Field(default_factory=dict)
+    without_headers: dict[HeaderName, StringMatch] = Field(default_factory=dict)
     query_params: dict[str, StringMatch] = Field(default_factory=dict)
     port: PortNumber | None = None
     source_labels: Labels = Field(default_factory=dict)
@@ -312,7 +314,7 @@ class HTTPCookie(Strict):
 class ConsistentHash(Strict):
     """Ring hash load balancing, keyed on exactly one property of the request."""
 
-    http_header_name: str | None = None
+    http_header_name: HeaderName | None = None
     http_cookie: HTTPCookie | None = None
     use_source_ip: bool | None = None
     http_query_parameter_name: str | None = None
