@@ -3,7 +3,8 @@
     python -m benchmarks.soak [--seconds 600] [--rate 50] [--every 20] [--pods] [--work DIR]
 
 It stops by itself, stops every process it started (and says so), and prints the table; the
-table, the load's outcomes and the mesh's logs stay in the work directory."""
+table, what it was made from (benchmarks/soak/saved.py) and the mesh's logs stay in the work
+directory."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from benchmarks.soak.report import render
 from benchmarks.soak.run import Options, Soak
+from benchmarks.soak.saved import save
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -78,6 +80,7 @@ def main() -> None:
     if soaked is None:
         sys.exit(1)
     soaked.left = left
+    save(soaked, options.work)
     table = render(soaked)
     (options.work / "report.md").write_text(table + "\n")
     print()

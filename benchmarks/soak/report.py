@@ -17,8 +17,9 @@ from tulle.local.state import MeshState
 
 SETTLE = 2.0  # seconds after a window during which its after-effects still count as its own
 STEADY = "none (steady, under config churn)"
-# Growth (last third of the samples over the first) past both limits reads as a leak.
-RSS_GROWTH_MB, FILES_GROWTH = 5.0, 20
+# Growth over the run (a line fitted through the samples) past both limits reads as a leak:
+# more than 2 MB and 5 % of RSS, more than 20 and 50 % of open files.
+RSS_GROWTH_MB, FILES_GROWTH = 2.0, 20
 KINDS = {
     "controlplane": "control plane killed",
     "drain": "replica drained (SIGTERM)",
@@ -202,35 +203,43 @@ def _processes(run: Soaked) -> list[str]:
         seen = run.samples[name]
         first, last = seen[0], seen[-1]
         pids = str(first.pid) if first.pid == last.pid else f"{first.pid} → {last.pid}"
+        trend = f"{growth(seen)[0]:+.1f}" if throughout(name, seen) else "-"
         rows.append((name, pids, f"{first.rss_mb:.1f}", f"{last.rss_mb:.1f}",
-                     f"{max(u.rss_mb for u in seen):.1f}", first.files, last.files,
+                     f"{max(u.rss_mb for u in seen):.1f}", trend, first.files, last.files,
                      max(u.files for u in seen), f"{cpu_share(seen):.0%}",
                      restarts.get(name, "0")))  # fmt: skip
-    return ["### Processes (start: after the warm-up; end: before the load stopped; "
-            "→ a new process)", "",
-            *_table(("process", "pid", "RSS MB start", "RSS MB end", "RSS MB max",
+    return ["### Processes (start: after the warm-up; end: before the load stopped; → a new "
+            "process; trend: RSS gained over the run by a line fitted through the samples, for "
+            "a process that ran throughout)", "",
+            *_table(("process", "pid", "RSS MB start", "RSS MB end", "RSS MB max", "RSS MB trend",
                      "open files start", "open files end", "open files max", "CPU (of a core)",
                      "restarts"),
                     rows)]  # fmt: skip
 
 
 def growth(samples: Sequence[Usage]) -> tuple[float, float]:
-    """RSS (MB) and open files of the last third of ``samples`` over the first third, on
-    average: a leak grows steadily, while one sample's files come and go with the load."""
-    third = max(1, len(samples) // 3)
-    early, late = samples[:third], samples[-third:]
-    return (statistics.mean(u.rss_mb for u in late) - statistics.mean(u.rss_mb for u in early),
-            statistics.mean(u.files for u in late) - statistics.mean(u.files for u in early))  # fmt: skip
+    """RSS (MB) and open files gained over the samples' span, read from a least-squares line
+    through them: a leak climbs steadily, while one sample's files come and go with the load."""
+    times = [u.at for u in samples]
+    span = times[-1] - times[0]
+    rss = statistics.linear_regression(times, [u.rss_mb for u in samples]).slope
+    files = statistics.linear_regression(times, [float(u.files) for u in samples]).slope
+    return rss * span, files * span
+
+
+def throughout(name: str, seen: Sequence[Usage]) -> bool:
+    """Whether a mesh process ran the whole time (a restarted one is no evidence either way)."""
+    return len(seen) >= 3 and seen[0].pid == seen[-1].pid and name not in (LOADER, MACHINE)
 
 
 def leaks(run: Soaked) -> list[str]:
     """Processes that ran throughout and grew past the limits."""
     grown = []
     for name, seen in run.samples.items():
-        if seen[0].pid != seen[-1].pid or len(seen) < 3 or name in (LOADER, MACHINE):
-            continue  # restarted: a young process is no evidence either way
+        if not throughout(name, seen):
+            continue
         rss, files = growth(seen)
-        if rss > RSS_GROWTH_MB and rss > 0.1 * seen[0].rss_mb:
+        if rss > RSS_GROWTH_MB and rss > 0.05 * seen[0].rss_mb:
             grown.append(f"{name} RSS +{rss:.1f} MB")
         if files > FILES_GROWTH and files > 0.5 * seen[0].files:
             grown.append(f"{name} open files +{files:.0f}")

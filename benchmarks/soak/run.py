@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -139,7 +138,6 @@ class Soak:
         if loader.returncode != 0:
             raise RuntimeError(f"the load generator failed (exit {loader.returncode})")
         conditions.append(f"load average at the end: {_load_average()}")
-        self._keep_samples(options.work / "samples.jsonl")
         return Soaked(conditions, began, load.read(outcomes_file), self.windows, counts,
                       self.samples, self.state.read())  # fmt: skip
 
@@ -177,16 +175,6 @@ class Soak:
                 for name, used in seen.items():
                     self.samples.setdefault(name, []).append(used)
             await _sleep_until(min(end, time.monotonic() + SAMPLE_EVERY), stop)
-
-    def _keep_samples(self, path: Path) -> None:
-        """Every sample as a JSON line (name, pid, rss_mb, files, cpu, at), and the first line
-        the offset from the samples' and outcomes' clock (monotonic) to the wall clock, which
-        the access logs use."""
-        with open(path, "w") as out:
-            out.write(json.dumps({"wall_minus_monotonic": time.time() - time.monotonic()}) + "\n")
-            for name, seen in self.samples.items():
-                for used in seen:
-                    out.write(json.dumps({"name": name, **asdict(used)}) + "\n")
 
     def stop_mesh(self) -> list[tuple[int, str]]:
         """``tulle down``; then whatever of the mesh is still alive (killed, and named)."""
