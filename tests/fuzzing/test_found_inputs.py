@@ -204,3 +204,41 @@ def test_header_names_and_values_envoy_refuses_are_findings(edit):
     assert [f.field for f in result.findings] == [BAD_HEADERS[edit]], [
         f.format() for f in result.findings
     ]
+
+
+VERSIONS = """\
+apiVersion: tulle.dev/v1alpha1
+kind: Workload
+metadata: {name: reviews-v1}
+spec:
+  service: reviews
+  command: [reviews]
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: tulle.dev/v1alpha1
+kind: Workload
+metadata: {name: reviews-v2}
+spec:
+  service: reviews
+  command: [reviews]
+  ports: [%s]
+"""
+
+
+@pytest.mark.parametrize(
+    "port", ["{name: web, port: 9080}", "{name: http, port: 9080, protocol: HTTP2}"]
+)
+def test_versions_of_a_service_that_disagree_on_a_port_are_a_finding(port):
+    """Found by translator: two Workloads of one service named port 9080 differently; the
+    service then had port 9080 twice, and its sidecars' route configuration for 9080 had every
+    domain twice, which Envoy refuses whole."""
+    result = validate_text(VERSIONS % port)
+    assert [(f.name, f.field) for f in result.findings] == [("reviews-v2", "spec.ports[0]")]
+    assert "must agree on its ports" in result.findings[0].message
+
+
+def test_versions_of_a_service_that_agree_on_a_port_are_one_port():
+    result = validate_text(VERSIONS % "{name: http, port: 9080}, {name: grpc, port: 9090}")
+    assert result.model is not None, [f.format() for f in result.findings]
+    (service,) = result.model.services.values()
+    assert [p.number for p in service.ports] == [9080, 9090]

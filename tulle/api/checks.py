@@ -204,6 +204,26 @@ def check_services_defined_once(ctx: Context) -> Iterator[Finding]:
                 )
 
 
+def check_workload_ports_agree(ctx: Context) -> Iterator[Finding]:
+    """The Workloads of one service are its versions: a port number they share is one port,
+    with one name and protocol (otherwise the service would have the port twice, and a route
+    configuration with its domains twice, which Envoy refuses whole)."""
+    first: dict[tuple[str, int], tuple[str, str, Loaded]] = {}
+    for workload, item in ctx.of(Workload):
+        host = ctx.resolve(workload.spec.service or workload.name, workload.namespace)
+        for i, port in enumerate(workload.spec.ports):
+            name, protocol = port.name, port.protocol
+            seen = first.setdefault((host, port.port), (name, protocol, item))
+            if seen[:2] != (name, protocol):
+                yield item.finding(
+                    ERROR,
+                    ("spec", "ports", i),
+                    f"port {port.port} of {host} is {seen[0]!r} ({seen[1]}) in "
+                    f"{seen[2].resource.ref} at {_located(seen[2])}, but {name!r} ({protocol}) "
+                    "here; a service's versions must agree on its ports",
+                )
+
+
 def _service_ports(ctx: Context) -> dict[str, set[int]]:
     """The ports of each service the config defines (Workloads and ServiceEntries)."""
     ports: dict[str, set[int]] = {}
@@ -458,6 +478,7 @@ CHECKS: tuple[Callable[[Context], Iterator[Finding]], ...] = (
     check_virtual_services,
     check_http_routes,
     check_services_defined_once,
+    check_workload_ports_agree,
     check_destination_ports,
     check_routed_once,
     check_one_destination_rule_per_host,
