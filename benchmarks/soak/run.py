@@ -59,10 +59,15 @@ class Options:
     def warmup(self) -> float:
         return min(15.0, self.seconds / 6)
 
+    def disruptions(self) -> list[str]:
+        """The kinds of disruption, in the order they take turns."""
+        if self.kinds is not None:
+            return list(self.kinds)
+        return ["controlplane", "drain", "sidecar"] + (["netem"] if self.pods else [])
+
     def schedule(self) -> list[tuple[float, str, str]]:
         """``(seconds after the load began, kind, target)`` of every disruption."""
-        kinds = list(self.kinds if self.kinds is not None else
-                     ("controlplane", "drain", "sidecar", *(("netem",) if self.pods else ())))  # fmt: skip
+        kinds = self.disruptions()
         if not kinds:
             return []
         targets = {"controlplane": ("controlplane",), "drain": self.drain_targets,
