@@ -23,6 +23,7 @@ import h2.events
 import h2.exceptions
 from hyperframe.frame import GoAwayFrame
 
+from tulle.codec.h2_connection import BoundedH2Connection
 from tulle.codec.http2 import (
     FrameError,
     Goaway,
@@ -87,7 +88,7 @@ class H2Front(asyncio.Protocol):
         self.destination = destination
         self.limits = limits = limits or _DEFAULT_LIMITS
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
-        self.conn = h2.connection.H2Connection(config=config)
+        self.conn = BoundedH2Connection(config=config)
         self.conn.local_settings.max_concurrent_streams = limits.max_concurrent_streams
         self.guard = GoawayFilter.for_server()  # the client's GOAWAYs, oversize frames, floods
         self.sender = H2Sender(self.conn)

@@ -21,7 +21,14 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
-from tulle.codec.http2 import Goaway, GoawayFilter, H2Sender, text_headers, wire_headers
+from tulle.codec.h2_connection import BoundedH2Connection
+from tulle.codec.http2 import (
+    Goaway,
+    GoawayFilter,
+    H2Sender,
+    text_headers,
+    wire_headers,
+)
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError
 from tulle.transport.connect import open_upstream
@@ -46,7 +53,7 @@ class H2Upstream(asyncio.Protocol):
         # Headers as bytes both ways (text_headers and wire_headers: latin-1), so what a
         # client sent reaches the upstream byte for byte.
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
-        self.conn = h2.connection.H2Connection(config=config)
+        self.conn = BoundedH2Connection(config=config)
         self.sender = H2Sender(self.conn)
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, _Stream] = {}
