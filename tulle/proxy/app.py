@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Callable
 
 from tulle.codec.http1 import response_head
@@ -38,6 +39,9 @@ from tulle.xds.node import parse_node_id
 log = logging.getLogger(__name__)
 
 HTTP_PROXY_ROUTES = "http_proxy"
+# Connections the kernel queues for a listener before it is accepted: the kernel's maximum, as
+# Envoy's listeners (asyncio's default of 100 filled on a starved machine in the soak).
+BACKLOG = socket.SOMAXCONN
 SWEEP_INTERVAL = 1.0  # seconds between two applications of the connections' timeouts
 PASSTHROUGH = "PassthroughCluster"
 
@@ -191,17 +195,19 @@ class Proxy:
                     header_timeout=self.limits.header_timeout,
                 )
 
-            front = await loop.create_server(http_proxy_front, self.host, self.http_proxy_port)
+            front = await loop.create_server(
+                http_proxy_front, self.host, self.http_proxy_port, backlog=BACKLOG
+            )
             self.http_proxy_port = listening_port(front)
             self.servers.append(front)
         if self.outbound_port is not None:
             outbound = await loop.create_server(
-                self._transparent_outbound, "0.0.0.0", self.outbound_port
+                self._transparent_outbound, "0.0.0.0", self.outbound_port, backlog=BACKLOG
             )
             self.servers.append(outbound)
         if self.inbound_port is not None:
             inbound = await loop.create_server(
-                self._transparent_inbound, "0.0.0.0", self.inbound_port
+                self._transparent_inbound, "0.0.0.0", self.inbound_port, backlog=BACKLOG
             )
             self.servers.append(inbound)
 
