@@ -18,11 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 # Check name -> where the failure is reported and who is fixing it.
-PENDING: dict[str, str] = {
-    "Http1Front.data_received raised ValueError": "issue 16 (fuzzing report): an absolute-form "
-    "target with a broken IPv6 host (`GET http://[::1/ HTTP/1.1`) raises from urlsplit in "
-    "tulle/proxy/requests.py, out of data_received (the connection dies with no answer)",
-}
+PENDING: dict[str, str] = {}
 
 _strict = os.environ.get("FUZZ_STRICT") == "1"
 tally: collections.Counter[str] = collections.Counter()

@@ -95,6 +95,7 @@ SMUGGLING = {
     "space-before-name": b"GET / HTTP/1.1\r\n Host: web:8080\r\n\r\n" + SMUGGLED,
     "header-without-colon": b"GET / HTTP/1.1\r\nHost: web:8080\r\nX-A\r\n\r\n" + SMUGGLED,
     "method-with-slash": b"G/ET / HTTP/1.1\r\nHost: web:8080\r\n\r\n" + SMUGGLED,
+    "broken-ipv6-target": b"GET http://[::1/ HTTP/1.1\r\nHost: web:8080\r\n\r\n" + SMUGGLED,
 }
 
 

@@ -66,7 +66,10 @@ def http1_request(
             return _bad("no Host header")
         authority, path = head.host, target
     elif target.startswith(("http://", "https://")):
-        parts = urlsplit(target)
+        try:
+            parts = urlsplit(target)
+        except ValueError as error:  # e.g. "Invalid IPv6 URL"
+            return _bad(f"request target {target[:80]!r}: {error}")
         authority = parts.netloc
         if not authority or (head.host is not None and head.host != authority):
             return _bad(f"Host {head.host!r} differs from the target's {authority!r}")
