@@ -111,19 +111,28 @@ def test_pings_from_a_client_that_reads_are_answered_without_limit():
     asyncio.run(main())
 
 
-def _request_and_reset(stream_id: int, encoder: Any) -> bytes:
+def client_encoder() -> Any:
+    """An HPACK encoder for one client connection (its table follows the connection)."""
+    return h2.connection.H2Connection(h2.config.H2Configuration()).encoder
+
+
+def get_frame(stream_id: int, encoder: Any) -> bytes:
+    """A client's HEADERS frame for ``GET /`` on ``stream_id``, ending the stream."""
     block = encoder.encode(
         [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"web")]
     )
-    headers = HeadersFrame(stream_id, block, flags=["END_HEADERS", "END_STREAM"])
-    return headers.serialize() + RstStreamFrame(stream_id, error_code=8).serialize()
+    return HeadersFrame(stream_id, block, flags=["END_HEADERS", "END_STREAM"]).serialize()
+
+
+def _request_and_reset(stream_id: int, encoder: Any) -> bytes:
+    return get_frame(stream_id, encoder) + RstStreamFrame(stream_id, error_code=8).serialize()
 
 
 def test_rapid_reset_is_told_to_calm_down_and_nothing_is_dispatched():
     async def main() -> None:
         dispatch = Never()
         front, transport = h2_front(FrontLimits(premature_reset_streams=100), dispatch)
-        encoder = h2.connection.H2Connection(h2.config.H2Configuration()).encoder
+        encoder = client_encoder()
         front.data_received(b"".join(_request_and_reset(1 + 2 * i, encoder) for i in range(99)))
         assert not transport.closed
         front.data_received(_request_and_reset(199, encoder) + _request_and_reset(201, encoder))
@@ -139,11 +148,7 @@ def test_a_stream_reset_after_dispatch_is_cancelled_upstream():
     async def main() -> None:
         dispatch = Never()
         front, _ = h2_front(dispatch=dispatch)
-        encoder = h2.connection.H2Connection(h2.config.H2Configuration()).encoder
-        block = encoder.encode(
-            [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"w")]
-        )
-        front.data_received(HeadersFrame(1, block, flags=["END_HEADERS", "END_STREAM"]).serialize())
+        front.data_received(get_frame(1, client_encoder()))
         while not dispatch.dispatched:
             await asyncio.sleep(0)
         front.data_received(RstStreamFrame(1, error_code=8).serialize())
@@ -204,11 +209,7 @@ def test_a_client_goaway_lets_its_open_streams_finish_then_closes():
     async def main() -> None:
         held = Never()
         front, transport = h2_front(dispatch=held)
-        encoder = h2.connection.H2Connection(h2.config.H2Configuration()).encoder
-        block = encoder.encode(
-            [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"w")]
-        )
-        request = HeadersFrame(1, block, flags=["END_HEADERS", "END_STREAM"]).serialize()
+        request = get_frame(1, client_encoder())
         front.data_received(request + GoAwayFrame(0, last_stream_id=0).serialize())
         while not held.dispatched:
             await asyncio.sleep(0)
@@ -234,22 +235,9 @@ def test_a_long_lived_http2_connection_keeps_a_bounded_record_of_closed_streams(
     # one channel, found by the soak): the record must stay small however many streams pass.
     async def main() -> None:
         front, transport = h2_front(dispatch=_answer_h2)
-        encoder = h2.connection.H2Connection(h2.config.H2Configuration()).encoder
-        head = [
-            (b":method", b"GET"),
-            (b":scheme", b"http"),
-            (b":path", b"/"),
-            (b":authority", b"w"),
-        ]
+        encoder = client_encoder()
         for batch in range(20):
-            frames = b"".join(
-                HeadersFrame(
-                    1 + 2 * (batch * 100 + i),
-                    encoder.encode(head),
-                    flags=["END_HEADERS", "END_STREAM"],
-                ).serialize()
-                for i in range(100)
-            )
+            frames = b"".join(get_frame(1 + 2 * (batch * 100 + i), encoder) for i in range(100))
             front.data_received(frames)
             while front.served:
                 await asyncio.sleep(0)
