@@ -23,7 +23,7 @@ class Goaway:
 
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING = 0x0, 0x1, 0x3, 0x4, 0x6
+_SETTINGS, _PING = 0x4, 0x6  # the frame types that ask for an answer
 FRAME_SIZE_ERROR = 0x6
 
 

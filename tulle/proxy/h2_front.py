@@ -99,6 +99,7 @@ class H2Front(asyncio.Protocol):
         self.served: dict[int, _Served] = {}  # streams being answered
         self.begun = 0  # streams begun on this connection
         self.premature = 0  # of which the client reset early (see PREMATURE)
+        self.unread_answers = 0  # PING/SETTINGS answers asked for while the client reads none
         self.idle_since = time.monotonic()
         self.closing = False
         self.drain_timer: asyncio.TimerHandle | None = None  # set by a drain's first step
@@ -273,8 +274,6 @@ class H2Front(asyncio.Protocol):
             return
         self._flush()
         self._close_if_done()
-
-    unread_answers = 0  # answers to PING/SETTINGS asked for while the client was not reading
 
     def _client_going_away(self, goaway: Goaway) -> None:
         """The client sent GOAWAY: it opens no more streams. Without an error, the streams it
