@@ -119,8 +119,10 @@ def _hcm_chain(manager: Any) -> Any:
     )
 
 
-def _http_chain(route_name: str, stat_prefix: str, view: NodeView) -> Any:
-    return _hcm_chain(connection_manager(route_name, stat_prefix, view))
+def _http_chain(route_name: str, stat_prefix: str, view: NodeView, level: str) -> Any:
+    manager = connection_manager(route_name, stat_prefix, view)
+    _normalize_paths(manager, level)
+    return _hcm_chain(manager)
 
 
 def _tcp_chain(service: Service, port: int) -> Any:
@@ -134,6 +136,7 @@ def _tcp_chain(service: Service, port: int) -> Any:
 def sidecar_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
     """Listeners of a sidecar (or the library): outbound, per port, HTTP proxy, inbound."""
     result: dict[str, Any] = {}
+    level = snapshot.model.settings.path_normalization
     outbound = listener_pb2.Listener(
         name=OUTBOUND_LISTENER, address=_address("0.0.0.0", OUTBOUND_PORT)
     )
@@ -149,7 +152,7 @@ def sidecar_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
                 if port.number in http_seen:
                     continue
                 http_seen.add(port.number)
-                chain = _http_chain(str(port.number), name, view)
+                chain = _http_chain(str(port.number), name, view, level)
             else:
                 chain = _tcp_chain(service, port.number)
                 name = f"{service.host}_{port.number}"
@@ -161,35 +164,23 @@ def sidecar_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
     result[HTTP_PROXY_LISTENER] = listener_pb2.Listener(
         name=HTTP_PROXY_LISTENER,
         address=_address("127.0.0.1", HTTP_PROXY_PORT),
-        filter_chains=[_http_chain(HTTP_PROXY_ROUTE, HTTP_PROXY_LISTENER, view)],
+        filter_chains=[_http_chain(HTTP_PROXY_ROUTE, HTTP_PROXY_LISTENER, view, level)],
     )
     inbound = _inbound(snapshot, view)
     if inbound is not None:
         result[INBOUND_LISTENER] = inbound
-    level = snapshot.model.settings.path_normalization
-    for listener in result.values():
-        _normalize_paths(listener, level)
     return result
 
 
-def _normalize_paths(listener: Any, level: str) -> None:
-    """The mesh's path normalization in each HttpConnectionManager of ``listener``, in Envoy's
-    fields as Istio sets them: ``normalize_path`` (BASE and up), ``merge_slashes``
-    (MERGE_SLASHES and up), ``path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD``
+def _normalize_paths(manager: Any, level: str) -> None:
+    """The mesh's path normalization in a sidecar's HttpConnectionManager, in Envoy's fields
+    as Istio sets them: ``normalize_path`` (BASE and up), ``merge_slashes`` (MERGE_SLASHES and
+    up), ``path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD``
     (DECODE_AND_MERGE_SLASHES)."""
-    for chain in listener.filter_chains:
-        for network_filter in chain.filters:
-            if network_filter.name != HCM_FILTER:
-                continue
-            manager = hcm.HttpConnectionManager()
-            network_filter.typed_config.Unpack(manager)
-            manager.normalize_path.value = level != "NONE"
-            manager.merge_slashes = level in ("MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES")
-            if level == "DECODE_AND_MERGE_SLASHES":
-                manager.path_with_escaped_slashes_action = (
-                    hcm.HttpConnectionManager.UNESCAPE_AND_FORWARD
-                )
-            network_filter.typed_config.CopyFrom(pack(manager))
+    manager.normalize_path.value = level != "NONE"
+    manager.merge_slashes = level in ("MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES")
+    if level == "DECODE_AND_MERGE_SLASHES":
+        manager.path_with_escaped_slashes_action = hcm.HttpConnectionManager.UNESCAPE_AND_FORWARD
 
 
 def _inbound_filters(snapshot: Snapshot, workload: Workload, port: int) -> list[Any]:
@@ -252,6 +243,7 @@ def _inbound(snapshot: Snapshot, view: NodeView) -> Any | None:
                 route_config=routes,
                 http_filters=_inbound_filters(snapshot, workload, port.port),
             )
+            _normalize_paths(manager, snapshot.model.settings.path_normalization)
             chain = _hcm_chain(manager)
         chain.name = cluster
         chain.filter_chain_match.destination_port.value = port.port
