@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import ControlPlane, Processes, sigterm_under_load, synced, wait_until
+from tests.e2e.sidecar_admin import admin_post
 from tests.manifests import virtual_service
 from tulle.codec.http2 import Goaway, GoawayFilter
 
@@ -405,7 +406,7 @@ def drained_before_the_ping_ack(
             lambda events, _: any(isinstance(e, h2.events.SettingsAcknowledged) for e in events)
         )
         client.send()
-        drained = httpx.post(f"http://127.0.0.1:{proxy.admin_port}/drain", timeout=10)
+        drained = admin_post(proxy, "/drain")
         assert drained.status_code == 200
         _, first = client.read_until(
             lambda events, goaways: (

@@ -31,6 +31,7 @@ from tests.e2e.conftest import (
     wait_until,
 )
 from tests.e2e.hostile import recv_until
+from tests.e2e.sidecar_admin import admin_post
 from tests.manifests import WEB_DENYING_ADMIN, destination_rule, virtual_service
 
 WEB = "http://web:8080"
@@ -518,12 +519,12 @@ def test_a_client_that_hangs_up_has_its_request_cancelled(control_plane, process
 def test_drain_and_quit_over_admin(control_plane, processes):
     register(control_plane, processes, a={})
     sidecar = processes.sidecar(control_plane)
-    drained = httpx.post(f"http://127.0.0.1:{sidecar.admin_port}/drain", timeout=10)
+    drained = admin_post(sidecar, "/drain")
     assert drained.status_code == 200
     assert sidecar.admin("/ready").status_code == 503  # draining: not ready for new traffic
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{sidecar.proxy_url}/", timeout=5)  # the traffic listener no longer accepts
-    quit_reply = httpx.post(f"http://127.0.0.1:{sidecar.admin_port}/quitquitquit", timeout=10)
+    quit_reply = admin_post(sidecar, "/quitquitquit")
     assert quit_reply.status_code == 200
     assert sidecar.proc.wait(10) == 0
 
@@ -725,6 +726,7 @@ def test_the_sidecar_process_carries_only_the_data_plane(control_plane, processe
         ("--xds", "control-plane", "--xds: 'control-plane' is not HOST:PORT"),
         ("--mark", "lots", "--mark: 'lots' is not a number"),
         ("--log-level", "chatty", "--log-level: 'chatty' is not one of"),
+        ("--admin-host", "0.0.0.0", "--admin-host: '0.0.0.0' is not a loopback address"),
     ],
 )
 def test_bad_proxy_options_are_refused_by_name(option, value, reason):

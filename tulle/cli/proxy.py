@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from tulle.proxy.admin_guard import TOKEN_FILE_HELP
 from tulle.proxy.settings import ProxySettings, SettingsError
 
 
@@ -21,9 +22,32 @@ def proxy(
     node_id: Annotated[
         str, typer.Option("--node-id", help="sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local")
     ] = "",
-    admin_port: Annotated[int, typer.Option(help="Admin listener port.")] = 15000,
+    admin_port: Annotated[
+        int,
+        typer.Option(
+            help="Admin listener port (loopback only: config dump, clusters, ready, stats; "
+            "POST /drain and /quitquitquit need the admin token)."
+        ),
+    ] = 15000,
     admin_host: Annotated[
-        str, typer.Option(help="Address the admin listener binds (localhost unless a pod's).")
+        str, typer.Option(help="Loopback address the admin listener binds.")
+    ] = "127.0.0.1",
+    admin_token_file: Annotated[
+        str | None,
+        typer.Option(
+            help="File (0600) the sidecar writes its admin token to at start; send it as "
+            f"'Authorization: Bearer <token>'. Default: {TOKEN_FILE_HELP}."
+        ),
+    ] = None,
+    stats_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Read-only listener: GET /ready and /stats/prometheus only (Istio's 15020 and "
+            "15021). Off unless given."
+        ),
+    ] = None,
+    stats_host: Annotated[
+        str, typer.Option(help="Address the stats listener binds (a pod's, for its probes).")
     ] = "127.0.0.1",
     http_proxy_port: Annotated[
         int | None, typer.Option(help="HTTP forward-proxy listener (apps set HTTP_PROXY).")
@@ -55,6 +79,8 @@ def proxy(
     try:
         settings = ProxySettings(
             xds=xds, node_id=node_id, admin_port=admin_port, admin_host=admin_host,
+            admin_token_file=os.path.abspath(admin_token_file) if admin_token_file else None,
+            stats_port=stats_port, stats_host=stats_host,
             http_proxy_port=http_proxy_port, host=host, outbound_port=outbound_port,
             inbound_port=inbound_port, app_port=app_port, mark=_mark(mark),
             drain_seconds=drain_seconds, log_level=log_level,

@@ -18,8 +18,11 @@ from tulle.xds.node import make_node_id
 PortAllocator = Callable[[], int]
 LOOPBACK = "127.0.0.1"
 POD_FIRST_ADDRESS = "198.18.0.2"
-# A pod has its own port space: its sidecar and library use the standard ports.
+# A pod has its own port space: its sidecar and library use the standard ports. The sidecar's
+# admin listener stays on the pod's loopback; its read-only stats listener (/ready and
+# /stats/prometheus, Istio's 15020) is what the runner and `tulle top` reach on the pod address.
 POD_ADMIN_PORT, POD_INBOUND_PORT, POD_METRICS_PORT = 15000, 15006, 15020
+POD_STATS_PORT = 15020
 
 
 _handed_out: set[int] = set()
@@ -58,11 +61,13 @@ def _below_ephemeral() -> tuple[int, int]:
 @dataclass(frozen=True)
 class SidecarPorts:
     """The ports of a replica's ``tulle proxy`` (a pod's sidecar has no HTTP proxy listener:
-    its app's traffic is redirected to the outbound one)."""
+    its app's traffic is redirected to the outbound one). ``admin`` is on loopback only;
+    ``stats`` (read-only: /ready, /stats/prometheus) on the replica's address."""
 
     admin: int
     http_proxy: int | None
     inbound: int
+    stats: int
 
 
 @dataclass(frozen=True)
@@ -185,9 +190,9 @@ def plan_replica(
     env.update(TULLE_WORKLOAD=workload.name, TULLE_REPLICA=name,
                HOST="0.0.0.0" if pods else LOOPBACK)  # fmt: skip
     if workload.mesh == "sidecar" and pods:
-        sidecar = SidecarPorts(POD_ADMIN_PORT, None, POD_INBOUND_PORT)
+        sidecar = SidecarPorts(POD_ADMIN_PORT, None, POD_INBOUND_PORT, POD_STATS_PORT)
     elif workload.mesh == "sidecar":
-        sidecar = SidecarPorts(allocate(), allocate(), allocate())
+        sidecar = SidecarPorts(allocate(), allocate(), allocate(), allocate())
         proxy = f"http://{LOOPBACK}:{sidecar.http_proxy}"
         env.update(HTTP_PROXY=proxy, http_proxy=proxy, NO_PROXY="localhost,127.0.0.1",
                    no_proxy="localhost,127.0.0.1")  # fmt: skip

@@ -330,17 +330,20 @@ class Runner:
         plan, status, state = replica.plan, replica.status, self.options.state
         if plan.sidecar is not None:
             ports = plan.sidecar
+            token = state.admin_token(plan.name)
             args = [*TULLE, "proxy", "--xds", self.state.xds, "--node-id", plan.node_id,
-                    "--admin-port", str(ports.admin), "--inbound-port", str(ports.inbound),
+                    "--admin-port", str(ports.admin), "--admin-token-file", str(token.resolve()),
+                    "--stats-port", str(ports.stats), "--inbound-port", str(ports.inbound),
                     "--app-port", str(next(iter(plan.app_ports.values()), 0))]  # fmt: skip
             if ports.http_proxy is not None:
                 args += ["--http-proxy-port", str(ports.http_proxy)]
-            else:  # a pod: its app's traffic is redirected; admin reachable on the pod address
+            else:  # a pod: its app's traffic is redirected; /ready and stats on its address
                 args += ["--outbound-port", str(OUTBOUND_PORT), "--mark", hex(SIDECAR_MARK),
-                         "--admin-host", "0.0.0.0"]  # fmt: skip
+                         "--stats-host", "0.0.0.0"]  # fmt: skip
             log = state.log(f"{plan.name}.proxy")
             replica.proxy = await spawn(self._in_pod(plan, args), self._environment(), log)
             status.proxy_pid, status.admin_port = replica.proxy.pid, ports.admin
+            status.stats_port, status.admin_token_file = ports.stats, str(token.resolve())
         # The runner's Python environment first on PATH: `python3` in a Workload's command is
         # the interpreter `tulle up` runs in (with Tulle and grpcio for the apps that import them).
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -402,7 +405,8 @@ class Runner:
     async def _sidecar_ready(self, replica: Replica) -> bool:
         if replica.plan.sidecar is None:
             return True
-        url = f"http://{replica.plan.ip}:{replica.plan.sidecar.admin}/ready"
+        # The read-only stats listener: the admin one is on the sidecar's loopback only.
+        url = f"http://{replica.plan.ip}:{replica.plan.sidecar.stats}/ready"
         try:
             return (await self.http.get(url)).status_code == 200
         except httpx.HTTPError:

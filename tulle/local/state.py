@@ -1,7 +1,8 @@
 """The state directory of a local mesh (``.tulle`` by default): ``state.json`` says what runs
 where (written by the runner on every change, atomically), ``logs/`` holds each process's
-output, ``controlplane/`` the control plane's own store. ``tulle status``, ``logs`` and ``down``
-read it; they never talk to the runner."""
+output, ``controlplane/`` the control plane's own store, ``run/`` the sidecars' admin tokens
+(0700; each file 0600). ``tulle status``, ``logs`` and ``down`` read it; they never talk to the
+runner."""
 
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ class ReplicaState:
     started_at: float = 0.0
     app_pid: int | None = None
     proxy_pid: int | None = None
-    admin_port: int | None = None  # sidecar admin (metrics at /stats/prometheus)
+    admin_port: int | None = None  # sidecar admin, on loopback (in the pod's, with --pods)
+    admin_token_file: str = ""  # its token, for POST /drain and /quitquitquit
+    stats_port: int | None = None  # sidecar read-only /ready and /stats/prometheus, at ``ip``
     metrics_port: int | None = None  # library metrics (/metrics)
     last_exit: str = ""  # how the app last ended, for a crash loop
 
@@ -62,10 +65,17 @@ class StateDir:
         self.root = root
         self.logs = root / "logs"
         self.control_plane = root / "controlplane"
+        self.run = root / "run"
 
     def prepare(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.control_plane.mkdir(parents=True, exist_ok=True)
+        self.run.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.run.chmod(0o700)
+
+    def admin_token(self, replica: str) -> Path:
+        """The file a replica's sidecar writes its admin token to."""
+        return self.run / f"{replica}.admin-token"
 
     def log(self, name: str) -> Path:
         """The log file of a process: ``<replica>.app``, ``<replica>.proxy``, ``controlplane``."""

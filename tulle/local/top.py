@@ -46,8 +46,8 @@ def metric_urls(mesh: MeshState) -> list[str]:
     """Where each replica's mesh metrics are served."""
     urls = []
     for replica in mesh.replicas:
-        if replica.admin_port:
-            urls.append(f"http://{replica.ip}:{replica.admin_port}/stats/prometheus")
+        if replica.stats_port:  # the sidecar's read-only listener (its admin one is loopback)
+            urls.append(f"http://{replica.ip}:{replica.stats_port}/stats/prometheus")
         if replica.metrics_port:
             urls.append(f"http://{replica.ip}:{replica.metrics_port}/metrics")
     return urls

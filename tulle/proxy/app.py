@@ -1,5 +1,6 @@
-"""The proxy process: the xDS client feeds the engine; front ends and the admin listener serve;
-SIGTERM drains (stop accepting, finish in-flight requests within the grace period, exit)."""
+"""The proxy process: the xDS client feeds the engine; front ends, the admin listener (loopback)
+and the read-only stats listener serve; SIGTERM drains (stop accepting, finish in-flight requests
+within the grace period, exit)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 from tulle.codec.http1 import response_head
 from tulle.engine import errors
@@ -21,7 +23,15 @@ from tulle.engine.outbound import Engine
 from tulle.engine.tasks import Cancel, nothing_to_cancel
 from tulle.obs.access_log import AccessLog
 from tulle.obs.metrics import MeshMetrics
-from tulle.proxy.admin import AdminHandler
+from tulle.proxy.admin import AdminHandler, SidecarView, StatsHandler
+from tulle.proxy.admin_guard import (
+    AdminGuard,
+    default_token_path,
+    is_loopback,
+    new_token,
+    remove_token_file,
+    write_token_file,
+)
 from tulle.proxy.detecting import DetectingFront
 from tulle.proxy.h2_front import H2Front
 from tulle.proxy.http_front import Done, Http1Front, Tunneler
@@ -63,9 +73,19 @@ class Proxy:
         mark: int | None = None,
         admin_host: str = "127.0.0.1",
         limits: FrontLimits | None = None,
+        stats_port: int | None = None,
+        stats_host: str = "127.0.0.1",
+        admin_token_file: str | None = None,
     ) -> None:
         self.node = parse_node_id(node_id)
+        if not is_loopback(admin_host):
+            raise ValueError(f"the admin listener binds loopback only, not {admin_host!r}")
         self.admin_host = admin_host
+        self.stats_host = stats_host
+        self.stats_port = stats_port
+        self.admin_token_file = admin_token_file
+        # Its port and file are known once the admin listener is bound (see start).
+        self.admin_guard = AdminGuard(new_token())
         self.pool = Http1Pool(mark)
         self.outbound_port = outbound_port
         self.inbound_port = inbound_port
@@ -86,7 +106,8 @@ class Proxy:
         self.in_flight = InFlight()
         self.limits = limits or FrontLimits()
         self.sweeper: asyncio.TimerHandle | None = None
-        self.servers: list[asyncio.Server] = []
+        self.servers: list[asyncio.Server] = []  # the traffic listeners (a drain closes them)
+        self.listeners: list[asyncio.Server] = []  # admin and stats (open until the end)
         self.stopped = asyncio.Event()
         self.inbound: dict[int, InboundPolicy] = {}
         self.tcp_clusters: dict[int, str] = {}
@@ -166,9 +187,28 @@ class Proxy:
         self._tasks.append(asyncio.create_task(self.xds.run()))
         loop = asyncio.get_running_loop()
         self._sweep()
-        admin = await serve_http(AdminHandler(self), self.admin_host, self.admin_port)
+        view = SidecarView(self.readiness, self.metrics.exposition, self.xds, self.engine,
+                           self.pool, self.start_drain, self.quit)  # fmt: skip
+        admin = await serve_http(
+            AdminHandler(view, self.admin_guard), self.admin_host, self.admin_port
+        )
         self.admin_port = listening_port(admin)
-        self.servers.append(admin)
+        self.listeners.append(admin)
+        token_file = (
+            Path(self.admin_token_file)
+            if self.admin_token_file
+            else default_token_path(self.node.pod, self.node.namespace, self.admin_port)
+        )
+        write_token_file(token_file, self.admin_guard.token)
+        self.admin_guard.listening(self.admin_host, self.admin_port, token_file)
+        if self.stats_port is not None:
+            stats = await serve_http(
+                StatsHandler(self.readiness, self.metrics.exposition),
+                self.stats_host,
+                self.stats_port,
+            )
+            self.stats_port = listening_port(stats)
+            self.listeners.append(stats)
         if self.http_proxy_port is not None:
             tunnel = self.tunneler(lambda _: HTTP_PROXY_ROUTES)
 
@@ -332,12 +372,20 @@ class Proxy:
         self.in_flight.sweep(self.limits.tick())
         self.sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._sweep)
 
+    def readiness(self) -> str | None:
+        """Why the sidecar should get no new traffic (draining, no config yet), or None."""
+        if self.draining:
+            return "DRAINING"
+        if not self.xds.ready.is_set():
+            return "waiting for config from the control plane"
+        return None
+
     def start_drain(self) -> None:
         """Stop accepting new connections on the traffic listeners; tell the open ones to
         finish what they were asked and close (HTTP/1.1: ``Connection: close`` on the last
         response, idle ones after DRAIN_IDLE; HTTP/2: GOAWAY)."""
         self.draining = True
-        for server in self.servers[1:]:
+        for server in self.servers:
             server.close()
         self.in_flight.drain()
 
@@ -355,8 +403,10 @@ class Proxy:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for server in self.servers:
+        for server in (*self.servers, *self.listeners):
             server.close()
+        if self.admin_guard.token_file is not None:
+            remove_token_file(self.admin_guard.token_file, self.admin_guard.token)
         if self.sweeper is not None:
             self.sweeper.cancel()
         self.pool.close()

@@ -27,7 +27,8 @@ def run_proxy(settings: ProxySettings) -> int:
             settings.xds, settings.node_id, settings.admin_port, settings.http_proxy_port,
             settings.host, outbound_port=settings.outbound_port,
             inbound_port=settings.inbound_port, app_port=settings.app_port, mark=settings.mark,
-            admin_host=settings.admin_host,
+            admin_host=settings.admin_host, stats_port=settings.stats_port,
+            stats_host=settings.stats_host, admin_token_file=settings.admin_token_file,
             limits=FrontLimits(
                 header_timeout=settings.request_header_timeout,
                 idle_timeout=settings.idle_timeout,
@@ -52,6 +53,8 @@ async def _serve(proxy: Proxy, drain_seconds: float) -> None:
     gc.collect()
     gc.freeze()
     ports = f"admin {proxy.admin_host}:{proxy.admin_port}"
+    if proxy.stats_port is not None:
+        ports += f", stats {proxy.stats_host}:{proxy.stats_port}"
     if proxy.outbound_port is not None:
         ports += f", outbound :{proxy.outbound_port}"
     if proxy.inbound_port is not None:
@@ -59,5 +62,8 @@ async def _serve(proxy: Proxy, drain_seconds: float) -> None:
     if proxy.http_proxy_port is not None:
         ports += f", http proxy {proxy.host}:{proxy.http_proxy_port}"
     print(f"tulle proxy: {ports}", file=sys.stderr, flush=True)
+    # Where the token is, never the token: POST /drain and /quitquitquit need it.
+    print(f"tulle proxy: admin token file {proxy.admin_guard.token_file}", file=sys.stderr,
+          flush=True)  # fmt: skip
     await proxy.stopped.wait()
     await proxy.drain_and_stop(drain_seconds)

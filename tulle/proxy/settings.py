@@ -7,6 +7,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from tulle.proxy.admin_guard import is_loopback
 from tulle.xds.grpc_stream import split_address
 from tulle.xds.node import NodeIdError, parse_node_id
 
@@ -25,6 +26,9 @@ class ProxySettings:
     node_id: str = ""
     admin_port: int = 15000
     admin_host: str = "127.0.0.1"
+    admin_token_file: str | None = None  # None: admin_guard.default_token_path
+    stats_port: int | None = None  # the read-only listener (/ready, /stats/prometheus)
+    stats_host: str = "127.0.0.1"
     http_proxy_port: int | None = None
     host: str = "127.0.0.1"
     outbound_port: int | None = None
@@ -46,6 +50,19 @@ class ProxySettings:
             split_address(self.xds)
         except ValueError as error:
             raise SettingsError(f"--xds: {error}") from None
+        if not is_loopback(self.admin_host):
+            raise SettingsError(
+                f"--admin-host: {self.admin_host!r} is not a loopback address: the admin "
+                "listener (config dump, drain, quit) is for this host only; --stats-host binds "
+                "the read-only /ready and /stats/prometheus listener elsewhere"
+            )
+        for option, port in (("--admin-port", self.admin_port), ("--stats-port", self.stats_port)):
+            if port is not None and not 0 <= port <= 65535:
+                raise SettingsError(f"{option}: {port} is not a port (0-65535; 0: any free one)")
+        if self.stats_port and self.stats_port == self.admin_port:
+            raise SettingsError(
+                f"--stats-port: {self.stats_port} is the admin listener's port (--admin-port)"
+            )
         for option, value in (
             ("--request-header-timeout", self.request_header_timeout),
             ("--idle-timeout", self.idle_timeout),
