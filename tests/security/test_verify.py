@@ -69,6 +69,8 @@ def test_a_missing_multiple_or_malformed_spiffe_id_is_refused(names, reason):
 def test_unreadable_der_is_refused():
     with pytest.raises(PeerRefused, match="not readable DER"):
         peer_identity_from_der(b"\x30\x03\x02\x01\x00")
+    with pytest.raises(PeerRefused, match="peer presented no certificate"):
+        peer_identity_from_der(None)
 
 
 def test_identity_from_getpeercert_dict():

@@ -51,8 +51,11 @@ def identity_of(certificate: x509.Certificate) -> SpiffeId:
     return _identity_from_uris(names.get_values_for_type(x509.UniformResourceIdentifier))
 
 
-def peer_identity_from_der(der: bytes) -> SpiffeId:
-    """The SPIFFE ID of the DER certificate ``der`` (``getpeercert(binary_form=True)``)."""
+def peer_identity_from_der(der: bytes | None) -> SpiffeId:
+    """The SPIFFE ID of the DER certificate ``der`` (``getpeercert(binary_form=True)``, which is
+    None when the peer presented no certificate)."""
+    if der is None:
+        raise PeerRefused("peer presented no certificate")
     try:
         certificate = x509.load_der_x509_certificate(der)
     except ValueError as error:
