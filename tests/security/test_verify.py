@@ -157,3 +157,55 @@ def test_a_leaf_signed_by_a_leaf_is_refused(ca):
     chain = [c.public_bytes(serialization.Encoding.DER) for c in (forged, workload)]
     with pytest.raises(PeerRefused, match="does not verify"):
         verify_chain(chain, ca.roots, now)
+
+
+def openssl_style_root(key, key_usage: x509.KeyUsage | None) -> x509.Certificate:
+    """A root as `openssl req -x509` makes one: no keyUsage unless asked for."""
+    now = datetime.now(UTC)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "openssl-style root")])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if key_usage is not None:
+        builder = builder.add_extension(key_usage, critical=True)
+    return builder.sign(key, hashes.SHA256())
+
+
+def test_a_root_without_key_usage_is_accepted_but_one_without_cert_signing_is_not():
+    signing_only = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    now = datetime.now(UTC)
+    for key_usage, accepted in ((None, True), (signing_only, False)):
+        key = new_private_key()
+        root = openssl_style_root(key, key_usage)
+        leaf = build_leaf(
+            root,
+            key,
+            new_private_key().public_key(),
+            [x509.UniformResourceIdentifier(FRONTEND.uri)],
+            now - timedelta(minutes=1),
+            now + timedelta(hours=1),
+        )
+        chain = [leaf.public_bytes(serialization.Encoding.DER)]
+        if accepted:
+            assert verify_chain(chain, [root], now) == FRONTEND
+        else:
+            with pytest.raises(PeerRefused, match="keyCertSign"):
+                verify_chain(chain, [root], now)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TypeAlias
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -102,7 +103,7 @@ def read_csr(pem: bytes) -> x509.CertificateSigningRequest:
     try:
         signature_ok = request.is_signature_valid
         public_key = request.public_key()
-    except (ValueError, x509.UnsupportedGeneralNameType) as error:
+    except (ValueError, UnsupportedAlgorithm, x509.UnsupportedGeneralNameType) as error:
         raise CsrRefused(f"CSR cannot be checked: {error}") from None
     if not signature_ok:
         raise CsrRefused("CSR signature does not verify with its own public key")
@@ -118,7 +119,7 @@ def _subject_alternative_names(request: x509.CertificateSigningRequest) -> list[
         extension = request.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
         return []
-    except (ValueError, x509.DuplicateExtension) as error:
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as error:
         raise CsrRefused(f"CSR extensions cannot be read: {error}") from None
     return list(extension.value)
 

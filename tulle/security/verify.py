@@ -46,7 +46,7 @@ def identity_of(certificate: x509.Certificate) -> SpiffeId:
         names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         raise PeerRefused("peer certificate has no SPIFFE ID (no SAN extension)") from None
-    except (ValueError, x509.DuplicateExtension) as error:
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as error:
         raise PeerRefused(f"peer certificate's extensions cannot be read: {error}") from None
     return _identity_from_uris(names.get_values_for_type(x509.UniformResourceIdentifier))
 
@@ -95,6 +95,20 @@ def check_peer(identity: SpiffeId, trust_domain: str, allowed: Collection[str] |
         )
 
 
+def _ca_key_usage(policy: verification.Policy, ca: x509.Certificate, usage: object) -> None:
+    """A CA's keyUsage, when it has one, must allow signing certificates."""
+    if isinstance(usage, x509.KeyUsage) and not usage.key_cert_sign:
+        raise ValueError("a CA's keyUsage does not allow keyCertSign")
+
+
+# Web PKI's CA profile, except that a CA may omit keyUsage: OpenSSL's `req -x509` makes such roots,
+# users plug them in (--ca-cert), and OpenSSL's own TLS verification accepts them.
+_CA_POLICY = verification.ExtensionPolicy.webpki_defaults_ca().may_be_present(
+    x509.KeyUsage, verification.Criticality.AGNOSTIC, _ca_key_usage
+)
+_LEAF_POLICY = verification.ExtensionPolicy.webpki_defaults_ee()
+
+
 def verify_chain(chain_der: list[bytes], bundle: list[x509.Certificate], now: datetime) -> SpiffeId:
     """The SPIFFE ID of a peer chain (leaf first, DER) that verifies against ``bundle`` at ``now``.
 
@@ -102,7 +116,8 @@ def verify_chain(chain_der: list[bytes], bundle: list[x509.Certificate], now: da
     accepts a leaf whose only SAN is a URI (no DNS name needed) and requires the clientAuth EKU:
     Tulle's leaves carry serverAuth and clientAuth, as the X.509-SVID spec recommends, so this
     checks servers' certificates as well as clients'. Signatures, validity periods, CA flags,
-    key usages and path lengths are all checked there. ``PeerRefused`` with the reason otherwise.
+    key usages and path lengths are all checked there (a CA without keyUsage is accepted, as
+    OpenSSL accepts it). ``PeerRefused`` with the reason otherwise.
     """
     if not chain_der:
         raise PeerRefused("peer presented no certificate")
@@ -116,6 +131,7 @@ def verify_chain(chain_der: list[bytes], bundle: list[x509.Certificate], now: da
         verification.PolicyBuilder()
         .store(verification.Store(bundle))
         .time(now)
+        .extension_policies(ca_policy=_CA_POLICY, ee_policy=_LEAF_POLICY)
         .build_client_verifier()
     )
     try:
