@@ -175,3 +175,18 @@ def test_the_admin_token_is_made_once_and_read_after(tmp_path):
     assert mode(state / "admin-token") == 0o600
     assert admin_token(state) == token
     assert read_token_file(state / "admin-token") == token  # what the CLI does
+
+
+def test_an_existing_state_directory_keeps_its_mode(tmp_path):
+    """The state directory is shared with other parts: its own mode is theirs to choose; the
+    secrets in it are 0600 each."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    admin_token(state)
+    path = BootstrapTokens(state).issue("shop", "cart", "cart-0")
+    assert mode(state) == 0o755
+    assert mode(state / "admin-token") == 0o600
+    assert mode(path) == 0o600
+    assert mode(path.parent) == 0o700
+    assert all(mode(p) == 0o600 for p in state.iterdir() if p.is_file())

@@ -159,7 +159,11 @@ class CertificateAuthority:
         path = [certificate]
         while not certs.is_self_signed(path[-1]):
             issuer = next((c for c in chained if certs.issued_by(path[-1], c)), None)
-            if issuer is None or issuer in path:
+            if issuer in path:
+                raise CaError(
+                    f"the CA chain {chain} loops back to {issuer.subject.rfc4514_string()!r}"
+                )
+            if issuer is None:
                 raise CaError(
                     f"no certificate in {chain or 'the CA chain (none given)'} signed "
                     f"{path[-1].subject.rfc4514_string()!r}: --ca-chain must lead from "
@@ -198,11 +202,8 @@ class CertificateAuthority:
     @property
     def staged_root(self) -> x509.Certificate | None:
         """The root staged to sign next (trusted, not yet signing), if any."""
-        return (
-            None
-            if self._state is None or self._state.staged is None
-            else (self._state.staged.certificate)
-        )
+        staged = None if self._state is None else self._state.staged
+        return None if staged is None else staged.certificate
 
     @property
     def is_plugin(self) -> bool:

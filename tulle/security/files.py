@@ -22,10 +22,18 @@ class UnsafeFileError(PermissionError):
 
 
 def private_directory(directory: Path) -> Path:
-    """``directory``, created (with its parents) if missing, and made 0700."""
+    """``directory``, created (with its parents) if missing, and made 0700: for a directory this
+    package owns (the CA's, the token files')."""
     directory.mkdir(mode=PRIVATE_DIRECTORY_MODE, parents=True, exist_ok=True)
     if stat.S_IMODE(directory.stat().st_mode) != PRIVATE_DIRECTORY_MODE:
         directory.chmod(PRIVATE_DIRECTORY_MODE)
+    return directory
+
+
+def shared_directory(directory: Path) -> Path:
+    """``directory``, created 0700 (with its parents) if missing, its mode left alone if not: for
+    a state directory other parts share, whose secret files are each 0600."""
+    directory.mkdir(mode=PRIVATE_DIRECTORY_MODE, parents=True, exist_ok=True)
     return directory
 
 

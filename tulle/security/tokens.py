@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import threading
@@ -27,6 +28,7 @@ from tulle.security.files import (
     check_private,
     create_exclusively,
     private_directory,
+    shared_directory,
     write_atomically,
 )
 from tulle.security.spiffe import SpiffeId, check_segment
@@ -96,11 +98,16 @@ def read_token_file(path: Path) -> str:
 def admin_token(state_dir: Path) -> str:
     """The control plane's admin API token, made on the first call (``state_dir/admin-token``,
     0600) and read on later ones, by the control plane and the CLI alike."""
-    private_directory(state_dir)
+    shared_directory(state_dir)
     path = state_dir / ADMIN_TOKEN_FILE
     if not path.exists():
         create_exclusively(path, (secrets.token_urlsafe(32) + "\n").encode())
     return read_token_file(path)
+
+
+def _private_opener(path: str, flags: int) -> int:
+    """``os.open`` creating files 0600 (for ``open(..., opener=)``)."""
+    return os.open(path, flags, 0o600)
 
 
 @dataclass(frozen=True)
@@ -220,8 +227,11 @@ class BootstrapTokens:
     def _exclusive(self) -> Iterator[dict[str, _Record]]:
         """The records to change, under this process's lock and a lock file for other
         processes; written back (atomically) when the block ends without an error."""
-        private_directory(self.state_dir)
-        with self._lock, open(self.state_dir / f".{TOKENS_FILE}.lock", "a") as lock_file:
+        shared_directory(self.state_dir)
+        with (
+            self._lock,
+            open(self.state_dir / f".{TOKENS_FILE}.lock", "a", opener=_private_opener) as lock_file,
+        ):
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             self._seen = None  # read afresh under the lock: another writer may just have written
             records = dict(self._current())
