@@ -106,3 +106,9 @@ def test_from_issued_keeps_what_the_ca_said(ca):
     assert creds.identity == PAYMENT
     assert creds.not_after == issued.not_after
     assert creds.chain_pem == issued.chain_pem
+
+
+def test_the_key_stays_out_of_the_repr(frontend):
+    assert b"PRIVATE KEY" in frontend.key_pem
+    assert "PRIVATE KEY" not in repr(frontend)
+    assert "frontend" in repr(frontend)

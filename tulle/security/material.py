@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -65,7 +65,7 @@ def load_into(context: ssl.SSLContext, chain_pem: bytes, key_pem: bytes) -> None
 class WorkloadCredentials:
     """A workload's key, its chain (leaf first), the trust bundle, and what the leaf says."""
 
-    key_pem: bytes
+    key_pem: bytes = field(repr=False)  # never in a log line
     chain_pem: bytes
     bundle_pem: bytes
     identity: SpiffeId
