@@ -75,6 +75,32 @@ def test_the_shop_runs_as_pods_and_calls_by_name(pods_state):
                            capture_output=True, text=True, check=False).stdout  # fmt: skip
     assert "-A TULLE_OUTPUT -p tcp -j REDIRECT --to-ports 15001" in rules
     assert "-A TULLE_INBOUND -p tcp -j REDIRECT --to-ports 15006" in rules
+    # From outside the pod the sidecar's read-only stats listener answers on the pod address;
+    # its admin listener (drain, quit, config dump) is not there at all.
+    ip = frontend["ip"]
+    assert httpx.get(f"http://{ip}:{frontend['stats_port']}/ready", timeout=10).text == "LIVE\n"
+    metrics = httpx.get(f"http://{ip}:{frontend['stats_port']}/stats/prometheus", timeout=10)
+    assert 'reporter="source"' in metrics.text
+    assert httpx.post(f"http://{ip}:{frontend['stats_port']}/drain", timeout=10).status_code == 405
+    assert (
+        httpx.get(f"http://{ip}:{frontend['stats_port']}/config_dump", timeout=10).status_code
+        == 404
+    )
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://{ip}:{frontend['admin_port']}/config_dump", timeout=10)
+    # Inside the pod, on loopback: reading is open, quitting needs the token in the state dir.
+    token_file = Path(frontend["admin_token_file"])
+    assert token_file.parent == pods_state / "run"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+
+    def in_pod(*curl: str) -> str:
+        return subprocess.run(["ip", "netns", "exec", namespace, "curl", "-s", "-w", " %{http_code}", *curl],
+                              capture_output=True, text=True, check=False).stdout  # fmt: skip
+
+    admin = f"http://127.0.0.1:{frontend['admin_port']}"
+    assert in_pod(f"{admin}/ready") == "LIVE\n 200"
+    assert in_pod("-X", "POST", f"{admin}/quitquitquit").endswith(" 401")
+    assert mesh.replica("frontend-0")["proxy_pid"] == frontend["proxy_pid"]  # still running
     mesh.down()
     assert network_leftovers() == []
 
@@ -102,6 +128,8 @@ spec:
         proc.wait()
     assert_nothing_left(pods_state)  # the kernel ended every child
     assert network_leftovers() != []  # what only a clean stop removes
+    assert list((pods_state / "run").iterdir()) != []  # the killed sidecar's admin token
     forced = tulle("down", "--force", "--state-dir", str(pods_state))
     assert "cleared the state" in forced.stdout
     assert network_leftovers() == []
+    assert list((pods_state / "run").iterdir()) == []

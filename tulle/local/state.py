@@ -101,7 +101,11 @@ class StateDir:
         return MeshState(**data, replicas=replicas)
 
     def clear(self) -> None:
+        """The mesh is gone: its state, and the admin tokens of sidecars killed before they
+        could remove their own."""
         self.state_file.unlink(missing_ok=True)
+        for token in self.run.glob("*.admin-token"):
+            token.unlink(missing_ok=True)
 
 
 def alive(pid: int | None) -> bool:
