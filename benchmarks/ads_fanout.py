@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from benchmarks.ads_load import HOST, work
+from tulle.security.tokens import admin_token
 
 STREAMS_PER_CONNECTION = 50
 SETTLE_SECONDS = 1.0
@@ -183,7 +184,8 @@ def measure(count: int, processes: int, per_connection: int) -> dict[str, float]
         api = f"http://127.0.0.1:{http}/api/v1/resources"
         workers: Workers | None = None
         try:
-            with httpx.Client() as web:
+            auth = {"authorization": f"Bearer {admin_token(Path(tmp) / 'state')}"}
+            with httpx.Client(headers=auth) as web:
                 web.post(api, content=route("1s").encode()).raise_for_status()
                 workers = Workers(xds, count, min(processes, count), per_connection)
                 started = time.monotonic()

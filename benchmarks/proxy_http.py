@@ -29,6 +29,8 @@ from pathlib import Path
 
 import httpx
 
+from tulle.security.tokens import admin_token
+
 TICKS = os.sysconf("SC_CLK_TCK")
 LOAD_CPU, SERVER_CPU = "0", "1"
 BODY = "x" * 1024
@@ -129,6 +131,7 @@ def start_control_plane(work: Path, backend: int) -> tuple[subprocess.Popen[byte
     httpx.post(
         f"{api}/api/v1/endpoints",
         json={"service": "web", "address": "127.0.0.1", "port": backend, "servicePort": 8080},
+        headers={"authorization": f"Bearer {admin_token(work / 'state')}"},
     ).raise_for_status()
     return plane, xds
 

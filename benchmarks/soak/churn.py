@@ -15,6 +15,7 @@ import httpx
 
 from benchmarks.soak.config import catalog_split
 from tulle.local.state import StateDir
+from tulle.security.tokens import admin_token
 
 
 @dataclass
@@ -34,13 +35,14 @@ async def churn(state: StateDir, http: httpx.AsyncClient, period: float,
     mesh = state.read()
     assert mesh is not None
     url = f"{mesh.api}/api/v1/resources"
+    auth = {"authorization": f"Bearer {admin_token(state.control_plane)}"}
     due = time.monotonic()
     index = 0
     while not stop.is_set():
         began = time.monotonic()
         try:
             response = await http.post(url, content=splits[index % 2],
-                                        headers={"x-tulle-filename": "soak-churn.yaml"})  # fmt: skip
+                                        headers={"x-tulle-filename": "soak-churn.yaml", **auth})  # fmt: skip
             if response.status_code == 200:
                 counts.accepted += 1
                 counts.seconds.append(time.monotonic() - began)

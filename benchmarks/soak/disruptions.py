@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import httpx
 
 from tulle.local.state import MeshState, ReplicaState, StateDir
+from tulle.security.tokens import admin_token
 
 GIVE_UP = 90.0  # seconds a disruption may take to be over before the soak moves on
 
@@ -105,7 +106,9 @@ class Disruptor:
     async def _all_connected(self) -> bool:
         mesh = self._mesh()
         try:
-            nodes = (await self.http.get(f"{mesh.api}/api/v1/proxy-status")).json()["nodes"]
+            auth = {"authorization": f"Bearer {admin_token(self.state.control_plane)}"}
+            status = await self.http.get(f"{mesh.api}/api/v1/proxy-status", headers=auth)
+            nodes = status.json()["nodes"]
         except (httpx.HTTPError, ValueError, KeyError):
             return False
         pods = {node["node"].split("~")[2].split(".")[0] for node in nodes}

@@ -62,6 +62,9 @@ def start(args: list[str]) -> tuple[subprocess.Popen[str], str]:
     return proc, proc.stdout.readline().strip()
 
 
+AUTH: dict[str, str] = {}  # the admin token of the demo's control plane, once it runs
+
+
 def main() -> None:
     console = Console()
     procs: list[subprocess.Popen[str]] = []
@@ -75,6 +78,8 @@ def main() -> None:
             console.print(f"[bold]{line}")
             xds = line.split("xDS on ")[1].split(",")[0]
             api = line.rsplit(" ", 1)[1]
+            token = (Path(state) / "admin-token").read_text().strip()
+            AUTH["authorization"] = f"Bearer {token}"
             for version in ("v1", "v2"):
                 server, ready = start(
                     [sys.executable, str(HERE / "greeter_server.py"), "--name", version]
@@ -89,7 +94,9 @@ def main() -> None:
                     "protocol": "GRPC",
                     "labels": {"version": version},
                 }
-                httpx.post(f"{api}/api/v1/endpoints", json=registration).raise_for_status()
+                httpx.post(
+                    f"{api}/api/v1/endpoints", json=registration, headers=AUTH
+                ).raise_for_status()
                 console.print(f"greeter {version} serving on 127.0.0.1:{port}, registered")
             apply(api, SUBSETS)
             apply(api, SPLIT % (90, 10))
@@ -104,7 +111,7 @@ def main() -> None:
 
 
 def apply(api: str, text: str) -> None:
-    reply = httpx.post(f"{api}/api/v1/resources", content=text.encode())
+    reply = httpx.post(f"{api}/api/v1/resources", content=text.encode(), headers=AUTH)
     if reply.status_code != 200:
         raise SystemExit(f"apply failed: {reply.json()}")
 
@@ -156,7 +163,7 @@ def run_client(console: Console, api: str, xds: str) -> None:
             time.sleep(0.25)
     stop.set()
     thread.join(5)
-    status = httpx.get(f"{api}/api/v1/proxy-status").json()
+    status = httpx.get(f"{api}/api/v1/proxy-status", headers=AUTH).json()
     for node in status["nodes"]:
         synced = {t: ("SYNCED" if s["current"] else "STALE") for t, s in node["types"].items()}
         console.print(f"proxy-status: {node['node']} {synced}")

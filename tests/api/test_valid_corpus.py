@@ -78,7 +78,7 @@ def test_workloads_and_their_service(model):
     assert (v1.readiness.period, v1.readiness.timeout) == (0.5, 2.0)
     v2 = by_name["reviews-v2"]
     assert v2.mesh == "library"
-    assert v2.service_account == "default"
+    assert v2.service_account == "reviews-v2"  # none given: its name, its identity in local mode
     assert v2.readiness is not None
     assert v2.readiness.kind == "tcp"
     ratings = by_name["ratings"]

@@ -19,6 +19,7 @@ from prometheus_client import generate_latest
 
 import tulle.client
 from tests.e2e.conftest import (
+    WORKLOAD,
     ControlPlane,
     _stop,
     free_port,
@@ -27,6 +28,7 @@ from tests.e2e.conftest import (
     wait_until,
 )
 from tulle.client.wsgi import MeshMiddleware
+from tulle.security.tokens import BootstrapTokens
 
 POLICY = """\
 apiVersion: tulle.dev/v1alpha1
@@ -64,7 +66,9 @@ ENDPOINT = "echo.default.svc.cluster.local|127.0.0.1:8080"
 
 
 def endpoint_ids(plane: ControlPlane) -> set[str]:
-    items = httpx.get(f"{plane.api}/api/v1/endpoints", timeout=10).json()["items"]
+    items = httpx.get(f"{plane.api}/api/v1/endpoints", headers=plane.auth, timeout=10).json()[
+        "items"
+    ]
     return {item["id"] for item in items}
 
 
@@ -153,8 +157,11 @@ def wsgi_server() -> Iterator[WsgiServer]:
     server.close()
 
 
-def test_wsgi_app_gets_inbound_policy_metrics_and_registration(control_plane, wsgi_server):
+def test_wsgi_app_gets_inbound_policy_metrics_and_registration(
+    control_plane, wsgi_server, monkeypatch
+):
     control_plane.apply(POLICY.format(name="echo"))
+    monkeypatch.setenv("TULLE_TOKEN_FILE", str(control_plane.workload_token("echo", "echo-0")))
     node = "library~127.0.0.1~echo-0.default~default.svc.cluster.local"
     tulle.client.configure(xds_address=f"127.0.0.1:{control_plane.xds_port}", node_id=node,
                            server=control_plane.api, access_log=False)  # fmt: skip
@@ -223,15 +230,18 @@ def test_registration_settings_name_what_is_wrong(control_plane, monkeypatch):
     MeshMiddleware(echo, port=8080).close()
 
 
-def test_registration_waits_for_the_control_plane(control_plane, tmp_path):
+def test_registration_waits_for_the_control_plane(control_plane, tmp_path, monkeypatch):
     """Made while the control plane's API is away, the middleware registers once it answers."""
     node = "library~127.0.0.1~echo-0.default~default.svc.cluster.local"
+    (tmp_path / "late").mkdir()
+    (tmp_path / "late" / "echo.yaml").write_text(WORKLOAD.format(name="echo"))
+    token = BootstrapTokens(tmp_path / "late-state").issue("default", "echo", "echo-0.default")
+    monkeypatch.setenv("TULLE_TOKEN_FILE", str(token))
     api_port = free_port()
     tulle.client.configure(xds_address=f"127.0.0.1:{control_plane.xds_port}", node_id=node,
                            server=f"http://127.0.0.1:{api_port}", access_log=False)  # fmt: skip
     middleware = MeshMiddleware(echo, port=8080, service="echo")
     assert not middleware.gate.registered
-    (tmp_path / "late").mkdir()
     late = start_control_plane(tmp_path / "late-state", tmp_path / "late", http_port=api_port)
     try:
         wait_until(lambda: middleware.gate.registered, timeout=15)  # set once POST answered

@@ -45,7 +45,10 @@ class Plane:
         self.plane, self.log = plane, log
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(method, f"{self.plane.api}{path}", timeout=60, **kwargs)
+        headers = {**self.plane.auth, **kwargs.pop("headers", {})}
+        return httpx.request(
+            method, f"{self.plane.api}{path}", headers=headers, timeout=60, **kwargs
+        )
 
     def apply(self, body: bytes) -> httpx.Response:
         return self.request("POST", "/api/v1/resources", content=body)
@@ -266,8 +269,10 @@ def test_a_huge_request_head_is_refused_before_it_ends(plane: Plane, request_byt
 
 def test_pipelined_requests_are_answered_in_order_however_many(plane: Plane):
     count = 2_000
+    auth = f"Authorization: Bearer {plane.plane.token}".encode()
     requests = b"".join(
-        b"GET /api/v1/resources?name=n%d HTTP/1.1\r\nHost: cp\r\n\r\n" % i for i in range(count)
+        b"GET /api/v1/resources?name=n%d HTTP/1.1\r\nHost: cp\r\n%s\r\n\r\n" % (i, auth)
+        for i in range(count)
     )
     reply = exchange(plane, requests + b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
     answers = reply.split(b"HTTP/1.1 ")[1:]

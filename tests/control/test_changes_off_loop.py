@@ -12,6 +12,7 @@ import pytest
 from tulle.control.api import MAX_WAITING_APPLIES
 from tulle.control.app import ControlPlane
 from tulle.control.config import ChangeResult
+from tulle.security.tokens import admin_token
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,7 +30,8 @@ def test_the_api_answers_while_a_change_is_being_validated(tmp_path):
         await plane.start()
         plane.config.apply = slow_apply  # type: ignore[method-assign]
         api = f"http://127.0.0.1:{plane.http_port}"
-        async with httpx.AsyncClient(base_url=api, timeout=60) as client:
+        auth = {"authorization": f"Bearer {admin_token(tmp_path)}"}
+        async with httpx.AsyncClient(base_url=api, timeout=60, headers=auth) as client:
             applying = asyncio.create_task(client.post("/api/v1/resources", content=b"a: 1"))
             assert await asyncio.to_thread(entered.wait, 60)
             health = await client.get("/healthz")  # answered while the apply is still running
@@ -56,7 +58,10 @@ def test_too_many_applies_at_once_are_refused_with_429(tmp_path):
         plane.config.apply = slow_apply  # type: ignore[method-assign]
         limits = httpx.Limits(max_connections=MAX_WAITING_APPLIES + 1)
         api = f"http://127.0.0.1:{plane.http_port}"
-        async with httpx.AsyncClient(base_url=api, timeout=60, limits=limits) as client:
+        auth = {"authorization": f"Bearer {admin_token(tmp_path)}"}
+        async with httpx.AsyncClient(
+            base_url=api, timeout=60, limits=limits, headers=auth
+        ) as client:
             waiting = [
                 asyncio.create_task(client.post("/api/v1/resources", content=b"a: 1"))
                 for _ in range(MAX_WAITING_APPLIES)

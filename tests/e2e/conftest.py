@@ -21,11 +21,23 @@ import httpx
 import pytest
 
 from tulle.local import plan
+from tulle.security.tokens import BootstrapTokens
 
 HERE = Path(__file__).parent
 EXAMPLES = HERE.parent.parent / "examples"
 BIN = Path(sys.executable).parent
 NODE = "proxyless~127.0.0.1~client-0.default~default.svc.cluster.local"
+
+
+WORKLOAD = """\
+apiVersion: tulle.dev/v1alpha1
+kind: Workload
+metadata: {{name: {name}}}
+spec:
+  command: [python3, app.py]
+  ports: [{{name: http, port: 8080}}]
+  mesh: library
+"""
 
 
 def _stop(proc: subprocess.Popen[str], grace: float = 5.0) -> None:
@@ -56,11 +68,21 @@ class ControlPlane:
     def api(self) -> str:
         return f"http://{self.host}:{self.http_port}"
 
+    @property
+    def token(self) -> str:
+        """The admin token the control plane made in its state directory."""
+        return (self.state_dir / "admin-token").read_text().strip()
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The header that authenticates a request to the API as the admin."""
+        return {"authorization": f"Bearer {self.token}"}
+
     def apply(self, text: str, expect_ok: bool = True) -> dict[str, Any]:
         response = httpx.post(
             f"{self.api}/api/v1/resources",
             content=text.encode(),
-            headers={"x-tulle-filename": "test.yaml"},
+            headers={"x-tulle-filename": "test.yaml", **self.auth},
             timeout=10,
         )
         data: dict[str, Any] = response.json()
@@ -68,16 +90,29 @@ class ControlPlane:
             assert response.status_code == 200, data
         return data
 
+    def workload_token(self, service: str, pod: str) -> Path:
+        """A library app's identity as ``tulle up`` gives it: a Workload (service account
+        ``service``) that says it serves ``service``, and a bootstrap token for replica ``pod``,
+        with which it registers itself; the token file's path."""
+        self.apply(WORKLOAD.format(name=service))
+        return BootstrapTokens(self.state_dir).issue("default", service, f"{pod}.default")
+
     def register(self, **fields: Any) -> None:
-        response = httpx.post(f"{self.api}/api/v1/endpoints", json=fields, timeout=10)
+        response = httpx.post(
+            f"{self.api}/api/v1/endpoints", json=fields, headers=self.auth, timeout=10
+        )
         assert response.status_code == 200, response.text
 
     def deregister(self, **fields: Any) -> None:
-        response = httpx.request("DELETE", f"{self.api}/api/v1/endpoints", json=fields, timeout=10)
+        response = httpx.request(
+            "DELETE", f"{self.api}/api/v1/endpoints", json=fields, headers=self.auth, timeout=10
+        )
         assert response.status_code == 200, response.text
 
     def proxy_status(self) -> dict[str, Any]:
-        data: dict[str, Any] = httpx.get(f"{self.api}/api/v1/proxy-status", timeout=10).json()
+        data: dict[str, Any] = httpx.get(
+            f"{self.api}/api/v1/proxy-status", headers=self.auth, timeout=10
+        ).json()
         return data
 
     def bootstrap(self, node_id: str = NODE) -> str:
@@ -223,11 +258,12 @@ class Processes:
         metrics on a port of their own and its access log in ``log``."""
         node = f"library~127.0.0.1~{pod}.default~default.svc.cluster.local"
         app = LibraryApp(free_port(), free_port(), node)
+        token = plane.workload_token(service, pod)
         env = {
             **os.environ, "TULLE_XDS_ADDRESS": f"127.0.0.1:{plane.xds_port}",
             "TULLE_SERVER": plane.api, "TULLE_NODE_ID": node, "TULLE_SERVICE": service,
             "TULLE_SERVICE_PORT": "8080", "PORT": str(app.port),
-            "TULLE_METRICS_PORT": str(app.metrics_port),
+            "TULLE_METRICS_PORT": str(app.metrics_port), "TULLE_TOKEN_FILE": str(token),
         }  # fmt: skip
         with open(log, "w") as output:
             app.proc = subprocess.Popen(

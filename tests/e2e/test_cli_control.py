@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ TULLE = str(Path(sys.executable).parent / "tulle")
 
 def tulle(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [TULLE, *args, "--server", plane.api],
+        [TULLE, *args, "--server", plane.api, "--token", plane.token],
         capture_output=True,
         text=True,
         timeout=60,
@@ -122,7 +123,7 @@ def test_watched_files(control_plane: ControlPlane, processes: Processes):
 def _config_status(plane: ControlPlane) -> dict:
     import httpx
 
-    return httpx.get(f"{plane.api}/api/v1/config-status").json()
+    return httpx.get(f"{plane.api}/api/v1/config-status", headers=plane.auth).json()
 
 
 def test_proxy_status_and_config(control_plane: ControlPlane, processes: Processes, clients):
@@ -172,6 +173,27 @@ def test_commands_without_a_control_plane_say_so():
     assert result.returncode == 1
     assert "cannot reach the control plane at http://127.0.0.1:9" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_commands_without_the_admin_token_are_refused_and_say_where_it_is(
+    control_plane: ControlPlane, tmp_path: Path
+):
+    for args in (["get"], ["proxy-status"], ["delete", "ServiceEntry", "x"]):
+        result = subprocess.run(
+            [TULLE, *args, "--server", control_plane.api],
+            capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+            env={k: v for k, v in os.environ.items() if k != "TULLE_TOKEN"},
+        )  # fmt: skip
+        assert result.returncode == 1, args
+        assert "this API needs a token" in result.stderr
+        assert "no admin token found: looked for .tulle/controlplane/admin-token" in result.stderr
+    wrong = subprocess.run(
+        [TULLE, "get", "--server", control_plane.api, "--token", "not-the-token"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert wrong.returncode == 1
+    assert "token refused" in wrong.stderr
+    assert "not-the-token" not in wrong.stderr
 
 
 def test_bootstrap_grpc():

@@ -358,7 +358,9 @@ def test_control_plane_restart_during_traffic(
     )  # fmt: skip
     control_plane.proc = restarted.proc  # stopped by the fixture
     wait_until(lambda: len(restarted.proxy_status()["nodes"]) == 1, timeout=30)
-    listed = httpx.get(f"{restarted.api}/api/v1/resources?kind=ServiceEntry").json()["items"]
+    listed = httpx.get(
+        f"{restarted.api}/api/v1/resources?kind=ServiceEntry", headers=restarted.auth
+    ).json()["items"]
     assert [i["resource"]["metadata"]["name"] for i in listed] == ["greeter"]
     after = len(client.results)
     wait_until(lambda: len(client.results) >= after + 100)

@@ -107,6 +107,16 @@ class Mesh:
         )
         return data
 
+    @property
+    def token(self) -> str:
+        """The admin token of the mesh's control plane."""
+        return (self.state_dir / "controlplane" / "admin-token").read_text().strip()
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The header that authenticates a request to the mesh's control plane as the admin."""
+        return {"authorization": f"Bearer {self.token}"}
+
     def replica(self, name: str) -> dict[str, Any]:
         return next(r for r in self.status()["replicas"] if r["replica"] == name)
 

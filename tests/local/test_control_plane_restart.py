@@ -46,7 +46,7 @@ def test_a_killed_control_plane_is_restarted_on_its_ports(tmp_path, state_dir):
     assert after["api"] == api  # the same ports: the sidecars reconnect to it
 
     def reconnected() -> bool:
-        status = tulle("proxy-status", "--server", api, check=False).stdout
+        status = tulle("proxy-status", "--server", api, "--token", mesh.token, check=False).stdout
         return "echo-0" in status and "echo-1" in status
 
     wait_until(reconnected, timeout=30)
@@ -96,15 +96,15 @@ async def _put_right(tmp_path: Path) -> None:
         sent.append((request.method, json.loads(request.content)))
         return httpx.Response(200, json={})
 
-    await runner.http.aclose()
-    runner.http = httpx.AsyncClient(transport=httpx.MockTransport(down))
+    await runner.api.aclose()
+    runner.api = httpx.AsyncClient(transport=httpx.MockTransport(down))
     await runner._register(echo0, "POST")  # echo-0 came back while the control plane was down
     assert echo0.registered  # the wish is kept though the call failed
-    await runner.http.aclose()
+    await runner.api.aclose()
 
-    runner.http = httpx.AsyncClient(transport=httpx.MockTransport(up))
+    runner.api = httpx.AsyncClient(transport=httpx.MockTransport(up))
     await runner._put_registry_right()
-    await runner.http.aclose()
+    await runner.api.aclose()
     deleted = sorted(body["port"] for method, body in sent if method == "DELETE")
     posted = [body for method, body in sent if method == "POST"]
     assert deleted == sorted([port1, 19999])

@@ -65,7 +65,9 @@ def test_a_mesh_starts_serves_and_stops_with_tulle_down(tmp_path, state_dir):
     # Callers reach echo through its sidecar's inbound listener; the app got $(PORT) expanded.
     answer = httpx.get(f"http://{replicas['echo-1']['address']}/hello", timeout=10).json()
     assert (answer["name"], answer["path"]) == ("echo-1", "/hello")
-    endpoints = httpx.get(f"{mesh.status()['api']}/api/v1/endpoints", timeout=10).json()
+    endpoints = httpx.get(
+        f"{mesh.status()['api']}/api/v1/endpoints", headers=mesh.auth, timeout=10
+    ).json()
     registered = {(e["workload"], f"{e['address']}:{e['port']}") for e in endpoints["items"]}
     assert registered == {(r["workload"], r["address"]) for r in replicas.values()}
     assert mesh_processes(state_dir)  # the mark the leftover check relies on is there

@@ -275,7 +275,7 @@ spec:
     - route: [{destination: {host: catalog, subset: v2}}]
 """
     )
-    tulle("apply", "-f", str(change), "--server", api)
+    tulle("apply", "-f", str(change), "--server", api, "--token", shop.token)
     wait_until(
         lambda: (
             {frontend(shop).json()["catalog"]["answer"]["version"] for _ in range(10)} == {"v2"}

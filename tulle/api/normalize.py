@@ -129,7 +129,7 @@ def _workload(workload: Workload, resolve: HostResolver) -> WorkloadModel:
         env=pairs(spec.env),
         replicas=spec.replicas,
         ports=tuple(WorkloadPortModel(p.name, p.port, p.protocol) for p in spec.ports),
-        service_account=spec.service_account,
+        service_account=spec.service_account or workload.name,
         labels=pairs(workload_labels(workload)),
         mesh=spec.mesh,
         readiness=readiness,

@@ -14,6 +14,16 @@ DEFAULT_SERVER = "http://127.0.0.1:15014"
 ServerOption = Annotated[
     str, typer.Option("--server", envvar="TULLE_SERVER", help="The control plane's HTTP API.")
 ]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="TULLE_TOKEN",
+        help="The control plane's admin token (default: read from its state directory, "
+        ".tulle/controlplane/admin-token under `tulle up`, .tulle/admin-token otherwise).",
+    ),
+]
+ADMIN_TOKEN_FILE = "admin-token"
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -33,14 +43,42 @@ def resolve_server(server: str) -> str:
     return server
 
 
-def call(server: str, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+def token_places() -> list[Path]:
+    """Where the CLI looks for the admin token: the control plane's state directory under
+    ``tulle up`` (``.tulle/controlplane``), then ``tulle controlplane``'s default (``.tulle``)."""
+    state = StateDir(Path(".tulle"))
+    return [state.control_plane / ADMIN_TOKEN_FILE, state.root / ADMIN_TOKEN_FILE]
+
+
+def resolve_token(token: str | None) -> str | None:
+    """``token`` (``--token`` or ``TULLE_TOKEN``); else the admin token found in
+    :func:`token_places`; None when there is none (the API then says what it needs)."""
+    if token:
+        return token.strip()
+    for place in token_places():
+        try:
+            return place.read_text().strip()
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise fail(f"error: cannot read the admin token {place}: {error}") from None
+    return None
+
+
+def call(
+    server: str, token: str | None, method: str, path: str, **kwargs: Any
+) -> tuple[int, dict[str, Any]]:
     """``(status, json)`` of an API call; exits with a clear message when the server is away."""
     import httpx
 
     server = resolve_server(server)
     url = server.rstrip("/") + path
+    headers = dict(kwargs.pop("headers", {}))
+    credential = resolve_token(token)
+    if credential:
+        headers["authorization"] = f"Bearer {credential}"
     try:
-        response = httpx.request(method, url, timeout=30.0, **kwargs)
+        response = httpx.request(method, url, timeout=30.0, headers=headers, **kwargs)
     except httpx.ConnectError as error:
         raise fail(
             f"error: cannot reach the control plane at {server}: {error} "
@@ -52,6 +90,12 @@ def call(server: str, method: str, path: str, **kwargs: Any) -> tuple[int, dict[
         data = response.json()
     except ValueError:
         raise fail(f"error: {url} answered {response.status_code} without JSON") from None
+    if response.status_code == 401 and not credential:
+        places = " and ".join(map(str, token_places()))
+        data["error"] = (
+            f"{data.get('error', 'unauthenticated')} (no admin token found: looked for {places}; "
+            "pass --token or set TULLE_TOKEN)"
+        )
     return response.status_code, data
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from tulle.cli.client import DEFAULT_SERVER, ServerOption, call, fail, report_error
+from tulle.cli.client import DEFAULT_SERVER, ServerOption, TokenOption, call, fail, report_error
 
 
 class GetFormat(StrEnum):
@@ -37,6 +37,7 @@ def _files(paths: list[Path]) -> list[Path]:
 def apply(
     files: Annotated[list[Path], typer.Option("-f", "--file", help="YAML files or directories.")],
     server: ServerOption = DEFAULT_SERVER,
+    token: TokenOption = None,
 ) -> None:
     """Create or update resources; a file with any error changes nothing."""
     for path in _files(files):
@@ -46,6 +47,7 @@ def apply(
             raise fail(f"error: {path}: {error}") from None
         status, data = call(
             server,
+            token,
             "POST",
             "/api/v1/resources",
             content=text.encode(),
@@ -66,6 +68,7 @@ def get(
     namespace: Annotated[str | None, typer.Option("-n", "--namespace")] = None,
     output: Annotated[GetFormat, typer.Option("-o", "--output")] = GetFormat.table,
     server: ServerOption = DEFAULT_SERVER,
+    token: TokenOption = None,
 ) -> None:
     """List the config in force (from files and applied)."""
     import yaml
@@ -75,7 +78,7 @@ def get(
     params = {k: v for k, v in (("kind", kind), ("name", name), ("namespace", namespace)) if v}
     if name and not namespace:
         params["namespace"] = "default"
-    status, data = call(server, "GET", "/api/v1/resources", params=params)
+    status, data = call(server, token, "GET", "/api/v1/resources", params=params)
     if status != 200:
         raise report_error(status, data)
     items = data["items"]
@@ -101,9 +104,10 @@ def delete(
     name: Annotated[str, typer.Argument(help="Name.")],
     namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
     server: ServerOption = DEFAULT_SERVER,
+    token: TokenOption = None,
 ) -> None:
     """Delete an applied resource (refused if the rest of the config still needs it)."""
-    status, data = call(server, "DELETE", f"/api/v1/resources/{kind}/{namespace}/{name}")
+    status, data = call(server, token, "DELETE", f"/api/v1/resources/{kind}/{namespace}/{name}")
     if status != 200:
         raise report_error(status, data)
     for ref in data["deleted"]:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from tulle.cli.client import DEFAULT_SERVER, ServerOption, call, report_error
+from tulle.cli.client import DEFAULT_SERVER, ServerOption, TokenOption, call, report_error
 from tulle.xds.node import make_node_id
 
 _TYPES = ("listeners", "routes", "clusters", "endpoints")
@@ -23,12 +23,12 @@ class ConfigFormat(StrEnum):
     yaml = "yaml"
 
 
-def proxy_status(server: ServerOption = DEFAULT_SERVER) -> None:
+def proxy_status(server: ServerOption = DEFAULT_SERVER, token: TokenOption = None) -> None:
     """Each connected node: per type its ACKed version, whether it is current, the last NACK."""
     from rich.console import Console
     from rich.table import Table
 
-    status, data = call(server, "GET", "/api/v1/proxy-status")
+    status, data = call(server, token, "GET", "/api/v1/proxy-status")
     if status != 200:
         raise report_error(status, data)
     table = Table(box=None)
@@ -63,12 +63,13 @@ def proxy_config(
     ] = "listeners",
     output: Annotated[ConfigFormat, typer.Option("-o", "--output")] = ConfigFormat.json,
     server: ServerOption = DEFAULT_SERVER,
+    token: TokenOption = None,
 ) -> None:
     """What a node was sent, as protobuf JSON (the shape of Envoy's config_dump)."""
     import yaml
 
     status, data = call(
-        server, "GET", "/api/v1/proxy-config", params={"node": node, "type": type_name}
+        server, token, "GET", "/api/v1/proxy-config", params={"node": node, "type": type_name}
     )
     if status != 200:
         raise report_error(status, data)

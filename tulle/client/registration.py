@@ -9,11 +9,13 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tulle.client.settings import SettingsError, port_variable
+from tulle.security.tokens import read_token_file
 from tulle.xds.node import NodeInfo
 
 log = logging.getLogger("tulle.client")
@@ -79,10 +81,18 @@ class Registration:
         return data
 
     def send(self, method: str) -> None:
-        """POST (register) or DELETE (deregister); RegistrationError says why not."""
+        """POST (register) or DELETE (deregister); RegistrationError says why not. The
+        workload's token (the file ``TULLE_TOKEN_FILE`` names) proves who registers."""
         url = self.server.rstrip("/") + "/api/v1/endpoints"
+        headers = {}
+        token_file = os.environ.get("TULLE_TOKEN_FILE")
+        if token_file:
+            try:
+                headers["authorization"] = f"Bearer {read_token_file(Path(token_file))}"
+            except (OSError, ValueError) as error:
+                raise RegistrationError(f"TULLE_TOKEN_FILE: {error}") from None
         try:
-            response = httpx.request(method, url, json=self.body(), timeout=5.0)
+            response = httpx.request(method, url, json=self.body(), headers=headers, timeout=5.0)
         except httpx.HTTPError as error:
             raise RegistrationError(f"control plane at {self.server}: {error}") from None
         if response.status_code != 200:

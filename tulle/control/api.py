@@ -1,6 +1,10 @@
 """The control plane's HTTP API (port 15014): config (apply, get, delete), the service registry
 (register, deregister), proxy status and config, health. JSON in and out.
 
+Every route but ``GET /healthz`` is authenticated (:mod:`tulle.control.auth`): the admin token
+may do everything; a workload's token only registers and deregisters endpoints of its own
+namespace and service account, so no process can take over another service's traffic.
+
 What it refuses before any work is done, and why, is in docs/control-plane.md ("What the API
 refuses"): bodies past a size (413), text that is not UTF-8, JSON nested too deeply, names that
 are not DNS labels, more applies than :data:`MAX_WAITING_APPLIES` at once (429)."""
@@ -8,14 +12,19 @@ are not DNS labels, more applies than :data:`MAX_WAITING_APPLIES` at once (429).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from tulle.api.names import check_dns_label, check_dns_subdomain
+from tulle.control.auth import AccessDenied, ApiAuth, Caller, require_admin
 from tulle.control.bodies import MAX_APPLY_BYTES, BodyError, check_size, json_body, utf8_text
-from tulle.control.config import APPLIED
+from tulle.control.config import APPLIED, ChangeResult, ConfigSources
 from tulle.control.kinds import canonical_kind, kind_names
-from tulle.control.registry import RegistrationError, endpoint_from_dict
+from tulle.control.registry import Endpoint, RegistrationError, endpoint_from_dict
+from tulle.control.snapshot import Snapshot
 from tulle.control.status import node_status, sent_config
+from tulle.control.store import ResourceKey
+from tulle.control.translate import Resources
 from tulle.transport.http_server import (
     Request,
     Response,
@@ -23,10 +32,9 @@ from tulle.transport.http_server import (
     json_response,
     text_response,
 )
+from tulle.xds.node import NodeInfo
+from tulle.xds.server import Connection
 from tulle.xds.types import BY_SHORT_NAME
-
-if TYPE_CHECKING:
-    from tulle.control.app import ControlPlane
 
 API = "/api/v1"
 
@@ -49,22 +57,76 @@ def _shown(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class ApiHandler:
-    """Routes requests to the control plane."""
+class Registry(Protocol):
+    """The registry as the API reads it."""
 
-    def __init__(self, plane: ControlPlane) -> None:
+    def endpoints(self) -> tuple[Endpoint, ...]: ...
+
+    def get(self, endpoint_id: str) -> Endpoint | None:
+        """The registered endpoint with that id, if any."""
+        ...
+
+
+class Plane(Protocol):
+    """What the API serves from and changes: the control plane (tulle.control.app), handed in."""
+
+    @property
+    def config(self) -> ConfigSources: ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def snapshot(self) -> Snapshot: ...
+
+    @property
+    def applies_in_flight(self) -> int: ...
+
+    @property
+    def push_pending(self) -> bool: ...
+
+    @property
+    def connections(self) -> Mapping[int, Connection]: ...
+
+    async def apply(self, text: str, filename: str) -> ChangeResult: ...
+
+    async def delete(self, key: ResourceKey) -> ChangeResult: ...
+
+    async def register(self, endpoint: Endpoint) -> bool: ...
+
+    async def deregister(self, endpoint_id: str) -> bool: ...
+
+    def node_resources(self, node: NodeInfo) -> Resources: ...
+
+    def services_of(self, namespace: str, service_account: str) -> frozenset[str]:
+        """The service hosts the config's Workloads of that identity serve."""
+        ...
+
+
+class ApiHandler:
+    """Routes requests to the control plane, each after its caller is authenticated."""
+
+    def __init__(self, plane: Plane, auth: ApiAuth) -> None:
         self.plane = plane
+        self.auth = auth
 
     async def __call__(self, request: Request) -> Response:
         try:
             return await self._route(request)
         except BodyError as error:
             return error_response(error.status, str(error))
+        except AccessDenied as refusal:
+            return refusal.response()
 
     async def _route(self, request: Request) -> Response:
         path, method = request.path.rstrip("/") or "/", request.method
         if path == "/healthz" and method == "GET":
             return text_response("ok\n")
+        caller = self.auth.caller(request)
+        if path == f"{API}/endpoints":
+            return await self.endpoints(request, caller)
+        if path.startswith(f"{API}/"):
+            require_admin(caller, f"{_shown(method)} {_shown(path)}")
         if path == f"{API}/resources":
             if method == "GET":
                 return await self.get_resources(request)
@@ -75,8 +137,6 @@ class ApiHandler:
             )
         if path.startswith(f"{API}/resources/") and method == "DELETE":
             return await self.delete_resource(path[len(f"{API}/resources/") :])
-        if path == f"{API}/endpoints":
-            return await self.endpoints(request)
         if path == f"{API}/proxy-status" and method == "GET":
             return self.proxy_status()
         if path == f"{API}/proxy-config" and method == "GET":
@@ -190,14 +250,22 @@ class ApiHandler:
 
     # --- registry -------------------------------------------------------------------------
 
-    async def endpoints(self, request: Request) -> Response:
+    async def endpoints(self, request: Request, caller: Caller) -> Response:
         if request.method == "GET":
+            require_admin(caller, f"GET {API}/endpoints")
             return json_response({"items": [e.to_dict() for e in self.plane.registry.endpoints()]})
         if request.method in ("POST", "DELETE"):
+            body = json_body(request.body, "registration")
+            if not caller.admin and isinstance(body, dict):
+                body.setdefault("serviceAccount", caller.service_account)
             try:
-                endpoint = endpoint_from_dict(json_body(request.body, "registration"))
+                endpoint = endpoint_from_dict(body)
             except RegistrationError as error:
                 return error_response(400, f"bad registration: {error}")
+            if not caller.admin:
+                self._check_owner(caller, endpoint, self.plane.registry.get(endpoint.id))
+                if request.method == "POST":
+                    self._check_entitled(caller, endpoint)
             if request.method == "POST":
                 changed = await self.plane.register(endpoint)
                 return json_response({"registered": endpoint.to_dict(), "changed": changed})
@@ -208,12 +276,41 @@ class ApiHandler:
             405, f"{_shown(request.method)} is not allowed; use GET, POST or DELETE"
         )
 
+    @staticmethod
+    def _check_owner(caller: Caller, endpoint: Endpoint, registered: Endpoint | None) -> None:
+        """A workload registers only endpoints of its own identity, and never takes over (or
+        removes) an endpoint another identity registered at the same address."""
+        for candidate, what in ((endpoint, "this registration"), (registered, "the endpoint")):
+            if candidate is None:
+                continue
+            namespace = candidate.namespace
+            if (namespace, candidate.service_account) != (
+                caller.namespace,
+                caller.service_account,
+            ):
+                raise AccessDenied(
+                    403,
+                    f"{caller} may not change {endpoint.id}: {what} belongs to "
+                    f"ns/{namespace}/sa/{candidate.service_account}",
+                )
+
+    def _check_entitled(self, caller: Caller, endpoint: Endpoint) -> None:
+        """A workload serves only the services its Workload resources say it serves."""
+        served = self.plane.services_of(caller.namespace, caller.service_account)
+        if endpoint.service not in served:
+            raise AccessDenied(
+                403,
+                f"{caller} may not register an endpoint of {endpoint.service}: no Workload of "
+                f"namespace {caller.namespace} with serviceAccount {caller.service_account} "
+                f"serves it (it serves: {', '.join(sorted(served)) or 'nothing'})",
+            )
+
     # --- status ---------------------------------------------------------------------------
 
     def proxy_status(self) -> Response:
         nodes = [
             node_status(c, self.plane.node_resources(c.node))
-            for c in self.plane.ads.connections.values()
+            for c in self.plane.connections.values()
         ]
         nodes.sort(key=lambda n: (n["node"], n["connected_at"]))
         return json_response(
@@ -233,9 +330,9 @@ class ApiHandler:
                 400,
                 f"unknown type {_shown(type_name)!r}; use {', '.join(sorted(BY_SHORT_NAME))}",
             )
-        matches = [c for c in self.plane.ads.connections.values() if c.node.id == node_id]
+        matches = [c for c in self.plane.connections.values() if c.node.id == node_id]
         if not matches:
-            known = sorted({c.node.id for c in self.plane.ads.connections.values()})
+            known = sorted({c.node.id for c in self.plane.connections.values()})
             return error_response(
                 404, f"no connected node {_shown(node_id or '')!r}", connected=known
             )

@@ -22,15 +22,17 @@ import grpc
 from tulle.api.model import MeshModel
 from tulle.api.normalize import build_model
 from tulle.control.api import ApiHandler
+from tulle.control.auth import ApiAuth
 from tulle.control.bodies import MAX_APPLY_BYTES
 from tulle.control.config import ChangeResult, ConfigSources
 from tulle.control.registry import Endpoint, LocalRegistry
 from tulle.control.snapshot import Snapshot, build_snapshot
 from tulle.control.store import ResourceKey, StateStore
 from tulle.control.translate import Resources, Translator
+from tulle.security.tokens import ADMIN_TOKEN_FILE, BootstrapTokens, admin_token
 from tulle.transport.http_server import serve_http
 from tulle.xds.node import NodeInfo
-from tulle.xds.server import AdsServer, start_server
+from tulle.xds.server import AdsServer, Connection, start_server
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class ControlPlane:
         http_port: int = 15014,
     ) -> None:
         self.host, self.xds_port, self.http_port = host, xds_port, http_port
+        self.state_dir = state_dir
         self.store = StateStore(state_dir)
         self.registry = LocalRegistry(
             self.store.endpoints(), self.store.save_endpoint, self.store.delete_endpoint
@@ -96,6 +99,19 @@ class ControlPlane:
     def node_resources(self, node: NodeInfo) -> Resources:
         """Every resource for ``node`` under the current snapshot."""
         return self.translator.resources(self.snapshot, node)
+
+    @property
+    def connections(self) -> dict[int, Connection]:
+        """The nodes connected over ADS."""
+        return self.ads.connections
+
+    def services_of(self, namespace: str, service_account: str) -> frozenset[str]:
+        """The service hosts the config's Workloads of that identity serve."""
+        return frozenset(
+            w.service_host
+            for w in self._model().workloads
+            if w.namespace == namespace and w.service_account == service_account
+        )
 
     def resources(self, node: NodeInfo, type_url: str) -> Any:
         """:class:`~tulle.xds.server.ResourceSource` for the ADS server."""
@@ -182,8 +198,14 @@ class ControlPlane:
             log.warning("%s", finding.format())
         self.rebuild()
         self._grpc, self.xds_port = await start_server(self.ads, self.host, self.xds_port)
+        token_file = self.state_dir / ADMIN_TOKEN_FILE
+        auth = ApiAuth(
+            admin_token(self.state_dir),
+            BootstrapTokens(self.state_dir),
+            token_hint=f"in {token_file}",
+        )
         self._http = await serve_http(
-            ApiHandler(self), self.host, self.http_port, max_body=MAX_APPLY_BYTES
+            ApiHandler(self, auth), self.host, self.http_port, max_body=MAX_APPLY_BYTES
         )
         self.http_port = self._http.sockets[0].getsockname()[1]
         self._tasks = [

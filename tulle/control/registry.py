@@ -39,6 +39,7 @@ class Endpoint:
     locality: str = ""
     healthy: bool = True
     workload: str = ""
+    namespace: str = "default"  # the workload's (its identity's); the service's for a cluster host
 
     @property
     def id(self) -> str:
@@ -149,6 +150,7 @@ def endpoint_from_dict(data: Mapping[str, Any]) -> Endpoint:
         locality=_checked("locality", check_locality, locality) if locality else "",
         healthy=_field(data, "healthy", bool, True),
         workload=_checked("workload", check_dns_subdomain, workload) if workload else "",
+        namespace=namespace,
     )
 
 
@@ -168,6 +170,10 @@ class LocalRegistry:
     def endpoints(self) -> tuple[Endpoint, ...]:
         """Every registered endpoint, in registration order."""
         return tuple(self._endpoints.values())
+
+    def get(self, endpoint_id: str) -> Endpoint | None:
+        """The registered endpoint with that id, if any."""
+        return self._endpoints.get(endpoint_id)
 
     def register(self, endpoint: Endpoint) -> bool:
         """Add or replace an endpoint; True when something changed."""

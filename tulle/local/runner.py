@@ -30,6 +30,7 @@ from tulle.local.pods import (
 )
 from tulle.local.processes import describe_exit, spawn, stop
 from tulle.local.state import MeshState, ReplicaState, StateDir
+from tulle.security.tokens import admin_token
 
 TULLE = [sys.executable, "-m", "tulle"]
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
@@ -76,7 +77,8 @@ class Runner:
         self.replicas: list[Replica] = []
         # Registrations and the put-right after a control-plane restart, one at a time.
         self.registry_lock = asyncio.Lock()
-        self.http = httpx.AsyncClient(timeout=5.0)
+        self.http = httpx.AsyncClient(timeout=5.0)  # readiness checks of replicas
+        self.api = httpx.AsyncClient(timeout=5.0)  # the control plane's API, as its admin
         self.network = PodNetwork(os.urandom(2).hex()) if options.pods else None
         self.host = GATEWAY if options.pods else LOOPBACK  # where the control plane listens
 
@@ -86,6 +88,8 @@ class Runner:
         """Start everything, run until ``stopping`` is set, then stop everything."""
         state_dir = self.options.state
         state_dir.prepare()
+        # The control plane reads the same token file; the runner makes it first.
+        self.api.headers["authorization"] = f"Bearer {admin_token(state_dir.control_plane)}"
         result = validate_paths(self.options.files)
         if not result.ok or result.model is None:
             raise MeshConfigError("\n".join(f.format() for f in result.findings))
@@ -121,6 +125,7 @@ class Runner:
             if self.control_plane is not None:
                 await stop(self.control_plane, self.options.grace)
             await self.http.aclose()
+            await self.api.aclose()
             if self.network is not None:
                 self.network.remove()
             state_dir.clear()
@@ -219,7 +224,7 @@ class Runner:
         api = f"{self.state.api}/api/v1/endpoints"
         async with self.registry_lock:
             try:
-                items = (await self.http.get(api)).json()["items"]
+                items = (await self.api.get(api)).json()["items"]
             except (httpx.HTTPError, ValueError, KeyError) as error:
                 self.echo(f"tulle up: reading the registry failed: {error}")
                 return
@@ -238,11 +243,11 @@ class Runner:
 
     async def _forget_stale_endpoints(self, workloads: set[str]) -> None:
         """Endpoints a previous run of these workloads registered are gone now."""
-        response = await self.http.get(f"{self.state.api}/api/v1/endpoints")
+        response = await self.api.get(f"{self.state.api}/api/v1/endpoints")
         for item in response.json()["items"]:
             if item.get("workload") in workloads:
-                await self.http.request("DELETE", f"{self.state.api}/api/v1/endpoints",
-                                        json=_identity(item))  # fmt: skip
+                await self.api.request("DELETE", f"{self.state.api}/api/v1/endpoints",
+                                       json=_identity(item))  # fmt: skip
 
     def _address(self, plan: ReplicaPlan) -> str:
         endpoints = plan.endpoints
@@ -422,7 +427,7 @@ class Runner:
 
     async def _send_registration(self, method: str, body: dict[str, Any], who: str) -> None:
         try:
-            response = await self.http.request(
+            response = await self.api.request(
                 method, f"{self.state.api}/api/v1/endpoints", json=body
             )
         except httpx.HTTPError as error:

@@ -72,7 +72,7 @@ class WorkloadSpec(Strict):
     env: dict[str, str] = Field(default_factory=dict)
     replicas: Annotated[int, Field(ge=0)] = 1
     ports: list[WorkloadPort] = Field(default_factory=list)
-    service_account: str = "default"
+    service_account: str | None = None  # the workload's name (its identity in local mode)
     labels: Labels = Field(default_factory=dict)
     mesh: Literal["sidecar", "library", "none"] = "sidecar"
     readiness: Readiness | None = None

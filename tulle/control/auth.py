@@ -1,0 +1,88 @@
+"""Who is calling the control plane's HTTP API, from the credential the request proves.
+
+Every route but ``GET /healthz`` needs ``Authorization: Bearer <token>``. The admin token (a
+0600 file in the control plane's state directory, which the ``tulle`` CLI reads itself) may do
+everything. A workload's bootstrap token (the local runner makes one per replica; Kubernetes
+service-account tokens later, behind the same ``Authenticator``) proves one namespace and
+service account: with it a workload may register and deregister its own endpoints
+and ask for its own certificate, and nothing else. A refusal says why (401: no or unknown
+credential; 403: a credential that may not do this), never echoing the credential."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from tulle.security.tokens import Authenticator, Unauthenticated
+from tulle.transport.http_server import Request, Response, error_response
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller: the admin, or a workload's namespace and service account."""
+
+    admin: bool
+    namespace: str = ""
+    service_account: str = ""
+
+    def __str__(self) -> str:
+        if self.admin:
+            return "the admin"
+        return f"workload ns/{self.namespace}/sa/{self.service_account}"
+
+
+class AccessDenied(Exception):  # noqa: N818 (named for the outcome)
+    """The request may not be served: ``status`` 401 or 403, the message says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+    def response(self) -> Response:
+        """The refusal as the API answers it."""
+        headers = {"www-authenticate": 'Bearer realm="tulle"'} if self.status == 401 else {}
+        response = error_response(self.status, str(self))
+        response.headers.update(headers)
+        return response
+
+
+class ApiAuth:
+    """Turns a request's bearer token into a :class:`Caller`."""
+
+    def __init__(self, admin_token: str, workloads: Authenticator | None, token_hint: str) -> None:
+        self._admin = admin_token.encode()
+        self.workloads = workloads
+        self.token_hint = token_hint  # where the admin token is, for the 401 message
+
+    def caller(self, request: Request) -> Caller:
+        """The caller of ``request``; raises :class:`AccessDenied` (401) without a valid one."""
+        header = request.headers.get("authorization", "")
+        scheme, _, credential = header.partition(" ")
+        credential = credential.strip()
+        if not header:
+            raise AccessDenied(
+                401,
+                "this API needs a token: send Authorization: Bearer <token> (the admin token is "
+                f"{self.token_hint}; the tulle CLI reads it itself, or pass --token)",
+            )
+        if scheme.lower() != "bearer" or not credential:
+            raise AccessDenied(401, "Authorization must be 'Bearer <token>'")
+        if hmac.compare_digest(credential.encode(), self._admin):
+            return Caller(admin=True)
+        if self.workloads is not None:
+            try:
+                proven = self.workloads.authenticate(credential)
+            except Unauthenticated as error:
+                raise AccessDenied(401, f"token refused: {error}") from None
+            return Caller(False, proven.namespace, proven.service_account)
+        raise AccessDenied(401, "token refused: it is not the admin token")
+
+
+def require_admin(caller: Caller, what: str) -> None:
+    """Raise 403 unless ``caller`` is the admin."""
+    if not caller.admin:
+        raise AccessDenied(
+            403,
+            f"{caller} may not {what}: a workload token may only register its own endpoints "
+            "and request its own certificate; this needs the admin token",
+        )
