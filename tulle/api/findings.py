@@ -30,11 +30,15 @@ class Finding:
     message: str
 
     def format(self) -> str:
-        """The one-line form printed by ``tulle validate``."""
-        return (
+        """The one-line form printed by ``tulle validate``: characters that are not printable
+        (a line break inside a kind or name, which YAML allows) are shown escaped."""
+        line = (
             f"{self.file}:{self.line}: {self.severity.value} {self.kind} "
             f"{self.namespace}/{self.name}: {self.field}: {self.message}"
         )
+        if line.isprintable():
+            return line
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
 
     def to_dict(self) -> dict[str, str | int]:
         """The JSON form printed by ``tulle validate -o json``."""
