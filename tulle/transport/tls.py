@@ -3,7 +3,7 @@ transport. asyncio's TLS transport (and uvloop's) reserves 256 KiB per connectio
 ``start_tls`` loses bytes already read (cpython#142352), so a port that peeks at the first byte
 could not hand the ClientHello over. :class:`TlsProtocol` is the raw transport's protocol and
 presents the plaintext to an inner protocol through a :class:`TlsTransport`. Both BIOs are fed
-one record at a time (a memory BIO keeps its high-water mark) and OpenSSL releases its record
+in slices of 8 KiB (a memory BIO keeps its high-water mark) and OpenSSL releases its record
 buffers between records (CPython sets ``SSL_MODE_RELEASE_BUFFERS``): an idle connection holds
 its session, keys and the peer's certificate, and little else. The peer's certificate is checked
 by the context, then by the caller's ``verify_peer``; failures are short reasons, not logs."""
@@ -20,7 +20,17 @@ from tulle.transport.tls_errors import OnRefused, TlsError, VerifyPeer, describe
 from tulle.transport.tls_transport import TlsTransport
 
 RECORD = 16384
-"""The largest TLS plaintext record: what is fed to, encrypted into or read from OpenSSL at once."""
+"""The largest TLS plaintext record: what one ``SSLObject.read`` asks for."""
+WRITE_SLICE = 8192
+"""Plaintext encrypted at once (one record): the outgoing BIO's high-water mark. A memory BIO
+keeps the capacity it once needed (OpenSSL's BUF_MEM never shrinks): with 16 KiB records both
+BIOs hold ~44 KiB for good once a connection has carried a large body; 8 KiB costs ~20 % more CPU
+on bulk transfers only, and keeps an idle connection that carried data under 64 KiB of RSS
+(benchmarks/tls_memory.py)."""
+FEED_SLICE = 8192
+"""Ciphertext written into the incoming BIO at once: its high-water mark."""
+
+CLOSED_AFTER_HANDSHAKE = "server closed the connection after the handshake (certificate refused?)"
 
 _HANDSHAKE = 0
 _OPEN = 1
@@ -40,10 +50,10 @@ class TlsProtocol(asyncio.Protocol):
     ``connection_lost`` exactly once, with the reason if the connection failed."""
 
     __slots__ = (
-        "_context", "_eof_forwarded", "_eof_seen", "_error", "_factory",
-        "_got_bytes", "_handshake_timeout", "_incoming", "_inner", "_on_refused", "_outgoing",
-        "_pending", "_provider", "_raw", "_read_paused", "_server_hostname", "_server_side",
-        "_sslobj", "_state", "_timer", "_transport", "_verify_peer", "_waiter", "_write_paused",
+        "_context", "_eof_forwarded", "_eof_seen", "_error", "_factory", "_handshake_timeout",
+        "_incoming", "_inner", "_on_refused", "_outgoing", "_pending", "_provider", "_raw",
+        "_read_paused", "_received", "_server_hostname", "_server_side", "_sslobj", "_state",
+        "_timer", "_transport", "_verify_peer", "_waiter", "_write_paused",
     )  # fmt: skip
 
     def __init__(
@@ -80,7 +90,7 @@ class TlsProtocol(asyncio.Protocol):
         self._write_paused = False
         self._eof_seen = False  # close_notify read
         self._eof_forwarded = False
-        self._got_bytes = bool(initial)
+        self._received = bool(initial)  # a server: during the handshake; a client: after it
         self._error: Exception | None = None
 
     @staticmethod
@@ -161,32 +171,33 @@ class TlsProtocol(asyncio.Protocol):
             self._handshake()  # a client's ClientHello
 
     def data_received(self, data: bytes) -> None:
-        if len(data) > RECORD:
+        if len(data) > FEED_SLICE:
             self._receive_slices(data)
             return
         state = self._state
         if state == _OPEN:
+            self._received = True
             self._incoming.write(data)
             if not self._read_paused:
                 self._read_ready()
         elif state == _HANDSHAKE:
-            self._got_bytes = True
+            self._received = True
             self._incoming.write(data)
             self._handshake()
             if self._state == _OPEN and not self._read_paused and self._readable():
                 self._read_ready()
 
     def _receive_slices(self, data: bytes) -> None:
-        """A large read, fed one record's worth at a time so that the incoming BIO stays
+        """A large read, fed FEED_SLICE bytes at a time so that the incoming BIO stays
         small; its plaintext still reaches the inner protocol in one call."""
-        self._got_bytes = True
+        self._received = True
         view = memoryview(data)
         size = len(data)
         parts: list[bytes] = []
         start = 0
         while start < size and self._state < _CLOSING:
-            self._incoming.write(view[start : start + RECORD])
-            start += RECORD
+            self._incoming.write(view[start : start + FEED_SLICE])
+            start += FEED_SLICE
             if self._state == _HANDSHAKE:
                 self._handshake()
                 if self._state != _OPEN:
@@ -203,8 +214,14 @@ class TlsProtocol(asyncio.Protocol):
         if self._state == _HANDSHAKE:
             self._fail_handshake("connection closed during the handshake")
             return False
-        if self._state == _OPEN:  # a FIN without close_notify: an EOF all the same
-            self._peer_eof()
+        if self._state == _OPEN:  # a FIN without close_notify
+            if not (self._server_side or self._received):
+                # Under TLS 1.3 a server that refuses the client's certificate may just close
+                # (asyncio's and uvloop's do, without the alert).
+                self._error = TlsError(CLOSED_AFTER_HANDSHAKE)
+                self._close()
+            else:
+                self._peer_eof()
         return self._state == _OPEN
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -215,7 +232,7 @@ class TlsProtocol(asyncio.Protocol):
             reason = "connection lost during the handshake"
             if exc is not None:
                 reason += f": {describe(exc)}"
-            if self._got_bytes or not self._server_side:
+            if self._received or not self._server_side:
                 self._report(reason)
             self._error = TlsError(reason)
         waiter = self._waiter
@@ -262,12 +279,15 @@ class TlsProtocol(asyncio.Protocol):
                 self._fail_handshake(describe(error))
                 return
         self._state = _OPEN
+        if not self._server_side:
+            self._received = self._readable()
         transport = TlsTransport(self)
         self._transport = transport
         inner = self._factory()
         self._inner = inner
+        paused = self._write_paused  # the socket filled up during the handshake
         inner.connection_made(transport)
-        if self._write_paused:
+        if paused:
             inner.pause_writing()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -287,7 +307,7 @@ class TlsProtocol(asyncio.Protocol):
         self._cancel_timer()
         error = TlsError(reason)
         self._error = error
-        if report or self._got_bytes or not self._server_side:
+        if report or self._received or not self._server_side:
             self._report(reason)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -395,7 +415,7 @@ class TlsProtocol(asyncio.Protocol):
         assert sslobj is not None
         assert raw is not None
         try:
-            if size <= RECORD:
+            if size <= WRITE_SLICE:
                 sslobj.write(data)
                 raw.write(self._outgoing.read())
                 return
@@ -404,9 +424,9 @@ class TlsProtocol(asyncio.Protocol):
             records: list[bytes] = []
             start = 0
             while start < size:
-                sslobj.write(view[start : start + RECORD])
+                sslobj.write(view[start : start + WRITE_SLICE])
                 records.append(self._outgoing.read())
-                start += RECORD
+                start += WRITE_SLICE
         except ssl.SSLError as error:
             self._error = TlsError(describe(error))
             self._abort()
