@@ -69,7 +69,7 @@ def run(tmp_path: Path, scenario: Scenario) -> None:
     headers = {name: {"authorization": f"Bearer {token}"} for name, token in callers.items()}
 
     async def main() -> None:
-        plane = ControlPlane([tmp_path / "config"], state, "127.0.0.1", 0, 0)
+        plane = ControlPlane([tmp_path / "config"], state, "127.0.0.1", 0, 0, 0)
         await plane.start()
         try:
             base = f"http://127.0.0.1:{plane.http_port}"

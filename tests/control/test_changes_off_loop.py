@@ -26,7 +26,7 @@ def test_the_api_answers_while_a_change_is_being_validated(tmp_path):
         return ChangeResult(True, ())
 
     async def main() -> tuple[int, str, int]:
-        plane = ControlPlane([], tmp_path, "127.0.0.1", 0, 0)
+        plane = ControlPlane([], tmp_path, "127.0.0.1", 0, 0, 0)
         await plane.start()
         plane.config.apply = slow_apply  # type: ignore[method-assign]
         api = f"http://127.0.0.1:{plane.http_port}"
@@ -53,7 +53,7 @@ def test_too_many_applies_at_once_are_refused_with_429(tmp_path):
         return ChangeResult(True, ())
 
     async def main() -> tuple[list[int], dict[str, str], int]:
-        plane = ControlPlane([], tmp_path, "127.0.0.1", 0, 0)
+        plane = ControlPlane([], tmp_path, "127.0.0.1", 0, 0, 0)
         await plane.start()
         plane.config.apply = slow_apply  # type: ignore[method-assign]
         limits = httpx.Limits(max_connections=MAX_WAITING_APPLIES + 1)

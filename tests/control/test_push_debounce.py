@@ -10,7 +10,7 @@ from tulle.control.registry import endpoint_from_dict
 
 def test_a_burst_of_changes_makes_one_push(tmp_path):
     async def main() -> tuple[int, int]:
-        plane = ControlPlane([], tmp_path, "127.0.0.1", 0, 0)
+        plane = ControlPlane([], tmp_path, "127.0.0.1", 0, 0, 0)
         await plane.start()
         pushes: list[int] = []
         pushed = asyncio.Event()

@@ -63,6 +63,7 @@ class ControlPlane:
     state_dir: Path
     config_dir: Path
     host: str = "127.0.0.1"
+    secure_xds_port: int = 0
 
     @property
     def api(self) -> str:
@@ -144,8 +145,8 @@ def start_control_plane(
         [
             str(BIN / "tulle"), "controlplane", "-f", str(config_dir),
             "--state-dir", str(state_dir),
-            "--xds-port", str(xds_port), "--http-port", str(http_port), "--host", host,
-            "--log-level", "warning",
+            "--xds-port", str(xds_port), "--secure-xds-port", "0",
+            "--http-port", str(http_port), "--host", host, "--log-level", "warning",
         ],
         stdout=subprocess.PIPE,
         stderr=stderr,
@@ -156,10 +157,11 @@ def start_control_plane(
     if not line.startswith("tulle controlplane:"):
         _stop(proc)
         raise AssertionError(f"control plane did not start: {line!r}")
-    # "tulle controlplane: xDS on 127.0.0.1:PORT, API on http://127.0.0.1:PORT"
+    # "tulle controlplane: xDS on H:PORT, secure xDS on H:PORT, API on http://H:PORT"
     xds = int(line.split("xDS on ")[1].split(",")[0].rsplit(":", 1)[1])
+    secure = int(line.split("secure xDS on ")[1].split(",")[0].rsplit(":", 1)[1])
     http = int(line.rsplit(":", 1)[1])
-    plane = ControlPlane(proc, xds, http, state_dir, config_dir, host)
+    plane = ControlPlane(proc, xds, http, state_dir, config_dir, host, secure)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:

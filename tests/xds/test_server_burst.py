@@ -77,7 +77,7 @@ def _collector_thresholds() -> Iterator[None]:
 
 def test_a_burst_past_grpcios_pending_call_limit_is_served():
     async def scenario() -> Counter[str]:
-        server, port = await start_server(AdsServer(NoResources()), "127.0.0.1", 0)
+        server, port, _ = await start_server(AdsServer(NoResources()), "127.0.0.1", 0)
         try:
             queued = threading.Event()
             client = asyncio.get_running_loop().run_in_executor(None, burst, port, queued)

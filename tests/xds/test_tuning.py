@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent(
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
 
     async def main():
-        server, _ = await start_server(AdsServer(NoResources()), "127.0.0.1", 0)
+        server, _, _ = await start_server(AdsServer(NoResources()), "127.0.0.1", 0)
         await server.stop(0)
 
     asyncio.run(main())

@@ -42,6 +42,7 @@ class MeshSettings:
     path_normalization: Literal["NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"] = (
         "BASE"
     )
+    workload_certificate_lifetime: float = 86400.0  # seconds
 
 
 # --- services and workloads -----------------------------------------------------------------

@@ -670,6 +670,7 @@ def _settings(meshes: list[Mesh]) -> MeshSettings:
         access_log_format=spec.access_log.format,
         tracing_sampling=spec.tracing.sampling,
         path_normalization=spec.path_normalization.normalization,
+        workload_certificate_lifetime=parse_duration(spec.workload_certificate_lifetime),
     )
 
 

@@ -12,6 +12,7 @@ import typer
 
 if TYPE_CHECKING:
     from tulle.control.app import ControlPlane
+    from tulle.control.serving import PluginCa
 
 
 def controlplane(
@@ -23,7 +24,18 @@ def controlplane(
         Path, typer.Option(help="Where applied config and endpoints persist.")
     ] = Path(".tulle"),
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    xds_port: Annotated[int, typer.Option(help="ADS (gRPC) port.")] = 15010,
+    xds_port: Annotated[int, typer.Option(help="ADS (gRPC) port, plain text.")] = 15010,
+    secure_xds_port: Annotated[
+        int, typer.Option(help="ADS and the CA's signing service over TLS (gRPC) port.")
+    ] = 15012,
+    ca_cert: Annotated[
+        Path | None, typer.Option(help="Your own CA certificate (root or intermediate), PEM.")
+    ] = None,
+    ca_key: Annotated[Path | None, typer.Option(help="The key of --ca-cert, PEM.")] = None,
+    ca_chain: Annotated[
+        Path | None,
+        typer.Option(help="The chain from --ca-cert up to its root, PEM (for an intermediate)."),
+    ] = None,
     http_port: Annotated[int, typer.Option(help="HTTP API port.")] = 15014,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
@@ -37,10 +49,14 @@ def controlplane(
         if not path.exists():
             typer.echo(f"error: {path}: no such file or directory", err=True)
             raise typer.Exit(2)
-    plane = ControlPlane(files or [], state_dir, host, xds_port, http_port)
+    if (ca_cert is None) != (ca_key is None) or (ca_chain is not None and ca_cert is None):
+        typer.echo("error: --ca-cert and --ca-key go together (--ca-chain needs both)", err=True)
+        raise typer.Exit(2)
+    plugin = PluginCa(ca_cert, ca_key, ca_chain) if ca_cert and ca_key else None
+    plane = ControlPlane(files or [], state_dir, host, xds_port, http_port, secure_xds_port, plugin)
     try:
         asyncio.run(_run(plane))
-    except OSError as error:
+    except (OSError, ValueError) as error:  # a port in use, a broken or unusable CA
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
 
@@ -53,6 +69,7 @@ async def _run(plane: ControlPlane) -> None:
     await plane.start()
     print(
         f"tulle controlplane: xDS on {plane.host}:{plane.xds_port}, "
+        f"secure xDS on {plane.host}:{plane.secure_xds_port}, "
         f"API on http://{plane.host}:{plane.http_port}",
         flush=True,
     )

@@ -15,6 +15,8 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
 from tulle.api.names import check_dns_label, check_dns_subdomain
 from tulle.control.auth import AccessDenied, ApiAuth, Caller, require_admin
 from tulle.control.bodies import MAX_APPLY_BYTES, BodyError, check_size, json_body, utf8_text
@@ -106,9 +108,10 @@ class Plane(Protocol):
 class ApiHandler:
     """Routes requests to the control plane, each after its caller is authenticated."""
 
-    def __init__(self, plane: Plane, auth: ApiAuth) -> None:
+    def __init__(self, plane: Plane, auth: ApiAuth, metrics: CollectorRegistry) -> None:
         self.plane = plane
         self.auth = auth
+        self.metrics = metrics
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -122,6 +125,9 @@ class ApiHandler:
         path, method = request.path.rstrip("/") or "/", request.method
         if path == "/healthz" and method == "GET":
             return text_response("ok\n")
+        if path == "/metrics" and method == "GET":  # for Prometheus: counts, no secrets
+            body = generate_latest(self.metrics)
+            return Response(200, body, {"content-type": CONTENT_TYPE_LATEST})
         caller = self.auth.caller(request)
         if path == f"{API}/endpoints":
             return await self.endpoints(request, caller)

@@ -18,17 +18,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from prometheus_client import CollectorRegistry
 
 from tulle.api.model import MeshModel
 from tulle.api.normalize import build_model
 from tulle.control.api import ApiHandler
 from tulle.control.auth import ApiAuth
 from tulle.control.bodies import MAX_APPLY_BYTES
+from tulle.control.certificates import CertificateService
 from tulle.control.config import ChangeResult, ConfigSources
 from tulle.control.registry import Endpoint, LocalRegistry
+from tulle.control.serving import PluginCa, ServingCertificate, open_ca
 from tulle.control.snapshot import Snapshot, build_snapshot
 from tulle.control.store import ResourceKey, StateStore
 from tulle.control.translate import Resources, Translator
+from tulle.security.ca import CertificateAuthority
 from tulle.security.tokens import ADMIN_TOKEN_FILE, BootstrapTokens, admin_token
 from tulle.transport.http_server import serve_http
 from tulle.xds.node import NodeInfo
@@ -57,8 +61,14 @@ class ControlPlane:
         host: str = "127.0.0.1",
         xds_port: int = 15010,
         http_port: int = 15014,
+        secure_xds_port: int = 15012,
+        plugin_ca: PluginCa | None = None,
     ) -> None:
         self.host, self.xds_port, self.http_port = host, xds_port, http_port
+        self.secure_xds_port = secure_xds_port
+        self.plugin_ca = plugin_ca
+        self.metrics = CollectorRegistry()
+        self.ca: CertificateAuthority | None = None
         self.state_dir = state_dir
         self.store = StateStore(state_dir)
         self.registry = LocalRegistry(
@@ -197,15 +207,31 @@ class ControlPlane:
         for finding in self.config.file_findings:
             log.warning("%s", finding.format())
         self.rebuild()
-        self._grpc, self.xds_port = await start_server(self.ads, self.host, self.xds_port)
-        token_file = self.state_dir / ADMIN_TOKEN_FILE
-        auth = ApiAuth(
-            admin_token(self.state_dir),
-            BootstrapTokens(self.state_dir),
-            token_hint=f"in {token_file}",
+        self.ca = open_ca(self.state_dir, self._model().settings.trust_domain, self.plugin_ca)
+        tokens = BootstrapTokens(self.state_dir)
+        signing = CertificateService(
+            self.ca,
+            tokens,
+            lambda: self._model().settings.workload_certificate_lifetime,
+            self.metrics,
         )
+        serving = ServingCertificate(self.ca, [self.host])
+        self._grpc, self.xds_port, secure_port = await start_server(
+            self.ads,
+            self.host,
+            self.xds_port,
+            secure=(self.secure_xds_port, serving.credentials()),
+            handlers=[signing.handler()],
+        )
+        assert secure_port is not None
+        self.secure_xds_port = secure_port
+        token_file = self.state_dir / ADMIN_TOKEN_FILE
+        auth = ApiAuth(admin_token(self.state_dir), tokens, token_hint=f"in {token_file}")
         self._http = await serve_http(
-            ApiHandler(self, auth), self.host, self.http_port, max_body=MAX_APPLY_BYTES
+            ApiHandler(self, auth, self.metrics),
+            self.host,
+            self.http_port,
+            max_body=MAX_APPLY_BYTES,
         )
         self.http_port = self._http.sockets[0].getsockname()[1]
         self._tasks = [
@@ -213,8 +239,9 @@ class ControlPlane:
             asyncio.create_task(self._watch_loop()),
         ]
         log.info(
-            "xDS on %s:%d, API on http://%s:%d", self.host, self.xds_port, self.host, self.http_port
-        )
+            "xDS on %s:%d, secure xDS and the CA on %s:%d, API on http://%s:%d",
+            self.host, self.xds_port, self.host, self.secure_xds_port, self.host, self.http_port,
+        )  # fmt: skip
 
     async def _push_loop(self) -> None:
         while True:

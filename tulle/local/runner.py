@@ -149,6 +149,7 @@ class Runner:
         xds_port = options.xds_port or free_port()
         api_port = options.api_port or free_port()
         self.state.xds = f"{self.host}:{xds_port}"
+        self.state.secure_xds = f"{self.host}:{free_port()}"
         self.state.api = f"http://{self.host}:{api_port}"
         await self._spawn_control_plane()
         self.echo(f"tulle up: control plane API {self.state.api}, xDS {self.state.xds}")
@@ -159,6 +160,7 @@ class Runner:
         options = self.options
         args = [*TULLE, "controlplane", "--state-dir", str(options.state.control_plane),
                 "--xds-port", self.state.xds.rsplit(":", 1)[1],
+                "--secure-xds-port", self.state.secure_xds.rsplit(":", 1)[1],
                 "--http-port", self.state.api.rsplit(":", 1)[1],
                 "--host", self.host, "--log-level", "warning"]  # fmt: skip
         for path in options.files:

@@ -43,6 +43,7 @@ class MeshState:
     runner_pid: int
     api: str = ""
     xds: str = ""
+    secure_xds: str = ""  # ADS and the CA over TLS
     control_plane_pid: int | None = None
     control_plane_restarts: int = 0  # times the runner restarted an exited control plane
     control_plane_last_exit: str = ""

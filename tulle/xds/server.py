@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -232,17 +232,30 @@ def to_json(message: Any) -> dict[str, Any]:
     return data
 
 
-async def start_server(server_impl: AdsServer, host: str, port: int) -> tuple[grpc.aio.Server, int]:
-    """Start a grpcio asyncio server with ADS on ``host:port`` (0: any free port). It holds a
-    socket per connected node: the process's open-files limit is raised first, and the cyclic
-    collector set for many streams (see :mod:`tulle.xds.tuning`)."""
+async def start_server(
+    server_impl: AdsServer,
+    host: str,
+    port: int,
+    secure: tuple[int, grpc.ServerCredentials] | None = None,
+    handlers: Sequence[grpc.GenericRpcHandler] = (),
+) -> tuple[grpc.aio.Server, int, int | None]:
+    """Start a grpcio asyncio server with ADS on ``host:port`` (0: any free port) and, with
+    ``secure`` (a port and TLS credentials), on that port too; ``handlers`` (more services)
+    are served on the secure port's server as well. It holds a socket per connected node: the
+    process's open-files limit is raised first, and the cyclic collector set for many streams
+    (see :mod:`tulle.xds.tuning`). Returns the server and the bound ports."""
     raise_open_files_limit()
     raise_young_threshold()
     server_impl.holds_collector = True
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    server.add_generic_rpc_handlers((server_impl.handler(),))
+    server.add_generic_rpc_handlers((server_impl.handler(), *handlers))
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen for xDS on {host}:{port}")
+    secure_bound = None
+    if secure is not None:
+        secure_bound = server.add_secure_port(f"{host}:{secure[0]}", secure[1])
+        if secure_bound == 0:
+            raise OSError(f"cannot listen for secure xDS on {host}:{secure[0]}")
     await server.start()
-    return server, bound
+    return server, bound, secure_bound

@@ -223,6 +223,8 @@ class MeshSpec(Strict):
     access_log: AccessLog = Field(default_factory=AccessLog)
     tracing: Tracing = Field(default_factory=Tracing)
     path_normalization: PathNormalization = Field(default_factory=PathNormalization)
+    # How long a workload certificate the mesh's CA issues is valid (renewed at about half).
+    workload_certificate_lifetime: PositiveDuration = "24h"
 
     @field_validator("trust_domain")
     @classmethod

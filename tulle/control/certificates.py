@@ -1,0 +1,156 @@
+"""The mesh CA's signing service, served beside ADS on the control plane's gRPC (xDS) port.
+
+A workload (sidecar, library, ``tulle agent`` for proxyless gRPC) makes its own key, which never
+leaves its process, and calls ``/tulle.security.v1.CertificateService/Sign`` with a CSR and its
+credential (``authorization: Bearer <bootstrap token>`` in the call's metadata). The identity the
+certificate names comes from the credential, never from the CSR: a CSR that asks for another
+identity is refused. Messages are JSON (the method takes and gives bytes; see docs/security.md):
+
+    request:  {"csr": "<PEM>"}
+    response: {"certChain": "<PEM: leaf, then intermediates>", "trustBundle": "<PEM roots>",
+               "identity": "spiffe://...", "serial": "<hex>", "notBefore": ..., "notAfter": ...}
+
+Every refusal is a gRPC status with the reason (UNAUTHENTICATED: no or a wrong credential;
+INVALID_ARGUMENT: a bad CSR or request; PERMISSION_DENIED: a CSR for another identity), logged
+with the peer and counted by result (``tulle_ca_csr_total``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter
+
+from tulle.security.ca import CaError, CertificateAuthority
+from tulle.security.keys import CsrRefused
+from tulle.security.tokens import Authenticator, Unauthenticated
+
+log = logging.getLogger(__name__)
+
+SERVICE = "tulle.security.v1.CertificateService"
+METHOD = "Sign"
+PATH = f"/{SERVICE}/{METHOD}"
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+class SignRefusedError(Exception):
+    """A signing request refused: ``code`` is the gRPC status, ``result`` the metric label."""
+
+    def __init__(self, code: grpc.StatusCode, result: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.result = result
+
+
+class CertificateService:
+    """Signs workload CSRs for callers that prove their identity."""
+
+    def __init__(
+        self,
+        ca: CertificateAuthority,
+        authenticator: Authenticator,
+        lifetime: Callable[[], float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.ca = ca
+        self.authenticator = authenticator
+        self.lifetime = lifetime  # seconds, read at each signing (the Mesh resource may change)
+        self.csrs = Counter(
+            "tulle_ca_csr", "CSRs the mesh CA answered, by result", ["result"], registry=registry
+        )
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The service for ``server.add_generic_rpc_handlers`` (bytes in, bytes out)."""
+        method = grpc.unary_unary_rpc_method_handler(self._serve)
+        return grpc.method_handlers_generic_handler(SERVICE, {METHOD: method})
+
+    async def _serve(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        metadata = dict(context.invocation_metadata() or ())
+        credential = str(metadata.get("authorization", ""))
+        security = context.auth_context().get("transport_security_type", [b""])
+        try:
+            if security != [b"ssl"]:
+                # A credential sent in plain text may have been read on the way: refused, and
+                # the caller is told where to go instead.
+                raise SignRefusedError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "plain_text",
+                    "certificates are signed only over TLS: call the secure xDS port",
+                )
+            # Signing is CPU work (an ECDSA signature, a CSR check): off the loop serving xDS.
+            answer = await asyncio.to_thread(self.sign, credential, request)
+        except SignRefusedError as refusal:
+            self.csrs.labels(refusal.result).inc()
+            log.warning("CSR from %s refused: %s", context.peer(), refusal)
+            await context.abort(refusal.code, str(refusal))
+            raise AssertionError("abort returns only by raising") from None
+        self.csrs.labels("issued").inc()
+        return answer
+
+    def sign(self, authorization: str, request: bytes) -> bytes:
+        """The JSON answer to one request; :class:`SignRefusedError` says why not."""
+        scheme, _, credential = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            raise SignRefusedError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "unauthenticated",
+                "no credential: send 'authorization: Bearer <bootstrap token>' with the CSR",
+            )
+        try:
+            proven = self.authenticator.authenticate(credential.strip())
+        except Unauthenticated as error:
+            raise SignRefusedError(
+                grpc.StatusCode.UNAUTHENTICATED, "unauthenticated", f"credential refused: {error}"
+            ) from None
+        csr = _csr_of(request)
+        identity = proven.spiffe_id(self.ca.trust_domain)
+        lifetime = timedelta(seconds=self.lifetime())
+        try:
+            issued = self.ca.issue(csr, identity, lifetime)
+        except CsrRefused as error:
+            code = grpc.StatusCode.INVALID_ARGUMENT
+            result = "bad_csr"
+            if "but the caller is" in str(error) or "names only the caller" in str(error):
+                code, result = grpc.StatusCode.PERMISSION_DENIED, "wrong_identity"
+            raise SignRefusedError(code, result, f"CSR refused: {error}") from None
+        except CaError as error:
+            raise SignRefusedError(
+                grpc.StatusCode.FAILED_PRECONDITION, "ca_error", f"the CA cannot sign: {error}"
+            ) from None
+        log.info("issued %s serial %x until %s", identity, issued.serial, issued.not_after)
+        answer: dict[str, Any] = {
+            "certChain": issued.chain_pem.decode(),
+            "trustBundle": self.ca.trust_bundle_pem().decode(),
+            "identity": identity.uri,
+            "serial": f"{issued.serial:x}",
+            "notBefore": issued.not_before.isoformat(),
+            "notAfter": issued.not_after.isoformat(),
+        }
+        return json.dumps(answer).encode()
+
+
+def _csr_of(request: bytes) -> bytes:
+    """The CSR PEM of a request; :class:`SignRefusedError` names what is wrong."""
+    if len(request) > MAX_REQUEST_BYTES:
+        raise SignRefusedError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "bad_request",
+            f"request of {len(request)} bytes; at most {MAX_REQUEST_BYTES}",
+        )
+    try:
+        data = json.loads(request)
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    csr = data.get("csr") if isinstance(data, dict) else None
+    if not isinstance(csr, str) or not csr.strip():
+        raise SignRefusedError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "bad_request",
+            'the request must be JSON {"csr": "<PEM certificate signing request>"}',
+        )
+    return csr.encode()
