@@ -7,8 +7,11 @@ loop, with a plain-TCP baseline, measured in one run.
 Two processes per kind: a server (an echo protocol) and a client that opens N mTLS connections
 (EC P-256 certificates with SPIFFE ids, TLS 1.3, client certificates required), then leaves
 them idle. Each process reports its RSS after a warm-up (20 connections opened and closed), with
-the N connections idle, and again idle after every connection has echoed 64 KiB (what stays
-allocated once a connection has carried data). The figure is RSS added per connection.
+the N connections idle after the handshake, then idle again after every connection has echoed
+1 KiB (a small request), then 64 KiB (a large body): what stays allocated once a connection has
+carried data. The figure is RSS added per connection, in KiB. ``tulle-0tickets`` is Tulle's
+layer with a server context that sends no TLS 1.3 session tickets (``num_tickets = 0``): a client
+that reads tickets keeps OpenSSL's 16 KiB handshake-message buffer for good.
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ from tests.tls_material import make_material
 from tulle.transport.tls import TlsProtocol
 from tulle.transport.tls_open import open_tls_connection
 
-KINDS = ("plain", "tulle", "uvloop-ssl", "tulle-asyncio", "asyncio-ssl")
-"""What the server and the client run: plain TCP (uvloop), Tulle's TLS under uvloop,
-uvloop's ``ssl=`` transport, Tulle's TLS under the standard loop, asyncio's ``ssl=`` transport."""
+KINDS = ("plain", "tulle", "tulle-0tickets", "uvloop-ssl", "tulle-asyncio", "asyncio-ssl")
+"""What the server and the client run: plain TCP (uvloop), Tulle's TLS under uvloop (with the
+server's default of two session tickets, and with none), uvloop's ``ssl=`` transport, Tulle's TLS
+under the standard loop, asyncio's ``ssl=`` transport."""
 WARM_UP = 20
-ECHO = 64 * 1024
+PHASES = ("idle", "1 KiB", "64 KiB")
+"""The states measured: after the handshake, after echoing 1 KiB, after echoing 64 KiB."""
+ECHO = {"1 KiB": 1024, "64 KiB": 64 * 1024}
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -93,6 +99,8 @@ class Echo(asyncio.Protocol):
 async def serve(kind: str, directory: Path) -> None:
     loop = asyncio.get_running_loop()
     context = server_context(directory)  # the files the runner made
+    if kind == "tulle-0tickets":
+        context.num_tickets = 0
     Echo.changed = asyncio.Event()
     if kind == "plain":
         server = await loop.create_server(Echo, "127.0.0.1", 0, backlog=4096)
@@ -175,12 +183,12 @@ async def client(kind: str, port: int, count: int, directory: Path) -> None:
             opened += await asyncio.gather(*(connect() for _ in range(min(50, n - start))))
         return opened
 
-    async def echo(readers: list[Reader]) -> None:
-        payload = b"x" * ECHO
+    async def echo(readers: list[Reader], size: int) -> None:
+        payload = b"x" * size
         for start in range(0, len(readers), 50):
             batch = readers[start : start + 50]
             for reader in batch:
-                reader.received, reader.wanted = 0, ECHO
+                reader.received, reader.wanted = 0, size
                 reader.done = loop.create_future()
                 reader.transport.write(payload)  # type: ignore[attr-defined]
             await asyncio.gather(*(reader.done for reader in batch if reader.done is not None))
@@ -188,7 +196,7 @@ async def client(kind: str, port: int, count: int, directory: Path) -> None:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     warm = await open_many(WARM_UP)
-    await echo(warm)
+    await echo(warm, ECHO["64 KiB"])
     for each in warm:
         each.transport.close()
     await asyncio.gather(*(each.closed for each in warm))
@@ -197,9 +205,10 @@ async def client(kind: str, port: int, count: int, directory: Path) -> None:
     await reader.readline()
     readers = await open_many(count)
     print("rss", rss(), flush=True)
-    await reader.readline()
-    await echo(readers)
-    print("rss", rss(), flush=True)
+    for phase in PHASES[1:]:
+        await reader.readline()
+        await echo(readers, ECHO[phase])
+        print("rss", rss(), flush=True)
     await reader.readline()
 
 
@@ -237,23 +246,18 @@ def measure(kind: str, count: int, directory: Path) -> dict[str, float]:
     try:
         client_base = int(ask(client_process, None, "rss"))
         server_base = int(ask(server, "wait 0", "rss"))
-        client_idle = int(ask(client_process, "go", "rss"))
-        server_idle = int(ask(server, f"wait {count}", "rss"))
-        client_used = int(ask(client_process, "echo", "rss"))
-        server_used = int(ask(server, f"wait {count}", "rss"))
+        figures: dict[str, float] = {"release_buffers": float(release == "True")}
+        for phase in PHASES:
+            client_rss = int(ask(client_process, "next", "rss"))
+            server_rss = int(ask(server, f"wait {count}", "rss"))
+            figures[f"server {phase}"] = (server_rss - server_base) / 1024 / count
+            figures[f"client {phase}"] = (client_rss - client_base) / 1024 / count
     finally:
         for process in (client_process, server):
             assert process.stdin is not None
             process.stdin.close()
             process.wait(60)
-    kib = 1024 * count
-    return {
-        "server_idle": (server_idle - server_base) / kib,
-        "server_used": (server_used - server_base) / kib,
-        "client_idle": (client_idle - client_base) / kib,
-        "client_used": (client_used - client_base) / kib,
-        "release_buffers": float(release == "True"),
-    }
+    return figures
 
 
 def run(kind: str, coroutine_args: list[str]) -> None:
@@ -281,15 +285,11 @@ def main() -> None:
         directory = Path(work)
         make_material(directory)
         results = {kind: measure(kind, args.connections, directory) for kind in args.kinds}
-    print(f"\nRSS added per connection, {args.connections} mTLS connections (KiB)")
-    print(
-        f"{'kind':<15}{'server idle':>13}{'after 64 KiB':>14}{'client idle':>13}{'after 64 KiB':>14}"
-    )
+    columns = [f"{side} {phase}" for side in ("server", "client") for phase in PHASES]
+    print(f"\nRSS added per connection with {args.connections} mTLS connections (KiB)")
+    print(f"{'kind':<16}" + "".join(f"{column:>15}" for column in columns))
     for kind, figures in results.items():
-        print(
-            f"{kind:<15}{figures['server_idle']:>13.1f}{figures['server_used']:>14.1f}"
-            f"{figures['client_idle']:>13.1f}{figures['client_used']:>14.1f}"
-        )
+        print(f"{kind:<16}" + "".join(f"{figures[column]:>15.1f}" for column in columns))
     modes = {figures["release_buffers"] for kind, figures in results.items() if kind != "plain"}
     print(f"SSL_MODE_RELEASE_BUFFERS set by CPython on its contexts: {modes == {1.0}}")
 

@@ -27,9 +27,10 @@ import uvloop
 
 from tests.aio import until
 from tests.tls_material import NO_CERT, SERVER_DNS, Material, make_material, spiffe, uri_sans
-from tulle.transport.tls import CLOSED_AFTER_HANDSHAKE, FEED_SLICE, WRITE_SLICE, TlsProtocol
+from tulle.transport.tls import CLOSED_AFTER_HANDSHAKE, FEED_SLICE, TlsProtocol
 from tulle.transport.tls_errors import PeerCert, TlsError
 from tulle.transport.tls_open import PLAIN_REFUSED, TlsOrPlain, open_tls_connection
+from tulle.transport.tls_transport import WRITE_SLICE
 
 FRONTEND = spiffe("frontend")
 BACKEND = spiffe("backend")

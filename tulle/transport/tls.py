@@ -17,25 +17,14 @@ from collections.abc import Callable
 from typing import cast
 
 from tulle.transport.tls_errors import OnRefused, TlsError, VerifyPeer, describe
-from tulle.transport.tls_transport import TlsTransport
+from tulle.transport.tls_transport import CLOSED, CLOSING, HANDSHAKE, OPEN, TlsTransport
 
 RECORD = 16384
 """The largest TLS plaintext record: what one ``SSLObject.read`` asks for."""
-WRITE_SLICE = 8192
-"""Plaintext encrypted at once (one record): the outgoing BIO's high-water mark. A memory BIO
-keeps the capacity it once needed (OpenSSL's BUF_MEM never shrinks): with 16 KiB records both
-BIOs hold ~44 KiB for good once a connection has carried a large body; 8 KiB costs ~20 % more CPU
-on bulk transfers only, and keeps an idle connection that carried data under 64 KiB of RSS
-(benchmarks/tls_memory.py)."""
 FEED_SLICE = 8192
 """Ciphertext written into the incoming BIO at once: its high-water mark."""
 
 CLOSED_AFTER_HANDSHAKE = "server closed the connection after the handshake (certificate refused?)"
-
-_HANDSHAKE = 0
-_OPEN = 1
-_CLOSING = 2
-_CLOSED = 3
 
 
 class TlsProtocol(asyncio.Protocol):
@@ -85,7 +74,7 @@ class TlsProtocol(asyncio.Protocol):
         self._inner: asyncio.Protocol | None = None
         self._transport: TlsTransport | None = None
         self._waiter: asyncio.Future[asyncio.Protocol] | None = None
-        self._state = _HANDSHAKE
+        self._state = HANDSHAKE
         self._read_paused = False
         self._write_paused = False
         self._eof_seen = False  # close_notify read
@@ -175,16 +164,16 @@ class TlsProtocol(asyncio.Protocol):
             self._receive_slices(data)
             return
         state = self._state
-        if state == _OPEN:
+        if state == OPEN:
             self._received = True
             self._incoming.write(data)
             if not self._read_paused:
                 self._read_ready()
-        elif state == _HANDSHAKE:
+        elif state == HANDSHAKE:
             self._received = True
             self._incoming.write(data)
             self._handshake()
-            if self._state == _OPEN and not self._read_paused and self._readable():
+            if self._state == OPEN and not self._read_paused and self._readable():
                 self._read_ready()
 
     def _receive_slices(self, data: bytes) -> None:
@@ -195,12 +184,12 @@ class TlsProtocol(asyncio.Protocol):
         size = len(data)
         parts: list[bytes] = []
         start = 0
-        while start < size and self._state < _CLOSING:
+        while start < size and self._state < CLOSING:
             self._incoming.write(view[start : start + FEED_SLICE])
             start += FEED_SLICE
-            if self._state == _HANDSHAKE:
+            if self._state == HANDSHAKE:
                 self._handshake()
-                if self._state != _OPEN:
+                if self._state != OPEN:
                     continue
             if not self._read_paused:
                 plain = self._decrypt()
@@ -211,10 +200,10 @@ class TlsProtocol(asyncio.Protocol):
         self._deliver(b"".join(parts))
 
     def eof_received(self) -> bool | None:
-        if self._state == _HANDSHAKE:
+        if self._state == HANDSHAKE:
             self._fail_handshake("connection closed during the handshake")
             return False
-        if self._state == _OPEN:  # a FIN without close_notify
+        if self._state == OPEN:  # a FIN without close_notify
             if not (self._server_side or self._received):
                 # Under TLS 1.3 a server that refuses the client's certificate may just close
                 # (asyncio's and uvloop's do, without the alert).
@@ -222,13 +211,13 @@ class TlsProtocol(asyncio.Protocol):
                 self._close()
             else:
                 self._peer_eof()
-        return self._state == _OPEN
+        return self._state == OPEN
 
     def connection_lost(self, exc: Exception | None) -> None:
         state = self._state
-        self._state = _CLOSED
+        self._state = CLOSED
         self._cancel_timer()
-        if state == _HANDSHAKE:
+        if state == HANDSHAKE:
             reason = "connection lost during the handshake"
             if exc is not None:
                 reason += f": {describe(exc)}"
@@ -278,7 +267,7 @@ class TlsProtocol(asyncio.Protocol):
                 self._send_close_notify()
                 self._fail_handshake(describe(error))
                 return
-        self._state = _OPEN
+        self._state = OPEN
         if not self._server_side:
             self._received = self._readable()
         transport = TlsTransport(self)
@@ -301,9 +290,9 @@ class TlsProtocol(asyncio.Protocol):
     def _fail_handshake(self, reason: str, report: bool = False) -> None:
         """Close; tell on_refused why, unless a server's peer never sent a byte (a TCP health
         check) and ``report`` is not set."""
-        if self._state >= _CLOSING:
+        if self._state >= CLOSING:
             return
-        self._state = _CLOSING
+        self._state = CLOSING
         self._cancel_timer()
         error = TlsError(reason)
         self._error = error
@@ -370,14 +359,14 @@ class TlsProtocol(asyncio.Protocol):
 
     def _deliver(self, data: bytes) -> None:
         inner = self._inner
-        if data and inner is not None and self._state == _OPEN:
+        if data and inner is not None and self._state == OPEN:
             inner.data_received(data)
         if self._error is not None:
-            if self._state < _CLOSING:
-                self._state = _CLOSING
+            if self._state < CLOSING:
+                self._state = CLOSING
                 assert self._raw is not None
                 self._raw.close()
-        elif self._eof_seen and self._state == _OPEN:
+        elif self._eof_seen and self._state == OPEN:
             self._peer_eof()
 
     def _peer_eof(self) -> None:
@@ -394,44 +383,15 @@ class TlsProtocol(asyncio.Protocol):
             self._close()
 
     def _resume_delivery(self) -> None:
-        if self._state == _OPEN and not self._read_paused:
+        if self._state == OPEN and not self._read_paused:
             self._read_ready()
 
-    # Writing and closing, for TlsTransport.
+    # Sending and closing (TlsTransport encrypts what the inner protocol writes).
 
     def _flush(self) -> None:
         outgoing = self._outgoing
         if outgoing.pending and self._raw is not None:
             self._raw.write(outgoing.read())
-
-    def _write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._state != _OPEN:
-            return  # after close, as asyncio's transports do: dropped
-        size = len(data)
-        if size == 0:
-            return
-        sslobj = self._sslobj
-        raw = self._raw
-        assert sslobj is not None
-        assert raw is not None
-        try:
-            if size <= WRITE_SLICE:
-                sslobj.write(data)
-                raw.write(self._outgoing.read())
-                return
-            # One record at a time, so that the outgoing BIO never holds more than that.
-            view = memoryview(data).cast("B")
-            records: list[bytes] = []
-            start = 0
-            while start < size:
-                sslobj.write(view[start : start + WRITE_SLICE])
-                records.append(self._outgoing.read())
-                start += WRITE_SLICE
-        except ssl.SSLError as error:
-            self._error = TlsError(describe(error))
-            self._abort()
-            return
-        raw.writelines(records)
 
     def _send_close_notify(self) -> None:
         assert self._sslobj is not None
@@ -442,37 +402,15 @@ class TlsProtocol(asyncio.Protocol):
 
     def _close(self) -> None:
         state = self._state
-        if state >= _CLOSING:
+        if state >= CLOSING:
             return
-        self._state = _CLOSING
-        if state == _OPEN:
+        self._state = CLOSING
+        if state == OPEN:
             self._send_close_notify()
         if self._raw is not None:
             self._raw.close()
 
     def _abort(self) -> None:
-        self._state = max(self._state, _CLOSING)
+        self._state = max(self._state, CLOSING)
         if self._raw is not None:
             self._raw.abort()
-
-    def _pause_reading(self) -> None:
-        if self._read_paused:
-            return
-        self._read_paused = True
-        if self._state < _CLOSING and self._raw is not None:
-            self._raw.pause_reading()
-
-    def _resume_reading(self) -> None:
-        if not self._read_paused:
-            return
-        self._read_paused = False
-        if self._state < _CLOSING and self._raw is not None:
-            self._raw.resume_reading()
-        if self._readable():
-            asyncio.get_running_loop().call_soon(self._resume_delivery)
-
-    def _is_closing(self) -> bool:
-        return self._state >= _CLOSING
-
-    def _is_reading(self) -> bool:
-        return not self._read_paused and self._state < _CLOSING
