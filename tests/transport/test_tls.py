@@ -1023,3 +1023,147 @@ def test_a_closed_connection_leaves_no_reference_cycle(material: Material) -> No
         await server.close()
 
     run(scenario())
+
+
+# --- with the sidecar's own front end ---------------------------------------------------------
+
+
+def test_the_sidecars_detecting_front_behind_a_permissive_port(material: Material) -> None:
+    """The proxy's DetectingFront swaps its transport's protocol to the HTTP/1.1 or HTTP/2
+    front end it picks: over TLS that transport is a TlsTransport, and what follows the swap
+    must reach the new front end. curl over mTLS (HTTP/1.1, and HTTP/2 by ALPN) and in plain
+    text, on one PERMISSIVE port."""
+    import io
+
+    from tulle.engine.message import Request, Response
+    from tulle.obs.access_log import AccessLog
+    from tulle.obs.metrics import MeshMetrics
+    from tulle.proxy.detecting import DetectingFront
+    from tulle.proxy.h2_front import H2Front
+    from tulle.proxy.http_front import Http1Front
+    from tulle.proxy.in_flight import InFlight
+    from tulle.proxy.recording import Destination
+    from tulle.proxy.recording import Recorder as ProxyRecorder
+
+    recorder = ProxyRecorder(AccessLog(io.StringIO()), MeshMetrics("inbound"))
+    in_flight = InFlight()
+
+    def answer(request: Request, destination: Destination, done: Callable[[Response], None]):
+        done(Response(200, [("content-type", "text/plain")], b"hello " + request.path.encode()))
+        return lambda: None
+
+    def front() -> DetectingFront:
+        return DetectingFront(
+            lambda: Http1Front("inbound", answer, recorder, in_flight),
+            lambda dst: H2Front("inbound", answer, recorder, in_flight, dst),
+            in_flight,
+        )
+
+    async def scenario() -> None:
+        context = material.server_context(alpn=("h2", "http/1.1"))
+        server = await serve(front, context, mode="PERMISSIVE")
+        cert = ("--cert", str(material.frontend.cert), "--key", str(material.frontend.key))
+        for version in ("--http1.1", "--http2"):
+            code, out, err = await curl(
+                server.port, material, *cert, version, "-w", " %{http_version}"
+            )
+            assert (code, out) == (
+                0,
+                b"hello /who " + (b"2" if version == "--http2" else b"1.1"),
+            ), err
+        process = await asyncio.create_subprocess_exec(
+            need("curl"),
+            "-sS",
+            "--max-time",
+            "10",
+            f"http://127.0.0.1:{server.port}/plain",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), 15)
+        assert out == b"hello /plain"
+        assert server.refused.items == []
+
+    run(scenario())
+
+
+# --- byte by byte, on a transport that keeps what is written ----------------------------------
+
+
+class KeptRaw(asyncio.Transport):
+    """A raw transport that keeps what is written, for driving a TlsProtocol by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = bytearray()
+        self.closed = False
+        self.reading = True
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.out += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("192.0.2.7", 40000) if name == "peername" else default
+
+    def take(self) -> bytes:
+        data = bytes(self.out)
+        self.out.clear()
+        return data
+
+
+class PausedFromTheStart(Recorder):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert self.transport is not None
+        self.transport.pause_reading()
+
+
+def test_a_client_hello_byte_by_byte_and_records_that_wait_for_resume(material: Material) -> None:
+    async def scenario() -> None:
+        tls = TlsProtocol.server(
+            material.server_context, PausedFromTheStart, handshake_timeout=None
+        )
+        raw = KeptRaw()
+        tls.connection_made(raw)
+        client = material.client_context().wrap_bio(
+            client_in := ssl.MemoryBIO(), client_out := ssl.MemoryBIO()
+        )
+        with pytest.raises(ssl.SSLWantReadError):
+            client.do_handshake()
+        for byte in client_out.read():  # the ClientHello as a slow client sends it
+            tls.data_received(bytes([byte]))
+        client_in.write(raw.take())
+        client.do_handshake()
+        client.write(b"sent with the Finished")
+        tls.data_received(client_out.read())  # the client's last flight and its first record
+        inner = tls.inner
+        assert isinstance(inner, PausedFromTheStart)
+        assert inner.transport is not None
+        assert uri_sans(inner.transport.get_extra_info("peercert")) == [FRONTEND]
+        assert not raw.reading
+        assert inner.calls == 0  # paused from its connection_made on: the record waits
+        inner.transport.resume_reading()
+        assert raw.reading
+        await inner.until(lambda: inner.calls)
+        assert bytes(inner.data) == b"sent with the Finished"
+        # And back: the inner protocol's answer is one record the client reads.
+        inner.transport.write(b"answer")
+        client_in.write(raw.take())
+        received = b""
+        with contextlib.suppress(ssl.SSLWantReadError):
+            while chunk := client.read(1024):
+                received += chunk
+        assert received == b"answer"
+
+    run(scenario())

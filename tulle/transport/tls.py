@@ -130,6 +130,11 @@ class TlsProtocol(asyncio.Protocol):
             handshake_timeout=handshake_timeout,
         )
 
+    @property
+    def inner(self) -> asyncio.Protocol | None:
+        """The inner protocol: from the end of the handshake until the connection is lost."""
+        return self._inner
+
     # The raw transport's side.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
