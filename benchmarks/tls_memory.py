@@ -286,7 +286,12 @@ def main() -> None:
         make_material(directory)
         results = {kind: measure(kind, args.connections, directory) for kind in args.kinds}
     columns = [f"{side} {phase}" for side in ("server", "client") for phase in PHASES]
-    print(f"\nRSS added per connection with {args.connections} mTLS connections (KiB)")
+    from importlib.metadata import version
+
+    print(
+        f"\nRSS added per connection with {args.connections} mTLS connections (KiB); Python "
+        f"{sys.version.split()[0]}, {ssl.OPENSSL_VERSION}, uvloop {version('uvloop')}"
+    )
     print(f"{'kind':<16}" + "".join(f"{column:>15}" for column in columns))
     for kind, figures in results.items():
         print(f"{kind:<16}" + "".join(f"{figures[column]:>15.1f}" for column in columns))

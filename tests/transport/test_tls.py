@@ -674,6 +674,22 @@ def test_open_tls_connection_to_an_asyncio_server(material: Material) -> None:
         assert ended.items == ["eof"]  # a clean close_notify, not a truncation
         await client.until(lambda: client.lost)
         assert client.lost == [None]
+        # Over a socket connected beforehand (a marked one, say).
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.setblocking(False)
+        over_sock = await open_tls_connection(
+            asyncio.get_running_loop(),
+            Recorder,
+            "127.0.0.1",
+            port,
+            material.client_context(),
+            sock=sock,
+            verify_peer=check,
+        )
+        assert over_sock.transport is not None
+        over_sock.transport.write(b"over a socket")
+        await over_sock.until(lambda: bytes(over_sock.data) == b"over a socket")
+        over_sock.transport.close()
         server.close()
         await server.wait_closed()
 

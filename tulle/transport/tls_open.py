@@ -8,9 +8,10 @@ nothing is lost (as ``start_tls`` would, cpython#142352)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar, cast
+from typing import Literal, TypeVar, cast
 
 from tulle.transport.tls import TlsProtocol
 from tulle.transport.tls_errors import OnRefused, VerifyPeer
@@ -133,7 +134,7 @@ async def open_tls_connection(
     port: int | None,
     context: ssl.SSLContext,
     *,
-    sock: Any = None,
+    sock: socket.socket | None = None,
     server_hostname: str | None = None,
     verify_peer: VerifyPeer | None = None,
     timeout: float = 10.0,
@@ -145,8 +146,9 @@ async def open_tls_connection(
     TimeoutError past ``timeout`` seconds, or the connect's OSError.
 
     Under TLS 1.3 the client's handshake ends before the server has checked the client's
-    certificate: a refusal then reaches the inner protocol as ``connection_lost(TlsError(
-    "alert from peer: ..."))`` at its first read."""
+    certificate: a refusal reaches the inner protocol later, as ``connection_lost(TlsError(
+    "alert from peer: certificate required"))`` (or ``unknown ca``...), or, from a server that
+    closes without its alert (asyncio's, uvloop's), as TlsError(CLOSED_AFTER_HANDSHAKE)."""
     if server_hostname is None and context.check_hostname:
         server_hostname = host
     tls = TlsProtocol.client(context, factory, server_hostname, verify_peer)
