@@ -21,7 +21,6 @@ _REASONS = {
     "HTTP_REQUEST": "not TLS",
     "HTTPS_PROXY_REQUEST": "not TLS",
     "UNKNOWN_PROTOCOL": "not TLS",
-    "RECORD_LAYER_FAILURE": "not TLS",
     "PACKET_LENGTH_TOO_LONG": "not TLS",
     "UNEXPECTED_EOF_WHILE_READING": "connection closed during the handshake",
     "NO_SHARED_CIPHER": "no cipher in common with the peer",
