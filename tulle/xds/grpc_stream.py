@@ -9,7 +9,9 @@ as a GrpcStreamError that says which."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import urllib.parse
+from collections.abc import Sequence
 from typing import cast
 
 import h2.config
@@ -56,19 +58,26 @@ def frame(message: bytes) -> bytes:
 class _CallProtocol(asyncio.Protocol):
     """The HTTP/2 connection carrying the one call: its messages go to ``received``."""
 
-    def __init__(self, authority: str, path: str) -> None:
+    def __init__(
+        self,
+        authority: str,
+        path: str,
+        scheme: str = "http",
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
         config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         self.conn = h2.connection.H2Connection(config=config)
         self.sender = H2Sender(self.conn)
         self.headers = [
             (":method", "POST"),
-            (":scheme", "http"),
+            (":scheme", scheme),
             (":path", path),
             (":authority", authority),
             ("content-type", "application/grpc"),
             ("te", "trailers"),
             ("grpc-accept-encoding", "identity"),
             ("user-agent", "tulle-xds"),
+            *metadata,
         ]
         self.transport: asyncio.Transport | None = None
         self.received: asyncio.Queue[bytes | GrpcStreamError] = asyncio.Queue()
@@ -154,21 +163,46 @@ class GrpcStream:
         self._protocol = protocol
 
     @classmethod
-    async def open(cls, address: str, path: str, timeout: float = 5.0) -> GrpcStream:
-        """Call ``path`` (``/package.Service/Method``) on the server at ``address``; raises
+    async def open(
+        cls,
+        address: str,
+        path: str,
+        timeout: float = 5.0,
+        tls: ssl.SSLContext | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> GrpcStream:
+        """Call ``path`` (``/package.Service/Method``) on the server at ``address`` (over TLS
+        with ``tls``: the server's certificate checked against the context's roots and its
+        address), sending ``metadata`` (lower-case names) with the call; raises
         GrpcStreamError (UNAVAILABLE) when it cannot connect."""
         host, port = split_address(address)
         loop = asyncio.get_running_loop()
+        scheme = "https" if tls is not None else "http"
+        if tls is not None:
+            tls.set_alpn_protocols(["h2"])  # gRPC servers refuse TLS without it
         try:
             async with asyncio.timeout(timeout):
                 _, protocol = await loop.create_connection(
-                    lambda: _CallProtocol(address, path), host, port
+                    lambda: _CallProtocol(address, path, scheme, metadata),
+                    host,
+                    port,
+                    ssl=tls,
+                    server_hostname=host if tls is not None else None,
                 )
         except TimeoutError:
             raise GrpcStreamError("UNAVAILABLE", f"connect timed out after {timeout:g}s") from None
+        except ssl.SSLError as error:
+            raise GrpcStreamError("UNAVAILABLE", f"TLS: {error.reason or error}") from None
         except OSError as error:
             raise GrpcStreamError("UNAVAILABLE", f"connect: {error.strerror or error}") from None
         return cls(protocol)
+
+    def finish(self) -> None:
+        """Half-close: no more messages from this side (a unary call's end of request)."""
+        protocol = self._protocol
+        if not protocol.ended:
+            protocol.sender.close(STREAM_ID, None)
+            protocol.flush()
 
     def send(self, message: bytes) -> None:
         """Send one message (queued behind flow control when the window is full)."""
@@ -192,3 +226,23 @@ class GrpcStream:
         if protocol.transport is not None and not protocol.ended:
             protocol.ended = True
             protocol.transport.close()
+
+
+async def unary_call(
+    address: str,
+    path: str,
+    request: bytes,
+    tls: ssl.SSLContext | None,
+    metadata: Sequence[tuple[str, str]] = (),
+    timeout: float = 10.0,
+) -> bytes:
+    """One unary call (a connection of its own): the server's one answer, or GrpcStreamError
+    with the status and message the server ended the call with."""
+    async with asyncio.timeout(timeout):
+        call = await GrpcStream.open(address, path, timeout, tls, metadata)
+        try:
+            call.send(request)
+            call.finish()
+            return await call.receive()
+        finally:
+            call.close()
