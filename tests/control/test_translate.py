@@ -291,7 +291,10 @@ def policy_resources(mode="sidecar", text=POLICY):
 def test_inbound_listener_applies_rbac_and_the_rate_limit():
     resources = policy_resources()
     inbound = as_dict(resources[types.LISTENER]["virtualInbound"])
-    http_chain, tcp_chain = inbound["filterChains"]
+    # PERMISSIVE (the default): an mTLS chain and a plain-text one per port, the same filters.
+    secure_http, http_chain, secure_tcp, tcp_chain = inbound["filterChains"]
+    assert secure_http["filters"] == http_chain["filters"]
+    assert secure_tcp["filters"] == tcp_chain["filters"]
     assert http_chain["filterChainMatch"]["destinationPort"] == 8080
     assert tcp_chain["filters"][0]["name"] == "envoy.filters.network.tcp_proxy"
     manager = http_chain["filters"][0]["typedConfig"]

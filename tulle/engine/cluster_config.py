@@ -11,6 +11,7 @@ from tulle.engine.config import seconds
 from tulle.engine.matching import ConfigError
 from tulle.xds.types import HTTP_PROTOCOL_OPTIONS
 
+TRANSPORT_SOCKET_MATCH = "envoy.transport_socket_match"
 _LB_NAMES = {0: "ROUND_ROBIN", 1: "LEAST_REQUEST", 2: "RING_HASH", 3: "RANDOM"}
 
 
@@ -59,8 +60,20 @@ class ClusterSpec:
 
 
 @dataclass(frozen=True)
+class UpstreamTls:
+    """How to reach an endpoint over mTLS: the SNI to send, the SPIFFE ids (URIs) the server
+    may present (empty: any identity the trust bundle verifies), and the ALPN to offer."""
+
+    sni: str
+    expected_identities: frozenset[str]
+    alpn: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class EndpointSpec:
-    """An endpoint of a cluster."""
+    """An endpoint of a cluster. ``tls``: None for plain text, else how to speak mTLS to it,
+    decided once per config from its cluster's transport sockets and ``socket_match`` (its
+    ``envoy.transport_socket_match`` metadata, ``(("tlsMode", "istio"),)`` in the mesh)."""
 
     address: str
     port: int
@@ -68,6 +81,8 @@ class EndpointSpec:
     healthy: bool = True
     locality: str = ""
     workload: str = ""
+    socket_match: tuple[tuple[str, str], ...] = ()
+    tls: UpstreamTls | None = None
     key: str = field(init=False, repr=False, compare=False)  # ``address:port``
 
     def __post_init__(self) -> None:
@@ -162,6 +177,14 @@ def _workload(lb_endpoint: Any) -> str:
     return str(fields.fields["workload"].string_value)
 
 
+def _socket_match(lb_endpoint: Any) -> tuple[tuple[str, str], ...]:
+    """The endpoint's ``envoy.transport_socket_match`` metadata (string values) as pairs."""
+    fields = lb_endpoint.metadata.filter_metadata.get(TRANSPORT_SOCKET_MATCH)
+    if fields is None:
+        return ()
+    return tuple(sorted((k, str(v.string_value)) for k, v in fields.fields.items()))
+
+
 def compile_endpoints(assignment: Any) -> tuple[EndpointSpec, ...]:
     """A ClusterLoadAssignment's endpoints (unhealthy ones kept, marked)."""
     result = []
@@ -186,6 +209,7 @@ def compile_endpoints(assignment: Any) -> tuple[EndpointSpec, ...]:
                     healthy=lb_endpoint.health_status in (0, 1),  # UNKNOWN or HEALTHY
                     locality=locality,
                     workload=_workload(lb_endpoint),
+                    socket_match=_socket_match(lb_endpoint),
                 )
             )
     return tuple(result)

@@ -1,6 +1,7 @@
-"""Inbound policy from the ``virtualInbound`` listener, per app port: the RBAC filters
+"""Inbound policy from the ``virtualInbound`` listener, per app port: the mTLS mode
+(PeerAuthentication: which transports the port's filter chains accept), the RBAC filters
 (AuthorizationPolicy) and the local rate limit (RateLimit) the control plane put in that port's
-filter chain."""
+filter chains (an mTLS chain and a plain-text one carry the same filters)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from tulle.codec.paths import BASE, PathNormalization
 from tulle.engine import errors
 from tulle.engine.config import BucketSpec, bucket
+from tulle.engine.matching import ConfigError
 from tulle.engine.message import Request
 from tulle.engine.ratelimit import TokenBucket
 from tulle.engine.rbac import Peer, RbacFilter, authorize, compile_rbac
+from tulle.engine.tls_config import inbound_alpn, inbound_mode
 from tulle.xds.types import HCM_FILTER, RATELIMIT_FILTER, RBAC_FILTER, TCP_PROXY_FILTER
 
 INBOUND_LISTENER = "virtualInbound"
@@ -32,6 +35,10 @@ class InboundPolicy:
     bucket: TokenBucket | None = None
     tcp: bool = False  # an opaque TCP port: bytes to the app, no HTTP parsing
     service: str = ""  # the service the port serves (the inbound metrics' destination_service)
+    # PeerAuthentication: "STRICT" (mTLS only), "PERMISSIVE" (mTLS or plain text, told apart by
+    # the first bytes) or "DISABLE" (plain text only); ``alpn``: what the mTLS side offers.
+    mode: str = "DISABLE"
+    alpn: tuple[str, ...] = ()
 
 
 def inbound_policies(
@@ -45,31 +52,53 @@ def inbound_policies(
     result: dict[int, InboundPolicy] = {}
     if listener is None:
         return result
+    transports: dict[int, dict[str, bool]] = {}
     for chain in listener.filter_chains:
         port = chain.filter_chain_match.destination_port.value
-        policy = result.setdefault(port, InboundPolicy())
-        tulle_metadata = chain.metadata.filter_metadata.get("tulle")
-        if tulle_metadata is not None and "service" in tulle_metadata.fields:
-            policy.service = tulle_metadata.fields["service"].string_value
-        for network_filter in chain.filters:
-            if network_filter.name == TCP_PROXY_FILTER:
-                policy.tcp = True
-                continue
-            manager = hcm.HttpConnectionManager()
-            if not network_filter.typed_config.Unpack(manager):
-                continue
-            filters = []
-            for http_filter in manager.http_filters:
-                if http_filter.name.startswith(RBAC_FILTER):
-                    config = rbac_pb2.RBAC()
-                    http_filter.typed_config.Unpack(config)
-                    filters.append(compile_rbac(config))
-                elif http_filter.name == RATELIMIT_FILTER:
-                    spec = bucket(http_filter.typed_config, f"inbound_{port}")
-                    if spec is not None:
-                        policy.bucket = _kept(previous, port, spec) or TokenBucket(spec, now)
-            policy.rbac = tuple(filters)
+        transport = chain.filter_chain_match.transport_protocol or "raw_buffer"
+        if transport not in ("tls", "raw_buffer"):
+            raise ConfigError(f"inbound port {port}: transport protocol {transport!r}")
+        policy = result.get(port)
+        if policy is None:  # a port's other chain has the same filters: compiled once
+            policy = result[port] = InboundPolicy()
+            _compile_chain(chain, port, policy, now, previous)
+        if transport == "tls":
+            policy.alpn = inbound_alpn(chain.transport_socket)
+        transports.setdefault(port, {})[transport] = True
+    for port, seen in transports.items():
+        result[port].mode = inbound_mode(seen)
     return result
+
+
+def _compile_chain(
+    chain: Any,
+    port: int,
+    policy: InboundPolicy,
+    now: float,
+    previous: Mapping[int, InboundPolicy] | None,
+) -> None:
+    """``policy`` from the filters of one filter chain of ``port``."""
+    tulle_metadata = chain.metadata.filter_metadata.get("tulle")
+    if tulle_metadata is not None and "service" in tulle_metadata.fields:
+        policy.service = tulle_metadata.fields["service"].string_value
+    for network_filter in chain.filters:
+        if network_filter.name == TCP_PROXY_FILTER:
+            policy.tcp = True
+            continue
+        manager = hcm.HttpConnectionManager()
+        if not network_filter.typed_config.Unpack(manager):
+            continue
+        filters = []
+        for http_filter in manager.http_filters:
+            if http_filter.name.startswith(RBAC_FILTER):
+                config = rbac_pb2.RBAC()
+                http_filter.typed_config.Unpack(config)
+                filters.append(compile_rbac(config))
+            elif http_filter.name == RATELIMIT_FILTER:
+                spec = bucket(http_filter.typed_config, f"inbound_{port}")
+                if spec is not None:
+                    policy.bucket = _kept(previous, port, spec) or TokenBucket(spec, now)
+        policy.rbac = tuple(filters)
 
 
 def _kept(
@@ -86,9 +115,12 @@ def refusal(
     policy: InboundPolicy, request: Request, port: int, now: float
 ) -> errors.MeshError | None:
     """Why the app's port ``port`` refuses ``request`` (authorization, then the rate limit), or
-    None when it may pass. Takes a token from the rate limit when it passes authorization."""
+    None when it may pass. Principal and namespace rules match ``request.peer_principal`` (the
+    SPIFFE id the front took from the mTLS handshake; None over plain text matches none). Takes
+    a token from the rate limit when it passes authorization."""
     path = request.path.partition("?")[0]
-    peer = Peer(dict(reversed(request.headers)), path, request.source_ip, port)
+    headers = dict(reversed(request.headers))
+    peer = Peer(headers, path, request.source_ip, port, principal=request.peer_principal)
     denied = authorize(policy.rbac, peer)
     if denied is not None:
         return denied

@@ -82,11 +82,16 @@ class Request:
     """A request: header names lowercase; ``path`` includes the query string; ``body`` is
     buffered (so it can be retried). ``interim``: where an upstream's informational answers
     (103 Early Hints, 102...) go: the front end that can write them to the client before the
-    final response (None: dropped)."""
+    final response (None: dropped). ``peer_principal``: the caller's SPIFFE id
+    (``spiffe://cluster.local/ns/default/sa/frontend``) that the front took from the mTLS
+    handshake on the connection the request came in on; None over plain text."""
 
     # A plain class, not a dataclass: compiled, a dataclass's __init__ stays interpreted, at
     # several times the cost (one or two of these are made per request).
-    __slots__ = ("authority", "body", "headers", "http2", "interim", "method", "path", "source_ip")
+    __slots__ = (
+        "authority", "body", "headers", "http2", "interim", "method", "path", "peer_principal",
+        "source_ip",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -98,6 +103,7 @@ class Request:
         source_ip: str = "",
         http2: bool = False,
         interim: Interim | None = None,
+        peer_principal: str | None = None,
     ) -> None:
         self.method = method
         self.path = path
@@ -107,6 +113,7 @@ class Request:
         self.source_ip = source_ip
         self.http2 = http2
         self.interim = interim
+        self.peer_principal = peer_principal
 
     def __repr__(self) -> str:
         return f"Request({self.method} {self.authority}{self.path})"

@@ -1,5 +1,6 @@
 """Clusters: one per service port and per subset, discovered over EDS, with the DestinationRule's
-load balancer, circuit breakers, outlier detection and connect timeout."""
+load balancer, circuit breakers, outlier detection, connect timeout and client TLS (auto mTLS,
+ISTIO_MUTUAL or DISABLE: :mod:`tulle.control.translate.tls`)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from google.protobuf import struct_pb2
 
 from tulle.api.model import ConnectionPool, OutlierPolicy, Service, TrafficSettings, Workload
 from tulle.control.translate.context import NodeView, Snapshot, is_routable, own_workload
-from tulle.control.translate.endpoints import Target, load_assignment
+from tulle.control.translate.endpoints import Target, load_assignment, subset_members, targets
 from tulle.control.translate.names import cluster_name, inbound_cluster_name
 from tulle.control.translate.protos import ads, duration, uint32
+from tulle.control.translate.tls import secure_cluster
 from tulle.xds.types import HTTP_PROTOCOL_OPTIONS
 
 _LB = {
@@ -147,8 +149,14 @@ def clusters(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
         policy = snapshot.model.destination_policies.get(service.host)
         subsets = [None] + [s.name for s in policy.subsets] if policy else [None]
         for port in service.ports:
+            found = targets(snapshot, service, port)
             for subset in subsets:
                 settings = policy.settings_for(subset, port.number) if policy else TrafficSettings()
                 item = cluster(service, port.number, subset, settings, view)
+                chosen = policy.subset(subset) if policy and subset else None
+                members = subset_members(found, chosen.labels) if chosen else found
+                secure_cluster(
+                    item, snapshot, view, service, port.number, subset, settings.tls_mode, members
+                )
                 result[item.name] = item
     return result

@@ -1,5 +1,8 @@
 """ClusterLoadAssignments: the endpoints of each cluster, from the registry and from ServiceEntry
-static endpoints, grouped by locality (each locality weighted, as grpcio requires)."""
+static endpoints, grouped by locality (each locality weighted, as grpcio requires). An endpoint
+in the mesh (labelled ``security.istio.io/tlsMode: istio``, as sidecar and library workloads
+register) carries Istio's ``envoy.transport_socket_match: {tlsMode: istio}`` metadata, which
+picks the mTLS transport socket of an auto-mTLS cluster."""
 
 from __future__ import annotations
 
@@ -11,10 +14,15 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from tulle.api.kinds.base import UINT32_MAX
-from tulle.api.model import Service, ServicePort
+from tulle.api.model import Pairs, Service, ServicePort
 from tulle.control.translate.context import NodeView, Snapshot, is_routable
 from tulle.control.translate.names import cluster_name
 from tulle.control.translate.protos import uint32
+
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
+"""The label that marks an endpoint in the mesh (value ``istio``), as Istio's injector sets it."""
+TRANSPORT_SOCKET_MATCH = "envoy.transport_socket_match"
+"""The endpoint metadata namespace Envoy matches a cluster's ``transport_socket_matches`` on."""
 
 
 @dataclass(frozen=True)
@@ -29,9 +37,21 @@ class Target:
     healthy: bool
     workload: str = ""
 
+    @property
+    def in_mesh(self) -> bool:
+        """Whether the endpoint runs with a sidecar or the library (it can speak mTLS)."""
+        return self.labels.get(TLS_MODE_LABEL) == "istio"
 
-def _targets(snapshot: Snapshot, service: Service, port: ServicePort) -> list[Target]:
-    targets = [
+
+def subset_members(targets: list[Target], labels: Pairs) -> list[Target]:
+    """The targets whose labels include ``labels`` (a subset's)."""
+    wanted = dict(labels).items()
+    return [t for t in targets if wanted <= t.labels.items()]
+
+
+def targets(snapshot: Snapshot, service: Service, port: ServicePort) -> list[Target]:
+    """Where ``port`` of ``service`` is served: registered endpoints, then the ServiceEntry's."""
+    found = [
         Target(e.address, e.port, dict(e.labels), 1, e.locality, e.healthy, e.workload)
         for e in snapshot.endpoints_by_service.get(service.host, ())
         if e.service_port in (None, port.number)
@@ -40,7 +60,7 @@ def _targets(snapshot: Snapshot, service: Service, port: ServicePort) -> list[Ta
         for e in service.endpoints:
             ports = dict(e.ports)
             number = int(ports[port.name]) if port.name in ports else None
-            targets.append(
+            found.append(
                 Target(
                     e.address,
                     number or port.target_port or port.number,
@@ -50,7 +70,7 @@ def _targets(snapshot: Snapshot, service: Service, port: ServicePort) -> list[Ta
                     True,
                 )
             )
-    return targets
+    return found
 
 
 def _locality(name: str) -> Any:
@@ -59,12 +79,15 @@ def _locality(name: str) -> Any:
     return base_pb2.Locality(region=region, zone=zone, sub_zone=sub_zone)
 
 
-def _workload_metadata(workload: str) -> Any:
+def _metadata(target: Target) -> Any:
     """``filter_metadata.tulle.workload``: which workload an endpoint belongs to (for the
-    destination_workload label of metrics)."""
+    destination_workload label of metrics); ``envoy.transport_socket_match.tlsMode: istio`` for
+    an endpoint in the mesh."""
     metadata = base_pb2.Metadata()
-    if workload:
-        metadata.filter_metadata["tulle"].update({"workload": workload})
+    if target.workload:
+        metadata.filter_metadata["tulle"].update({"workload": target.workload})
+    if target.in_mesh:
+        metadata.filter_metadata[TRANSPORT_SOCKET_MATCH].update({"tlsMode": "istio"})
     return metadata
 
 
@@ -94,7 +117,7 @@ def load_assignment(name: str, targets: list[Target]) -> Any:
                         health_check_pb2.HEALTHY if target.healthy else health_check_pb2.UNHEALTHY
                     ),
                     load_balancing_weight=uint32(target.weight),
-                    metadata=_workload_metadata(target.workload),
+                    metadata=_metadata(target),
                 )
             )
         assignment.endpoints.append(group)
@@ -109,12 +132,10 @@ def load_assignments(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
             continue
         policy = snapshot.model.destination_policies.get(service.host)
         for port in service.ports:
-            targets = _targets(snapshot, service, port)
+            found = targets(snapshot, service, port)
             name = cluster_name(service.host, port.number)
-            result[name] = load_assignment(name, targets)
+            result[name] = load_assignment(name, found)
             for subset in policy.subsets if policy else ():
-                wanted = dict(subset.labels).items()
-                members = [t for t in targets if wanted <= t.labels.items()]
                 name = cluster_name(service.host, port.number, subset.name)
-                result[name] = load_assignment(name, members)
+                result[name] = load_assignment(name, subset_members(found, subset.labels))
     return result

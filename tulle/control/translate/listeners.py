@@ -1,7 +1,10 @@
 """Listeners. Proxyless gRPC: one api_listener per name a client may dial (``host`` and
 ``host:port`` in every form), RDS over ADS, fault then router filters — only what grpcio accepts.
 Sidecar and library: the transparent outbound listener, one per service port number, the HTTP
-forward-proxy listener, and the inbound listener for the node's own workload."""
+forward-proxy listener, and the inbound listener for the node's own workload: per app port, an
+mTLS filter chain (``transport_protocol: tls``) and/or a plain-text one (``raw_buffer``) as the
+port's PeerAuthentication mode says (STRICT, PERMISSIVE: both, DISABLE), told apart by the TLS
+inspector listener filter, as Istio's ``virtualInbound``."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
@@ -38,8 +42,10 @@ from tulle.control.translate.names import (
     inbound_cluster_name,
     route_config_name,
 )
+from tulle.control.translate.peer_authn import Mode, resolve
 from tulle.control.translate.policy import local_rate_limit, rbac_filters, selects
 from tulle.control.translate.protos import ads, duration, pack
+from tulle.control.translate.tls import downstream_context, transport_socket
 from tulle.xds.types import (
     FAULT_FILTER,
     HCM_FILTER,
@@ -48,6 +54,7 @@ from tulle.xds.types import (
     TCP_PROXY_FILTER,
 )
 
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 OUTBOUND_PORT = 15001
 INBOUND_PORT = 15006
 HTTP_PROXY_PORT = 15080
@@ -213,6 +220,12 @@ def _inbound(snapshot: Snapshot, view: NodeView) -> Any | None:
     listener = listener_pb2.Listener(
         name=INBOUND_LISTENER, address=_address("0.0.0.0", INBOUND_PORT)
     )
+    listener.listener_filters.append(
+        listener_components_pb2.ListenerFilter(
+            name=TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector())
+        )
+    )
+    mtls = resolve(snapshot.model, workload.namespace, workload.labels)
     for port in workload.ports:
         cluster = inbound_cluster_name(port.port)
         if port.protocol == "TCP":
@@ -245,12 +258,29 @@ def _inbound(snapshot: Snapshot, view: NodeView) -> Any | None:
             )
             _normalize_paths(manager, snapshot.model.settings.path_normalization)
             chain = _hcm_chain(manager)
-        chain.name = cluster
         chain.filter_chain_match.destination_port.value = port.port
         # Who the port serves, for the inbound metrics' destination_service label.
         chain.metadata.filter_metadata["tulle"].update({"service": workload.service_host})
-        listener.filter_chains.append(chain)
+        listener.filter_chains.extend(_by_transport(chain, cluster, mtls.for_port(port.port)))
     return listener
+
+
+def _by_transport(chain: Any, name: str, mode: Mode) -> list[Any]:
+    """``chain`` for the transports ``mode`` accepts: an mTLS copy (named ``<name>mtls``, first,
+    as Istio orders them) unless DISABLE, a plain-text copy unless STRICT."""
+    result = []
+    if mode != "DISABLE":
+        secure = listener_components_pb2.FilterChain()
+        secure.CopyFrom(chain)
+        secure.name = f"{name}mtls"
+        secure.filter_chain_match.transport_protocol = "tls"
+        secure.transport_socket.CopyFrom(transport_socket(downstream_context()))
+        result.append(secure)
+    if mode != "STRICT":
+        chain.name = name
+        chain.filter_chain_match.transport_protocol = "raw_buffer"
+        result.append(chain)
+    return result
 
 
 def listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:

@@ -30,3 +30,10 @@ HTTP_PROXY_ROUTE = "http_proxy"
 HTTP_PROXY_LISTENER = "http_proxy"
 OUTBOUND_LISTENER = "virtualOutbound"
 INBOUND_LISTENER = "virtualInbound"
+
+
+def sni_name(host: str, port: int, subset: str | None = None) -> str:
+    """The SNI a client sends to a mesh endpoint, as Istio builds it:
+    ``outbound_.<port>_.<subset>_.<host>`` (``outbound_.8080_._.web.default.svc.cluster.local``
+    without a subset)."""
+    return f"outbound_.{port}_.{subset or ''}_.{host}"
