@@ -51,21 +51,34 @@ def _cidr(block: str) -> Any:
     return address_pb2.CidrRange(address_prefix=address, prefix_len=uint32(bits))
 
 
-def _principal_name(value: str) -> Any:
+def _authenticated(matcher: Any) -> Any:
     return rbac_pb2.Principal(
-        authenticated=rbac_pb2.Principal.Authenticated(principal_name=_star(f"spiffe://{value}"))
+        authenticated=rbac_pb2.Principal.Authenticated(principal_name=matcher)
     )
+
+
+def _regex(pattern: str) -> Any:
+    return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=pattern))
+
+
+def _principal_name(value: str) -> Any:
+    """A principal as Istio writes it (``cluster.local/ns/default/sa/frontend``) matched against
+    the peer certificate's SPIFFE id: exact, ``prefix*``, ``*suffix``, or ``*`` (any
+    authenticated peer), Istio's ``StringMatcherWithPrefix(value, "spiffe://")``."""
+    if value == "*":
+        return _authenticated(_regex(".+"))
+    if value.startswith("*"):
+        return _authenticated(_regex("spiffe://.*" + re.escape(value[1:])))
+    if value.endswith("*"):
+        return _authenticated(string_pb2.StringMatcher(prefix=f"spiffe://{value[:-1]}"))
+    return _authenticated(string_pb2.StringMatcher(exact=f"spiffe://{value}"))
 
 
 def _namespace(value: str) -> Any:
-    pattern = f"spiffe://[^/]+/ns/{re.escape(value)}/sa/.+"
-    return rbac_pb2.Principal(
-        authenticated=rbac_pb2.Principal.Authenticated(
-            principal_name=string_pb2.StringMatcher(
-                safe_regex=regex_pb2.RegexMatcher(regex=pattern)
-            )
-        )
-    )
+    """A namespace (``*`` a wildcard) as Istio matches it: a regex on the peer's SPIFFE id,
+    ``.*/ns/<namespace>/.*``."""
+    pattern = ".*".join(re.escape(part) for part in value.split("*"))
+    return _authenticated(_regex(f".*/ns/{pattern}/.*"))
 
 
 def _any_of_principals(items: list[Any]) -> Any:
