@@ -11,10 +11,13 @@ from google.protobuf.json_format import MessageToDict
 
 from fuzz.support.xds_checks import check_node
 from tulle.api import validate_text
-from tulle.control.registry import Endpoint
+from tulle.client.registration import Registration
+from tulle.control.registry import Endpoint, endpoint_from_dict
 from tulle.control.snapshot import build_snapshot
 from tulle.control.translate import translate
 from tulle.control.translate.context import NodeView
+from tulle.local.plan import plan_replica
+from tulle.local.runner import _registrations
 from tulle.xds import types
 
 WEB = "web.default.svc.cluster.local"
@@ -521,3 +524,48 @@ def test_peer_authentication_precedence(config, http_mode, tcp_mode):
 def test_proxyless_nodes_have_no_inbound_listener():
     listeners = resources(CART + peer_authentication("n", "default", "STRICT"), view=PROXYLESS)
     assert "virtualInbound" not in listeners[types.LISTENER]
+
+
+WORKLOADS = """\
+apiVersion: tulle.dev/v1alpha1
+kind: Workload
+metadata: {name: web}
+spec:
+  command: [web]
+  ports: [{name: http, port: 8080}]
+  mesh: sidecar
+---
+apiVersion: tulle.dev/v1alpha1
+kind: Workload
+metadata: {name: legacy}
+spec:
+  service: web
+  command: [legacy]
+  ports: [{name: http, port: 8080}]
+  mesh: none
+"""
+
+
+def test_what_the_runner_and_the_library_register_says_who_is_in_the_mesh():
+    result = validate_text(WORKLOADS)
+    assert result.model is not None
+    ports = iter(range(20000, 20100))
+    bodies = [
+        body
+        for workload in result.model.workloads
+        for body in _registrations(
+            plan_replica(workload, 0, ("127.0.0.1:15010", "http://127.0.0.1:15014"), ports.__next__)
+        )
+    ]
+    library = Registration("http://cp", "web", "default", "127.0.0.1", 9999, "lib", 8080)
+    bodies.append(library.body())
+    endpoints = tuple(endpoint_from_dict(body) for body in bodies)
+    translated = translate(build_snapshot(1, result.model, endpoints), SIDECAR)
+    (group,) = MessageToDict(translated[types.ENDPOINT][f"outbound|8080||{WEB}"])["endpoints"]
+    in_mesh = {
+        e["endpoint"]["address"]["socketAddress"]["portValue"]: "envoy.transport_socket_match"
+        in e.get("metadata", {}).get("filterMetadata", {})
+        for e in group["lbEndpoints"]
+    }
+    assert sorted(in_mesh.values()) == [False, True, True]  # sidecar and library; not legacy
+    assert in_mesh[9999] is True

@@ -70,10 +70,13 @@ class Registration:
         )
 
     def body(self) -> dict[str, Any]:
-        """The registration as the control plane's ``/api/v1/endpoints`` takes it."""
+        """The registration as the control plane's ``/api/v1/endpoints`` takes it. The app runs
+        the library, so it is in the mesh (Istio's ``security.istio.io/tlsMode: istio`` label):
+        clients speak mTLS to it."""
+        labels = {**self.labels, "security.istio.io/tlsMode": "istio"}
         data: dict[str, Any] = {
             "service": self.service, "namespace": self.namespace, "address": self.address,
-            "port": self.port, "workload": self.workload, "labels": self.labels,
+            "port": self.port, "workload": self.workload, "labels": labels,
             "protocol": self.protocol,
         }  # fmt: skip
         if self.service_port is not None:

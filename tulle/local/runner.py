@@ -470,13 +470,18 @@ class Runner:
 
 
 def _registrations(plan: ReplicaPlan) -> list[dict[str, Any]]:
-    """The registry entries of a replica: one per port it serves."""
+    """The registry entries of a replica: one per port it serves. A replica with a sidecar or
+    the library is in the mesh (Istio's ``security.istio.io/tlsMode: istio`` label): clients
+    speak mTLS to it."""
     workload = plan.workload
+    labels = dict(workload.labels)
+    if workload.mesh != "none":
+        labels["security.istio.io/tlsMode"] = "istio"
     return [
         {
             "service": workload.service_host, "namespace": workload.namespace,
             "address": plan.ip, "port": port, "servicePort": service_port,
-            "protocol": protocol, "labels": dict(workload.labels),
+            "protocol": protocol, "labels": labels,
             "serviceAccount": workload.service_account, "workload": workload.name,
         }
         for port, service_port, protocol in plan.endpoints
