@@ -5,7 +5,8 @@ of Envoy's protos (:mod:`fuzz.support.pgv`); it passes the checks grpcio applies
 an HttpConnectionManager has HTTP filters with the router last, a route's match has its path
 specifier, a virtual host has domains (each at most one wildcard, at an end; none twice in a
 route configuration), a weighted split has weight, a locality has its weight; ring sizes and
-outlier percentages are within grpcio's bounds; and what one resource names (a route
+outlier percentages are within grpcio's bounds; a proxyless cluster's mTLS is in the one form
+grpcio reads (gRFC A29: see :func:`check_grpc_tls`); and what one resource names (a route
 configuration, a cluster, an EDS service) is among the node's resources."""
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ HCM = types.HCM_TYPE
 TCP_PROXY = types.TCP_PROXY_TYPE
 MAX_RING = 8 * 1024 * 1024  # grpcio's bound on ring hash sizes
 GRPC_LB = (cluster_pb2.Cluster.ROUND_ROBIN, cluster_pb2.Cluster.RING_HASH)
+UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+GRPC_PROVIDER = "default"  # the certificate provider instance `tulle bootstrap grpc` writes
+# CertificateValidationContext fields grpcio NACKs ("feature unsupported"): lists, messages.
+GRPC_UNSUPPORTED_LISTS = ("verify_certificate_spki", "verify_certificate_hash")
+GRPC_UNSUPPORTED_MESSAGES = ("crl", "custom_validator_config")
 
 # Serialized resources already found to keep the rules: most of a mutated model translates as
 # before, and the rules' walk is the costliest check. Cleared when it grows past its bound.
@@ -131,6 +137,7 @@ def check_cluster(cluster: Any, endpoints: Mapping[str, Any], proxyless: bool) -
         check(service in endpoints, "xds.eds-service", f"{cluster.name}: {service}")
     if proxyless:
         check(cluster.lb_policy in GRPC_LB, "xds.grpc-lb-policy", f"{cluster.name}")
+        check_grpc_tls(cluster)
     if cluster.HasField("load_assignment"):
         check_assignment(cluster.load_assignment)
     if cluster.HasField("ring_hash_lb_config"):
@@ -145,6 +152,61 @@ def check_cluster(cluster: Any, endpoints: Mapping[str, Any], proxyless: bool) -
             value = getattr(outlier, field)
             percent = value.value if outlier.HasField(field) else 0
             check(percent <= 100, "xds.outlier-percent", f"{cluster.name}: {field} {percent}")
+
+
+def check_grpc_tls(cluster: Any) -> None:
+    """A proxyless cluster's mTLS as grpcio reads it (xds_cluster_parser.cc,
+    xds_common_types_parser.cc): grpcio ignores ``transport_socket_matches`` (mTLS would not
+    happen) and typed SAN matchers (the server's identity would go unchecked); the one
+    ``transport_socket`` is an UpstreamTlsContext whose certificate and CA come from the
+    bootstrap's certificate provider instance (it NACKs SDS, ``tls_params``,
+    ``custom_handshaker`` and the validation features it lacks), with the SAN matchers grpcio
+    can build (no empty prefix, suffix or contains)."""
+    name = cluster.name
+    check(not cluster.transport_socket_matches, "xds.grpc-socket-matches", name)
+    if not cluster.HasField("transport_socket"):
+        return
+    packed = cluster.transport_socket.typed_config
+    check(packed.type_url == UPSTREAM_TLS, "xds.grpc-tls-type", f"{name}: {packed.type_url}")
+    context = pgv.unpack(packed)
+    assert context is not None
+    common = context.common_tls_context
+    unsupported = [
+        field for field in ("tls_params", "custom_handshaker") if common.HasField(field)
+    ] + [
+        field
+        for field in ("tls_certificate_sds_secret_configs", "tls_certificates")
+        if getattr(common, field)
+    ]
+    check(not unsupported, "xds.grpc-tls-unsupported", f"{name}: {unsupported}")
+    identity = common.tls_certificate_provider_instance
+    check(
+        identity.instance_name == GRPC_PROVIDER,
+        "xds.grpc-tls-provider",
+        f"{name}: identity from {identity.instance_name!r}",
+    )
+    kind = common.WhichOneof("validation_context_type")
+    check(kind == "validation_context", "xds.grpc-tls-validation", f"{name}: {kind}")
+    validation = common.validation_context
+    ca = validation.ca_certificate_provider_instance
+    check(ca.instance_name == GRPC_PROVIDER, "xds.grpc-tls-provider", f"{name}: CA from {ca}")
+    check(
+        not validation.match_typed_subject_alt_names,
+        "xds.grpc-tls-typed-sans",
+        f"{name}: grpcio reads only match_subject_alt_names",
+    )
+    bad = [f for f in GRPC_UNSUPPORTED_LISTS if getattr(validation, f)]
+    bad += [f for f in GRPC_UNSUPPORTED_MESSAGES if validation.HasField(f)]
+    if validation.require_signed_certificate_timestamp.value:
+        bad.append("require_signed_certificate_timestamp")
+    check(not bad, "xds.grpc-tls-unsupported", f"{name}: {bad}")
+    for matcher in validation.match_subject_alt_names:
+        pattern = matcher.WhichOneof("match_pattern")
+        if pattern in ("prefix", "suffix", "contains"):
+            value = getattr(matcher, pattern)
+            check(value, "xds.grpc-tls-sans", f"{name}: empty {pattern}")
+        else:
+            check(pattern in ("exact", "safe_regex"), "xds.grpc-tls-sans", f"{name}: {pattern}")
 
 
 def check_assignment(assignment: Any) -> None:

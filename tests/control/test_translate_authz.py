@@ -15,6 +15,7 @@ from tulle.control.snapshot import build_snapshot
 from tulle.control.translate import translate
 from tulle.control.translate.context import NodeView
 from tulle.xds import types
+from tulle.xds.node import Mode
 
 IDENTITY_POLICIES = """\
 apiVersion: tulle.dev/v1alpha1
@@ -57,7 +58,7 @@ spec:
 """
 
 
-def identity_resources(mode: str = "sidecar") -> Any:
+def identity_resources(mode: Mode = "sidecar") -> Any:
     result = validate_text(IDENTITY_POLICIES)
     assert result.model is not None, [f.format() for f in result.findings]
     translated = translate(

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from google.protobuf.json_format import MessageToDict
 
-from fuzz.support.xds_checks import check_node
+from fuzz.support.checks import CheckError
+from fuzz.support.xds_checks import check_grpc_tls, check_node
 from tulle.api import validate_text
 from tulle.client.registration import Registration
 from tulle.control.registry import Endpoint, endpoint_from_dict
@@ -367,6 +368,18 @@ spec:
     assert "transportSocket" not in cluster(
         resources(config, view=PROXYLESS), f"outbound|8080||{WEB}"
     )
+
+
+def test_the_sidecar_forms_are_what_grpcio_would_not_use():
+    """The grpcio checks the proxyless clusters pass (above) catch the sidecar's forms: grpcio
+    ignores transport_socket_matches and NACKs SDS."""
+    endpoints = (endpoint("10.0.0.1"), endpoint("10.0.0.2", port=9090))
+    sidecar = resources(DESTINATION_RULE, endpoints)[types.CLUSTER]
+    with pytest.raises(CheckError, match=r"xds\.grpc-socket-matches"):
+        check_grpc_tls(resources(endpoints=endpoints)[types.CLUSTER][f"outbound|8080||{WEB}"])
+    with pytest.raises(CheckError, match=r"xds\.grpc-tls-unsupported"):
+        check_grpc_tls(sidecar[f"outbound|8080||{WEB}"])
+    check_grpc_tls(sidecar[f"outbound|9090||{WEB}"])  # plain text: nothing to say
 
 
 # --- server side ----------------------------------------------------------------------------
