@@ -50,7 +50,10 @@ _RE2_UNSUPPORTED = re.compile(r"\(\?[=!]|\(\?<[=!]|\\[1-9]")
 
 
 def check_regex(pattern: str) -> str:
-    """A regex Envoy and grpcio accept: it compiles, and uses no construct RE2 lacks."""
+    """A regex Envoy and grpcio accept: not empty (as Istio's validation says, and Envoy's
+    RegexMatcher requires), it compiles, and uses no construct RE2 lacks."""
+    if not pattern:
+        raise ValueError("regex must not be empty (to match anything, use '.*' or no matcher)")
     try:
         re.compile(pattern)
     except re.error as error:
