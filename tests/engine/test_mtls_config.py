@@ -203,7 +203,9 @@ def test_a_compiled_config_with_a_bad_cluster_names_it():
     )
     clusters[CLUSTER] = broken
     translated[types.CLUSTER] = clusters
-    with pytest.raises(ConfigError, match=rf"cluster '{re.escape(CLUSTER)}'.*Alts is not supported"):
+    with pytest.raises(
+        ConfigError, match=rf"cluster '{re.escape(CLUSTER)}'.*Alts is not supported"
+    ):
         compile_resources("1", translated)
 
 
