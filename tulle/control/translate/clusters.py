@@ -15,7 +15,7 @@ from tulle.control.translate.context import NodeView, Snapshot, is_routable, own
 from tulle.control.translate.endpoints import Target, load_assignment, subset_members, targets
 from tulle.control.translate.names import cluster_name, inbound_cluster_name
 from tulle.control.translate.protos import ads, duration, uint32
-from tulle.control.translate.tls import secure_cluster
+from tulle.control.translate.tls import ClientTls, secure_cluster
 from tulle.xds.types import HTTP_PROTOCOL_OPTIONS
 
 _LB = {
@@ -148,6 +148,7 @@ def clusters(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
             continue
         policy = snapshot.model.destination_policies.get(service.host)
         subsets = [None] + [s.name for s in policy.subsets] if policy else [None]
+        shared = ClientTls.of(snapshot, service)
         for port in service.ports:
             found = targets(snapshot, service, port)
             for subset in subsets:
@@ -156,7 +157,7 @@ def clusters(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
                 chosen = policy.subset(subset) if policy and subset else None
                 members = subset_members(found, chosen.labels) if chosen else found
                 secure_cluster(
-                    item, snapshot, view, service, port.number, subset, settings.tls_mode, members
+                    item, view, service, port.number, subset, settings.tls_mode, members, shared
                 )
                 result[item.name] = item
     return result

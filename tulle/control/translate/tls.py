@@ -10,6 +10,7 @@ the certificate provider instances of its bootstrap (``default``; the bundle as 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -146,25 +147,37 @@ def raw_buffer() -> Any:
     return base_pb2.TransportSocket(name=RAW_SOCKET, typed_config=pack(raw_buffer_pb2.RawBuffer()))
 
 
-def _auto_applies(snapshot: Snapshot, service: Service) -> bool:
-    """Auto mTLS is for services in the mesh whose namespace (or the mesh) does not DISABLE it."""
-    if service.location == "MESH_EXTERNAL":
-        return False
-    return service_mode(snapshot.model, service.namespace) != "DISABLE"
+@dataclass(frozen=True)
+class ClientTls:
+    """What every cluster of one service shares: the SPIFFE ids its endpoints may present, and
+    whether auto mTLS applies to it (a service in the mesh whose namespace, or the mesh, does
+    not DISABLE mTLS)."""
+
+    identities: tuple[str, ...]
+    auto: bool
+
+    @classmethod
+    def of(cls, snapshot: Snapshot, service: Service) -> ClientTls:
+        """The ClientTls of ``service``."""
+        auto = service.location != "MESH_EXTERNAL" and (
+            service_mode(snapshot.model, service.namespace) != "DISABLE"
+        )
+        return cls(service_identities(snapshot, service), auto)
 
 
 def secure_cluster(
     cluster: Any,
-    snapshot: Snapshot,
     view: NodeView,
     service: Service,
     port: int,
     subset: str | None,
     tls_mode: str | None,
     members: list[Target],
+    shared: ClientTls,
 ) -> None:
     """Give ``cluster`` (of ``service``'s ``port`` and ``subset``, with the DestinationRule's
-    ``tls_mode``, whose endpoints are ``members``) its client-side TLS:
+    ``tls_mode``, whose endpoints are ``members``; ``shared``: the service's ClientTls) its
+    client-side TLS:
 
     - DISABLE: none (plain text);
     - ISTIO_MUTUAL: one ``transport_socket`` for every endpoint;
@@ -174,9 +187,9 @@ def secure_cluster(
 
     Auto mTLS leaves external services and namespaces whose PeerAuthentication DISABLEs alone.
     """
-    if tls_mode == "DISABLE" or (tls_mode is None and not _auto_applies(snapshot, service)):
+    if tls_mode == "DISABLE" or (tls_mode is None and not shared.auto):
         return
-    identities = service_identities(snapshot, service)
+    identities = shared.identities
     if view.mode == "proxyless":
         if tls_mode is None and not (members and all(t.in_mesh for t in members)):
             return
