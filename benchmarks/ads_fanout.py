@@ -83,7 +83,7 @@ def start_control_plane(workdir: Path) -> tuple[subprocess.Popen[str], int, int]
     tulle = str(Path(sys.executable).parent / "tulle")
     proc = subprocess.Popen(
         [tulle, "controlplane", "-f", str(config), "--state-dir", str(workdir / "state"),
-         "--xds-port", "0", "--secure-xds-port", "0", "--http-port", "0", "--log-level", "warning"],
+         "--xds-port", "0", "--secure-xds-port", "0", "--insecure-xds", "--http-port", "0", "--log-level", "warning"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stdout is not None

@@ -121,7 +121,7 @@ def start_control_plane(work: Path, backend: int) -> tuple[subprocess.Popen[byte
     plane = pinned(
         SERVER_CPU,
         [TULLE, "controlplane", "--state-dir", str(work / "state"), "--xds-port", "0",
-         "--secure-xds-port", "0", "--http-port", "0", "--log-level", "error"],
+         "--secure-xds-port", "0", "--insecure-xds", "--http-port", "0", "--log-level", "error"],
         stdout=subprocess.PIPE,
     )  # fmt: skip
     assert plane.stdout is not None

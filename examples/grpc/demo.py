@@ -72,7 +72,8 @@ def main() -> None:
         try:
             plane, line = start(
                 [TULLE, "controlplane", "--state-dir", state, "--xds-port", "0",
-                 "--secure-xds-port", "0", "--http-port", "0", "--log-level", "warning"]
+                 "--secure-xds-port", "0", "--insecure-xds", "--http-port", "0",
+                 "--log-level", "warning"]
             )  # fmt: skip
             procs.append(plane)
             console.print(f"[bold]{line}")

@@ -145,7 +145,7 @@ def start_control_plane(
         [
             str(BIN / "tulle"), "controlplane", "-f", str(config_dir),
             "--state-dir", str(state_dir),
-            "--xds-port", str(xds_port), "--secure-xds-port", "0",
+            "--xds-port", str(xds_port), "--secure-xds-port", "0", "--insecure-xds",
             "--http-port", str(http_port), "--host", host, "--log-level", "warning",
         ],
         stdout=subprocess.PIPE,

@@ -32,6 +32,14 @@ def controlplane(
         Path | None, typer.Option(help="Your own CA certificate (root or intermediate), PEM.")
     ] = None,
     ca_key: Annotated[Path | None, typer.Option(help="The key of --ca-cert, PEM.")] = None,
+    insecure_xds: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-xds",
+            help="Also serve xDS in plain text, to nodes that prove nothing (tests, stock "
+            "grpcio clients without credentials); off by default.",
+        ),
+    ] = False,
     ca_chain: Annotated[
         Path | None,
         typer.Option(help="The chain from --ca-cert up to its root, PEM (for an intermediate)."),
@@ -53,7 +61,9 @@ def controlplane(
         typer.echo("error: --ca-cert and --ca-key go together (--ca-chain needs both)", err=True)
         raise typer.Exit(2)
     plugin = PluginCa(ca_cert, ca_key, ca_chain) if ca_cert and ca_key else None
-    plane = ControlPlane(files or [], state_dir, host, xds_port, http_port, secure_xds_port, plugin)
+    plane = ControlPlane(
+        files or [], state_dir, host, xds_port, http_port, secure_xds_port, plugin, insecure_xds
+    )
     try:
         asyncio.run(_run(plane))
     except (OSError, ValueError) as error:  # a port in use, a broken or unusable CA

@@ -74,6 +74,17 @@ def proxy(
     idle_timeout: Annotated[
         float, typer.Option(help="Seconds a client connection may stay idle before it is closed.")
     ] = 60.0,
+    xds_root_cert: Annotated[
+        str | None,
+        typer.Option(
+            help="The mesh's trust bundle (the control plane's root-cert.pem): --xds is then "
+            "its secure port, over TLS, and the CA issues this sidecar's certificate there."
+        ),
+    ] = None,
+    token_file: Annotated[
+        str | None,
+        typer.Option(help="This replica's bootstrap token (0600), with --xds-root-cert."),
+    ] = None,
 ) -> None:
     """Run the sidecar proxy: config over ADS, the app's traffic through the engine."""
     try:
@@ -85,6 +96,8 @@ def proxy(
             inbound_port=inbound_port, app_port=app_port, mark=_mark(mark),
             drain_seconds=drain_seconds, log_level=log_level,
             request_header_timeout=request_header_timeout, idle_timeout=idle_timeout,
+            xds_root_cert=os.path.abspath(xds_root_cert) if xds_root_cert else None,
+            token_file=os.path.abspath(token_file) if token_file else None,
         )  # fmt: skip
         settings.check()
     except SettingsError as error:

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ssl
 import threading
 import time
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import prometheus_client
 import uvloop
@@ -22,9 +25,12 @@ from tulle.engine.matching import ConfigError
 from tulle.engine.outbound import Engine, EngineConfig
 from tulle.obs.access_log import AccessLog
 from tulle.obs.metrics import MeshMetrics
+from tulle.security.renewal import CertificateKeeper
+from tulle.security.tokens import read_token_file
 from tulle.transport.pool import Http1Pool
 from tulle.xds import types
 from tulle.xds.client import Resources, XdsClient
+from tulle.xds.grpc_stream import ca_signer
 from tulle.xds.node import NodeInfo, parse_node_id
 
 
@@ -62,6 +68,7 @@ class MeshRuntime:
             weakref.WeakKeyDictionary()
         )
         self._xds: XdsClient | None = None
+        self.certificates: CertificateKeeper | None = None  # with the secure xDS port
         self._thread = threading.Thread(target=self._run, name="tulle-mesh", daemon=True)
         self._metrics_server: object | None = None
 
@@ -82,6 +89,13 @@ class MeshRuntime:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self._xds = XdsClient(self.settings.xds_address, self.settings.node_id, self._accept)
+        settings = self.settings
+        if settings.xds_root_cert is not None and settings.token_file is not None:
+            self._xds.tls = ssl.create_default_context(cafile=settings.xds_root_cert)
+            self._xds.credential = functools.partial(read_token_file, Path(settings.token_file))
+            signer = ca_signer(settings.xds_address, self._xds.tls, self._xds.credential)
+            self.certificates = CertificateKeeper(signer)
+            self.loop.create_task(self.certificates.run())
         self.loop.create_task(self._xds.run())
         self.loop.create_task(self._watch_ready(self._xds))
         self.loop.call_soon(self.log.start)

@@ -27,6 +27,8 @@ class Settings:
     metrics_port: int | None = None
     access_log: bool = True
     server: str = DEFAULT_SERVER  # the control plane's HTTP API (endpoint registration)
+    xds_root_cert: str | None = None  # TULLE_XDS_ROOT_CERT: xDS over TLS, verified with it
+    token_file: str | None = None  # TULLE_TOKEN_FILE: this replica's bootstrap token
 
     @classmethod
     def load(
@@ -67,7 +69,19 @@ class Settings:
             if access_log is not None
             else env.get("TULLE_ACCESS_LOG", "1") not in ("0", "false", "off"),
             server=server or env.get("TULLE_SERVER") or DEFAULT_SERVER,
+            **_secure_xds(env),
         )
+
+
+def _secure_xds(env: os._Environ[str]) -> dict[str, str | None]:
+    """``TULLE_XDS_ROOT_CERT`` and ``TULLE_TOKEN_FILE``: both (the secure xDS port) or neither."""
+    root, token = env.get("TULLE_XDS_ROOT_CERT") or None, env.get("TULLE_TOKEN_FILE") or None
+    if root is not None and token is None:
+        raise SettingsError("TULLE_XDS_ROOT_CERT needs TULLE_TOKEN_FILE (the secure xDS port)")
+    for name, path in (("TULLE_XDS_ROOT_CERT", root), ("TULLE_TOKEN_FILE", token)):
+        if path is not None and not os.path.isfile(path):
+            raise SettingsError(f"{name}: {path} is not a file")
+    return {"xds_root_cert": root, "token_file": token if root is not None else None}
 
 
 def _default_node_id() -> str:

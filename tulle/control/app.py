@@ -27,6 +27,7 @@ from tulle.control.auth import ApiAuth
 from tulle.control.bodies import MAX_APPLY_BYTES
 from tulle.control.certificates import CertificateService
 from tulle.control.config import ChangeResult, ConfigSources
+from tulle.control.node_auth import NodeAuthorizer
 from tulle.control.registry import Endpoint, LocalRegistry
 from tulle.control.serving import PluginCa, ServingCertificate, open_ca
 from tulle.control.snapshot import Snapshot, build_snapshot
@@ -63,6 +64,7 @@ class ControlPlane:
         http_port: int = 15014,
         secure_xds_port: int = 15012,
         plugin_ca: PluginCa | None = None,
+        insecure_xds: bool = False,
     ) -> None:
         self.host, self.xds_port, self.http_port = host, xds_port, http_port
         self.secure_xds_port = secure_xds_port
@@ -80,7 +82,8 @@ class ControlPlane:
             known_hosts=lambda: {e.service for e in self.registry.endpoints()},
         )
         self.translator = Translator()
-        self.ads = AdsServer(self)
+        self.tokens = BootstrapTokens(state_dir)
+        self.ads = AdsServer(self, NodeAuthorizer(self.tokens, insecure_xds))
         self.snapshot: Snapshot = build_snapshot(0, build_model(()), ())
         self._changed = asyncio.Event()
         self._changes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tulle-changes")
@@ -208,7 +211,7 @@ class ControlPlane:
             log.warning("%s", finding.format())
         self.rebuild()
         self.ca = open_ca(self.state_dir, self._model().settings.trust_domain, self.plugin_ca)
-        tokens = BootstrapTokens(self.state_dir)
+        tokens = self.tokens
         signing = CertificateService(
             self.ca,
             tokens,

@@ -29,12 +29,13 @@ from prometheus_client import CollectorRegistry, Counter
 from tulle.security.ca import CaError, CertificateAuthority
 from tulle.security.keys import CsrRefused
 from tulle.security.tokens import Authenticator, Unauthenticated
+from tulle.xds.grpc_stream import CA_SIGN_PATH
 
 log = logging.getLogger(__name__)
 
 SERVICE = "tulle.security.v1.CertificateService"
 METHOD = "Sign"
-PATH = f"/{SERVICE}/{METHOD}"
+PATH = CA_SIGN_PATH  # f"/{SERVICE}/{METHOD}", as workloads call it
 MAX_REQUEST_BYTES = 64 * 1024
 
 

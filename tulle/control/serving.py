@@ -17,10 +17,11 @@ import grpc
 from tulle.security.ca import CertificateAuthority
 from tulle.security.files import PUBLIC_FILE_MODE, write_atomically
 from tulle.security.keys import new_private_key, private_key_pem
+from tulle.security.material import BUNDLE_FILE
 
 log = logging.getLogger(__name__)
 
-ROOT_CERT_FILE = "root-cert.pem"
+ROOT_CERT_FILE = BUNDLE_FILE  # root-cert.pem, as workloads' file_watcher reads it too
 CA_DIRECTORY = "ca"
 SERVING_LIFETIME = timedelta(hours=24)
 

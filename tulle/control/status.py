@@ -34,6 +34,7 @@ def node_status(connection: Connection, resources: Resources) -> dict[str, Any]:
         "mode": connection.node.mode,
         "namespace": connection.node.namespace,
         "peer": connection.peer,
+        "secure": connection.secure,  # over TLS, with a proven identity
         "connected_at": connection.connected_at,
         "node_error": connection.node_error,
         "types": types,

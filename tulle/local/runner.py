@@ -30,7 +30,8 @@ from tulle.local.pods import (
 )
 from tulle.local.processes import describe_exit, spawn, stop
 from tulle.local.state import MeshState, ReplicaState, StateDir
-from tulle.security.tokens import admin_token
+from tulle.security.material import BUNDLE_FILE
+from tulle.security.tokens import BootstrapTokens, admin_token
 
 TULLE = [sys.executable, "-m", "tulle"]
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
@@ -333,12 +334,27 @@ class Runner:
         replica.plan = plan_replica(plan.workload, plan.index, control_plane)
         replica.status.address = self._address(replica.plan)
 
+    def _identity(self, plan: ReplicaPlan) -> dict[str, str]:
+        """A meshed replica's proof of who it is: a bootstrap token of its own (its namespace
+        and service account, for its pod only), and the trust bundle to check the control
+        plane with; as the library's variables (the sidecar gets them as options)."""
+        workload = plan.workload
+        tokens = BootstrapTokens(self.options.state.control_plane)
+        token = tokens.issue(workload.namespace, workload.service_account,
+                             f"{plan.name}.{workload.namespace}")  # fmt: skip
+        root = self.options.state.control_plane / BUNDLE_FILE
+        return {"TULLE_XDS_ADDRESS": self.state.secure_xds, "TULLE_XDS_ROOT_CERT": str(root),
+                "TULLE_TOKEN_FILE": str(token)}  # fmt: skip
+
     async def _start(self, replica: Replica) -> None:
         plan, status, state = replica.plan, replica.status, self.options.state
+        identity = self._identity(plan) if plan.workload.mesh != "none" else {}
         if plan.sidecar is not None:
             ports = plan.sidecar
             token = state.admin_token(plan.name)
-            args = [*TULLE, "proxy", "--xds", self.state.xds, "--node-id", plan.node_id,
+            args = [*TULLE, "proxy", "--xds", identity["TULLE_XDS_ADDRESS"],
+                    "--xds-root-cert", identity["TULLE_XDS_ROOT_CERT"],
+                    "--token-file", identity["TULLE_TOKEN_FILE"], "--node-id", plan.node_id,
                     "--admin-port", str(ports.admin), "--admin-token-file", str(token.resolve()),
                     "--stats-port", str(ports.stats), "--inbound-port", str(ports.inbound),
                     "--app-port", str(next(iter(plan.app_ports.values()), 0))]  # fmt: skip
@@ -355,6 +371,8 @@ class Runner:
         # the interpreter `tulle up` runs in (with Tulle and grpcio for the apps that import them).
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         env = {**self._environment(), "PATH": path, "PYTHONUNBUFFERED": "1", **plan.env}
+        if plan.workload.mesh == "library":
+            env.update(identity)
         log = state.log(f"{plan.name}.app")
         replica.app = await spawn(self._in_pod(plan, plan.command), env, log)
         status.app_pid, status.metrics_port = replica.app.pid, plan.metrics_port

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,10 +42,13 @@ from tulle.proxy.limits import FrontLimits
 from tulle.proxy.recording import Destination, Recorder
 from tulle.proxy.tcp import TcpPipe
 from tulle.proxy.transparent import Plan, TransparentOutbound, tcp_clusters
+from tulle.security.renewal import CertificateKeeper
+from tulle.security.tokens import read_token_file
 from tulle.transport.http_server import listening_port, serve_http
 from tulle.transport.pool import Http1Pool
 from tulle.xds import types
 from tulle.xds.client import Resources, XdsClient
+from tulle.xds.grpc_stream import ca_signer
 from tulle.xds.node import parse_node_id
 
 log = logging.getLogger(__name__)
@@ -76,6 +81,8 @@ class Proxy:
         stats_port: int | None = None,
         stats_host: str = "127.0.0.1",
         admin_token_file: str | None = None,
+        xds_root_cert: str | None = None,
+        token_file: str | None = None,
     ) -> None:
         self.node = parse_node_id(node_id)
         if not is_loopback(admin_host):
@@ -94,6 +101,12 @@ class Proxy:
             self.pool.send, start=self.pool.submit, source_workload=self.node.workload
         )
         self.xds = XdsClient(xds_address, node_id, self.accept)
+        self.certificates: CertificateKeeper | None = None
+        if xds_root_cert is not None and token_file is not None:
+            self.xds.tls = ssl.create_default_context(cafile=xds_root_cert)
+            self.xds.credential = functools.partial(read_token_file, Path(token_file))
+            signer = ca_signer(xds_address, self.xds.tls, self.xds.credential)
+            self.certificates = CertificateKeeper(signer)
         self.metrics = MeshMetrics(self.node.workload)
         self.log = access_log or AccessLog()
         # Access log and metrics, once each request's response is written.
@@ -185,6 +198,8 @@ class Proxy:
         """Connect to the control plane and open the listeners."""
         self.log.start()
         self._tasks.append(asyncio.create_task(self.xds.run()))
+        if self.certificates is not None:
+            self._tasks.append(asyncio.create_task(self.certificates.run()))
         loop = asyncio.get_running_loop()
         self._sweep()
         view = SidecarView(self.readiness, self.metrics.exposition, self.xds, self.engine,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 
 from tulle.proxy.admin_guard import is_loopback
@@ -39,6 +40,8 @@ class ProxySettings:
     log_level: str = "warning"
     request_header_timeout: float = 10.0
     idle_timeout: float = 60.0
+    xds_root_cert: str | None = None  # the control plane's trust bundle: xDS over TLS
+    token_file: str | None = None  # the replica's bootstrap token (xDS and the CA)
 
     def check(self) -> None:
         """Raise SettingsError naming the first option that cannot work."""
@@ -69,6 +72,14 @@ class ProxySettings:
         ):
             if not value > 0:
                 raise SettingsError(f"{option}: {value!r} is not a positive number of seconds")
+        if (self.xds_root_cert is None) != (self.token_file is None):
+            raise SettingsError(
+                "--xds-root-cert: the secure xDS port needs both --xds-root-cert and --token-file"
+            )
+        for option, path in (("--xds-root-cert", self.xds_root_cert),
+                             ("--token-file", self.token_file)):  # fmt: skip
+            if path is not None and not os.path.isfile(path):
+                raise SettingsError(f"{option}: {path} is not a file")
         if self.log_level.lower() not in LOG_LEVELS.split(", "):
             raise SettingsError(f"--log-level: {self.log_level!r} is not one of {LOG_LEVELS}")
 

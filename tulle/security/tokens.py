@@ -168,6 +168,10 @@ class BootstrapTokens:
 
         Every record is compared, in constant time over digests, whatever matches.
         """
+        return self.authenticate_replica(credential)[1]
+
+    def authenticate_replica(self, credential: str) -> tuple[str, WorkloadIdentity]:
+        """The replica ``credential`` was issued to, and the identity it proves."""
         token = credential.strip()
         if not token:
             raise Unauthenticated("no bootstrap token presented")
@@ -179,10 +183,10 @@ class BootstrapTokens:
                 records = self._current()
         except (OSError, ValueError) as error:
             raise Unauthenticated(f"bootstrap tokens cannot be checked: {error}") from None
-        found: WorkloadIdentity | None = None
-        for record in records.values():
+        found: tuple[str, WorkloadIdentity] | None = None
+        for replica, record in records.items():
             if hmac.compare_digest(record.digest, digest):
-                found = record.identity
+                found = (replica, record.identity)
         if found is None:
             raise Unauthenticated("unknown or revoked bootstrap token")
         return found

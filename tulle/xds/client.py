@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -81,6 +82,8 @@ class XdsClient:
     last_nack: dict[str, str] = field(default_factory=dict)
     connected: bool = False
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    tls: ssl.SSLContext | None = None  # the secure xDS port: the control plane verified with it
+    credential: Callable[[], str] | None = None  # the bootstrap token, read at each connect
     _call: GrpcStream | None = None
     _subscribed: dict[str, list[str]] = field(default_factory=dict)
     _received: set[str] = field(default_factory=set)
@@ -164,7 +167,15 @@ class XdsClient:
             self.ready.set()
 
     async def _stream(self) -> None:
-        self._call = await GrpcStream.open(self.address, ADS_METHOD)
+        metadata = []
+        if self.credential is not None:
+            try:
+                metadata.append(("authorization", f"Bearer {self.credential()}"))
+            except (OSError, ValueError) as error:
+                raise GrpcStreamError("UNAUTHENTICATED", f"no credential: {error}") from None
+        self._call = await GrpcStream.open(
+            self.address, ADS_METHOD, tls=self.tls, metadata=metadata
+        )
         try:
             for type_url in (types.CLUSTER, types.LISTENER):
                 self._subscribed.setdefault(type_url, [])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import cast
 
 import h2.config
@@ -246,3 +246,19 @@ async def unary_call(
             return await call.receive()
         finally:
             call.close()
+
+
+CA_SIGN_PATH = "/tulle.security.v1.CertificateService/Sign"
+
+
+def ca_signer(
+    address: str, tls: ssl.SSLContext, credential: Callable[[], str]
+) -> Callable[[bytes], Awaitable[bytes]]:
+    """The transport a workload's certificate keeper signs through: a unary call to the mesh
+    CA on the control plane's secure xDS port, the credential read afresh for each call."""
+
+    async def sign(request: bytes) -> bytes:
+        metadata = [("authorization", f"Bearer {credential()}")]
+        return await unary_call(address, CA_SIGN_PATH, request, tls, metadata)
+
+    return sign

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -111,13 +111,20 @@ class Connection:
     share: ShareKey
     connected_at: float = field(default_factory=time.time)
     node_error: str | None = None
+    secure: bool = False  # over TLS, as a node that proved who it is
+
+
+Authorize = Callable[[NodeInfo, Mapping[str, str], bool], str | None]
+"""Whether a stream may subscribe as a node: the node (from its first request), the call's
+metadata, and whether the connection is TLS; None admits it, a text refuses it and says why."""
 
 
 class AdsServer:
     """Serves ADS state of the world to every connected node."""
 
-    def __init__(self, source: ResourceSource) -> None:
+    def __init__(self, source: ResourceSource, authorize: Authorize | None = None) -> None:
         self.source = source
+        self.authorize = authorize
         self.catalog = Catalog(source)
         self.connections: dict[int, Connection] = {}
         self.subscribers: Subscribers[Connection] = Subscribers()
@@ -194,12 +201,26 @@ class AdsServer:
                     return
                 if connection is None:
                     connection = _connect(node_id, context.peer(), writer)
+                    refusal = self._refusal(connection, context)
+                    if refusal is not None:
+                        log.warning("ADS stream from %s refused: %s", context.peer(), refusal)
+                        await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+                        return
                     self.connections[key] = connection
                 self._receive(key, connection, request)
             await writer.flush()  # the client is done sending: what is due still goes out
         finally:
             writer.cancel()
             self._forget(key)
+
+    def _refusal(self, connection: Connection, context: grpc.aio.ServicerContext) -> str | None:
+        """Why this stream may not subscribe as its node (None: it may)."""
+        if self.authorize is None:
+            return None
+        metadata = {key: str(value) for key, value in context.invocation_metadata() or ()}
+        secure = context.auth_context().get("transport_security_type") == [b"ssl"]
+        connection.secure = secure
+        return self.authorize(connection.node, metadata, secure)
 
     def _parse(self, data: bytes) -> tuple[Request, str]:
         """A DiscoveryRequest's values, and the node id it names (only the first one must);
