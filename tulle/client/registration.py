@@ -70,10 +70,10 @@ class Registration:
         )
 
     def body(self) -> dict[str, Any]:
-        """The registration as the control plane's ``/api/v1/endpoints`` takes it. The app runs
-        the library, so it is in the mesh (Istio's ``security.istio.io/tlsMode: istio`` label):
-        clients speak mTLS to it."""
-        labels = {**self.labels, "security.istio.io/tlsMode": "istio"}
+        """The registration as the control plane's ``/api/v1/endpoints`` takes it. A library-mode
+        app does not terminate mTLS yet (docs/security.md), so it does not carry Istio's
+        ``security.istio.io/tlsMode: istio`` label: its callers speak plain text to it."""
+        labels = dict(self.labels)
         data: dict[str, Any] = {
             "service": self.service, "namespace": self.namespace, "address": self.address,
             "port": self.port, "workload": self.workload, "labels": labels,

@@ -27,6 +27,7 @@ from tulle.obs.access_log import AccessLog
 from tulle.obs.metrics import MeshMetrics
 from tulle.security.renewal import CertificateKeeper
 from tulle.security.tokens import read_token_file
+from tulle.transport.mtls import MeshTls
 from tulle.transport.pool import Http1Pool
 from tulle.xds import types
 from tulle.xds.client import Resources, XdsClient
@@ -176,6 +177,8 @@ class MeshRuntime:
         if binding is None:
             with self._lock:
                 pool = Http1Pool()
+                if self.certificates is not None:  # mTLS to endpoints in the mesh
+                    pool.use_mtls(MeshTls(self.certificates))
                 engine = Engine(pool.send, start=pool.submit, source_workload=self.node.workload)
                 binding = Binding(loop, engine, pool)
                 if self.config is not None:

@@ -488,12 +488,13 @@ class Runner:
 
 
 def _registrations(plan: ReplicaPlan) -> list[dict[str, Any]]:
-    """The registry entries of a replica: one per port it serves. A replica with a sidecar or
-    the library is in the mesh (Istio's ``security.istio.io/tlsMode: istio`` label): clients
-    speak mTLS to it."""
+    """The registry entries of a replica: one per port it serves. A replica with a sidecar
+    terminates mTLS (Istio's ``security.istio.io/tlsMode: istio`` label): clients speak mTLS to
+    it. A library-mode app does not terminate TLS yet (docs/security.md): its callers use plain
+    text until it does."""
     workload = plan.workload
     labels = dict(workload.labels)
-    if workload.mesh != "none":
+    if workload.mesh == "sidecar":
         labels["security.istio.io/tlsMode"] = "istio"
     return [
         {

@@ -116,6 +116,21 @@ class MeshMetrics:
             registry=self.registry,
         )  # fmt: skip
 
+        self.tls_refusals = Counter(
+            "tulle_inbound_tls_refused", "Inbound connections refused by mTLS, by cause.",
+            ["reason"], registry=self.registry,
+        )  # fmt: skip
+
+    def tls_refused(self, reason: str) -> None:
+        """An inbound connection refused by the port's mTLS mode or its handshake."""
+        if reason.startswith("plain text refused"):
+            cause = "plain_text"
+        elif "no workload identity" in reason or "no TLS context" in reason:
+            cause = "no_certificate"
+        else:
+            cause = "handshake_failed"
+        self.tls_refusals.labels(cause).inc()
+
     def tcp_open(self, service: str) -> None:
         """A TCP connection started."""
         self.tcp_opened.labels(self.source, service).inc()

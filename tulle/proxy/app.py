@@ -12,6 +12,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tulle.codec.http1 import response_head
 from tulle.engine import errors
@@ -38,6 +39,7 @@ from tulle.proxy.detecting import DetectingFront
 from tulle.proxy.h2_front import H2Front
 from tulle.proxy.http_front import Done, Http1Front, Tunneler
 from tulle.proxy.in_flight import InFlight
+from tulle.proxy.inbound_tls import InboundGate
 from tulle.proxy.limits import FrontLimits
 from tulle.proxy.recording import Destination, Recorder
 from tulle.proxy.tcp import TcpPipe
@@ -45,6 +47,7 @@ from tulle.proxy.transparent import Plan, TransparentOutbound, tcp_clusters
 from tulle.security.renewal import CertificateKeeper
 from tulle.security.tokens import read_token_file
 from tulle.transport.http_server import listening_port, serve_http
+from tulle.transport.mtls import MeshTls, forward_client_cert
 from tulle.transport.pool import Http1Pool
 from tulle.xds import types
 from tulle.xds.client import Resources, XdsClient
@@ -107,6 +110,9 @@ class Proxy:
             self.xds.credential = functools.partial(read_token_file, Path(token_file))
             signer = ca_signer(xds_address, self.xds.tls, self.xds.credential)
             self.certificates = CertificateKeeper(signer)
+        self.mtls = MeshTls(self.certificates) if self.certificates is not None else None
+        if self.mtls is not None:
+            self.pool.use_mtls(self.mtls)
         self.metrics = MeshMetrics(self.node.workload)
         self.log = access_log or AccessLog()
         # Access log and metrics, once each request's response is written.
@@ -175,6 +181,7 @@ class Proxy:
             if refused is not None:
                 done(mesh_response(refused, request.is_grpc))
                 return nothing_to_cancel
+        forward_client_cert(request, self.mtls.identity if self.mtls else None)
         target = ("127.0.0.1", self.app_port or port)
         return self._direct(f"inbound|{port}||", target, request, done)
 
@@ -262,9 +269,25 @@ class Proxy:
             self.servers.append(outbound)
         if self.inbound_port is not None:
             inbound = await loop.create_server(
-                self._transparent_inbound, "0.0.0.0", self.inbound_port, backlog=BACKLOG
+                self._inbound_connection, "0.0.0.0", self.inbound_port, backlog=BACKLOG
             )
             self.servers.append(inbound)
+
+    def _inbound_connection(self) -> InboundGate:
+        """A connection to the inbound listener: mTLS as the port's PeerAuthentication says,
+        then the usual inbound protocol."""
+        return InboundGate(
+            lambda: self.inbound,
+            self._inbound_port,
+            self.mtls,
+            self._transparent_inbound,
+            self._inbound_refused,
+        )
+
+    def _inbound_refused(self, peer: Any, reason: str) -> None:
+        self.metrics.tls_refused(reason)
+        address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else peer
+        log.warning("inbound connection from %s refused: %s", address, reason)
 
     def _transparent_inbound(self) -> TransparentOutbound:
         def http() -> DetectingFront:

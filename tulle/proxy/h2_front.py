@@ -40,6 +40,7 @@ from tulle.proxy.in_flight import InFlight
 from tulle.proxy.limits import BUFFER_WATERMARK, FrontLimits
 from tulle.proxy.recording import Destination, Recorder
 from tulle.proxy.requests import http2_request
+from tulle.transport.mtls import peer_principal
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class H2Front(asyncio.Protocol):
         self.bodies: dict[int, ByteStream] = {}
         self.held: dict[int, int] = {}  # request-body bytes not yet acknowledged, by stream
         self.peer = ""
+        self.peer_principal: str | None = None  # the SPIFFE id the peer proved over mTLS
         self.served: dict[int, _Served] = {}  # streams being answered
         self.begun = 0  # streams begun on this connection
         self.premature = 0  # of which the client reset early (see PREMATURE)
@@ -114,6 +116,7 @@ class H2Front(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = self.transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
+        self.peer_principal = peer_principal(transport)
         self.conn.initiate_connection()
         self._flush()
         self.in_flight.opened(self)
@@ -425,6 +428,7 @@ class H2Front(asyncio.Protocol):
         if isinstance(request, Response):
             self._respond(stream_id, request)
             return
+        request.peer_principal = self.peer_principal
         answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         served.answer = answer
         try:

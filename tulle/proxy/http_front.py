@@ -38,6 +38,7 @@ from tulle.proxy.recording import Destination, Recorder
 from tulle.proxy.requests import http1_request
 from tulle.proxy.tcp import TcpPipe
 from tulle.transport.interception import original_destination
+from tulle.transport.mtls import peer_principal
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class Http1Front(asyncio.Protocol):
         self.chunks: list[bytes] = []  # the body of the request being read
         self.body_size = 0
         self.peer = ""
+        self.peer_principal: str | None = None  # the SPIFFE id the peer proved over mTLS
         self.draining = False  # the last response says Connection: close
         # The request dispatched and not yet answered: itself, its start, how to cancel it.
         self.unanswered: tuple[Request, float, Cancel] | None = None
@@ -108,6 +110,7 @@ class Http1Front(asyncio.Protocol):
         self.in_flight.opened(self)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
+        self.peer_principal = peer_principal(transport)
         if self.transparent:
             self.original_dst = original_destination(transport.get_extra_info("socket"))
 
@@ -332,6 +335,7 @@ class Http1Front(asyncio.Protocol):
         if isinstance(request, Response):
             self._refuse(request, head.method)
             return
+        request.peer_principal = self.peer_principal
         self.busy = True
         if head.version == "1.1":  # HTTP/1.0 clients get no informational responses
             request.interim = self._interim

@@ -1,5 +1,6 @@
 """Opening a connection to an upstream endpoint: optional SO_MARK (so interception rules let
-the proxy's own traffic pass), a connect timeout, and failures as UpstreamError saying why."""
+the proxy's own traffic pass), optional mutual TLS (an endpoint in the mesh), a connect timeout,
+and failures as UpstreamError saying why."""
 
 from __future__ import annotations
 
@@ -9,14 +10,24 @@ from typing import TypeVar
 
 from tulle.engine.message import UpstreamError
 from tulle.transport.interception import marked_socket
+from tulle.transport.tls_errors import TlsError, TlsOrigin
+from tulle.transport.tls_open import open_tls_connection
 
 P = TypeVar("P", bound=asyncio.Protocol)
 
 
 async def open_upstream(
-    factory: Callable[[], P], address: str, port: int, timeout: float, mark: int | None
+    factory: Callable[[], P],
+    address: str,
+    port: int,
+    timeout: float,
+    mark: int | None,
+    tls: TlsOrigin | None = None,
 ) -> P:
-    """Connect ``factory()`` to ``address:port``; raises UpstreamError("connect", reason)."""
+    """Connect ``factory()`` to ``address:port`` (over mutual TLS with ``tls``); raises
+    UpstreamError("connect", reason)."""
+    if tls is not None:
+        return await _open_tls(factory, address, port, timeout, mark, tls)
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(timeout):
@@ -36,4 +47,40 @@ async def open_upstream(
     except ConnectionRefusedError:
         raise UpstreamError("connect", "refused") from None
     except OSError as error:
+        raise UpstreamError("connect", error.strerror or str(error)) from None
+
+
+async def _open_tls(
+    factory: Callable[[], P],
+    address: str,
+    port: int,
+    timeout: float,
+    mark: int | None,
+    tls: TlsOrigin,
+) -> P:
+    """:func:`open_upstream` over mutual TLS: the handshake and the server's identity checked
+    before the connection is used; a refusal says which side refused and why."""
+    loop = asyncio.get_running_loop()
+    context, verify, sni = tls
+    sock = None
+    try:
+        async with asyncio.timeout(timeout):
+            if mark is not None:
+                sock = marked_socket(mark)
+                await loop.sock_connect(sock, (address, port))
+            return await open_tls_connection(
+                loop, factory, None if sock else address, None if sock else port, context,
+                sock=sock, server_hostname=sni, verify_peer=verify, timeout=timeout,
+            )  # fmt: skip
+    except TimeoutError:
+        if sock is not None:
+            sock.close()
+        raise UpstreamError("connect", f"timed out after {timeout:g}s (mTLS)") from None
+    except TlsError as error:
+        raise UpstreamError("connect", f"mTLS: {error.reason}") from None
+    except ConnectionRefusedError:
+        raise UpstreamError("connect", "refused") from None
+    except OSError as error:
+        if sock is not None:
+            sock.close()
         raise UpstreamError("connect", error.strerror or str(error)) from None

@@ -32,6 +32,7 @@ from tulle.codec.http2 import (
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError
 from tulle.transport.connect import open_upstream
+from tulle.transport.mtls import MeshTls, tls_origin
 
 REFUSED_STREAM = 7
 
@@ -306,6 +307,7 @@ class H2Pool:
         self.open: dict[str, int] = {}
         self.pending: dict[str, int] = {}
         self.mark = mark
+        self.mtls: MeshTls | None = None  # set by Http1Pool.use_mtls
         self._opening: dict[str, asyncio.Lock] = {}
         self._waiting: dict[str, list[asyncio.Future[None]]] = {}
 
@@ -356,8 +358,9 @@ class H2Pool:
 
     async def _open(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> H2Upstream:
         connection = await open_upstream(
-            H2Upstream, endpoint.address, endpoint.port, cluster.connect_timeout, self.mark
-        )
+            H2Upstream, endpoint.address, endpoint.port, cluster.connect_timeout, self.mark,
+            tls_origin(self.mtls, endpoint),
+        )  # fmt: skip
         name = cluster.name
         self.open[name] = self.open.get(name, 0) + 1
         connection.max_requests = cluster.max_requests_per_connection

@@ -16,6 +16,7 @@ from tulle.engine.message import ByteStream, Interim, Request, Response, Upstrea
 from tulle.engine.tasks import resolver, run_then
 from tulle.transport.connect import open_upstream
 from tulle.transport.h2pool import H2Pool
+from tulle.transport.mtls import MeshTls, tls_origin
 from tulle.transport.upstream import (
     STREAM_THRESHOLD,
     Exchange,
@@ -148,12 +149,19 @@ class Http1Pool:
         self.opened = 0
         self.mark = mark
         self.h2 = H2Pool(mark)
+        self.mtls: MeshTls | None = None
         self._unwritten: list[tuple[asyncio.Transport, bytes]] = []
+
+    def use_mtls(self, mtls: MeshTls) -> None:
+        """Originate mutual TLS, with this workload's certificate, to endpoints in the mesh."""
+        self.mtls = mtls
+        self.h2.mtls = mtls
 
     async def _open(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> UpstreamConnection:
         connection = await open_upstream(
-            UpstreamConnection, endpoint.address, endpoint.port, cluster.connect_timeout, self.mark
-        )
+            UpstreamConnection, endpoint.address, endpoint.port, cluster.connect_timeout,
+            self.mark, tls_origin(self.mtls, endpoint),
+        )  # fmt: skip
         self.opened += 1
         if not connection.closed:
             connection.lost = self.every.discard

@@ -11,6 +11,9 @@ from typing import Any
 PeerCert = dict[str, Any]
 """``SSLObject.getpeercert()``: empty when the context did not verify the peer."""
 VerifyPeer = Callable[[PeerCert | None, bytes | None], None]
+TlsOrigin = tuple[ssl.SSLContext, VerifyPeer, str]
+"""How a client speaks mTLS to an endpoint: its context, the check of the server's identity,
+and the SNI to send."""
 """Checks the peer's certificate (dict, DER) after the handshake; raises with the reason."""
 OnRefused = Callable[[Any, str], None]
 """Told (peer address, reason) when a connection is refused before its inner protocol starts."""

@@ -1,0 +1,128 @@
+"""The workload's mTLS material as the data plane uses it: client contexts to originate mutual
+TLS to an endpoint in the mesh, with the check of the identity the endpoint presents, and the
+server context that terminates it. Built from the certificate the workload's
+:class:`~tulle.security.renewal.CertificateKeeper` holds now, cached until it is renewed (a
+renewal affects new connections only; open ones keep the certificate they began with).
+
+Without a valid certificate nothing is made: a connection that needs mTLS fails closed with the
+keeper's reason (``no valid workload certificate (expired ...)``), never in plain text."""
+
+from __future__ import annotations
+
+import ssl
+
+from tulle.engine.cluster_config import EndpointSpec, UpstreamTls
+from tulle.engine.message import Request, UpstreamError
+from tulle.security.material import WorkloadCredentials
+from tulle.security.renewal import CertificateKeeper
+from tulle.security.verify import PeerRefused, check_peer, peer_identity_from_der
+from tulle.transport.tls_errors import PeerCert, TlsOrigin, VerifyPeer
+
+INBOUND_ALPN = ("h2", "http/1.1")
+
+
+class PeerCheck:
+    """A client's check of the server it reached: a SPIFFE id of the trust domain and, when
+    the registry knows its destination's service accounts, one of them."""
+
+    def __init__(self, trust_domain: str, allowed: frozenset[str]) -> None:
+        self.trust_domain = trust_domain
+        self.allowed = allowed or None
+
+    def __call__(self, cert: PeerCert | None, der: bytes | None) -> None:
+        try:
+            check_peer(peer_identity_from_der(der), self.trust_domain, self.allowed)
+        except PeerRefused as refused:
+            raise ConnectionError(str(refused)) from None
+
+
+class MeshTls:
+    """Contexts for the data plane from the workload's current certificate."""
+
+    def __init__(self, keeper: CertificateKeeper) -> None:
+        self.keeper = keeper
+        self._serial = -1
+        self._clients: dict[tuple[str, ...], ssl.SSLContext] = {}
+        self._servers: dict[bool, ssl.SSLContext] = {}
+
+    def _credentials(self) -> WorkloadCredentials:
+        """The valid credentials; UpstreamError (connect) saying why there are none."""
+        problem = self.keeper.problem()
+        current = self.keeper.current
+        if problem is not None or current is None:
+            raise UpstreamError("connect", problem or "no valid workload certificate")
+        if current.serial != self._serial:
+            self._serial = current.serial
+            self._clients.clear()
+            self._servers.clear()
+        return current
+
+    def client(self, tls: UpstreamTls) -> tuple[ssl.SSLContext, VerifyPeer]:
+        """The context and the peer check for a connection to an endpoint in the mesh."""
+        credentials = self._credentials()
+        context = self._clients.get(tls.alpn)
+        if context is None:
+            context = credentials.client_context()
+            if tls.alpn:
+                context.set_alpn_protocols(list(tls.alpn))
+            self._clients[tls.alpn] = context
+        return context, PeerCheck(credentials.identity.trust_domain, tls.expected_identities)
+
+    def server(self, strict: bool) -> ssl.SSLContext:
+        """The context inbound connections are terminated with (STRICT: a client certificate
+        is required; PERMISSIVE: a TLS client must present one too, but plain text is taken
+        beside it). No session tickets: mesh clients never resume, and each ticket a client
+        keeps costs it about 13 KiB per connection."""
+        credentials = self._credentials()
+        context = self._servers.get(strict)
+        if context is None:
+            context = credentials.server_context(require_client_cert=True)
+            context.set_alpn_protocols(list(INBOUND_ALPN))
+            context.num_tickets = 0
+            self._servers[strict] = context
+        return context
+
+    @property
+    def identity(self) -> str | None:
+        """This workload's SPIFFE id, when it has a certificate."""
+        current = self.keeper.current
+        return current.identity.uri if current is not None else None
+
+
+def tls_origin(mtls: MeshTls | None, endpoint: EndpointSpec) -> TlsOrigin | None:
+    """How to reach ``endpoint``: None for plain text (an endpoint outside the mesh, or a
+    workload that has no identity to speak mTLS with), else mTLS with the current certificate;
+    UpstreamError (connect) when the workload's certificate is not valid now."""
+    if endpoint.tls is None or mtls is None:
+        return None
+    context, verify = mtls.client(endpoint.tls)
+    return context, verify, endpoint.tls.sni
+
+
+def peer_principal(transport: object) -> str | None:
+    """The SPIFFE id a connection's peer proved in its TLS handshake (None: plain text, or
+    no URI SAN)."""
+    get = getattr(transport, "get_extra_info", None)
+    cert = get("peercert") if get is not None else None
+    if not cert:
+        return None
+    for kind, value in cert.get("subjectAltName", ()):
+        if kind == "URI" and value.startswith("spiffe://"):
+            return str(value)
+    return None
+
+
+XFCC = "x-forwarded-client-cert"
+
+
+def forward_client_cert(request: Request, own: str | None) -> None:
+    """What the app sees of its caller, as Envoy sets it (``forward_client_cert_details:
+    SANITIZE_SET``): a client's own ``X-Forwarded-Client-Cert`` is dropped, and over mTLS the
+    header says who this workload is (``By``) and whom it verified (``URI``)."""
+    headers = request.headers
+    if any(name == XFCC for name, _ in headers):
+        headers[:] = [(name, value) for name, value in headers if name != XFCC]
+    principal = request.peer_principal
+    if principal is not None:
+        value = f"By={own};URI={principal}" if own else f"URI={principal}"
+        headers.append((XFCC, value))
