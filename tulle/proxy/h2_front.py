@@ -307,8 +307,9 @@ class H2Front(asyncio.Protocol):
         if (self.last_stream_id is not None and stream_id > self.last_stream_id) or (
             self.sender.queued > self.limits.connection_buffer
         ):
-            # Draining and past the last stream; or the client is not reading what it has.
-            self.conn.reset_stream(stream_id, error_code=REFUSED_STREAM)
+            # Draining and past the last stream; or the client is not reading what it has. (The
+            # client may have reset it already, later in the same read: nothing to refuse then.)
+            self._reset_quietly(stream_id, REFUSED_STREAM)
             return
         headers = request_headers(event.headers)
         ended = event.stream_ended is not None

@@ -77,6 +77,13 @@ class WorkloadSpec(Strict):
     mesh: Literal["sidecar", "library", "none"] = "sidecar"
     readiness: Readiness | None = None
 
+    @field_validator("service")
+    @classmethod
+    def _service_host(cls, value: str | None) -> str | None:
+        if value is not None and ("*" in value or not is_valid_host(value.lower())):
+            raise ValueError(f"{value!r} is not a service host name (a DNS name, no wildcard)")
+        return value
+
     @model_validator(mode="after")
     def _ports_consistent(self) -> WorkloadSpec:
         reject_repeats([port.name for port in self.ports], ("ports",), "name", "port name")
