@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 # The router filter reaches the sidecar packed in google.protobuf.Any, and nothing else here
-# imports its type: without this import /config_dump cannot render the listeners.
+# imports its type: without this import /config_dump cannot render the listeners. The same for
+# the TLS inspector listener filter and the raw_buffer transport socket (mTLS config).
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2  # noqa: F401
 from google.protobuf.json_format import MessageToDict
 
 from tulle.engine.outbound import Engine
