@@ -217,10 +217,12 @@ class Processes:
         delay: float = 0.0,
         port: int = 0,
         env: dict[str, str] | None = None,
+        gather: int = 0,
     ) -> int:
         proc = subprocess.Popen(
             [sys.executable, str(HERE / "http_backend.py"), "--name", name,
-             "--fail-rate", str(fail_rate), "--delay", str(delay), "--port", str(port)],
+             "--fail-rate", str(fail_rate), "--delay", str(delay), "--port", str(port),
+             "--gather", str(gather)],
             stdout=subprocess.PIPE,
             text=True,
             env={**os.environ, **(env or {})},

@@ -28,7 +28,13 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--gather", type=int, default=0,
+        help="the first N requests wait until all N have arrived (concurrency made certain)",
+    )  # fmt: skip
     args = parser.parse_args()
+    gathering = threading.Barrier(args.gather) if args.gather > 1 else None
+    arrived = [0]
     chance = random.Random()
     released = threading.Event()
     served = [0]  # requests answered, for GET /_count
@@ -104,6 +110,11 @@ def main() -> None:
                 return
             with counting:
                 served[0] += 1
+                arrived[0] += 1
+                gather = gathering is not None and arrived[0] <= args.gather
+            if gather:
+                assert gathering is not None
+                gathering.wait(30)
             if self.path == "/stream":
                 self._stream()
                 return

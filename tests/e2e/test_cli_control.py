@@ -143,13 +143,16 @@ def test_proxy_status_and_config(control_plane: ControlPlane, processes: Process
     status = tulle(control_plane, "proxy-status")
     assert status.returncode == 0
     header, row = status.stdout.splitlines()[:2]
-    assert header.split() == ["NODE", "MODE", "LISTENERS", "ROUTES", "CLUSTERS", "ENDPOINTS"]
+    assert header.split() == [
+        "NODE", "MODE", "LISTENERS", "ROUTES", "CLUSTERS", "ENDPOINTS", "CERTIFICATE", "EXPIRES"
+    ]  # fmt: skip
     cells = row.split()
     assert cells[:2] == [
         "proxyless~127.0.0.1~client-0.default~default.svc.cluster.local",
         "proxyless",
     ]
     assert [cells[i] for i in (2, 4, 6, 8)] == ["SYNCED"] * 4
+    assert cells[10] == "-"  # a plain-text proxyless client has no certificate from the CA
     node = cells[0]
     listeners = json.loads(tulle(control_plane, "proxy-config", node, "--type", "listeners").stdout)
     assert [item["name"] for item in listeners] == ["greeter.default.svc.cluster.local:50051"]

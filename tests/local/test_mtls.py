@@ -150,3 +150,27 @@ def test_strict_refuses_plain_text_and_clients_without_a_mesh_certificate(
     ).text
     assert 'tulle_inbound_tls_refused_total{reason="plain_text"}' in metrics
     assert 'tulle_inbound_tls_refused_total{reason="handshake_failed"}' in metrics
+
+
+def test_proxy_config_shows_a_nodes_certificate_and_proxy_status_its_expiry(mesh: Mesh) -> None:
+    api = mesh.status()["api"]
+    status = httpx.get(f"{api}/api/v1/proxy-status", headers=mesh.auth, timeout=30).json()
+    payment = next(n for n in status["nodes"] if "~payment-0." in n["node"])
+    assert payment["secure"] is True
+    assert payment["certificate"]["identity"] == PAYMENT
+    shown = tulle(
+        "proxy-config", payment["node"], "--type", "secrets", "-o", "json",
+        "--server", api, "--token", mesh.token,
+    )  # fmt: skip
+    default, bundle = json.loads(shown.stdout)
+    assert default["name"] == "default"
+    assert default["identity"] == PAYMENT
+    assert default["serial"] == payment["certificate"]["serial"]
+    assert default["notBefore"] < default["notAfter"] == payment["certificate"]["notAfter"]
+    assert "key" not in json.dumps(default).lower()  # the key never left the sidecar
+    assert bundle["name"] == "ROOTCA"
+    (root,) = bundle["roots"]
+    assert root["subject"].startswith("CN=Tulle root CA cluster.local ")
+    table = tulle("proxy-status", "--server", api, "--token", mesh.token).stdout
+    assert "CERTIFICATE EXPIRES" in table
+    assert default["notAfter"][:19] in table

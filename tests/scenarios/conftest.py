@@ -234,6 +234,7 @@ def serve(mode: str, control_plane: ControlPlane, processes: Processes):  # noqa
             options = dict(given)
             version = options.pop("version", name)
             if backends.grpc:
+                options.pop("gather", None)  # the gRPC backend answers as calls come
                 port = processes.start_backend(HERE / "grpc_backend.py", name, **options)
             else:
                 port = processes.http_backend(name, **options)

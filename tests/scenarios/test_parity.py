@@ -324,7 +324,9 @@ def test_per_try_timeout_moves_on_to_another_endpoint(control_plane, serve, call
 def test_retry_budget_keeps_retries_from_multiplying_an_outage(
     control_plane, serve, caller_for, mode
 ):
-    backends = serve(down={"fail_rate": 1.0, "delay": 0.2})
+    # The 20 first attempts are held at the backend until all 20 are there: the budget is
+    # about requests in flight together, which a loaded machine could otherwise stagger.
+    backends = serve(down={"fail_rate": 1.0, "delay": 0.2, "gather": 20})
     apply(
         control_plane,
         "    - route: [{destination: {host: web}}]\n"

@@ -36,6 +36,7 @@ def proxy_status(server: ServerOption = DEFAULT_SERVER, token: TokenOption = Non
     table.add_column("MODE")
     for name in _TYPES:
         table.add_column(name.upper())
+    table.add_column("CERTIFICATE EXPIRES")
     nacks: list[str] = []
     for node in data["nodes"]:
         cells = []
@@ -50,6 +51,8 @@ def proxy_status(server: ServerOption = DEFAULT_SERVER, token: TokenOption = Non
                 cells.append(f"SYNCED ({state['acked'][:8]})")
             else:
                 cells.append(f"STALE ({(state['acked'] or 'none')[:8]})")
+        certificate = node.get("certificate")
+        cells.append(certificate["notAfter"][:19] if certificate else "-")
         table.add_row(node["node"], node["mode"], *cells)
     Console(width=250).print(table)
     for line in nacks:
@@ -59,7 +62,12 @@ def proxy_status(server: ServerOption = DEFAULT_SERVER, token: TokenOption = Non
 def proxy_config(
     node: Annotated[str, typer.Argument(help="Node id, as `tulle proxy-status` shows it.")],
     type_name: Annotated[
-        str, typer.Option("--type", help="listeners, routes, clusters, endpoints.")
+        str,
+        typer.Option(
+            "--type",
+            help="listeners, routes, clusters, endpoints, or secrets (the node's certificate: "
+            "SPIFFE id, serial, validity; and the trust bundle).",
+        ),
     ] = "listeners",
     output: Annotated[ConfigFormat, typer.Option("-o", "--output")] = ConfigFormat.json,
     server: ServerOption = DEFAULT_SERVER,

@@ -36,7 +36,7 @@ from tulle.transport.http_server import (
 )
 from tulle.xds.node import NodeInfo
 from tulle.xds.server import Connection
-from tulle.xds.types import BY_SHORT_NAME
+from tulle.xds.types import BY_SHORT_NAME, SECRET
 
 API = "/api/v1"
 
@@ -102,6 +102,10 @@ class Plane(Protocol):
 
     def services_of(self, namespace: str, service_account: str) -> frozenset[str]:
         """The service hosts the config's Workloads of that identity serve."""
+        ...
+
+    def secrets(self, node: NodeInfo) -> list[dict[str, Any]]:
+        """The node's certificate (as issued) and the trust bundle."""
         ...
 
 
@@ -314,10 +318,15 @@ class ApiHandler:
     # --- status ---------------------------------------------------------------------------
 
     def proxy_status(self) -> Response:
-        nodes = [
-            node_status(c, self.plane.node_resources(c.node))
-            for c in self.plane.connections.values()
-        ]
+        nodes = []
+        for connection in self.plane.connections.values():
+            status = node_status(connection, self.plane.node_resources(connection.node))
+            certificate = self.plane.secrets(connection.node)[:1]
+            if certificate and "notAfter" in certificate[0]:
+                status["certificate"] = {
+                    key: certificate[0][key] for key in ("identity", "serial", "notAfter")
+                }
+            nodes.append(status)
         nodes.sort(key=lambda n: (n["node"], n["connected_at"]))
         return json_response(
             {
@@ -332,19 +341,19 @@ class ApiHandler:
         type_name = request.param("type", "listeners") or "listeners"
         type_url = BY_SHORT_NAME.get(type_name)
         if type_url is None:
-            return error_response(
-                400,
-                f"unknown type {_shown(type_name)!r}; use {', '.join(sorted(BY_SHORT_NAME))}",
-            )
+            kinds = ", ".join(sorted(BY_SHORT_NAME))
+            return error_response(400, f"unknown type {_shown(type_name)!r}; use {kinds}")
         matches = [c for c in self.plane.connections.values() if c.node.id == node_id]
         if not matches:
             known = sorted({c.node.id for c in self.plane.connections.values()})
             return error_response(
                 404, f"no connected node {_shown(node_id or '')!r}", connected=known
             )
-        return json_response(
-            {"node": node_id, "type": type_name, "resources": sent_config(matches[-1], type_url)}
-        )
+        if type_url == SECRET:  # no SDS is served: the node's certificate as the CA issued it
+            resources = self.plane.secrets(matches[-1].node)
+        else:
+            resources = sent_config(matches[-1], type_url)
+        return json_response({"node": node_id, "type": type_name, "resources": resources})
 
 
 def _ref(key: tuple[str, str, str]) -> str:

@@ -71,6 +71,7 @@ class ControlPlane:
         self.plugin_ca = plugin_ca
         self.metrics = CollectorRegistry()
         self.ca: CertificateAuthority | None = None
+        self.signing: CertificateService | None = None  # the CA's signing service, once started
         self.state_dir = state_dir
         self.store = StateStore(state_dir)
         self.registry = LocalRegistry(
@@ -117,6 +118,14 @@ class ControlPlane:
     def connections(self) -> dict[int, Connection]:
         """The nodes connected over ADS."""
         return self.ads.connections
+
+    def secrets(self, node: NodeInfo) -> list[dict[str, Any]]:
+        """What the node's certificate and trust bundle are (no key: it never left the node)."""
+        if self.signing is None:
+            return []
+        issued = self.signing.issued.get(f"{node.pod}.{node.namespace}")
+        default: dict[str, Any] = {"name": "default", **(issued or {"issued": "none yet"})}
+        return [default, {"name": "ROOTCA", "roots": self.signing.trust_bundle()}]
 
     def services_of(self, namespace: str, service_account: str) -> frozenset[str]:
         """The service hosts the config's Workloads of that identity serve."""
@@ -212,7 +221,7 @@ class ControlPlane:
         self.rebuild()
         self.ca = open_ca(self.state_dir, self._model().settings.trust_domain, self.plugin_ca)
         tokens = self.tokens
-        signing = CertificateService(
+        self.signing = signing = CertificateService(
             self.ca,
             tokens,
             lambda: self._model().settings.workload_certificate_lifetime,

@@ -21,14 +21,14 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter
 
 from tulle.security.ca import CaError, CertificateAuthority
 from tulle.security.keys import CsrRefused
-from tulle.security.tokens import Authenticator, Unauthenticated
+from tulle.security.tokens import Unauthenticated, WorkloadIdentity
 from tulle.xds.grpc_stream import CA_SIGN_PATH
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,13 @@ SERVICE = "tulle.security.v1.CertificateService"
 METHOD = "Sign"
 PATH = CA_SIGN_PATH  # f"/{SERVICE}/{METHOD}", as workloads call it
 MAX_REQUEST_BYTES = 64 * 1024
+
+
+class ReplicaAuthenticator(Protocol):
+    """Checks a workload credential: the replica it was issued to and the identity it proves
+    (``BootstrapTokens``; Kubernetes' TokenReview later)."""
+
+    def authenticate_replica(self, credential: str) -> tuple[str, WorkloadIdentity]: ...
 
 
 class SignRefusedError(Exception):
@@ -54,13 +61,14 @@ class CertificateService:
     def __init__(
         self,
         ca: CertificateAuthority,
-        authenticator: Authenticator,
+        authenticator: ReplicaAuthenticator,
         lifetime: Callable[[], float],
         registry: CollectorRegistry,
     ) -> None:
         self.ca = ca
         self.authenticator = authenticator
         self.lifetime = lifetime  # seconds, read at each signing (the Mesh resource may change)
+        self.issued: dict[str, dict[str, str]] = {}  # the last certificate of each replica
         self.csrs = Counter(
             "tulle_ca_csr", "CSRs the mesh CA answered, by result", ["result"], registry=registry
         )
@@ -103,7 +111,7 @@ class CertificateService:
                 "no credential: send 'authorization: Bearer <bootstrap token>' with the CSR",
             )
         try:
-            proven = self.authenticator.authenticate(credential.strip())
+            replica, proven = self.authenticator.authenticate_replica(credential.strip())
         except Unauthenticated as error:
             raise SignRefusedError(
                 grpc.StatusCode.UNAUTHENTICATED, "unauthenticated", f"credential refused: {error}"
@@ -124,15 +132,31 @@ class CertificateService:
                 grpc.StatusCode.FAILED_PRECONDITION, "ca_error", f"the CA cannot sign: {error}"
             ) from None
         log.info("issued %s serial %x until %s", identity, issued.serial, issued.not_after)
-        answer: dict[str, Any] = {
-            "certChain": issued.chain_pem.decode(),
-            "trustBundle": self.ca.trust_bundle_pem().decode(),
+        record = {
             "identity": identity.uri,
             "serial": f"{issued.serial:x}",
             "notBefore": issued.not_before.isoformat(),
             "notAfter": issued.not_after.isoformat(),
         }
+        self.issued[replica] = record
+        answer: dict[str, Any] = {
+            "certChain": issued.chain_pem.decode(),
+            "trustBundle": self.ca.trust_bundle_pem().decode(),
+            **record,
+        }
         return json.dumps(answer).encode()
+
+    def trust_bundle(self) -> list[dict[str, str]]:
+        """The roots every workload trusts, as ``tulle proxy-config --type secrets`` shows them."""
+        return [
+            {
+                "subject": root.subject.rfc4514_string(),
+                "serial": f"{root.serial_number:x}",
+                "notBefore": root.not_valid_before_utc.isoformat(),
+                "notAfter": root.not_valid_after_utc.isoformat(),
+            }
+            for root in self.ca.roots
+        ]
 
 
 def _csr_of(request: bytes) -> bytes:
