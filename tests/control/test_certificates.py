@@ -19,13 +19,12 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from tests.security.helpers import write_user_ca
 from tulle.control.app import ControlPlane
 from tulle.control.certificates import PATH
 from tulle.control.serving import PluginCa
-from tulle.security.keys import make_csr, new_private_key, private_key_pem
+from tulle.security.keys import make_csr, new_private_key
 from tulle.security.spiffe import SpiffeId
 from tulle.security.tokens import BootstrapTokens, read_token_file
 from tulle.security.verify import verify_chain
@@ -173,15 +172,10 @@ def test_the_root_is_kept_across_restarts(tmp_path: Path) -> None:
 def test_the_users_own_intermediate_signs_when_given(tmp_path: Path) -> None:
     """Istio's plug-in CA: a root the user keeps, an intermediate given to the control plane;
     leaves chain to the user's root, and the bundle is that root."""
-    root_key, intermediate_key = new_private_key(), new_private_key()
-    root = _ca_certificate(root_key, "team root", root_key, None)
-    intermediate = _ca_certificate(intermediate_key, "team CA", root_key, root)
-    files = tmp_path / "plugin"
-    files.mkdir()
-    (files / "ca-cert.pem").write_bytes(intermediate.public_bytes(_PEM))
-    (files / "ca-key.pem").write_bytes(private_key_pem(intermediate_key))
-    (files / "cert-chain.pem").write_bytes(root.public_bytes(_PEM))
-    plugin = PluginCa(files / "ca-cert.pem", files / "ca-key.pem", files / "cert-chain.pem")
+    (tmp_path / "plugin").mkdir()
+    cert, key, chain_file, root = write_user_ca(tmp_path / "plugin")
+    intermediate = x509.load_pem_x509_certificate(cert.read_bytes())
+    plugin = PluginCa(cert, key, chain_file)
 
     async def scenario(plane: ControlPlane, token: str) -> None:
         answer = await sign(plane, make_csr(new_private_key(), FRONTEND), token)
@@ -194,33 +188,3 @@ def test_the_users_own_intermediate_signs_when_given(tmp_path: Path) -> None:
         assert verified == FRONTEND
 
     run(tmp_path, scenario, plugin)
-
-
-def _ca_certificate(
-    key: ec.EllipticCurvePrivateKey,
-    name: str,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Certificate | None,
-) -> x509.Certificate:
-    """A CA certificate as a user's own PKI makes one: self-signed without ``issuer``."""
-    now = dt.datetime.now(dt.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
-        )
-        .sign(issuer_key, hashes.SHA256())
-    )
