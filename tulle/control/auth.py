@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from tulle.security.tokens import Authenticator, Unauthenticated
+from tulle.security.tokens import Authenticator, Unauthenticated, bearer_token
 from tulle.transport.http_server import Request, Response, error_response
 
 
@@ -57,15 +57,14 @@ class ApiAuth:
     def caller(self, request: Request) -> Caller:
         """The caller of ``request``; raises :class:`AccessDenied` (401) without a valid one."""
         header = request.headers.get("authorization", "")
-        scheme, _, credential = header.partition(" ")
-        credential = credential.strip()
+        credential = bearer_token(header)
         if not header:
             raise AccessDenied(
                 401,
                 "this API needs a token: send Authorization: Bearer <token> (the admin token is "
                 f"{self.token_hint}; the tulle CLI reads it itself, or pass --token)",
             )
-        if scheme.lower() != "bearer" or not credential:
+        if credential is None:
             raise AccessDenied(401, "Authorization must be 'Bearer <token>'")
         if hmac.compare_digest(credential.encode(), self._admin):
             return Caller(admin=True)

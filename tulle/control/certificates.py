@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from tulle.security.ca import CaError, CertificateAuthority
 from tulle.security.keys import CsrRefused
-from tulle.security.tokens import Unauthenticated, WorkloadIdentity
+from tulle.security.tokens import Unauthenticated, WorkloadIdentity, bearer_token
 from tulle.xds.grpc_stream import CA_SIGN_PATH
 
 log = logging.getLogger(__name__)
@@ -103,15 +103,15 @@ class CertificateService:
 
     def sign(self, authorization: str, request: bytes) -> bytes:
         """The JSON answer to one request; :class:`SignRefusedError` says why not."""
-        scheme, _, credential = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not credential.strip():
+        credential = bearer_token(authorization)
+        if credential is None:
             raise SignRefusedError(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "unauthenticated",
                 "no credential: send 'authorization: Bearer <bootstrap token>' with the CSR",
             )
         try:
-            replica, proven = self.authenticator.authenticate_replica(credential.strip())
+            replica, proven = self.authenticator.authenticate_replica(credential)
         except Unauthenticated as error:
             raise SignRefusedError(
                 grpc.StatusCode.UNAUTHENTICATED, "unauthenticated", f"credential refused: {error}"

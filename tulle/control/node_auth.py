@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from tulle.security.tokens import BootstrapTokens, Unauthenticated
+from tulle.security.tokens import BootstrapTokens, Unauthenticated, bearer_token
 from tulle.xds.node import NodeInfo
 
 
@@ -29,8 +29,8 @@ class NodeAuthorizer:
                 "plain-text xDS is off: connect to the secure xDS port with a bootstrap token "
                 "(or start the control plane with --insecure-xds)"
             )
-        scheme, _, credential = metadata.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not credential.strip():
+        credential = bearer_token(metadata.get("authorization", ""))
+        if credential is None:
             return "no credential: send 'authorization: Bearer <bootstrap token>' with the stream"
         try:
             replica, identity = self.tokens.authenticate_replica(credential)

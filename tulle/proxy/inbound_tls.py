@@ -55,7 +55,7 @@ class InboundGate(asyncio.Protocol):
             self.refused(peer, "STRICT mTLS, but this sidecar has no workload identity")
             transport.close()
             return
-        provider = None if mtls is None else (lambda: mtls.server(mode == "STRICT"))
+        provider = None if mtls is None else mtls.server
         gate = TlsOrPlain(cast(MtlsMode, mode), provider, self.inner, on_refused=self.refused)
         transport.set_protocol(gate)
         gate.connection_made(transport)

@@ -77,6 +77,14 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The credential of an ``Authorization: Bearer <token>`` value (None when the value is
+    not that), as the HTTP API, the CA and xDS all take it."""
+    scheme, _, credential = authorization.partition(" ")
+    credential = credential.strip()
+    return credential if scheme.lower() == "bearer" and credential else None
+
+
 def read_token_file(path: Path) -> str:
     """The token in ``path``, surrounding whitespace removed.
 

@@ -43,7 +43,7 @@ class MeshTls:
         self.keeper = keeper
         self._serial = -1
         self._clients: dict[tuple[str, ...], ssl.SSLContext] = {}
-        self._servers: dict[bool, ssl.SSLContext] = {}
+        self._server: ssl.SSLContext | None = None
 
     def _credentials(self) -> WorkloadCredentials:
         """The valid credentials; UpstreamError (connect) saying why there are none."""
@@ -54,7 +54,7 @@ class MeshTls:
         if current.serial != self._serial:
             self._serial = current.serial
             self._clients.clear()
-            self._servers.clear()
+            self._server = None
         return current
 
     def client(self, tls: UpstreamTls) -> tuple[ssl.SSLContext, VerifyPeer]:
@@ -68,19 +68,18 @@ class MeshTls:
             self._clients[tls.alpn] = context
         return context, PeerCheck(credentials.identity.trust_domain, tls.expected_identities)
 
-    def server(self, strict: bool) -> ssl.SSLContext:
-        """The context inbound connections are terminated with (STRICT: a client certificate
-        is required; PERMISSIVE: a TLS client must present one too, but plain text is taken
-        beside it). No session tickets: mesh clients never resume, and each ticket a client
-        keeps costs it about 13 KiB per connection."""
+    def server(self) -> ssl.SSLContext:
+        """The context inbound TLS connections are terminated with: a client certificate is
+        required under STRICT and PERMISSIVE alike (PERMISSIVE takes plain text beside TLS, which
+        is decided before any TLS: :class:`~tulle.transport.tls_open.TlsOrPlain`). No session
+        tickets: mesh clients never resume, and each ticket a client keeps costs it about 13 KiB
+        per connection."""
         credentials = self._credentials()
-        context = self._servers.get(strict)
-        if context is None:
-            context = credentials.server_context(require_client_cert=True)
-            context.set_alpn_protocols(list(INBOUND_ALPN))
-            context.num_tickets = 0
-            self._servers[strict] = context
-        return context
+        if self._server is None:
+            self._server = credentials.server_context(require_client_cert=True)
+            self._server.set_alpn_protocols(list(INBOUND_ALPN))
+            self._server.num_tickets = 0
+        return self._server
 
     @property
     def identity(self) -> str | None:
