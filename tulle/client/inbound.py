@@ -61,10 +61,13 @@ class InboundGate:
         return self._registrar is not None and self._registrar.registered
 
     def stop(self) -> None:
-        """Deregister the app's endpoint."""
+        """Deregister the app's endpoint and write out the access log's pending entries: a
+        server may end the process by a signal right after (uvicorn re-raises SIGTERM), when
+        no exit handler runs."""
         registrar, self._registrar = self._registrar, None
         if registrar is not None:
             registrar.stop()
+        self.runtime.log.flush()
 
     # --- per request --------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ own engine and connection pool, and new config is handed to each on its own loop
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import functools
 import ssl
@@ -100,6 +101,7 @@ class MeshRuntime:
         self.loop.create_task(self._xds.run())
         self.loop.create_task(self._watch_ready(self._xds))
         self.loop.call_soon(self.log.start)
+        atexit.register(self.log.flush)  # the thread is a daemon: its last entries, at exit
         try:
             self.loop.run_forever()
         finally:
@@ -135,6 +137,7 @@ class MeshRuntime:
 
         self.loop.call_soon_threadsafe(self.loop.stop)  # _run closes the pools on its way out
         self._thread.join(10)
+        atexit.unregister(self.log.flush)
         server = self._metrics_server
         if isinstance(server, tuple):  # (server, thread) from prometheus-client
             server[0].shutdown()
