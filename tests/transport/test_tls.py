@@ -239,7 +239,7 @@ def test_mtls_echo_with_a_python_client(material: Material, loop: str) -> None:
         assert inner.transport.get_extra_info("sockname")[1] == server.port
         assert inner.transport.get_extra_info("socket") is not None
         assert inner.transport.get_extra_info("nothing", "default") == "default"
-        assert not inner.transport.can_write_eof()
+        assert inner.transport.can_write_eof()  # a half-close is close_notify, then the FIN
 
         writer.close()  # close_notify, then FIN
         await inner.until(lambda: inner.lost)
@@ -821,6 +821,50 @@ def test_set_protocol_sends_what_follows_to_the_new_protocol(material: Material)
         await server.close()
 
     run(scenario())
+
+
+class AnswerAtEof(Recorder):
+    """Reads until the peer half-closes, then answers what it read and closes."""
+
+    def eof_received(self) -> bool | None:
+        super().eof_received()
+        assert self.transport is not None
+        self.transport.write(b"you said: " + bytes(self.data))
+        self.transport.close()
+        return True  # still writing: the answer comes after the peer's EOF
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_a_half_close_passes_each_way_and_the_other_side_still_writes(
+    material: Material, loop: str
+) -> None:
+    # As a protocol over opaque TCP does (send, shut the write side, read the answer): the
+    # client's close_notify is the server's EOF, the server answers after it, and the client
+    # reads that answer after its own close_notify (OpenSSL then reports the server's
+    # close_notify as an error, not an EOF, unless it is read as one).
+    async def scenario() -> None:
+        server = await serve(AnswerAtEof, material.server_context())
+        client = await open_tls_connection(
+            asyncio.get_running_loop(), Recorder, "127.0.0.1", server.port,
+            material.client_context(), verify_peer=identity_is(BACKEND),
+        )  # fmt: skip
+        assert client.transport is not None
+        client.transport.write(b"x" * 20_000)
+        client.transport.write_eof()
+        assert not client.transport.is_closing()
+        client.transport.write_eof()  # once is enough: nothing more is sent
+        await client.until(lambda: client.lost)
+        assert bytes(client.data) == b"you said: " + b"x" * 20_000
+        assert client.eofs == 1
+        assert client.lost == [None]  # a clean end both ways, no TLS error
+        inner = server.served[0]
+        assert inner.eofs == 1
+        await inner.until(lambda: inner.lost)
+        assert inner.lost == [None]
+        assert server.refused.items == []
+        await server.close()
+
+    run(scenario(), loop)
 
 
 class Flooder(Recorder):

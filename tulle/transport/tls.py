@@ -42,7 +42,7 @@ class TlsProtocol(asyncio.Protocol):
         "_context", "_eof_forwarded", "_eof_seen", "_error", "_factory", "_handshake_timeout",
         "_incoming", "_inner", "_on_refused", "_outgoing", "_pending", "_provider", "_raw",
         "_read_paused", "_received", "_server_hostname", "_server_side", "_sslobj", "_state",
-        "_timer", "_transport", "_verify_peer", "_waiter", "_write_paused",
+        "_timer", "_transport", "_verify_peer", "_waiter", "_write_closed", "_write_paused",
     )  # fmt: skip
 
     def __init__(
@@ -77,6 +77,7 @@ class TlsProtocol(asyncio.Protocol):
         self._state = HANDSHAKE
         self._read_paused = False
         self._write_paused = False
+        self._write_closed = False  # our close_notify sent by a half-close (write_eof)
         self._eof_seen = False  # close_notify read
         self._eof_forwarded = False
         self._received = bool(initial)  # a server: during the handshake; a client: after it
@@ -342,6 +343,9 @@ class TlsProtocol(asyncio.Protocol):
                 chunk = sslobj.read(RECORD)
             except ssl.SSLWantReadError:
                 break
+            except ssl.SSLZeroReturnError:  # close_notify, after our own (a half-close)
+                self._eof_seen = True
+                break
             except ssl.SSLError as error:
                 self._error = TlsError(describe(error))
                 break
@@ -404,6 +408,24 @@ class TlsProtocol(asyncio.Protocol):
         with contextlib.suppress(ssl.SSLError):
             self._sslobj.unwrap()
         self._flush()
+
+    def _write_eof(self) -> None:
+        """A half-close, as Envoy's TLS socket does one: our close_notify, then the socket's
+        FIN; reading goes on until the peer closes its side (TLS 1.3 closes each direction on
+        its own). Ciphertext already received but not read yet (reading paused) is kept out of
+        the incoming BIO meanwhile: OpenSSL's shutdown would read it, and fail on application
+        data after close_notify."""
+        if self._state != OPEN or self._write_closed:
+            return
+        self._write_closed = True
+        incoming = self._incoming
+        unread = incoming.read() if incoming.pending else b""
+        self._send_close_notify()
+        if unread:
+            incoming.write(unread)
+        raw = self._raw
+        if raw is not None and raw.can_write_eof():
+            raw.write_eof()
 
     def _close(self) -> None:
         state = self._state

@@ -35,8 +35,8 @@ class TlsTransport(asyncio.Transport):
     on the raw transport. ``get_extra_info`` adds ``ssl_object``, ``peercert`` (computed on each
     call: read it once per connection), ``peer_certificate_der``, ``cipher``, ``alpn_protocol``
     (also ``selected_alpn_protocol``), ``sslcontext`` and ``compression`` to what the raw
-    transport answers (``peername``, ``sockname``, ``socket``). It cannot half-close: TLS has
-    no EOF apart from close_notify, which ``close`` sends."""
+    transport answers (``peername``, ``sockname``, ``socket``). ``write_eof`` half-closes with
+    close_notify (TLS has no other EOF) and the FIN after it; ``close`` sends close_notify too."""
 
     __slots__ = ("_tls",)
 
@@ -89,10 +89,12 @@ class TlsTransport(asyncio.Transport):
         return self._tls._state >= CLOSING
 
     def can_write_eof(self) -> bool:
-        return False
+        return True
 
     def write_eof(self) -> None:
-        raise NotImplementedError("a TLS connection cannot half-close here: close() it")
+        """Half-close: close_notify, then the socket's FIN; the peer's data still arrives.
+        Writing after it is a mistake that aborts the connection (OpenSSL refuses it)."""
+        self._tls._write_eof()
 
     def pause_reading(self) -> None:
         tls = self._tls
