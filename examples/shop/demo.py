@@ -38,6 +38,8 @@ payment (fails 20%, hangs 5%: retried, timed out) and auth (gRPC). Try, elsewher
   curl -s -H 'x-chaos: abort' http://{frontend}/   the mesh aborts 50% of payments
   curl -s -X POST http://{payment}/break       payment-0 fails every call: retries
                                                 hide it, then outlier detection ejects it
+                                                (its app's own port: its sidecar is STRICT
+                                                and pays only the frontend, security.yaml)
   curl -s -X POST http://CATALOG/break        on every catalog replica (tulle status):
                                                 the mesh falls back to catalog-cache
   .venv/bin/tulle status     .venv/bin/tulle logs payment -c proxy
@@ -103,7 +105,8 @@ def main() -> None:
         traffic.start()
         watcher = Watcher(mesh)
         began = time.monotonic()
-        advice = hints(address["frontend-0"], address["payment-0"])
+        apps = {r.replica: r.app for r in mesh.replicas}
+        advice = hints(address["frontend-0"], apps["payment-0"])
         console = Console() if sys.stdout.isatty() else Console(width=120)
         with Live(Group(table([]), advice), refresh_per_second=4, console=console) as live:
             while not args.seconds or time.monotonic() - began < args.seconds:

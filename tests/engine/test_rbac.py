@@ -66,3 +66,21 @@ def test_a_new_config_keeps_the_rate_limit_bucket_unless_the_limit_changed():
     assert fresh is not None
     assert fresh is not spent
     assert [fresh.take(0.0) for _ in range(7)] == [True] * 6 + [False]
+
+
+def test_methods_match_a_request_as_the_fronts_build_it():
+    # An HTTP/1.1 request has no ":method" among its headers: the policy's `methods` must
+    # still see the request line's method (the shop's payment policy refused every payment).
+    from tulle.engine.inbound import refusal
+    from tulle.engine.message import Request
+
+    def asked(method: str) -> Request:
+        headers = [("host", "payment:8080"), ("x-tenant", "acme")]
+        return Request(method, "/", "payment:8080", headers, peer_principal=FRONTEND)
+
+    policy = policies()[8080]
+    policy.bucket = None  # authorization alone
+    assert refusal(policy, asked("GET"), 8080, now=0.0) is None
+    refused = refusal(policy, asked("DELETE"), 8080, now=0.0)
+    assert refused is not None
+    assert refused.flag == "RBAC"

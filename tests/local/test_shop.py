@@ -131,7 +131,9 @@ def test_a_broken_payment_replica_is_hidden_by_retries_then_ejected(shop: Mesh, 
             statuses.extend(pages)
         return len(statuses) >= 120 and payment["address"] in out
 
-    assert httpx.post(f"http://{payment['address']}/break", timeout=10).json()["broken"] is True
+    # payment's sidecar is STRICT and admits only the frontend (examples/shop/security.yaml):
+    # the test, like an operator in loopback local mode, flips the switch on the app's own port.
+    assert httpx.post(f"http://{payment['app']}/break", timeout=10).json()["broken"] is True
     try:
         # Five failures in a row eject it (after the healthy replica's 15 s, when that one holds
         # the ejection slot).
@@ -143,7 +145,19 @@ def test_a_broken_payment_replica_is_hidden_by_retries_then_ejected(shop: Mesh, 
         # pages; failing 10% (12) is 4.3 sd above the mean (it was 60 pages: 3.1 sd).
         assert statuses.count(200) / len(statuses) >= 0.9
     finally:
-        httpx.post(f"http://{payment['address']}/heal", timeout=10)
+        httpx.post(f"http://{payment['app']}/heal", timeout=10)
+
+
+def test_payment_takes_only_mtls_and_pays_the_frontend(shop: Mesh, front: Frontend):
+    # The frontend's payments go through its sidecar over mTLS, and the policy admits its
+    # principal (payment's own failures aside, never a 403).
+    statuses = {page["payment"]["status"] for page in front.pages(8)}
+    assert 200 in statuses
+    assert 403 not in statuses
+    # From outside the mesh, payment's sidecar refuses plain text (STRICT).
+    payment = shop.replica("payment-0")
+    with pytest.raises(httpx.TransportError):
+        httpx.post(f"http://{payment['address']}/pay", timeout=10)
 
 
 def test_top_shows_each_service_and_version(shop: Mesh, front: Frontend):

@@ -120,6 +120,11 @@ def refusal(
     a token from the rate limit when it passes authorization."""
     path = request.path.partition("?")[0]
     headers = dict(reversed(request.headers))
+    # AuthorizationPolicy methods and hosts arrive as Envoy's pseudo-headers (":method",
+    # ":authority"), which HTTP/1.1 requests do not carry among their headers.
+    headers[":method"] = request.method
+    headers[":authority"] = request.authority
+    headers[":path"] = request.path
     peer = Peer(headers, path, request.source_ip, port, principal=request.peer_principal)
     denied = authorize(policy.rbac, peer)
     if denied is not None:

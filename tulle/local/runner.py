@@ -109,7 +109,8 @@ class Runner:
                 self._make_pods(plans, [w.service_host for w in result.model.workloads])
             for plan in plans:
                 status = ReplicaState(plan.workload.name, plan.name, plan.mode,
-                                      address=self._address(plan), ip=plan.ip)  # fmt: skip
+                                      address=self._address(plan), ip=plan.ip,
+                                      app=_app_address(plan))  # fmt: skip
                 self.replicas.append(Replica(plan, status))
                 self.state.replicas.append(status)
             self._save()
@@ -333,6 +334,7 @@ class Runner:
         control_plane = (self.state.xds, self.state.api)
         replica.plan = plan_replica(plan.workload, plan.index, control_plane)
         replica.status.address = self._address(replica.plan)
+        replica.status.app = _app_address(replica.plan)
 
     def _identity(self, plan: ReplicaPlan) -> dict[str, str]:
         """A meshed replica's proof of who it is: a bootstrap token of its own (its namespace
@@ -485,6 +487,12 @@ class Runner:
 
     def _save(self) -> None:
         self.options.state.write(self.state)
+
+
+def _app_address(plan: ReplicaPlan) -> str:
+    """The app's own first port: in loopback local mode a local process reaches the app there
+    around its sidecar (docs/security.md, "Where STRICT really holds")."""
+    return f"{plan.ip}:{plan.app_port(None)}" if plan.app_ports else ""
 
 
 def _registrations(plan: ReplicaPlan) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ class ReplicaState:
     mode: str
     address: str = ""  # where callers reach it (the sidecar's inbound listener, or the app)
     ip: str = "127.0.0.1"  # the replica's address (its pod's, with --pods)
+    app: str = ""  # the app's own first port (in a pod, redirected to the sidecar like any caller)
     ready: bool = False
     restarts: int = 0
     started_at: float = 0.0
