@@ -298,7 +298,8 @@ class Proxy:
                     self.inbound_recorder,
                     self.in_flight,
                     True,
-                    limits=self.limits,
+                    self.inbound_tunnel,
+                    self.limits,
                 ),
                 lambda dst: H2Front(
                     "inbound",
@@ -322,7 +323,7 @@ class Proxy:
         port = destination[1] if destination else next(iter(self.inbound), self.app_port or 0)
         policy = self.inbound.get(port)
         if policy is not None and policy.tcp:
-            return ("tcp", ("127.0.0.1", self.app_port or port), f"inbound|{port}||")
+            return ("tcp", EndpointSpec("127.0.0.1", self.app_port or port), f"inbound|{port}||")
         return ("http", None, "")
 
     def tunneler(self, table_of: Callable[[Destination], str]) -> Tunneler:
@@ -339,22 +340,50 @@ class Proxy:
             upstream, endpoint, cluster = target
             state = self.engine.clusters.get(cluster)
             spec = state.spec if state is not None else ClusterSpec(cluster)
-            try:
-                answer = await self.pool.upgrade(endpoint, spec, upstream)
-            except UpstreamError as failure:
-                error = errors.upstream_failure(f"{failure.kind} {failure}", endpoint.key, cluster)
-                return mesh_response(error)
-            if isinstance(answer, Response):
-                answer.upstream, answer.cluster = endpoint.key, cluster
-                return answer
-            downstream.write(response_head(101, answer.head.headers, answer.head.reason))
-            if answer.rest:
-                downstream.write(answer.rest)
-            pipe = TcpPipe(downstream, self.pool.mark)
-            pipe.adopt(answer.transport)
-            return pipe
+            return await self._upgrade(endpoint, spec, upstream, downstream)
 
         return tunnel
+
+    async def inbound_tunnel(
+        self, request: Request, destination: Destination, downstream: asyncio.Transport
+    ) -> TcpPipe | Response:
+        """An Upgrade request for the app (a WebSocket from another workload): the port's
+        policy decides as for any request (principals from the mTLS handshake), then the app's
+        101 makes the tunnel."""
+        port = self._inbound_port(destination)
+        policy = self.inbound.get(port)
+        if policy is not None:
+            refused = refusal(policy, request, port, self.engine.clock())
+            if refused is not None:
+                return mesh_response(refused)
+        forward_client_cert(request, self.mtls.identity if self.mtls else None)
+        endpoint = EndpointSpec("127.0.0.1", self.app_port or port)
+        return await self._upgrade(endpoint, ClusterSpec(f"inbound|{port}||"), request, downstream)
+
+    async def _upgrade(
+        self,
+        endpoint: EndpointSpec,
+        cluster: ClusterSpec,
+        request: Request,
+        downstream: asyncio.Transport,
+    ) -> TcpPipe | Response:
+        """The Upgrade request to ``endpoint`` on a fresh connection (mutual TLS to an endpoint
+        in the mesh, as the pool connects): on its 101 the pipe that takes that connection
+        over, TLS layer and all; else the answer."""
+        try:
+            answer = await self.pool.upgrade(endpoint, cluster, request)
+        except UpstreamError as failure:
+            reason = f"{failure.kind} {failure}"
+            return mesh_response(errors.upstream_failure(reason, endpoint.key, cluster.name))
+        if isinstance(answer, Response):
+            answer.upstream, answer.cluster = endpoint.key, cluster.name
+            return answer
+        downstream.write(response_head(101, answer.head.headers, answer.head.reason))
+        if answer.rest:
+            downstream.write(answer.rest)
+        pipe = TcpPipe(downstream, self.pool.mark)
+        pipe.adopt(answer.transport)
+        return pipe
 
     def _transparent_outbound(self) -> TransparentOutbound:
         tunnel = self.tunneler(lambda destination: str(destination[1]) if destination else "")
@@ -384,12 +413,13 @@ class Proxy:
             )
 
         return TransparentOutbound(
-            self.outbound_plan, http, self.pool.mark, self.in_flight, self.metrics
+            self.outbound_plan, http, self.pool.mark, self.in_flight, self.metrics, self.mtls
         )
 
     def outbound_plan(self, destination: tuple[str, int] | None) -> Plan:
         """HTTP when the mesh routes the destination port; else TCP to the mesh's TCP service on
-        that port, or through to the original destination."""
+        that port (mutual TLS to an endpoint in the mesh: its ``tls``), or through to the
+        original destination in plain text."""
         if destination is None:
             return ("refuse", None, "")
         port = destination[1]
@@ -402,8 +432,8 @@ class Proxy:
             service = cluster.rsplit("|", 1)[-1]
             if endpoint is None:
                 return ("refuse", None, service)
-            return ("tcp", (endpoint.address, endpoint.port), service)
-        return ("tcp", destination, PASSTHROUGH)
+            return ("tcp", endpoint, service)
+        return ("tcp", EndpointSpec(*destination), PASSTHROUGH)
 
     def _sweep(self) -> None:
         """Every second: each open connection applies its header and idle timeouts."""

@@ -1,5 +1,9 @@
 """Opaque TCP: bytes copied both ways between the app's connection and an upstream one, with
-back-pressure (a side that cannot keep up pauses the other's reading)."""
+back-pressure (a side that cannot keep up pauses the other's reading) and half-closes passed on.
+The upstream connection is mutual TLS to an endpoint in the mesh (its ``EndpointSpec.tls``, as
+for HTTP: the same certificate, the same check of the server's identity, and no connection at
+all without a valid certificate), plain text to one outside it; either side may be a TLS
+transport (the inbound side's, behind the sidecar's mTLS gate)."""
 
 from __future__ import annotations
 
@@ -8,8 +12,10 @@ import contextlib
 from collections.abc import Callable
 from typing import cast
 
+from tulle.engine.cluster_config import EndpointSpec
 from tulle.engine.message import UpstreamError
 from tulle.transport.connect import open_upstream
+from tulle.transport.mtls import MeshTls, tls_origin
 
 
 class _Half(asyncio.Protocol):
@@ -60,26 +66,35 @@ class TcpPipe:
         self.ended: set[str] = set()
 
     async def connect(
-        self, address: str, port: int, timeout: float = 10.0, close_on_failure: bool = True
-    ) -> bool:
-        """Open the upstream side; anything the app sent meanwhile follows. False when the
-        upstream could not be reached (the app's side is closed unless told otherwise)."""
+        self, endpoint: EndpointSpec, mtls: MeshTls | None = None, timeout: float = 10.0
+    ) -> UpstreamError | None:
+        """Open the upstream side (mutual TLS with ``mtls`` when ``endpoint.tls`` says the
+        endpoint is in the mesh); anything the app sent meanwhile follows. Returns why the
+        upstream could not be reached (refused, timed out, the handshake or the server's
+        identity refused, no valid workload certificate), and then closes the app's side."""
         self.downstream.pause_reading()
         try:
-            half = await open_upstream(lambda: _Half(self, "up"), address, port, timeout, self.mark)
-        except UpstreamError:
-            if close_on_failure:
-                self.close()
-            return False
+            tls = tls_origin(mtls, endpoint)
+            half = await open_upstream(
+                lambda: _Half(self, "up"), endpoint.address, endpoint.port, timeout, self.mark,
+                tls,
+            )  # fmt: skip
+        except UpstreamError as failure:
+            self.close()
+            return failure
         transport = half.transport
         assert transport is not None
+        if self.closed:  # the app went away during the connect
+            transport.close()
+            return None
         self.upstream = transport
         for data in self.pending:
             self.upstream.write(data)
         self.pending.clear()
-        if not self.closed:
-            self.downstream.resume_reading()
-        return True
+        if "down" in self.ended and transport.can_write_eof():
+            transport.write_eof()  # the app half-closed during the connect
+        self.downstream.resume_reading()
+        return None
 
     def adopt(self, upstream: asyncio.Transport) -> None:
         """Use an upstream connection already open (one that switched protocols): what it

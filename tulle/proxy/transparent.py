@@ -1,26 +1,34 @@
 """The transparent outbound listener: a connection redirected by iptables is HTTP when the mesh
 has routes for its original destination port (handled by the HTTP/1.1 front end and the engine),
 and opaque TCP otherwise — to the mesh's TCP service on that port, or straight through to the
-original destination. Unknown ports are never parsed, so server-speaks-first protocols work."""
+original destination. Unknown ports are never parsed, so server-speaks-first protocols work.
+A TCP pipe to an endpoint in the mesh is mutual TLS (the endpoint's ``tls``, as for HTTP);
+one that cannot be opened is closed, and why is logged (``upstream connect mTLS: ...``)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from tulle.engine.cluster_config import EndpointSpec
+from tulle.engine.errors import upstream_failure
 from tulle.obs.metrics import MeshMetrics
 from tulle.proxy.detecting import DetectingFront
 from tulle.proxy.in_flight import InFlight
 from tulle.proxy.tcp import TcpPipe
 from tulle.transport.interception import original_destination
+from tulle.transport.mtls import MeshTls
 from tulle.xds.types import TCP_PROXY_TYPE
 
+log = logging.getLogger(__name__)
+
 Destination = tuple[str, int]
-# (kind, target, service): ("http", None, ""), ("tcp", (address, port), service), ("refuse", ...)
-Plan = tuple[str, Destination | None, str]
+# (kind, endpoint, service): ("http", None, ""), ("tcp", endpoint, service), ("refuse", None, ...)
+Plan = tuple[str, EndpointSpec | None, str]
 
 
 def tcp_clusters(listeners: Mapping[str, Any]) -> dict[int, str]:
@@ -53,8 +61,10 @@ class TransparentOutbound(asyncio.Protocol):
         mark: int | None,
         in_flight: InFlight,
         metrics: MeshMetrics | None = None,
+        mtls: MeshTls | None = None,
     ) -> None:
         self.metrics = metrics
+        self.mtls = mtls
         self.plan = plan
         self.make_http = http
         self.mark = mark
@@ -83,9 +93,13 @@ class TransparentOutbound(asyncio.Protocol):
 
         pipe = self.pipe = TcpPipe(downstream, self.mark, closed)
         self.in_flight.opened(self)
+        mtls, endpoint = self.mtls, target
 
         async def open_upstream() -> None:
-            await pipe.connect(*target)
+            failure = await pipe.connect(endpoint, mtls)
+            if failure is not None:
+                why = upstream_failure(f"{failure.kind} {failure}", endpoint.key, service).reason
+                log.warning("TCP connection closed: %s", why)
 
         task = asyncio.get_running_loop().create_task(open_upstream())
         self.in_flight.track(task)
