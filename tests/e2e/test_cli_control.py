@@ -202,7 +202,7 @@ def test_commands_without_the_admin_token_are_refused_and_say_where_it_is(
 def test_bootstrap_grpc():
     node = "proxyless~1.2.3.4~c.default~default.svc.cluster.local"
     result = subprocess.run(
-        [TULLE, "bootstrap", "grpc", "--xds", "127.0.0.1:15010", "--node-id", node],
+        [TULLE, "bootstrap", "grpc", "--xds", "127.0.0.1:15010", "--node-id", node, "--insecure"],
         capture_output=True, text=True, timeout=30, check=True,
     )  # fmt: skip
     assert json.loads(result.stdout) == {
@@ -214,7 +214,53 @@ def test_bootstrap_grpc():
             }
         ],
         "node": {"id": node, "locality": {}},
+        "server_listener_resource_name_template": "xds.tulle.dev/grpc/lds/inbound/%s",
     }
+
+
+def test_bootstrap_grpc_is_secure_by_default(tmp_path: Path):
+    certs = tmp_path / "certs"
+    result = subprocess.run(
+        [TULLE, "bootstrap", "grpc", "--certs", str(certs), "--pod", "client-0",
+         "--refresh-interval", "5"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert json.loads(result.stdout) == {
+        "xds_servers": [
+            {
+                "server_uri": "127.0.0.1:15012",
+                "channel_creds": [
+                    {"type": "tls", "config": {"ca_certificate_file": f"{certs}/root-cert.pem"}}
+                ],
+                "call_creds": [
+                    {"type": "jwt_token_file", "config": {"jwt_token_file": f"{certs}/xds-token"}}
+                ],
+                "server_features": ["xds_v3"],
+            }
+        ],
+        "node": {
+            "id": "proxyless~127.0.0.1~client-0.default~default.svc.cluster.local",
+            "locality": {},
+        },
+        "server_listener_resource_name_template": "xds.tulle.dev/grpc/lds/inbound/%s",
+        "certificate_providers": {
+            "default": {
+                "plugin_name": "file_watcher",
+                "config": {
+                    "certificate_file": f"{certs}/cert-chain.pem",
+                    "private_key_file": f"{certs}/key.pem",
+                    "ca_certificate_file": f"{certs}/root-cert.pem",
+                    "refresh_interval": "5s",
+                },
+            }
+        },
+    }
+    # Secure xDS without the agent's directory would carry no token: refused, saying why.
+    bare = subprocess.run(
+        [TULLE, "bootstrap", "grpc"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert bare.returncode == 2
+    assert "secure xDS needs --certs" in bare.stderr
 
 
 def test_sigterm_exits_cleanly_while_data_planes_are_connected(

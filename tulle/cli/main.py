@@ -10,6 +10,8 @@ from __future__ import annotations
 import typer
 
 from tulle.cli import (
+    ca_commands,
+    agent,
     config_commands,
     controlplane,
     iptables,
@@ -43,6 +45,8 @@ app.command("logs")(local_commands.logs)
 app.command("down")(local_commands.down)
 app.command("top")(local_commands.top)
 app.add_typer(proxy_commands.bootstrap_app, name="bootstrap")
+app.add_typer(ca_commands.ca_app, name="ca")
+app.command("agent")(agent.agent)
 
 
 def run() -> None:

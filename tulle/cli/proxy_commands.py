@@ -6,6 +6,7 @@ import json
 import os
 import socket
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -93,27 +94,60 @@ bootstrap_app = typer.Typer(help="Write bootstrap files for data planes.", no_ar
 @bootstrap_app.command("grpc")
 def bootstrap_grpc(
     xds: Annotated[
-        str, typer.Option("--xds", help="HOST:PORT of the control plane's xDS.")
-    ] = "127.0.0.1:15010",
+        str,
+        typer.Option("--xds", help="HOST:PORT of the control plane's xDS (the secure port)."),
+    ] = "127.0.0.1:15012",
+    xds_root_cert: Annotated[
+        Path | None,
+        typer.Option(
+            help="The mesh's trust bundle (the control plane's root-cert.pem): grpcio's xDS "
+            "client verifies the control plane with it (channel_creds 'tls')."
+        ),
+    ] = None,
+    certs: Annotated[
+        Path | None,
+        typer.Option(
+            "--certs",
+            help="The directory `tulle agent --certs` keeps fresh: the 'default' file_watcher "
+            "certificate provider (mTLS) and the token grpcio sends to the secure port.",
+        ),
+    ] = None,
+    refresh_interval: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between grpcio's reads of the certificate files; keep it well under "
+            "half the certificate lifetime."
+        ),
+    ] = 900.0,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Plain-text xDS with no credential (a control plane with --insecure-xds).",
+        ),
+    ] = False,
+    pod: Annotated[
+        str | None,
+        typer.Option("--pod", help="The node id's pod: the replica whose token the agent holds."),
+    ] = None,
     node_id: Annotated[
         str | None,
-        typer.Option("--node-id", help="Default: proxyless~<ip>~<host>-<pid>.default~..."),
+        typer.Option("--node-id", help="Default: proxyless~127.0.0.1~<pod>.<namespace>~..."),
     ] = None,
     namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
 ) -> None:
-    """Print the JSON a stock grpcio client reads from GRPC_XDS_BOOTSTRAP."""
+    """Print the JSON a stock grpcio client or server reads from GRPC_XDS_BOOTSTRAP."""
+    from tulle.agent.bootstrap import BootstrapError, grpc_bootstrap
+
     if node_id is None:
-        node_id = make_node_id(
-            "proxyless", "127.0.0.1", f"{socket.gethostname()}-{os.getpid()}", namespace
-        )
-    bootstrap = {
-        "xds_servers": [
-            {
-                "server_uri": xds,
-                "channel_creds": [{"type": "insecure"}],
-                "server_features": ["xds_v3"],
-            }
-        ],
-        "node": {"id": node_id, "locality": {}},
-    }
+        pod = pod or f"{socket.gethostname()}-{os.getpid()}"
+        node_id = make_node_id("proxyless", "127.0.0.1", pod, namespace)
+    try:
+        bootstrap = grpc_bootstrap(
+            xds, node_id, root_cert=xds_root_cert, certs=certs, insecure=insecure,
+            refresh_interval=refresh_interval,
+        )  # fmt: skip
+    except BootstrapError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(json.dumps(bootstrap, indent=2))

@@ -6,7 +6,8 @@ credential (``authorization: Bearer <bootstrap token>`` in the call's metadata).
 certificate names comes from the credential, never from the CSR: a CSR that asks for another
 identity is refused. Messages are JSON (the method takes and gives bytes; see docs/security.md):
 
-    request:  {"csr": "<PEM>"}
+    request:  {"csr": "<PEM>", "replica": "<pod>.<namespace>" (optional: refused unless it is
+               the replica the credential was issued to; ``tulle agent`` sends it)}
     response: {"certChain": "<PEM: leaf, then intermediates>", "trustBundle": "<PEM roots>",
                "identity": "spiffe://...", "serial": "<hex>", "notBefore": ..., "notAfter": ...}
 
@@ -20,14 +21,17 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import grpc
+from cryptography import x509
 from prometheus_client import CollectorRegistry, Counter
 
-from tulle.security.ca import CaError, CertificateAuthority
+from tulle.security.ca import CaError, CertificateAuthority, IssuedCertificate
+from tulle.security.certificates import issued_by, load_certificates
 from tulle.security.keys import CsrRefused
+from tulle.security.rootstore import root_name
 from tulle.security.tokens import Unauthenticated, WorkloadIdentity, bearer_token
 from tulle.xds.grpc_stream import CA_SIGN_PATH
 
@@ -68,7 +72,9 @@ class CertificateService:
         self.ca = ca
         self.authenticator = authenticator
         self.lifetime = lifetime  # seconds, read at each signing (the Mesh resource may change)
-        self.issued: dict[str, dict[str, str]] = {}  # the last certificate of each replica
+        # The last certificate of each replica, with the root it chains to ("root") and the
+        # roots of the bundle sent with it ("trusts"): what root rotation waits on.
+        self.issued: dict[str, dict[str, Any]] = {}
         self.csrs = Counter(
             "tulle_ca_csr", "CSRs the mesh CA answered, by result", ["result"], registry=registry
         )
@@ -116,9 +122,19 @@ class CertificateService:
             raise SignRefusedError(
                 grpc.StatusCode.UNAUTHENTICATED, "unauthenticated", f"credential refused: {error}"
             ) from None
-        csr = _csr_of(request)
+        csr, asked = _request_of(request)
+        if asked is not None and asked != replica:
+            raise SignRefusedError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "wrong_replica",
+                f"the token of replica {replica} may not get a certificate for replica {asked}",
+            )
         identity = proven.spiffe_id(self.ca.trust_domain)
         lifetime = timedelta(seconds=self.lifetime())
+        # The bundle is read before signing: a rotation step between the two leaves a bundle
+        # that still trusts the signer (a staged root is trusted before it signs; a retired one
+        # stops signing before it leaves the bundle), and the record says what was sent.
+        bundle = self.ca.trust_bundle_pem()
         try:
             issued = self.ca.issue(csr, identity, lifetime)
         except CsrRefused as error:
@@ -138,10 +154,16 @@ class CertificateService:
             "notBefore": issued.not_before.isoformat(),
             "notAfter": issued.not_after.isoformat(),
         }
-        self.issued[replica] = record
+        roots = load_certificates(bundle, "trust bundle")
+        self.issued[replica] = {
+            **record,
+            "root": signing_root_name(issued, roots),
+            "trusts": [root_name(root) for root in roots],
+            "issuedAt": datetime.now(UTC).isoformat(),
+        }
         answer: dict[str, Any] = {
             "certChain": issued.chain_pem.decode(),
-            "trustBundle": self.ca.trust_bundle_pem().decode(),
+            "trustBundle": bundle.decode(),
             **record,
         }
         return json.dumps(answer).encode()
@@ -159,8 +181,18 @@ class CertificateService:
         ]
 
 
-def _csr_of(request: bytes) -> bytes:
-    """The CSR PEM of a request; :class:`SignRefusedError` names what is wrong."""
+def signing_root_name(issued: IssuedCertificate, roots: list[x509.Certificate]) -> str:
+    """The name of the root in ``roots`` that ``issued`` chains to ("unknown" if none does)."""
+    top = load_certificates(issued.chain_pem, "certificate chain")[-1]
+    for root in roots:
+        if issued_by(top, root):
+            return root_name(root)
+    return "unknown"
+
+
+def _request_of(request: bytes) -> tuple[bytes, str | None]:
+    """The CSR PEM of a request and the replica it asks for, if it names one;
+    :class:`SignRefusedError` names what is wrong."""
     if len(request) > MAX_REQUEST_BYTES:
         raise SignRefusedError(
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -178,4 +210,9 @@ def _csr_of(request: bytes) -> bytes:
             "bad_request",
             'the request must be JSON {"csr": "<PEM certificate signing request>"}',
         )
-    return csr.encode()
+    replica = data.get("replica")
+    if replica is not None and not isinstance(replica, str):
+        raise SignRefusedError(
+            grpc.StatusCode.INVALID_ARGUMENT, "bad_request", '"replica" must be a string'
+        )
+    return csr.encode(), replica

@@ -4,12 +4,15 @@ On the secure xDS port a node proves who it is with its bootstrap token (``autho
 <token>`` in the call's metadata): the token's replica must be the node's pod
 (``<pod>.<namespace>``), so a workload can neither read another's config nor subscribe as
 another node. The plain-text port serves nobody unless the control plane was started with
-``--insecure-xds`` (tests, benchmarks, and stock grpcio clients until they carry a credential)."""
+``--insecure-xds`` (tests and benchmarks). Stock grpcio sends the token as call credentials
+(gRFC A97 ``jwt_token_file``), wrapped by ``tulle agent`` in the JWT shape grpcio insists on
+(``tulle.security.grpc_token``): the token is taken back out of it here."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from tulle.security.grpc_token import unwrap
 from tulle.security.tokens import BootstrapTokens, Unauthenticated, bearer_token
 from tulle.xds.node import NodeInfo
 
@@ -33,7 +36,7 @@ class NodeAuthorizer:
         if credential is None:
             return "no credential: send 'authorization: Bearer <bootstrap token>' with the stream"
         try:
-            replica, identity = self.tokens.authenticate_replica(credential)
+            replica, identity = self.tokens.authenticate_replica(unwrap(credential))
         except Unauthenticated as error:
             return f"credential refused: {error}"
         if replica != f"{node.pod}.{node.namespace}":
