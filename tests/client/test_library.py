@@ -124,9 +124,10 @@ def test_metrics_have_the_sidecar_names_and_labels(control_plane, processes):
             client.get("http://web:8080/")
     exposition = exposition_of(tulle.client.metrics_registry())
     assert (
-        'tulle_requests_total{destination_service="web.default.svc.cluster.local",'
+        'tulle_requests_total{connection_security_policy="unknown",'
+        'destination_principal="unknown",destination_service="web.default.svc.cluster.local",'
         'destination_workload="web-v1",reporter="source",response_code="200",'
-        'response_flags="-",source_workload="shop-frontend"} 3.0'
+        'response_flags="-",source_principal="unknown",source_workload="shop-frontend"} 3.0'
     ) in exposition
     assert "tulle_request_duration_milliseconds_bucket" in exposition
 

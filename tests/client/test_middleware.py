@@ -99,9 +99,10 @@ def test_asgi_app_gets_inbound_policy_metrics_and_registration(control_plane, pr
 
     metrics = app.metrics()
     series = (
-        'tulle_requests_total{{destination_service="hello.default.svc.cluster.local",'
+        'tulle_requests_total{{connection_security_policy="none",destination_principal="unknown",'
+        'destination_service="hello.default.svc.cluster.local",'
         'destination_workload="hello",reporter="destination",response_code="{code}",'
-        'response_flags="{flag}",source_workload="unknown"}} {count}'
+        'response_flags="{flag}",source_principal="unknown",source_workload="unknown"}} {count}'
     )
     assert series.format(code=200, flag="-", count="3.0") in metrics
     assert series.format(code=429, flag="RL", count="1.0") in metrics
@@ -183,9 +184,10 @@ def test_wsgi_app_gets_inbound_policy_metrics_and_registration(
     assert posted.status_code == 429
     exposition = generate_latest(tulle.client.metrics_registry()).decode()
     labels = (
+        'connection_security_policy="none",destination_principal="unknown",'
         'destination_service="echo.default.svc.cluster.local",destination_workload="echo",'
         'reporter="destination",response_code="200",response_flags="-",'
-        'source_workload="unknown"'
+        'source_principal="unknown",source_workload="unknown"'
     )
     assert f"tulle_requests_total{{{labels}}} 3.0" in exposition
     assert f"tulle_request_bytes_total{{{labels}}} 15.0" in exposition  # the app read 3 x 5

@@ -342,9 +342,10 @@ def test_metrics_and_config_dump(control_plane, processes):
         client.get("http://nowhere:1/")
     metrics = sidecar.admin("/stats/prometheus").text
     assert (
-        'tulle_requests_total{destination_service="web.default.svc.cluster.local",'
+        'tulle_requests_total{connection_security_policy="unknown",'
+        'destination_principal="unknown",destination_service="web.default.svc.cluster.local",'
         'destination_workload="web-v1",reporter="source",response_code="200",'
-        'response_flags="-",source_workload="shop-frontend"} 3.0'
+        'response_flags="-",source_principal="unknown",source_workload="shop-frontend"} 3.0'
     ) in metrics
     assert 'response_code="404",response_flags="NR"' in metrics
     assert "tulle_request_duration_milliseconds_bucket" in metrics

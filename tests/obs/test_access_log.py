@@ -40,8 +40,26 @@ def test_an_entry_has_every_field_with_its_value():
         "authority": "web:8080", "path": "/a", "status": 200, "flags": "-", "reason": None,
         "route": "default", "cluster": "outbound|8080||web", "upstream": "127.0.0.1:9000",
         "attempts": 2, "bytes_received": 5, "bytes_sent": 10, "request_id": "id-1",
-        "source": "10.1.2.3",
+        "source": "10.1.2.3", "peer_principal": None,
     }  # fmt: skip
+
+
+def test_the_peer_principal_is_the_caller_served_or_the_upstream_called_over_mtls():
+    stream = io.StringIO()
+    log = AccessLog(stream)
+    served = _request()
+    served.peer_principal = "spiffe://cluster.local/ns/default/sa/frontend"
+    log.record(finished("inbound", served, Response(200, []), 1.0, 1.0, 0, service="web"))
+    called = Response(200, [], upstream_principal="spiffe://cluster.local/ns/shop/sa/web")
+    log.record(finished("outbound", _request(), called, 1.0, 1.0, 0))
+    log.record(finished("outbound", _request(), Response(200, []), 1.0, 1.0, 0))
+    log.flush()
+    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [e["peer_principal"] for e in entries] == [
+        "spiffe://cluster.local/ns/default/sa/frontend",
+        "spiffe://cluster.local/ns/shop/sa/web",
+        None,
+    ]
 
 
 def test_strings_are_escaped_and_missing_ones_are_null():

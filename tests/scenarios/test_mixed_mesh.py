@@ -43,10 +43,14 @@ def requests_by_labels(exposition: str) -> dict[frozenset[tuple[str, str]], floa
 
 
 def call(source: str, service: str, workload: str, reporter: str) -> frozenset[tuple[str, str]]:
+    """A plain-text call's labels (these processes have no certificates): no principals; the
+    callee says ``none`` for the connection's security, the caller ``unknown`` (as Istio)."""
     return frozenset(
         {
             "reporter": reporter, "source_workload": source, "destination_service": service,
             "destination_workload": workload, "response_code": "200", "response_flags": "-",
+            "source_principal": "unknown", "destination_principal": "unknown",
+            "connection_security_policy": "none" if reporter == "destination" else "unknown",
         }.items()
     )  # fmt: skip
 

@@ -97,6 +97,7 @@ class MeshRuntime:
             self._xds.credential = functools.partial(read_token_file, Path(settings.token_file))
             signer = ca_signer(settings.xds_address, self._xds.tls, self._xds.credential)
             self.certificates = CertificateKeeper(signer)
+            self.metrics.use_certificate(MeshTls(self.certificates).certificate)
             self.loop.create_task(self.certificates.run())
         self.loop.create_task(self._xds.run())
         self.loop.create_task(self._watch_ready(self._xds))
@@ -181,7 +182,9 @@ class MeshRuntime:
             with self._lock:
                 pool = Http1Pool()
                 if self.certificates is not None:  # mTLS to endpoints in the mesh
-                    pool.use_mtls(MeshTls(self.certificates))
+                    mtls = MeshTls(self.certificates)
+                    mtls.on_failure = self.metrics.upstream_tls_failed
+                    pool.use_mtls(mtls)
                 engine = Engine(pool.send, start=pool.submit, source_workload=self.node.workload)
                 binding = Binding(loop, engine, pool)
                 if self.config is not None:

@@ -144,11 +144,14 @@ class Request:
 
 class Response:
     """A response: from upstream (``upstream`` set) or produced by the mesh (``flag`` and
-    ``reason`` set). ``discard`` releases an upstream response that will not be used."""
+    ``reason`` set). ``discard`` releases an upstream response that will not be used.
+    ``upstream_principal``: the SPIFFE id the upstream proved in the mTLS handshake of the
+    connection the response came on (set by the pool, once per connection); None over plain
+    text."""
 
     __slots__ = (
         "attempts", "body", "cluster", "discard", "flag", "headers", "reason", "route", "status",
-        "trailers", "upstream", "upstream_workload",
+        "trailers", "upstream", "upstream_principal", "upstream_workload",
     )  # fmt: skip
 
     def __init__(
@@ -165,6 +168,7 @@ class Response:
         attempts: int = 0,
         trailers: list[tuple[str, str]] | None = None,
         discard: Callable[[], Awaitable[None]] | None = None,
+        upstream_principal: str | None = None,
     ) -> None:
         self.status = status
         self.headers = headers
@@ -178,6 +182,7 @@ class Response:
         self.attempts = attempts
         self.trailers = [] if trailers is None else trailers
         self.discard = discard
+        self.upstream_principal = upstream_principal
 
     def __repr__(self) -> str:
         return f"Response({self.status} {self.flag} {self.reason!r})"
@@ -206,8 +211,12 @@ def finished(
 ) -> Finished:
     """What the access log and the metrics record of ``request`` answered with ``response``:
     ``started`` and ``ended`` are wall-clock seconds, ``sent`` the body bytes written to the
-    client. With ``service``, the workload served the request as that service (its caller is
-    the one the source-workload header names); without, it sent the request."""
+    client. With ``service``, the workload served the request as that service: its caller is
+    who its certificate says (``request.peer_principal``) over mTLS, and only over plain text
+    the workload the source-workload header names (an unproven claim, which the metrics label
+    ``connection_security_policy="none"``); without, it sent the request, and the peer is the
+    upstream its response came from. Both modes (sidecar fronts, library inbound) come here,
+    so the rule is the same in both."""
     done = Finished(
         listener, request.method, request.authority, request.path, request.source_ip,
         request.header("x-request-id") or "", request.body_size, response.status, response.flag,
@@ -216,7 +225,15 @@ def finished(
     )  # fmt: skip
     if service is not None:
         done.reporter, done.service = "destination", service
-        done.caller = request.header(SOURCE_WORKLOAD_HEADER) or ""
+        principal = request.peer_principal
+        if principal is None:
+            done.caller = request.header(SOURCE_WORKLOAD_HEADER) or ""
+        else:
+            done.peer_principal = principal
+    else:
+        principal = response.upstream_principal
+        if principal is not None:
+            done.peer_principal = principal
     return done
 
 

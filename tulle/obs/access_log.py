@@ -1,5 +1,7 @@
 """The access log: one JSON line per request on stdout, with the response flags and the reason
-(the only per-request logging the proxy does). A request's :class:`Finished` record is kept;
+(the only per-request logging the proxy does), and ``peer_principal``: the SPIFFE id the other
+side proved over mTLS (the caller of a request served, the upstream of one sent; null over plain
+text). A request's :class:`Finished` record is kept;
 entries are formatted and written together a few times a second (or every ``BATCH`` entries,
 see :mod:`tulle.obs.pending`), whatever buffering stdout has. Both halves are for speed: one
 system call per line would cost more than the rest of the entry, and formatting a batch in one
@@ -23,7 +25,8 @@ _encode = json.encoder.encode_basestring_ascii
 _LINE = (
     '{"start_time":%.6f,"duration_ms":%.3f,"listener":"%s","method":%s,"authority":%s,'
     '"path":%s,"status":%d,"flags":"%s","reason":%s,"route":%s,"cluster":%s,"upstream":%s,'
-    '"attempts":%d,"bytes_received":%d,"bytes_sent":%d,"request_id":%s,"source":%s}\n'
+    '"attempts":%d,"bytes_received":%d,"bytes_sent":%d,"request_id":%s,"source":%s,'
+    '"peer_principal":%s}\n'
 )
 
 
@@ -72,12 +75,12 @@ def _line(done: Finished) -> str:
     # the entry. Strings go through the JSON string encoder (null when empty).
     started, request_id, source = done.started, done.request_id, done.source_ip
     reason, route, cluster, upstream = done.reason, done.route, done.cluster, done.upstream
-    authority = done.authority
+    authority, peer = done.authority, done.peer_principal
     return _LINE % (
         started, (done.ended - started) * 1000, done.listener, _encode(done.method),
         _encode(authority) if authority else "null", _encode(done.path), done.status, done.flag,
         _encode(reason) if reason else "null", _encode(route) if route else "null",
         _encode(cluster) if cluster else "null", _encode(upstream) if upstream else "null",
         done.attempts, done.received, done.sent, _encode(request_id) if request_id else "null",
-        _encode(source) if source else "null",
+        _encode(source) if source else "null", _encode(peer) if peer else "null",
     )  # fmt: skip

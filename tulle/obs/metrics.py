@@ -1,6 +1,18 @@
 """Request metrics, the same for sidecar and library: named and labelled as Istio's standard
 metrics with a ``tulle_`` prefix, through prometheus-client. Both ends of a call record it:
-the caller with ``reporter="source"``, the callee with ``reporter="destination"``."""
+the caller with ``reporter="source"``, the callee with ``reporter="destination"``.
+
+Identity labels follow Istio's stats filter (istio/proxy ``istio_stats.cc``): the callee labels
+the caller with the SPIFFE id of its certificate (``source_principal``), its own
+(``destination_principal``) and ``connection_security_policy`` ``mutual_tls``, or ``unknown``,
+``unknown`` and ``none`` over plain text; the caller labels itself and the upstream with the ids
+of the mTLS connection the request went over (``unknown`` over plain text), and
+``connection_security_policy="unknown"``, as Istio's client side does. The callee's
+``source_workload`` is the service account of the caller's certificate over mTLS (a header a
+client writes never wins there), else what the ``x-tulle-source-workload`` header claims.
+
+Also: the workload certificate's expiry (a timestamp gauge), inbound connections refused by mTLS
+and outbound mTLS failures, by reason."""
 
 from __future__ import annotations
 
@@ -11,28 +23,68 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from tulle.obs.finished import Finished
 from tulle.obs.pending import Pending
 
 SOURCE_WORKLOAD_HEADER = "x-tulle-source-workload"
-"""Sent with every routed request: the caller's workload, for the callee's inbound metrics."""
+"""Sent with every routed request: the caller's workload, for the callee's inbound metrics.
+Read only from plain-text callers; over mTLS the caller's certificate says who it is."""
 
 LABELS = (
     "reporter",
     "source_workload",
+    "source_principal",
     "destination_service",
     "destination_workload",
+    "destination_principal",
     "response_code",
     "response_flags",
+    "connection_security_policy",
 )
 TCP_LABELS = ("source_workload", "destination_service")
 BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 _BOUNDS = (*(f"{b:g}" for b in BUCKETS), "+Inf")  # the buckets' ``le`` labels
-# reporter, source workload, destination service and workload, status, flags
-_Key = tuple[str, str, str, str, int, str]
+# reporter, source (the claimed caller, or empty), destination service and workload, status,
+# flags, peer principal (empty over plain text)
+_Key = tuple[str, str, str, str, int, str, str]
+UNKNOWN = "unknown"
+
+Certificate = Callable[[], "tuple[str, float] | None"]
+"""The workload's current certificate: its SPIFFE id and its not-after (POSIX seconds); None
+when it has none."""
+
+
+def workload_of(principal: str) -> str:
+    """The workload a SPIFFE id names: its service account
+    (``spiffe://td/ns/shop/sa/frontend`` → ``frontend``), which in local mode is the workload's
+    name unless its ``serviceAccount`` says otherwise (workloads sharing one are reported
+    under it); ``unknown`` when the id has no service account."""
+    _, found, account = principal.rpartition("/sa/")
+    return account if found and account and "/" not in account else UNKNOWN
+
+
+def upstream_tls_cause(reason: str) -> str | None:
+    """The label of an outbound mTLS failure, from the ``UpstreamError`` message (None: not a
+    TLS failure, such as a refused TCP connection)."""
+    if reason.startswith("no valid workload certificate"):
+        return "no_certificate"
+    if reason.endswith("(mTLS)"):  # "timed out after 1s (mTLS)"
+        return "timeout"
+    if not reason.startswith("mTLS: "):
+        return None
+    detail = reason[6:]
+    if detail.startswith(("upstream peer identity", "peer identity", "peer certificate",
+                          "peer presented")):  # fmt: skip
+        return "peer_identity"
+    return "handshake_failed"
 
 
 class _Series:
@@ -85,12 +137,32 @@ class _RequestCollector(Collector):
         yield from (requests, duration, sent, received)
 
 
+class _CertificateCollector(Collector):
+    """The workload certificate's not-after as a timestamp gauge, read at scrape time."""
+
+    def __init__(self, workload: str, certificate: Certificate) -> None:
+        self.workload = workload
+        self.certificate = certificate
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "tulle_workload_certificate_expiration_timestamp_seconds",
+            "When the workload certificate expires (POSIX seconds).",
+            labels=("workload", "principal"),
+        )
+        current = self.certificate()
+        if current is not None:
+            gauge.add_metric((self.workload, current[0]), current[1])
+        yield gauge
+
+
 class MeshMetrics:
     """Request count, duration, and bytes, per source, destination, code and flags. A request's
     :class:`Finished` record is kept and counted later, with the others since, in plain numbers
     per label set (no lock and no per-series objects on the hot path; counting a batch in one
-    go costs less than counting each request among the rest of its work), and exposed through
-    a prometheus-client collector; TCP figures are prometheus-client counters."""
+    go costs less than counting each request among the rest of its work; label values, the
+    principals' included, are worked out once per series), and exposed through a
+    prometheus-client collector; TCP and TLS figures are prometheus-client counters."""
 
     def __init__(self, source_workload: str) -> None:
         self.source = source_workload
@@ -98,6 +170,7 @@ class MeshMetrics:
         self._lock = threading.Lock()  # the series: folds, and the collector's reads
         self._series: dict[_Key, _Series] = {}
         self._pending = Pending()
+        self._certificate: Certificate = _no_certificate
         self.registry.register(_RequestCollector(self._series, self._lock, self.fold))
         self.tcp_opened = Counter(
             "tulle_tcp_connections_opened", "TCP connections proxied.", TCP_LABELS,
@@ -120,6 +193,26 @@ class MeshMetrics:
             "tulle_inbound_tls_refused", "Inbound connections refused by mTLS, by cause.",
             ["reason"], registry=self.registry,
         )  # fmt: skip
+        self.upstream_tls_failures = Counter(
+            "tulle_upstream_tls_failures",
+            "Outbound mTLS connections that failed, by cause: the handshake, the upstream's "
+            "identity, this workload's certificate, or a timeout.",
+            ["reason"], registry=self.registry,
+        )  # fmt: skip
+
+    def use_certificate(self, certificate: Certificate) -> None:
+        """Where this workload's certificate is read from (its identity is the
+        ``source_principal``/``destination_principal`` of its own side of mTLS requests, its
+        expiry a gauge)."""
+        self._certificate = certificate
+        self.registry.register(_CertificateCollector(self.source, certificate))
+
+    def upstream_tls_failed(self, reason: str) -> None:
+        """An outbound connection to an endpoint in the mesh failed; ``reason`` is the
+        ``UpstreamError`` message (failures that are not TLS's are not counted here)."""
+        cause = upstream_tls_cause(reason)
+        if cause is not None:
+            self.upstream_tls_failures.labels(cause).inc()
 
     def tls_refused(self, reason: str) -> None:
         """An inbound connection refused by the port's mTLS mode or its handshake."""
@@ -154,9 +247,7 @@ class MeshMetrics:
                 key = self._key(done)
                 series = self._series.get(key)
                 if series is None:
-                    reporter, source, service, workload, status, flag = key
-                    labels = (reporter, source, service, workload or "unknown", str(status), flag)
-                    series = self._series[key] = _Series(labels)
+                    series = self._series[key] = _Series(self._labels(key))
                 millis = (done.ended - done.started) * 1000
                 series.requests += 1
                 series.duration_sum += millis
@@ -165,16 +256,32 @@ class MeshMetrics:
                 series.response_bytes += done.sent
 
     def _key(self, done: Finished) -> _Key:
-        """A request's labels: one this workload sent is named by its destination service
-        (from the cluster, else the authority it asked for), one it served by its caller
-        (``unknown`` from outside the mesh)."""
+        """A request's series: one this workload sent is named by its destination service
+        (from the cluster, else the authority it asked for), one it served by its caller."""
         if done.reporter == "destination":
-            return ("destination", done.caller or "unknown", done.service, self.source,
-                    done.status, done.flag)  # fmt: skip
+            return ("destination", done.caller, done.service, self.source, done.status,
+                    done.flag, done.peer_principal)  # fmt: skip
         cluster = done.cluster
         service = cluster.rsplit("|", 1)[-1] if cluster else done.authority
-        return ("source", self.source, service, done.upstream_workload, done.status, done.flag)
+        return ("source", self.source, service, done.upstream_workload, done.status, done.flag,
+                done.peer_principal)  # fmt: skip
+
+    def _labels(self, key: _Key) -> tuple[str, ...]:
+        """A series' label values (in ``LABELS`` order), worked out once per series."""
+        reporter, source, service, workload, status, flag, peer = key
+        current = self._certificate()
+        own = current[0] if peer and current is not None else UNKNOWN
+        if reporter == "destination":
+            caller = workload_of(peer) if peer else (source or UNKNOWN)
+            return ("destination", caller, peer or UNKNOWN, service, workload, own,
+                    str(status), flag, "mutual_tls" if peer else "none")  # fmt: skip
+        return ("source", source, own, service, workload or UNKNOWN, peer or UNKNOWN,
+                str(status), flag, UNKNOWN)  # fmt: skip
 
     def exposition(self) -> bytes:
         """The Prometheus text format."""
         return generate_latest(self.registry)
+
+
+def _no_certificate() -> tuple[str, float] | None:
+    return None

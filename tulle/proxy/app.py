@@ -114,6 +114,9 @@ class Proxy:
         if self.mtls is not None:
             self.pool.use_mtls(self.mtls)
         self.metrics = MeshMetrics(self.node.workload)
+        if self.mtls is not None:
+            self.metrics.use_certificate(self.mtls.certificate)
+            self.mtls.on_failure = self.metrics.upstream_tls_failed
         self.log = access_log or AccessLog()
         # Access log and metrics, once each request's response is written.
         self.outbound_recorder = Recorder(self.log, self.metrics)

@@ -31,8 +31,7 @@ from tulle.codec.http2 import (
 )
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError
-from tulle.transport.connect import open_upstream
-from tulle.transport.mtls import MeshTls, tls_origin
+from tulle.transport.mtls import MeshTls, open_mesh_upstream, peer_principal
 
 REFUSED_STREAM = 7
 
@@ -68,9 +67,11 @@ class H2Upstream(asyncio.Protocol):
         # closes (its slot in the cluster's max_connections is free).
         self.stream_ended: Callable[[], None] | None = None
         self.released: Callable[[], None] | None = None
+        self.peer_principal: str | None = None  # the SPIFFE id the upstream proved over mTLS
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.peer_principal = peer_principal(transport)
         self.conn.initiate_connection()
         self._flush()
 
@@ -160,8 +161,9 @@ class H2Upstream(asyncio.Protocol):
                     # streaming); trailers are filled in before the body ends.
                     stream.body = ByteStream()
                     response = Response(
-                        stream.status, stream.headers, stream.body, trailers=stream.trailers
-                    )
+                        stream.status, stream.headers, stream.body, trailers=stream.trailers,
+                        upstream_principal=self.peer_principal,
+                    )  # fmt: skip
                     response.discard = self._discarder(event.stream_id)
                     stream.waiter.set_result(response)
             elif isinstance(event, h2.events.DataReceived):
@@ -184,6 +186,7 @@ class H2Upstream(asyncio.Protocol):
                             stream.headers,
                             bytes(stream.data),
                             trailers=stream.trailers,
+                            upstream_principal=self.peer_principal,
                         )
                     )
             elif isinstance(event, h2.events.StreamReset) and stream is not None:
@@ -357,10 +360,9 @@ class H2Pool:
                 waiter.set_result(None)
 
     async def _open(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> H2Upstream:
-        connection = await open_upstream(
-            H2Upstream, endpoint.address, endpoint.port, cluster.connect_timeout, self.mark,
-            tls_origin(self.mtls, endpoint),
-        )  # fmt: skip
+        connection = await open_mesh_upstream(
+            H2Upstream, endpoint, cluster.connect_timeout, self.mark, self.mtls
+        )
         name = cluster.name
         self.open[name] = self.open.get(name, 0) + 1
         connection.max_requests = cluster.max_requests_per_connection

@@ -9,16 +9,23 @@ keeper's reason (``no valid workload certificate (expired ...)``), never in plai
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+from collections.abc import Callable
+from typing import TypeVar
 
 from tulle.engine.cluster_config import EndpointSpec, UpstreamTls
 from tulle.engine.message import Request, UpstreamError
+from tulle.obs.metrics import SOURCE_WORKLOAD_HEADER
 from tulle.security.material import WorkloadCredentials
 from tulle.security.renewal import CertificateKeeper
 from tulle.security.verify import PeerRefused, check_peer, peer_identity_from_der
+from tulle.transport.connect import open_upstream
 from tulle.transport.tls_errors import PeerCert, TlsOrigin, VerifyPeer
 
 INBOUND_ALPN = ("h2", "http/1.1")
+
+P = TypeVar("P", bound=asyncio.Protocol)
 
 
 class PeerCheck:
@@ -44,6 +51,9 @@ class MeshTls:
         self._serial = -1
         self._clients: dict[tuple[str, ...], ssl.SSLContext] = {}
         self._server: ssl.SSLContext | None = None
+        # Told the UpstreamError message of each outbound connection to an endpoint in the
+        # mesh that failed (the metrics count the TLS ones by cause).
+        self.on_failure: Callable[[str], None] | None = None
 
     def _credentials(self) -> WorkloadCredentials:
         """The valid credentials; UpstreamError (connect) saying why there are none."""
@@ -81,6 +91,14 @@ class MeshTls:
             self._server.num_tickets = 0
         return self._server
 
+    def certificate(self) -> tuple[str, float] | None:
+        """This workload's SPIFFE id and its certificate's not-after (POSIX seconds), for the
+        metrics; None before the first certificate."""
+        current = self.keeper.current
+        if current is None:
+            return None
+        return current.identity.uri, current.not_after.timestamp()
+
     @property
     def identity(self) -> str | None:
         """This workload's SPIFFE id, when it has a certificate."""
@@ -98,6 +116,27 @@ def tls_origin(mtls: MeshTls | None, endpoint: EndpointSpec) -> TlsOrigin | None
     return context, verify, endpoint.tls.sni
 
 
+async def open_mesh_upstream(
+    factory: Callable[[], P],
+    endpoint: EndpointSpec,
+    timeout: float,
+    mark: int | None,
+    mtls: MeshTls | None,
+) -> P:
+    """:func:`~tulle.transport.connect.open_upstream` to ``endpoint``: over mTLS when it is in
+    the mesh and this workload has an identity, else plain text. A failure of an mTLS
+    connection is told to ``mtls.on_failure`` (the metrics count it) before it is raised."""
+    if mtls is None or endpoint.tls is None:
+        return await open_upstream(factory, endpoint.address, endpoint.port, timeout, mark)
+    try:
+        origin = tls_origin(mtls, endpoint)
+        return await open_upstream(factory, endpoint.address, endpoint.port, timeout, mark, origin)
+    except UpstreamError as error:
+        if mtls.on_failure is not None:
+            mtls.on_failure(str(error))
+        raise
+
+
 def peer_principal(transport: object) -> str | None:
     """The SPIFFE id a connection's peer proved in its TLS handshake (None: plain text, or
     no URI SAN)."""
@@ -112,16 +151,21 @@ def peer_principal(transport: object) -> str | None:
 
 
 XFCC = "x-forwarded-client-cert"
+_DROPPED_OVER_MTLS = (XFCC, SOURCE_WORKLOAD_HEADER)
 
 
 def forward_client_cert(request: Request, own: str | None) -> None:
     """What the app sees of its caller, as Envoy sets it (``forward_client_cert_details:
     SANITIZE_SET``): a client's own ``X-Forwarded-Client-Cert`` is dropped, and over mTLS the
-    header says who this workload is (``By``) and whom it verified (``URI``)."""
+    header says who this workload is (``By``) and whom it verified (``URI``). Over mTLS the
+    ``x-tulle-source-workload`` header is dropped too: the certificate says who called, and a
+    header the caller wrote must not reach the app as if it did."""
     headers = request.headers
-    if any(name == XFCC for name, _ in headers):
-        headers[:] = [(name, value) for name, value in headers if name != XFCC]
     principal = request.peer_principal
-    if principal is not None:
-        value = f"By={own};URI={principal}" if own else f"URI={principal}"
-        headers.append((XFCC, value))
+    if principal is None:
+        if any(name == XFCC for name, _ in headers):
+            headers[:] = [(name, value) for name, value in headers if name != XFCC]
+        return
+    headers[:] = [(name, value) for name, value in headers if name not in _DROPPED_OVER_MTLS]
+    value = f"By={own};URI={principal}" if own else f"URI={principal}"
+    headers.append((XFCC, value))

@@ -14,9 +14,8 @@ from tulle.codec.http1 import end_to_end, request_head
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import ByteStream, Interim, Request, Response, UpstreamError
 from tulle.engine.tasks import resolver, run_then
-from tulle.transport.connect import open_upstream
 from tulle.transport.h2pool import H2Pool
-from tulle.transport.mtls import MeshTls, tls_origin
+from tulle.transport.mtls import MeshTls, open_mesh_upstream
 from tulle.transport.upstream import (
     STREAM_THRESHOLD,
     Exchange,
@@ -158,10 +157,9 @@ class Http1Pool:
         self.h2.mtls = mtls
 
     async def _open(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> UpstreamConnection:
-        connection = await open_upstream(
-            UpstreamConnection, endpoint.address, endpoint.port, cluster.connect_timeout,
-            self.mark, tls_origin(self.mtls, endpoint),
-        )  # fmt: skip
+        connection = await open_mesh_upstream(
+            UpstreamConnection, endpoint, cluster.connect_timeout, self.mark, self.mtls
+        )
         self.opened += 1
         if not connection.closed:
             connection.lost = self.every.discard
@@ -360,9 +358,12 @@ class Http1Pool:
                 connection.close()
 
             connection.released = release
-            return Response(head.status, headers, body, discard=abandon)
+            return Response(
+                head.status, headers, body, discard=abandon,
+                upstream_principal=connection.peer_principal,
+            )  # fmt: skip
         self._give_back(endpoint, cluster, connection, reusable)
-        return Response(head.status, headers, body)
+        return Response(head.status, headers, body, upstream_principal=connection.peer_principal)
 
     def _give_back(
         self,

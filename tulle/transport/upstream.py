@@ -11,6 +11,7 @@ from typing import Protocol, cast
 
 from tulle.codec.http1 import ProtocolError, ResponseHead, ResponseReader, Upgraded
 from tulle.engine.message import ByteStream, Interim, UpstreamError
+from tulle.transport.mtls import peer_principal
 
 STREAM_THRESHOLD = 256 * 1024  # bodies larger than this, or of unknown length, are streamed
 
@@ -61,9 +62,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.lost: Callable[[UpstreamConnection], None] | None = None  # told when it closes
         self.upgrading = False  # the request asks to switch protocols: a 101 is its answer
         self.writable: asyncio.Event | None = None  # set while the upstream reads what is sent
+        self.peer_principal: str | None = None  # the SPIFFE id the upstream proved over mTLS
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.peer_principal = peer_principal(transport)
 
     def pause_writing(self) -> None:
         """The upstream is not reading: a streamed request body waits (and so pauses its
