@@ -150,6 +150,14 @@ def test_refusals_say_why_and_are_counted(tmp_path: Path) -> None:
             ("issued", 1),
         ):  # fmt: skip
             assert f'tulle_ca_csr_total{{result="{result}"}} {count}.0' in metrics, result
+        # The root's expiry, for `tulle check` and alerts.
+        assert plane.ca is not None
+        (root,) = plane.ca.roots
+        gauge = (
+            f'tulle_ca_root_expiration_timestamp_seconds{{serial="{root.serial_number:x}",'
+            f'subject="{root.subject.rfc4514_string()}"}} {root.not_valid_after_utc.timestamp():.9e}'
+        )
+        assert gauge in metrics
 
     run(tmp_path, scenario)
 

@@ -20,13 +20,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import grpc
 from cryptography import x509
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from tulle.security.ca import CaError, CertificateAuthority, IssuedCertificate
 from tulle.security.certificates import issued_by, load_certificates
@@ -59,6 +61,26 @@ class SignRefusedError(Exception):
         self.result = result
 
 
+class _RootExpiry(Collector):
+    """``tulle_ca_root_expiration_timestamp_seconds``: each root of the trust bundle's
+    not-after, read at scrape time (a rotation changes the bundle), for ``tulle check`` and
+    alerts."""
+
+    def __init__(self, ca: CertificateAuthority) -> None:
+        self.ca = ca
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "tulle_ca_root_expiration_timestamp_seconds",
+            "When each root of the mesh's trust bundle expires (POSIX seconds).",
+            labels=("serial", "subject"),
+        )
+        for root in self.ca.roots:
+            labels = (f"{root.serial_number:x}", root.subject.rfc4514_string())
+            gauge.add_metric(labels, root.not_valid_after_utc.timestamp())
+        yield gauge
+
+
 class CertificateService:
     """Signs workload CSRs for callers that prove their identity."""
 
@@ -78,6 +100,7 @@ class CertificateService:
         self.csrs = Counter(
             "tulle_ca_csr", "CSRs the mesh CA answered, by result", ["result"], registry=registry
         )
+        registry.register(_RootExpiry(ca))
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The service for ``server.add_generic_rpc_handlers`` (bytes in, bytes out)."""
