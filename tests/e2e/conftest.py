@@ -138,14 +138,16 @@ def start_control_plane(
     http_port: int = 0,
     host: str = "127.0.0.1",
     stderr: Any = None,
+    insecure_xds: bool = True,
 ) -> ControlPlane:
     """Start ``tulle controlplane`` and wait until its API answers; ``stderr`` (a file, say) gets
-    its log, which otherwise goes to the test's."""
+    its log, which otherwise goes to the test's. ``insecure_xds=False``: the secure port only."""
     proc = subprocess.Popen(
         [
             str(BIN / "tulle"), "controlplane", "-f", str(config_dir),
             "--state-dir", str(state_dir),
-            "--xds-port", str(xds_port), "--secure-xds-port", "0", "--insecure-xds",
+            "--xds-port", str(xds_port), "--secure-xds-port", "0",
+            *(["--insecure-xds"] if insecure_xds else []),
             "--http-port", str(http_port), "--host", host, "--log-level", "warning",
         ],
         stdout=subprocess.PIPE,

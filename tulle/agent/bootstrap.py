@@ -24,9 +24,10 @@ from typing import Any
 
 from tulle.agent.agent import TOKEN_FILE
 from tulle.security.material import BUNDLE_FILE, CHAIN_FILE, KEY_FILE
+from tulle.xds.types import GRPC_SERVER_LISTENER_TEMPLATE
 
 PROVIDER = "default"  # the instance name the translator's TLS contexts use
-SERVER_LISTENER_TEMPLATE = "xds.tulle.dev/grpc/lds/inbound/%s"
+SERVER_LISTENER_TEMPLATE = GRPC_SERVER_LISTENER_TEMPLATE
 
 
 class BootstrapError(ValueError):

@@ -25,7 +25,8 @@ class ConfigFormat(StrEnum):
 
 
 def proxy_status(server: ServerOption = DEFAULT_SERVER, token: TokenOption = None) -> None:
-    """Each connected node: per type its ACKed version, whether it is current, the last NACK."""
+    """Each connected node: per type its ACKed version, whether it is current, the last NACK;
+    its certificate's expiry; a proxyless gRPC server's mTLS mode (STRICT or DISABLE)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -38,6 +39,7 @@ def proxy_status(server: ServerOption = DEFAULT_SERVER, token: TokenOption = Non
     for name in _TYPES:
         table.add_column(name.upper())
     table.add_column("CERTIFICATE EXPIRES")
+    table.add_column("SERVER MTLS")
     nacks: list[str] = []
     for node in data["nodes"]:
         cells = []
@@ -54,10 +56,18 @@ def proxy_status(server: ServerOption = DEFAULT_SERVER, token: TokenOption = Non
                 cells.append(f"STALE ({(state['acked'] or 'none')[:8]})")
         certificate = node.get("certificate")
         cells.append(certificate["notAfter"][:19] if certificate else "-")
+        cells.append(_server_mtls(node.get("serverMtls")))
         table.add_row(node["node"], node["mode"], *cells)
     Console(width=250).print(table)
     for line in nacks:
         typer.echo(f"NACK {line}")
+
+
+def _server_mtls(modes: dict[str, str] | None) -> str:
+    """A proxyless server's mode per address (``STRICT 127.0.0.1:50051``); ``-`` otherwise."""
+    if not modes:
+        return "-"
+    return ", ".join(f"{mode} {address}" for address, mode in sorted(modes.items()))
 
 
 def proxy_config(

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from tulle.control.translate import Resources
+from tulle.control.translate.grpc_server import server_modes
 from tulle.xds.server import Connection, serialize, to_json
-from tulle.xds.types import SHORT_NAMES
+from tulle.xds.types import LISTENER, SHORT_NAMES
 
 
 def node_status(connection: Connection, resources: Resources) -> dict[str, Any]:
@@ -29,7 +30,7 @@ def node_status(connection: Connection, resources: Resources) -> dict[str, Any]:
             "resources": len(state.sent),
             "nack": state.nack,
         }
-    return {
+    status: dict[str, Any] = {
         "node": connection.node.id,
         "mode": connection.node.mode,
         "namespace": connection.node.namespace,
@@ -39,6 +40,12 @@ def node_status(connection: Connection, resources: Resources) -> dict[str, Any]:
         "node_error": connection.node_error,
         "types": types,
     }
+    if connection.node.mode == "proxyless":
+        # A grpcio server's mTLS per address it listens on, as its Listener was sent: STRICT or
+        # DISABLE (gRPC servers cannot be PERMISSIVE, gRFC A36); none for a client.
+        listeners = connection.session.types.get(LISTENER)
+        status["serverMtls"] = server_modes(dict(listeners.sent)) if listeners else {}
+    return status
 
 
 def sent_config(connection: Connection, type_url: str) -> list[dict[str, Any]]:

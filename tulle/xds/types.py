@@ -19,6 +19,10 @@ SHORT_NAMES: Final = {
 }
 BY_SHORT_NAME: Final = {short: url for url, short in SHORT_NAMES.items()}
 
+# The Secret holding the mesh's trust bundle (Envoy's SDS name under Istio), which the control
+# plane pushes over ADS so that a root rotation reaches every workload at once.
+TRUST_BUNDLE_SECRET: Final = "ROOTCA"
+
 # Types whose state-of-the-world response must hold every subscribed resource: a resource left
 # out means it was removed. For the others a response holds only what it names.
 FULL_STATE_TYPES: Final = frozenset({LISTENER, CLUSTER})
@@ -30,6 +34,9 @@ RBAC_FILTER: Final = "envoy.filters.http.rbac"
 ROUTER_FILTER: Final = "envoy.filters.http.router"
 HCM_FILTER: Final = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER: Final = "envoy.filters.network.tcp_proxy"
+# The Listener an xds=True grpcio server asks for (the bootstrap's
+# server_listener_resource_name_template; %s is the address it listens on, "127.0.0.1:50051").
+GRPC_SERVER_LISTENER_TEMPLATE: Final = "xds.tulle.dev/grpc/lds/inbound/%s"
 # A cluster's typed_extension_protocol_options key: its upstream protocol (HTTP/1.1, HTTP/2).
 HTTP_PROTOCOL_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 HCM_TYPE: Final = (

@@ -24,12 +24,15 @@ Resources = Mapping[str, Mapping[str, Any]]
 def view_of(snapshot: Snapshot, node: NodeInfo) -> NodeView:
     """What of ``node`` matters to translation (its workload's labels come from the model)."""
     labels: tuple[tuple[str, str], ...] = ()
+    known = False
     for workload in snapshot.model.workloads:
         if workload.name == node.workload and workload.namespace == node.namespace:
-            labels = workload.labels
+            labels, known = workload.labels, True
             break
-    # Only sidecars and the library get an inbound listener for their own workload.
-    own = "" if node.mode == "proxyless" else node.workload
+    # Sidecars and the library get an inbound listener for their own workload, a proxyless
+    # node with a Workload the server listeners of an xds=True grpcio server
+    # (translate.grpc_server); proxyless clients without one share one translation.
+    own = node.workload if known or node.mode != "proxyless" else ""
     return NodeView(node.mode, node.namespace, labels, own)
 
 

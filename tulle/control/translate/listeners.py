@@ -1,6 +1,7 @@
 """Listeners. Proxyless gRPC: one api_listener per name a client may dial (``host`` and
-``host:port`` in every form), RDS over ADS, fault then router filters — only what grpcio accepts.
-Sidecar and library: the transparent outbound listener, one per service port number, the HTTP
+``host:port`` in every form), RDS over ADS, fault then router filters — only what grpcio accepts;
+its server Listeners (an ``xds=True`` grpcio server's) are ``grpc_server``'s. Sidecar and
+library: the transparent outbound listener, one per service port number, the HTTP
 forward-proxy listener, and the inbound listener for the node's own workload: per app port, an
 mTLS filter chain (``transport_protocol: tls``) and/or a plain-text one (``raw_buffer``) as the
 port's PeerAuthentication mode says (STRICT, PERMISSIVE: both, DISABLE), told apart by the TLS
@@ -33,6 +34,7 @@ from tulle.control.translate.context import (
     is_routable,
     own_workload,
 )
+from tulle.control.translate.grpc_server import server_listeners
 from tulle.control.translate.names import (
     HTTP_PROXY_LISTENER,
     HTTP_PROXY_ROUTE,
@@ -286,5 +288,5 @@ def _by_transport(chain: Any, name: str, mode: Mode) -> list[Any]:
 def listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
     """The listeners for a node of any mode."""
     if view.mode == "proxyless":
-        return proxyless_listeners(snapshot, view)
+        return {**proxyless_listeners(snapshot, view), **server_listeners(snapshot, view)}
     return sidecar_listeners(snapshot, view)
