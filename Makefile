@@ -44,12 +44,13 @@ format: $(STAMP)
 COMPILED := build/compiled
 COMPILED_STAMP := $(COMPILED)/.built
 # What runs again on the compiled build: the in-process tests of the modules it compiles (the
-# engine, pools, codecs and the library, imported from build/compiled), and the sidecar's
-# end-to-end tests of its request path and the adversarial suites (not those of the admin
+# engine, pools, codecs, TLS and the library, imported from build/compiled), and the sidecar's
+# end-to-end tests of its request path, of mTLS between sidecars (tests/local/test_mtls.py: the
+# sidecars `tulle up` starts inherit PYTHONPATH) and the adversarial suites (not those of the admin
 # listener, options, TCP and tunnels, which are not compiled, nor those of engine features the
 # in-process tests cover): about two minutes.
 COMPILED_TESTS := tests/client tests/engine tests/transport tests/codec tests/obs tests/proxy \
-	tests/e2e/test_sidecar_http.py tests/e2e/test_sidecar_grpc.py \
+	tests/e2e/test_sidecar_http.py tests/e2e/test_sidecar_grpc.py tests/local/test_mtls.py \
 	tests/e2e/test_hostile_http1.py tests/e2e/test_hostile_http2.py -k "not ( \
 	grpc_status_retries or held_to_max_connections or serves_without_the_control_plane \
 	or drain_and_quit_over_admin or metrics_and_config_dump or bad_proxy_options \
@@ -85,6 +86,7 @@ demo: $(STAMP)
 # Benchmarks measure; they never assert. Their system packages: SYSTEM_DEPS_bench above.
 bench: system-deps-bench $(COMPILED_STAMP)
 	$(BIN)/python -m benchmarks.proxy_http
+	$(BIN)/python -m benchmarks.proxy_mtls
 	$(BIN)/python -m benchmarks.proxy_inprocess
 	PYTHONPATH=$(CURDIR)/$(COMPILED):$(CURDIR) $(BIN)/python -P -m benchmarks.proxy_inprocess
 	$(BIN)/python -m benchmarks.client_modes

@@ -23,6 +23,9 @@ COMPILED_MODULES = (
     "proxy/app", "proxy/h2_front", "proxy/http_front", "proxy/in_flight", "proxy/recording",
     "proxy/requests",
     "transport/h2pool", "transport/pool", "transport/upstream",
+    # mTLS on every connection: records in and out, the handshake, the inbound first-byte test
+    # (PERMISSIVE) and the mesh's contexts. tls_errors stays interpreted: errors only.
+    "transport/mtls", "transport/tls", "transport/tls_open", "transport/tls_transport",
     "client/inbound",  # its ServedRequest subclasses a compiled class: interpreted ones may not
 )  # fmt: skip
 

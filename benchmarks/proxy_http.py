@@ -175,9 +175,9 @@ def start_sidecar(
     return proxy, port
 
 
-def wrk(port: int, seconds: int) -> tuple[float, int]:
+def wrk(port: int, seconds: int, host: str = "web:8080") -> tuple[float, int]:
     out = subprocess.run(
-        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", "-c16", f"-d{seconds}s", "-H", "Host: web:8080",
+        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", "-c16", f"-d{seconds}s", "-H", f"Host: {host}",
          f"http://127.0.0.1:{port}/"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
@@ -186,10 +186,10 @@ def wrk(port: int, seconds: int) -> tuple[float, int]:
     return rate, total
 
 
-def fixed_rate(port: int, rate: int, seconds: int) -> list[float]:
+def fixed_rate(port: int, rate: int, seconds: int, host: str = "web:8080") -> list[float]:
     """Latencies (ms) of sequential keep-alive requests sent at ``rate`` per second."""
     os.sched_setaffinity(0, {int(LOAD_CPU)})
-    request = b"GET / HTTP/1.1\r\nHost: web:8080\r\n\r\n"
+    request = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
     latencies = []
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -201,15 +201,23 @@ def fixed_rate(port: int, rate: int, seconds: int) -> list[float]:
                 time.sleep(pause)
             sent = time.perf_counter()
             sock.sendall(request)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += sock.recv(65536)
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
-            while len(body) < length:
-                body += sock.recv(65536)
+            read_response(sock)
             latencies.append((time.perf_counter() - sent) * 1000)
     return latencies
+
+
+def read_response(sock: socket.socket) -> None:
+    """One HTTP/1.1 response with a Content-Length, read off ``sock``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed before a response")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        body += sock.recv(65536)
 
 
 def percentile(values: list[float], fraction: float) -> float:

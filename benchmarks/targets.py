@@ -1,0 +1,82 @@
+"""The tables ``benchmarks.proxy_mtls`` prints, and issue 17's targets for the mTLS path with
+whether this run met them: each sidecar at most 2x HAProxy's CPU for the same TLS work (at
+saturation) and at most 100 µs per request at 1,000 requests/s; at most 64 KiB of RSS per idle
+mTLS connection (B with that many straight to it; A per client connection through it, with the
+mTLS connections to B it keeps). Figures, never assertions."""
+
+from __future__ import annotations
+
+CPU_RATIO = 2.0
+CPU_AT_1K_US = 100.0
+IDLE_KIB = 64.0
+
+
+def plain_name(name: str) -> str:
+    """The plain pair beside an mTLS pair (``tulle-mypyc-mtls`` -> ``tulle-mypyc-plain``)."""
+    return name.removesuffix("mtls") + "plain"
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def report(
+    rows: dict[str, dict[str, float]],
+    memory: dict[str, dict[str, float]],
+    quiet: dict[str, float],
+    base: float,
+    connections: int,
+    compiled: bool,
+) -> None:
+    """The speed table, the idle-connection table, then the ratios and the targets."""
+    direct = rows["direct"]
+    print(f"baseline direct p50 at 1,000 req/s (one connection): {base:.3f} ms")
+    print(f"{'path':<20}{'req/s':>8}{'A µs/req':>10}{'B µs/req':>10}{'A µs@1k':>9}{'B µs@1k':>9}"
+          f"{'p50 ms':>8}{'p99 ms':>8}{'+p50 ms':>9}{'+p99 ms':>9}")  # fmt: skip
+    for name, row in rows.items():
+        cpu = (
+            f"{row['a_sat']:>10.1f}{row['b_sat']:>10.1f}{row['a_1k']:>9.1f}{row['b_1k']:>9.1f}"
+            if "a_sat" in row
+            else " " * 38
+        )
+        print(f"{name:<20}{row['rps']:>8.0f}{cpu}{row['p50']:>8.3f}{row['p99']:>8.3f}"
+              f"{row['p50'] - direct['p50']:>9.3f}{row['p99'] - direct['p99']:>9.3f}")  # fmt: skip
+    print(f"\nIdle connections: {connections} client connections through each pair after one "
+          f"request each at once (A keeps the connections to B it then holds), and {connections} "
+          "straight to B (mTLS with a mesh certificate for an mTLS pair), each having carried "
+          "one request; RSS gained in KiB per connection. Idle CPU: the pair with no traffic.")  # fmt: skip
+    print(f"{'pair':<20}{'A->B conns':>11}{'A KiB/client':>13}{'B KiB/conn':>11}"
+          f"{'A RSS MB':>10}{'B RSS MB':>10}{'idle CPU ms/s':>15}")  # fmt: skip
+    for name, figures in memory.items():
+        print(f"{name:<20}{figures['links']:>11.0f}{figures['a_kib'] / connections:>13.1f}"
+              f"{figures['b_direct']:>11.1f}{figures['a_rss']:>10.1f}{figures['b_rss']:>10.1f}"
+              f"{quiet[name]:>15.2f}")  # fmt: skip
+    haproxy = rows["haproxy-mtls"]
+    haproxy_plain = rows["haproxy-plain"]
+    print("\nTargets (issue 17) for each mTLS pair:")
+    for name in [n for n in rows if n.startswith("tulle-") and n.endswith("mtls")]:
+        row = rows[name]
+        plain = rows[plain_name(name)]
+        ratios = (row["a_sat"] / haproxy["a_sat"], row["b_sat"] / haproxy["b_sat"])
+        tls_a = row["a_sat"] - plain["a_sat"]
+        tls_b = row["b_sat"] - plain["b_sat"]
+        print(f"{name}:")
+        print(f"  CPU at saturation vs haproxy-mtls: A {ratios[0]:.1f}x, B {ratios[1]:.1f}x "
+              f"(target <= {CPU_RATIO:.0f}x: {_met(max(ratios) <= CPU_RATIO)})")  # fmt: skip
+        print(f"  CPU at 1,000 req/s: A {row['a_1k']:.0f} µs, B {row['b_1k']:.0f} µs "
+              f"(target <= {CPU_AT_1K_US:.0f} µs: "
+              f"{_met(max(row['a_1k'], row['b_1k']) <= CPU_AT_1K_US)})")  # fmt: skip
+        b_idle = memory[name]["b_direct"]
+        a_idle = memory[name]["a_kib"] / connections
+        print(f"  RSS per idle mTLS connection: B {b_idle:.1f} KiB; A {a_idle:.1f} KiB per "
+              f"client connection, with {memory[name]['links']:.0f} mTLS connections to B kept "
+              f"(target <= {IDLE_KIB:.0f} KiB: {_met(max(a_idle, b_idle) <= IDLE_KIB)})")  # fmt: skip
+        print(f"  CPU at 1,000 req/s vs haproxy-mtls: A {row['a_1k'] / haproxy['a_1k']:.1f}x, "
+              f"B {row['b_1k'] / haproxy['b_1k']:.1f}x")  # fmt: skip
+        print(f"  what TLS adds per request at saturation: A {tls_a:.1f} µs, B {tls_b:.1f} µs "
+              f"(HAProxy: A {haproxy['a_sat'] - haproxy_plain['a_sat']:.1f} µs, "
+              f"B {haproxy['b_sat'] - haproxy_plain['b_sat']:.1f} µs)")  # fmt: skip
+        print(f"  req/s vs the plain pair: {row['rps'] / plain['rps']:.2f}; "
+              f"vs haproxy-mtls: {row['rps'] / haproxy['rps']:.2f}")  # fmt: skip
+    if not compiled:
+        print("\n(no compiled build: `make compiled` adds the tulle-mypyc pairs)")
