@@ -267,3 +267,89 @@ def test_a_plain_text_client_is_refused_by_the_strict_server(mesh: Mesh) -> None
     ):
         channel.unary_unary("/greeter.Greeter/SayHello")(b"hi", timeout=10)
     assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def test_principals_admit_the_client_and_refuse_another(
+    mesh: Mesh, started: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    client = mesh.agent(started, tmp_path / "client", "client-0", "client")
+    other = mesh.agent(started, tmp_path / "other", "other-0", "other")
+    [before] = mesh.call(other, "--count", "1")
+    assert before["reply"].split("|")[:2] == [
+        "greeter",
+        "spiffe://cluster.local/ns/default/sa/other",
+    ]
+    mesh.plane.apply(ONLY_CLIENT)
+    try:
+        # grpcio's RBAC filter (gRFC A41) matches the principal against the caller's URI SAN.
+        wait_until(lambda: not mesh.call(other, "--count", "1", "--fresh")[0]["ok"], timeout=60)
+        denied = mesh.call(other, "--count", "3", "--fresh")
+        assert (
+            denied
+            == [{"ok": False, "code": "PERMISSION_DENIED", "detail": "Unauthorized RPC rejected"}]
+            * 3
+        )
+        allowed = mesh.call(client, "--count", "3", "--fresh")
+        assert [r["ok"] for r in allowed] == [True] * 3
+        assert {r["reply"].split("|")[1] for r in allowed} == {CLIENT}
+    finally:
+        mesh.delete("AuthorizationPolicy", "greeter-callers")
+    wait_until(lambda: mesh.call(other, "--count", "1", "--fresh")[0]["ok"], timeout=60)
+
+
+def test_a_namespace_that_disables_mtls_makes_the_server_plain_text(
+    mesh: Mesh, started: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    client = mesh.agent(started, tmp_path / "client", "client-0", "client")
+    mesh.plane.apply(NAMESPACE_DISABLE)
+    try:
+        wait_until(lambda: mesh.server_modes() == {f"127.0.0.1:{mesh.port}": "DISABLE"})
+        # The client's cluster has no transport socket any more (auto mTLS follows the
+        # namespace): plain text, so the server sees no caller.
+        wait_until(
+            lambda: (
+                mesh.call(client, "--count", "1", "--fresh") == [{"ok": True, "reply": "greeter|"}]
+            ),
+            timeout=60,
+        )
+    finally:
+        mesh.delete("PeerAuthentication", "plain")
+    wait_until(lambda: mesh.server_modes() == {f"127.0.0.1:{mesh.port}": "STRICT"})
+
+
+def test_a_token_for_another_replica_gets_no_certificate(mesh: Mesh, tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    command = mesh.agent_command(certs, "client-0", mesh.token("other", "other-0"))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"tulle agent: no certificate from the CA at {mesh.xds}: PERMISSION_DENIED: the token "
+        "of replica other-0.default may not get a certificate for replica client-0.default"
+    )
+    assert not (certs / "key.pem").exists()
+    assert not (certs / "cert-chain.pem").exists()
+
+
+def test_what_grpcio_cannot_do_without_the_agents_token_file(
+    mesh: Mesh, started: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    env = mesh.agent(started, tmp_path / "client", "client-0", "client")
+    # grpcio 1.85 reads the bootstrap's call_creds only with the experimental flag: without it
+    # the stream carries no token and the control plane refuses it.
+    bare = {k: v for k, v in env.items() if k != CALL_CREDS_FLAG}
+    [refused] = mesh.call(bare, "--count", "1")
+    assert refused["code"] == "UNAVAILABLE"
+    assert (
+        "xDS call failed with no responses received; status: PERMISSION_DENIED: no credential: "
+        "send 'authorization: Bearer <bootstrap token>' with the stream" in refused["detail"]
+    ), refused
+    # The bootstrap token file itself is not a JWT, the only thing jwt_token_file reads.
+    config = json.loads(env["GRPC_XDS_BOOTSTRAP_CONFIG"])
+    token = mesh.token("client", "probe-0")  # 0600, "<token>\n"
+    config["xds_servers"][0]["call_creds"][0]["config"]["jwt_token_file"] = str(token)
+    [unparsed] = mesh.call({**env, "GRPC_XDS_BOOTSTRAP_CONFIG": json.dumps(config)}, "--count", "1")
+    assert unparsed["code"] == "UNAVAILABLE"
+    assert (
+        "xDS call failed with no responses received; status: UNAUTHENTICATED: error parsing JWT "
+        "token (node ID:proxyless~127.0.0.1~client-0.default~" in unparsed["detail"]
+    ), unparsed
