@@ -32,7 +32,7 @@ from tulle.transport.mtls import MeshTls
 from tulle.transport.pool import Http1Pool
 from tulle.xds import types
 from tulle.xds.client import Resources, XdsClient
-from tulle.xds.grpc_stream import ca_signer
+from tulle.xds.workload_ca import workload_certificates
 from tulle.xds.node import NodeInfo, parse_node_id
 
 
@@ -95,8 +95,7 @@ class MeshRuntime:
         if settings.xds_root_cert is not None and settings.token_file is not None:
             self._xds.tls = ssl.create_default_context(cafile=settings.xds_root_cert)
             self._xds.credential = functools.partial(read_token_file, Path(settings.token_file))
-            signer = ca_signer(settings.xds_address, self._xds.tls, self._xds.credential)
-            self.certificates = CertificateKeeper(signer)
+            self.certificates = workload_certificates(self._xds)
             self.metrics.use_certificate(MeshTls(self.certificates).certificate)
             self.loop.create_task(self.certificates.run())
         self.loop.create_task(self._xds.run())

@@ -1,5 +1,6 @@
 """The control plane's HTTP API (port 15014): config (apply, get, delete), the service registry
-(register, deregister), proxy status and config, health. JSON in and out.
+(register, deregister), proxy status and config, the CA's roots and their rotation, health. JSON
+in and out.
 
 Every route but ``GET /healthz`` is authenticated (:mod:`tulle.control.auth`): the admin token
 may do everything; a workload's token only registers and deregisters endpoints of its own
@@ -23,6 +24,7 @@ from tulle.control.bodies import MAX_APPLY_BYTES, BodyError, check_size, json_bo
 from tulle.control.config import APPLIED, ChangeResult, ConfigSources
 from tulle.control.kinds import canonical_kind, kind_names
 from tulle.control.registry import Endpoint, RegistrationError, endpoint_from_dict
+from tulle.control.rotation import RootRotation
 from tulle.control.snapshot import Snapshot
 from tulle.control.status import node_status, sent_config
 from tulle.control.store import ResourceKey
@@ -108,6 +110,11 @@ class Plane(Protocol):
         """The node's certificate (as issued) and the trust bundle."""
         ...
 
+    @property
+    def rotation(self) -> RootRotation | None:
+        """The CA's root rotation (None until the CA is started)."""
+        ...
+
 
 class ApiHandler:
     """Routes requests to the control plane, each after its caller is authenticated."""
@@ -153,6 +160,8 @@ class ApiHandler:
             return self.proxy_config(request)
         if path == f"{API}/config-status" and method == "GET":
             return self.config_status()
+        if path == f"{API}/ca" or path.startswith(f"{API}/ca/"):
+            return self.ca(request, path[len(f"{API}/ca") :].lstrip("/"))
         return error_response(404, f"no API at {_shown(method)} {_shown(path)}")
 
     # --- config ---------------------------------------------------------------------------
@@ -257,6 +266,17 @@ class ApiHandler:
                 "snapshot": self.plane.snapshot.version,
             }
         )
+
+    def ca(self, request: Request, step: str) -> Response:
+        """The mesh CA's roots and rotation (:mod:`tulle.control.rotation`)."""
+        rotation = self.plane.rotation
+        if rotation is None:
+            return error_response(503, "the CA is not started yet")
+        force = False
+        if request.method == "POST" and request.body.strip():
+            body = json_body(request.body, "CA step")
+            force = isinstance(body, dict) and body.get("force") is True
+        return rotation.respond(_shown(request.method), step, force)
 
     # --- registry -------------------------------------------------------------------------
 

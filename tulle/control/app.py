@@ -29,7 +29,14 @@ from tulle.control.certificates import CertificateService
 from tulle.control.config import ChangeResult, ConfigSources
 from tulle.control.node_auth import NodeAuthorizer
 from tulle.control.registry import Endpoint, LocalRegistry
-from tulle.control.serving import PluginCa, ServingCertificate, open_ca
+from tulle.control.rotation import RootRotation
+from tulle.control.serving import (
+    PluginCa,
+    ServingCertificate,
+    open_ca,
+    publish_bundle,
+    trust_bundle_secrets,
+)
 from tulle.control.snapshot import Snapshot, build_snapshot
 from tulle.control.store import ResourceKey, StateStore
 from tulle.control.translate import Resources, Translator
@@ -38,6 +45,7 @@ from tulle.security.tokens import ADMIN_TOKEN_FILE, BootstrapTokens, admin_token
 from tulle.transport.http_server import serve_http
 from tulle.xds.node import NodeInfo
 from tulle.xds.server import AdsServer, Connection, start_server
+from tulle.xds.types import SECRET
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +80,7 @@ class ControlPlane:
         self.metrics = CollectorRegistry()
         self.ca: CertificateAuthority | None = None
         self.signing: CertificateService | None = None  # the CA's signing service, once started
+        self.rotation: RootRotation | None = None  # the CA's root rotation, once started
         self.state_dir = state_dir
         self.store = StateStore(state_dir)
         self.registry = LocalRegistry(
@@ -137,7 +146,15 @@ class ControlPlane:
 
     def resources(self, node: NodeInfo, type_url: str) -> Any:
         """:class:`~tulle.xds.server.ResourceSource` for the ADS server."""
+        if type_url == SECRET:  # the trust bundle (ROOTCA), pushed to every node on rotation
+            return {} if self.ca is None else trust_bundle_secrets(self.ca)
         return self.node_resources(node).get(type_url, {})
+
+    def _bundle_changed(self) -> None:
+        """A rotation step changed the trust bundle: publish it (file, and ADS to every node)."""
+        assert self.ca is not None
+        publish_bundle(self.state_dir, self.ca)
+        self.changed()
 
     def changed(self) -> None:
         """Something changed: push a new snapshot soon (a burst makes one push)."""
@@ -226,6 +243,9 @@ class ControlPlane:
             tokens,
             lambda: self._model().settings.workload_certificate_lifetime,
             self.metrics,
+        )
+        self.rotation = RootRotation(
+            self.ca, signing, lambda: self.ads.connections, self._bundle_changed
         )
         serving = ServingCertificate(self.ca, [self.host])
         self._grpc, self.xds_port, secure_port = await start_server(

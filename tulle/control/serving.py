@@ -1,6 +1,7 @@
 """The control plane's own TLS identity: the mesh CA, chosen at start (the user's plug-in CA, or
 the self-managed one kept in the state directory), the trust bundle published for workloads to
-verify the control plane with (``root-cert.pem`` in the state directory), and the serving
+verify the control plane with (``root-cert.pem`` in the state directory, and the ``ROOTCA``
+secret over ADS, both rewritten at each step of a root rotation), and the serving
 certificate of the secure xDS port, renewed at half its lifetime without a restart (grpcio asks
 for the current one at each handshake)."""
 
@@ -13,11 +14,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
 from tulle.security.ca import CertificateAuthority
 from tulle.security.files import PUBLIC_FILE_MODE, write_atomically
 from tulle.security.keys import new_private_key, private_key_pem
 from tulle.security.material import BUNDLE_FILE
+from tulle.xds.types import TRUST_BUNDLE_SECRET
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,18 @@ def publish_bundle(state_dir: Path, ca: CertificateAuthority) -> Path:
     path = state_dir / ROOT_CERT_FILE
     write_atomically(path, ca.trust_bundle_pem(), PUBLIC_FILE_MODE)
     return path
+
+
+def trust_bundle_secrets(ca: CertificateAuthority) -> dict[str, secret_pb2.Secret]:
+    """The trust bundle as ADS serves it: Secret ``ROOTCA`` with the roots inline. Sidecars and
+    library apps subscribe to it and renew their certificate when it changes, so a root rotation
+    reaches every workload in seconds, not at its next renewal."""
+    context = common_pb2.CertificateValidationContext(
+        trusted_ca=base_pb2.DataSource(inline_bytes=ca.trust_bundle_pem())
+    )
+    return {
+        TRUST_BUNDLE_SECRET: secret_pb2.Secret(name=TRUST_BUNDLE_SECRET, validation_context=context)
+    }
 
 
 class ServingCertificate:

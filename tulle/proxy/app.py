@@ -51,7 +51,7 @@ from tulle.transport.mtls import MeshTls, forward_client_cert
 from tulle.transport.pool import Http1Pool
 from tulle.xds import types
 from tulle.xds.client import Resources, XdsClient
-from tulle.xds.grpc_stream import ca_signer
+from tulle.xds.workload_ca import workload_certificates
 from tulle.xds.node import parse_node_id
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,7 @@ class Proxy:
         if xds_root_cert is not None and token_file is not None:
             self.xds.tls = ssl.create_default_context(cafile=xds_root_cert)
             self.xds.credential = functools.partial(read_token_file, Path(token_file))
-            signer = ca_signer(xds_address, self.xds.tls, self.xds.credential)
-            self.certificates = CertificateKeeper(signer)
+            self.certificates = workload_certificates(self.xds)
         self.mtls = MeshTls(self.certificates) if self.certificates is not None else None
         if self.mtls is not None:
             self.pool.use_mtls(self.mtls)

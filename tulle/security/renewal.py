@@ -4,11 +4,13 @@ the CA through ``sign`` (the caller supplies the transport: a CSR's JSON in, the
 answer out), renews at about half the lifetime, retries with backoff while the CA is away, and
 tells its listeners of every new certificate. While the CA is unreachable the current certificate
 serves until it expires; after that :meth:`CertificateKeeper.problem` says why the workload
-fails closed, until a new certificate arrives."""
+fails closed, until a new certificate arrives. When the control plane pushes a new trust bundle
+(a step of a root rotation) the keeper renews within seconds rather than at half life."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -22,6 +24,9 @@ from tulle.security.rotation import RetrySchedule, renewal_time
 from tulle.security.spiffe import SpiffeId
 
 log = logging.getLogger(__name__)
+
+BUNDLE_RENEWAL_SPREAD = 2.0
+"""Seconds over which workloads renew after the control plane pushes a new trust bundle."""
 
 Sign = Callable[[bytes], Awaitable[bytes]]
 """The transport to the CA: a request's JSON (``{"csr": PEM}``) in, the answer's JSON out; raises
@@ -54,12 +59,35 @@ class CertificateKeeper:
         self.failures = 0  # sign attempts that failed
         self.last_error = ""
         self._listeners: list[Callable[[WorkloadCredentials], None]] = []
+        self._wake = asyncio.Event()  # set: renew now (the trust bundle changed)
+        self._early: asyncio.TimerHandle | None = None
 
     def on_update(self, listener: Callable[[WorkloadCredentials], None]) -> None:
         """Call ``listener`` with each new certificate (and at once with the current one)."""
         self._listeners.append(listener)
         if self.current is not None:
             listener(self.current)
+
+    def bundle_changed(self, bundle_pem: bytes) -> None:
+        """The control plane pushed its trust bundle (a root rotation step): when it is not the
+        bundle this workload holds, renew within :data:`BUNDLE_RENEWAL_SPREAD` seconds (spread
+        so that workloads do not all ask the CA at once), which brings the new bundle, and a
+        leaf of the new signer. Called on the keeper's event loop."""
+        current = self.current
+        if current is None or current.bundle_pem == bundle_pem or self._early is not None:
+            return
+        delay = self.rng.uniform(0, BUNDLE_RENEWAL_SPREAD)
+        log.info("the mesh's trust bundle changed; renewing in %.1fs", delay)
+        self._early = asyncio.get_running_loop().call_later(delay, self._wake.set)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, or less when :meth:`bundle_changed` asks for an early renewal."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), max(0.0, seconds))
+        self._wake.clear()
+        if self._early is not None:
+            self._early.cancel()
+            self._early = None
 
     def problem(self) -> str | None:
         """Why the workload cannot prove who it is now (None: it can)."""
@@ -118,13 +146,13 @@ class CertificateKeeper:
                     self.last_error,
                     wait.total_seconds(),
                 )
-                await asyncio.sleep(wait.total_seconds())
+                await self._sleep(wait.total_seconds())
                 continue
             attempt = 0
             # From when it arrived, not from not_before (the CA backdates it for clock skew).
             received = max(credentials.not_before, self.clock())
             due = renewal_time(received, credentials.not_after, self.rng)
-            await asyncio.sleep(max(0.0, (due - self.clock()).total_seconds()))
+            await self._sleep((due - self.clock()).total_seconds())
 
     def status(self) -> dict[str, Any]:
         """What ``tulle proxy-status`` and the admin port show (no key material)."""

@@ -38,6 +38,12 @@ class CaStoreError(ValueError):
     """The CA directory cannot be read back: what is wrong and where."""
 
 
+def root_name(certificate: x509.Certificate) -> str:
+    """A root's short name: the first 16 hex digits of its SHA-256 fingerprint (also its
+    directory's name in the store)."""
+    return fingerprint(certificate)[:16]
+
+
 @dataclass(frozen=True)
 class StoredRoot:
     """A self-signed root and its key, named by its certificate's fingerprint."""
@@ -48,7 +54,7 @@ class StoredRoot:
     @property
     def name(self) -> str:
         """The root's directory name: the first 16 hex digits of its SHA-256 fingerprint."""
-        return fingerprint(self.certificate)[:16]
+        return root_name(self.certificate)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The client side of ADS (sidecar and library): subscribe, keep the last good config, ACK what
 the engine accepts and NACK what it rejects, reconnect with backoff when the control plane goes
 away. Listeners and clusters are subscribed by wildcard; routes and endpoints by the names the
-listeners and clusters refer to."""
+listeners and clusters refer to. A workload with a certificate also subscribes to the trust
+bundle (Secret ``ROOTCA``), which goes to its certificate keeper, not to the engine."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 
@@ -84,6 +86,9 @@ class XdsClient:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     tls: ssl.SSLContext | None = None  # the secure xDS port: the control plane verified with it
     credential: Callable[[], str] | None = None  # the bootstrap token, read at each connect
+    # Called with the trust bundle (PEM) the control plane pushes as Secret ROOTCA; when set,
+    # the stream subscribes to it (a root rotation reaches the workload at once).
+    on_trust_bundle: Callable[[bytes], None] | None = None
     _call: GrpcStream | None = None
     _subscribed: dict[str, list[str]] = field(default_factory=dict)
     _received: set[str] = field(default_factory=set)
@@ -116,6 +121,9 @@ class XdsClient:
     def handle(self, response: Any) -> None:
         """Apply one DiscoveryResponse: ACK it or NACK it, then follow the references."""
         type_url = response.type_url
+        if type_url == types.SECRET and self.on_trust_bundle is not None:
+            self._trust_bundle(response)
+            return
         message_type = _MESSAGES.get(type_url)
         if message_type is None:
             self._request(
@@ -157,6 +165,28 @@ class XdsClient:
             self._subscribe(types.ENDPOINT, endpoint_names(updated))
         self._check_ready()
 
+    def _trust_bundle(self, response: Any) -> None:
+        """ACK the ROOTCA secret and hand its bundle on; NACK a secret without roots. It is
+        not part of the config the engine compiles: the certificate keeper uses it."""
+        bundle = None
+        for packed in response.resources:
+            secret = secret_pb2.Secret()
+            packed.Unpack(secret)
+            if secret.name == types.TRUST_BUNDLE_SECRET:
+                bundle = secret.validation_context.trusted_ca.inline_bytes
+        if not bundle:
+            reason = (
+                f"secret {types.TRUST_BUNDLE_SECRET} has no validation_context.trusted_ca roots"
+            )
+            self.last_nack[types.SECRET] = reason
+            self._request(types.SECRET, self.versions.get(types.SECRET, ""), response.nonce, reason)
+            return
+        self.versions[types.SECRET] = response.version_info
+        self.last_nack.pop(types.SECRET, None)
+        self._request(types.SECRET, response.version_info, response.nonce)
+        assert self.on_trust_bundle is not None
+        self.on_trust_bundle(bundle)
+
     def _check_ready(self) -> None:
         needed = {types.LISTENER, types.CLUSTER}
         if self._subscribed.get(types.ROUTE):
@@ -183,6 +213,9 @@ class XdsClient:
             for type_url in (types.ENDPOINT, types.ROUTE):
                 if self._subscribed.get(type_url):
                     self._request(type_url, self.versions.get(type_url, ""))
+            if self.on_trust_bundle is not None:
+                self._subscribed[types.SECRET] = [types.TRUST_BUNDLE_SECRET]
+                self._request(types.SECRET, self.versions.get(types.SECRET, ""))
             while True:
                 message = await self._call.receive()
                 try:

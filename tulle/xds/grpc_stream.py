@@ -252,13 +252,18 @@ CA_SIGN_PATH = "/tulle.security.v1.CertificateService/Sign"
 
 
 def ca_signer(
-    address: str, tls: ssl.SSLContext, credential: Callable[[], str]
+    address: str,
+    tls: ssl.SSLContext | Callable[[], ssl.SSLContext],
+    credential: Callable[[], str],
 ) -> Callable[[bytes], Awaitable[bytes]]:
     """The transport a workload's certificate keeper signs through: a unary call to the mesh
-    CA on the control plane's secure xDS port, the credential read afresh for each call."""
+    CA on the control plane's secure xDS port, the credential read afresh for each call, the
+    control plane verified with ``tls`` (or the context it returns at each call: the roots
+    follow the trust bundle through a root rotation)."""
 
     async def sign(request: bytes) -> bytes:
         metadata = [("authorization", f"Bearer {credential()}")]
-        return await unary_call(address, CA_SIGN_PATH, request, tls, metadata)
+        context = tls if isinstance(tls, ssl.SSLContext) else tls()
+        return await unary_call(address, CA_SIGN_PATH, request, context, metadata)
 
     return sign
