@@ -15,6 +15,7 @@ callers get through. Needs root (network namespaces and iptables)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import socket
@@ -86,6 +87,11 @@ spec:
 """
 
 
+def close_both(one: socket.socket, other: socket.socket) -> None:
+    one.close()
+    other.close()
+
+
 @dataclass
 class Relay:
     """Listens on the bridge and copies each connection to ``target`` and back, recording
@@ -116,13 +122,14 @@ class Relay:
             with self.lock:
                 self.connections.append((sent, received))
                 self.sockets += (client, upstream)
-            done = threading.Barrier(2, action=lambda c=client, u=upstream: (c.close(), u.close()))
+            done = threading.Barrier(2, action=functools.partial(close_both, client, upstream))
             for args in ((client, upstream, sent), (upstream, client, received)):
                 threading.Thread(target=self._copy, args=(*args, done), daemon=True).start()
 
     def _copy(
-        self, source: socket.socket, sink: socket.socket, record: bytearray, done: Any
-    ) -> None:
+        self, source: socket.socket, sink: socket.socket, record: bytearray,
+        done: threading.Barrier,
+    ) -> None:  # fmt: skip
         try:
             while chunk := source.recv(65536):
                 with self.lock:

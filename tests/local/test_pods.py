@@ -10,10 +10,12 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.e2e.conftest import wait_until
 from tests.local.conftest import (
     Mesh,
     assert_nothing_left,
@@ -101,8 +103,36 @@ def test_the_shop_runs_as_pods_and_calls_by_name(pods_state):
     assert in_pod(f"{admin}/ready") == "LIVE\n 200"
     assert in_pod("-X", "POST", f"{admin}/quitquitquit").endswith(" 401")
     assert mesh.replica("frontend-0")["proxy_pid"] == frontend["proxy_pid"]  # still running
+    assert_strict_holds_in_pods(replicas["payment-0"], frontend)
     mesh.down()
     assert network_leftovers() == []
+
+
+def plain_text_refusals(replica: dict[str, Any]) -> float:
+    """Plain-text connections ``replica``'s sidecar refused (its stats on the pod address)."""
+    url = f"http://{replica['ip']}:{replica['stats_port']}/stats/prometheus"
+    for line in httpx.get(url, timeout=30).text.splitlines():
+        if line.startswith('tulle_inbound_tls_refused_total{reason="plain_text"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def assert_strict_holds_in_pods(payment: dict[str, Any], frontend: dict[str, Any]) -> None:
+    """Payment is STRICT (examples/shop/security.yaml). In a pod its app's port is reachable
+    only through the pod's redirect to its sidecar: this process, outside the mesh, dialling
+    the pod's address and the app's port is refused as plain text (counted by the sidecar);
+    the frontend, in the mesh, pays over mTLS (its principal is the one admitted)."""
+    before = plain_text_refusals(payment)
+    with pytest.raises(httpx.HTTPError):
+        httpx.post(f"http://{payment['address']}/pay", content=b"{}", timeout=30)
+    wait_until(lambda: plain_text_refusals(payment) > before, timeout=30)
+
+    def paid() -> bool:  # payment's own chaos fails some calls: one success is the proof
+        page = httpx.get(f"http://{frontend['address']}/", timeout=60).json()
+        assert page["payment"]["status"] in (200, 503), page["payment"]
+        return bool(page["payment"]["status"] == 200)
+
+    wait_until(paid, timeout=120, interval=0.2)
 
 
 def test_a_killed_tulle_up_leaves_processes_dead_and_down_force_removes_the_network(
