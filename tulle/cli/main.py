@@ -10,8 +10,9 @@ from __future__ import annotations
 import typer
 
 from tulle.cli import (
-    ca_commands,
     agent,
+    ca_commands,
+    check,
     config_commands,
     controlplane,
     iptables,
@@ -39,6 +40,7 @@ app.command("get")(config_commands.get)
 app.command("delete")(config_commands.delete)
 app.command("proxy-status")(proxy_commands.proxy_status)
 app.command("proxy-config")(proxy_commands.proxy_config)
+app.command("check")(check.check)
 app.command("up")(local_commands.up)
 app.command("status")(local_commands.status)
 app.command("logs")(local_commands.logs)

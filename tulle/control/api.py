@@ -344,7 +344,8 @@ class ApiHandler:
             certificate = self.plane.secrets(connection.node)[:1]
             if certificate and "notAfter" in certificate[0]:
                 status["certificate"] = {
-                    key: certificate[0][key] for key in ("identity", "serial", "notAfter")
+                    key: certificate[0][key]
+                    for key in ("identity", "serial", "notBefore", "notAfter")
                 }
             nodes.append(status)
         nodes.sort(key=lambda n: (n["node"], n["connected_at"]))

@@ -1,0 +1,126 @@
+"""``tulle check``: what in a running mesh needs attention, read from the control plane's API
+and metrics and from the workloads' own metrics; the rules are :mod:`tulle.cli.check_rules`.
+Prints one line per warning and exits 1 when there is one (0 when all is well), so scripts and
+CI can gate on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tulle.cli.client import (
+    DEFAULT_SERVER,
+    ServerOption,
+    TokenOption,
+    call,
+    fail,
+    report_error,
+    resolve_server,
+)
+
+StateOption = Annotated[
+    Path,
+    typer.Option(
+        "--state-dir",
+        help="A mesh `tulle up` runs: its workloads' metrics are read for the mTLS checks.",
+    ),
+]
+MetricsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--metrics",
+        help="WORKLOAD=URL of a workload's metrics (a sidecar's /stats/prometheus, a library "
+        "app's /metrics) to check besides those of the local mesh; repeatable.",
+    ),
+]
+
+
+def check(
+    server: ServerOption = DEFAULT_SERVER,
+    token: TokenOption = None,
+    state_dir: StateOption = Path(".tulle"),
+    metrics: MetricsOption = None,
+) -> None:
+    """Warn when the root CA expires within 60 days, a node's certificate has expired or was
+    not renewed, a workload has callers outside the mesh (refused by STRICT, or served in plain
+    text), or an AuthorizationPolicy names a principal no workload has."""
+    from datetime import UTC, datetime
+
+    from tulle.cli import check_rules as rules
+
+    now = datetime.now(UTC)
+    resources = _api(server, token, "/api/v1/resources")["items"]
+    config = [item["resource"] for item in resources]
+    nodes = _api(server, token, "/api/v1/proxy-status")["nodes"]
+    endpoints = _api(server, token, "/api/v1/endpoints")["items"]
+    identities = [n["certificate"]["identity"] for n in nodes if n.get("certificate")]
+    principals = rules.known_principals(config, endpoints, identities)
+    found = [
+        *rules.root_warnings(_text(resolve_server(server).rstrip("/") + "/metrics"), now),
+        *rules.certificate_warnings(nodes, now),
+        *rules.mtls_warnings(_scrapes(state_dir, metrics or []), rules.strict_workloads(config)),
+        *rules.policy_warnings(config, principals),
+    ]
+    for finding in found:
+        typer.echo(f"warning [{finding.topic}]: {finding.message}")
+    if found:
+        raise typer.Exit(1)
+    typer.echo(
+        f"no problems found ({len(nodes)} nodes, {len(principals)} principals, "
+        f"{sum(1 for r in config if r.get('kind') == 'AuthorizationPolicy')} policies)"
+    )
+
+
+def _api(server: str, token: str | None, path: str) -> dict[str, Any]:
+    status, data = call(server, token, "GET", path)
+    if status != 200:
+        raise report_error(status, data)
+    return data
+
+
+def _text(url: str) -> str:
+    """A metrics page; exits saying why when it cannot be read."""
+    import httpx
+
+    try:
+        response = httpx.get(url, timeout=30.0)
+        response.raise_for_status()
+    except httpx.HTTPError as error:
+        raise fail(f"error: cannot read {url}: {error}") from None
+    return response.text
+
+
+def _scrapes(state_dir: Path, extra: list[str]) -> dict[str, list[str]]:
+    """Workload → its replicas' metrics pages: those of the mesh ``tulle up`` runs
+    from ``state_dir`` (when there is one), and ``extra`` (``WORKLOAD=URL``). A replica that
+    does not answer is left out (it is restarting)."""
+    import httpx
+
+    from tulle.local.state import StateDir
+
+    urls: list[tuple[str, str]] = []
+    mesh = StateDir(state_dir).read()
+    for replica in mesh.replicas if mesh is not None else ():
+        if replica.stats_port:
+            urls.append(
+                (replica.workload, f"http://{replica.ip}:{replica.stats_port}/stats/prometheus")
+            )
+        if replica.metrics_port:
+            urls.append((replica.workload, f"http://{replica.ip}:{replica.metrics_port}/metrics"))
+    for item in extra:
+        workload, separator, url = item.partition("=")
+        if not separator or not workload or not url:
+            raise fail(f"error: --metrics {item!r}: expected WORKLOAD=URL")
+        urls.append((workload, url))
+    scrapes: dict[str, list[str]] = {}
+    with httpx.Client(timeout=10.0) as client:
+        for workload, url in urls:
+            try:
+                response = client.get(url)
+            except httpx.HTTPError:
+                continue
+            if response.status_code == 200:
+                scrapes.setdefault(workload, []).append(response.text)
+    return scrapes
