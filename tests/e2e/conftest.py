@@ -139,6 +139,7 @@ def start_control_plane(
     host: str = "127.0.0.1",
     stderr: Any = None,
     insecure_xds: bool = True,
+    secure_xds_port: int = 0,
 ) -> ControlPlane:
     """Start ``tulle controlplane`` and wait until its API answers; ``stderr`` (a file, say) gets
     its log, which otherwise goes to the test's. ``insecure_xds=False``: the secure port only."""
@@ -146,7 +147,7 @@ def start_control_plane(
         [
             str(BIN / "tulle"), "controlplane", "-f", str(config_dir),
             "--state-dir", str(state_dir),
-            "--xds-port", str(xds_port), "--secure-xds-port", "0",
+            "--xds-port", str(xds_port), "--secure-xds-port", str(secure_xds_port),
             *(["--insecure-xds"] if insecure_xds else []),
             "--http-port", str(http_port), "--host", host, "--log-level", "warning",
         ],

@@ -258,6 +258,12 @@ def test_calls_keep_succeeding_across_renewals(
     assert len({r["reply"].rsplit("|", 1)[1] for r in results}) >= 2
     # The server is STRICT, as tulle proxy-status shows for proxyless servers.
     assert mesh.server_modes() == {f"127.0.0.1:{mesh.port}": "STRICT"}
+    shown = subprocess.run(
+        [TULLE, "proxy-status", "--server", mesh.plane.api, "--token", mesh.plane.token],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    [row] = [line for line in shown.splitlines() if "greeter-0.default" in line]
+    assert row.rstrip().endswith(f"STRICT 127.0.0.1:{mesh.port}"), row
 
 
 def test_a_plain_text_client_is_refused_by_the_strict_server(mesh: Mesh) -> None:
@@ -353,3 +359,37 @@ def test_what_grpcio_cannot_do_without_the_agents_token_file(
         "xDS call failed with no responses received; status: UNAUTHENTICATED: error parsing JWT "
         "token (node ID:proxyless~127.0.0.1~client-0.default~" in unparsed["detail"]
     ), unparsed
+
+
+def test_the_files_stay_while_the_ca_is_away(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "mesh.yaml").write_text(CONFIG.format(port=free_port()))
+    state = tmp_path / "state"
+    plane = start_control_plane(state, tmp_path / "config", insecure_xds=False)
+    mesh = Mesh(plane, 0, state / "root-cert.pem", tmp_path / "unused")
+    certs = tmp_path / "certs"
+    log = tmp_path / "agent.log"
+    command = mesh.agent_command(certs, "client-0", mesh.token("client", "client-0"))
+    command[command.index("--log-level") + 1] = "info"
+    with open(log, "w") as output:
+        agent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=output, text=True)
+    try:
+        assert agent.stdout is not None
+        assert agent.stdout.readline() == f"tulle agent: certificates in {certs}\n"
+        first = serial(certs)
+        _stop(plane.proc)
+        # Renewal (at about half of the 10 s) finds no CA: the agent says why, keeps running,
+        # and the files stay as they were.
+        refused = "workload certificate not renewed (UNAVAILABLE: connect: Connect call failed "
+        refused += f"('127.0.0.1', {plane.secure_xds_port}))"
+        wait_until(lambda: refused in log.read_text(), timeout=30)
+        assert agent.poll() is None
+        assert serial(certs) == first
+        plane = start_control_plane(
+            state, tmp_path / "config", insecure_xds=False, secure_xds_port=plane.secure_xds_port
+        )
+        wait_until(lambda: serial(certs) != first, timeout=60)
+        assert agent.poll() is None
+    finally:
+        _stop(agent)
+        _stop(plane.proc)
