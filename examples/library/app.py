@@ -1,14 +1,16 @@
 """A library-mode service: a plain ASGI app that calls other services through ``tulle.client``
 (no sidecar, no extra hop) and serves its own requests behind ``tulle.client.asgi.MeshMiddleware``
 (the port's inbound policy, the callee's metrics, and its endpoint registered with the control
-plane while it runs).
+plane while it runs) under ``tulle.client.uvicorn`` (uvicorn whose port terminates mTLS as the
+mesh says: STRICT, PERMISSIVE or DISABLE, with the workload's certificate when it has one).
 
     TULLE_XDS_ADDRESS=127.0.0.1:15010 TULLE_SERVER=http://127.0.0.1:15014 \\
     TULLE_NODE_ID='library~127.0.0.1~hello-0.default~default.svc.cluster.local' \\
     TULLE_SERVICE=hello TULLE_SERVICE_PORT=8080 PORT=8081 TULLE_METRICS_PORT=9091 \\
         python examples/library/app.py
 
-``GET /`` answers who it is and who called (the caller's workload, from the mesh);
+``GET /`` answers who it is and who called (the caller's workload, from the mesh, and the
+identity its certificate proved: ``X-Forwarded-Client-Cert``);
 ``GET /call?url=http://catalog:8080/items`` calls that URL through the mesh and answers what came
 back, or the mesh's reason when the mesh failed the call."""
 
@@ -20,9 +22,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
-import uvicorn
-
 import tulle.client
+import tulle.client.uvicorn
 from tulle.client.asgi import MeshMiddleware
 
 Message = MutableMapping[str, Any]
@@ -64,6 +65,8 @@ class Hello:
                 "path": scope["path"],
                 "caller": headers.get("x-tulle-source-workload", ""),
             }
+            if "x-forwarded-client-cert" in headers:  # over mTLS: who the caller proved to be
+                answer["client_cert"] = headers["x-forwarded-client-cert"]
         body = json.dumps(answer).encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json")]})  # fmt: skip
@@ -83,7 +86,8 @@ app = MeshMiddleware(Hello())
 
 def main() -> None:
     port = int(os.environ.get("PORT", "8081"))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    tulle.client.uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning",
+                             access_log=False)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -4,7 +4,11 @@ Each HTTP request passes the app port's inbound policy from the control plane (a
 then the rate limit; a refusal is answered here with the reason in ``x-tulle-error``, as a
 sidecar answers) and is recorded in the mesh metrics (``reporter="destination"``) and the access
 log. On lifespan startup the app's endpoint is registered with the control plane, and on
-shutdown deregistered (servers without lifespan: call ``start()``/``stop()``)."""
+shutdown deregistered (servers without lifespan: call ``start()``/``stop()``).
+
+Served by :mod:`tulle.client.uvicorn`, the app's port terminates mTLS: the caller's SPIFFE id
+(scope ``state``) is the request's principal for AuthorizationPolicy, and the app gets
+``X-Forwarded-Client-Cert`` as a sidecar sets it (a caller's own is always dropped)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import Any
 import anyio.to_thread
 
 from tulle.client.inbound import InboundGate, ServedRequest
+from tulle.client.inbound_tls import PEER_PRINCIPAL, client_cert_header
 from tulle.client.runtime import MeshRuntime
 from tulle.engine.message import Response
 
@@ -72,12 +77,17 @@ class MeshMiddleware:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = _served(scope)
+        state = scope.get("state") or {}
+        terminated = PEER_PRINCIPAL in state  # the connection came through tulle.client.uvicorn
+        principal = state.get(PEER_PRINCIPAL)
+        request.peer_principal = principal
         server = scope.get("server") or ("", 0)
-        service, refused = self.gate.admit(request, server[1] or 0)
+        service, refused = self.gate.admit(request, server[1] or 0, terminated)
         if refused is not None:
             sent = await _answer(send, refused)
             self.gate.record(request, service, refused, sent)
             return
+        scope = self._forward_client_cert(scope, principal)
         status, sent = 500, 0
 
         async def receiving() -> Message:
@@ -98,6 +108,21 @@ class MeshMiddleware:
             await self.app(scope, receiving, sending)
         finally:
             self.gate.record(request, service, Response(status, []), sent)
+
+    def _forward_client_cert(self, scope: Scope, principal: str | None) -> Scope:
+        """The scope the app sees: a caller's own X-Forwarded-Client-Cert dropped, the one of
+        the handshake added (a copy of the scope only when something changes)."""
+        value = client_cert_header(principal, self.gate.runtime.inbound_tls.own_identity)
+        headers = scope["headers"]
+        if value is None and not any(name.lower() == XFCC for name, _ in headers):
+            return scope
+        kept = [(name, v) for name, v in headers if name.lower() != XFCC]
+        if value is not None:
+            kept.append((XFCC, value.encode("latin-1")))
+        return {**scope, "headers": kept}
+
+
+XFCC = b"x-forwarded-client-cert"
 
 
 def _served(scope: Scope) -> ServedRequest:

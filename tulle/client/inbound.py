@@ -4,8 +4,11 @@ listener applies them), and the callee's side of the metrics and the access log.
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
 
+from tulle.client.inbound_tls import NOT_TERMINATED, port_policy
 from tulle.client.registration import Registrar, Registration
 from tulle.client.runtime import MeshRuntime, get_runtime
 from tulle.client.settings import port_variable
@@ -42,18 +45,43 @@ class InboundGate:
     ) -> None:
         self.runtime = runtime or get_runtime()
         self.port = port if port is not None else port_variable("PORT", lowest=1)
+        settings = self.runtime.settings
         self._registration = Registration.load(
-            self.runtime.node, self.runtime.settings.server, service, port, service_port, labels
-        )
+            self.runtime.node, settings.server, service, port, service_port, labels,
+            settings.token_file,
+        )  # fmt: skip
         self._registrar: Registrar | None = None
+        self.runtime.on_mtls_server(self._mtls_declared)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
         """Register the app's endpoint (when a service is named; see Registration.load)."""
-        if self._registration is not None and self._registrar is None:
-            self._registrar = Registrar(self._registration)
+        registration = self._current_registration()
+        if registration is not None and self._registrar is None:
+            self._registrar = Registrar(registration)
             self._registrar.start()
+
+    def _current_registration(self) -> Registration | None:
+        """The registration, marked as in the mesh (``tlsMode: istio``) when the app has a
+        workload identity and a server of this process terminates mTLS."""
+        registration = self._registration
+        if registration is None:
+            return None
+        runtime = self.runtime
+        mtls = runtime.terminates_mtls and runtime.inbound_tls.has_identity
+        return dataclasses.replace(registration, mtls=mtls)
+
+    def _mtls_declared(self) -> None:
+        """Tulle's mTLS server started after the app registered (a WSGI app is registered
+        when its middleware is made): send the registration again with the label, off the
+        caller's thread (it may be an event loop)."""
+        registrar, registration = self._registrar, self._current_registration()
+        if registrar is None or registration is None:
+            return
+        threading.Thread(
+            target=registrar.update, args=(registration,), name="tulle-register", daemon=True
+        ).start()
 
     @property
     def registered(self) -> bool:
@@ -74,20 +102,22 @@ class InboundGate:
     def policy(self, served_port: int) -> tuple[int, InboundPolicy | None]:
         """The app port a request came to and that port's policy: the configured port, else
         the port the server listens on; a workload with one port has that port's policy."""
-        port = self.port or served_port
-        policies = self.runtime.inbound
-        policy = policies.get(port)
-        if policy is None and len(policies) == 1:
-            port, policy = next(iter(policies.items()))
-        return port, policy
+        return port_policy(self.runtime.inbound, self.port or served_port)
 
-    def admit(self, request: ServedRequest, served_port: int) -> tuple[str, Response | None]:
+    def admit(
+        self, request: ServedRequest, served_port: int, terminated: bool = True
+    ) -> tuple[str, Response | None]:
         """The service the app serves the request as, and the mesh's refusal (403 denied, 429
-        rate limited) when the policy refuses it, else None."""
+        rate limited) when the policy refuses it, else None. ``terminated``: the request came
+        through Tulle's mTLS server; a STRICT port refuses a request that did not (plain text
+        the server could not tell from mTLS), counted and logged as a plain-text refusal."""
         request.started = time.time()
         port, policy = self.policy(served_port)
         if policy is None:
             return "", None
+        if not terminated and policy.mode == "STRICT":
+            self.runtime.inbound_tls.refused(request.source_ip or "?", NOT_TERMINATED)
+            return policy.service, mesh_response(MeshError(403, "RBAC", NOT_TERMINATED))
         # The policy sees the path normalized, as the sidecar's does (the app's server may
         # have decoded escapes already; dot segments and the rest are left to it).
         try:

@@ -21,6 +21,7 @@ from tulle.xds.node import NodeInfo
 log = logging.getLogger("tulle.client")
 
 RETRY_SECONDS = 2.0
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Registration:
     service_port: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
     protocol: str = "HTTP"
+    mtls: bool = False  # the app's server terminates mTLS with the workload's certificate
+    token_file: str | None = None  # the workload's bootstrap token (else TULLE_TOKEN_FILE)
 
     @classmethod
     def load(
@@ -46,6 +49,7 @@ class Registration:
         port: int | None = None,
         service_port: int | None = None,
         labels: dict[str, str] | None = None,
+        token_file: str | None = None,
     ) -> Registration | None:
         """Arguments first, then ``TULLE_SERVICE``, ``PORT``, ``TULLE_SERVICE_PORT`` and
         ``TULLE_LABELS`` (``k=v,k=v``); None when no service is named (nothing to register)."""
@@ -67,13 +71,17 @@ class Registration:
             workload=node.workload,
             service_port=service_port or port_variable("TULLE_SERVICE_PORT", lowest=1),
             labels=labels if labels is not None else _labels(env.get("TULLE_LABELS", "")),
+            token_file=token_file,
         )
 
     def body(self) -> dict[str, Any]:
-        """The registration as the control plane's ``/api/v1/endpoints`` takes it. A library-mode
-        app does not terminate mTLS yet (docs/security.md), so it does not carry Istio's
-        ``security.istio.io/tlsMode: istio`` label: its callers speak plain text to it."""
+        """The registration as the control plane's ``/api/v1/endpoints`` takes it. An app whose
+        server terminates mTLS with its own certificate (``mtls``) carries Istio's
+        ``security.istio.io/tlsMode: istio`` label, so sidecars and other library apps speak
+        mTLS to it (auto mTLS); without it its callers use plain text."""
         labels = dict(self.labels)
+        if self.mtls:
+            labels[TLS_MODE_LABEL] = "istio"
         data: dict[str, Any] = {
             "service": self.service, "namespace": self.namespace, "address": self.address,
             "port": self.port, "workload": self.workload, "labels": labels,
@@ -88,7 +96,7 @@ class Registration:
         workload's token (the file ``TULLE_TOKEN_FILE`` names) proves who registers."""
         url = self.server.rstrip("/") + "/api/v1/endpoints"
         headers = {}
-        token_file = os.environ.get("TULLE_TOKEN_FILE")
+        token_file = self.token_file or os.environ.get("TULLE_TOKEN_FILE")
         if token_file:
             try:
                 headers["authorization"] = f"Bearer {read_token_file(Path(token_file))}"
@@ -125,6 +133,13 @@ class Registrar:
             return
         self._retrying = threading.Thread(target=self._retry, name="tulle-register", daemon=True)
         self._retrying.start()
+
+    def update(self, registration: Registration) -> None:
+        """Replace the registration (the same endpoint, new labels): re-sent now when it is in
+        the registry (a POST replaces it), else by the retries under way."""
+        self.registration = registration
+        if self.registered and not self._stopping.is_set():
+            self._try()
 
     def _try(self) -> bool:
         try:

@@ -12,12 +12,14 @@ import ssl
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import prometheus_client
 import uvloop
 
+from tulle.client.inbound_tls import InboundTls
 from tulle.client.settings import Settings
 from tulle.codec.paths import BASE
 from tulle.engine.compile import compile_resources
@@ -32,8 +34,8 @@ from tulle.transport.mtls import MeshTls
 from tulle.transport.pool import Http1Pool
 from tulle.xds import types
 from tulle.xds.client import Resources, XdsClient
-from tulle.xds.workload_ca import workload_certificates
 from tulle.xds.node import NodeInfo, parse_node_id
+from tulle.xds.workload_ca import workload_certificates
 
 
 @dataclass
@@ -71,6 +73,11 @@ class MeshRuntime:
         )
         self._xds: XdsClient | None = None
         self.certificates: CertificateKeeper | None = None  # with the secure xDS port
+        # Inbound mTLS (tulle.client.uvicorn, tulle.client.wsgi_server), and whether a server
+        # of this process terminates it: then the app's endpoint is registered as in the mesh.
+        self.inbound_tls = InboundTls(self)
+        self.terminates_mtls = False
+        self._mtls_listeners: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name="tulle-mesh", daemon=True)
         self._metrics_server: object | None = None
 
@@ -143,6 +150,24 @@ class MeshRuntime:
             server[0].shutdown()
             server[0].server_close()
 
+    def declare_mtls_server(self) -> None:
+        """A server of this process terminates mTLS for the app (Tulle's uvicorn protocol or WSGI
+        server says so when it starts): registrations made from now on, and those made already
+        (re-sent, off this thread), say the endpoint is in the mesh when the app has an
+        identity."""
+        with self._lock:
+            if self.terminates_mtls:
+                return
+            self.terminates_mtls = True
+            listeners = list(self._mtls_listeners)
+        for listener in listeners:
+            listener()
+
+    def on_mtls_server(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` when :meth:`declare_mtls_server` is first called."""
+        with self._lock:
+            self._mtls_listeners.append(listener)
+
     # --- config -----------------------------------------------------------------------------
 
     def _accept(self, resources: Resources, version: str) -> str | None:
@@ -208,12 +233,30 @@ class _Process:
 
     runtime: MeshRuntime | None = None
     lock = threading.Lock()
+    mtls_server = False  # a server of this process terminates mTLS (declare_mtls_server)
+
+
+def _new_runtime(settings: Settings) -> MeshRuntime:
+    runtime = MeshRuntime(settings)
+    runtime.terminates_mtls = _Process.mtls_server
+    return runtime.start()
+
+
+def declare_mtls_server() -> None:
+    """This process serves its app through Tulle's mTLS server (``tulle.client.uvicorn``
+    declares it before uvicorn starts): its runtime, now and after a ``configure()``, registers
+    the app's endpoint as in the mesh when it has an identity."""
+    with _Process.lock:
+        _Process.mtls_server = True
+        runtime = _Process.runtime
+    if runtime is not None:
+        runtime.declare_mtls_server()
 
 
 def configure(**settings: object) -> MeshRuntime:
     """Start the process's mesh runtime with these settings (see Settings.load), replacing a
     running one."""
-    runtime = MeshRuntime(Settings.load(**settings)).start()  # type: ignore[arg-type]
+    runtime = _new_runtime(Settings.load(**settings))  # type: ignore[arg-type]
     with _Process.lock:
         previous, _Process.runtime = _Process.runtime, runtime
     if previous is not None:
@@ -225,7 +268,7 @@ def get_runtime() -> MeshRuntime:
     """The process's mesh runtime, started from the environment on first use."""
     with _Process.lock:
         if _Process.runtime is None:
-            _Process.runtime = MeshRuntime(Settings.load()).start()
+            _Process.runtime = _new_runtime(Settings.load())
         return _Process.runtime
 
 

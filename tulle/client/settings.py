@@ -39,6 +39,8 @@ class Settings:
         metrics_port: int | None = None,
         access_log: bool | None = None,
         server: str | None = None,
+        xds_root_cert: str | None = None,
+        token_file: str | None = None,
     ) -> Settings:
         """Arguments first, then ``TULLE_*`` variables, then defaults."""
         env = os.environ
@@ -69,13 +71,17 @@ class Settings:
             if access_log is not None
             else env.get("TULLE_ACCESS_LOG", "1") not in ("0", "false", "off"),
             server=server or env.get("TULLE_SERVER") or DEFAULT_SERVER,
-            **_secure_xds(env),
+            **_secure_xds(env, xds_root_cert, token_file),
         )
 
 
-def _secure_xds(env: os._Environ[str]) -> dict[str, str | None]:
-    """``TULLE_XDS_ROOT_CERT`` and ``TULLE_TOKEN_FILE``: both (the secure xDS port) or neither."""
-    root, token = env.get("TULLE_XDS_ROOT_CERT") or None, env.get("TULLE_TOKEN_FILE") or None
+def _secure_xds(
+    env: os._Environ[str], root: str | None, token: str | None
+) -> dict[str, str | None]:
+    """``TULLE_XDS_ROOT_CERT`` and ``TULLE_TOKEN_FILE`` (the arguments first): both (the secure
+    xDS port) or neither."""
+    root = root or env.get("TULLE_XDS_ROOT_CERT") or None
+    token = token or env.get("TULLE_TOKEN_FILE") or None
     if root is not None and token is None:
         raise SettingsError("TULLE_XDS_ROOT_CERT needs TULLE_TOKEN_FILE (the secure xDS port)")
     for name, path in (("TULLE_XDS_ROOT_CERT", root), ("TULLE_TOKEN_FILE", token)):

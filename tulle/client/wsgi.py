@@ -4,7 +4,12 @@ Each request passes the app port's inbound policy from the control plane (author
 rate limit; a refusal is answered here with the reason in ``x-tulle-error``, as a sidecar answers)
 and is recorded in the mesh metrics (``reporter="destination"``) and the access log. WSGI has no
 startup or shutdown event: the app's endpoint is registered when the middleware is made and
-deregistered by ``close()`` or at interpreter exit."""
+deregistered by ``close()`` or at interpreter exit.
+
+Served by :func:`make_server` (:mod:`tulle.client.wsgi_server`), the app's port terminates mTLS:
+the caller's SPIFFE id (environ ``tulle.peer_principal``) is the request's principal for
+AuthorizationPolicy, and the app gets ``X-Forwarded-Client-Cert`` as a sidecar sets it (a
+caller's own is always dropped)."""
 
 from __future__ import annotations
 
@@ -14,12 +19,17 @@ from http import HTTPStatus
 from typing import IO, Any
 
 from tulle.client.inbound import InboundGate, ServedRequest
+from tulle.client.inbound_tls import PEER_PRINCIPAL, client_cert_header
 from tulle.client.runtime import MeshRuntime
+from tulle.client.wsgi_server import MeshWSGIServer, make_server
 from tulle.engine.message import Response
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+XFCC = "HTTP_X_FORWARDED_CLIENT_CERT"
+
+__all__ = ["MeshMiddleware", "MeshWSGIServer", "make_server"]
 
 
 class MeshMiddleware:
@@ -49,7 +59,11 @@ class MeshMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         request = _served(environ)
-        service, refused = self.gate.admit(request, int(environ.get("SERVER_PORT") or 0))
+        terminated = PEER_PRINCIPAL in environ
+        principal = environ.get(PEER_PRINCIPAL) if terminated else None
+        request.peer_principal = principal
+        port = int(environ.get("SERVER_PORT") or 0)
+        service, refused = self.gate.admit(request, port, terminated)
         if refused is not None:
             body = refused.body if isinstance(refused.body, bytes) else b""
             start_response(f"{refused.status} {_phrase(refused.status)}", refused.headers)
@@ -61,6 +75,10 @@ class MeshMiddleware:
             status[0] = int(status_line.split(" ", 1)[0])
             return start_response(status_line, headers, *rest)
 
+        environ.pop(XFCC, None)
+        forwarded = client_cert_header(principal, self.gate.runtime.inbound_tls.own_identity)
+        if forwarded is not None:
+            environ[XFCC] = forwarded
         environ["wsgi.input"] = _CountingInput(environ["wsgi.input"], request)
         try:
             chunks = self.app(environ, starting)
