@@ -23,11 +23,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import httpx
 import pytest
 from cryptography import x509
+from prometheus_client import generate_latest
 
+import tulle.client
+from tests.client.wsgi_ledger import Quiet as QuietHandler
+from tests.client.wsgi_ledger import ledger
 from tests.e2e.conftest import (
     BIN,
     EXAMPLES,
@@ -41,6 +46,8 @@ from tests.e2e.conftest import (
     wait_until,
 )
 from tests.tls_material import make_material
+from tulle.client.inbound_tls import NOT_TERMINATED
+from tulle.client.wsgi import MeshMiddleware, MeshWSGIServer
 from tulle.control.certificates import PATH
 from tulle.security.material import WorkloadCredentials
 from tulle.security.renewal import CertificateKeeper
@@ -48,6 +55,13 @@ from tulle.security.tokens import BootstrapTokens, read_token_file
 from tulle.xds.grpc_stream import unary_call
 
 HERE = Path(__file__).parent
+
+
+class QuietWsgiref(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
 ROOT = HERE.parent.parent
 
 pytestmark = pytest.mark.timeout(240)
@@ -478,3 +492,50 @@ def test_python_m_tulle_client_uvicorn_serves_with_mtls(mesh: Mesh, tmp_path: Pa
         assert answer.json()["client_cert"] == (f"By={FRONTEND};URI={PAYMENT}")
     finally:
         _stop(proc)
+
+
+# --- without an identity, or without a server that terminates mTLS ---------------------------
+
+
+def test_strict_holds_without_an_identity_or_a_terminating_server(
+    mesh: Mesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica of payment (STRICT) in this process on the plain-text xDS port, so with no
+    certificate: behind Tulle's WSGI server every connection is refused, and its endpoint is
+    registered without the mesh label (callers would speak plain text, which STRICT refuses);
+    behind a server that does not terminate mTLS, the middleware refuses each request."""
+    monkeypatch.setenv("TULLE_TOKEN_FILE", str(mesh.token("payment", "payment-1")))
+    tulle.client.configure(xds_address=f"127.0.0.1:{mesh.plane.xds_port}",
+                           node_id=node_id("payment-1"), server=mesh.plane.api,
+                           access_log=False)  # fmt: skip
+    registry = tulle.client.metrics_registry()
+    servers: list[Any] = []
+    middleware = MeshMiddleware(ledger, register=False)
+    try:
+        tulle.client.wait_ready(30)
+        terminating = MeshWSGIServer(("127.0.0.1", 0), QuietHandler)
+        plain = make_server("127.0.0.1", 0, middleware, handler_class=QuietWsgiref)
+        for server in (terminating, plain):
+            servers.append(server)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = terminating.server_address[1]
+        registered = MeshMiddleware(ledger, port=port, service="payment")
+        terminating.set_app(registered)
+        try:
+            assert "security.istio.io/tlsMode" not in endpoint_labels(mesh.plane, "payment", port)
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=30)
+        finally:
+            registered.close()
+        answer = httpx.get(f"http://127.0.0.1:{plain.server_address[1]}/", timeout=30)
+        assert answer.status_code == 403
+        assert answer.headers["x-tulle-error"] == NOT_TERMINATED
+        exposition = generate_latest(registry).decode()
+        assert 'tulle_inbound_tls_refused_total{reason="no_certificate"} 1.0' in exposition
+        assert 'tulle_inbound_tls_refused_total{reason="plain_text"} 1.0' in exposition
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        middleware.close()
+        tulle.client.shutdown()
