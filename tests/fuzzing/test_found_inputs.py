@@ -105,6 +105,22 @@ def test_numbers_xds_cannot_carry_are_findings(policy):
     assert [f.field.rsplit(".", 1)[-1] for f in result.findings] == [TOO_LARGE[policy]]
 
 
+@pytest.mark.parametrize(
+    ("key", "field"),
+    [
+        ("httpCookie: {name: '', ttl: 0s}", "name"),
+        ("httpQueryParameterName: ''", "httpQueryParameterName"),
+    ],
+)
+def test_an_empty_hash_key_is_a_finding(key, field):
+    """Found by translator (empty-hash-cookie-name): a consistent hash on a cookie with an
+    empty name passed validation and became a RouteConfiguration Envoy's rules refuse."""
+    result = validate_text(
+        SERVICE % {"weight": 1, "policy": f"loadBalancer: {{consistentHash: {{{key}}}}}"}
+    )
+    assert [f.field.rsplit(".", 1)[-1] for f in result.findings] == [field]
+
+
 def test_the_largest_numbers_still_translate():
     from tulle.control.snapshot import build_snapshot
     from tulle.control.translate import translate

@@ -306,7 +306,7 @@ class VirtualService(NetworkingResource):
 class HTTPCookie(Strict):
     """The cookie a consistent hash is taken over (``ttl`` makes the proxy set it)."""
 
-    name: str
+    name: str = Field(min_length=1)
     path: str | None = None
     ttl: Duration | None = None
 
@@ -317,7 +317,7 @@ class ConsistentHash(Strict):
     http_header_name: HeaderName | None = None
     http_cookie: HTTPCookie | None = None
     use_source_ip: bool | None = None
-    http_query_parameter_name: str | None = None
+    http_query_parameter_name: Annotated[str, Field(min_length=1)] | None = None
     minimum_ring_size: Annotated[int, Field(ge=1, le=MAX_RING_SIZE)] | None = None
 
     @model_validator(mode="after")
