@@ -10,7 +10,7 @@ import contextlib
 from benchmarks.proxy_inprocess import KeptTransport
 from tests.aio import until
 from tests.cycles import cycle_garbage_of
-from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
+from tulle.engine.cluster_config import ClusterSpec, EndpointSpec, UpstreamTls
 from tulle.engine.message import Request, Response, UpstreamError
 from tulle.transport.pool import Exchange, Http1Pool, UpstreamConnection
 
@@ -55,9 +55,11 @@ async def upstream(close_after_response: bool = False, delay: float = 0.0):
     return stop, server.sockets[0].getsockname()[1], served
 
 
-async def submit(pool: Http1Pool, port: int) -> Response | UpstreamError:
+async def submit(
+    pool: Http1Pool, port: int, tls: UpstreamTls | None = None
+) -> Response | UpstreamError:
     answer: asyncio.Future[Response | UpstreamError] = asyncio.get_running_loop().create_future()
-    endpoint = EndpointSpec("127.0.0.1", port)
+    endpoint = EndpointSpec("127.0.0.1", port, tls=tls)
     pool.submit(endpoint, CLUSTER, Request("GET", "/", "web", []), answer.set_result)
     return await asyncio.wait_for(answer, 5)
 
@@ -74,6 +76,28 @@ def test_submit_opens_then_reuses_a_connection():
 
         assert second.body == b"2"
         assert pool.opened == 1
+        pool.close()
+        await stop()
+
+    asyncio.run(scenario())
+
+
+def test_an_idle_connection_is_reused_only_for_the_tls_it_was_opened_with():
+    # A config that turns an endpoint's mTLS on (or changes the identity it must present) must
+    # not send the next request down a connection opened under the old terms. (This pool has no
+    # mTLS material, so both connections are plain text; what counts is that one is not reused.)
+    async def scenario() -> None:
+        stop, port, _ = await upstream()
+        pool = Http1Pool()
+        mtls = UpstreamTls("outbound_.8080_._.payment", frozenset({"spiffe://td/ns/a/sa/b"}), ())
+        assert isinstance(await submit(pool, port), Response)
+        assert isinstance(await submit(pool, port, mtls), Response)
+        assert pool.opened == 2
+        other = UpstreamTls(mtls.sni, frozenset({"spiffe://td/ns/a/sa/c"}), ())
+        assert isinstance(await submit(pool, port, other), Response)
+        assert pool.opened == 3
+        assert isinstance(await submit(pool, port, mtls), Response)
+        assert pool.opened == 3  # the same terms again: reused
         pool.close()
         await stop()
 

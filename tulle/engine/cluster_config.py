@@ -84,9 +84,18 @@ class EndpointSpec:
     socket_match: tuple[tuple[str, str], ...] = ()
     tls: UpstreamTls | None = None
     key: str = field(init=False, repr=False, compare=False)  # ``address:port``
+    # What a pooled connection to it was opened with: ``key``, and the TLS it speaks, so a
+    # connection made in plain text is never reused where the config now asks for mTLS.
+    pool_key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", f"{self.address}:{self.port}")
+        key = f"{self.address}:{self.port}"
+        object.__setattr__(self, "key", key)
+        tls = self.tls
+        if tls is not None:
+            identities = ",".join(sorted(tls.expected_identities))
+            key = f"{key}|mtls|{tls.sni}|{identities}|{','.join(tls.alpn)}"
+        object.__setattr__(self, "pool_key", key)
 
 
 def _value(wrapper: Any, holder: Any, name: str) -> int | None:

@@ -324,11 +324,11 @@ class H2Pool:
     async def _connection(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> H2Upstream:
         """A connection with a stream free: an open one, a new one, or — at the cluster's
         ``max_connections`` — the first to free a stream, waited for as a pending request."""
-        lock = self._opening.setdefault(endpoint.key, asyncio.Lock())
+        lock = self._opening.setdefault(endpoint.pool_key, asyncio.Lock())
         while True:
             async with lock:  # one connection opened at a time per endpoint
-                held = [c for c in self.connections.get(endpoint.key, ()) if not c.closed]
-                self.connections[endpoint.key] = held
+                held = [c for c in self.connections.get(endpoint.pool_key, ()) if not c.closed]
+                self.connections[endpoint.pool_key] = held
                 for connection in held:
                     if connection.usable:
                         return connection

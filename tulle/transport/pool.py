@@ -167,7 +167,7 @@ class Http1Pool:
         return connection
 
     def _take_idle(self, endpoint: EndpointSpec, cluster: ClusterSpec) -> UpstreamConnection | None:
-        idle = self.idle.get(endpoint.key)
+        idle = self.idle.get(endpoint.pool_key)
         now = time.monotonic()
         while idle:
             connection = idle.pop()
@@ -374,7 +374,7 @@ class Http1Pool:
     ) -> None:
         limit = cluster.max_requests_per_connection
         if reusable and not connection.closed and (limit is None or connection.used < limit):
-            idle = self.idle.setdefault(endpoint.key, [])
+            idle = self.idle.setdefault(endpoint.pool_key, [])
             if len(idle) < MAX_IDLE_PER_ENDPOINT:
                 connection.idle_since = time.monotonic()
                 idle.append(connection)
