@@ -337,6 +337,16 @@ def test_strict_uvicorn_app_admits_frontend_over_mtls_and_shows_who_called(mesh:
     )
     # The endpoint says it is in the mesh, so mesh clients speak mTLS to it (auto mTLS).
     assert endpoint_labels(mesh.plane, "payment", mesh.payment.port)[TLS_MODE] == "istio"
+    # The callee's metrics name the caller its certificate proved.
+    served = [
+        line for line in mesh.payment.metrics().splitlines()
+        if line.startswith("tulle_requests_total{") and 'reporter="destination"' in line
+        and f'source_principal="{FRONTEND}"' in line
+    ]  # fmt: skip
+    assert served, mesh.payment.metrics()
+    assert 'connection_security_policy="mutual_tls"' in served[0]
+    assert f'destination_principal="{PAYMENT}"' in served[0]
+    assert 'source_workload="frontend"' in served[0]
 
 
 def test_strict_uvicorn_app_refuses_plain_text_and_foreign_certificates(
