@@ -84,9 +84,12 @@ demo: $(STAMP)
 	$(BIN)/python examples/shop/demo.py --seconds $(DEMO_SECONDS)
 
 # Benchmarks measure; they never assert. Their system packages: SYSTEM_DEPS_bench above.
+# proxy_mtls also runs the plain sidecar pair on the code before issue 17 (BENCH_BEFORE, the
+# last commit before it), to compare the plain-text path with what it was.
+BENCH_BEFORE ?= 2e8465c
 bench: system-deps-bench $(COMPILED_STAMP)
 	$(BIN)/python -m benchmarks.proxy_http
-	$(BIN)/python -m benchmarks.proxy_mtls
+	$(BIN)/python -m benchmarks.proxy_mtls --before $(BENCH_BEFORE)
 	$(BIN)/python -m benchmarks.proxy_inprocess
 	PYTHONPATH=$(CURDIR)/$(COMPILED):$(CURDIR) $(BIN)/python -P -m benchmarks.proxy_inprocess
 	$(BIN)/python -m benchmarks.client_modes

@@ -83,12 +83,14 @@ def mesh_config(pairs: list[PairSpec]) -> str:
 
 @dataclass
 class ControlPlane:
-    """A running ``tulle controlplane`` (no plain-text xDS: every node proves who it is)."""
+    """A running ``tulle controlplane``: with the mesh CA, nodes on its secure xDS port only
+    (every node proves who it is); or one of the code before issue 17 (``secure_xds`` empty)."""
 
     proc: subprocess.Popen[bytes]
     state: Path
     secure_xds: str
     api: str
+    xds: str = ""
 
     @property
     def root_cert(self) -> Path:
@@ -122,15 +124,57 @@ def start_control_plane(work: Path, pairs: list[PairSpec]) -> ControlPlane:
          "--secure-xds-port", "0", "--http-port", "0", "--log-level", "error"],
         stdout=subprocess.PIPE,
     )  # fmt: skip
+    return _started(proc, state)
+
+
+def _started(proc: subprocess.Popen[bytes], state: Path) -> ControlPlane:
+    """The control plane once it printed where it listens."""
     assert proc.stdout is not None
-    # "tulle controlplane: xDS on H:PORT, secure xDS on H:PORT, API on http://H:PORT"
+    # "tulle controlplane: xDS on H:PORT, secure xDS on H:PORT, API on http://H:PORT" (before
+    # issue 17 without the secure port)
     line = proc.stdout.readline().decode()
-    if "secure xDS on " not in line:
+    if not line.startswith("tulle controlplane: xDS on "):
         proc.kill()
         raise RuntimeError(f"control plane did not start: {line!r}")
-    secure = line.split("secure xDS on ")[1].split(",")[0]
+    xds = line.split("xDS on ")[1].split(",")[0]
+    secure = line.split("secure xDS on ")[1].split(",")[0] if "secure xDS" in line else ""
     api = line.rsplit(" ", 1)[1].strip()
-    return ControlPlane(proc, state, secure, api)
+    return ControlPlane(proc, state, secure, api, xds)
+
+
+def before_issue(ref: str, work: Path) -> Path:
+    """The sources of ``tulle`` at git ``ref`` (the code before issue 17), extracted under
+    ``work``."""
+    tree = work / "before"
+    tree.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(PROJECT), "archive", ref, "tulle"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def start_before_pairs(
+    work: Path, python: str, specs: list[PairSpec], backend: int
+) -> tuple[ControlPlane, list[Pair]]:
+    """Plain pairs run by the code before issue 17 (``spec.path``: its sources or its compiled
+    build), with a control plane of that code (the first spec's): no CA, plain-text xDS."""
+    config = work / "before-mesh"
+    config.mkdir()
+    port = f"[{{name: http, port: {SERVICE_PORT}}}]"
+    (config / "mesh.yaml").write_text(
+        "".join(WORKLOAD.format(name=spec.client, ports="[]")
+                + WORKLOAD.format(name=spec.server, ports=port) for spec in specs)
+    )  # fmt: skip
+    state = work / "before-state"
+    proc = run_tulle(
+        python, specs[0].path,
+        ["controlplane", "-f", str(config), "--state-dir", str(state), "--xds-port", "0",
+         "--http-port", "0", "--log-level", "error"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    plane = _started(proc, state)
+    return plane, [start_sidecar_pair(plane, python, spec, backend) for spec in specs]
 
 
 @dataclass
@@ -145,21 +189,33 @@ class Pair:
     b_port: int  # where A connects to B
 
 
+def run_tulle(
+    python: str, path: Path, args: list[str], **kwargs: object
+) -> subprocess.Popen[bytes]:
+    """``python -m tulle ARGS`` with Tulle from ``path`` (see ``deployed_python``), pinned."""
+    return pinned(
+        SERVER_CPU, [python, "-m", "tulle", *args], env=dict(os.environ, PYTHONPATH=str(path)),
+        cwd=Path(python).parent.parent,  # the venv, not the project: its tulle would come first
+        **kwargs,
+    )  # fmt: skip
+
+
 def _sidecar(
     plane: ControlPlane, python: str, path: Path, pod: str, account: str, listener: list[str]
 ) -> subprocess.Popen[bytes]:
     node = f"sidecar~127.0.0.1~{pod}.{NAMESPACE}~{NAMESPACE}.svc.cluster.local"
-    token = plane.token(account, pod)
-    admin = free_port()
-    return pinned(
-        SERVER_CPU,
-        [python, "-m", "tulle", "proxy", "--xds", plane.secure_xds,
-         "--xds-root-cert", str(plane.root_cert), "--token-file", str(token), "--node-id", node,
-         "--admin-port", str(admin), "--admin-token-file", str(plane.state / f"{pod}.admin"),
-         "--log-level", "error", *listener],
+    if plane.secure_xds:
+        token = plane.token(account, pod)
+        listener = ["--xds", plane.secure_xds, "--xds-root-cert", str(plane.root_cert),
+                    "--token-file", str(token),
+                    "--admin-token-file", str(plane.state / f"{pod}.admin"), *listener]  # fmt: skip
+    else:  # the code before issue 17: plain-text xDS, no identity
+        listener = ["--xds", plane.xds, *listener]
+    return run_tulle(
+        python, path,
+        ["proxy", "--node-id", node, "--admin-port", str(free_port()), "--log-level", "error",
+         *listener],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=dict(os.environ, PYTHONPATH=str(path)),
-        cwd=Path(python).parent.parent,  # the venv, not the project: its tulle would come first
     )  # fmt: skip
 
 
@@ -172,7 +228,7 @@ def start_sidecar_pair(plane: ControlPlane, python: str, spec: PairSpec, backend
     plane.register(spec.server, b_port, spec.mtls)
     a = _sidecar(plane, python, spec.path, f"{spec.client}-0", spec.client,
                  ["--http-proxy-port", str(a_port)])  # fmt: skip
-    pair = Pair(spec.name, a_port, spec.host, a, b, b_port)
+    pair = Pair(f"tulle-{spec.name}", a_port, spec.host, a, b, b_port)
     deadline = time.monotonic() + 60
     while True:
         for proc in (a, b):

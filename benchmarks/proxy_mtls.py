@@ -19,7 +19,13 @@ idle per endpoint, HAProxy all): A's RSS gained per client connection; and, firs
 connections straight to B (mTLS with a certificate of the mesh CA, as A's, for an mTLS pair),
 each having carried one request: B's RSS gained per connection. Measures; never asserts.
 
-    python -m benchmarks.proxy_mtls [--seconds 8] [--connections 1000] [--compiled DIR]
+    python -m benchmarks.proxy_mtls [--seconds 8] [--connections 1000] [--rounds 1]
+        [--compiled DIR] [--before GIT_REF [--before-compiled DIR]]
+
+``--before`` adds the plain pair run by the code at GIT_REF (``make bench``: the commit before
+issue 17), with a control plane of that code, for the issue's "plain path no more than 5 %
+slower"; ``--before-compiled`` that code's compiled build too (built by hand: ``git archive``,
+then ``TULLE_COMPILE=1 pip wheel`` and ``pip install --target DIR`` as ``make compiled`` does).
 
 Needs wrk, haproxy, nginx and taskset (``make bench`` installs them when root)."""
 
@@ -38,7 +44,9 @@ from pathlib import Path
 from benchmarks.mtls_mesh import (
     Pair,
     PairSpec,
+    before_issue,
     issue_pem,
+    start_before_pairs,
     start_control_plane,
     start_haproxy_pair,
     start_sidecar_pair,
@@ -59,6 +67,9 @@ from benchmarks.targets import report
 
 FIXED_RATE = 1000
 FIXED_SECONDS = 5
+ORDER = ("haproxy-plain", "haproxy-mtls", "tulle-before-plain", "tulle-plain", "tulle-mtls",
+         "tulle-before-mypyc-plain", "tulle-mypyc-plain", "tulle-mypyc-mtls")  # fmt: skip
+"""The order pairs are measured in, each round: what is compared, side by side."""
 
 
 def cpu_us(pids: tuple[int, int], before: tuple[float, float], requests: int) -> list[float]:
@@ -176,6 +187,11 @@ def client_context(pem: Path, roots: Path) -> ssl.SSLContext:
     return context
 
 
+def median_row(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the rounds."""
+    return {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+
+
 def direct(backend: int, seconds: int) -> dict[str, float]:
     wrk(backend, 2)
     rate, _ = wrk(backend, seconds)
@@ -187,8 +203,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every path this many times, in turn; report medians")  # fmt: skip
     parser.add_argument("--compiled", type=Path, default=COMPILED,
                         help="the compiled build to run as well (default build/compiled)")  # fmt: skip
+    parser.add_argument(
+        "--before",
+        metavar="GIT_REF",
+        help="also run the plain pair on the code at GIT_REF (before issue 17)",
+    )
+    parser.add_argument("--before-compiled", type=Path, metavar="DIR",
+                        help="and on that code's compiled build, installed in DIR")  # fmt: skip
     args = parser.parse_args()
     for tool in ("wrk", "haproxy", "nginx", "taskset"):
         if shutil.which(tool) is None:
@@ -213,11 +238,24 @@ def main() -> None:
             for spec in specs:
                 pair = start_sidecar_pair(plane, python, spec, backend)
                 procs += [pair.a, pair.b]
-                pair.name = f"tulle-{spec.name}"
                 pairs.append(pair)
+            before = []
+            if args.before:
+                before.append(PairSpec("before-plain", False, before_issue(args.before, work)))
+            if args.before_compiled:
+                before.append(PairSpec("before-mypyc-plain", False, args.before_compiled))
+            if before:
+                old_plane, old_pairs = start_before_pairs(work, python, before, backend)
+                procs += [old_plane.proc, *(p for pair in old_pairs for p in (pair.a, pair.b))]
+                pairs += old_pairs
             base = statistics.median(fixed_rate(backend, FIXED_RATE, 3))
-            rows = {"direct": direct(backend, args.seconds)}
-            rows.update({pair.name: measure(pair, args.seconds) for pair in pairs})
+            order = sorted(pairs, key=lambda pair: ORDER.index(pair.name))
+            rounds: list[dict[str, dict[str, float]]] = []
+            for _ in range(args.rounds):
+                measured = {"direct": direct(backend, args.seconds)}
+                measured.update({pair.name: measure(pair, args.seconds) for pair in order})
+                rounds.append(measured)
+            rows = {name: median_row([each[name] for each in rounds]) for name in rounds[0]}
             quiet = idle_cpu(pairs)
             tls = client_context(issue_pem(plane, "bench", "bench-0", work), plane.root_cert)
             memory = {}

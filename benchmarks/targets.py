@@ -2,13 +2,16 @@
 whether this run met them: each sidecar at most 2x HAProxy's CPU for the same TLS work (at
 saturation) and at most 100 µs per request at 1,000 requests/s; at most 64 KiB of RSS per idle
 mTLS connection (B with that many straight to it; A per client connection through it, with the
-mTLS connections to B it keeps). Figures, never assertions."""
+mTLS connections to B it keeps); and the plain-text path at most 5% slower than before the issue
+(CPU per request at saturation and requests/s, against the same pair run by the code before it).
+Figures, never assertions."""
 
 from __future__ import annotations
 
 CPU_RATIO = 2.0
 CPU_AT_1K_US = 100.0
 IDLE_KIB = 64.0
+PLAIN_SLOWER = 0.05
 
 
 def plain_name(name: str) -> str:
@@ -78,5 +81,18 @@ def report(
               f"B {haproxy['b_sat'] - haproxy_plain['b_sat']:.1f} µs)")  # fmt: skip
         print(f"  req/s vs the plain pair: {row['rps'] / plain['rps']:.2f}; "
               f"vs haproxy-mtls: {row['rps'] / haproxy['rps']:.2f}")  # fmt: skip
+    for build in ("", "mypyc-"):
+        before = rows.get(f"tulle-before-{build}plain")
+        if before is None:
+            continue
+        plain = rows[f"tulle-{build}plain"]
+        cpu_ratio = (plain["a_sat"] + plain["b_sat"]) / (before["a_sat"] + before["b_sat"])
+        cpu_1k = (plain["a_1k"] + plain["b_1k"]) / (before["a_1k"] + before["b_1k"])
+        speed = plain["rps"] / before["rps"]
+        print(f"tulle-{build}plain against the same pair on the code before issue 17:")
+        print(f"  CPU per request (A + B) at saturation: {cpu_ratio:.2f}x, at 1,000 req/s: "
+              f"{cpu_1k:.2f}x; req/s {speed:.2f}x; p50 at 1,000 req/s "
+              f"{plain['p50'] - before['p50']:+.3f} ms (target: at most 5% slower: "
+              f"{_met(cpu_ratio <= 1 + PLAIN_SLOWER and speed >= 1 - PLAIN_SLOWER)})")  # fmt: skip
     if not compiled:
         print("\n(no compiled build: `make compiled` adds the tulle-mypyc pairs)")
