@@ -163,7 +163,7 @@ class CertificateService:
         except CsrRefused as error:
             code = grpc.StatusCode.INVALID_ARGUMENT
             result = "bad_csr"
-            if "but the caller is" in str(error) or "names only the caller" in str(error):
+            if error.wrong_identity:
                 code, result = grpc.StatusCode.PERMISSION_DENIED, "wrong_identity"
             raise SignRefusedError(code, result, f"CSR refused: {error}") from None
         except CaError as error:

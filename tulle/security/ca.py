@@ -234,11 +234,14 @@ class CertificateAuthority:
         if others:
             raise CsrRefused(
                 f"CSR asks for {', '.join(others)}; a workload certificate names only the "
-                f"caller's SPIFFE ID {identity}"
+                f"caller's SPIFFE ID {identity}",
+                wrong_identity=True,
             )
         for asked in requested_identities(request):
             if asked != identity.uri:
-                raise CsrRefused(f"CSR asks for {asked} but the caller is {identity}")
+                raise CsrRefused(
+                    f"CSR asks for {asked} but the caller is {identity}", wrong_identity=True
+                )
         public_key = request.public_key()
         assert isinstance(public_key, PublicKey)  # read_csr accepts no other key
         names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity.uri)]

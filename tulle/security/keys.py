@@ -26,7 +26,13 @@ MAX_CSR_BYTES = 64 * 1024  # a real CSR is under 1 KiB
 
 
 class CsrRefused(ValueError):  # noqa: N818 (named for the outcome, as the API promises)
-    """A CSR the CA will not sign; the message is the reason, fit to log and to return."""
+    """A CSR the CA will not sign; the message is the reason, fit to log and to return.
+    ``wrong_identity``: the CSR asks for another identity than the caller proved (else the CSR
+    itself is bad)."""
+
+    def __init__(self, reason: str, *, wrong_identity: bool = False) -> None:
+        super().__init__(reason)
+        self.wrong_identity = wrong_identity
 
 
 def new_private_key() -> ec.EllipticCurvePrivateKey:
