@@ -33,7 +33,6 @@ import pytest
 from cryptography import x509
 
 from tests.e2e.conftest import BIN, HERE, ControlPlane, _stop, start_control_plane, wait_until
-from tulle.security.tokens import BootstrapTokens
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -108,7 +107,16 @@ class Mesh:
         return f"127.0.0.1:{self.plane.secure_xds_port}"
 
     def token(self, account: str, pod: str) -> Path:
-        return BootstrapTokens(self.plane.state_dir).issue("default", account, f"{pod}.default")
+        """A bootstrap token for replica ``pod`` as ``account``, by ``tulle bootstrap token``."""
+        issued = subprocess.run(
+            [TULLE, "bootstrap", "token", "--pod", pod, "--service-account", account,
+             "--state-dir", str(self.plane.state_dir)],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        path = Path(issued.strip())
+        assert path == self.plane.state_dir / "bootstrap-tokens" / f"{pod}.default.token"
+        assert path.stat().st_mode & 0o777 == 0o600
+        return path
 
     def bootstrap(self, certs: Path, pod: str) -> str:
         return subprocess.run(

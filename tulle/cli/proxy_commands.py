@@ -161,3 +161,30 @@ def bootstrap_grpc(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps(bootstrap, indent=2))
+
+
+@bootstrap_app.command("token")
+def bootstrap_token(
+    pod: Annotated[str, typer.Option("--pod", help="The replica's pod (its node id's pod).")],
+    service_account: Annotated[
+        str, typer.Option("--service-account", help="The identity the token proves.")
+    ],
+    namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            help="The control plane's state directory (.tulle/controlplane under tulle up)."
+        ),
+    ] = Path(".tulle"),
+) -> None:
+    """Issue a replica's bootstrap token (as tulle up does for its replicas) and print the path
+    of its 0600 file: what `tulle agent --token-file` reads for a proxyless app started by hand.
+    Issuing again replaces the replica's earlier token."""
+    from tulle.security.tokens import BootstrapTokens
+
+    try:
+        path = BootstrapTokens(state_dir).issue(namespace, service_account, f"{pod}.{namespace}")
+    except (ValueError, OSError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(str(path.absolute()))
