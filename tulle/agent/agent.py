@@ -31,6 +31,7 @@ from tulle.security.material import WorkloadCredentials
 from tulle.security.renewal import CertificateKeeper
 from tulle.security.tokens import TokenFileError, read_token_file
 from tulle.xds.grpc_stream import GrpcStreamError, ca_signer, split_address
+from tulle.xds.workload_ca import control_plane_context
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,10 @@ class CertificateAgent:
 
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
-        tls = ssl.create_default_context(cafile=str(settings.root_cert))
-        signer = ca_signer(settings.xds, tls, settings.token)
+        # The control plane is verified with --root-cert, then with the bundle of each
+        # certificate received: after a root rotation its own certificate is the new root's.
+        self._control_plane = ssl.create_default_context(cafile=str(settings.root_cert))
+        signer = ca_signer(settings.xds, lambda: self._control_plane, settings.token)
         self.refusal: GrpcStreamError | None = None  # the CA's last final answer, if any
         self.refused = asyncio.Event()
 
@@ -116,6 +119,7 @@ class CertificateAgent:
     def _write(self, credentials: WorkloadCredentials) -> None:
         directory = self.settings.directory
         credentials.write_files(directory)
+        self._control_plane = control_plane_context(credentials.bundle_pem)
         self.write_token()
         log.info(
             "wrote %s serial %x (valid until %s) to %s",
