@@ -114,9 +114,9 @@ class MeshMiddleware:
         the handshake added (a copy of the scope only when something changes)."""
         value = client_cert_header(principal, self.gate.runtime.inbound_tls.own_identity)
         headers = scope["headers"]
-        if value is None and not any(name.lower() == XFCC for name, _ in headers):
+        if value is None and not any(name == XFCC for name, _ in headers):  # names: lower case
             return scope
-        kept = [(name, v) for name, v in headers if name.lower() != XFCC]
+        kept = [(name, v) for name, v in headers if name != XFCC]
         if value is not None:
             kept.append((XFCC, value.encode("latin-1")))
         return {**scope, "headers": kept}
