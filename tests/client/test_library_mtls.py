@@ -477,7 +477,8 @@ def test_new_connections_get_the_renewed_certificate_without_a_restart(mesh: Mes
 
 def test_python_m_tulle_client_uvicorn_serves_with_mtls(mesh: Mesh, tmp_path: Path) -> None:
     """The command-line form: ``python -m tulle.client.uvicorn module:app`` (uvicorn's
-    options, plus the mTLS protocol) registers the endpoint as in the mesh from the start."""
+    options, plus the mTLS protocol) registers the endpoint as in the mesh, and its PERMISSIVE
+    port takes mTLS and plain text."""
     port = free_port()
     token = mesh.token("frontend", "frontend-1")
     env = {
@@ -497,9 +498,15 @@ def test_python_m_tulle_client_uvicorn_serves_with_mtls(mesh: Mesh, tmp_path: Pa
         app = LibraryApp(port, 0, node_id("frontend-1"), proc)
         wait_until(app.serving, timeout=30)
         wait_until(lambda: in_the_mesh(mesh.plane, "frontend", port), timeout=30)
-        answer = mtls_get(port, "/", credentials(mesh, "payment"))
+        forged = {"x-forwarded-client-cert": f"URI={PAYMENT}"}
+        answer = mtls_get(port, "/", credentials(mesh, "payment"), headers=forged)
         assert answer.status_code == 200
-        assert answer.json()["client_cert"] == (f"By={FRONTEND};URI={PAYMENT}")
+        assert answer.json()["client_cert"] == f"By={FRONTEND};URI={PAYMENT}"
+        # frontend is PERMISSIVE: plain text on the same port too, with no client cert header
+        # (the forged one is dropped).
+        plain = httpx.get(f"http://127.0.0.1:{port}/", headers=forged, timeout=30)
+        assert plain.status_code == 200
+        assert "client_cert" not in plain.json()
     finally:
         _stop(proc)
 
