@@ -144,7 +144,8 @@ def test_proxy_status_and_config(control_plane: ControlPlane, processes: Process
     assert status.returncode == 0
     header, row = status.stdout.splitlines()[:2]
     assert header.split() == [
-        "NODE", "MODE", "LISTENERS", "ROUTES", "CLUSTERS", "ENDPOINTS", "CERTIFICATE", "EXPIRES"
+        "NODE", "MODE", "LISTENERS", "ROUTES", "CLUSTERS", "ENDPOINTS", "CERTIFICATE", "EXPIRES",
+        "SERVER", "MTLS",
     ]  # fmt: skip
     cells = row.split()
     assert cells[:2] == [
@@ -153,6 +154,7 @@ def test_proxy_status_and_config(control_plane: ControlPlane, processes: Process
     ]
     assert [cells[i] for i in (2, 4, 6, 8)] == ["SYNCED"] * 4
     assert cells[10] == "-"  # a plain-text proxyless client has no certificate from the CA
+    assert cells[11] == "-"  # and, a client, no server Listener
     node = cells[0]
     listeners = json.loads(tulle(control_plane, "proxy-config", node, "--type", "listeners").stdout)
     assert [item["name"] for item in listeners] == ["greeter.default.svc.cluster.local:50051"]
