@@ -59,8 +59,11 @@ class InboundGate:
         """Register the app's endpoint (when a service is named; see Registration.load)."""
         registration = self._current_registration()
         if registration is not None and self._registrar is None:
-            self._registrar = Registrar(registration)
-            self._registrar.start()
+            registrar = self._registrar = Registrar(registration)
+            registrar.start()
+            now = self._current_registration()  # a server declared itself meanwhile
+            if now is not None and now != registration:
+                registrar.update(now)
 
     def _current_registration(self) -> Registration | None:
         """The registration, marked as in the mesh (``tlsMode: istio``) when the app has a
