@@ -9,6 +9,10 @@ mesh says: STRICT, PERMISSIVE or DISABLE, with the workload's certificate when i
     TULLE_SERVICE=hello TULLE_SERVICE_PORT=8080 PORT=8081 TULLE_METRICS_PORT=9091 \\
         python examples/library/app.py
 
+With an identity (the control plane's secure xDS port, 15012, its trust bundle and a bootstrap
+token: ``TULLE_XDS_ROOT_CERT=.../root-cert.pem TULLE_TOKEN_FILE=...``, as ``tulle up`` sets them)
+the app gets a certificate from the mesh CA and its port speaks mTLS.
+
 ``GET /`` answers who it is and who called (the caller's workload, from the mesh, and the
 identity its certificate proved: ``X-Forwarded-Client-Cert``);
 ``GET /call?url=http://catalog:8080/items`` calls that URL through the mesh and answers what came
