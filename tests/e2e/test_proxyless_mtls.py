@@ -330,6 +330,12 @@ def test_a_namespace_that_disables_mtls_makes_the_server_plain_text(
         mesh.delete("PeerAuthentication", "plain")
     wait_until(lambda: mesh.server_modes() == {f"127.0.0.1:{mesh.port}": "STRICT"})
 
+    def mutual_again() -> bool:
+        [result] = mesh.call(client, "--count", "1", "--fresh")
+        return result["ok"] and result["reply"].split("|")[1] == CLIENT
+
+    wait_until(mutual_again, timeout=60)
+
 
 def test_a_token_for_another_replica_gets_no_certificate(mesh: Mesh, tmp_path: Path) -> None:
     certs = tmp_path / "certs"
