@@ -188,8 +188,10 @@ def client_context(pem: Path, roots: Path) -> ssl.SSLContext:
 
 
 def median_row(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Each figure's median over the rounds."""
-    return {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+    """Each figure's median over the rounds, and the range of requests/s."""
+    median = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+    rates = [row["rps"] for row in rows]
+    return {**median, "rps_low": min(rates), "rps_high": max(rates)}
 
 
 def direct(backend: int, seconds: int) -> dict[str, float]:
@@ -248,6 +250,7 @@ def main() -> None:
                 old_plane, old_pairs = start_before_pairs(work, python, before, backend)
                 procs += [old_plane.proc, *(p for pair in old_pairs for p in (pair.a, pair.b))]
                 pairs += old_pairs
+            started = {pair.name: (rss_kib(pair.a.pid), rss_kib(pair.b.pid)) for pair in pairs}
             base = statistics.median(fixed_rate(backend, FIXED_RATE, 3))
             order = sorted(pairs, key=lambda pair: ORDER.index(pair.name))
             rounds: list[dict[str, dict[str, float]]] = []
@@ -262,7 +265,9 @@ def main() -> None:
             for pair in pairs:  # B first: the connections A opens to B stay open
                 mtls = pair.name.endswith("mtls")
                 b_direct = into_b(pair, args.connections, tls if mtls else None)
-                memory[pair.name] = {**through_a(pair, args.connections), "b_direct": b_direct}
+                memory[pair.name] = {**through_a(pair, args.connections), "b_direct": b_direct,
+                                     "a_start": started[pair.name][0] / 1024,
+                                     "b_start": started[pair.name][1] / 1024}  # fmt: skip
         finally:
             for proc in procs:
                 proc.terminate()
