@@ -1,8 +1,9 @@
 """Identity in telemetry under ``tulle up`` (issue 17), with real processes, real TLS and a real
 client holding a real mesh certificate: a caller that forges ``x-tulle-source-workload`` over
 mTLS is reported (metrics) and authorized as its certificate says, and the header never reaches
-the app; sidecar-to-sidecar calls carry the principals and ``connection_security_policy`` on
-both reporters and the peer principal in the access log; the certificate expiry gauge; and
+the app; sidecar-to-sidecar calls, and a library app's calls to a sidecar, carry the principals
+and ``connection_security_policy`` on both reporters, and the peer principal is in the access
+log; the certificate expiry gauge of a sidecar and of a library app; and
 ``tulle check`` warning about a STRICT workload's plain-text callers and a policy naming a
 principal no workload has."""
 
@@ -55,6 +56,15 @@ spec:
   ports: [{name: http, port: 8080}]
   readiness: {httpGet: {path: /ready}}
 ---
+apiVersion: tulle.dev/v1alpha1
+kind: Workload
+metadata: {name: ledger}
+spec:
+  command: [python3, examples/library/app.py]
+  mesh: library
+  ports: [{name: http, port: 8080}]
+  readiness: {httpGet: {path: /ready}}
+---
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {name: payment-strict}
@@ -84,6 +94,7 @@ spec:
 FRONTEND = "spiffe://cluster.local/ns/default/sa/frontend"
 INTRUDER = "spiffe://cluster.local/ns/default/sa/intruder"
 PAYMENT = "spiffe://cluster.local/ns/default/sa/payment"
+LEDGER = "spiffe://cluster.local/ns/default/sa/ledger"
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +142,13 @@ def mtls_client(directory: Path) -> httpx.Client:
 
 
 def metrics_of(mesh: Mesh, replica: str) -> str:
-    port = mesh.replica(replica)["stats_port"]
-    return httpx.get(f"http://127.0.0.1:{port}/stats/prometheus", timeout=30).text
+    """A sidecar's metrics, or a library app's."""
+    found = mesh.replica(replica)
+    if found.get("stats_port"):
+        url = f"http://127.0.0.1:{found['stats_port']}/stats/prometheus"
+    else:
+        url = f"http://127.0.0.1:{found['metrics_port']}/metrics"
+    return httpx.get(url, timeout=30).text
 
 
 def requests_total(exposition: str) -> dict[frozenset[tuple[str, str]], float]:
@@ -236,6 +252,42 @@ def test_sidecar_to_sidecar_calls_carry_both_principals_and_the_access_log_has_t
     assert entry["status"] == 200
 
 
+def sent_by(exposition: str, **wanted: str) -> list[dict[str, str]]:
+    """The label sets of the requests a workload sent whose labels include ``wanted``."""
+    return [
+        dict(labels)
+        for labels in requests_total(exposition)
+        if ("reporter", "source") in labels and set(wanted.items()) <= labels
+    ]
+
+
+def test_a_library_caller_reports_both_principals_and_its_callee_sees_its_certificate(
+    mesh: Mesh,
+) -> None:
+    # The library app calls the frontend (a sidecar) through tulle.client, over mTLS (the
+    # library's pool is the sidecar's).
+    url = urllib.parse.quote("http://frontend:8080/from-ledger", safe="")
+    reply = httpx.get(f"http://{mesh.replica('ledger-0')['address']}/call?url={url}",
+                      timeout=30)  # fmt: skip
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["status"] == 200, reply.text
+
+    def reported() -> bool:
+        return bool(sent_by(metrics_of(mesh, "ledger-0"), destination_workload="frontend")) and (
+            served(metrics_of(mesh, "frontend-0"), source_workload="ledger") >= 1
+        )
+
+    wait_until(reported, timeout=30)
+    sent = sent_by(metrics_of(mesh, "ledger-0"), destination_workload="frontend")
+    assert {
+        (s["source_principal"], s["destination_principal"], s["connection_security_policy"])
+        for s in sent
+    } == {(LEDGER, FRONTEND, "unknown")}
+    assert served(metrics_of(mesh, "frontend-0"), source_workload="ledger",
+                  source_principal=LEDGER, destination_principal=FRONTEND,
+                  connection_security_policy="mutual_tls") >= 1  # fmt: skip
+
+
 def test_the_certificate_expiry_is_a_gauge_per_workload(mesh: Mesh) -> None:
     api = mesh.status()["api"]
     status = httpx.get(f"{api}/api/v1/proxy-status", headers=mesh.auth, timeout=30).json()
@@ -247,6 +299,13 @@ def test_the_certificate_expiry_is_a_gauge_per_workload(mesh: Mesh) -> None:
         if sample.name == "tulle_workload_certificate_expiration_timestamp_seconds"
     ]
     assert [g.labels for g in gauges] == [{"workload": "payment", "principal": PAYMENT}]
+    library = [
+        sample.labels
+        for family in text_string_to_metric_families(metrics_of(mesh, "ledger-0"))
+        for sample in family.samples
+        if sample.name == "tulle_workload_certificate_expiration_timestamp_seconds"
+    ]
+    assert library == [{"workload": "ledger", "principal": LEDGER}]
     # The sidecar's certificate is the one the CA last issued to its node, unless it has
     # already renewed (then it is newer): never older.
     from datetime import datetime
