@@ -416,19 +416,20 @@ def test_the_files_stay_while_the_ca_is_away(tmp_path: Path) -> None:
     try:
         assert agent.stdout is not None
         assert agent.stdout.readline() == f"tulle agent: certificates in {certs}\n"
-        first = serial(certs)
         _stop(plane.proc)
         # Renewal (at about half of the 10 s) finds no CA: the agent says why, keeps running,
-        # and the files stay as they were.
+        # retries, and the files stay as they were through the retry.
         refused = "workload certificate not renewed (UNAVAILABLE: connect: Connect call failed "
         refused += f"('127.0.0.1', {plane.secure_xds_port}))"
         wait_until(lambda: refused in log.read_text(), timeout=30)
+        kept = serial(certs)
+        wait_until(lambda: log.read_text().count(refused) >= 2, timeout=30)
         assert agent.poll() is None
-        assert serial(certs) == first
+        assert serial(certs) == kept
         plane = start_control_plane(
             state, tmp_path / "config", insecure_xds=False, secure_xds_port=plane.secure_xds_port
         )
-        wait_until(lambda: serial(certs) != first, timeout=60)
+        wait_until(lambda: serial(certs) != kept, timeout=60)
         assert agent.poll() is None
     finally:
         _stop(agent)

@@ -4,8 +4,9 @@ writes, and the app it may run as its child.
 Renewal is :class:`~tulle.security.renewal.CertificateKeeper`'s, as in the sidecar and the
 library; the agent gives it the transport (the CA's ``Sign`` call on the secure xDS port, with
 the token read afresh for each call and the replica the agent serves, which the CA checks
-against the token's) and writes each new certificate to the directory, every file atomically.
-While the CA is away the files stay as they are: the certificate serves until it expires.
+against the token's) and writes each new certificate to the directory, the three files replaced
+together (``files``). While the CA is away the files stay as they are: the certificate serves
+until it expires.
 
 A refusal before the first certificate (an unknown token, another replica's token, a CSR the CA
 does not take) ends the agent with the CA's reason: waiting would not change it. After that,
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from tulle.agent.files import write_credentials
 from tulle.security.certificates import load_certificates
 from tulle.security.files import UnsafeFileError, write_atomically
 from tulle.security.grpc_token import wrap
@@ -118,7 +120,7 @@ class CertificateAgent:
 
     def _write(self, credentials: WorkloadCredentials) -> None:
         directory = self.settings.directory
-        credentials.write_files(directory)
+        write_credentials(directory, credentials)
         self._control_plane = control_plane_context(credentials.bundle_pem)
         self.write_token()
         log.info(
