@@ -269,6 +269,14 @@ async def run(plane: ControlPlane, api: Api, a: Workload, b: Workload, c: Worklo
     a.reconnect()
     await until(lambda: a.xds.connected)
 
+    # proxy-status counts the bundle among what a node must have ACKed to be current.
+    async def secrets_current() -> bool:
+        answer = await api.client.get("/api/v1/proxy-status")
+        nodes = answer.json()["nodes"]
+        return len(nodes) >= 3 and all(n["types"]["secrets"]["current"] for n in nodes)
+
+    await until(secrets_current)
+
 
 async def _eq(value: Any, expected: Any) -> bool:
     return bool(await value == expected)

@@ -120,8 +120,11 @@ class ControlPlane:
         )
 
     def node_resources(self, node: NodeInfo) -> Resources:
-        """Every resource for ``node`` under the current snapshot."""
-        return self.translator.resources(self.snapshot, node)
+        """Every resource for ``node`` under the current snapshot, the trust bundle included."""
+        resources = self.translator.resources(self.snapshot, node)
+        if self.ca is None:
+            return resources
+        return {**resources, SECRET: trust_bundle_secrets(self.ca)}
 
     @property
     def connections(self) -> dict[int, Connection]:
@@ -148,7 +151,7 @@ class ControlPlane:
         """:class:`~tulle.xds.server.ResourceSource` for the ADS server."""
         if type_url == SECRET:  # the trust bundle (ROOTCA), pushed to every node on rotation
             return {} if self.ca is None else trust_bundle_secrets(self.ca)
-        return self.node_resources(node).get(type_url, {})
+        return self.translator.resources(self.snapshot, node).get(type_url, {})
 
     def _bundle_changed(self) -> None:
         """A rotation step changed the trust bundle: publish it (file, and ADS to every node)."""
