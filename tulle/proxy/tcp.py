@@ -14,8 +14,7 @@ from typing import cast
 
 from tulle.engine.cluster_config import EndpointSpec
 from tulle.engine.message import UpstreamError
-from tulle.transport.connect import open_upstream
-from tulle.transport.mtls import MeshTls, tls_origin
+from tulle.transport.mtls import MeshTls, open_mesh_upstream
 
 
 class _Half(asyncio.Protocol):
@@ -74,11 +73,9 @@ class TcpPipe:
         identity refused, no valid workload certificate), and then closes the app's side."""
         self.downstream.pause_reading()
         try:
-            tls = tls_origin(mtls, endpoint)
-            half = await open_upstream(
-                lambda: _Half(self, "up"), endpoint.address, endpoint.port, timeout, self.mark,
-                tls,
-            )  # fmt: skip
+            half = await open_mesh_upstream(
+                lambda: _Half(self, "up"), endpoint, timeout, self.mark, mtls
+            )
         except UpstreamError as failure:
             self.close()
             return failure
