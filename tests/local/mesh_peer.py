@@ -3,9 +3,9 @@
 
 - ``web``: HTTP/1.1; every request is answered with what arrived (method, path, headers, body)
   as JSON, and ``GET /ws`` with ``Upgrade: websocket`` is a WebSocket (RFC 6455) that answers
-  each text message with ``echo:<message>``;
-- ``db``: opaque TCP; reads until the client half-closes, answers ``got:<what it read>`` and
-  closes (the half-close must cross the mesh);
+  each text message with ``echo:<message>``; and, on ``--tcp-port``, opaque TCP: it reads until
+  the client half-closes, answers ``got:<what it read>`` and closes (the half-close must cross
+  the mesh);
 - ``client`` (an app beside a sidecar, in a pod: it dials names and its rules redirect it):
   ``POST /http`` sends the JSON ``{"url", "header", "body"}`` it gets as a POST with the header
   ``x-secret``; ``POST /ws`` opens a WebSocket to ``url`` and sends ``message``; ``POST /tcp``
@@ -147,7 +147,7 @@ class Web(BaseHTTPRequestHandler):
         self.close_connection = True
 
 
-def serve_db(host: str, port: int) -> None:
+def serve_tcp(host: str, port: int) -> None:
     server = socket.create_server((host, port), backlog=128)
 
     def one(conn: socket.socket) -> None:
@@ -268,14 +268,14 @@ def caller(calls: dict[str, Callable[[dict[str, Any]], dict[str, Any]]]) -> type
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("role", choices=["web", "db", "client", "library"])
+    parser.add_argument("role", choices=["web", "client", "library"])
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tcp-port", type=int)
     args = parser.parse_args()
-    if args.role == "db":
-        serve_db(args.host, args.port)
-        return
     if args.role == "web":
+        if args.tcp_port:
+            threading.Thread(target=serve_tcp, args=(args.host, args.tcp_port), daemon=True).start()
         handler: type = Web
     elif args.role == "client":
         handler = caller({"/http": call_http, "/ws": call_websocket, "/tcp": call_tcp})

@@ -2,7 +2,7 @@
 on the pods' bridge records every byte it carries between a caller and a STRICT workload's pod;
 no request path, header value or body byte of the test's calls appears in those bytes, for
 HTTP/1.1 from a sidecar and from a library-mode app, a WebSocket, and opaque TCP (whose
-half-close crosses the mesh too). The relay is the only endpoint of each callee in the registry
+half-close crosses the mesh too, to the second port of the callee's pod). The relay is the only endpoint of each callee in the registry
 (the real ones are deregistered, the relay's registered with the same labels and service
 account), so a call that succeeds went through it; each call must also grow what the relay
 carried, which starts with a TLS handshake record. A plain-text message sent through the same
@@ -60,29 +60,17 @@ apiVersion: tulle.dev/v1alpha1
 kind: Workload
 metadata: {{name: web}}
 spec:
-  command: [python3, {PEER}, web, --port, $(PORT)]
-  ports: [{{name: http, port: 8080, protocol: HTTP}}]
+  command: [python3, {PEER}, web, --port, $(PORT_HTTP), --tcp-port, $(PORT_SQL)]
+  ports:
+    - {{name: http, port: 8080, protocol: HTTP}}
+    - {{name: sql, port: 5432, protocol: TCP}}
   readiness: {{httpGet: {{path: /ready}}}}
----
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {{name: db}}
-spec:
-  command: [python3, {PEER}, db, --port, $(PORT)]
-  ports: [{{name: sql, port: 5432, protocol: TCP}}]
 ---
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {{name: web-strict}}
 spec:
   selector: {{matchLabels: {{app: web}}}}
-  mtls: {{mode: STRICT}}
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {{name: db-strict}}
-spec:
-  selector: {{matchLabels: {{app: db}}}}
   mtls: {{mode: STRICT}}
 """
 
@@ -197,12 +185,13 @@ def synced(mesh: Mesh, pods: tuple[str, ...]) -> bool:
     return all(pod in nodes and nodes[pod]["types"]["endpoints"]["current"] for pod in pods)
 
 
-def through_relay(mesh: Mesh, service: str, relay: Relay) -> None:
-    """The relay becomes ``service``'s only endpoint: the replica's own registration is
-    replaced by one of the relay's address with the same labels and service account."""
+def through_relay(mesh: Mesh, service: str, port: int, relay: Relay) -> None:
+    """The relay becomes ``service``'s only endpoint of ``port``: the replica's own
+    registration is replaced by one of the relay's address with the same labels and service
+    account."""
     api = f"{mesh.status()['api']}/api/v1/endpoints"
     items = httpx.get(api, headers=mesh.auth, timeout=30).json()["items"]
-    (mine,) = [item for item in items if item.get("workload") == service]
+    (mine,) = [i for i in items if i.get("workload") == service and i.get("port") == port]
     assert mine["labels"]["security.istio.io/tlsMode"] == "istio"
     gone = {"service": mine["service"], "address": mine["address"], "port": mine["port"]}
     reply = httpx.request("DELETE", api, json=gone, headers=mesh.auth, timeout=30)
@@ -227,10 +216,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     try:
         mesh = start_mesh(state, str(root / "mesh.yaml"), pods=True)
         replicas = {r["replica"]: r for r in mesh.status()["replicas"]}
-        relays["web"] = Relay((replicas["web-0"]["ip"], 8080))
-        relays["db"] = Relay((replicas["db-0"]["ip"], 5432))
-        for service, relay in relays.items():
-            through_relay(mesh, service, relay)
+        for name, port in (("http", 8080), ("tcp", 5432)):
+            relays[name] = Relay((replicas["web-0"]["ip"], port))
+            through_relay(mesh, "web", port, relays[name])
         wait_until(lambda: synced(mesh, ("client-0", "library-0")), timeout=60, interval=0.3)
         yield Lab(mesh, replicas, relays)
     finally:
@@ -257,7 +245,7 @@ def assert_not_seen(relay: Relay, *words: str) -> None:
 
 @pytest.mark.parametrize("caller", ["client", "library"])
 def test_http_through_the_relay_is_never_plain_text(lab: Lab, caller: str) -> None:
-    relay = lab.relays["web"]
+    relay = lab.relays["http"]
     path, header, body = secret("path"), secret("header"), secret("body") * 50
     before = relay.carried()
     answer = lab.ask(caller, "http", url=f"http://web:8080/{path}?q={path}", header=header,
@@ -275,7 +263,7 @@ def test_http_through_the_relay_is_never_plain_text(lab: Lab, caller: str) -> No
 
 
 def test_a_websocket_through_the_relay_is_never_plain_text(lab: Lab) -> None:
-    relay = lab.relays["web"]
+    relay = lab.relays["http"]
     path, message = secret("wspath"), secret("message")
     before = relay.carried()
     answer = lab.ask("client", "ws", url=f"http://web:8080/ws?{path}", message=message)
@@ -285,12 +273,13 @@ def test_a_websocket_through_the_relay_is_never_plain_text(lab: Lab) -> None:
 
 
 def test_opaque_tcp_through_the_relay_is_never_plain_text(lab: Lab) -> None:
-    relay = lab.relays["db"]
+    relay = lab.relays["tcp"]
     message = secret("row") * 20
     before = len(relay.connections)
     # The client sends, shuts its write side and reads: the half-close crossed the mesh
-    # (client sidecar -> mTLS close_notify -> db's sidecar -> the app's EOF), then the answer.
-    answer = lab.ask("client", "tcp", address="db:5432", message=message)
+    # (client sidecar -> mTLS close_notify -> web's sidecar -> the app's EOF), then the answer.
+    # Port 5432 is web's second port: its sidecar pipes it to that port of the app.
+    answer = lab.ask("client", "tcp", address="web:5432", message=message)
     assert answer == {"ok": True, "answer": f"got:{message}"}
     assert len(relay.connections) == before + 1
     sent, received = relay.connections[-1]
@@ -302,7 +291,7 @@ def test_opaque_tcp_through_the_relay_is_never_plain_text(lab: Lab) -> None:
 def test_the_relay_search_finds_plain_text_and_strict_refuses_it(lab: Lab) -> None:
     # The control: plain text sent through the same relay is found in what it carried (so the
     # searches above would have found a leak), and web's STRICT sidecar refuses it.
-    relay, control = lab.relays["web"], secret("control")
+    relay, control = lab.relays["http"], secret("control")
     refused_before = lab.refused_plain_text("web-0")
     with socket.create_connection((GATEWAY, relay.port), timeout=30) as sock:
         sock.sendall(f"GET /{control} HTTP/1.1\r\nhost: web\r\n\r\n".encode())
@@ -312,20 +301,20 @@ def test_the_relay_search_finds_plain_text_and_strict_refuses_it(lab: Lab) -> No
 
 
 def test_strict_in_pods_refuses_callers_outside_the_mesh(lab: Lab) -> None:
-    # This process is outside the mesh: dialling web's pod address and port, it is redirected
-    # to web's sidecar by the pod's rules and refused as plain text; so is the TCP port of db.
-    # The mesh's callers (the tests above, and this one's last call) get through.
-    web, db = lab.replicas["web-0"], lab.replicas["db-0"]
-    refused_before = lab.refused_plain_text("web-0")
+    # This process is outside the mesh: dialling web's pod address and its HTTP port, it is
+    # redirected to web's sidecar by the pod's rules and refused as plain text; so on web's TCP
+    # port. The mesh's callers (the tests above, and this one's last call) get through.
+    web = lab.replicas["web-0"]
+    refused = lab.refused_plain_text("web-0")
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://{web['ip']}:8080/ready", timeout=30)
-    wait_until(lambda: lab.refused_plain_text("web-0") > refused_before, timeout=30)
-    db_refused = lab.refused_plain_text("db-0")
-    with socket.create_connection((db["ip"], 5432), timeout=30) as sock:
+    wait_until(lambda: lab.refused_plain_text("web-0") > refused, timeout=30)
+    refused = lab.refused_plain_text("web-0")
+    with socket.create_connection((web["ip"], 5432), timeout=30) as sock:
         sock.sendall(b"select 1")
         sock.shutdown(socket.SHUT_WR)
         assert sock.recv(65536) == b""  # no "got:": the app never saw it
-    wait_until(lambda: lab.refused_plain_text("db-0") > db_refused, timeout=30)
+    wait_until(lambda: lab.refused_plain_text("web-0") > refused, timeout=30)
     answer = lab.ask("client", "http", url="http://web:8080/still", header="h", body="b")
     assert answer["ok"], answer
     assert answer["seen"]["path"] == "/still"

@@ -358,11 +358,14 @@ class Runner:
                     "--xds-root-cert", identity["TULLE_XDS_ROOT_CERT"],
                     "--token-file", identity["TULLE_TOKEN_FILE"], "--node-id", plan.node_id,
                     "--admin-port", str(ports.admin), "--admin-token-file", str(token.resolve()),
-                    "--stats-port", str(ports.stats), "--inbound-port", str(ports.inbound),
-                    "--app-port", str(next(iter(plan.app_ports.values()), 0))]  # fmt: skip
-            if ports.http_proxy is not None:
-                args += ["--http-proxy-port", str(ports.http_proxy)]
+                    "--stats-port", str(ports.stats),
+                    "--inbound-port", str(ports.inbound)]  # fmt: skip
+            if ports.http_proxy is not None:  # callers reach the inbound listener itself
+                args += ["--http-proxy-port", str(ports.http_proxy),
+                         "--app-port", str(next(iter(plan.app_ports.values()), 0))]  # fmt: skip
             else:  # a pod: its app's traffic is redirected; /ready and stats on its address
+                # (no --app-port: each inbound connection goes to the port it was made to,
+                # one of the app's own, so every port of a several-port app is reached)
                 args += ["--outbound-port", str(OUTBOUND_PORT), "--mark", hex(SIDECAR_MARK),
                          "--stats-host", "0.0.0.0"]  # fmt: skip
             log = state.log(f"{plan.name}.proxy")
