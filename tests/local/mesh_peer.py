@@ -5,11 +5,14 @@
   as JSON, and ``GET /ws`` with ``Upgrade: websocket`` is a WebSocket (RFC 6455) that answers
   each text message with ``echo:<message>``; and, on ``--tcp-port``, opaque TCP: it reads until
   the client half-closes, answers ``got:<what it read>`` and closes (the half-close must cross
-  the mesh);
+  the mesh); and, on ``--grpc-port``, a gRPC method ``/relay.Echo/Say`` (raw bytes) answering
+  ``said:<request>;secret:<the x-secret metadata>``;
 - ``client`` (an app beside a sidecar, in a pod: it dials names and its rules redirect it):
   ``POST /http`` sends the JSON ``{"url", "header", "body"}`` it gets as a POST with the header
   ``x-secret``; ``POST /ws`` opens a WebSocket to ``url`` and sends ``message``; ``POST /tcp``
   sends ``message`` to ``address`` (``host:port``), half-closes and reads the answer;
+  ``POST /grpc`` calls ``/relay.Echo/Say`` at ``address`` with ``message`` and the metadata
+  ``x-secret: header``;
 - ``library``: ``POST /http`` as the client's, through ``tulle.client`` (library mode).
 
 Each answers ``{"ok": ..., ...}`` as JSON, with the reason when a call failed."""
@@ -30,6 +33,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+os.environ.setdefault("GRPC_DNS_RESOLVER", "native")  # names from /etc/hosts, as libc does
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TIMEOUT = 20
@@ -163,6 +168,25 @@ def serve_tcp(host: str, port: int) -> None:
         threading.Thread(target=one, args=(conn,), daemon=True).start()
 
 
+def serve_grpc(host: str, port: int) -> Any:
+    from concurrent import futures
+
+    import grpc
+
+    def say(request: bytes, context: Any) -> bytes:
+        secret = dict(context.invocation_metadata()).get("x-secret", "")
+        return b"said:" + request + b";secret:" + secret.encode()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    handler = grpc.method_handlers_generic_handler(
+        "relay.Echo", {"Say": grpc.unary_unary_rpc_method_handler(say)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"{host}:{port}")
+    server.start()
+    return server
+
+
 # --- the callers ----------------------------------------------------------------------------
 
 
@@ -215,6 +239,19 @@ def call_tcp(ask: dict[str, Any]) -> dict[str, Any]:
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
+    return {"ok": True, "answer": answer.decode()}
+
+
+def call_grpc(ask: dict[str, Any]) -> dict[str, Any]:
+    import grpc
+
+    with grpc.insecure_channel(ask["address"]) as channel:
+        say = channel.unary_unary("/relay.Echo/Say")
+        try:
+            answer = say(ask["message"].encode(), metadata=[("x-secret", ask["header"])],
+                         timeout=TIMEOUT)  # fmt: skip
+        except grpc.RpcError as error:
+            return {"ok": False, "reason": f"{error.code().name}: {error.details()}"}
     return {"ok": True, "answer": answer.decode()}
 
 
@@ -272,13 +309,18 @@ def main() -> None:
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tcp-port", type=int)
+    parser.add_argument("--grpc-port", type=int)
     args = parser.parse_args()
     if args.role == "web":
         if args.tcp_port:
             threading.Thread(target=serve_tcp, args=(args.host, args.tcp_port), daemon=True).start()
+        # Held while this runs: a gRPC server stops once it is collected.
+        _grpc_server = serve_grpc(args.host, args.grpc_port) if args.grpc_port else None
         handler: type = Web
     elif args.role == "client":
-        handler = caller({"/http": call_http, "/ws": call_websocket, "/tcp": call_tcp})
+        handler = caller(
+            {"/http": call_http, "/ws": call_websocket, "/tcp": call_tcp, "/grpc": call_grpc}
+        )
     else:
         handler = caller({"/http": library_http()})
     server = ThreadingHTTPServer((args.host, args.port), handler)

@@ -1,8 +1,8 @@
 """No plain text between workloads (issue 17, "Done when"): under ``tulle up --pods`` a TCP relay
 on the pods' bridge records every byte it carries between a caller and a STRICT workload's pod;
 no request path, header value or body byte of the test's calls appears in those bytes, for
-HTTP/1.1 from a sidecar and from a library-mode app, a WebSocket, and opaque TCP (whose
-half-close crosses the mesh too, to the second port of the callee's pod). The relay is the only endpoint of each callee in the registry
+HTTP/1.1 from a sidecar and from a library-mode app, gRPC (HTTP/2), a WebSocket, and opaque
+TCP (whose half-close crosses the mesh too, to the second port of the callee's pod). The relay is the only endpoint of each callee in the registry
 (the real ones are deregistered, the relay's registered with the same labels and service
 account), so a call that succeeds went through it; each call must also grow what the relay
 carried, which starts with a TLS handshake record. A plain-text message sent through the same
@@ -60,10 +60,12 @@ apiVersion: tulle.dev/v1alpha1
 kind: Workload
 metadata: {{name: web}}
 spec:
-  command: [python3, {PEER}, web, --port, $(PORT_HTTP), --tcp-port, $(PORT_SQL)]
+  command: [python3, {PEER}, web, --port, $(PORT_HTTP), --tcp-port, $(PORT_SQL),
+            --grpc-port, $(PORT_GRPC)]
   ports:
     - {{name: http, port: 8080, protocol: HTTP}}
     - {{name: sql, port: 5432, protocol: TCP}}
+    - {{name: grpc, port: 50051, protocol: GRPC}}
   readiness: {{httpGet: {{path: /ready}}}}
 ---
 apiVersion: security.istio.io/v1
@@ -216,7 +218,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     try:
         mesh = start_mesh(state, str(root / "mesh.yaml"), pods=True)
         replicas = {r["replica"]: r for r in mesh.status()["replicas"]}
-        for name, port in (("http", 8080), ("tcp", 5432)):
+        for name, port in (("http", 8080), ("tcp", 5432), ("grpc", 50051)):
             relays[name] = Relay((replicas["web-0"]["ip"], port))
             through_relay(mesh, "web", port, relays[name])
         wait_until(lambda: synced(mesh, ("client-0", "library-0")), timeout=60, interval=0.3)
@@ -270,6 +272,18 @@ def test_a_websocket_through_the_relay_is_never_plain_text(lab: Lab) -> None:
     assert answer == {"ok": True, "answer": f"echo:{message}"}
     assert relay.carried() - before > len(message)
     assert_not_seen(relay, path, message, "websocket", "Sec-WebSocket", "sec-websocket")
+
+
+def test_grpc_through_the_relay_is_never_plain_text(lab: Lab) -> None:
+    # HTTP/2 between the sidecars (ALPN h2): the method's path and the metadata would be in
+    # HPACK literals, the message in DATA frames.
+    relay = lab.relays["grpc"]
+    message, header = secret("grpc"), secret("metadata")
+    before = relay.carried()
+    answer = lab.ask("client", "grpc", address="web:50051", message=message, header=header)
+    assert answer == {"ok": True, "answer": f"said:{message};secret:{header}"}
+    assert relay.carried() - before > len(message)
+    assert_not_seen(relay, message, header, "relay.Echo", "x-secret", "PRI * HTTP/2.0")
 
 
 def test_opaque_tcp_through_the_relay_is_never_plain_text(lab: Lab) -> None:
