@@ -149,12 +149,11 @@ def into_b(pair: Pair, count: int, tls: ssl.SSLContext | None) -> float:
     request = f"GET / HTTP/1.1\r\nHost: {pair.host}\r\n\r\n".encode()
     sockets: list[socket.socket] = []
     try:
-        for _ in range(count):
-            sock = socket.create_connection(("127.0.0.1", pair.b_port))
+        for _ in range(count):  # each asks at once: a connection without a request is closed
+            sock = socket.create_connection(("127.0.0.1", pair.b_port))  # after 10 s (408)
             sockets.append(tls.wrap_socket(sock) if tls is not None else sock)
-        for sock in sockets:
-            sock.sendall(request)
-            read_response(sock)
+            sockets[-1].sendall(request)
+            read_response(sockets[-1])
         return (rss_kib(pair.b.pid) - base) / count
     finally:
         for sock in sockets:
