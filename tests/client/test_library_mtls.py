@@ -322,13 +322,18 @@ def refused_by_openssl_and_curl(port: int, tmp_path: Path) -> None:
 
 
 def test_strict_uvicorn_app_admits_frontend_over_mtls_and_shows_who_called(mesh: Mesh) -> None:
-    forged = {"x-forwarded-client-cert": "URI=spiffe://cluster.local/ns/default/sa/admin"}
+    forged = {
+        "x-forwarded-client-cert": "URI=spiffe://cluster.local/ns/default/sa/admin",
+        "x-tulle-source-workload": "admin",
+    }
     answer = mtls_get(mesh.payment.port, "/pay", credentials(mesh, "frontend"), headers=forged)
     assert answer.status_code == 200, answer.text
     seen = answer.json()
     assert seen["workload"] == "payment"
-    # What the handshake proved, never what the caller wrote.
+    # What the handshake proved, never what the caller wrote (its source-workload claim is
+    # dropped over mTLS, as the sidecar drops it).
     assert seen["client_cert"] == f"By={PAYMENT};URI={FRONTEND}"
+    assert seen["caller"] == ""
     # Another mesh identity passes the TLS gate and is denied by the principals policy.
     denied = mtls_get(mesh.payment.port, "/pay", credentials(mesh, "intruder"))
     assert denied.status_code == 403
@@ -401,10 +406,12 @@ def test_a_sidecar_calls_the_library_app_over_mtls_as_its_own_identity(mesh: Mes
 
 def test_wsgi_permissive_port_takes_plain_text_and_mtls(mesh: Mesh) -> None:
     port = mesh.ledger.port
-    forged = {"x-forwarded-client-cert": f"URI={FRONTEND}"}
+    forged = {"x-forwarded-client-cert": f"URI={FRONTEND}", "x-tulle-source-workload": "frontend"}
     plain = mesh.ledger.get("/public", headers=forged)
     assert plain.status_code == 200
-    assert plain.json() == {"principal": None, "client_cert": None, "scheme": "http"}
+    assert plain.json() == {
+        "principal": None, "client_cert": None, "scheme": "http", "source_claim": "frontend",
+    }  # fmt: skip
     # Plain text has no principal: the principals rule cannot match it.
     secret = mesh.ledger.get("/secret", headers=forged)
     assert secret.status_code == 403
@@ -415,6 +422,7 @@ def test_wsgi_permissive_port_takes_plain_text_and_mtls(mesh: Mesh) -> None:
     assert answer.status_code == 200
     assert answer.json() == {
         "principal": FRONTEND, "client_cert": f"By={LEDGER};URI={FRONTEND}", "scheme": "https",
+        "source_claim": None,
     }  # fmt: skip
     denied = mtls_get(port, "/secret", credentials(mesh, "intruder"))
     assert denied.status_code == 403

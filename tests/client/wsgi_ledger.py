@@ -23,6 +23,7 @@ def ledger(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[
         "principal": environ.get(PEER_PRINCIPAL),
         "client_cert": environ.get("HTTP_X_FORWARDED_CLIENT_CERT"),
         "scheme": environ["wsgi.url_scheme"],
+        "source_claim": environ.get("HTTP_X_TULLE_SOURCE_WORKLOAD"),
     }).encode()  # fmt: skip
     start_response("200 OK", [("content-type", "application/json"),
                               ("content-length", str(len(body)))])  # fmt: skip

@@ -21,6 +21,7 @@ from tulle.client.inbound import InboundGate, ServedRequest
 from tulle.client.inbound_tls import PEER_PRINCIPAL, client_cert_header
 from tulle.client.runtime import MeshRuntime
 from tulle.engine.message import Response
+from tulle.obs.metrics import SOURCE_WORKLOAD_HEADER
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -111,18 +112,22 @@ class MeshMiddleware:
 
     def _forward_client_cert(self, scope: Scope, principal: str | None) -> Scope:
         """The scope the app sees: a caller's own X-Forwarded-Client-Cert dropped, the one of
-        the handshake added (a copy of the scope only when something changes)."""
+        the handshake added; over mTLS a caller's x-tulle-source-workload claim dropped too (its
+        certificate says who it is, as the sidecar does). A copy of the scope only when
+        something changes."""
         value = client_cert_header(principal, self.gate.runtime.inbound_tls.own_identity)
         headers = scope["headers"]
-        if value is None and not any(name == XFCC for name, _ in headers):  # names: lower case
+        dropped = (XFCC, SOURCE_WORKLOAD) if principal is not None else (XFCC,)
+        if value is None and not any(name in dropped for name, _ in headers):  # lower case
             return scope
-        kept = [(name, v) for name, v in headers if name != XFCC]
+        kept = [(name, v) for name, v in headers if name not in dropped]
         if value is not None:
             kept.append((XFCC, value.encode("latin-1")))
         return {**scope, "headers": kept}
 
 
 XFCC = b"x-forwarded-client-cert"
+SOURCE_WORKLOAD = SOURCE_WORKLOAD_HEADER.encode()
 
 
 def _served(scope: Scope) -> ServedRequest:

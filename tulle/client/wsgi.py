@@ -23,11 +23,13 @@ from tulle.client.inbound_tls import PEER_PRINCIPAL, client_cert_header
 from tulle.client.runtime import MeshRuntime
 from tulle.client.wsgi_server import MeshWSGIServer, make_server
 from tulle.engine.message import Response
+from tulle.obs.metrics import SOURCE_WORKLOAD_HEADER
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 XFCC = "HTTP_X_FORWARDED_CLIENT_CERT"
+SOURCE_WORKLOAD = "HTTP_" + SOURCE_WORKLOAD_HEADER.upper().replace("-", "_")
 
 __all__ = ["MeshMiddleware", "MeshWSGIServer", "make_server"]
 
@@ -76,6 +78,8 @@ class MeshMiddleware:
             return start_response(status_line, headers, *rest)
 
         environ.pop(XFCC, None)
+        if principal is not None:  # its certificate says who it is, as the sidecar does
+            environ.pop(SOURCE_WORKLOAD, None)
         forwarded = client_cert_header(principal, self.gate.runtime.inbound_tls.own_identity)
         if forwarded is not None:
             environ[XFCC] = forwarded
