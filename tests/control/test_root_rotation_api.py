@@ -316,3 +316,40 @@ def test_a_plug_in_ca_is_not_rotated_by_tulle(tmp_path: Path) -> None:
                 await api.client.aclose()
 
     asyncio.run(main())
+
+
+def test_a_restarted_control_plane_remembers_who_holds_what(tmp_path: Path) -> None:
+    # The CA's records are kept in the state directory: after a restart the workloads (which
+    # keep their hour-long certificates and reconnect) are known at once, so a rotation need
+    # not wait for their next renewal.
+    async def main() -> None:
+        workloads: list[Workload] = []
+        async with running(tmp_path) as plane:
+            port = plane.secure_xds_port
+            workloads += (workload(plane, "a"), workload(plane, "b"))
+            await until(lambda: all(w.keeper.current for w in workloads))
+        saved = (plane.state_dir / "issued-certificates.json").stat()
+        assert saved.st_mode & 0o777 == 0o600
+        serials = {f"{w.xds.node_id.split('~')[2]}": w.keeper.current for w in workloads}
+        restarted = ControlPlane([tmp_path / "config"], tmp_path / "state", "127.0.0.1", 0, 0, port)
+        await restarted.start()
+        api = Api(restarted)
+        try:
+            await until(lambda: _eq(_holders(api), {"a-0.default", "b-0.default"}))
+            status = await api.status()
+            for item in status["workloads"]:
+                current = serials[item["replica"]]
+                assert current is not None
+                assert item["serial"] == f"{current.serial:x}"  # no renewal: the saved record
+            assert status["settled"] is True
+        finally:
+            await api.client.aclose()
+            await restarted.stop(0)
+            for item in workloads:
+                await item.stop()
+
+    asyncio.run(main())
+
+
+async def _holders(api: Api) -> set[str]:
+    return set(records(await api.status()))

@@ -27,6 +27,7 @@ from tulle.control.auth import ApiAuth
 from tulle.control.bodies import MAX_APPLY_BYTES
 from tulle.control.certificates import CertificateService
 from tulle.control.config import ChangeResult, ConfigSources
+from tulle.control.issued import ISSUED_FILE
 from tulle.control.node_auth import NodeAuthorizer
 from tulle.control.registry import Endpoint, LocalRegistry
 from tulle.control.rotation import RootRotation
@@ -246,6 +247,7 @@ class ControlPlane:
             tokens,
             lambda: self._model().settings.workload_certificate_lifetime,
             self.metrics,
+            self.state_dir / ISSUED_FILE,
         )
         self.rotation = RootRotation(
             self.ca, signing, lambda: self.ads.connections, self._bundle_changed

@@ -22,6 +22,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
@@ -30,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tulle.control.issued import IssuedRecords
 from tulle.security.ca import CaError, CertificateAuthority, IssuedCertificate
 from tulle.security.certificates import issued_by, load_certificates
 from tulle.security.keys import CsrRefused
@@ -90,13 +92,15 @@ class CertificateService:
         authenticator: ReplicaAuthenticator,
         lifetime: Callable[[], float],
         registry: CollectorRegistry,
+        records: Path | None = None,
     ) -> None:
         self.ca = ca
         self.authenticator = authenticator
         self.lifetime = lifetime  # seconds, read at each signing (the Mesh resource may change)
         # The last certificate of each replica, with the root it chains to ("root") and the
-        # roots of the bundle sent with it ("trusts"): what root rotation waits on.
-        self.issued: dict[str, dict[str, Any]] = {}
+        # roots of the bundle sent with it ("trusts"): what root rotation waits on; kept in
+        # ``records`` (when given) across restarts.
+        self.issued = IssuedRecords(records)
         self.csrs = Counter(
             "tulle_ca_csr", "CSRs the mesh CA answered, by result", ["result"], registry=registry
         )
@@ -178,12 +182,15 @@ class CertificateService:
             "notAfter": issued.not_after.isoformat(),
         }
         roots = load_certificates(bundle, "trust bundle")
-        self.issued[replica] = {
-            **record,
-            "root": signing_root_name(issued, roots),
-            "trusts": [root_name(root) for root in roots],
-            "issuedAt": datetime.now(UTC).isoformat(),
-        }
+        self.issued.put(
+            replica,
+            {
+                **record,
+                "root": signing_root_name(issued, roots),
+                "trusts": [root_name(root) for root in roots],
+                "issuedAt": datetime.now(UTC).isoformat(),
+            },
+        )
         answer: dict[str, Any] = {
             "certChain": issued.chain_pem.decode(),
             "trustBundle": bundle.decode(),
