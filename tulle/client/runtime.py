@@ -34,6 +34,7 @@ from tulle.transport.mtls import MeshTls
 from tulle.transport.pool import Http1Pool
 from tulle.xds import types
 from tulle.xds.client import Resources, XdsClient
+from tulle.xds.grpc_stream import close_connections
 from tulle.xds.node import NodeInfo, parse_node_id
 from tulle.xds.workload_ca import workload_certificates
 
@@ -123,6 +124,9 @@ class MeshRuntime:
                 for task in pending:
                     task.cancel()
                 self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            # The xDS stream's and the CA calls' TLS connections finish closing first: a loop
+            # with a connection still closing cannot be closed.
+            self.loop.run_until_complete(close_connections())
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import urllib.parse
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import cast
 
@@ -82,12 +83,16 @@ class _CallProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.received: asyncio.Queue[bytes | GrpcStreamError] = asyncio.Queue()
         self.ended = False
+        self.gone = asyncio.Event()  # the connection is closed (connection_lost)
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._buffer = bytearray()
         self._status: dict[str, str] = {}
         self._goaways = GoawayFilter()  # h2 would refuse the frames after one
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.loop = asyncio.get_running_loop()
+        _open.add(self)
         self.conn.initiate_connection()
         self.conn.send_headers(STREAM_ID, self.headers)
         self.flush()
@@ -154,6 +159,35 @@ class _CallProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end(GrpcStreamError("UNAVAILABLE", f"connection lost: {exc or 'closed'}"))
+        self.gone.set()
+        _open.discard(self)
+
+
+# Every call's connection not yet lost, for close_connections().
+_open: weakref.WeakSet[_CallProtocol] = weakref.WeakSet()
+
+
+async def close_connections(timeout: float = 2.0) -> None:
+    """Close the connections of this event loop's calls and wait until each is gone, so the
+    loop can then be closed: closing a TLS connection waits for the server's close_notify, and
+    an event loop (uvloop) with a connection still closing refuses to close. One still there
+    after ``timeout`` seconds is aborted."""
+    loop = asyncio.get_running_loop()
+    mine = [p for p in list(_open) if p.loop is loop and p.transport is not None]
+    for protocol in mine:
+        protocol.ended = True
+        cast(asyncio.Transport, protocol.transport).close()
+    try:
+        async with asyncio.timeout(timeout):
+            for protocol in mine:
+                await protocol.gone.wait()
+    except TimeoutError:
+        for protocol in mine:
+            if not protocol.gone.is_set():
+                cast(asyncio.Transport, protocol.transport).abort()
+        async with asyncio.timeout(timeout):  # an aborted connection is lost at once
+            for protocol in mine:
+                await protocol.gone.wait()
 
 
 class GrpcStream:
