@@ -49,6 +49,15 @@ class Outcome:
     path: str = field(default="", compare=False)
     sent: dict[str, str] = field(default_factory=dict, compare=False)
     headers: dict[str, str] = field(default_factory=dict, compare=False)
+    peer: str = field(default="", compare=False)  # the caller's identity the backend was told
+
+
+def peer_of(sent: dict[str, str]) -> str:
+    """The caller's SPIFFE id in the X-Forwarded-Client-Cert a backend received ("" without)."""
+    for part in sent.get("x-forwarded-client-cert", "").split(";"):
+        if part.startswith("URI="):
+            return part[4:]
+    return ""
 
 
 def http_outcome(response: httpx.Response, reason: str = "") -> Outcome:
@@ -57,8 +66,9 @@ def http_outcome(response: httpx.Response, reason: str = "") -> Outcome:
     seen: dict[str, Any] = {}
     if backend != "-" and response.headers.get("content-type") == "application/json":
         seen = response.json()
-    return Outcome(response.status_code, backend, reason, seen.get("path", ""),
-                   seen.get("headers", {}), dict(response.headers))  # fmt: skip
+    sent = seen.get("headers", {})
+    return Outcome(response.status_code, backend, reason, seen.get("path", ""), sent,
+                   dict(response.headers), peer_of(sent))  # fmt: skip
 
 
 class Caller(Protocol):
@@ -76,8 +86,11 @@ class Caller(Protocol):
 class SidecarCaller:
     """An httpx client using a sidecar as its HTTP proxy (as HTTP_PROXY makes apps do)."""
 
-    def __init__(self, plane: ControlPlane, procs: Processes) -> None:
-        self.sidecar = procs.sidecar(plane, pod=f"caller-{next(_pods)}")
+    def __init__(
+        self, plane: ControlPlane, procs: Processes, pod: str | None = None, *extra: str
+    ) -> None:
+        """``extra``: more ``tulle proxy`` options (a token and the secure xDS port, say)."""
+        self.sidecar = procs.sidecar(plane, pod or f"caller-{next(_pods)}", None, *extra)
         self.node = self.sidecar.node
         self.client = self.sidecar.client()
 
@@ -120,12 +133,21 @@ class ProxylessCaller:
     """A stock grpcio client process (``tests/scenarios/grpc_caller.py``) calling the URL's path
     as the method on ``xds:///host:port``; an Outcome's reason is grpcio's own status detail."""
 
-    def __init__(self, plane: ControlPlane) -> None:
-        self.node = f"proxyless~127.0.0.1~caller-{next(_pods)}.default~default.svc.cluster.local"
-        env = {**os.environ, "GRPC_XDS_BOOTSTRAP_CONFIG": plane.bootstrap(self.node),
-               "GRPC_VERBOSITY": "NONE"}  # fmt: skip
+    def __init__(self, plane: ControlPlane, env: dict[str, str] | None = None) -> None:
+        """``env``: the caller's environment when it has an identity (a ``tulle bootstrap grpc``
+        bootstrap and the agent's files): it then calls with ``grpc.xds_channel_credentials``."""
+        command = [sys.executable, str(HERE / "grpc_caller.py")]
+        if env is None:
+            self.node = (
+                f"proxyless~127.0.0.1~caller-{next(_pods)}.default~default.svc.cluster.local"
+            )
+            env = {**os.environ, "GRPC_XDS_BOOTSTRAP_CONFIG": plane.bootstrap(self.node),
+                   "GRPC_VERBOSITY": "NONE"}  # fmt: skip
+        else:
+            self.node = json.loads(env["GRPC_XDS_BOOTSTRAP_CONFIG"])["node"]["id"]
+            command.append("--xds-credentials")
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "grpc_caller.py")],
+            command,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
         self._ids = itertools.count()
@@ -156,7 +178,9 @@ class ProxylessCaller:
             reply = self._replies.pop(call_id)
         if reply["ok"]:
             seen = json.loads(reply["reply"])
-            return Outcome(200, seen["name"], "", seen["path"], seen["headers"], reply["metadata"])
+            sent = seen["headers"]  # an xds=True backend says what the handshake showed
+            peer = seen.get("peer") or peer_of(sent)
+            return Outcome(200, seen["name"], "", seen["path"], sent, reply["metadata"], peer)
         # A backend failing on purpose names itself, as the HTTP backend's x-backend does.
         detail = reply["detail"]
         backend = detail.split()[0] if detail.endswith(" failed on purpose") else "-"

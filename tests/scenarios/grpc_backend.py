@@ -3,7 +3,10 @@ every unary method with JSON of its name, the method path and the metadata it re
 HTTP backend echoes path and headers), sets ``x-backend`` in its initial metadata, and counts
 calls (``/scenario.Backend/Count`` answers the count and is not counted). ``--fail-rate`` fails
 that share with UNAVAILABLE ("<name> failed on purpose"); ``--delay`` waits before answering.
-Prints ``READY <port>``; stops on SIGTERM."""
+``--xds-port PORT``: a proxyless server instead, ``grpc.server(..., xds=True)`` on that port with
+``grpc.xds_server_credentials`` (its Listener, mTLS mode and RBAC from the control plane, its
+certificates from the bootstrap's provider), whose answer adds ``peer``: the caller's URI SAN as
+the handshake showed it. Prints ``READY <port>``; stops on SIGTERM."""
 
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--fail-rate", type=float, default=0.0)
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--xds-port", type=int, default=0)
     args = parser.parse_args()
     chance = random.Random()
     calls = [0]
@@ -46,7 +50,11 @@ def main() -> None:
                 context.abort(grpc.StatusCode.UNAVAILABLE, f"{args.name} failed on purpose")
             context.send_initial_metadata((("x-backend", args.name),))
             metadata = dict(context.invocation_metadata())
-            return json.dumps({"name": args.name, "path": method, "headers": metadata}).encode()
+            answer = {"name": args.name, "path": method, "headers": metadata}
+            if args.xds_port:
+                sans = context.auth_context().get("x509_subject_alternative_name", [])
+                answer["peer"] = ",".join(sorted(san.decode() for san in sans))
+            return json.dumps(answer).encode()
 
         return grpc.unary_unary_rpc_method_handler(handle)
 
@@ -54,9 +62,16 @@ def main() -> None:
         def service(self, details: grpc.HandlerCallDetails) -> Any:
             return answer(details.method)
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
-    server.add_generic_rpc_handlers((EveryMethod(),))
-    port = server.add_insecure_port("127.0.0.1:0")
+    if args.xds_port:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), xds=True)
+        server.add_generic_rpc_handlers((EveryMethod(),))
+        credentials = grpc.xds_server_credentials(grpc.insecure_server_credentials())
+        server.add_secure_port(f"127.0.0.1:{args.xds_port}", credentials)
+        port = args.xds_port  # serving once the control plane sent its Listener
+    else:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
+        server.add_generic_rpc_handlers((EveryMethod(),))
+        port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(f"READY {port}", flush=True)
     done = threading.Event()

@@ -5,7 +5,11 @@ on stdout, one JSON line each, so a test can send many calls (some at once) to o
 In: ``{"id": 1, "target": "xds:///web:8080", "path": "/greeter.Greeter/SayHello", "headers":
 {"x-user": "jason"}, "timeout": 10}`` (the path is the method called).
 Out: ``{"id": 1, "ok": true, "reply": "...", "metadata": {...}}`` (the reply as text, the
-initial metadata) or ``{"id": 1, "ok": false, "code": "UNAVAILABLE", "detail": "..."}``."""
+initial metadata) or ``{"id": 1, "ok": false, "code": "UNAVAILABLE", "detail": "..."}``.
+
+``--xds-credentials``: channels with ``grpc.xds_channel_credentials`` (plain text as fallback), so
+a cluster whose transport socket says mTLS gets it, with the certificate files the bootstrap's
+provider names (``tulle agent`` keeps them)."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import threading
 from typing import Any
 
 import grpc
+import grpc.experimental
 
 TIMEOUT = 10.0
 
@@ -22,6 +27,10 @@ TIMEOUT = 10.0
 def main() -> None:
     channels: dict[str, grpc.Channel] = {}
     write = threading.Lock()
+    credentials = None
+    if "--xds-credentials" in sys.argv[1:]:
+        fallback = grpc.experimental.insecure_channel_credentials()
+        credentials = grpc.xds_channel_credentials(fallback)
 
     def answer(message: dict[str, Any]) -> None:
         with write:
@@ -42,7 +51,11 @@ def main() -> None:
         target = command["target"]
         channel = channels.get(target)
         if channel is None:
-            channel = channels[target] = grpc.insecure_channel(target)
+            channel = channels[target] = (
+                grpc.insecure_channel(target)
+                if credentials is None
+                else grpc.secure_channel(target, credentials)
+            )
         call = channel.unary_unary(command.get("path", "/greeter.Greeter/SayHello"))
         metadata = tuple(command.get("headers", {}).items())
         future = call.future(b"hi", metadata=metadata, timeout=command.get("timeout", TIMEOUT))
