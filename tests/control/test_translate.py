@@ -296,7 +296,18 @@ def test_inbound_listener_applies_rbac_and_the_rate_limit():
     assert secure_http["filters"] == http_chain["filters"]
     assert secure_tcp["filters"] == tcp_chain["filters"]
     assert http_chain["filterChainMatch"]["destinationPort"] == 8080
-    assert tcp_chain["filters"][0]["name"] == "envoy.filters.network.tcp_proxy"
+    # The TCP port: network RBAC from the same policies (Istio's TCP rules: the DENY rule's
+    # paths are left out, so it denies every connection; the ALLOW rule with methods and a
+    # header condition is dropped, leaving an ALLOW that admits none), then the tcp_proxy.
+    assert [f["name"] for f in tcp_chain["filters"]] == [
+        "envoy.filters.network.rbac.deny",
+        "envoy.filters.network.rbac.allow",
+        "envoy.filters.network.tcp_proxy",
+    ]
+    tcp_deny, tcp_allow = (f["typedConfig"] for f in tcp_chain["filters"][:2])
+    assert tcp_deny["statPrefix"] == "tcp."
+    assert tcp_deny["rules"]["policies"]["default/deny-admin[0]"]["permissions"] == [{"any": True}]
+    assert tcp_allow["rules"] == {}  # action ALLOW (the default) and no policy: admits nothing
     manager = http_chain["filters"][0]["typedConfig"]
     names = [f["name"] for f in manager["httpFilters"]]
     assert names == [

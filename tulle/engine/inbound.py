@@ -1,7 +1,10 @@
 """Inbound policy from the ``virtualInbound`` listener, per app port: the mTLS mode
 (PeerAuthentication: which transports the port's filter chains accept), the RBAC filters
 (AuthorizationPolicy) and the local rate limit (RateLimit) the control plane put in that port's
-filter chains (an mTLS chain and a plain-text one carry the same filters)."""
+filter chains (an mTLS chain and a plain-text one carry the same filters). An HTTP port's RBAC
+judges each request (:func:`refusal`); network RBAC filters (an opaque TCP port's) judge each
+connection once, before its first byte reaches the app (:func:`connection_refusal`). A chain
+with a network filter this proxy does not know is refused (NACK): it cannot be honoured."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 
 from tulle.codec.paths import BASE, PathNormalization
 from tulle.engine import errors
@@ -20,9 +24,24 @@ from tulle.engine.config import BucketSpec, bucket
 from tulle.engine.matching import ConfigError
 from tulle.engine.message import Request
 from tulle.engine.ratelimit import TokenBucket
-from tulle.engine.rbac import Peer, RbacFilter, authorize, compile_rbac
+from tulle.engine.rbac import (
+    NO_HEADERS,
+    Peer,
+    RbacFilter,
+    authorize,
+    compile_network_rbac,
+    compile_rbac,
+    connection_denial,
+)
 from tulle.engine.tls_config import inbound_alpn, inbound_mode
-from tulle.xds.types import HCM_FILTER, RATELIMIT_FILTER, RBAC_FILTER, TCP_PROXY_FILTER
+from tulle.xds.types import (
+    HCM_FILTER,
+    HCM_TYPE,
+    NETWORK_RBAC_TYPE,
+    RATELIMIT_FILTER,
+    RBAC_FILTER,
+    TCP_PROXY_TYPE,
+)
 
 INBOUND_LISTENER = "virtualInbound"
 
@@ -31,7 +50,8 @@ INBOUND_LISTENER = "virtualInbound"
 class InboundPolicy:
     """What an app port enforces."""
 
-    rbac: tuple[RbacFilter, ...] = ()
+    rbac: tuple[RbacFilter, ...] = ()  # per request (HTTP)
+    connection_rbac: tuple[RbacFilter, ...] = ()  # per connection (network RBAC: TCP ports)
     bucket: TokenBucket | None = None
     tcp: bool = False  # an opaque TCP port: bytes to the app, no HTTP parsing
     service: str = ""  # the service the port serves (the inbound metrics' destination_service)
@@ -81,13 +101,25 @@ def _compile_chain(
     tulle_metadata = chain.metadata.filter_metadata.get("tulle")
     if tulle_metadata is not None and "service" in tulle_metadata.fields:
         policy.service = tulle_metadata.fields["service"].string_value
+    connection_filters = []
     for network_filter in chain.filters:
-        if network_filter.name == TCP_PROXY_FILTER:
+        kind = network_filter.typed_config.type_url
+        if kind == TCP_PROXY_TYPE:
             policy.tcp = True
             continue
-        manager = hcm.HttpConnectionManager()
-        if not network_filter.typed_config.Unpack(manager):
+        if kind == NETWORK_RBAC_TYPE:
+            network_config = network_rbac_pb2.RBAC()
+            network_filter.typed_config.Unpack(network_config)
+            where = f"inbound port {port} filter {network_filter.name!r}"
+            connection_filters.append(compile_network_rbac(network_config, where))
             continue
+        if kind != HCM_TYPE:
+            raise ConfigError(
+                f"inbound port {port}: network filter {network_filter.name!r} ({kind}) "
+                "is not supported"
+            )
+        manager = hcm.HttpConnectionManager()
+        network_filter.typed_config.Unpack(manager)
         filters = []
         for http_filter in manager.http_filters:
             if http_filter.name.startswith(RBAC_FILTER):
@@ -99,6 +131,7 @@ def _compile_chain(
                 if spec is not None:
                     policy.bucket = _kept(previous, port, spec) or TokenBucket(spec, now)
         policy.rbac = tuple(filters)
+    policy.connection_rbac = tuple(connection_filters)
 
 
 def _kept(
@@ -133,6 +166,23 @@ def refusal(
     if limit is not None and not limit.take(now):
         return errors.rate_limited(limit.spec.name, limit.spec.status)
     return None
+
+
+def connection_refusal(
+    policy: InboundPolicy,
+    port: int,
+    source_ip: str,
+    principal: str | None,
+    destination_ip: str = "",
+) -> tuple[str, str] | None:
+    """Why the app's port ``port`` refuses a connection (``(policy, reason)``: the DENY policy
+    that matched, or ``none``), or None when it may pass: the port's network RBAC, once per
+    connection, on the peer's address and the SPIFFE id its mTLS handshake proved (None over
+    plain text: principal and namespace rules match nothing)."""
+    if not policy.connection_rbac:
+        return None
+    peer = Peer(NO_HEADERS, "", source_ip, port, destination_ip, principal)
+    return connection_denial(policy.connection_rbac, peer)
 
 
 def path_normalization(listeners: Mapping[str, Any]) -> PathNormalization:

@@ -1,12 +1,17 @@
 """Authorization at the receiving side: Envoy RBAC configs (translated from AuthorizationPolicy)
 compiled into predicates and evaluated as Istio does — any matching DENY policy denies; when
-ALLOW policies exist, a request must match one; AUDIT policies only log."""
+ALLOW policies exist, a request must match one; AUDIT policies only log. The HTTP filter's
+config is judged per request (:func:`authorize`); the network filter's
+(``envoy.extensions.filters.network.rbac.v3.RBAC``, opaque TCP) once per connection
+(:func:`compile_network_rbac`, :func:`connection_denial`), on what a connection has: the peer's
+address and certificate, the destination's address and port."""
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from envoy.config.rbac.v3 import rbac_pb2
@@ -134,6 +139,70 @@ def compile_rbac(config: Any) -> RbacFilter:
         for name, policy in sorted(rules.policies.items())
     )
     return RbacFilter(action, policies)
+
+
+# Matchers on what only an HTTP request has: a network RBAC filter using them is refused.
+_HTTP_ONLY = frozenset({"header", "url_path", "uri_template"})
+
+
+def _http_only(message: Any) -> str | None:
+    """The first HTTP-only matcher (``header``, ``url_path``) anywhere in ``message``."""
+    for field, value in message.ListFields():
+        if field.name in _HTTP_ONLY and message.DESCRIPTOR.name in ("Principal", "Permission"):
+            return str(field.name)
+        if field.message_type is None:
+            continue
+        items = value.values() if field.message_type.GetOptions().map_entry else None
+        if items is None:
+            items = value if field.is_repeated else (value,)
+        for item in items:
+            found = _http_only(item)
+            if found is not None:
+                return found
+    return None
+
+
+def compile_network_rbac(config: Any, where: str) -> RbacFilter:
+    """A network RBAC filter's config, or why this proxy cannot honour it (a ConfigError naming
+    ``where``): the ``matcher`` forms, shadow rules, ``delay_deny``, and matchers on HTTP
+    requests (a connection has no headers nor path; Istio never sends them on a TCP chain).
+    Both enforcement types are honoured: the connection's principal, addresses and port do
+    not change, so one decision before the first byte is what ``CONTINUOUS`` would decide."""
+    for unsupported in ("matcher", "shadow_rules", "shadow_matcher", "delay_deny"):
+        if config.HasField(unsupported):
+            raise ConfigError(f"{where}: network RBAC {unsupported!r} is not supported")
+    if not config.HasField("rules"):  # Envoy: no rules, nothing enforced
+        return RbacFilter("LOG", ())
+    for name, policy in sorted(config.rules.policies.items()):
+        found = _http_only(policy)
+        if found is not None:
+            raise ConfigError(
+                f"{where}: network RBAC policy {name!r} matches on {found!r}, "
+                "which a TCP connection does not have"
+            )
+    try:
+        return compile_rbac(config)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: network {error}") from None
+
+
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+def connection_denial(filters: tuple[RbacFilter, ...], peer: Peer) -> tuple[str, str] | None:
+    """None when the connection may pass; otherwise ``(policy, reason)``: the DENY policy that
+    matched, or ``none`` when ALLOW policies exist and none matches (Envoy's
+    ``rbac_access_denied_matched_policy[none]``)."""
+    for rbac in filters:
+        if rbac.action == "DENY":
+            for policy in rbac.policies:
+                if policy.matches(peer):
+                    name = policy.name.rsplit("[", 1)[0]
+                    return name, f"denied by policy {name}"
+        elif rbac.action == "ALLOW" and not any(p.matches(peer) for p in rbac.policies):
+            names = sorted({p.name.rsplit("[", 1)[0] for p in rbac.policies}) or ["(none)"]
+            return "none", f"denied: no ALLOW policy matches ({', '.join(names)})"
+    return None
 
 
 def authorize(filters: tuple[RbacFilter, ...], peer: Peer) -> MeshError | None:

@@ -31,6 +31,7 @@ FULL_STATE_TYPES: Final = frozenset({LISTENER, CLUSTER})
 FAULT_FILTER: Final = "envoy.filters.http.fault"
 RATELIMIT_FILTER: Final = "envoy.filters.http.local_ratelimit"
 RBAC_FILTER: Final = "envoy.filters.http.rbac"
+NETWORK_RBAC_FILTER: Final = "envoy.filters.network.rbac"
 ROUTER_FILTER: Final = "envoy.filters.http.router"
 HCM_FILTER: Final = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER: Final = "envoy.filters.network.tcp_proxy"
@@ -44,3 +45,4 @@ HCM_TYPE: Final = (
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 )
 TCP_PROXY_TYPE: Final = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+NETWORK_RBAC_TYPE: Final = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"

@@ -5,7 +5,9 @@ library: the transparent outbound listener, one per service port number, the HTT
 forward-proxy listener, and the inbound listener for the node's own workload: per app port, an
 mTLS filter chain (``transport_protocol: tls``) and/or a plain-text one (``raw_buffer``) as the
 port's PeerAuthentication mode says (STRICT, PERMISSIVE: both, DISABLE), told apart by the TLS
-inspector listener filter, as Istio's ``virtualInbound``."""
+inspector listener filter, as Istio's ``virtualInbound``. AuthorizationPolicy is RBAC there: HTTP
+filters in an HTTP port's connection manager, network RBAC filters before the ``tcp_proxy`` of
+an opaque TCP port."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
-from tulle.api.model import Service, Workload
+from tulle.api.model import AuthorizationPolicyRule, Service, Workload
 from tulle.control.translate.context import (
     NodeView,
     Snapshot,
@@ -45,7 +47,12 @@ from tulle.control.translate.names import (
     route_config_name,
 )
 from tulle.control.translate.peer_authn import Mode, resolve
-from tulle.control.translate.policy import local_rate_limit, rbac_filters, selects
+from tulle.control.translate.policy import (
+    local_rate_limit,
+    network_rbac_filters,
+    rbac_filters,
+    selects,
+)
 from tulle.control.translate.protos import ads, duration, pack
 from tulle.control.translate.tls import downstream_context, transport_socket
 from tulle.xds.types import (
@@ -192,20 +199,27 @@ def _normalize_paths(manager: Any, level: str) -> None:
         manager.path_with_escaped_slashes_action = hcm.HttpConnectionManager.UNESCAPE_AND_FORWARD
 
 
+def _authorization_policies(
+    snapshot: Snapshot, workload: Workload
+) -> list[AuthorizationPolicyRule]:
+    """The AuthorizationPolicies that select the workload."""
+    labels, namespace = workload.labels, workload.namespace
+    return [
+        p
+        for p in snapshot.model.authorization_policies
+        if selects(p.selector, p.namespace, labels, namespace)
+    ]
+
+
 def _inbound_filters(snapshot: Snapshot, workload: Workload, port: int) -> list[Any]:
     """RBAC from the AuthorizationPolicies and local rate limit from the RateLimits that select
     the workload, then the router."""
-    model = snapshot.model
     labels, namespace = workload.labels, workload.namespace
-    policies = [
-        p
-        for p in model.authorization_policies
-        if selects(p.selector, p.namespace, labels, namespace)
-    ]
+    policies = _authorization_policies(snapshot, workload)
     filters = [_filter(name, config) for name, config in rbac_filters(policies)]
     limits = [
         limit
-        for limit in model.rate_limits
+        for limit in snapshot.model.rate_limits
         if limit.selector is not None
         and selects(limit.selector, limit.namespace, labels, namespace)
     ]
@@ -213,6 +227,19 @@ def _inbound_filters(snapshot: Snapshot, workload: Workload, port: int) -> list[
         config = local_rate_limit(limits[0], f"inbound_{port}_ratelimit")
         filters.append(_filter(RATELIMIT_FILTER, config))
     return [*filters, _router()]
+
+
+def _inbound_tcp_chain(snapshot: Snapshot, workload: Workload, cluster: str) -> Any:
+    """An opaque TCP port: network RBAC from the AuthorizationPolicies (HTTP-only fields as
+    Istio treats them on TCP), then the ``tcp_proxy`` to the app."""
+    policies = _authorization_policies(snapshot, workload)
+    filters = [
+        listener_components_pb2.Filter(name=name, typed_config=pack(config))
+        for name, config in network_rbac_filters(policies)
+    ]
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
+    filters.append(listener_components_pb2.Filter(name=TCP_PROXY_FILTER, typed_config=pack(proxy)))
+    return listener_components_pb2.FilterChain(filters=filters)
 
 
 def _inbound(snapshot: Snapshot, view: NodeView) -> Any | None:
@@ -231,12 +258,7 @@ def _inbound(snapshot: Snapshot, view: NodeView) -> Any | None:
     for port in workload.ports:
         cluster = inbound_cluster_name(port.port)
         if port.protocol == "TCP":
-            proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
-            chain = listener_components_pb2.FilterChain(
-                filters=[
-                    listener_components_pb2.Filter(name=TCP_PROXY_FILTER, typed_config=pack(proxy))
-                ]
-            )
+            chain = _inbound_tcp_chain(snapshot, workload, cluster)
         else:
             routes = route_pb2.RouteConfiguration(
                 name=cluster,

@@ -1,5 +1,7 @@
-"""Inbound policy as standard Envoy HTTP filters: AuthorizationPolicy → RBAC (a DENY filter, then
-an ALLOW filter, as Istio evaluates them) and RateLimit → local_ratelimit (a token bucket)."""
+"""Inbound policy as standard Envoy filters: AuthorizationPolicy → RBAC (a DENY filter, then an
+ALLOW filter, as Istio evaluates them): HTTP filters on HTTP ports, network filters
+(``envoy.filters.network.rbac``) on opaque TCP ports, where Istio's rules for HTTP-only fields
+apply; RateLimit → local_ratelimit (a token bucket, HTTP only)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
 from envoy.type.v3 import http_status_pb2, token_bucket_pb2
 
@@ -22,7 +25,7 @@ from tulle.api.model import (
     RateLimitPolicy,
 )
 from tulle.control.translate.protos import duration, fraction, uint32
-from tulle.xds.types import RBAC_FILTER
+from tulle.xds.types import NETWORK_RBAC_FILTER, RBAC_FILTER
 
 ROOT_NAMESPACES = frozenset({"tulle-system", "istio-system"})
 
@@ -185,25 +188,93 @@ def _rule_policy(rule: AuthorizationRule) -> Any:
     )
 
 
-def rbac_filters(policies: list[AuthorizationPolicyRule]) -> list[tuple[str, Any]]:
-    """``(filter name, RBAC config)`` in evaluation order: DENY, then ALLOW, then AUDIT (log).
-    Istio's semantics: any DENY match denies; with ALLOW policies, a request must match one."""
+_ACTIONS = (
+    ("DENY", rbac_pb2.RBAC.DENY),
+    ("ALLOW", rbac_pb2.RBAC.ALLOW),
+    ("AUDIT", rbac_pb2.RBAC.LOG),
+)
+
+
+def _rules(
+    policies: list[AuthorizationPolicyRule],
+    transform: Callable[[AuthorizationRule, str], AuthorizationRule | None] | None = None,
+) -> list[tuple[str, Any]]:
+    """``(action, RBAC rules)`` in evaluation order: DENY, then ALLOW, then AUDIT (log). A
+    ``transform`` may rewrite a rule or drop it (None); an action whose policies lost every
+    rule keeps its (empty) RBAC: an ALLOW with no policy denies everything, as Istio's."""
     result = []
-    for action, envoy_action in (
-        ("DENY", rbac_pb2.RBAC.DENY),
-        ("ALLOW", rbac_pb2.RBAC.ALLOW),
-        ("AUDIT", rbac_pb2.RBAC.LOG),
-    ):
+    for action, envoy_action in _ACTIONS:
         chosen = [p for p in policies if p.action == action]
         if not chosen:
             continue
         rules = rbac_pb2.RBAC(action=envoy_action)
         for policy in chosen:
             for index, rule in enumerate(policy.rules):
+                kept = rule if transform is None else transform(rule, action)
+                if kept is None:
+                    continue
                 name = f"{policy.origin.namespace}/{policy.origin.name}[{index}]"
-                rules.policies[name].CopyFrom(_rule_policy(rule))
-        result.append((f"{RBAC_FILTER}.{action.lower()}", rbac_filter_pb2.RBAC(rules=rules)))
+                rules.policies[name].CopyFrom(_rule_policy(kept))
+        result.append((action, rules))
     return result
+
+
+def rbac_filters(policies: list[AuthorizationPolicyRule]) -> list[tuple[str, Any]]:
+    """``(filter name, RBAC config)`` in evaluation order: DENY, then ALLOW, then AUDIT (log).
+    Istio's semantics: any DENY match denies; with ALLOW policies, a request must match one."""
+    return [
+        (f"{RBAC_FILTER}.{action.lower()}", rbac_filter_pb2.RBAC(rules=rules))
+        for action, rules in _rules(policies)
+    ]
+
+
+# Fields a TCP connection does not have (Istio's generators refuse them "for TCP").
+HTTP_ONLY_OPERATION_FIELDS = frozenset(
+    {"hosts", "notHosts", "methods", "notMethods", "paths", "notPaths"}
+)
+
+
+def _http_only_condition(key: str) -> bool:
+    return key.startswith("request.")
+
+
+def tcp_rule(rule: AuthorizationRule, action: str) -> AuthorizationRule | None:
+    """``rule`` as Istio applies it to a TCP connection. A rule with HTTP-only fields (hosts,
+    methods, paths and their negations, ``request.headers[...]`` conditions): in an ALLOW
+    policy it is dropped (it never admits a connection: less is allowed); in a DENY or AUDIT
+    policy those fields are left out and the rule matches on the rest (more is denied; with
+    nothing left, any connection). Istio's ``model.Generate(forTCP)`` and ``checkError``."""
+    http_only = any(
+        name in HTTP_ONLY_OPERATION_FIELDS for operation in rule.operations for name, _ in operation
+    ) or any(_http_only_condition(key) for key, _, _ in rule.conditions)
+    if not http_only:
+        return rule
+    if action == "ALLOW":
+        return None
+    return AuthorizationRule(
+        sources=rule.sources,
+        operations=tuple(
+            tuple((n, v) for n, v in operation if n not in HTTP_ONLY_OPERATION_FIELDS)
+            for operation in rule.operations
+        ),
+        conditions=tuple(c for c in rule.conditions if not _http_only_condition(c[0])),
+    )
+
+
+TCP_STAT_PREFIX = "tcp."  # Istio's (the filter's stats: tcp.rbac.allowed, tcp.rbac.denied)
+
+
+def network_rbac_filters(policies: list[AuthorizationPolicyRule]) -> list[tuple[str, Any]]:
+    """``(filter name, network RBAC config)`` for an opaque TCP port, in evaluation order
+    (DENY, ALLOW, AUDIT), from the same policies as the HTTP filters, each rule as
+    :func:`tcp_rule` says. Enforced once per connection (``ONE_TIME_ON_FIRST_BYTE``)."""
+    return [
+        (
+            f"{NETWORK_RBAC_FILTER}.{action.lower()}",
+            network_rbac_pb2.RBAC(rules=rules, stat_prefix=TCP_STAT_PREFIX),
+        )
+        for action, rules in _rules(policies, tcp_rule)
+    ]
 
 
 def local_rate_limit(limit: RateLimitPolicy, stat_prefix: str) -> Any:
