@@ -193,6 +193,12 @@ class MeshMetrics:
             "tulle_inbound_tls_refused", "Inbound connections refused by mTLS, by cause.",
             ["reason"], registry=self.registry,
         )  # fmt: skip
+        self.tcp_denials = Counter(
+            "tulle_inbound_tcp_denied",
+            "Inbound TCP connections closed by AuthorizationPolicy (network RBAC) before any "
+            "byte reached the app, by the policy that denied (none: no ALLOW policy matched).",
+            ["destination_service", "policy"], registry=self.registry,
+        )  # fmt: skip
         self.upstream_tls_failures = Counter(
             "tulle_upstream_tls_failures",
             "Outbound mTLS connections that failed, by cause: the handshake, the upstream's "
@@ -223,6 +229,10 @@ class MeshMetrics:
         else:
             cause = "handshake_failed"
         self.tls_refusals.labels(cause).inc()
+
+    def tcp_denied(self, service: str, policy: str) -> None:
+        """An inbound TCP connection to ``service`` refused by ``policy``'s network RBAC."""
+        self.tcp_denials.labels(service, policy).inc()
 
     def tcp_open(self, service: str) -> None:
         """A TCP connection started."""

@@ -39,7 +39,7 @@ from tulle.proxy.detecting import DetectingFront
 from tulle.proxy.h2_front import H2Front
 from tulle.proxy.http_front import Done, Http1Front, Tunneler
 from tulle.proxy.in_flight import InFlight
-from tulle.proxy.inbound_tls import InboundGate
+from tulle.proxy.inbound_tls import InboundGate, tcp_admitted
 from tulle.proxy.limits import FrontLimits
 from tulle.proxy.recording import Destination, Recorder
 from tulle.proxy.tcp import TcpPipe
@@ -51,8 +51,8 @@ from tulle.transport.mtls import MeshTls, forward_client_cert
 from tulle.transport.pool import Http1Pool
 from tulle.xds import types
 from tulle.xds.client import Resources, XdsClient
-from tulle.xds.workload_ca import workload_certificates
 from tulle.xds.node import parse_node_id
+from tulle.xds.workload_ca import workload_certificates
 
 log = logging.getLogger(__name__)
 
@@ -317,8 +317,19 @@ class Proxy:
             )
 
         return TransparentOutbound(
-            self.inbound_plan, http, self.pool.mark, self.in_flight, self.metrics
+            self.inbound_plan,
+            http,
+            self.pool.mark,
+            self.in_flight,
+            self.metrics,
+            admit=self.admit_inbound,
         )
+
+    def admit_inbound(self, transport: asyncio.Transport, destination: Destination) -> bool:
+        """The port's network RBAC (AuthorizationPolicy on an opaque TCP port), once per
+        connection (see :func:`tcp_admitted`)."""
+        port = self._inbound_port(destination)
+        return tcp_admitted(self.inbound.get(port), port, transport, destination, self.metrics)
 
     def inbound_plan(self, destination: tuple[str, int] | None) -> Plan:
         """HTTP for the app's HTTP ports (policy enforced), opaque TCP for its TCP ports."""

@@ -3,7 +3,9 @@ PeerAuthentication mode of the app port it is for (its original destination with
 else the app's port): STRICT takes only mutual TLS, PERMISSIVE tells TLS from plain text on the
 first byte and takes both, DISABLE takes plain text. A refusal closes the connection, is counted
 (``tulle_inbound_tls_refused_total{reason}``) and logged with the peer and the reason; the
-connection that passes goes on to the listener's usual protocol, inside the TLS layer."""
+connection that passes goes on to the listener's usual protocol, inside the TLS layer. There, an
+opaque TCP port's AuthorizationPolicy (network RBAC) judges the connection once
+(:func:`tcp_admitted`), on the identity the handshake proved, before a byte reaches the app."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from tulle.engine.inbound import InboundPolicy
+from tulle.engine.inbound import InboundPolicy, connection_refusal
+from tulle.obs.metrics import MeshMetrics
 from tulle.transport.interception import original_destination
-from tulle.transport.mtls import MeshTls
+from tulle.transport.mtls import MeshTls, peer_principal
 from tulle.transport.tls_open import MtlsMode, TlsOrPlain
 
 log = logging.getLogger(__name__)
@@ -59,3 +62,33 @@ class InboundGate(asyncio.Protocol):
         gate = TlsOrPlain(cast(MtlsMode, mode), provider, self.inner, on_refused=self.refused)
         transport.set_protocol(gate)
         gate.connection_made(transport)
+
+
+def tcp_admitted(
+    policy: InboundPolicy | None,
+    port: int,
+    transport: asyncio.BaseTransport,
+    destination: tuple[str, int] | None,
+    metrics: MeshMetrics,
+) -> bool:
+    """Whether the port's network RBAC admits this connection (ports without any: yes): its
+    peer's address and the SPIFFE id its mTLS handshake proved (none over plain text). A
+    refusal is counted (``tulle_inbound_tcp_denied_total{destination_service, policy}``) and
+    logged with the peer, its identity and the reason; the caller closes the connection."""
+    if policy is None or not policy.connection_rbac:
+        return True
+    peer = transport.get_extra_info("peername")
+    source = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+    principal = peer_principal(transport)
+    local = destination[0] if destination is not None else ""
+    denial = connection_refusal(policy, port, source, principal, local)
+    if denial is None:
+        return True
+    name, reason = denial
+    metrics.tcp_denied(policy.service, name)
+    address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else peer
+    who = principal or "no mTLS identity"
+    log.warning(
+        "inbound TCP connection from %s (%s) to port %d refused: %s", address, who, port, reason
+    )
+    return False

@@ -3,7 +3,10 @@ has routes for its original destination port (handled by the HTTP/1.1 front end 
 and opaque TCP otherwise — to the mesh's TCP service on that port, or straight through to the
 original destination. Unknown ports are never parsed, so server-speaks-first protocols work.
 A TCP pipe to an endpoint in the mesh is mutual TLS (the endpoint's ``tls``, as for HTTP);
-one that cannot be opened is closed, and why is logged (``upstream connect mTLS: ...``)."""
+one that cannot be opened is closed, and why is logged (``upstream connect mTLS: ...``).
+On the inbound side an ``admit`` check (the port's network RBAC: AuthorizationPolicy on TCP)
+judges each connection once, when it is made (after the mTLS handshake, so the peer's identity
+is known), before anything reaches the app: a refused connection is closed unread."""
 
 from __future__ import annotations
 
@@ -29,6 +32,9 @@ log = logging.getLogger(__name__)
 Destination = tuple[str, int]
 # (kind, endpoint, service): ("http", None, ""), ("tcp", endpoint, service), ("refuse", None, ...)
 Plan = tuple[str, EndpointSpec | None, str]
+# Whether a connection (its transport, its original destination) may go on; one refused is
+# closed (the check logs and counts why).
+Admit = Callable[[asyncio.Transport, Destination | None], bool]
 
 
 def tcp_clusters(listeners: Mapping[str, Any]) -> dict[int, str]:
@@ -62,7 +68,9 @@ class TransparentOutbound(asyncio.Protocol):
         in_flight: InFlight,
         metrics: MeshMetrics | None = None,
         mtls: MeshTls | None = None,
+        admit: Admit | None = None,
     ) -> None:
+        self.admit = admit
         self.metrics = metrics
         self.mtls = mtls
         self.plan = plan
@@ -75,6 +83,9 @@ class TransparentOutbound(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         downstream = cast(asyncio.Transport, transport)
         destination = original_destination(downstream.get_extra_info("socket"))
+        if self.admit is not None and not self.admit(downstream, destination):
+            downstream.close()
+            return
         kind, target, service = self.plan(destination)
         if kind == "http":
             self.http = self.make_http()
