@@ -33,10 +33,10 @@ async def echo(
                 return
     if scope["type"] != "http":
         return
-    headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-    body = json.dumps({"name": NAME, "path": scope["path"], "headers": headers}).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"x-backend", NAME.encode())]})  # fmt: skip
+    received = {k.decode(): v.decode() for k, v in scope["headers"]}
+    body = json.dumps({"name": NAME, "path": scope["path"], "headers": received}).encode()
+    headers = [(b"content-type", b"application/json"), (b"x-backend", NAME.encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

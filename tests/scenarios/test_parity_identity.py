@@ -34,6 +34,7 @@ from tests.e2e.conftest import (
     BIN,
     ControlPlane,
     Processes,
+    Sidecar,
     _stop,
     free_port,
     start_control_plane,
@@ -100,6 +101,7 @@ spec:
     - from: [{{source: {{principals: ["cluster.local/ns/default/sa/frontend"]}}}}]
 """
 DENIED = "denied: no ALLOW policy matches (default/frontend-only)"
+CERTIFICATE = "tulle_workload_certificate_expiration_timestamp_seconds{"
 
 
 class LibraryCaller:
@@ -109,12 +111,18 @@ class LibraryCaller:
 
     def __init__(self, plane: ControlPlane, account: str, token: Path) -> None:
         self.node = f"library~127.0.0.1~{account}-1.default~default.svc.cluster.local"
-        tulle.client.configure(
+        runtime = tulle.client.configure(
             xds_address=f"127.0.0.1:{plane.secure_xds_port}", node_id=self.node,
             xds_root_cert=str(plane.state_dir / "root-cert.pem"), token_file=str(token),
             access_log=False,
         )  # fmt: skip
         tulle.client.wait_ready(30)
+
+        def certified() -> bool:  # ready means config: the certificate comes by a call of its own
+            keeper = runtime.certificates
+            return keeper is not None and keeper.current is not None
+
+        wait_until(certified, timeout=30)
         self.client = tulle.client.Client(timeout=30)
 
     def get(self, url: str, headers: dict[str, str] | None = None, timeout: float = 30) -> Outcome:
@@ -192,17 +200,24 @@ class Mesh:
         return caller
 
 
+def has_certificate(sidecar: Sidecar) -> bool:
+    """The sidecar holds its workload certificate (its expiry gauge exists only then; /ready
+    says only that its config came)."""
+    return CERTIFICATE in sidecar.admin("/stats/prometheus").text
+
+
 def sidecar_callee(mesh: Mesh, name: str, app_port: int, protocol: str) -> None:
     """``name``'s app on ``app_port`` behind a sidecar with ``name``'s certificate, registered
     as ``name:8080``, in the mesh (its endpoint says ``tlsMode: istio``)."""
     inbound = free_port()
-    sidecar = mesh.procs.sidecar(mesh.plane, f"{name}-0", None, *mesh.identity(name, f"{name}-0"),
-                                 "--inbound-port", str(inbound), "--app-port", str(app_port))  # fmt: skip
+    pod = f"{name}-0"
+    ports = ["--inbound-port", str(inbound), "--app-port", str(app_port)]
+    sidecar = mesh.procs.sidecar(mesh.plane, pod, None, *mesh.identity(name, pod), *ports)
     mesh.plane.register(
         service=name, address="127.0.0.1", port=inbound, servicePort=8080, protocol=protocol,
         serviceAccount=name, labels={TLS_MODE: "istio"},
     )  # fmt: skip
-    wait_until(lambda: synced(mesh.plane, sidecar.node), timeout=30)
+    wait_until(lambda: synced(mesh.plane, sidecar.node) and has_certificate(sidecar), timeout=30)
     mesh.urls[name] = f"http://{name}:8080"
 
 
@@ -218,8 +233,8 @@ def library_callee(mesh: Mesh, name: str) -> None:
         "PORT": str(port), "BACKEND_NAME": name,
     }  # fmt: skip
     with open(mesh.base / f"{name}.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, str(HERE / "library_backend.py")],
-                                stdout=log, stderr=subprocess.STDOUT, text=True, env=env)  # fmt: skip
+        command = [sys.executable, str(HERE / "library_backend.py")]
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
     mesh.procs.started.append(proc)
 
     def in_the_mesh() -> bool:
@@ -273,6 +288,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             pod = f"{account}-0"
             sidecar = SidecarCaller(plane, mesh.procs, pod, *mesh.identity(account, pod))
             mesh.callers[("sidecar", account)] = sidecar
+            wait_until(lambda s=sidecar: has_certificate(s.sidecar), timeout=30)
             _, env = mesh.agent(account, f"{account}-2")
             mesh.callers[("proxyless", account)] = ProxylessCaller(plane, env)
         # The xds=True server serves once its Listener (mTLS and RBAC with it) has come.
