@@ -38,14 +38,22 @@ spec:
   command: [db]
   ports: [{name: db, port: 5432, protocol: TCP}]
 ---
+"""
+
+
+def mtls_mode(mode: str) -> str:
+    return f"""\
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
-metadata: {name: db}
+metadata: {{name: db}}
 spec:
-  selector: {matchLabels: {app: db}}
-  mtls: {mode: STRICT}
+  selector: {{matchLabels: {{app: db}}}}
+  mtls: {{mode: {mode}}}
 ---
 """
+
+
+STRICT = mtls_mode("STRICT")
 
 
 def authorization(name: str, action: str, rules: str) -> str:
@@ -117,6 +125,8 @@ class Mesh:
 
     def configure(self, policies: str) -> None:
         """The policies as the control plane translates them, pushed to the sidecar."""
+        if "PeerAuthentication" not in policies:
+            policies = STRICT + policies
         result = validate_text(WORKLOAD + policies)
         assert result.model is not None, [f.format() for f in result.findings]
         resources = translate(build_snapshot(1, result.model, ()), VIEW)
@@ -138,6 +148,20 @@ class Mesh:
         except asyncio.IncompleteReadError as end:
             return end.partial
         except (ConnectionResetError, ssl.SSLError, BrokenPipeError):
+            return b""
+        finally:
+            writer.close()
+
+    async def call_plain(self, data: bytes) -> bytes:
+        """A caller outside the mesh: plain text (PERMISSIVE ports take it)."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            writer.write(data)
+            await writer.drain()
+            return await reader.readexactly(len(b"got:" + data))
+        except asyncio.IncompleteReadError as end:
+            return end.partial
+        except ConnectionResetError:
             return b""
         finally:
             writer.close()
@@ -232,3 +256,17 @@ def test_a_new_policy_applies_to_the_next_connection(
         assert mesh.app_seen == [bytearray(b"a"), bytearray(b"c")]
 
     scenario(runner, material, "", body)
+
+
+def test_a_plain_text_caller_of_a_permissive_port_has_no_principal_to_admit(
+    runner: asyncio.Runner, material: Material
+) -> None:
+    async def body(mesh: Mesh) -> None:
+        assert await mesh.call_plain(b"plain") == b""
+        assert mesh.app_seen == []
+        assert await mesh.call(material.frontend, b"tls") == b"got:tls"
+        mesh.configure(mtls_mode("PERMISSIVE"))  # no policy: plain text goes through
+        assert await mesh.call_plain(b"plain") == b"got:plain"
+        assert mesh.app_seen == [bytearray(b"tls"), bytearray(b"plain")]
+
+    scenario(runner, material, mtls_mode("PERMISSIVE") + ONLY_FRONTEND, body)
