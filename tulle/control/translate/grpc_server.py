@@ -108,9 +108,7 @@ def _manager(snapshot: Snapshot, workload: Workload, port: int) -> Any:
 
 
 def _addresses(snapshot: Snapshot, workload: Workload) -> list[str]:
-    registered = {
-        e.address for e in snapshot.endpoints_by_service.get(workload.service_host, ())
-    }
+    registered = {e.address for e in snapshot.endpoints_by_service.get(workload.service_host, ())}
     return [*LISTEN_ADDRESSES, *sorted(registered - set(LISTEN_ADDRESSES))]
 
 
