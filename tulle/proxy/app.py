@@ -454,11 +454,17 @@ class Proxy:
         self.sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._sweep)
 
     def readiness(self) -> str | None:
-        """Why the sidecar should get no new traffic (draining, no config yet), or None."""
+        """Why the sidecar should get no new traffic (draining, no config or no first
+        workload certificate yet), or None."""
         if self.draining:
             return "DRAINING"
         if not self.xds.ready.is_set():
             return "waiting for config from the control plane"
+        certificates = self.certificates
+        if certificates is not None and certificates.current is None:
+            # As Envoy warms its listeners until their secrets arrive: ready means able to
+            # speak mTLS. (Later, an expired certificate fails requests with the reason.)
+            return f"waiting for a workload certificate: {certificates.problem()}"
         return None
 
     def start_drain(self) -> None:
