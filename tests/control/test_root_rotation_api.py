@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -233,7 +234,7 @@ async def run(plane: ControlPlane, api: Api, a: Workload, b: Workload, c: Worklo
         == f"stage refused: the previous rotation is not finished: retire root {old} first"
     )
     for replica in ("a-0.default", "b-0.default"):
-        await until(lambda r=replica: _signed_by(api, r, new))
+        await until(functools.partial(_signed_by, api, replica, new))
     # c does not renew by itself here (its keeper does not run): its leaf of the old root is
     # valid and in use, so retire must wait for it.
     c_leaf = records(await api.status())["c-0.default"]
