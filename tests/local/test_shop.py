@@ -230,6 +230,18 @@ def test_metrics_from_sidecars_and_the_library(shop: Mesh):
     assert {(s["source_workload"], s["destination_workload"]) for s in served} == {
         ("frontend", "cart")
     }
+    # The library-mode cart terminates mTLS (tulle.client.wsgi.make_server, its Workload
+    # labelled tlsMode: istio): the frontend's sidecar called it over mTLS, as its certificate.
+    assert {
+        (s["connection_security_policy"], s["source_principal"], s["destination_principal"])
+        for s in served
+    } == {
+        (
+            "mutual_tls",
+            "spiffe://cluster.local/ns/default/sa/frontend",
+            "spiffe://cluster.local/ns/default/sa/cart",
+        )
+    }
     sent = [dict(k) for k in library if ("reporter", "source") in k]
     assert {s["destination_service"] for s in sent} == {"catalog.default.svc.cluster.local"}
 

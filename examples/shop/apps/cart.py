@@ -1,7 +1,8 @@
 """The cart service, in library mode: the one shop app that imports Tulle. It calls catalog
 through ``tulle.client`` (routing, the canary split, retries and metrics in-process, no sidecar)
-and serves behind ``tulle.client.wsgi.MeshMiddleware`` (its RateLimit, the callee's metrics).
-A standard-library WSGI server on $PORT."""
+and serves behind ``tulle.client.wsgi.MeshMiddleware`` (its RateLimit, the callee's metrics) on
+Tulle's WSGI server (``tulle.client.wsgi.make_server``: the standard library's, terminating mTLS
+with the workload's certificate) on $PORT."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import tulle.client
-from tulle.client.wsgi import MeshMiddleware
+from tulle.client.wsgi import MeshMiddleware, make_server
+from tulle.client.wsgi_server import MeshRequestHandler
 
 catalog = tulle.client.Client(timeout=5)
 
@@ -40,22 +40,15 @@ def cart(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterabl
     return [body]
 
 
-class Quiet(WSGIRequestHandler):
+class Quiet(MeshRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         return
-
-
-class ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    # wsgiref answers one request per connection: under load a backlog of socketserver's
-    # default 5 overflows, and the kernel drops connections that its client retries 1 s later.
-    request_queue_size = 128
 
 
 def main() -> None:
     app = MeshMiddleware(cart)
     host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8080"))
-    server = make_server(host, port, app, server_class=ThreadingServer, handler_class=Quiet)
+    server = make_server(host, port, app, handler_class=Quiet)
     print(f"cart listening on {server.server_address[1]} (library mode)", flush=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
