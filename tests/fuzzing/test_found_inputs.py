@@ -258,3 +258,22 @@ def test_versions_of_a_service_that_agree_on_a_port_are_one_port():
     assert result.model is not None, [f.format() for f in result.findings]
     (service,) = result.model.services.values()
     assert [p.number for p in service.ports] == [9080, 9090]
+
+
+def test_two_matches_of_one_header_name_keep_the_first():
+    """Found by translator (two-header-matches-of-one-name): an HTTPRoute match with two
+    headers of one name (case aside) made validation raise TypeError, sorting two matchers.
+    The Gateway API says only the first entry of a name is considered."""
+    route = (
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web}\n"
+        "spec: {parentRefs: [{kind: Service, group: '', name: web, port: 8080}], rules: [{"
+        "matches: [{headers: [{name: X-A, value: one}, {name: x-a, value: two}],"
+        " queryParams: [{name: q, value: '1'}, {name: q, value: '2'}]}],"
+        " backendRefs: [{name: api, port: 9080}]}]}"
+    )
+    result = validate_text(ROUTES % route)
+    assert result.model is not None, [f.format() for f in result.findings]
+    (rule,) = [r for host, rs in result.model.http_routes.items() if "web" in host for r in rs]
+    (match,) = rule.matches
+    assert [(name, m.value) for name, m in match.headers] == [("x-a", "one")]
+    assert [(name, m.value) for name, m in match.query_params] == [("q", "1")]

@@ -361,20 +361,29 @@ def _gateway_match(match: gw.HTTPRouteMatch, port: int | None) -> RouteMatch:
     return RouteMatch(
         path=StringMatcher(_PATH_KINDS[path.type], path.value),  # type: ignore[arg-type]
         method=StringMatcher("exact", match.method) if match.method else None,
-        headers=tuple(
-            sorted(
-                (h.name.lower(), StringMatcher(_VALUE_KINDS[h.type], h.value))  # type: ignore[arg-type]
-                for h in match.headers
-            )
+        headers=_first_of_each_name(
+            (h.name.lower(), StringMatcher(_VALUE_KINDS[h.type], h.value))  # type: ignore[arg-type]
+            for h in match.headers
         ),
-        query_params=tuple(
-            sorted(
-                (q.name, StringMatcher(_VALUE_KINDS[q.type], q.value))  # type: ignore[arg-type]
-                for q in match.query_params
-            )
+        query_params=_first_of_each_name(
+            (q.name, StringMatcher(_VALUE_KINDS[q.type], q.value))  # type: ignore[arg-type]
+            for q in match.query_params
         ),
         port=port,
     )
+
+
+def _first_of_each_name(
+    pairs: Iterable[tuple[str, StringMatcher]],
+) -> tuple[tuple[str, StringMatcher], ...]:
+    """Header or query-parameter matches sorted by name, the first of each name only: "if
+    multiple entries specify equivalent names, only the first entry with an equivalent name
+    MUST be considered" (Gateway API, HTTPHeaderMatch and HTTPQueryParamMatch). Sorting the
+    pairs whole compared two matchers of one name (translator fuzzing: a TypeError)."""
+    first: dict[str, StringMatcher] = {}
+    for name, matcher in pairs:
+        first.setdefault(name, matcher)
+    return tuple(sorted(first.items(), key=lambda pair: pair[0]))
 
 
 def _gateway_precedence(match: RouteMatch) -> tuple[int, int, int, int, int]:
