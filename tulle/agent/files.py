@@ -12,27 +12,15 @@ bundle goes first (a new root is trusted before anything it signed arrives)."""
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from pathlib import Path
 
-from tulle.security.files import PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, private_directory
+from tulle.security.files import (
+    PRIVATE_FILE_MODE,
+    PUBLIC_FILE_MODE,
+    private_directory,
+    staged_beside,
+)
 from tulle.security.material import BUNDLE_FILE, CHAIN_FILE, KEY_FILE, WorkloadCredentials
-
-
-def _staged(path: Path, data: bytes, mode: int) -> Path:
-    """``data`` in a new file beside ``path`` with ``mode``, on disk."""
-    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(descriptor, mode)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    return Path(name)
 
 
 def replace_together(directory: Path, files: list[tuple[str, bytes, int]]) -> None:
@@ -42,7 +30,7 @@ def replace_together(directory: Path, files: list[tuple[str, bytes, int]]) -> No
     staged: list[tuple[Path, Path]] = []
     try:
         for name, data, mode in files:
-            staged.append((_staged(directory / name, data, mode), directory / name))
+            staged.append((staged_beside(directory / name, data, mode), directory / name))
         for temporary, final in staged:
             temporary.replace(final)
     finally:

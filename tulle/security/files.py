@@ -37,8 +37,9 @@ def shared_directory(directory: Path) -> Path:
     return directory
 
 
-def _temporary_beside(path: Path, data: bytes, mode: int) -> Path:
-    """A new file in ``path``'s directory holding ``data`` with ``mode``, flushed to disk."""
+def staged_beside(path: Path, data: bytes, mode: int) -> Path:
+    """A new file in ``path``'s directory holding ``data`` with ``mode``, flushed to disk, for
+    the caller to rename over ``path``."""
     descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(descriptor, mode)
@@ -54,7 +55,7 @@ def _temporary_beside(path: Path, data: bytes, mode: int) -> Path:
 
 def write_atomically(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) -> None:
     """Replace ``path`` with ``data`` (file mode ``mode``) in one rename."""
-    temporary = _temporary_beside(path, data, mode)
+    temporary = staged_beside(path, data, mode)
     try:
         temporary.replace(path)
     except BaseException:
@@ -68,7 +69,7 @@ def create_exclusively(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) -
     Two processes racing to create the same file both see one complete file: the loser's
     ``link`` fails and it reads the winner's.
     """
-    temporary = _temporary_beside(path, data, mode)
+    temporary = staged_beside(path, data, mode)
     try:
         os.link(temporary, path)
     except FileExistsError:
