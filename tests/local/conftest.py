@@ -151,6 +151,59 @@ def assert_nothing_left(state_dir: Path) -> None:
     assert left == [], f"processes left running: {left}"
 
 
+def network_leftovers() -> list[str]:
+    """Namespaces, links and hosts files a local mesh made (``tulle-…``, ``tl…``)."""
+    namespaces = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, check=False
+    ).stdout
+    links = subprocess.run(
+        ["ip", "-o", "link", "show"], capture_output=True, text=True, check=False
+    ).stdout
+    netns_etc = Path("/etc/netns")
+    hosts = [p.name for p in netns_etc.iterdir()] if netns_etc.exists() else []
+    found = [line.split()[0] for line in namespaces.splitlines() if line.startswith("tulle-")]
+    found += [line.split(": ")[1] for line in links.splitlines() if ": tl" in line]
+    found += [name for name in hosts if name.startswith("tulle-")]
+    return found
+
+
+def workload(
+    name: str, command: str, ports: str = "[{name: http, port: 8080}]", mesh: str = ""
+) -> str:
+    """A ``Workload`` document (ready on ``GET /ready``) running ``command`` (a flow sequence,
+    ``[python3, ...]``), for a test's mesh YAML."""
+    mode = f"\n  mesh: {mesh}" if mesh else ""
+    return (
+        f"apiVersion: tulle.dev/v1alpha1\nkind: Workload\nmetadata: {{name: {name}}}\n"
+        f"spec:\n  command: {command}{mode}\n  ports: {ports}\n"
+        "  readiness: {httpGet: {path: /ready}}\n---\n"
+    )
+
+
+def backend_workload(name: str) -> str:
+    """A ``Workload`` of the test backend (tests/e2e/http_backend.py) named ``name``."""
+    return workload(name, f"[python3, tests/e2e/http_backend.py, --name, {name}, --port, $(PORT)]")
+
+
+@contextlib.contextmanager
+def running_mesh(root: Path, config: str, pods: bool = False) -> Iterator[Mesh]:
+    """A mesh of ``config`` (written to ``root``/mesh.yaml) started with ``tulle up -d``; stopped
+    afterwards, and checked gone: no process left, and with ``pods`` no network namespace."""
+    if pods:
+        assert network_leftovers() == []
+    (root / "mesh.yaml").write_text(config)
+    state = root / "state"
+    try:
+        yield start_mesh(state, str(root / "mesh.yaml"), pods=pods)
+    finally:
+        tulle("down", "--state-dir", str(state), check=False)
+        if pods:
+            tulle("down", "--force", "--state-dir", str(state), check=False)
+        assert_nothing_left(state)
+        if pods:
+            assert network_leftovers() == []
+
+
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Iterator[Path]:
     """A state directory whose mesh is stopped, and checked gone, after the test."""

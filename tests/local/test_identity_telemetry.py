@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import wait_until
-from tests.local.conftest import Mesh, assert_nothing_left, start_mesh, tulle
+from tests.local.conftest import Mesh, backend_workload, running_mesh, tulle, workload
 from tulle.security.keys import make_csr, new_private_key, private_key_pem
 from tulle.security.material import BUNDLE_FILE, WorkloadCredentials
 from tulle.security.spiffe import SpiffeId
@@ -31,40 +31,12 @@ from tulle.xds.grpc_stream import CA_SIGN_PATH
 
 pytestmark = pytest.mark.timeout(240)
 
-CONFIG = """\
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {name: frontend}
-spec:
-  command: [python3, tests/e2e/http_backend.py, --name, frontend, --port, $(PORT)]
-  ports: [{name: http, port: 8080}]
-  readiness: {httpGet: {path: /ready}}
----
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {name: intruder}
-spec:
-  command: [python3, tests/e2e/http_backend.py, --name, intruder, --port, $(PORT)]
-  ports: [{name: http, port: 8080}]
-  readiness: {httpGet: {path: /ready}}
----
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {name: payment}
-spec:
-  command: [python3, tests/e2e/http_backend.py, --name, payment, --port, $(PORT)]
-  ports: [{name: http, port: 8080}]
-  readiness: {httpGet: {path: /ready}}
----
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {name: ledger}
-spec:
-  command: [python3, examples/library/app.py]
-  mesh: library
-  ports: [{name: http, port: 8080}]
-  readiness: {httpGet: {path: /ready}}
----
+CONFIG = (
+    backend_workload("frontend")
+    + backend_workload("intruder")
+    + backend_workload("payment")
+    + workload("ledger", "[python3, examples/library/app.py]", mesh="library")
+    + """\
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {name: payment-strict}
@@ -90,6 +62,7 @@ spec:
   rules:
     - from: [{source: {principals: ["cluster.local/ns/default/sa/auditor"]}}]
 """
+)
 
 FRONTEND = "spiffe://cluster.local/ns/default/sa/frontend"
 INTRUDER = "spiffe://cluster.local/ns/default/sa/intruder"
@@ -99,13 +72,8 @@ LEDGER = "spiffe://cluster.local/ns/default/sa/ledger"
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    root = tmp_path_factory.mktemp("identity")
-    (root / "mesh.yaml").write_text(CONFIG)
-    state_dir = root / "state"
-    mesh = start_mesh(state_dir, str(root / "mesh.yaml"))
-    yield mesh
-    tulle("down", "--state-dir", str(state_dir), check=False)
-    assert_nothing_left(state_dir)
+    with running_mesh(tmp_path_factory.mktemp("identity"), CONFIG) as mesh:
+        yield mesh
 
 
 def certificate_of(mesh: Mesh, replica: str, directory: Path) -> Path:

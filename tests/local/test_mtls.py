@@ -17,36 +17,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.local.conftest import Mesh, assert_nothing_left, start_mesh, tulle
+from tests.local.conftest import Mesh, backend_workload, running_mesh, tulle
 from tests.tls_material import Material, make_material
 
 pytestmark = pytest.mark.timeout(180)
 
-CONFIG = """\
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {name: frontend}
-spec:
-  command: [python3, tests/e2e/http_backend.py, --name, frontend, --port, $(PORT)]
-  ports: [{name: http, port: 8080}]
-  readiness: {httpGet: {path: /ready}}
----
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {name: intruder}
-spec:
-  command: [python3, tests/e2e/http_backend.py, --name, intruder, --port, $(PORT)]
-  ports: [{name: http, port: 8080}]
-  readiness: {httpGet: {path: /ready}}
----
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {name: payment}
-spec:
-  command: [python3, tests/e2e/http_backend.py, --name, payment, --port, $(PORT)]
-  ports: [{name: http, port: 8080}]
-  readiness: {httpGet: {path: /ready}}
----
+CONFIG = (
+    backend_workload("frontend") + backend_workload("intruder") + backend_workload("payment")
+    + """\
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {name: payment-strict}
@@ -63,6 +41,7 @@ spec:
   rules:
     - from: [{source: {principals: ["cluster.local/ns/default/sa/frontend"]}}]
 """
+)  # fmt: skip
 
 FRONTEND = "spiffe://cluster.local/ns/default/sa/frontend"
 PAYMENT = "spiffe://cluster.local/ns/default/sa/payment"
@@ -70,13 +49,8 @@ PAYMENT = "spiffe://cluster.local/ns/default/sa/payment"
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    root = tmp_path_factory.mktemp("mtls")
-    (root / "mesh.yaml").write_text(CONFIG)
-    state_dir = root / "state"
-    mesh = start_mesh(state_dir, str(root / "mesh.yaml"))
-    yield mesh
-    tulle("down", "--state-dir", str(state_dir), check=False)
-    assert_nothing_left(state_dir)
+    with running_mesh(tmp_path_factory.mktemp("mtls"), CONFIG) as mesh:
+        yield mesh
 
 
 def address(mesh: Mesh, replica: str) -> str:

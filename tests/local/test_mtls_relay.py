@@ -28,8 +28,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import wait_until
-from tests.local.conftest import Mesh, assert_nothing_left, start_mesh, tulle
-from tests.local.test_pods import network_leftovers
+from tests.local.conftest import Mesh, running_mesh, workload
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and iptables need root"),
@@ -38,43 +37,25 @@ pytestmark = [
 
 GATEWAY = "198.18.0.1"  # the pods' bridge, in the test's own namespace
 PEER = "tests/local/mesh_peer.py"
-CONFIG = f"""\
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {{name: client}}
-spec:
-  command: [python3, {PEER}, client, --port, $(PORT)]
-  ports: [{{name: http, port: 8080}}]
-  readiness: {{httpGet: {{path: /ready}}}}
----
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {{name: library}}
-spec:
-  command: [python3, {PEER}, library, --port, $(PORT)]
-  mesh: library
-  ports: [{{name: http, port: 8080}}]
-  readiness: {{httpGet: {{path: /ready}}}}
----
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {{name: web}}
-spec:
-  command: [python3, {PEER}, web, --port, $(PORT_HTTP), --tcp-port, $(PORT_SQL),
-            --grpc-port, $(PORT_GRPC)]
-  ports:
-    - {{name: http, port: 8080, protocol: HTTP}}
-    - {{name: sql, port: 5432, protocol: TCP}}
-    - {{name: grpc, port: 50051, protocol: GRPC}}
-  readiness: {{httpGet: {{path: /ready}}}}
----
+CONFIG = (
+    workload("client", f"[python3, {PEER}, client, --port, $(PORT)]")
+    + workload("library", f"[python3, {PEER}, library, --port, $(PORT)]", mesh="library")
+    + workload(
+        "web",
+        f"[python3, {PEER}, web, --port, $(PORT_HTTP), --tcp-port, $(PORT_SQL),"
+        " --grpc-port, $(PORT_GRPC)]",
+        "[{name: http, port: 8080, protocol: HTTP}, {name: sql, port: 5432, protocol: TCP},"
+        " {name: grpc, port: 50051, protocol: GRPC}]",
+    )
+    + """\
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
-metadata: {{name: web-strict}}
+metadata: {name: web-strict}
 spec:
-  selector: {{matchLabels: {{app: web}}}}
-  mtls: {{mode: STRICT}}
+  selector: {matchLabels: {app: web}}
+  mtls: {mode: STRICT}
 """
+)
 
 
 def close_both(one: socket.socket, other: socket.socket) -> None:
@@ -210,28 +191,20 @@ def through_relay(mesh: Mesh, service: str, port: int, relay: Relay) -> None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    assert network_leftovers() == []
-    root = tmp_path_factory.mktemp("relay")
-    (root / "mesh.yaml").write_text(CONFIG)
-    state = root / "state"
     relays: dict[str, Relay] = {}
-    try:
-        mesh = start_mesh(state, str(root / "mesh.yaml"), pods=True)
-        replicas = {r["replica"]: r for r in mesh.status()["replicas"]}
-        for name, port in (("http", 8080), ("tcp", 5432), ("grpc", 50051)):
-            relays[name] = Relay((replicas["web-0"]["ip"], port))
-            through_relay(mesh, "web", port, relays[name])
-        wait_until(lambda: synced(mesh, ("client-0", "library-0")), timeout=60, interval=0.3)
-        yield Lab(mesh, replicas, relays)
-    finally:
-        for relay in relays.values():
-            relay.close()
-        # A clean stop (the runner's): killed at once, the pods' sockets would be left waiting
-        # on peers that are gone, and keep their namespaces (and veths) alive for minutes.
-        tulle("down", "--state-dir", str(state), check=False)
-        tulle("down", "--force", "--state-dir", str(state), check=False)
-        assert_nothing_left(state)
-        assert network_leftovers() == []
+    # A clean stop (the runner's, in running_mesh): killed at once, the pods' sockets would be
+    # left waiting on peers that are gone, and keep their namespaces (and veths) alive for minutes.
+    with running_mesh(tmp_path_factory.mktemp("relay"), CONFIG, pods=True) as mesh:
+        try:
+            replicas = {r["replica"]: r for r in mesh.status()["replicas"]}
+            for name, port in (("http", 8080), ("tcp", 5432), ("grpc", 50051)):
+                relays[name] = Relay((replicas["web-0"]["ip"], port))
+                through_relay(mesh, "web", port, relays[name])
+            wait_until(lambda: synced(mesh, ("client-0", "library-0")), timeout=60, interval=0.3)
+            yield Lab(mesh, replicas, relays)
+        finally:
+            for relay in relays.values():
+                relay.close()
 
 
 def secret(kind: str) -> str:

@@ -21,6 +21,7 @@ from tests.local.conftest import (
     assert_nothing_left,
     foreground,
     mesh_processes,
+    network_leftovers,
     start_mesh,
     tulle,
 )
@@ -28,22 +29,6 @@ from tests.local.conftest import (
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="network namespaces and iptables need root"
 )
-
-
-def network_leftovers() -> list[str]:
-    """Namespaces, links and hosts files a local mesh made (``tulle-…``, ``tl…``)."""
-    namespaces = subprocess.run(
-        ["ip", "netns", "list"], capture_output=True, text=True, check=False
-    ).stdout
-    links = subprocess.run(
-        ["ip", "-o", "link", "show"], capture_output=True, text=True, check=False
-    ).stdout
-    netns_etc = Path("/etc/netns")
-    hosts = [p.name for p in netns_etc.iterdir()] if netns_etc.exists() else []
-    found = [line.split()[0] for line in namespaces.splitlines() if line.startswith("tulle-")]
-    found += [line.split(": ")[1] for line in links.splitlines() if ": tl" in line]
-    found += [name for name in hosts if name.startswith("tulle-")]
-    return found
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.local.conftest import REPO, TULLE, Mesh, assert_nothing_left, start_mesh, tulle
+from tests.local.conftest import REPO, TULLE, Mesh, backend_workload, running_mesh, tulle, workload
 from tulle.security.certificates import load_certificates
 from tulle.security.rootstore import root_name
 
@@ -36,67 +36,44 @@ RATE = 100.0  # requests a second on each path (200 in all)
 ROTATE_AT = 20.0  # seconds into the load: after every workload has renewed at least once
 CONNECTIONS = 8  # keep-alive connections of each load client
 
-CONFIG = f"""\
+CONFIG = (
+    f"""\
 apiVersion: tulle.dev/v1alpha1
 kind: Mesh
 metadata: {{name: mesh, namespace: tulle-system}}
 spec: {{workloadCertificateLifetime: {LIFETIME_SECONDS}s}}
 ---
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {{name: backend}}
-spec:
-  command: [python3, tests/e2e/http_backend.py, --name, backend, --port, $(PORT)]
-  ports: [{{name: http, port: 8080}}]
-  readiness: {{httpGet: {{path: /ready}}}}
----
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {{name: caller}}
-spec:
-  command: [python3, tests/e2e/http_backend.py, --name, caller, --port, $(PORT)]
-  ports: [{{name: http, port: 8080}}]
-  readiness: {{httpGet: {{path: /ready}}}}
----
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {{name: libcaller}}
-spec:
-  command: [python3, tests/local/library_caller.py]
-  mesh: library
-  ports: [{{name: http, port: 8080}}]
-  readiness: {{httpGet: {{path: /ready}}}}
----
+"""
+    + backend_workload("backend")
+    + backend_workload("caller")
+    + workload("libcaller", "[python3, tests/local/library_caller.py]", mesh="library")
+    + """\
 # Each upstream connection carries 100 requests, then the pool opens another: new mTLS
 # handshakes all through the run (about two a second), with whatever certificate and bundle each
 # side holds at that moment, beside connections that live across renewals and rotation steps.
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
-metadata: {{name: backend}}
+metadata: {name: backend}
 spec:
   host: backend
-  trafficPolicy: {{connectionPool: {{http: {{maxRequestsPerConnection: 100}}}}}}
+  trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 100}}}
 ---
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
-metadata: {{name: backend-strict}}
+metadata: {name: backend-strict}
 spec:
-  selector: {{matchLabels: {{app: backend}}}}
-  mtls: {{mode: STRICT}}
+  selector: {matchLabels: {app: backend}}
+  mtls: {mode: STRICT}
 """
+)
 
 REPLICAS = ("backend-0.default", "caller-0.default", "libcaller-0.default")
 
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    root = tmp_path_factory.mktemp("rotation")
-    (root / "mesh.yaml").write_text(CONFIG)
-    state_dir = root / "state"
-    mesh = start_mesh(state_dir, str(root / "mesh.yaml"))
-    yield mesh
-    tulle("down", "--state-dir", str(state_dir), check=False)
-    assert_nothing_left(state_dir)
+    with running_mesh(tmp_path_factory.mktemp("rotation"), CONFIG) as mesh:
+        yield mesh
 
 
 def http_proxy_of(pid: int) -> str:

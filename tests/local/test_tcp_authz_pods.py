@@ -16,8 +16,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import wait_until
-from tests.local.conftest import Mesh, assert_nothing_left, start_mesh, tulle
-from tests.local.test_pods import network_leftovers
+from tests.local.conftest import Mesh, running_mesh, workload
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and iptables need root"),
@@ -25,48 +24,31 @@ pytestmark = [
 ]
 
 PEER = "tests/local/mesh_peer.py"
-CONFIG = f"""\
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {{name: client}}
-spec:
-  command: [python3, {PEER}, client, --port, $(PORT)]
-  ports: [{{name: http, port: 8080}}]
-  readiness: {{httpGet: {{path: /ready}}}}
----
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {{name: intruder}}
-spec:
-  command: [python3, {PEER}, client, --port, $(PORT)]
-  ports: [{{name: http, port: 8080}}]
-  readiness: {{httpGet: {{path: /ready}}}}
----
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {{name: web}}
-spec:
-  command: [python3, {PEER}, web, --port, $(PORT_HTTP), --tcp-port, $(PORT_SQL)]
-  ports:
-    - {{name: http, port: 8080, protocol: HTTP}}
-    - {{name: sql, port: 5432, protocol: TCP}}
-  readiness: {{httpGet: {{path: /ready}}}}
----
+CONFIG = (
+    workload("client", f"[python3, {PEER}, client, --port, $(PORT)]")
+    + workload("intruder", f"[python3, {PEER}, client, --port, $(PORT)]")
+    + workload(
+        "web",
+        f"[python3, {PEER}, web, --port, $(PORT_HTTP), --tcp-port, $(PORT_SQL)]",
+        "[{name: http, port: 8080, protocol: HTTP}, {name: sql, port: 5432, protocol: TCP}]",
+    )
+    + """\
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
-metadata: {{name: web-strict}}
+metadata: {name: web-strict}
 spec:
-  selector: {{matchLabels: {{app: web}}}}
-  mtls: {{mode: STRICT}}
+  selector: {matchLabels: {app: web}}
+  mtls: {mode: STRICT}
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
-metadata: {{name: sql-from-client}}
+metadata: {name: sql-from-client}
 spec:
-  selector: {{matchLabels: {{app: web}}}}
+  selector: {matchLabels: {app: web}}
   rules:
-    - from: [{{source: {{principals: [cluster.local/ns/default/sa/client]}}}}]
+    - from: [{source: {principals: [cluster.local/ns/default/sa/client]}}]
 """
+)
 DENIED = (
     'tulle_inbound_tcp_denied_total{destination_service="web.default.svc.cluster.local",'
     'policy="none"}'
@@ -100,17 +82,8 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    assert network_leftovers() == []
-    root = tmp_path_factory.mktemp("tcp-authz")
-    (root / "mesh.yaml").write_text(CONFIG)
-    state = root / "state"
-    try:
-        yield Lab(start_mesh(state, str(root / "mesh.yaml"), pods=True))
-    finally:
-        tulle("down", "--state-dir", str(state), check=False)
-        tulle("down", "--force", "--state-dir", str(state), check=False)
-        assert_nothing_left(state)
-        assert network_leftovers() == []
+    with running_mesh(tmp_path_factory.mktemp("tcp-authz"), CONFIG, pods=True) as mesh:
+        yield Lab(mesh)
 
 
 def test_only_the_allowed_identity_reaches_the_tcp_port(lab: Lab) -> None:
