@@ -183,7 +183,7 @@ class Emulator(WatchingEmulator):
     async def _serve_version(self, request: kmock.Request) -> Any:
         # KMock lists a subresource (namespaces/status) with its parent's short names and verbs;
         # kubectl then finds "ns" ambiguous. The API server gives subresources neither.
-        payload = await super()._serve_version(request)
+        payload: Any = await super()._serve_version(request)
         payload["groupVersion"] = payload["groupVersion"].lstrip("/")  # KMock says "/v1"
         for entry in payload.get("resources", []):
             if "/" in entry["name"]:
@@ -192,7 +192,7 @@ class Emulator(WatchingEmulator):
         return payload
 
     async def _serve_list(self, request: kmock.Request) -> Any:
-        payload = await super()._serve_list(request)
+        payload: Any = await super()._serve_list(request)
         resource = request.resource
         assert resource is not None
         info = self.resources[resource] if resource in self.resources else None  # noqa: SIM401
