@@ -105,7 +105,7 @@ async def sidecar(endpoint: EndpointSpec, mtls: MeshTls | None) -> int:
     """The transparent listener, its plan a TCP pipe to ``endpoint``; its port."""
 
     def plan(destination: tuple[str, int] | None) -> Plan:
-        return ("tcp", endpoint, "db")
+        return ("tcp", endpoint, "db", "outbound|5432||db")
 
     def no_http() -> DetectingFront:
         raise AssertionError("TCP only")

@@ -11,6 +11,12 @@ of the mTLS connection the request went over (``unknown`` over plain text), and
 ``source_workload`` is the service account of the caller's certificate over mTLS (a header a
 client writes never wins there), else what the ``x-tulle-source-workload`` header claims.
 
+The TCP metrics (``tulle_tcp_*``) carry the same identity labels, worked out the same way once
+per connection (when its peer's identity is known: inbound when the caller's connection is
+handed on after its handshake, outbound once the upstream's handshake is done), with the
+``reporter`` and ``destination_workload``; a TCP caller has no header, so over plain text its
+``source_workload`` is ``unknown``.
+
 Also: the workload certificate's expiry (a timestamp gauge), inbound connections refused by mTLS
 and outbound mTLS failures, by reason."""
 
@@ -31,6 +37,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from tulle.obs.connection import TcpConnection
 from tulle.obs.finished import Finished
 from tulle.obs.pending import Pending
 
@@ -49,7 +56,15 @@ LABELS = (
     "response_flags",
     "connection_security_policy",
 )
-TCP_LABELS = ("source_workload", "destination_service")
+TCP_LABELS = (
+    "reporter",
+    "source_workload",
+    "source_principal",
+    "destination_service",
+    "destination_workload",
+    "destination_principal",
+    "connection_security_policy",
+)
 BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 _BOUNDS = (*(f"{b:g}" for b in BUCKETS), "+Inf")  # the buckets' ``le`` labels
 # reporter, source (the claimed caller, or empty), destination service and workload, status,
@@ -99,6 +114,18 @@ class _Series:
         self.buckets = [0] * (len(BUCKETS) + 1)  # per bucket, not cumulative; the last is +Inf
         self.request_bytes = 0
         self.response_bytes = 0
+
+
+class _TcpSeries:
+    """One TCP label set's counters (prometheus-client children, bound once)."""
+
+    __slots__ = ("closed", "opened", "received", "sent")
+
+    def __init__(self, metrics: MeshMetrics, labels: tuple[str, ...]) -> None:
+        self.opened = metrics.tcp_opened.labels(*labels)
+        self.closed = metrics.tcp_closed.labels(*labels)
+        self.sent = metrics.tcp_sent.labels(*labels)
+        self.received = metrics.tcp_received.labels(*labels)
 
 
 class _RequestCollector(Collector):
@@ -171,6 +198,8 @@ class MeshMetrics:
         self._series: dict[_Key, _Series] = {}
         self._pending = Pending()
         self._certificate: Certificate = _no_certificate
+        # TCP label sets by (reporter, service, upstream workload, peer principal)
+        self._tcp: dict[tuple[str, str, str, str], _TcpSeries] = {}
         self.registry.register(_RequestCollector(self._series, self._lock, self.fold))
         self.tcp_opened = Counter(
             "tulle_tcp_connections_opened", "TCP connections proxied.", TCP_LABELS,
@@ -234,15 +263,40 @@ class MeshMetrics:
         """An inbound TCP connection to ``service`` refused by ``policy``'s network RBAC."""
         self.tcp_denials.labels(service, policy).inc()
 
-    def tcp_open(self, service: str) -> None:
-        """A TCP connection started."""
-        self.tcp_opened.labels(self.source, service).inc()
+    def tcp_open(self, connection: TcpConnection) -> None:
+        """A TCP connection opened, its peer's identity known: its label set is resolved
+        (once per connection) and kept on it for :meth:`tcp_close`."""
+        key = (connection.reporter, connection.service, connection.upstream_workload,
+               connection.peer_principal)  # fmt: skip
+        series = self._tcp.get(key)
+        if series is None:
+            series = self._tcp[key] = _TcpSeries(self, self._tcp_labels(key))
+        connection.series = series
+        series.opened.inc()
 
-    def tcp_close(self, service: str, sent: int, received: int) -> None:
-        """A TCP connection ended, with its byte counts."""
-        self.tcp_closed.labels(self.source, service).inc()
-        self.tcp_sent.labels(self.source, service).inc(sent)
-        self.tcp_received.labels(self.source, service).inc(received)
+    def tcp_close(self, connection: TcpConnection) -> None:
+        """A TCP connection ended, with its byte counts (``sent``: the bytes from the side that
+        opened it, toward the server)."""
+        if connection.series is None:  # it ended before its peer was known
+            self.tcp_open(connection)
+        series = connection.series
+        assert isinstance(series, _TcpSeries)
+        series.closed.inc()
+        series.sent.inc(connection.received)
+        series.received.inc(connection.sent)
+
+    def _tcp_labels(self, key: tuple[str, str, str, str]) -> tuple[str, ...]:
+        """A TCP label set's values (in ``TCP_LABELS`` order), as :meth:`_labels` for
+        requests; a TCP caller has no header, so over plain text it is ``unknown``."""
+        reporter, service, workload, peer = key
+        current = self._certificate()
+        own = current[0] if peer and current is not None else UNKNOWN
+        if reporter == "destination":
+            caller = workload_of(peer) if peer else UNKNOWN
+            return ("destination", caller, peer or UNKNOWN, service, self.source, own,
+                    "mutual_tls" if peer else "none")  # fmt: skip
+        return ("source", self.source, own, service, workload or UNKNOWN, peer or UNKNOWN,
+                UNKNOWN)  # fmt: skip
 
     def record(self, done: Finished) -> None:
         """One request (its ``reporter`` says whether this workload sent it or served it)."""

@@ -43,6 +43,7 @@ from tulle.proxy.inbound_tls import InboundGate, tcp_admitted
 from tulle.proxy.limits import FrontLimits
 from tulle.proxy.recording import Destination, Recorder
 from tulle.proxy.tcp import TcpPipe
+from tulle.proxy.tcp_telemetry import TcpTelemetry
 from tulle.proxy.transparent import Plan, TransparentOutbound, tcp_clusters
 from tulle.security.renewal import CertificateKeeper
 from tulle.security.tokens import read_token_file
@@ -120,6 +121,7 @@ class Proxy:
         # Access log and metrics, once each request's response is written.
         self.outbound_recorder = Recorder(self.log, self.metrics)
         self.inbound_recorder = Recorder(self.log, self.metrics, self.serving)
+        self.tcp = TcpTelemetry(self.metrics, self.log)  # TCP connections' metrics and entries
         self.host = host
         self.admin_port = admin_port
         self.http_proxy_port = http_proxy_port
@@ -288,6 +290,7 @@ class Proxy:
 
     def _inbound_refused(self, peer: Any, reason: str) -> None:
         self.metrics.tls_refused(reason)
+        self.tcp.gate_refused(peer, reason)
         address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else peer
         log.warning("inbound connection from %s refused: %s", address, reason)
 
@@ -321,23 +324,25 @@ class Proxy:
             http,
             self.pool.mark,
             self.in_flight,
-            self.metrics,
+            self.tcp,
             admit=self.admit_inbound,
+            listener="inbound",
         )
 
     def admit_inbound(self, transport: asyncio.Transport, destination: Destination) -> bool:
         """The port's network RBAC (AuthorizationPolicy on an opaque TCP port), once per
         connection (see :func:`tcp_admitted`)."""
         port = self._inbound_port(destination)
-        return tcp_admitted(self.inbound.get(port), port, transport, destination, self.metrics)
+        return tcp_admitted(self.inbound.get(port), port, transport, destination, self.tcp)
 
     def inbound_plan(self, destination: tuple[str, int] | None) -> Plan:
         """HTTP for the app's HTTP ports (policy enforced), opaque TCP for its TCP ports."""
         port = destination[1] if destination else next(iter(self.inbound), self.app_port or 0)
         policy = self.inbound.get(port)
         if policy is not None and policy.tcp:
-            return ("tcp", EndpointSpec("127.0.0.1", self.app_port or port), f"inbound|{port}||")
-        return ("http", None, "")
+            endpoint = EndpointSpec("127.0.0.1", self.app_port or port)
+            return ("tcp", endpoint, policy.service, f"inbound|{port}||")
+        return ("http", None, "", "")
 
     def tunneler(self, table_of: Callable[[Destination], str]) -> Tunneler:
         """Opens Upgrade (WebSocket) tunnels for a listener whose route table ``table_of``
@@ -426,7 +431,7 @@ class Proxy:
             )
 
         return TransparentOutbound(
-            self.outbound_plan, http, self.pool.mark, self.in_flight, self.metrics, self.mtls
+            self.outbound_plan, http, self.pool.mark, self.in_flight, self.tcp, self.mtls
         )
 
     def outbound_plan(self, destination: tuple[str, int] | None) -> Plan:
@@ -434,19 +439,19 @@ class Proxy:
         that port (mutual TLS to an endpoint in the mesh: its ``tls``), or through to the
         original destination in plain text."""
         if destination is None:
-            return ("refuse", None, "")
+            return ("refuse", None, "", "")
         port = destination[1]
         if str(port) in self.engine.config.route_tables:
-            return ("http", None, "")
+            return ("http", None, "", "")
         cluster = self.tcp_clusters.get(port)
         if cluster is not None:
             state = self.engine.clusters.get(cluster)
             endpoint = state.pick(None, self.engine.clock()) if state else None
             service = cluster.rsplit("|", 1)[-1]
             if endpoint is None:
-                return ("refuse", None, service)
-            return ("tcp", endpoint, service)
-        return ("tcp", EndpointSpec(*destination), PASSTHROUGH)
+                return ("refuse", None, service, cluster)
+            return ("tcp", endpoint, service, cluster)
+        return ("tcp", EndpointSpec(*destination), PASSTHROUGH, PASSTHROUGH)
 
     def _sweep(self) -> None:
         """Every second: each open connection applies its header and idle timeouts."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from tulle.engine.inbound import InboundPolicy, connection_refusal
-from tulle.obs.metrics import MeshMetrics
+from tulle.proxy.tcp_telemetry import TcpTelemetry
 from tulle.transport.interception import original_destination
 from tulle.transport.mtls import MeshTls, peer_principal
 from tulle.transport.tls_open import MtlsMode, TlsOrPlain
@@ -69,12 +69,13 @@ def tcp_admitted(
     port: int,
     transport: asyncio.BaseTransport,
     destination: tuple[str, int] | None,
-    metrics: MeshMetrics,
+    telemetry: TcpTelemetry,
 ) -> bool:
     """Whether the port's network RBAC admits this connection (ports without any: yes): its
     peer's address and the SPIFFE id its mTLS handshake proved (none over plain text). A
-    refusal is counted (``tulle_inbound_tcp_denied_total{destination_service, policy}``) and
-    logged with the peer, its identity and the reason; the caller closes the connection."""
+    refusal is counted (``tulle_inbound_tcp_denied_total{destination_service, policy}``),
+    logged with the peer, its identity and the reason, and has an access-log entry (flag
+    ``RBAC``, the reason naming the policy); the caller closes the connection."""
     if policy is None or not policy.connection_rbac:
         return True
     peer = transport.get_extra_info("peername")
@@ -85,7 +86,9 @@ def tcp_admitted(
     if denial is None:
         return True
     name, reason = denial
-    metrics.tcp_denied(policy.service, name)
+    telemetry.metrics.tcp_denied(policy.service, name)
+    telemetry.refused("inbound", peer, "RBAC", reason, policy.service, f"inbound|{port}||",
+                      principal or "")  # fmt: skip
     address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else peer
     who = principal or "no mTLS identity"
     log.warning(

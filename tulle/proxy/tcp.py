@@ -46,13 +46,15 @@ class _Half(asyncio.Protocol):
 
 
 class TcpPipe:
-    """Copies bytes between ``downstream`` (the app) and an upstream connection it opens."""
+    """Copies bytes between ``downstream`` (the app) and an upstream connection it opens;
+    ``on_close`` is told once when it closes (its byte counts and ``failure`` say how it
+    went)."""
 
     def __init__(
         self,
         downstream: asyncio.Transport,
         mark: int | None,
-        on_close: Callable[[int, int], None] | None = None,
+        on_close: Callable[[TcpPipe], None] | None = None,
     ) -> None:
         self.on_close = on_close
         self.downstream = downstream
@@ -63,6 +65,7 @@ class TcpPipe:
         self.bytes_up = 0
         self.bytes_down = 0
         self.ended: set[str] = set()
+        self.failure: UpstreamError | None = None  # why the upstream could not be opened
 
     async def connect(
         self, endpoint: EndpointSpec, mtls: MeshTls | None = None, timeout: float = 10.0
@@ -77,6 +80,7 @@ class TcpPipe:
                 lambda: _Half(self, "up"), endpoint, timeout, self.mark, mtls
             )
         except UpstreamError as failure:
+            self.failure = failure
             self.close()
             return failure
         transport = half.transport
@@ -148,4 +152,4 @@ class TcpPipe:
         if self.upstream is not None:
             self.upstream.close()
         if self.on_close is not None:
-            self.on_close(self.bytes_up, self.bytes_down)
+            self.on_close(self)

@@ -3,7 +3,9 @@ has routes for its original destination port (handled by the HTTP/1.1 front end 
 and opaque TCP otherwise — to the mesh's TCP service on that port, or straight through to the
 original destination. Unknown ports are never parsed, so server-speaks-first protocols work.
 A TCP pipe to an endpoint in the mesh is mutual TLS (the endpoint's ``tls``, as for HTTP);
-one that cannot be opened is closed, and why is logged (``upstream connect mTLS: ...``).
+one that cannot be opened is closed, and why is logged (``upstream connect mTLS: ...``). Each
+pipe is counted in the TCP metrics and has an access-log entry when it ends, as does a
+connection closed because its service has no endpoint (:mod:`tulle.proxy.tcp_telemetry`).
 On the inbound side an ``admit`` check (the port's network RBAC: AuthorizationPolicy on TCP)
 judges each connection once, when it is made (after the mTLS handshake, so the peer's identity
 is known), before anything reaches the app: a refused connection is closed unread."""
@@ -19,10 +21,10 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from tulle.engine.cluster_config import EndpointSpec
 from tulle.engine.errors import upstream_failure
-from tulle.obs.metrics import MeshMetrics
 from tulle.proxy.detecting import DetectingFront
 from tulle.proxy.in_flight import InFlight
 from tulle.proxy.tcp import TcpPipe
+from tulle.proxy.tcp_telemetry import TcpTelemetry
 from tulle.transport.interception import original_destination
 from tulle.transport.mtls import MeshTls
 from tulle.xds.types import TCP_PROXY_TYPE
@@ -30,8 +32,10 @@ from tulle.xds.types import TCP_PROXY_TYPE
 log = logging.getLogger(__name__)
 
 Destination = tuple[str, int]
-# (kind, endpoint, service): ("http", None, ""), ("tcp", endpoint, service), ("refuse", None, ...)
-Plan = tuple[str, EndpointSpec | None, str]
+# (kind, endpoint, service, cluster): ("http", None, "", ""), ("tcp", endpoint, service,
+# cluster), ("refuse", None, service, cluster) (a service without endpoint) or ("refuse", None,
+# "", "") (no destination)
+Plan = tuple[str, EndpointSpec | None, str, str]
 # Whether a connection (its transport, its original destination) may go on; one refused is
 # closed (the check logs and counts why).
 Admit = Callable[[asyncio.Transport, Destination | None], bool]
@@ -66,12 +70,14 @@ class TransparentOutbound(asyncio.Protocol):
         http: Callable[[], DetectingFront],
         mark: int | None,
         in_flight: InFlight,
-        metrics: MeshMetrics | None = None,
+        telemetry: TcpTelemetry | None = None,
         mtls: MeshTls | None = None,
         admit: Admit | None = None,
+        listener: str = "outbound",
     ) -> None:
         self.admit = admit
-        self.metrics = metrics
+        self.telemetry = telemetry
+        self.listener = listener
         self.mtls = mtls
         self.plan = plan
         self.make_http = http
@@ -86,21 +92,23 @@ class TransparentOutbound(asyncio.Protocol):
         if self.admit is not None and not self.admit(downstream, destination):
             downstream.close()
             return
-        kind, target, service = self.plan(destination)
+        kind, target, service, cluster = self.plan(destination)
         if kind == "http":
             self.http = self.make_http()
             self.http.connection_made(downstream)
             return
+        telemetry = self.telemetry
         if kind == "refuse" or target is None:
+            if telemetry is not None and service:
+                telemetry.no_endpoint(downstream, service, cluster)
             downstream.close()
             return
-        metrics = self.metrics
         closed = None
-        if metrics is not None:
-            metrics.tcp_open(service)
+        if telemetry is not None:
+            connection = telemetry.begin(self.listener, downstream, target, service, cluster)
 
-            def closed(sent: int, received: int) -> None:
-                metrics.tcp_close(service, sent, received)
+            def closed(pipe: TcpPipe) -> None:
+                telemetry.ended(connection, pipe.bytes_up, pipe.bytes_down, pipe.failure)
 
         pipe = self.pipe = TcpPipe(downstream, self.mark, closed)
         self.in_flight.opened(self)
@@ -111,6 +119,8 @@ class TransparentOutbound(asyncio.Protocol):
             if failure is not None:
                 why = upstream_failure(f"{failure.kind} {failure}", endpoint.key, service).reason
                 log.warning("TCP connection closed: %s", why)
+            elif telemetry is not None and pipe.upstream is not None:
+                telemetry.connected(connection, pipe.upstream)
 
         task = asyncio.get_running_loop().create_task(open_upstream())
         self.in_flight.track(task)
