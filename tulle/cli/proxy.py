@@ -49,6 +49,26 @@ def proxy(
     stats_host: Annotated[
         str, typer.Option(help="Address the stats listener binds (a pod's, for its probes).")
     ] = "127.0.0.1",
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            help="The kubelet's listener, read-only: GET /ready and GET "
+            "/app-health/<container>/<probe> (the app's HTTP probes, performed on loopback; "
+            "Istio's 15021 and /app-health). Off unless given."
+        ),
+    ] = None,
+    health_host: Annotated[
+        str, typer.Option(help="Address the health listener binds (a pod's, for the kubelet).")
+    ] = "127.0.0.1",
+    app_probers: Annotated[
+        str,
+        typer.Option(
+            envvar="TULLE_APP_PROBERS",
+            show_envvar=True,
+            help="The app's original HTTP probes, JSON by health path (`tulle inject` writes "
+            'them): {"/app-health/web/readyz": {"httpGet": {"path": "/healthz", "port": 8080}}}.',
+        ),
+    ] = "",
     http_proxy_port: Annotated[
         int | None, typer.Option(help="HTTP forward-proxy listener (apps set HTTP_PROXY).")
     ] = None,
@@ -98,6 +118,7 @@ def proxy(
             request_header_timeout=request_header_timeout, idle_timeout=idle_timeout,
             xds_root_cert=os.path.abspath(xds_root_cert) if xds_root_cert else None,
             token_file=os.path.abspath(token_file) if token_file else None,
+            health_port=health_port, health_host=health_host, app_probers=app_probers,
         )  # fmt: skip
         settings.check()
     except SettingsError as error:

@@ -11,8 +11,10 @@ import sys
 import uvloop
 
 from tulle.proxy.app import Proxy
+from tulle.proxy.health import HealthHandler, parse_probers
 from tulle.proxy.limits import FrontLimits
 from tulle.proxy.settings import ProxySettings
+from tulle.transport.http_server import listening_port, serve_http
 
 
 def run_proxy(settings: ProxySettings) -> int:
@@ -36,18 +38,28 @@ def run_proxy(settings: ProxySettings) -> int:
             ),
         )  # fmt: skip
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_serve(proxy, settings.drain_seconds))
+            runner.run(_serve(proxy, settings))
     except OSError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 1
     return 0
 
 
-async def _serve(proxy: Proxy, drain_seconds: float) -> None:
+async def _serve(proxy: Proxy, settings: ProxySettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, proxy.stopped.set)
     await proxy.start()
+    health_port = settings.health_port
+    if health_port is not None:
+        # The kubelet's listener: the sidecar's readiness and the app's probes (not a traffic
+        # listener: open until the end, as the admin and stats ones).
+        probes = parse_probers(settings.app_probers)
+        health = await serve_http(
+            HealthHandler(proxy.readiness, probes), settings.health_host, health_port
+        )
+        health_port = listening_port(health)
+        proxy.listeners.append(health)
     # Everything made so far (modules, classes, the protobuf descriptors: most of the heap)
     # lives as long as the process: frozen, the cyclic collector no longer walks it on every
     # full collection, which under load came every ~30,000 requests and took tens of ms.
@@ -56,6 +68,8 @@ async def _serve(proxy: Proxy, drain_seconds: float) -> None:
     ports = f"admin {proxy.admin_host}:{proxy.admin_port}"
     if proxy.stats_port is not None:
         ports += f", stats {proxy.stats_host}:{proxy.stats_port}"
+    if health_port is not None:
+        ports += f", health {settings.health_host}:{health_port}"
     if proxy.outbound_port is not None:
         ports += f", outbound :{proxy.outbound_port}"
     if proxy.inbound_port is not None:
@@ -67,4 +81,4 @@ async def _serve(proxy: Proxy, drain_seconds: float) -> None:
     print(f"tulle proxy: admin token file {proxy.admin_guard.token_file}", file=sys.stderr,
           flush=True)  # fmt: skip
     await proxy.stopped.wait()
-    await proxy.drain_and_stop(drain_seconds)
+    await proxy.drain_and_stop(settings.drain_seconds)

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 
 from tulle.proxy.admin_guard import is_loopback
+from tulle.proxy.health import ProbersError, parse_probers
 from tulle.xds.grpc_stream import split_address
 from tulle.xds.node import NodeIdError, parse_node_id
 
@@ -42,6 +43,9 @@ class ProxySettings:
     idle_timeout: float = 60.0
     xds_root_cert: str | None = None  # the control plane's trust bundle: xDS over TLS
     token_file: str | None = None  # the replica's bootstrap token (xDS and the CA)
+    health_port: int | None = None  # the kubelet's listener (/ready, /app-health/...)
+    health_host: str = "127.0.0.1"
+    app_probers: str = ""  # TULLE_APP_PROBERS: the app's original HTTP probes (JSON)
 
     def check(self) -> None:
         """Raise SettingsError naming the first option that cannot work."""
@@ -59,13 +63,24 @@ class ProxySettings:
                 "listener (config dump, drain, quit) is for this host only; --stats-host binds "
                 "the read-only /ready and /stats/prometheus listener elsewhere"
             )
-        for option, port in (("--admin-port", self.admin_port), ("--stats-port", self.stats_port)):
+        listeners = (("--admin-port", self.admin_port), ("--stats-port", self.stats_port),
+                     ("--health-port", self.health_port))  # fmt: skip
+        for option, port in listeners:
             if port is not None and not 0 <= port <= 65535:
                 raise SettingsError(f"{option}: {port} is not a port (0-65535; 0: any free one)")
-        if self.stats_port and self.stats_port == self.admin_port:
-            raise SettingsError(
-                f"--stats-port: {self.stats_port} is the admin listener's port (--admin-port)"
-            )
+        taken: dict[int, str] = {}
+        for option, port in listeners:
+            if port and port in taken:
+                owner = taken[port]
+                raise SettingsError(
+                    f"{option}: {port} is the {owner[2:-5]} listener's port ({owner})"
+                )
+            if port:
+                taken[port] = option
+        try:
+            parse_probers(self.app_probers)
+        except ProbersError as error:
+            raise SettingsError(f"--app-probers (TULLE_APP_PROBERS): {error}") from None
         for option, value in (
             ("--request-header-timeout", self.request_header_timeout),
             ("--idle-timeout", self.idle_timeout),
