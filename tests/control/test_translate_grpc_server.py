@@ -121,6 +121,25 @@ def test_registered_addresses_get_a_listener_too():
     assert f"{PREFIX}10.1.2.3:50051" in found
 
 
+def test_a_replica_registered_at_a_port_of_its_own_gets_a_listener_there():
+    # tulle up on loopback: each replica listens on a port of its own, registered with the
+    # service port it stands for; another workload's endpoint of the service gets none.
+    own = Endpoint(
+        "greeter.default.svc.cluster.local", "127.0.0.1", 31234, 50051, "GRPC", (), "greeter",
+        workload="greeter",
+    )  # fmt: skip
+    other = Endpoint(
+        "greeter.default.svc.cluster.local", "127.0.0.1", 31235, 50051, "GRPC", (), "greeter",
+        workload="greeter-v2",
+    )  # fmt: skip
+    found = listeners(WORKLOAD.format(extra=""), SERVER, own, other)
+    assert f"{PREFIX}127.0.0.1:31234" in found
+    assert f"{PREFIX}127.0.0.1:31235" not in found
+    assert "transportSocket" in chain(found[f"{PREFIX}127.0.0.1:31234"])
+    address = found[f"{PREFIX}127.0.0.1:31234"]["address"]["socketAddress"]
+    assert address == {"address": "127.0.0.1", "portValue": 31234}
+
+
 def test_permissive_is_strict_and_disable_is_plain_text():
     permissive = WORKLOAD.format(extra="") + PEER_AUTHENTICATION.format(mode="PERMISSIVE")
     assert "transportSocket" in chain(listeners(permissive)[f"{PREFIX}0.0.0.0:50051"])

@@ -120,7 +120,7 @@ class Workload:
     ports: tuple[WorkloadPort, ...]
     service_account: str
     labels: Pairs
-    mesh: Literal["sidecar", "library", "none"]
+    mesh: Literal["sidecar", "library", "proxyless", "none"]
     readiness: ReadinessCheck | None
     origin: ResourceRef
 

@@ -74,7 +74,7 @@ class WorkloadSpec(Strict):
     ports: list[WorkloadPort] = Field(default_factory=list)
     service_account: str | None = None  # the workload's name (its identity in local mode)
     labels: Labels = Field(default_factory=dict)
-    mesh: Literal["sidecar", "library", "none"] = "sidecar"
+    mesh: Literal["sidecar", "library", "proxyless", "none"] = "sidecar"
     readiness: Readiness | None = None
 
     @field_validator("service")

@@ -5,7 +5,9 @@ bootstrap's template and the address it listens on
 (``xds.tulle.dev/grpc/lds/inbound/127.0.0.1:50051``), and refuses one whose address is not that
 address. A proxyless node whose Workload is known (by the node's pod name) gets one per port of
 the Workload (TCP ports aside) and per address it may listen on: ``0.0.0.0``, ``[::]``,
-``127.0.0.1``, and the addresses its service's endpoints are registered with.
+``127.0.0.1``, and the addresses its service's endpoints are registered with; and one per
+endpoint of the Workload registered at another port than the service port (``tulle up`` on
+loopback gives each replica a port of its own, registered with the service port it stands for).
 
 Each Listener has one filter chain: an HttpConnectionManager with an inline route (every path,
 ``non_forwarding_action``, which is what a gRPC server's routes must have) and the workload's
@@ -107,9 +109,21 @@ def _manager(snapshot: Snapshot, workload: Workload, port: int) -> Any:
     return hcm.HttpConnectionManager(stat_prefix=name, route_config=routes, http_filters=filters)
 
 
-def _addresses(snapshot: Snapshot, workload: Workload) -> list[str]:
-    registered = {e.address for e in snapshot.endpoints_by_service.get(workload.service_host, ())}
-    return [*LISTEN_ADDRESSES, *sorted(registered - set(LISTEN_ADDRESSES))]
+def _addresses(snapshot: Snapshot, workload: Workload, port: int) -> list[tuple[str, int]]:
+    """Where a server of ``workload``'s ``port`` may listen: every address it may listen on at
+    that port, and each endpoint of the workload registered for it at its own port."""
+    endpoints = snapshot.endpoints_by_service.get(workload.service_host, ())
+    registered = {e.address for e in endpoints}
+    own = {
+        (e.address, e.port)
+        for e in endpoints
+        if e.workload == workload.name
+        and e.namespace == workload.namespace
+        and e.service_port == port
+        and e.port != port
+    }
+    everywhere = [*LISTEN_ADDRESSES, *sorted(registered - set(LISTEN_ADDRESSES))]
+    return [*((address, port) for address in everywhere), *sorted(own)]
 
 
 def server_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
@@ -133,12 +147,12 @@ def server_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
         if server_mode(workload, policy.for_port(port.port)) == "STRICT":
             chain.name += "mtls"
             chain.transport_socket.CopyFrom(transport_socket(server_context()))
-        for address in _addresses(snapshot, workload):
-            name = server_listener_name(address, port.port)
+        for address, number in _addresses(snapshot, workload, port.port):
+            name = server_listener_name(address, number)
             result[name] = listener_pb2.Listener(
                 name=name,
                 address=address_pb2.Address(
-                    socket_address=address_pb2.SocketAddress(address=address, port_value=port.port)
+                    socket_address=address_pb2.SocketAddress(address=address, port_value=number)
                 ),
                 filter_chains=[chain],
             )
