@@ -24,10 +24,10 @@ from tests.security.helpers import write_user_ca
 from tulle.control.app import ControlPlane
 from tulle.control.certificates import PATH
 from tulle.control.serving import PluginCa
+from tulle.security.chain import verify_chain
 from tulle.security.keys import make_csr, new_private_key
 from tulle.security.spiffe import SpiffeId
 from tulle.security.tokens import BootstrapTokens, read_token_file
-from tulle.security.verify import verify_chain
 
 pytestmark = pytest.mark.timeout(120)
 

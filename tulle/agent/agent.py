@@ -25,14 +25,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tulle.agent.files import write_credentials
-from tulle.security.certificates import load_certificates
-from tulle.security.files import UnsafeFileError, write_atomically
+from tulle.agent.files import replace_together, write_credentials
+from tulle.agent.trust import TrustBundleWatch
+from tulle.security.files import PUBLIC_FILE_MODE, UnsafeFileError, write_atomically
 from tulle.security.grpc_token import wrap
-from tulle.security.material import WorkloadCredentials
+from tulle.security.material import BUNDLE_FILE, WorkloadCredentials
 from tulle.security.renewal import CertificateKeeper
 from tulle.security.tokens import TokenFileError, read_token_file
+from tulle.security.workload_pki import read_certificates
 from tulle.xds.grpc_stream import GrpcStreamError, ca_signer, split_address
+from tulle.xds.node import make_node_id
 from tulle.xds.workload_ca import control_plane_context
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,13 @@ class AgentSettings:
     replica: str  # <pod>.<namespace>: the replica the token must have been issued to
     command: tuple[str, ...] = ()  # the app to run as a child, if any
     token_refresh: float = TOKEN_LIFETIME.total_seconds() / 2
+    ip: str = "127.0.0.1"  # the node id's address (its pod's)
+
+    @property
+    def node_id(self) -> str:
+        """The proxyless node the agent's trust-bundle stream subscribes as (its replica's)."""
+        pod, _, namespace = self.replica.partition(".")
+        return make_node_id("proxyless", self.ip, pod, namespace)
 
     def check(self) -> None:
         """``AgentError`` for settings that cannot work, before anything is written."""
@@ -71,7 +80,7 @@ class AgentSettings:
         if not pod or not namespace:
             raise AgentError(f"replica {self.replica!r} must be <pod>.<namespace>")
         try:
-            load_certificates(self.root_cert.read_bytes(), f"--xds-root-cert {self.root_cert}")
+            read_certificates(self.root_cert.read_bytes(), f"--xds-root-cert {self.root_cert}")
         except OSError as error:
             raise AgentError(f"--xds-root-cert {self.root_cert}: {error.strerror}") from None
         except ValueError as error:
@@ -117,10 +126,20 @@ class CertificateAgent:
 
         self.keeper = CertificateKeeper(sign)
         self.keeper.on_update(self._write)
+        self.bundle = b""  # the bundle root-cert.pem holds
+        # The ROOTCA push of a root rotation, on a stream of its own (grpcio's is its own).
+        self.trust = TrustBundleWatch(
+            settings.xds,
+            settings.node_id,
+            lambda: self._control_plane,
+            settings.token,
+            self._bundle_pushed,
+        )
 
     def _write(self, credentials: WorkloadCredentials) -> None:
         directory = self.settings.directory
         write_credentials(directory, credentials)
+        self.bundle = credentials.bundle_pem
         self._control_plane = control_plane_context(credentials.bundle_pem)
         self.write_token()
         log.info(
@@ -130,6 +149,18 @@ class CertificateAgent:
             credentials.not_after.isoformat(timespec="seconds"),
             directory,
         )
+
+    def _bundle_pushed(self, bundle: bytes) -> None:
+        """The control plane pushed the mesh's trust bundle (a root rotation step): a new one
+        goes to ``root-cert.pem`` at once (grpcio's file_watcher trusts a staged root from its
+        next refresh, before any leaf it signs arrives), and the certificate is renewed within
+        seconds, which brings the bundle and, once the new root is active, a leaf of it."""
+        if self.keeper.current is None or bundle == self.bundle:
+            return  # before the first certificate its own bundle is written with it
+        replace_together(self.settings.directory, [(BUNDLE_FILE, bundle, PUBLIC_FILE_MODE)])
+        self.bundle = bundle
+        log.info("the mesh's trust bundle changed: rewrote %s", BUNDLE_FILE)
+        self.keeper.bundle_changed(bundle)
 
     def write_token(self) -> None:
         """(Re)write the token file grpcio's xDS client sends, with a fresh ``exp``; a token
@@ -201,6 +232,7 @@ async def run(settings: AgentSettings) -> int:
     tasks = [
         asyncio.create_task(agent.keeper.run(), name="renewal"),
         asyncio.create_task(agent.refresh_token(), name="token"),
+        asyncio.create_task(agent.trust.run(), name="trust bundle"),
     ]
     try:
         if not await agent.first_certificate(stop):

@@ -5,6 +5,9 @@ Python's ``ssl`` loads a certificate and key only from a path. ``load_into`` han
 in-memory file (Linux ``memfd_create``, opened through ``/proc/self/fd``), so the key never touches
 a disk; where that is unavailable it writes a 0600 file in a fresh 0700 temporary directory and
 removes both as soon as the context has read them.
+
+Workload side: certificates and keys are read with :mod:`tulle.security.workload_pki`, never with
+``cryptography``.
 """
 
 from __future__ import annotations
@@ -15,13 +18,29 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
-from tulle.security.ca import IssuedCertificate
-from tulle.security.certificates import load_certificates, same_key
 from tulle.security.files import PUBLIC_FILE_MODE, private_directory, write_atomically
-from tulle.security.keys import load_private_key
 from tulle.security.spiffe import SpiffeId
-from tulle.security.verify import PeerRefused, identity_of
+from tulle.security.verify import PeerRefused, identity_from_uris
+from tulle.security.workload_pki import read_certificates, read_private_key
+
+
+class Issued(Protocol):
+    """What a CA's answer says (:class:`tulle.security.ca.IssuedCertificate`, which this module
+    does not import: it is the CA side's, with ``cryptography``)."""
+
+    @property
+    def chain_pem(self) -> bytes: ...
+    @property
+    def identity(self) -> SpiffeId: ...
+    @property
+    def serial(self) -> int: ...
+    @property
+    def not_before(self) -> datetime: ...
+    @property
+    def not_after(self) -> datetime: ...
+
 
 CHAIN_FILE = "cert-chain.pem"  # the names Istio's agent writes for proxyless gRPC
 KEY_FILE = "key.pem"
@@ -71,11 +90,10 @@ class WorkloadCredentials:
     identity: SpiffeId
     not_before: datetime
     not_after: datetime
+    serial: int  # the leaf's serial number
 
     @classmethod
-    def from_issued(
-        cls, key_pem: bytes, issued: IssuedCertificate, bundle_pem: bytes
-    ) -> WorkloadCredentials:
+    def from_issued(cls, key_pem: bytes, issued: Issued, bundle_pem: bytes) -> WorkloadCredentials:
         """The credentials of a CA's answer ``issued`` to a CSR made with ``key_pem``."""
         return cls(
             key_pem,
@@ -84,18 +102,19 @@ class WorkloadCredentials:
             issued.identity,
             issued.not_before,
             issued.not_after,
+            issued.serial,
         )
 
     @classmethod
     def from_pem(cls, key_pem: bytes, chain_pem: bytes, bundle_pem: bytes) -> WorkloadCredentials:
         """Credentials read from PEM; ``ValueError`` when the key is not the leaf's, the leaf has
         no SPIFFE ID, or the bundle holds no certificate."""
-        leaf = load_certificates(chain_pem, "certificate chain")[0]
-        load_certificates(bundle_pem, "trust bundle")
-        if not same_key(leaf, load_private_key(key_pem)):
+        leaf = read_certificates(chain_pem, "certificate chain")[0]
+        read_certificates(bundle_pem, "trust bundle")
+        if leaf.public_key != read_private_key(key_pem).public_key:
             raise ValueError("the private key is not the key of the chain's first certificate")
         try:
-            identity = identity_of(leaf)
+            identity = identity_from_uris(leaf.uris)
         except PeerRefused as error:
             raise ValueError(f"workload certificate: {error}") from None
         return cls(
@@ -103,14 +122,10 @@ class WorkloadCredentials:
             chain_pem,
             bundle_pem,
             identity,
-            leaf.not_valid_before_utc,
-            leaf.not_valid_after_utc,
+            leaf.not_before,
+            leaf.not_after,
+            leaf.serial,
         )
-
-    @property
-    def serial(self) -> int:
-        """The leaf's serial number."""
-        return load_certificates(self.chain_pem, "certificate chain")[0].serial_number
 
     def expired(self, now: datetime) -> bool:
         """True when the leaf is no longer valid at ``now``."""

@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from tulle.security.keys import make_csr, new_private_key, private_key_pem
 from tulle.security.material import WorkloadCredentials
 from tulle.security.rotation import RetrySchedule, renewal_time
 from tulle.security.spiffe import SpiffeId
+from tulle.security.workload_pki import make_csr_pem, new_key_pem
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +105,10 @@ class CertificateKeeper:
 
     async def renew_once(self) -> WorkloadCredentials:
         """Ask for a new certificate now; raises why not (the current one stays)."""
-        key = new_private_key()
-        csr = make_csr(key, self.identity) if self.identity else _bare_csr(key)
+        key_pem = new_key_pem()
+        csr = make_csr_pem(key_pem, self.identity)
         answer = await self.sign(json.dumps({"csr": csr.decode()}).encode())
-        credentials = _credentials(private_key_pem(key), answer)
+        credentials = _credentials(key_pem, answer)
         first = self.current is None
         self.current = credentials
         if not first:
@@ -171,15 +171,6 @@ class CertificateKeeper:
                 expired=current.expired(self.clock()),
             )
         return data
-
-
-def _bare_csr(key: Any) -> bytes:
-    """A CSR naming nothing: the CA names the caller's proven identity."""
-    from cryptography import x509  # noqa: PLC0415 - only for the no-identity case
-    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
-
-    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
 def _credentials(key_pem: bytes, answer: bytes) -> WorkloadCredentials:

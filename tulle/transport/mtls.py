@@ -19,7 +19,12 @@ from tulle.engine.message import Request, UpstreamError
 from tulle.obs.metrics import SOURCE_WORKLOAD_HEADER
 from tulle.security.material import WorkloadCredentials
 from tulle.security.renewal import CertificateKeeper
-from tulle.security.verify import PeerRefused, check_peer, peer_identity_from_der
+from tulle.security.verify import (
+    PeerRefused,
+    check_peer,
+    peer_identity_from_der,
+    peer_identity_from_getpeercert,
+)
 from tulle.transport.connect import open_upstream
 from tulle.transport.tls_errors import PeerCert, TlsOrigin, VerifyPeer
 
@@ -37,8 +42,11 @@ class PeerCheck:
         self.allowed = allowed or None
 
     def __call__(self, cert: PeerCert | None, der: bytes | None) -> None:
+        # The context verified the peer (CERT_REQUIRED), so ssl's own dict carries its SANs: no
+        # certificate parsing here. The DER is read only when the dict is empty.
         try:
-            check_peer(peer_identity_from_der(der), self.trust_domain, self.allowed)
+            identity = peer_identity_from_getpeercert(cert) if cert else peer_identity_from_der(der)
+            check_peer(identity, self.trust_domain, self.allowed)
         except PeerRefused as refused:
             raise ConnectionError(str(refused)) from None
 
