@@ -27,6 +27,13 @@ def iptables(
     exclude_outbound_cidr: Annotated[
         list[str] | None, typer.Option(help="Destinations left alone.")
     ] = None,
+    exclude_inbound_port: Annotated[
+        list[int] | None,
+        typer.Option(
+            help="Inbound ports left alone, besides 15000, 15020 and 15021 (the sidecar's "
+            "admin, stats and health ports)."
+        ),
+    ] = None,
     no_inbound: Annotated[
         bool, typer.Option("--no-inbound", help="Redirect outbound only.")
     ] = False,
@@ -40,6 +47,9 @@ def iptables(
         proxy_uid=proxy_uid,
         exclude_outbound_ports=tuple(exclude_outbound_port or ()),
         exclude_outbound_cidrs=tuple(exclude_outbound_cidr or ()),
+        exclude_inbound_ports=tuple(
+            dict.fromkeys((*RedirectPlan.exclude_inbound_ports, *(exclude_inbound_port or ())))
+        ),
         inbound=not no_inbound,
     )
     if dry_run:

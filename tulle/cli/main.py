@@ -15,10 +15,12 @@ from tulle.cli import (
     check,
     config_commands,
     controlplane,
+    inject,
     iptables,
     local_commands,
     proxy,
     proxy_commands,
+    proxy_lifecycle,
     validate,
     version,
 )
@@ -35,6 +37,9 @@ app.command("validate")(validate.validate)
 app.command("controlplane")(controlplane.controlplane)
 app.command("proxy")(proxy.proxy)
 app.command("iptables")(iptables.iptables)
+app.command("proxy-wait")(proxy_lifecycle.proxy_wait)
+app.command("proxy-drain")(proxy_lifecycle.proxy_drain)
+app.command("inject")(inject.inject)
 app.command("apply")(config_commands.apply)
 app.command("get")(config_commands.get)
 app.command("delete")(config_commands.delete)
