@@ -140,16 +140,18 @@ def start_control_plane(
     stderr: Any = None,
     insecure_xds: bool = True,
     secure_xds_port: int = 0,
+    extra: tuple[str, ...] = (),
 ) -> ControlPlane:
     """Start ``tulle controlplane`` and wait until its API answers; ``stderr`` (a file, say) gets
-    its log, which otherwise goes to the test's. ``insecure_xds=False``: the secure port only."""
+    its log, which otherwise goes to the test's. ``insecure_xds=False``: the secure port only;
+    ``extra``: more options (``--registry kubernetes``...)."""
     proc = subprocess.Popen(
         [
             str(BIN / "tulle"), "controlplane", "-f", str(config_dir),
             "--state-dir", str(state_dir),
             "--xds-port", str(xds_port), "--secure-xds-port", str(secure_xds_port),
             *(["--insecure-xds"] if insecure_xds else []),
-            "--http-port", str(http_port), "--host", host, "--log-level", "warning",
+            "--http-port", str(http_port), "--host", host, "--log-level", "warning", *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=stderr,

@@ -45,6 +45,21 @@ def controlplane(
         typer.Option(help="The chain from --ca-cert up to its root, PEM (for an intermediate)."),
     ] = None,
     http_port: Annotated[int, typer.Option(help="HTTP API port.")] = 15014,
+    registry: Annotated[
+        str,
+        typer.Option(
+            help="Where services and endpoints come from: local (the HTTP API, tulle up) or "
+            "kubernetes (Services, EndpointSlices, Pods of the cluster; the local one too)."
+        ),
+    ] = "local",
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(help="With --registry kubernetes: a kubeconfig (default: in-cluster)."),
+    ] = None,
+    context: Annotated[
+        str | None,
+        typer.Option(help="With --registry kubernetes: the kubeconfig context to use."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Serve xDS to the mesh's data planes and the config API."""
@@ -60,10 +75,20 @@ def controlplane(
     if (ca_cert is None) != (ca_key is None) or (ca_chain is not None and ca_cert is None):
         typer.echo("error: --ca-cert and --ca-key go together (--ca-chain needs both)", err=True)
         raise typer.Exit(2)
+    if registry not in ("local", "kubernetes"):
+        typer.echo(f"error: --registry: {registry!r} is not local or kubernetes", err=True)
+        raise typer.Exit(2)
+    if registry == "local" and (kubeconfig is not None or context is not None):
+        typer.echo("error: --kubeconfig and --context go with --registry kubernetes", err=True)
+        raise typer.Exit(2)
+    if kubeconfig is not None and not kubeconfig.is_file():
+        typer.echo(f"error: --kubeconfig {kubeconfig}: no such file", err=True)
+        raise typer.Exit(2)
     plugin = PluginCa(ca_cert, ca_key, ca_chain) if ca_cert and ca_key else None
     plane = ControlPlane(
-        files or [], state_dir, host, xds_port, http_port, secure_xds_port, plugin, insecure_xds
-    )
+        files or [], state_dir, host, xds_port, http_port, secure_xds_port, plugin, insecure_xds,
+        registry, kubeconfig, context,
+    )  # fmt: skip
     try:
         asyncio.run(_run(plane))
     except (OSError, ValueError) as error:  # a port in use, a broken or unusable CA

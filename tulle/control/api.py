@@ -71,8 +71,19 @@ class Registry(Protocol):
         ...
 
 
+class ClusterRegistry(Protocol):
+    """The Kubernetes registry (``--registry kubernetes``), as the API shows it."""
+
+    def endpoints(self) -> tuple[Endpoint, ...]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
 class Plane(Protocol):
     """What the API serves from and changes: the control plane (tulle.control.app), handed in."""
+
+    @property
+    def kube(self) -> ClusterRegistry | None: ...
 
     @property
     def config(self) -> ConfigSources: ...
@@ -283,7 +294,13 @@ class ApiHandler:
     async def endpoints(self, request: Request, caller: Caller) -> Response:
         if request.method == "GET":
             require_admin(caller, f"GET {API}/endpoints")
-            return json_response({"items": [e.to_dict() for e in self.plane.registry.endpoints()]})
+            items = [{**e.to_dict(), "source": "api"} for e in self.plane.registry.endpoints()]
+            body: dict[str, Any] = {"items": items}
+            kube = self.plane.kube
+            if kube is not None:  # --registry kubernetes: the cluster's, and how its watches do
+                items += [{**e.to_dict(), "source": "kubernetes"} for e in kube.endpoints()]
+                body["kubernetes"] = kube.status()
+            return json_response(body)
         if request.method in ("POST", "DELETE"):
             body = json_body(request.body, "registration")
             if not caller.admin and isinstance(body, dict):

@@ -15,12 +15,12 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from prometheus_client import CollectorRegistry
 
-from tulle.api.model import MeshModel
+from tulle.api.model import MeshModel, Service
 from tulle.api.normalize import build_model
 from tulle.control.api import ApiHandler
 from tulle.control.auth import ApiAuth
@@ -48,10 +48,15 @@ from tulle.xds.node import NodeInfo
 from tulle.xds.server import AdsServer, Connection, start_server
 from tulle.xds.types import SECRET
 
+if TYPE_CHECKING:
+    from tulle.control.kube_registry import KubernetesRegistry
+
 log = logging.getLogger(__name__)
 
 FILE_POLL_SECONDS = 0.5
 DEBOUNCE_SECONDS = 0.05
+KUBE_SYNC_SECONDS = 30.0
+"""How long ``--registry kubernetes`` waits at start for the cluster's first full read."""
 SETTLE_SECONDS = 1.0
 """How long a push waits for changes still being validated, so that a burst makes one push."""
 
@@ -74,6 +79,9 @@ class ControlPlane:
         secure_xds_port: int = 15012,
         plugin_ca: PluginCa | None = None,
         insecure_xds: bool = False,
+        registry: str = "local",
+        kubeconfig: Path | None = None,
+        kube_context: str | None = None,
     ) -> None:
         self.host, self.xds_port, self.http_port = host, xds_port, http_port
         self.secure_xds_port = secure_xds_port
@@ -87,10 +95,16 @@ class ControlPlane:
         self.registry = LocalRegistry(
             self.store.endpoints(), self.store.save_endpoint, self.store.delete_endpoint
         )
+        self.registry_kind, self.kubeconfig, self.kube_context = registry, kubeconfig, kube_context
+        self.kube: KubernetesRegistry | None = None  # --registry kubernetes, once started
+        self._kube_tasks: set[asyncio.Task[None]] = set()
         self.config = ConfigSources(
             list(paths),
             self.store,
-            known_hosts=lambda: {e.service for e in self.registry.endpoints()},
+            known_hosts=lambda: (
+                {e.service for e in self.registry.endpoints()}
+                | (self.kube.hosts() if self.kube is not None else set())
+            ),
         )
         self.translator = Translator()
         self.tokens = BootstrapTokens(state_dir)
@@ -116,9 +130,12 @@ class ControlPlane:
 
     def rebuild(self) -> None:
         """Build a new snapshot from the config in force and the registry."""
-        self.snapshot = build_snapshot(
-            self.snapshot.version + 1, self._model(), self.registry.endpoints()
-        )
+        endpoints = self.registry.endpoints()
+        services: tuple[Service, ...] = ()
+        if self.kube is not None:  # --registry kubernetes: the cluster's services and endpoints
+            endpoints, services = endpoints + self.kube.endpoints(), self.kube.services()
+        version = self.snapshot.version + 1
+        self.snapshot = build_snapshot(version, self._model(), endpoints, services)
 
     def node_resources(self, node: NodeInfo) -> Resources:
         """Every resource for ``node`` under the current snapshot, the trust bundle included."""
@@ -234,8 +251,47 @@ class ControlPlane:
 
     # --- running --------------------------------------------------------------------------
 
+    async def _start_kube(self) -> None:
+        """``--registry kubernetes``: watch the cluster and wait (a while) for its first full
+        read, so the config is validated against the cluster's services."""
+        # lightkube (and its HTTP client) load only with --registry kubernetes.
+        from tulle.control.kube_registry import KubernetesRegistry  # noqa: PLC0415
+
+        self.kube = kube = KubernetesRegistry(self.kubeconfig, self.kube_context)
+        first = asyncio.Event()
+        kube.on_update = first.set
+        kube.start()
+        try:
+            await asyncio.wait_for(first.wait(), KUBE_SYNC_SECONDS)
+        except TimeoutError:
+            log.warning(
+                "Kubernetes registry (%s): no full read within %.0fs; starting without it, it "
+                "joins when the watches catch up", kube.client.server, KUBE_SYNC_SECONDS,
+            )  # fmt: skip
+        kube.take()
+        kube.on_update = self._kube_updated
+
+    def _kube_updated(self) -> None:
+        """A burst of cluster changes ended: one change (and so one push) for all of it."""
+        task = asyncio.create_task(self._take_kube_update())
+        self._kube_tasks.add(task)
+        task.add_done_callback(self._kube_tasks.discard)
+
+    async def _take_kube_update(self) -> None:
+        if await self._change(self._kube_take):
+            self.changed()
+
+    def _kube_take(self) -> bool:
+        assert self.kube is not None
+        if not self.kube.take():
+            return False
+        self.config.revalidate()
+        return True
+
     async def start(self) -> None:
         """Load config, then serve xDS and the API."""
+        if self.registry_kind == "kubernetes":
+            await self._start_kube()
         self.config.load()
         for finding in self.config.file_findings:
             log.warning("%s", finding.format())
@@ -299,9 +355,11 @@ class ControlPlane:
 
     async def stop(self, grace: float = 1.0) -> None:
         """Stop serving, let a change in progress finish, and close the store."""
-        for task in self._tasks:
+        if self.kube is not None:
+            await self.kube.stop()
+        for task in [*self._tasks, *self._kube_tasks]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._kube_tasks]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._http is not None:

@@ -41,12 +41,20 @@ def _implicit_service(host: str, endpoints: list[Endpoint]) -> Service:
     )
 
 
-def build_snapshot(version: int, model: MeshModel, endpoints: tuple[Endpoint, ...]) -> Snapshot:
-    """The snapshot of ``model`` and ``endpoints``."""
+def build_snapshot(
+    version: int,
+    model: MeshModel,
+    endpoints: tuple[Endpoint, ...],
+    registry_services: tuple[Service, ...] = (),
+) -> Snapshot:
+    """The snapshot of ``model`` and ``endpoints``; ``registry_services`` (Kubernetes Services)
+    define hosts and ports too, where the config (a Workload, a ServiceEntry) does not."""
     by_service: dict[str, list[Endpoint]] = {}
     for endpoint in endpoints:
         by_service.setdefault(endpoint.service, []).append(endpoint)
     services = dict(model.services)
+    for service in registry_services:
+        services.setdefault(service.host, service)
     for host, members in by_service.items():
         if host not in services:
             services[host] = _implicit_service(host, members)

@@ -1,0 +1,240 @@
+"""Kubernetes objects (raw JSON) to the registry's own types: pure functions, no I/O.
+
+- A Service is a mesh service ``<name>.<namespace>.svc.cluster.local`` with its ports; a port's
+  protocol comes from ``appProtocol``, else from the port name's prefix (``http-web``,
+  ``grpc``...), as Istio's protocol selection does; UDP and SCTP ports are not the mesh's.
+- An EndpointSlice's endpoints are the service's endpoints, one per address and port, in the
+  control plane's registration form (the one its HTTP API takes): healthy only when ready and
+  not terminating, so a terminating or unready pod gets no new requests; the zone (with the
+  region and subzone of the endpoint's Node) is the locality.
+- The Pod an endpoint points at gives its labels (for subsets), its service account (its
+  identity) and whether it is in the mesh: a ``tulle-proxy`` sidecar or the annotation
+  ``tulle.dev/mesh: library`` adds the label ``security.istio.io/tlsMode: istio``, which makes
+  callers speak mTLS to it.
+
+Nothing above tulle.kube sees a Kubernetes field name: the control plane reads the
+:class:`~tulle.api.model.Service` values and the registration dicts built here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tulle.api.hosts import CLUSTER_DOMAIN
+from tulle.api.model import Service, ServicePort
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
+MESH_ANNOTATION = "tulle.dev/mesh"
+SIDECAR_CONTAINER = "tulle-proxy"
+REGION_LABEL = "topology.kubernetes.io/region"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+SUBZONE_LABEL = "topology.istio.io/subzone"
+
+_PROTOCOLS = {
+    "http": "HTTP",
+    "http2": "HTTP2",
+    "h2c": "HTTP2",
+    "kubernetes.io/h2c": "HTTP2",
+    "grpc": "GRPC",
+    "grpc-web": "GRPC",
+    "tcp": "TCP",
+    # Carried as opaque TCP: TLS passes through, and the mesh has no codec for these.
+    "https": "TCP",
+    "tls": "TCP",
+    "mongo": "TCP",
+    "redis": "TCP",
+    "mysql": "TCP",
+    "kubernetes.io/ws": "HTTP",
+    "kubernetes.io/wss": "TCP",
+}
+DEFAULT_PROTOCOL = "TCP"
+"""A port neither ``appProtocol`` nor its name says anything about. Istio sniffs such a port's
+protocol; Tulle carries it as TCP (name the port ``http-...`` or set ``appProtocol``)."""
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str_map(value: Any) -> dict[str, str]:
+    return {k: v for k, v in _dict(value).items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def port_protocol(port: Mapping[str, Any]) -> str | None:
+    """The mesh protocol of a Service (or EndpointSlice) port: ``appProtocol`` first, then the
+    name's prefix before the first ``-``; None for a UDP or SCTP port."""
+    if str(port.get("protocol") or "TCP").upper() != "TCP":
+        return None
+    app = port.get("appProtocol")
+    if isinstance(app, str) and app.lower() in _PROTOCOLS:
+        return _PROTOCOLS[app.lower()]
+    name = port.get("name")
+    if isinstance(name, str) and name:
+        prefix = name.lower().split("-", 1)[0]
+        if prefix in _PROTOCOLS:
+            return _PROTOCOLS[prefix]
+    return DEFAULT_PROTOCOL
+
+
+def service_host(name: str, namespace: str) -> str:
+    """The host a Service is called by: ``name.namespace.svc.cluster.local``."""
+    return f"{name}.{namespace}.svc.{CLUSTER_DOMAIN}"
+
+
+def service_of(obj: Mapping[str, Any]) -> Service | None:
+    """The mesh service of a Kubernetes Service; None for an ExternalName Service (a DNS
+    alias, not endpoints) or one without a name."""
+    metadata, spec = _dict(obj.get("metadata")), _dict(obj.get("spec"))
+    name, namespace = metadata.get("name"), metadata.get("namespace") or "default"
+    if not isinstance(name, str) or not isinstance(namespace, str):
+        return None
+    if spec.get("type") == "ExternalName":
+        return None
+    ports = []
+    for raw_port in _list(spec.get("ports")):
+        port = _dict(raw_port)
+        number, protocol = port.get("port"), port_protocol(port)
+        if not isinstance(number, int) or protocol is None:
+            continue
+        target = port.get("targetPort")
+        ports.append(
+            ServicePort(
+                number=number,
+                protocol=protocol,
+                name=port.get("name") or None,
+                target_port=target if isinstance(target, int) else None,
+            )
+        )
+    cluster_ip = spec.get("clusterIP")
+    addresses = (cluster_ip,) if isinstance(cluster_ip, str) and cluster_ip[:1].isdigit() else ()
+    return Service(
+        host=service_host(name, namespace),
+        namespace=namespace,
+        ports=tuple(sorted(ports, key=lambda p: p.number)),
+        location="MESH_INTERNAL",
+        resolution="STATIC",
+        origins=(),
+        addresses=addresses,
+    )
+
+
+def in_mesh(pod: Mapping[str, Any]) -> bool:
+    """Whether the pod runs a ``tulle-proxy`` sidecar (a container or a native sidecar init
+    container) or is annotated ``tulle.dev/mesh: library``."""
+    metadata, spec = _dict(pod.get("metadata")), _dict(pod.get("spec"))
+    if _str_map(metadata.get("annotations")).get(MESH_ANNOTATION) == "library":
+        return True
+    containers = _list(spec.get("containers")) + _list(spec.get("initContainers"))
+    return any(_dict(c).get("name") == SIDECAR_CONTAINER for c in containers)
+
+
+def locality(zone: str | None, node: Mapping[str, Any] | None) -> str:
+    """``region/zone/subzone`` from the endpoint's zone and its Node's topology labels; "" when
+    the region is not known (a locality must start with its region)."""
+    labels = _str_map(_dict(_dict(node).get("metadata")).get("labels"))
+    region = labels.get(REGION_LABEL, "")
+    zone = zone or labels.get(ZONE_LABEL, "")
+    subzone = labels.get(SUBZONE_LABEL, "")
+    if not region:
+        return ""
+    parts = [region] + ([zone] if zone else []) + ([subzone] if zone and subzone else [])
+    return "/".join(parts)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What the endpoint mapping reads besides the slices: Services, Pods and Nodes by key."""
+
+    services: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    pods: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    nodes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+def _healthy(conditions: Mapping[str, Any]) -> bool:
+    # ready: unset means unknown, which consumers are told to read as ready; terminating:
+    # unset means false. A terminating endpoint may still be serving: it finishes what it has,
+    # and gets nothing new.
+    return conditions.get("ready") is not False and conditions.get("terminating") is not True
+
+
+def endpoints_of(slice_: Mapping[str, Any], cluster: Cluster) -> list[dict[str, Any]]:
+    """The registrations (the control plane's HTTP API form) of an EndpointSlice's endpoints:
+    one per address and port of a Service port; none for an FQDN slice, a slice of an unknown
+    Service, or a port the Service does not have."""
+    metadata = _dict(slice_.get("metadata"))
+    namespace = metadata.get("namespace") or "default"
+    service_name = _str_map(metadata.get("labels")).get(SERVICE_NAME_LABEL)
+    if slice_.get("addressType") not in ("IPv4", "IPv6") or not service_name:
+        return []
+    service = cluster.services.get((namespace, service_name))
+    if service is None:
+        return []
+    service_spec = _dict(service.get("spec"))
+    service_ports = {
+        (_dict(p).get("name") or ""): _dict(p) for p in _list(service_spec.get("ports"))
+    }
+    ports: list[tuple[int, int, str]] = []  # (endpoint port, service port, protocol)
+    for raw_port in _list(slice_.get("ports")):
+        port = _dict(raw_port)
+        number, name = port.get("port"), port.get("name") or ""
+        service_port = service_ports.get(name)
+        if not isinstance(number, int) or service_port is None:
+            continue
+        protocol = port_protocol({**service_port, **{k: v for k, v in port.items() if v}})
+        if protocol is not None and isinstance(service_port.get("port"), int):
+            ports.append((number, service_port["port"], protocol))
+    found: list[dict[str, Any]] = []
+    host = service_host(service_name, namespace)
+    for raw_endpoint in _list(slice_.get("endpoints")):
+        endpoint = _dict(raw_endpoint)
+        target = _dict(endpoint.get("targetRef"))
+        pod: Mapping[str, Any] = {}
+        if target.get("kind") == "Pod" and isinstance(target.get("name"), str):
+            pod = cluster.pods.get((target.get("namespace") or namespace, target["name"]), {})
+        pod_meta, pod_spec = _dict(pod.get("metadata")), _dict(pod.get("spec"))
+        labels = _str_map(pod_meta.get("labels"))
+        if pod and in_mesh(pod):
+            labels[TLS_MODE_LABEL] = "istio"
+        node_name = endpoint.get("nodeName") or pod_spec.get("nodeName")
+        node = cluster.nodes.get(node_name) if isinstance(node_name, str) else None
+        zone = endpoint.get("zone") if isinstance(endpoint.get("zone"), str) else None
+        healthy = _healthy(_dict(endpoint.get("conditions")))
+        account = pod_spec.get("serviceAccountName") or "default"
+        workload = pod_meta.get("name") or ""
+        for address in _list(endpoint.get("addresses"))[:1]:  # more than one: the same pod
+            for number, service_port_number, protocol in ports:
+                found.append(
+                    {
+                        "service": host,
+                        "namespace": pod_meta.get("namespace") or namespace,
+                        "address": address,
+                        "port": number,
+                        "servicePort": service_port_number,
+                        "protocol": protocol,
+                        "labels": labels,
+                        "serviceAccount": account,
+                        "locality": locality(zone, node),
+                        "healthy": healthy,
+                        "workload": workload,
+                    }
+                )
+    return found
+
+
+def registrations(slices: Iterable[Mapping[str, Any]], cluster: Cluster) -> list[dict[str, Any]]:
+    """Every endpoint registration of ``slices``; an address and port that two slices of one
+    service both list (as during a slice's hand-over) counts once, healthy if either says so."""
+    merged: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for slice_ in slices:
+        for registration in endpoints_of(slice_, cluster):
+            key = (registration["service"], registration["address"], registration["port"])
+            earlier = merged.get(key)
+            if earlier is None or (registration["healthy"] and not earlier["healthy"]):
+                merged[key] = registration
+    return list(merged.values())

@@ -1,0 +1,133 @@
+"""The Kubernetes service registry: a watch per kind (Namespaces, Services, EndpointSlices, Pods,
+Nodes), and after each burst of changes one update for the control plane: the mesh services
+and the endpoint registrations of the whole cluster (``mapping``).
+
+The first update waits until Services, EndpointSlices and Pods are listed once, so the control
+plane never pushes a half-read cluster. Nodes only add the region of a locality: if they cannot
+be read (no RBAC for them, say), endpoints carry no locality and nothing else waits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tulle.api.model import Service
+from tulle.kube.client import (
+    ENDPOINT_SLICES,
+    NAMESPACES,
+    NODES,
+    PODS,
+    SERVICES,
+    KubeClient,
+    load_config,
+)
+from tulle.kube.mapping import Cluster, registrations, service_of
+from tulle.kube.watch import Backoff, Coalescer, Source, Watcher
+
+log = logging.getLogger(__name__)
+
+QUIET_SECONDS = 0.1
+"""A burst of changes ends after this long without one (then one update)."""
+LONGEST_SECONDS = 1.0
+"""A stream of changes with no quiet gap still makes an update this often."""
+
+
+@dataclass(frozen=True)
+class RegistryUpdate:
+    """The cluster as the mesh sees it: services and endpoint registrations."""
+
+    services: tuple[Service, ...]
+    registrations: tuple[dict[str, Any], ...]
+    namespaces: frozenset[str]
+
+
+class KubeRegistry:
+    """Watches the cluster and calls ``on_update`` once per burst of changes."""
+
+    def __init__(
+        self,
+        source: Source,
+        on_update: Callable[[RegistryUpdate], None],
+        backoff: Backoff | None = None,
+        quiet: float = QUIET_SECONDS,
+        longest: float = LONGEST_SECONDS,
+    ) -> None:
+        self.on_update = on_update
+        self.coalescer = Coalescer(self._flush, quiet, longest)
+        self.watchers = {
+            kind.name: Watcher(kind, source, self.coalescer.poke, backoff)
+            for kind in (NAMESPACES, SERVICES, ENDPOINT_SLICES, PODS, NODES)
+        }
+        self.updates = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def connect(
+        cls,
+        kubeconfig: Path | None,
+        context: str | None,
+        on_update: Callable[[RegistryUpdate], None],
+    ) -> tuple[KubeRegistry, KubeClient]:
+        """A registry reading the cluster of ``kubeconfig``/``context`` (in-cluster when neither);
+        raises ``KubeConfigError`` naming what is missing."""
+        client = KubeClient(load_config(kubeconfig, context))
+        return cls(client, on_update), client
+
+    @property
+    def synced(self) -> bool:
+        """Services, EndpointSlices and Pods have been listed once."""
+        return all(self.watchers[k].synced.is_set() for k in ("Service", "EndpointSlice", "Pod"))
+
+    def update(self) -> RegistryUpdate:
+        """The current state, mapped."""
+        services = self.watchers["Service"].objects
+        cluster = Cluster(
+            services=services,
+            pods=self.watchers["Pod"].objects,
+            nodes={name: node for (_, name), node in self.watchers["Node"].objects.items()},
+        )
+        mapped = [service_of(obj) for obj in services.values()]
+        return RegistryUpdate(
+            services=tuple(sorted((s for s in mapped if s is not None), key=lambda s: s.host)),
+            registrations=tuple(
+                registrations(self.watchers["EndpointSlice"].objects.values(), cluster)
+            ),
+            namespaces=frozenset(name for _, name in self.watchers["Namespace"].objects),
+        )
+
+    def _flush(self) -> None:
+        if not self.synced:
+            return  # the update after the last of the first lists carries everything
+        self.updates += 1
+        self.on_update(self.update())
+
+    def start(self) -> None:
+        """Start the watches and the coalescer (on the running loop)."""
+        self._tasks = [asyncio.create_task(w.run()) for w in self.watchers.values()]
+        self._tasks.append(asyncio.create_task(self.coalescer.run()))
+
+    async def stop(self) -> None:
+        """Stop every watch."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    def status(self) -> dict[str, Any]:
+        """Per kind: objects, resourceVersion and what its watch did (lists, resumes...)."""
+        return {
+            name: {
+                "objects": len(w.objects),
+                "resourceVersion": w.resource_version,
+                "synced": w.synced.is_set(),
+                **vars(w.stats),
+            }
+            for name, w in self.watchers.items()
+        }
