@@ -221,11 +221,16 @@ def test_tcp_services_and_server_speaks_first_protocols(lab: Lab, plane: Control
             lab.client, "curl", "-s", "http://127.0.0.1:15000/stats/prometheus"
         ).stdout
 
-    service = 'destination_service="cache.default.svc.cluster.local"'
+    # Plain text (no sidecar at the cache): no principal on either side.
+    labels = (
+        'connection_security_policy="unknown",destination_principal="unknown",'
+        'destination_service="cache.default.svc.cluster.local",destination_workload="unknown",'
+        'reporter="source",source_principal="unknown",source_workload="client"'
+    )
     try:
-        wait_until(lambda: f"tulle_tcp_connections_closed_total{{{service}," in closed())
+        wait_until(lambda: f"tulle_tcp_connections_closed_total{{{labels}}}" in closed())
     except AssertionError:
         raise AssertionError(closed()) from None
     stats = closed()
-    assert f'tulle_tcp_connections_opened_total{{{service},source_workload="client"}} 1.0' in stats
-    assert f'tulle_tcp_sent_bytes_total{{{service},source_workload="client"}} 5.0' in stats
+    assert f"tulle_tcp_connections_opened_total{{{labels}}} 1.0" in stats
+    assert f"tulle_tcp_sent_bytes_total{{{labels}}} 5.0" in stats

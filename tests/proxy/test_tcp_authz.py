@@ -3,12 +3,15 @@ real mTLS: the control plane's translation of the policies (network RBAC) is ins
 sidecar (``Proxy.accept``, as an xDS push would), whose inbound listener takes mutual TLS as the
 port's STRICT PeerAuthentication says, judges each connection once on the identity the caller's
 certificate proves, and pipes an admitted one to the app. A refused connection is closed before
-the app sees a byte (the app is not even connected to), counted and logged with the peer."""
+the app sees a byte (the app is not even connected to), counted and logged with the peer, and
+has an access-log entry naming the policy; the connections piped to the app are in the TCP
+metrics with the caller's principal and ``connection_security_policy``."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import ssl
 from collections.abc import Iterator
@@ -17,6 +20,7 @@ from typing import Any
 import pytest
 import uvloop
 
+from tests.aio import until
 from tests.proxy.test_tcp import mesh_tls
 from tests.tls_material import Credential, Material, make_material
 from tulle.api import validate_text
@@ -117,6 +121,7 @@ class Mesh:
         app_port = int(app.sockets[0].getsockname()[1])
         proxy = Proxy("127.0.0.1:1", NODE, app_port=app_port, access_log=AccessLog(io.StringIO()))
         proxy.mtls = mesh_tls(self.material, self.material.backend)
+        proxy.metrics.use_certificate(proxy.mtls.certificate)
         self.proxy = proxy
         self.configure(policies)
         inbound = await loop.create_server(proxy._inbound_connection, "127.0.0.1", 0)
@@ -174,6 +179,27 @@ class Mesh:
         )
         return value or 0.0
 
+    def entries(self) -> list[dict[str, Any]]:
+        """The sidecar's access-log entries so far."""
+        assert self.proxy is not None
+        self.proxy.log.flush()
+        stream = self.proxy.log.stream
+        assert isinstance(stream, io.StringIO)
+        return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    def piped(self) -> dict[tuple[str, str, str, str], float]:
+        """Connections piped to the app and closed, by (source workload, source principal,
+        destination principal, connection security policy)."""
+        assert self.proxy is not None
+        return {
+            (sample.labels["source_workload"], sample.labels["source_principal"],
+             sample.labels["destination_principal"],
+             sample.labels["connection_security_policy"]): sample.value
+            for family in self.proxy.metrics.registry.collect()
+            for sample in family.samples
+            if sample.name == "tulle_tcp_connections_closed_total"
+        }  # fmt: skip
+
     def close(self) -> None:
         for server in self.servers:
             server.close()
@@ -215,6 +241,14 @@ def test_allow_principals_admits_frontend_and_closes_another_identity_unread(
         assert "no ALLOW policy matches (default/only-frontend)" in refused[0]
         # Still open to the allowed caller.
         assert await mesh.call(material.frontend, b"again") == b"got:again"
+        # The refusal's access-log entry names the caller and the policy.
+        (denied,) = [e for e in mesh.entries() if e["flags"] == "RBAC"]
+        assert denied["reason"] == "denied: no ALLOW policy matches (default/only-frontend)"
+        assert (denied["peer_principal"], denied["listener"], denied["bytes_received"]) == (
+            f"spiffe://{BACKEND}", "inbound", 0
+        )  # fmt: skip
+        assert (denied["service"], denied["source"]) == ("db.default.svc.cluster.local",
+                                                         "127.0.0.1")  # fmt: skip
 
     scenario(runner, material, ONLY_FRONTEND, body)
 
@@ -268,5 +302,32 @@ def test_a_plain_text_caller_of_a_permissive_port_has_no_principal_to_admit(
         mesh.configure(mtls_mode("PERMISSIVE"))  # no policy: plain text goes through
         assert await mesh.call_plain(b"plain") == b"got:plain"
         assert mesh.app_seen == [bytearray(b"tls"), bytearray(b"plain")]
+        # Each piped connection is labelled by how it came: the caller's certificate over
+        # mTLS, unknown and ``none`` in plain text (a TCP caller has no header to claim).
+        db = f"spiffe://{BACKEND}"
+        wanted = {("frontend", f"spiffe://{FRONTEND}", db, "mutual_tls"): 1.0,
+                  ("unknown", "unknown", "unknown", "none"): 1.0}  # fmt: skip
+        await until(lambda: mesh.piped() == wanted)
+        plain = [e for e in mesh.entries() if e["flags"] == "-"]
+        assert sorted((e["peer_principal"] or "", e["bytes_received"]) for e in plain) == [
+            ("", 5), (f"spiffe://{FRONTEND}", 3)
+        ]  # fmt: skip
 
     scenario(runner, material, mtls_mode("PERMISSIVE") + ONLY_FRONTEND, body)
+
+
+def test_plain_text_refused_by_strict_has_an_access_log_entry(
+    runner: asyncio.Runner, material: Material
+) -> None:
+    async def body(mesh: Mesh) -> None:
+        assert await mesh.call_plain(b"plain") == b""
+        await until(lambda: [e for e in mesh.entries() if e["flags"] == "NR"] != [])
+        (refused,) = mesh.entries()
+        assert (refused["reason"], refused["listener"], refused["protocol"]) == (
+            "plain text refused: STRICT mTLS", "inbound", "tcp"
+        )  # fmt: skip
+        assert (refused["peer_principal"], refused["source"]) == (None, "127.0.0.1")
+        assert mesh.app_seen == []
+        assert mesh.piped() == {}
+
+    scenario(runner, material, "", body)
