@@ -14,8 +14,9 @@ What KMock's ``KubernetesEmulator`` does not do for watches, and the tests of ``
   version", and the stream ends;
 - bookmarks: with ``allowWatchBookmarks=true`` a ``BOOKMARK`` event (only a resourceVersion)
   every ``bookmark_interval`` seconds, and ``timeoutSeconds`` ends a watch as the server would;
-- cutting watches: :meth:`WatchingEmulator.cut_watches` closes every open watch connection, as an API
-  server restart or a load balancer's idle timeout does;
+- cutting watches: :meth:`WatchingEmulator.cut_watches` closes every open watch connection, as
+  an API server restart or a load balancer's idle timeout does; while ``refuse_watches`` is
+  set, a new watch gets 503 (an API server still starting);
 - ``PUT`` (replace) of an object, which KMock does not route.
 
 Not emulated: label and field selectors on watches (every event of the resource and namespace).
@@ -55,6 +56,7 @@ class WatchingEmulator(kmock.KubernetesEmulator):
     """KMock's Kubernetes emulator with resourceVersions, resumable watches, 410 and bookmarks."""
 
     bookmark_interval: float = 1.0
+    refuse_watches: bool = False
     revision: int = attrs.field(default=1, init=False)
     compacted: int = attrs.field(default=0, init=False)
     log: list[tuple[int, Any, dict[str, Any]]] = attrs.field(factory=list, init=False)
@@ -152,6 +154,10 @@ class WatchingEmulator(kmock.KubernetesEmulator):
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
         self.watch_requests.append(request)
+        if self.refuse_watches:
+            raise kmock.KubernetesError(
+                status=503, reason="ServiceUnavailable", message="the API server is starting"
+            )
         raw_request = request._raw_request
         assert raw_request is not None
         params = request.params

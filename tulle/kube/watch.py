@@ -133,7 +133,10 @@ class Watcher:
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(error).__name__}: {error}"
                 delay = self.backoff.delay(failures)
-                log.warning(
+                # A watch cut once (an API server restart, an idle timeout) is routine.
+                level = logging.INFO if listed and failures == 1 else logging.WARNING
+                log.log(
+                    level,
                     "%s %s failed (%s); retrying in %.1fs%s",
                     self.kind.name, "watch" if listed else "list", self.stats.last_error, delay,
                     f" from resourceVersion {self.resource_version}" if listed else "",
