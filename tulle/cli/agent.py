@@ -34,6 +34,14 @@ def agent(
         ),
     ] = None,
     namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+    ip: Annotated[
+        str,
+        typer.Option(
+            "--ip",
+            help="The replica's address in the node id the agent subscribes to the trust "
+            "bundle (Secret ROOTCA) as; its app's bootstrap should say the same.",
+        ),
+    ] = "127.0.0.1",
     xds: Annotated[
         str,
         typer.Option("--xds", help="HOST:PORT of the control plane's secure xDS port (the CA)."),
@@ -69,6 +77,7 @@ def agent(
         directory=certs.absolute(),
         replica=f"{pod}.{namespace}",
         command=tuple(command or ()),
+        ip=ip,
     )
     try:
         code = asyncio.run(run(settings))
