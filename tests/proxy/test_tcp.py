@@ -291,3 +291,29 @@ def test_tcp_to_an_endpoint_outside_the_mesh_is_plain_text(material: Material) -
         assert received == 300_000
 
     run(scenario())
+
+
+def test_a_service_without_an_endpoint_is_closed_with_an_entry() -> None:
+    async def scenario() -> None:
+        recorded = telemetry(None)
+
+        def plan(destination: tuple[str, int] | None) -> Plan:
+            return ("refuse", None, "db", "outbound|5432||db")
+
+        def no_http() -> DetectingFront:
+            raise AssertionError("TCP only")
+
+        server = await asyncio.get_running_loop().create_server(
+            lambda: TransparentOutbound(plan, no_http, None, InFlight(), recorded), "127.0.0.1", 0
+        )
+        SERVERS.append(server)
+        assert await send_then_read(server.sockets[0].getsockname()[1], b"x") in (b"", None)
+        await until(lambda: entries(recorded) != [])
+        (entry,) = entries(recorded)
+        assert (entry["flags"], entry["reason"], entry["listener"]) == (
+            "UH", "no healthy endpoint (cluster outbound|5432||db)", "outbound"
+        )  # fmt: skip
+        assert (entry["service"], entry["upstream"], entry["attempts"]) == ("db", None, 0)
+        assert closed_series(recorded) is None  # no pipe: not a connection in the metrics
+
+    run(scenario())

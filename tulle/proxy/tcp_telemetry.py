@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from tulle.engine.cluster_config import EndpointSpec
-from tulle.engine.errors import upstream_failure
+from tulle.engine.errors import no_healthy_endpoint, upstream_failure
 from tulle.engine.message import UpstreamError
 from tulle.obs.access_log import AccessLog
 from tulle.obs.connection import TcpConnection
@@ -87,8 +87,9 @@ class TcpTelemetry:
 
     def no_endpoint(self, downstream: asyncio.BaseTransport, service: str, cluster: str) -> None:
         """An outbound connection to a mesh TCP service with no endpoint to take it (``UH``)."""
-        self.refused("outbound", downstream.get_extra_info("peername"), "UH",
-                     f"no healthy endpoint (cluster {service})", service, cluster)  # fmt: skip
+        error = no_healthy_endpoint(cluster)
+        peer = downstream.get_extra_info("peername")
+        self.refused("outbound", peer, error.flag, error.reason, service, cluster)
 
     def refused(
         self,
