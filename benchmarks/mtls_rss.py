@@ -1,6 +1,7 @@
 """The sidecar's RSS at start with mTLS: one pair (A calls B over mutual TLS, each with a
-certificate from a real ``tulle controlplane``'s CA), from the sources and from the compiled build
-(``make compiled``) when there is one, after the first request through both. Also says whether
+certificate from a real ``tulle controlplane``'s CA), beside a plain pair (every sidecar still has
+its certificate), from the sources and from the compiled build (``make compiled``) when there is
+one, after the first request through both. Also says whether
 the sidecar mapped ``cryptography``'s Rust extension (it should not: the workload side uses the
 libcrypto Python's ``ssl`` already loaded). Measures; never asserts.
 
@@ -28,9 +29,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--compiled", type=Path, default=COMPILED)
     args = parser.parse_args()
-    specs = [PairSpec("mtls", True, PROJECT)]
+    specs = [PairSpec("plain", False, PROJECT), PairSpec("mtls", True, PROJECT)]
     if (args.compiled / "tulle").is_dir():
-        specs.append(PairSpec("mypyc-mtls", True, args.compiled.resolve()))
+        compiled = args.compiled.resolve()
+        specs += [PairSpec("mypyc-plain", False, compiled), PairSpec("mypyc-mtls", True, compiled)]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         procs: list[subprocess.Popen[bytes]] = []

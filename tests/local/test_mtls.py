@@ -8,6 +8,7 @@ and a certificate from another CA are refused by payment's STRICT port."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import urllib.parse
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.local.conftest import Mesh, backend_workload, running_mesh, tulle
+from tests.local.conftest import Mesh, backend_workload, mesh_processes, running_mesh, tulle
 from tests.tls_material import Material, make_material
 
 pytestmark = pytest.mark.timeout(180)
@@ -148,3 +149,24 @@ def test_proxy_config_shows_a_nodes_certificate_and_proxy_status_its_expiry(mesh
     table = tulle("proxy-status", "--server", api, "--token", mesh.token).stdout
     assert "CERTIFICATE EXPIRES" in table
     assert default["notAfter"][:19] in table
+
+
+def test_sidecars_never_load_cryptography_only_the_control_plane_does(mesh: Mesh) -> None:
+    """A sidecar makes its key and CSR and reads its certificates with the libcrypto ``ssl``
+    loaded (``tulle.security.libcrypto``): the ``cryptography`` package, whose wheel carries its
+    own OpenSSL (~12 MB of RSS), is mapped by the control plane (its CA) only."""
+    answer = call(mesh, "frontend", "/pay")  # both ends hold certificates from the mesh CA
+    assert answer["status"] == 200, answer
+    processes = mesh_processes(mesh.state_dir)
+    # `python -m tulle proxy ...`, or the runner's `python -P -m tulle.proxy {settings}`
+    sidecars = [pid for pid, command in processes if re.search(r" -m tulle[ .]proxy ", command)]
+    (plane,) = [pid for pid, command in processes if " -m tulle controlplane " in command]
+    assert len(sidecars) == 3, [command[:60] for _, command in processes]
+
+    def maps(pid: int) -> str:
+        return Path(f"/proc/{pid}/maps").read_text()
+
+    for pid in sidecars:
+        assert "libcrypto.so" in maps(pid)  # the system OpenSSL, which ssl uses
+        assert "cryptography" not in maps(pid), pid
+    assert "/cryptography/hazmat/bindings/_rust" in maps(plane)
