@@ -150,7 +150,10 @@ def _age(seconds: float) -> str:
 def logs(
     target: Annotated[str, typer.Argument(help="WORKLOAD, WORKLOAD/REPLICA or controlplane.")],
     container: Annotated[
-        str, typer.Option("-c", "--container", help="app or proxy (the sidecar).")
+        str,
+        typer.Option(
+            "-c", "--container", help="app, proxy (the sidecar) or agent (proxyless gRPC)."
+        ),
     ] = "app",
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing.")] = False,
     state_dir: StateOption = DEFAULT_STATE,
@@ -160,8 +163,8 @@ def logs(
     if target == "controlplane":
         paths = [state.log("controlplane")]
     else:
-        if container not in ("app", "proxy"):
-            raise _fail(f"error: --container {container!r}: use app or proxy")
+        if container not in ("app", "proxy", "agent"):
+            raise _fail(f"error: --container {container!r}: use app, proxy or agent")
         mesh = _running(state, need_runner=False)
         workload, _, replica = target.partition("/")
         names = [r.replica for r in mesh.replicas if r.workload == workload

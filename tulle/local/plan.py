@@ -23,6 +23,8 @@ POD_FIRST_ADDRESS = "198.18.0.2"
 # /stats/prometheus, Istio's 15020) is what the runner and `tulle top` reach on the pod address.
 POD_ADMIN_PORT, POD_INBOUND_PORT, POD_METRICS_PORT = 15000, 15006, 15020
 POD_STATS_PORT = 15020
+# grpcio 1.85 sends its bootstrap's call credentials (the replica's token) only with this set.
+GRPC_CALL_CREDS_FLAG = "GRPC_EXPERIMENTAL_XDS_BOOTSTRAP_CALL_CREDS"
 
 
 _handed_out: set[int] = set()
@@ -90,7 +92,7 @@ class ReplicaPlan:
 
     @property
     def node_id(self) -> str:
-        mode = "library" if self.mode == "library" else "sidecar"
+        mode = self.mode if self.mode in ("library", "proxyless") else "sidecar"
         return make_node_id(mode, self.ip, self.name, self.workload.namespace)  # type: ignore[arg-type]
 
     @property
@@ -201,6 +203,8 @@ def plan_replica(
         plan_node = make_node_id("library", ip, name, workload.namespace)
         env.update(TULLE_XDS_ADDRESS=xds, TULLE_NODE_ID=plan_node, TULLE_SERVER=api,
                    TULLE_METRICS_PORT=str(metrics_port))  # fmt: skip
+    elif workload.mesh == "proxyless":  # the runner adds GRPC_XDS_BOOTSTRAP (its agent's files)
+        env[GRPC_CALL_CREDS_FLAG] = "true"
     return ReplicaPlan(name, workload, index, app_ports, sidecar, metrics_port, env, ip,
                        pod_index)  # fmt: skip
 

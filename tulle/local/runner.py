@@ -1,14 +1,16 @@
 """The runner behind ``tulle up``: starts the control plane, then every replica (app and
-sidecar, like a pod), registers each replica's endpoint once its readiness check passes,
-restarts a crashed replica with backoff, restarts a control plane that exits (on the same ports
-and store, then puts right the registrations it missed while down), and on stop deregisters,
-drains and stops everything, the control plane last."""
+sidecar, like a pod; app and ``tulle agent`` for proxyless gRPC), registers each replica's
+endpoint once its readiness check passes, restarts a crashed replica with backoff, restarts a
+control plane that exits (on the same ports and store, then puts right the registrations it
+missed while down), and on stop deregisters, drains and stops everything, the control plane
+last."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +31,7 @@ from tulle.local.pods import (
     probe_in_pod,
 )
 from tulle.local.processes import describe_exit, spawn, stop
+from tulle.local.proxyless import agent_args, first_certificate, write_bootstrap
 from tulle.local.state import MeshState, ReplicaState, StateDir
 from tulle.security.material import BUNDLE_FILE
 from tulle.security.tokens import BootstrapTokens, admin_token
@@ -63,6 +66,7 @@ class Replica:
         self.status = status
         self.app: asyncio.subprocess.Process | None = None
         self.proxy: asyncio.subprocess.Process | None = None
+        self.agent: asyncio.subprocess.Process | None = None  # proxyless: its tulle agent
         self.registered = False  # whether its endpoints should be in the registry now
 
 
@@ -242,7 +246,7 @@ class Runner:
                 if item.get("workload") in workloads and key not in wanted:
                     await self._send_registration("DELETE", _identity(item), "stale endpoint")
             for replica in {id(r): r for k, r in wanted.items() if k not in present}.values():
-                for body in _registrations(replica.plan):
+                for body in _registrations(replica.plan, replica.status.ready):
                     await self._send_registration("POST", body, replica.plan.name)
 
     async def _forget_stale_endpoints(self, workloads: set[str]) -> None:
@@ -297,6 +301,11 @@ class Runner:
                 self._replan(replica)
             first = False
             await self._start(replica)
+            if replica.plan.mode == "proxyless" and replica.app is not None:
+                # An xds=True grpcio server serves its port only once the control plane sent
+                # the Listener for the address it listens on, which it makes for registered
+                # endpoints: registered not ready (EDS UNHEALTHY: no caller picks it) until then.
+                await self._register(replica, "POST", healthy=False)
             exited = asyncio.create_task(self._first_exit(replica))
             ready = asyncio.create_task(self._wait_ready(replica))
             await asyncio.wait([exited, ready], return_when=asyncio.FIRST_COMPLETED)
@@ -315,8 +324,8 @@ class Runner:
                 exited.cancel()
                 return
             what = exited.result()
-            if replica.status.ready:
-                replica.status.ready = False
+            replica.status.ready = False
+            if replica.registered:
                 await self._register(replica, "DELETE")
             await self._stop_processes(replica)
             replica.status.restarts += 1
@@ -378,17 +387,41 @@ class Runner:
         env = {**self._environment(), "PATH": path, "PYTHONUNBUFFERED": "1", **plan.env}
         if plan.workload.mesh == "library":
             env.update(identity)
+        elif plan.workload.mesh == "proxyless":
+            if not await self._start_agent(replica, identity):
+                self._save()
+                return  # the agent ended (its log says why) or the runner is stopping
+            env["GRPC_XDS_BOOTSTRAP"] = str(state.grpc_bootstrap(plan.name))
         log = state.log(f"{plan.name}.app")
         replica.app = await spawn(self._in_pod(plan, plan.command), env, log)
         status.app_pid, status.metrics_port = replica.app.pid, plan.metrics_port
         status.started_at = time.time()
         self._save()
 
+    async def _start_agent(self, replica: Replica, identity: dict[str, str]) -> bool:
+        """A proxyless replica's ``tulle agent`` and its app's gRPC bootstrap (secure: TLS to
+        the control plane with the replica's token, the agent's files as the ``default``
+        certificate provider). True once the agent has written the first certificate; False
+        when it ended first (a refused token: its log has the CA's reason) or the runner stops."""
+        plan, status, state = replica.plan, replica.status, self.options.state
+        certs = state.certs(plan.name).resolve()
+        shutil.rmtree(certs, ignore_errors=True)  # a restart waits for files of its own agent
+        args = [*TULLE, *agent_args(plan, identity, certs)]
+        log = state.log(f"{plan.name}.agent")
+        replica.agent = await spawn(self._in_pod(plan, args), self._environment(), log)
+        status.agent_pid, status.certs = replica.agent.pid, str(certs)
+        write_bootstrap(state.grpc_bootstrap(plan.name), plan, identity["TULLE_XDS_ADDRESS"], certs)
+        self._save()
+        return await first_certificate(certs, replica.agent, self.stopping)
+
     async def _first_exit(self, replica: Replica) -> str:
-        """How the replica ended: its app exited, or its sidecar did (the pod goes with it)."""
+        """How the replica ended: its app exited, or its sidecar or agent did (the pod goes
+        with it)."""
         waits = {asyncio.create_task(replica.app.wait()): "app"} if replica.app else {}
         if replica.proxy is not None:
             waits[asyncio.create_task(replica.proxy.wait())] = "sidecar"
+        if replica.agent is not None:
+            waits[asyncio.create_task(replica.agent.wait())] = "agent"
         try:
             done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -397,7 +430,7 @@ class Runner:
         first = next(iter(done))
         which = waits[first]
         code = describe_exit(first.result())
-        return code if which == "app" else f"sidecar {code}"
+        return code if which == "app" else f"{which} {code}"
 
     async def _wait_ready(self, replica: Replica) -> bool:
         """Probe until the app (and its sidecar) are ready."""
@@ -442,12 +475,12 @@ class Runner:
         except httpx.HTTPError:
             return False
 
-    async def _register(self, replica: Replica, method: str) -> None:
+    async def _register(self, replica: Replica, method: str, healthy: bool = True) -> None:
         """Add (POST) or remove (DELETE) the replica's endpoints in the service registry. The
         wish is kept: what fails while the control plane is down is done once it is back."""
         async with self.registry_lock:
             replica.registered = method == "POST"
-            for body in _registrations(replica.plan):
+            for body in _registrations(replica.plan, healthy):
                 await self._send_registration(method, body, replica.plan.name)
 
     async def _send_registration(self, method: str, body: dict[str, Any], who: str) -> None:
@@ -463,12 +496,14 @@ class Runner:
                       f"{response.text.strip()}")  # fmt: skip
 
     async def _stop_processes(self, replica: Replica) -> None:
-        """The app first, then its sidecar (which drains what is in flight)."""
+        """The app first, then its sidecar (which drains what is in flight) or agent."""
         grace = self.options.grace
         if replica.app is not None:
             await stop(replica.app, grace)
         if replica.proxy is not None:
             await stop(replica.proxy, grace)
+        if replica.agent is not None:
+            await stop(replica.agent, grace)
 
     # --- stop -------------------------------------------------------------------------------
 
@@ -477,8 +512,8 @@ class Runner:
         self.echo("tulle up: stopping")
         await asyncio.gather(*supervisors, return_exceptions=True)
         for replica in self.replicas:
-            if replica.status.ready:
-                replica.status.ready = False
+            replica.status.ready = False
+            if replica.registered:
                 await self._register(replica, "DELETE")
         self._save()
         await asyncio.gather(*(self._stop_processes(r) for r in self.replicas))
@@ -498,14 +533,15 @@ def _app_address(plan: ReplicaPlan) -> str:
     return f"{plan.ip}:{plan.app_port(None)}" if plan.app_ports else ""
 
 
-def _registrations(plan: ReplicaPlan) -> list[dict[str, Any]]:
+def _registrations(plan: ReplicaPlan, healthy: bool = True) -> list[dict[str, Any]]:
     """The registry entries of a replica: one per port it serves. A replica with a sidecar
     terminates mTLS (Istio's ``security.istio.io/tlsMode: istio`` label): clients speak mTLS to
-    it. A library-mode app does not terminate TLS yet (docs/security.md): its callers use plain
-    text until it does."""
+    it; so does a proxyless one, whose ``xds=True`` grpcio server the control plane makes STRICT
+    in the mesh (gRPC servers cannot be PERMISSIVE). Whether a library-mode app terminates TLS
+    depends on its server (docs/security.md): it says so with its Workload's labels."""
     workload = plan.workload
     labels = dict(workload.labels)
-    if workload.mesh == "sidecar":
+    if workload.mesh in ("sidecar", "proxyless"):
         labels["security.istio.io/tlsMode"] = "istio"
     return [
         {
@@ -513,6 +549,7 @@ def _registrations(plan: ReplicaPlan) -> list[dict[str, Any]]:
             "address": plan.ip, "port": port, "servicePort": service_port,
             "protocol": protocol, "labels": labels,
             "serviceAccount": workload.service_account, "workload": workload.name,
+            "healthy": healthy,
         }
         for port, service_port, protocol in plan.endpoints
     ]  # fmt: skip

@@ -1,13 +1,15 @@
 """The state directory of a local mesh (``.tulle`` by default): ``state.json`` says what runs
 where (written by the runner on every change, atomically), ``logs/`` holds each process's
 output, ``controlplane/`` the control plane's own store, ``run/`` the sidecars' admin tokens
-(0700; each file 0600). ``tulle status``, ``logs`` and ``down`` read it; they never talk to the
-runner."""
+and each proxyless replica's certificate directory and gRPC bootstrap (0700; each token and key
+0600; all removed when the mesh stops). ``tulle status``, ``logs`` and ``down`` read it; they
+never talk to the runner."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,8 @@ class ReplicaState:
     started_at: float = 0.0
     app_pid: int | None = None
     proxy_pid: int | None = None
+    agent_pid: int | None = None  # proxyless: its ``tulle agent``
+    certs: str = ""  # proxyless: the directory its agent keeps (grpcio's file_watcher reads it)
     admin_port: int | None = None  # sidecar admin, on loopback (in the pod's, with --pods)
     admin_token_file: str = ""  # its token, for POST /drain and /quitquitquit
     stats_port: int | None = None  # sidecar read-only /ready and /stats/prometheus, at ``ip``
@@ -56,7 +60,7 @@ class MeshState:
 
     def pids(self) -> list[int]:
         """Every process the mesh started, the control plane last."""
-        pids = [p for r in self.replicas for p in (r.app_pid, r.proxy_pid) if p]
+        pids = [p for r in self.replicas for p in (r.app_pid, r.proxy_pid, r.agent_pid) if p]
         return pids + ([self.control_plane_pid] if self.control_plane_pid else [])
 
 
@@ -79,8 +83,17 @@ class StateDir:
         """The file a replica's sidecar writes its admin token to."""
         return self.run / f"{replica}.admin-token"
 
+    def certs(self, replica: str) -> Path:
+        """The directory a proxyless replica's ``tulle agent`` keeps its files in."""
+        return self.run / f"{replica}.certs"
+
+    def grpc_bootstrap(self, replica: str) -> Path:
+        """A proxyless replica's ``GRPC_XDS_BOOTSTRAP`` file."""
+        return self.run / f"{replica}.grpc-bootstrap.json"
+
     def log(self, name: str) -> Path:
-        """The log file of a process: ``<replica>.app``, ``<replica>.proxy``, ``controlplane``."""
+        """The log file of a process: ``<replica>.app``, ``<replica>.proxy``,
+        ``<replica>.agent``, ``controlplane``."""
         return self.logs / f"{name}.log"
 
     @property
@@ -103,11 +116,15 @@ class StateDir:
         return MeshState(**data, replicas=replicas)
 
     def clear(self) -> None:
-        """The mesh is gone: its state, and the admin tokens of sidecars killed before they
-        could remove their own."""
+        """The mesh is gone: its state, the admin tokens of sidecars killed before they
+        could remove their own, and the proxyless replicas' keys, certificates and bootstraps."""
         self.state_file.unlink(missing_ok=True)
         for token in self.run.glob("*.admin-token"):
             token.unlink(missing_ok=True)
+        for bootstrap in self.run.glob("*.grpc-bootstrap.json"):
+            bootstrap.unlink(missing_ok=True)
+        for certs in self.run.glob("*.certs"):
+            shutil.rmtree(certs, ignore_errors=True)
 
 
 def alive(pid: int | None) -> bool:
