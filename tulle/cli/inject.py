@@ -72,7 +72,7 @@ def inject(
     results = []
     warnings = []
     for number, document in enumerate(documents, start=1):
-        where = f"{name}:{document.line} (document {number}, {describe(document.data)})"
+        where = f"{name}:{document.line} (document {number})"  # each warning names its object
         try:
             injection = inject_object(document.data, settings)
         except InjectError as error:

@@ -1,0 +1,1 @@
+"""Tests of tulle.inject and tulle inject."""
