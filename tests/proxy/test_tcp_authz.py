@@ -22,7 +22,7 @@ import uvloop
 
 from tests.aio import until
 from tests.proxy.test_tcp import mesh_tls
-from tests.tls_material import Credential, Material, make_material
+from tests.tls_material import NO_CERT, Credential, Material, make_material
 from tulle.api import validate_text
 from tulle.control.snapshot import build_snapshot
 from tulle.control.translate import translate
@@ -316,7 +316,7 @@ def test_a_plain_text_caller_of_a_permissive_port_has_no_principal_to_admit(
     scenario(runner, material, mtls_mode("PERMISSIVE") + ONLY_FRONTEND, body)
 
 
-def test_plain_text_refused_by_strict_has_an_access_log_entry(
+def test_connections_the_mtls_gate_refuses_have_access_log_entries(
     runner: asyncio.Runner, material: Material
 ) -> None:
     async def body(mesh: Mesh) -> None:
@@ -327,6 +327,12 @@ def test_plain_text_refused_by_strict_has_an_access_log_entry(
             "plain text refused: STRICT mTLS", "inbound", "tcp"
         )  # fmt: skip
         assert (refused["peer_principal"], refused["source"]) == (None, "127.0.0.1")
+        # A TLS caller without a client certificate: its handshake fails (DPE, the reason).
+        assert await mesh.call(NO_CERT, b"no certificate") == b""
+        await until(lambda: [e for e in mesh.entries() if e["flags"] == "DPE"] != [])
+        (failed,) = [e for e in mesh.entries() if e["flags"] == "DPE"]
+        assert "certificate" in failed["reason"].lower(), failed
+        assert (failed["peer_principal"], failed["listener"]) == (None, "inbound")
         assert mesh.app_seen == []
         assert mesh.piped() == {}
 
