@@ -163,3 +163,51 @@ def test_bad_probers_are_refused_at_start(tmp_path: Path) -> None:
         "error: --app-probers (TULLE_APP_PROBERS): /app-health/web/livez: httpGet.port 'http' "
         "is not a port number"
     )
+
+
+def hook(*args: str) -> subprocess.CompletedProcess[str]:
+    """A lifecycle hook of the injected sidecar container, as the kubelet runs it."""
+    return subprocess.run([str(BIN / "tulle"), *args], capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+
+
+def test_proxy_wait_returns_once_the_sidecar_is_ready(pod: Pod) -> None:
+    port = pod.health.rsplit(":", 1)[1]
+    result = hook("proxy-wait", "--health-port", port, "--timeout", "60")
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_proxy_wait_fails_with_the_reason_and_proxy_drain_drains(tmp_path: Path) -> None:
+    """A sidecar with no control plane is not ready: the postStart hook gives up after its
+    timeout saying why; the preStop hook drains it with its admin token."""
+    token_file = tmp_path / "run" / "admin-token"
+    proc = subprocess.Popen(
+        [str(BIN / "tulle"), "proxy", "--xds", "127.0.0.1:9", "--node-id", NODE,
+         "--admin-port", "0", "--health-port", "0", "--admin-token-file", str(token_file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        said = proc.stderr.readline()
+        admin = re.search(r"admin 127\.0\.0\.1:(\d+)", said)
+        health = re.search(r"health 127\.0\.0\.1:(\d+)", said)
+        assert admin, said
+        assert health, said
+        waited = hook("proxy-wait", "--health-port", health[1], "--timeout", "0.5")
+        assert waited.returncode == 1
+        assert waited.stderr.strip() == (
+            f"error: the sidecar at http://127.0.0.1:{health[1]}/ready is not ready after "
+            "0.5s: 503 waiting for config from the control plane"
+        )
+        drained = hook("proxy-drain", "--admin-port", admin[1],
+                       "--admin-token-file", str(token_file))  # fmt: skip
+        assert (drained.returncode, drained.stdout, drained.stderr) == (0, "draining\n", "")
+        ready = httpx.get(f"http://127.0.0.1:{health[1]}/ready", timeout=10)
+        assert (ready.status_code, ready.text) == (503, "DRAINING\n")
+        wrong = hook("proxy-drain", "--admin-port", admin[1],
+                     "--admin-token-file", str(tmp_path / "missing"))  # fmt: skip
+        assert (wrong.returncode, wrong.stderr.strip()) == (
+            1, f"error: admin token file {tmp_path / 'missing'}: No such file or directory"
+        )  # fmt: skip
+    finally:
+        _stop(proc)
