@@ -494,3 +494,14 @@ def test_json_patch_operations() -> None:
         {"op": "remove", "path": "/list/0"},
     ]
     assert json_patch([1, 2], [3]) == [{"op": "replace", "path": "", "value": [3]}]
+
+
+def test_the_docs_list_every_annotation() -> None:
+    from tulle.inject.annotations import ISTIO_ANNOTATIONS, TULLE_ANNOTATIONS
+
+    docs = (Path(__file__).parent.parent.parent / "docs" / "kubernetes.md").read_text()
+    for name in [*ISTIO_ANNOTATIONS, *TULLE_ANNOTATIONS]:
+        if name.startswith("sidecar.tulle.dev/proxy") and name != "sidecar.tulle.dev/proxyImage":
+            assert name.removeprefix("sidecar.tulle.dev/") in docs, name  # one row for four
+        else:
+            assert f"| `{name}`" in docs, name
