@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.local.conftest import Mesh, running_mesh, tulle, workload
+from tests.local.conftest import TULLE, Mesh, running_mesh, tulle, workload
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -67,6 +68,35 @@ def call(mesh: Mesh, replica: str) -> dict[str, Any]:
     return answer
 
 
+def listeners_beside_a_second_stream(mesh: Mesh, node: str, certs: Path) -> str:
+    """``node``'s Listeners as proxy-config shows them while a second ``tulle agent`` of the
+    replica (as after an agent restart) has its trust-bundle stream open, opened after
+    grpcio's."""
+    control_plane = mesh.state_dir / "controlplane"
+    token = control_plane / "bootstrap-tokens" / "greeter-0.default.token"
+    agent = subprocess.Popen(
+        [*TULLE, "agent", "--certs", str(certs), "--pod", "greeter-0",
+         "--xds", mesh.status()["secure_xds"], "--token-file", str(token),
+         "--xds-root-cert", str(control_plane / "root-cert.pem")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    api = mesh.status()["api"]
+    try:
+
+        def streams() -> int:
+            status = httpx.get(f"{api}/api/v1/proxy-status", headers=mesh.auth, timeout=10)
+            return sum(n["node"] == node for n in status.json()["nodes"])
+
+        wait_until(lambda: streams() == 3, what="the second agent's stream")
+        response = httpx.get(f"{api}/api/v1/proxy-config", headers=mesh.auth, timeout=10,
+                             params={"node": node, "type": "listeners"})  # fmt: skip
+        assert response.status_code == 200, response.text
+        return response.text
+    finally:
+        agent.terminate()
+        assert agent.wait(timeout=30) == 0
+
+
 def wait_until(condition: Any, timeout: float = 60.0, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -78,7 +108,7 @@ def wait_until(condition: Any, timeout: float = 60.0, what: str = "") -> Any:
 
 
 def test_a_proxyless_client_reaches_a_proxyless_server_over_mtls_and_policy_holds(
-    mesh: Mesh,
+    mesh: Mesh, tmp_path: Path
 ) -> None:
     greeter = mesh.replica("greeter-0")
     assert greeter["mode"] == "proxyless"
@@ -125,6 +155,12 @@ def test_a_proxyless_client_reaches_a_proxyless_server_over_mtls_and_policy_hold
     assert entry["labels"]["security.istio.io/tlsMode"] == "istio"
     assert entry["healthy"] is True
     assert str(entry["port"]) == port
+
+    # A second stream of the node (another trust-bundle watch, as its agent has) does not hide
+    # what grpcio's stream was sent from proxy-config.
+    node = "proxyless~127.0.0.1~greeter-0.default~default.svc.cluster.local"
+    sent = listeners_beside_a_second_stream(mesh, node, tmp_path / "certs")
+    assert f"127.0.0.1:{port}" in sent
 
     # Both processes show in tulle logs.
     agent_log = tulle("logs", "greeter", "-c", "agent", "--state-dir", str(mesh.state_dir)).stdout

@@ -390,7 +390,10 @@ class ApiHandler:
         if type_url == SECRET:  # no SDS is served: the node's certificate as the CA issued it
             resources = self.plane.secrets(matches[-1].node)
         else:
-            resources = sent_config(matches[-1], type_url)
+            # A node may have several streams (a proxyless app's grpcio, and its tulle agent's
+            # for the trust bundle only): the latest one that subscribed to the type.
+            subscribed = [c for c in matches if type_url in c.session.types] or matches
+            resources = sent_config(subscribed[-1], type_url)
         return json_response({"node": node_id, "type": type_name, "resources": resources})
 
 
