@@ -112,7 +112,8 @@ class Emulator(WatchingEmulator):
         meta["creationTimestamp"] = old.get("creationTimestamp") or datetime.datetime.now(
             tz=datetime.UTC
         ).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self._last_version = next(self._versions)
+        self.revision += 1  # watching.py's counter: objects, events and lists share it
+        self._last_version = self.revision
         meta["resourceVersion"] = str(self._last_version)
         if existing is None:
             meta.setdefault("generation", 1)
@@ -200,7 +201,7 @@ class Emulator(WatchingEmulator):
         group_version = f"{resource.group}/{resource.version}".lstrip("/")
         payload["apiVersion"] = group_version
         payload["kind"] = f"{kind}List"
-        payload["metadata"] = {"resourceVersion": str(self._last_version)}
+        payload["metadata"] = {"resourceVersion": str(self.revision)}
         for item in payload["items"]:
             item.setdefault("apiVersion", group_version)
             item.setdefault("kind", kind)

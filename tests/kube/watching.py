@@ -58,6 +58,7 @@ class WatchingEmulator(kmock.KubernetesEmulator):
     bookmark_interval: float = 1.0
     refuse_watches: bool = False
     revision: int = attrs.field(default=1, init=False)
+    logged: int = attrs.field(default=0, init=False)
     compacted: int = attrs.field(default=0, init=False)
     log: list[tuple[int, Any, dict[str, Any]]] = attrs.field(factory=list, init=False)
     latest: dict[_Key, int] = attrs.field(factory=dict, init=False)
@@ -72,7 +73,12 @@ class WatchingEmulator(kmock.KubernetesEmulator):
     # --- resourceVersions ----------------------------------------------------------------
 
     def _record(self, resource: Any, event: dict[str, Any]) -> dict[str, Any]:
-        self.revision = max(self.revision, _version_of(event)) + 1
+        given = _version_of(event)
+        if given > self.logged:  # the write took its version already (kmock_server's stamp)
+            self.revision = max(self.revision, given)
+        else:  # a delete, or a write nobody stamped
+            self.revision += 1
+        self.logged = self.revision
         obj = copy.deepcopy(event.get("object", {}))
         metadata = obj.setdefault("metadata", {})
         metadata["resourceVersion"] = str(self.revision)

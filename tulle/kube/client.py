@@ -31,7 +31,7 @@ that watches of many replicas do not all restart at once; the client then resume
 
 
 class GoneError(Exception):
-    """410 GoneError: the resourceVersion is too old to resume from; list again."""
+    """410 Gone: the resourceVersion is too old to resume from; list again."""
 
 
 class KubeError(Exception):
@@ -165,7 +165,7 @@ class KubeClient:
                 if event.get("type") == "ERROR":
                     status = event.get("object") or {}
                     if status.get("code") == 410:
-                        raise GoneError(str(status.get("message", "410 GoneError")))
+                        raise GoneError(str(status.get("message", "410 Gone")))
                     raise KubeError(
                         f"watch {kind.name}: {status.get('code')} {status.get('message')}"
                     )

@@ -6,8 +6,9 @@ and kopf's watcher do.
   the resourceVersion, so that a resume after a quiet hour does not start from a compacted one).
 - A watch the server ends (its timeout) or that is cut (a dropped connection, a restarted API
   server) resumes from the last resourceVersion seen: no list, no event lost or repeated.
-- 410 GoneError (the resourceVersion is older than the server keeps) means events were lost: list
-  again and replace the whole cache, so that objects deleted meanwhile go too.
+- 410 Gone (the resourceVersion is older than the server keeps) means events were lost: list
+  again and replace the whole cache, so that objects deleted meanwhile go too (at once; a 410
+  again before any event backs off, so a confused server is not listed in a tight loop).
 - Any other error (refused connection, 403, 500, a garbled stream) waits before the next try:
   exponential, capped, with jitter, reset by the first event that arrives.
 
@@ -107,6 +108,7 @@ class Watcher:
         """List and watch until cancelled."""
         listed = False
         failures = 0
+        gone_in_a_row = 0  # 410 again right after a list: the server is unwell, do not spin
         while True:
             try:
                 if not listed:
@@ -114,7 +116,7 @@ class Watcher:
                     listed = True
                     failures = 0
                 async for event in self.source.watch(self.kind, self.resource_version):
-                    failures = 0
+                    failures = gone_in_a_row = 0
                     self._apply(event)
                 # The server ended the watch (its timeoutSeconds): resume where it stopped.
                 self.stats.resumes += 1
@@ -128,6 +130,9 @@ class Watcher:
                     self.kind.name, self.resource_version, error,
                 )  # fmt: skip
                 listed = False
+                gone_in_a_row += 1
+                if gone_in_a_row > 1:
+                    await asyncio.sleep(self.backoff.delay(gone_in_a_row - 1))
             except Exception as error:  # a refused connection, 403, a garbled stream...
                 failures += 1
                 self.stats.errors += 1
