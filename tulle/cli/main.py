@@ -16,6 +16,7 @@ from tulle.cli import (
     config_commands,
     controlplane,
     inject,
+    install,
     iptables,
     local_commands,
     proxy,
@@ -35,6 +36,8 @@ app = typer.Typer(
 app.command("version")(version.version)
 app.command("validate")(validate.validate)
 app.command("controlplane")(controlplane.controlplane)
+app.command("install")(install.install)
+app.command("uninstall")(install.uninstall)
 app.command("proxy")(proxy.proxy)
 app.command("iptables")(iptables.iptables)
 app.command("proxy-wait")(proxy_lifecycle.proxy_wait)
