@@ -13,6 +13,7 @@ import typer
 if TYPE_CHECKING:
     from tulle.control.app import ControlPlane
     from tulle.control.serving import PluginCa
+    from tulle.control.webhook import WebhookOptions
 
 
 def controlplane(
@@ -60,6 +61,35 @@ def controlplane(
         str | None,
         typer.Option(help="With --registry kubernetes: the kubeconfig context to use."),
     ] = None,
+    webhook_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve the admission webhooks (sidecar injection at /inject, config validation "
+            "at /validate) over HTTPS on this port, with a certificate from the mesh CA; off "
+            "when not given. With --registry kubernetes the webhook configurations' caBundle "
+            "is kept equal to the mesh's root bundle."
+        ),
+    ] = None,
+    webhook_address: Annotated[
+        str, typer.Option(help="Address the webhooks listen on (loopback unless given).")
+    ] = "127.0.0.1",
+    namespace: Annotated[
+        str,
+        typer.Option(
+            envvar="POD_NAMESPACE",
+            help="The namespace the control plane runs in: its webhook certificate's names "
+            "(tulle-controlplane.<namespace>.svc), never injected.",
+        ),
+    ] = "tulle-system",
+    inject_set: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--inject-set",
+            metavar="NAME=VALUE",
+            help="A mesh setting of the injection webhook, as tulle inject --set (image, "
+            "xds_address, proxy_uid, ...).",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Serve xDS to the mesh's data planes and the config API."""
@@ -85,9 +115,15 @@ def controlplane(
         typer.echo(f"error: --kubeconfig {kubeconfig}: no such file", err=True)
         raise typer.Exit(2)
     plugin = PluginCa(ca_cert, ca_key, ca_chain) if ca_cert and ca_key else None
+    webhook = None
+    if webhook_port is not None:
+        webhook = _webhook_options(webhook_port, webhook_address, namespace, inject_set or [])
+    elif inject_set:
+        typer.echo("error: --inject-set goes with --webhook-port", err=True)
+        raise typer.Exit(2)
     plane = ControlPlane(
         files or [], state_dir, host, xds_port, http_port, secure_xds_port, plugin, insecure_xds,
-        registry, kubeconfig, context,
+        registry, kubeconfig, context, webhook,
     )  # fmt: skip
     try:
         asyncio.run(_run(plane))
@@ -108,5 +144,37 @@ async def _run(plane: ControlPlane) -> None:
         f"API on http://{plane.host}:{plane.http_port}",
         flush=True,
     )
+    if plane.webhooks is not None:
+        print(
+            f"tulle controlplane: webhooks on https://{plane.webhooks.options.address}:"
+            f"{plane.webhooks.port}",
+            flush=True,
+        )
     await stop.wait()
     await plane.stop()
+
+
+def _webhook_options(
+    port: int, address: str, namespace: str, assigned: list[str]
+) -> WebhookOptions:
+    """The webhooks' options; exit 2 naming the option that is wrong."""
+    from tulle.control.webhook import WebhookOptions, default_settings
+    from tulle.inject.settings import SettingsError
+
+    if not 0 <= port <= 65535:
+        typer.echo(f"error: --webhook-port: {port} is not a port (0-65535)", err=True)
+        raise typer.Exit(2)
+    assignments = {}
+    for text in assigned:
+        name, sign, value = text.partition("=")
+        if not sign or not name:
+            typer.echo(f"error: --inject-set: {text!r} is not NAME=VALUE", err=True)
+            raise typer.Exit(2)
+        assignments[name] = value
+    try:
+        settings = default_settings(namespace).replace(assignments)
+        settings.check()
+    except SettingsError as error:
+        typer.echo(f"error: --inject-set: {error}", err=True)
+        raise typer.Exit(2) from None
+    return WebhookOptions(port, address, namespace, settings=settings)

@@ -50,6 +50,8 @@ from tulle.xds.types import SECRET
 
 if TYPE_CHECKING:
     from tulle.control.kube_registry import KubernetesRegistry
+    from tulle.control.webhook import WebhookOptions, WebhookServer
+    from tulle.kube.webhooks import CaBundleKeeper
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ class ControlPlane:
         registry: str = "local",
         kubeconfig: Path | None = None,
         kube_context: str | None = None,
+        webhook: WebhookOptions | None = None,
     ) -> None:
         self.host, self.xds_port, self.http_port = host, xds_port, http_port
         self.secure_xds_port = secure_xds_port
@@ -98,14 +101,10 @@ class ControlPlane:
         self.registry_kind, self.kubeconfig, self.kube_context = registry, kubeconfig, kube_context
         self.kube: KubernetesRegistry | None = None  # --registry kubernetes, once started
         self._kube_tasks: set[asyncio.Task[None]] = set()
-        self.config = ConfigSources(
-            list(paths),
-            self.store,
-            known_hosts=lambda: (
-                {e.service for e in self.registry.endpoints()}
-                | (self.kube.hosts() if self.kube is not None else set())
-            ),
-        )
+        self.webhook_options = webhook
+        self.webhooks: WebhookServer | None = None  # --webhook-port, once started
+        self.ca_bundle: CaBundleKeeper | None = None  # and --registry kubernetes
+        self.config = ConfigSources(list(paths), self.store, known_hosts=self.known_hosts)
         self.translator = Translator()
         self.tokens = BootstrapTokens(state_dir)
         self.ads = AdsServer(self, NodeAuthorizer(self.tokens, insecure_xds))
@@ -119,6 +118,12 @@ class ControlPlane:
         self._tasks: list[asyncio.Task[None]] = []
         self._grpc: grpc.aio.Server | None = None
         self._http: asyncio.Server | None = None
+
+    def known_hosts(self) -> set[str]:
+        """The hosts the registries define (config may route to them)."""
+        return {e.service for e in self.registry.endpoints()} | (
+            self.kube.hosts() if self.kube is not None else set()
+        )
 
     # --- the snapshot ---------------------------------------------------------------------
 
@@ -175,6 +180,10 @@ class ControlPlane:
         """A rotation step changed the trust bundle: publish it (file, and ADS to every node)."""
         assert self.ca is not None
         publish_bundle(self.state_dir, self.ca)
+        if self.webhooks is not None:
+            self.webhooks.bundle_changed()
+        if self.ca_bundle is not None:
+            self.ca_bundle.bundle_changed()
         self.changed()
 
     def changed(self) -> None:
@@ -327,6 +336,8 @@ class ControlPlane:
             max_body=MAX_APPLY_BYTES,
         )
         self.http_port = self._http.sockets[0].getsockname()[1]
+        if self.webhook_options is not None:
+            await self._start_webhooks(self.webhook_options)
         self._tasks = [
             asyncio.create_task(self._push_loop()),
             asyncio.create_task(self._watch_loop()),
@@ -335,6 +346,23 @@ class ControlPlane:
             "xDS on %s:%d, secure xDS and the CA on %s:%d, API on http://%s:%d",
             self.host, self.xds_port, self.host, self.secure_xds_port, self.host, self.http_port,
         )  # fmt: skip
+
+    async def _start_webhooks(self, options: WebhookOptions) -> None:
+        """The admission webhooks' listener; with ``--registry kubernetes``, the keeper of
+        their configurations' caBundle."""
+        from tulle.control.webhook import WebhookServer  # noqa: PLC0415
+
+        assert self.ca is not None
+        self.webhooks = WebhookServer(options, self.ca, self.state_dir, self.known_hosts)
+        await self.webhooks.start()
+        if self.registry_kind == "kubernetes":
+            from tulle.kube.webhooks import CaBundleKeeper  # noqa: PLC0415
+
+            ca = self.ca
+            self.ca_bundle = CaBundleKeeper(
+                self.kubeconfig, self.kube_context, options.namespace, ca.trust_bundle_pem
+            )
+            self.ca_bundle.start()
 
     async def _push_loop(self) -> None:
         while True:
@@ -357,6 +385,10 @@ class ControlPlane:
         """Stop serving, let a change in progress finish, and close the store."""
         if self.kube is not None:
             await self.kube.stop()
+        if self.ca_bundle is not None:
+            await self.ca_bundle.stop()
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         for task in [*self._tasks, *self._kube_tasks]:
             task.cancel()
         for task in [*self._tasks, *self._kube_tasks]:

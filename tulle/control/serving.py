@@ -98,6 +98,16 @@ class ServingCertificate:
             log.info("control plane serving certificate issued until %s", issued.not_after)
             return True
 
+    def refresh(self) -> bool:
+        """Re-issue the certificate if half its life is gone or the trust bundle changed; True
+        when it did (listeners that are not grpcio's then load :attr:`pair` again)."""
+        return self._refresh(datetime.now(UTC))
+
+    @property
+    def pair(self) -> tuple[bytes, bytes]:
+        """The current ``(key PEM, certificate chain PEM)``."""
+        return self._pair
+
     def _configuration(self) -> grpc.ServerCertificateConfiguration:
         return grpc.ssl_server_certificate_configuration([self._pair])
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -283,12 +284,15 @@ async def serve_http(
     port: int,
     max_body: int = MAX_BODY,
     timeout: float = REQUEST_TIMEOUT,
+    tls: ssl.SSLContext | None = None,
 ) -> asyncio.Server:
     """Start serving ``handler`` on ``host:port`` (0: any free port); a request body larger than
     ``max_body`` bytes is refused with 413 before it is read; a connection with no complete
-    request for ``timeout`` seconds is closed."""
+    request for ``timeout`` seconds is closed. With ``tls``, HTTPS (the admission webhooks)."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: _Connection(handler, max_body, timeout), host, port)
+    return await loop.create_server(
+        lambda: _Connection(handler, max_body, timeout), host, port, ssl=tls
+    )
 
 
 def listening_port(server: asyncio.Server) -> int:
