@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import BIN, _stop, start_control_plane, wait_until
+from tests.tls_material import make_material
 
 NODE = "sidecar~127.0.0.1~web-0.default~default.svc.cluster.local"
 
@@ -65,7 +67,8 @@ def probe(port: int, path: str, timeout: int = 1, **extra: object) -> dict[str, 
 def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
     tmp = tmp_path_factory.mktemp("health")
     (tmp / "config").mkdir()
-    plane = start_control_plane(tmp / "state", tmp / "config")
+    (tmp / "tls").mkdir()
+    backend = make_material(tmp / "tls").backend
     app = ThreadingHTTPServer(("127.0.0.1", 0), App)
     threading.Thread(target=app.serve_forever, daemon=True).start()
     silent = socket.create_server(("127.0.0.1", 0))  # accepts (backlog), never answers
@@ -73,6 +76,12 @@ def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
     closed_port = closed.getsockname()[1]
     closed.close()
     port, silent_port = app.server_address[1], silent.getsockname()[1]
+    # The same app over TLS, with a certificate the kubelet (and the sidecar) does not check.
+    tls_app = ThreadingHTTPServer(("127.0.0.1", 0), App)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(backend.cert, backend.key)
+    tls_app.socket = context.wrap_socket(tls_app.socket, server_side=True)
+    threading.Thread(target=tls_app.serve_forever, daemon=True).start()
     probers = {
         "/app-health/web/livez": probe(port, "/healthz"),
         "/app-health/web/readyz": probe(port, "/broken"),
@@ -82,7 +91,9 @@ def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
         ),
         "/app-health/silent/livez": probe(silent_port, "/healthz"),
         "/app-health/gone/livez": probe(closed_port, "/healthz"),
+        "/app-health/tls/readyz": probe(tls_app.server_address[1], "/healthz", scheme="HTTPS"),
     }
+    plane = start_control_plane(tmp / "state", tmp / "config")
     proc = subprocess.Popen(
         [str(BIN / "tulle"), "proxy", "--xds", f"127.0.0.1:{plane.xds_port}", "--node-id", NODE,
          "--admin-port", "0", "--health-port", "0",
@@ -99,8 +110,9 @@ def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
     finally:
         _stop(proc)
         _stop(plane.proc)
-        app.shutdown()
-        app.server_close()
+        for server in (app, tls_app):
+            server.shutdown()
+            server.server_close()
         silent.close()
 
 
@@ -129,6 +141,13 @@ def test_an_app_probe_the_app_fails_is_503_with_the_reason(pod: Pod) -> None:
 
 def test_the_probes_headers_are_sent(pod: Pod) -> None:
     assert get(pod, "/app-health/headers/readyz").status_code == 200
+
+
+def test_an_https_probe_is_made_over_tls_without_a_certificate_check(pod: Pod) -> None:
+    App.seen.clear()
+    answer = get(pod, "/app-health/tls/readyz")
+    assert (answer.status_code, answer.text) == (200, "OK\n")
+    assert App.seen == [("/healthz", "kube-probe/tulle")]
 
 
 def test_an_app_that_refuses_or_does_not_answer_is_503(pod: Pod) -> None:

@@ -505,3 +505,33 @@ def test_the_docs_list_every_annotation() -> None:
             assert name.removeprefix("sidecar.tulle.dev/") in docs, name  # one row for four
         else:
             assert f"| `{name}`" in docs, name
+
+
+def admitted_pod(deployment: dict[str, Any]) -> dict[str, Any]:
+    """The Pod a Deployment's ReplicaSet creates, as the API server hands it to a mutating
+    webhook: a generated name, no namespace yet on the object, an owner, defaults filled in."""
+    tpl = copy.deepcopy(deployment["spec"]["template"])
+    spec = tpl["spec"]
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    for c in spec["containers"]:
+        c.setdefault("imagePullPolicy", "IfNotPresent")
+        c.setdefault("terminationMessagePath", "/dev/termination-log")
+    metadata = {**tpl["metadata"], "generateName": "web-5d8f9c7b-",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                     "name": "web-5d8f9c7b", "uid": "1234", "controller": True}]}  # fmt: skip
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def test_the_webhook_path_gives_the_pod_tulle_inject_gives_the_template() -> None:
+    deployment = objects()["Deployment"]
+    by_command = injected(deployment)
+    # A pod of the injected Deployment passes the webhook unchanged: an empty patch.
+    pod = admitted_pod(by_command)
+    assert json_patch(pod, inject(pod, NATIVE).object) == []
+    # A pod of the plain Deployment gets a patch that makes it the injected template's pod.
+    plain = admitted_pod(deployment)
+    patch = json_patch(plain, inject(plain, NATIVE).object)
+    assert jsonpatch.apply_patch(plain, patch) == admitted_pod(by_command)
+    validate(jsonpatch.apply_patch(plain, patch))
