@@ -310,3 +310,24 @@ def test_crd_schemas_refuse_a_wrong_type():
     }
     with pytest.raises(jsonschema.ValidationError, match="is not of type 'array'"):
         jsonschema.validate(document, schema, cls=jsonschema.Draft202012Validator)
+
+
+def test_the_deployments_arguments_are_tulle_controlplanes_own():
+    """Every flag the Deployment passes exists in `tulle controlplane` (its real parser), with
+    the webhooks listening beyond loopback and injecting this image."""
+    import typer.main
+
+    from tulle.cli.main import app
+
+    deployment = one(render(values_for("default", settings=["tag=9.9"])), "Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["tulle"]
+    command = typer.main.get_command(app)
+    context = command.make_context("tulle", list(container["args"]), resilient_parsing=True)
+    controlplane = command.get_command(context, "controlplane")  # type: ignore[attr-defined]
+    params = controlplane.make_context("controlplane", container["args"][1:]).params
+    assert params["registry"] == "kubernetes"
+    assert params["webhook_port"] == 15017
+    assert params["webhook_address"] == "0.0.0.0"
+    assert "image=tulle:9.9" in params["inject_set"]
+    assert "xds_address=tulle-controlplane.tulle-system.svc:15012" in params["inject_set"]

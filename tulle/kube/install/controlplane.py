@@ -97,12 +97,21 @@ def _container(values: Values) -> dict[str, Any]:
         str(HTTP_PORT),
         "--webhook-port",
         str(WEBHOOK_PORT),
+        "--webhook-address",
+        "0.0.0.0",
         "--state-dir",
         STATE_DIR,
         "--log-level",
         values.log_level,
         "-f",
         MESH_DIR,
+        # What the injection webhook puts in pods: this image, this control plane.
+        "--inject-set",
+        f"image={values.image_ref}",
+        "--inject-set",
+        f"image_pull_policy={values.image_pull_policy}",
+        "--inject-set",
+        f"xds_address={CONTROL_PLANE}.{values.namespace}.svc:{XDS_PORT}",
     ]
     field = {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}
     return {
