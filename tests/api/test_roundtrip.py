@@ -224,7 +224,7 @@ workloads = st.builds(
     st.dictionaries(st.from_regex(r"\A[A-Z_]{1,8}\Z"), tricky_text, max_size=3),
     st.integers(0, 5),
     labels,
-    st.sampled_from(["sidecar", "library", "none"]),
+    st.sampled_from(["sidecar", "library", "proxyless", "none"]),
     names,
 )
 

@@ -154,6 +154,9 @@ def test_a_proxyless_client_reaches_a_proxyless_server_over_mtls_and_policy_hold
     (entry,) = [e for e in endpoints if e["workload"] == "greeter"]
     assert entry["labels"]["security.istio.io/tlsMode"] == "istio"
     assert entry["healthy"] is True
+    # The caller's HTTP port is its own (grpcio serves gRPC only): plain text, no label.
+    (caller,) = [e for e in endpoints if e["workload"] == "client"]
+    assert "security.istio.io/tlsMode" not in caller["labels"]
     assert str(entry["port"]) == port
 
     # A second stream of the node (another trust-bundle watch, as its agent has) does not hide

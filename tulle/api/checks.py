@@ -224,6 +224,24 @@ def check_workload_ports_agree(ctx: Context) -> Iterator[Finding]:
                 )
 
 
+def check_proxyless_ports(ctx: Context) -> Iterator[Finding]:
+    """A proxyless gRPC app is in the mesh on its gRPC ports only (grpcio's ``xds=True`` server
+    serves gRPC): a port of another protocol is the app's own business, said so."""
+    for workload, item in ctx.of(Workload):
+        if workload.spec.mesh != "proxyless":
+            continue
+        for i, port in enumerate(workload.spec.ports):
+            if port.protocol != "GRPC":
+                yield item.finding(
+                    WARNING,
+                    ("spec", "ports", i),
+                    f"port {port.name!r} ({port.protocol}) of a proxyless gRPC workload is "
+                    "outside the mesh: grpcio's xds=True server serves gRPC only, so the app "
+                    "serves this port itself, in plain text, with no PeerAuthentication or "
+                    "AuthorizationPolicy (registered without tlsMode: istio)",
+                )
+
+
 def _service_ports(ctx: Context) -> dict[str, set[int]]:
     """The ports of each service the config defines (Workloads and ServiceEntries)."""
     ports: dict[str, set[int]] = {}
@@ -479,6 +497,7 @@ CHECKS: tuple[Callable[[Context], Iterator[Finding]], ...] = (
     check_http_routes,
     check_services_defined_once,
     check_workload_ports_agree,
+    check_proxyless_ports,
     check_destination_ports,
     check_routed_once,
     check_one_destination_rule_per_host,

@@ -536,23 +536,29 @@ def _app_address(plan: ReplicaPlan) -> str:
 def _registrations(plan: ReplicaPlan, healthy: bool = True) -> list[dict[str, Any]]:
     """The registry entries of a replica: one per port it serves. A replica with a sidecar
     terminates mTLS (Istio's ``security.istio.io/tlsMode: istio`` label): clients speak mTLS to
-    it; so does a proxyless one, whose ``xds=True`` grpcio server the control plane makes STRICT
-    in the mesh (gRPC servers cannot be PERMISSIVE). Whether a library-mode app terminates TLS
-    depends on its server (docs/security.md): it says so with its Workload's labels."""
+    it; so does a proxyless one on its gRPC ports, whose ``xds=True`` grpcio server the control
+    plane makes STRICT in the mesh (gRPC servers cannot be PERMISSIVE). Whether a library-mode
+    app terminates TLS depends on its server (docs/security.md): its Workload's labels say."""
     workload = plan.workload
-    labels = dict(workload.labels)
-    if workload.mesh in ("sidecar", "proxyless"):
-        labels["security.istio.io/tlsMode"] = "istio"
+    in_mesh = dict(workload.labels, **{"security.istio.io/tlsMode": "istio"})
     return [
         {
             "service": workload.service_host, "namespace": workload.namespace,
             "address": plan.ip, "port": port, "servicePort": service_port,
-            "protocol": protocol, "labels": labels,
+            "protocol": protocol,
+            "labels": in_mesh if _terminates_mtls(workload.mesh, protocol)
+                      else dict(workload.labels),
             "serviceAccount": workload.service_account, "workload": workload.name,
             "healthy": healthy,
         }
         for port, service_port, protocol in plan.endpoints
     ]  # fmt: skip
+
+
+def _terminates_mtls(mesh: str, protocol: str) -> bool:
+    """Whether callers reach a port of a ``mesh`` workload over mTLS: every port of a sidecar's,
+    a proxyless app's gRPC ports (its other ports are its own, plain text: a config warning)."""
+    return mesh == "sidecar" or (mesh == "proxyless" and protocol == "GRPC")
 
 
 def _identity(item: dict[str, Any]) -> dict[str, Any]:
