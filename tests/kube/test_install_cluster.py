@@ -226,3 +226,21 @@ def test_install_applies_waits_for_the_control_plane_and_uninstall_removes_it(
     purged = tulle(kube_api, "uninstall", "--namespace", namespace, "--purge")
     assert "✔ deleted CustomResourceDefinition meshes.tulle.dev" in purged
     assert not {n for n in names(kube_env, "crds") if n.endswith(("tulle.dev", "istio.io"))}
+
+
+def test_uninstall_never_deletes_a_builtin_namespace(kube_env, kube_api: KubeApi):
+    labelled = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": "default",
+            "labels": {
+                "app.kubernetes.io/managed-by": "tulle",
+                "tulle.dev/install-namespace": "default",
+            },
+        },
+    }
+    run(kube_env, "kubectl", "apply", "--validate=false", "-f", "-", stdin=json.dumps(labelled))
+    out = tulle(kube_api, "uninstall", "--namespace", "default")
+    assert "Namespace default" not in out
+    assert "default" in names(kube_env, "namespaces")

@@ -331,3 +331,9 @@ def test_the_deployments_arguments_are_tulle_controlplanes_own():
     assert params["webhook_address"] == "0.0.0.0"
     assert "image=tulle:9.9" in params["inject_set"]
     assert "xds_address=tulle-controlplane.tulle-system.svc:15012" in params["inject_set"]
+
+
+def test_an_install_into_a_builtin_namespace_leaves_that_namespace_alone():
+    manifests = render(values_for("minimal", namespace="default"))
+    assert by_kind(manifests, "Namespace") == []
+    assert one(manifests, "Deployment")["metadata"]["namespace"] == "default"

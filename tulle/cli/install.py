@@ -118,7 +118,7 @@ def uninstall(
     except InstallError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
-    kinds = [(m["apiVersion"], m["kind"]) for m in manifests]
+    kinds = [("v1", "Namespace")] + [(m["apiVersion"], m["kind"]) for m in manifests]
     try:
         client, where = connect(kubeconfig, context)
         with client:

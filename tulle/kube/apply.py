@@ -21,7 +21,7 @@ from lightkube.core.resource_registry import resource_registry
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.apps_v1 import Deployment
 
-from tulle.kube.install.names import CONTROL_PLANE, INSTANCE, MANAGED_BY
+from tulle.kube.install.names import BUILTIN_NAMESPACES, CONTROL_PLANE, INSTANCE, MANAGED_BY
 
 FIELD_MANAGER = "tulle"
 
@@ -239,6 +239,8 @@ def uninstall(
         for obj in found:
             if not _ours(obj, namespace):  # a server that ignored the selector
                 continue
+            if kind == "Namespace" and obj.metadata.name in BUILTIN_NAMESPACES:
+                continue  # labelled by hand or by another tool: never deleted
             count += _delete(client, resource, obj, report, dry_run)
     if purge:
         try:

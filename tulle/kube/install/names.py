@@ -29,6 +29,9 @@ WEBHOOK_PORT = 15017
 INJECT_PATH = "/inject"
 VALIDATE_PATH = "/validate"
 
+BUILTIN_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+"""Namespaces Kubernetes makes: an install into one neither labels nor ever deletes it."""
+
 MANAGED_BY = "app.kubernetes.io/managed-by"
 INSTANCE = "tulle.dev/install-namespace"
 

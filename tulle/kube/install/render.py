@@ -10,7 +10,7 @@ import yaml
 
 from tulle.kube.install.controlplane import deployment, disruption_budget, mesh_config, service
 from tulle.kube.install.crds import crds
-from tulle.kube.install.names import labels
+from tulle.kube.install.names import BUILTIN_NAMESPACES, labels
 from tulle.kube.install.rbac import rbac
 from tulle.kube.install.values import Values
 from tulle.kube.install.webhooks import injector, validator
@@ -27,7 +27,7 @@ def namespace(values: Values) -> dict[str, Any]:
 
 def render(values: Values) -> list[dict[str, Any]]:
     """The manifests for ``values``."""
-    manifests = [namespace(values)]
+    manifests = [] if values.namespace in BUILTIN_NAMESPACES else [namespace(values)]
     manifests += crds(
         istio=not values.skip_istio_crds, gateway_api=not values.skip_gateway_api_crds
     )
