@@ -1,9 +1,18 @@
 """``/validate``: the validating webhook's AdmissionReview handling, pure. A config resource
 (the Istio and tulle.dev kinds) being created or updated is checked by the validation ``tulle
-validate`` runs (:func:`tulle.api.validate_text`: the schema, then the checks within the
-resource) and refused, with the same findings text, when any finding is an error; warnings
-pass and reach ``kubectl`` as admission warnings. Deletions, and kinds Tulle does not know
-(with a warning), are allowed.
+validate`` runs on a file holding that resource (:func:`tulle.api.validate_text`: the schema,
+then the cross-resource checks, with the hosts the control plane knows) and refused, with the
+same findings text, when an error is wrong in the resource itself. Deletions, and kinds Tulle
+does not know (with a warning), are allowed.
+
+An error another resource could fix (a destination host no ServiceEntry or Service defines
+yet, a subset with no DestinationRule yet) does not refuse: the API server calls the webhook
+once per object, so ``kubectl apply -f`` of a VirtualService listed before its DestinationRule
+would otherwise fail, and failing closed there would block correct config (Istio's webhook
+checks each object alone for the same reason; ``istioctl analyze`` does the rest). Such
+findings pass as admission warnings, which ``kubectl`` prints. They are found by running the
+checks again in a context where every host and subset is defined: what is left is wrong
+whatever else exists.
 
 A finding's text is ``tulle validate``'s line without its ``FILE:LINE:`` head (the API server
 has no file, and the lines of the object as received would point nowhere the user wrote):
@@ -17,9 +26,12 @@ from typing import Any
 
 import yaml
 
-from tulle.api import validate_text
+from tulle.api import validate_documents
+from tulle.api.checks import CHECKS, Context
 from tulle.api.findings import Finding, Severity
 from tulle.api.kinds import UnknownKindError, model_for
+from tulle.api.loader import Loaded, load_documents
+from tulle.api.source import parse_yaml
 from tulle.control.admission import Review, refused, respond
 
 SOURCE = "<admission>"
@@ -29,6 +41,46 @@ SOURCE = "<admission>"
 def finding_text(finding: Finding) -> str:
     """``tulle validate``'s line for ``finding`` without ``FILE:LINE: ``."""
     return finding.format().split(": ", 1)[1]
+
+
+class _Everything(set[str]):
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+class _AllSubsets(dict[str, set[str]]):
+    def get(self, key: str, default: Any = None) -> set[str]:
+        return _Everything()
+
+
+class _OpenContext(Context):
+    """The checks' context with every host and every subset defined."""
+
+    def __init__(self, loaded: list[Loaded], known_hosts: Iterable[str] = ()) -> None:
+        super().__init__(loaded, known_hosts)
+        self.subsets = _AllSubsets()
+
+    def is_known(self, host: str) -> bool:
+        return True
+
+
+def own_errors(text: str, known_hosts: Iterable[str]) -> tuple[list[Finding], list[Finding]]:
+    """``tulle validate``'s findings for ``text``, split: the errors that are wrong whatever
+    other resources exist, and the rest (warnings, and errors another resource could fix)."""
+    documents, parsing = parse_yaml(text, SOURCE)
+    hosts = set(known_hosts)
+    everything = validate_documents(documents, parsing, hosts).findings
+    loaded, schema = load_documents(documents)
+    context = _OpenContext(loaded, hosts)
+    own = {*parsing, *schema, *(finding for check in CHECKS for finding in check(context))}
+    errors = [f for f in everything if f.severity is Severity.ERROR and f in own]
+    return errors, [f for f in everything if f not in errors]
+
+
+def _warning(finding: Finding) -> str:
+    if finding.severity is Severity.ERROR:
+        return f"{finding_text(finding)} (admitted: another resource may define it)"
+    return finding_text(finding)
 
 
 class Validator:
@@ -59,9 +111,8 @@ class Validator:
         if isinstance(metadata, dict) and review.namespace and not metadata.get("namespace"):
             metadata["namespace"] = review.namespace
         text = yaml.safe_dump(obj, sort_keys=False)
-        validation = validate_text(text, SOURCE, self.known_hosts())
-        errors = [f for f in validation.findings if f.severity is Severity.ERROR]
-        warnings = [finding_text(f) for f in validation.findings if f not in errors]
+        errors, others = own_errors(text, self.known_hosts())
+        warnings = [_warning(finding) for finding in others]
         if errors:
             lines = "\n".join(finding_text(f) for f in errors)
             count = f"{len(errors)} error{'s' if len(errors) != 1 else ''}"

@@ -353,7 +353,12 @@ class ControlPlane:
         from tulle.control.webhook import WebhookServer  # noqa: PLC0415
 
         assert self.ca is not None
-        self.webhooks = WebhookServer(options, self.ca, self.state_dir, self.known_hosts)
+        self.webhooks = WebhookServer(
+            options,
+            self.ca,
+            self.state_dir,
+            lambda: self.known_hosts() | set(self._model().services),
+        )
         await self.webhooks.start()
         if self.registry_kind == "kubernetes":
             from tulle.kube.webhooks import CaBundleKeeper  # noqa: PLC0415
