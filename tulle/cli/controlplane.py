@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 if TYPE_CHECKING:
+    from tulle.control.admission import Review
     from tulle.control.app import ControlPlane
     from tulle.control.serving import PluginCa
     from tulle.control.webhook import WebhookOptions
+    from tulle.inject import MeshSettings
 
 
 def controlplane(
@@ -157,9 +160,12 @@ async def _run(plane: ControlPlane) -> None:
 def _webhook_options(
     port: int, address: str, namespace: str, assigned: list[str]
 ) -> WebhookOptions:
-    """The webhooks' options; exit 2 naming the option that is wrong."""
-    from tulle.control.webhook import WebhookOptions, default_settings
+    """The webhooks' options; exit 2 naming the option that is wrong. The sidecars injected
+    reach the control plane at its Service's secure xDS port unless ``xds_address`` is set."""
+    from tulle.control.webhook import WebhookOptions
+    from tulle.inject import MeshSettings
     from tulle.inject.settings import SettingsError
+    from tulle.kube.install.names import CONTROL_PLANE, XDS_PORT
 
     if not 0 <= port <= 65535:
         typer.echo(f"error: --webhook-port: {port} is not a port (0-65535)", err=True)
@@ -172,9 +178,33 @@ def _webhook_options(
             raise typer.Exit(2)
         assignments[name] = value
     try:
-        settings = default_settings(namespace).replace(assignments)
+        default = MeshSettings(xds_address=f"{CONTROL_PLANE}.{namespace}.svc:{XDS_PORT}")
+        settings = default.replace(assignments)
         settings.check()
     except SettingsError as error:
         typer.echo(f"error: --inject-set: {error}", err=True)
         raise typer.Exit(2) from None
-    return WebhookOptions(port, address, namespace, settings=settings)
+    injector = functools.partial(_inject, settings, namespace)
+    return WebhookOptions(
+        port, injector, address, namespace, cluster_domain=settings.cluster_domain
+    )
+
+
+def _inject(settings: MeshSettings, namespace: str, review: Review) -> dict[str, Any]:
+    """``/inject``: the injector's decision (tulle.inject) in the AdmissionReview envelope
+    (tulle.control)."""
+    from tulle.control.admission import respond
+    from tulle.inject.admission import admit_pod
+
+    decision = admit_pod(
+        review.operation, review.group, review.kind, review.namespace, review.object,
+        settings, namespace,
+    )  # fmt: skip
+    return respond(
+        review.uid,
+        decision.allowed,
+        decision.message,
+        patch=list(decision.patch),
+        warnings=decision.warnings,
+        code=decision.code,
+    )

@@ -2,10 +2,10 @@
 document out (the listener is :mod:`tulle.control.webhook`).
 
 ``/inject`` (mutating) answers a Pod's creation with the JSON Patch from the pod the API server
-has to what ``tulle inject`` makes of it: the same pure function (:func:`tulle.inject.inject`)
-and its patch function (:func:`tulle.inject.json_patch`), with the mesh settings the control
-plane was started with. ``/validate`` (:mod:`tulle.control.admission_validate`) refuses a config
-resource that ``tulle validate`` would refuse.
+has to what ``tulle inject`` makes of it (:func:`tulle.inject.admission.admit_pod`, which the
+CLI hands the control plane: the parts of layer 4 do not import each other). ``/validate``
+(:mod:`tulle.control.admission_validate`) refuses a config resource that ``tulle validate``
+would refuse.
 
 The webhooks fail closed (``failurePolicy: Fail``): what cannot be processed is answered
 ``allowed: false`` with a message a person can act on. A body that is not an AdmissionReview at
@@ -20,16 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tulle.inject import InjectError, MeshSettings, inject, json_patch
-from tulle.inject.annotations import read_options
-from tulle.inject.pod import is_injected
-
 log = logging.getLogger(__name__)
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
-NEVER_INJECTED = "kube-system"
-"""Besides the control plane's own namespace."""
 
 
 class ReviewError(ValueError):
@@ -142,65 +136,4 @@ def answer(body: bytes, handler: Handler) -> dict[str, Any]:
         )
 
 
-class Injector:
-    """``/inject``: a Pod about to be created gets the sidecar (or the library settings)."""
-
-    def __init__(self, settings: MeshSettings, own_namespace: str) -> None:
-        self.settings = settings
-        self.excluded = {NEVER_INJECTED: "kube-system", own_namespace: "the control plane's own"}
-
-    def __call__(self, review: Review) -> dict[str, Any]:
-        if review.group or review.kind != "Pod" or review.operation != "CREATE":
-            what = f"{review.operation} of {review.group or 'core'}/{review.kind}"
-            message = f"not injected: the injector only handles Pod creation, not a {what}"
-            return respond(review.uid, True, message, warnings=[message])
-        pod = review.object
-        if not isinstance(pod, dict):
-            return refused(review, "request.object: the Pod is missing or not an object")
-        metadata = pod.get("metadata")
-        meta: dict[str, Any] = metadata if isinstance(metadata, dict) else {}
-        namespace = review.namespace or str(meta.get("namespace") or "")
-        if namespace in self.excluded:
-            message = (
-                f"not injected: namespace {namespace} is {self.excluded[namespace]} namespace, "
-                "which Tulle never injects (even when labelled tulle-injection=enabled)"
-            )
-            return respond(review.uid, True, message, warnings=[message])
-        name = f"Pod {namespace}/{meta.get('name') or meta.get('generateName') or '-'}"
-        try:
-            injection = inject(pod, self.settings)
-        except InjectError as error:
-            return refused(
-                review,
-                f"{name}: cannot inject the Tulle sidecar: {error}. Fix the pod (its "
-                "template), or opt it out with the label or annotation "
-                'sidecar.tulle.dev/inject: "false"',
-            )
-        warnings = [_without_object(warning) for warning in injection.warnings]
-        if not injection.injected:
-            message = f"{name}: not injected: {self._why_not(pod)}"
-            return respond(review.uid, True, message, warnings=[*warnings, message])
-        patch = json_patch(pod, injection.object)
-        return respond(review.uid, True, f"{name}: injected", patch=patch, warnings=warnings)
-
-    def _why_not(self, pod: dict[str, Any]) -> str:
-        metadata = pod.get("metadata") or {}
-        spec = pod.get("spec") or {}
-        if is_injected(metadata, spec):
-            return "it already carries the sidecar"
-        options = read_options(metadata, ("metadata",), self.settings)
-        if not options.inject:
-            return options.skip_reason or "opted out"
-        if spec.get("hostNetwork") is True:
-            return "it uses the host's network (spec.hostNetwork)"
-        return "nothing to inject"
-
-
-def _without_object(warning: str) -> str:
-    """The injector's warnings start with the object (``Pod -: ...``); the API server's pod has
-    no name yet, and kubectl shows which request a warning belongs to."""
-    head, sep, rest = warning.partition(": ")
-    return rest if sep and head.startswith("Pod ") else warning
-
-
-__all__ = ["Injector", "Review", "ReviewError", "answer", "parse_review", "respond"]
+__all__ = ["Handler", "Review", "ReviewError", "answer", "parse_review", "refused", "respond"]

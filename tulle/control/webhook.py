@@ -18,14 +18,13 @@ import ipaddress
 import logging
 import ssl
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from tulle.control.admission import Handler, Injector, ReviewError, answer
+from tulle.control.admission import Handler, ReviewError, answer
 from tulle.control.admission_validate import Validator
 from tulle.control.serving import ServingCertificate
-from tulle.inject import MeshSettings
-from tulle.kube.install.names import CONTROL_PLANE, INJECT_PATH, VALIDATE_PATH, XDS_PORT
+from tulle.kube.install.names import CONTROL_PLANE, INJECT_PATH, VALIDATE_PATH
 from tulle.security.ca import CertificateAuthority
 from tulle.security.files import PUBLIC_FILE_MODE, private_directory, write_atomically
 from tulle.transport.http_server import (
@@ -49,27 +48,23 @@ reissues it at once)."""
 WEBHOOK_DIRECTORY = "webhook"
 
 
-def default_settings(namespace: str) -> MeshSettings:
-    """The injection settings of a control plane in ``namespace``: the sidecars reach it at its
-    Service's secure xDS port."""
-    return MeshSettings(xds_address=f"{CONTROL_PLANE}.{namespace}.svc:{XDS_PORT}")
-
-
 @dataclass(frozen=True)
 class WebhookOptions:
     """Where the webhooks listen, the namespace and Service the control plane runs as (the
-    certificate's names; never injected), and what injection adds."""
+    certificate's names), and the injector: :func:`tulle.inject.admission.admit_pod` with the
+    mesh settings, wrapped by the CLI (the parts of layer 4 do not import each other)."""
 
     port: int
+    injector: Handler
     address: str = "127.0.0.1"
     namespace: str = "tulle-system"
     service: str = CONTROL_PLANE
-    settings: MeshSettings = field(default_factory=MeshSettings)
+    cluster_domain: str = "cluster.local"
 
     def dns_names(self) -> list[str]:
         """The names the API server reaches the webhook Service by."""
         base = f"{self.service}.{self.namespace}.svc"
-        return [base, f"{base}.{self.settings.cluster_domain}"]
+        return [base, f"{base}.{self.cluster_domain}"]
 
 
 def _is_unspecified(address: str) -> bool:
@@ -95,7 +90,7 @@ class WebhookServer:
             hosts.append(options.address)
         self.certificate = ServingCertificate(ca, hosts)
         self.directory = state_dir / WEBHOOK_DIRECTORY
-        self.injector = Injector(options.settings, options.namespace)
+        self.injector = options.injector
         self.validator = Validator(known_hosts)
         self.port = options.port
         self._tls: ssl.SSLContext | None = None
