@@ -31,6 +31,8 @@ from tests.e2e.conftest import (
     wait_until,
 )
 from tests.kube.kmock_server import KubeApi
+from tulle.api.kinds import KINDS
+from tulle.kube.install.crds import crd
 
 NS = "kube-registry"
 HOST = f"web.{NS}.svc.cluster.local"
@@ -174,6 +176,8 @@ def mesh(kube_api: KubeApi, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         pod("library-pod", "v1", "meshed", metadata={"annotations": {"tulle.dev/mesh": "library"}}),
         meshed_slice,
     )  # fmt: skip
+    # The config kinds' CRDs exist before the control plane starts, as after tulle install.
+    apply(env, *(crd(model) for model in KINDS))
     config = root / "config"
     config.mkdir()
     plane = start_control_plane(
@@ -192,6 +196,7 @@ def mesh(kube_api: KubeApi, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             env, "delete", "--ignore-not-found", "-n", NS, "endpointslices", "web-1", "meshed-1"
         )
         kubectl(env, "delete", "--ignore-not-found", "-n", NS, "services", "web", "meshed")
+        kubectl(env, "delete", "--ignore-not-found", "-n", NS, "virtualservices", "web")
 
 
 def test_traffic_reaches_the_backends_the_endpointslice_names(mesh: Mesh) -> None:
@@ -318,3 +323,62 @@ def test_the_registry_status_and_bookmarks(mesh: Mesh) -> None:
     status = mesh.registry()["kubernetes"]
     assert status["server"] == mesh.kube.url
     assert all(kind["synced"] for kind in status["kinds"].values())
+
+
+def virtual_service(abort_status: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "web", "namespace": NS},
+        "spec": {
+            "hosts": [HOST],
+            "http": [{
+                "fault": {"abort": {"httpStatus": abort_status, "percentage": {"value": 100}}},
+                "route": [{"destination": {"host": HOST}}],
+            }],
+        },
+    }  # fmt: skip
+
+
+def accepted(mesh: Mesh) -> dict[str, Any] | None:
+    """The VirtualService's Accepted condition, once the control plane wrote one."""
+    obj = json.loads(kubectl(mesh.env, "get", "virtualservice", "web", "-n", NS, "-o", "json"))
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return conditions[0] if conditions else None
+
+
+def statuses(mesh: Mesh, count: int) -> set[int]:
+    with mesh.sidecar.client() as client:
+        return {client.get(URL).status_code for _ in range(count)}
+
+
+def test_a_virtualservice_from_the_cluster_routes_and_an_invalid_one_keeps_the_last_good(
+    mesh: Mesh,
+) -> None:
+    mesh.slice(endpoint("a"))
+    wait_until(lambda: mesh.only("a"), timeout=30)
+    apply(mesh.env, virtual_service(418))
+    wait_until(lambda: statuses(mesh, 5) == {418}, timeout=30)
+    wait_until(lambda: (accepted(mesh) or {}).get("status") == "True", timeout=30)
+    # A broken version: refused, with the same finding tulle validate prints, in .status and
+    # as an Event; the last good version stays in force.
+    apply(mesh.env, virtual_service(1000))
+    wait_until(lambda: (accepted(mesh) or {}).get("status") == "False", timeout=30)
+    condition = accepted(mesh)
+    assert condition is not None
+    assert condition["reason"] == "Invalid"
+    assert (
+        f"kubernetes:VirtualService/{NS}/web:1: ERROR VirtualService {NS}/web: "
+        "spec.http[0].fault.abort.httpStatus: must be less than or equal to 599, got 1000"
+    ) in condition["message"]
+    events = json.loads(kubectl(mesh.env, "get", "events", "-n", NS, "-o", "json"))["items"]
+    rejected = [
+        e for e in events if e["involvedObject"]["name"] == "web" and e["reason"] == "Rejected"
+    ]
+    assert rejected
+    assert rejected[-1]["type"] == "Warning"
+    assert rejected[-1]["involvedObject"]["kind"] == "VirtualService"
+    assert "httpStatus" in rejected[-1]["message"]
+    assert statuses(mesh, 20) == {418}
+    # Deleted from the cluster: gone from the mesh.
+    kubectl(mesh.env, "delete", "virtualservice", "web", "-n", NS)
+    wait_until(lambda: mesh.only("a"), timeout=30)

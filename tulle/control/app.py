@@ -49,6 +49,7 @@ from tulle.xds.server import AdsServer, Connection, start_server
 from tulle.xds.types import SECRET
 
 if TYPE_CHECKING:
+    from tulle.control.kube_config import KubernetesConfig
     from tulle.control.kube_registry import KubernetesRegistry
     from tulle.control.webhook import WebhookOptions, WebhookServer
     from tulle.kube.webhooks import CaBundleKeeper
@@ -100,6 +101,7 @@ class ControlPlane:
         )
         self.registry_kind, self.kubeconfig, self.kube_context = registry, kubeconfig, kube_context
         self.kube: KubernetesRegistry | None = None  # --registry kubernetes, once started
+        self.kube_config: KubernetesConfig | None = None  # and the cluster's config
         self._kube_tasks: set[asyncio.Task[None]] = set()
         self.webhook_options = webhook
         self.webhooks: WebhookServer | None = None  # --webhook-port, once started
@@ -264,9 +266,13 @@ class ControlPlane:
         """``--registry kubernetes``: watch the cluster and wait (a while) for its first full
         read, so the config is validated against the cluster's services."""
         # lightkube (and its HTTP client) load only with --registry kubernetes.
+        from tulle.control.kube_config import KubernetesConfig  # noqa: PLC0415
         from tulle.control.kube_registry import KubernetesRegistry  # noqa: PLC0415
 
         self.kube = kube = KubernetesRegistry(self.kubeconfig, self.kube_context)
+        self.kube_config = cluster_config = KubernetesConfig(kube.client)
+        cluster_config.on_update = self._cluster_config_updated
+        cluster_config.start()
         first = asyncio.Event()
         kube.on_update = first.set
         kube.start()
@@ -285,6 +291,23 @@ class ControlPlane:
         task = asyncio.create_task(self._take_kube_update())
         self._kube_tasks.add(task)
         task.add_done_callback(self._kube_tasks.discard)
+
+    def _cluster_config_updated(self) -> None:
+        """The cluster's config resources changed (a burst of them): judge them as one change."""
+        task = asyncio.create_task(self._take_cluster_config())
+        self._kube_tasks.add(task)
+        task.add_done_callback(self._kube_tasks.discard)
+
+    async def _take_cluster_config(self) -> None:
+        assert self.kube_config is not None
+        documents = self.kube_config.take()
+        if documents is None:
+            return
+        result = await self._change(self.config.set_cluster, documents)
+        if result.changed:
+            log.info("config from the cluster changed; pushing")
+            self.changed()
+        await self.kube_config.report(result)
 
     async def _take_kube_update(self) -> None:
         if await self._change(self._kube_take):
@@ -388,6 +411,8 @@ class ControlPlane:
 
     async def stop(self, grace: float = 1.0) -> None:
         """Stop serving, let a change in progress finish, and close the store."""
+        if self.kube_config is not None:
+            await self.kube_config.stop()
         if self.kube is not None:
             await self.kube.stop()
         if self.ca_bundle is not None:

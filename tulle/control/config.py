@@ -1,6 +1,11 @@
-"""Config sources: files and directories given with ``-f`` (watched) and resources applied over
-the API (kept in the state store). Every change is validated against everything else; a change
-with an error is refused whole and the last good config stays in force."""
+"""Config sources: files and directories given with ``-f`` (watched), resources applied over
+the API (kept in the state store) and, with ``--registry kubernetes``, custom resources of the
+cluster. Every change is validated against everything else; a change with an error is refused
+whole and the last good config stays in force. The cluster's resources are judged one by one
+(a resource's last good version stays in force while its new one is refused), because they
+change independently and each has a ``.status`` to say why.
+
+Precedence for one ``(kind, namespace, name)``: applied over the cluster's over files'."""
 
 from __future__ import annotations
 
@@ -46,6 +51,16 @@ class ChangeResult:
     deleted: tuple[ResourceKey, ...] = ()
 
 
+@dataclass(frozen=True)
+class ClusterResult:
+    """The outcome of an update of the cluster's resources: whether the config in force
+    changed, and the findings of each accepted and each refused resource."""
+
+    changed: bool
+    accepted: dict[ResourceKey, tuple[Finding, ...]]
+    refused: dict[ResourceKey, tuple[Finding, ...]]
+
+
 def _fingerprint(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
     entries = []
     for root in paths:
@@ -70,6 +85,8 @@ class ConfigSources:
     file_documents: list[Document] = field(default_factory=list)
     file_findings: tuple[Finding, ...] = ()
     validation: Validation | None = None
+    cluster_documents: dict[ResourceKey, Document] = field(default_factory=dict)
+    """The cluster's resources in force: each one's last good version."""
     _fingerprint: tuple[tuple[str, int, int], ...] = ()
 
     def applied_documents(self) -> list[Document]:
@@ -78,9 +95,74 @@ class ConfigSources:
             Document(file=APPLIED, line=1, data=data) for data in self.store.resources().values()
         ]
 
-    def _combine(self, files: list[Document], applied: list[Document]) -> list[Document]:
+    def _combine(
+        self,
+        files: list[Document],
+        applied: list[Document],
+        cluster: dict[ResourceKey, Document] | None = None,
+    ) -> list[Document]:
+        cluster_docs = list((self.cluster_documents if cluster is None else cluster).values())
         overridden = {key_of(d.data) for d in applied}
-        return [d for d in files if key_of(d.data) not in overridden] + applied
+        below = {key_of(d.data) for d in cluster_docs} | overridden
+        return (
+            [d for d in files if key_of(d.data) not in below]
+            + [d for d in cluster_docs if key_of(d.data) not in overridden]
+            + applied
+        )
+
+    def set_cluster(self, incoming: dict[ResourceKey, Document]) -> ClusterResult:
+        """Take the cluster's resources as they are now. A new or changed resource that fails
+        validation (or makes another fail) is refused and its last good version, if any,
+        stays in force; a resource that did not change is never dropped for another's
+        change. A deletion is taken as it is, unless it breaks what remains: then nothing of
+        this update is taken."""
+        good = self.cluster_documents
+        candidate = dict(incoming)
+        changes = {k for k, d in incoming.items() if k not in good or good[k].data != d.data}
+        refused: dict[ResourceKey, tuple[Finding, ...]] = {}
+        applied = self.applied_documents()
+        result = self._validate(self._combine(self.file_documents, applied, candidate))
+        while not result.ok:
+            files = {d.file: k for k, d in candidate.items()}
+            errors: dict[ResourceKey, list[Finding]] = {}
+            first: Finding | None = None
+            for finding in result.findings:
+                if finding.severity is Severity.ERROR:
+                    first = first or finding
+                    key = files.get(finding.file)
+                    if key is not None:
+                        errors.setdefault(key, []).append(finding)
+            culprits = {k for k in errors if k in changes and k not in refused}
+            if not culprits:  # unchanged resources broke: every change not yet refused is
+                culprits = changes - refused.keys()  # suspect
+            if not culprits or first is None:
+                log.error(
+                    "cluster config not taken, the last good stays: %s",
+                    first.format() if first is not None else "?",
+                )
+                return ClusterResult(False, {}, {})
+            for key in culprits:
+                document = incoming[key]
+                refused[key] = tuple(errors.get(key, ())) or (
+                    Finding(
+                        document.file, 1, Severity.ERROR, *key, "-",
+                        f"refused: with it, {first.format()}",
+                    ),
+                )  # fmt: skip
+                if key in good:
+                    candidate[key] = good[key]  # the last good version stays in force
+                else:
+                    candidate.pop(key, None)
+            result = self._validate(self._combine(self.file_documents, applied, candidate))
+        accepted = {
+            key: tuple(f for f in result.findings if f.file == document.file)
+            for key, document in incoming.items()
+            if key not in refused
+        }
+        changed = {k: d.data for k, d in candidate.items()} != {k: d.data for k, d in good.items()}
+        self.cluster_documents = candidate
+        self.validation = result
+        return ClusterResult(changed, accepted, refused)
 
     def _validate(self, documents: list[Document], earlier: Iterable[Finding] = ()) -> Validation:
         return validate_documents(documents, earlier, known_hosts=self.known_hosts())
@@ -191,5 +273,6 @@ class ConfigSources:
             key = key_of(document.data)
             if key is not None:
                 found[key] = os.fspath(document.file)
+        found.update(dict.fromkeys(self.cluster_documents, "kubernetes"))
         found.update(dict.fromkeys(self.store.resources(), "applied"))
         return found

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,11 @@ import httpx2
 from lightkube import AsyncClient, ConfigError, KubeConfig
 from lightkube.core import resource as lightkube_resource
 from lightkube.core.generic_client import GenericAsyncClient
-from lightkube.resources.core_v1 import Namespace, Node, Pod, Service
+from lightkube.models.core_v1 import EventSource, ObjectReference
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Event, Namespace, Node, Pod, Service
 from lightkube.resources.discovery_v1 import EndpointSlice
+from lightkube.types import PatchType
 
 ALL_NAMESPACES = "*"  # lightkube's ``ALL_NS``: a cluster-wide list or watch
 LIST_PAGE = 500
@@ -172,6 +177,51 @@ class KubeClient:
                 yield event
         finally:
             await response.aclose()
+
+    async def patch_status(
+        self, kind: Kind, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        """Merge ``status`` into the object's ``.status`` (its status subresource)."""
+        status_resource = getattr(kind.resource, "Status", kind.resource)
+        await self._client.patch(
+            status_resource,
+            name,
+            {"status": status},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
+
+    async def create_event(
+        self, obj: dict[str, Any], kind: str, reason: str, message: str, component: str
+    ) -> None:
+        """An Event about ``obj`` (type ``kind``: Normal or Warning), as ``kubectl describe``
+        and ``kubectl get events`` show them."""
+        metadata = obj.get("metadata") or {}
+        namespace = metadata.get("namespace") or "default"
+        now = datetime.now(UTC)
+        event = Event(
+            # Named as client-go's event recorder names them: the object's name and the time.
+            metadata=ObjectMeta(
+                name=f"{metadata.get('name', 'object')}.{time.time_ns():x}", namespace=namespace
+            ),
+            involvedObject=ObjectReference(
+                apiVersion=obj.get("apiVersion"),
+                kind=obj.get("kind"),
+                name=metadata.get("name"),
+                namespace=namespace,
+                uid=metadata.get("uid"),
+                resourceVersion=metadata.get("resourceVersion"),
+            ),
+            type=kind,
+            reason=reason,
+            message=message[:1024],
+            source=EventSource(component=component),
+            firstTimestamp=now,
+            lastTimestamp=now,
+            count=1,
+            reportingComponent=component,
+        )
+        await self._client.create(event)
 
     async def close(self) -> None:
         """Close the HTTP connections."""
