@@ -77,7 +77,7 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
     root = tmp_path_factory.mktemp("webhook")
     config = root / "config"
     config.mkdir()
-    extra = ("--webhook-port", "0", "--namespace", NAMESPACE)
+    extra: tuple[str, ...] = ("--webhook-port", "0", "--namespace", NAMESPACE)
     extra += tuple(item for setting in SETTINGS for item in ("--inject-set", setting))
     plane = start_control_plane(root / "state", config, extra=extra)
     try:
@@ -324,7 +324,7 @@ def test_certificate_is_refused_without_the_mesh_root(webhook: Webhook) -> None:
         webhook.post("/inject", b"{}", name="tulle-controlplane.other.svc")
 
 
-BROKEN_VS = {
+BROKEN_VS: dict[str, Any] = {
     "apiVersion": "networking.istio.io/v1",
     "kind": "VirtualService",
     "metadata": {"name": "reviews", "namespace": "shop"},
@@ -445,3 +445,24 @@ def test_delete_and_unknown_kinds_are_allowed(webhook: Webhook) -> None:
     response = webhook.review("/validate", config_request(widget))
     assert response["allowed"] is True
     assert "Tulle does not know example.com/v1 Widget" in response["warnings"][0]
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (("--webhook-port", "0", "--inject-set", "proxy_uid=0"),
+         "error: --inject-set: proxy_uid: 0 is root"),
+        (("--webhook-port", "0", "--inject-set", "imagex=y"), "error: --inject-set: imagex: no such"),
+        (("--webhook-port", "0", "--namespace", "Tulle_System"), "error: --namespace: 'Tulle_System'"),
+        (("--inject-set", "image=x"), "error: --inject-set goes with --webhook-port"),
+    ],
+)  # fmt: skip
+def test_bad_webhook_options_stop_the_start(
+    args: tuple[str, ...], complaint: str, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [str(BIN / "tulle"), "controlplane", "--state-dir", str(tmp_path), *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert complaint in result.stderr

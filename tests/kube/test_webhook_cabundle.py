@@ -4,7 +4,8 @@ configurations written (as ``tulle install`` renders them, without a caBundle) a
 with the real ``kubectl``. One exists before the control plane starts, the other only after
 (the install applies the webhooks last): both get the bundle. The bundle read back verifies the
 webhook's own certificate for its Service name, as the API server does; a root rotation step
-(``tulle ca stage``) moves it; nothing else in the configurations changes."""
+(``tulle ca stage``) moves it, and the listener serves a new certificate at once (no
+restart); nothing else in the configurations changes."""
 
 from __future__ import annotations
 
@@ -79,6 +80,10 @@ class Plane:
         root = self.root
         return all(bundle == root for bundle in bundles(self.env).values())
 
+    def served_certificate(self) -> bytes:
+        """The webhook listener's certificate (PEM), as a handshake gets it now."""
+        return ssl.get_server_certificate(("127.0.0.1", self.webhook_port)).encode()
+
     def healthz_trusting(self, bundle: bytes) -> str:
         """GET /healthz of the webhooks trusting only ``bundle``, for the Service's name."""
         context = ssl.create_default_context(cadata=bundle.decode())
@@ -126,7 +131,7 @@ def test_both_configurations_get_the_root_bundle(plane: Plane) -> None:
 
 def test_a_root_rotation_moves_the_bundle(plane: Plane) -> None:
     wait_until(plane.has_root, timeout=60)
-    before = plane.root
+    before, served = plane.root, plane.served_certificate()
     staged = subprocess.run(
         [str(BIN / "tulle"), "ca", "stage", "--server", plane.plane.api,
          "--token", plane.plane.token],
@@ -138,3 +143,6 @@ def test_a_root_rotation_moves_the_bundle(plane: Plane) -> None:
     wait_until(plane.has_root, timeout=30)
     new = bundles(plane.env)["validatingwebhookconfiguration"]
     assert plane.healthz_trusting(new) == "ok\n"
+    # the listener took a certificate issued after the change, without a restart
+    assert plane.served_certificate() != served
+    assert plane.plane.proc.poll() is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -169,6 +170,9 @@ def _webhook_options(
 
     if not 0 <= port <= 65535:
         typer.echo(f"error: --webhook-port: {port} is not a port (0-65535)", err=True)
+        raise typer.Exit(2)
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", namespace):
+        typer.echo(f"error: --namespace: {namespace!r} is not a namespace name", err=True)
         raise typer.Exit(2)
     assignments = {}
     for text in assigned:
