@@ -185,8 +185,13 @@ class Mesh:
         return [json.loads(line) for line in proc.stdout.splitlines()]
 
     def server_modes(self) -> dict[str, str]:
+        """The modes grpcio's server stream was sent (the node's agent has a stream of its own,
+        for the trust bundle only, with no Listeners)."""
         for node in self.plane.proxy_status()["nodes"]:
-            if node["node"].startswith("proxyless~127.0.0.1~greeter-0.default~"):
+            if (
+                node["node"].startswith("proxyless~127.0.0.1~greeter-0.default~")
+                and node["serverMtls"]
+            ):
                 assert node["secure"] is True
                 return dict(node["serverMtls"])
         return {}
@@ -296,8 +301,13 @@ def test_calls_keep_succeeding_across_renewals(
         [TULLE, "proxy-status", "--server", mesh.plane.api, "--token", mesh.plane.token],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout  # fmt: skip
-    [row] = [line for line in shown.splitlines() if "greeter-0.default" in line]
+    # Two streams of the node: grpcio's server, and its agent's (the trust bundle only).
+    [row, agent] = sorted(
+        (line for line in shown.splitlines() if "greeter-0.default" in line),
+        key=lambda line: "(agent)" in line,
+    )
     assert row.rstrip().endswith(f"STRICT 127.0.0.1:{mesh.port}"), row
+    assert "proxyless (agent)" in agent, agent
 
 
 def test_a_plain_text_client_is_refused_by_the_strict_server(mesh: Mesh) -> None:

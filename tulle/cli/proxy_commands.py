@@ -57,7 +57,10 @@ def proxy_status(server: ServerOption = DEFAULT_SERVER, token: TokenOption = Non
         certificate = node.get("certificate")
         cells.append(certificate["notAfter"][:19] if certificate else "-")
         cells.append(_server_mtls(node.get("serverMtls")))
-        table.add_row(node["node"], node["mode"], *cells)
+        mode = node["mode"]
+        if node["types"] and set(node["types"]) <= {"secrets"}:
+            mode += " (agent)"  # a tulle agent's stream: the trust bundle (ROOTCA) only
+        table.add_row(node["node"], mode, *cells)
     Console(width=250).print(table)
     for line in nacks:
         typer.echo(f"NACK {line}")
