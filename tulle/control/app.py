@@ -28,7 +28,7 @@ from tulle.control.bodies import MAX_APPLY_BYTES
 from tulle.control.certificates import CertificateService
 from tulle.control.config import ChangeResult, ConfigSources
 from tulle.control.issued import ISSUED_FILE
-from tulle.control.node_auth import NodeAuthorizer
+from tulle.control.node_auth import NodeAuthorizer, ReplicaTokens
 from tulle.control.registry import Endpoint, LocalRegistry
 from tulle.control.rotation import RootRotation
 from tulle.control.serving import (
@@ -109,7 +109,11 @@ class ControlPlane:
         self.config = ConfigSources(list(paths), self.store, known_hosts=self.known_hosts)
         self.translator = Translator()
         self.tokens = BootstrapTokens(state_dir)
-        self.ads = AdsServer(self, NodeAuthorizer(self.tokens, insecure_xds))
+        # Who a workload's credential proves it is, for the CA and xDS: bootstrap tokens, and
+        # with --registry kubernetes service-account tokens too (set in _start_kube).
+        self.workloads: ReplicaTokens = self.tokens
+        self.node_auth = NodeAuthorizer(self.tokens, insecure_xds)
+        self.ads = AdsServer(self, self.node_auth)
         self.snapshot: Snapshot = build_snapshot(0, build_model(()), ())
         self._changed = asyncio.Event()
         self._changes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tulle-changes")
@@ -266,10 +270,13 @@ class ControlPlane:
         """``--registry kubernetes``: watch the cluster and wait (a while) for its first full
         read, so the config is validated against the cluster's services."""
         # lightkube (and its HTTP client) load only with --registry kubernetes.
+        from tulle.control import kube_identity  # noqa: PLC0415
         from tulle.control.kube_config import KubernetesConfig  # noqa: PLC0415
         from tulle.control.kube_registry import KubernetesRegistry  # noqa: PLC0415
 
         self.kube = kube = KubernetesRegistry(self.kubeconfig, self.kube_context)
+        self.workloads = kube_identity.connect(self.tokens, self.kubeconfig, self.kube_context)
+        self.node_auth.tokens = self.workloads
         self.kube_config = cluster_config = KubernetesConfig(kube.client)
         cluster_config.on_update = self._cluster_config_updated
         cluster_config.start()
@@ -332,7 +339,7 @@ class ControlPlane:
         tokens = self.tokens
         self.signing = signing = CertificateService(
             self.ca,
-            tokens,
+            self.workloads,
             lambda: self._model().settings.workload_certificate_lifetime,
             self.metrics,
             self.state_dir / ISSUED_FILE,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -114,9 +114,10 @@ class Connection:
     secure: bool = False  # over TLS, as a node that proved who it is
 
 
-Authorize = Callable[[NodeInfo, Mapping[str, str], bool], str | None]
+Authorize = Callable[[NodeInfo, Mapping[str, str], bool], str | Awaitable[str | None] | None]
 """Whether a stream may subscribe as a node: the node (from its first request), the call's
-metadata, and whether the connection is TLS; None admits it, a text refuses it and says why."""
+metadata, and whether the connection is TLS; None admits it, a text refuses it and says why
+(or an awaitable of either, for a check that waits on something, such as a TokenReview)."""
 
 
 class AdsServer:
@@ -201,7 +202,7 @@ class AdsServer:
                     return
                 if connection is None:
                     connection = _connect(node_id, context.peer(), writer)
-                    refusal = self._refusal(connection, context)
+                    refusal = await self._refusal(connection, context)
                     if refusal is not None:
                         log.warning("ADS stream from %s refused: %s", context.peer(), refusal)
                         await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
@@ -213,14 +214,19 @@ class AdsServer:
             writer.cancel()
             self._forget(key)
 
-    def _refusal(self, connection: Connection, context: grpc.aio.ServicerContext) -> str | None:
+    async def _refusal(
+        self, connection: Connection, context: grpc.aio.ServicerContext
+    ) -> str | None:
         """Why this stream may not subscribe as its node (None: it may)."""
         if self.authorize is None:
             return None
         metadata = {key: str(value) for key, value in context.invocation_metadata() or ()}
         secure = context.auth_context().get("transport_security_type") == [b"ssl"]
         connection.secure = secure
-        return self.authorize(connection.node, metadata, secure)
+        refusal = self.authorize(connection.node, metadata, secure)
+        if refusal is None or isinstance(refusal, str):
+            return refusal
+        return await refusal
 
     def _parse(self, data: bytes) -> tuple[Request, str]:
         """A DiscoveryRequest's values, and the node id it names (only the first one must);
