@@ -210,3 +210,36 @@ def test_an_address_in_two_slices_counts_once_healthy_if_either_says_so() -> Non
         ("10.0.0.1", True),
         ("10.0.0.2", True),
     ]
+
+
+def test_an_unchanged_slice_keeps_its_registrations_and_a_changed_pod_remaps_its_slice() -> None:
+    from tulle.kube.registry import KubeRegistry
+
+    registry = KubeRegistry(source=None, on_update=lambda update: None)  # type: ignore[arg-type]
+    service = {
+        **_service(),
+        "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "1"},
+    }
+    pods = {
+        ("shop", f"web-{i}"): {**_pod(f"web-{i}"), "metadata": {
+            "name": f"web-{i}", "namespace": "shop", "resourceVersion": "2", "labels": {"v": "1"}}}
+        for i in (1, 2)
+    }  # fmt: skip
+    slices = {}
+    for i in (1, 2):
+        slice_ = _slice(_endpoint(f"10.0.0.{i}", f"web-{i}"))
+        slice_["metadata"] = {**slice_["metadata"], "name": f"web-{i}", "resourceVersion": "3"}
+        slices[("shop", f"web-{i}")] = slice_
+    registry.watchers["Service"].objects = {("shop", "web"): service}
+    registry.watchers["Pod"].objects = pods
+    registry.watchers["EndpointSlice"].objects = slices
+    first = {r["address"]: r for r in registry.update().registrations}
+    again = {r["address"]: r for r in registry.update().registrations}
+    assert all(again[a] is first[a] for a in first)  # the same objects: nothing re-checked
+    changed = {**pods[("shop", "web-2")]}
+    changed["metadata"] = {**changed["metadata"], "resourceVersion": "9", "labels": {"v": "2"}}
+    registry.watchers["Pod"].objects = {**pods, ("shop", "web-2"): changed}
+    third = {r["address"]: r for r in registry.update().registrations}
+    assert third["10.0.0.1"] is first["10.0.0.1"]
+    assert third["10.0.0.2"] is not first["10.0.0.2"]
+    assert third["10.0.0.2"]["labels"] == {"v": "2"}

@@ -322,9 +322,11 @@ class ControlPlane:
 
     def _kube_take(self) -> bool:
         assert self.kube is not None
+        hosts = self.kube.hosts()
         if not self.kube.take():
             return False
-        self.config.revalidate()
+        if self.kube.hosts() != hosts:  # config is checked against the hosts, nothing else
+            self.config.revalidate()
         return True
 
     async def start(self) -> None:

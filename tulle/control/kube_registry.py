@@ -32,6 +32,7 @@ class KubernetesRegistry:
         self._services: tuple[Service, ...] = ()
         self._pending: RegistryUpdate | None = None
         self._refused: set[str] = set()
+        self._checked: dict[int, tuple[dict[str, Any], Endpoint]] = {}
         self.on_update: Any = None  # set by the control plane: called on the loop per update
 
     def _updated(self, update: RegistryUpdate) -> None:
@@ -46,14 +47,25 @@ class KubernetesRegistry:
         if update is None:
             return False
         endpoints = []
+        checked: dict[int, tuple[dict[str, Any], Endpoint]] = {}
         for registration in update.registrations:
+            # tulle.kube hands an unchanged slice's registrations over as the same objects:
+            # those were checked already.
+            earlier = self._checked.get(id(registration))
+            if earlier is not None and earlier[0] is registration:
+                endpoints.append(earlier[1])
+                checked[id(registration)] = earlier
+                continue
             try:
-                endpoints.append(endpoint_from_dict(registration))
+                endpoint = endpoint_from_dict(registration)
+                endpoints.append(endpoint)
+                checked[id(registration)] = (registration, endpoint)
             except RegistrationError as error:
                 reason = f"{registration.get('service')} {registration.get('address')}: {error}"
                 if reason not in self._refused:
                     self._refused.add(reason)
                     log.warning("Kubernetes endpoint left out: %s", reason)
+        self._checked = checked
         self._endpoints, self._services = tuple(endpoints), update.services
         return True
 

@@ -17,7 +17,7 @@ Nothing above tulle.kube sees a Kubernetes field name: the control plane reads t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,12 +227,47 @@ def endpoints_of(slice_: Mapping[str, Any], cluster: Cluster) -> list[dict[str, 
     return found
 
 
-def registrations(slices: Iterable[Mapping[str, Any]], cluster: Cluster) -> list[dict[str, Any]]:
+def _version(obj: Mapping[str, Any] | None) -> str | None:
+    return _dict(_dict(obj).get("metadata")).get("resourceVersion") if obj else None
+
+
+def slice_inputs(slice_: Mapping[str, Any], cluster: Cluster) -> tuple[Any, ...] | None:
+    """The resourceVersions of everything :func:`endpoints_of` reads for ``slice_`` (the slice,
+    its Service, its endpoints' Pods and Nodes): equal inputs, equal endpoints. None when an
+    object has no resourceVersion (then nothing can be reused)."""
+    metadata = _dict(slice_.get("metadata"))
+    namespace = metadata.get("namespace") or "default"
+    service_name = _str_map(metadata.get("labels")).get(SERVICE_NAME_LABEL)
+    versions: list[Any] = [_version(slice_)]
+    versions.append(_version(cluster.services.get((namespace, service_name or ""))))
+    for raw_endpoint in _list(slice_.get("endpoints")):
+        endpoint = _dict(raw_endpoint)
+        target = _dict(endpoint.get("targetRef"))
+        if target.get("kind") == "Pod" and isinstance(target.get("name"), str):
+            pod = cluster.pods.get((target.get("namespace") or namespace, target["name"]))
+            versions.append(_version(pod) if pod else "-")
+            node_name = endpoint.get("nodeName") or _dict(_dict(pod).get("spec")).get("nodeName")
+        else:
+            node_name = endpoint.get("nodeName")
+        node = cluster.nodes.get(node_name) if isinstance(node_name, str) else None
+        versions.append(_version(node) if node else "-")
+    if versions[0] is None:
+        return None
+    return tuple(versions)
+
+
+def registrations(
+    slices: Iterable[Mapping[str, Any]],
+    cluster: Cluster,
+    mapped: Callable[[Mapping[str, Any]], list[dict[str, Any]]] | None = None,
+) -> list[dict[str, Any]]:
     """Every endpoint registration of ``slices``; an address and port that two slices of one
-    service both list (as during a slice's hand-over) counts once, healthy if either says so."""
+    service both list (as during a slice's hand-over) counts once, healthy if either says so.
+    ``mapped`` maps one slice (by default :func:`endpoints_of`; a cache may stand in)."""
     merged: dict[tuple[str, str, int], dict[str, Any]] = {}
     for slice_ in slices:
-        for registration in endpoints_of(slice_, cluster):
+        found = mapped(slice_) if mapped is not None else endpoints_of(slice_, cluster)
+        for registration in found:
             key = (registration["service"], registration["address"], registration["port"])
             earlier = merged.get(key)
             if earlier is None or (registration["healthy"] and not earlier["healthy"]):

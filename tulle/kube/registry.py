@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from tulle.kube.client import (
     KubeClient,
     load_config,
 )
-from tulle.kube.mapping import Cluster, registrations, service_of
+from tulle.kube.mapping import Cluster, endpoints_of, registrations, service_of, slice_inputs
 from tulle.kube.watch import Backoff, Coalescer, Source, Watcher
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class KubeRegistry:
         }
         self.updates = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._mapped: dict[int, tuple[Any, tuple[Any, ...] | None, list[dict[str, Any]]]] = {}
 
     @classmethod
     def connect(
@@ -92,11 +93,25 @@ class KubeRegistry:
             nodes={name: node for (_, name), node in self.watchers["Node"].objects.items()},
         )
         mapped = [service_of(obj) for obj in services.values()]
+        cache: dict[int, tuple[Any, tuple[Any, ...] | None, list[dict[str, Any]]]] = {}
+
+        def of_slice(slice_: Mapping[str, Any]) -> list[dict[str, Any]]:
+            # An unchanged slice (same inputs) keeps its registrations, the same objects, so
+            # the control plane need not check them again (see tulle.control.kube_registry).
+            inputs = slice_inputs(slice_, cluster)
+            earlier = self._mapped.get(id(slice_))
+            if inputs is not None and earlier and earlier[0] is slice_ and earlier[1] == inputs:
+                found = earlier[2]
+            else:
+                found = endpoints_of(slice_, cluster)
+            cache[id(slice_)] = (slice_, inputs, found)
+            return found
+
+        found = registrations(self.watchers["EndpointSlice"].objects.values(), cluster, of_slice)
+        self._mapped = cache
         return RegistryUpdate(
             services=tuple(sorted((s for s in mapped if s is not None), key=lambda s: s.host)),
-            registrations=tuple(
-                registrations(self.watchers["EndpointSlice"].objects.values(), cluster)
-            ),
+            registrations=tuple(found),
             namespaces=frozenset(name for _, name in self.watchers["Namespace"].objects),
         )
 
