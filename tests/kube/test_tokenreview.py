@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import subprocess
 import threading
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 from cryptography import x509
 from lightkube.models.authentication_v1 import TokenReviewStatus, UserInfo
 
-from tests.e2e.conftest import ControlPlane, _stop, start_control_plane
+from tests.e2e.conftest import BIN, ControlPlane, Sidecar, _stop, start_control_plane, wait_until
 from tests.kube.kmock_server import KubeApi
 from tests.kube.tokenreviews import TokenReviews
+from tests.security.test_tokens import project
 from tulle.kube.tokenreview import TokenRefused, TokenReviewer, account_of, token_expiry
 from tulle.security.renewal import CertificateKeeper
 from tulle.security.spiffe import SpiffeId
@@ -195,6 +198,44 @@ def test_xds_needs_the_token_of_the_nodes_pod(cluster: Cluster) -> None:
         )
 
     cluster.run(main())
+
+
+def test_an_injected_sidecar_uses_the_token_the_kubelet_projects(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A real ``tulle proxy`` with the arguments the injector gives it: its token file is the
+    kubelet's projected token (0644, in the kubelet's layout), which it accepts; it gets its
+    certificate and config from the control plane with it."""
+    token = cluster.reviews.token(NS, "web", pod="web-6")
+    path = project(tmp_path / "tokens", "tulle-token", token + "\n", 0o644)
+    node = f"sidecar~127.0.0.1~web-6.{NS}~{NS}.svc.cluster.local"
+    root = cluster.plane.state_dir / "root-cert.pem"
+    proc = subprocess.Popen(
+        [str(BIN / "tulle"), "proxy", "--xds", f"127.0.0.1:{cluster.plane.secure_xds_port}",
+         "--xds-root-cert", str(root), "--token-file", str(path), "--node-id", node,
+         "--admin-port", "0", "--admin-token-file", str(tmp_path / "admin-token"),
+         "--http-proxy-port", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert line.startswith("tulle proxy: admin"), line + proc.stderr.read()
+        admin = int(line.split("admin 127.0.0.1:")[1].split(",")[0])
+        sidecar = Sidecar(proc, admin, int(line.rsplit(":", 1)[1]), node)
+        wait_until(sidecar.ready, timeout=60)
+
+        def issued() -> dict[str, Any]:
+            status = httpx.get(
+                f"{cluster.plane.api}/api/v1/proxy-status", headers=cluster.plane.auth, timeout=10
+            ).json()
+            found = [n.get("certificate", {}) for n in status["nodes"] if n["node"] == node]
+            return found[0] if found else {}
+
+        wait_until(lambda: bool(issued()), timeout=30)
+        assert issued()["identity"] == f"spiffe://cluster.local/ns/{NS}/sa/web"
+    finally:
+        _stop(proc)
 
 
 # --- the reviewer's own rules ------------------------------------------------------------------

@@ -190,3 +190,39 @@ def test_an_existing_state_directory_keeps_its_mode(tmp_path):
     assert mode(path) == 0o600
     assert mode(path.parent) == 0o700
     assert all(mode(p) == 0o600 for p in state.iterdir() if p.is_file())
+
+
+def project(directory: Path, name: str, content: str, file_mode: int) -> Path:
+    """``name`` in ``directory`` as the kubelet's atomic writer projects a volume's file: the
+    data in a timestamped directory, ``..data`` a symlink to it, ``name`` a symlink into
+    ``..data``."""
+    directory.mkdir()
+    data = directory / "..2026_12_06_04_45_00.123456789"
+    data.mkdir()
+    (data / name).write_text(content)
+    (data / name).chmod(file_mode)
+    (directory / "..data").symlink_to(data.name)
+    (directory / name).symlink_to(f"..data/{name}")
+    return directory / name
+
+
+def test_the_kubelets_projected_token_may_be_readable_never_writable(tmp_path):
+    token = project(tmp_path / "tokens", "tulle-token", "header.claims.signature\n", 0o644)
+    assert read_token_file(token) == "header.claims.signature"
+    # The same file without the kubelet's layout is an ordinary token file: refused.
+    plain = tmp_path / "plain-token"
+    plain.write_text("header.claims.signature\n")
+    plain.chmod(0o644)
+    with pytest.raises(UnsafeFileError, match="readable by others"):
+        read_token_file(plain)
+    # A symlink named like the kubelet's, but no ..data beside it: not the kubelet's.
+    (tmp_path / "lookalike").mkdir()
+    (tmp_path / "lookalike" / "t").symlink_to(plain)
+    with pytest.raises(UnsafeFileError, match="readable by others"):
+        read_token_file(tmp_path / "lookalike" / "t")
+    writable = project(tmp_path / "writable", "tulle-token", "x.y.z\n", 0o666)
+    with pytest.raises(UnsafeFileError) as refused:
+        read_token_file(writable)
+    assert str(refused.value) == (
+        f"token file {writable} (projected by the kubelet) is writable by others (mode 0666)"
+    )

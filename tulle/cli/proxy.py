@@ -103,7 +103,10 @@ def proxy(
     ] = None,
     token_file: Annotated[
         str | None,
-        typer.Option(help="This replica's bootstrap token (0600), with --xds-root-cert."),
+        typer.Option(
+            help="This replica's token, with --xds-root-cert: a bootstrap token (0600), or on "
+            "Kubernetes the service-account token the kubelet projects (may be 0644)."
+        ),
     ] = None,
 ) -> None:
     """Run the sidecar proxy: config over ADS, the app's traffic through the engine."""

@@ -6,6 +6,15 @@ namespace and service account into a 0600 file it passes to the replica by path,
 the token's SHA-256 in a 0600 JSON file of the state directory, which the control plane re-reads
 when it changes. Kubernetes service-account tokens (TokenReview) will sit behind the same protocol.
 Refusal reasons never contain the credential.
+
+A token file must be private (0600), with one exception: the kubelet's projected
+service-account token (Kubernetes). The kubelet writes it 0644, owned by root, unless every
+container of the pod runs as one user, which an injected pod never does (``tulle-init`` runs as
+root, the sidecar as 1337); its mode is not the pod's to choose, and its readers are the pod's
+own containers. Such a file is recognised by the layout the kubelet's atomic writer gives every
+projected volume, which a file written by hand or by ``tulle up`` never has: the file is a
+symlink ``..data/<name>`` and its directory holds the ``..data`` symlink. It may be readable by
+others, never writable.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +35,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tulle.security.files import (
+    UnsafeFileError,
     check_private,
     create_exclusively,
     private_directory,
@@ -85,14 +96,44 @@ def bearer_token(authorization: str) -> str | None:
     return credential if scheme.lower() == "bearer" and credential else None
 
 
+KUBELET_DATA_LINK = "..data"
+
+
+def kubelet_projected(path: Path) -> bool:
+    """Whether ``path`` is a file of a volume the kubelet projects (its atomic writer's layout:
+    ``path`` a symlink to ``..data/<name>``, ``..data`` a symlink beside it)."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return False
+    return (
+        target == f"{KUBELET_DATA_LINK}/{path.name}"
+        and (path.parent / KUBELET_DATA_LINK).is_symlink()
+    )
+
+
+def check_token_file(path: Path) -> None:
+    """``UnsafeFileError`` when other users may read or write the token file ``path`` (a
+    kubelet-projected token may be readable by others, never writable)."""
+    if not kubelet_projected(path):
+        check_private(path, "token file")
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o022:
+        raise UnsafeFileError(
+            f"token file {path} (projected by the kubelet) is writable by others (mode {mode:04o})"
+        )
+
+
 def read_token_file(path: Path) -> str:
     """The token in ``path``, surrounding whitespace removed.
 
     ``TokenFileError`` when the file is missing or empty, ``UnsafeFileError`` (a
-    ``PermissionError``) when other users may read or write it.
+    ``PermissionError``) when other users may read or write it (only write, for the kubelet's
+    projected token: see the module's docstring).
     """
     try:
-        check_private(path, "token file")
+        check_token_file(path)
         token = path.read_text().strip()
     except FileNotFoundError:
         raise TokenFileError(f"token file {path} does not exist") from None
