@@ -111,6 +111,7 @@ class WebhookServer:
         """Listen (raises OSError for a port in use)."""
         self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._tls.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._tls.set_alpn_protocols(["http/1.1"])  # the API server's client offers h2 too
         self._load()
         self._server = await serve_http(
             self._handle,
