@@ -337,3 +337,10 @@ def test_an_install_into_a_builtin_namespace_leaves_that_namespace_alone():
     manifests = render(values_for("minimal", namespace="default"))
     assert by_kind(manifests, "Namespace") == []
     assert one(manifests, "Deployment")["metadata"]["namespace"] == "default"
+
+
+def test_the_docs_list_every_set_key():
+    docs = (ROOT / "docs" / "kubernetes.md").read_text()
+    section = docs[docs.index("## Installing") : docs.index("## Injecting the sidecar")]
+    for key in SET_KEYS:
+        assert f"`{key.key}`" in section, key.key
