@@ -95,6 +95,7 @@ bench: system-deps-bench $(COMPILED_STAMP)
 	PYTHONPATH=$(CURDIR)/$(COMPILED):$(CURDIR) $(BIN)/python -P -m benchmarks.proxy_inprocess
 	$(BIN)/python -m benchmarks.client_modes
 	$(BIN)/python -m benchmarks.ads_fanout --clients 1000 5000 10000
+	$(BIN)/python -m benchmarks.kube_registry --services 1000 --endpoints 10 --clients 1000
 
 # Each fuzz target (fuzz/, docs/fuzzing.md) for FUZZ_SECONDS, one after the other; prints the
 # executions of each; a failing input is saved under fuzz/crashes/<target>/. (`make test` runs

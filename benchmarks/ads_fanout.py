@@ -96,7 +96,10 @@ def start_control_plane(workdir: Path) -> tuple[subprocess.Popen[str], int, int]
 class Workers:
     """The worker processes holding the clients, and what they report."""
 
-    def __init__(self, port: int, count: int, processes: int, per_connection: int) -> None:
+    def __init__(
+        self, port: int, count: int, processes: int, per_connection: int, tracked: str = ""
+    ) -> None:
+        """``tracked``: the xDS type whose new versions count as an update (default: routes)."""
         context = multiprocessing.get_context("spawn")
         self.pipes: list[Pipe] = []
         self.processes: list[Any] = []
@@ -105,7 +108,8 @@ class Workers:
             parent, child = context.Pipe()
             process = context.Process(
                 target=work,
-                args=(child, port, first, min(share, count - first), per_connection),
+                args=(child, port, first, min(share, count - first), per_connection)
+                + ((tracked,) if tracked else ()),
                 daemon=True,
             )
             process.start()

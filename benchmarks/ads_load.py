@@ -65,8 +65,9 @@ class AdsClient:
     connection: Connection
     stream_id: int = 0
     subscribed: dict[str, list[str]] = field(default_factory=dict)
-    acked_routes: dict[str, float] = field(default_factory=dict)
+    acked_routes: dict[str, float] = field(default_factory=dict)  # versions of ``tracked``
     walked: bool = False  # it has ACKed its endpoints: the walk is complete
+    tracked: str = types.ROUTE  # the type whose versions are reported (ENDPOINT: EDS pushes)
 
     def start(self) -> None:
         self.stream_id = self.connection.open()
@@ -99,7 +100,7 @@ class AdsClient:
             if names != self.subscribed.get(following):
                 self.subscribed[following] = names
                 self._request(following)
-        if response.type_url != types.ROUTE or response.version_info in self.acked_routes:
+        if response.type_url != self.tracked or response.version_info in self.acked_routes:
             return None
         self.acked_routes[response.version_info] = time.monotonic()
         return response.version_info
@@ -137,8 +138,16 @@ def _same(protocol: _Protocol) -> _Protocol:
 class Worker:
     """``count`` clients numbered from ``first``, reporting to ``pipe``."""
 
-    def __init__(self, pipe: Pipe, port: int, first: int, count: int, per_connection: int) -> None:
-        self.pipe, self.port = pipe, port
+    def __init__(
+        self,
+        pipe: Pipe,
+        port: int,
+        first: int,
+        count: int,
+        per_connection: int,
+        tracked: str = types.ROUTE,
+    ) -> None:
+        self.pipe, self.port, self.tracked = pipe, port, tracked
         self.first, self.count, self.per_connection = first, count, per_connection
         self.acks: dict[str, list[float]] = {}  # version: [clients that ACKed it, latest time]
         self.walked = 0
@@ -180,7 +189,7 @@ class Worker:
             await loop.create_connection(functools.partial(_same, protocol), "127.0.0.1", self.port)
             for index in range(start, min(start + self.per_connection, self.count)):
                 node_id = f"proxyless~127.0.0.1~bench-{self.first + index}.default~default.svc.cluster.local"
-                client = AdsClient(node_id, connection)
+                client = AdsClient(node_id, connection, tracked=self.tracked)
                 client.start()
                 protocol.clients[client.stream_id] = client
             protocol.flush()
@@ -192,9 +201,11 @@ class Worker:
                 protocol.transport.close()
 
 
-def work(pipe: Pipe, port: int, first: int, count: int, per_connection: int) -> None:
+def work(
+    pipe: Pipe, port: int, first: int, count: int, per_connection: int, tracked: str = types.ROUTE
+) -> None:
     """A worker process's entry point: ready, then wait for "go", then run until told to stop."""
     pipe.send(("ready",))
     if pipe.recv() != "go":
         return
-    asyncio.run(Worker(pipe, port, first, count, per_connection).run())
+    asyncio.run(Worker(pipe, port, first, count, per_connection, tracked).run())
