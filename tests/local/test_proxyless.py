@@ -5,14 +5,16 @@ reaches an ``xds=True`` server over mTLS (the server sees the client's SPIFFE id
 certificate), the server's AuthorizationPolicy admits the client's principal and refuses
 another workload's; ``tulle ca stage`` reaches the agents by the ``ROOTCA`` push (their
 certificates live a day, so no half-life renewal can be what moved them): each rewrites
-``root-cert.pem`` with both roots and renews, and calls keep working. After ``tulle down``
-nothing is left: no process, no key."""
+``root-cert.pem`` with both roots and renews, and calls keep working. A killed agent takes its
+app with it and the replica comes back. After ``tulle down`` nothing is left: no process, no
+key."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -198,3 +200,19 @@ def test_the_agents_take_a_staged_root_from_the_push(mesh: Mesh) -> None:
     # grpcio re-reads the files (every 5 s under tulle up); calls work all along.
     answer = call(mesh, "client-0")
     assert answer["ok"] is True, answer
+
+
+def test_a_killed_agent_restarts_the_replica_and_calls_come_back(mesh: Mesh) -> None:
+    before = mesh.replica("greeter-0")
+    os.kill(before["agent_pid"], signal.SIGKILL)
+
+    def restarted() -> dict[str, Any] | None:
+        now = mesh.replica("greeter-0")
+        fresh = now["restarts"] == before["restarts"] + 1 and now["ready"]
+        return now if fresh and now["agent_pid"] != before["agent_pid"] else None
+
+    after = wait_until(restarted, what="greeter-0 restarted with a new agent")
+    assert after["last_exit"] == "agent killed by SIGKILL"
+    assert not Path(f"/proc/{before['app_pid']}").exists()  # the app went with its agent
+    answer = wait_until(lambda: (a := call(mesh, "client-0"))["ok"] and a, what="a call")
+    assert answer["reply"].split("|")[:2] == ["greeter", CLIENT]
