@@ -67,8 +67,8 @@ def _caller(context: grpc.ServicerContext) -> str:
     return f"{sans}|{x509.load_pem_x509_certificate(pem).serial_number:x}"
 
 
-def serve_xds(port: int, name: str) -> None:
-    """An ``xds=True`` server on 127.0.0.1:``port``: its Listener (and with it mTLS and RBAC)
+def serve_xds(port: int, name: str, host: str = "127.0.0.1") -> None:
+    """An ``xds=True`` server on ``host``:``port``: its Listener (and with it mTLS and RBAC)
     from the control plane, its certificates from the bootstrap's provider."""
 
     def say_hello(request: bytes, context: grpc.ServicerContext) -> bytes:
@@ -79,7 +79,7 @@ def serve_xds(port: int, name: str) -> None:
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=[handler], xds=True)
     credentials = grpc.xds_server_credentials(grpc.insecure_server_credentials())
-    server.add_secure_port(f"127.0.0.1:{port}", credentials)
+    server.add_secure_port(f"{host}:{port}", credentials)
     server.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -124,6 +124,7 @@ def main() -> None:
     xds_server = commands.add_parser("xds-server")
     xds_server.add_argument("port", type=int)
     xds_server.add_argument("--name", default="greeter")
+    xds_server.add_argument("--host", default="127.0.0.1")
     client = commands.add_parser("client")
     client.add_argument("target")
     client.add_argument("--count", type=int, default=5)
@@ -134,7 +135,7 @@ def main() -> None:
     if args.command == "server":
         serve(args.directory, args.name)
     elif args.command == "xds-server":
-        serve_xds(args.port, args.name)
+        serve_xds(args.port, args.name, args.host)
     else:
         call(args.target, args.count, args.seconds, args.interval, args.fresh)
     sys.exit(0)

@@ -6,8 +6,9 @@ certificate), the server's AuthorizationPolicy admits the client's principal and
 another workload's; ``tulle ca stage`` reaches the agents by the ``ROOTCA`` push (their
 certificates live a day, so no half-life renewal can be what moved them): each rewrites
 ``root-cert.pem`` with both roots and renews, and calls keep working. A killed agent takes its
-app with it and the replica comes back. After ``tulle down`` nothing is left: no process, no
-key."""
+app with it and the replica comes back. The same mesh as pods (``--pods``, root): the client
+reaches the server at its pod address over mTLS. After ``tulle down`` nothing is left: no
+process, no key (and with pods no namespace)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.timeout(240)
 
 CALLER = "[python3, tests/local/proxyless_caller.py]"
 CONFIG = (
-    workload("greeter", "[python3, tests/e2e/grpc_mtls_peer.py, xds-server, $(PORT)]",
+    workload("greeter", "[python3, tests/e2e/grpc_mtls_peer.py, xds-server, $(PORT), --host, $(HOST)]",
              ports="[{name: grpc, port: 50051, protocol: GRPC}]", mesh="proxyless")
     .replace("  readiness: {httpGet: {path: /ready}}\n", "")
     + workload("client", CALLER, mesh="proxyless")
@@ -216,3 +217,15 @@ def test_a_killed_agent_restarts_the_replica_and_calls_come_back(mesh: Mesh) -> 
     assert not Path(f"/proc/{before['app_pid']}").exists()  # the app went with its agent
     answer = wait_until(lambda: (a := call(mesh, "client-0"))["ok"] and a, what="a call")
     assert answer["reply"].split("|")[:2] == ["greeter", CLIENT]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+def test_proxyless_pods_call_each_other_over_mtls(tmp_path: Path) -> None:
+    with running_mesh(tmp_path, CONFIG, pods=True) as pods:
+        greeter = pods.replica("greeter-0")
+        assert greeter["address"] == f"{greeter['ip']}:50051"
+        answer = call(pods, "client-0")
+        assert answer["ok"] is True, answer
+        assert answer["reply"].split("|")[:2] == ["greeter", CLIENT]
+        refused = call(pods, "intruder-0")
+        assert refused["code"] == "PERMISSION_DENIED", refused
