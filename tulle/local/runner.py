@@ -388,6 +388,7 @@ class Runner:
         if plan.workload.mesh == "library":
             env.update(identity)
         elif plan.workload.mesh == "proxyless":
+            replica.app = None  # until started: not the last run's, which has exited
             if not await self._start_agent(replica, identity):
                 self._save()
                 return  # the agent ended (its log says why) or the runner is stopping
