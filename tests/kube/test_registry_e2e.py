@@ -22,6 +22,7 @@ import pytest
 
 from tests.e2e.conftest import HERE as E2E
 from tests.e2e.conftest import (
+    Client,
     ControlPlane,
     Processes,
     Sidecar,
@@ -38,6 +39,9 @@ NS = "kube-registry"
 HOST = f"web.{NS}.svc.cluster.local"
 URL = f"http://{HOST}/"
 BACKENDS = {"a": "127.0.0.2", "b": "127.0.0.3", "c": "127.0.0.4"}
+VS_RESOURCE = "virtualservices.v1.networking.istio.io"
+"""With the version: KMock keeps each served version's objects apart (no conversion), and
+kubectl would otherwise read whichever version KMock's discovery says is preferred."""
 
 
 def kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
@@ -120,6 +124,11 @@ class Mesh:
             if e["source"] == "kubernetes" and e["service"] == host
         }
 
+    def count(self, host: str) -> int:
+        """How many endpoints of ``host`` the control plane has from Kubernetes."""
+        items = self.registry()["items"]
+        return sum(1 for e in items if e["source"] == "kubernetes" and e["service"] == host)
+
     def watch(self, kind: str) -> dict[str, Any]:
         status: dict[str, Any] = self.registry()["kubernetes"]["kinds"][kind]
         return status
@@ -196,7 +205,7 @@ def mesh(kube_api: KubeApi, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             env, "delete", "--ignore-not-found", "-n", NS, "endpointslices", "web-1", "meshed-1"
         )
         kubectl(env, "delete", "--ignore-not-found", "-n", NS, "services", "web", "meshed")
-        kubectl(env, "delete", "--ignore-not-found", "-n", NS, "virtualservices", "web")
+        kubectl(env, "delete", "--ignore-not-found", "-n", NS, VS_RESOURCE, "web")
 
 
 def test_traffic_reaches_the_backends_the_endpointslice_names(mesh: Mesh) -> None:
@@ -341,7 +350,7 @@ def virtual_service(abort_status: int) -> dict[str, Any]:
 
 def accepted(mesh: Mesh) -> dict[str, Any] | None:
     """The VirtualService's Accepted condition, once the control plane wrote one."""
-    obj = json.loads(kubectl(mesh.env, "get", "virtualservice", "web", "-n", NS, "-o", "json"))
+    obj = json.loads(kubectl(mesh.env, "get", VS_RESOURCE, "web", "-n", NS, "-o", "json"))
     conditions = (obj.get("status") or {}).get("conditions") or []
     return conditions[0] if conditions else None
 
@@ -380,5 +389,50 @@ def test_a_virtualservice_from_the_cluster_routes_and_an_invalid_one_keeps_the_l
     assert "httpStatus" in rejected[-1]["message"]
     assert statuses(mesh, 20) == {418}
     # Deleted from the cluster: gone from the mesh.
-    kubectl(mesh.env, "delete", "virtualservice", "web", "-n", NS)
+    kubectl(mesh.env, "delete", VS_RESOURCE, "web", "-n", NS)
     wait_until(lambda: mesh.only("a"), timeout=30)
+
+
+def grpc_slice(name: str, port: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": f"greeter-{name}", "namespace": NS,
+                     "labels": {"kubernetes.io/service-name": "greeter"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "grpc", "port": port}],
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+    }  # fmt: skip
+
+
+def test_a_stock_grpcio_xds_client_reaches_the_endpointslices_backends(mesh: Mesh) -> None:
+    service = {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "greeter", "namespace": NS},
+        "spec": {"ports": [{"name": "grpc", "port": 50051}]},
+    }  # fmt: skip
+    processes = Processes()
+    target = f"xds:///greeter.{NS}.svc.cluster.local:50051"
+    try:
+        ports = {name: processes.greeter(name) for name in ("g1", "g2")}
+        apply(mesh.env, service, *(grpc_slice(name, port) for name, port in ports.items()))
+        wait_until(lambda: mesh.count(f"greeter.{NS}.svc.cluster.local") == 2)
+        calls = Client(mesh.plane.bootstrap(), target, "--count", "40").wait()
+        assert all(call["ok"] for call in calls), calls[:3]
+        assert {call["backend"] for call in calls} == {"g1", "g2"}
+        kubectl(mesh.env, "delete", "endpointslice", "greeter-g2", "-n", NS)
+        wait_until(lambda: mesh.count(f"greeter.{NS}.svc.cluster.local") == 1)
+        calls = Client(mesh.plane.bootstrap(), target, "--count", "20").wait()
+        assert {call["backend"] for call in calls if call["ok"]} == {"g1"}
+        assert all(call["ok"] for call in calls)
+    finally:
+        processes.stop_all()
+        kubectl(
+            mesh.env,
+            "delete",
+            "--ignore-not-found",
+            "-n",
+            NS,
+            "endpointslices",
+            "greeter-g1",
+            "greeter-g2",
+        )
+        kubectl(mesh.env, "delete", "--ignore-not-found", "-n", NS, "services", "greeter")
