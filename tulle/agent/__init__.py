@@ -6,8 +6,11 @@ writes), gets the certificate from the mesh CA with the replica's bootstrap toke
 control plane's secure xDS port, writes ``cert-chain.pem``, ``key.pem`` (0600) and
 ``root-cert.pem`` (Istio's names) and the token in the shape grpcio's xDS client sends
 (``xds-token``, 0600), renews at half life with jitter, and keeps the last files while the CA is
-away. It runs alone or runs the app as its child. Layer 4, beside the sidecar and the library:
-it uses ``tulle.security`` and ``tulle.xds``'s gRPC call, and loads neither grpcio nor the CLI.
+away. It follows a root rotation: the control plane's ``ROOTCA`` push (``trust``) rewrites
+``root-cert.pem`` at once and renews within seconds. It runs alone or runs the app as its child
+(``tulle up`` runs it beside a ``mesh: proxyless`` replica's app). Layer 4, beside the sidecar
+and the library: it uses ``tulle.security`` and ``tulle.xds``'s gRPC calls, and loads neither
+grpcio nor the CLI.
 """
 
 from tulle.agent.agent import (
