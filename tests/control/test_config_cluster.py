@@ -84,3 +84,13 @@ def test_applied_resources_win_over_the_clusters(sources: ConfigSources) -> None
     assert applied.accepted
     assert timeout_of(sources) == 7.0
     assert sources.source_of(("VirtualService", "default", "web")) == "applied"
+
+
+def test_deleting_a_cluster_resource_over_the_api_says_where_it_lives(
+    sources: ConfigSources,
+) -> None:
+    sources.set_cluster(cluster(ROUTE % "3s"))
+    result = sources.delete(("VirtualService", "default", "web"))
+    assert not result.accepted
+    assert "it comes from the cluster: kubectl delete it there" in result.findings[0].message
+    assert timeout_of(sources) == 3.0

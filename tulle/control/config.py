@@ -249,6 +249,8 @@ class ConfigSources:
         if key not in stored:
             in_files = any(key_of(d.data) == key for d in self.file_documents)
             where = " (it comes from a -f file: edit the file instead)" if in_files else ""
+            if key in self.cluster_documents:
+                where = " (it comes from the cluster: kubectl delete it there)"
             missing = Finding(
                 APPLIED, 0, Severity.ERROR, key[0], key[1], key[2], "-",
                 f"no applied resource {key[0]} {key[1]}/{key[2]}{where}",
