@@ -146,20 +146,22 @@ class StatusWriter:
     def __init__(self, client: KubeClient, component: str = "tulle-controlplane") -> None:
         self.client = client
         self.component = component
-        self._written: dict[ConfigKey, tuple[bool, str, Any]] = {}
+        self._written: dict[ConfigKey, tuple[bool, str, Any, Any]] = {}
         self.kinds = {kind.name: kind for kind in config_kinds()}
 
     async def report(
         self, verdicts: dict[ConfigKey, Verdict], objects: dict[ConfigKey, dict[str, Any]]
     ) -> None:
         """Write what changed; a failure is logged, never raised (the config is in force)."""
+        for gone in set(self._written) - set(verdicts):  # deleted: a new one starts afresh
+            del self._written[gone]
         for key, verdict in verdicts.items():
             obj = objects.get(key)
             if obj is None:
                 continue
             metadata = obj.get("metadata") or {}
             generation = metadata.get("generation")
-            seen = (verdict.accepted, verdict.message, generation)
+            seen = (verdict.accepted, verdict.message, generation, metadata.get("uid"))
             if self._written.get(key) == seen:
                 continue
             kind, namespace, name = key
