@@ -82,7 +82,8 @@ def controlplane(
         typer.Option(
             envvar="POD_NAMESPACE",
             help="The namespace the control plane runs in: its webhook certificate's names "
-            "(tulle-controlplane.<namespace>.svc), never injected.",
+            "(tulle-controlplane.<namespace>.svc), never injected; with --registry kubernetes, "
+            "where the CA's Secret is.",
         ),
     ] = "tulle-system",
     inject_set: Annotated[
@@ -127,7 +128,7 @@ def controlplane(
         raise typer.Exit(2)
     plane = ControlPlane(
         files or [], state_dir, host, xds_port, http_port, secure_xds_port, plugin, insecure_xds,
-        registry, kubeconfig, context, webhook,
+        registry, kubeconfig, context, webhook, namespace,
     )  # fmt: skip
     try:
         asyncio.run(_run(plane))

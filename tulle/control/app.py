@@ -49,6 +49,7 @@ from tulle.xds.server import AdsServer, Connection, start_server
 from tulle.xds.types import SECRET
 
 if TYPE_CHECKING:
+    from tulle.control.kube_ca import ClusterCa
     from tulle.control.kube_config import KubernetesConfig
     from tulle.control.kube_registry import KubernetesRegistry
     from tulle.control.webhook import WebhookOptions, WebhookServer
@@ -86,6 +87,7 @@ class ControlPlane:
         kubeconfig: Path | None = None,
         kube_context: str | None = None,
         webhook: WebhookOptions | None = None,
+        namespace: str = "tulle-system",
     ) -> None:
         self.host, self.xds_port, self.http_port = host, xds_port, http_port
         self.secure_xds_port = secure_xds_port
@@ -101,6 +103,8 @@ class ControlPlane:
         )
         self.registry_kind, self.kubeconfig, self.kube_context = registry, kubeconfig, kube_context
         self.kube: KubernetesRegistry | None = None  # --registry kubernetes, once started
+        self.namespace = namespace  # the control plane's own (its CA Secret is there)
+        self.cluster_ca: ClusterCa | None = None  # the CA's Secret and root-cert ConfigMaps
         self.kube_config: KubernetesConfig | None = None  # and the cluster's config
         self._kube_tasks: set[asyncio.Task[None]] = set()
         self.webhook_options = webhook
@@ -190,6 +194,8 @@ class ControlPlane:
             self.webhooks.bundle_changed()
         if self.ca_bundle is not None:
             self.ca_bundle.bundle_changed()
+        if self.cluster_ca is not None:
+            self.cluster_ca.bundle_changed()
         self.changed()
 
     def changed(self) -> None:
@@ -275,6 +281,11 @@ class ControlPlane:
         from tulle.control.kube_registry import KubernetesRegistry  # noqa: PLC0415
 
         self.kube = kube = KubernetesRegistry(self.kubeconfig, self.kube_context)
+        from tulle.control.kube_ca import ClusterCa  # noqa: PLC0415
+
+        self.cluster_ca = ClusterCa(
+            self.kubeconfig, self.kube_context, self.namespace, self.state_dir
+        )
         self.workloads = kube_identity.connect(self.tokens, self.kubeconfig, self.kube_context)
         self.node_auth.tokens = self.workloads
         self.kube_config = cluster_config = KubernetesConfig(kube.client)
@@ -319,6 +330,8 @@ class ControlPlane:
     async def _take_kube_update(self) -> None:
         if await self._change(self._kube_take):
             self.changed()
+        if self.cluster_ca is not None and self.kube is not None:
+            self.cluster_ca.namespaces_changed(self.kube.namespaces())
 
     def _kube_take(self) -> bool:
         assert self.kube is not None
@@ -337,7 +350,13 @@ class ControlPlane:
         for finding in self.config.file_findings:
             log.warning("%s", finding.format())
         self.rebuild()
-        self.ca = open_ca(self.state_dir, self._model().settings.trust_domain, self.plugin_ca)
+        trust_domain = self._model().settings.trust_domain
+        if self.cluster_ca is not None and self.plugin_ca is None:  # the CA's roots: a Secret
+            self.ca = await asyncio.to_thread(self.cluster_ca.open, trust_domain)
+        else:
+            self.ca = open_ca(self.state_dir, trust_domain, self.plugin_ca)
+        if self.cluster_ca is not None:
+            self.cluster_ca.start(self.ca)
         tokens = self.tokens
         self.signing = signing = CertificateService(
             self.ca,
@@ -426,6 +445,8 @@ class ControlPlane:
             await self.kube.stop()
         if self.ca_bundle is not None:
             await self.ca_bundle.stop()
+        if self.cluster_ca is not None:
+            await self.cluster_ca.stop()
         if self.webhooks is not None:
             await self.webhooks.stop()
         for task in [*self._tasks, *self._kube_tasks]:

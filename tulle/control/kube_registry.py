@@ -30,6 +30,7 @@ class KubernetesRegistry:
         self.watch, self.client = KubeRegistry.connect(kubeconfig, context, self._updated)
         self._endpoints: tuple[Endpoint, ...] = ()
         self._services: tuple[Service, ...] = ()
+        self._namespaces: frozenset[str] = frozenset()
         self._pending: RegistryUpdate | None = None
         self._refused: set[str] = set()
         self._checked: dict[int, tuple[dict[str, Any], Endpoint]] = {}
@@ -67,7 +68,12 @@ class KubernetesRegistry:
                     log.warning("Kubernetes endpoint left out: %s", reason)
         self._checked = checked
         self._endpoints, self._services = tuple(endpoints), update.services
+        self._namespaces = update.namespaces
         return True
+
+    def namespaces(self) -> frozenset[str]:
+        """The cluster's namespaces."""
+        return self._namespaces
 
     def endpoints(self) -> tuple[Endpoint, ...]:
         """Every endpoint of the cluster's services."""
