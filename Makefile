@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all test lint format demo bench fuzz soak compiled clean system-deps
+.PHONY: all test lint format demo bench fuzz soak compiled clean system-deps image
 
 all: test
 
@@ -24,6 +24,7 @@ venv: $(STAMP)
 SYSTEM_DEPS_compiled := cc:gcc
 SYSTEM_DEPS_test := curl:curl ip:iproute2 iptables:iptables
 SYSTEM_DEPS_bench := wrk:wrk haproxy:haproxy nginx:nginx-light taskset:util-linux
+SYSTEM_DEPS_image := debootstrap:debootstrap podman:podman
 system-deps-%:
 	@scripts/system-deps $* $(SYSTEM_DEPS_$*)
 
@@ -112,5 +113,39 @@ SOAK_RATE ?= 50
 soak: $(STAMP)
 	$(BIN)/python -m benchmarks.soak --seconds $(SOAK_SECONDS) --rate $(SOAK_RATE) $(SOAK_ARGS)
 
+# The container image of the control plane and the sidecar (Containerfile: the compiled build,
+# non-root), built with no registry: a Debian root filesystem from debootstrap (the mirror apt
+# uses here: scripts/debian-mirror) imported into podman as the base, the Python dependencies
+# as wheels fetched with pip, then `podman build`; it prints `tulle version` run inside. Not part of `make test`: it downloads a Debian base system.
+IMAGE ?= localhost/tulle
+IMAGE_TAG ?= $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' tulle/__init__.py)
+IMAGE_BASE := localhost/tulle-debian:bookworm
+IMAGE_DIR := .image
+# Builds run in a chroot and the check without cgroups: these machines' cgroups (hybrid) are
+# ones podman's runtime refuses; on a usual Linux host both can be set empty. Where the runtime
+# still cannot start a container, scripts/image-run runs the check in a chroot of the image.
+PODMAN_BUILD_ARGS ?= --isolation=chroot
+PODMAN_RUN_ARGS ?= --cgroups=disabled
+$(IMAGE_DIR)/rootfs.tar: | system-deps-image
+	rm -rf $(IMAGE_DIR)/rootfs
+	mkdir -p $(IMAGE_DIR)
+	debootstrap --variant=minbase bookworm $(IMAGE_DIR)/rootfs "$$(scripts/debian-mirror)"
+	tar -C $(IMAGE_DIR)/rootfs --numeric-owner -cf $@.part . && mv $@.part $@
+	rm -rf $(IMAGE_DIR)/rootfs
+
+# The image's Python dependencies (and mypy, setuptools for its compiled build) as wheels,
+# fetched here with the project's pip: the image build then needs no package index.
+$(IMAGE_DIR)/wheels/.done: pyproject.toml $(STAMP)
+	rm -rf $(IMAGE_DIR)/wheels
+	$(BIN)/pip wheel --quiet -w $(IMAGE_DIR)/wheels . "mypy>=1.11,<3" "setuptools>=77"
+	rm -f $(IMAGE_DIR)/wheels/tulle-*.whl
+	touch $@
+
+image: $(IMAGE_DIR)/rootfs.tar $(IMAGE_DIR)/wheels/.done
+	podman import $(IMAGE_DIR)/rootfs.tar $(IMAGE_BASE)
+	podman build $(PODMAN_BUILD_ARGS) --network=host --build-arg BASE=$(IMAGE_BASE) \
+		-t $(IMAGE):$(IMAGE_TAG) -f Containerfile .
+	PODMAN_RUN_ARGS="$(PODMAN_RUN_ARGS)" scripts/image-run $(IMAGE):$(IMAGE_TAG) version
+
 clean:
-	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
+	rm -rf $(VENV) build $(IMAGE_DIR) .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
