@@ -116,7 +116,8 @@ soak: $(STAMP)
 # The container image of the control plane and the sidecar (Containerfile: the compiled build,
 # non-root), built with no registry: a Debian root filesystem from debootstrap (the mirror apt
 # uses here: scripts/debian-mirror) imported into podman as the base, the Python dependencies
-# as wheels fetched with pip, then `podman build`; it prints `tulle version` run inside. Not part of `make test`: it downloads a Debian base system.
+# as wheels fetched with pip, then `podman build`; it prints `tulle version` run inside.
+# Not part of `make test`: it downloads a Debian base system.
 IMAGE ?= localhost/tulle
 IMAGE_TAG ?= $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' tulle/__init__.py)
 IMAGE_BASE := localhost/tulle-debian:bookworm
