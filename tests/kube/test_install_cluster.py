@@ -203,7 +203,21 @@ def test_install_applies_waits_for_the_control_plane_and_uninstall_removes_it(
             },
         },
     }
-    for obj in (other, foreign):
+    # What the control plane publishes with the install's labels (the root certificate in an
+    # app's namespace) goes with it.
+    published = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "tulle-ca-root-cert",
+            "namespace": "shop-of-tulle-apply",
+            "labels": {
+                "app.kubernetes.io/managed-by": "tulle",
+                "tulle.dev/install-namespace": namespace,
+            },
+        },
+    }
+    for obj in (other, foreign, published):
         run(kube_env, "kubectl", "apply", "--validate=false", "-f", "-", stdin=json.dumps(obj))
 
     dry = tulle(kube_api, "uninstall", "--namespace", namespace, "--dry-run")
@@ -221,7 +235,11 @@ def test_install_applies_waits_for_the_control_plane_and_uninstall_removes_it(
     assert [cm["metadata"]["name"] for cm in kube_api.objects("v1/configmaps", namespace)] == [
         "app-config"
     ]
-    assert len(kube_api.objects("v1/configmaps", "default")) == 1
+    assert "elsewhere" in {
+        cm["metadata"]["name"] for cm in kube_api.objects("v1/configmaps", "default")
+    }
+    assert kube_api.objects("v1/configmaps", "shop-of-tulle-apply") == []
+    assert "✔ deleted ConfigMap shop-of-tulle-apply/tulle-ca-root-cert" in out
 
     purged = tulle(kube_api, "uninstall", "--namespace", namespace, "--purge")
     assert "✔ deleted CustomResourceDefinition meshes.tulle.dev" in purged
