@@ -28,6 +28,7 @@ from tulle.control.bodies import MAX_APPLY_BYTES
 from tulle.control.certificates import CertificateService
 from tulle.control.config import ChangeResult, ConfigSources
 from tulle.control.issued import ISSUED_FILE
+from tulle.control.leadership import Leadership
 from tulle.control.node_auth import NodeAuthorizer, ReplicaTokens
 from tulle.control.registry import Endpoint, LocalRegistry
 from tulle.control.rotation import RootRotation
@@ -105,6 +106,8 @@ class ControlPlane:
         self.kube: KubernetesRegistry | None = None  # --registry kubernetes, once started
         self.namespace = namespace  # the control plane's own (its CA Secret is there)
         self.cluster_ca: ClusterCa | None = None  # the CA's Secret and root-cert ConfigMaps
+        self.leadership = Leadership(self.metrics)  # with --registry kubernetes: the Lease
+        self._unreported: Any = None  # the cluster config's verdicts a follower did not write
         self.kube_config: KubernetesConfig | None = None  # and the cluster's config
         self._kube_tasks: set[asyncio.Task[None]] = set()
         self.webhook_options = webhook
@@ -286,6 +289,9 @@ class ControlPlane:
         self.cluster_ca = ClusterCa(
             self.kubeconfig, self.kube_context, self.namespace, self.state_dir
         )
+        self.cluster_ca.may_write = lambda: self.leadership.leading
+        self.leadership.listen(self._leadership_changed)
+        self.leadership.start(self.kubeconfig, self.kube_context, self.namespace)
         self.workloads = kube_identity.connect(self.tokens, self.kubeconfig, self.kube_context)
         self.node_auth.tokens = self.workloads
         self.kube_config = cluster_config = KubernetesConfig(kube.client)
@@ -325,7 +331,20 @@ class ControlPlane:
         if result.changed:
             log.info("config from the cluster changed; pushing")
             self.changed()
+        if not self.leadership.leading:  # the leader writes status and Events
+            self._unreported = result
+            return
         await self.kube_config.report(result)
+
+    def _leadership_changed(self, leading: bool) -> None:
+        """This replica now leads (or no longer does): the leader's writes start here."""
+        if self.cluster_ca is not None:
+            self.cluster_ca.leading_changed(leading)
+        if leading and self._unreported is not None and self.kube_config is not None:
+            result, self._unreported = self._unreported, None
+            task = asyncio.create_task(self.kube_config.report(result))
+            self._kube_tasks.add(task)
+            task.add_done_callback(self._kube_tasks.discard)
 
     async def _take_kube_update(self) -> None:
         if await self._change(self._kube_take):
@@ -439,6 +458,7 @@ class ControlPlane:
 
     async def stop(self, grace: float = 1.0) -> None:
         """Stop serving, let a change in progress finish, and close the store."""
+        await self.leadership.stop()  # a leader hands over first
         if self.kube_config is not None:
             await self.kube_config.stop()
         if self.kube is not None:

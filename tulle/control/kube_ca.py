@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from tulle.control.serving import CA_DIRECTORY, publish_bundle
@@ -133,6 +134,7 @@ class ClusterCa:
         self.secret = CaSecret.connect(kubeconfig, context, namespace)
         self.publisher: RootCertPublisher | None = None
         self.manages_secret = False  # False with the user's own CA (--ca-cert): no Secret
+        self.may_write: Callable[[], bool] = lambda: True  # the ConfigMaps: the leader only
         self._uploads: set[asyncio.Task[None]] = set()
 
     def open(self, trust_domain: str) -> CertificateAuthority:
@@ -145,7 +147,13 @@ class ClusterCa:
         self.publisher = RootCertPublisher.connect(
             self.kubeconfig, self.context, self.namespace, ca.trust_bundle_pem
         )
+        self.publisher.may_write = self.may_write
         self.publisher.start()
+
+    def leading_changed(self, leading: bool) -> None:
+        """This replica became the leader (publish now) or stopped being it."""
+        if leading and self.publisher is not None:
+            self.publisher.bundle_changed()
 
     def bundle_changed(self) -> None:
         """A rotation step: publish the new bundle, and store the CA's roots in the Secret."""

@@ -51,6 +51,7 @@ class RootCertPublisher:
         self.bundle = bundle
         self.resync = resync
         self.published: dict[str, str] = {}  # namespace -> what was last done there
+        self.may_write: Callable[[], bool] = lambda: True  # False: not the leader, write nothing
         self.syncs = 0
         self.last_error = ""
         self._namespaces: frozenset[str] = frozenset()
@@ -97,7 +98,10 @@ class RootCertPublisher:
                 await asyncio.wait_for(self._changed.wait(), wait)
 
     async def sync(self) -> bool:
-        """Publish where needed; True when every namespace has the current bundle."""
+        """Publish where needed; True when every namespace has the current bundle (or when
+        this replica may not write: another one publishes)."""
+        if not self.may_write():
+            return True
         pem = self.bundle().decode()
         try:
             namespaces = [ns async for ns in self.client.list(Namespace) if ns.metadata is not None]

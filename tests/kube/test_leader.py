@@ -1,0 +1,198 @@
+"""Two control-plane replicas, one leader (issue 18 §3): real ``tulle controlplane --registry
+kubernetes`` processes against KMock elect a leader with the Lease
+``tulle-controlplane-leader`` (read back with the real ``kubectl``); both serve; when the
+leader stops it gives the Lease up and the other takes over. The elector's rules (expiry as
+observed, renewals, conflicts) are checked in this process against the same KMock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from lightkube import AsyncClient, KubeConfig
+
+from tests.e2e.conftest import ControlPlane, _stop, start_control_plane, wait_until
+from tests.kube.kmock_server import KubeApi
+from tulle.kube.install.names import INSTANCE, LEADER_LEASE
+from tulle.kube.leader import LeaderElector
+from tulle.kube.root_cert import RootCertPublisher
+
+pytestmark = pytest.mark.timeout(180)
+
+NS = "leader-system"
+
+
+def kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+    result = subprocess.run(
+        ["kubectl", *args], check=False, input=stdin, env=env, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def lease(env: dict[str, str]) -> dict[str, Any]:
+    """The Lease's spec, as kubectl reads it ({} while there is none)."""
+    result = subprocess.run(
+        ["kubectl", "get", "lease", LEADER_LEASE, "-n", NS, "-o", "json"],
+        check=False, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    if result.returncode != 0:
+        return {}
+    spec: dict[str, Any] = json.loads(result.stdout).get("spec") or {}
+    return spec
+
+
+def leader_metric(plane: ControlPlane) -> dict[str, float]:
+    """``tulle_controlplane_leader`` by identity, from the replica's /metrics."""
+    text = httpx.get(f"{plane.api}/metrics", timeout=10).text
+    found = re.findall(r'^tulle_controlplane_leader\{identity="([^"]+)"\} (\S+)$', text, re.M)
+    return {identity: float(value) for identity, value in found}
+
+
+@contextmanager
+def pod_name(name: str) -> Iterator[None]:
+    """``$POD_NAME`` for a control plane started meanwhile (as the Deployment sets it)."""
+    before = os.environ.get("POD_NAME")
+    os.environ["POD_NAME"] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["POD_NAME"]
+        else:
+            os.environ["POD_NAME"] = before
+
+
+@pytest.fixture(scope="module")
+def env(kube_api: KubeApi, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    root = tmp_path_factory.mktemp("leader")
+    env = {**os.environ, "KUBECONFIG": str(kube_api.kubeconfig), "HOME": str(root)}
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
+    kubectl(env, "apply", "--validate=false", "-f", "-", stdin=json.dumps(body))
+    yield env
+    kubectl(env, "delete", "configmaps", "-A", "-l", f"{INSTANCE}={NS}")
+    kubectl(env, "delete", "--ignore-not-found", "secret", "tulle-ca-secret", "-n", NS)
+    kubectl(env, "delete", "--ignore-not-found", "lease", LEADER_LEASE, "-n", NS)
+
+
+def start(env: dict[str, str], root: Path, name: str) -> ControlPlane:
+    config = root / name / "config"
+    config.mkdir(parents=True)
+    with pod_name(name):
+        return start_control_plane(
+            root / name / "state", config, insecure_xds=False,
+            extra=("--registry", "kubernetes", "--kubeconfig", env["KUBECONFIG"],
+                   "--namespace", NS),
+        )  # fmt: skip
+
+
+def test_two_replicas_one_leader_and_a_takeover(env: dict[str, str], tmp_path: Path) -> None:
+    first = start(env, tmp_path, "replica-a")
+    second: ControlPlane | None = None
+    try:
+        wait_until(lambda: leader_metric(first) == {"replica-a": 1.0}, timeout=30)
+        assert lease(env)["holderIdentity"] == "replica-a"
+        second = start(env, tmp_path, "replica-b")
+        wait_until(lambda: leader_metric(second) == {"replica-b": 0.0}, timeout=30)
+        # Both serve (each its own xDS and API); the first still leads, renewing its Lease.
+        for plane in (first, second):
+            assert httpx.get(f"{plane.api}/healthz", timeout=10).status_code == 200
+        renewed = lease(env)["renewTime"]
+        wait_until(lambda: lease(env)["renewTime"] != renewed, timeout=30)
+        assert lease(env)["holderIdentity"] == "replica-a"
+        assert leader_metric(first) == {"replica-a": 1.0}
+        assert leader_metric(second) == {"replica-b": 0.0}
+        # The leader stops: it gives the Lease up, and the other takes over within seconds.
+        _stop(first.proc)
+        wait_until(lambda: lease(env).get("holderIdentity") == "replica-b", timeout=30)
+        wait_until(lambda: leader_metric(second) == {"replica-b": 1.0}, timeout=30)
+        assert lease(env)["leaseTransitions"] == 1
+    finally:
+        _stop(first.proc)
+        if second is not None:
+            _stop(second.proc)
+
+
+# --- the elector's rules, in this process ------------------------------------------------------
+
+
+def test_a_silent_holder_is_replaced_only_after_its_lease_as_observed(kube_api: KubeApi) -> None:
+    """``b`` takes over from ``a`` (which stopped renewing without giving up the Lease) only
+    once the record has not changed for ``lease_seconds`` on ``b``'s own clock; a renewal by
+    ``a`` restarts that wait."""
+    now = [1000.0]
+    changes: list[tuple[str, bool]] = []
+
+    def elector(identity: str) -> LeaderElector:
+        config = KubeConfig.from_file(kube_api.kubeconfig).get()
+        return LeaderElector(
+            AsyncClient(config=config), NS, identity,
+            lambda leading: changes.append((identity, leading)),
+            name="unit-lease", lease_seconds=15, clock=lambda: now[0],
+        )  # fmt: skip
+
+    async def main() -> None:
+        a, b = elector("a"), elector("b")
+        try:
+            await a.step()  # creates the Lease
+            assert (a.leading, changes) == (True, [("a", True)])
+            await b.step()  # observes a's record
+            assert not b.leading
+            now[0] += 14
+            await b.step()
+            assert not b.leading  # 14 s unchanged: not yet
+            await a.step()  # a renews: b's wait starts again once b sees it
+            await b.step()
+            assert not b.leading
+            now[0] += 14
+            await b.step()
+            assert not b.leading
+            now[0] += 2
+            await b.step()  # 16 s without a change as b saw it: b takes over
+            assert b.leading
+            assert changes[-1] == ("b", True)
+            await a.step()  # a reads b's record: no longer leading
+            assert not a.leading
+            assert changes[-1] == ("a", False)
+            assert b.transitions == 1
+        finally:
+            await a.client.close()
+            await b.client.close()
+
+    asyncio.run(main())
+
+
+def test_only_the_leader_publishes_the_root_certificate(
+    kube_api: KubeApi, env: dict[str, str]
+) -> None:
+    """A follower's publisher writes nothing; once it leads, it publishes."""
+    leading = [False]
+
+    async def main() -> None:
+        config = KubeConfig.from_file(kube_api.kubeconfig).get()
+        publisher = RootCertPublisher(AsyncClient(config=config), NS, lambda: b"PEM\n")
+        publisher.may_write = lambda: leading[0]
+        try:
+            assert await publisher.sync()
+            assert publisher.published == {}
+            leading[0] = True
+            assert await publisher.sync()
+            assert publisher.published[NS] in ("created", "updated")
+        finally:
+            await publisher.client.close()
+
+    asyncio.run(main())
+    data = json.loads(
+        kubectl(env, "get", "configmap", "tulle-ca-root-cert", "-n", NS, "-o", "json")
+    )
+    assert data["data"] == {"root-cert.pem": "PEM\n"}
