@@ -112,6 +112,20 @@ def test_two_replicas_one_leader_and_a_takeover(env: dict[str, str], tmp_path: P
         assert lease(env)["holderIdentity"] == "replica-a"
         assert leader_metric(first) == {"replica-a": 1.0}
         assert leader_metric(second) == {"replica-b": 0.0}
+        # Rotation is the leader's: the follower refuses a step, naming the leader; a step the
+        # leader takes reaches the follower through the CA's Secret (its bundle, its CA).
+        refused = httpx.post(f"{second.api}/api/v1/ca/stage", headers=second.auth, timeout=10)
+        assert refused.status_code == 409
+        assert "does not lead (the leader is replica-a)" in refused.json()["error"]
+        bundle = (second.state_dir / "root-cert.pem").read_text()
+        assert bundle == (first.state_dir / "root-cert.pem").read_text()
+        staged = httpx.post(f"{first.api}/api/v1/ca/stage", headers=first.auth, timeout=10)
+        assert staged.status_code == 200, staged.text
+        rotated = (first.state_dir / "root-cert.pem").read_text()
+        assert rotated.count("BEGIN CERTIFICATE") == 2
+        wait_until(lambda: (second.state_dir / "root-cert.pem").read_text() == rotated, timeout=30)
+        ca = httpx.get(f"{second.api}/api/v1/ca", headers=second.auth, timeout=10).json()
+        assert ca["staged"] == staged.json()["staged"]
         # The leader stops: it gives the Lease up, and the other takes over within seconds.
         _stop(first.proc)
         wait_until(lambda: lease(env).get("holderIdentity") == "replica-b", timeout=30)

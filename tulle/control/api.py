@@ -23,6 +23,7 @@ from tulle.control.auth import AccessDenied, ApiAuth, Caller, require_admin
 from tulle.control.bodies import MAX_APPLY_BYTES, BodyError, check_size, json_body, utf8_text
 from tulle.control.config import APPLIED, ChangeResult, ConfigSources
 from tulle.control.kinds import canonical_kind, kind_names
+from tulle.control.leadership import Leadership
 from tulle.control.registry import Endpoint, RegistrationError, endpoint_from_dict
 from tulle.control.rotation import RootRotation
 from tulle.control.snapshot import Snapshot
@@ -124,6 +125,11 @@ class Plane(Protocol):
     @property
     def rotation(self) -> RootRotation | None:
         """The CA's root rotation (None until the CA is started)."""
+        ...
+
+    @property
+    def leadership(self) -> Leadership:
+        """Whether this replica leads (rotation steps are the leader's)."""
         ...
 
 
@@ -283,6 +289,15 @@ class ApiHandler:
         rotation = self.plane.rotation
         if rotation is None:
             return error_response(503, "the CA is not started yet")
+        leadership = self.plane.leadership
+        if request.method == "POST" and step and not leadership.leading:
+            holder = leadership.status().get("holder") or "none yet"
+            return error_response(
+                409,
+                f"{_shown(step)} refused: this control-plane replica does not lead (the leader "
+                f"is {holder}); the leader takes rotation steps and the others follow it "
+                "through the CA's Secret: send it to the leader",
+            )
         force = False
         if request.method == "POST" and request.body.strip():
             body = json_body(request.body, "CA step")

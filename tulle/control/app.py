@@ -290,6 +290,7 @@ class ControlPlane:
             self.kubeconfig, self.kube_context, self.namespace, self.state_dir
         )
         self.cluster_ca.may_write = lambda: self.leadership.leading
+        self.cluster_ca.on_reload = self._bundle_changed  # the leader rotated the roots
         self.leadership.listen(self._leadership_changed)
         self.leadership.start(self.kubeconfig, self.kube_context, self.namespace)
         self.workloads = kube_identity.connect(self.tokens, self.kubeconfig, self.kube_context)

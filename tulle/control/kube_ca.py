@@ -18,6 +18,7 @@ winner's. After a rotation step the directory is written back (:func:`upload`)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
@@ -34,6 +35,8 @@ from tulle.security.rootstore import ROOTS_DIRECTORY, STATE_FILE, CaStoreError
 log = logging.getLogger(__name__)
 
 CREATE_ATTEMPTS = 3
+FOLLOW_SECONDS = 5.0
+"""How often a replica that does not lead reads the Secret for a rotation the leader took."""
 
 
 def store_files(directory: Path) -> dict[str, bytes]:
@@ -136,6 +139,9 @@ class ClusterCa:
         self.manages_secret = False  # False with the user's own CA (--ca-cert): no Secret
         self.may_write: Callable[[], bool] = lambda: True  # the ConfigMaps: the leader only
         self._uploads: set[asyncio.Task[None]] = set()
+        self.on_reload: Callable[[], None] = lambda: None  # the roots changed under a follower
+        self.ca: CertificateAuthority | None = None
+        self._follow: asyncio.Task[None] | None = None
 
     def open(self, trust_domain: str) -> CertificateAuthority:
         """The self-managed CA, shared through the Secret (blocking: call it in a thread)."""
@@ -149,6 +155,38 @@ class ClusterCa:
         )
         self.publisher.may_write = self.may_write
         self.publisher.start()
+        self.ca = ca
+        if self.manages_secret:
+            self._follow = asyncio.create_task(self._follow_secret(ca))
+
+    async def _follow_secret(self, ca: CertificateAuthority) -> None:
+        """While not leading: take the roots the leader stored (a rotation step) into the
+        state directory and the CA, and say so (the bundle is then published as after a
+        step of this replica's own)."""
+        failed = ""
+        while True:
+            await asyncio.sleep(FOLLOW_SECONDS)
+            if self.may_write():
+                continue
+            try:
+                changed = await asyncio.to_thread(self._take_secret, ca)
+                failed = ""
+            except (CaSecretError, CaStoreError, OSError, ValueError) as error:
+                if str(error) != failed:
+                    log.warning("cannot follow the CA in %s: %s", self.secret, error)
+                failed = str(error)
+                continue
+            if changed:
+                log.info("mesh CA roots changed in %s (a rotation step): reloaded", self.secret)
+                self.on_reload()
+
+    def _take_secret(self, ca: CertificateAuthority) -> bool:
+        stored = self.secret.read()
+        directory = self.state_dir / CA_DIRECTORY
+        if stored is None or stored.files == store_files(directory):
+            return False
+        write_store(directory, stored.files, str(self.secret))
+        return ca.reload()
 
     def leading_changed(self, leading: bool) -> None:
         """This replica became the leader (publish now) or stopped being it."""
@@ -159,7 +197,7 @@ class ClusterCa:
         """A rotation step: publish the new bundle, and store the CA's roots in the Secret."""
         if self.publisher is not None:
             self.publisher.bundle_changed()
-        if self.manages_secret:
+        if self.manages_secret and self.may_write():  # the leader's step: store it
             task = asyncio.create_task(self._upload())
             self._uploads.add(task)
             task.add_done_callback(self._uploads.discard)
@@ -177,6 +215,10 @@ class ClusterCa:
 
     async def stop(self) -> None:
         """Stop publishing; let a Secret write in progress finish."""
+        if self._follow is not None:
+            self._follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follow
         if self._uploads:
             await asyncio.wait(self._uploads, timeout=10)
         if self.publisher is not None:

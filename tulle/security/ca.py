@@ -313,6 +313,25 @@ class CertificateAuthority:
         self._state = state
         self._signing = _signing_from_roots(state)
 
+    def reload(self) -> bool:
+        """Read the roots back from the store, which another writer replaced (another replica
+        of the control plane took a rotation step); True when they changed. A plug-in CA is
+        never reloaded. ``CaStoreError`` when the store is broken (the CA stays as it was)."""
+        with self._lock:
+            if self._store is None or self._state is None:
+                return False
+            state = self._store.load()
+            if state is None:
+                return False
+            names = (state.active.name, state.staged and state.staged.name)
+            current = (self._state.active.name, self._state.staged and self._state.staged.name)
+            trusted = [root.name for root in state.trusted]
+            if (names, trusted) == (current, [root.name for root in self._state.trusted]):
+                return False
+            self._state = state
+            self._signing = _signing_from_roots(state)
+            return True
+
     def stage_new_root(self, *, now: datetime | None = None) -> x509.Certificate:
         """Make a new root that joins the trust bundle but does not sign yet; saved at once.
 
