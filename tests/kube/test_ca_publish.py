@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -128,6 +129,9 @@ def test_the_ca_lives_in_a_secret_every_replica_shares(cluster: Cluster) -> None
 
 def test_a_rotation_reaches_the_secret_and_the_config_maps(cluster: Cluster) -> None:
     before = cluster.bundle()
+    # Rotation steps are the leader's: this, the only replica, leads once it holds the Lease.
+    leads = re.compile(r'^tulle_controlplane_leader\{identity="[^"]+"\} 1\.0$', re.M)
+    wait_until(lambda: leads.search(httpx.get(f"{cluster.plane.api}/metrics").text), timeout=30)
     answer = httpx.post(f"{cluster.plane.api}/api/v1/ca/stage", headers=cluster.plane.auth)
     assert answer.status_code == 200, answer.text
     after = cluster.bundle()
