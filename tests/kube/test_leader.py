@@ -22,6 +22,8 @@ from lightkube import AsyncClient, KubeConfig
 
 from tests.e2e.conftest import ControlPlane, _stop, start_control_plane, wait_until
 from tests.kube.kmock_server import KubeApi
+from tulle.api.kinds import KINDS
+from tulle.kube.install.crds import crd
 from tulle.kube.install.names import INSTANCE, LEADER_LEASE
 from tulle.kube.leader import LeaderElector
 from tulle.kube.root_cert import RootCertPublisher
@@ -85,14 +87,14 @@ def env(kube_api: KubeApi, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     kubectl(env, "delete", "--ignore-not-found", "lease", LEADER_LEASE, "-n", NS)
 
 
-def start(env: dict[str, str], root: Path, name: str) -> ControlPlane:
+def start(env: dict[str, str], root: Path, name: str, namespace: str = NS) -> ControlPlane:
     config = root / name / "config"
     config.mkdir(parents=True)
     with pod_name(name):
         return start_control_plane(
             root / name / "state", config, insecure_xds=False,
             extra=("--registry", "kubernetes", "--kubeconfig", env["KUBECONFIG"],
-                   "--namespace", NS),
+                   "--namespace", namespace),
         )  # fmt: skip
 
 
@@ -210,3 +212,83 @@ def test_only_the_leader_publishes_the_root_certificate(
         kubectl(env, "get", "configmap", "tulle-ca-root-cert", "-n", NS, "-o", "json")
     )
     assert data["data"] == {"root-cert.pem": "PEM\n"}
+
+
+STATUS_NS = "leader-status"
+HOST = f"web.{STATUS_NS}.svc.cluster.local"
+API_HOST = f"api.{STATUS_NS}.svc.cluster.local"
+
+
+def test_a_follower_writes_no_status_until_it_leads(env: dict[str, str], tmp_path: Path) -> None:
+    """A follower judges the cluster's config as the leader does but writes no status; when it
+    becomes the leader it writes the verdicts of the config in force at once."""
+    apply_all(env, *(crd(model) for model in KINDS))
+    apply_all(
+        env,
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": STATUS_NS}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "web", "namespace": STATUS_NS},
+         "spec": {"ports": [{"name": "http", "port": 80}]}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "api", "namespace": STATUS_NS},
+         "spec": {"ports": [{"name": "http", "port": 80}]}},
+        {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+         "metadata": {"name": LEADER_LEASE, "namespace": STATUS_NS},
+         "spec": {"holderIdentity": "another-replica", "leaseDurationSeconds": 3600,
+                  "renewTime": "2026-01-01T00:00:00.000000Z"}},
+    )  # fmt: skip
+    plane = start(env, tmp_path, "replica-c", STATUS_NS)
+    try:
+        wait_until(lambda: leader_metric(plane) == {"replica-c": 0.0}, timeout=30)
+        apply_all(env, {
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "web", "namespace": STATUS_NS},
+            "spec": {"hosts": [HOST], "http": [{"route": [{"destination": {"host": HOST}}]}]},
+        })  # fmt: skip
+
+        def in_force(name: str = "web") -> bool:
+            answer = httpx.get(
+                f"{plane.api}/api/v1/resources",
+                params={"kind": "VirtualService", "namespace": STATUS_NS, "name": name},
+                headers=plane.auth, timeout=10,
+            )  # fmt: skip
+            return bool(answer.json().get("items"))
+
+        wait_until(in_force, timeout=30)  # judged (and accepted) by the follower
+        # A later change judged too: by then a leader would long have written the first verdict
+        # (it writes right after judging); the follower wrote nothing.
+        apply_all(env, {
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "web-2", "namespace": STATUS_NS},
+            "spec": {"hosts": [API_HOST],
+                     "http": [{"route": [{"destination": {"host": API_HOST}}]}]},
+        })  # fmt: skip
+        wait_until(lambda: in_force("web-2"), timeout=30)
+        assert vs_conditions(env) == []
+        # The holder gives the Lease up: the follower takes over and writes the verdict.
+        kubectl(
+            env, "patch", "lease", LEADER_LEASE, "-n", STATUS_NS, "--type", "merge",
+            "-p", json.dumps({"spec": {"holderIdentity": None, "leaseDurationSeconds": 1}}),
+        )  # fmt: skip
+        wait_until(lambda: leader_metric(plane) == {"replica-c": 1.0}, timeout=30)
+        wait_until(lambda: [c.get("status") for c in vs_conditions(env)] == ["True"], timeout=30)
+    finally:
+        _stop(plane.proc)
+        kubectl(env, "delete", "--ignore-not-found", VS_RESOURCE, "web", "web-2", "-n", STATUS_NS)
+        kubectl(env, "delete", "--ignore-not-found", "lease", LEADER_LEASE, "-n", STATUS_NS)
+        kubectl(env, "delete", "configmaps", "-A", "-l", f"{INSTANCE}={STATUS_NS}")
+        kubectl(env, "delete", "--ignore-not-found", "secret", "tulle-ca-secret", "-n", STATUS_NS)
+
+
+VS_RESOURCE = "virtualservices.v1.networking.istio.io"
+
+
+def vs_conditions(env: dict[str, str]) -> list[dict[str, Any]]:
+    obj = json.loads(kubectl(env, "get", VS_RESOURCE, "web", "-n", STATUS_NS, "-o", "json"))
+    conditions: list[dict[str, Any]] = (obj.get("status") or {}).get("conditions") or []
+    return conditions
+
+
+def apply_all(env: dict[str, str], *objects: dict[str, Any]) -> None:
+    body = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
+    kubectl(env, "apply", "--validate=false", "-f", "-", stdin=body)
