@@ -170,8 +170,11 @@ class CertificateAgent:
         except AgentError as error:
             log.warning("%s; %s keeps the last token", error, TOKEN_FILE)
             return
-        expires = datetime.now(UTC) + TOKEN_LIFETIME
-        write_atomically(self.settings.directory / TOKEN_FILE, wrap(token, expires).encode())
+        if token.count(".") != 2:  # a bootstrap token, in the JWT shape grpcio insists on
+            token = wrap(token, datetime.now(UTC) + TOKEN_LIFETIME)
+        # else a Kubernetes service-account token: a JWT already, whose own exp the kubelet
+        # renews long before; rewritten as it is now, grpcio picks up each new one.
+        write_atomically(self.settings.directory / TOKEN_FILE, token.encode())
 
     async def refresh_token(self) -> None:
         """Rewrite the token file before grpcio's copy expires (and so pick up a new token)."""
