@@ -12,6 +12,7 @@ in this process against the same KMock."""
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import subprocess
 import threading
@@ -29,6 +30,7 @@ from tests.e2e.conftest import BIN, ControlPlane, Sidecar, _stop, start_control_
 from tests.kube.kmock_server import KubeApi
 from tests.kube.tokenreviews import TokenReviews
 from tests.security.test_tokens import project
+from tulle.kube.install.names import INSTANCE, LEADER_LEASE
 from tulle.kube.tokenreview import TokenRefused, TokenReviewer, account_of, token_expiry
 from tulle.security.renewal import CertificateKeeper
 from tulle.security.spiffe import SpiffeId
@@ -38,6 +40,7 @@ from tulle.xds.grpc_stream import GrpcStreamError, ca_signer
 pytestmark = pytest.mark.timeout(180)
 
 NS = "identity"
+SYSTEM = "identity-system"  # the control plane's namespace
 T = TypeVar("T")
 
 
@@ -90,7 +93,8 @@ def cluster(
     config.mkdir()
     plane = start_control_plane(
         root / "state", config, insecure_xds=False,
-        extra=("--registry", "kubernetes", "--kubeconfig", str(kube_api.kubeconfig)),
+        extra=("--registry", "kubernetes", "--kubeconfig", str(kube_api.kubeconfig),
+               "--namespace", SYSTEM),
     )  # fmt: skip
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="workloads", daemon=True)
@@ -102,6 +106,15 @@ def cluster(
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
         loop.close()
+        # What the control plane wrote besides (its CA's Secret, Lease, root-cert ConfigMaps).
+        kube = {**os.environ, "KUBECONFIG": str(kube_api.kubeconfig)}
+        for args in (
+            ("configmaps", "-A", "-l", f"{INSTANCE}={SYSTEM}"),
+            ("--ignore-not-found", "secret", "tulle-ca-secret", "-n", SYSTEM),
+            ("--ignore-not-found", "lease", LEADER_LEASE, "-n", SYSTEM),
+        ):
+            subprocess.run(["kubectl", "delete", *args], env=kube, check=True, timeout=60,
+                           capture_output=True)  # fmt: skip
 
 
 def uri(certificate: x509.Certificate) -> list[str]:
