@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -196,3 +198,25 @@ def test_the_users_own_intermediate_signs_when_given(tmp_path: Path) -> None:
         assert verified == FRONTEND
 
     run(tmp_path, scenario, plugin)
+
+
+def test_the_cli_takes_the_users_ca(tmp_path: Path) -> None:
+    """``tulle controlplane --ca-cert --ca-key --ca-chain``: the control plane starts with the
+    user's intermediate, and publishes the user's root as the trust bundle."""
+    cert, key, chain_file, root = write_user_ca(tmp_path)
+    state = tmp_path / "state"
+    log = tmp_path / "controlplane.log"
+    with log.open("w") as errors, subprocess.Popen(
+        [sys.executable, "-m", "tulle", "controlplane", "--state-dir", str(state),
+         "--xds-port", "0", "--secure-xds-port", "0", "--http-port", "0",
+         "--ca-cert", str(cert), "--ca-key", str(key), "--ca-chain", str(chain_file)],
+        stdout=subprocess.PIPE, stderr=errors, text=True,
+    ) as plane:  # fmt: skip
+        try:
+            assert plane.stdout is not None
+            started = plane.stdout.readline()  # its first line says where it listens
+            assert "tulle controlplane" in started, (started, log.read_text())
+            assert (state / "root-cert.pem").read_bytes() == root.public_bytes(_PEM)
+        finally:
+            plane.terminate()
+            plane.wait(timeout=30)

@@ -15,7 +15,6 @@ import typer
 if TYPE_CHECKING:
     from tulle.control.admission import Review
     from tulle.control.app import ControlPlane
-    from tulle.control.serving import PluginCa
     from tulle.control.webhook import WebhookOptions
     from tulle.inject import MeshSettings
 
@@ -99,6 +98,7 @@ def controlplane(
 ) -> None:
     """Serve xDS to the mesh's data planes and the config API."""
     from tulle.control.app import ControlPlane
+    from tulle.control.serving import PluginCa
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
