@@ -21,6 +21,7 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.security.helpers import write_user_ca
 from tulle.control.app import ControlPlane
@@ -155,11 +156,14 @@ def test_refusals_say_why_and_are_counted(tmp_path: Path) -> None:
         # The root's expiry, for `tulle check` and alerts.
         assert plane.ca is not None
         (root,) = plane.ca.roots
-        gauge = (
-            f'tulle_ca_root_expiration_timestamp_seconds{{serial="{root.serial_number:x}",'
-            f'subject="{root.subject.rfc4514_string()}"}} {root.not_valid_after_utc.timestamp():.9e}'
-        )
-        assert gauge in metrics
+        expiry = {
+            (sample.labels["serial"], sample.labels["subject"]): sample.value
+            for family in text_string_to_metric_families(metrics)
+            if family.name == "tulle_ca_root_expiration_timestamp_seconds"
+            for sample in family.samples
+        }
+        key = (f"{root.serial_number:x}", root.subject.rfc4514_string())
+        assert expiry == {key: root.not_valid_after_utc.timestamp()}
 
     run(tmp_path, scenario)
 
