@@ -162,8 +162,8 @@ def test_refusals_say_why_and_are_counted(tmp_path: Path) -> None:
             if family.name == "tulle_ca_root_expiration_timestamp_seconds"
             for sample in family.samples
         }
-        key = (f"{root.serial_number:x}", root.subject.rfc4514_string())
-        assert expiry == {key: root.not_valid_after_utc.timestamp()}
+        root_key = (f"{root.serial_number:x}", root.subject.rfc4514_string())
+        assert expiry == {root_key: root.not_valid_after_utc.timestamp()}
 
     run(tmp_path, scenario)
 
