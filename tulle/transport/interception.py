@@ -12,13 +12,22 @@ PROXY_MARK = 0x539  # 1337, as Istio's
 
 
 def original_destination(sock: socket.socket) -> tuple[str, int] | None:
-    """``(ip, port)`` the client dialled before the REDIRECT; None when not redirected."""
+    """``(ip, port)`` the client dialled before the REDIRECT; None when not redirected.
+
+    Where connection tracking is on (a host with Docker, podman or Kubernetes: any NAT rule
+    loads it), the kernel answers for every tracked connection, redirected or not; the one
+    not redirected is the one whose original destination is the socket's own address."""
     try:
         raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
     except OSError:
         return None
     port = struct.unpack_from("!H", raw, 2)[0]
     address = socket.inet_ntoa(raw[4:8])
+    try:
+        if sock.getsockname()[:2] == (address, port):
+            return None
+    except OSError:
+        return None
     return address, port
 
 
