@@ -67,13 +67,20 @@ $(COMPILED_STAMP): $(STAMP) setup.py $(shell find tulle -name '*.py') | system-d
 
 compiled: $(COMPILED_STAMP)
 
-# The suite runs on the sources; then part of it again on the compiled build (`make compiled`):
+# The suite runs on the sources; part of it runs again on the compiled build (`make compiled`):
 # `python -P` and importlib imports, so `tulle` comes from build/compiled, in the test process
-# and in every process it starts.
+# and in every process it starts. The two runs go side by side (their tests wait on processes
+# and sockets far more than they compute; nothing in them shares a port or a namespace name),
+# the compiled run's output after the other's; either failing fails the target.
+COMPILED_LOG := build/compiled-tests.log
 test: system-deps-test lint $(COMPILED_STAMP)
-	$(BIN)/pytest
-	PYTHONPATH=$(CURDIR)/$(COMPILED):$(CURDIR) TULLE_EXPECT_COMPILED=1 \
-		$(BIN)/python -P -m pytest --import-mode=importlib $(COMPILED_TESTS)
+	@PYTHONPATH=$(CURDIR)/$(COMPILED):$(CURDIR) TULLE_EXPECT_COMPILED=1 \
+		$(BIN)/python -P -m pytest --import-mode=importlib $(COMPILED_TESTS) \
+		> $(COMPILED_LOG) 2>&1 & compiled=$$!; \
+	$(BIN)/pytest; sources=$$?; \
+	wait $$compiled; built=$$?; \
+	echo "== the compiled build's run ($(COMPILED_LOG))"; cat $(COMPILED_LOG); \
+	test $$sources -eq 0 -a $$built -eq 0
 
 # The demo: the shop's config validated, then the shop as a live mesh (`tulle up`) under steady
 # traffic with a live table of every service, until Ctrl-C (DEMO_SECONDS=N stops it after N s).

@@ -30,7 +30,7 @@ CLONE_NEWNET = 0x40000000
 def namespace() -> Iterator[str]:
     """A fresh network namespace with loopback up and a NAT rule that redirects port 9 to 9009
     (connection tracking is then on for every connection in it)."""
-    name = f"tulle-test-{uuid.uuid4().hex[:8]}"
+    name = f"interception-test-{uuid.uuid4().hex[:8]}"  # not tulle-: pods tests own those
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         run = ["ip", "netns", "exec", name]
