@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from tests.control.test_config_sources import RULE, SUBSET_ROUTE, sources, timeout_of
+from tests.control.test_config_sources import ROUTE, RULE, SUBSET_ROUTE, sources, timeout_of
 from tulle.api.source import Document
 from tulle.control.config import ConfigSources, key_of
 
@@ -24,19 +24,6 @@ def cluster(*texts: str) -> dict[Any, Document]:
         assert key is not None
         found[key] = Document(f"kubernetes:{key[0]}/{key[1]}/{key[2]}", 1, data)
     return found
-
-
-ROUTE = """\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: web}
-spec:
-  hosts: [web]
-  http:
-    - route:
-        - destination: {host: web}
-      timeout: %s
-"""
 
 
 def test_cluster_resources_are_in_force_and_a_bad_version_keeps_the_last_good(

@@ -7,6 +7,7 @@ names for cluster-scoped objects) and removes what it created when another test 
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -31,3 +32,14 @@ def kube_env(kube_api: KubeApi) -> dict[str, str]:
     env = dict(os.environ)
     env["KUBECONFIG"] = str(kube_api.kubeconfig)
     return env
+
+
+def kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+    """The real ``kubectl ARGS`` with ``env`` (a kubeconfig for KMock); its output (it must
+    succeed)."""
+    result = subprocess.run(
+        ["kubectl", *args], check=False, input=stdin, env=env, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import ControlPlane, _stop, start_control_plane, wait_until
+from tests.kube.conftest import kubectl
 from tests.kube.kmock_server import KubeApi
 from tulle.kube.install.names import INSTANCE
 
@@ -27,15 +28,6 @@ pytestmark = pytest.mark.timeout(180)
 
 SYSTEM = "ca-publish-system"
 APPS = ("ca-publish-a", "ca-publish-b")
-
-
-def kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        ["kubectl", *args], check=False, input=stdin, env=env, capture_output=True,
-        text=True, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def namespace(env: dict[str, str], name: str) -> None:

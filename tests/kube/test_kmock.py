@@ -3,23 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
+from tests.kube.conftest import kubectl
 from tests.kube.kmock_server import KubeApi
-
-
-def kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        ["kubectl", *args],
-        check=False,
-        input=stdin,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_kubectl_creates_lists_by_label_and_deletes_namespaces(kube_env):

@@ -21,6 +21,7 @@ import pytest
 from lightkube import AsyncClient, KubeConfig
 
 from tests.e2e.conftest import ControlPlane, _stop, start_control_plane, wait_until
+from tests.kube.conftest import kubectl
 from tests.kube.kmock_server import KubeApi
 from tulle.api.kinds import KINDS
 from tulle.kube.install.crds import crd
@@ -31,15 +32,6 @@ from tulle.kube.root_cert import RootCertPublisher
 pytestmark = pytest.mark.timeout(180)
 
 NS = "leader-system"
-
-
-def kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        ["kubectl", *args], check=False, input=stdin, env=env, capture_output=True,
-        text=True, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def lease(env: dict[str, str]) -> dict[str, Any]:

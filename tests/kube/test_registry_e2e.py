@@ -31,6 +31,7 @@ from tests.e2e.conftest import (
     start_control_plane,
     wait_until,
 )
+from tests.kube.conftest import kubectl
 from tests.kube.kmock_server import KubeApi
 from tulle.api.kinds import KINDS
 from tulle.kube.install.crds import crd
@@ -42,15 +43,6 @@ BACKENDS = {"a": "127.0.0.2", "b": "127.0.0.3", "c": "127.0.0.4"}
 VS_RESOURCE = "virtualservices.v1.networking.istio.io"
 """With the version: KMock keeps each served version's objects apart (no conversion), and
 kubectl would otherwise read whichever version KMock's discovery says is preferred."""
-
-
-def kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        ["kubectl", *args], check=False, input=stdin, env=env, capture_output=True,
-        text=True, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def apply(env: dict[str, str], *objects: dict[str, Any]) -> None:

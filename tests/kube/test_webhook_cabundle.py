@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import BIN, ControlPlane, _stop, start_control_plane, wait_until
+from tests.kube.conftest import kubectl
 from tests.kube.kmock_server import KubeApi
 from tulle.kube.install.values import values_for
 from tulle.kube.install.webhooks import injector, validator
@@ -33,15 +34,6 @@ CONFIGURATIONS = {
     "mutatingwebhookconfiguration": injector(VALUES),
     "validatingwebhookconfiguration": validator(VALUES),
 }
-
-
-def kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        ["kubectl", *args], check=False, input=stdin, env=env, capture_output=True,
-        text=True, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def apply(env: dict[str, str], obj: dict[str, Any]) -> None:

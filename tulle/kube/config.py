@@ -9,8 +9,6 @@ no document and makes no update."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ from tulle.api.kinds import KINDS
 from tulle.api.source import Document
 from tulle.kube.client import Kind, KubeClient
 from tulle.kube.install.crds import plural
-from tulle.kube.watch import Backoff, Coalescer, Source, Watcher
+from tulle.kube.watch import Backoff, Source, WatchGroup
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +73,7 @@ class Verdict:
     message: str
 
 
-class ClusterConfig:
+class ClusterConfig(WatchGroup):
     """Watches the config kinds; calls ``on_update`` with every document once per burst."""
 
     def __init__(
@@ -86,15 +84,10 @@ class ClusterConfig:
         quiet: float = 0.1,
         longest: float = 1.0,
     ) -> None:
+        super().__init__(config_kinds(), source, backoff, quiet, longest)
         self.on_update = on_update
-        self.coalescer = Coalescer(self._flush, quiet, longest)
-        self.watchers = {
-            kind.name: Watcher(kind, source, self.coalescer.poke, backoff)
-            for kind in config_kinds()
-        }
         self.objects: dict[ConfigKey, dict[str, Any]] = {}
         self._last: dict[ConfigKey, Any] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
 
     def documents(self) -> dict[ConfigKey, Document]:
         """Every config document in the cluster now (and its object in ``objects``)."""
@@ -116,27 +109,6 @@ class ClusterConfig:
             return  # only .status (or nothing the config reads) changed
         self._last = contents
         self.on_update(documents)
-
-    def start(self) -> None:
-        """Start the watches and the coalescer (on the running loop)."""
-        self._tasks = [asyncio.create_task(w.run()) for w in self.watchers.values()]
-        self._tasks.append(asyncio.create_task(self.coalescer.run()))
-
-    async def stop(self) -> None:
-        """Stop every watch."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-
-    def status(self) -> dict[str, Any]:
-        """Per kind: objects, resourceVersion and what its watch did."""
-        return {
-            name: {"objects": len(w.objects), "synced": w.synced.is_set(), **vars(w.stats)}
-            for name, w in self.watchers.items()
-        }
 
 
 class StatusWriter:

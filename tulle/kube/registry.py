@@ -8,8 +8,6 @@ be read (no RBAC for them, say), endpoints carry no locality and nothing else wa
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ from tulle.kube.client import (
     load_config,
 )
 from tulle.kube.mapping import Cluster, endpoints_of, registrations, service_of, slice_inputs
-from tulle.kube.watch import Backoff, Coalescer, Source, Watcher
+from tulle.kube.watch import Backoff, Source, WatchGroup
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +44,7 @@ class RegistryUpdate:
     namespaces: frozenset[str]
 
 
-class KubeRegistry:
+class KubeRegistry(WatchGroup):
     """Watches the cluster and calls ``on_update`` once per burst of changes."""
 
     def __init__(
@@ -57,14 +55,10 @@ class KubeRegistry:
         quiet: float = QUIET_SECONDS,
         longest: float = LONGEST_SECONDS,
     ) -> None:
+        kinds = (NAMESPACES, SERVICES, ENDPOINT_SLICES, PODS, NODES)
+        super().__init__(kinds, source, backoff, quiet, longest)
         self.on_update = on_update
-        self.coalescer = Coalescer(self._flush, quiet, longest)
-        self.watchers = {
-            kind.name: Watcher(kind, source, self.coalescer.poke, backoff)
-            for kind in (NAMESPACES, SERVICES, ENDPOINT_SLICES, PODS, NODES)
-        }
         self.updates = 0
-        self._tasks: list[asyncio.Task[None]] = []
         self._mapped: dict[int, tuple[Any, tuple[Any, ...] | None, list[dict[str, Any]]]] = {}
 
     @classmethod
@@ -120,29 +114,3 @@ class KubeRegistry:
             return  # the update after the last of the first lists carries everything
         self.updates += 1
         self.on_update(self.update())
-
-    def start(self) -> None:
-        """Start the watches and the coalescer (on the running loop)."""
-        self._tasks = [asyncio.create_task(w.run()) for w in self.watchers.values()]
-        self._tasks.append(asyncio.create_task(self.coalescer.run()))
-
-    async def stop(self) -> None:
-        """Stop every watch."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-
-    def status(self) -> dict[str, Any]:
-        """Per kind: objects, resourceVersion and what its watch did (lists, resumes...)."""
-        return {
-            name: {
-                "objects": len(w.objects),
-                "resourceVersion": w.resource_version,
-                "synced": w.synced.is_set(),
-                **vars(w.stats),
-            }
-            for name, w in self.watchers.items()
-        }

@@ -17,9 +17,10 @@ Every change calls ``on_change``; coalescing a burst into one update is the call
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -221,3 +222,47 @@ class Coalescer:
             self._poked.clear()
             self.flushes += 1
             self.flush()
+
+
+class WatchGroup:
+    """Watches of several kinds into one :class:`Coalescer` that calls ``_flush`` once per burst;
+    the base of the registry and of the config source."""
+
+    def __init__(
+        self, kinds: Iterable[Kind], source: Source, backoff: Backoff | None,
+        quiet: float, longest: float,
+    ) -> None:  # fmt: skip
+        self.coalescer = Coalescer(self._flush, quiet, longest)
+        self.watchers = {
+            kind.name: Watcher(kind, source, self.coalescer.poke, backoff) for kind in kinds
+        }
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _flush(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Start the watches and the coalescer (on the running loop)."""
+        self._tasks = [asyncio.create_task(w.run()) for w in self.watchers.values()]
+        self._tasks.append(asyncio.create_task(self.coalescer.run()))
+
+    async def stop(self) -> None:
+        """Stop every watch."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    def status(self) -> dict[str, Any]:
+        """Per kind: objects, resourceVersion and what its watch did (lists, resumes...)."""
+        return {
+            name: {
+                "objects": len(w.objects),
+                "resourceVersion": w.resource_version,
+                "synced": w.synced.is_set(),
+                **vars(w.stats),
+            }
+            for name, w in self.watchers.items()
+        }
