@@ -101,6 +101,25 @@ class KubeClient:
         config = self._generic.config
         return str(config.cluster.server) if config is not None else ""
 
+    async def call(
+        self,
+        method: str,
+        resource: Any,
+        name: str | None = None,
+        obj: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes, str]:
+        """One request as lightkube builds it (URL, credentials), its JSON left whole: the
+        status code, the body and the reason phrase."""
+        basic = self._generic.prepare_request(
+            method, res=resource, name=name, obj=obj, headers=headers
+        )
+        response = await self._http.send(self._generic.build_adapter_request(basic))
+        try:
+            return response.status_code, response.content, response.reason_phrase
+        finally:
+            await response.aclose()
+
     async def list(self, kind: Kind) -> tuple[str, list[dict[str, Any]]]:
         """Every object of ``kind`` (all namespaces) and the list's resourceVersion."""
         items: list[dict[str, Any]] = []

@@ -25,15 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from lightkube import AsyncClient
-from lightkube.core.generic_client import GenericAsyncClient
 from lightkube.resources.admissionregistration_v1 import (
     MutatingWebhookConfiguration,
     ValidatingWebhookConfiguration,
 )
 from lightkube.types import PatchType
 
-from tulle.kube.client import load_config
+from tulle.kube.client import KubeClient, load_config
 from tulle.kube.install.names import injector_name, validator_name
 
 log = logging.getLogger(__name__)
@@ -96,15 +94,7 @@ class CaBundleKeeper:
         bundle: Callable[[], bytes],
         resync: float = RESYNC_SECONDS,
     ) -> None:
-        self._client = AsyncClient(
-            config=load_config(kubeconfig, context), timeout=httpx2.Timeout(10.0)
-        )
-        generic = self._client._client
-        assert isinstance(generic, GenericAsyncClient)
-        self._generic = generic
-        http = generic._client
-        assert isinstance(http, httpx2.AsyncClient)
-        self._http = http
+        self._kube = KubeClient(load_config(kubeconfig, context))
         self.targets = targets(namespace)
         self.bundle = bundle
         self.resync = resync
@@ -158,17 +148,16 @@ class CaBundleKeeper:
         self, method: str, target: Target, patch: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         headers = {"Content-Type": PatchType.MERGE.value} if patch is not None else None
-        basic = self._generic.prepare_request(
-            method, res=target.kind, name=target.name, obj=patch, headers=headers
+        code, content, reason = await self._kube.call(
+            method, target.kind, name=target.name, obj=patch, headers=headers
         )
-        response = await self._http.send(self._generic.build_adapter_request(basic))
         try:
-            body = json.loads(response.content) if response.content else {}
+            body = json.loads(content) if content else {}
         except ValueError:
             body = {}
-        if response.status_code >= 300:
+        if code >= 300:
             message = body.get("message") if isinstance(body, dict) else None
-            raise ApiStatusError(response.status_code, str(message or response.reason_phrase))
+            raise ApiStatusError(code, str(message or reason))
         if not isinstance(body, dict):
             raise ValueError(f"{method} {target}: the answer is not a JSON object")
         return body
@@ -201,4 +190,4 @@ class CaBundleKeeper:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._client.close()
+        await self._kube.close()
