@@ -3,6 +3,8 @@
 - A Service is a mesh service ``<name>.<namespace>.svc.cluster.local`` with its ports; a port's
   protocol comes from ``appProtocol``, else from the port name's prefix (``http-web``,
   ``grpc``...), as Istio's protocol selection does; UDP and SCTP ports are not the mesh's.
+  That mapping is tulle.api.kubernetes's (:func:`service_of`, :func:`port_protocol`), which
+  reads a Service written in a config file the same way.
 - An EndpointSlice's endpoints are the service's endpoints, one per address and port, in the
   control plane's registration form (the one its HTTP API takes): healthy only when ready and
   not terminating, so a terminating or unready pod gets no new requests; the zone (with the
@@ -21,8 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tulle.api.hosts import CLUSTER_DOMAIN
-from tulle.api.model import Service, ServicePort
+# service_of is re-exported: tulle.kube.registry maps the cluster's Services with it.
+from tulle.api.kubernetes import port_protocol, service_host, service_of  # noqa: F401
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
@@ -31,27 +33,6 @@ SIDECAR_CONTAINER = "tulle-proxy"
 REGION_LABEL = "topology.kubernetes.io/region"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 SUBZONE_LABEL = "topology.istio.io/subzone"
-
-_PROTOCOLS = {
-    "http": "HTTP",
-    "http2": "HTTP2",
-    "h2c": "HTTP2",
-    "kubernetes.io/h2c": "HTTP2",
-    "grpc": "GRPC",
-    "grpc-web": "GRPC",
-    "tcp": "TCP",
-    # Carried as opaque TCP: TLS passes through, and the mesh has no codec for these.
-    "https": "TCP",
-    "tls": "TCP",
-    "mongo": "TCP",
-    "redis": "TCP",
-    "mysql": "TCP",
-    "kubernetes.io/ws": "HTTP",
-    "kubernetes.io/wss": "TCP",
-}
-DEFAULT_PROTOCOL = "TCP"
-"""A port neither ``appProtocol`` nor its name says anything about. Istio sniffs such a port's
-protocol; Tulle carries it as TCP (name the port ``http-...`` or set ``appProtocol``)."""
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -64,64 +45,6 @@ def _list(value: Any) -> list[Any]:
 
 def _str_map(value: Any) -> dict[str, str]:
     return {k: v for k, v in _dict(value).items() if isinstance(k, str) and isinstance(v, str)}
-
-
-def port_protocol(port: Mapping[str, Any]) -> str | None:
-    """The mesh protocol of a Service (or EndpointSlice) port: ``appProtocol`` first, then the
-    name's prefix before the first ``-``; None for a UDP or SCTP port."""
-    if str(port.get("protocol") or "TCP").upper() != "TCP":
-        return None
-    app = port.get("appProtocol")
-    if isinstance(app, str) and app.lower() in _PROTOCOLS:
-        return _PROTOCOLS[app.lower()]
-    name = port.get("name")
-    if isinstance(name, str) and name:
-        prefix = name.lower().split("-", 1)[0]
-        if prefix in _PROTOCOLS:
-            return _PROTOCOLS[prefix]
-    return DEFAULT_PROTOCOL
-
-
-def service_host(name: str, namespace: str) -> str:
-    """The host a Service is called by: ``name.namespace.svc.cluster.local``."""
-    return f"{name}.{namespace}.svc.{CLUSTER_DOMAIN}"
-
-
-def service_of(obj: Mapping[str, Any]) -> Service | None:
-    """The mesh service of a Kubernetes Service; None for an ExternalName Service (a DNS
-    alias, not endpoints) or one without a name."""
-    metadata, spec = _dict(obj.get("metadata")), _dict(obj.get("spec"))
-    name, namespace = metadata.get("name"), metadata.get("namespace") or "default"
-    if not isinstance(name, str) or not isinstance(namespace, str):
-        return None
-    if spec.get("type") == "ExternalName":
-        return None
-    ports = []
-    for raw_port in _list(spec.get("ports")):
-        port = _dict(raw_port)
-        number, protocol = port.get("port"), port_protocol(port)
-        if not isinstance(number, int) or protocol is None:
-            continue
-        target = port.get("targetPort")
-        ports.append(
-            ServicePort(
-                number=number,
-                protocol=protocol,
-                name=port.get("name") or None,
-                target_port=target if isinstance(target, int) else None,
-            )
-        )
-    cluster_ip = spec.get("clusterIP")
-    addresses = (cluster_ip,) if isinstance(cluster_ip, str) and cluster_ip[:1].isdigit() else ()
-    return Service(
-        host=service_host(name, namespace),
-        namespace=namespace,
-        ports=tuple(sorted(ports, key=lambda p: p.number)),
-        location="MESH_INTERNAL",
-        resolution="STATIC",
-        origins=(),
-        addresses=addresses,
-    )
 
 
 def in_mesh(pod: Mapping[str, Any]) -> bool:
