@@ -130,9 +130,16 @@ def test_rbac_reads_what_the_registry_needs_and_writes_little():
         ) & {"update", "patch"}:
             assert rule["resourceNames"]
     secrets = [r.to_dict() for r in namespace_rules() if r.resources == ("secrets",)]
-    assert all(
-        r.get("resourceNames") == ["tulle-ca-secret"] for r in secrets if r["verbs"] != ["create"]
-    )
+    # Beyond create (which cannot be limited by name): the CA's Secret, and only get of the
+    # admin token's (the control plane never changes it).
+    assert {
+        (tuple(r.get("resourceNames", ())), tuple(r["verbs"]))
+        for r in secrets
+        if r["verbs"] != ["create"]
+    } == {
+        (("tulle-ca-secret",), ("get", "watch", "update", "patch")),
+        (("tulle-admin-token",), ("get",)),
+    }
     assert all("delete" not in r["verbs"] for r in rules)
 
 

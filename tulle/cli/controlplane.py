@@ -126,6 +126,8 @@ def controlplane(
     elif inject_set:
         typer.echo("error: --inject-set goes with --webhook-port", err=True)
         raise typer.Exit(2)
+    if registry == "kubernetes":
+        _take_shared_admin_token(kubeconfig, context, namespace, state_dir)
     plane = ControlPlane(
         files or [], state_dir, host, xds_port, http_port, secure_xds_port, plugin, insecure_xds,
         registry, kubeconfig, context, webhook, namespace,
@@ -134,6 +136,25 @@ def controlplane(
         asyncio.run(_run(plane))
     except (OSError, ValueError) as error:  # a port in use, a broken or unusable CA
         typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _take_shared_admin_token(
+    kubeconfig: Path | None, context: str | None, namespace: str, state_dir: Path
+) -> None:
+    """With ``--registry kubernetes`` every replica's admin token is the one in the Secret
+    tulle-admin-token (created when missing): written to the state directory before the API
+    starts, where the API reads it. Exit 1 saying why when it cannot be had."""
+    from tulle.control.kube_admin import (
+        AdminTokenError,
+        KubeConfigError,
+        take_shared_admin_token,
+    )
+
+    try:
+        take_shared_admin_token(kubeconfig, context, namespace, state_dir)
+    except (AdminTokenError, KubeConfigError, OSError) as error:
+        typer.echo(f"error: the admin token: {error}", err=True)
         raise typer.Exit(1) from None
 
 

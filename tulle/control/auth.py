@@ -1,6 +1,9 @@
 """Who is calling the control plane's HTTP API, from the credential the request proves.
 
-Every route but ``GET /healthz`` needs ``Authorization: Bearer <token>``. The admin token (a
+Every route but ``GET /healthz`` (and ``/metrics``) needs ``Authorization: Bearer <token>``,
+or the token alone in ``X-Tulle-Token``: the Kubernetes API server's service proxy, through
+which ``tulle proxy-status --kube`` reaches the control plane, removes ``Authorization`` (it
+carried the user's credential for the API server) and passes other headers on. The admin token (a
 0600 file in the control plane's state directory, which the ``tulle`` CLI reads itself) may do
 everything. A workload's bootstrap token (the local runner makes one per replica; Kubernetes
 service-account tokens later, behind the same ``Authenticator``) proves one namespace and
@@ -15,6 +18,9 @@ from dataclasses import dataclass
 
 from tulle.security.tokens import Authenticator, Unauthenticated, bearer_token
 from tulle.transport.http_server import Request, Response, error_response
+
+TOKEN_HEADER = "x-tulle-token"
+"""The token alone, for callers whose ``Authorization`` a proxy removes (the API server's)."""
 
 
 @dataclass(frozen=True)
@@ -59,12 +65,15 @@ class ApiAuth:
         header = request.headers.get("authorization", "")
         credential = bearer_token(header)
         if not header:
-            raise AccessDenied(
-                401,
-                "this API needs a token: send Authorization: Bearer <token> (the admin token is "
-                f"{self.token_hint}; the tulle CLI reads it itself, or pass --token)",
-            )
-        if credential is None:
+            credential = request.headers.get(TOKEN_HEADER, "").strip() or None
+            if credential is None:
+                raise AccessDenied(
+                    401,
+                    "this API needs a token: send Authorization: Bearer <token> or "
+                    f"{TOKEN_HEADER}: <token> (the admin token is {self.token_hint}; the tulle "
+                    "CLI reads it itself, or pass --token)",
+                )
+        elif credential is None:
             raise AccessDenied(401, "Authorization must be 'Bearer <token>'")
         if hmac.compare_digest(credential.encode(), self._admin):
             return Caller(admin=True)

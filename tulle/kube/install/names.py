@@ -10,6 +10,10 @@ MESH_CONFIG = "tulle-mesh-config"
 """The ConfigMap holding the Mesh resource (key ``mesh.yaml``)."""
 CA_SECRET = "tulle-ca-secret"
 """The Secret in the control plane's namespace that holds the CA's key (written by the leader)."""
+ADMIN_TOKEN_SECRET = "tulle-admin-token"
+"""The Secret in the control plane's namespace holding the admin token of its HTTP API (key
+``token``), shared by every replica: the control plane creates it when missing, and the CLI
+reads it with the user's Kubernetes credentials (``tulle proxy-status --kube``)."""
 ROOT_CERT = "tulle-ca-root-cert"
 """The ConfigMap with the root certificate that the control plane publishes in every namespace."""
 LEADER_LEASE = "tulle-controlplane-leader"

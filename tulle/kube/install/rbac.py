@@ -9,6 +9,7 @@ from typing import Any
 from tulle.api.kinds import KINDS
 from tulle.kube.install.crds import plural
 from tulle.kube.install.names import (
+    ADMIN_TOKEN_SECRET,
     CA_SECRET,
     CONTROL_PLANE,
     LEADER_LEASE,
@@ -157,7 +158,8 @@ def namespace_rules() -> list[Rule]:
             ("",),
             ("secrets",),
             ("create",),
-            "identity: store the CA's key the first time (create cannot be limited by name)",
+            "identity: store the CA's key, and the API's admin token, the first time (create "
+            "cannot be limited by name)",
         ),
         Rule(
             ("",),
@@ -165,6 +167,13 @@ def namespace_rules() -> list[Rule]:
             ("get", "watch", "update", "patch"),
             "identity: read and rotate the CA's key, and no other Secret",
             (CA_SECRET,),
+        ),
+        Rule(
+            ("",),
+            ("secrets",),
+            ("get",),
+            "the HTTP API: read the admin token every replica shares (never changed by it)",
+            (ADMIN_TOKEN_SECRET,),
         ),
     ]
 
