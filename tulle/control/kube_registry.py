@@ -10,10 +10,11 @@ out and logged once), then published in one swap."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tulle.api.model import Service
+from tulle.api.model import Service, Workload
 from tulle.control.registry import Endpoint, RegistrationError, endpoint_from_dict
 from tulle.kube.client import KubeClient
 from tulle.kube.registry import KubeRegistry, RegistryUpdate
@@ -31,6 +32,8 @@ class KubernetesRegistry:
         self._endpoints: tuple[Endpoint, ...] = ()
         self._services: tuple[Service, ...] = ()
         self._namespaces: frozenset[str] = frozenset()
+        self._workloads: Mapping[tuple[str, str], Workload] = {}
+        self._pods: Mapping[tuple[str, str], str] = {}
         self._pending: RegistryUpdate | None = None
         self._refused: set[str] = set()
         self._checked: dict[int, tuple[dict[str, Any], Endpoint]] = {}
@@ -69,6 +72,7 @@ class KubernetesRegistry:
         self._checked = checked
         self._endpoints, self._services = tuple(endpoints), update.services
         self._namespaces = update.namespaces
+        self._workloads, self._pods = update.workloads, update.pods
         return True
 
     def namespaces(self) -> frozenset[str]:
@@ -82,6 +86,14 @@ class KubernetesRegistry:
     def services(self) -> tuple[Service, ...]:
         """The cluster's services (hosts and ports)."""
         return self._services
+
+    def workloads(self) -> Mapping[tuple[str, str], Workload]:
+        """The workloads of the cluster's pods in the mesh, by namespace and name."""
+        return self._workloads
+
+    def pods(self) -> Mapping[tuple[str, str], str]:
+        """Each mesh pod's workload name, by namespace and pod name."""
+        return self._pods
 
     def hosts(self) -> set[str]:
         """The hosts the cluster's services define."""

@@ -6,10 +6,10 @@ function of a snapshot and a node, so it is cached per snapshot."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from tulle.api.model import MeshModel, Service, ServicePort
+from tulle.api.model import MeshModel, Service, ServicePort, Workload
 from tulle.control.registry import Endpoint
 
 
@@ -22,6 +22,15 @@ class Snapshot:
     endpoints: tuple[Endpoint, ...]
     services: Mapping[str, Service]
     endpoints_by_service: Mapping[str, tuple[Endpoint, ...]]
+    workloads: Mapping[tuple[str, str], Workload] = field(default_factory=dict)
+    """Every workload by namespace and name: the config's, and the cluster's mesh pods'."""
+    pods: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    """A cluster pod's workload name, by namespace and pod (its proxy's node names the pod)."""
+
+    def workload_of(self, namespace: str, pod: str, name: str) -> Workload | None:
+        """The workload a node runs beside: its pod's in the cluster, else the one of the
+        config called ``name`` (the pod name less its replica number)."""
+        return self.workloads.get((namespace, self.pods.get((namespace, pod), name)))
 
 
 def _implicit_service(host: str, endpoints: list[Endpoint]) -> Service:
@@ -46,9 +55,15 @@ def build_snapshot(
     model: MeshModel,
     endpoints: tuple[Endpoint, ...],
     registry_services: tuple[Service, ...] = (),
+    registry_workloads: Mapping[tuple[str, str], Workload] = MappingProxyType({}),
+    pods: Mapping[tuple[str, str], str] = MappingProxyType({}),
 ) -> Snapshot:
     """The snapshot of ``model`` and ``endpoints``; ``registry_services`` (Kubernetes Services)
-    define hosts and ports too, where the config (a Workload, a ServiceEntry) does not."""
+    define hosts and ports too, where the config (a Workload, a ServiceEntry) does not, and
+    ``registry_workloads`` (mesh pods, ``pods`` saying which pod is which) are workloads where
+    the config has none of that name."""
+    workloads = dict(registry_workloads)
+    workloads.update({(w.namespace, w.name): w for w in model.workloads})
     by_service: dict[str, list[Endpoint]] = {}
     for endpoint in endpoints:
         by_service.setdefault(endpoint.service, []).append(endpoint)
@@ -64,4 +79,6 @@ def build_snapshot(
         endpoints=endpoints,
         services=MappingProxyType(services),
         endpoints_by_service=MappingProxyType({h: tuple(e) for h, e in by_service.items()}),
+        workloads=MappingProxyType(workloads),
+        pods=MappingProxyType(dict(pods)),
     )

@@ -33,6 +33,7 @@ SIDECAR_CONTAINER = "tulle-proxy"
 REGION_LABEL = "topology.kubernetes.io/region"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 SUBZONE_LABEL = "topology.istio.io/subzone"
+TEMPLATE_HASH_LABEL = "pod-template-hash"
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -55,6 +56,29 @@ def in_mesh(pod: Mapping[str, Any]) -> bool:
         return True
     containers = _list(spec.get("containers")) + _list(spec.get("initContainers"))
     return any(_dict(c).get("name") == SIDECAR_CONTAINER for c in containers)
+
+
+def owner_names(pod: Mapping[str, Any]) -> list[str]:
+    """The names a pod's workload may take, best first: the Deployment (a ReplicaSet owner
+    whose name ends in the pod's ``pod-template-hash``), the controlling owner, the pod."""
+    metadata = _dict(pod.get("metadata"))
+    names: list[str] = []
+    for raw in _list(metadata.get("ownerReferences")):
+        owner = _dict(raw)
+        name = owner.get("name")
+        if not owner.get("controller") or not isinstance(name, str) or not name:
+            continue
+        template_hash = _str_map(metadata.get("labels")).get(TEMPLATE_HASH_LABEL)
+        if owner.get("kind") == "ReplicaSet" and template_hash:
+            head, _, tail = name.rpartition("-")
+            if head and tail == template_hash:
+                names.append(head)
+        names.append(name)
+        break
+    pod_name = metadata.get("name")
+    if isinstance(pod_name, str) and pod_name:
+        names.append(pod_name)
+    return names
 
 
 def locality(zone: str | None, node: Mapping[str, Any] | None) -> str:
@@ -129,7 +153,7 @@ def endpoints_of(slice_: Mapping[str, Any], cluster: Cluster) -> list[dict[str, 
         zone = endpoint.get("zone") if isinstance(endpoint.get("zone"), str) else None
         healthy = _healthy(_dict(endpoint.get("conditions")))
         account = pod_spec.get("serviceAccountName") or "default"
-        workload = pod_meta.get("name") or ""
+        workload = owner_names(pod)[0] if pod else ""
         for address in _list(endpoint.get("addresses"))[:1]:  # more than one: the same pod
             for number, service_port_number, protocol in ports:
                 found.append(

@@ -1,6 +1,7 @@
 """The Kubernetes service registry: a watch per kind (Namespaces, Services, EndpointSlices, Pods,
 Nodes), and after each burst of changes one update for the control plane: the mesh services
-and the endpoint registrations of the whole cluster (``mapping``).
+and the endpoint registrations of the whole cluster (``mapping``), and the workloads of the
+pods in the mesh (``workloads``).
 
 The first update waits until Services, EndpointSlices and Pods are listed once, so the control
 plane never pushes a half-read cluster. Nodes only add the region of a locality: if they cannot
@@ -10,11 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tulle.api.model import Service
+from tulle.api.model import Service, Workload
 from tulle.kube.client import (
     ENDPOINT_SLICES,
     NAMESPACES,
@@ -26,6 +27,7 @@ from tulle.kube.client import (
 )
 from tulle.kube.mapping import Cluster, endpoints_of, registrations, service_of, slice_inputs
 from tulle.kube.watch import Backoff, Source, WatchGroup
+from tulle.kube.workloads import mesh_workloads
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +39,14 @@ LONGEST_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class RegistryUpdate:
-    """The cluster as the mesh sees it: services and endpoint registrations."""
+    """The cluster as the mesh sees it: services, endpoint registrations, and the workloads
+    of the pods in the mesh (with each such pod's workload name, by namespace and pod)."""
 
     services: tuple[Service, ...]
     registrations: tuple[dict[str, Any], ...]
     namespaces: frozenset[str]
+    workloads: Mapping[tuple[str, str], Workload] = field(default_factory=dict)
+    pods: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
 
 class KubeRegistry(WatchGroup):
@@ -103,10 +108,13 @@ class KubeRegistry(WatchGroup):
 
         found = registrations(self.watchers["EndpointSlice"].objects.values(), cluster, of_slice)
         self._mapped = cache
+        workloads = mesh_workloads(cluster.pods.values(), services.values())
         return RegistryUpdate(
             services=tuple(sorted((s for s in mapped if s is not None), key=lambda s: s.host)),
             registrations=tuple(found),
             namespaces=frozenset(name for _, name in self.watchers["Namespace"].objects),
+            workloads=workloads.workloads,
+            pods=workloads.pods,
         )
 
     def _flush(self) -> None:

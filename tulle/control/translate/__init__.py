@@ -23,16 +23,15 @@ Resources = Mapping[str, Mapping[str, Any]]
 
 def view_of(snapshot: Snapshot, node: NodeInfo) -> NodeView:
     """What of ``node`` matters to translation (its workload's labels come from the model)."""
-    labels: tuple[tuple[str, str], ...] = ()
-    known = False
-    for workload in snapshot.model.workloads:
-        if workload.name == node.workload and workload.namespace == node.namespace:
-            labels, known = workload.labels, True
-            break
+    workload = snapshot.workload_of(node.namespace, node.pod, node.workload)
+    labels = workload.labels if workload is not None else ()
     # Sidecars and the library get an inbound listener for their own workload, a proxyless
     # node with a Workload the server listeners of an xds=True grpcio server
     # (translate.grpc_server); proxyless clients without one share one translation.
-    own = node.workload if known or node.mode != "proxyless" else ""
+    if workload is not None:
+        own = workload.name
+    else:
+        own = node.workload if node.mode != "proxyless" else ""
     return NodeView(node.mode, node.namespace, labels, own)
 
 

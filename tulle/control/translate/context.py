@@ -52,15 +52,8 @@ def is_routable(service: Service) -> bool:
 
 
 def own_workload(snapshot: Snapshot, view: NodeView) -> Workload | None:
-    """The Workload a sidecar or library node runs beside (none for proxyless nodes)."""
-    return next(
-        (
-            w
-            for w in snapshot.model.workloads
-            if w.name == view.workload and w.namespace == view.namespace
-        ),
-        None,
-    )
+    """The Workload a sidecar or library node runs beside, or a proxyless node serves."""
+    return snapshot.workloads.get((view.namespace, view.workload))
 
 
 __all__ = ["NodeView", "Snapshot", "client_names", "default_port", "http_ports", "is_routable"]
