@@ -92,7 +92,7 @@ def test_apply_get_delete(control_plane: ControlPlane, processes: Processes, tmp
 
     still_needed = tulle(control_plane, "delete", "serviceentry", "greeter")
     assert still_needed.returncode == 1
-    assert "is not defined by any Workload or ServiceEntry" in still_needed.stderr
+    assert "is not defined by any Workload, Service or ServiceEntry" in still_needed.stderr
     assert (
         tulle(control_plane, "delete", "vs", "greeter").stdout
         == "VirtualService default/greeter deleted\n"

@@ -5,8 +5,11 @@ Each check takes the loaded resources (with their documents, for lines) and retu
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
+from tulle.api.check_context import Context
+from tulle.api.check_context import located as _located
+from tulle.api.checks_services import check_kubernetes_services
 from tulle.api.findings import Finding, Severity
 from tulle.api.hosts import host_matches
 from tulle.api.kinds import (
@@ -16,46 +19,16 @@ from tulle.api.kinds import (
     Mesh,
     PeerAuthentication,
     RateLimit,
-    Resource,
     ServiceEntry,
     VirtualService,
     Workload,
 )
 from tulle.api.loader import Loaded
-from tulle.api.normalize import HostResolver, namespaces_of, workload_labels
+from tulle.api.normalize import workload_labels
 from tulle.api.source import FieldPath
 
 ERROR, WARNING = Severity.ERROR, Severity.WARNING
-R = TypeVar("R", bound=Resource)
-
-
-class Context:
-    """What the checks share: the resources by kind, the host resolver, the known hosts."""
-
-    def __init__(self, loaded: list[Loaded], known_hosts: Iterable[str] = ()) -> None:
-        self.loaded = loaded
-        self.resolve = HostResolver(namespaces_of(item.resource for item in loaded))
-        self.hosts: set[str] = set(known_hosts)
-        for workload, _ in self.of(Workload):
-            self.hosts.add(self.resolve(workload.spec.service or workload.name, workload.namespace))
-        for entry, _ in self.of(ServiceEntry):
-            self.hosts.update(self.resolve(h, entry.namespace) for h in entry.spec.hosts)
-        self.subsets: dict[str, set[str]] = {}
-        for rule, _ in self.of(DestinationRule):
-            host = self.resolve(rule.spec.host, rule.namespace)
-            self.subsets.setdefault(host, set()).update(s.name for s in rule.spec.subsets)
-
-    def of(self, kind: type[R]) -> list[tuple[R, Loaded]]:
-        """The resources of ``kind`` with their load records, in load order."""
-        return [(item.resource, item) for item in self.loaded if isinstance(item.resource, kind)]
-
-    def is_known(self, host: str) -> bool:
-        """Whether a Workload, a ServiceEntry (wildcards included) or the registry defines it."""
-        return any(host_matches(known, host) for known in self.hosts)
-
-
-def _located(item: Loaded) -> str:
-    return f"{item.document.file}:{item.document.line}"
+UNDEFINED = "is not defined by any Workload, Service or ServiceEntry"
 
 
 def check_duplicate_names(ctx: Context) -> Iterator[Finding]:
@@ -89,9 +62,7 @@ def _check_destination(
     full = ctx.resolve(host, item.resource.namespace)
     if not ctx.is_known(full):
         shown = host if host == full else f"{host} ({full})"
-        yield item.finding(
-            ERROR, (*path, "host"), f"host {shown} is not defined by any Workload or ServiceEntry"
-        )
+        yield item.finding(ERROR, (*path, "host"), f"host {shown} {UNDEFINED}")
     elif subset is not None and subset not in ctx.subsets.get(full, set()):
         defined = sorted(ctx.subsets.get(full, set()))
         hint = f" (defined: {', '.join(defined)})" if defined else " (no DestinationRule for it)"
@@ -167,8 +138,7 @@ def check_http_routes(ctx: Context) -> Iterator[Finding]:
                 yield item.finding(
                     ERROR,
                     ("spec", "parentRefs", i, "name"),
-                    f"Service {parent.name} ({host}) is not defined by any Workload or "
-                    "ServiceEntry",
+                    f"Service {parent.name} ({host}) {UNDEFINED}",
                 )
         for i, rule in enumerate(route.spec.rules):
             for j, backend in enumerate(rule.backend_refs):
@@ -177,8 +147,7 @@ def check_http_routes(ctx: Context) -> Iterator[Finding]:
                     yield item.finding(
                         ERROR,
                         ("spec", "rules", i, "backendRefs", j, "name"),
-                        f"Service {backend.name} ({host}) is not defined by any Workload or "
-                        "ServiceEntry",
+                        f"Service {backend.name} ({host}) {UNDEFINED}",
                     )
 
 
@@ -191,6 +160,9 @@ def check_services_defined_once(ctx: Context) -> Iterator[Finding]:
         defined.setdefault(
             ctx.resolve(workload.spec.service or workload.name, workload.namespace), item
         )
+    for _, mapped, item in ctx.kubernetes:
+        if mapped is not None:
+            defined.setdefault(mapped.host, item)
     for entry, item in ctx.of(ServiceEntry):
         for i, name in enumerate(entry.spec.hosts):
             host = ctx.resolve(name, entry.namespace)
@@ -243,11 +215,15 @@ def check_proxyless_ports(ctx: Context) -> Iterator[Finding]:
 
 
 def _service_ports(ctx: Context) -> dict[str, set[int]]:
-    """The ports of each service the config defines (Workloads and ServiceEntries)."""
+    """The ports of each service the config defines (Workloads, Kubernetes Services and
+    ServiceEntries)."""
     ports: dict[str, set[int]] = {}
     for workload, _ in ctx.of(Workload):
         host = ctx.resolve(workload.spec.service or workload.name, workload.namespace)
         ports.setdefault(host, set()).update(p.port for p in workload.spec.ports)
+    for _, mapped, _ in ctx.kubernetes:
+        if mapped is not None:
+            ports.setdefault(mapped.host, set()).update(p.number for p in mapped.ports)
     for entry, _ in ctx.of(ServiceEntry):
         for name in entry.spec.hosts:
             host = ctx.resolve(name, entry.namespace)
@@ -378,7 +354,7 @@ def check_destination_rules(ctx: Context) -> Iterator[Finding]:
                 yield item.finding(
                     WARNING,
                     ("spec", "host"),
-                    f"host {host} is not defined by any Workload or ServiceEntry",
+                    f"host {host} {UNDEFINED}",
                 )
             continue
         for i, subset in enumerate(rule.spec.subsets):
@@ -446,7 +422,7 @@ def check_fallbacks(ctx: Context) -> Iterator[Finding]:
             if not ctx.is_known(resolved):
                 yield item.finding(
                     ERROR, field_path,
-                    f"host {name} ({resolved}) is not defined by any Workload or ServiceEntry",
+                    f"host {name} ({resolved}) {UNDEFINED}",
                 )  # fmt: skip
         if host == target:
             message = f"{spec.to.host} falls back to itself"
@@ -464,7 +440,7 @@ def check_rate_limits(ctx: Context) -> Iterator[Finding]:
             yield item.finding(
                 ERROR,
                 ("spec", "target", "host"),
-                f"host {target.host} ({host}) is not defined by any Workload or ServiceEntry",
+                f"host {target.host} ({host}) {UNDEFINED}",
             )
             continue
         if target.route is None:
@@ -497,6 +473,7 @@ CHECKS: tuple[Callable[[Context], Iterator[Finding]], ...] = (
     check_http_routes,
     check_services_defined_once,
     check_workload_ports_agree,
+    check_kubernetes_services,
     check_proxyless_ports,
     check_destination_ports,
     check_routed_once,
@@ -506,6 +483,9 @@ CHECKS: tuple[Callable[[Context], Iterator[Finding]], ...] = (
     check_rate_limits,
     check_fallbacks,
 )
+
+
+__all__ = ["CHECKS", "Context", "cross_check"]
 
 
 def cross_check(loaded: list[Loaded], known_hosts: Iterable[str] = ()) -> list[Finding]:

@@ -7,10 +7,12 @@ from dataclasses import asdict, dataclass
 
 
 class Severity(enum.StrEnum):
-    """How bad a finding is: an ERROR rejects the config, a WARNING only informs."""
+    """How bad a finding is: an ERROR rejects the config, a WARNING points at a likely mistake,
+    an INFO only says what was done (a document that is not mesh config, skipped)."""
 
     ERROR = "ERROR"
     WARNING = "WARNING"
+    INFO = "INFO"
 
 
 @dataclass(frozen=True, order=True)

@@ -14,8 +14,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from tulle.api.findings import Finding, Severity
-from tulle.api.kinds import Resource, UnknownKindError, model_for
+from tulle.api.kinds import Resource, UnknownKindError, model_for, reads_kind
 from tulle.api.kinds.base import FieldError
+from tulle.api.kubernetes import is_builtin
 from tulle.api.source import Document, FieldPath, format_path, identify, read_paths
 
 
@@ -134,6 +135,21 @@ def describe_error(error: ErrorDetails, model: type[BaseModel]) -> tuple[FieldPa
     return path, f"{error['msg']}, got {_short(given)}"
 
 
+def skipped(document: Document, api_version: str, kind: str, namespace: str, name: str) -> Finding:
+    """The INFO finding of a Kubernetes object that is not mesh config (a Deployment, a
+    ServiceAccount, a Secret...): it names the document and its kind, never its contents."""
+    return Finding(
+        document.file,
+        document.line,
+        Severity.INFO,
+        kind,
+        namespace,
+        name,
+        "-",
+        f"{api_version} {kind} is not mesh config: skipped",
+    )
+
+
 def load_document(document: Document) -> tuple[Loaded | None, list[Finding]]:
     """Validate one document into a resource; on failure, every schema error as a finding."""
     data = document.data
@@ -162,9 +178,14 @@ def load_document(document: Document) -> tuple[Loaded | None, list[Finding]]:
         return None, [
             fail((missing,), "required field is missing or not a string", label, namespace, name)
         ]
+    if kind == "List" and is_builtin(api_version):
+        message = "a List's items are not read: write each item as a document of its own (---)"
+        return None, [fail(("items",), message, label, namespace, name)]
     try:
         model = model_for(api_version, kind)
     except UnknownKindError as unknown:
+        if is_builtin(api_version) and not reads_kind(kind):
+            return None, [skipped(document, api_version, kind, namespace, name)]
         return None, [fail((unknown.field,), str(unknown), label, namespace, name)]
     try:
         resource = model.model_validate(data)

@@ -17,6 +17,7 @@ from tulle.api.kinds import (
     DestinationRule,
     Fallback,
     HTTPRoute,
+    KubernetesService,
     Mesh,
     PeerAuthentication,
     RateLimit,
@@ -28,6 +29,7 @@ from tulle.api.kinds import (
 from tulle.api.kinds import gateway as gw
 from tulle.api.kinds import networking as net
 from tulle.api.kinds.base import StringMatch
+from tulle.api.kubernetes import service_of
 from tulle.api.model import (
     DEFAULT_RETRY_ON,
     AuthorizationPolicyRule,
@@ -137,9 +139,22 @@ def _workload(workload: Workload, resolve: HostResolver) -> WorkloadModel:
     )
 
 
+def kubernetes_service(service: KubernetesService) -> Service | None:
+    """The mesh service a Kubernetes Service of a file defines (None for ExternalName), as
+    tulle.kube maps a cluster's Service."""
+    return service_of(service.model_dump(mode="json", exclude_none=True), ref(service))
+
+
 def _services(
-    workloads: list[WorkloadModel], entries: list[ServiceEntry], resolve: HostResolver
+    workloads: list[WorkloadModel],
+    kubernetes: list[KubernetesService],
+    entries: list[ServiceEntry],
+    resolve: HostResolver,
 ) -> dict[str, Service]:
+    """Workloads define services (their versions' ports merged); a Kubernetes Service of a
+    host a Workload serves adds only its origin (validation checks that their ports agree),
+    of another host defines it, with no endpoints of its own; a ServiceEntry defines its
+    hosts (validation refuses one that another resource defines)."""
     services: dict[str, Service] = {}
     for workload in workloads:
         ports = tuple(ServicePort(p.port, p.protocol, p.name) for p in workload.ports)
@@ -159,6 +174,15 @@ def _services(
             resolution="STATIC",
             origins=(workload.origin,),
         )
+    for kube in kubernetes:
+        service = kubernetes_service(kube)
+        if service is None:
+            continue
+        known = services.get(service.host)
+        if known is None:
+            services[service.host] = service
+        else:
+            services[service.host] = replace(known, origins=(*known.origins, *service.origins))
     for entry in entries:
         spec = entry.spec
         endpoints = tuple(
@@ -720,7 +744,14 @@ def build_model(resources: Iterable[Resource]) -> MeshModel:
         policies.setdefault(policy.host, policy)
     return MeshModel(
         settings=_settings(_of_kind(items, Mesh)),
-        services=MappingProxyType(_services(workloads, _of_kind(items, ServiceEntry), resolve)),
+        services=MappingProxyType(
+            _services(
+                workloads,
+                _of_kind(items, KubernetesService),
+                _of_kind(items, ServiceEntry),
+                resolve,
+            )
+        ),
         workloads=tuple(workloads),
         http_routes=MappingProxyType(http_routes),
         tcp_routes=MappingProxyType(tcp_routes),

@@ -25,7 +25,9 @@ def validate(
 ) -> None:
     """Validate config: every schema error and cross-resource problem, one line each.
 
-    Exit status 1 when there is any error, 0 otherwise (warnings alone pass)."""
+    Exit status 1 when there is any error, 0 otherwise (warnings alone pass). Kubernetes
+    objects that are not mesh config (Deployments, ServiceAccounts...) are skipped, each with
+    an INFO line; Kubernetes Services are read as hosts."""
     from tulle.api import validate_paths
     from tulle.api.findings import Severity, has_errors
 
@@ -36,6 +38,7 @@ def validate(
             "resources": len(result.resources),
             "errors": sum(f.severity is Severity.ERROR for f in findings),
             "warnings": sum(f.severity is Severity.WARNING for f in findings),
+            "info": sum(f.severity is Severity.INFO for f in findings),
             "findings": [finding.to_dict() for finding in findings],
         }
         typer.echo(json.dumps(payload, indent=2))
@@ -43,7 +46,10 @@ def validate(
         for finding in findings:
             typer.echo(finding.format())
         errors = sum(f.severity is Severity.ERROR for f in findings)
-        warnings = len(findings) - errors
+        warnings = sum(f.severity is Severity.WARNING for f in findings)
         summary = f"{len(result.resources)} resources, {errors} errors, {warnings} warnings"
+        skipped = sum(f.severity is Severity.INFO for f in findings)
+        if skipped:
+            summary += f", {skipped} info"
         typer.echo(summary, err=True)
     raise typer.Exit(1 if has_errors(findings) else 0)

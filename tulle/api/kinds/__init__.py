@@ -1,10 +1,14 @@
 """The config kinds Tulle reads, one module per API group, and the table from
-``apiVersion``/``kind`` to the model that validates it."""
+``apiVersion``/``kind`` to the model that validates it.
+
+:data:`KINDS` are the mesh's config kinds (each a CRD on Kubernetes); :data:`KUBERNETES_KINDS`
+the Kubernetes built-in kinds read from config files beside them (a Service, as a host)."""
 
 from __future__ import annotations
 
 from tulle.api.kinds.base import Resource
 from tulle.api.kinds.gateway import HTTPRoute
+from tulle.api.kinds.kubernetes import KubernetesService
 from tulle.api.kinds.native import Fallback, Mesh, RateLimit, Workload
 from tulle.api.kinds.networking import DestinationRule, ServiceEntry, VirtualService
 from tulle.api.kinds.security import AuthorizationPolicy, PeerAuthentication
@@ -22,12 +26,25 @@ KINDS: tuple[type[Resource], ...] = (
     Mesh,
 )
 
-_BY_GROUP_KIND = {(model.GROUP, model.KIND): model for model in KINDS}
+KUBERNETES_KINDS: tuple[type[Resource], ...] = (KubernetesService,)
+"""Kubernetes built-in kinds read from files (not CRDs: never installed, watched or applied as
+the mesh's config kinds are)."""
+
+_READ = (*KINDS, *KUBERNETES_KINDS)
+_BY_GROUP_KIND = {(model.GROUP, model.KIND): model for model in _READ}
 
 
 def supported_api_versions(model: type[Resource]) -> tuple[str, ...]:
-    """``group/version`` strings accepted for ``model``."""
-    return tuple(f"{model.GROUP}/{version}" for version in model.VERSIONS)
+    """``group/version`` strings accepted for ``model`` (``version`` alone in the core
+    group)."""
+    return tuple(
+        f"{model.GROUP}/{version}" if model.GROUP else version for version in model.VERSIONS
+    )
+
+
+def reads_kind(kind: str) -> bool:
+    """Whether Tulle reads a kind of this name, in some API group."""
+    return any(kind == model.KIND for model in _READ)
 
 
 class UnknownKindError(LookupError):
@@ -43,7 +60,7 @@ def model_for(api_version: str, kind: str) -> type[Resource]:
     group, _, version = api_version.rpartition("/")
     model = _BY_GROUP_KIND.get((group, kind))
     if model is None:
-        same_kind = [m for m in KINDS if kind == m.KIND]
+        same_kind = [m for m in _READ if kind == m.KIND]
         if same_kind:
             raise UnknownKindError(
                 "apiVersion",
@@ -55,7 +72,7 @@ def model_for(api_version: str, kind: str) -> type[Resource]:
     if version not in model.VERSIONS:
         raise UnknownKindError(
             "apiVersion",
-            f"version {version!r} of {group} is not supported; use "
+            f"version {version!r} of {group or 'the core group'} is not supported; use "
             f"{' or '.join(supported_api_versions(model))}",
         )
     return model
@@ -63,10 +80,12 @@ def model_for(api_version: str, kind: str) -> type[Resource]:
 
 __all__ = [
     "KINDS",
+    "KUBERNETES_KINDS",
     "AuthorizationPolicy",
     "DestinationRule",
     "Fallback",
     "HTTPRoute",
+    "KubernetesService",
     "Mesh",
     "PeerAuthentication",
     "RateLimit",
@@ -76,5 +95,6 @@ __all__ = [
     "VirtualService",
     "Workload",
     "model_for",
+    "reads_kind",
     "supported_api_versions",
 ]
