@@ -1,5 +1,5 @@
 """``tulle inject`` (the real command) on the shop's Kubernetes manifests
-(examples/kubernetes/shop/): every document it prints passes kubernetes-validate --strict for
+(examples/shop/kubernetes/): every document it prints passes kubernetes-validate --strict for
 Kubernetes 1.29 and 1.37, with and without native sidecars; its output injected again is the
 same; Services and ServiceAccounts come out as they went in; the library-mode cart gets no
 sidecar; the JSON Patch the webhook would answer turns each input document into the printed
@@ -20,7 +20,7 @@ from tests.e2e.conftest import BIN
 from tests.inject.kinds import validate
 from tulle.inject import MeshSettings, inject, json_patch
 
-SHOP = Path(__file__).parent.parent.parent / "examples" / "kubernetes" / "shop"
+SHOP = Path(__file__).parent.parent.parent / "examples" / "shop" / "kubernetes"
 
 
 def tulle_inject(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
