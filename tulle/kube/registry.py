@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tulle.api.kubernetes import service_of
 from tulle.api.model import Service, Workload
 from tulle.kube.client import (
     ENDPOINT_SLICES,
@@ -25,7 +26,7 @@ from tulle.kube.client import (
     KubeClient,
     load_config,
 )
-from tulle.kube.mapping import Cluster, endpoints_of, registrations, service_of, slice_inputs
+from tulle.kube.mapping import Cluster, endpoints_of, registrations, slice_inputs
 from tulle.kube.watch import Backoff, Source, WatchGroup
 from tulle.kube.workloads import mesh_workloads
 

@@ -18,17 +18,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from tulle.api.kubernetes import port_protocol, service_host
 from tulle.api.model import ResourceRef, Workload, WorkloadPort
-from tulle.kube.mapping import (
-    MESH_ANNOTATION,
-    _dict,
-    _list,
-    _str_map,
-    in_mesh,
-    owner_names,
-    port_protocol,
-    service_host,
-)
+from tulle.kube.mapping import MESH_ANNOTATION, _dict, _list, _str_map, in_mesh, owner_names
 
 
 @dataclass(frozen=True)
