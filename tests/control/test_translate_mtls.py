@@ -18,7 +18,7 @@ from tulle.control.snapshot import build_snapshot
 from tulle.control.translate import translate
 from tulle.control.translate.context import NodeView
 from tulle.local.plan import plan_replica
-from tulle.local.runner import _registrations
+from tulle.local.registrations import registrations
 from tulle.xds import types
 
 WEB = "web.default.svc.cluster.local"
@@ -566,7 +566,7 @@ def test_what_the_runner_and_the_library_register_says_who_terminates_mtls():
     bodies = [
         body
         for workload in result.model.workloads
-        for body in _registrations(
+        for body in registrations(
             plan_replica(workload, 0, ("127.0.0.1:15010", "http://127.0.0.1:15014"), ports.__next__)
         )
     ]
