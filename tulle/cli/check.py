@@ -5,6 +5,7 @@ CI can gate on it."""
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,12 +13,19 @@ import typer
 
 from tulle.cli.client import (
     DEFAULT_SERVER,
+    Api,
     ServerOption,
     TokenOption,
-    call,
     fail,
     report_error,
-    resolve_server,
+)
+from tulle.cli.cluster import (
+    ContextOption,
+    KubeconfigOption,
+    KubeOption,
+    NamespaceOption,
+    connect,
+    kube_target,
 )
 
 StateOption = Annotated[
@@ -42,57 +50,78 @@ def check(
     token: TokenOption = None,
     state_dir: StateOption = Path(".tulle"),
     metrics: MetricsOption = None,
+    kube: KubeOption = False,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+    namespace: NamespaceOption = None,
 ) -> None:
     """Warn when the root CA expires within 60 days, a node's certificate has expired or was
     not renewed, a workload has callers outside the mesh (refused by STRICT, or served in plain
-    text), or an AuthorizationPolicy names a principal no workload has."""
+    text), or an AuthorizationPolicy names a principal no workload has. With --kube, first a
+    pre-flight of the cluster (Kubernetes version, CRDs, the control plane's Deployment, the
+    webhooks, the control plane reachable, labelled namespaces and pods not injected), one
+    line per check; then the same mesh checks of its control plane."""
+    target = kube_target(kube, context, kubeconfig, namespace, server)
+    with closing(connect(target, server, token)) as api:
+        _check(api, target is not None, state_dir, metrics or [])
+
+
+def _check(api: Api, kube: bool, state_dir: Path, metrics: list[str]) -> None:
+    problems = 0
+    if kube:
+        from tulle.cli.cluster import ClusterApi
+        from tulle.cli.cluster_check import preflight
+
+        assert isinstance(api, ClusterApi)
+        checked = preflight(api)
+        for line in checked.findings:
+            typer.echo(line.line())
+        problems = sum(1 for line in checked.findings if line.problem)
+        if not checked.reachable:
+            typer.echo("the mesh checks need the control plane: skipped", err=True)
+            raise typer.Exit(1)
+    found, summary = _mesh_findings(api, None if kube else state_dir, metrics)
+    for finding in found:
+        typer.echo(f"warning [{finding.topic}]: {finding.message}")
+    if found or problems:
+        raise typer.Exit(1)
+    typer.echo(f"no problems found ({summary})")
+
+
+def _mesh_findings(api: Api, state_dir: Path | None, metrics: list[str]) -> tuple[list[Any], str]:
+    """The mesh checks over ``api``: the findings, and a summary of what was checked."""
     from datetime import UTC, datetime
 
     from tulle.cli import check_rules as rules
 
     now = datetime.now(UTC)
-    resources = _api(server, token, "/api/v1/resources")["items"]
+    resources = _api(api, "/api/v1/resources")["items"]
     config = [item["resource"] for item in resources]
-    nodes = _api(server, token, "/api/v1/proxy-status")["nodes"]
-    endpoints = _api(server, token, "/api/v1/endpoints")["items"]
+    nodes = _api(api, "/api/v1/proxy-status")["nodes"]
+    endpoints = _api(api, "/api/v1/endpoints")["items"]
     identities = [n["certificate"]["identity"] for n in nodes if n.get("certificate")]
     principals = rules.known_principals(config, endpoints, identities)
     found = [
-        *rules.root_warnings(_text(resolve_server(server).rstrip("/") + "/metrics"), now),
+        *rules.root_warnings(api.text("/metrics"), now),
         *rules.certificate_warnings(nodes, now),
-        *rules.mtls_warnings(_scrapes(state_dir, metrics or []), rules.strict_workloads(config)),
+        *rules.mtls_warnings(_scrapes(state_dir, metrics), rules.strict_workloads(config)),
         *rules.policy_warnings(config, principals),
     ]
-    for finding in found:
-        typer.echo(f"warning [{finding.topic}]: {finding.message}")
-    if found:
-        raise typer.Exit(1)
-    typer.echo(
-        f"no problems found ({len(nodes)} nodes, {len(principals)} principals, "
-        f"{sum(1 for r in config if r.get('kind') == 'AuthorizationPolicy')} policies)"
+    summary = (
+        f"{len(nodes)} nodes, {len(principals)} principals, "
+        f"{sum(1 for r in config if r.get('kind') == 'AuthorizationPolicy')} policies"
     )
+    return found, summary
 
 
-def _api(server: str, token: str | None, path: str) -> dict[str, Any]:
-    status, data = call(server, token, "GET", path)
+def _api(api: Api, path: str) -> dict[str, Any]:
+    status, data = api.call("GET", path)
     if status != 200:
         raise report_error(status, data)
     return data
 
 
-def _text(url: str) -> str:
-    """A metrics page; exits saying why when it cannot be read."""
-    import httpx
-
-    try:
-        response = httpx.get(url, timeout=30.0)
-        response.raise_for_status()
-    except httpx.HTTPError as error:
-        raise fail(f"error: cannot read {url}: {error}") from None
-    return response.text
-
-
-def _scrapes(state_dir: Path, extra: list[str]) -> dict[str, list[str]]:
+def _scrapes(state_dir: Path | None, extra: list[str]) -> dict[str, list[str]]:
     """Workload → its replicas' metrics pages: those of the mesh ``tulle up`` runs
     from ``state_dir`` (when there is one), and ``extra`` (``WORKLOAD=URL``). A replica that
     does not answer is left out (it is restarting)."""
@@ -101,7 +130,7 @@ def _scrapes(state_dir: Path, extra: list[str]) -> dict[str, list[str]]:
     from tulle.local.state import StateDir
 
     urls: list[tuple[str, str]] = []
-    mesh = StateDir(state_dir).read()
+    mesh = StateDir(state_dir).read() if state_dir is not None else None
     for replica in mesh.replicas if mesh is not None else ():
         if replica.stats_port:
             urls.append(

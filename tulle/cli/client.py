@@ -1,9 +1,11 @@
-"""Talking to the control plane's HTTP API from the CLI, with one clear line on failure."""
+"""Talking to the control plane's HTTP API from the CLI, with one clear line on failure: on
+this machine (``--server``, :class:`LocalApi`), or in a cluster through the API server
+(``--kube``, :mod:`tulle.cli.cluster`); commands take an :class:`Api` and do not care which."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import typer
 
@@ -105,3 +107,50 @@ def report_error(status: int, data: dict[str, Any]) -> typer.Exit:
     for line in data.get("findings", []):
         typer.echo(line, err=True)
     return typer.Exit(1)
+
+
+class Api(Protocol):
+    """The control plane's HTTP API, wherever it is."""
+
+    where: str
+
+    def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        """``(status, json)`` of an authenticated call; exits saying why when it cannot."""
+        ...
+
+    def text(self, path: str) -> str:
+        """An unauthenticated page (``/metrics``); exits saying why when it cannot."""
+        ...
+
+    def close(self) -> None:
+        """Close its connections."""
+        ...
+
+
+class LocalApi:
+    """The API at ``server`` (or the one ``tulle up`` runs), with ``token`` or the admin token
+    of the local state directory."""
+
+    def __init__(self, server: str, token: str | None) -> None:
+        self.server = server
+        self.token = token
+        self.where = resolve_server(server)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        """See :class:`Api`."""
+        return call(self.server, self.token, method, path, **kwargs)
+
+    def text(self, path: str) -> str:
+        """See :class:`Api`."""
+        import httpx
+
+        url = self.where.rstrip("/") + path
+        try:
+            response = httpx.get(url, timeout=30.0)
+            response.raise_for_status()
+        except httpx.HTTPError as error:
+            raise fail(f"error: cannot read {url}: {error}") from None
+        return response.text
+
+    def close(self) -> None:
+        """See :class:`Api` (each call has its own connection)."""

@@ -5,13 +5,22 @@ from __future__ import annotations
 import json
 import os
 import socket
+from contextlib import closing
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from tulle.cli.client import DEFAULT_SERVER, ServerOption, TokenOption, call, report_error
+from tulle.cli.client import DEFAULT_SERVER, ServerOption, TokenOption, report_error
+from tulle.cli.cluster import (
+    ContextOption,
+    KubeconfigOption,
+    KubeOption,
+    NamespaceOption,
+    connect,
+    kube_target,
+)
 from tulle.xds.node import make_node_id
 
 _TYPES = ("listeners", "routes", "clusters", "endpoints")
@@ -24,13 +33,23 @@ class ConfigFormat(StrEnum):
     yaml = "yaml"
 
 
-def proxy_status(server: ServerOption = DEFAULT_SERVER, token: TokenOption = None) -> None:
+def proxy_status(
+    server: ServerOption = DEFAULT_SERVER,
+    token: TokenOption = None,
+    kube: KubeOption = False,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+    namespace: NamespaceOption = None,
+) -> None:
     """Each connected node: per type its ACKed version, whether it is current, the last NACK;
-    its certificate's expiry; a proxyless gRPC server's mTLS mode (STRICT or DISABLE)."""
+    its certificate's expiry; a proxyless gRPC server's mTLS mode (STRICT or DISABLE). With
+    --kube, those of a cluster's control plane."""
     from rich.console import Console
     from rich.table import Table
 
-    status, data = call(server, token, "GET", "/api/v1/proxy-status")
+    target = kube_target(kube, context, kubeconfig, namespace, server)
+    with closing(connect(target, server, token)) as api:
+        status, data = api.call("GET", "/api/v1/proxy-status")
     if status != 200:
         raise report_error(status, data)
     table = Table(box=None)
@@ -86,13 +105,19 @@ def proxy_config(
     output: Annotated[ConfigFormat, typer.Option("-o", "--output")] = ConfigFormat.json,
     server: ServerOption = DEFAULT_SERVER,
     token: TokenOption = None,
+    kube: KubeOption = False,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+    namespace: NamespaceOption = None,
 ) -> None:
-    """What a node was sent, as protobuf JSON (the shape of Envoy's config_dump)."""
+    """What a node was sent, as protobuf JSON (the shape of Envoy's config_dump). With --kube,
+    a node of a cluster's control plane."""
     import yaml
 
-    status, data = call(
-        server, token, "GET", "/api/v1/proxy-config", params={"node": node, "type": type_name}
-    )
+    target = kube_target(kube, context, kubeconfig, namespace, server)
+    with closing(connect(target, server, token)) as api:
+        query = {"node": node, "type": type_name}
+        status, data = api.call("GET", "/api/v1/proxy-config", params=query)
     if status != 200:
         raise report_error(status, data)
     if output is ConfigFormat.yaml:

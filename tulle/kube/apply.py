@@ -46,6 +46,12 @@ def connect(kubeconfig: Path | None = None, context: str | None = None) -> tuple
     """A client for ``--kubeconfig`` (else ``$KUBECONFIG``, else ``~/.kube/config``) and its
     current context or ``context``; in a pod with none of them, the pod's service account.
     Returns the client and a description of the cluster, for messages."""
+    config, where = user_config(kubeconfig, context)
+    return Client(config, field_manager=FIELD_MANAGER), where
+
+
+def user_config(kubeconfig: Path | None = None, context: str | None = None) -> tuple[Any, str]:
+    """lightkube's config as :func:`connect` chooses it, and a description of the cluster."""
     path = _kubeconfig_path(kubeconfig)
     config: Any
     try:
@@ -66,7 +72,7 @@ def connect(kubeconfig: Path | None = None, context: str | None = None) -> tuple
             where = f"context {chosen} ({config.cluster.server})"
     except (ConfigError, OSError, KeyError) as error:
         raise KubeInstallError(f"kubeconfig {path or '(in-cluster)'}: {error}") from None
-    return Client(config, field_manager=FIELD_MANAGER), where
+    return config, where
 
 
 def describe(manifest: dict[str, Any]) -> str:
