@@ -5,7 +5,7 @@ service's endpoints come from its Workloads, so a Service of a host a Workload s
 what the Workload says: the same ports, with the same protocols, and a selector that selects
 it; otherwise the same files would mean one thing under ``tulle up`` and another on
 Kubernetes. A Service no Workload serves is a host with no endpoints: calls to it fail with
-``no healthy upstream``, which is said when the files do run Workloads."""
+503 ``no healthy endpoint``, which is said when the files do run Workloads."""
 
 from __future__ import annotations
 
@@ -114,5 +114,5 @@ def check_kubernetes_services(ctx: Context) -> Iterator[Finding]:
                 WARNING,
                 ("metadata", "name"),
                 f"no Workload serves {mapped.host}: under tulle up it has no endpoints, and "
-                "calls to it fail with no healthy upstream",
+                "calls to it fail with 503 'no healthy endpoint'",
             )

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# service_of is re-exported: tulle.kube.registry maps the cluster's Services with it.
+# service_of is re-exported: tests/kube/test_mapping.py reads it here.
 from tulle.api.kubernetes import port_protocol, service_host, service_of  # noqa: F401
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
