@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 
 from tulle.cli.cluster_check import pod_findings
-from tulle.kube.cluster import service_proxy_path
+from tulle.kube.cluster import ClusterError, service_proxy_path
 from tulle.kube.precheck import (
     WebhookService,
     crd_findings,
     deployment_finding,
     expected_crds,
+    precheck,
     ready_endpoints,
     version_finding,
     webhook_findings,
@@ -132,3 +133,42 @@ def test_the_service_proxy_path() -> None:
     )
     with pytest.raises(ValueError, match="a path starts with /"):
         service_proxy_path("ns", "svc", "http", "healthz")
+
+
+class RefusingCluster:
+    """A cluster whose user may read the version and namespaces but not CRDs (403)."""
+
+    where = "context test"
+
+    def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any] | None:
+        if path == "/version":
+            return {"major": "1", "minor": "31", "gitVersion": "v1.31.0"}
+        return None
+
+    def items(self, path: str, params: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        if "customresourcedefinitions" in path:
+            raise ClusterError(f"GET {path}: HTTP 403: customresourcedefinitions is forbidden")
+        return []
+
+
+class DownProxy:
+    namespace = "tulle-system"
+    where = "Service tulle-system/tulle-controlplane"
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        raise ClusterError("cannot reach the API server")
+
+
+def test_a_check_the_user_may_not_read_is_a_warning_and_the_others_run() -> None:
+    found = precheck(RefusingCluster(), DownProxy())  # type: ignore[arg-type]
+    by_topic = {f.topic: f for f in found.findings}
+    assert by_topic["crds"].problem
+    assert by_topic["crds"].message == (
+        "cannot check: GET /apis/apiextensions.k8s.io/v1/customresourcedefinitions: HTTP 403: "
+        "customresourcedefinitions is forbidden"
+    )
+    assert not by_topic["kubernetes"].problem
+    assert by_topic["control-plane"].problem  # no Deployment
+    assert by_topic["reachable"].problem
+    assert not found.reachable
+    assert by_topic["injection"].message.startswith("no namespace is labelled")

@@ -17,7 +17,7 @@ reads them."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,37 +215,61 @@ class Precheck:
 
 def precheck(cluster: Cluster, control: ControlPlaneProxy) -> Precheck:
     """Read the cluster and run every check; ``ClusterError`` when the API server cannot be
-    read at all."""
+    read at all. A check whose objects the user may not read (403) is a warning saying so, and
+    the others still run."""
     namespace = control.namespace
     findings = [version_finding(cluster.get("/version"))]
-    crds = cluster.items("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
-    findings += crd_findings(str((crd.get("metadata") or {}).get("name")) for crd in crds)
-    findings.append(
-        deployment_finding(
-            cluster.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{CONTROL_PLANE}"),
-            namespace,
-        )
+    findings += _guarded("crds", lambda: _crds(cluster))
+    findings += _guarded(
+        "control-plane",
+        lambda: [
+            deployment_finding(
+                cluster.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{CONTROL_PLANE}"),
+                namespace,
+            )
+        ],
     )
-    findings += _webhooks(cluster, namespace)
+    findings += _guarded("webhooks", lambda: _webhooks(cluster, namespace))
     reachable = _reachability(control)
     findings.append(reachable)
-    labelled = sorted(
-        str((item.get("metadata") or {}).get("name"))
-        for item in cluster.items("/api/v1/namespaces", {"labelSelector": INJECTION_SELECTOR})
-    )
-    if labelled:
-        findings.append(Finding("injection", f"namespaces labelled {INJECTION_SELECTOR}: "
-                                + ", ".join(labelled)))  # fmt: skip
-    else:
-        findings.append(
+    labelled: list[str] = []
+    pods: dict[str, list[dict[str, Any]]] = {}
+
+    def injection() -> list[Finding]:
+        found = cluster.items("/api/v1/namespaces", {"labelSelector": INJECTION_SELECTOR})
+        labelled.extend(sorted(str((item.get("metadata") or {}).get("name")) for item in found))
+        for name in labelled:
+            pods[name] = cluster.items(f"/api/v1/namespaces/{name}/pods")
+        if labelled:
+            return [
+                Finding(
+                    "injection", f"namespaces labelled {INJECTION_SELECTOR}: {', '.join(labelled)}"
+                )
+            ]
+        return [
             Finding(
                 "injection",
                 f"no namespace is labelled {INJECTION_SELECTOR}: no pod gets the sidecar "
                 "automatically (kubectl label namespace NAME tulle-injection=enabled)",
             )
-        )
-    pods = {name: cluster.items(f"/api/v1/namespaces/{name}/pods") for name in labelled}
+        ]
+
+    findings += _guarded("injection", injection)
     return Precheck(findings, not reachable.problem, labelled, pods)
+
+
+def _guarded(topic: str, check: Callable[[], list[Finding]]) -> list[Finding]:
+    """``check()``'s findings; one warning naming the refusal when the API server refuses a
+    read (the user's RBAC), so that the other checks still run."""
+    try:
+        return check()
+    except ClusterError as error:
+        return [Finding(topic, f"cannot check: {error}", True)]
+
+
+def _crds(cluster: Cluster) -> list[Finding]:
+    crds = cluster.items("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
+    return crd_findings(str((crd.get("metadata") or {}).get("name")) for crd in crds)
 
 
 def _webhooks(cluster: Cluster, namespace: str) -> list[Finding]:
