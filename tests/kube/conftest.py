@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.kube.kmock_server import KMockThread, KubeApi
+from tests.kube.tokenreviews import TokenReviews
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +25,15 @@ def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
         yield api
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def token_reviews(kube_api: KubeApi) -> TokenReviews:
+    """The session's TokenReview answers (one handler on the one KMock: every test module that
+    issues service-account tokens issues them here)."""
+    answers = TokenReviews()
+    answers.install(kube_api)
+    return answers
 
 
 @pytest.fixture

@@ -78,10 +78,8 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def reviews(kube_api: KubeApi) -> TokenReviews:
-    answers = TokenReviews()
-    answers.install(kube_api)
-    return answers
+def reviews(token_reviews: TokenReviews) -> TokenReviews:
+    return token_reviews
 
 
 @pytest.fixture(scope="module")

@@ -74,7 +74,7 @@ class ControlPlane(InCluster):
         self.rotation = RootRotation(
             self.ca, signing, lambda: self.ads.connections, self._bundle_changed
         )
-        serving = ServingCertificate(self.ca, [self.host])
+        serving = ServingCertificate(self.ca, self._serving_names())
         self._grpc, self.xds_port, secure_port = await start_server(
             self.ads,
             self.host,
@@ -103,6 +103,18 @@ class ControlPlane(InCluster):
             "xDS on %s:%d, secure xDS and the CA on %s:%d, API on http://%s:%d",
             self.host, self.xds_port, self.host, self.secure_xds_port, self.host, self.http_port,
         )  # fmt: skip
+
+    def _serving_names(self) -> list[str]:
+        """The names on the secure xDS port's certificate: the address it listens on and, in a
+        cluster, the names of the control plane's Service in its namespace, which injected
+        sidecars dial (``tulle-controlplane.tulle-system.svc:15012``) and check."""
+        names = [self.host]
+        if self.registry_kind == "kubernetes":
+            from tulle.kube.install.names import CONTROL_PLANE  # noqa: PLC0415
+
+            base = f"{CONTROL_PLANE}.{self.namespace}.svc"
+            names += [base, f"{base}.cluster.local"]
+        return names
 
     async def _start_webhooks(self, options: WebhookOptions) -> None:
         """The admission webhooks' listener; with ``--registry kubernetes``, the keeper of

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from prometheus_client import CollectorRegistry
 
-from tulle.api.model import MeshModel, Service
+from tulle.api.model import MeshModel
 from tulle.api.normalize import build_model
 from tulle.control.certificates import CertificateService
 from tulle.control.config import ConfigSources
@@ -117,11 +117,19 @@ class PlaneState:
     def rebuild(self) -> None:
         """Build a new snapshot from the config in force and the registry."""
         endpoints = self.registry.endpoints()
-        services: tuple[Service, ...] = ()
-        if self.kube is not None:  # --registry kubernetes: the cluster's services and endpoints
-            endpoints, services = endpoints + self.kube.endpoints(), self.kube.services()
         version = self.snapshot.version + 1
-        self.snapshot = build_snapshot(version, self._model(), endpoints, services)
+        if self.kube is None:
+            self.snapshot = build_snapshot(version, self._model(), endpoints)
+            return
+        # --registry kubernetes: the cluster's services, endpoints and mesh pods' workloads
+        self.snapshot = build_snapshot(
+            version,
+            self._model(),
+            endpoints + self.kube.endpoints(),
+            self.kube.services(),
+            self.kube.workloads(),
+            self.kube.pods(),
+        )
 
     def node_resources(self, node: NodeInfo) -> Resources:
         """Every resource for ``node`` under the current snapshot, the trust bundle included."""

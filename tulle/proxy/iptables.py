@@ -33,6 +33,20 @@ class RedirectPlan:
             [*nat, "-N", OUTPUT_CHAIN],
             [*nat, "-A", "OUTPUT", "-p", "tcp", "-j", OUTPUT_CHAIN],
         ]
+        proxy_matches: list[list[str]] = []  # how a packet of the proxy's own is told apart
+        if self.mark is not None:
+            proxy_matches.append(["-m", "mark", "--mark", hex(self.mark)])
+        if self.proxy_uid is not None:
+            proxy_matches.append(["-m", "owner", "--uid-owner", str(self.proxy_uid)])
+        if self.inbound:
+            # The proxy calling its own pod's address (a pod calling its own Service) leaves
+            # over loopback: that is inbound traffic, to be served by the inbound side (mTLS,
+            # policy), not the app's port straight (Istio's ISTIO_IN_REDIRECT rule).
+            rules.extend(
+                [*nat, "-A", OUTPUT_CHAIN, "-p", "tcp", "-o", "lo", "!", "-d", "127.0.0.1/32", *match,
+                 "-j", "REDIRECT", "--to-ports", str(self.inbound_port)]
+                for match in proxy_matches
+            )  # fmt: skip
         if self.mark is not None:
             rules.append(
                 [*nat, "-A", OUTPUT_CHAIN, "-m", "mark", "--mark", hex(self.mark), "-j", "RETURN"]
