@@ -42,6 +42,10 @@ def test_valid_directory_exits_zero():
     assert skipped.count(("examples/shop/kubernetes/catalog.yaml", "Deployment")) == 2
     assert {kind for _, kind in skipped} == {"Deployment", "ServiceAccount"}
     assert result.stderr.strip() == "23 resources, 0 errors, 0 warnings, 12 info"
+    as_json = json.loads(tulle("validate", "-o", "json", "examples/shop").stdout)
+    counts = {key: as_json[key] for key in ("resources", "errors", "warnings", "info")}
+    assert counts == {"resources": 23, "errors": 0, "warnings": 0, "info": 12}
+    assert {f["severity"] for f in as_json["findings"]} == {"INFO"}
 
 
 def test_broken_example_prints_one_line_per_finding_and_exits_one():
