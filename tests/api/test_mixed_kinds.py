@@ -361,3 +361,37 @@ def test_what_is_not_kubernetes_stays_an_error(text: str, message: str):
     assert len(findings) == 1
     assert findings[0].severity is Severity.ERROR
     assert f"{findings[0].field}: {findings[0].message}" == message
+
+
+def test_a_service_as_kubectl_get_prints_it_loads():
+    printed = """\
+apiVersion: v1
+kind: Service
+metadata:
+  annotations: {kubectl.kubernetes.io/last-applied-configuration: '{"kind":"Service"}'}
+  creationTimestamp: "2026-12-01T10:00:00Z"
+  labels: {app: productpage}
+  name: productpage
+  namespace: default
+  resourceVersion: "1234"
+  uid: 0f6f3b2c-1111-2222-3333-444455556666
+spec:
+  clusterIP: 10.96.12.34
+  clusterIPs: [10.96.12.34]
+  internalTrafficPolicy: Cluster
+  ipFamilies: [IPv4]
+  ipFamilyPolicy: SingleStack
+  ports: [{name: http, port: 9080, protocol: TCP, targetPort: 9080, nodePort: 30080}]
+  selector: {app: productpage}
+  sessionAffinity: None
+  type: NodePort
+status: {loadBalancer: {}}
+"""
+    result = validate_text(printed, "f.yaml")
+    assert result.findings == ()
+    assert result.model is not None
+    service = result.model.services["productpage.default.svc.cluster.local"]
+    assert (service.ports, service.addresses) == (
+        (ServicePort(9080, "HTTP", "http", 9080),),
+        ("10.96.12.34",),
+    )
