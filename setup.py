@@ -20,8 +20,8 @@ COMPILED_MODULES = (
     "engine/errors", "engine/inbound", "engine/matching", "engine/message", "engine/outbound",
     "engine/outlier", "engine/ratelimit", "engine/tasks",
     "obs/access_log", "obs/finished", "obs/metrics", "obs/pending",
-    "proxy/app", "proxy/h2_front", "proxy/http_front", "proxy/in_flight", "proxy/recording",
-    "proxy/requests",
+    "proxy/app", "proxy/core", "proxy/dispatch", "proxy/h2_front", "proxy/http_front",
+    "proxy/in_flight", "proxy/listeners", "proxy/recording", "proxy/requests", "proxy/tunnels",
     "transport/h2pool", "transport/pool", "transport/upstream",
     # mTLS on every connection: records in and out, the handshake, the inbound first-byte test
     # (PERMISSIVE) and the mesh's contexts. tls_errors stays interpreted: errors only.
