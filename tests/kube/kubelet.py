@@ -48,7 +48,7 @@ import httpx
 
 from tests.kube.kmock_server import APPLY_PATCH, KubeApi
 from tests.kube.tokenreviews import TokenReviews
-from tulle.local.pods import GATEWAY, PodNetwork
+from tulle.local.pods import GATEWAY, PodNetwork, remove_network
 
 NODE_NAME = "node-1"
 PATH_DIRS = (str(Path(sys.executable).parent), "/usr/local/sbin", "/usr/local/bin",
@@ -413,6 +413,18 @@ class Pod:
         return hooks
 
 
+class KubeletNetwork(PodNetwork):
+    """``tulle up --pods``' bridge and namespaces under names of the kubelet's own, so that
+    the checks of those tests (no ``tulle-*`` namespace left behind) never see these."""
+
+    @property
+    def bridge(self) -> str:
+        return f"kbltbr{self.tag}"
+
+    def namespace(self, replica: str) -> str:
+        return f"kubelet-{self.tag}-{replica}"
+
+
 class Node:
     """The node the pods run on: their network, the API server, the service-account tokens
     the API server knows, and the images (name → directory)."""
@@ -420,7 +432,7 @@ class Node:
     def __init__(self, api: KubeApi, tokens: TokenReviews, images: Mapping[str, Path],
                  root: Path, tag: str) -> None:  # fmt: skip
         self.api, self.tokens, self.images, self.root = api, tokens, dict(images), root
-        self.network = PodNetwork(tag)
+        self.network = KubeletNetwork(tag)
         self.network.create()
         self.pods: dict[tuple[str, str], Pod] = {}
         self._next = 10
@@ -559,9 +571,9 @@ class Node:
                 container.proc.wait()
         self.pods.pop((pod.namespace, pod.name), None)
         httpx.delete(self._url("v1", "pods", pod.namespace, pod.name), timeout=10)
-        subprocess.run(["ip", "netns", "del", pod.netns], capture_output=True, check=False)
         if pod.netns in self.network.namespaces:
             self.network.namespaces.remove(pod.netns)
+        remove_network("", [pod.netns])  # the namespace and its /etc/netns files
         self.publish_endpoints(pod.namespace)
 
     def close(self) -> None:
