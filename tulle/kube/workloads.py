@@ -88,10 +88,15 @@ def mesh_workloads(
     pods: Iterable[Mapping[str, Any]], services: Iterable[Mapping[str, Any]]
 ) -> MeshWorkloads:
     """The workloads of the pods in the mesh (see the module's docstring for names)."""
-    by_namespace: dict[str, list[Mapping[str, Any]]] = {}
+    # Services by namespace and by one of their selector's labels: a pod is checked against
+    # the Services that select one of its labels only (a thousand Services, ten thousand pods).
+    by_label: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for service in services:
         namespace = _dict(service.get("metadata")).get("namespace") or "default"
-        by_namespace.setdefault(namespace, []).append(service)
+        selector = _str_map(_dict(service.get("spec")).get("selector"))
+        if selector:
+            key, value = min(selector.items())
+            by_label.setdefault((namespace, key, value), []).append(service)
     workloads: dict[tuple[str, str], Workload] = {}
     names: dict[tuple[str, str], str] = {}
     for pod in sorted(pods, key=lambda p: str(_dict(p.get("metadata")).get("name"))):
@@ -99,7 +104,13 @@ def mesh_workloads(
             continue
         metadata, spec = _dict(pod.get("metadata")), _dict(pod.get("spec"))
         namespace = metadata.get("namespace") or "default"
-        ports, host = pod_ports(pod, by_namespace.get(namespace, ()))
+        labels = _str_map(metadata.get("labels"))
+        candidates = [
+            service
+            for key, value in sorted(labels.items())
+            for service in by_label.get((namespace, key, value), ())
+        ]
+        ports, host = pod_ports(pod, candidates)
         library = _str_map(metadata.get("annotations")).get(MESH_ANNOTATION) == "library"
         shape = Workload(
             name="",
