@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -34,6 +35,15 @@ def _files(paths: list[Path]) -> list[Path]:
     return files
 
 
+_INFO = re.compile(r"^.*?:\d+: INFO ")
+
+
+def _about(line: str, path: Path) -> bool:
+    """Whether ``tulle apply`` of ``path`` shows a finding the control plane answered: all but
+    the INFO lines of other files (the Kubernetes objects its own ``-f`` files skip)."""
+    return line.startswith(f"{path}:") or not _INFO.match(line)
+
+
 def apply(
     files: Annotated[list[Path], typer.Option("-f", "--file", help="YAML files or directories.")],
     server: ServerOption = DEFAULT_SERVER,
@@ -59,7 +69,8 @@ def apply(
             for ref in data.get(verb, []):
                 typer.echo(f"{ref} {verb}")
         for line in data.get("warnings", []):
-            typer.echo(line, err=True)
+            if _about(line, path):
+                typer.echo(line, err=True)
 
 
 def get(
