@@ -20,9 +20,10 @@ import pytest
 
 from tests.e2e.conftest import BIN, HERE, ControlPlane, _stop, start_control_plane, wait_until
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="network namespaces and iptables need root"
-)
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and iptables need root"),
+    pytest.mark.xdist_group("host-network"),  # never beside another (tests/conftest.py)
+]
 
 BRIDGE_IP = "198.18.0.1"
 CLIENT_IP = "198.18.0.2"

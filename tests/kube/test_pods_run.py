@@ -28,6 +28,10 @@ from tulle.api.kinds import KINDS
 from tulle.kube.install.crds import crd
 from tulle.local.pods import GATEWAY
 
+# The pods' bridge at 198.18.0.1 and the control plane on port 15012, as `tulle up --pods`:
+# never beside another test of the host's network (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("host-network")
+
 REPO = Path(__file__).resolve().parents[2]
 NS = "podrun"
 APP_IMAGE = "tulle-test/app:1"

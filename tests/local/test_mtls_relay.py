@@ -33,6 +33,7 @@ from tests.local.conftest import Mesh, running_mesh, workload
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and iptables need root"),
     pytest.mark.timeout(300),
+    pytest.mark.xdist_group("host-network"),  # never beside another (tests/conftest.py)
 ]
 
 GATEWAY = "198.18.0.1"  # the pods' bridge, in the test's own namespace

@@ -26,9 +26,10 @@ from tests.local.conftest import (
     tulle,
 )
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="network namespaces and iptables need root"
-)
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and iptables need root"),
+    pytest.mark.xdist_group("host-network"),  # never beside another (tests/conftest.py)
+]
 
 
 @pytest.fixture

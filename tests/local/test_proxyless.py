@@ -220,6 +220,7 @@ def test_a_killed_agent_restarts_the_replica_and_calls_come_back(mesh: Mesh) -> 
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+@pytest.mark.xdist_group("host-network")  # never beside another (tests/conftest.py)
 def test_proxyless_pods_call_each_other_over_mtls(tmp_path: Path) -> None:
     with running_mesh(tmp_path, CONFIG, pods=True) as pods:
         greeter = pods.replica("greeter-0")

@@ -30,6 +30,7 @@ from tests.local.conftest import Mesh, running_mesh, tulle, workload
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and iptables need root"),
     pytest.mark.timeout(300),
+    pytest.mark.xdist_group("host-network"),  # never beside another (tests/conftest.py)
 ]
 
 PEER = "tests/local/mesh_peer.py"

@@ -19,9 +19,10 @@ import pytest
 
 from tulle.transport.interception import original_destination
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="network namespaces and iptables need root"
-)
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and iptables need root"),
+    pytest.mark.xdist_group("host-network"),  # never beside another (tests/conftest.py)
+]
 
 CLONE_NEWNET = 0x40000000
 
