@@ -153,7 +153,10 @@ def _take_shared_admin_token(
 
     try:
         take_shared_admin_token(kubeconfig, context, namespace, state_dir)
-    except (AdminTokenError, KubeConfigError, OSError) as error:
+    except KubeConfigError as error:  # the connection settings, as the registry says them
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    except (AdminTokenError, OSError) as error:
         typer.echo(f"error: the admin token: {error}", err=True)
         raise typer.Exit(1) from None
 
