@@ -52,6 +52,7 @@ class Cluster:
     plane: ControlPlane
     proxy: ServiceProxy
     log: Path
+    manifests: str  # tulle install -o yaml's
 
 
 def tulle(cluster: Cluster, *args: str, expect: int = 0) -> str:
@@ -131,19 +132,18 @@ def cluster(kube_api: KubeApi, tmp_path_factory: pytest.TempPathFactory) -> Iter
             },
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APPS}},
         )
-        yield Cluster(env, kube_api, plane, proxy, log)
+        yield Cluster(env, kube_api, plane, proxy, log, manifests)
     finally:
         _stop(plane.proc)
         SERVER_VERSION["answer"] = None
-        kubectl(env, "delete", "--ignore-not-found", "namespace", APPS)
         kubectl(env, "delete", "--ignore-not-found", "pods", "--all", "-n", APPS)
-        kubectl(env, "delete", "--ignore-not-found", "endpointslices", "--all", "-n", NS)
-        tulle_uninstall = subprocess.run(
-            [TULLE, "uninstall", "--namespace", NS], env=env, capture_output=True, text=True,
-            timeout=60, check=False,
-        )  # fmt: skip
-        assert tulle_uninstall.returncode == 0, tulle_uninstall.stderr
-        kubectl(env, "delete", "--ignore-not-found", "secret,lease,configmap", "--all", "-n", NS)
+        kubectl(env, "delete", "--ignore-not-found", "namespace", APPS)
+        kubectl(env, "delete", "--ignore-not-found", "-n", NS,
+                "endpointslices,secrets,leases,configmaps", "--all")  # fmt: skip
+        removed = CliRunner().invoke(
+            app, ["uninstall", "--namespace", NS, "--kubeconfig", str(kube_api.kubeconfig)]
+        )
+        assert removed.exit_code == 0, removed.output
 
 
 @pytest.fixture(scope="module")
@@ -290,11 +290,7 @@ def test_check_finds_each_problem_of_the_cluster_then_none(cluster: Cluster) -> 
 
     # Fixed: a newer API server, the CRD back, the caBundle written, the pod restarted.
     SERVER_VERSION["answer"] = {"major": "1", "minor": "31", "gitVersion": "v1.31.2"}
-    crds = subprocess.run(
-        [TULLE, "install", "-o", "yaml", "--profile", "minimal", "--namespace", NS],
-        check=True, capture_output=True, text=True, timeout=60,
-    ).stdout  # fmt: skip
-    kubectl(env, "apply", "--validate=false", "-f", "-", stdin=crds)
+    kubectl(env, "apply", "--validate=false", "-f", "-", stdin=cluster.manifests)
     bundle = base64.b64encode((cluster.plane.state_dir / "root-cert.pem").read_bytes()).decode()
     for resource, name in (
         ("mutatingwebhookconfiguration", f"tulle-sidecar-injector-{NS}"),
