@@ -53,8 +53,6 @@ from tulle.local.pods import GATEWAY, PodNetwork, remove_network
 NODE_NAME = "node-1"
 PATH_DIRS = (str(Path(sys.executable).parent), "/usr/local/sbin", "/usr/local/bin",
              "/usr/sbin", "/usr/bin", "/sbin", "/bin")  # fmt: skip
-CONTROL_PLANE_NAMES = ("tulle-controlplane.tulle-system.svc",
-                       "tulle-controlplane.tulle-system.svc.cluster.local")  # fmt: skip
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
@@ -430,8 +428,9 @@ class Node:
     the API server knows, and the images (name → directory)."""
 
     def __init__(self, api: KubeApi, tokens: TokenReviews, images: Mapping[str, Path],
-                 root: Path, tag: str) -> None:  # fmt: skip
+                 root: Path, tag: str, control_plane_namespace: str = "tulle-system") -> None:  # fmt: skip
         self.api, self.tokens, self.images, self.root = api, tokens, dict(images), root
+        self.control_plane = f"tulle-controlplane.{control_plane_namespace}.svc"
         self.network = KubeletNetwork(tag)
         self.network.create()
         self.pods: dict[tuple[str, str], Pod] = {}
@@ -516,7 +515,8 @@ class Node:
     def hosts(self) -> str:
         """``/etc/hosts`` of a pod: every Service by its names at its ClusterIP, the control
         plane's at the bridge's address (where the test's control plane listens)."""
-        lines = ["127.0.0.1 localhost", f"{GATEWAY} {' '.join(CONTROL_PLANE_NAMES)}"]
+        lines = ["127.0.0.1 localhost",
+                 f"{GATEWAY} {self.control_plane} {self.control_plane}.cluster.local"]  # fmt: skip
         for service in self.services():
             address = service["spec"].get("clusterIP")
             if not address or address == "None":

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.xdist_group("host-network")
 
 REPO = Path(__file__).resolve().parents[2]
 NS = "podrun"
+SYSTEM = "podrun-system"  # the control plane's namespace: its Lease and Secrets apart from others'
 APP_IMAGE = "tulle-test/app:1"
 TRUST = "spiffe://cluster.local/ns/podrun/sa"
 
@@ -87,9 +88,10 @@ def job() -> dict[str, Any]:
 
 
 def inject(*objects: dict[str, Any]) -> list[dict[str, Any]]:
-    """``tulle inject -f -`` (the real CLI) of ``objects``."""
+    """``tulle inject -f -`` (the real CLI) of ``objects``, for a control plane in SYSTEM."""
     text = yaml.safe_dump_all(objects)
-    done = subprocess.run([str(BIN / "tulle"), "inject", "-f", "-"], input=text,
+    xds = f"xds_address=tulle-controlplane.{SYSTEM}.svc:15012"
+    done = subprocess.run([str(BIN / "tulle"), "inject", "-f", "-", "--set", xds], input=text,
                           capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
     return list(yaml.safe_load_all(done.stdout))
 
@@ -153,7 +155,9 @@ def cluster(
     injected = {obj["metadata"]["name"]: obj
                 for obj in inject(deployment("front", "front"), deployment("back", "back"), job())}  # fmt: skip
     proxy_image = injected["front"]["spec"]["template"]["spec"]["initContainers"][1]["image"]
-    node = Node(kube_api, token_reviews, {proxy_image: REPO, APP_IMAGE: REPO}, root / "node", "k")
+    node = Node(
+        kube_api, token_reviews, {proxy_image: REPO, APP_IMAGE: REPO}, root / "node", "k", SYSTEM
+    )
     plane = None
     plane_log = (root / "controlplane.log").open("w")
     try:
@@ -163,7 +167,7 @@ def cluster(
             root / "state", config, host=GATEWAY, insecure_xds=False, secure_xds_port=15012,
             stderr=plane_log,
             extra=("--registry", "kubernetes", "--kubeconfig", str(kube_api.kubeconfig),
-                   "--namespace", "tulle-system"),
+                   "--namespace", SYSTEM),
         )  # fmt: skip
         # The root certificate every pod mounts: published by the control plane.
         node.read("v1", "configmaps", NS, "tulle-ca-root-cert", timeout=60)

@@ -183,7 +183,9 @@ def mesh(kube_api: KubeApi, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     config.mkdir()
     plane = start_control_plane(
         root / "state", config,
-        extra=("--registry", "kubernetes", "--kubeconfig", str(kube_api.kubeconfig)),
+        extra=("--registry", "kubernetes", "--kubeconfig", str(kube_api.kubeconfig),
+               "--namespace", "kube-registry-system"),  # its Lease apart from other modules'
+
     )  # fmt: skip
     try:
         sidecar = processes.sidecar(plane)
