@@ -68,7 +68,8 @@ from benchmarks.targets import report
 FIXED_RATE = 1000
 FIXED_SECONDS = 5
 ORDER = ("haproxy-plain", "haproxy-mtls", "tulle-before-plain", "tulle-plain", "tulle-mtls",
-         "tulle-before-mypyc-plain", "tulle-mypyc-plain", "tulle-mypyc-mtls")  # fmt: skip
+         "tulle-before-mypyc-plain", "tulle-base-mypyc-plain", "tulle-base-mypyc-mtls",
+         "tulle-mypyc-plain", "tulle-mypyc-mtls")  # fmt: skip
 """The order pairs are measured in, each round: what is compared, side by side."""
 
 
@@ -215,15 +216,28 @@ def main() -> None:
     )
     parser.add_argument("--before-compiled", type=Path, metavar="DIR",
                         help="and on that code's compiled build, installed in DIR")  # fmt: skip
+    parser.add_argument("--baseline-compiled", type=Path, metavar="DIR",
+                        help="another compiled build (say, of the commit before a change), run as "
+                        "the tulle-base-mypyc pairs beside the tulle-mypyc ones, under the same "
+                        "control plane: a change measured in one run")  # fmt: skip
+    parser.add_argument("--compiled-only", action="store_true",
+                        help="no pairs run from the sources (pure Python)")  # fmt: skip
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the idle-connection (RSS) measurements")  # fmt: skip
     args = parser.parse_args()
     for tool in ("wrk", "haproxy", "nginx", "taskset"):
         if shutil.which(tool) is None:
             raise SystemExit(f"benchmark needs {tool} (apt-get install wrk haproxy nginx-light)")
-    specs = [PairSpec("plain", False, PROJECT), PairSpec("mtls", True, PROJECT)]
+    specs = [] if args.compiled_only else [PairSpec("plain", False, PROJECT),
+                                           PairSpec("mtls", True, PROJECT)]  # fmt: skip
     compiled = (args.compiled / "tulle").is_dir()
     if compiled:
         specs += [PairSpec("mypyc-plain", False, args.compiled.resolve()),
                   PairSpec("mypyc-mtls", True, args.compiled.resolve())]  # fmt: skip
+    if args.baseline_compiled:
+        base = args.baseline_compiled.resolve()
+        specs += [PairSpec("base-mypyc-plain", False, base),
+                  PairSpec("base-mypyc-mtls", True, base)]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         procs: list[subprocess.Popen[bytes]] = []
@@ -260,9 +274,9 @@ def main() -> None:
             rows = {name: median_row([each[name] for each in rounds]) for name in rounds[0]}
             quiet = idle_cpu(pairs)
             tls = client_context(issue_pem(plane, "bench", "bench-0", work), plane.root_cert)
-            memory = {}
-            for pair in pairs:  # B first: the connections A opens to B stay open
-                mtls = pair.name.endswith("mtls")
+            memory: dict[str, dict[str, float]] = {}
+            for pair in [] if args.no_memory else pairs:  # B first: the connections A opens
+                mtls = pair.name.endswith("mtls")  # to B stay open
                 b_direct = into_b(pair, args.connections, tls if mtls else None)
                 memory[pair.name] = {**through_a(pair, args.connections), "b_direct": b_direct,
                                      "a_start": started[pair.name][0] / 1024,

@@ -76,11 +76,13 @@ def report(
         print(f"  CPU at 1,000 req/s: A {row['a_1k']:.0f} µs, B {row['b_1k']:.0f} µs "
               f"(target <= {CPU_AT_1K_US:.0f} µs: "
               f"{_met(max(row['a_1k'], row['b_1k']) <= CPU_AT_1K_US)})")  # fmt: skip
-        b_idle = memory[name]["b_direct"]
-        a_idle = memory[name]["a_kib"] / connections
-        print(f"  RSS per idle mTLS connection: B {b_idle:.1f} KiB; A {a_idle:.1f} KiB per "
-              f"client connection, with {memory[name]['links']:.0f} mTLS connections to B kept "
-              f"(target <= {IDLE_KIB:.0f} KiB: {_met(max(a_idle, b_idle) <= IDLE_KIB)})")  # fmt: skip
+        if name in memory:
+            b_idle = memory[name]["b_direct"]
+            a_idle = memory[name]["a_kib"] / connections
+            print(f"  RSS per idle mTLS connection: B {b_idle:.1f} KiB; A {a_idle:.1f} KiB per "
+                  f"client connection, with {memory[name]['links']:.0f} mTLS connections to B "
+                  f"kept (target <= {IDLE_KIB:.0f} KiB: "
+                  f"{_met(max(a_idle, b_idle) <= IDLE_KIB)})")  # fmt: skip
         print(f"  CPU at 1,000 req/s vs haproxy-mtls: A {row['a_1k'] / haproxy['a_1k']:.1f}x, "
               f"B {row['b_1k'] / haproxy['b_1k']:.1f}x")  # fmt: skip
         print(f"  what TLS adds per request at saturation: A {tls_a:.1f} µs, B {tls_b:.1f} µs "
@@ -91,7 +93,7 @@ def report(
     for build in ("", "mypyc-"):
         name, old = f"tulle-{build}plain", f"tulle-before-{build}plain"
         before = rows.get(old)
-        if before is None:
+        if before is None or name not in rows:
             continue
         plain = rows[name]
         cpu_ratio = (plain["a_sat"] + plain["b_sat"]) / (before["a_sat"] + before["b_sat"])
@@ -100,11 +102,22 @@ def report(
         print(f"tulle-{build}plain against the same pair on the code before issue 17:")
         print(f"  CPU per request (A + B) at saturation: {cpu_ratio:.2f}x, at 1,000 req/s: "
               f"{cpu_1k:.2f}x; req/s {speed:.2f}x; p50 at 1,000 req/s "
-              f"{plain['p50'] - before['p50']:+.3f} ms; RSS at start A "
-              f"{memory[name]['a_start'] - memory[old]['a_start']:+.1f} MB, B "
-              f"{memory[name]['b_start'] - memory[old]['b_start']:+.1f} MB")  # fmt: skip
+              f"{plain['p50'] - before['p50']:+.3f} ms")  # fmt: skip
+        if name in memory and old in memory:
+            print(f"  RSS at start A {memory[name]['a_start'] - memory[old]['a_start']:+.1f} MB, "
+                  f"B {memory[name]['b_start'] - memory[old]['b_start']:+.1f} MB")  # fmt: skip
         print(f"  target: at most 5% slower, judged on CPU per request at saturation (req/s "
               f"moves more than 5% between rounds on a shared machine): "
               f"{_met(cpu_ratio <= 1 + PLAIN_SLOWER)}")  # fmt: skip
+    for kind in ("plain", "mtls"):
+        baseline, changed = rows.get(f"tulle-base-mypyc-{kind}"), rows.get(f"tulle-mypyc-{kind}")
+        if baseline is None or changed is None:
+            continue
+        print(f"tulle-mypyc-{kind} against tulle-base-mypyc-{kind} (--baseline-compiled), CPU per "
+              f"request: at saturation A {changed['a_sat'] / baseline['a_sat']:.3f}x, "
+              f"B {changed['b_sat'] / baseline['b_sat']:.3f}x; at 1,000 req/s "
+              f"A {changed['a_1k'] / baseline['a_1k']:.3f}x, "
+              f"B {changed['b_1k'] / baseline['b_1k']:.3f}x; "
+              f"req/s {changed['rps'] / baseline['rps']:.3f}x")  # fmt: skip
     if not compiled:
         print("\n(no compiled build: `make compiled` adds the tulle-mypyc pairs)")
