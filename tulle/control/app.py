@@ -19,6 +19,7 @@ import functools
 import logging
 from typing import TYPE_CHECKING
 
+from tulle.api.findings import Severity
 from tulle.control.api import ApiHandler
 from tulle.control.auth import ApiAuth
 from tulle.control.bodies import MAX_APPLY_BYTES
@@ -53,8 +54,9 @@ class ControlPlane(InCluster):
         if self.registry_kind == "kubernetes":
             await self._start_kube()
         self.config.load()
-        for finding in self.config.file_findings:
-            log.warning("%s", finding.format())
+        for finding in self.config.file_findings:  # at their own level: INFO is no warning
+            level = logging.INFO if finding.severity == Severity.INFO else logging.WARNING
+            log.log(level, "%s", finding.format())
         self.rebuild()
         trust_domain = self._model().settings.trust_domain
         if self.cluster_ca is not None and self.plugin_ca is None:  # the CA's roots: a Secret
