@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from tulle.api.kubernetes import port_protocol, service_of
 from tulle.api.model import ServicePort
 from tulle.control.registry import endpoint_from_dict
 from tulle.kube.mapping import (
@@ -13,9 +14,7 @@ from tulle.kube.mapping import (
     endpoints_of,
     in_mesh,
     locality,
-    port_protocol,
     registrations,
-    service_of,
 )
 
 

@@ -43,8 +43,8 @@ class RedirectPlan:
             # over loopback: that is inbound traffic, to be served by the inbound side (mTLS,
             # policy), not the app's port straight (Istio's ISTIO_IN_REDIRECT rule).
             rules.extend(
-                [*nat, "-A", OUTPUT_CHAIN, "-p", "tcp", "-o", "lo", "!", "-d", "127.0.0.1/32", *match,
-                 "-j", "REDIRECT", "--to-ports", str(self.inbound_port)]
+                [*nat, "-A", OUTPUT_CHAIN, "-p", "tcp", "-o", "lo", "!", "-d", "127.0.0.1/32",
+                 *match, "-j", "REDIRECT", "--to-ports", str(self.inbound_port)]
                 for match in proxy_matches
             )  # fmt: skip
         if self.mark is not None:
