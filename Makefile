@@ -71,13 +71,17 @@ compiled: $(COMPILED_STAMP)
 # `python -P` and importlib imports, so `tulle` comes from build/compiled, in the test process
 # and in every process it starts. The two runs go side by side (their tests wait on processes
 # and sockets far more than they compute; nothing in them shares a port or a namespace name),
-# the compiled run's output after the other's; either failing fails the target.
+# the compiled run's output after the other's; either failing fails the target. The sources' run
+# is spread over TEST_WORKERS pytest-xdist workers (3 on two cores; 0: one process, file order):
+# the tests of a module that share a fixture stay together, and those that change the host's
+# network run one after another (tests/conftest.py says how).
 COMPILED_LOG := build/compiled-tests.log
+TEST_WORKERS ?= 3
 test: system-deps-test lint $(COMPILED_STAMP)
 	@PYTHONPATH=$(CURDIR)/$(COMPILED):$(CURDIR) TULLE_EXPECT_COMPILED=1 \
 		$(BIN)/python -P -m pytest --import-mode=importlib $(COMPILED_TESTS) \
 		> $(COMPILED_LOG) 2>&1 & compiled=$$!; \
-	$(BIN)/pytest; sources=$$?; \
+	$(BIN)/pytest -n $(TEST_WORKERS); sources=$$?; \
 	wait $$compiled; built=$$?; \
 	echo "== the compiled build's run ($(COMPILED_LOG))"; cat $(COMPILED_LOG); \
 	test $$sources -eq 0 -a $$built -eq 0

@@ -1,19 +1,26 @@
 """Shared test helpers, and how ``make test`` spreads the suite over pytest-xdist's workers.
 
-Under ``-n N --dist loadgroup`` (the Makefile) a unit of work is a whole module: its tests run
-on one worker, in file order, so a module-scoped fixture (a mesh, a sidecar, a control plane) is
-set up once, as in a plain run, not once per worker that got one of its tests. Tests marked
-``xdist_group(NAME)`` form one unit across modules: ``HOST_NETWORK`` is every test that makes
-network namespaces, veths or bridges on the host (they share the bridge address 198.18.0.1 and
-assert that no ``tulle-*`` namespace is left), which must never run at the same time. Workers
-take the slowest modules first (``SLOW_FIRST``), so that no worker is left with a long one at
+``make test`` runs ``pytest -n N``; pyproject.toml adds ``--dist loadgroup
+--no-loadscope-reorder``, under which a test is a unit of work of its own (any worker may run
+it) unless it is marked ``xdist_group(NAME)``: the tests of one group run on one worker, one
+after another. Two kinds of group:
+
+- ``HOST_NETWORK``, marked in the test modules: every test that makes network namespaces,
+  veths, bridges or iptables rules on the host (they share the bridge address 198.18.0.1 and
+  port 15012 on it, and assert that no ``tulle-*`` namespace is left), which must never run
+  beside another.
+- Set here, on each worker: a test that uses a module-, class- or package-scoped fixture (a
+  mesh, a sidecar, a control plane started once for many tests) is in the group of its module
+  (or its package), so that the fixture starts once, as in a plain run, and not once on each
+  worker that got one of its tests. Session-scoped fixtures start once per worker.
+
+Workers take the slowest units first (``SLOW_FIRST``), so that none is left with a long one at
 the end while the others are idle. Without ``-n`` none of this applies: the suite runs in file
 order in one process."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,15 +33,24 @@ SLOW_FIRST = (
     HOST_NETWORK,
     "tests/local/test_rotation.py",
     "tests/local/test_shop.py",
+    "tests/e2e/proxyless_mtls",
     "tests/scenarios/test_parity_identity.py",
-    "tests/e2e/test_demo.py",
     "tests/local/test_demo.py",
+    "tests/api/test_roundtrip.py",
     "tests/kube/test_leader.py",
+    "tests/local/test_control_plane_restart.py",
+    "tests/e2e/test_demo.py",
+    "tests/local/test_lifecycle.py",
     "tests/e2e/test_grpc_xds.py",
+    "tests/client",
+    "tests/e2e/test_sidecar_grpc.py",
 )
-"""Work units (modules, or an xdist group) that take longest, longest first: workers start
-with them. A unit not named here follows, in file order; naming a unit that no longer exists
-changes nothing but the order."""
+"""Groups and modules (or packages) whose tests take longest, longest first: workers start with
+them. Tests of none follow, in file order; naming one that no longer exists changes nothing but
+the order."""
+
+SHARED_SCOPES = {"class": "module", "module": "module", "package": "package"}
+"""The scopes of fixtures that tie a test to the others of its module or package."""
 
 
 @pytest.fixture
@@ -43,35 +59,56 @@ def corpus() -> Path:
     return CORPUS
 
 
-def work_unit(item: pytest.Item) -> str:
-    """The xdist group ``item`` is marked with, else its module's path (``tests/...py``)."""
-    for mark in item.iter_markers("xdist_group"):
-        return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
-    return item.nodeid.split("::", 1)[0]
+def shared_unit(item: pytest.Item) -> str | None:
+    """The module (``tests/x/test_y.py``) or package (``tests/x``) whose fixture ``item`` shares
+    with other tests (the package when it uses one of each), or None."""
+    info = getattr(item, "_fixtureinfo", None)  # test functions have one, other items not
+    if info is None:
+        return None
+    scopes = {
+        SHARED_SCOPES[definition.scope]
+        for definitions in info.name2fixturedefs.values()
+        for definition in definitions
+        if definition.scope in SHARED_SCOPES
+    }
+    module = item.nodeid.split("::", 1)[0]
+    if "package" in scopes:
+        return module.rsplit("/", 1)[0]
+    return module if scopes else None
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On an xdist worker, the tests of the ``SLOW_FIRST`` units first (a stable sort: within
-    a unit, and among the rest, file order stays). Every worker sorts alike, as xdist needs."""
+    """On an xdist worker: each test that shares a fixture of wider scope is put in its module's
+    or package's group, and the tests of ``SLOW_FIRST`` come first (a stable sort: among the
+    rest, file order stays). Every worker does the same, as xdist needs."""
     if not hasattr(config, "workerinput"):
         return
-    rank = {unit: index for index, unit in enumerate(SLOW_FIRST)}
-    items.sort(key=lambda item: rank.get(work_unit(item), len(SLOW_FIRST)))
+    rank: dict[pytest.Item, int] = {}
+    for item in items:
+        groups = [str(mark.args[0]) for mark in item.iter_markers("xdist_group") if mark.args]
+        if not groups:
+            unit = shared_unit(item)
+            if unit is not None:
+                item.add_marker(pytest.mark.xdist_group(unit))
+                groups = [unit]
+        module = item.nodeid.split("::", 1)[0]
+        places = [*groups, module, *map(str, Path(module).parents)]
+        rank[item] = min(
+            (SLOW_FIRST.index(place) for place in places if place in SLOW_FIRST),
+            default=len(SLOW_FIRST),
+        )
+    items.sort(key=rank.__getitem__)
 
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """xdist's loadgroup scheduling with a module, not a single test, as the unit of an
-    ungrouped test, taking units in the order the workers collected them (``SLOW_FIRST``)."""
-    from xdist.scheduler import LoadGroupScheduling  # type: ignore[import-untyped]
-
-    class ModuleScheduling(LoadGroupScheduling):  # type: ignore[misc]
-        def _split_scope(self, nodeid: str) -> str:
-            if nodeid.rfind("@") > nodeid.rfind("]"):  # marked xdist_group: the group's name
-                return str(super()._split_scope(nodeid))
-            return nodeid.split("::", 1)[0]
-
-    if config.getoption("dist") != "loadgroup":
-        return None  # the scheduling asked for on the command line
-    config.option.loadscopereorder = False  # keep the collected order: SLOW_FIRST first
-    return ModuleScheduling(config, log)
+@pytest.hookimpl(tryfirst=True)  # before xdist's own sends the ids to the controller
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """On a worker under ``--dist loadgroup``, stop the run if a test of an ``xdist_group`` did
+    not get the group in its id: xdist would spread the group over the workers, and tests that
+    must never run side by side would (pytest-xdist#1386, with pytest 9.2)."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [item.nodeid for item in session.items
+            if any(item.iter_markers("xdist_group")) and "@" not in item.nodeid]  # fmt: skip
+    if lost:
+        raise pytest.UsageError(f"xdist_group not in effect (pytest-xdist#1386?): {lost[0]}")
