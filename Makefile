@@ -51,7 +51,7 @@ COMPILED_STAMP := $(COMPILED)/.built
 # listener, options, TCP and tunnels, which are not compiled, nor those of engine features the
 # in-process tests cover): about two minutes.
 COMPILED_TESTS := tests/client tests/engine tests/transport tests/codec tests/obs tests/proxy \
-	tests/e2e/test_sidecar_http.py tests/e2e/test_sidecar_grpc.py tests/local/test_mtls.py \
+	tests/e2e/test_sidecar_http_*.py tests/e2e/test_sidecar_grpc.py tests/local/test_mtls.py \
 	tests/e2e/test_hostile_http1.py tests/e2e/test_hostile_http2.py -k "not ( \
 	grpc_status_retries or held_to_max_connections or serves_without_the_control_plane \
 	or drain_and_quit_over_admin or metrics_and_config_dump or bad_proxy_options \
