@@ -9,14 +9,14 @@ object per event (they sit on the proxy's hot path); :class:`RequestParser` and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 import httptools
 
-MAX_HEADER_BYTES = 64 * 1024
-MAX_HEADERS = 100
+MAX_HEADER_BYTES: Final = 64 * 1024
+MAX_HEADERS: Final = 100
 
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
         "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade",
@@ -110,7 +110,7 @@ class ProtocolError:
 
 
 Event = RequestHead | ResponseHead | Body | EndOfMessage | ProtocolError | Upgraded
-END = EndOfMessage()
+END: Final = EndOfMessage()
 
 
 class RefusedError(Exception):
@@ -123,7 +123,7 @@ class RefusedError(Exception):
 
 
 # Headers noted while a head is checked: framing, Host, Expect, and the hop-by-hop ones.
-_NOTED = HOP_BY_HOP | {"content-length", "host", "expect", "x-request-id"}
+_NOTED: Final = HOP_BY_HOP | {"content-length", "host", "expect", "x-request-id"}
 
 
 # length, chunked, hop-by-hop present, host, Expect: 100-continue, X-Request-Id
@@ -217,18 +217,18 @@ class _Nowhere:
         pass
 
 
-_NOWHERE = _Nowhere()
+_NOWHERE: Final = _Nowhere()
 # What detached readers hold instead of their own parsers; never fed (detached readers have
 # failed).
-_DETACHED_REQUESTS = httptools.HttpRequestParser(_NOWHERE)
-_DETACHED_RESPONSES = httptools.HttpResponseParser(_NOWHERE)
+_DETACHED_REQUESTS: Final = httptools.HttpRequestParser(_NOWHERE)
+_DETACHED_RESPONSES: Final = httptools.HttpResponseParser(_NOWHERE)
 
 
 # Header names as they come on the wire -> lowercase, for the first MAX_NAMES short names seen:
 # the same few names come with every message, and a kept name is one string less per header,
 # with its hash already known to the lookups that follow (``_note``, the engine's matches).
-_NAMES: dict[bytes, str] = {}
-MAX_NAMES = 512
+_NAMES: Final[dict[bytes, str]] = {}
+MAX_NAMES: Final = 512
 
 
 class _HeadCollector:
@@ -453,7 +453,7 @@ def request_head(method: str, target: str, headers: list[tuple[str, str]]) -> by
     return f"{method} {target} HTTP/1.1\r\n{''.join(lines)}\r\n".encode("latin-1")
 
 
-_REASONS = {
+_REASONS: Final = {
     100: "Continue", 101: "Switching Protocols", 102: "Processing", 103: "Early Hints",
     200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently", 302: "Found",
     303: "See Other", 304: "Not Modified", 307: "Temporary Redirect", 308: "Permanent Redirect",
@@ -485,7 +485,7 @@ def response_head(
 
 
 # Connection values that name no other header to drop.
-_PLAIN_CONNECTION = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})
+_PLAIN_CONNECTION: Final = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})
 
 
 def end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -7,14 +7,15 @@ import asyncio
 import collections
 import random
 from dataclasses import dataclass
+from typing import Final
 
 from tulle.engine.balancer import Balancer, make_balancer
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec, OutlierSpec
 from tulle.engine.errors import MeshError, circuit_open
 from tulle.engine.outlier import OutlierDetector
 
-RETRY_BUDGET_PERCENT = 20.0
-RETRY_BUDGET_MIN = 3
+RETRY_BUDGET_PERCENT: Final = 20.0
+RETRY_BUDGET_MIN: Final = 3
 
 
 @dataclass

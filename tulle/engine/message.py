@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Final
 
 from tulle.engine.errors import ERROR_HEADER, MeshError
 from tulle.obs.finished import Finished
@@ -75,7 +76,7 @@ Body = bytes | AsyncIterator[bytes]
 Interim = Callable[[int, str, list[tuple[str, str]]], None]  # status, reason, headers
 
 # gRPC status codes for the mesh's own answers to gRPC calls.
-_GRPC_FOR_HTTP = {400: 13, 403: 7, 404: 12, 429: 8, 503: 14, 504: 4}
+_GRPC_FOR_HTTP: Final = {400: 13, 403: 7, 404: 12, 429: 8, 503: 14, 504: 4}
 
 
 class Request:

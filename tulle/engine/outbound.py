@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Final
 from urllib.parse import parse_qs
 
 from tulle.engine import errors
@@ -37,12 +38,15 @@ Starter = Callable[
     [EndpointSpec, ClusterSpec, Request, Callable[[Outcome], None]], Callable[[], None]
 ]
 
-_GRPC_NAMES = {
+_GRPC_NAMES: Final = {
     "1": "cancelled", "4": "deadline-exceeded", "8": "resource-exhausted", "13": "internal",
     "14": "unavailable",
 }  # fmt: skip
 
-log = logging.getLogger(__name__)
+log: Final = logging.getLogger(__name__)
+# The module's own name for it: compiled code reads a Final from a static, not from the
+# module's globals dict (every request uses it).
+_NOTHING_TO_CANCEL: Final = nothing_to_cancel
 
 
 @dataclass(frozen=True)
@@ -73,8 +77,8 @@ class _RequestParts:
         self.path, self.query_string, self.headers, self.query = path, query_string, headers, query
 
 
-_NO_HEADERS: dict[str, str] = {}
-_NO_QUERY: dict[str, list[str]] = {}
+_NO_HEADERS: Final[dict[str, str]] = {}
+_NO_QUERY: Final[dict[str, list[str]]] = {}
 
 
 class Plan:
@@ -122,7 +126,7 @@ class _Call:
 
 
 # grpc-timeout units (gRPC over HTTP/2: "1*8DIGIT unit")
-_GRPC_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_GRPC_TIMEOUT_UNITS: Final = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 
 def grpc_timeout(value: str | None) -> float | None:
@@ -504,7 +508,7 @@ class Engine:
         planned = self.plan(table_name, request)
         if isinstance(planned, Response):
             done(planned)
-            return nothing_to_cancel
+            return _NOTHING_TO_CANCEL
         if isinstance(planned, Delayed) or self.start is None:
             return spawn(self.run(request, planned), done)
         cancel = _Cancel()
@@ -629,7 +633,7 @@ class _FirstAttempt:
         self.engine, self.call, self.done, self.cancel = engine, call, done, cancel
         self.endpoint: EndpointSpec | None = None  # once picked
         self.slot = False
-        self.abandon: Cancel = nothing_to_cancel  # once sent
+        self.abandon: Cancel = _NOTHING_TO_CANCEL  # once sent
         self.timer: asyncio.TimerHandle | None = None
         self.whole = False
         self.per_try = 0.0
@@ -637,7 +641,7 @@ class _FirstAttempt:
     def finish(self, response: Response) -> None:
         """The request's answer."""
         # Let go of the sent attempt: it holds ``outcome``, and so this object.
-        self.cancel.current = self.abandon = nothing_to_cancel
+        self.cancel.current = self.abandon = _NOTHING_TO_CANCEL
         plan = self.call.plan
         plan.cluster.counters.requests -= 1
         self.done(self.engine._finish(plan, response))
@@ -686,10 +690,10 @@ class _Cancel:
     __slots__ = ("current",)
 
     def __init__(self) -> None:
-        self.current: Cancel = nothing_to_cancel
+        self.current: Cancel = _NOTHING_TO_CANCEL
 
     def __call__(self) -> None:
-        current, self.current = self.current, nothing_to_cancel  # once
+        current, self.current = self.current, _NOTHING_TO_CANCEL  # once
         current()
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from tulle.engine import errors
 from tulle.engine.message import Response, mesh_response
 
-log = logging.getLogger(__name__)
+log: Final = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Cancel = Callable[[], None]  # cancels work handed to a callback (then the callback is not called)
@@ -20,7 +20,7 @@ def nothing_to_cancel() -> None:
     """The Cancel of work that has already ended (answered at once, or already cancelled)."""
 
 
-_running: set[asyncio.Task[Any]] = set()  # the loop keeps only weak references to tasks
+_running: Final[set[asyncio.Task[Any]]] = set()  # the loop keeps only weak references to tasks
 
 
 def run_then(

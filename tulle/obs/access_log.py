@@ -23,21 +23,21 @@ import asyncio
 import json
 import sys
 import threading
-from typing import TextIO
+from typing import Final, TextIO
 
 from tulle.obs.connection import TcpConnection
 from tulle.obs.finished import Finished
 from tulle.obs.pending import BATCH, Pending
 
-_encode = json.encoder.encode_basestring_ascii
+_encode: Final = json.encoder.encode_basestring_ascii
 
-_LINE = (
+_LINE: Final = (
     '{"start_time":%.6f,"duration_ms":%.3f,"listener":"%s","method":%s,"authority":%s,'
     '"path":%s,"status":%d,"flags":"%s","reason":%s,"route":%s,"cluster":%s,"upstream":%s,'
     '"attempts":%d,"bytes_received":%d,"bytes_sent":%d,"request_id":%s,"source":%s,'
     '"peer_principal":%s}\n'
 )
-_TCP_LINE = (
+_TCP_LINE: Final = (
     '{"start_time":%.6f,"duration_ms":%.3f,"listener":"%s","method":null,"authority":null,'
     '"path":null,"status":0,"flags":"%s","reason":%s,"route":null,"cluster":%s,"upstream":%s,'
     '"attempts":%d,"bytes_received":%d,"bytes_sent":%d,"request_id":null,"source":%s,'

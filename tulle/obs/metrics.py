@@ -26,7 +26,7 @@ import bisect
 import itertools
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import (
@@ -41,11 +41,11 @@ from tulle.obs.connection import TcpConnection
 from tulle.obs.finished import Finished
 from tulle.obs.pending import Pending
 
-SOURCE_WORKLOAD_HEADER = "x-tulle-source-workload"
+SOURCE_WORKLOAD_HEADER: Final = "x-tulle-source-workload"
 """Sent with every routed request: the caller's workload, for the callee's inbound metrics.
 Read only from plain-text callers; over mTLS the caller's certificate says who it is."""
 
-LABELS = (
+LABELS: Final = (
     "reporter",
     "source_workload",
     "source_principal",
@@ -56,7 +56,7 @@ LABELS = (
     "response_flags",
     "connection_security_policy",
 )
-TCP_LABELS = (
+TCP_LABELS: Final = (
     "reporter",
     "source_workload",
     "source_principal",
@@ -65,12 +65,12 @@ TCP_LABELS = (
     "destination_principal",
     "connection_security_policy",
 )
-BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
-_BOUNDS = (*(f"{b:g}" for b in BUCKETS), "+Inf")  # the buckets' ``le`` labels
+BUCKETS: Final = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+_BOUNDS: Final = (*(f"{b:g}" for b in BUCKETS), "+Inf")  # the buckets' ``le`` labels
 # reporter, source (the claimed caller, or empty), destination service and workload, status,
 # flags, peer principal (empty over plain text)
 _Key = tuple[str, str, str, str, int, str, str]
-UNKNOWN = "unknown"
+UNKNOWN: Final = "unknown"
 
 Certificate = Callable[[], "tuple[str, float] | None"]
 """The workload's current certificate: its SPIFFE id and its not-after (POSIX seconds); None

@@ -4,9 +4,11 @@ among the rest of its work."""
 
 from __future__ import annotations
 
+from typing import Final
+
 from tulle.obs.finished import Finished
 
-BATCH = 64  # kept before a batch is handled (small: a batch's objects are RSS)
+BATCH: Final = 64  # kept before a batch is handled (small: a batch's objects are RSS)
 
 
 class Pending:

@@ -5,6 +5,7 @@ sent none), or the mesh's 400 saying why not. One function per protocol."""
 from __future__ import annotations
 
 import random
+from typing import Final
 from urllib.parse import urlsplit
 
 from tulle.codec.http1 import RequestHead, end_to_end
@@ -31,7 +32,7 @@ class _RequestIds:
         return self.prefix + self.count.to_bytes(6, "big").hex()
 
 
-_ids = _RequestIds(random.Random())  # seeded from the OS once
+_ids: Final = _RequestIds(random.Random())  # seeded from the OS once
 
 
 def request_id() -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import Final, cast
 
 from tulle.codec.http1 import end_to_end, request_head
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
@@ -28,7 +28,7 @@ __all__ = ["STREAM_THRESHOLD", "Exchange", "Http1Pool", "Switched", "UpstreamCon
 
 # Idle connections kept per endpoint: a burst of concurrent requests opens as many connections
 # as it needs, and the ones beyond this are closed when given back instead of kept for good.
-MAX_IDLE_PER_ENDPOINT = 128
+MAX_IDLE_PER_ENDPOINT: Final = 128
 
 
 Outcome = Response | UpstreamError
@@ -107,8 +107,8 @@ def _headers(request: Request) -> list[tuple[str, str]]:
     return headers
 
 
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_SET_HERE = frozenset({"host", "content-length"})  # headers the pool writes itself
+_BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
+_SET_HERE: Final = frozenset({"host", "content-length"})  # headers the pool writes itself
 
 
 def _payload(request: Request, body: bytes) -> bytes:

@@ -11,7 +11,7 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Literal, TypeVar, cast
+from typing import Final, Literal, TypeVar, cast
 
 from tulle.transport.tls import TlsProtocol
 from tulle.transport.tls_errors import OnRefused, VerifyPeer
@@ -20,8 +20,8 @@ MtlsMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
 """STRICT: TLS only (plain text is refused); PERMISSIVE: both; DISABLE: plain only (a
 ClientHello is passed on as bytes, as Istio does)."""
 
-TLS_HANDSHAKE_RECORD = 0x16
-PLAIN_REFUSED = "plain text refused: STRICT mTLS"
+TLS_HANDSHAKE_RECORD: Final = 0x16
+PLAIN_REFUSED: Final = "plain text refused: STRICT mTLS"
 
 
 class TlsOrPlain(asyncio.Protocol):

@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 from tulle.codec.http1 import ProtocolError, ResponseHead, ResponseReader, Upgraded
 from tulle.engine.message import ByteStream, Interim, UpstreamError
 from tulle.transport.mtls import peer_principal
 
-STREAM_THRESHOLD = 256 * 1024  # bodies larger than this, or of unknown length, are streamed
+STREAM_THRESHOLD: Final = 256 * 1024  # bodies larger than this, or of unknown length, are streamed
 
 Exchange = tuple[ResponseHead, bytes | ByteStream, bool]
 
