@@ -14,17 +14,27 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable
-from typing import cast
+from typing import Final, cast
 
 from tulle.transport.tls_errors import OnRefused, TlsError, VerifyPeer, describe
 from tulle.transport.tls_transport import CLOSED, CLOSING, HANDSHAKE, OPEN, TlsTransport
 
-RECORD = 16384
+RECORD: Final = 16384
 """The largest TLS plaintext record: what one ``SSLObject.read`` asks for."""
-FEED_SLICE = 8192
+FEED_SLICE: Final = 8192
 """Ciphertext written into the incoming BIO at once: its high-water mark."""
 
-CLOSED_AFTER_HANDSHAKE = "server closed the connection after the handshake (certificate refused?)"
+CLOSED_AFTER_HANDSHAKE: Final = (
+    "server closed the connection after the handshake (certificate refused?)"
+)
+
+
+def _records_of(sslobj: ssl.SSLObject) -> ssl.SSLObject:
+    """The object to read and write records with: the ``_ssl`` object an ``SSLObject`` wraps
+    (CPython's ``ssl.SSLObject.read``, ``write`` and ``pending`` only pass their arguments on to
+    it, in interpreted code: a Python frame and a method lookup per call, three calls per
+    request and side), else the ``SSLObject`` itself. Same methods, same exceptions."""
+    return cast(ssl.SSLObject, getattr(sslobj, "_sslobj", sslobj))
 
 
 class TlsProtocol(asyncio.Protocol):
@@ -41,7 +51,8 @@ class TlsProtocol(asyncio.Protocol):
     __slots__ = (
         "_context", "_eof_forwarded", "_eof_seen", "_error", "_factory", "_handshake_timeout",
         "_incoming", "_inner", "_on_refused", "_outgoing", "_pending", "_provider", "_raw",
-        "_read_paused", "_received", "_server_hostname", "_server_side", "_sslobj", "_state",
+        "_read_paused", "_received", "_records", "_server_hostname", "_server_side", "_sslobj",
+        "_state",
         "_timer", "_transport", "_verify_peer", "_waiter", "_write_closed", "_write_paused",
     )  # fmt: skip
 
@@ -70,6 +81,9 @@ class TlsProtocol(asyncio.Protocol):
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._sslobj: ssl.SSLObject | None = None
+        # What reads and writes records once the connection is open: the C object under
+        # ``_sslobj`` (see ``_records_of``).
+        self._records: ssl.SSLObject | None = None
         self._raw: asyncio.Transport | None = None
         self._inner: asyncio.Protocol | None = None
         self._transport: TlsTransport | None = None
@@ -152,6 +166,7 @@ class TlsProtocol(asyncio.Protocol):
                 server_side=self._server_side,
                 server_hostname=self._server_hostname,
             )
+            self._records = _records_of(self._sslobj)
         except Exception as error:  # a provider without a certificate, a bad context
             self._fail_handshake(f"no TLS context: {describe(error)}", report=True)
             return
@@ -327,13 +342,13 @@ class TlsProtocol(asyncio.Protocol):
 
     def _readable(self) -> bool:
         """Records wait in the incoming BIO, or plaintext in OpenSSL."""
-        sslobj = self._sslobj
-        return self._incoming.pending > 0 or (sslobj is not None and sslobj.pending() > 0)
+        records = self._records
+        return self._incoming.pending > 0 or (records is not None and records.pending() > 0)
 
     def _decrypt(self) -> bytes:
         """What the incoming BIO holds, decrypted (close_notify sets ``_eof_seen``, a failure
         ``_error``)."""
-        sslobj = self._sslobj
+        sslobj = self._records
         assert sslobj is not None
         incoming = self._incoming
         first = b""

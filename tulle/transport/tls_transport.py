@@ -7,27 +7,27 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from tulle.transport.tls_errors import TlsError, describe
 
 if TYPE_CHECKING:
     from tulle.transport.tls import TlsProtocol
 
-HANDSHAKE = 0
-OPEN = 1
-CLOSING = 2
-CLOSED = 3
+HANDSHAKE: Final = 0
+OPEN: Final = 1
+CLOSING: Final = 2
+CLOSED: Final = 3
 """A TLS connection's states: its handshake, open, closing (close_notify sent, or aborting), and
 closed (the raw connection is lost)."""
-WRITE_SLICE = 8192
+WRITE_SLICE: Final = 8192
 """Plaintext encrypted at once (one record): the outgoing BIO's high-water mark. A memory BIO
 keeps the capacity it once needed (OpenSSL's BUF_MEM never shrinks): with 16 KiB records both
 BIOs hold ~44 KiB for good once a connection has carried a large body; 8 KiB costs ~20 % more CPU
 on bulk transfers only, and keeps an idle connection that carried data under 64 KiB of RSS
 (benchmarks/tls_memory.py)."""
 
-_NO_EXTRA: dict[str, Any] = {}  # asyncio.BaseTransport's extra dict, shared: never written
+_NO_EXTRA: Final[dict[str, Any]] = {}  # asyncio.BaseTransport's extra dict, shared: never written
 
 
 class TlsTransport(asyncio.Transport):
@@ -51,7 +51,7 @@ class TlsTransport(asyncio.Transport):
         size = len(data)
         if size == 0:
             return
-        sslobj = tls._sslobj
+        sslobj = tls._records
         raw = tls._raw
         assert sslobj is not None
         assert raw is not None
