@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from tulle.engine.cluster_config import EndpointSpec, UpstreamTls
 from tulle.engine.message import Request, UpstreamError
@@ -28,7 +28,7 @@ from tulle.security.verify import (
 from tulle.transport.connect import open_upstream
 from tulle.transport.tls_errors import PeerCert, TlsOrigin, VerifyPeer
 
-INBOUND_ALPN = ("h2", "http/1.1")
+INBOUND_ALPN: Final = ("h2", "http/1.1")
 
 P = TypeVar("P", bound=asyncio.Protocol)
 
@@ -59,6 +59,8 @@ class MeshTls:
         self._serial = -1
         self._clients: dict[tuple[str, ...], ssl.SSLContext] = {}
         self._server: ssl.SSLContext | None = None
+        self._identity_of: WorkloadCredentials | None = None  # the credentials _identity is of
+        self._identity = ""
         # Told the UpstreamError message of each outbound connection to an endpoint in the
         # mesh that failed (the metrics count the TLS ones by cause).
         self.on_failure: Callable[[str], None] | None = None
@@ -109,9 +111,15 @@ class MeshTls:
 
     @property
     def identity(self) -> str | None:
-        """This workload's SPIFFE id, when it has a certificate."""
+        """This workload's SPIFFE id, when it has a certificate. Read for every request served
+        (``X-Forwarded-Client-Cert``): kept per certificate, not formatted each time."""
         current = self.keeper.current
-        return current.identity.uri if current is not None else None
+        if current is None:
+            return None
+        if current is not self._identity_of:
+            self._identity_of = current
+            self._identity = current.identity.uri
+        return self._identity
 
 
 def tls_origin(mtls: MeshTls | None, endpoint: EndpointSpec) -> TlsOrigin | None:
@@ -158,8 +166,8 @@ def peer_principal(transport: object) -> str | None:
     return None
 
 
-XFCC = "x-forwarded-client-cert"
-_DROPPED_OVER_MTLS = (XFCC, SOURCE_WORKLOAD_HEADER)
+XFCC: Final = "x-forwarded-client-cert"
+_DROPPED_OVER_MTLS: Final = (XFCC, SOURCE_WORKLOAD_HEADER)
 
 
 def forward_client_cert(request: Request, own: str | None) -> None:
@@ -174,6 +182,9 @@ def forward_client_cert(request: Request, own: str | None) -> None:
         if any(name == XFCC for name, _ in headers):
             headers[:] = [(name, value) for name, value in headers if name != XFCC]
         return
-    headers[:] = [(name, value) for name, value in headers if name not in _DROPPED_OVER_MTLS]
+    for name, _ in headers:  # rare: rebuilt only when there is one to drop
+        if name in _DROPPED_OVER_MTLS:
+            headers[:] = [(n, v) for n, v in headers if n not in _DROPPED_OVER_MTLS]
+            break
     value = f"By={own};URI={principal}" if own else f"URI={principal}"
     headers.append((XFCC, value))
