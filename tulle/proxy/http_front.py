@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import Final, cast
 
 from tulle.codec.http1 import (
     ProtocolError,
@@ -40,15 +39,18 @@ from tulle.proxy.tcp import TcpPipe
 from tulle.transport.interception import original_destination
 from tulle.transport.mtls import peer_principal
 
-log = logging.getLogger(__name__)
+log: Final = logging.getLogger(__name__)
+# The module's own name for it: compiled code reads a Final from a static, not from the
+# module's globals dict (every request uses it).
+_NOTHING_TO_CANCEL: Final = nothing_to_cancel
 
-MAX_BODY = 16 * 1024 * 1024
-BUFFER_LIMIT = 1024 * 1024  # larger request bodies (or chunked ones) stream, without retries
-DRAIN_IDLE = 1.0  # seconds a draining connection may stay idle before it is closed
-LINGER = 2.0  # seconds a refused client's further bytes are read and dropped (see _refuse)
+MAX_BODY: Final = 16 * 1024 * 1024
+BUFFER_LIMIT: Final = 1024 * 1024  # larger request bodies (or chunked ones) stream, without retries
+DRAIN_IDLE: Final = 1.0  # seconds a draining connection may stay idle before it is closed
+LINGER: Final = 2.0  # seconds a refused client's further bytes are read and dropped (see _refuse)
 
 
-_DEFAULT_LIMITS = FrontLimits()
+_DEFAULT_LIMITS: Final = FrontLimits()
 
 
 Done = Callable[[Response], None]
@@ -58,6 +60,22 @@ Dispatcher = Callable[[Request, Destination, Done], Cancel]
 Item = tuple[RequestHead, bytes | ByteStream] | ProtocolError
 # Opens an upgraded tunnel: returns the pipe (connected, the request head sent) or an answer.
 Tunneler = Callable[[Request, Destination, asyncio.Transport], Awaitable["TcpPipe | Response"]]
+
+
+class _Answer:
+    """The callback a dispatched request is answered through: ``functools.partial`` of
+    :meth:`Http1Front._answer`, as a compiled class (one object per request instead of a
+    partial, its argument tuple and a bound method, and a direct call)."""
+
+    __slots__ = ("front", "head", "request", "started")
+
+    def __init__(
+        self, front: Http1Front, head: RequestHead, request: Request, started: float
+    ) -> None:
+        self.front, self.head, self.request, self.started = front, head, request, started
+
+    def __call__(self, response: Response) -> None:
+        self.front._answer(self.head, self.request, self.started, response)
 
 
 class Http1Front(asyncio.Protocol):
@@ -348,9 +366,9 @@ class Http1Front(asyncio.Protocol):
             self.in_flight.track(task)
             return
         self.in_flight.begin()
-        self.unanswered = (request, started, nothing_to_cancel)
+        self.unanswered = (request, started, _NOTHING_TO_CANCEL)
         answers = self.answers
-        answer = functools.partial(self._answer, head, request, started)
+        answer = _Answer(self, head, request, started)
         try:
             cancel = self.dispatch(request, self.original_dst, answer)
         except Exception as failure:  # a bug: answered with its reason, the slot given back
