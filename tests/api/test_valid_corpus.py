@@ -121,7 +121,10 @@ def test_service_entries(model):
 
 
 def test_virtual_service_routes(model):
-    routes = model.http_routes[REVIEWS]
+    # exportTo: ["."]: the shop namespace's callers see the routes, no other namespace does.
+    assert REVIEWS not in model.http_routes
+    assert model.http_routes_for(REVIEWS, "default") == ()
+    routes = model.http_routes_for(REVIEWS, "shop")
     assert [r.name for r in routes] == ["jason", "grpc-fault", "old", "v1", "canary"]
     jason = routes[0]
     first, second = jason.matches
@@ -183,7 +186,7 @@ def test_virtual_service_routes(model):
 
 
 def test_istio_defaults_for_routes(model):
-    canary = model.http_routes[REVIEWS][4]
+    canary = model.http_routes_for(REVIEWS, "shop")[4]
     assert canary.timeout is None
     assert canary.retries.attempts == 2
     assert "connect-failure" in canary.retries.retry_on

@@ -331,8 +331,8 @@ BROKEN_VS: dict[str, Any] = {
     "spec": {
         "hosts": ["reviews"],
         "http": [{
-            "route": [{"destination": {"host": "reviews", "subset": "v1"}, "weight": 70},
-                      {"destination": {"host": "reviews", "subset": "v2"}, "weight": 20}],
+            "route": [{"destination": {"host": "reviews", "subset": "v1"}, "weight": 0},
+                      {"destination": {"host": "reviews", "subset": "v2"}, "weight": 0}],
             "timeout": "5 seconds",
         }],
     },
@@ -417,13 +417,13 @@ def test_a_virtual_service_whose_references_are_missing_is_admitted_with_warning
 def test_an_error_within_the_resource_refuses_beside_admitted_references(
     webhook: Webhook, tmp_path: Path
 ) -> None:
-    """Weights that do not add up are wrong whatever else exists: refused with that line; the
+    """Weights that add up to 0 are wrong whatever else exists: refused with that line; the
     undefined host goes on as a warning."""
     bad = copy.deepcopy(BROKEN_VS)
     bad["spec"]["http"][0]["timeout"] = "5s"
     status, lines = tulle_validate(bad, tmp_path)
     assert status == 1
-    weights = [line for line in lines if "weights add up to 90, not 100" in line]
+    weights = [line for line in lines if "weights add up to 0" in line]
     assert len(weights) == 1
     response = webhook.review("/validate", config_request(bad))
     assert response["allowed"] is False

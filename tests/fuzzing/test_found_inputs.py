@@ -161,9 +161,9 @@ WRONG_PORTS = {
     "spec: {hosts: [web], http: [{route: [{destination: {host: api}}],"
     " mirror: {host: web, port: {number: 1}}}]}": "spec.http[0].mirror.port.number",
     "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web}\n"
-    "spec: {parentRefs: [{name: web, port: 8080}], rules: [{backendRefs: [{name: api, port: 8080}]}]}": "spec.rules[0].backendRefs[0].port",
+    "spec: {parentRefs: [{group: '', kind: Service, name: web, port: 8080}], rules: [{backendRefs: [{name: api, port: 8080}]}]}": "spec.rules[0].backendRefs[0].port",
     "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web}\n"
-    "spec: {parentRefs: [{name: web, port: 9080}], rules: [{backendRefs: [{name: api, port: 9080}]}]}": "spec.parentRefs[0].port",
+    "spec: {parentRefs: [{group: '', kind: Service, name: web, port: 9080}], rules: [{backendRefs: [{name: api, port: 9080}]}]}": "spec.parentRefs[0].port",
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from tulle.api.check_context import Context
 from tulle.api.check_context import located as _located
+from tulle.api.checks_routes import check_http_routes, check_routed_once, route_scope
 from tulle.api.checks_services import check_kubernetes_services
 from tulle.api.findings import Finding, Severity
 from tulle.api.hosts import host_matches
@@ -72,11 +73,15 @@ def _check_destination(
 
 
 def _check_weights(item: Loaded, path: FieldPath, weights: list[int | None]) -> Iterator[Finding]:
-    if len(weights) == 1 and weights[0] is None:
+    """Weights are relative: each destination gets ``weight / sum of weights`` of the traffic;
+    only a total of 0 is refused (Istio's VirtualService reference, HTTPRouteDestination
+    ``weight``; istio pkg/config/validation: "total destination weight = 0")."""
+    if len(weights) < 2:
         return
-    total = sum(w or 0 for w in weights)
-    if total != 100:
-        yield item.finding(ERROR, path, f"weights add up to {total}, not 100")
+    if sum(w or 0 for w in weights) == 0:
+        yield item.finding(
+            ERROR, path, "weights add up to 0: give at least one destination a weight"
+        )
 
 
 def check_virtual_services(ctx: Context) -> Iterator[Finding]:
@@ -127,28 +132,6 @@ def _check_shadowed(item: Loaded, vs: VirtualService) -> Iterator[Finding]:
                     f"never used: spec.http[{i}] above matches every request first",
                 )
             return
-
-
-def check_http_routes(ctx: Context) -> Iterator[Finding]:
-    """Parents and backends of Gateway API HTTPRoutes exist."""
-    for route, item in ctx.of(HTTPRoute):
-        for i, parent in enumerate(route.spec.parent_refs):
-            host = ctx.resolve(parent.name, parent.namespace or route.namespace)
-            if not ctx.is_known(host):
-                yield item.finding(
-                    ERROR,
-                    ("spec", "parentRefs", i, "name"),
-                    f"Service {parent.name} ({host}) {UNDEFINED}",
-                )
-        for i, rule in enumerate(route.spec.rules):
-            for j, backend in enumerate(rule.backend_refs):
-                host = ctx.resolve(backend.name, backend.namespace or route.namespace)
-                if not ctx.is_known(host):
-                    yield item.finding(
-                        ERROR,
-                        ("spec", "rules", i, "backendRefs", j, "name"),
-                        f"Service {backend.name} ({host}) {UNDEFINED}",
-                    )
 
 
 def check_services_defined_once(ctx: Context) -> Iterator[Finding]:
@@ -268,8 +251,12 @@ def check_destination_ports(ctx: Context) -> Iterator[Finding]:
     for route, item in ctx.of(HTTPRoute):
         ns = route.namespace
         for i, parent in enumerate(route.spec.parent_refs):
+            if not parent.is_service:
+                continue
             path = ("spec", "parentRefs", i, "port")
             yield from check(item, path, parent.name, parent.namespace or ns, parent.port)
+        if not any(parent.is_service for parent in route.spec.parent_refs):
+            continue  # applies to no mesh traffic: its backends are never used
         for i, rule in enumerate(route.spec.rules):
             mirrors: list[tuple[FieldPath, Any]] = [
                 (("filters", k), f) for k, f in enumerate(rule.filters)
@@ -293,42 +280,13 @@ def _number(port: Any) -> int | None:
     return None if port is None else int(port.number)
 
 
-def check_routed_once(ctx: Context) -> Iterator[Finding]:
-    """A host has HTTP routes from one VirtualService or from HTTPRoutes, never both or two."""
-    owner: dict[str, Loaded] = {}
-    for vs, item in ctx.of(VirtualService):
-        if not vs.spec.http:
-            continue
-        for i, host in enumerate(vs.spec.hosts):
-            full = ctx.resolve(host, vs.namespace)
-            if full in owner and owner[full] is not item:
-                yield item.finding(
-                    ERROR,
-                    ("spec", "hosts", i),
-                    f"{full} is already routed by {owner[full].resource.ref} at "
-                    f"{_located(owner[full])}; merge the rules into one",
-                )
-            owner.setdefault(full, item)
-    for route, item in ctx.of(HTTPRoute):
-        for i, parent in enumerate(route.spec.parent_refs):
-            full = ctx.resolve(parent.name, parent.namespace or route.namespace)
-            first = owner.get(full)
-            if first is not None and isinstance(first.resource, VirtualService):
-                yield item.finding(
-                    ERROR,
-                    ("spec", "parentRefs", i),
-                    f"{full} is already routed by {first.resource.ref} at {_located(first)}; "
-                    "use one API per host",
-                )
-            owner.setdefault(full, item)
-
-
 def check_one_destination_rule_per_host(ctx: Context) -> Iterator[Finding]:
-    """A host has at most one DestinationRule (Tulle does not merge them)."""
-    owner: dict[str, Loaded] = {}
+    """A host has at most one DestinationRule per scope (Tulle does not merge them): one that
+    every namespace sees, and one per namespace that an exportTo restricts."""
+    owner: dict[tuple[str, str], Loaded] = {}
     for rule, item in ctx.of(DestinationRule):
         host = ctx.resolve(rule.spec.host, rule.namespace)
-        first = owner.setdefault(host, item)
+        first = owner.setdefault((host, route_scope(rule.namespace, rule.spec.export_to)), item)
         if first is not item:
             yield item.finding(
                 ERROR,
@@ -455,7 +413,11 @@ def check_rate_limits(ctx: Context) -> Iterator[Finding]:
             for hr, _ in ctx.of(HTTPRoute)
             for rule in hr.spec.rules
             if host
-            in {ctx.resolve(p.name, p.namespace or hr.namespace) for p in hr.spec.parent_refs}
+            in {
+                ctx.resolve(p.name, p.namespace or hr.namespace)
+                for p in hr.spec.parent_refs
+                if p.is_service
+            }
         }
         if target.route not in names:
             known = ", ".join(sorted(n for n in names if n)) or "none has a name"

@@ -6,7 +6,7 @@ import difflib
 import types
 import typing
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from tulle.api.kinds import Resource, UnknownKindError, model_for, reads_kind
 from tulle.api.kinds.base import FieldError
 from tulle.api.kubernetes import is_builtin
 from tulle.api.source import Document, FieldPath, format_path, identify, read_paths
+from tulle.api.unsupported import kind_message, strip_fields
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,29 @@ def load_document(document: Document) -> tuple[Loaded | None, list[Finding]]:
     if kind == "List" and is_builtin(api_version):
         message = "a List's items are not read: write each item as a document of its own (---)"
         return None, [fail(("items",), message, label, namespace, name)]
+    group = api_version.rpartition("/")[0]
+    unsupported = kind_message(group, kind, data)
+    if unsupported is not None:
+        is_error, message = unsupported
+        severity = Severity.ERROR if is_error else Severity.WARNING
+        finding = Finding(
+            document.file,
+            document.line_of(("kind",)),
+            severity,
+            kind,
+            namespace,
+            name,
+            "kind",
+            message,
+        )
+        return None, [finding]
+    stripped, out_of_scope = strip_fields(group, kind, data)
+    early = [fail(path, message, kind, namespace, name) for path, message in out_of_scope]
+    if stripped is None:
+        return None, early
+    if out_of_scope:
+        data = stripped
+        document = replace(document, data=data)
     try:
         model = model_for(api_version, kind)
     except UnknownKindError as unknown:
@@ -190,12 +214,12 @@ def load_document(document: Document) -> tuple[Loaded | None, list[Finding]]:
     try:
         resource = model.model_validate(data)
     except ValidationError as error:
-        findings = []
+        findings = early
         for detail in error.errors(include_url=False):
             path, message = describe_error(detail, model)
             findings.append(fail(path, message, kind, namespace, name))
         return None, findings
-    return Loaded(resource, document), []
+    return Loaded(resource, document), early
 
 
 def load_documents(documents: Iterable[Document]) -> tuple[list[Loaded], list[Finding]]:

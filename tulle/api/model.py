@@ -6,9 +6,11 @@ are seconds (floats); percentages are floats from 0 to 100. Nothing here refers 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, TypeVar
+
+T = TypeVar("T")
 
 Pairs = tuple[tuple[str, str], ...]
 """An immutable mapping written as sorted ``(key, value)`` pairs (labels, headers)."""
@@ -84,6 +86,12 @@ class Service:
     addresses: tuple[str, ...] = ()
     endpoints: tuple[StaticEndpoint, ...] = ()
     workload_selector: Pairs | None = None
+    export_to: frozenset[str] | None = None
+    """The namespaces that see this service (a ServiceEntry's ``exportTo``); None: all."""
+
+    def visible_in(self, namespace: str) -> bool:
+        """Whether callers in ``namespace`` see this service."""
+        return self.export_to is None or namespace in self.export_to
 
 
 @dataclass(frozen=True)
@@ -456,6 +464,42 @@ class FallbackPolicy:
     when: tuple[str, ...]
 
 
+# --- visibility (exportTo, GAMMA consumer routes) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScopedRoutes:
+    """Routes of one host that only callers in ``namespaces`` see: a VirtualService's
+    ``exportTo`` other than ``*``, or a GAMMA consumer route (an HTTPRoute in a namespace other
+    than its Service's applies to callers in the route's namespace only). ``namespace`` is the
+    resource's own."""
+
+    namespace: str
+    namespaces: frozenset[str]
+    http: tuple[HttpRoute, ...] = ()
+    tcp: tuple[TcpRoute, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScopedPolicy:
+    """A DestinationRule whose ``exportTo`` names namespaces (``namespace``: its own)."""
+
+    namespace: str
+    namespaces: frozenset[str]
+    policy: DestinationPolicy
+
+
+def pick_scoped(
+    candidates: tuple[T, ...], namespace: str, own: Callable[[T], str], seen: Callable[[T], bool]
+) -> T | None:
+    """The candidate a caller in ``namespace`` uses, in Istio's order: one of the caller's own
+    namespace first, then one exported to it, the first of each in config order."""
+    visible = [c for c in candidates if seen(c)]
+    mine = [c for c in visible if own(c) == namespace]
+    chosen = mine or visible
+    return chosen[0] if chosen else None
+
+
 # --- the whole mesh -------------------------------------------------------------------------
 
 
@@ -473,3 +517,39 @@ class MeshModel:
     authorization_policies: tuple[AuthorizationPolicyRule, ...]
     rate_limits: tuple[RateLimitPolicy, ...]
     fallbacks: tuple[FallbackPolicy, ...] = ()
+    scoped_routes: Mapping[str, tuple[ScopedRoutes, ...]] = field(default_factory=dict)
+    """Routes seen only in some namespaces, by host; ``http_routes``/``tcp_routes`` are the
+    ones every namespace sees (exportTo ``*``, the default; GAMMA producer routes)."""
+    scoped_policies: Mapping[str, tuple[ScopedPolicy, ...]] = field(default_factory=dict)
+    """DestinationRules seen only in some namespaces, by host."""
+
+    def http_routes_for(self, host: str, namespace: str) -> tuple[HttpRoute, ...]:
+        """The HTTP routes of ``host`` that a caller in ``namespace`` uses: a scoped set it
+        sees (its own namespace's first) takes precedence over the routes all namespaces see."""
+        scoped = pick_scoped(
+            self.scoped_routes.get(host, ()),
+            namespace,
+            lambda s: s.namespace,
+            lambda s: bool(s.http) and namespace in s.namespaces,
+        )
+        return scoped.http if scoped is not None else self.http_routes.get(host, ())
+
+    def tcp_routes_for(self, host: str, namespace: str) -> tuple[TcpRoute, ...]:
+        """The TCP routes of ``host`` that a caller in ``namespace`` uses."""
+        scoped = pick_scoped(
+            self.scoped_routes.get(host, ()),
+            namespace,
+            lambda s: s.namespace,
+            lambda s: bool(s.tcp) and namespace in s.namespaces,
+        )
+        return scoped.tcp if scoped is not None else self.tcp_routes.get(host, ())
+
+    def destination_policy_for(self, host: str, namespace: str) -> DestinationPolicy | None:
+        """The DestinationRule of ``host`` that a caller in ``namespace`` uses."""
+        scoped = pick_scoped(
+            self.scoped_policies.get(host, ()),
+            namespace,
+            lambda s: s.namespace,
+            lambda s: namespace in s.namespaces,
+        )
+        return scoped.policy if scoped is not None else self.destination_policies.get(host)

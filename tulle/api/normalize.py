@@ -55,6 +55,8 @@ from tulle.api.model import (
     RetryPolicy,
     Rewrite,
     RouteMatch,
+    ScopedPolicy,
+    ScopedRoutes,
     Service,
     ServicePort,
     StaticEndpoint,
@@ -82,6 +84,16 @@ def ref(resource: Resource) -> ResourceRef:
 
 def _seconds(text: str | None) -> float | None:
     return None if text is None else parse_duration(text)
+
+
+def export_namespaces(export_to: list[str], namespace: str) -> frozenset[str] | None:
+    """The namespaces a resource's ``exportTo`` names (``.``: its own; ``~``: none); None when
+    it is exported to all (``*``, or no ``exportTo``: Istio's default, as Tulle's Mesh has no
+    default of its own). Istio's VirtualService, DestinationRule and ServiceEntry reference,
+    ``exportTo``."""
+    if not export_to or "*" in export_to:
+        return None
+    return frozenset(namespace if name == "." else name for name in export_to if name != "~")
 
 
 class HostResolver:
@@ -212,6 +224,7 @@ def _services(
                 workload_selector=(
                     pairs(spec.workload_selector.labels) if spec.workload_selector else None
                 ),
+                export_to=export_namespaces(spec.export_to, entry.namespace),
             )
     return services
 
@@ -520,16 +533,25 @@ def _gateway_rule(
     ]
 
 
-def _gateway_routes(route: HTTPRoute, resolve: HostResolver) -> dict[str, list[HttpRoute]]:
-    by_host: dict[str, list[HttpRoute]] = {}
+def _gateway_routes(
+    route: HTTPRoute, resolve: HostResolver
+) -> dict[tuple[str, bool], list[HttpRoute]]:
+    """The routes of an HTTPRoute by (host, consumer): only its Service parents count (GAMMA;
+    the checks report the others). A consumer route (the route's namespace is not its
+    Service's) applies to callers in the route's namespace only (Gateway API, GAMMA: "Route
+    types: producer and consumer routes")."""
+    by_host: dict[tuple[str, bool], list[HttpRoute]] = {}
     for parent in route.spec.parent_refs:
+        if not parent.is_service:
+            continue
         host = _backend_host(parent.name, parent.namespace, route.namespace, resolve)
+        consumer = (parent.namespace or route.namespace) != route.namespace
         rules = [
             r
             for rule in route.spec.rules
             for r in _gateway_rule(rule, ref(route), route.namespace, parent.port, resolve)
         ]
-        by_host.setdefault(host, []).extend(rules)
+        by_host.setdefault((host, consumer), []).extend(rules)
     return by_host
 
 
@@ -721,27 +743,44 @@ def build_model(resources: Iterable[Resource]) -> MeshModel:
     workloads = [_workload(w, resolve) for w in _of_kind(items, Workload)]
     http_routes: dict[str, tuple[HttpRoute, ...]] = {}
     tcp_routes: dict[str, tuple[TcpRoute, ...]] = {}
+    scoped_routes: dict[str, list[ScopedRoutes]] = {}
     for vs in _of_kind(items, VirtualService):
         origin = ref(vs)
         http = tuple(_virtual_service_route(r, origin, vs.namespace, resolve) for r in vs.spec.http)
         tcp = tuple(_tcp_route(r, origin, vs.namespace, resolve) for r in vs.spec.tcp)
+        seen_in = export_namespaces(vs.spec.export_to, vs.namespace)
         for host in vs.spec.hosts:
             name = resolve(host, vs.namespace)
+            if seen_in is not None:
+                scoped = ScopedRoutes(vs.namespace, seen_in, http, tcp)
+                scoped_routes.setdefault(name, []).append(scoped)
+                continue
             if http:
                 http_routes.setdefault(name, http)
             if tcp:
                 tcp_routes.setdefault(name, tcp)
-    gateway_routes: dict[str, list[HttpRoute]] = {}
+    gateway_routes: dict[tuple[str, str | None], list[HttpRoute]] = {}
     for route in _of_kind(items, HTTPRoute):
-        for host, routes in _gateway_routes(route, resolve).items():
-            gateway_routes.setdefault(host, []).extend(routes)
-    for host, routes in gateway_routes.items():
-        ordered = sorted(routes, key=lambda r: _gateway_precedence(r.matches[0]))
-        http_routes.setdefault(host, tuple(ordered))
+        for (host, consumer), routes in _gateway_routes(route, resolve).items():
+            key = (host, route.namespace if consumer else None)
+            gateway_routes.setdefault(key, []).extend(routes)
+    for (host, consumer_namespace), routes in gateway_routes.items():
+        ordered = tuple(sorted(routes, key=lambda r: _gateway_precedence(r.matches[0])))
+        if consumer_namespace is None:
+            http_routes.setdefault(host, ordered)
+        else:
+            scoped = ScopedRoutes(consumer_namespace, frozenset({consumer_namespace}), ordered)
+            scoped_routes.setdefault(host, []).append(scoped)
     policies: dict[str, DestinationPolicy] = {}
+    scoped_policies: dict[str, list[ScopedPolicy]] = {}
     for rule in _of_kind(items, DestinationRule):
         policy = _destination_policy(rule, resolve)
-        policies.setdefault(policy.host, policy)
+        seen_in = export_namespaces(rule.spec.export_to, rule.namespace)
+        if seen_in is None:
+            policies.setdefault(policy.host, policy)
+        else:
+            scoped_policy = ScopedPolicy(rule.namespace, seen_in, policy)
+            scoped_policies.setdefault(policy.host, []).append(scoped_policy)
     return MeshModel(
         settings=_settings(_of_kind(items, Mesh)),
         services=MappingProxyType(
@@ -764,4 +803,6 @@ def build_model(resources: Iterable[Resource]) -> MeshModel:
         ),
         rate_limits=tuple(_rate_limit(r, resolve) for r in _of_kind(items, RateLimit)),
         fallbacks=tuple(_fallback(f, resolve) for f in _of_kind(items, Fallback)),
+        scoped_routes=MappingProxyType({h: tuple(s) for h, s in scoped_routes.items()}),
+        scoped_policies=MappingProxyType({h: tuple(s) for h, s in scoped_policies.items()}),
     )

@@ -33,8 +33,27 @@ class ServiceReference(Strict):
     port: PortNumber | None = None
 
 
-class ParentReference(ServiceReference):
-    """The Service this route is attached to."""
+class ParentReference(Strict):
+    """What this route is attached to. ``kind`` defaults to ``Gateway`` and ``group`` to
+    ``gateway.networking.k8s.io`` (Gateway API, ParentReference): only ``kind: Service`` in the
+    core group (``""`` or ``core``) makes a mesh (GAMMA) route; the checks report the rest."""
+
+    group: str = GATEWAY_GROUP
+    kind: str = "Gateway"
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    section_name: str | None = None
+    port: PortNumber | None = None
+
+    @property
+    def is_service(self) -> bool:
+        """A Service parent: the route applies to the mesh's traffic to that Service."""
+        return self.kind == "Service" and self.group in ("", "core")
+
+    @property
+    def is_gateway(self) -> bool:
+        """A Gateway parent: an ingress route."""
+        return self.kind == "Gateway" and self.group == GATEWAY_GROUP
 
 
 def _check_typed_value(match_type: str, value: str) -> None:
@@ -130,7 +149,7 @@ class RequestRedirect(Strict):
     hostname: str | None = None
     path: PathModifier | None = None
     port: PortNumber | None = None
-    status_code: Literal[301, 302] = 302
+    status_code: Literal[301, 302, 303, 307, 308] = 302
 
 
 class URLRewrite(Strict):
@@ -241,11 +260,11 @@ class HTTPRouteRule(Strict):
 
     @model_validator(mode="after")
     def _backends_or_redirect(self) -> HTTPRouteRule:
+        """backendRefs are optional: a rule without them forwards nothing (it answers 500
+        unless a filter, a RequestRedirect, answers: Gateway API, HTTPRouteRule.backendRefs)."""
         redirects = [f for f in self.filters if f.type == "RequestRedirect"]
         if redirects and self.backend_refs:
             raise ValueError("a rule with a RequestRedirect filter cannot have backendRefs")
-        if not redirects and not self.backend_refs:
-            raise ValueError("set backendRefs (where to send requests) or a RequestRedirect filter")
         rewrites = [f for f in self.filters if f.type == "URLRewrite"]
         if redirects and rewrites:
             raise ValueError("URLRewrite and RequestRedirect cannot be combined")
@@ -255,7 +274,7 @@ class HTTPRouteRule(Strict):
 class HTTPRouteSpec(Strict):
     """Rules for traffic sent to the parent Service(s)."""
 
-    parent_refs: list[ParentReference] = Field(min_length=1)
+    parent_refs: list[ParentReference] = Field(default_factory=list)
     hostnames: list[str] = Field(default_factory=list)
     rules: list[HTTPRouteRule] = Field(default_factory=lambda: [])
 

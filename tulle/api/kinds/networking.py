@@ -76,7 +76,8 @@ GRPC_STATUS_NAMES = (
     "UNAUTHENTICATED",
 )
 
-Weight = Annotated[int, Field(ge=0, le=100)]
+Weight = Annotated[int, Field(ge=0, le=INT32_MAX)]
+"""Relative: a destination gets ``weight / sum of weights`` (Istio's VirtualService reference)."""
 MAX_RING_SIZE = 8 * 1024 * 1024  # Envoy's and grpcio's largest hash ring
 
 

@@ -11,7 +11,13 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import struct_pb2
 
 from tulle.api.model import ConnectionPool, OutlierPolicy, Service, TrafficSettings, Workload
-from tulle.control.translate.context import NodeView, Snapshot, is_routable, own_workload
+from tulle.control.translate.context import (
+    NodeView,
+    Snapshot,
+    is_routable,
+    own_workload,
+    visible_services,
+)
 from tulle.control.translate.endpoints import Target, load_assignment, subset_members, targets
 from tulle.control.translate.names import cluster_name, inbound_cluster_name
 from tulle.control.translate.protos import ads, duration, uint32
@@ -143,10 +149,10 @@ def clusters(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
     workload = own_workload(snapshot, view)
     if workload is not None:
         result.update(inbound_clusters(workload))
-    for service in snapshot.services.values():
+    for service in visible_services(snapshot, view):
         if not is_routable(service):
             continue
-        policy = snapshot.model.destination_policies.get(service.host)
+        policy = snapshot.model.destination_policy_for(service.host, view.namespace)
         subsets = [None] + [s.name for s in policy.subsets] if policy else [None]
         shared = ClientTls.of(snapshot, service)
         for port in service.ports:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tulle.api.model import Pairs, Service, Workload
@@ -51,9 +52,24 @@ def is_routable(service: Service) -> bool:
     return not service.host.startswith("*")
 
 
+def visible_services(snapshot: Snapshot, view: NodeView) -> Iterator[Service]:
+    """The services a node's namespace sees: a ServiceEntry's ``exportTo`` hides its hosts
+    from the other namespaces (they get no cluster, route or listener for them)."""
+    namespace = view.namespace
+    return (s for s in snapshot.services.values() if s.visible_in(namespace))
+
+
 def own_workload(snapshot: Snapshot, view: NodeView) -> Workload | None:
     """The Workload a sidecar or library node runs beside, or a proxyless node serves."""
     return snapshot.workloads.get((view.namespace, view.workload))
 
 
-__all__ = ["NodeView", "Snapshot", "client_names", "default_port", "http_ports", "is_routable"]
+__all__ = [
+    "NodeView",
+    "Snapshot",
+    "client_names",
+    "default_port",
+    "http_ports",
+    "is_routable",
+    "visible_services",
+]

@@ -15,7 +15,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 
 from tulle.api.kinds.base import UINT32_MAX
 from tulle.api.model import Pairs, Service, ServicePort
-from tulle.control.translate.context import NodeView, Snapshot, is_routable
+from tulle.control.translate.context import NodeView, Snapshot, is_routable, visible_services
 from tulle.control.translate.names import cluster_name
 from tulle.control.translate.protos import uint32
 
@@ -127,10 +127,10 @@ def load_assignment(name: str, targets: list[Target]) -> Any:
 def load_assignments(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
     """The ClusterLoadAssignment of every cluster."""
     result: dict[str, Any] = {}
-    for service in snapshot.services.values():
+    for service in visible_services(snapshot, view):
         if not is_routable(service):
             continue
-        policy = snapshot.model.destination_policies.get(service.host)
+        policy = snapshot.model.destination_policy_for(service.host, view.namespace)
         for port in service.ports:
             found = targets(snapshot, service, port)
             name = cluster_name(service.host, port.number)

@@ -35,6 +35,7 @@ from tulle.control.translate.context import (
     http_ports,
     is_routable,
     own_workload,
+    visible_services,
 )
 from tulle.control.translate.grpc_server import server_listeners
 from tulle.control.translate.names import (
@@ -116,7 +117,7 @@ def proxyless_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
     """An api_listener for every name a gRPC client may dial: ``xds:///greeter`` (the service's
     first port), ``xds:///greeter.default.svc.cluster.local:50051``, ..."""
     result: dict[str, Any] = {}
-    for service in snapshot.services.values():
+    for service in visible_services(snapshot, view):
         if not is_routable(service):
             continue
         first = default_port(service)
@@ -159,7 +160,7 @@ def sidecar_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
     outbound.use_original_dst.value = True
     result[OUTBOUND_LISTENER] = outbound
     http_seen: set[int] = set()
-    for service in snapshot.services.values():
+    for service in visible_services(snapshot, view):
         if not is_routable(service):
             continue
         for port in service.ports:

@@ -34,6 +34,7 @@ from tulle.control.translate.context import (
     default_port,
     http_ports,
     is_routable,
+    visible_services,
 )
 from tulle.control.translate.names import HTTP_PROXY_ROUTE, cluster_name, route_config_name
 from tulle.control.translate.policy import local_rate_limit
@@ -142,8 +143,10 @@ def _destination_port(snapshot: Snapshot, destination: WeightedDestination, port
     return default_port(service) or port
 
 
-def _hash_policies(snapshot: Snapshot, destination: WeightedDestination, port: int) -> list[Any]:
-    policy = snapshot.model.destination_policies.get(destination.host)
+def _hash_policies(
+    snapshot: Snapshot, destination: WeightedDestination, port: int, namespace: str
+) -> list[Any]:
+    policy = snapshot.model.destination_policy_for(destination.host, namespace)
     if policy is None:
         return []
     balancer: LoadBalancer = policy.settings_for(destination.subset, port).load_balancer
@@ -189,7 +192,7 @@ def _fault(route: HttpRoute) -> Any | None:
     return config
 
 
-def _action(snapshot: Snapshot, route: HttpRoute, port: int) -> Any:
+def _action(snapshot: Snapshot, route: HttpRoute, port: int, namespace: str) -> Any:
     action = rc.RouteAction()
     live = [d for d in route.destinations if d.weight > 0] or list(route.destinations[:1])
     if len(live) == 1 and not live[0].request_headers and not live[0].response_headers:
@@ -222,7 +225,7 @@ def _action(snapshot: Snapshot, route: HttpRoute, port: int) -> Any:
             policy.per_try_timeout.CopyFrom(duration(retries.per_try_timeout))
         action.retry_policy.CopyFrom(policy)
     if live:
-        action.hash_policy.extend(_hash_policies(snapshot, live[0], port))
+        action.hash_policy.extend(_hash_policies(snapshot, live[0], port, namespace))
     for mirror in route.mirrors:
         mirror_port = mirror.port or port
         action.request_mirror_policies.append(
@@ -294,7 +297,7 @@ def _applies(route: HttpRoute, port: int, view: NodeView) -> list[RouteMatch] | 
 
 def envoy_routes(snapshot: Snapshot, service: Service, port: int, view: NodeView) -> list[Any]:
     """The Envoy routes of ``service`` on ``port``, in order; a default route when none is set."""
-    routes = snapshot.model.http_routes.get(service.host)
+    routes = snapshot.model.http_routes_for(service.host, view.namespace)
     if not routes:
         fallback = HttpRoute(
             origin=ResourceRef("Service", service.namespace, service.host),
@@ -304,7 +307,7 @@ def envoy_routes(snapshot: Snapshot, service: Service, port: int, view: NodeView
         default = rc.Route(
             name="default",
             match=rc.RouteMatch(prefix="/"),
-            route=_action(snapshot, fallback, port),
+            route=_action(snapshot, fallback, port, view.namespace),
         )
         _mark_fallback(default, snapshot, service, port)
         return [default]
@@ -325,9 +328,11 @@ def envoy_routes(snapshot: Snapshot, service: Service, port: int, view: NodeView
             )
             if route.redirect is not None:
                 envoy.redirect.CopyFrom(_redirect(route))
+            elif not route.destinations:
+                _no_backend(envoy, service, port)
             else:
-                envoy.route.CopyFrom(_action(snapshot, route, port))
-            fault = _fault(route)
+                envoy.route.CopyFrom(_action(snapshot, route, port, view.namespace))
+            fault = _fault(route) if route.destinations or route.redirect else None
             if fault is not None:
                 envoy.typed_per_filter_config[FAULT_FILTER].CopyFrom(pack(fault))
             limit = _outbound_limit(snapshot, service, route, view)
@@ -337,6 +342,21 @@ def envoy_routes(snapshot: Snapshot, service: Service, port: int, view: NodeView
                 _mark_fallback(envoy, snapshot, service, port)
             result.append(envoy)
     return result
+
+
+def _no_backend(envoy: Any, service: Service, port: int) -> None:
+    """A rule without backendRefs "performs no forwarding" and, with no filter that answers,
+    gets 500 (Gateway API, HTTPRouteRule.backendRefs). Envoy would use a direct_response; the
+    fault filter's abort of every request says the same in fields every data plane (the
+    engine, grpcio) already reads, and the route's cluster (the Service itself) is never
+    called."""
+    envoy.route.CopyFrom(
+        rc.RouteAction(cluster=cluster_name(service.host, port), timeout=duration(0.0))
+    )
+    abort = fault_pb2.HTTPFault(
+        abort=fault_pb2.FaultAbort(http_status=500, percentage=fraction(100.0))
+    )
+    envoy.typed_per_filter_config[FAULT_FILTER].CopyFrom(pack(abort))
 
 
 def _mark_fallback(envoy: Any, snapshot: Snapshot, service: Service, port: int) -> None:
@@ -371,7 +391,7 @@ def route_configurations(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
     configs: dict[str, Any] = {}
     by_port: dict[int, list[Any]] = {}
     proxy_hosts: list[Any] = []
-    for service in snapshot.services.values():
+    for service in visible_services(snapshot, view):
         if not is_routable(service):
             continue
         first = default_port(service)
