@@ -1,0 +1,320 @@
+"""Istio's traffic-management tasks on ``tulle up -f examples/bookinfo/``, with upstream's own
+networking files (../shared/corpus/istio/samples/bookinfo/networking/, applied unchanged with
+``tulle apply``) and each task checked from outside as istio.io describes it: the product page
+a browser gets. One mesh for the module; each test applies what its task applies, waits until
+the sidecars that route the calls have it (their ``/config_dump``), then looks at pages.
+
+The tasks (istio.io/latest/docs/tasks/traffic-management/): request routing, fault injection,
+traffic shifting, request timeouts. The request-timeouts task's YAML is inline in its page, not
+a sample file: it is here, as the page gives it."""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import wait_until
+from tests.local.conftest import REPO, Mesh, assert_nothing_left, start_mesh, tulle
+
+# Upstream's files, whole and unchanged, beside the checkout (CI has ../shared there too).
+NETWORKING = REPO.parent / "shared" / "corpus" / "istio" / "samples" / "bookinfo" / "networking"
+REVIEWS_ERROR = "Error fetching product reviews!"
+REVIEWS_SORRY = "Sorry, product reviews are currently unavailable for this book."
+RATINGS_UNAVAILABLE = "Ratings service is currently unavailable"
+
+# The request-timeouts task, steps 1, 2 and 4, as istio.io gives them (Istio APIs tab).
+REVIEWS_V2 = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+    - reviews
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subset: v2
+"""
+RATINGS_DELAY_2S = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: ratings
+spec:
+  hosts:
+  - ratings
+  http:
+  - fault:
+      delay:
+        percentage:
+          value: 100
+        fixedDelay: 2s
+    route:
+    - destination:
+        host: ratings
+        subset: v1
+"""
+REVIEWS_V2_TIMEOUT = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subset: v2
+    timeout: 0.5s
+"""
+
+
+def upstream(name: str) -> Path:
+    """An upstream networking file; a missing corpus fails the test (never a skip)."""
+    path = NETWORKING / name
+    assert path.is_file(), f"{path} is missing: the corpus must be checked out at ../shared/"
+    return path
+
+
+class Bookinfo:
+    """The running example: its product page, ``tulle apply`` against it, and what its sidecars
+    hold."""
+
+    def __init__(self, mesh: Mesh) -> None:
+        self.mesh = mesh
+        status = mesh.status()
+        self.api = status["api"]
+        replicas = {r["replica"]: r for r in status["replicas"]}
+        self.admin = {name: r["admin_port"] for name, r in replicas.items()}
+        self.url = f"http://{replicas['productpage-v1-0']['address']}"
+        self.client = httpx.Client(timeout=30)
+
+    def apply(self, *paths: Path) -> str:
+        args = [a for path in paths for a in ("-f", str(path))]
+        done = tulle("apply", *args, "--server", self.api, "--token", self.mesh.token)
+        assert "ERROR" not in done.stderr, done.stderr
+        return done.stdout
+
+    def routes(self, replica: str, host: str) -> str:
+        """The routes ``replica``'s sidecar holds for ``host`` (JSON text)."""
+        dump = httpx.get(f"http://127.0.0.1:{self.admin[replica]}/config_dump", timeout=10)
+        found = [
+            host_routes["routes"]
+            for config in dump.json()["resources"]["routes"]
+            for host_routes in config.get("virtualHosts", [])
+            if host_routes["name"].startswith(f"{host}.default.svc.cluster.local")
+        ]
+        assert found, f"{replica} has no routes for {host}"
+        return json.dumps(found)
+
+    def until_routes(
+        self,
+        replicas: tuple[str, ...],
+        host: str,
+        has: tuple[str, ...],
+        lacks: tuple[str, ...] = (),
+    ) -> None:
+        """Wait until each of ``replicas`` routes ``host`` with all of ``has``, none of ``lacks``."""
+
+        def held() -> bool:
+            texts = [self.routes(replica, host) for replica in replicas]
+            return all(
+                all(n in text for n in has) and not any(n in text for n in lacks) for text in texts
+            )
+
+        wait_until(held, timeout=30, interval=0.1)
+
+    def page(self, user: str = "", request_id: str = "") -> str:
+        headers = {"cookie": f"user={user}"} if user else {}  # signed in, as `curl -b user=...`
+        if request_id:
+            headers["x-request-id"] = request_id
+        reply = self.client.get(f"{self.url}/productpage", headers=headers)
+        assert reply.status_code == 200
+        assert "Book Details" in reply.text  # details answers in every task
+        return reply.text
+
+    def versions(self, count: int, user: str = "") -> collections.Counter[str]:
+        """Which reviews the page showed, ``count`` pages, four at a time."""
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            return collections.Counter(pool.map(lambda _: shown(self.page(user)), range(count)))
+
+    def access_log(self, replica: str) -> list[dict]:
+        path = self.mesh.state_dir / "logs" / f"{replica}.proxy.log"
+        lines = path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def tries(self, request_id: str) -> list[dict]:
+        """Productpage's calls to reviews for the page of ``request_id`` (its sidecar's log)."""
+        return [
+            entry for entry in self.access_log("productpage-v1-0")
+            if entry["request_id"] == request_id and entry["path"] == "/reviews/0"
+        ]  # fmt: skip
+
+
+def shown(page: str) -> str:
+    """The reviews a product page shows: v1 (no stars), v2 (black), v3 (red), or what failed."""
+    if REVIEWS_ERROR in page:
+        return "reviews error"
+    if RATINGS_UNAVAILABLE in page:
+        return "ratings unavailable"
+    if '<font color="red">' in page:
+        return "v3"
+    if '<font color="black">' in page:
+        return "v2"
+    return "v1"
+
+
+@pytest.fixture(scope="module")
+def bookinfo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bookinfo]:
+    assert NETWORKING.is_dir(), f"{NETWORKING} is missing: check out the corpus at ../shared/"
+    state_dir = tmp_path_factory.mktemp("bookinfo") / "state"
+    mesh = start_mesh(state_dir, "examples/bookinfo/")
+    app = Bookinfo(mesh)
+    yield app
+    app.client.close()
+    tulle("down", "--state-dir", str(state_dir), check=False)
+    assert_nothing_left(state_dir)
+
+
+PRODUCTPAGE = ("productpage-v1-0",)
+RATING_REVIEWS = ("reviews-v2-0", "reviews-v3-0")  # the versions that call ratings
+
+
+def all_v1(bookinfo: Bookinfo) -> None:
+    """Every task's first step: the destination rules and every service on v1."""
+    bookinfo.apply(upstream("destination-rule-all.yaml"), upstream("virtual-service-all-v1.yaml"))
+    bookinfo.until_routes(PRODUCTPAGE, "reviews", ("|v1|reviews.",), ("|v2|", "|v3|", "jason"))
+    bookinfo.until_routes(RATING_REVIEWS, "ratings", ("|v1|ratings.",), ("http.fault",))
+
+
+def test_with_no_networking_config_reviews_answers_from_each_version(bookinfo: Bookinfo):
+    workloads = {(r["workload"], r["mode"], r["ready"]) for r in bookinfo.mesh.status()["replicas"]}
+    assert workloads == {
+        (name, "sidecar", True)
+        for name in ("productpage-v1", "details-v1", "ratings-v1", "reviews-v1", "reviews-v2",
+                     "reviews-v3")
+    }  # fmt: skip
+    # Three versions behind one service, no route: each gets about a third of 30 pages
+    # (one of them never chosen: 3 * (2/3)^30 = 1.6e-5).
+    assert set(bookinfo.versions(30)) == {"v1", "v2", "v3"}
+    # The API answers as upstream's: the products, and the details and reviews of one.
+    api = f"{bookinfo.url}/api/v1/products"
+    assert bookinfo.client.get(api).json()[0]["title"] == "The Comedy of Errors"
+    assert bookinfo.client.get(f"{api}/0").json()["ISBN-10"] == "1234567890"
+    reviews = bookinfo.client.get(f"{api}/0/reviews").json()["reviews"]
+    assert [r["reviewer"] for r in reviews] == ["Reviewer1", "Reviewer2"]
+
+
+def test_request_routing(bookinfo: Bookinfo):
+    # "Route to version 1": every page shows reviews v1, jason's too.
+    all_v1(bookinfo)
+    assert bookinfo.versions(20) == {"v1": 20}
+    assert bookinfo.versions(5, user="jason") == {"v1": 5}
+    # "Route based on user identity": jason gets v2 (black stars), everyone else v1.
+    bookinfo.apply(upstream("virtual-service-reviews-test-v2.yaml"))
+    bookinfo.until_routes(PRODUCTPAGE, "reviews", ("|v1|reviews.", "|v2|reviews.", "jason"))
+    assert bookinfo.versions(10, user="jason") == {"v2": 10}
+    assert bookinfo.versions(10) == {"v1": 10}
+    assert bookinfo.versions(5, user="tom") == {"v1": 5}
+
+
+def test_fault_injection_delay_meets_productpage_timeout(bookinfo: Bookinfo):
+    all_v1(bookinfo)
+    bookinfo.apply(
+        upstream("virtual-service-reviews-test-v2.yaml"),
+        upstream("virtual-service-ratings-test-delay.yaml"),
+    )
+    bookinfo.until_routes(PRODUCTPAGE, "reviews", ("|v2|reviews.", "jason"))
+    bookinfo.until_routes(RATING_REVIEWS, "ratings", ('"fixedDelay": "7s"', "jason"))
+    # reviews v2 waits up to 10 s for ratings, so the 7 s delay is its answer; productpage
+    # gives up after 3 s and once more after 3 s (6 s): jason's page says reviews failed.
+    request_id = str(uuid.uuid4())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        jason = pool.submit(bookinfo.page, "jason", request_id)
+        others = bookinfo.versions(10)  # meanwhile, everyone else's pages are as before
+        page = jason.result()
+    assert others == {"v1": 10}
+    assert shown(page) == "reviews error"
+    assert REVIEWS_SORRY in page
+    # The page's two tries at reviews, both given up by productpage.
+    # (A try's log line is written once its sidecar sees productpage hang up: wait for both.)
+    wait_until(lambda: len(bookinfo.tries(request_id)) == 2, timeout=30)
+    tries = bookinfo.tries(request_id)
+    # Each ended by productpage hanging up at 3 s: no status, flag DC, as Envoy logs it.
+    assert {(t["status"], t["flags"]) for t in tries} == {(0, "DC")}, tries
+
+
+def test_fault_injection_abort_shows_ratings_unavailable(bookinfo: Bookinfo):
+    all_v1(bookinfo)
+    bookinfo.apply(
+        upstream("virtual-service-reviews-test-v2.yaml"),
+        upstream("virtual-service-ratings-test-abort.yaml"),
+    )
+    bookinfo.until_routes(PRODUCTPAGE, "reviews", ("|v2|reviews.", "jason"))
+    bookinfo.until_routes(RATING_REVIEWS, "ratings", ("abort", "jason"), ("fixedDelay",))
+    request_id = str(uuid.uuid4())
+    page = bookinfo.page("jason", request_id)
+    assert shown(page) == "ratings unavailable"
+    assert page.count(RATINGS_UNAVAILABLE) == 2  # both reviewers' ratings
+    assert bookinfo.versions(10, user="jason") == {"ratings unavailable": 10}
+    assert bookinfo.versions(10) == {"v1": 10}
+
+    def calls() -> list[tuple[int, str]]:  # reviews v2's call to ratings for that page
+        log = bookinfo.access_log("reviews-v2-0")
+        return [
+            (e["status"], e["flags"]) for e in log
+            if e["request_id"] == request_id and e["listener"] == "http_proxy"
+        ]  # fmt: skip
+
+    wait_until(calls, timeout=30)
+    assert calls() == [(500, "FI")]  # the abort, by reviews v2's sidecar
+
+
+def test_traffic_shifting(bookinfo: Bookinfo):
+    all_v1(bookinfo)
+    bookinfo.apply(upstream("virtual-service-reviews-50-v3.yaml"))
+    bookinfo.until_routes(PRODUCTPAGE, "reviews", ("|v1|reviews.", "|v3|reviews."), ("jason",))
+    versions = bookinfo.versions(200)
+    assert set(versions) == {"v1", "v3"}, versions
+    # Binomial(200, 0.5): sd = sqrt(200 * 0.5 * 0.5) = 7.07 pages; 100 ± 29 is 4.1 sd.
+    assert 71 <= versions["v3"] <= 129, versions
+    bookinfo.apply(upstream("virtual-service-reviews-v3.yaml"))
+    bookinfo.until_routes(PRODUCTPAGE, "reviews", ("|v3|reviews.",), ("|v1|",))
+    assert bookinfo.versions(20) == {"v3": 20}
+
+
+def test_request_timeouts(bookinfo: Bookinfo, tmp_path: Path):
+    all_v1(bookinfo)
+    steps = {}
+    for name, text in [("reviews-v2", REVIEWS_V2), ("ratings-delay", RATINGS_DELAY_2S),
+                       ("reviews-timeout", REVIEWS_V2_TIMEOUT)]:  # fmt: skip
+        steps[name] = tmp_path / f"{name}.yaml"
+        steps[name].write_text(text)
+    # Reviews v2 and a 2 s delay on ratings: the page still shows v2's stars, 2 s late (under
+    # productpage's 3 s and reviews v2's 10 s).
+    bookinfo.apply(steps["reviews-v2"], steps["ratings-delay"])
+    bookinfo.until_routes(PRODUCTPAGE, "reviews", ("|v2|reviews.",), ("|v1|", "jason"))
+    bookinfo.until_routes(RATING_REVIEWS, "ratings", ('"fixedDelay": "2s"',), ("jason",))
+    assert shown(bookinfo.page()) == "v2"
+    # A half-second timeout on reviews: the sidecar ends each of productpage's two tries at
+    # 0.5 s (504, flag UT), so the page shows the reviews error at once, not 2 s later.
+    bookinfo.apply(steps["reviews-timeout"])
+    bookinfo.until_routes(PRODUCTPAGE, "reviews", ('"timeout": "0.500s"', "|v2|reviews."))
+    request_id = str(uuid.uuid4())
+    page = bookinfo.page(request_id=request_id)
+    assert shown(page) == "reviews error"
+    assert REVIEWS_SORRY in page
+    wait_until(lambda: len(bookinfo.tries(request_id)) == 2, timeout=30)
+    tries = [(entry["status"], entry["flags"]) for entry in bookinfo.tries(request_id)]
+    assert tries == [(504, "UT"), (504, "UT")]
