@@ -207,6 +207,10 @@ class Redirect:
     port: int | None = None
     path: str | None = None
     prefix: str | None = None
+    derive_port: bool = False
+    """Gateway API RequestRedirect: with no ``port``, the scheme's well-known port when a
+    scheme is given, else the port the request came to (the listener's), even with another
+    hostname."""
 
 
 @dataclass(frozen=True)

@@ -477,7 +477,9 @@ def _gateway_rule(
         if f.request_redirect is not None:
             r = f.request_redirect
             path, prefix = _path_change(r.path)
-            redirect = Redirect(r.status_code, r.scheme, r.hostname, r.port, path, prefix)
+            redirect = Redirect(
+                r.status_code, r.scheme, r.hostname, r.port, path, prefix, derive_port=True
+            )
         if f.url_rewrite is not None:
             path, prefix = _path_change(f.url_rewrite.path)
             rewrite = Rewrite(prefix=prefix, path=path, authority=f.url_rewrite.hostname)

@@ -746,12 +746,19 @@ def _rewrite(route: RouteEntry, request: Request, path: str, query_string: str) 
                    request.source_ip, request.http2, request.interim)  # fmt: skip
 
 
+_WELL_KNOWN_PORTS = frozenset({("http", 80), ("https", 443)})
+
+
 def _redirect(route: RouteEntry, request: Request, path: str, query_string: str) -> Response:
+    """The redirect's answer; a scheme's well-known port is left out of its Location (as the
+    Gateway API's RequestRedirect asks)."""
     spec = route.redirect
     assert spec is not None
+    scheme = spec.scheme or "http"
     host = spec.host or request.authority.split(":")[0]
     if spec.port:
-        host = f"{host}:{spec.port}"
+        if (scheme, spec.port) not in _WELL_KNOWN_PORTS:
+            host = f"{host}:{spec.port}"
     elif not spec.host and ":" in request.authority:
         host = request.authority
     new_path = spec.path or path
@@ -759,7 +766,7 @@ def _redirect(route: RouteEntry, request: Request, path: str, query_string: str)
         new_path = spec.prefix + path[len(route.path.value) :]
     if query_string:
         new_path += "?" + query_string
-    location = f"{spec.scheme or 'http'}://{host}{new_path}"
+    location = f"{scheme}://{host}{new_path}"
     return Response(
         spec.status, [("location", location), ("content-length", "0")], b"", route=route.name
     )

@@ -248,7 +248,13 @@ def _action(snapshot: Snapshot, route: HttpRoute, port: int, namespace: str) -> 
     return action
 
 
-def _redirect(route: HttpRoute) -> Any:
+_SCHEME_PORTS = {"http": 80, "https": 443}
+
+
+def _redirect(route: HttpRoute, port: int) -> Any:
+    """A redirect; Gateway API RequestRedirect's port, when not given, is the scheme's
+    well-known one if a scheme is given, else the listener's (``port``): HTTPRequestRedirectFilter
+    ``port``. Well-known ports are left out of the Location header by the data plane."""
     redirect = route.redirect
     assert redirect is not None
     action = rc.RedirectAction(response_code=_REDIRECT_CODES.get(redirect.status, 0))
@@ -258,6 +264,8 @@ def _redirect(route: HttpRoute) -> Any:
         action.host_redirect = redirect.authority
     if redirect.port:
         action.port_redirect = redirect.port
+    elif redirect.derive_port:
+        action.port_redirect = _SCHEME_PORTS.get(redirect.scheme or "", port)
     if redirect.path is not None:
         action.path_redirect = redirect.path
     if redirect.prefix is not None:
@@ -327,7 +335,7 @@ def envoy_routes(snapshot: Snapshot, service: Service, port: int, view: NodeView
                 response_headers_to_remove=list(route.response_headers.remove),
             )
             if route.redirect is not None:
-                envoy.redirect.CopyFrom(_redirect(route))
+                envoy.redirect.CopyFrom(_redirect(route, port))
             elif not route.destinations:
                 _no_backend(envoy, service, port)
             else:
