@@ -54,7 +54,7 @@ def test_broken_example_prints_one_line_per_finding_and_exits_one():
     lines = result.stdout.splitlines()
     assert lines == [
         "examples/broken/mistakes.yaml:9: ERROR VirtualService default/reviews: spec.http[0].route:"
-        " weights add up to 90, not 100",
+        " weights add up to 0: give at least one destination a weight",
         "examples/broken/mistakes.yaml:12: ERROR VirtualService default/reviews:"
         " spec.http[0].route[1].destination.subset: subset 'v3' of"
         " reviews.default.svc.cluster.local is not defined (defined: v1)",
@@ -82,7 +82,7 @@ def test_json_output():
         "namespace": "default",
         "name": "reviews",
         "field": "spec.http[0].route",
-        "message": "weights add up to 90, not 100",
+        "message": "weights add up to 0: give at least one destination a weight",
     }
 
 
