@@ -5,14 +5,17 @@ a browser gets. One mesh for the module; each test applies what its task applies
 the sidecars that route the calls have it (their ``/config_dump``), then looks at pages.
 
 The tasks (istio.io/latest/docs/tasks/traffic-management/): request routing, fault injection,
-traffic shifting, request timeouts. The request-timeouts task's YAML is inline in its page, not
-a sample file: it is here, as the page gives it."""
+traffic shifting, request timeouts, circuit breaking. The request-timeouts and circuit-breaking
+tasks' YAML is inline in their pages, not sample files: it is here, as the pages give it. The
+circuit-breaking task's httpbin and fortio (a client in the mesh) run in the same mesh as
+Bookinfo: tests/e2e/http_backend.py plays both (``/call?url=U`` is a call from inside)."""
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
 import json
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +24,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import wait_until
-from tests.local.conftest import REPO, Mesh, assert_nothing_left, start_mesh, tulle
+from tests.local.conftest import REPO, Mesh, assert_nothing_left, start_mesh, tulle, workload
 
 # Upstream's files, whole and unchanged, beside the checkout (CI has ../shared there too).
 NETWORKING = REPO.parent / "shared" / "corpus" / "istio" / "samples" / "bookinfo" / "networking"
@@ -78,6 +81,34 @@ spec:
         subset: v2
     timeout: 0.5s
 """
+# The circuit-breaking task's DestinationRule, as istio.io gives it.
+HTTPBIN_CIRCUIT_BREAKER = """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: httpbin
+spec:
+  host: httpbin
+  trafficPolicy:
+    connectionPool:
+      tcp:
+        maxConnections: 1
+      http:
+        http1MaxPendingRequests: 1
+        maxRequestsPerConnection: 1
+    outlierDetection:
+      consecutive5xxErrors: 1
+      interval: 1s
+      baseEjectionTime: 3m
+      maxEjectionPercent: 100
+"""
+# httpbin on its usual port (each answer 50 ms late, so three clients' calls overlap) and the
+# task's client, fortio: both sidecar mode.
+CIRCUIT_BREAKING_APPS = workload(
+    "httpbin",
+    "[python3, tests/e2e/http_backend.py, --name, httpbin, --port, $(PORT), --delay, '0.05']",
+    ports="[{name: http, port: 8000}]",
+) + workload("fortio", "[python3, tests/e2e/http_backend.py, --name, fortio, --port, $(PORT)]")
 
 
 def upstream(name: str) -> Path:
@@ -116,6 +147,16 @@ class Bookinfo:
             if host_routes["name"].startswith(f"{host}.default.svc.cluster.local")
         ]
         assert found, f"{replica} has no routes for {host}"
+        return json.dumps(found)
+
+    def clusters(self, replica: str, host: str) -> str:
+        """The clusters ``replica``'s sidecar holds for ``host`` (JSON text)."""
+        dump = httpx.get(f"http://127.0.0.1:{self.admin[replica]}/config_dump", timeout=10)
+        found = [
+            cluster for cluster in dump.json()["resources"]["clusters"]
+            if cluster["name"].endswith(f"|{host}.default.svc.cluster.local")
+        ]  # fmt: skip
+        assert found, f"{replica} has no cluster for {host}"
         return json.dumps(found)
 
     def until_routes(
@@ -178,8 +219,10 @@ def shown(page: str) -> str:
 @pytest.fixture(scope="module")
 def bookinfo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bookinfo]:
     assert NETWORKING.is_dir(), f"{NETWORKING} is missing: check out the corpus at ../shared/"
-    state_dir = tmp_path_factory.mktemp("bookinfo") / "state"
-    mesh = start_mesh(state_dir, "examples/bookinfo/")
+    root = tmp_path_factory.mktemp("bookinfo")
+    (root / "circuit-breaking.yaml").write_text(CIRCUIT_BREAKING_APPS)
+    state_dir = root / "state"
+    mesh = start_mesh(state_dir, "examples/bookinfo/", str(root / "circuit-breaking.yaml"))
     app = Bookinfo(mesh)
     yield app
     app.client.close()
@@ -191,16 +234,22 @@ PRODUCTPAGE = ("productpage-v1-0",)
 RATING_REVIEWS = ("reviews-v2-0", "reviews-v3-0")  # the versions that call ratings
 
 
-def all_v1(bookinfo: Bookinfo) -> None:
-    """Every task's first step: the destination rules and every service on v1."""
-    bookinfo.apply(upstream("destination-rule-all.yaml"), upstream("virtual-service-all-v1.yaml"))
-    bookinfo.until_routes(PRODUCTPAGE, "reviews", ("|v1|reviews.",), ("|v2|", "|v3|", "jason"))
-    bookinfo.until_routes(RATING_REVIEWS, "ratings", ("|v1|ratings.",), ("http.fault",))
+def all_v1(bookinfo: Bookinfo, *then: Path) -> None:
+    """Every task's first step, the destination rules and every service on v1, and ``then``
+    the task's own files, in one ``tulle apply`` (a later document of the same name replaces
+    an earlier one, as with ``kubectl apply``). Without ``then``, waits for all v1."""
+    bookinfo.apply(
+        upstream("destination-rule-all.yaml"), upstream("virtual-service-all-v1.yaml"), *then
+    )
+    if not then:
+        bookinfo.until_routes(PRODUCTPAGE, "reviews", ("|v1|reviews.",), ("|v2|", "|v3|", "jason"))
+        bookinfo.until_routes(RATING_REVIEWS, "ratings", ("|v1|ratings.",), ("http.fault",))
 
 
 def test_with_no_networking_config_reviews_answers_from_each_version(bookinfo: Bookinfo):
-    workloads = {(r["workload"], r["mode"], r["ready"]) for r in bookinfo.mesh.status()["replicas"]}
-    assert workloads == {
+    replicas = bookinfo.mesh.status()["replicas"]
+    workloads = {(r["workload"], r["mode"], r["ready"]) for r in replicas}
+    assert workloads - {("httpbin", "sidecar", True), ("fortio", "sidecar", True)} == {
         (name, "sidecar", True)
         for name in ("productpage-v1", "details-v1", "ratings-v1", "reviews-v1", "reviews-v2",
                      "reviews-v3")
@@ -230,8 +279,8 @@ def test_request_routing(bookinfo: Bookinfo):
 
 
 def test_fault_injection_delay_meets_productpage_timeout(bookinfo: Bookinfo):
-    all_v1(bookinfo)
-    bookinfo.apply(
+    all_v1(
+        bookinfo,
         upstream("virtual-service-reviews-test-v2.yaml"),
         upstream("virtual-service-ratings-test-delay.yaml"),
     )
@@ -256,8 +305,8 @@ def test_fault_injection_delay_meets_productpage_timeout(bookinfo: Bookinfo):
 
 
 def test_fault_injection_abort_shows_ratings_unavailable(bookinfo: Bookinfo):
-    all_v1(bookinfo)
-    bookinfo.apply(
+    all_v1(
+        bookinfo,
         upstream("virtual-service-reviews-test-v2.yaml"),
         upstream("virtual-service-ratings-test-abort.yaml"),
     )
@@ -282,9 +331,9 @@ def test_fault_injection_abort_shows_ratings_unavailable(bookinfo: Bookinfo):
 
 
 def test_traffic_shifting(bookinfo: Bookinfo):
-    all_v1(bookinfo)
-    bookinfo.apply(upstream("virtual-service-reviews-50-v3.yaml"))
+    all_v1(bookinfo, upstream("virtual-service-reviews-50-v3.yaml"))
     bookinfo.until_routes(PRODUCTPAGE, "reviews", ("|v1|reviews.", "|v3|reviews."), ("jason",))
+    bookinfo.until_routes(RATING_REVIEWS, "ratings", ("|v1|ratings.",), ("http.fault",))
     versions = bookinfo.versions(200)
     assert set(versions) == {"v1", "v3"}, versions
     # Binomial(200, 0.5): sd = sqrt(200 * 0.5 * 0.5) = 7.07 pages; 100 ± 29 is 4.1 sd.
@@ -295,7 +344,6 @@ def test_traffic_shifting(bookinfo: Bookinfo):
 
 
 def test_request_timeouts(bookinfo: Bookinfo, tmp_path: Path):
-    all_v1(bookinfo)
     steps = {}
     for name, text in [("reviews-v2", REVIEWS_V2), ("ratings-delay", RATINGS_DELAY_2S),
                        ("reviews-timeout", REVIEWS_V2_TIMEOUT)]:  # fmt: skip
@@ -303,7 +351,7 @@ def test_request_timeouts(bookinfo: Bookinfo, tmp_path: Path):
         steps[name].write_text(text)
     # Reviews v2 and a 2 s delay on ratings: the page still shows v2's stars, 2 s late (under
     # productpage's 3 s and reviews v2's 10 s).
-    bookinfo.apply(steps["reviews-v2"], steps["ratings-delay"])
+    all_v1(bookinfo, steps["reviews-v2"], steps["ratings-delay"])
     bookinfo.until_routes(PRODUCTPAGE, "reviews", ("|v2|reviews.",), ("|v1|", "jason"))
     bookinfo.until_routes(RATING_REVIEWS, "ratings", ('"fixedDelay": "2s"',), ("jason",))
     assert shown(bookinfo.page()) == "v2"
@@ -318,3 +366,40 @@ def test_request_timeouts(bookinfo: Bookinfo, tmp_path: Path):
     wait_until(lambda: len(bookinfo.tries(request_id)) == 2, timeout=30)
     tries = [(entry["status"], entry["flags"]) for entry in bookinfo.tries(request_id)]
     assert tries == [(504, "UT"), (504, "UT")]
+
+
+def test_circuit_breaking(bookinfo: Bookinfo, tmp_path: Path):
+    rule = tmp_path / "destination-rule-httpbin.yaml"
+    rule.write_text(HTTPBIN_CIRCUIT_BREAKER)
+    bookinfo.apply(rule)
+    wait_until(
+        lambda: '"maxConnections": 1' in bookinfo.clusters("fortio-0", "httpbin"),
+        timeout=30, interval=0.1,
+    )  # fmt: skip
+    fortio = f"http://{bookinfo.mesh.address('fortio')}/call?url="
+    get = fortio + urllib.parse.quote("http://httpbin:8000/get", safe="")
+
+    def call() -> int:
+        status: int = bookinfo.client.get(get).json()["status"]
+        return status
+
+    # One client, one call at a time: within the limits, every call passes.
+    assert [call() for _ in range(5)] == [200] * 5
+    # Three concurrent clients, 30 calls (fortio -c 3 -qps 0 -n 30): one connection and one
+    # pending request are allowed, so some calls trip the breaker (503, flag UO in fortio's
+    # sidecar's access log) and the rest pass.
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        statuses = collections.Counter(pool.map(lambda _: call(), range(30)))
+    assert set(statuses) == {200, 503}, statuses
+
+    def overflowed() -> list[dict]:
+        log = bookinfo.access_log("fortio-0")
+        return [e for e in log if e["path"] == "/get" and e["status"] == 503]
+
+    # (The sidecar writes its access log in batches, as Envoy does: wait for the lines.)
+    wait_until(lambda: len(overflowed()) >= statuses[503], timeout=30)
+    assert len(overflowed()) == statuses[503]
+    assert {entry["flags"] for entry in overflowed()} == {"UO"}
+    # The breaker's 503s are the sidecar's own, not httpbin's: outlier detection
+    # (consecutive5xxErrors: 1) does not eject httpbin for them, and calls pass again.
+    assert [call() for _ in range(5)] == [200] * 5
