@@ -3,7 +3,7 @@
 the client (``grpc.xds_channel_credentials``) then speaks mTLS, with the files the mesh's CA
 issued, to a grpcio server that requires client certificates, and checks the server's SPIFFE
 id against the service accounts the registry knows for the service. The certificate files are
-written here straight from a CA; ``test_proxyless_mtls.py`` has ``tulle agent`` keep them, the
+written here straight from a CA; ``tests/e2e/proxyless_mtls/`` has ``tulle agent`` keep them, the
 secure xDS port, and ``xds=True`` servers."""
 
 from __future__ import annotations
