@@ -8,7 +8,10 @@ The tasks (istio.io/latest/docs/tasks/traffic-management/): request routing, fau
 traffic shifting, request timeouts, circuit breaking. The request-timeouts and circuit-breaking
 tasks' YAML is inline in their pages, not sample files: it is here, as the pages give it. The
 circuit-breaking task's httpbin and fortio (a client in the mesh) run in the same mesh as
-Bookinfo: tests/e2e/http_backend.py plays both (``/call?url=U`` is a call from inside)."""
+Bookinfo: tests/e2e/http_backend.py plays both (``/call?url=U`` is a call from inside).
+
+Last, a GAMMA consumer route: a client in namespace ``consumer`` and its team's HTTPRoute for
+Bookinfo's reviews (a 0.5 s timeout, every version), which changes that client's calls only."""
 
 from __future__ import annotations
 
@@ -109,6 +112,31 @@ CIRCUIT_BREAKING_APPS = workload(
     "[python3, tests/e2e/http_backend.py, --name, httpbin, --port, $(PORT), --delay, '0.05']",
     ports="[{name: http, port: 8000}]",
 ) + workload("fortio", "[python3, tests/e2e/http_backend.py, --name, fortio, --port, $(PORT)]")
+# A client of Bookinfo's in another namespace, and its namespace's (consumer) route for reviews.
+CONSUMER_APP = workload(
+    "client", "[python3, tests/e2e/http_backend.py, --name, client, --port, $(PORT)]"
+).replace("metadata: {name: client}", "metadata: {name: client, namespace: consumer}")
+CONSUMER_ROUTE = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: reviews
+  namespace: consumer
+spec:
+  parentRefs:
+  - group: ""
+    kind: Service
+    name: reviews
+    namespace: default
+    port: 9080
+  rules:
+  - backendRefs:
+    - name: reviews
+      namespace: default
+      port: 9080
+    timeouts:
+      request: 500ms
+"""
 
 
 def upstream(name: str) -> Path:
@@ -220,7 +248,7 @@ def shown(page: str) -> str:
 def bookinfo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bookinfo]:
     assert NETWORKING.is_dir(), f"{NETWORKING} is missing: check out the corpus at ../shared/"
     root = tmp_path_factory.mktemp("bookinfo")
-    (root / "circuit-breaking.yaml").write_text(CIRCUIT_BREAKING_APPS)
+    (root / "circuit-breaking.yaml").write_text(CIRCUIT_BREAKING_APPS + CONSUMER_APP)
     state_dir = root / "state"
     mesh = start_mesh(state_dir, "examples/bookinfo/", str(root / "circuit-breaking.yaml"))
     app = Bookinfo(mesh)
@@ -249,7 +277,8 @@ def all_v1(bookinfo: Bookinfo, *then: Path) -> None:
 def test_with_no_networking_config_reviews_answers_from_each_version(bookinfo: Bookinfo):
     replicas = bookinfo.mesh.status()["replicas"]
     workloads = {(r["workload"], r["mode"], r["ready"]) for r in replicas}
-    assert workloads - {("httpbin", "sidecar", True), ("fortio", "sidecar", True)} == {
+    others = {(name, "sidecar", True) for name in ("httpbin", "fortio", "client")}
+    assert workloads - others == {
         (name, "sidecar", True)
         for name in ("productpage-v1", "details-v1", "ratings-v1", "reviews-v1", "reviews-v2",
                      "reviews-v3")
@@ -403,3 +432,34 @@ def test_circuit_breaking(bookinfo: Bookinfo, tmp_path: Path):
     # The breaker's 503s are the sidecar's own, not httpbin's: outlier detection
     # (consecutive5xxErrors: 1) does not eject httpbin for them, and calls pass again.
     assert [call() for _ in range(5)] == [200] * 5
+
+
+def test_a_consumer_route_changes_only_its_namespace_calls(bookinfo: Bookinfo, tmp_path: Path):
+    # The producer's config: reviews v2 only, ratings 2 s late (the request-timeouts task's
+    # first steps). The consumer namespace's route: every version of reviews, 0.5 s at most.
+    steps = {"reviews-v2": REVIEWS_V2, "ratings-delay": RATINGS_DELAY_2S, "route": CONSUMER_ROUTE}
+    for name, text in steps.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+    all_v1(bookinfo, *(tmp_path / f"{name}.yaml" for name in steps))
+    bookinfo.until_routes(PRODUCTPAGE, "reviews", ("|v2|reviews.",), ("|v1|", "0.500s"))
+    bookinfo.until_routes(RATING_REVIEWS, "ratings", ('"fixedDelay": "2s"',), ("jason",))
+    bookinfo.until_routes(("client-0",), "reviews", ('"timeout": "0.500s"',), ("|v2|",))
+    client = f"http://{bookinfo.mesh.address('client')}/call?url="
+    reviews = client + urllib.parse.quote("http://reviews.default:9080/reviews/0", safe="")
+
+    def call(_: int) -> str:
+        answer = bookinfo.client.get(reviews).json()
+        if answer["status"] != 200:
+            return str(answer["status"])
+        podname: str = json.loads(answer["body"])["podname"]
+        return podname.rsplit("-", 2)[1]  # reviews-v1-0: v1
+
+    # The consumer's calls: any version (the producer's v2-only route is not theirs); v1, which
+    # does not call ratings, answers; v2 and v3 wait 2 s for ratings and are cut at 0.5 s (504).
+    # 24 calls, six at a time: v1 never chosen has probability (2/3)^24 = 6e-5.
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        seen = collections.Counter(pool.map(call, range(24)))
+    assert set(seen) == {"v1", "504"}, seen
+    # Everyone else (productpage, in default) follows the producer's route, with no timeout:
+    # reviews v2's stars, 2 s late.
+    assert shown(bookinfo.page()) == "v2"
