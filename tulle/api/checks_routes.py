@@ -18,7 +18,7 @@ from tulle.api.kinds import HTTPRoute, VirtualService
 from tulle.api.kinds.gateway import GATEWAY_GROUP
 from tulle.api.loader import Loaded
 from tulle.api.normalize import export_namespaces
-from tulle.api.unsupported import EDGES
+from tulle.api.unsupported import gateway_parent
 
 ERROR, WARNING = Severity.ERROR, Severity.WARNING
 UNDEFINED = "is not defined by any Workload, Service or ServiceEntry"
@@ -36,13 +36,7 @@ def check_http_routes(ctx: Context) -> Iterator[Finding]:
             )
         for i, parent in enumerate(route.spec.parent_refs):
             if parent.is_gateway:
-                yield item.finding(
-                    ERROR,
-                    ("spec", "parentRefs", i),
-                    f"attaching to Gateway {parent.name!r} (an ingress route) is not supported "
-                    f"yet: {EDGES}; a parentRef without kind names a Gateway (kind: Service "
-                    "makes a mesh route)",
-                )
+                yield item.finding(ERROR, ("spec", "parentRefs", i), gateway_parent(parent.name))
                 continue
             if not parent.is_service:
                 group = parent.group or "core"

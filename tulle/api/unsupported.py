@@ -103,6 +103,28 @@ def _dicts(value: Any) -> Iterator[tuple[int, dict[str, Any]]]:
 
 Found = list[tuple[FieldPath, str]]
 
+
+def gateway_parent(name: object) -> str:
+    """The finding of an HTTPRoute parentRef that names a Gateway."""
+    return (
+        f"attaching to Gateway {name!r} (an ingress route) is not supported yet: {EDGES}; a "
+        "parentRef without kind names a Gateway (kind: Service makes a mesh route)"
+    )
+
+
+def _http_route(spec: dict[str, Any], found: Found) -> bool:
+    """An HTTPRoute attached to Gateways only is an ingress route, not the mesh's config: one
+    finding per parent, and the rest (backends of kinds a gateway may take) is not read."""
+    parents = spec.get("parentRefs")
+    if not isinstance(parents, list) or not parents:
+        return True
+    if not all(is_gateway_parent(parent) for parent in parents):
+        return True
+    for index, parent in enumerate(parents):
+        found.append((("spec", "parentRefs", index), gateway_parent(parent.get("name"))))
+    return False
+
+
 GATEWAY_BOUND = (
     f"VirtualServices bound to a gateway are not supported yet ({EDGES}); "
     "only 'mesh' (the sidecars) applies"
@@ -183,6 +205,7 @@ def _authorization_policy(spec: dict[str, Any], found: Found) -> bool:
 
 
 _FIELDS = {
+    (GATEWAY_API, "HTTPRoute"): _http_route,
     (NETWORKING, "VirtualService"): _virtual_service,
     (NETWORKING, "DestinationRule"): _destination_rule,
     (SECURITY, "AuthorizationPolicy"): _authorization_policy,
@@ -194,7 +217,7 @@ def strip_fields(
 ) -> tuple[dict[str, Any] | None, Found]:
     """``data`` without the out-of-scope fields of its kind (a copy when any is found), and
     each one's path and message; None instead of the data when what is left is not the mesh's
-    config (a VirtualService bound to gateways only)."""
+    config (a VirtualService bound to gateways only, an HTTPRoute attached to Gateways only)."""
     check = _FIELDS.get((group, kind))
     spec = data.get("spec")
     if check is None or not isinstance(spec, dict):
