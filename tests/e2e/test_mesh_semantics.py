@@ -1,7 +1,8 @@
 """Istio and Gateway API semantics from outside (issue 19), with a real control plane, real HTTP
 backends and two ``tulle proxy`` sidecars, one in namespace ``default`` and one in ``team``:
 
-- RequestRedirect's 303, 307 and 308 are the codes the sidecar answers with;
+- RequestRedirect's 303, 307 and 308 are the codes the sidecar answers with, and a rule without
+  backendRefs answers 500;
 - VirtualService weights 1 and 3 (not adding up to 100) split traffic 1 to 3 (Istio sends
   ``weight / sum of weights``);
 - a GAMMA consumer route (an HTTPRoute in ``team`` for the Service ``api`` of ``default``)
@@ -65,6 +66,10 @@ spec:
       filters: [{type: RequestRedirect, requestRedirect: {hostname: web, statusCode: 307}}]
     - matches: [{path: {type: Exact, value: /permanent}}]
       filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 308}}]
+    - matches: [{path: {type: Exact, value: /nowhere}}]
+      filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier: {set: [{name: x-seen, value: "1"}]}
     - backendRefs: [{name: api, port: 8080}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
@@ -140,6 +145,14 @@ def test_request_redirect_codes_are_the_ones_given(
     assert response.headers["location"] == location
 
 
+def test_a_rule_without_backends_answers_500(mesh: Mesh) -> None:
+    """No backendRefs and no filter that answers: "the rule performs no forwarding", 500."""
+    response = _get(mesh.default, "http://api:8080/nowhere")
+    assert response.status_code == 500
+    assert "x-backend" not in response.headers
+    assert _get(mesh.default, "http://api:8080/elsewhere").headers["x-backend"] == "c"
+
+
 def test_weights_not_adding_up_to_100_split_in_proportion(mesh: Mesh) -> None:
     """Weights 1 and 3: v2 (backend b) takes 3/4 of the calls. 400 calls: the count of b is
     binomial (n 400, p 0.75), mean 300, standard deviation 8.7; the bounds are 4.6 of them
@@ -158,8 +171,7 @@ def test_a_consumer_route_changes_its_namespace_calls_only(mesh: Mesh) -> None:
     """team's route for default's api sends team's calls to web (a or b); default's calls
     follow api's own (producer) route to its backend c, redirects included."""
     team = Counter(
-        _get(mesh.team, "http://api.default:8080/").headers.get("x-backend", "-")
-        for _ in range(20)
+        _get(mesh.team, "http://api.default:8080/").headers.get("x-backend", "-") for _ in range(20)
     )
     assert set(team) <= {"a", "b"}, team
     assert sum(team.values()) == 20
@@ -169,4 +181,3 @@ def test_a_consumer_route_changes_its_namespace_calls_only(mesh: Mesh) -> None:
         for _ in range(20)
     )
     assert default == {"c": 20}
-
