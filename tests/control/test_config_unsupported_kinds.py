@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tulle.control.admission_validate import own_errors
 from tulle.control.config import ConfigSources
 from tulle.control.store import StateStore
 
@@ -84,3 +85,22 @@ def test_files_report_an_ignored_kind_once(tmp_path: Path):
         assert [(f.kind, f.name) for f in warnings] == [("EnvoyFilter", "lua")]
     finally:
         store.close()
+
+
+INGRESS_ROUTE = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ingress, namespace: shop}
+spec:
+  parentRefs: [{name: edge-gateway}]
+  rules: [{backendRefs: [{name: storefront, port: 80}]}]
+"""
+
+
+def test_the_webhook_admits_another_controllers_ingress_route():
+    """An HTTPRoute attached to a Gateway belongs to whoever implements the Gateway: the
+    validating webhook leaves it to them, with Tulle's warning."""
+    errors, rest = own_errors(INGRESS_ROUTE, ())
+    assert errors == []
+    assert [(f.severity.value, f.field) for f in rest] == [("WARNING", "spec.parentRefs[0]")]
+    assert rest[0].message.endswith("; ignored")

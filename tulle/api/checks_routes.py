@@ -36,7 +36,7 @@ def check_http_routes(ctx: Context) -> Iterator[Finding]:
             )
         for i, parent in enumerate(route.spec.parent_refs):
             if parent.is_gateway:
-                yield item.finding(ERROR, ("spec", "parentRefs", i), gateway_parent(parent.name))
+                yield item.finding(WARNING, ("spec", "parentRefs", i), gateway_parent(parent.name))
                 continue
             if not parent.is_service:
                 group = parent.group or "core"

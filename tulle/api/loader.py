@@ -199,7 +199,12 @@ def load_document(document: Document) -> tuple[Loaded | None, list[Finding]]:
         )
         return None, [finding]
     stripped, out_of_scope = strip_fields(group, kind, data)
-    early = [fail(path, message, kind, namespace, name) for path, message in out_of_scope]
+    early = [
+        replace(fail(path, message, kind, namespace, name), severity=Severity.WARNING)
+        if not is_error
+        else fail(path, message, kind, namespace, name)
+        for path, message, is_error in out_of_scope
+    ]
     if stripped is None:
         return None, early
     if out_of_scope:

@@ -101,27 +101,31 @@ def _dicts(value: Any) -> Iterator[tuple[int, dict[str, Any]]]:
             yield index, item
 
 
-Found = list[tuple[FieldPath, str]]
+Found = list[tuple[FieldPath, str, bool]]
+"""Each finding's path, message, and whether it is an error (else a warning)."""
 
 
 def gateway_parent(name: object) -> str:
-    """The finding of an HTTPRoute parentRef that names a Gateway."""
+    """The WARNING of an HTTPRoute parentRef that names a Gateway: the route (for that parent)
+    is ignored, not refused, as on Kubernetes another controller may implement the Gateway."""
     return (
         f"attaching to Gateway {name!r} (an ingress route) is not supported yet: {EDGES}; a "
-        "parentRef without kind names a Gateway (kind: Service makes a mesh route)"
+        "parentRef without kind names a Gateway (kind: Service makes a mesh route); ignored"
     )
 
 
 def _http_route(spec: dict[str, Any], found: Found) -> bool:
     """An HTTPRoute attached to Gateways only is an ingress route, not the mesh's config: one
-    finding per parent, and the rest (backends of kinds a gateway may take) is not read."""
+    WARNING per parent, and the rest (backends of kinds a gateway may take) is not read. A
+    warning, not an error: on Kubernetes the Gateway is another controller's, whose routes the
+    webhook and the control plane must leave alone."""
     parents = spec.get("parentRefs")
     if not isinstance(parents, list) or not parents:
         return True
     if not all(is_gateway_parent(parent) for parent in parents):
         return True
     for index, parent in enumerate(parents):
-        found.append((("spec", "parentRefs", index), gateway_parent(parent.get("name"))))
+        found.append((("spec", "parentRefs", index), gateway_parent(parent.get("name")), False))
     return False
 
 
@@ -135,7 +139,7 @@ TLS_ORIGINATION = f"TLS origination (tls.mode {{mode}}) is not supported yet: it
 def _virtual_service(spec: dict[str, Any], found: Found) -> bool:
     gateways = spec.get("gateways")
     if isinstance(gateways, list) and any(g != "mesh" for g in gateways):
-        found.append((("spec", "gateways"), GATEWAY_BOUND))
+        found.append((("spec", "gateways"), GATEWAY_BOUND, True))
         if "mesh" not in gateways:
             return False  # a gateway's only: not the mesh's config at all
         del spec["gateways"]
@@ -144,11 +148,15 @@ def _virtual_service(spec: dict[str, Any], found: Found) -> bool:
             if "gateways" in match:
                 names = match["gateways"]
                 if not (isinstance(names, list) and all(g == "mesh" for g in names)):
-                    found.append((("spec", "http", i, "match", j, "gateways"), GATEWAY_BOUND))
+                    found.append((("spec", "http", i, "match", j, "gateways"), GATEWAY_BOUND, True))
                 del match["gateways"]
     if "tls" in spec:
         found.append(
-            (("spec", "tls"), f"tls routes (TLS routed by SNI) are not supported yet: {EDGES}")
+            (
+                ("spec", "tls"),
+                f"tls routes (TLS routed by SNI) are not supported yet: {EDGES}",
+                True,
+            )
         )
         del spec["tls"]
     return True
@@ -159,7 +167,7 @@ def _traffic_policy(policy: Any, path: FieldPath, found: Found) -> bool:
         return True
     tls = policy.get("tls")
     if isinstance(tls, dict) and tls.get("mode") in ("SIMPLE", "MUTUAL"):
-        found.append(((*path, "tls", "mode"), TLS_ORIGINATION.format(mode=tls["mode"])))
+        found.append(((*path, "tls", "mode"), TLS_ORIGINATION.format(mode=tls["mode"]), True))
         del policy["tls"]
     for i, setting in _dicts(policy.get("portLevelSettings")):
         _traffic_policy(setting, (*path, "portLevelSettings", i), found)
@@ -179,6 +187,7 @@ def _authorization_policy(spec: dict[str, Any], found: Found) -> bool:
             (
                 ("spec", "action"),
                 f"action CUSTOM (external authorization) is not supported yet: it comes in {LATER}",
+                True,
             )
         )
         spec.pop("action")
@@ -191,13 +200,13 @@ def _authorization_policy(spec: dict[str, Any], found: Found) -> bool:
             for name in ("requestPrincipals", "notRequestPrincipals"):
                 if name in fields:
                     where: FieldPath = ("spec", "rules", i, "from", j, "source", name)
-                    found.append((where, f"{name} is not supported yet: {JWT}"))
+                    found.append((where, f"{name} is not supported yet: {JWT}", True))
                     del fields[name]
         for k, condition in _dicts(rule.get("when")):
             key = condition.get("key")
             if isinstance(key, str) and key.startswith("request.auth."):
                 path = ("spec", "rules", i, "when", k, "key")
-                found.append((path, f"condition key {key!r} is not supported yet: {JWT}"))
+                found.append((path, f"condition key {key!r} is not supported yet: {JWT}", True))
                 # A key the schema takes, so that the conditions after it keep their
                 # indices (the resource is refused for the finding above anyway).
                 condition["key"] = "request.headers[x-unsupported]"
