@@ -33,6 +33,7 @@ SLOW_FIRST = (
     HOST_NETWORK,
     "tests/local/test_rotation.py",
     "tests/local/test_shop.py",
+    "tests/local/test_bookinfo.py",
     "tests/e2e/proxyless_mtls",
     "tests/scenarios/test_parity_identity.py",
     "tests/local/test_demo.py",
