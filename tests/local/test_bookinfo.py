@@ -258,9 +258,9 @@ def bookinfo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bookinfo]:
     (root / "circuit-breaking.yaml").write_text(CIRCUIT_BREAKING_APPS + CONSUMER_APP)
     state_dir = root / "state"
     mesh = start_mesh(state_dir, "examples/bookinfo/", str(root / "circuit-breaking.yaml"))
-    app = Bookinfo(mesh)
-    yield app
-    app.client.close()
+    example = Bookinfo(mesh)
+    yield example
+    example.client.close()
     tulle("down", "--state-dir", str(state_dir), check=False)
     assert_nothing_left(state_dir)
 
@@ -299,6 +299,15 @@ def test_with_no_networking_config_reviews_answers_from_each_version(bookinfo: B
     assert bookinfo.client.get(f"{api}/0").json()["ISBN-10"] == "1234567890"
     reviews = bookinfo.client.get(f"{api}/0/reviews").json()["reviews"]
     assert [r["reviewer"] for r in reviews] == ["Reviewer1", "Reviewer2"]
+
+    # Upstream's service accounts are the identities productpage's sidecar met over mTLS.
+    def peers() -> set[str]:
+        log = bookinfo.access_log("productpage-v1-0")
+        return {e["peer_principal"] for e in log if e["listener"] == "http_proxy"}
+
+    wanted = {f"spiffe://cluster.local/ns/default/sa/bookinfo-{s}" for s in ("details", "reviews")}
+    wait_until(lambda: peers() >= wanted, timeout=30)
+    assert peers() == wanted
 
 
 def test_request_routing(bookinfo: Bookinfo):
