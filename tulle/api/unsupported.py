@@ -65,7 +65,8 @@ def kind_message(group: str, kind: str, data: Any) -> tuple[bool, str] | None:
         return False, f"{kind} is ignored: Tulle does not implement it ({reason}); not applied"
     if (group, kind) == (GATEWAY_API, "GRPCRoute"):
         if all(is_gateway_parent(p) for p in _list(_get(data, "spec", "parentRefs"))):
-            return True, f"GRPCRoute attached to a Gateway is not supported yet: {EDGES}"
+            # A warning, as for an HTTPRoute: the Gateway may be another controller's.
+            return False, f"GRPCRoute attached to a Gateway is not supported yet: {EDGES}; ignored"
         return True, (
             "GRPCRoute is not supported yet (mesh gRPC routing, issue 19): route gRPC with a "
             "VirtualService or an HTTPRoute meanwhile"
