@@ -13,7 +13,7 @@ import httpx
 from tulle.local.plan import free_port
 from tulle.local.processes import describe_exit, spawn, stop
 from tulle.local.registrations import Registrations
-from tulle.local.runtime import BACKOFF_FIRST, BACKOFF_MAX, STABLE_SECONDS, TULLE
+from tulle.local.runtime import BACKOFF_FIRST, TULLE, restart_pause
 
 
 class ControlPlaneKeeper(Registrations):
@@ -75,12 +75,9 @@ class ControlPlaneKeeper(Registrations):
             self.state.control_plane_restarts += 1
             self.state.control_plane_last_exit = what
             self._save()
-            if time.monotonic() - began > STABLE_SECONDS:
-                backoff = BACKOFF_FIRST
-            self.echo(f"tulle up: the control plane {what}; restarting in {backoff:g}s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX)
+            backoff = await restart_pause(
+                self.stopping, backoff, began, self.echo, f"tulle up: the control plane {what}"
+            )
             if self.stopping.is_set():
                 return
             try:

@@ -5,7 +5,6 @@ exits deregister and stop the rest and restart it with backoff; on fresh ports o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import sys
@@ -21,11 +20,10 @@ from tulle.local.proxyless import agent_args, first_certificate, write_bootstrap
 from tulle.local.registrations import Registrations
 from tulle.local.runtime import (
     BACKOFF_FIRST,
-    BACKOFF_MAX,
-    STABLE_SECONDS,
     TULLE,
     Replica,
     app_address,
+    restart_pause,
 )
 from tulle.security.material import BUNDLE_FILE
 from tulle.security.tokens import BootstrapTokens
@@ -84,12 +82,9 @@ class ReplicaSupervisor(Registrations):
             replica.status.restarts += 1
             replica.status.last_exit = what
             self._save()
-            if time.monotonic() - began > STABLE_SECONDS:
-                backoff = BACKOFF_FIRST
-            self.echo(f"  {replica.plan.name:<22} {what}; restarting in {backoff:g}s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX)
+            backoff = await restart_pause(
+                self.stopping, backoff, began, self.echo, f"  {replica.plan.name:<22} {what}"
+            )
 
     def _replan(self, replica: Replica) -> None:
         plan = replica.plan

@@ -8,6 +8,7 @@ control plane), ``replicas`` (a replica's life); ``runner`` puts them together."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -25,6 +26,20 @@ TULLE = [sys.executable, "-m", "tulle"]
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 MESH_MARK = "TULLE_MESH_STATE"
 STABLE_SECONDS = 10.0  # up this long, a replica's next crash starts the backoff afresh
+
+
+async def restart_pause(
+    stopping: asyncio.Event, backoff: float, began: float, echo: Callable[[str], None], what: str
+) -> float:
+    """Before restarting ``what`` crashed (it had run since ``began``): the backoff afresh if
+    it had run ``STABLE_SECONDS``, echoed (``<what>; restarting in <n>s``), then waited out (or
+    cut short by ``stopping``); the next crash's backoff, doubled up to ``BACKOFF_MAX``."""
+    if time.monotonic() - began > STABLE_SECONDS:
+        backoff = BACKOFF_FIRST
+    echo(f"{what}; restarting in {backoff:g}s")
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), backoff)
+    return min(backoff * 2, BACKOFF_MAX)
 
 
 @dataclass
