@@ -13,6 +13,7 @@ import base64
 import copy
 import json
 import os
+import re
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -72,6 +73,12 @@ class Plane:
         root = self.root
         return all(bundle == root for bundle in bundles(self.env).values())
 
+    def leads(self) -> bool:
+        """The replica holds the Lease (its ``tulle_controlplane_leader`` gauge is 1)."""
+        text = httpx.get(f"{self.plane.api}/metrics", timeout=10).text
+        found = re.findall(r'^tulle_controlplane_leader\{identity="[^"]+"\} (\S+)$', text, re.M)
+        return [float(value) for value in found] == [1.0]
+
     def served_certificate(self) -> bytes:
         """The webhook listener's certificate (PEM), as a handshake gets it now."""
         return ssl.get_server_certificate(("127.0.0.1", self.webhook_port)).encode()
@@ -123,6 +130,9 @@ def test_both_configurations_get_the_root_bundle(plane: Plane) -> None:
 
 def test_a_root_rotation_moves_the_bundle(plane: Plane) -> None:
     wait_until(plane.has_root, timeout=60)
+    # Rotation steps are the leader's. Alone, the replica leads, but on a busy machine it can
+    # lose its Lease for a while (renewals timing out for 15 s) and take it back: stage then.
+    wait_until(plane.leads, timeout=60)
     before, served = plane.root, plane.served_certificate()
     staged = subprocess.run(
         [str(BIN / "tulle"), "ca", "stage", "--server", plane.plane.api,
