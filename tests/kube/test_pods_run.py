@@ -180,7 +180,12 @@ def cluster(
         plane_log.close()
         kubectl(env, "delete", "--ignore-not-found", "-n", NS, "services", "front", "back")
         kubectl(env, "delete", "--ignore-not-found", "-n", NS, "endpointslices",
-                "front-kubelet", "back-kubelet")  # fmt: skip
+                "front-kubelet", "back-kubelet", "client-kubelet")  # fmt: skip
+        # The session's API server is shared: other modules' checks read every policy in it.
+        kubectl(env, "delete", "--ignore-not-found", "-n", NS,
+                "peerauthentications.v1.security.istio.io", "default")  # fmt: skip
+        kubectl(env, "delete", "--ignore-not-found", "-n", NS,
+                "authorizationpolicies.v1.security.istio.io", "back")  # fmt: skip
 
 
 @pytest.fixture(scope="module")

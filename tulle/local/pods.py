@@ -143,9 +143,24 @@ def probe_in_pod(namespace: str, kind: str, port: int, path: str | None, timeout
     return outcome[0]
 
 
+def _delete_veths(namespace: str) -> None:
+    """Delete the veth pairs of ``namespace`` now: deleting the namespace alone leaves them to
+    the kernel's asynchronous clean-up, which can lag seconds behind on a busy host."""
+    listed = subprocess.run(
+        ["ip", "-n", namespace, "-o", "link", "show", "type", "veth"],
+        capture_output=True, text=True, check=False, timeout=30,
+    ).stdout  # fmt: skip
+    for line in listed.splitlines():
+        parts = line.split(": ")
+        if len(parts) > 1:
+            _quietly("ip", "-n", namespace, "link", "del", parts[1].split("@")[0])
+
+
 def remove_network(bridge: str, namespaces: Iterable[str]) -> None:
-    """Delete ``namespaces``, their /etc/netns entries and ``bridge`` (missing ones skipped)."""
+    """Delete ``namespaces`` (their veth pairs first), their /etc/netns entries and ``bridge``
+    (missing ones skipped)."""
     for namespace in namespaces:
+        _delete_veths(namespace)
         _quietly("ip", "netns", "del", namespace)
         shutil.rmtree(NETNS_ETC / namespace, ignore_errors=True)
     _quietly("ip", "link", "del", bridge)
