@@ -140,3 +140,80 @@ def test_usage_errors_are_one_clear_message():
     assert result.returncode == 2
     assert "Invalid value for '--output' / '-o'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+ROUTE = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+    - route:
+        - destination: {host: reviews}
+"""
+SERVICE = """\
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec:
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: unrelated, namespace: shop}
+data: {a: b}
+"""
+WORKLOAD = """\
+apiVersion: tulle.dev/v1alpha1
+kind: Workload
+metadata: {name: ratings, namespace: shop}
+spec:
+  command: [ratings]
+  ports: [{name: http, port: 9080}]
+"""
+UNDEFINED = (
+    ": ERROR VirtualService shop/reviews: spec.http[0].route[0].destination.host: host reviews"
+    " (reviews.shop.svc.cluster.local) is not defined by any Workload, Service or ServiceEntry"
+)
+
+
+def test_an_undefined_host_warns_unless_workloads_or_strict_hosts(tmp_path):
+    """A route file alone: its host would be a Kubernetes Service elsewhere (a WARNING, exit 0);
+    beside a Workload, the files are the mesh (an ERROR); --strict-hosts makes it an ERROR;
+    --hosts-from a Service manifest defines it (its other documents say nothing)."""
+    route = tmp_path / "route.yaml"
+    route.write_text(ROUTE)
+    (tmp_path / "kube").mkdir()
+    (tmp_path / "kube" / "reviews.yaml").write_text(SERVICE)
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "ratings.yaml").write_text(WORKLOAD)
+    alone = tulle("validate", str(route))
+    assert alone.returncode == 0
+    assert alone.stdout.splitlines() == [
+        f"{route}:8{UNDEFINED.replace('ERROR', 'WARNING')} of these files: it must exist"
+        " elsewhere (a Kubernetes Service, a ServiceEntry) for this config to apply"
+    ]
+    assert alone.stderr.strip() == "1 resources, 0 errors, 1 warnings"
+    for args in ((str(route), "--strict-hosts"), (str(route), str(tmp_path / "local"))):
+        strict = tulle("validate", *args)
+        assert strict.returncode == 1
+        assert strict.stdout.splitlines() == [f"{route}:8{UNDEFINED}"]
+    found = tulle("validate", str(route), "--hosts-from", str(tmp_path / "kube"), "--strict-hosts")
+    assert (found.returncode, found.stdout) == (0, "")
+    assert found.stderr.strip() == "1 resources, 0 errors, 0 warnings"
+    missing = tulle("validate", str(route), "--hosts-from", str(tmp_path / "absent"))
+    assert missing.returncode == 1
+    assert missing.stdout.splitlines()[0] == (
+        f"{tmp_path / 'absent'}:0: ERROR - -/-: -: no such file or directory"
+    )
+
+
+def test_help_documents_the_host_options():
+    result = tulle("validate", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.replace("\u2502", " ").split())  # the box's sides
+    assert "--hosts-from" in text
+    assert "Repeatable." in text
+    assert "--strict-hosts" in text
+    assert "A host no file defines is an ERROR even when the files hold no Workload." in text

@@ -365,12 +365,14 @@ def config_request(obj: dict[str, Any], operation: str = "CREATE") -> dict[str, 
 
 
 def tulle_validate(obj: dict[str, Any], tmp_path: Path) -> tuple[int, list[str]]:
-    """The real ``tulle validate``: exit status, and its lines without ``FILE:LINE:``."""
+    """The real ``tulle validate --strict-hosts`` (the control plane's registry is the whole
+    mesh's: an undefined host is an error there): exit status, and its lines without
+    ``FILE:LINE:``."""
     path = tmp_path / "resource.yaml"
     path.write_text(yaml.safe_dump(obj, sort_keys=False))
     result = subprocess.run(
-        [str(BIN / "tulle"), "validate", str(path)], capture_output=True, text=True, timeout=120,
-        check=False,
+        [str(BIN / "tulle"), "validate", "--strict-hosts", str(path)], capture_output=True,
+        text=True, timeout=120, check=False,
     )  # fmt: skip
     return result.returncode, [line.split(": ", 1)[1] for line in result.stdout.splitlines()]
 

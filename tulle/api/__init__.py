@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tulle.api.check_context import Context
 from tulle.api.checks import cross_check
 from tulle.api.findings import Finding, Severity, has_errors
 from tulle.api.kinds import KINDS, Resource
@@ -47,25 +48,41 @@ def validate_documents(
     documents: Iterable[Document],
     earlier: Iterable[Finding] = (),
     known_hosts: Iterable[str] = (),
+    strict_hosts: bool = False,
 ) -> Validation:
-    """Validate parsed documents; ``earlier`` carries findings from reading them."""
+    """Validate parsed documents; ``earlier`` carries findings from reading them. A host that
+    neither they nor ``known_hosts`` define is an ERROR with ``strict_hosts`` or when they hold
+    a Workload, else a WARNING (:mod:`tulle.api.check_context`)."""
     loaded, findings = load_documents(documents)
-    findings = [*earlier, *findings, *cross_check(loaded, known_hosts)]
+    findings = [*earlier, *findings, *cross_check(loaded, known_hosts, strict_hosts)]
     findings.sort(key=_sort_key)
     model = None if has_errors(findings) else build_model(item.resource for item in loaded)
     return Validation(tuple(loaded), tuple(findings), model)
 
 
-def validate_paths(paths: Sequence[str | Path], known_hosts: Iterable[str] = ()) -> Validation:
+def validate_paths(
+    paths: Sequence[str | Path], known_hosts: Iterable[str] = (), strict_hosts: bool = False
+) -> Validation:
     """Read and validate YAML files and directories."""
     documents, findings = read_paths(paths)
-    return validate_documents(documents, findings, known_hosts)
+    return validate_documents(documents, findings, known_hosts, strict_hosts)
 
 
-def validate_text(text: str, file: str = "<text>", known_hosts: Iterable[str] = ()) -> Validation:
+def validate_text(
+    text: str, file: str = "<text>", known_hosts: Iterable[str] = (), strict_hosts: bool = False
+) -> Validation:
     """Validate YAML given as text (``file`` names it in findings)."""
     documents, findings = parse_yaml(text, file)
-    return validate_documents(documents, findings, known_hosts)
+    return validate_documents(documents, findings, known_hosts, strict_hosts)
+
+
+def hosts_defined_in(paths: Sequence[str | Path]) -> tuple[set[str], list[Finding]]:
+    """The hosts the Workloads, Kubernetes Services and ServiceEntries of ``paths`` define
+    (``tulle validate --hosts-from``), and the findings of reading them that stop it: files
+    that cannot be read or parsed. Their other findings are not the caller's concern."""
+    documents, findings = read_paths(paths)
+    loaded, _ = load_documents(documents)
+    return Context(loaded).hosts, [f for f in findings if f.severity is Severity.ERROR]
 
 
 __all__ = [
@@ -76,6 +93,7 @@ __all__ = [
     "Severity",
     "Validation",
     "build_model",
+    "hosts_defined_in",
     "validate_documents",
     "validate_paths",
     "validate_text",

@@ -1,11 +1,19 @@
 """What the cross-resource checks share: the loaded resources by kind, the host resolver, the
-hosts the config (and the registry) defines and the subsets of each."""
+hosts the config (and the registry) defines and the subsets of each, and how an undefined host
+is reported.
+
+A host no Workload, Kubernetes Service or ServiceEntry defines is an ERROR when the files define
+the mesh's workloads (at least one Workload: local mode, where nothing else can define it) or
+when the caller says the known hosts are the whole mesh (``strict_hosts``: ``tulle validate
+--strict-hosts``, the control plane with its registry); otherwise it is a WARNING: on Kubernetes
+the host would be a Service the files do not carry."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import TypeVar
 
+from tulle.api.findings import Finding, Severity
 from tulle.api.hosts import host_matches
 from tulle.api.kinds import (
     DestinationRule,
@@ -17,14 +25,23 @@ from tulle.api.kinds import (
 from tulle.api.loader import Loaded
 from tulle.api.model import Service
 from tulle.api.normalize import HostResolver, kubernetes_service, namespaces_of
+from tulle.api.source import FieldPath
 
 R = TypeVar("R", bound=Resource)
+
+UNDEFINED = "is not defined by any Workload, Service or ServiceEntry"
+ELSEWHERE = (
+    "of these files: it must exist elsewhere (a Kubernetes Service, a ServiceEntry) for this "
+    "config to apply"
+)
 
 
 class Context:
     """What the checks share: the resources by kind, the host resolver, the known hosts."""
 
-    def __init__(self, loaded: list[Loaded], known_hosts: Iterable[str] = ()) -> None:
+    def __init__(
+        self, loaded: list[Loaded], known_hosts: Iterable[str] = (), strict_hosts: bool = False
+    ) -> None:
         self.loaded = loaded
         self.resolve = HostResolver(namespaces_of(item.resource for item in loaded))
         self.hosts: set[str] = set(known_hosts)
@@ -41,6 +58,8 @@ class Context:
         for rule, _ in self.of(DestinationRule):
             host = self.resolve(rule.spec.host, rule.namespace)
             self.subsets.setdefault(host, set()).update(s.name for s in rule.spec.subsets)
+        self.strict_hosts = strict_hosts or bool(self.of(Workload))
+        """Whether an undefined host is an ERROR (local mode, or the hosts are the whole mesh)."""
 
     def of(self, kind: type[R]) -> list[tuple[R, Loaded]]:
         """The resources of ``kind`` with their load records, in load order."""
@@ -50,6 +69,13 @@ class Context:
         """Whether a Workload, a Kubernetes Service, a ServiceEntry (wildcards included) or the
         registry defines it."""
         return any(host_matches(known, host) for known in self.hosts)
+
+    def undefined(self, item: Loaded, path: FieldPath, what: str) -> Finding:
+        """The finding for ``what`` (``host NAME (FQDN)``) that no file defines: an ERROR in
+        strict mode, else a WARNING that says it must be defined elsewhere."""
+        if self.strict_hosts:
+            return item.finding(Severity.ERROR, path, f"{what} {UNDEFINED}")
+        return item.finding(Severity.WARNING, path, f"{what} {UNDEFINED} {ELSEWHERE}")
 
 
 def located(item: Loaded) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from tulle.api.check_context import Context
+from tulle.api.check_context import UNDEFINED, Context
 from tulle.api.check_context import located as _located
 from tulle.api.checks_routes import check_http_routes, check_routed_once, route_scope
 from tulle.api.checks_services import check_kubernetes_services
@@ -29,7 +29,6 @@ from tulle.api.normalize import workload_labels
 from tulle.api.source import FieldPath
 
 ERROR, WARNING = Severity.ERROR, Severity.WARNING
-UNDEFINED = "is not defined by any Workload, Service or ServiceEntry"
 
 
 def check_duplicate_names(ctx: Context) -> Iterator[Finding]:
@@ -63,13 +62,23 @@ def _check_destination(
     full = ctx.resolve(host, item.resource.namespace)
     if not ctx.is_known(full):
         shown = host if host == full else f"{host} ({full})"
-        yield item.finding(ERROR, (*path, "host"), f"host {shown} {UNDEFINED}")
+        yield ctx.undefined(item, (*path, "host"), f"host {shown}")
     elif subset is not None and subset not in ctx.subsets.get(full, set()):
         defined = sorted(ctx.subsets.get(full, set()))
-        hint = f" (defined: {', '.join(defined)})" if defined else " (no DestinationRule for it)"
-        yield item.finding(
-            ERROR, (*path, "subset"), f"subset {subset!r} of {full} is not defined{hint}"
-        )
+        message = f"subset {subset!r} of {full} is not defined"
+        if defined:
+            yield item.finding(
+                ERROR, (*path, "subset"), f"{message} (defined: {', '.join(defined)})"
+            )
+        elif ctx.strict_hosts:
+            yield item.finding(ERROR, (*path, "subset"), f"{message} (no DestinationRule for it)")
+        else:  # its DestinationRule, like its host, may be elsewhere
+            yield item.finding(
+                WARNING,
+                (*path, "subset"),
+                f"{message} (no DestinationRule for it in these files: one must exist elsewhere "
+                "for this config to apply)",
+            )
 
 
 def _check_weights(item: Loaded, path: FieldPath, weights: list[int | None]) -> Iterator[Finding]:
@@ -378,10 +387,7 @@ def check_fallbacks(ctx: Context) -> Iterator[Finding]:
             (("spec", "to", "host"), spec.to.host, target),
         ):
             if not ctx.is_known(resolved):
-                yield item.finding(
-                    ERROR, field_path,
-                    f"host {name} ({resolved}) {UNDEFINED}",
-                )  # fmt: skip
+                yield ctx.undefined(item, field_path, f"host {name} ({resolved})")
         if host == target:
             message = f"{spec.to.host} falls back to itself"
             yield item.finding(ERROR, ("spec", "to", "host"), message)
@@ -395,11 +401,7 @@ def check_rate_limits(ctx: Context) -> Iterator[Finding]:
             continue
         host = ctx.resolve(target.host, limit.namespace)
         if not ctx.is_known(host):
-            yield item.finding(
-                ERROR,
-                ("spec", "target", "host"),
-                f"host {target.host} ({host}) {UNDEFINED}",
-            )
+            yield ctx.undefined(item, ("spec", "target", "host"), f"host {target.host} ({host})")
             continue
         if target.route is None:
             continue
@@ -450,8 +452,11 @@ CHECKS: tuple[Callable[[Context], Iterator[Finding]], ...] = (
 __all__ = ["CHECKS", "Context", "cross_check"]
 
 
-def cross_check(loaded: list[Loaded], known_hosts: Iterable[str] = ()) -> list[Finding]:
+def cross_check(
+    loaded: list[Loaded], known_hosts: Iterable[str] = (), strict_hosts: bool = False
+) -> list[Finding]:
     """Every cross-resource finding for ``loaded``; ``known_hosts`` adds hosts defined elsewhere
-    (the control plane's service registry)."""
-    ctx = Context(loaded, known_hosts)
+    (the control plane's service registry, ``tulle validate --hosts-from``); ``strict_hosts``
+    makes an undefined host an ERROR even without Workloads (see :mod:`check_context`)."""
+    ctx = Context(loaded, known_hosts, strict_hosts)
     return [finding for check in CHECKS for finding in check(ctx)]

@@ -21,7 +21,6 @@ from tulle.api.normalize import export_namespaces
 from tulle.api.unsupported import gateway_parent
 
 ERROR, WARNING = Severity.ERROR, Severity.WARNING
-UNDEFINED = "is not defined by any Workload, Service or ServiceEntry"
 
 
 def check_http_routes(ctx: Context) -> Iterator[Finding]:
@@ -58,10 +57,8 @@ def check_http_routes(ctx: Context) -> Iterator[Finding]:
                 )
             host = ctx.resolve(parent.name, parent.namespace or route.namespace)
             if not ctx.is_known(host):
-                yield item.finding(
-                    ERROR,
-                    ("spec", "parentRefs", i, "name"),
-                    f"Service {parent.name} ({host}) {UNDEFINED}",
+                yield ctx.undefined(
+                    item, ("spec", "parentRefs", i, "name"), f"Service {parent.name} ({host})"
                 )
         if not any(parent.is_service for parent in route.spec.parent_refs):
             continue  # applies to no mesh traffic: its backends are never used
@@ -69,10 +66,10 @@ def check_http_routes(ctx: Context) -> Iterator[Finding]:
             for j, backend in enumerate(rule.backend_refs):
                 host = ctx.resolve(backend.name, backend.namespace or route.namespace)
                 if not ctx.is_known(host):
-                    yield item.finding(
-                        ERROR,
+                    yield ctx.undefined(
+                        item,
                         ("spec", "rules", i, "backendRefs", j, "name"),
-                        f"Service {backend.name} ({host}) {UNDEFINED}",
+                        f"Service {backend.name} ({host})",
                     )
 
 

@@ -22,17 +22,39 @@ def validate(
     output: Annotated[
         OutputFormat, typer.Option("--output", "-o", help="text (one line per finding) or json.")
     ] = OutputFormat.text,
+    hosts_from: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--hosts-from",
+            metavar="PATH",
+            help="A file or directory of Kubernetes Service, ServiceEntry or Workload manifests "
+            "read for their hosts only (its own findings are not reported). Repeatable.",
+        ),
+    ] = None,
+    strict_hosts: Annotated[
+        bool,
+        typer.Option(
+            "--strict-hosts",
+            help="A host no file defines is an ERROR even when the files hold no Workload.",
+        ),
+    ] = False,
 ) -> None:
     """Validate config: every schema error and cross-resource problem, one line each.
 
     Exit status 1 when there is any error, 0 otherwise (warnings alone pass). Kubernetes
     objects that are not mesh config (Deployments, ServiceAccounts...) are skipped, each with
-    an INFO line; Kubernetes Services are read as hosts."""
-    from tulle.api import validate_paths
+    an INFO line; Kubernetes Services are read as hosts.
+
+    A host that no Workload, Service or ServiceEntry of the files (or of --hosts-from) defines
+    is an ERROR when the files hold a Workload (they define the mesh's workloads: local mode)
+    or with --strict-hosts; otherwise a WARNING: it must exist elsewhere (on Kubernetes, a
+    Service) for the config to apply."""
+    from tulle.api import hosts_defined_in, validate_paths
     from tulle.api.findings import Severity, has_errors
 
-    result = validate_paths(paths)
-    findings = result.findings
+    known, unreadable = hosts_defined_in(hosts_from) if hosts_from else (set[str](), [])
+    result = validate_paths(paths, known, strict_hosts)
+    findings = [*unreadable, *result.findings]
     if output is OutputFormat.json:
         payload = {
             "resources": len(result.resources),

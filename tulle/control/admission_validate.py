@@ -1,9 +1,10 @@
 """``/validate``: the validating webhook's AdmissionReview handling, pure. A config resource
 (the Istio and tulle.dev kinds) being created or updated is checked by the validation ``tulle
-validate`` runs on a file holding that resource (:func:`tulle.api.validate_text`: the schema,
-then the cross-resource checks, with the hosts the control plane knows) and refused, with the
-same findings text, when an error is wrong in the resource itself. Deletions, and kinds Tulle
-does not know (with a warning), are allowed.
+validate --strict-hosts`` runs on a file holding that resource (:func:`tulle.api.validate_text`:
+the schema, then the cross-resource checks, with the hosts the control plane knows, whose
+registry is the whole mesh's, so that an undefined host is an error as it is for the control
+plane's config) and refused, with the same findings text, when an error is wrong in the
+resource itself. Deletions, and kinds Tulle does not know (with a warning), are allowed.
 
 An error another resource could fix (a destination host no ServiceEntry or Service defines
 yet, a subset with no DestinationRule yet) does not refuse: the API server calls the webhook
@@ -69,7 +70,7 @@ def own_errors(text: str, known_hosts: Iterable[str]) -> tuple[list[Finding], li
     other resources exist, and the rest (warnings, and errors another resource could fix)."""
     documents, parsing = parse_yaml(text, SOURCE)
     hosts = set(known_hosts)
-    everything = validate_documents(documents, parsing, hosts).findings
+    everything = validate_documents(documents, parsing, hosts, strict_hosts=True).findings
     loaded, schema = load_documents(documents)
     context = _OpenContext(loaded, hosts)
     own = {*parsing, *schema, *(finding for check in CHECKS for finding in check(context))}

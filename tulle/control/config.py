@@ -165,7 +165,11 @@ class ConfigSources:
         return ClusterResult(changed, accepted, refused)
 
     def _validate(self, documents: list[Document], earlier: Iterable[Finding] = ()) -> Validation:
-        return validate_documents(documents, earlier, known_hosts=self.known_hosts())
+        # the registry's hosts are the whole mesh's: an undefined host is an ERROR here
+        # (tulle validate --strict-hosts), Workloads or not
+        return validate_documents(
+            documents, earlier, known_hosts=self.known_hosts(), strict_hosts=True
+        )
 
     def load(self) -> Validation:
         """Read the files and the store; at start there is no last good config, so with errors
