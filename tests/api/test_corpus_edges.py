@@ -28,6 +28,37 @@ def findings() -> dict[Path, tuple[Finding, ...]]:
     return {path: validate_paths([path]).findings for path in FILES}
 
 
+def test_an_undefined_host_of_a_file_alone_is_a_warning_and_strict_hosts_an_error(
+    findings: dict[Path, tuple[Finding, ...]],
+):
+    """No upstream file holds a Workload: a host none of it defines would be a Kubernetes
+    Service elsewhere, a WARNING; ``--strict-hosts`` turns exactly those findings (and subsets
+    with no DestinationRule in the file) into the ERRORs they were, and nothing else changes."""
+    warned = 0
+    for path, found in findings.items():
+        elsewhere = [f for f in found if "must exist elsewhere" in f.message]
+        warned += bool(elsewhere)
+        assert all(f.severity is Severity.WARNING for f in elsewhere)
+        assert not any(
+            f.severity is Severity.ERROR and "is not defined by any Workload" in f.message
+            for f in found
+        ), path
+        strict = validate_paths([path], strict_hosts=True).findings
+        key = lambda f: (f.line, f.kind, f.namespace, f.name, f.field)  # noqa: E731
+        assert sorted(map(key, strict)) == sorted(map(key, found)), path
+        assert [f for f in strict if key(f) not in set(map(key, elsewhere))] == [
+            f for f in found if f not in elsewhere
+        ], path
+        assert {key(f) for f in strict if f.severity is Severity.ERROR} >= set(
+            map(key, elsewhere)
+        ), path
+    assert warned >= 52  # 50 of them failed alone only for it (an ERROR until then)
+    passing = sum(
+        not any(f.severity is Severity.ERROR for f in found) for found in findings.values()
+    )
+    assert passing >= 143  # of 192 files alone with no ERROR (93 while it was an ERROR)
+
+
 def test_edges_get_one_precise_finding(findings: dict[Path, tuple[Finding, ...]]):
     seen = 0
     for path, found in findings.items():
