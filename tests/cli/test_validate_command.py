@@ -180,8 +180,9 @@ UNDEFINED = (
 
 def test_an_undefined_host_warns_unless_workloads_or_strict_hosts(tmp_path):
     """A route file alone: its host would be a Kubernetes Service elsewhere (a WARNING, exit 0);
-    beside a Workload, the files are the mesh (an ERROR); --strict-hosts makes it an ERROR;
-    --hosts-from a Service manifest defines it (its other documents say nothing)."""
+    beside a Workload, the files are the mesh (an ERROR); --strict-hosts makes it an ERROR, as
+    tulle up does; --hosts-from a Service manifest defines it (its other documents say
+    nothing)."""
     route = tmp_path / "route.yaml"
     route.write_text(ROUTE)
     (tmp_path / "kube").mkdir()
@@ -199,6 +200,14 @@ def test_an_undefined_host_warns_unless_workloads_or_strict_hosts(tmp_path):
         strict = tulle("validate", *args)
         assert strict.returncode == 1
         assert strict.stdout.splitlines() == [f"{route}:8{UNDEFINED}"]
+    # tulle up runs the files as the whole mesh: the ERROR, and nothing starts
+    up = tulle("up", "-f", str(route), "--state-dir", str(tmp_path / "state"), "--api-port", "0",
+               "--xds-port", "0")  # fmt: skip
+    assert up.returncode == 1
+    assert up.stderr.splitlines() == [
+        "error: the mesh config has errors:",
+        f"{route}:8{UNDEFINED}",
+    ]
     found = tulle("validate", str(route), "--hosts-from", str(tmp_path / "kube"), "--strict-hosts")
     assert (found.returncode, found.stdout) == (0, "")
     assert found.stderr.strip() == "1 resources, 0 errors, 0 warnings"

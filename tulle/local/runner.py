@@ -38,7 +38,9 @@ class Runner(ControlPlaneKeeper, ReplicaSupervisor):
         state_dir.prepare()
         # The control plane reads the same token file; the runner makes it first.
         self.api.headers["authorization"] = f"Bearer {admin_token(state_dir.control_plane)}"
-        result = validate_paths(self.options.files)
+        # the files are the mesh (its control plane validates them so too): an undefined host
+        # is an ERROR, Workloads or not
+        result = validate_paths(self.options.files, strict_hosts=True)
         if not result.ok or result.model is None:
             raise MeshConfigError("\n".join(f.format() for f in result.findings))
         keeper: asyncio.Task[None] | None = None
