@@ -164,14 +164,6 @@ kind: ConfigMap
 metadata: {name: unrelated, namespace: shop}
 data: {a: b}
 """
-WORKLOAD = """\
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {name: ratings, namespace: shop}
-spec:
-  command: [ratings]
-  ports: [{name: http, port: 9080}]
-"""
 UNDEFINED = (
     ": ERROR VirtualService shop/reviews: spec.http[0].route[0].destination.host: host reviews"
     " (reviews.shop.svc.cluster.local) is not defined by any Workload, Service or ServiceEntry"
@@ -180,15 +172,12 @@ UNDEFINED = (
 
 def test_an_undefined_host_warns_unless_workloads_or_strict_hosts(tmp_path):
     """A route file alone: its host would be a Kubernetes Service elsewhere (a WARNING, exit 0);
-    beside a Workload, the files are the mesh (an ERROR); --strict-hosts makes it an ERROR, as
-    tulle up does; --hosts-from a Service manifest defines it (its other documents say
+    --strict-hosts makes it an ERROR, as tulle up does; --hosts-from a Service manifest defines it (its other documents say
     nothing)."""
     route = tmp_path / "route.yaml"
     route.write_text(ROUTE)
     (tmp_path / "kube").mkdir()
     (tmp_path / "kube" / "reviews.yaml").write_text(SERVICE)
-    (tmp_path / "local").mkdir()
-    (tmp_path / "local" / "ratings.yaml").write_text(WORKLOAD)
     alone = tulle("validate", str(route))
     assert alone.returncode == 0
     assert alone.stdout.splitlines() == [
@@ -196,10 +185,9 @@ def test_an_undefined_host_warns_unless_workloads_or_strict_hosts(tmp_path):
         " elsewhere (a Kubernetes Service, a ServiceEntry) for this config to apply"
     ]
     assert alone.stderr.strip() == "1 resources, 0 errors, 1 warnings"
-    for args in ((str(route), "--strict-hosts"), (str(route), str(tmp_path / "local"))):
-        strict = tulle("validate", *args)
-        assert strict.returncode == 1
-        assert strict.stdout.splitlines() == [f"{route}:8{UNDEFINED}"]
+    strict = tulle("validate", str(route), "--strict-hosts")  # beside a Workload alike: tests/api
+    assert strict.returncode == 1
+    assert strict.stdout.splitlines() == [f"{route}:8{UNDEFINED}"]
     # tulle up runs the files as the whole mesh: the ERROR, and nothing starts
     up = tulle("up", "-f", str(route), "--state-dir", str(tmp_path / "state"), "--api-port", "0",
                "--xds-port", "0")  # fmt: skip
