@@ -172,8 +172,8 @@ UNDEFINED = (
 
 def test_an_undefined_host_warns_unless_workloads_or_strict_hosts(tmp_path):
     """A route file alone: its host would be a Kubernetes Service elsewhere (a WARNING, exit 0);
-    --strict-hosts makes it an ERROR, as tulle up does; --hosts-from a Service manifest defines it (its other documents say
-    nothing)."""
+    --strict-hosts makes it an ERROR, as tulle up does; --hosts-from a Service manifest defines
+    it (its other documents say nothing)."""
     route = tmp_path / "route.yaml"
     route.write_text(ROUTE)
     (tmp_path / "kube").mkdir()
