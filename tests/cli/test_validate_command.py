@@ -170,7 +170,7 @@ UNDEFINED = (
 )
 
 
-def test_an_undefined_host_warns_unless_workloads_or_strict_hosts(tmp_path):
+def test_an_undefined_host_warns_unless_strict_hosts_or_tulle_up(tmp_path):
     """A route file alone: its host would be a Kubernetes Service elsewhere (a WARNING, exit 0);
     --strict-hosts makes it an ERROR, as tulle up does; --hosts-from a Service manifest defines
     it (its other documents say nothing)."""
