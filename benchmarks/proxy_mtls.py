@@ -224,6 +224,10 @@ def main() -> None:
                         help="no pairs run from the sources (pure Python)")  # fmt: skip
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the idle-connection (RSS) measurements")  # fmt: skip
+    parser.add_argument("--no-access-log", action="store_true",
+                        help="the sidecars' access log off (a Mesh resource), as HAProxy here "
+                        "logs nothing and Istio's default is; Tulle's default logs every "
+                        "request")  # fmt: skip
     args = parser.parse_args()
     for tool in ("wrk", "haproxy", "nginx", "taskset"):
         if shutil.which(tool) is None:
@@ -244,7 +248,7 @@ def main() -> None:
         try:
             nginx, backend = start_nginx(work)
             procs.append(nginx)
-            plane = start_control_plane(work, specs)
+            plane = start_control_plane(work, specs, access_log=not args.no_access_log)
             procs.append(plane.proc)
             pairs = [start_haproxy_pair(plane, work, False, backend),
                      start_haproxy_pair(plane, work, True, backend)]  # fmt: skip
