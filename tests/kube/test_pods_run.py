@@ -22,7 +22,8 @@ import yaml
 from tests.e2e.conftest import BIN, ControlPlane, _stop, start_control_plane, wait_until
 from tests.kube.conftest import kubectl
 from tests.kube.kmock_server import KubeApi
-from tests.kube.kubelet import Node, Pod, in_pod
+from tests.kube.kubelet import Pod
+from tests.kube.kubelet_node import Node, in_pod
 from tests.kube.tokenreviews import TokenReviews
 from tulle.api.kinds import KINDS
 from tulle.kube.install.crds import crd
