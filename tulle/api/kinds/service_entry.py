@@ -1,0 +1,122 @@
+"""Istio's ServiceEntry (``networking.istio.io``): services the mesh does not run itself,
+their ports, addresses, resolution and static endpoints.
+
+Field names, defaults and meaning follow Istio's reference documentation; only the fields Tulle
+implements exist, so a field Tulle would silently ignore is reported as unknown instead."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from tulle.api.hosts import is_valid_host
+from tulle.api.kinds.base import (
+    UINT32_MAX,
+    FieldError,
+    Host,
+    Labels,
+    PortNumber,
+    Strict,
+    check_cidrs,
+    reject_repeats,
+)
+from tulle.api.kinds.networking_common import NetworkingResource
+from tulle.api.names import check_dns_subdomain, check_locality, endpoint_address
+
+# --- ServiceEntry ---------------------------------------------------------------------------
+
+Protocol = Literal["HTTP", "HTTPS", "GRPC", "HTTP2", "TCP", "TLS", "MONGO"]
+
+
+class ServicePort(Strict):
+    """A port of a ServiceEntry."""
+
+    number: PortNumber
+    protocol: Protocol = "TCP"
+    name: str | None = None
+    target_port: PortNumber | None = None
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class WorkloadEntry(Strict):
+    """A static endpoint of a ServiceEntry."""
+
+    address: str = Field(min_length=1)
+    ports: dict[str, PortNumber] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
+    weight: Annotated[int, Field(ge=1, le=UINT32_MAX)] | None = None
+    locality: Annotated[str, AfterValidator(check_locality)] | None = None
+    service_account: Annotated[str, AfterValidator(check_dns_subdomain)] | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _host_or_address(cls, value: str) -> str:
+        """An IP address of one host, or a DNS name (resolved with resolution DNS)."""
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not is_valid_host(value) or "*" in value:
+                raise ValueError(f"{value!r} is neither an IP address nor a DNS name") from None
+            return value
+        endpoint_address(value)
+        return value
+
+
+class WorkloadSelector(Strict):
+    """``workloadSelector: {labels: {...}}``: the workloads that are this service's endpoints."""
+
+    labels: Labels = Field(default_factory=dict)
+
+
+class ServiceEntrySpec(Strict):
+    """Services the mesh should know that no Workload provides: external APIs, VMs, servers."""
+
+    hosts: list[Host] = Field(min_length=1)
+    addresses: list[str] = Field(default_factory=list)
+    ports: list[ServicePort] = Field(default_factory=list)
+    location: Literal["MESH_EXTERNAL", "MESH_INTERNAL"] = "MESH_EXTERNAL"
+    resolution: Literal["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"] = "NONE"
+    endpoints: list[WorkloadEntry] = Field(default_factory=list)
+    workload_selector: WorkloadSelector | None = None
+    export_to: list[str] = Field(default_factory=list)
+
+    _addresses = field_validator("addresses")(check_cidrs)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceEntrySpec:
+        if self.endpoints and self.workload_selector is not None:
+            raise ValueError("set endpoints or workloadSelector, not both")
+        if self.resolution == "STATIC":
+            for index, endpoint in enumerate(self.endpoints):
+                try:
+                    ipaddress.ip_address(endpoint.address)
+                except ValueError:
+                    raise FieldError(
+                        ("endpoints", index, "address"),
+                        f"{endpoint.address!r} must be an IP address with resolution STATIC "
+                        "(use resolution DNS for host names)",
+                    ) from None
+        names = {port.name for port in self.ports if port.name}
+        for index, endpoint in enumerate(self.endpoints):
+            unknown = sorted(set(endpoint.ports) - names)
+            if unknown:
+                raise FieldError(
+                    ("endpoints", index, "ports", unknown[0]),
+                    f"names port {unknown[0]!r}, which spec.ports does not declare",
+                )
+        reject_repeats([port.number for port in self.ports], ("ports",), "number", "port")
+        return self
+
+
+class ServiceEntry(NetworkingResource):
+    """Istio ServiceEntry: adds a service and its endpoints to the mesh's registry."""
+
+    KIND: ClassVar[str] = "ServiceEntry"
+
+    spec: ServiceEntrySpec
