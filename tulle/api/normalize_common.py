@@ -25,6 +25,7 @@ def ref(resource: Resource) -> ResourceRef:
 
 
 def seconds(text: str | None) -> float | None:
+    """A duration as seconds (None stays None)."""
     return None if text is None else parse_duration(text)
 
 

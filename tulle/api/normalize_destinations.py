@@ -101,6 +101,7 @@ def _layer(policy: net.TrafficPolicy | net.PortTrafficPolicy | None) -> PolicyLa
 
 
 def destination_policy(rule: DestinationRule, resolve: HostResolver) -> DestinationPolicy:
+    """The policy of a DestinationRule for its (resolved) host, with its subsets."""
     return DestinationPolicy(
         host=resolve(rule.spec.host, rule.namespace),
         origin=ref(rule),

@@ -26,6 +26,7 @@ def _field_pairs(model: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
 
 
 def authorization_rule(policy: AuthorizationPolicy) -> AuthorizationPolicyRule:
+    """An AuthorizationPolicy as the model's rule."""
     spec = policy.spec
     return AuthorizationPolicyRule(
         origin=ref(policy),
@@ -44,6 +45,7 @@ def authorization_rule(policy: AuthorizationPolicy) -> AuthorizationPolicyRule:
 
 
 def peer_authentication_policy(policy: PeerAuthentication) -> PeerAuthenticationPolicy:
+    """A PeerAuthentication as the model's mTLS policy (no ``mtls``: UNSET)."""
     spec = policy.spec
     return PeerAuthenticationPolicy(
         origin=ref(policy),
@@ -55,6 +57,7 @@ def peer_authentication_policy(policy: PeerAuthentication) -> PeerAuthentication
 
 
 def rate_limit_policy(limit: RateLimit, resolve: HostResolver) -> RateLimitPolicy:
+    """A RateLimit as a rate in requests per second with its burst."""
     spec = limit.spec
     per_second = 1.0 if spec.limit.unit == "second" else 60.0
     return RateLimitPolicy(
@@ -70,6 +73,7 @@ def rate_limit_policy(limit: RateLimit, resolve: HostResolver) -> RateLimitPolic
 
 
 def fallback_policy(fallback: Fallback, resolve: HostResolver) -> FallbackPolicy:
+    """A Fallback with its hosts resolved."""
     spec = fallback.spec
     return FallbackPolicy(
         origin=ref(fallback),
@@ -81,6 +85,7 @@ def fallback_policy(fallback: Fallback, resolve: HostResolver) -> FallbackPolicy
 
 
 def mesh_settings(meshes: list[Mesh]) -> MeshSettings:
+    """The settings of the first Mesh, or the defaults when there is none."""
     if not meshes:
         return MeshSettings()
     spec = meshes[0].spec

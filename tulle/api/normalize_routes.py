@@ -121,6 +121,7 @@ def _fault(fault: net.HTTPFaultInjection | None) -> FaultPolicy | None:
 def virtual_service_route(
     route: net.HTTPRoute, origin: ResourceRef, namespace: str, resolve: HostResolver
 ) -> HttpRoute:
+    """One VirtualService HTTP route as the model's route (a lone destination weighs 100)."""
     single = len(route.route) == 1
     destinations = tuple(
         WeightedDestination(
@@ -166,6 +167,7 @@ def virtual_service_route(
 def tcp_route(
     route: net.TCPRoute, origin: ResourceRef, namespace: str, resolve: HostResolver
 ) -> TcpRoute:
+    """One VirtualService TCP route as the model's route."""
     single = len(route.route) == 1
     return TcpRoute(
         origin=origin,

@@ -18,6 +18,7 @@ from tulle.api.normalize_common import HostResolver, export_namespaces, pairs, r
 
 
 def workload_model(workload: Workload, resolve: HostResolver) -> WorkloadModel:
+    """The model of a Workload: its service host resolved, its readiness check in seconds."""
     spec = workload.spec
     readiness = None
     if spec.readiness is not None:
