@@ -265,6 +265,8 @@ async def run(plane: ControlPlane, api: Api, a: Workload, b: Workload, c: Worklo
     assert sorted(p.name for p in (plane.state_dir / "ca" / "roots").iterdir()) == [new]
     await until(lambda: _settled(api))
     for w in (a, b, c):
+        # The CA records each re-issue before its answer reaches the workload's keeper.
+        await until(functools.partial(_holds_only, w, new))
         current = w.keeper.current
         assert current is not None
         (root,) = load_certificates(current.bundle_pem, "bundle")
@@ -291,6 +293,14 @@ async def _eq(value: Any, expected: Any) -> bool:
 
 async def _signed_by(api: Api, replica: str, root: str) -> bool:
     return bool(records(await api.status())[replica].get("root") == root)
+
+
+def _holds_only(workload: Workload, root: str) -> bool:
+    """Whether ``workload``'s keeper holds a certificate whose bundle is ``root`` alone."""
+    current = workload.keeper.current
+    if current is None:
+        return False
+    return [root_name(r) for r in load_certificates(current.bundle_pem, "bundle")] == [root]
 
 
 async def _settled(api: Api) -> bool:
