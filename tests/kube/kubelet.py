@@ -30,9 +30,11 @@ kubelet_node.py's."""
 
 from __future__ import annotations
 
+import base64
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -222,8 +224,6 @@ class Pod:
         (path / "..data").symlink_to(stamp.name)
 
     def _files(self, path: Path, obj: dict[str, Any], source: dict[str, Any]) -> None:
-        import base64
-
         data = dict(obj.get("data") or {})
         if obj.get("kind") == "Secret":
             data = {k: base64.b64decode(v).decode() for k, v in data.items()}
@@ -331,8 +331,6 @@ class Pod:
             except (urllib.error.URLError, OSError):
                 return False
         if "tcpSocket" in probe:
-            import socket
-
             try:
                 socket.create_connection((self.ip, self._port(probe["tcpSocket"]["port"])),
                                          timeout=timeout).close()  # fmt: skip

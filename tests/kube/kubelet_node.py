@@ -17,7 +17,7 @@ import httpx
 from tests.kube.kmock_server import APPLY_PATCH, KubeApi
 from tests.kube.kubelet import NODE_NAME, Container, KubeletError, Pod
 from tests.kube.tokenreviews import TokenReviews
-from tulle.local.pods import GATEWAY, PodNetwork, remove_network
+from tulle.local.pods import GATEWAY, PodNetwork, remove_namespace
 
 
 class KubeletNetwork(PodNetwork):
@@ -182,7 +182,7 @@ class Node:
         httpx.delete(self._url("v1", "pods", pod.namespace, pod.name), timeout=10)
         if pod.netns in self.network.namespaces:
             self.network.namespaces.remove(pod.netns)
-        remove_network("", [pod.netns])  # the namespace and its /etc/netns files
+        remove_namespace(pod.netns)
         self.publish_endpoints(pod.namespace)
 
     def close(self) -> None:

@@ -156,13 +156,17 @@ def _delete_veths(namespace: str) -> None:
             _quietly("ip", "-n", namespace, "link", "del", parts[1].split("@")[0])
 
 
+def remove_namespace(namespace: str) -> None:
+    """Delete ``namespace`` (its veth pairs first) and its /etc/netns entries, if there."""
+    _delete_veths(namespace)
+    _quietly("ip", "netns", "del", namespace)
+    shutil.rmtree(NETNS_ETC / namespace, ignore_errors=True)
+
+
 def remove_network(bridge: str, namespaces: Iterable[str]) -> None:
-    """Delete ``namespaces`` (their veth pairs first), their /etc/netns entries and ``bridge``
-    (missing ones skipped)."""
+    """Delete ``namespaces`` (:func:`remove_namespace`) and ``bridge`` (missing ones skipped)."""
     for namespace in namespaces:
-        _delete_veths(namespace)
-        _quietly("ip", "netns", "del", namespace)
-        shutil.rmtree(NETNS_ETC / namespace, ignore_errors=True)
+        remove_namespace(namespace)
     _quietly("ip", "link", "del", bridge)
 
 
