@@ -128,16 +128,10 @@ def _scrapes(state_dir: Path | None, extra: list[str]) -> dict[str, list[str]]:
     import httpx
 
     from tulle.local.state import StateDir
+    from tulle.local.top import metric_targets
 
-    urls: list[tuple[str, str]] = []
     mesh = StateDir(state_dir).read() if state_dir is not None else None
-    for replica in mesh.replicas if mesh is not None else ():
-        if replica.stats_port:
-            urls.append(
-                (replica.workload, f"http://{replica.ip}:{replica.stats_port}/stats/prometheus")
-            )
-        if replica.metrics_port:
-            urls.append((replica.workload, f"http://{replica.ip}:{replica.metrics_port}/metrics"))
+    urls = metric_targets(mesh) if mesh is not None else []
     for item in extra:
         workload, separator, url = item.partition("=")
         if not separator or not workload or not url:

@@ -22,6 +22,7 @@ import uvloop
 from tulle.client.inbound_tls import InboundTls
 from tulle.client.settings import Settings
 from tulle.codec.paths import BASE
+from tulle.engine.cluster_stats import ClusterCollector
 from tulle.engine.compile import compile_resources
 from tulle.engine.inbound import InboundPolicy, inbound_policies, path_normalization
 from tulle.engine.matching import ConfigError
@@ -57,6 +58,9 @@ class MeshRuntime:
         self.settings = settings
         self.node: NodeInfo = parse_node_id(settings.node_id)
         self.metrics = MeshMetrics(self.node.workload)
+        self.metrics.registry.register(
+            ClusterCollector(lambda: [b.engine for b in list(self._bindings.values())])
+        )
         self.log = AccessLog(enabled=settings.access_log)
         self.config: EngineConfig | None = None
         # The app's ports' inbound policy (for the ASGI/WSGI middleware); its rate-limit

@@ -1,33 +1,21 @@
 """``tulle top``: per-service requests/s, success rate and p50/p99 latency of a running local
 mesh, read from the mesh's own metrics (every sidecar's ``/stats/prometheus`` and every library
 app's ``/metrics``), as the callers saw them (``reporter="source"``: retries, faults and
-ejections included)."""
+ejections included). Parsing and rates are :mod:`tulle.obs.scrape`'s (the control plane's
+dashboard reads the same pages with it)."""
 
 from __future__ import annotations
 
-import collections
-import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from rich.table import Table
 
 from tulle.local.state import MeshState
-
-REQUESTS = "tulle_requests_total"
-BUCKETS = "tulle_request_duration_milliseconds_bucket"
-
-
-@dataclass
-class ServiceCounts:
-    """Cumulative counts for one destination service, summed over every caller."""
-
-    requests: float = 0.0
-    failures: float = 0.0  # 5xx answers and the mesh's own failures
-    buckets: dict[float, float] = field(default_factory=lambda: collections.defaultdict(float))
+from tulle.obs.scrape import Counts, Reading, by_destination, parse
+from tulle.obs.scrape import rates as edge_rates
 
 
 @dataclass(frozen=True)
@@ -42,91 +30,49 @@ class ServiceRates:
     p99: float | None
 
 
-def metric_urls(mesh: MeshState) -> list[str]:
-    """Where each replica's mesh metrics are served."""
+def metric_targets(mesh: MeshState) -> list[tuple[str, str]]:
+    """Where each replica's mesh metrics are served: (workload, URL) pairs."""
     urls = []
     for replica in mesh.replicas:
         if replica.stats_port:  # the sidecar's read-only listener (its admin one is loopback)
-            urls.append(f"http://{replica.ip}:{replica.stats_port}/stats/prometheus")
+            urls.append(
+                (replica.workload, f"http://{replica.ip}:{replica.stats_port}/stats/prometheus")
+            )
         if replica.metrics_port:
-            urls.append(f"http://{replica.ip}:{replica.metrics_port}/metrics")
+            urls.append((replica.workload, f"http://{replica.ip}:{replica.metrics_port}/metrics"))
     return urls
+
+
+def metric_urls(mesh: MeshState) -> list[str]:
+    """Where each replica's mesh metrics are served."""
+    return [url for _, url in metric_targets(mesh)]
 
 
 Key = tuple[str, str]  # (service, workload)
 
 
-def scrape(client: httpx.Client, urls: Iterable[str]) -> dict[Key, ServiceCounts]:
+def scrape(client: httpx.Client, urls: Iterable[str]) -> dict[Key, Counts]:
     """The callers' counts per destination service and workload (a replica that does not
     answer is left out: it is restarting)."""
-    services: dict[Key, ServiceCounts] = collections.defaultdict(ServiceCounts)
+    reading = Reading()
     for url in urls:
         try:
             text = client.get(url).text
         except httpx.HTTPError:
             continue
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                labels = sample.labels
-                if labels.get("reporter") != "source":
-                    continue
-                service = _short(labels.get("destination_service", ""))
-                counts = services[(service, labels.get("destination_workload", ""))]
-                if sample.name == REQUESTS:
-                    counts.requests += sample.value
-                    if labels.get("response_code", "").startswith("5"):
-                        counts.failures += sample.value
-                elif sample.name == BUCKETS:
-                    counts.buckets[float(labels["le"])] += sample.value
-    return dict(services)
+        parse(text, into=reading)
+    return by_destination(reading.edges.items(), "source")
 
 
 def rates(
-    before: dict[Key, ServiceCounts], after: dict[Key, ServiceCounts], seconds: float
+    before: dict[Key, Counts], after: dict[Key, Counts], seconds: float
 ) -> list[ServiceRates]:
     """Per service and workload, what happened between two scrapes ``seconds`` apart."""
     result = []
     for key in sorted(after):
-        now, then = after[key], before.get(key, ServiceCounts())
-        requests = max(0.0, now.requests - then.requests)
-        failures = max(0.0, now.failures - then.failures)
-        buckets = {le: now.buckets[le] - then.buckets.get(le, 0.0) for le in now.buckets}
-        result.append(
-            ServiceRates(
-                *key,
-                requests / seconds if seconds > 0 else 0.0,
-                (requests - failures) / requests if requests else None,
-                quantile(buckets, 0.5),
-                quantile(buckets, 0.99),
-            )
-        )
+        got = edge_rates(before.get(key), after[key], seconds)
+        result.append(ServiceRates(*key, got.rps, got.success, got.p50, got.p99))
     return result
-
-
-def quantile(buckets: dict[float, float], q: float) -> float | None:
-    """The ``q`` quantile from cumulative histogram buckets (upper bound → count), linear
-    within a bucket, as Prometheus' histogram_quantile."""
-    bounds = sorted(buckets)
-    if not bounds or buckets[bounds[-1]] <= 0:
-        return None
-    total = buckets[bounds[-1]]
-    rank = q * total
-    lower, below = 0.0, 0.0
-    for bound in bounds:
-        count = buckets[bound]
-        if count >= rank:
-            if math.isinf(bound):
-                return lower
-            inside = count - below
-            share = (rank - below) / inside if inside else 0.0
-            return lower + (bound - lower) * share
-        lower, below = bound, count
-    return lower
-
-
-def _short(host: str) -> str:
-    suffix = ".svc.cluster.local"
-    return host[: -len(suffix)].rsplit(".", 1)[0] if host.endswith(suffix) else host
 
 
 def table(rows: list[ServiceRates]) -> Table:

@@ -11,6 +11,7 @@ import functools
 import ssl
 from pathlib import Path
 
+from tulle.engine.cluster_stats import ClusterCollector
 from tulle.engine.compile import compile_resources
 from tulle.engine.inbound import InboundPolicy, inbound_policies, path_normalization
 from tulle.engine.matching import ConfigError
@@ -82,6 +83,7 @@ class ProxyCore:
         if self.mtls is not None:
             self.pool.use_mtls(self.mtls)
         self.metrics = MeshMetrics(self.node.workload)
+        self.metrics.registry.register(ClusterCollector(lambda: (self.engine,)))
         if self.mtls is not None:
             self.metrics.use_certificate(self.mtls.certificate)
             self.mtls.on_failure = self.metrics.upstream_tls_failed
