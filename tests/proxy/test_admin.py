@@ -56,6 +56,7 @@ class Sidecar:
         self.view = SidecarView(
             lambda: self.not_ready, proxy.metrics.exposition, proxy.xds, proxy.engine,
             proxy.pool, lambda: self.calls.append("drain"), lambda: self.calls.append("quit"),
+            proxy.tap,
         )  # fmt: skip
         guard = AdminGuard(TOKEN)
         guard.listening("127.0.0.1", PORT, Path("/run/tulle/web-0.admin-token"))

@@ -139,3 +139,6 @@ class InboundGate:
         done = finished(LISTENER, request, response, request.started, time.time(), sent, service)
         runtime.metrics.record(done)
         runtime.log.record(done)
+        tap = runtime.tap
+        if tap.active:
+            tap.publish(done)

@@ -29,6 +29,7 @@ from tulle.engine.matching import ConfigError
 from tulle.engine.outbound import Engine, EngineConfig
 from tulle.obs.access_log import AccessLog
 from tulle.obs.metrics import MeshMetrics
+from tulle.obs.tap import Tap, TapCollector
 from tulle.security.renewal import CertificateKeeper
 from tulle.security.tokens import read_token_file
 from tulle.transport.mtls import MeshTls
@@ -62,6 +63,8 @@ class MeshRuntime:
             ClusterCollector(lambda: [b.engine for b in list(self._bindings.values())])
         )
         self.log = AccessLog(enabled=settings.access_log)
+        self.tap = Tap()  # `tulle tap`'s subscribers (served by tulle.client.admin)
+        self.metrics.registry.register(TapCollector(self.tap))
         self.config: EngineConfig | None = None
         # The app's ports' inbound policy (for the ASGI/WSGI middleware); its rate-limit
         # buckets are shared by every thread serving the app, under inbound_lock.
@@ -217,7 +220,9 @@ class MeshRuntime:
                     mtls = MeshTls(self.certificates)
                     mtls.on_failure = self.metrics.upstream_tls_failed
                     pool.use_mtls(mtls)
-                engine = Engine(pool.send, start=pool.submit, source_workload=self.node.workload)
+                engine = Engine(
+                    pool.send, start=pool.submit, source_workload=self.node.workload, tap=self.tap
+                )
                 binding = Binding(loop, engine, pool)
                 if self.config is not None:
                     binding.engine.update(self.config)

@@ -95,6 +95,9 @@ class Exchanger:
             done = finished(LISTENER, outgoing, response, started, time.time(), sent)
             runtime.metrics.record(done)
             runtime.log.record(done)
+            tap = runtime.tap
+            if tap.active:
+                tap.publish(done)
 
         if isinstance(content, bytes):
             record(len(content))

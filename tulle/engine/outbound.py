@@ -25,10 +25,11 @@ from tulle.engine import errors
 from tulle.engine.cluster import ClusterState
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.config import RouteEntry, RouteTable, WeightedCluster
-from tulle.engine.message import Request, Response, UpstreamError, mesh_response
+from tulle.engine.message import Request, Response, UpstreamError, finished, mesh_response
 from tulle.engine.ratelimit import TokenBucket
 from tulle.engine.tasks import Cancel, nothing_to_cancel, spawn
 from tulle.obs.metrics import SOURCE_WORKLOAD_HEADER
+from tulle.obs.tap import Tap
 
 Sender = Callable[[EndpointSpec, ClusterSpec, Request], Awaitable[Response]]
 Outcome = Response | UpstreamError
@@ -151,8 +152,10 @@ class Engine:
         chance: random.Random | None = None,
         start: Starter | None = None,
         source_workload: str = "",
+        tap: Tap | None = None,
     ) -> None:
         self.send = send
+        self.tap = tap if tap is not None else Tap()  # `tulle tap`: the attempts it retries
         # Who is calling, for the callee's inbound metrics (sent with every routed request).
         self.identity = (SOURCE_WORKLOAD_HEADER, source_workload) if source_workload else None
         self.start = start
@@ -456,6 +459,8 @@ class Engine:
                 and _rewind(request)
                 and cluster.admit_retry()
             ):
+                if self.tap.active:
+                    self._tap_retry(call, endpoint, outcome)
                 return None
             error = errors.upstream_failure(f"{outcome.kind} {outcome}", endpoint.key, name)
             produced = mesh_response(error, request.is_grpc, name)
@@ -477,10 +482,30 @@ class Engine:
             grpc_name = _GRPC_NAMES.get(status_text)
         retriable = retry.retries_status(response.status, grpc_name)
         if retriable and more and _rewind(request) and cluster.admit_retry():
+            if self.tap.active:
+                self._tap_retry(call, endpoint, response)
             return None
         if retriable and call.attempt > 1:
             response.flag = "URX"
         return response
+
+    def _tap_retry(self, call: _Call, endpoint: EndpointSpec, outcome: Outcome) -> None:
+        """Show ``tulle tap`` an attempt that failed and is retried. Its time is the request's
+        so far when the request has a timeout (its start is then known: the deadline less the
+        timeout), else 0: an attempt's own start is not kept, to cost nothing untapped."""
+        plan = call.plan
+        name = plan.cluster.spec.name
+        if isinstance(outcome, UpstreamError):
+            error = errors.upstream_failure(f"{outcome.kind} {outcome}", endpoint.key, name)
+            outcome = Response(error.status, [], b"", error.flag, error.reason)
+        outcome.upstream, outcome.cluster, outcome.attempts = endpoint.key, name, call.attempt
+        outcome.upstream_workload, outcome.route = endpoint.workload, plan.route.name
+        now = time.time()
+        started = now
+        if call.deadline is not None:
+            began = call.deadline - call.timeout
+            started -= max(0.0, asyncio.get_running_loop().time() - began)
+        self.tap.publish_retry(finished("", plan.request, outcome, started, now, 0))
 
     def _overflowed(self, call: _Call, endpoint: EndpointSpec) -> Response:
         """An attempt the sender could not start within the cluster's ``max_connections`` (an

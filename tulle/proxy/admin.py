@@ -2,8 +2,9 @@
 
 - the admin listener (:class:`AdminHandler`, loopback only): readiness, stats, the config dump
   and clusters for whoever is on the sidecar's host, and the routes that change its state
-  (``POST /drain``, ``POST /quitquitquit``), which need the admin token; every request passes
-  the Host and Origin checks of :mod:`tulle.proxy.admin_guard`;
+  (``POST /drain``, ``POST /quitquitquit``) or show its requests (``GET /tap``, a live feed of
+  them for ``tulle tap``), which need the admin token; every request passes the Host and Origin
+  checks of :mod:`tulle.proxy.admin_guard`;
 - the read-only stats listener (:class:`StatsHandler`, may bind a pod's address): ``GET /ready``
   and ``GET /stats/prometheus``, nothing else (Istio's 15021 health and 15020 metrics ports).
 
@@ -25,6 +26,7 @@ from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2  # n
 from google.protobuf.json_format import MessageToDict
 
 from tulle.engine.outbound import Engine
+from tulle.obs.tap import Tap
 from tulle.proxy.admin_guard import AdminGuard
 from tulle.transport.http_server import (
     Request,
@@ -34,6 +36,7 @@ from tulle.transport.http_server import (
     text_response,
 )
 from tulle.transport.pool import Http1Pool
+from tulle.transport.tap_http import tap_response
 from tulle.xds.client import XdsClient
 from tulle.xds.types import SHORT_NAMES
 
@@ -52,6 +55,7 @@ class SidecarView:
     pool: Http1Pool  # HTTP/2 connections and pending requests per cluster
     drain: Callable[[], None]  # stop accepting, let open connections finish
     quit: Callable[[], None]  # stop now (after the drain's grace period)
+    tap: Tap  # `tulle tap`'s subscribers
 
 
 def _not_found(request: Request) -> Response:
@@ -99,7 +103,8 @@ class StatsHandler:
 class _Route:
     method: str
     changes_state: bool
-    answer: Callable[[], Response]
+    answer: Callable[[Request], Response]
+    private: bool = False  # needs the token without changing state: it shows requests
 
 
 class AdminHandler:
@@ -110,31 +115,42 @@ class AdminHandler:
         self.guard = guard
         stats = StatsHandler(sidecar.readiness, sidecar.exposition)
         self.routes = {
-            "/ready": _Route("GET", False, stats.ready),
-            "/stats/prometheus": _Route("GET", False, stats.stats),
-            "/config_dump": _Route("GET", False, lambda: json_response(self.config_dump())),
-            "/clusters": _Route("GET", False, lambda: json_response(self.clusters())),
+            "/ready": _Route("GET", False, lambda _: stats.ready()),
+            "/stats/prometheus": _Route("GET", False, lambda _: stats.stats()),
+            "/config_dump": _Route("GET", False, lambda _: json_response(self.config_dump())),
+            "/clusters": _Route("GET", False, lambda _: json_response(self.clusters())),
             "/drain": _Route("POST", True, self.drain),
             "/quitquitquit": _Route("POST", True, self.quit),
+            "/tap": _Route("GET", False, self.tap, private=True),
         }
 
     async def __call__(self, request: Request) -> Response:
         route = self.routes.get(request.path)
-        changes_state = route is not None and route.changes_state and route.method == request.method
-        refused = self.guard.refusal(request, changes_state)
+        if route is not None and route.private:
+            refused = self.guard.refusal(request, True, "shows the sidecar's requests")
+        else:
+            changes_state = (
+                route is not None and route.changes_state and route.method == request.method
+            )
+            refused = self.guard.refusal(request, changes_state)
         if refused is not None:
             return refused
         if route is None:
             return _not_found(request)
         if request.method != route.method:
             return _wrong_method(request, route.method)
-        return route.answer()
+        return route.answer(request)
 
-    def drain(self) -> Response:
+    def drain(self, _: Request) -> Response:
         self.sidecar.drain()
         return text_response("draining\n")
 
-    def quit(self) -> Response:
+    def tap(self, request: Request) -> Response:
+        """``GET /tap?path=&method=&authority=&status=&max=``: the requests from now on, as
+        newline-delimited JSON (:mod:`tulle.obs.tap`), until the client goes or ``max`` came."""
+        return tap_response(self.sidecar.tap, request)
+
+    def quit(self, _: Request) -> Response:
         self.sidecar.quit()
         return text_response("OK\n")
 

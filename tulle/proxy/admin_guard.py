@@ -8,9 +8,10 @@ So:
 - an ``Origin`` header, when there is one, must be the listener's own origin: a cross-site form
   or fetch (which browsers send with its page's Origin, without a CORS preflight for a simple
   POST) is refused;
-- a state-changing request (``POST /drain``, ``POST /quitquitquit``) must carry
-  ``Authorization: Bearer <token>``, the token the sidecar writes at start into a file only its
-  user can read (mode 0600, see :func:`write_token_file`).
+- a state-changing request (``POST /drain``, ``POST /quitquitquit``), and ``GET /tap`` (it
+  shows the requests' paths and peers), must carry ``Authorization: Bearer <token>``, the token
+  the sidecar writes at start into a file only its user can read (mode 0600, see
+  :func:`write_token_file`).
 
 The checks are pure (:class:`AdminGuard`); the token file is written and removed here too."""
 
@@ -136,9 +137,12 @@ class AdminGuard:
         names = LOOPBACK_HOSTS if bound in LOOPBACK_HOSTS else (*LOOPBACK_HOSTS, bound)
         return tuple(f"{name}:{self.port}" for name in names)
 
-    def refusal(self, request: Request, changes_state: bool) -> Response | None:
+    def refusal(
+        self, request: Request, changes_state: bool, why: str = "changes the sidecar's state"
+    ) -> Response | None:
         """Why ``request`` is refused (403 for a foreign Host or Origin, 401 for a missing or
-        wrong token on a state-changing request), or None when it may go on."""
+        wrong token on a state-changing request, or another that needs the token, ``why``),
+        or None when it may go on."""
         hosts = self.hosts()
         host = request.headers.get("host", "").lower()
         if not self.port or host not in hosts:
@@ -160,7 +164,7 @@ class AdminGuard:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
             return self._unauthorized(
-                f"{request.method} {request.path} changes the sidecar's state: it needs "
+                f"{request.method} {request.path} {why}: it needs "
                 f"'Authorization: Bearer <token>', the token in {self.token_file}"
             )
         if not hmac.compare_digest(given.strip().encode(), self.token.encode()):

@@ -43,7 +43,7 @@ class Proxy(Listeners):
         loop = asyncio.get_running_loop()
         self._sweep()
         view = SidecarView(self.readiness, self.metrics.exposition, self.xds, self.engine,
-                           self.pool, self.start_drain, self.quit)  # fmt: skip
+                           self.pool, self.start_drain, self.quit, self.tap)  # fmt: skip
         admin = await serve_http(
             AdminHandler(view, self.admin_guard), self.admin_host, self.admin_port
         )

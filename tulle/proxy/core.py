@@ -18,6 +18,7 @@ from tulle.engine.matching import ConfigError
 from tulle.engine.outbound import Engine
 from tulle.obs.access_log import AccessLog
 from tulle.obs.metrics import MeshMetrics
+from tulle.obs.tap import Tap, TapCollector
 from tulle.proxy.admin_guard import AdminGuard, is_loopback, new_token
 from tulle.proxy.in_flight import InFlight
 from tulle.proxy.limits import FrontLimits
@@ -70,8 +71,9 @@ class ProxyCore:
         self.outbound_port = outbound_port
         self.inbound_port = inbound_port
         self.app_port = app_port
+        self.tap = Tap()  # `tulle tap`'s subscribers (the admin listener's GET /tap)
         self.engine = Engine(
-            self.pool.send, start=self.pool.submit, source_workload=self.node.workload
+            self.pool.send, start=self.pool.submit, source_workload=self.node.workload, tap=self.tap
         )
         self.xds = XdsClient(xds_address, node_id, self.accept)
         self.certificates: CertificateKeeper | None = None
@@ -83,14 +85,15 @@ class ProxyCore:
         if self.mtls is not None:
             self.pool.use_mtls(self.mtls)
         self.metrics = MeshMetrics(self.node.workload)
+        self.metrics.registry.register(TapCollector(self.tap))
         self.metrics.registry.register(ClusterCollector(lambda: (self.engine,)))
         if self.mtls is not None:
             self.metrics.use_certificate(self.mtls.certificate)
             self.mtls.on_failure = self.metrics.upstream_tls_failed
         self.log = access_log or AccessLog()
         # Access log and metrics, once each request's response is written.
-        self.outbound_recorder = Recorder(self.log, self.metrics)
-        self.inbound_recorder = Recorder(self.log, self.metrics, self.serving)
+        self.outbound_recorder = Recorder(self.log, self.metrics, tap=self.tap)
+        self.inbound_recorder = Recorder(self.log, self.metrics, self.serving, self.tap)
         self.tcp = TcpTelemetry(self.metrics, self.log)  # TCP connections' metrics and entries
         self.host = host
         self.admin_port = admin_port

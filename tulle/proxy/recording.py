@@ -1,6 +1,7 @@
 """What the proxy records once a request is done with and its response written: the access-log
 entry and the request's metrics (as the caller's, or for inbound as the app's), both with the
-bytes actually sent and the time to the response's last byte."""
+bytes actually sent and the time to the response's last byte; and, while a ``tulle tap``
+listens, the tap's event."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from tulle.engine.message import Request, Response, finished
 from tulle.obs.access_log import AccessLog
 from tulle.obs.metrics import MeshMetrics
+from tulle.obs.tap import Tap
 
 Destination = tuple[str, int] | None  # where the app sent a redirected connection
 
@@ -23,10 +25,12 @@ class Recorder:
         log: AccessLog,
         metrics: MeshMetrics,
         serving: Callable[[Destination], str] | None = None,
+        tap: Tap | None = None,
     ) -> None:
         self.log = log
         self.metrics = metrics
         self.serving = serving
+        self.tap = tap if tap is not None else Tap()
 
     def record(
         self,
@@ -43,6 +47,9 @@ class Recorder:
         done = finished(listener, request, response, started, time.time(), sent, service)
         self.log.record(done)
         self.metrics.record(done)
+        tap = self.tap
+        if tap.active:
+            tap.publish(done)
 
     def client_gone(
         self, listener: str, request: Request, started: float, reason: str, destination: Destination

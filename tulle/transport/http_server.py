@@ -2,7 +2,9 @@
 httptools. Keep-alive, bodies up to a limit, and a 400 for anything malformed — never a crash.
 Heads, bodies, read-ahead and write buffers are bounded, and clients that send nothing, or a
 request a byte at a time, are disconnected: no client holds memory or a connection for ever.
-Handlers are plain coroutines from :class:`Request` to :class:`Response`."""
+Handlers are plain coroutines from :class:`Request` to :class:`Response`; a response with a
+``stream`` is sent chunked as its iterator yields (a live feed: ``tulle tap``), paced by the
+client's reading, and ends its connection."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import asyncio
 import json
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -78,6 +80,10 @@ class Response:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    # A live body: each chunk is written as it comes (an empty one writes nothing: a chance to
+    # notice a client gone); its ``aclose``, when it has one, is awaited when the client goes or
+    # the stream ends.
+    stream: AsyncIterator[bytes] | None = None
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -238,6 +244,9 @@ class _Connection(asyncio.Protocol):
             except Exception:
                 log.exception("handler failed for %s %s", request.method, request.path)
                 response = error_response(500, "internal error; see the control plane's log")
+            if response.stream is not None:
+                await self._write_stream(response, response.stream)
+                return
             self._write(response, close=not keep_alive)
             if self.queue.empty():
                 self._arm()
@@ -254,6 +263,33 @@ class _Connection(asyncio.Protocol):
         self.transport.write(head.encode("latin-1") + b"\r\n" + response.body)
         if close:
             self.transport.close()
+
+    async def _write_stream(self, response: Response, stream: AsyncIterator[bytes]) -> None:
+        """Send ``stream`` chunked, each chunk once the client has read enough of the last
+        ones; end the connection after it, or stop it when the client goes."""
+        transport = self.transport
+        try:
+            if transport is None or transport.is_closing():
+                return
+            reason = _REASONS.get(response.status, "Unknown")
+            headers = {**response.headers, "transfer-encoding": "chunked", "connection": "close"}
+            head = f"HTTP/1.1 {response.status} {reason}\r\n"
+            head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            transport.write(head.encode("latin-1") + b"\r\n")
+            async for chunk in stream:
+                if transport.is_closing():
+                    return
+                if chunk:
+                    transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    await self.writable.wait()
+            if not transport.is_closing():
+                transport.write(b"0\r\n\r\n")
+        finally:
+            closing = getattr(stream, "aclose", None)
+            if closing is not None:
+                await closing()
+            if transport is not None:
+                transport.close()
 
     def _fail(self, status: int, message: str) -> None:
         """Refuse the request being received: answer in turn, then end the connection."""
