@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import types
-import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -13,10 +11,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from tulle.api.fields import field_names, model_at
 from tulle.api.findings import Finding, Severity
 from tulle.api.kinds import Resource, UnknownKindError, model_for, reads_kind
 from tulle.api.kinds.base import FieldError
 from tulle.api.kubernetes import is_builtin
+from tulle.api.not_yet import not_yet_message
 from tulle.api.source import Document, FieldPath, format_path, identify, read_paths
 from tulle.api.unsupported import kind_message, strip_fields
 
@@ -40,47 +40,6 @@ class Loaded:
             field=format_path(path),
             message=message,
         )
-
-
-def _strip(annotation: Any) -> Any:
-    """``annotation`` without Optional and Annotated around it."""
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is typing.Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin in (typing.Union, types.UnionType):
-            members = [a for a in typing.get_args(annotation) if a is not type(None)]
-            annotation = members[0]
-        else:
-            return annotation
-
-
-def _unwrap(annotation: Any, step: str | int) -> Any:
-    """The type one step below ``annotation`` (through Optional, Annotated, list and dict)."""
-    annotation = _strip(annotation)
-    origin = typing.get_origin(annotation)
-    if origin is list and isinstance(step, int):
-        return typing.get_args(annotation)[0]
-    if origin is dict:
-        return typing.get_args(annotation)[1]
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(step, str):
-        for name, info in annotation.model_fields.items():
-            if (info.alias or name) == step:
-                return info.annotation
-    return None
-
-
-def _fields_at(model: type[BaseModel], path: FieldPath) -> list[str]:
-    """The field names accepted by the model found at ``path`` below ``model``."""
-    annotation: Any = model
-    for step in path:
-        annotation = _unwrap(annotation, step)
-        if annotation is None:
-            return []
-    annotation = _strip(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [info.alias or name for name, info in annotation.model_fields.items()]
-    return []
 
 
 def _short(value: Any) -> str:
@@ -111,7 +70,11 @@ def describe_error(error: ErrorDetails, model: type[BaseModel]) -> tuple[FieldPa
         inner: FieldError = ctx["error"]
         return (*path, *inner.path), str(inner)
     if kind == "extra_forbidden":
-        allowed = _fields_at(model, path[:-1])
+        inner_model = model_at(model, path[:-1])
+        later = not_yet_message(inner_model.__name__, str(path[-1])) if inner_model else None
+        if later is not None:
+            return path, later
+        allowed = field_names(inner_model) if inner_model else []
         close = difflib.get_close_matches(str(path[-1]), allowed, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         if not close and allowed:
