@@ -94,11 +94,36 @@ def controlplane(
             "xds_address, proxy_uid, ...).",
         ),
     ] = None,
+    trace_spans: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Spans the built-in trace store keeps in memory (the oldest traces are "
+            "evicted whole past it).",
+        ),
+    ] = 20_000,
+    scrape_targets: Annotated[
+        Path | None,
+        typer.Option(
+            help="The dashboard's traffic figures: read the metrics pages this Prometheus "
+            "file_sd_configs JSON file lists every few seconds, keeping 15 minutes (tulle up "
+            "writes one)."
+        ),
+    ] = None,
+    prometheus: Annotated[
+        str | None,
+        typer.Option(
+            help="The dashboard's traffic figures from this Prometheus (its base URL), which "
+            "scrapes the mesh's sidecars (on Kubernetes)."
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Serve xDS to the mesh's data planes and the config API."""
     from tulle.control.app import ControlPlane
+    from tulle.control.dashboard_api import DashboardOptions
     from tulle.control.serving import PluginCa
+    from tulle.dashboard import assets as dashboard_assets
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -130,8 +155,15 @@ def controlplane(
         _take_shared_admin_token(kubeconfig, context, namespace, state_dir)
     plane = ControlPlane(
         files or [], state_dir, host, xds_port, http_port, secure_xds_port, plugin, insecure_xds,
-        registry, kubeconfig, context, webhook, namespace,
+        registry, kubeconfig, context, webhook, namespace, trace_spans,
     )  # fmt: skip
+    if prometheus is not None and scrape_targets is not None:
+        typer.echo("error: --prometheus and --scrape-targets: choose one", err=True)
+        raise typer.Exit(2)
+    if prometheus is not None and not prometheus.startswith(("http://", "https://")):
+        typer.echo(f"error: --prometheus {prometheus!r}: expected an http(s):// URL", err=True)
+        raise typer.Exit(2)
+    plane.dashboard = DashboardOptions(dashboard_assets(), scrape_targets, prometheus)
     try:
         asyncio.run(_run(plane))
     except (OSError, ValueError) as error:  # a port in use, a broken or unusable CA

@@ -15,6 +15,7 @@ from tulle.cli import (
     check,
     config_commands,
     controlplane,
+    dashboard,
     inject,
     install,
     iptables,
@@ -22,6 +23,8 @@ from tulle.cli import (
     proxy,
     proxy_commands,
     proxy_lifecycle,
+    tap,
+    traces,
     validate,
     version,
 )
@@ -54,6 +57,9 @@ app.command("status")(local_commands.status)
 app.command("logs")(local_commands.logs)
 app.command("down")(local_commands.down)
 app.command("top")(local_commands.top)
+app.command("tap")(tap.tap)
+app.command("dashboard")(dashboard.dashboard)
+app.command("traces")(traces.traces)
 app.add_typer(proxy_commands.bootstrap_app, name="bootstrap")
 app.add_typer(ca_commands.ca_app, name="ca")
 app.command("agent")(agent.agent)

@@ -1,6 +1,7 @@
 """The control plane's HTTP API (port 15014): config (apply, get, delete), the service registry
-(register, deregister), proxy status and config, the CA's roots and their rotation, health. JSON
-in and out.
+(register, deregister), proxy status and config, the CA's roots and their rotation, health, the
+trace store (OTLP in at ``POST /v1/traces``, queries at ``/api/v1/traces``:
+:mod:`tulle.control.traces`). JSON in and out.
 
 Every route but ``GET /healthz`` is authenticated (:mod:`tulle.control.auth`): the admin token
 may do everything; a workload's token only registers and deregisters endpoints of its own
@@ -29,6 +30,9 @@ from tulle.control.rotation import RootRotation
 from tulle.control.snapshot import Snapshot
 from tulle.control.status import node_status, sent_config
 from tulle.control.store import ResourceKey
+from tulle.control.traces import query as trace_query
+from tulle.control.traces.receiver import HTTP_PATH as OTLP_HTTP_PATH
+from tulle.control.traces.receiver import TraceReceiver
 from tulle.control.translate import Resources
 from tulle.transport.http_server import (
     Request,
@@ -136,10 +140,17 @@ class Plane(Protocol):
 class ApiHandler:
     """Routes requests to the control plane, each after its caller is authenticated."""
 
-    def __init__(self, plane: Plane, auth: ApiAuth, metrics: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        plane: Plane,
+        auth: ApiAuth,
+        metrics: CollectorRegistry,
+        traces: TraceReceiver | None = None,
+    ) -> None:
         self.plane = plane
         self.auth = auth
         self.metrics = metrics
+        self.traces = traces  # OTLP in (POST /v1/traces), the trace store's queries
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -156,6 +167,8 @@ class ApiHandler:
         if path == "/metrics" and method == "GET":  # for Prometheus: counts, no secrets
             body = generate_latest(self.metrics)
             return Response(200, body, {"content-type": CONTENT_TYPE_LATEST})
+        if path == OTLP_HTTP_PATH and self.traces is not None:  # OTLP/HTTP: its own auth
+            return await self.traces.http(request)
         caller = self.auth.caller(request)
         if path == f"{API}/endpoints":
             return await self.endpoints(request, caller)
@@ -177,6 +190,10 @@ class ApiHandler:
             return self.proxy_config(request)
         if path == f"{API}/config-status" and method == "GET":
             return self.config_status()
+        if self.traces is not None and (
+            path == trace_query.PATH or path.startswith(f"{trace_query.PATH}/")
+        ):
+            return trace_query.respond(self.traces.store, request)
         if path == f"{API}/ca" or path.startswith(f"{API}/ca/"):
             return self.ca(request, path[len(f"{API}/ca") :].lstrip("/"))
         return error_response(404, f"no API at {_shown(method)} {_shown(path)}")

@@ -28,6 +28,7 @@ from tulle.control.in_cluster import InCluster
 from tulle.control.issued import ISSUED_FILE
 from tulle.control.rotation import RootRotation
 from tulle.control.serving import ServingCertificate, open_ca
+from tulle.control.traces.receiver import ExporterAuth, TraceReceiver
 from tulle.security.tokens import ADMIN_TOKEN_FILE, admin_token
 from tulle.transport.http_server import serve_http
 from tulle.xds.server import start_server
@@ -77,19 +78,23 @@ class ControlPlane(InCluster):
             self.ca, signing, lambda: self.ads.connections, self._bundle_changed
         )
         serving = ServingCertificate(self.ca, self._serving_names())
+        exporters = ExporterAuth(
+            admin_token(self.state_dir), self.workloads, self.node_auth.insecure_xds
+        )
+        traces = TraceReceiver(self.traces, exporters, self.metrics)
         self._grpc, self.xds_port, secure_port = await start_server(
             self.ads,
             self.host,
             self.xds_port,
             secure=(self.secure_xds_port, serving.credentials()),
-            handlers=[signing.handler()],
+            handlers=[signing.handler(), traces.handler()],
         )
         assert secure_port is not None
         self.secure_xds_port = secure_port
         token_file = self.state_dir / ADMIN_TOKEN_FILE
         auth = ApiAuth(admin_token(self.state_dir), tokens, token_hint=f"in {token_file}")
         self._http = await serve_http(
-            ApiHandler(self, auth, self.metrics),
+            ApiHandler(self, auth, self.metrics, traces),
             self.host,
             self.http_port,
             max_body=MAX_APPLY_BYTES,

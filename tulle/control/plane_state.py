@@ -26,6 +26,7 @@ from tulle.control.rotation import RootRotation
 from tulle.control.serving import PluginCa, publish_bundle, trust_bundle_secrets
 from tulle.control.snapshot import Snapshot, build_snapshot
 from tulle.control.store import StateStore
+from tulle.control.traces.store import DEFAULT_MAX_SPANS, TraceStore
 from tulle.control.translate import Resources, Translator
 from tulle.security.ca import CertificateAuthority
 from tulle.security.tokens import BootstrapTokens
@@ -59,6 +60,7 @@ class PlaneState:
         kube_context: str | None = None,
         webhook: WebhookOptions | None = None,
         namespace: str = "tulle-system",
+        trace_spans: int = DEFAULT_MAX_SPANS,
     ) -> None:
         self.host, self.xds_port, self.http_port = host, xds_port, http_port
         self.secure_xds_port = secure_xds_port
@@ -91,6 +93,7 @@ class PlaneState:
         self.workloads: ReplicaTokens = self.tokens
         self.node_auth = NodeAuthorizer(self.tokens, insecure_xds)
         self.ads = AdsServer(self, self.node_auth)
+        self.traces = TraceStore(trace_spans)  # the built-in trace store (tulle.control.traces)
         self.snapshot: Snapshot = build_snapshot(0, build_model(()), ())
         self._changed = asyncio.Event()
         self._changes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tulle-changes")
