@@ -128,7 +128,7 @@ def _scrapes(state_dir: Path | None, extra: list[str]) -> dict[str, list[str]]:
     import httpx
 
     from tulle.local.state import StateDir
-    from tulle.local.top import metric_targets
+    from tulle.local.targets import metric_targets
 
     mesh = StateDir(state_dir).read() if state_dir is not None else None
     urls = metric_targets(mesh) if mesh is not None else []

@@ -23,6 +23,7 @@ from tulle.api.names import check_dns_label, check_dns_subdomain
 from tulle.control.auth import AccessDenied, ApiAuth, Caller, require_admin
 from tulle.control.bodies import MAX_APPLY_BYTES, BodyError, check_size, json_body, utf8_text
 from tulle.control.config import APPLIED, ChangeResult, ConfigSources
+from tulle.control.dashboard_api import DashboardApi, readable
 from tulle.control.kinds import canonical_kind, kind_names
 from tulle.control.leadership import Leadership
 from tulle.control.registry import Endpoint, RegistrationError, endpoint_from_dict
@@ -146,10 +147,12 @@ class ApiHandler:
         auth: ApiAuth,
         metrics: CollectorRegistry,
         traces: TraceReceiver | None = None,
+        dashboard: DashboardApi | None = None,
     ) -> None:
         self.plane = plane
         self.auth = auth
         self.metrics = metrics
+        self.dashboard = dashboard  # its pages, and the data they read
         self.traces = traces  # OTLP in (POST /v1/traces), the trace store's queries
 
     async def __call__(self, request: Request) -> Response:
@@ -169,11 +172,17 @@ class ApiHandler:
             return Response(200, body, {"content-type": CONTENT_TYPE_LATEST})
         if path == OTLP_HTTP_PATH and self.traces is not None:  # OTLP/HTTP: its own auth
             return await self.traces.http(request)
+        dashboard = self.dashboard
+        if dashboard is not None and dashboard.handles_page(path):  # its data needs a login
+            return dashboard.page(request)
         caller = self.auth.caller(request)
         if path == f"{API}/endpoints":
             return await self.endpoints(request, caller)
-        if path.startswith(f"{API}/"):
-            require_admin(caller, f"{_shown(method)} {_shown(path)}")
+        if dashboard is not None and dashboard.handles_api(path):
+            return await dashboard.api(request, caller)
+        if path.startswith(f"{API}/"):  # a dashboard session reads some
+            read = method == "GET" and readable(path)
+            require_admin(caller, f"{_shown(method)} {_shown(path)}", read=read)
         if path == f"{API}/resources":
             if method == "GET":
                 return await self.get_resources(request)

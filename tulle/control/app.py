@@ -24,10 +24,14 @@ from tulle.control.api import ApiHandler
 from tulle.control.auth import ApiAuth
 from tulle.control.bodies import MAX_APPLY_BYTES
 from tulle.control.certificates import CertificateService
+from tulle.control.dashboard_api import DashboardApi
 from tulle.control.in_cluster import InCluster
 from tulle.control.issued import ISSUED_FILE
+from tulle.control.prometheus import PrometheusTraffic
 from tulle.control.rotation import RootRotation
 from tulle.control.serving import ServingCertificate, open_ca
+from tulle.control.sessions import Sessions
+from tulle.control.telemetry import LocalTraffic, TrafficSource
 from tulle.control.traces.receiver import ExporterAuth, TraceReceiver
 from tulle.security.tokens import ADMIN_TOKEN_FILE, admin_token
 from tulle.transport.http_server import serve_http
@@ -92,9 +96,11 @@ class ControlPlane(InCluster):
         assert secure_port is not None
         self.secure_xds_port = secure_port
         token_file = self.state_dir / ADMIN_TOKEN_FILE
-        auth = ApiAuth(admin_token(self.state_dir), tokens, token_hint=f"in {token_file}")
+        sessions = Sessions()  # the dashboard's browser logins
+        auth = ApiAuth(admin_token(self.state_dir), tokens, f"in {token_file}", sessions)
+        dashboard = DashboardApi(self, sessions, self._start_traffic(), self.dashboard.assets)
         self._http = await serve_http(
-            ApiHandler(self, auth, self.metrics, traces),
+            ApiHandler(self, auth, self.metrics, traces, dashboard),
             self.host,
             self.http_port,
             max_body=MAX_APPLY_BYTES,
@@ -110,6 +116,18 @@ class ControlPlane(InCluster):
             "xDS on %s:%d, secure xDS and the CA on %s:%d, API on http://%s:%d",
             self.host, self.xds_port, self.host, self.secure_xds_port, self.host, self.http_port,
         )  # fmt: skip
+
+    def _start_traffic(self) -> TrafficSource | None:
+        """Where the dashboard's traffic figures come from: a Prometheus, the mesh's own
+        metrics pages (``tulle up``'s targets file), or nowhere."""
+        options = self.dashboard
+        if options.prometheus:
+            self.traffic = PrometheusTraffic(options.prometheus)
+        elif options.scrape_targets is not None:
+            local = LocalTraffic(options.scrape_targets)
+            local.start()
+            self.traffic = local
+        return self.traffic
 
     def _serving_names(self) -> list[str]:
         """The names on the secure xDS port's certificate: the address it listens on and, in a
@@ -175,6 +193,8 @@ class ControlPlane(InCluster):
             await self.cluster_ca.stop()
         if self.webhooks is not None:
             await self.webhooks.stop()
+        if self.traffic is not None:
+            await self.traffic.stop()
         for task in [*self._tasks, *self._kube_tasks]:
             task.cancel()
         for task in [*self._tasks, *self._kube_tasks]:

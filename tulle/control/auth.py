@@ -8,14 +8,17 @@ carried the user's credential for the API server) and passes other headers on. T
 everything. A workload's bootstrap token (the local runner makes one per replica; Kubernetes
 service-account tokens later, behind the same ``Authenticator``) proves one namespace and
 service account: with it a workload may register and deregister its own endpoints
-and ask for its own certificate, and nothing else. A refusal says why (401: no or unknown
-credential; 403: a credential that may not do this), never echoing the credential."""
+and ask for its own certificate, and nothing else. A dashboard session (a browser's cookie,
+:mod:`tulle.control.sessions`) may only read: ``GET`` of the admin's API. A refusal says why
+(401: no or unknown credential; 403: a credential that may not do this), never echoing the
+credential."""
 
 from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
 
+from tulle.control.sessions import Sessions, session_of
 from tulle.security.tokens import Authenticator, Unauthenticated, bearer_token
 from tulle.transport.http_server import Request, Response, error_response
 
@@ -30,10 +33,13 @@ class Caller:
     admin: bool
     namespace: str = ""
     service_account: str = ""
+    viewer: bool = False  # a dashboard session: reads only
 
     def __str__(self) -> str:
         if self.admin:
             return "the admin"
+        if self.viewer:
+            return "a dashboard session"
         return f"workload ns/{self.namespace}/sa/{self.service_account}"
 
 
@@ -55,10 +61,17 @@ class AccessDenied(Exception):  # noqa: N818 (named for the outcome)
 class ApiAuth:
     """Turns a request's bearer token into a :class:`Caller`."""
 
-    def __init__(self, admin_token: str, workloads: Authenticator | None, token_hint: str) -> None:
+    def __init__(
+        self,
+        admin_token: str,
+        workloads: Authenticator | None,
+        token_hint: str,
+        sessions: Sessions | None = None,
+    ) -> None:
         self._admin = admin_token.encode()
         self.workloads = workloads
         self.token_hint = token_hint  # where the admin token is, for the 401 message
+        self.sessions = sessions  # the dashboard's browser sessions
 
     def caller(self, request: Request) -> Caller:
         """The caller of ``request``; raises :class:`AccessDenied` (401) without a valid one."""
@@ -66,6 +79,13 @@ class ApiAuth:
         credential = bearer_token(header)
         if not header:
             credential = request.headers.get(TOKEN_HEADER, "").strip() or None
+            session = session_of(request.headers.get("cookie", ""))
+            if credential is None and session is not None and self.sessions is not None:
+                if self.sessions.valid(session):
+                    return Caller(admin=False, viewer=True)
+                raise AccessDenied(
+                    401, "the dashboard session has ended; run tulle dashboard again"
+                )
             if credential is None:
                 raise AccessDenied(
                     401,
@@ -86,8 +106,12 @@ class ApiAuth:
         raise AccessDenied(401, "token refused: it is not the admin token")
 
 
-def require_admin(caller: Caller, what: str) -> None:
-    """Raise 403 unless ``caller`` is the admin."""
+def require_admin(caller: Caller, what: str, read: bool = False) -> None:
+    """Raise 403 unless ``caller`` is the admin (or, when ``read``, a dashboard session)."""
+    if read and caller.viewer:
+        return
+    if caller.viewer:
+        raise AccessDenied(403, f"{caller} may only read (GET); {what} needs the admin token")
     if not caller.admin:
         raise AccessDenied(
             403,

@@ -19,6 +19,7 @@ from tulle.api.model import MeshModel
 from tulle.api.normalize import build_model
 from tulle.control.certificates import CertificateService
 from tulle.control.config import ConfigSources
+from tulle.control.dashboard_api import DashboardOptions
 from tulle.control.leadership import Leadership
 from tulle.control.node_auth import NodeAuthorizer, ReplicaTokens
 from tulle.control.registry import LocalRegistry
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from tulle.control.kube_ca import ClusterCa
     from tulle.control.kube_config import KubernetesConfig
     from tulle.control.kube_registry import KubernetesRegistry
+    from tulle.control.prometheus import PrometheusTraffic
+    from tulle.control.telemetry import LocalTraffic
     from tulle.control.webhook import WebhookOptions, WebhookServer
     from tulle.kube.webhooks import CaBundleKeeper
 
@@ -93,6 +96,8 @@ class PlaneState:
         self.workloads: ReplicaTokens = self.tokens
         self.node_auth = NodeAuthorizer(self.tokens, insecure_xds)
         self.ads = AdsServer(self, self.node_auth)
+        self.dashboard = DashboardOptions()  # set by tulle controlplane
+        self.traffic: LocalTraffic | PrometheusTraffic | None = None  # the dashboard's figures
         self.traces = TraceStore(trace_spans)  # the built-in trace store (tulle.control.traces)
         self.snapshot: Snapshot = build_snapshot(0, build_model(()), ())
         self._changed = asyncio.Event()

@@ -14,6 +14,7 @@ from tulle.local.plan import free_port
 from tulle.local.processes import describe_exit, spawn, stop
 from tulle.local.registrations import Registrations
 from tulle.local.runtime import BACKOFF_FIRST, TULLE, restart_pause
+from tulle.local.targets import TARGETS_FILE
 
 
 class ControlPlaneKeeper(Registrations):
@@ -38,7 +39,8 @@ class ControlPlaneKeeper(Registrations):
                 "--xds-port", self.state.xds.rsplit(":", 1)[1],
                 "--secure-xds-port", self.state.secure_xds.rsplit(":", 1)[1],
                 "--http-port", self.state.api.rsplit(":", 1)[1],
-                "--host", self.host, "--log-level", "warning"]  # fmt: skip
+                "--host", self.host, "--log-level", "warning",
+                "--scrape-targets", str(options.state.root / TARGETS_FILE)]  # fmt: skip
         for path in options.files:
             args += ["-f", str(path)]
         log = options.state.log("controlplane")

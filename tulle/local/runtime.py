@@ -21,6 +21,7 @@ import httpx
 from tulle.local.plan import LOOPBACK, ReplicaPlan
 from tulle.local.pods import GATEWAY, PodNetwork
 from tulle.local.state import MeshState, ReplicaState, StateDir
+from tulle.local.targets import TARGETS_FILE, write_targets
 
 TULLE = [sys.executable, "-m", "tulle"]
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
@@ -100,6 +101,7 @@ class RunnerBase:
 
     def _save(self) -> None:
         self.options.state.write(self.state)
+        write_targets(self.options.state.root / TARGETS_FILE, self.state)
 
 
 def app_address(plan: ReplicaPlan) -> str:

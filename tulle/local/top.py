@@ -14,6 +14,7 @@ import httpx
 from rich.table import Table
 
 from tulle.local.state import MeshState
+from tulle.local.targets import metric_targets
 from tulle.obs.scrape import Counts, Reading, by_destination, parse
 from tulle.obs.scrape import rates as edge_rates
 
@@ -28,19 +29,6 @@ class ServiceRates:
     success: float | None  # None: no requests
     p50: float | None
     p99: float | None
-
-
-def metric_targets(mesh: MeshState) -> list[tuple[str, str]]:
-    """Where each replica's mesh metrics are served: (workload, URL) pairs."""
-    urls = []
-    for replica in mesh.replicas:
-        if replica.stats_port:  # the sidecar's read-only listener (its admin one is loopback)
-            urls.append(
-                (replica.workload, f"http://{replica.ip}:{replica.stats_port}/stats/prometheus")
-            )
-        if replica.metrics_port:
-            urls.append((replica.workload, f"http://{replica.ip}:{replica.metrics_port}/metrics"))
-    return urls
 
 
 def metric_urls(mesh: MeshState) -> list[str]:
