@@ -9,6 +9,7 @@ from typing import Any
 
 from tulle.api.check_context import UNDEFINED, Context
 from tulle.api.check_context import located as _located
+from tulle.api.checks_destinations import check_warmup, check_workload_selectors
 from tulle.api.checks_routes import check_http_routes, check_routed_once, route_scope
 from tulle.api.checks_services import check_kubernetes_services
 from tulle.api.findings import Finding, Severity
@@ -291,11 +292,17 @@ def _number(port: Any) -> int | None:
 
 def check_one_destination_rule_per_host(ctx: Context) -> Iterator[Finding]:
     """A host has at most one DestinationRule per scope (Tulle does not merge them): one that
-    every namespace sees, and one per namespace that an exportTo restricts."""
+    every namespace sees, one per namespace that an exportTo restricts, and one per
+    workloadSelector (rules with different selectors may both match a client: the first in
+    config order applies, as in Istio)."""
     owner: dict[tuple[str, str], Loaded] = {}
     for rule, item in ctx.of(DestinationRule):
         host = ctx.resolve(rule.spec.host, rule.namespace)
-        first = owner.setdefault((host, route_scope(rule.namespace, rule.spec.export_to)), item)
+        scope = route_scope(rule.namespace, rule.spec.export_to)
+        if rule.spec.workload_selector is not None:  # its own scope: the clients it selects
+            labels = sorted(rule.spec.workload_selector.match_labels.items())
+            scope = f"{rule.namespace} {labels}"
+        first = owner.setdefault((host, scope), item)
         if first is not item:
             yield item.finding(
                 ERROR,
@@ -443,6 +450,8 @@ CHECKS: tuple[Callable[[Context], Iterator[Finding]], ...] = (
     check_routed_once,
     check_one_destination_rule_per_host,
     check_destination_rules,
+    check_warmup,
+    check_workload_selectors,
     check_peer_authentications,
     check_rate_limits,
     check_fallbacks,

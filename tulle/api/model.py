@@ -110,6 +110,7 @@ class MeshSettings:
         "BASE"
     )
     workload_certificate_lifetime: float = 86400.0  # seconds
+    h2_upgrade_policy: Literal["DO_NOT_UPGRADE", "UPGRADE"] = "DO_NOT_UPGRADE"
 
 
 # --- visibility (exportTo, GAMMA consumer routes) -------------------------------------------
@@ -170,6 +171,8 @@ class MeshModel:
     ones every namespace sees (exportTo ``*``, the default; GAMMA producer routes)."""
     scoped_policies: Mapping[str, tuple[ScopedPolicy, ...]] = field(default_factory=dict)
     """DestinationRules seen only in some namespaces, by host."""
+    selected_policies: Mapping[str, tuple[DestinationPolicy, ...]] = field(default_factory=dict)
+    """DestinationRules with a ``workloadSelector``, by host, in config order."""
 
     def http_routes_for(self, host: str, namespace: str) -> tuple[HttpRoute, ...]:
         """The HTTP routes of ``host`` that a caller in ``namespace`` uses: a scoped set it
@@ -192,8 +195,15 @@ class MeshModel:
         )
         return scoped.tcp if scoped is not None else self.tcp_routes.get(host, ())
 
-    def destination_policy_for(self, host: str, namespace: str) -> DestinationPolicy | None:
-        """The DestinationRule of ``host`` that a caller in ``namespace`` uses."""
+    def destination_policy_for(
+        self, host: str, namespace: str, labels: Pairs = ()
+    ) -> DestinationPolicy | None:
+        """The DestinationRule of ``host`` that a caller in ``namespace`` with ``labels`` uses:
+        as Istio (1.20+), the first rule of the caller's namespace whose ``workloadSelector``
+        its labels match, else the one rule without a selector it sees."""
+        for policy in self.selected_policies.get(host, ()):
+            if policy.selects(namespace, labels):
+                return policy
         scoped = pick_scoped(
             self.scoped_policies.get(host, ()),
             namespace,

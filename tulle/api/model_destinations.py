@@ -19,6 +19,34 @@ class LoadBalancer:
     cookie_path: str | None = None
     cookie_ttl: float | None = None
     minimum_ring_size: int | None = None
+    warmup: Warmup | None = None  # slow start (ROUND_ROBIN and LEAST_REQUEST only)
+
+
+@dataclass(frozen=True)
+class Warmup:
+    """Slow start: a new endpoint's weight ramps up over ``duration`` seconds from
+    ``minimum_percent`` of it (Istio's defaults: 10%, aggression 1.0, a linear ramp)."""
+
+    duration: float
+    minimum_percent: float = 10.0
+    aggression: float = 1.0
+
+
+@dataclass(frozen=True)
+class TcpKeepalive:
+    """SO_KEEPALIVE with these overrides of the OS defaults (None: the OS's), in seconds."""
+
+    time: int | None = None
+    interval: int | None = None
+    probes: int | None = None
+
+
+@dataclass(frozen=True)
+class Http2Keepalive:
+    """HTTP/2 PINGs every ``interval`` seconds; no ACK within ``timeout``: connection closed."""
+
+    interval: float
+    timeout: float
 
 
 @dataclass(frozen=True)
@@ -32,6 +60,11 @@ class ConnectionPool:
     max_requests_per_connection: int | None = UNLIMITED
     max_retries: int | None = UNLIMITED
     idle_timeout: float = 3600.0
+    tcp_keepalive: TcpKeepalive | None = None
+    # HTTP/1.1 requests go upstream over HTTP/2 (UPGRADE), never (DO_NOT_UPGRADE), or as the
+    # Mesh's h2UpgradePolicy says (None: Istio's DEFAULT).
+    h2_upgrade_policy: Literal["DO_NOT_UPGRADE", "UPGRADE"] | None = None
+    http2_keepalive: Http2Keepalive | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +128,16 @@ class DestinationPolicy:
     origin: ResourceRef
     policy: PolicyLayer = field(default_factory=PolicyLayer)
     subsets: tuple[Subset, ...] = ()
+    # ``workloadSelector``: the client workloads of the rule's namespace it applies to (their
+    # labels include these); None: every client that sees the rule.
+    workload_selector: Pairs | None = None
+
+    def selects(self, namespace: str, labels: Pairs) -> bool:
+        """Whether a rule with a workload selector applies to a client in ``namespace`` with
+        ``labels``: only in the rule's own namespace (Istio's selectors never cross one)."""
+        if self.workload_selector is None:
+            return False
+        return namespace == self.origin.namespace and set(self.workload_selector) <= set(labels)
 
     def subset(self, name: str) -> Subset | None:
         """The subset called ``name``."""

@@ -107,8 +107,12 @@ def build_model(resources: Iterable[Resource]) -> MeshModel:
             scoped_routes.setdefault(host, []).append(scoped)
     policies: dict[str, DestinationPolicy] = {}
     scoped_policies: dict[str, list[ScopedPolicy]] = {}
+    selected_policies: dict[str, list[DestinationPolicy]] = {}
     for rule in _of_kind(items, DestinationRule):
         policy = destination_policy(rule, resolve)
+        if policy.workload_selector is not None:  # its namespace's selected clients only
+            selected_policies.setdefault(policy.host, []).append(policy)
+            continue
         seen_in = export_namespaces(rule.spec.export_to, rule.namespace)
         if seen_in is None:
             policies.setdefault(policy.host, policy)
@@ -138,5 +142,6 @@ def build_model(resources: Iterable[Resource]) -> MeshModel:
         rate_limits=tuple(rate_limit_policy(r, resolve) for r in _of_kind(items, RateLimit)),
         fallbacks=tuple(fallback_policy(f, resolve) for f in _of_kind(items, Fallback)),
         scoped_routes=MappingProxyType({h: tuple(s) for h, s in scoped_routes.items()}),
+        selected_policies=MappingProxyType({h: tuple(p) for h, p in selected_policies.items()}),
         scoped_policies=MappingProxyType({h: tuple(s) for h, s in scoped_policies.items()}),
     )

@@ -4,8 +4,11 @@ detection and TLS mode, per host, subset and port, as
 
 from __future__ import annotations
 
+from typing import Literal
+
 from tulle.api.kinds import DestinationRule
 from tulle.api.kinds import networking as net
+from tulle.api.kinds.destination_pool import keepalive_seconds
 from tulle.api.model import (
     ConnectionPool,
     DestinationPolicy,
@@ -14,19 +17,41 @@ from tulle.api.model import (
     PolicyLayer,
     Subset,
 )
+from tulle.api.model_destinations import Http2Keepalive, TcpKeepalive, Warmup
 from tulle.api.normalize_common import HostResolver, pairs, ref, seconds
 
 # --- DestinationRule ------------------------------------------------------------------------
 
 
+def _warmup(settings: net.LoadBalancerSettings) -> Warmup | None:
+    """``warmup``, else the older ``warmupDurationSecs`` (Istio reads them in that order)."""
+    if settings.warmup is not None:
+        given = settings.warmup
+        defaults = Warmup(0.0)
+        return Warmup(
+            duration=seconds(given.duration) or 0.0,
+            minimum_percent=(
+                given.minimum_percent
+                if given.minimum_percent is not None
+                else defaults.minimum_percent
+            ),
+            aggression=given.aggression if given.aggression is not None else defaults.aggression,
+        )
+    if settings.warmup_duration_secs is not None:
+        return Warmup(duration=seconds(settings.warmup_duration_secs) or 0.0)
+    return None
+
+
 def _load_balancer(settings: net.LoadBalancerSettings | None) -> LoadBalancer | None:
     if settings is None:
         return None
-    if settings.simple is not None:
-        policy = "LEAST_REQUEST" if settings.simple == "LEAST_CONN" else settings.simple
-        return LoadBalancer(policy=policy)
+    if settings.consistent_hash is None:
+        simple = settings.simple or "LEAST_REQUEST"  # Istio's default algorithm
+        policy = "LEAST_REQUEST" if simple == "LEAST_CONN" else simple
+        # Slow start is Envoy's (and Istio's) for round robin and least request only.
+        warmup = _warmup(settings) if policy != "RANDOM" else None
+        return LoadBalancer(policy=policy, warmup=warmup)
     hashing = settings.consistent_hash
-    assert hashing is not None
     if hashing.http_header_name is not None:
         on, key = "header", hashing.http_header_name.lower()
     elif hashing.http_cookie is not None:
@@ -46,12 +71,21 @@ def _load_balancer(settings: net.LoadBalancerSettings | None) -> LoadBalancer | 
     )
 
 
+_H2_UPGRADE: dict[str, Literal["DO_NOT_UPGRADE", "UPGRADE"]] = {
+    "DO_NOT_UPGRADE": "DO_NOT_UPGRADE",
+    "UPGRADE": "UPGRADE",
+}  # DEFAULT: the Mesh's h2UpgradePolicy
+
+
 def _connection_pool(settings: net.ConnectionPoolSettings | None) -> ConnectionPool | None:
     if settings is None:
         return None
     tcp = settings.tcp or net.TCPSettings()
     http = settings.http or net.HTTPSettings()
     defaults = ConnectionPool()
+    keepalive = tcp.tcp_keepalive
+    pings = http.http2_keep_alive
+    upgrade = http.h2_upgrade_policy
     return ConnectionPool(
         max_connections=tcp.max_connections,
         connect_timeout=seconds(tcp.connect_timeout) or defaults.connect_timeout,
@@ -60,6 +94,21 @@ def _connection_pool(settings: net.ConnectionPoolSettings | None) -> ConnectionP
         max_requests_per_connection=http.max_requests_per_connection or None,
         max_retries=http.max_retries,
         idle_timeout=seconds(http.idle_timeout) or defaults.idle_timeout,
+        tcp_keepalive=(
+            TcpKeepalive(
+                time=keepalive_seconds(keepalive.time) if keepalive.time else None,
+                interval=keepalive_seconds(keepalive.interval) if keepalive.interval else None,
+                probes=keepalive.probes,
+            )
+            if keepalive is not None
+            else None
+        ),
+        h2_upgrade_policy=_H2_UPGRADE.get(upgrade or "DEFAULT"),
+        http2_keepalive=(
+            Http2Keepalive(seconds(pings.interval) or 0.0, seconds(pings.timeout) or 0.0)
+            if pings is not None
+            else None
+        ),
     )
 
 
@@ -108,5 +157,10 @@ def destination_policy(rule: DestinationRule, resolve: HostResolver) -> Destinat
         policy=_layer(rule.spec.traffic_policy),
         subsets=tuple(
             Subset(s.name, pairs(s.labels), _layer(s.traffic_policy)) for s in rule.spec.subsets
+        ),
+        workload_selector=(
+            pairs(rule.spec.workload_selector.match_labels)
+            if rule.spec.workload_selector is not None
+            else None
         ),
     )

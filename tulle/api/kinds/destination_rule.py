@@ -17,10 +17,16 @@ from tulle.api.kinds.base import (
     HeaderName,
     Host,
     Labels,
+    LabelSelector,
     PositiveDuration,
     Strict,
     only_one,
     reject_repeats,
+)
+from tulle.api.kinds.destination_pool import (
+    ConnectionKeepalive,
+    TcpKeepalive,
+    WarmupConfiguration,
 )
 from tulle.api.kinds.networking_common import NetworkingResource, PortSelector
 
@@ -62,15 +68,25 @@ class ConsistentHash(Strict):
 
 
 class LoadBalancerSettings(Strict):
-    """``simple`` algorithm or ``consistentHash``, not both."""
+    """``simple`` algorithm or ``consistentHash``, not both (neither: Istio's default,
+    LEAST_REQUEST); ``warmup`` (or the older ``warmupDurationSecs``): slow start."""
 
     simple: Literal["ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN", "RANDOM"] | None = None
     consistent_hash: ConsistentHash | None = None
+    warmup_duration_secs: PositiveDuration | None = None
+    warmup: WarmupConfiguration | None = None
 
     @model_validator(mode="after")
     def _one_policy(self) -> LoadBalancerSettings:
-        only_one(self, "simple", "consistent_hash", required=True)
+        only_one(self, "simple", "consistent_hash")
+        if self.simple is None and self.consistent_hash is None and not self.has_warmup:
+            raise ValueError("set one of simple, consistentHash, warmup")
         return self
+
+    @property
+    def has_warmup(self) -> bool:
+        """Slow start is asked for (``warmup`` or ``warmupDurationSecs``)."""
+        return self.warmup is not None or self.warmup_duration_secs is not None
 
 
 class TCPSettings(Strict):
@@ -78,6 +94,7 @@ class TCPSettings(Strict):
 
     max_connections: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
     connect_timeout: PositiveDuration | None = None
+    tcp_keepalive: TcpKeepalive | None = None
 
 
 class HTTPSettings(Strict):
@@ -88,6 +105,8 @@ class HTTPSettings(Strict):
     max_requests_per_connection: Annotated[int, Field(ge=0, le=INT32_MAX)] | None = None
     max_retries: Annotated[int, Field(ge=0, le=INT32_MAX)] | None = None
     idle_timeout: PositiveDuration | None = None
+    h2_upgrade_policy: Literal["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"] | None = None
+    http2_keep_alive: ConnectionKeepalive | None = Field(default=None, alias="http2KeepAlive")
 
 
 class ConnectionPoolSettings(Strict):
@@ -157,6 +176,8 @@ class DestinationRuleSpec(Strict):
     traffic_policy: TrafficPolicy | None = None
     subsets: list[Subset] = Field(default_factory=list)
     export_to: list[str] = Field(default_factory=list)
+    # The client workloads (in the rule's namespace) it applies to; None: every client.
+    workload_selector: LabelSelector | None = None
 
     @field_validator("subsets")
     @classmethod

@@ -232,6 +232,9 @@ class MeshSpec(Strict):
     path_normalization: PathNormalization = Field(default_factory=PathNormalization)
     # How long a workload certificate the mesh's CA issues is valid (renewed at about half).
     workload_certificate_lifetime: PositiveDuration = "24h"
+    # Istio's meshConfig.h2UpgradePolicy: whether HTTP/1.1 requests go upstream over HTTP/2 to
+    # HTTP ports whose DestinationRule leaves h2UpgradePolicy at DEFAULT.
+    h2_upgrade_policy: Literal["DO_NOT_UPGRADE", "UPGRADE"] = "DO_NOT_UPGRADE"
 
     @field_validator("trust_domain")
     @classmethod
