@@ -2,7 +2,8 @@
 through ``tulle.client`` (routing, the canary split, retries and metrics in-process, no sidecar)
 and serves behind ``tulle.client.wsgi.MeshMiddleware`` (its RateLimit, the callee's metrics) on
 Tulle's WSGI server (``tulle.client.wsgi.make_server``: the standard library's, terminating mTLS
-with the workload's certificate) on $PORT."""
+with the workload's certificate) on $PORT. It passes the trace headers of the request it serves
+on to catalog, as every app in a mesh must (docs/observability.md)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,14 @@ from tulle.client.wsgi import MeshMiddleware, make_server
 from tulle.client.wsgi_server import MeshRequestHandler
 
 catalog = tulle.client.Client(timeout=5)
+TRACE_HEADERS = ("traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid",
+                 "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags", "x-request-id")  # fmt: skip
+
+
+def trace_headers(environ: dict[str, Any]) -> dict[str, str]:
+    """The trace headers of the request being served (WSGI's ``HTTP_X_B3_TRACEID`` and so on)."""
+    found = {name: environ.get("HTTP_" + name.upper().replace("-", "_")) for name in TRACE_HEADERS}
+    return {name: value for name, value in found.items() if value}
 
 
 def cart(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -26,7 +35,7 @@ def cart(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterabl
     status, answer = "200 OK", {"ok": True}
     if path.startswith("/cart"):
         try:
-            items = catalog.get("http://catalog:8080/items").json()
+            items = catalog.get("http://catalog:8080/items", headers=trace_headers(environ)).json()
             picked = items["items"][:2]
             answer = {"items": picked, "total": sum(i["price"] for i in picked),
                       "catalog": items["version"]}  # fmt: skip

@@ -2,7 +2,10 @@
 said. A plain app: it calls services by name through ``HTTP_PROXY`` (its sidecar), as any HTTP
 client does, and gRPC goes to the same sidecar with the service as the authority; in a pod
 (``tulle up --pods``, no proxy variable) it simply dials the names. Headers
-``x-canary`` and ``x-chaos`` are passed on, so a caller can pick the canary or inject faults."""
+``x-canary`` and ``x-chaos`` are passed on, so a caller can pick the canary or inject faults;
+and so are the trace headers (W3C, B3, ``x-request-id``), on the HTTP calls and in the gRPC
+call's metadata, so that a page is one trace: what every app in a mesh must do
+(docs/observability.md, "Passing trace headers on")."""
 
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ import grpc
 sys.path.insert(0, str(Path(__file__).parent))
 from common import serve
 
-PASSED_ON = ("x-canary", "x-chaos", "x-request-id")
+TRACE_HEADERS = ("traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid",
+                 "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags", "x-request-id")  # fmt: skip
+PASSED_ON = ("x-canary", "x-chaos", *TRACE_HEADERS)
 if os.environ.get("HTTP_PROXY"):  # the sidecar as a proxy: gRPC to it, the service as authority
     auth_channel = grpc.insecure_channel(
         urlsplit(os.environ["HTTP_PROXY"]).netloc,
@@ -51,8 +56,9 @@ def call(method: str, url: str, headers: dict[str, str]) -> dict[str, Any]:
 def shop(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
     if path != "/":
         return 404, {"error": f"no {path}"}
+    metadata = [(k, v) for k, v in headers.items() if k in TRACE_HEADERS]
     try:
-        auth_check(b"user", timeout=2)
+        auth_check(b"user", timeout=2, metadata=metadata)
         auth = {"status": 200}
     except grpc.RpcError as error:
         auth = {"status": 0, "reason": f"{error.code().name}: {error.details()}"}
