@@ -16,9 +16,10 @@ from setuptools import setup
 # the process's memory).
 COMPILED_MODULES = (
     "codec/http1", "codec/http2", "codec/paths",
-    "engine/balancer", "engine/cluster", "engine/cluster_config", "engine/config",
-    "engine/errors", "engine/inbound", "engine/matching", "engine/message", "engine/outbound",
-    "engine/outlier", "engine/ratelimit", "engine/routes", "engine/tasks",
+    "engine/attempt_steps", "engine/balancer", "engine/cluster", "engine/cluster_config",
+    "engine/config", "engine/errors", "engine/inbound", "engine/matching", "engine/message",
+    "engine/outbound", "engine/outlier", "engine/plan", "engine/ratelimit", "engine/routes",
+    "engine/tasks",
     "obs/access_log", "obs/finished", "obs/metrics", "obs/pending",
     "proxy/app", "proxy/core", "proxy/dispatch", "proxy/h2_front", "proxy/http_front",
     "proxy/in_flight", "proxy/listeners", "proxy/recording", "proxy/requests", "proxy/tunnels",
