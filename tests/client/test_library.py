@@ -4,8 +4,10 @@ control plane gone), the async client with a streamed body, the exception type, 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
+import stat
 import time
 
 import httpx
@@ -134,3 +136,51 @@ def test_metrics_have_the_sidecar_names_and_labels(control_plane, processes):
 
 def exposition_of(registry) -> str:
     return generate_latest(registry).decode()
+
+
+def test_the_admin_listener_taps_the_libraries_requests_with_its_token(
+    control_plane, processes, tmp_path
+):
+    web(control_plane, processes.http_backend("a"))
+    token_file = tmp_path / "run" / "admin-token"
+    token_file.parent.mkdir(mode=0o700)
+    runtime = tulle.client.configure(
+        xds_address=f"127.0.0.1:{control_plane.xds_port}", node_id=NODE, access_log=False,
+        admin_port=0, admin_token_file=str(token_file),
+    )  # fmt: skip
+    tulle.client.wait_ready(10)
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    url = f"http://127.0.0.1:{runtime.admin_port}/tap"
+    refused = httpx.get(url, timeout=10)
+    assert refused.status_code == 401
+    assert str(token_file) in refused.json()["error"]
+    bearer = {"authorization": f"Bearer {token_file.read_text().strip()}"}
+    foreign = httpx.get(url, headers={**bearer, "host": "evil.example:80"}, timeout=10)
+    assert foreign.status_code == 403
+    bad = httpx.get(url, params={"status": "9xx"}, headers=bearer, timeout=10)
+    assert bad.status_code == 400
+    assert "status '9xx'" in bad.json()["error"]
+    with (
+        httpx.stream("GET", url, params={"path": "/tapped", "max": "1"}, headers=bearer,
+                     timeout=10) as feed,
+        tulle.client.Client(timeout=10) as client,
+    ):  # fmt: skip
+        assert feed.status_code == 200  # subscribed: what follows is tapped
+        client.get("http://web:8080/untapped")  # another path: filtered out at the source
+        client.get("http://web:8080/tapped/1")
+        events = [json.loads(line) for line in feed.iter_lines() if line]
+    assert len(events) == 1  # max=1: the feed ended after one
+    (event,) = events
+    assert (event["direction"], event["path"], event["status"]) == ("outbound", "/tapped/1", 200)
+    assert event["dst_workload"] == "web-v1"
+    assert runtime.tap.active is False  # the feed's end unsubscribed it
+
+
+def test_an_admin_port_needs_a_token_file(monkeypatch):
+    monkeypatch.setenv("TULLE_XDS_ADDRESS", "127.0.0.1:1")
+    monkeypatch.setenv("TULLE_ADMIN_PORT", "15000")
+    monkeypatch.delenv("TULLE_ADMIN_TOKEN_FILE", raising=False)
+    with pytest.raises(
+        tulle.client.SettingsError, match="TULLE_ADMIN_PORT needs TULLE_ADMIN_TOKEN"
+    ):
+        tulle.client.Settings.load()

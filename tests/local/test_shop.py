@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import json
 import os
+import queue
 import signal
 import subprocess
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -308,3 +311,106 @@ spec:
         ),
         timeout=60,  # each try is ten pages (seen at 13 s on a busy machine with 15 s allowed)
     )
+
+
+class Tap:
+    """``tulle tap ARGS`` running, its output lines read as they come."""
+
+    def __init__(self, shop: Mesh, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [*TULLE, "tap", *args, "--state-dir", str(shop.state_dir)],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def until(self, wanted: Callable[[str], bool], drive: Callable[[], object]) -> list[str]:
+        """The lines up to the first ``wanted`` one, calling ``drive`` while none has come."""
+        seen: list[str] = []
+
+        def found() -> bool:
+            drive()
+            while not self.lines.empty():
+                seen.append(self.lines.get())
+                if wanted(seen[-1]):
+                    return True
+            assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
+            return False
+
+        wait_until(found, timeout=90, interval=0)
+        return seen
+
+    def close(self) -> str:
+        """Stop it; its standard error."""
+        self.proc.kill()
+        _, err = self.proc.communicate(timeout=30)
+        return err
+
+
+def test_tap_shows_the_failed_calls_of_a_broken_payment(shop: Mesh, front: Frontend):
+    payment = shop.replica("payment-0")
+    tap = Tap(shop, "frontend", "--status", "5xx")
+    try:
+        # The chaos header's aborts are the mesh's own failures: the first shows the tap is
+        # listening, with the mesh's reason on the response line.
+        chaos = tap.until(
+            lambda line: 'reason="fault injected: abort"' in line,
+            lambda: front.page({"x-chaos": "abort"}),
+        )
+        request, response = chaos[-2:]
+        assert request.startswith("req id=frontend-0:")
+        assert " proxy=out " in request
+        assert request.endswith(":path=/pay")
+        assert response.startswith("rsp id=frontend-0:")
+        assert " :status=503 " in response
+        assert httpx.post(f"http://{payment['app']}/break", timeout=10).json()["broken"] is True
+        # Each call to the broken replica fails: retried (and so hidden from the page) or not,
+        # the tap shows it, to payment-0's address, with its status.
+        failed = tap.until(
+            lambda line: line.startswith("rsp ") and f" dst={payment['address']} " in line,
+            front.page,
+        )
+        assert " :status=503 " in failed[-1]
+        assert " tls=true " in failed[-1]  # the frontend's sidecar calls payment over mTLS
+        responses = [line for line in chaos + failed if line.startswith("rsp ")]
+        assert all(" :status=5" in line for line in responses)  # --status 5xx, at the source
+    finally:
+        httpx.post(f"http://{payment['app']}/heal", timeout=10)
+        tap.close()
+
+
+def test_tap_of_a_library_mode_app_as_json(shop: Mesh, front: Frontend):
+    tap = Tap(shop, "cart", "-o", "json", "--method", "GET")
+    directions: set[str] = set()
+
+    def both_seen(line: str) -> bool:
+        directions.add(json.loads(line)["direction"])
+        return directions == {"inbound", "outbound"}
+
+    try:
+        lines = tap.until(both_seen, front.page)
+    finally:
+        tap.close()
+    events = [json.loads(line) for line in lines]
+    served = next(e for e in events if e["direction"] == "inbound")
+    assert (served["replica"], served["method"]) == ("cart-0", "GET")
+    assert served["dst"] == "cart.default.svc.cluster.local"
+    assert served["tls"] is True
+    assert served["peer"] == "spiffe://cluster.local/ns/default/sa/frontend"
+    sent = next(e for e in events if e["direction"] == "outbound")
+    assert sent["authority"].startswith("catalog")
+    assert sent["dst_workload"].startswith("catalog")
+
+
+def test_tap_needs_the_admin_token(shop: Mesh):
+    for name in ("frontend-0", "cart-0"):
+        admin = shop.replica(name)["admin_port"]
+        refused = httpx.get(f"http://127.0.0.1:{admin}/tap", timeout=10)
+        assert refused.status_code == 401
+        assert "Authorization: Bearer <token>" in refused.json()["error"]

@@ -19,6 +19,7 @@ from pathlib import Path
 import prometheus_client
 import uvloop
 
+from tulle.client.admin import new_admin
 from tulle.client.inbound_tls import InboundTls
 from tulle.client.settings import Settings
 from tulle.codec.paths import BASE
@@ -32,6 +33,7 @@ from tulle.obs.metrics import MeshMetrics
 from tulle.obs.tap import Tap, TapCollector
 from tulle.security.renewal import CertificateKeeper
 from tulle.security.tokens import read_token_file
+from tulle.transport.http_server import listening_port, serve_http
 from tulle.transport.mtls import MeshTls
 from tulle.transport.pool import Http1Pool
 from tulle.xds import types
@@ -88,6 +90,8 @@ class MeshRuntime:
         self._mtls_listeners: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name="tulle-mesh", daemon=True)
         self._metrics_server: object | None = None
+        self.admin_port: int | None = None  # the admin listener's, once open
+        self._admin_server: asyncio.Server | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -97,11 +101,23 @@ class MeshRuntime:
         self.loop.call_soon(started.set)
         self._thread.start()
         started.wait(10)
+        port, token_file = self.settings.admin_port, self.settings.admin_token_file
+        if port is not None and token_file is not None:
+            opening = self._open_admin(port, token_file)
+            # A port taken or a token file not writable: the caller knows.
+            asyncio.run_coroutine_threadsafe(opening, self.loop).result(10)
         if self.settings.metrics_port is not None:
             self._metrics_server = prometheus_client.start_http_server(
                 self.settings.metrics_port, registry=self.metrics.registry
             )
         return self
+
+    async def _open_admin(self, port: int, token_file: str) -> None:
+        """The admin listener (``GET /tap``) on loopback, its token written first."""
+        admin = new_admin(self.tap, Path(token_file))
+        self._admin_server = server = await serve_http(admin, "127.0.0.1", port)
+        admin.port = listening_port(server)
+        self.admin_port = admin.port
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -121,6 +137,8 @@ class MeshRuntime:
             self.loop.run_forever()
         finally:
             self.log.stop()
+            if self._admin_server is not None:
+                self._admin_server.close()
             for binding in list(self._bindings.values()):
                 if binding.loop is self.loop:
                     binding.pool.close()

@@ -29,6 +29,8 @@ class Settings:
     server: str = DEFAULT_SERVER  # the control plane's HTTP API (endpoint registration)
     xds_root_cert: str | None = None  # TULLE_XDS_ROOT_CERT: xDS over TLS, verified with it
     token_file: str | None = None  # TULLE_TOKEN_FILE: this replica's bootstrap token
+    admin_port: int | None = None  # TULLE_ADMIN_PORT: GET /tap on loopback (tulle.client.admin)
+    admin_token_file: str | None = None  # TULLE_ADMIN_TOKEN_FILE: where its token is written
 
     @classmethod
     def load(
@@ -41,6 +43,8 @@ class Settings:
         server: str | None = None,
         xds_root_cert: str | None = None,
         token_file: str | None = None,
+        admin_port: int | None = None,
+        admin_token_file: str | None = None,
     ) -> Settings:
         """Arguments first, then ``TULLE_*`` variables, then defaults."""
         env = os.environ
@@ -53,6 +57,7 @@ class Settings:
             split_address(address)
         except ValueError as error:
             raise SettingsError(f"TULLE_XDS_ADDRESS / xds_address: {error}") from None
+        admin = _admin(env, admin_port, admin_token_file)
         node = node_id or env.get("TULLE_NODE_ID") or _default_node_id()
         try:
             parse_node_id(node)
@@ -71,8 +76,25 @@ class Settings:
             if access_log is not None
             else env.get("TULLE_ACCESS_LOG", "1") not in ("0", "false", "off"),
             server=server or env.get("TULLE_SERVER") or DEFAULT_SERVER,
+            admin_port=admin[0],
+            admin_token_file=admin[1],
             **_secure_xds(env, xds_root_cert, token_file),
         )
+
+
+def _admin(
+    env: os._Environ[str], port: int | None, token_file: str | None
+) -> tuple[int | None, str | None]:
+    """``TULLE_ADMIN_PORT`` and ``TULLE_ADMIN_TOKEN_FILE`` (the arguments first): a port needs
+    the file its token is written to."""
+    if port is None:
+        port = port_variable("TULLE_ADMIN_PORT")
+    token_file = token_file or env.get("TULLE_ADMIN_TOKEN_FILE") or None
+    if port is not None and token_file is None:
+        raise SettingsError(
+            "TULLE_ADMIN_PORT needs TULLE_ADMIN_TOKEN_FILE (where the admin token is written)"
+        )
+    return port, token_file
 
 
 def _secure_xds(

@@ -85,6 +85,7 @@ class ReplicaPlan:
     env: dict[str, str] = field(default_factory=dict)
     ip: str = LOOPBACK  # the pod's address with --pods
     pod_index: int | None = None  # with --pods: which address and veth
+    admin_port: int | None = None  # library mode: the library's admin listener (GET /tap)
 
     @property
     def mode(self) -> str:
@@ -183,7 +184,7 @@ def plan_replica(
     else:
         app_ports = {port.name: allocate() for port in workload.ports}
     sidecar = None
-    metrics_port = None
+    metrics_port = admin_port = None
     env = dict(workload.env)
     if app_ports:
         env["PORT"] = str(next(iter(app_ports.values())))
@@ -200,13 +201,15 @@ def plan_replica(
                    no_proxy="localhost,127.0.0.1")  # fmt: skip
     elif workload.mesh == "library":
         metrics_port = POD_METRICS_PORT if pods else allocate()
+        admin_port = POD_ADMIN_PORT if pods else allocate()  # on loopback (the pod's)
         plan_node = make_node_id("library", ip, name, workload.namespace)
         env.update(TULLE_XDS_ADDRESS=xds, TULLE_NODE_ID=plan_node, TULLE_SERVER=api,
-                   TULLE_METRICS_PORT=str(metrics_port))  # fmt: skip
+                   TULLE_METRICS_PORT=str(metrics_port),
+                   TULLE_ADMIN_PORT=str(admin_port))  # fmt: skip
     elif workload.mesh == "proxyless":  # the runner adds GRPC_XDS_BOOTSTRAP (its agent's files)
         env[GRPC_CALL_CREDS_FLAG] = "true"
     return ReplicaPlan(name, workload, index, app_ports, sidecar, metrics_port, env, ip,
-                       pod_index)  # fmt: skip
+                       pod_index, admin_port)  # fmt: skip
 
 
 def pod_address(index: int) -> str:

@@ -135,6 +135,9 @@ class ReplicaSupervisor(Registrations):
         env = {**self._environment(), "PATH": path, "PYTHONUNBUFFERED": "1", **plan.env}
         if plan.workload.mesh == "library":
             env.update(identity)
+            token = state.admin_token(plan.name).resolve()  # the library writes it (0600)
+            env["TULLE_ADMIN_TOKEN_FILE"] = str(token)
+            status.admin_port, status.admin_token_file = plan.admin_port, str(token)
         elif plan.workload.mesh == "proxyless":
             replica.app = None  # until started: not the last run's, which has exited
             if not await self._start_agent(replica, identity):

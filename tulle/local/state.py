@@ -34,8 +34,10 @@ class ReplicaState:
     proxy_pid: int | None = None
     agent_pid: int | None = None  # proxyless: its ``tulle agent``
     certs: str = ""  # proxyless: the directory its agent keeps (grpcio's file_watcher reads it)
-    admin_port: int | None = None  # sidecar admin, on loopback (in the pod's, with --pods)
-    admin_token_file: str = ""  # its token, for POST /drain and /quitquitquit
+    # The sidecar's admin listener, or the library's (GET /tap), on loopback (the pod's, with
+    # --pods), and its token (POST /drain and /quitquitquit, GET /tap).
+    admin_port: int | None = None
+    admin_token_file: str = ""
     stats_port: int | None = None  # sidecar read-only /ready and /stats/prometheus, at ``ip``
     metrics_port: int | None = None  # library metrics (/metrics)
     last_exit: str = ""  # how the app last ended, for a crash loop
