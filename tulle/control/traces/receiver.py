@@ -22,10 +22,12 @@ from collections.abc import Iterator
 from typing import Final, Protocol
 
 import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tulle.control.traces.forward import OtlpForwarder
 from tulle.control.traces.otlp import (
     JSON,
     PROTOBUF,
@@ -129,9 +131,16 @@ class _StoreMetrics(Collector):
 class TraceReceiver:
     """Takes OTLP exports (HTTP and gRPC) from authenticated exporters into ``store``."""
 
-    def __init__(self, store: TraceStore, auth: ExporterAuth, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        store: TraceStore,
+        auth: ExporterAuth,
+        registry: CollectorRegistry,
+        forwarder: OtlpForwarder | None = None,
+    ) -> None:
         self.store = store
         self.auth = auth
+        self.forwarder = forwarder  # the Mesh's OTLP/gRPC collector, if it names one
         self.exports = Counter(
             "tulle_trace_exports",
             "OTLP trace exports the control plane answered, by transport and result.",
@@ -146,7 +155,10 @@ class TraceReceiver:
         )
         registry.register(_StoreMetrics(store))
 
-    def _keep(self, decoded: Decoded, exporter: str, transport: str) -> None:
+    def _keep(self, message: ExportTraceServiceRequest, exporter: str, transport: str) -> Decoded:
+        decoded = decode_message(message)
+        if self.forwarder is not None and decoded.spans:
+            self.forwarder.offer(message, len(decoded.spans))
         for span in decoded.spans:
             span.resource[EXPORTER] = exporter
         kept = self.store.add(decoded.spans)
@@ -159,6 +171,7 @@ class TraceReceiver:
                 f"the trace store holds at most {self.store.max_spans} spans of one trace"
             )
         self.exports.labels(transport, "partial" if rejected else "ok").inc()
+        return decoded
 
     # --- HTTP -----------------------------------------------------------------------------
 
@@ -186,13 +199,13 @@ class TraceReceiver:
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"Content-Encoding {encoding!r}: send gzip or none",
                 )
-            decoded = decode_message(parse_request(body, content_type))
+            message = parse_request(body, content_type)
         except OtlpError as error:
             refusal = Refused(400, grpc.StatusCode.INVALID_ARGUMENT, str(error))
             return self._refused_http(refusal, answer_type)
         except Refused as refusal:
             return self._refused_http(refusal, answer_type)
-        self._keep(decoded, exporter, "http")
+        decoded = self._keep(message, exporter, "http")
         body = encode(response(decoded.rejected, decoded.problem), answer_type)
         return Response(200, body, {"content-type": answer_type})
 
@@ -224,13 +237,13 @@ class TraceReceiver:
                 )
             metadata = {k: str(v) for k, v in context.invocation_metadata() or ()}
             exporter = await self.auth.exporter(bearer_token(metadata.get("authorization", "")))
-            decoded = decode_message(parse_request(request))
+            message = parse_request(request)
         except OtlpError as error:
             refusal = Refused(400, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except Refused as refused:
             refusal = refused
         else:
-            self._keep(decoded, exporter, "grpc")
+            decoded = self._keep(message, exporter, "grpc")
             return encode(response(decoded.rejected, decoded.problem), PROTOBUF)
         self.exports.labels("grpc", _result(refusal)).inc()
         log.warning("OTLP/gRPC export from %s refused: %s", context.peer(), refusal)
