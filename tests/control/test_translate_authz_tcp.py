@@ -152,14 +152,15 @@ def test_tcp_fields_apply_namespaces_ip_blocks_ports_and_connection_conditions()
     source = rule["principals"][0]["andIds"]["ids"]
     assert source[0]["andIds"]["ids"] == [
         {"authenticated": {"principalName": {"safeRegex": {"regex": ".*/ns/shop/.*"}}}},
-        {"notId": {"remoteIp": {"addressPrefix": "10.9.0.0", "prefixLen": 16}}},
+        {"notId": {"directRemoteIp": {"addressPrefix": "10.9.0.0", "prefixLen": 16}}},
     ]
     assert source[1] == {
         "notId": {
             "authenticated": {"principalName": {"safeRegex": {"regex": "spiffe://.*/sa/intruder"}}}
         }
     }
-    assert source[2] == {"remoteIp": {"addressPrefix": "10.0.0.0", "prefixLen": 8}}
+    # Istio's source.ip and ipBlocks: the connection's peer (direct_remote_ip), never X-Forwarded-For
+    assert source[2] == {"directRemoteIp": {"addressPrefix": "10.0.0.0", "prefixLen": 8}}
     permissions = rule["permissions"][0]["andRules"]["rules"]
     assert permissions == [
         {"andRules": {"rules": [{"notRule": {"destinationPort": 9999}}]}},

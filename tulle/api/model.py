@@ -111,6 +111,7 @@ class MeshSettings:
     )
     workload_certificate_lifetime: float = 86400.0  # seconds
     h2_upgrade_policy: Literal["DO_NOT_UPGRADE", "UPGRADE"] = "DO_NOT_UPGRADE"
+    num_trusted_proxies: int = 0  # X-Forwarded-For addresses the inbound side trusts
 
 
 # --- visibility (exportTo, GAMMA consumer routes) -------------------------------------------

@@ -99,4 +99,5 @@ def mesh_settings(meshes: list[Mesh]) -> MeshSettings:
         path_normalization=spec.path_normalization.normalization,
         workload_certificate_lifetime=parse_duration(spec.workload_certificate_lifetime),
         h2_upgrade_policy=spec.h2_upgrade_policy,
+        num_trusted_proxies=spec.num_trusted_proxies,
     )

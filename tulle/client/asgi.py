@@ -18,7 +18,7 @@ from typing import Any
 import anyio.to_thread
 
 from tulle.client.inbound import InboundGate, ServedRequest
-from tulle.client.inbound_tls import PEER_PRINCIPAL, client_cert_header
+from tulle.client.inbound_tls import CONNECTION, PEER_PRINCIPAL, client_cert_header
 from tulle.client.runtime import MeshRuntime
 from tulle.engine.message import Response
 from tulle.obs.metrics import SOURCE_WORKLOAD_HEADER
@@ -83,6 +83,7 @@ class MeshMiddleware:
         principal = state.get(PEER_PRINCIPAL)
         request.peer_principal = principal
         server = scope.get("server") or ("", 0)
+        request.local_ip, request.sni = state.get(CONNECTION) or (str(server[0] or ""), "")
         service, refused = self.gate.admit(request, server[1] or 0, terminated)
         if refused is not None:
             sent = await _answer(send, refused)

@@ -21,6 +21,7 @@ from tulle.engine.inbound import InboundPolicy
 from tulle.security.material import WorkloadCredentials
 from tulle.security.verify import PeerCertDict, check_peer, peer_identity_from_getpeercert
 from tulle.transport.tls_open import MtlsMode
+from tulle.transport.tls_transport import keep_sni
 
 if TYPE_CHECKING:
     from tulle.client.runtime import MeshRuntime
@@ -29,6 +30,10 @@ log = logging.getLogger("tulle.client")
 
 PEER_PRINCIPAL = "tulle.peer_principal"
 """Scope-state / environ key: the caller's SPIFFE id (None over plain text)."""
+CONNECTION = "tulle.connection"
+"""Scope-state / environ key: ``(local_ip, sni)`` of the connection (the address it came to,
+the server name its TLS client sent), for authorization's ``destination.ip`` and
+``connection.sni``; absent when the server is not Tulle's."""
 ALPN = ("http/1.1",)
 """What the library's mTLS side offers: its servers (uvicorn's protocols, wsgiref) speak
 HTTP/1.1 only, so a client offering ``h2`` first still gets HTTP/1.1."""
@@ -93,6 +98,7 @@ class InboundTls:
         context = current.server_context(require_client_cert=True)
         context.set_alpn_protocols(list(ALPN))
         context.num_tickets = 0  # mesh clients never resume
+        context.sni_callback = keep_sni
         self._cached = (current, context)
         return context
 

@@ -26,10 +26,11 @@ import uvicorn
 from uvicorn.main import main as uvicorn_main  # uvicorn's click command
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from tulle.client.inbound_tls import NO_IDENTITY, PEER_PRINCIPAL, InboundTls
+from tulle.client.inbound_tls import CONNECTION, NO_IDENTITY, PEER_PRINCIPAL, InboundTls
 from tulle.client.runtime import declare_mtls_server, get_runtime
 from tulle.client.settings import port_variable
 from tulle.security.verify import PeerCertDict
+from tulle.transport.mtls import connection_facts
 from tulle.transport.tls_open import TlsOrPlain
 
 PROTOCOL = "tulle.client.uvicorn:MeshHttp"
@@ -77,6 +78,15 @@ class MeshHttp(asyncio.Protocol):
         protocol: asyncio.Protocol = AutoHTTPProtocol(  # type: ignore[call-arg]
             config=self.config, server_state=self.server_state, app_state=state, _loop=self.loop
         )
+        made = protocol.connection_made
+
+        def connection_made(transport: asyncio.BaseTransport) -> None:
+            # uvicorn copies this state into each request's scope: the connection's facts
+            # are in it before the first request (the state is the protocol's own dict).
+            state[CONNECTION] = connection_facts(transport, None)
+            made(transport)
+
+        setattr(protocol, "connection_made", connection_made)  # noqa: B010
         return protocol
 
 

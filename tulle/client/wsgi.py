@@ -19,7 +19,7 @@ from http import HTTPStatus
 from typing import IO, Any
 
 from tulle.client.inbound import InboundGate, ServedRequest
-from tulle.client.inbound_tls import PEER_PRINCIPAL, client_cert_header
+from tulle.client.inbound_tls import CONNECTION, PEER_PRINCIPAL, client_cert_header
 from tulle.client.runtime import MeshRuntime
 from tulle.client.wsgi_server import MeshWSGIServer, make_server
 from tulle.engine.message import Response
@@ -64,6 +64,7 @@ class MeshMiddleware:
         terminated = PEER_PRINCIPAL in environ
         principal = environ.get(PEER_PRINCIPAL) if terminated else None
         request.peer_principal = principal
+        request.local_ip, request.sni = environ.get(CONNECTION) or ("", "")
         port = int(environ.get("SERVER_PORT") or 0)
         service, refused = self.gate.admit(request, port, terminated)
         if refused is not None:

@@ -24,6 +24,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from tulle.client.inbound import InboundGate
 from tulle.client.inbound_tls import (
+    CONNECTION,
     FIRST_BYTES_TIMEOUT,
     HANDSHAKE_TIMEOUT,
     NO_IDENTITY,
@@ -34,6 +35,7 @@ from tulle.client.settings import port_variable
 from tulle.security.verify import PeerRefused
 from tulle.transport.tls_errors import describe
 from tulle.transport.tls_open import PLAIN_REFUSED, TLS_HANDSHAKE_RECORD
+from tulle.transport.tls_transport import SNI_ATTRIBUTE
 
 
 class MeshRequestHandler(WSGIRequestHandler):
@@ -44,6 +46,9 @@ class MeshRequestHandler(WSGIRequestHandler):
     def get_environ(self) -> dict[str, Any]:
         environ = super().get_environ()
         environ[PEER_PRINCIPAL] = self.server.peer_principal()
+        own = self.connection.getsockname()
+        sni = getattr(self.connection, SNI_ATTRIBUTE, None) or ""  # keep_sni's, over TLS
+        environ[CONNECTION] = (str(own[0]) if isinstance(own, tuple) else "", sni)
         if isinstance(self.connection, ssl.SSLSocket):
             environ["HTTPS"] = "on"  # wsgi.url_scheme https
         return environ

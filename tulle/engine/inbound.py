@@ -59,6 +59,9 @@ class InboundPolicy:
     # the first bytes) or "DISABLE" (plain text only); ``alpn``: what the mTLS side offers.
     mode: str = "DISABLE"
     alpn: tuple[str, ...] = ()
+    # X-Forwarded-For addresses the port trusts (the HttpConnectionManager's
+    # ``xff_num_trusted_hops``): where RBAC's ``remote_ip`` (remoteIpBlocks) finds the client.
+    trusted_hops: int = 0
 
 
 def inbound_policies(
@@ -120,6 +123,7 @@ def _compile_chain(
             )
         manager = hcm.HttpConnectionManager()
         network_filter.typed_config.Unpack(manager)
+        policy.trusted_hops = manager.xff_num_trusted_hops
         filters = []
         for http_filter in manager.http_filters:
             if http_filter.name.startswith(RBAC_FILTER):
@@ -152,7 +156,7 @@ def refusal(
     SPIFFE id the front took from the mTLS handshake; None over plain text matches none). Takes
     a token from the rate limit when it passes authorization."""
     if policy.rbac:
-        denied = _authorized(policy.rbac, request, port)
+        denied = _authorized(policy.rbac, request, port, policy.trusted_hops)
         if denied is not None:
             return denied
     limit = policy.bucket
@@ -162,10 +166,12 @@ def refusal(
 
 
 def _authorized(
-    rbac: tuple[RbacFilter, ...], request: Request, port: int
+    rbac: tuple[RbacFilter, ...], request: Request, port: int, trusted_hops: int
 ) -> errors.MeshError | None:
     """The port's RBAC filters on ``request``: None when they allow it. (A port without any
-    skips this: the peer's view of the request costs more than the rest of the check.)"""
+    skips this: the peer's view of the request costs more than the rest of the check.) The
+    connection's own facts (the address it came to, the SNI of its TLS handshake) are what
+    the front put on the request."""
     path = request.path.partition("?")[0]
     headers = dict(reversed(request.headers))
     # AuthorizationPolicy methods and hosts arrive as Envoy's pseudo-headers (":method",
@@ -173,7 +179,10 @@ def _authorized(
     headers[":method"] = request.method
     headers[":authority"] = request.authority
     headers[":path"] = request.path
-    peer = Peer(headers, path, request.source_ip, port, principal=request.peer_principal)
+    peer = Peer(
+        headers, path, request.source_ip, port, request.local_ip, request.peer_principal,
+        request.sni, trusted_hops,
+    )  # fmt: skip
     return authorize(rbac, peer)
 
 
@@ -183,14 +192,16 @@ def connection_refusal(
     source_ip: str,
     principal: str | None,
     destination_ip: str = "",
+    sni: str = "",
 ) -> tuple[str, str] | None:
     """Why the app's port ``port`` refuses a connection (``(policy, reason)``: the DENY policy
     that matched, or ``none``), or None when it may pass: the port's network RBAC, once per
     connection, on the peer's address and the SPIFFE id its mTLS handshake proved (None over
-    plain text: principal and namespace rules match nothing)."""
+    plain text: principal and namespace rules match nothing), the address it came to and the
+    SNI its TLS client sent. A connection has no X-Forwarded-For: its client is its peer."""
     if not policy.connection_rbac:
         return None
-    peer = Peer(NO_HEADERS, "", source_ip, port, destination_ip, principal)
+    peer = Peer(NO_HEADERS, "", source_ip, port, destination_ip, principal, sni)
     return connection_denial(policy.connection_rbac, peer)
 
 

@@ -69,8 +69,9 @@ def header_test(matcher: Any) -> HeaderTest:
     kind = matcher.WhichOneof("header_match_specifier")
     if kind == "string_match":
         return HeaderTest(name, string_test(matcher.string_match), matcher.invert_match)
-    if kind == "present_match":
-        return HeaderTest(name, None, matcher.invert_match != matcher.present_match)
+    if kind == "present_match":  # true: matches when present; false: when absent
+        invert = matcher.invert_match if matcher.present_match else not matcher.invert_match
+        return HeaderTest(name, None, invert)
     if kind == "exact_match":
         value = matcher.exact_match
         return HeaderTest(name, lambda s: s == value, matcher.invert_match)

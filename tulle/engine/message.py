@@ -85,13 +85,15 @@ class Request:
     (103 Early Hints, 102...) go: the front end that can write them to the client before the
     final response (None: dropped). ``peer_principal``: the caller's SPIFFE id
     (``spiffe://cluster.local/ns/default/sa/frontend``) that the front took from the mTLS
-    handshake on the connection the request came in on; None over plain text."""
+    handshake on the connection the request came in on; None over plain text. ``local_ip``
+    (the address the connection came to) and ``sni`` (the server name of its TLS handshake)
+    are set by a front that serves inbound requests, for authorization; "" when unknown."""
 
     # A plain class, not a dataclass: compiled, a dataclass's __init__ stays interpreted, at
     # several times the cost (one or two of these are made per request).
     __slots__ = (
-        "authority", "body", "headers", "http2", "interim", "method", "path", "peer_principal",
-        "source_ip",
+        "authority", "body", "headers", "http2", "interim", "local_ip", "method", "path",
+        "peer_principal", "sni", "source_ip",
     )  # fmt: skip
 
     def __init__(
@@ -116,6 +118,8 @@ class Request:
         self.interim = interim
         self.peer_principal = peer_principal
 
+        self.local_ip = ""
+        self.sni = ""
     def __repr__(self) -> str:
         return f"Request({self.method} {self.authority}{self.path})"
 

@@ -4,13 +4,19 @@ ALLOW policies exist, a request must match one; AUDIT policies only log. The HTT
 config is judged per request (:func:`authorize`); the network filter's
 (``envoy.extensions.filters.network.rbac.v3.RBAC``, opaque TCP) once per connection
 (:func:`compile_network_rbac`, :func:`connection_denial`), on what a connection has: the peer's
-address and certificate, the destination's address and port."""
+address and certificate, the destination's address and port, the SNI its TLS client sent.
+
+Addresses as Envoy reads them: ``direct_remote_ip`` (and the deprecated ``source_ip``) is the
+connection's peer; ``remote_ip`` is the original client, the ``trusted_hops``-th address from
+the right of ``X-Forwarded-For`` (the listener's ``xff_num_trusted_hops``), the peer when the
+header has fewer or the count is 0. CIDR blocks are parsed once, when the config is compiled."""
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -19,10 +25,19 @@ from envoy.config.rbac.v3 import rbac_pb2
 from tulle.engine.errors import MeshError, denied
 from tulle.engine.matching import ConfigError, header_test, string_test
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _address(text: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
 
 @dataclass(frozen=True)
 class Peer:
-    """What the receiving side knows about a request."""
+    """What the receiving side knows about a request (or a connection)."""
 
     headers: Mapping[str, str]
     path: str
@@ -30,21 +45,48 @@ class Peer:
     destination_port: int
     destination_ip: str = ""
     principal: str | None = None  # the SPIFFE id from mTLS; None over plain text
+    sni: str = ""  # the server name the TLS client sent ("" over plain text or without one)
+    trusted_hops: int = 0  # X-Forwarded-For addresses added by trusted proxies
+
+    @cached_property
+    def direct_address(self) -> Address | None:
+        """The connection's peer address, parsed once per request (None: not an IP)."""
+        return _address(self.source_ip)
+
+    @cached_property
+    def remote_address(self) -> Address | None:
+        """The original client: the ``trusted_hops``-th address from the right of
+        ``X-Forwarded-For``, else (no header, fewer addresses, no trusted hop) the peer."""
+        hops = self.trusted_hops
+        forwarded = self.headers.get("x-forwarded-for") if hops else None
+        if forwarded:
+            chain = [part.strip() for part in forwarded.split(",")]
+            if len(chain) >= hops:
+                return _address(chain[-hops])
+        return self.direct_address
+
+    @cached_property
+    def local_address(self) -> Address | None:
+        """The address the connection came to (None: unknown)."""
+        return _address(self.destination_ip) if self.destination_ip else None
 
 
 Check = Callable[[Peer], bool]
 
 
-def _cidr(cidr: Any) -> Check:
-    network = ipaddress.ip_network(f"{cidr.address_prefix}/{cidr.prefix_len.value}", strict=False)
+def _network(cidr: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(f"{cidr.address_prefix}/{cidr.prefix_len.value}", strict=False)
+    except ValueError as error:
+        raise ConfigError(f"RBAC CIDR range: {error}") from None
 
-    def check_source(peer: Peer) -> bool:
-        try:
-            return ipaddress.ip_address(peer.source_ip) in network
-        except ValueError:
-            return False
 
-    return check_source
+def _cidr(cidr: Any, remote: bool) -> Check:
+    """A principal's IP block on the peer's address (``remote``: the original client's)."""
+    network = _network(cidr)
+    if remote:
+        return lambda peer: (address := peer.remote_address) is not None and address in network
+    return lambda peer: (address := peer.direct_address) is not None and address in network
 
 
 def principal(spec: Any) -> Check:
@@ -64,8 +106,10 @@ def principal(spec: Any) -> Check:
     if kind == "authenticated":
         test = string_test(spec.authenticated.principal_name)
         return lambda peer: peer.principal is not None and test(peer.principal)
-    if kind in ("remote_ip", "direct_remote_ip", "source_ip"):
-        return _cidr(getattr(spec, kind))
+    if kind in ("direct_remote_ip", "source_ip"):
+        return _cidr(getattr(spec, kind), remote=False)
+    if kind == "remote_ip":
+        return _cidr(spec.remote_ip, remote=True)
     if kind == "header":
         header = header_test(spec.header)
         return lambda peer: header(peer.headers)
@@ -96,13 +140,11 @@ def permission(spec: Any) -> Check:
         port = spec.destination_port
         return lambda peer: peer.destination_port == port
     if kind == "destination_ip":
-        cidr = spec.destination_ip
-        network = ipaddress.ip_network(
-            f"{cidr.address_prefix}/{cidr.prefix_len.value}", strict=False
-        )
-        return lambda peer: (
-            bool(peer.destination_ip) and ipaddress.ip_address(peer.destination_ip) in network
-        )
+        network = _network(spec.destination_ip)
+        return lambda peer: (address := peer.local_address) is not None and address in network
+    if kind == "requested_server_name":
+        test = string_test(spec.requested_server_name)
+        return lambda peer: test(peer.sni)
     raise ConfigError(f"RBAC permission {kind!r} is not supported")
 
 

@@ -40,7 +40,7 @@ from tulle.proxy.in_flight import InFlight
 from tulle.proxy.limits import BUFFER_WATERMARK, FrontLimits
 from tulle.proxy.recording import Destination, Recorder
 from tulle.proxy.requests import http2_request
-from tulle.transport.mtls import peer_principal
+from tulle.transport.mtls import connection_facts, peer_principal
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ class H2Front(asyncio.Protocol):
         self.held: dict[int, int] = {}  # request-body bytes not yet acknowledged, by stream
         self.peer = ""
         self.peer_principal: str | None = None  # the SPIFFE id the peer proved over mTLS
+        self.local_ip = ""  # the address the connection came to
+        self.sni = ""  # the server name its TLS client sent
         self.served: dict[int, _Served] = {}  # streams being answered
         self.begun = 0  # streams begun on this connection
         self.premature = 0  # of which the client reset early (see PREMATURE)
@@ -117,6 +119,7 @@ class H2Front(asyncio.Protocol):
         peer = self.transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
         self.peer_principal = peer_principal(transport)
+        self.local_ip, self.sni = connection_facts(transport, self.destination)
         self.conn.initiate_connection()
         self._flush()
         self.in_flight.opened(self)
@@ -430,6 +433,7 @@ class H2Front(asyncio.Protocol):
             self._respond(stream_id, request)
             return
         request.peer_principal = self.peer_principal
+        request.local_ip, request.sni = self.local_ip, self.sni
         answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         served.answer = answer
         try:

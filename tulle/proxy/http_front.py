@@ -37,7 +37,7 @@ from tulle.proxy.recording import Destination, Recorder
 from tulle.proxy.requests import http1_request
 from tulle.proxy.tcp import TcpPipe
 from tulle.transport.interception import original_destination
-from tulle.transport.mtls import peer_principal
+from tulle.transport.mtls import connection_facts, peer_principal
 
 log: Final = logging.getLogger(__name__)
 # The module's own name for it: compiled code reads a Final from a static, not from the
@@ -117,6 +117,8 @@ class Http1Front(asyncio.Protocol):
         self.body_size = 0
         self.peer = ""
         self.peer_principal: str | None = None  # the SPIFFE id the peer proved over mTLS
+        self.local_ip = ""  # the address the connection came to
+        self.sni = ""  # the server name its TLS client sent
         self.draining = False  # the last response says Connection: close
         # The request dispatched and not yet answered: itself, its start, how to cancel it.
         self.unanswered: tuple[Request, float, Cancel] | None = None
@@ -131,6 +133,7 @@ class Http1Front(asyncio.Protocol):
         self.peer_principal = peer_principal(transport)
         if self.transparent:
             self.original_dst = original_destination(transport.get_extra_info("socket"))
+        self.local_ip, self.sni = connection_facts(transport, self.original_dst)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -354,6 +357,7 @@ class Http1Front(asyncio.Protocol):
             self._refuse(request, head.method)
             return
         request.peer_principal = self.peer_principal
+        request.local_ip, request.sni = self.local_ip, self.sni
         self.busy = True
         if head.version == "1.1":  # HTTP/1.0 clients get no informational responses
             request.interim = self._interim

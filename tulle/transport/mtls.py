@@ -27,6 +27,7 @@ from tulle.security.verify import (
 )
 from tulle.transport.connect import open_upstream
 from tulle.transport.tls_errors import PeerCert, TlsOrigin, VerifyPeer
+from tulle.transport.tls_transport import keep_sni
 
 INBOUND_ALPN: Final = ("h2", "http/1.1")
 
@@ -99,6 +100,7 @@ class MeshTls:
             self._server = credentials.server_context(require_client_cert=True)
             self._server.set_alpn_protocols(list(INBOUND_ALPN))
             self._server.num_tickets = 0
+            self._server.sni_callback = keep_sni
         return self._server
 
     def certificate(self) -> tuple[str, float] | None:
@@ -164,6 +166,20 @@ def peer_principal(transport: object) -> str | None:
         if kind == "URI" and value.startswith("spiffe://"):
             return str(value)
     return None
+
+
+def connection_facts(
+    transport: asyncio.BaseTransport, destination: tuple[str, int] | None
+) -> tuple[str, str]:
+    """What authorization reads of a connection besides its peer: the address it came to
+    (its original destination when intercepted, else the socket's own address) and the SNI
+    its TLS client sent ("" over plain text or without one). Read once per connection."""
+    if destination is not None:
+        local = destination[0]
+    else:
+        own = transport.get_extra_info("sockname")
+        local = str(own[0]) if isinstance(own, tuple) and own else ""
+    return local, transport.get_extra_info("sni") or ""
 
 
 XFCC: Final = "x-forwarded-client-cert"

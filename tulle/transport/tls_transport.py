@@ -11,6 +11,16 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from tulle.transport.tls_errors import TlsError, describe
 
+SNI_ATTRIBUTE: Final = "tulle_sni"
+
+
+def keep_sni(sslobj: Any, name: str | None, context: ssl.SSLContext) -> None:
+    """A server context's ``sni_callback``: keeps the server name the client sent on the
+    connection's SSLObject, where ``get_extra_info("sni")`` finds it (authorization's
+    ``connection.sni``). Returns None: the handshake goes on with the same context."""
+    setattr(sslobj, SNI_ATTRIBUTE, name)
+
+
 if TYPE_CHECKING:
     from tulle.transport.tls import TlsProtocol
 
@@ -154,6 +164,8 @@ class TlsTransport(asyncio.Transport):
                 return sslobj.selected_alpn_protocol()
             if name == "sslcontext":
                 return sslobj.context
+            if name == "sni":  # the server side: what keep_sni recorded at the handshake
+                return getattr(sslobj, SNI_ATTRIBUTE, None)
             if name == "compression":
                 return sslobj.compression()
         raw = tls._raw

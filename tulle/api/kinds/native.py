@@ -235,6 +235,10 @@ class MeshSpec(Strict):
     # Istio's meshConfig.h2UpgradePolicy: whether HTTP/1.1 requests go upstream over HTTP/2 to
     # HTTP ports whose DestinationRule leaves h2UpgradePolicy at DEFAULT.
     h2_upgrade_policy: Literal["DO_NOT_UPGRADE", "UPGRADE"] = "DO_NOT_UPGRADE"
+    # Istio's gatewayTopology.numTrustedProxies, for every workload's inbound side: how many
+    # proxies in front of the mesh append to X-Forwarded-For, so where AuthorizationPolicy's
+    # remoteIpBlocks / remote.ip find the original client (0: the connection's peer).
+    num_trusted_proxies: Annotated[int, Field(ge=0, le=UINT32_MAX)] = 0
 
     @field_validator("trust_domain")
     @classmethod

@@ -21,11 +21,21 @@ SECURITY_VERSIONS = ("v1", "v1beta1")
 
 MtlsMode = Literal["UNSET", "DISABLE", "PERMISSIVE", "STRICT"]
 
-# Condition keys of AuthorizationPolicy ``when`` that Tulle evaluates.
-CONDITION_KEYS = frozenset(
-    {"source.ip", "source.namespace", "source.principal", "destination.ip", "destination.port"}
-)
-_HEADER_KEY = re.compile(r"^request\.headers\[[^\]]+\]$")
+# Condition keys of AuthorizationPolicy ``when`` that Tulle evaluates: those of Istio's
+# conditions reference (https://istio.io/latest/docs/reference/config/security/conditions/)
+# but end-user JWT's (``request.auth.*``, tulle.api.unsupported) and Envoy metadata's
+# (``experimental.envoy.filters.*``), plus ``source.trustDomain``, which Istio's validation takes.
+IP_KEYS = frozenset({"source.ip", "remote.ip", "destination.ip"})
+CONDITION_KEYS = IP_KEYS | {
+    "source.namespace",
+    "source.principal",
+    "source.trustDomain",
+    "destination.port",
+    "connection.sni",
+}
+_HEADER_KEY = re.compile(r"^request\.headers\[([^\]]+)\]$")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+ENVOY_METADATA = "experimental.envoy.filters."
 
 
 def _port_key(value: object) -> object:
@@ -84,7 +94,8 @@ def _check_ports(value: list[str]) -> list[str]:
 
 
 class Source(Strict):
-    """Who sends the request: SPIFFE principals, namespaces, IP blocks (and their negations)."""
+    """Who sends the request: SPIFFE principals, namespaces, trust domains, the peer's IP
+    blocks, the original client's (``remoteIpBlocks``), and their negations."""
 
     principals: list[str] = Field(default_factory=list)
     not_principals: list[str] = Field(default_factory=list)
@@ -92,8 +103,14 @@ class Source(Strict):
     not_namespaces: list[str] = Field(default_factory=list)
     ip_blocks: list[str] = Field(default_factory=list)
     not_ip_blocks: list[str] = Field(default_factory=list)
+    remote_ip_blocks: list[str] = Field(default_factory=list)
+    not_remote_ip_blocks: list[str] = Field(default_factory=list)
+    trust_domains: list[str] = Field(default_factory=list)
+    not_trust_domains: list[str] = Field(default_factory=list)
 
-    _blocks = field_validator("ip_blocks", "not_ip_blocks")(check_cidrs)
+    _blocks = field_validator(
+        "ip_blocks", "not_ip_blocks", "remote_ip_blocks", "not_remote_ip_blocks"
+    )(check_cidrs)
 
 
 class Operation(Strict):
@@ -133,10 +150,21 @@ class Condition(Strict):
     @field_validator("key")
     @classmethod
     def _known_key(cls, value: str) -> str:
-        if value in CONDITION_KEYS or _HEADER_KEY.match(value):
+        header = _HEADER_KEY.match(value)
+        if header is not None:
+            if not _TOKEN.match(header.group(1)):
+                raise ValueError(f"{header.group(1)!r} is not a header name (an RFC 9110 token)")
             return value
+        if value in CONDITION_KEYS:
+            return value
+        if value.startswith(ENVOY_METADATA):
+            raise ValueError(
+                f"condition key {value!r} is not supported yet: it reads Envoy filters' "
+                "dynamic metadata (experimental in Istio), which Tulle's proxies do not "
+                "produce; an equivalent may come in a later issue"
+            )
         raise ValueError(
-            f"unsupported condition key {value!r}; use request.headers[NAME] or "
+            f"unknown condition key {value!r}; use request.headers[NAME] or "
             f"{', '.join(sorted(CONDITION_KEYS))}"
         )
 
@@ -144,7 +172,28 @@ class Condition(Strict):
     def _has_values(self) -> Condition:
         if not self.values and not self.not_values:
             raise ValueError("set values or notValues")
+        for field, values in (("values", self.values), ("notValues", self.not_values)):
+            for index, value in enumerate(values):
+                problem = _value_problem(self.key, value)
+                if problem is not None:
+                    raise FieldError((field, index), problem)
         return self
+
+
+def _value_problem(key: str, value: str) -> str | None:
+    """Why ``value`` cannot be a value of condition ``key`` (Istio's generators refuse it),
+    or None."""
+    if key in IP_KEYS:
+        try:
+            check_cidrs([value])
+        except ValueError as error:
+            return str(error)
+    elif key == "destination.port":
+        if not (value.isascii() and value.isdigit() and int(value) <= 65535):
+            return f'{value!r} is not a port number (0-65535, a string: "8080")'
+    elif not value:
+        return "an empty value matches nothing: use * (presence) or leave it out"
+    return None
 
 
 class Rule(Strict):

@@ -281,6 +281,7 @@ def _inbound(snapshot: Snapshot, view: NodeView) -> Any | None:
                 route_config=routes,
                 http_filters=_inbound_filters(snapshot, workload, port.port),
             )
+            _trusted_proxies(manager, snapshot.model.settings.num_trusted_proxies)
             _normalize_paths(manager, snapshot.model.settings.path_normalization)
             chain = _hcm_chain(manager)
         chain.filter_chain_match.destination_port.value = port.port
@@ -288,6 +289,16 @@ def _inbound(snapshot: Snapshot, view: NodeView) -> Any | None:
         chain.metadata.filter_metadata["tulle"].update({"service": workload.service_host})
         listener.filter_chains.extend(_by_transport(chain, cluster, mtls.for_port(port.port)))
     return listener
+
+
+def _trusted_proxies(manager: Any, count: int) -> None:
+    """The Mesh's ``numTrustedProxies`` on an inbound HttpConnectionManager, as Istio sets a
+    gateway's (``use_remote_address`` and ``xff_num_trusted_hops``): RBAC's ``remote_ip``
+    (remoteIpBlocks, ``remote.ip``) is then the ``count``-th X-Forwarded-For address from the
+    right; with 0, the connection's peer."""
+    if count:
+        manager.use_remote_address.value = True
+        manager.xff_num_trusted_hops = count
 
 
 def _by_transport(chain: Any, name: str, mode: Mode) -> list[Any]:

@@ -96,10 +96,29 @@ def _any_of_permissions(items: list[Any]) -> Any:
     return rbac_pb2.Permission(or_rules=rbac_pb2.Permission.Set(rules=items))
 
 
+def _trust_domain(value: str) -> Any:
+    """A trust domain (``*`` a wildcard) matched against the peer's SPIFFE id."""
+    pattern = "[^/]*".join(re.escape(part) for part in value.split("*"))
+    return _authenticated(_regex(f"spiffe://{pattern}/.*"))
+
+
+def _direct_ip(value: str) -> Any:
+    """Istio's ``source.ip`` / ``ipBlocks``: the connection's peer (``direct_remote_ip``)."""
+    return rbac_pb2.Principal(direct_remote_ip=_cidr(value))
+
+
+def _remote_ip(value: str) -> Any:
+    """Istio's ``remote.ip`` / ``remoteIpBlocks``: the original client (``remote_ip``), as the
+    listener's ``xff_num_trusted_hops`` finds it in X-Forwarded-For."""
+    return rbac_pb2.Principal(remote_ip=_cidr(value))
+
+
 _SOURCE_FIELDS: dict[str, Callable[[str], Any]] = {
     "principals": _principal_name,
     "namespaces": _namespace,
-    "ipBlocks": lambda v: rbac_pb2.Principal(remote_ip=_cidr(v)),
+    "ipBlocks": _direct_ip,
+    "remoteIpBlocks": _remote_ip,
+    "trustDomains": _trust_domain,
 }
 
 
@@ -118,6 +137,14 @@ def _source(fields: tuple[tuple[str, tuple[str, ...]], ...]) -> Any:
 
 def _header(name: str, value: str) -> Any:
     return rc.HeaderMatcher(name=name, string_match=_star(value))
+
+
+def _condition_header(name: str, value: str) -> Any:
+    """A ``request.headers[NAME]`` value as Istio's ``matcher.HeaderMatcher``: ``*`` is
+    presence (an empty value counts), ``*x`` a suffix, ``x*`` a prefix, else exact."""
+    if value == "*":
+        return rc.HeaderMatcher(name=name, present_match=True)
+    return _header(name, value)
 
 
 _OPERATION_FIELDS: dict[str, Callable[[str], Any]] = {
@@ -141,17 +168,24 @@ def _operation(fields: tuple[tuple[str, tuple[str, ...]], ...]) -> Any:
 
 
 def _condition(key: str, value: str) -> tuple[str, Any]:
-    """A ``when`` condition as a principal or a permission."""
+    """A ``when`` condition as a principal or a permission (Istio's generators; the keys of
+    its [conditions reference](https://istio.io/latest/docs/reference/config/security/conditions/))."""
     if key.startswith("request.headers["):
-        return "permission", rbac_pb2.Permission(header=_header(key[16:-1], value))
+        return "permission", rbac_pb2.Permission(header=_condition_header(key[16:-1], value))
     if key == "source.ip":
-        return "principal", rbac_pb2.Principal(remote_ip=_cidr(value))
+        return "principal", _direct_ip(value)
+    if key == "remote.ip":
+        return "principal", _remote_ip(value)
     if key == "source.namespace":
         return "principal", _namespace(value)
     if key == "source.principal":
         return "principal", _principal_name(value)
+    if key == "source.trustDomain":
+        return "principal", _trust_domain(value)
     if key == "destination.port":
         return "permission", rbac_pb2.Permission(destination_port=int(value))
+    if key == "connection.sni":
+        return "permission", rbac_pb2.Permission(requested_server_name=_star(value))
     return "permission", rbac_pb2.Permission(destination_ip=_cidr(value))
 
 
