@@ -10,6 +10,7 @@ from typing import Any
 from tulle.api.check_context import UNDEFINED, Context
 from tulle.api.check_context import located as _located
 from tulle.api.checks_destinations import check_warmup, check_workload_selectors
+from tulle.api.checks_locality import check_locality_failover
 from tulle.api.checks_routes import check_http_routes, check_routed_once, route_scope
 from tulle.api.checks_services import check_kubernetes_services
 from tulle.api.findings import Finding, Severity
@@ -450,6 +451,7 @@ CHECKS: tuple[Callable[[Context], Iterator[Finding]], ...] = (
     check_routed_once,
     check_one_destination_rule_per_host,
     check_destination_rules,
+    check_locality_failover,
     check_warmup,
     check_workload_selectors,
     check_peer_authentications,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from tulle.api.model_base import UNLIMITED, Pairs, ResourceRef
+from tulle.api.model_locality import LocalityLbPolicy
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class LoadBalancer:
     cookie_ttl: float | None = None
     minimum_ring_size: int | None = None
     warmup: Warmup | None = None  # slow start (ROUND_ROBIN and LEAST_REQUEST only)
+    # localityLbSetting; None: not set (Istio's mesh default applies: on, no rules)
+    locality: LocalityLbPolicy | None = None
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,7 @@ class Workload:
     mesh: Literal["sidecar", "library", "proxyless", "none"]
     readiness: ReadinessCheck | None
     origin: ResourceRef
+    locality: str = ""  # region[/zone[/subzone]], "" when not known
 
     @property
     def label_map(self) -> dict[str, str]:

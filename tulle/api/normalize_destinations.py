@@ -19,6 +19,7 @@ from tulle.api.model import (
 )
 from tulle.api.model_destinations import Http2Keepalive, TcpKeepalive, Warmup
 from tulle.api.normalize_common import HostResolver, pairs, ref, seconds
+from tulle.api.normalize_locality import with_locality
 
 # --- DestinationRule ------------------------------------------------------------------------
 
@@ -141,7 +142,7 @@ def _layer(policy: net.TrafficPolicy | net.PortTrafficPolicy | None) -> PolicyLa
     if isinstance(policy, net.TrafficPolicy):
         ports = tuple((p.port.number, _layer(p)) for p in policy.port_level_settings)
     return PolicyLayer(
-        load_balancer=_load_balancer(policy.load_balancer),
+        load_balancer=with_locality(_load_balancer(policy.load_balancer), policy.load_balancer),
         connection_pool=_connection_pool(policy.connection_pool),
         outlier_detection=_outlier(policy.outlier_detection),
         tls_mode=policy.tls.mode if policy.tls else None,

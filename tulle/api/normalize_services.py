@@ -45,6 +45,7 @@ def workload_model(workload: Workload, resolve: HostResolver) -> WorkloadModel:
         mesh=spec.mesh,
         readiness=readiness,
         origin=ref(workload),
+        locality=spec.locality or "",
     )
 
 

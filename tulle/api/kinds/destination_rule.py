@@ -23,6 +23,7 @@ from tulle.api.kinds.base import (
     only_one,
     reject_repeats,
 )
+from tulle.api.kinds.destination_locality import LocalityLoadBalancerSetting
 from tulle.api.kinds.destination_pool import (
     ConnectionKeepalive,
     TcpKeepalive,
@@ -75,12 +76,14 @@ class LoadBalancerSettings(Strict):
     consistent_hash: ConsistentHash | None = None
     warmup_duration_secs: PositiveDuration | None = None
     warmup: WarmupConfiguration | None = None
+    locality_lb_setting: LocalityLoadBalancerSetting | None = None
 
     @model_validator(mode="after")
     def _one_policy(self) -> LoadBalancerSettings:
         only_one(self, "simple", "consistent_hash")
-        if self.simple is None and self.consistent_hash is None and not self.has_warmup:
-            raise ValueError("set one of simple, consistentHash, warmup")
+        chosen = (self.simple, self.consistent_hash, self.locality_lb_setting)
+        if chosen == (None, None, None) and not self.has_warmup:
+            raise ValueError("set one of simple, consistentHash, warmup, localityLbSetting")
         return self
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from tulle.api.hosts import is_valid_host
 from tulle.api.kinds.base import (
@@ -21,6 +21,7 @@ from tulle.api.kinds.base import (
     only_one,
     reject_repeats,
 )
+from tulle.api.names import check_locality
 
 TULLE_GROUP = "tulle.dev"
 TULLE_VERSIONS = ("v1alpha1",)
@@ -76,6 +77,9 @@ class WorkloadSpec(Strict):
     labels: Labels = Field(default_factory=dict)
     mesh: Literal["sidecar", "library", "proxyless", "none"] = "sidecar"
     readiness: Readiness | None = None
+    # Where its replicas run (region[/zone[/subzone]]): their endpoints' locality, and the
+    # locality its callers prefer under a DestinationRule's localityLbSetting.
+    locality: Annotated[str, AfterValidator(check_locality)] | None = None
 
     @field_validator("service")
     @classmethod
