@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all test lint format demo bench fuzz soak compiled clean system-deps image
+.PHONY: all test lint format demo bench fuzz soak compiled clean system-deps image dashboard
 
 all: test
 
@@ -22,7 +22,9 @@ venv: $(STAMP)
 # iptables (transparent interception in them); the benchmarks compare with wrk, HAProxy and nginx
 # and pin processes to cores with taskset.
 SYSTEM_DEPS_compiled := cc:gcc
-SYSTEM_DEPS_test := curl:curl ip:iproute2 iptables:iptables
+SYSTEM_DEPS_test := curl:curl ip:iproute2 iptables:iptables chromium:chromium prometheus:prometheus
+# The dashboard's front end (dashboard/, built into tulle/dashboard/static): Node and npm.
+SYSTEM_DEPS_dashboard := node:nodejs npm:npm
 SYSTEM_DEPS_bench := wrk:wrk haproxy:haproxy nginx:nginx-light taskset:util-linux
 SYSTEM_DEPS_image := debootstrap:debootstrap podman:podman
 system-deps-%:
@@ -85,6 +87,12 @@ test: system-deps-test lint $(COMPILED_STAMP)
 	wait $$compiled; built=$$?; \
 	echo "== the compiled build's run ($(COMPILED_LOG))"; cat $(COMPILED_LOG); \
 	test $$sources -eq 0 -a $$built -eq 0
+
+# The dashboard's front end (sources in dashboard/, package-lock.json committed) built with Vite
+# into tulle/dashboard/static, which is committed and shipped in the wheel: pip users need no
+# Node. Run it after changing dashboard/; tests/dashboard/test_build.py fails until you do.
+dashboard: system-deps-dashboard
+	cd dashboard && npm ci --no-audit --no-fund && npx vite build
 
 # The demo: the shop's config validated, then the shop as a live mesh (`tulle up`) under steady
 # traffic with a live table of every service, until Ctrl-C (DEMO_SECONDS=N stops it after N s).

@@ -26,11 +26,13 @@ from tulle.obs.scrape import (
     ClusterFacts,
     Counts,
     EdgeKey,
+    ReplicaKey,
     short_host,
 )
 
 EDGE = "reporter, source_workload, destination_service, destination_workload"
 FAILED = 'response_code=~"5..|0"'
+REPLICA = "sum by (source_workload, destination_service, destination_workload, replica, pod)"
 OVER_MTLS = (
     '{reporter="destination", connection_security_policy="mutual_tls"}',
     '{reporter="source", destination_principal!="unknown"}',
@@ -141,8 +143,17 @@ class PrometheusTraffic:
                     facts.ejections += value
                 elif name == OVERFLOWS:
                     facts.overflows += value
+        replicas: dict[ReplicaKey, Counts] = {}
+        served = f'{REPLICA} (increase(tulle_requests_total{{reporter="destination"{{}}}}{span}))'
+        for selector, field in (("", "requests"), (f", {FAILED}", "failures")):
+            for row in await self.query(served.replace("{}", selector), at):
+                labels = row["metric"]
+                replica = labels.get("replica") or labels.get("pod") or ""
+                key = (*_edge(labels)[1:], replica)
+                setattr(replicas.setdefault(key, Counts()), field, float(row["value"][1]))
         found = {key: c for key, c in edges.items() if c.requests > 0}
-        return Delta(seconds, found, clusters, at)
+        served_now = {key: c for key, c in replicas.items() if c.requests > 0}
+        return Delta(seconds, found, clusters, at, served_now)
 
     async def series(self, minutes: float, step: float) -> list[Delta]:
         end = time.time()

@@ -24,13 +24,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
-from tulle.obs.scrape import ClusterFacts, Counts, EdgeKey, Reading, parse
+from tulle.obs.scrape import ClusterFacts, Counts, EdgeKey, Reading, ReplicaKey, parse
 
 log = logging.getLogger(__name__)
+_K = TypeVar("_K")
 
 SCRAPE_SECONDS = 2.0
 """How often the mesh's metrics are read."""
@@ -48,6 +49,8 @@ class Delta:
     edges: dict[EdgeKey, Counts] = field(default_factory=dict)
     clusters: dict[tuple[str, str], ClusterFacts] = field(default_factory=dict)
     at: float = 0.0  # its end (POSIX seconds)
+    replicas: dict[ReplicaKey, Counts] = field(default_factory=dict)  # what each one served
+    names: dict[str, str] = field(default_factory=dict)  # an endpoint's address → its replica
 
 
 class TrafficSource(Protocol):
@@ -71,6 +74,8 @@ class Target:
 
     url: str
     workload: str
+    replica: str = ""
+    address: str = ""  # the endpoint callers reach the replica at
 
 
 def read_targets(path: Path) -> list[Target]:
@@ -87,18 +92,26 @@ def read_targets(path: Path) -> list[Target]:
         metrics_path = labels.get("__metrics_path__", "/metrics")
         scheme = labels.get("__scheme__", "http")
         for address in group["targets"]:
-            found.append(
-                Target(f"{scheme}://{address}{metrics_path}", str(labels.get("workload", "")))
-            )
+            url = f"{scheme}://{address}{metrics_path}"
+            workload, replica = str(labels.get("workload", "")), str(labels.get("replica", ""))
+            found.append(Target(url, workload, replica, str(labels.get("address", ""))))
     return found
 
 
 def difference(before: Reading | None, after: Reading, seconds: float, at: float) -> Delta:
     """``after`` less ``before`` per edge (a counter that went down counts from zero, as a
     restarted process's does in Prometheus' ``increase``)."""
-    edges = {}
-    for key, now in after.edges.items():
-        then = before.edges.get(key) if before is not None else None
+    edges = _less(after.edges, before.edges if before is not None else {})
+    replicas = _less(after.replicas, before.replicas if before is not None else {})
+    return Delta(seconds, edges, dict(after.clusters), at, replicas, dict(after.names))
+
+
+def _less(after: dict[_K, Counts], before: dict[_K, Counts]) -> dict[_K, Counts]:
+    """Each key's counts in ``after`` less those in ``before``; keys with no new request are
+    left out."""
+    found = {}
+    for key, now in after.items():
+        then = before.get(key)
         if then is None or then.requests > now.requests:
             then = Counts()
         counts = Counts(
@@ -109,8 +122,8 @@ def difference(before: Reading | None, after: Reading, seconds: float, at: float
         for bound, count in now.buckets.items():
             counts.buckets[bound] = max(0.0, count - then.buckets.get(bound, 0.0))
         if counts.requests > 0:
-            edges[key] = counts
-    return Delta(seconds, edges, dict(after.clusters), at)
+            found[key] = counts
+    return found
 
 
 class LocalTraffic:
@@ -194,7 +207,7 @@ class LocalTraffic:
         now, at, latest = self.history[-1]
         before = self._at_or_before(now - seconds)
         if before is None:
-            return Delta(seconds, {}, dict(latest.clusters), at)
+            return Delta(seconds, {}, dict(latest.clusters), at, {}, dict(latest.names))
         return difference(before[2], latest, now - before[0], at)
 
     async def series(self, minutes: float, step: float) -> list[Delta]:
@@ -223,11 +236,13 @@ class LocalTraffic:
 def _parse_all(targets: Sequence[Target], pages: Sequence[str | None]) -> Reading:
     reading = Reading()
     for target, page in zip(targets, pages, strict=True):
+        if target.address and target.replica:
+            reading.names[target.address] = target.replica
         if page is None:
             reading.failed.append(target.url)
             continue
         try:
-            parse(page, target.workload, reading)
+            parse(page, target.workload, reading, target.replica)
         except ValueError as error:
             reading.failed.append(target.url)
             log.warning("metrics of %s not read: %s", target.url, error)

@@ -19,6 +19,10 @@ from tulle.control.registry import Endpoint
 from tulle.control.telemetry import Delta
 from tulle.obs.scrape import UNKNOWN, Counts, Rates, rates, short_host
 
+DEGRADED = 0.5
+"""An edge is drawn degraded when a replica behind it answered less than this share of its
+requests in the window (at least 3), or when its caller ejects one of them."""
+
 OUTSIDE = "unknown"
 """The node of callers outside the mesh (a browser, a load generator)."""
 
@@ -81,6 +85,12 @@ def graph(delta: Delta, endpoints: Sequence[Endpoint]) -> dict[str, Any]:
         }
         if calling is not None:
             edge["client"] = _figures(rates(None, calling, delta.seconds))
+        edge["replicas"] = _replicas(delta, (source, service, callee))
+        edge["ejected"] = _ejected(delta, source, service)
+        edge["degraded"] = bool(edge["ejected"]) or any(
+            r["success"] is not None and r["success"] < DEGRADED and r["requests"] >= 3
+            for r in edge["replicas"]
+        )
         edges.append(edge)
     _merge_duplicates(edges)
     return {
@@ -89,6 +99,30 @@ def graph(delta: Delta, endpoints: Sequence[Endpoint]) -> dict[str, Any]:
         "nodes": sorted(nodes.values(), key=lambda n: (n["service"], n["id"])),
         "edges": edges,
     }
+
+
+def _ejected(delta: Delta, caller: str, service: str) -> list[str]:
+    """The endpoints of ``service`` the caller's outlier detection ejects now (a replica's
+    name where it is known)."""
+    out: set[str] = set()
+    for (who, cluster), facts in delta.clusters.items():
+        if who == caller and _cluster_service(cluster) == service:
+            out.update(delta.names.get(address, address) for address in facts.ejected)
+    return sorted(out)
+
+
+def _replicas(delta: Delta, edge: tuple[str, str, str]) -> list[dict[str, Any]]:
+    """What each replica behind an edge served it, worst first: one failing replica shows
+    here while the edge's total (and, past retries, its caller) hardly moves."""
+    rows = []
+    for (source, service, workload, replica), counts in delta.replicas.items():
+        if (source, service, workload) == edge:
+            figures = rates(None, counts, delta.seconds)
+            rows.append({"replica": replica, "rps": round(figures.rps, 3),
+                         "success": figures.success, "requests": counts.requests})  # fmt: skip
+    return sorted(
+        rows, key=lambda r: (r["success"] if r["success"] is not None else 1, r["replica"])
+    )
 
 
 def _merge_duplicates(edges: list[dict[str, Any]]) -> None:
@@ -159,6 +193,7 @@ def endpoint_rows(
         rows.append(
             {
                 "address": address,
+                "replica": delta.names.get(address, ""),
                 "workload": endpoint.workload,
                 "version": dict(endpoint.labels).get("version", ""),
                 "healthy": endpoint.healthy,
@@ -169,10 +204,13 @@ def endpoint_rows(
 
 
 def cluster_rows(service: str, delta: Delta) -> list[dict[str, Any]]:
-    """Each caller's cluster of the service: ejected now, ejections and breaker overflows."""
+    """Each caller's cluster of the service that has something to say: endpoints ejected now,
+    ejections and breaker overflows so far."""
     rows = []
     for (caller, cluster), facts in sorted(delta.clusters.items()):
-        if _cluster_service(cluster) == service:
+        if _cluster_service(cluster) == service and (
+            facts.ejected or facts.ejections or facts.overflows
+        ):
             rows.append(
                 {
                     "caller": caller,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 STATIC = Path(__file__).parent / "static"
 BUILD_INFO = "build-info.json"
-SOURCES = ("index.html", "package.json", "package-lock.json", "vite.config.js", "src")
+SOURCES = ("index.html", "package.json", "package-lock.json", "vite.config.js", "scripts", "src")
 """What the build is made from, under ``dashboard/`` (``src`` is every file in it)."""
 
 

@@ -31,6 +31,8 @@ def target_groups(mesh: MeshState) -> list[dict[str, Any]]:
     groups = []
     for replica in mesh.replicas:
         labels = {"workload": replica.workload, "replica": replica.replica}
+        if replica.address:  # where callers reach it: their clusters name it so
+            labels["address"] = replica.address
         pages = (
             (replica.stats_port, "/stats/prometheus"),  # the sidecar's read-only listener
             (replica.metrics_port, "/metrics"),  # a library app's

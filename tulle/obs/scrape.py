@@ -26,6 +26,9 @@ UNKNOWN = "unknown"
 EdgeKey = tuple[str, str, str, str]
 """(reporter, source workload, destination service (short name), destination workload)."""
 
+ReplicaKey = tuple[str, str, str, str]
+"""(source workload, destination service, destination workload, the replica that served)."""
+
 
 @dataclass
 class Counts:
@@ -60,9 +63,14 @@ class Reading:
     """Everything read from the mesh at one moment (cumulative since each process started)."""
 
     edges: dict[EdgeKey, Counts] = field(default_factory=lambda: collections.defaultdict(Counts))
+    # What each replica served (its own ``reporter="destination"`` counts), by its page's replica
+    replicas: dict[ReplicaKey, Counts] = field(
+        default_factory=lambda: collections.defaultdict(Counts)
+    )
     clusters: dict[tuple[str, str], ClusterFacts] = field(
         default_factory=lambda: collections.defaultdict(ClusterFacts)
     )  # (caller workload, cluster name)
+    names: dict[str, str] = field(default_factory=dict)  # an endpoint's address → its replica
     targets: int = 0  # metric pages read
     failed: list[str] = field(default_factory=list)  # pages that did not answer
 
@@ -85,9 +93,10 @@ def short_host(host: str) -> str:
     return host[: -len(suffix)].rsplit(".", 1)[0] if host.endswith(suffix) else host
 
 
-def parse(text: str, workload: str = "", into: Reading | None = None) -> Reading:
+def parse(text: str, workload: str = "", into: Reading | None = None, replica: str = "") -> Reading:
     """Add one metrics page to ``into`` (a new :class:`Reading` when None). ``workload`` is the
-    page's own workload, for its cluster figures (request metrics carry their own labels)."""
+    page's own workload, for its cluster figures (request metrics carry their own labels);
+    ``replica`` its replica, for what it served."""
     reading = into if into is not None else Reading()
     reading.targets += 1
     for family in text_string_to_metric_families(text):
@@ -101,12 +110,14 @@ def parse(text: str, workload: str = "", into: Reading | None = None) -> Reading
                     labels.get("destination_workload", UNKNOWN) or UNKNOWN,
                 )
                 counts = reading.edges[key]
+                served = None
+                if replica and key[0] == "destination":
+                    served = reading.replicas[(*key[1:], replica)]
                 if name == REQUESTS:
-                    counts.requests += sample.value
-                    if labels.get("response_code", "").startswith("5") or labels.get(
-                        "response_code"
-                    ) in ("0", ""):
-                        counts.failures += sample.value
+                    failed = _failed(labels.get("response_code", ""))
+                    for into_counts in (counts, served) if served is not None else (counts,):
+                        into_counts.requests += sample.value
+                        into_counts.failures += sample.value if failed else 0.0
                     if _over_mtls(labels):
                         counts.mtls += sample.value
                 else:
@@ -118,6 +129,11 @@ def parse(text: str, workload: str = "", into: Reading | None = None) -> Reading
             elif name == OVERFLOWS:
                 reading.clusters[(workload, labels["cluster_name"])].overflows += sample.value
     return reading
+
+
+def _failed(code: str) -> bool:
+    """A 5xx, or no response at all (code 0)."""
+    return code.startswith("5") or code in ("0", "")
 
 
 def _over_mtls(labels: Mapping[str, str]) -> bool:
