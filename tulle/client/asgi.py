@@ -20,6 +20,7 @@ import anyio.to_thread
 from tulle.client.inbound import InboundGate, ServedRequest
 from tulle.client.inbound_tls import CONNECTION, PEER_PRINCIPAL, client_cert_header
 from tulle.client.runtime import MeshRuntime
+from tulle.client.trace_headers import traced_scope
 from tulle.engine.message import Response
 from tulle.obs.metrics import SOURCE_WORKLOAD_HEADER
 
@@ -83,13 +84,17 @@ class MeshMiddleware:
         principal = state.get(PEER_PRINCIPAL)
         request.peer_principal = principal
         server = scope.get("server") or ("", 0)
-        request.local_ip, request.sni = state.get(CONNECTION) or (str(server[0] or ""), "")
+        facts = state.get(CONNECTION)
+        if facts is not None:  # the socket's own peer, not uvicorn's proxy_headers client
+            request.local_ip, request.sni, request.source_ip = facts
+        else:
+            request.local_ip = str(server[0] or "")
         service, refused = self.gate.admit(request, server[1] or 0, terminated)
         if refused is not None:
             sent = await _answer(send, refused)
             self.gate.record(request, service, refused, sent)
             return
-        scope = self._forward_client_cert(scope, principal)
+        scope = traced_scope(self._forward_client_cert(scope, principal), request.span)
         status, sent = 500, 0
 
         async def receiving() -> Message:

@@ -31,9 +31,11 @@ log = logging.getLogger("tulle.client")
 PEER_PRINCIPAL = "tulle.peer_principal"
 """Scope-state / environ key: the caller's SPIFFE id (None over plain text)."""
 CONNECTION = "tulle.connection"
-"""Scope-state / environ key: ``(local_ip, sni)`` of the connection (the address it came to,
-the server name its TLS client sent), for authorization's ``destination.ip`` and
-``connection.sni``; absent when the server is not Tulle's."""
+"""Scope-state / environ key: ``(local_ip, sni, peer_ip)`` of the connection (the address it
+came to, the server name its TLS client sent, its peer's address), for authorization's
+``destination.ip``, ``connection.sni`` and ``ipBlocks``: the peer the socket has, never one a
+server took from X-Forwarded-For (uvicorn's ``proxy_headers`` rewrites the scope's ``client``
+for callers on 127.0.0.1); absent when the server is not Tulle's."""
 ALPN = ("http/1.1",)
 """What the library's mTLS side offers: its servers (uvicorn's protocols, wsgiref) speak
 HTTP/1.1 only, so a client offering ``h2`` first still gets HTTP/1.1."""

@@ -83,7 +83,9 @@ class MeshHttp(asyncio.Protocol):
         def connection_made(transport: asyncio.BaseTransport) -> None:
             # uvicorn copies this state into each request's scope: the connection's facts
             # are in it before the first request (the state is the protocol's own dict).
-            state[CONNECTION] = connection_facts(transport, None)
+            peer = transport.get_extra_info("peername")
+            peer_ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+            state[CONNECTION] = (*connection_facts(transport, None), peer_ip)
             made(transport)
 
         setattr(protocol, "connection_made", connection_made)  # noqa: B010

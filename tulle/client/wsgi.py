@@ -21,6 +21,7 @@ from typing import IO, Any
 from tulle.client.inbound import InboundGate, ServedRequest
 from tulle.client.inbound_tls import CONNECTION, PEER_PRINCIPAL, client_cert_header
 from tulle.client.runtime import MeshRuntime
+from tulle.client.trace_headers import traced_environ
 from tulle.client.wsgi_server import MeshWSGIServer, make_server
 from tulle.engine.message import Response
 from tulle.obs.metrics import SOURCE_WORKLOAD_HEADER
@@ -64,7 +65,9 @@ class MeshMiddleware:
         terminated = PEER_PRINCIPAL in environ
         principal = environ.get(PEER_PRINCIPAL) if terminated else None
         request.peer_principal = principal
-        request.local_ip, request.sni = environ.get(CONNECTION) or ("", "")
+        facts = environ.get(CONNECTION)
+        if facts is not None:
+            request.local_ip, request.sni, request.source_ip = facts
         port = int(environ.get("SERVER_PORT") or 0)
         service, refused = self.gate.admit(request, port, terminated)
         if refused is not None:
@@ -85,6 +88,7 @@ class MeshMiddleware:
         if forwarded is not None:
             environ[XFCC] = forwarded
         environ["wsgi.input"] = _CountingInput(environ["wsgi.input"], request)
+        traced_environ(environ, request.span)
         try:
             chunks = self.app(environ, starting)
         except BaseException:

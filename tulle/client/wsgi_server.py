@@ -48,7 +48,8 @@ class MeshRequestHandler(WSGIRequestHandler):
         environ[PEER_PRINCIPAL] = self.server.peer_principal()
         own = self.connection.getsockname()
         sni = getattr(self.connection, SNI_ATTRIBUTE, None) or ""  # keep_sni's, over TLS
-        environ[CONNECTION] = (str(own[0]) if isinstance(own, tuple) else "", sni)
+        local = str(own[0]) if isinstance(own, tuple) else ""
+        environ[CONNECTION] = (local, sni, str(self.client_address[0]))
         if isinstance(self.connection, ssl.SSLSocket):
             environ["HTTPS"] = "on"  # wsgi.url_scheme https
         return environ
