@@ -26,6 +26,8 @@ class Snapshot:
     """Every workload by namespace and name: the config's, and the cluster's mesh pods'."""
     pods: Mapping[tuple[str, str], str] = field(default_factory=dict)
     """A cluster pod's workload name, by namespace and pod (its proxy's node names the pod)."""
+    pod_localities: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    """A cluster pod's locality (region/zone/subzone), by namespace and pod, when known."""
 
     def workload_of(self, namespace: str, pod: str, name: str) -> Workload | None:
         """The workload a node runs beside: its pod's in the cluster, else the one of the
@@ -57,6 +59,7 @@ def build_snapshot(
     registry_services: tuple[Service, ...] = (),
     registry_workloads: Mapping[tuple[str, str], Workload] = MappingProxyType({}),
     pods: Mapping[tuple[str, str], str] = MappingProxyType({}),
+    pod_localities: Mapping[tuple[str, str], str] = MappingProxyType({}),
 ) -> Snapshot:
     """The snapshot of ``model`` and ``endpoints``; ``registry_services`` (Kubernetes Services)
     define hosts and ports too, where the config (a Workload, a ServiceEntry) does not, and
@@ -81,4 +84,5 @@ def build_snapshot(
         endpoints_by_service=MappingProxyType({h: tuple(e) for h, e in by_service.items()}),
         workloads=MappingProxyType(workloads),
         pods=MappingProxyType(dict(pods)),
+        pod_localities=MappingProxyType(dict(pod_localities)),
     )

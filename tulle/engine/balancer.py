@@ -7,7 +7,7 @@ import bisect
 import hashlib
 import random
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 from tulle.engine.cluster_config import EndpointSpec
 
@@ -72,6 +72,9 @@ class RandomPick:
         return self.chance.choices(list(endpoints), weights=[e.weight for e in endpoints])[0]
 
 
+RING_CACHE: Final = 4
+
+
 def _point(data: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
@@ -83,8 +86,8 @@ class RingHash:
     def __init__(self, ring_size: int, chance: random.Random) -> None:
         self.ring_size = ring_size
         self.chance = chance
-        self._ring: tuple[tuple[int, ...], tuple[EndpointSpec, ...]] | None = None
-        self._members: tuple[str, ...] = ()
+        # A ring per set of members: with priorities (failover) two sets may take turns.
+        self._rings: dict[tuple[str, ...], tuple[tuple[int, ...], tuple[EndpointSpec, ...]]] = {}
 
     def _build(
         self, endpoints: Sequence[EndpointSpec]
@@ -100,12 +103,15 @@ class RingHash:
     def pick(
         self, endpoints: Sequence[EndpointSpec], active: dict[str, int], key: bytes | None
     ) -> EndpointSpec:
-        members = tuple(sorted(e.key for e in endpoints))
-        if self._ring is None or members != self._members:
-            self._ring, self._members = self._build(endpoints), members
         if key is None:
             return self.chance.choice(list(endpoints))
-        hashes, owners = self._ring
+        members = tuple(sorted(e.key for e in endpoints))
+        ring = self._rings.get(members)
+        if ring is None:
+            if len(self._rings) >= RING_CACHE:
+                self._rings.clear()
+            ring = self._rings[members] = self._build(endpoints)
+        hashes, owners = ring
         index = bisect.bisect_left(hashes, _point(key)) % len(hashes)
         return owners[index]
 

@@ -13,6 +13,7 @@ from tulle.engine.balancer import Balancer, make_balancer
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec, OutlierSpec
 from tulle.engine.errors import MeshError, circuit_open
 from tulle.engine.outlier import OutlierDetector
+from tulle.engine.priority import Plan, levels_of, plan
 
 RETRY_BUDGET_PERCENT: Final = 20.0
 RETRY_BUDGET_MIN: Final = 3
@@ -40,11 +41,17 @@ class ClusterState:
         self.spec = spec
         self.endpoints = endpoints
         self.healthy = [e for e in endpoints if e.healthy]
+        self.levels = levels_of(self.healthy)
         self.balancer: Balancer = make_balancer(spec.lb, spec.ring_size, chance)
         self.outlier = OutlierDetector(spec.outlier or OutlierSpec(0, 0))
         self.overflows = 0
         self.ejections = 0
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        # Which priority and locality takes what share, kept until the endpoints, the
+        # config or an ejection change it (see tulle.engine.priority).
+        self._plan: Plan | None = None
+        self._plan_ejections = -1
+        self._plan_until = 0.0
 
     def update(self, spec: ClusterSpec, endpoints: tuple[EndpointSpec, ...]) -> None:
         """New config: keep counters and outlier state; rebuild the balancer if its kind changed."""
@@ -54,18 +61,38 @@ class ClusterState:
             self.outlier.spec = spec.outlier or OutlierSpec(0, 0)
         self.spec, self.endpoints = spec, endpoints
         self.healthy = [e for e in endpoints if e.healthy]
+        self.levels = levels_of(self.healthy)
+        self._plan = None
+
+    def plan(self, now: float) -> Plan:
+        """The current :class:`~tulle.engine.priority.Plan`: made again only after new config
+        or endpoints, an ejection, or when an ejection runs out."""
+        current = self._plan
+        outlier = self.spec.outlier
+        if outlier is None:
+            if current is None:
+                current = self._plan = plan(self.levels, None, 0.0, self.spec.locality_weighted)
+            return current
+        detector = self.outlier
+        if (
+            current is None
+            or detector.generation != self._plan_ejections
+            or now >= self._plan_until
+        ):
+            current = self._plan = plan(
+                self.levels,
+                lambda key: detector.is_ejected(key, now),
+                outlier.min_health_percent,
+                self.spec.locality_weighted,
+            )
+            self._plan_ejections = detector.generation
+            self._plan_until = detector.next_return()
+        return current
 
     def available(self, now: float) -> list[EndpointSpec]:
-        """Healthy endpoints not ejected; when ejection would leave fewer than the minimum
-        health percent, ejections are ignored (as Istio's minHealthPercent)."""
-        healthy = self.healthy
-        if self.spec.outlier is None:
-            return healthy
-        kept = [e for e in healthy if not self.outlier.is_ejected(e.key, now)]
-        minimum = self.spec.outlier.min_health_percent
-        if healthy and len(kept) * 100 < minimum * len(healthy):
-            return healthy
-        return kept
+        """The endpoints the next request may go to: of the priority and locality it draws,
+        those healthy and not ejected (all of them when that priority is in panic)."""
+        return self.plan(now).candidates(self.chance)
 
     def admit_request(self) -> MeshError | None:
         """A request may start unless ``max_requests`` are in flight."""

@@ -34,7 +34,9 @@ class OutlierSpec:
     interval: float = 10.0
     base_ejection: float = 30.0
     max_ejection_percent: int = 10
-    min_health_percent: int = 0
+    # The panic threshold (Envoy's healthy_panic_threshold; Istio sends minHealthPercent):
+    # below this percent of available endpoints, a priority ignores ejections. 0: never.
+    min_health_percent: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class ClusterSpec:
     static_endpoints: tuple[EndpointSpec, ...] | None = None
     # The upstream protocol: HTTP/2 (True), HTTP/1.1 (False), or the client's (None).
     http2: bool | None = None
+    # Pick a locality by weight within a priority first (Envoy's locality_weighted_lb_config).
+    locality_weighted: bool = False
 
     def upstream_http2(self, request_http2: bool) -> bool:
         """Whether a request that came in over HTTP/2 (``request_http2``) or HTTP/1.1 goes out
@@ -83,6 +87,8 @@ class EndpointSpec:
     workload: str = ""
     socket_match: tuple[tuple[str, str], ...] = ()
     tls: UpstreamTls | None = None
+    priority: int = 0  # its locality group's EDS priority (0 first)
+    locality_weight: int = 1  # its locality group's load_balancing_weight (0: none given)
     key: str = field(init=False, repr=False, compare=False)  # ``address:port``
     # What a pooled connection to it was opened with: ``key``, and the TLS it speaks, so a
     # connection made in plain text is never reused where the config now asks for mTLS.
@@ -133,6 +139,7 @@ def compile_cluster(cluster: Any) -> ClusterSpec:
             _value(t.max_retries, t, "max_retries"),
         )
     outlier = None
+    common = cluster.common_lb_config
     if cluster.HasField("outlier_detection"):
         o = cluster.outlier_detection
         outlier = OutlierSpec(
@@ -150,6 +157,12 @@ def compile_cluster(cluster: Any) -> ClusterSpec:
             max_ejection_percent=o.max_ejection_percent.value
             if o.HasField("max_ejection_percent")
             else 10,
+            # Envoy's default panic threshold is 50%; Istio always sends minHealthPercent.
+            min_health_percent=(
+                common.healthy_panic_threshold.value
+                if common.HasField("healthy_panic_threshold")
+                else 50.0
+            ),
         )
     options = cluster.common_http_protocol_options
     static = None
@@ -176,6 +189,7 @@ def compile_cluster(cluster: Any) -> ClusterSpec:
         idle_timeout=seconds(options.idle_timeout) if options.HasField("idle_timeout") else 3600.0,
         static_endpoints=static,
         http2=_upstream_http2(cluster),
+        locality_weighted=common.HasField("locality_weighted_lb_config"),
     )
 
 
@@ -203,6 +217,10 @@ def compile_endpoints(assignment: Any) -> tuple[EndpointSpec, ...]:
             for part in (group.locality.region, group.locality.zone, group.locality.sub_zone)
             if part
         )
+        # A locality without a weight is left out when balancing by locality weight (Envoy).
+        locality_weight = (
+            group.load_balancing_weight.value if group.HasField("load_balancing_weight") else 0
+        )
         for lb_endpoint in group.lb_endpoints:
             socket = lb_endpoint.endpoint.address.socket_address
             weight = (
@@ -219,6 +237,8 @@ def compile_endpoints(assignment: Any) -> tuple[EndpointSpec, ...]:
                     locality=locality,
                     workload=_workload(lb_endpoint),
                     socket_match=_socket_match(lb_endpoint),
+                    priority=group.priority,
+                    locality_weight=locality_weight,
                 )
             )
     return tuple(result)

@@ -27,6 +27,12 @@ class OutlierDetector:
     def __init__(self, spec: OutlierSpec) -> None:
         self.spec = spec
         self.hosts: dict[str, EndpointHealth] = {}
+        self.generation = 0  # ejections so far: a change for whoever planned around them
+
+    def next_return(self) -> float:
+        """When the first ejection in force runs out (infinity: none is in force)."""
+        times = [h.ejected_until for h in self.hosts.values() if h.ejected_until is not None]
+        return min(times) if times else float("inf")
 
     def _health(self, key: str) -> EndpointHealth:
         return self.hosts.setdefault(key, EndpointHealth())
@@ -68,6 +74,7 @@ class OutlierDetector:
         if ejected and (ejected + 1) * 100 > spec.max_ejection_percent * total:
             return False
         health.ejections += 1
+        self.generation += 1
         health.ejected_until = now + min(
             MAX_EJECTION_SECONDS, spec.base_ejection * health.ejections
         )

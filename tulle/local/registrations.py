@@ -85,7 +85,7 @@ def registrations(plan: ReplicaPlan, healthy: bool = True) -> list[dict[str, Any
             "labels": in_mesh if terminates_mtls(workload.mesh, protocol)
                       else dict(workload.labels),
             "serviceAccount": workload.service_account, "workload": workload.name,
-            "healthy": healthy,
+            "healthy": healthy, "locality": workload.locality,
         }
         for port, service_port, protocol in plan.endpoints
     ]  # fmt: skip

@@ -32,7 +32,12 @@ def view_of(snapshot: Snapshot, node: NodeInfo) -> NodeView:
         own = workload.name
     else:
         own = node.workload if node.mode != "proxyless" else ""
-    return NodeView(node.mode, node.namespace, labels, own)
+    # Its locality: its pod's in the cluster (its node's, or its istio-locality label), else
+    # its Workload's.
+    locality = snapshot.pod_localities.get((node.namespace, node.pod)) or (
+        workload.locality if workload is not None else ""
+    )
+    return NodeView(node.mode, node.namespace, labels, own, locality)
 
 
 def translate(snapshot: Snapshot, view: NodeView) -> Resources:

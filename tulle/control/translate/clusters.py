@@ -19,6 +19,7 @@ from tulle.control.translate.context import (
     visible_services,
 )
 from tulle.control.translate.endpoints import Target, load_assignment, subset_members, targets
+from tulle.control.translate.locality import locality_weighted
 from tulle.control.translate.names import cluster_name, inbound_cluster_name
 from tulle.control.translate.protos import ads, duration, uint32
 from tulle.control.translate.tls import ClientTls, secure_cluster
@@ -110,8 +111,13 @@ def cluster(
     if balancer.policy == "RING_HASH" and balancer.minimum_ring_size:
         result.ring_hash_lb_config.minimum_ring_size.value = balancer.minimum_ring_size
     result.circuit_breakers.thresholds.append(_thresholds(settings.connection_pool))
-    if settings.outlier_detection is not None:
-        result.outlier_detection.CopyFrom(_outlier(settings.outlier_detection))
+    outlier = settings.outlier_detection
+    if outlier is not None:
+        result.outlier_detection.CopyFrom(_outlier(outlier))
+        # Istio's: minHealthPercent is the panic threshold (0, its default, never panics).
+        result.common_lb_config.healthy_panic_threshold.value = float(outlier.min_health_percent)
+    if locality_weighted(balancer.locality, outlier is not None):
+        result.common_lb_config.locality_weighted_lb_config.SetInParent()
     pool = settings.connection_pool
     if pool.max_requests_per_connection:
         result.common_http_protocol_options.max_requests_per_connection.value = (

@@ -12,12 +12,14 @@ from tulle.xds.node import Mode
 
 @dataclass(frozen=True)
 class NodeView:
-    """The parts of a node that change its resources: mode, namespace, workload labels."""
+    """The parts of a node that change its resources: mode, namespace, workload labels and
+    locality."""
 
     mode: Mode
     namespace: str
     labels: Pairs = ()
     workload: str = ""
+    locality: str = ""  # the caller's region/zone/subzone, for locality load balancing
 
     def sees_short_name(self, service: Service) -> bool:
         """A bare service name (``catalog``) resolves only within the service's namespace."""

@@ -1,5 +1,6 @@
 """ClusterLoadAssignments: the endpoints of each cluster, from the registry and from ServiceEntry
-static endpoints, grouped by locality (each locality weighted, as grpcio requires). An endpoint
+static endpoints, grouped by locality (each locality weighted, as grpcio requires), with the
+priorities and weights the caller's locality gives them (:mod:`.locality`). An endpoint
 in the mesh (labelled ``security.istio.io/tlsMode: istio``, as sidecar and library workloads
 register) carries Istio's ``envoy.transport_socket_match: {tlsMode: istio}`` metadata, which
 picks the mTLS transport socket of an auto-mTLS cluster."""
@@ -13,9 +14,15 @@ from envoy.config.core.v3 import address_pb2, base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from tulle.api.kinds.base import UINT32_MAX
-from tulle.api.model import Pairs, Service, ServicePort
+from tulle.api.model import Pairs, Service, ServicePort, TrafficSettings
 from tulle.control.translate.context import NodeView, Snapshot, is_routable, visible_services
+from tulle.control.translate.locality import (
+    Group,
+    Member,
+    by_locality,
+    locality_groups,
+    with_topology,
+)
 from tulle.control.translate.names import cluster_name
 from tulle.control.translate.protos import uint32
 
@@ -91,19 +98,32 @@ def _metadata(target: Target) -> Any:
     return metadata
 
 
+def members(targets: list[Target]) -> list[Member]:
+    """``targets`` as locality load balancing sees them (topology labels added)."""
+    return [Member(t, t.locality, with_topology(t.labels, t.locality), t.weight) for t in targets]
+
+
 def load_assignment(name: str, targets: list[Target]) -> Any:
-    """The ClusterLoadAssignment of cluster ``name``."""
-    by_locality: dict[str, list[Target]] = {}
-    for target in targets:
-        by_locality.setdefault(target.locality, []).append(target)
+    """The ClusterLoadAssignment of cluster ``name``: one locality group per locality, all at
+    priority 0."""
+    return grouped_assignment(name, by_locality(members(targets)))
+
+
+def grouped_assignment(name: str, groups: list[Group]) -> Any:
+    """The ClusterLoadAssignment of cluster ``name`` with these locality groups (priorities
+    and locality weights as given)."""
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
-    for locality, members in sorted(by_locality.items()):
-        # The locality's weight is its endpoints' (at most a uint32, as grpcio reads it).
-        weight = min(sum(t.weight for t in members), UINT32_MAX)
+    for grouped in groups:
+        # A locality's weight is its endpoints' (at most a uint32, as grpcio reads it), unless
+        # a DestinationRule's distribute sets it.
         group = ec.LocalityLbEndpoints(
-            locality=_locality(locality), load_balancing_weight=uint32(weight)
+            locality=_locality(grouped.locality),
+            load_balancing_weight=uint32(grouped.weight),
+            priority=grouped.priority,
         )
-        for target in members:
+        for member in grouped.members:
+            target = member.item
+            assert isinstance(target, Target)
             group.lb_endpoints.append(
                 ec.LbEndpoint(
                     endpoint=ec.Endpoint(
@@ -130,12 +150,23 @@ def load_assignments(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
     for service in visible_services(snapshot, view):
         if not is_routable(service):
             continue
-        policy = snapshot.model.destination_policy_for(service.host, view.namespace)
+        policy = snapshot.model.destination_policy_for(service.host, view.namespace, view.labels)
         for port in service.ports:
             found = targets(snapshot, service, port)
-            name = cluster_name(service.host, port.number)
-            result[name] = load_assignment(name, found)
-            for subset in policy.subsets if policy else ():
-                name = cluster_name(service.host, port.number, subset.name)
-                result[name] = load_assignment(name, subset_members(found, subset.labels))
+            for subset in [None, *policy.subsets] if policy else [None]:
+                settings = (
+                    policy.settings_for(subset.name if subset else None, port.number)
+                    if policy
+                    else TrafficSettings()
+                )
+                name = cluster_name(service.host, port.number, subset.name if subset else None)
+                chosen = subset_members(found, subset.labels) if subset else found
+                groups = locality_groups(
+                    members(chosen),
+                    view.locality,
+                    dict(view.labels),
+                    settings.load_balancer.locality,
+                    settings.outlier_detection is not None,
+                )
+                result[name] = grouped_assignment(name, groups)
     return result
