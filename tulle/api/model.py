@@ -106,6 +106,7 @@ class MeshSettings:
     access_log: bool = True
     access_log_format: Literal["JSON", "TEXT"] = "JSON"
     tracing_sampling: float = 1.0
+    tracing_endpoint: str = ""  # OTLP/HTTP; empty: the control plane's trace store
     path_normalization: Literal["NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"] = (
         "BASE"
     )

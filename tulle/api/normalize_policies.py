@@ -96,6 +96,7 @@ def mesh_settings(meshes: list[Mesh]) -> MeshSettings:
         access_log=spec.access_log.enabled,
         access_log_format=spec.access_log.format,
         tracing_sampling=spec.tracing.sampling,
+        tracing_endpoint=spec.tracing.otlp.endpoint or "",
         path_normalization=spec.path_normalization.normalization,
         workload_certificate_lifetime=parse_duration(spec.workload_certificate_lifetime),
         h2_upgrade_policy=spec.h2_upgrade_policy,

@@ -108,6 +108,14 @@ def proxy(
             "Kubernetes the service-account token the kubelet projects (may be 0644)."
         ),
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="The control plane's HTTP API (http://HOST:PORT): its trace store takes this "
+            "sidecar's spans when the Mesh names no OTLP endpoint (with the --token-file "
+            "token). Default: --xds's host, port 15014."
+        ),
+    ] = None,
 ) -> None:
     """Run the sidecar proxy: config over ADS, the app's traffic through the engine."""
     try:
@@ -120,7 +128,7 @@ def proxy(
             drain_seconds=drain_seconds, log_level=log_level,
             request_header_timeout=request_header_timeout, idle_timeout=idle_timeout,
             xds_root_cert=os.path.abspath(xds_root_cert) if xds_root_cert else None,
-            token_file=os.path.abspath(token_file) if token_file else None,
+            token_file=os.path.abspath(token_file) if token_file else None, server=server,
             health_port=health_port, health_host=health_host, app_probers=app_probers,
         )  # fmt: skip
         settings.check()

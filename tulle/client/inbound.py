@@ -16,6 +16,7 @@ from tulle.codec.paths import PathError, normalize_target
 from tulle.engine.errors import MeshError
 from tulle.engine.inbound import InboundPolicy, refusal
 from tulle.engine.message import Request, Response, finished, mesh_response
+from tulle.obs.tracing import SERVER
 
 LISTENER = "inbound"  # the access log's listener field, as a sidecar's inbound side logs it
 
@@ -115,6 +116,9 @@ class InboundGate:
         through Tulle's mTLS server; a STRICT port refuses a request that did not (plain text
         the server could not tell from mTLS), counted and logged as a plain-text refusal."""
         request.started = time.time()
+        tracer = self.runtime.tracing.tracer
+        if tracer is not None:  # the server span, when sampled (the app sees its context)
+            request.span = tracer.start(request.headers, SERVER)
         port, policy = self.policy(served_port)
         if policy is None:
             return "", None
@@ -139,6 +143,8 @@ class InboundGate:
         done = finished(LISTENER, request, response, request.started, time.time(), sent, service)
         runtime.metrics.record(done)
         runtime.log.record(done)
+        if done.span is not None:
+            runtime.tracing.record(done)
         tap = runtime.tap
         if tap.active:
             tap.publish(done)

@@ -28,6 +28,8 @@ from tulle.engine.compile import compile_resources
 from tulle.engine.inbound import InboundPolicy, inbound_policies, path_normalization
 from tulle.engine.matching import ConfigError
 from tulle.engine.outbound import Engine, EngineConfig
+from tulle.engine.trace_setup import WorkloadTracing, node_resource
+from tulle.engine.tracing_config import tracing_settings
 from tulle.obs.access_log import AccessLog
 from tulle.obs.metrics import MeshMetrics
 from tulle.obs.tap import Tap, TapCollector
@@ -65,6 +67,15 @@ class MeshRuntime:
             ClusterCollector(lambda: [b.engine for b in list(self._bindings.values())])
         )
         self.log = AccessLog(enabled=settings.access_log)
+        # Spans: to the control plane's trace store (its HTTP API, with the replica's token)
+        # unless the Mesh names an OTLP endpoint.
+        token = settings.token_file
+        self.tracing = WorkloadTracing(
+            settings.server,
+            node_resource(self.node),
+            functools.partial(read_token_file, Path(token)) if token else None,
+            self.metrics.registry,
+        )
         self.tap = Tap()  # `tulle tap`'s subscribers (served by tulle.client.admin)
         self.metrics.registry.register(TapCollector(self.tap))
         self.config: EngineConfig | None = None
@@ -173,6 +184,7 @@ class MeshRuntime:
 
         self.loop.call_soon_threadsafe(self.loop.stop)  # _run closes the pools on its way out
         self._thread.join(10)
+        self.tracing.stop()
         atexit.unregister(self.log.flush)
         server = self._metrics_server
         if isinstance(server, tuple):  # (server, thread) from prometheus-client
@@ -203,6 +215,7 @@ class MeshRuntime:
         """Compile a candidate config; hand it to every engine, or say why not (NACK)."""
         try:
             config = compile_resources(version, resources)
+            traced = tracing_settings(resources[types.LISTENER])
             inbound = inbound_policies(resources[types.LISTENER], time.monotonic(), self.inbound)
         except ConfigError as error:
             self.nack = str(error)
@@ -210,9 +223,12 @@ class MeshRuntime:
         with self.inbound_lock:
             self.inbound = inbound
             self.paths = path_normalization(resources[types.LISTENER])
+        tracer = self.tracing.update(traced)
         with self._lock:
             self.config, self.nack = config, None
             bindings = list(self._bindings.values())
+        for binding in bindings:
+            binding.engine.tracer = tracer  # read by each request's plan: no lock needed
         for binding in bindings:
             with contextlib.suppress(RuntimeError):  # that loop has been closed
                 binding.loop.call_soon_threadsafe(binding.engine.update, config)
@@ -241,6 +257,7 @@ class MeshRuntime:
                 engine = Engine(
                     pool.send, start=pool.submit, source_workload=self.node.workload, tap=self.tap
                 )
+                engine.tracer = self.tracing.tracer
                 binding = Binding(loop, engine, pool)
                 if self.config is not None:
                     binding.engine.update(self.config)

@@ -95,6 +95,8 @@ class Exchanger:
             done = finished(LISTENER, outgoing, response, started, time.time(), sent)
             runtime.metrics.record(done)
             runtime.log.record(done)
+            if done.span is not None:
+                runtime.tracing.record(done)
             tap = runtime.tap
             if tap.active:
                 tap.publish(done)

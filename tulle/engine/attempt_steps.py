@@ -15,6 +15,7 @@ from tulle.engine.cluster_config import EndpointSpec
 from tulle.engine.message import Response, UpstreamError, finished, mesh_response
 from tulle.engine.plan import Call, rewind
 from tulle.obs.tap import Tap
+from tulle.obs.tracing import Span
 
 Outcome = Response | UpstreamError
 
@@ -44,6 +45,9 @@ def enter(call: Call, endpoint: EndpointSpec) -> None:
         cluster.counters.retries += 1
     call.tried.add(endpoint.key)
     cluster.active[endpoint.key] = cluster.active.get(endpoint.key, 0) + 1
+    span = call.plan.request.span
+    if span is not None:
+        span.attempt_started = time.time()
 
 
 def leave(call: Call, endpoint: EndpointSpec, slot: bool, cancelled: bool = False) -> None:
@@ -149,3 +153,36 @@ def timed_out(call: Call) -> Response:
     name = call.plan.cluster.spec.name
     error = errors.request_timeout(call.timeout, name, call.grpc_deadline)
     return mesh_response(error, call.plan.request.is_grpc, name)
+
+
+def trace_attempt(
+    span: Span, call: Call, endpoint: EndpointSpec, outcome: Outcome, settled: Response | None
+) -> None:
+    """The client span's event for an attempt that ended: its number, the endpoint, how it
+    ended (a status, or the kind of failure and why), how long it took, and whether it is
+    retried (``settled`` None)."""
+    now = time.time()
+    attributes: list[tuple[str, str | int | float | bool]] = [
+        ("tulle.attempt", call.attempt), ("tulle.upstream_endpoint", endpoint.key),
+    ]  # fmt: skip
+    if isinstance(outcome, UpstreamError):
+        attributes += [("error.type", outcome.kind), ("tulle.reason", str(outcome))]
+    else:
+        attributes.append(("http.response.status_code", outcome.status))
+    attributes += [
+        ("tulle.retried", settled is None),
+        ("tulle.duration_ms", round((now - span.attempt_started) * 1000, 3)),
+    ]
+    span.event(now, "attempt", attributes)
+
+
+def trace_fallback(span: Span, cluster: str, response: Response) -> None:
+    """The client span's event for a request sent on to its route's fallback ``cluster``
+    after ``response``."""
+    attributes: list[tuple[str, str | int | float | bool]] = [
+        ("tulle.upstream_cluster", cluster), ("http.response.status_code", response.status),
+        ("tulle.response_flags", response.flag),
+    ]  # fmt: skip
+    if response.reason:
+        attributes.append(("tulle.reason", response.reason))
+    span.event(time.time(), "fallback", attributes)

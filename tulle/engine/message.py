@@ -9,6 +9,7 @@ from typing import Final
 from tulle.engine.errors import ERROR_HEADER, MeshError
 from tulle.obs.finished import Finished
 from tulle.obs.metrics import SOURCE_WORKLOAD_HEADER
+from tulle.obs.tracing import Span
 
 
 class ByteStream:
@@ -93,7 +94,7 @@ class Request:
     # several times the cost (one or two of these are made per request).
     __slots__ = (
         "authority", "body", "headers", "http2", "interim", "local_ip", "method", "path",
-        "peer_principal", "sni", "source_ip",
+        "peer_principal", "sni", "source_ip", "span",
     )  # fmt: skip
 
     def __init__(
@@ -117,9 +118,10 @@ class Request:
         self.http2 = http2
         self.interim = interim
         self.peer_principal = peer_principal
-
+        self.span: Span | None = None  # the tracer's decision (tulle.obs.tracing)
         self.local_ip = ""
         self.sni = ""
+
     def __repr__(self) -> str:
         return f"Request({self.method} {self.authority}{self.path})"
 
@@ -239,7 +241,23 @@ def finished(
         principal = response.upstream_principal
         if principal is not None:
             done.peer_principal = principal
+    span = request.span
+    if span is not None and span.sampled:
+        done.span = span
+        if request.is_grpc:
+            span.grpc_status = grpc_status(response)
     return done
+
+
+def grpc_status(response: Response) -> int:
+    """The gRPC status of ``response`` (trailers-only in its headers, else in its trailers);
+    -1 when it has none."""
+    text = response.header("grpc-status")
+    if text is None:
+        text = next((v for k, v in response.trailers if k == "grpc-status"), None)
+    if text is None or not text.isdigit():
+        return -1
+    return int(text)
 
 
 def mesh_response(

@@ -20,7 +20,16 @@ from typing import Final
 from urllib.parse import parse_qs
 
 from tulle.engine import errors
-from tulle.engine.attempt_steps import Outcome, enter, leave, pick, settle, timed_out
+from tulle.engine.attempt_steps import (
+    Outcome,
+    enter,
+    leave,
+    pick,
+    settle,
+    timed_out,
+    trace_attempt,
+    trace_fallback,
+)
 from tulle.engine.cluster import ClusterState
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.config import RouteEntry, WeightedCluster
@@ -44,6 +53,7 @@ from tulle.engine.ratelimit import TokenBucket
 from tulle.engine.tasks import Cancel, nothing_to_cancel, spawn
 from tulle.obs.metrics import SOURCE_WORKLOAD_HEADER
 from tulle.obs.tap import Tap
+from tulle.obs.tracing import CLIENT, Tracer
 
 __all__ = [
     "Delayed",
@@ -92,6 +102,7 @@ class Engine:
         self.clusters: dict[str, ClusterState] = {}
         self.buckets: dict[str, TokenBucket] = {}
         self._mirrors: set[asyncio.Task[None]] = set()
+        self.tracer: Tracer | None = None  # tracing on (tulle.engine.trace_setup)
 
     def update(self, config: EngineConfig) -> None:
         """Swap in new config atomically; cluster state (breakers, ejections) carries over."""
@@ -143,6 +154,11 @@ class Engine:
         else:
             headers = list(headers)
         upstream.headers = chosen.request_edits.apply(route.request_edits.apply(headers))
+        span = request.span
+        if span is not None:  # the client span's context for the next hop (or "not sampled")
+            upstream.headers = span.inject(upstream.headers)
+            if span.sampled:
+                upstream.span = span
         return chosen, cluster, upstream
 
     def tunnel_target(
@@ -168,6 +184,9 @@ class Engine:
     def plan(self, table_name: str, request: Request) -> Plan | Delayed | Response:
         """What happens to ``request`` (route table ``table_name``): the mesh's own answer (no
         route, redirect, fault abort, rate limit), a fault delay first, or the attempts."""
+        tracer = self.tracer
+        if tracer is not None:  # the client span, when sampled (tulle.obs.tracing)
+            request.span = tracer.start(request.headers, CLIENT)
         route, parts = self._match(table_name, request)
         if route is None:
             return mesh_response(errors.no_route(request.authority, parts.path), request.is_grpc)
@@ -307,6 +326,9 @@ class Engine:
             return None
         chosen = WeightedCluster(spec.cluster, 1)
         route = dataclasses.replace(plan.route, clusters=(chosen,), fallback=None, mirrors=())
+        span = plan.request.span
+        if span is not None:
+            trace_fallback(span, spec.cluster, response)
         return Plan(route, chosen, cluster, plan.request, plan.key)
 
     async def _continue(self, call: Call, retrying: Outcome | None) -> Response:
@@ -348,6 +370,9 @@ class Engine:
             finally:
                 leave(call, endpoint, slot)
             settled = settle(call, endpoint, outcome, self.clock(), self.tap)
+            span = request.span
+            if span is not None:
+                trace_attempt(span, call, endpoint, outcome, settled)
             if settled is not None:
                 return settled
             retrying = outcome
@@ -529,6 +554,9 @@ class _FirstAttempt:
         assert endpoint is not None
         leave(call, endpoint, self.slot)
         settled = settle(call, endpoint, result, engine.clock(), engine.tap)
+        span = call.plan.request.span
+        if span is not None:
+            trace_attempt(span, call, endpoint, result, settled)
         if settled is None:
             self.slow(result)
         else:

@@ -115,7 +115,7 @@ class ReplicaSupervisor(Registrations):
                     "--xds-root-cert", identity["TULLE_XDS_ROOT_CERT"],
                     "--token-file", identity["TULLE_TOKEN_FILE"], "--node-id", plan.node_id,
                     "--admin-port", str(ports.admin), "--admin-token-file", str(token.resolve()),
-                    "--stats-port", str(ports.stats),
+                    "--stats-port", str(ports.stats), "--server", self.state.api,
                     "--inbound-port", str(ports.inbound)]  # fmt: skip
             if ports.http_proxy is not None:  # callers reach the inbound listener itself
                 args += ["--http-proxy-port", str(ports.http_proxy),

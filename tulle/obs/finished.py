@@ -4,6 +4,8 @@ their next batch."""
 
 from __future__ import annotations
 
+from tulle.obs.tracing import Span
+
 
 class Finished:
     """One request answered: what the access log writes and the metrics count. ``received`` and
@@ -13,14 +15,15 @@ class Finished:
     in the mTLS handshake of the connection the request went over (the caller's when served,
     the upstream's when sent; empty over plain text). ``caller`` is the workload a plain-text
     caller says it is (the ``x-tulle-source-workload`` header): over mTLS it is not read, as
-    the caller's certificate says who it is."""
+    the caller's certificate says who it is. ``span`` is the request's trace span when it was
+    sampled (:mod:`tulle.obs.tracing`), else None."""
 
     # A plain class, not a dataclass: compiled, a dataclass's __init__ stays interpreted, and
     # one of these is made per request.
     __slots__ = (
         "attempts", "authority", "caller", "cluster", "ended", "flag", "listener", "method",
         "path", "peer_principal", "reason", "received", "reporter", "request_id", "route", "sent",
-        "service", "source_ip", "started", "status", "upstream", "upstream_workload",
+        "service", "source_ip", "span", "started", "status", "upstream", "upstream_workload",
     )  # fmt: skip
 
     def __init__(
@@ -55,3 +58,4 @@ class Finished:
         self.attempts, self.sent, self.started, self.ended = attempts, sent, started, ended
         self.reporter, self.caller, self.service = reporter, caller, service
         self.peer_principal = peer_principal
+        self.span: Span | None = None

@@ -156,3 +156,4 @@ class Proxy(Listeners):
             self.sweeper.cancel()
         self.pool.close()
         self.log.stop()
+        await asyncio.to_thread(self.tracing.stop)  # the spans still queued

@@ -16,6 +16,8 @@ from tulle.engine.compile import compile_resources
 from tulle.engine.inbound import InboundPolicy, inbound_policies, path_normalization
 from tulle.engine.matching import ConfigError
 from tulle.engine.outbound import Engine
+from tulle.engine.trace_setup import WorkloadTracing, control_plane_api, node_resource
+from tulle.engine.tracing_config import tracing_settings
 from tulle.obs.access_log import AccessLog
 from tulle.obs.metrics import MeshMetrics
 from tulle.obs.tap import Tap, TapCollector
@@ -57,6 +59,7 @@ class ProxyCore:
         admin_token_file: str | None = None,
         xds_root_cert: str | None = None,
         token_file: str | None = None,
+        server: str | None = None,
     ) -> None:
         self.node = parse_node_id(node_id)
         if not is_loopback(admin_host):
@@ -94,6 +97,15 @@ class ProxyCore:
         # Access log and metrics, once each request's response is written.
         self.outbound_recorder = Recorder(self.log, self.metrics, tap=self.tap)
         self.inbound_recorder = Recorder(self.log, self.metrics, self.serving, self.tap)
+        # Spans (the Mesh's tracing): to the control plane's trace store (its HTTP API,
+        # ``server``, with the replica's token) unless the Mesh names an OTLP endpoint.
+        self.tracing = WorkloadTracing(
+            server or control_plane_api(xds_address),
+            node_resource(self.node),
+            functools.partial(read_token_file, Path(token_file)) if token_file else None,
+            self.metrics.registry,
+        )
+        self.outbound_recorder.traces = self.inbound_recorder.traces = self.tracing
         self.tcp = TcpTelemetry(self.metrics, self.log)  # TCP connections' metrics and entries
         self.host = host
         self.admin_port = admin_port
@@ -113,11 +125,13 @@ class ProxyCore:
         """Compile a candidate config; install it, or say why not (the NACK reason)."""
         try:
             config = compile_resources(version, resources)
+            tracing_settings(resources[types.LISTENER])  # a provider Tulle cannot use: NACK
             inbound = inbound_policies(resources[types.LISTENER], self.engine.clock(), self.inbound)
         except ConfigError as error:
             return str(error)
         # All compiled: swap everything in at once.
         self.engine.update(config)
+        self.engine.tracer = self.tracing.update(tracing_settings(resources[types.LISTENER]))
         self.inbound = inbound
         self.tcp_clusters = tcp_clusters(resources[types.LISTENER])
         self.limits.paths = path_normalization(resources[types.LISTENER])

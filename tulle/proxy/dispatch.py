@@ -12,6 +12,7 @@ from tulle.engine.errors import MeshError
 from tulle.engine.inbound import refusal
 from tulle.engine.message import Request, Response, UpstreamError, mesh_response
 from tulle.engine.tasks import Cancel, nothing_to_cancel
+from tulle.obs.tracing import SERVER
 from tulle.proxy.core import ProxyCore
 from tulle.proxy.http_front import Done
 from tulle.proxy.recording import Destination
@@ -60,6 +61,11 @@ class Dispatch(ProxyCore):
 
     def dispatch_inbound(self, request: Request, destination: Destination, done: Done) -> Cancel:
         """A request for the local app, redirected here by iptables."""
+        tracer = self.engine.tracer
+        if tracer is not None:  # the server span, when sampled; the app gets its context
+            span = request.span = tracer.start(request.headers, SERVER)
+            if span is not None:
+                request.headers = span.inject(request.headers)
         port = self._inbound_port(destination)
         policy = self.inbound.get(port)
         if policy is not None:

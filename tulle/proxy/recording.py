@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from tulle.engine.message import Request, Response, finished
+from tulle.engine.trace_setup import WorkloadTracing
 from tulle.obs.access_log import AccessLog
 from tulle.obs.metrics import MeshMetrics
 from tulle.obs.tap import Tap
@@ -31,6 +32,7 @@ class Recorder:
         self.metrics = metrics
         self.serving = serving
         self.tap = tap if tap is not None else Tap()
+        self.traces: WorkloadTracing | None = None  # where sampled requests' spans go
 
     def record(
         self,
@@ -50,6 +52,8 @@ class Recorder:
         tap = self.tap
         if tap.active:
             tap.publish(done)
+        if done.span is not None and self.traces is not None:
+            self.traces.record(done)
 
     def client_gone(
         self, listener: str, request: Request, started: float, reason: str, destination: Destination

@@ -32,6 +32,7 @@ def run_proxy(settings: ProxySettings) -> int:
             admin_host=settings.admin_host, stats_port=settings.stats_port,
             stats_host=settings.stats_host, admin_token_file=settings.admin_token_file,
             xds_root_cert=settings.xds_root_cert, token_file=settings.token_file,
+            server=settings.server,
             limits=FrontLimits(
                 header_timeout=settings.request_header_timeout,
                 idle_timeout=settings.idle_timeout,

@@ -43,6 +43,7 @@ class ProxySettings:
     idle_timeout: float = 60.0
     xds_root_cert: str | None = None  # the control plane's trust bundle: xDS over TLS
     token_file: str | None = None  # the replica's bootstrap token (xDS and the CA)
+    server: str | None = None  # the control plane's HTTP API (trace store); None: xDS host:15014
     health_port: int | None = None  # the kubelet's listener (/ready, /app-health/...)
     health_host: str = "127.0.0.1"
     app_probers: str = ""  # TULLE_APP_PROBERS: the app's original HTTP probes (JSON)
@@ -95,6 +96,8 @@ class ProxySettings:
                              ("--token-file", self.token_file)):  # fmt: skip
             if path is not None and not os.path.isfile(path):
                 raise SettingsError(f"{option}: {path} is not a file")
+        if self.server is not None and not self.server.startswith(("http://", "https://")):
+            raise SettingsError(f"--server: {self.server!r} is not an http:// or https:// URL")
         if self.log_level.lower() not in LOG_LEVELS.split(", "):
             raise SettingsError(f"--log-level: {self.log_level!r} is not one of {LOG_LEVELS}")
 

@@ -4,6 +4,7 @@ Workload (a process of local mode), RateLimit, Fallback, and Mesh (mesh-wide set
 from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
@@ -210,10 +211,36 @@ class AccessLog(Strict):
     format: Literal["JSON", "TEXT"] = "JSON"
 
 
+class OtlpExporter(Strict):
+    """Where sidecars and libraries send spans: an OTLP/HTTP endpoint (``http(s)://host:port``,
+    ``/v1/traces`` when no path is given). Without one, the control plane's trace store."""
+
+    endpoint: str | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 - raises for a port that is not a number
+        except ValueError as error:
+            raise ValueError(f"{value!r}: {error}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"{value!r} is not an OTLP/HTTP endpoint (http://host:port or https://...; "
+                "OTLP over gRPC is not supported by the data plane)"
+            )
+        return value
+
+
 class Tracing(Strict):
-    """Share of requests traced, in percent."""
+    """Share of requests traced, in percent (Istio's default 1 %; a caller's sampled flag is
+    honoured), and where spans go."""
 
     sampling: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
+    otlp: OtlpExporter = Field(default_factory=OtlpExporter)
 
 
 class PathNormalization(Strict):

@@ -56,6 +56,7 @@ from tulle.control.translate.policy import (
 )
 from tulle.control.translate.protos import ads, duration, pack
 from tulle.control.translate.tls import downstream_context, transport_socket
+from tulle.control.translate.tracing import tracing
 from tulle.xds.types import (
     FAULT_FILTER,
     HCM_FILTER,
@@ -136,9 +137,13 @@ def _hcm_chain(manager: Any) -> Any:
     )
 
 
-def _http_chain(route_name: str, stat_prefix: str, view: NodeView, level: str) -> Any:
+def _http_chain(
+    route_name: str, stat_prefix: str, view: NodeView, level: str, traced: Any = None
+) -> Any:
     manager = connection_manager(route_name, stat_prefix, view)
     _normalize_paths(manager, level)
+    if traced is not None:
+        manager.tracing.CopyFrom(traced)
     return _hcm_chain(manager)
 
 
@@ -154,6 +159,7 @@ def sidecar_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
     """Listeners of a sidecar (or the library): outbound, per port, HTTP proxy, inbound."""
     result: dict[str, Any] = {}
     level = snapshot.model.settings.path_normalization
+    traced = tracing(snapshot.model.settings, view)
     outbound = listener_pb2.Listener(
         name=OUTBOUND_LISTENER, address=_address("0.0.0.0", OUTBOUND_PORT)
     )
@@ -169,7 +175,7 @@ def sidecar_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
                 if port.number in http_seen:
                     continue
                 http_seen.add(port.number)
-                chain = _http_chain(str(port.number), name, view, level)
+                chain = _http_chain(str(port.number), name, view, level, traced)
             else:
                 chain = _tcp_chain(service, port.number)
                 name = f"{service.host}_{port.number}"
@@ -181,7 +187,7 @@ def sidecar_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
     result[HTTP_PROXY_LISTENER] = listener_pb2.Listener(
         name=HTTP_PROXY_LISTENER,
         address=_address("127.0.0.1", HTTP_PROXY_PORT),
-        filter_chains=[_http_chain(HTTP_PROXY_ROUTE, HTTP_PROXY_LISTENER, view, level)],
+        filter_chains=[_http_chain(HTTP_PROXY_ROUTE, HTTP_PROXY_LISTENER, view, level, traced)],
     )
     inbound = _inbound(snapshot, view)
     if inbound is not None:
@@ -283,6 +289,9 @@ def _inbound(snapshot: Snapshot, view: NodeView) -> Any | None:
             )
             _trusted_proxies(manager, snapshot.model.settings.num_trusted_proxies)
             _normalize_paths(manager, snapshot.model.settings.path_normalization)
+            traced = tracing(snapshot.model.settings, view)
+            if traced is not None:
+                manager.tracing.CopyFrom(traced)
             chain = _hcm_chain(manager)
         chain.filter_chain_match.destination_port.value = port.port
         # Who the port serves, for the inbound metrics' destination_service label.
