@@ -11,6 +11,7 @@ from tulle.api.check_context import UNDEFINED, Context
 from tulle.api.check_context import located as _located
 from tulle.api.checks_destinations import check_warmup, check_workload_selectors
 from tulle.api.checks_locality import check_locality_failover
+from tulle.api.checks_deprecated import check_deprecated_spellings
 from tulle.api.checks_routes import check_http_routes, check_routed_once, route_scope
 from tulle.api.checks_services import check_kubernetes_services
 from tulle.api.findings import Finding, Severity
@@ -457,6 +458,7 @@ CHECKS: tuple[Callable[[Context], Iterator[Finding]], ...] = (
     check_peer_authentications,
     check_rate_limits,
     check_fallbacks,
+    check_deprecated_spellings,
 )
 
 

@@ -17,14 +17,12 @@ NOT_YET_FIELDS: dict[tuple[str, str], str] = {
     # VirtualService
     ("HTTPRoute", "directResponse"): "answer with a fault abort (percentage 100) meanwhile",
     ("HTTPRoute", "mirrors"): "use mirror and mirrorPercentage (one mirror per route)",
-    ("HTTPRoute", "mirrorPercent"): "write mirrorPercentage: {value: N}",
     ("HTTPMatchRequest", "scheme"): "match on the port or the authority meanwhile",
     ("HTTPMatchRequest", "sourceNamespace"): "match on sourceLabels meanwhile",
     ("HTTPMatchRequest", "statPrefix"): OBSERVABILITY,
     ("HTTPRedirect", "derivePort"): "set port explicitly",
     ("HTTPRewrite", "uriRegexRewrite"): "rewrite a prefix with uri meanwhile",
     ("HTTPRetry", "retryRemoteLocalities"): "locality-aware load balancing is being built",
-    ("Delay", "percent"): "write percentage: {value: N}",
     ("L4MatchAttributes", "sourceNamespace"): "match on sourceLabels meanwhile",
     ("L4MatchAttributes", "gateways"): EDGES,
     # DestinationRule
@@ -37,7 +35,6 @@ NOT_YET_FIELDS: dict[tuple[str, str], str] = {
     ("TCPSettings", "idleTimeout"): "use connectionPool.http.idleTimeout",
     ("HTTPSettings", "useClientProtocol"): "the sidecar speaks the port's protocol upstream",
     ("HTTPSettings", "maxConcurrentStreams"): "use http2MaxRequests",
-    ("OutlierDetection", "consecutiveErrors"): "write consecutive5xxErrors",
     ("OutlierDetection", "splitExternalLocalOriginErrors"): "connect failures count as 5xx",
     ("OutlierDetection", "consecutiveLocalOriginFailures"): "connect failures count as 5xx",
     ("ClientTLSSettings", "clientCertificate"): ORIGINATION,
@@ -55,8 +52,6 @@ NOT_YET_FIELDS: dict[tuple[str, str], str] = {
     ("AuthorizationPolicySpec", "targetRef"): AMBIENT,
     ("AuthorizationPolicySpec", "targetRefs"): AMBIENT,
     ("AuthorizationPolicySpec", "provider"): f"external authorization (CUSTOM) comes in {LATER}",
-    ("Source", "remoteIpBlocks"): "being built (issue 19); ipBlocks match the peer address",
-    ("Source", "notRemoteIpBlocks"): "being built (issue 19); notIpBlocks match the peer address",
     ("Source", "serviceAccounts"): "write principals: [<trust domain>/ns/<ns>/sa/<name>]",
     ("Source", "notServiceAccounts"): "write notPrincipals",
     # Gateway API HTTPRoute

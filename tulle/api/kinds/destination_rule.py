@@ -6,7 +6,7 @@ implements exist, so a field Tulle would silently ignore is reported as unknown 
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -23,6 +23,7 @@ from tulle.api.kinds.base import (
     only_one,
     reject_repeats,
 )
+from tulle.api.kinds.deprecated import consecutive_errors
 from tulle.api.kinds.destination_locality import LocalityLoadBalancerSetting
 from tulle.api.kinds.destination_pool import (
     ConnectionKeepalive,
@@ -130,6 +131,14 @@ class OutlierDetection(Strict):
     base_ejection_time: PositiveDuration | None = None
     max_ejection_percent: Annotated[int, Field(ge=0, le=100)] | None = None
     min_health_percent: Annotated[int, Field(ge=0, le=100)] | None = None
+    # Deprecated (a WARNING names the new spelling): consecutive gateway errors, as Istio
+    # reads it (tulle.api.kinds.deprecated).
+    consecutive_errors: Annotated[int, Field(ge=0, le=INT32_MAX)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated(cls, data: Any) -> Any:
+        return consecutive_errors(data)
 
 
 class ClientTLSSettings(Strict):

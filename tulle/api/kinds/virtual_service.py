@@ -6,7 +6,7 @@ implements exist, so a field Tulle would silently ignore is reported as unknown 
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -25,6 +25,7 @@ from tulle.api.kinds.base import (
     check_cidrs,
     only_one,
 )
+from tulle.api.kinds.deprecated import integer_percent
 from tulle.api.kinds.networking_common import NetworkingResource, PortSelector, Weight
 
 # Retry conditions Envoy and Istio understand (x-envoy-retry-on and x-envoy-retry-grpc-on).
@@ -171,6 +172,12 @@ class Delay(Strict):
 
     fixed_delay: Duration
     percentage: Percent | None = None
+    percent: Annotated[int, Field(ge=0, le=100)] | None = None  # deprecated: percentage
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated(cls, data: Any) -> Any:
+        return integer_percent(data, "percent", "percentage")
 
 
 class Abort(Strict):
@@ -221,7 +228,13 @@ class HTTPRoute(Strict):
     fault: HTTPFaultInjection | None = None
     mirror: Destination | None = None
     mirror_percentage: Percent | None = None
+    mirror_percent: Annotated[int, Field(ge=0, le=100)] | None = None  # deprecated
     headers: Headers | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated(cls, data: Any) -> Any:
+        return integer_percent(data, "mirrorPercent", "mirrorPercentage")
 
     @model_validator(mode="after")
     def _route_or_redirect(self) -> HTTPRoute:
