@@ -1,0 +1,194 @@
+"""The span exporter against a real OTLP/HTTP receiver on loopback (a stdlib HTTP server that
+decodes each body as an ExportTraceServiceRequest): batches, the bearer token, a bounded queue
+that drops (and counts) instead of blocking or growing while the receiver is stuck, and failed
+exports counted, never raised."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from prometheus_client import CollectorRegistry, generate_latest
+
+from tests.e2e.conftest import wait_until
+from tulle.obs.finished import Finished
+from tulle.obs.trace_export import EndpointError, SpanExporter, otlp_url
+from tulle.obs.tracing import CLIENT, SERVER, Span
+
+
+@dataclass
+class Receiver:
+    """What the receiver got: the decoded requests and their headers; ``status`` to answer
+    with; ``hold``: while clear, each request waits for it (a stuck collector)."""
+
+    port: int = 0
+    requests: list[ExportTraceServiceRequest] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    status: int = 200
+    hold: threading.Event = field(default_factory=threading.Event)
+    arrived: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def spans(self) -> list[object]:
+        return [
+            span
+            for request in self.requests
+            for resource in request.resource_spans
+            for scope in resource.scope_spans
+            for span in scope.spans
+        ]
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+    state.hold.set()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            state.arrived.set()
+            state.hold.wait(30)
+            request = ExportTraceServiceRequest()
+            request.ParseFromString(body)  # raises (a 500 from the server) if not OTLP
+            state.requests.append(request)
+            state.headers.append({k.lower(): v for k, v in self.headers.items()})
+            answer = ExportTraceServiceResponse().SerializeToString()
+            self.send_response(state.status)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    state.hold.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def fresh(receiver: Receiver) -> Receiver:
+    receiver.requests.clear()
+    receiver.headers.clear()
+    receiver.status = 200
+    receiver.hold.set()
+    receiver.arrived.clear()
+    return receiver
+
+
+def record(index: int, kind: int = CLIENT, status: int = 200, flag: str = "-") -> Finished:
+    done = Finished(
+        "outbound", "GET", "catalog:8080", f"/items/{index}?q=1", "10.0.0.9", f"req-{index}", 0,
+        status, flag, "no healthy endpoint" if flag != "-" else "", "default",
+        "outbound|8080||catalog.default.svc.cluster.local", "10.0.0.1:8080", "catalog-0",
+        2, 17, 1000.0 + index, 1000.5 + index,
+    )  # fmt: skip
+    span = Span(f"{index + 1:032x}", f"{index + 1:016x}", "ab" * 8, kind)
+    span.event(1000.2 + index, "attempt", [("tulle.attempt", 1), ("tulle.retried", True)])
+    done.span = span
+    return done
+
+
+def exporter(receiver: Receiver, **options: object) -> SpanExporter:
+    return SpanExporter(
+        f"http://127.0.0.1:{receiver.port}",
+        [("service.name", "frontend"), ("service.namespace", "default")],
+        lambda: "the-token",
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def test_spans_arrive_as_otlp_protobuf_in_batches_with_the_token(fresh: Receiver) -> None:
+    sender = exporter(fresh, batch=4, interval=0.05).start()
+    try:
+        for index in range(10):
+            sender.record(record(index))
+        wait_until(lambda: len(fresh.spans) == 10, timeout=30)
+    finally:
+        sender.stop()
+    assert [len(r.resource_spans[0].scope_spans[0].spans) for r in fresh.requests][:2] == [4, 4]
+    assert all(h["authorization"] == "Bearer the-token" for h in fresh.headers)
+    assert all(h["content-type"] == "application/x-protobuf" for h in fresh.headers)
+    resource = {kv.key: kv.value.string_value for kv in fresh.requests[0].resource_spans[0].resource.attributes}  # fmt: skip
+    assert resource["service.name"] == "frontend"
+    span = fresh.spans[3]
+    assert span.trace_id.hex() == f"{4:032x}"  # type: ignore[attr-defined]
+    assert span.parent_span_id.hex() == "ab" * 8  # type: ignore[attr-defined]
+    assert span.name == "GET /items/3"  # type: ignore[attr-defined]
+    assert span.end_time_unix_nano - span.start_time_unix_nano == 500_000_000  # type: ignore[attr-defined]
+    attributes = {kv.key: kv.value for kv in span.attributes}  # type: ignore[attr-defined]
+    assert attributes["http.request.method"].string_value == "GET"
+    assert attributes["http.response.status_code"].int_value == 200
+    assert attributes["server.address"].string_value == "catalog"
+    assert attributes["http.request.resend_count"].int_value == 1
+    assert attributes["tulle.upstream_cluster"].string_value.startswith("outbound|8080||catalog")
+    assert [e.name for e in span.events] == ["attempt"]  # type: ignore[attr-defined]
+
+
+def test_the_queue_is_bounded_and_drops_are_counted_while_the_collector_is_stuck(
+    fresh: Receiver,
+) -> None:
+    registry = CollectorRegistry()
+    sender = exporter(fresh, queue_size=8, batch=4, interval=0.05, registry=registry).start()
+    fresh.hold.clear()  # the collector takes the first batch and never answers (yet)
+    try:
+        for index in range(4):
+            sender.record(record(index))
+        assert fresh.arrived.wait(30)
+        for index in range(4, 104):  # the request path goes on: never waits, never grows
+            sender.record(record(index))
+        assert len(sender.records) == 8
+        assert sender.dropped == 92
+        fresh.hold.set()
+        wait_until(lambda: len(fresh.spans) == 12, timeout=30)
+    finally:
+        fresh.hold.set()
+        sender.stop()
+    metrics = generate_latest(registry).decode()
+    assert "tulle_trace_spans_exported_total 12.0" in metrics
+    assert 'tulle_trace_spans_dropped_total{reason="queue_full"} 92.0' in metrics
+    assert 'tulle_trace_spans_dropped_total{reason="export_failed"} 0.0' in metrics
+
+
+def test_failed_exports_are_counted_not_raised(fresh: Receiver) -> None:
+    fresh.status = 503
+    sender = exporter(fresh, batch=2)
+    for index in range(3):
+        sender.record(record(index, SERVER, status=503, flag="UH"))
+    sender.flush()
+    assert (sender.exported, sender.failed) == (0, 3)
+    refused = SpanExporter("http://127.0.0.1:9", [("service.name", "x")])  # nothing listens
+    refused.record(record(1))
+    refused.flush()
+    assert (refused.exported, refused.failed) == (0, 1)
+    span = fresh.spans[0]  # the receiver decoded them: a mesh-made failure, reason on the span
+    attributes = {kv.key: kv.value.string_value for kv in span.attributes}  # type: ignore[attr-defined]
+    assert attributes["tulle.response_flags"] == "UH"
+    assert attributes["tulle.reason"] == "no healthy endpoint"
+    assert attributes["error.type"] == "UH"
+    assert span.status.code == span.status.STATUS_CODE_ERROR  # type: ignore[attr-defined]
+    assert span.status.message == "no healthy endpoint"  # type: ignore[attr-defined]
+
+
+def test_endpoints_are_checked() -> None:
+    assert otlp_url("http://collector:4318") == ("http", "collector", 4318, "/v1/traces")
+    assert otlp_url("https://c.example/otlp/v1/traces") == (
+        "https", "c.example", 443, "/otlp/v1/traces"
+    )  # fmt: skip
+    for bad in ("collector:4317", "grpc://c:4317", "http://", "http://c:port"):
+        with pytest.raises(EndpointError, match="OTLP endpoint"):
+            otlp_url(bad)
