@@ -1,0 +1,300 @@
+"""The dashboard against ``tulle up`` of the shop under steady traffic, in headless Chromium
+(Debian's, driven by Playwright): one mesh, one browser and one logged-in page for every test.
+The login as ``tulle dashboard`` makes it (once, read-only, never the admin token in a URL); the
+graph shows every service and every call with its rate; breaking payment-0 shows on its edge
+within 15 s and on the payment page as an ejected endpoint; a trace in the store opens as a
+waterfall; the config page lists what is in force. A real Prometheus (Debian's) scraping the
+same mesh from ``tulle up``'s targets file gives ``--prometheus`` the same calls.
+
+``TULLE_DASHBOARD_SCREENSHOTS=1`` also saves the docs' screenshots (docs/dashboard-*.png)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.control.otlp_spans import CLIENT, export, hex_trace, span
+from tests.e2e.conftest import wait_until
+from tests.local.conftest import REPO, TULLE, Mesh, assert_nothing_left, start_mesh, tulle
+from tulle.control.prometheus import PrometheusTraffic
+from tulle.control.views import graph
+
+pytestmark = pytest.mark.timeout(300)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+WORKLOADS = ("frontend", "catalog-v1", "catalog-v2", "catalog-cache", "cart", "payment", "auth")
+CALLS = {
+    ("unknown", "frontend"), ("frontend", "catalog-v1"), ("frontend", "catalog-v2"),
+    ("frontend", "cart"), ("frontend", "payment"), ("frontend", "auth"),
+    ("cart", "catalog-v1"),
+}  # fmt: skip
+SCREENSHOTS = os.environ.get("TULLE_DASHBOARD_SCREENSHOTS") == "1"
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    state_dir = tmp_path_factory.mktemp("dashboard") / "state"
+    mesh = start_mesh(state_dir, "examples/shop/")
+    yield mesh
+    tulle("down", "--state-dir", str(state_dir), check=False)
+    assert_nothing_left(state_dir)
+
+
+@pytest.fixture(scope="module")
+def api(shop: Mesh) -> str:
+    return str(shop.status()["api"])
+
+
+@pytest.fixture(scope="module")
+def traffic(shop: Mesh) -> Iterator[None]:
+    """Pages of the frontend, three at a time, for as long as the module runs."""
+    url = f"http://{shop.address('frontend')}/"
+    stop = threading.Event()
+
+    def pages() -> None:
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                with contextlib.suppress(httpx.HTTPError):
+                    client.get(url)
+                stop.wait(0.05)
+
+    threads = [threading.Thread(target=pages, daemon=True) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    yield
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=15)
+
+
+def login_url(shop: Mesh, api: str) -> str:
+    """The URL ``tulle dashboard`` gives when there is no browser to open."""
+    result = subprocess.run(
+        [*TULLE, "dashboard", "--no-browser", "--server", api],
+        env={**os.environ, "TULLE_TOKEN": shop.token},
+        capture_output=True, text=True, timeout=60, check=True, cwd=REPO,
+    )  # fmt: skip
+    found = re.search(r"(http://\S+/dashboard/login\?code=\S+)", result.stdout)
+    assert found, result.stdout
+    return found.group(1)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser: Browser, shop: Mesh, api: str, traffic: None) -> Iterator[Page]:
+    """A page logged in as a user does: the URL ``tulle dashboard`` prints."""
+    context = browser.new_context(viewport={"width": 1500, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(login_url(shop, api))
+    page.wait_for_url(f"{api}/dashboard/")
+    yield page
+    context.close()
+
+
+def test_login_works_once_and_only_reads(shop: Mesh, api: str):
+    url = login_url(shop, api)
+    assert shop.token not in url
+    with httpx.Client() as client:
+        answer = client.get(url)
+        assert answer.status_code == 303, answer.text
+        assert answer.headers["location"] == "/dashboard/"
+        cookie = answer.headers["set-cookie"]
+        assert "HttpOnly" in cookie, cookie
+        assert "SameSite=Strict" in cookie, cookie
+        assert shop.token not in cookie
+        assert client.get(url).status_code == 401  # spent: the URL in the history is no key
+        assert client.get(f"{api}/api/v1/graph").status_code == 200  # the session cookie
+        assert client.get(f"{api}/api/v1/traces").status_code == 200
+        refused = client.post(f"{api}/api/v1/resources", content="kind: Nothing\n")
+        assert refused.status_code == 403, refused.text
+        assert "may only read" in refused.json()["error"]
+        assert client.get(f"{api}/api/v1/endpoints").status_code == 403
+        assert client.post(f"{api}/api/v1/dashboard/logins").status_code == 403
+    assert httpx.get(f"{api}/api/v1/graph").status_code == 401  # no cookie, no token
+
+
+def edges_shown(page: Page) -> dict[tuple[str, str], dict[str, str]]:
+    rows = page.locator("[data-testid=edge-row]")
+    found = {}
+    for index in range(rows.count()):
+        row = rows.nth(index)
+        key = (row.get_attribute("data-source") or "", row.get_attribute("data-target") or "")
+        found[key] = {
+            "rps": row.get_attribute("data-rps") or "0",
+            "class": row.get_attribute("class") or "",
+            "replicas": row.locator("[data-testid=edge-replicas]").inner_text(),
+        }
+    return found
+
+
+def test_graph_shows_every_service_and_call(page: Page):
+    page.goto(page.url.split("#")[0] + "#/graph")
+    wait_until(lambda: set(edges_shown(page)) >= CALLS, timeout=30, interval=0.5)
+    shown = edges_shown(page)
+    assert all(float(shown[call]["rps"]) > 0 for call in CALLS), shown
+    nodes = set(page.evaluate("window.tulleGraph.nodes().map(n => n.id())"))
+    assert set(WORKLOADS) <= nodes, nodes
+    edges = page.evaluate("window.tulleGraph.edges().map(e => [e.source().id(), e.target().id()])")
+    assert {tuple(edge) for edge in edges} >= CALLS
+    labels = page.evaluate("window.tulleGraph.edges().map(e => e.data('label'))")
+    assert any("mTLS" in label and "p99" in label for label in labels), labels
+    if SCREENSHOTS:
+        page.locator("[data-testid=graph]").screenshot(path=str(REPO / "docs/dashboard-graph.png"))
+
+
+def test_broken_payment_shows_on_its_edge_and_the_service_page(page: Page, shop: Mesh):
+    page.goto(page.url.split("#")[0] + "#/graph")
+    wait_until(lambda: ("frontend", "payment") in edges_shown(page), timeout=30, interval=0.5)
+    assert "bad" not in edges_shown(page)[("frontend", "payment")]["class"]
+    payment_0 = f"http://{shop.replica('payment-0')['app']}"
+    httpx.post(f"{payment_0}/break", timeout=10).raise_for_status()
+    try:
+        broke = time.monotonic()
+
+        def edge_degraded() -> bool:
+            edge = edges_shown(page)[("frontend", "payment")]
+            return "bad" in edge["class"] and "payment-0" in edge["replicas"]
+
+        wait_until(edge_degraded, timeout=15, interval=0.25)
+        assert time.monotonic() - broke < 15
+        label = page.evaluate("window.tulleGraph.getElementById('frontend->payment').data('label')")
+        assert "payment-0" in label, label
+        page.goto(page.url.split("#")[0] + "#/service/payment")
+        ejected = page.locator("[data-testid=endpoint-row][data-ejected=true]")
+        ejected.first.wait_for()
+        assert "payment-0" in ejected.first.inner_text()
+        assert "ejected by frontend" in ejected.first.inner_text()
+        assert page.locator("[data-testid=proxy-row]").count() == 3  # payment's sidecars
+        assert "VirtualService" in page.locator("main").inner_text()
+    finally:
+        httpx.post(f"{payment_0}/heal", timeout=10)
+
+
+def test_a_trace_opens_as_a_waterfall(page: Page, shop: Mesh, api: str):
+    """Spans sent to the control plane's trace store over OTLP/HTTP, as an exporter sends
+    them, found with the traces page's filters and drawn as a waterfall."""
+    now_ms = (time.time_ns() - 1_700_000_000 * 10**9) / 1e6  # the helpers count from BASE_NS
+    spans = [
+        span(77, 1, name="GET /", start_ms=now_ms, duration_ms=120),
+        span(77, 2, 1, name="POST /pay", kind=CLIENT, start_ms=now_ms + 10, duration_ms=80,
+             events=[("retry", 30.0)]),
+    ]  # fmt: skip
+    body = export(("dashboard-shop", spans[:1]), ("dashboard-pay", spans[1:]))
+    sent = httpx.post(
+        f"{api}/v1/traces",
+        content=body.SerializeToString(),
+        headers={**shop.auth, "content-type": "application/x-protobuf"},
+    )
+    assert sent.status_code == 200, sent.text
+    page.goto(page.url.split("#")[0] + "#/traces")
+    page.locator("[data-testid=filter-service]").fill("dashboard-shop")
+    link = page.locator("[data-testid=trace-link]")
+    wait_until(lambda: link.count() == 1, timeout=15, interval=0.25)
+    link.first.click()
+    page.wait_for_url(re.compile(f"#/trace/{hex_trace(77)}$"))
+    rows = page.locator("[data-testid=span-row]")
+    wait_until(lambda: rows.count() == 2, timeout=15, interval=0.25)
+    assert rows.nth(0).get_attribute("data-service") == "dashboard-shop"
+    assert rows.nth(1).get_attribute("data-service") == "dashboard-pay"
+    child = rows.nth(1).locator(".bar")
+    offset = float(child.evaluate("b => b.style.marginLeft").rstrip("%"))
+    assert offset == pytest.approx(10 / 120 * 100, abs=0.01)  # 10 ms into a 120 ms trace
+    assert child.locator(".event").count() == 1  # the retry
+    if SCREENSHOTS:
+        page.locator("main").screenshot(path=str(REPO / "docs/dashboard-trace.png"))
+
+
+def test_config_page_lists_what_is_in_force(page: Page):
+    page.goto(page.url.split("#")[0] + "#/config")
+    rows = page.locator("[data-testid=config-row]")
+    rows.first.wait_for()
+    text = page.locator("[data-testid=config]").inner_text()
+    assert "VirtualService" in text
+    assert "default/payment" in text
+    assert "examples/shop/traffic.yaml" in text
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def prometheus(shop: Mesh, tmp_path: Path) -> Iterator[str]:
+    """Debian's Prometheus scraping the shop every second from ``tulle up``'s targets file."""
+    config = tmp_path / "prometheus.yml"
+    targets = shop.state_dir / "scrape-targets.json"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n  - job_name: tulle\n    file_sd_configs:\n"
+        f"      - files: [{json.dumps(str(targets))}]\n        refresh_interval: 1s\n"
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
+            return False
+
+        wait_until(ready, timeout=30, interval=0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def prometheus_calls(url: str) -> set[tuple[str, str]]:
+    """The graph's calls over the last 10 s as ``--prometheus`` reads them (on a thread of its
+    own: Playwright's page runs an event loop in this one)."""
+
+    async def ask() -> set[tuple[str, str]]:
+        source = PrometheusTraffic(url)
+        try:
+            delta = await source.delta(10)
+        finally:
+            await source.stop()
+        return {(e["source"], e["target"]) for e in graph(delta, ())["edges"]}
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, ask()).result()
+
+
+def test_prometheus_gives_the_same_calls(prometheus: str, shop: Mesh, api: str, traffic: None):
+    wait_until(lambda: prometheus_calls(prometheus) >= CALLS, timeout=40, interval=1)
+    local = httpx.get(f"{api}/api/v1/graph", headers=shop.auth).json()
+    assert {(e["source"], e["target"]) for e in local["edges"]} >= CALLS
+    assert local["source"].startswith("the mesh's own metrics")
