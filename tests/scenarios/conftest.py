@@ -249,14 +249,15 @@ class Backends:
 
 @pytest.fixture
 def serve(mode: str, control_plane: ControlPlane, processes: Processes):  # noqa: F811
-    """Starts backends (name → options: version, fail_rate, delay) and registers them as
-    endpoints of ``web:8080`` (or of ``service``); returns them (Backends)."""
+    """Starts backends (name → options: version, fail_rate, delay, locality) and registers them
+    as endpoints of ``web:8080`` (or of ``service``); returns them (Backends)."""
     backends = Backends(grpc=mode == "proxyless")
 
     def start(service: str = "web", **wanted: dict[str, Any]) -> Backends:
         for name, given in wanted.items():
             options = dict(given)
             version = options.pop("version", name)
+            where = {"locality": options.pop("locality")} if "locality" in options else {}
             if backends.grpc:
                 options.pop("gather", None)  # the gRPC backend answers as calls come
                 port = processes.start_backend(HERE / "grpc_backend.py", name, **options)
@@ -266,6 +267,7 @@ def serve(mode: str, control_plane: ControlPlane, processes: Processes):  # noqa
             control_plane.register(
                 service=service, address="127.0.0.1", port=port, servicePort=8080,
                 labels={"version": version}, protocol="GRPC" if backends.grpc else "HTTP",
+                **where,
             )  # fmt: skip
         return backends
 
