@@ -33,11 +33,14 @@ def hints(frontend: str, payment: str) -> Text:
         f"""
 frontend calls catalog (v1 90% / v2 10%), cart (library mode; calls catalog itself),
 payment (fails 20%, hangs 5%: retried, timed out) and auth (gRPC). Try, elsewhere:
+  .venv/bin/tulle dashboard                     the live service graph, services, traces and
+                                                config in your browser (a one-time login link)
   curl -s http://{frontend}/                   one page: what every call answered
   curl -s -H 'x-canary: true' http://{frontend}/   testers always get catalog v2
   curl -s -H 'x-chaos: abort' http://{frontend}/   the mesh aborts 50% of payments
   curl -s -X POST http://{payment}/break       payment-0 fails every call: retries
                                                 hide it, then outlier detection ejects it
+                                                (the dashboard's payment edge turns red)
                                                 (its app's own port: its sidecar is STRICT
                                                 and pays only the frontend, security.yaml)
   curl -s -X POST http://CATALOG/break        on every catalog replica (tulle status):
