@@ -222,3 +222,20 @@ def test_callers_in_other_localities_get_their_own_translation():
     theirs = translator.resources(snap, there)[types.ENDPOINT][CLUSTER]
     assert ports_by_priority(mine)[0] == [7000]
     assert ports_by_priority(theirs) == {0: [7000, 7001, 7002, 7003, 7004]}
+
+
+def test_a_cluster_pods_locality_comes_from_the_registry() -> None:
+    result = validate_text(CONFIG)
+    assert result.model is not None
+    endpoints = snapshot().endpoints
+    snap = build_snapshot(
+        2,
+        result.model,
+        endpoints,
+        pods={("default", "curl-7d9f-x2"): "curl"},
+        pod_localities={("default", "curl-7d9f-x2"): "region2/zone3"},
+    )
+    node = parse_node_id("sidecar~10.1.2.3~curl-7d9f-x2.default~default.svc.cluster.local")
+    assignment = Translator().resources(snap, node)[types.ENDPOINT][CLUSTER]
+    # From region2 (no failover rule from there): region2 first, the other regions alike.
+    assert ports_by_priority(assignment) == {0: [7003], 1: [7000, 7001, 7002, 7004]}

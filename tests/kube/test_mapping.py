@@ -14,6 +14,8 @@ from tulle.kube.mapping import (
     endpoints_of,
     in_mesh,
     locality,
+    pod_localities,
+    pod_locality,
     registrations,
 )
 
@@ -108,6 +110,30 @@ def test_locality_needs_the_nodes_region() -> None:
     assert locality("eu-1a", labelled) == "eu-1/eu-1a/rack-4"  # the slice's zone first
     assert locality("eu-1a", None) == ""
     assert locality("eu-1a", {"metadata": {"labels": {}}}) == ""
+
+
+def test_a_pods_istio_locality_label_wins_over_its_node() -> None:
+    node = {"metadata": {"labels": {"topology.kubernetes.io/region": "eu-1"}}}
+    labelled = _pod("p", nodeName="n1", metadata={"labels": {"istio-locality": "us.us-2b.r7"}})
+    assert pod_locality(labelled, "eu-1a", node) == "us/us-2b/r7"  # '.' separates the parts
+    assert pod_locality(_pod("p"), "eu-1a", node) == "eu-1/eu-1a"
+    slashed = _pod("p", metadata={"labels": {"istio-locality": "us/us-2b"}})
+    assert pod_locality(slashed, None, None) == "us/us-2b"
+    pods = [labelled, _pod("q", nodeName="n1"), _pod("r", nodeName="n9"), _pod("s")]
+    assert pod_localities(pods, {"n1": node}) == {
+        ("shop", "p"): "us/us-2b/r7",
+        ("shop", "q"): "eu-1",
+    }  # a pod on an unknown Node, or on none, has no known locality
+    slice_ = _slice({**_endpoint("10.0.0.9", "web-9"), "zone": "eu-1a"})
+    cluster = Cluster(
+        services=CLUSTER.services,
+        pods={
+            ("shop", "web-9"): {**labelled, "metadata": {**labelled["metadata"], "name": "web-9"}}
+        },
+        nodes={"n1": node},
+    )
+    [found] = endpoints_of(slice_, cluster)
+    assert found["locality"] == "us/us-2b/r7"
 
 
 def _slice(*endpoints: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -242,3 +268,26 @@ def test_an_unchanged_slice_keeps_its_registrations_and_a_changed_pod_remaps_its
     assert third["10.0.0.1"] is first["10.0.0.1"]
     assert third["10.0.0.2"] is not first["10.0.0.2"]
     assert third["10.0.0.2"]["labels"] == {"v": "2"}
+
+
+def test_the_registry_says_where_each_mesh_pod_runs() -> None:
+    from tulle.kube.registry import KubeRegistry
+
+    registry = KubeRegistry(source=None, on_update=lambda update: None)  # type: ignore[arg-type]
+    sidecar = [{"name": "app"}, {"name": "tulle-proxy"}]
+    registry.watchers["Pod"].objects = {
+        ("shop", "web-1"): _pod("web-1", nodeName="n1", containers=sidecar),
+        ("shop", "web-2"): _pod("web-2", nodeName="n1"),  # not in the mesh
+    }
+    registry.watchers["Node"].objects = {
+        ("", "n1"): {
+            "metadata": {
+                "name": "n1",
+                "labels": {
+                    "topology.kubernetes.io/region": "eu-1",
+                    "topology.kubernetes.io/zone": "eu-1b",
+                },
+            }
+        }
+    }
+    assert registry.update().localities == {("shop", "web-1"): "eu-1/eu-1b"}

@@ -34,6 +34,7 @@ class KubernetesRegistry:
         self._namespaces: frozenset[str] = frozenset()
         self._workloads: Mapping[tuple[str, str], Workload] = {}
         self._pods: Mapping[tuple[str, str], str] = {}
+        self._localities: Mapping[tuple[str, str], str] = {}
         self._pending: RegistryUpdate | None = None
         self._refused: set[str] = set()
         self._checked: dict[int, tuple[dict[str, Any], Endpoint]] = {}
@@ -73,6 +74,7 @@ class KubernetesRegistry:
         self._endpoints, self._services = tuple(endpoints), update.services
         self._namespaces = update.namespaces
         self._workloads, self._pods = update.workloads, update.pods
+        self._localities = update.localities
         return True
 
     def namespaces(self) -> frozenset[str]:
@@ -94,6 +96,10 @@ class KubernetesRegistry:
     def pods(self) -> Mapping[tuple[str, str], str]:
         """Each mesh pod's workload name, by namespace and pod name."""
         return self._pods
+
+    def localities(self) -> Mapping[tuple[str, str], str]:
+        """Each mesh pod's locality (region/zone/subzone), by namespace and pod name."""
+        return self._localities
 
     def hosts(self) -> set[str]:
         """The hosts the cluster's services define."""

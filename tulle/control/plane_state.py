@@ -137,6 +137,7 @@ class PlaneState:
             self.kube.services(),
             self.kube.workloads(),
             self.kube.pods(),
+            self.kube.localities(),
         )
 
     def node_resources(self, node: NodeInfo) -> Resources:

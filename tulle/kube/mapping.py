@@ -8,7 +8,8 @@
 - An EndpointSlice's endpoints are the service's endpoints, one per address and port, in the
   control plane's registration form (the one its HTTP API takes): healthy only when ready and
   not terminating, so a terminating or unready pod gets no new requests; the zone (with the
-  region and subzone of the endpoint's Node) is the locality.
+  region and subzone of the endpoint's Node) is the locality, unless the Pod's
+  ``istio-locality`` label (``region.zone.subzone``, as Istio reads it) says otherwise.
 - The Pod an endpoint points at gives its labels (for subsets), its service account (its
   identity) and whether it is in the mesh: a ``tulle-proxy`` sidecar or the annotation
   ``tulle.dev/mesh: library`` adds the label ``security.istio.io/tlsMode: istio``, which makes
@@ -33,6 +34,7 @@ SIDECAR_CONTAINER = "tulle-proxy"
 REGION_LABEL = "topology.kubernetes.io/region"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 SUBZONE_LABEL = "topology.istio.io/subzone"
+LOCALITY_LABEL = "istio-locality"
 TEMPLATE_HASH_LABEL = "pod-template-hash"
 
 
@@ -92,6 +94,31 @@ def locality(zone: str | None, node: Mapping[str, Any] | None) -> str:
         return ""
     parts = [region] + ([zone] if zone else []) + ([subzone] if zone and subzone else [])
     return "/".join(parts)
+
+
+def pod_locality(pod: Mapping[str, Any], zone: str | None, node: Mapping[str, Any] | None) -> str:
+    """A pod's locality: its ``istio-locality`` label (``.`` separates the parts, as label
+    values cannot hold ``/``; Istio's ``GetLocalityLabel``), else its Node's (:func:`locality`,
+    ``zone`` first: an EndpointSlice's)."""
+    label = _str_map(_dict(pod.get("metadata")).get("labels")).get(LOCALITY_LABEL, "")
+    if label:
+        return label if "/" in label else label.replace(".", "/")
+    return locality(zone, node)
+
+
+def pod_localities(
+    pods: Iterable[Mapping[str, Any]], nodes: Mapping[str, Mapping[str, Any]]
+) -> dict[tuple[str, str], str]:
+    """The known localities of ``pods`` by namespace and name (their proxies' callers' side)."""
+    found: dict[tuple[str, str], str] = {}
+    for pod in pods:
+        metadata, spec = _dict(pod.get("metadata")), _dict(pod.get("spec"))
+        name, node_name = metadata.get("name"), spec.get("nodeName")
+        node = nodes.get(node_name) if isinstance(node_name, str) else None
+        where = pod_locality(pod, None, node)
+        if isinstance(name, str) and where:
+            found[(metadata.get("namespace") or "default", name)] = where
+    return found
 
 
 @dataclass(frozen=True)
@@ -166,7 +193,7 @@ def endpoints_of(slice_: Mapping[str, Any], cluster: Cluster) -> list[dict[str, 
                         "protocol": protocol,
                         "labels": labels,
                         "serviceAccount": account,
-                        "locality": locality(zone, node),
+                        "locality": pod_locality(pod, zone, node),
                         "healthy": healthy,
                         "workload": workload,
                     }

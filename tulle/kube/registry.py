@@ -26,7 +26,13 @@ from tulle.kube.client import (
     KubeClient,
     load_config,
 )
-from tulle.kube.mapping import Cluster, endpoints_of, registrations, slice_inputs
+from tulle.kube.mapping import (
+    Cluster,
+    endpoints_of,
+    pod_localities,
+    registrations,
+    slice_inputs,
+)
 from tulle.kube.watch import Backoff, Source, WatchGroup
 from tulle.kube.workloads import mesh_workloads
 
@@ -48,6 +54,8 @@ class RegistryUpdate:
     namespaces: frozenset[str]
     workloads: Mapping[tuple[str, str], Workload] = field(default_factory=dict)
     pods: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    localities: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    """Each mesh pod's locality, by namespace and pod, when known."""
 
 
 class KubeRegistry(WatchGroup):
@@ -116,6 +124,10 @@ class KubeRegistry(WatchGroup):
             namespaces=frozenset(name for _, name in self.watchers["Namespace"].objects),
             workloads=workloads.workloads,
             pods=workloads.pods,
+            localities=pod_localities(
+                (cluster.pods[key] for key in workloads.pods if key in cluster.pods),
+                cluster.nodes,
+            ),
         )
 
     def _flush(self) -> None:
