@@ -5,88 +5,27 @@ exports counted, never raised."""
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 from prometheus_client import CollectorRegistry, generate_latest
 
 from tests.e2e.conftest import wait_until
+from tests.otlp_receiver import Receiver, otlp_receiver
 from tulle.obs.finished import Finished
 from tulle.obs.trace_export import EndpointError, SpanExporter, otlp_url
 from tulle.obs.tracing import CLIENT, SERVER, Span
 
 
-@dataclass
-class Receiver:
-    """What the receiver got: the decoded requests and their headers; ``status`` to answer
-    with; ``hold``: while clear, each request waits for it (a stuck collector)."""
-
-    port: int = 0
-    requests: list[ExportTraceServiceRequest] = field(default_factory=list)
-    headers: list[dict[str, str]] = field(default_factory=list)
-    status: int = 200
-    hold: threading.Event = field(default_factory=threading.Event)
-    arrived: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def spans(self) -> list[object]:
-        return [
-            span
-            for request in self.requests
-            for resource in request.resource_spans
-            for scope in resource.scope_spans
-            for span in scope.spans
-        ]
-
-
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-    state.hold.set()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["content-length"]))
-            state.arrived.set()
-            state.hold.wait(30)
-            request = ExportTraceServiceRequest()
-            request.ParseFromString(body)  # raises (a 500 from the server) if not OTLP
-            state.requests.append(request)
-            state.headers.append({k.lower(): v for k, v in self.headers.items()})
-            answer = ExportTraceServiceResponse().SerializeToString()
-            self.send_response(state.status)
-            self.send_header("content-type", "application/x-protobuf")
-            self.send_header("content-length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    state.hold.set()
-    server.shutdown()
-    server.server_close()
+    with otlp_receiver() as state:
+        yield state
 
 
 @pytest.fixture
 def fresh(receiver: Receiver) -> Receiver:
-    receiver.requests.clear()
-    receiver.headers.clear()
-    receiver.status = 200
-    receiver.hold.set()
-    receiver.arrived.clear()
+    receiver.clear()
     return receiver
 
 
@@ -126,17 +65,17 @@ def test_spans_arrive_as_otlp_protobuf_in_batches_with_the_token(fresh: Receiver
     resource = {kv.key: kv.value.string_value for kv in fresh.requests[0].resource_spans[0].resource.attributes}  # fmt: skip
     assert resource["service.name"] == "frontend"
     span = fresh.spans[3]
-    assert span.trace_id.hex() == f"{4:032x}"  # type: ignore[attr-defined]
-    assert span.parent_span_id.hex() == "ab" * 8  # type: ignore[attr-defined]
-    assert span.name == "GET /items/3"  # type: ignore[attr-defined]
-    assert span.end_time_unix_nano - span.start_time_unix_nano == 500_000_000  # type: ignore[attr-defined]
-    attributes = {kv.key: kv.value for kv in span.attributes}  # type: ignore[attr-defined]
+    assert span.trace_id.hex() == f"{4:032x}"
+    assert span.parent_span_id.hex() == "ab" * 8
+    assert span.name == "GET /items/3"
+    assert span.end_time_unix_nano - span.start_time_unix_nano == 500_000_000
+    attributes = {kv.key: kv.value for kv in span.attributes}
     assert attributes["http.request.method"].string_value == "GET"
     assert attributes["http.response.status_code"].int_value == 200
     assert attributes["server.address"].string_value == "catalog"
     assert attributes["http.request.resend_count"].int_value == 1
     assert attributes["tulle.upstream_cluster"].string_value.startswith("outbound|8080||catalog")
-    assert [e.name for e in span.events] == ["attempt"]  # type: ignore[attr-defined]
+    assert [e.name for e in span.events] == ["attempt"]
 
 
 def test_the_queue_is_bounded_and_drops_are_counted_while_the_collector_is_stuck(
@@ -176,12 +115,12 @@ def test_failed_exports_are_counted_not_raised(fresh: Receiver) -> None:
     refused.flush()
     assert (refused.exported, refused.failed) == (0, 1)
     span = fresh.spans[0]  # the receiver decoded them: a mesh-made failure, reason on the span
-    attributes = {kv.key: kv.value.string_value for kv in span.attributes}  # type: ignore[attr-defined]
+    attributes = {kv.key: kv.value.string_value for kv in span.attributes}
     assert attributes["tulle.response_flags"] == "UH"
     assert attributes["tulle.reason"] == "no healthy endpoint"
     assert attributes["error.type"] == "UH"
-    assert span.status.code == span.status.STATUS_CODE_ERROR  # type: ignore[attr-defined]
-    assert span.status.message == "no healthy endpoint"  # type: ignore[attr-defined]
+    assert span.status.code == span.status.STATUS_CODE_ERROR
+    assert span.status.message == "no healthy endpoint"
 
 
 def test_endpoints_are_checked() -> None:
