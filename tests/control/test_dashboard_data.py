@@ -200,3 +200,33 @@ def test_a_login_code_works_once_and_expires():
     assert "SameSite=Strict" in cookie
     assert session_of("a=1; tulle_session=abc") == "abc"
     assert session_of("a=1") is None
+
+
+def test_the_fast_reader_agrees_with_prometheus_client():
+    """``samples`` reads only the series it needs, without prometheus-client's parser; on a page
+    prometheus-client writes, with awkward label values, both read the same numbers."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tulle.obs.scrape import BUCKETS, REQUESTS, samples
+
+    registry = CollectorRegistry()
+    names = ("reporter", "source_workload", "destination_service", "handle", "response_code")
+    requests = Counter("tulle_requests", "", names, registry=registry)
+    duration = Histogram("tulle_request_duration_milliseconds", "", names, registry=registry,
+                         buckets=(1, 5, 50))  # fmt: skip
+    for values, count in ((("source", 'a "quoted", le="x"', "b", "le", "200"), 3),
+                          (("destination", "back\\slash\nline", "c", "", "503"), 2)):  # fmt: skip
+        requests.labels(*values).inc(count)
+        for millis in (0.5, 7, 70)[:count]:
+            duration.labels(*values).observe(millis)
+    text = generate_latest(registry).decode()
+    theirs = sorted(
+        (s.name, sorted(s.labels.items()), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name in (REQUESTS, BUCKETS)
+    )
+    ours = sorted((name, sorted(labels.items()), value) for name, labels, value in samples(text))
+    assert ours == theirs
+    assert len(ours) == 2 + 2 * 4
