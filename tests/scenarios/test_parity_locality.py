@@ -93,3 +93,24 @@ def test_locality_weighted_distribution_shares_the_calls(
     assert 29 <= counts["z2"] <= 91
     assert 7 <= counts["z4"] <= 53
     assert sum(counts.values()) == 300
+
+
+def test_a_local_backend_answering_errors_is_failed_over_except_by_grpcio(
+    control_plane: ControlPlane, serve: Serve, caller_for: Callable[[], Caller], mode: str
+) -> None:
+    serve(broken={"locality": "region1/zone1", "fail_rate": 1.0})
+    serve(far={"locality": "region2/zone2"})
+    control_plane.apply(
+        CALLER
+        + virtual_service("    - route: [{destination: {host: web}}]\n      retries: {attempts: 0}")
+        + destination_rule(FAILOVER)
+    )
+    outcomes = get_all(caller_for(), f"{WEB}/", 8)
+    if mode == "proxyless":
+        # gap: grpcio's outlier detection ejects on success rate and failure percentage only
+        # (gRFC A50), not on consecutive errors, and its priority policy moves on only when a
+        # priority cannot connect: the answering, failing backend keeps every call.
+        assert {(o.status, o.backend) for o in outcomes} == {(503, "broken")}
+        return
+    # The first error ejects it (consecutive5xxErrors: 1); the failover region takes the rest.
+    assert [(o.status, o.backend) for o in outcomes] == [(503, "broken")] + [(200, "far")] * 7
