@@ -22,7 +22,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from typer.testing import CliRunner
 
+from tests.control.otlp_receiver import otlp_receiver
 from tests.control.otlp_spans import CLIENT, export, hex_span, hex_trace, span
+from tests.e2e.conftest import wait_until
 from tulle.cli.main import app
 from tulle.control.app import ControlPlane
 from tulle.security.tokens import BootstrapTokens, admin_token, read_token_file
@@ -260,3 +262,40 @@ def test_tulle_traces_lists_and_draws_a_waterfall(plane: Plane) -> None:
     bad = runner.invoke(app, ["traces", "--min-duration", "soon", *base])
     assert bad.exit_code == 2
     assert "--min-duration: invalid duration 'soon'" in bad.output
+
+
+COLLECTOR = """\
+apiVersion: tulle.dev/v1alpha1
+kind: Mesh
+metadata: {{name: mesh, namespace: tulle-system}}
+spec:
+  tracing:
+    otlp: {{endpoint: '{url}', protocol: grpc}}
+"""
+
+
+def test_a_mesh_naming_a_grpc_collector_has_the_store_relay_to_it(plane: Plane) -> None:
+    """The OTLP export reaches a real OTLP/gRPC receiver (opentelemetry-proto's TraceService
+    on grpcio): the workload sends to the store over HTTP, the store keeps the spans and
+    relays them over gRPC."""
+    admin = plane.auth(plane.admin)
+    with otlp_receiver() as receiver:
+        mesh = COLLECTOR.format(url=receiver.url)
+        applied = httpx.post(f"{plane.api}/api/v1/resources", content=mesh, headers=admin,
+                             timeout=60)  # fmt: skip
+        assert applied.status_code == 200, applied.text
+        try:
+            page = shop_page(106).SerializeToString()
+            assert post(plane, page, PROTOBUF | plane.auth(plane.frontend)).status_code == 200
+            wait_until(lambda: len(receiver.spans()) == 4, timeout=30)
+            assert sorted(receiver.spans()) == [
+                ("frontend", hex_trace(106), hex_span(1)), ("frontend", hex_trace(106), hex_span(2)),
+                ("payment", hex_trace(106), hex_span(3)), ("payment", hex_trace(106), hex_span(4)),
+            ]  # fmt: skip
+            assert get(plane, f"/api/v1/traces/{hex_trace(106)}").json()["spanCount"] == 4
+        finally:
+            gone = httpx.delete(f"{plane.api}/api/v1/resources/Mesh/tulle-system/mesh",
+                                headers=admin, timeout=60)  # fmt: skip
+            assert gone.status_code == 200, gone.text
+    metrics = httpx.get(f"{plane.api}/metrics", timeout=30).text
+    assert 'tulle_trace_forwarded_spans_total{result="sent"} 4.0' in metrics

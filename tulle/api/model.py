@@ -107,6 +107,8 @@ class MeshSettings:
     access_log_format: Literal["JSON", "TEXT"] = "JSON"
     tracing_sampling: float = 1.0
     tracing_endpoint: str = ""  # OTLP/HTTP; empty: the control plane's trace store
+    # http/protobuf: workloads send to tracing_endpoint; grpc: to the trace store, which relays
+    tracing_protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
     path_normalization: Literal["NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"] = (
         "BASE"
     )

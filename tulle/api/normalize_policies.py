@@ -97,6 +97,7 @@ def mesh_settings(meshes: list[Mesh]) -> MeshSettings:
         access_log_format=spec.access_log.format,
         tracing_sampling=spec.tracing.sampling,
         tracing_endpoint=spec.tracing.otlp.endpoint or "",
+        tracing_protocol=spec.tracing.otlp.protocol,
         path_normalization=spec.path_normalization.normalization,
         workload_certificate_lifetime=parse_duration(spec.workload_certificate_lifetime),
         h2_upgrade_policy=spec.h2_upgrade_policy,

@@ -32,6 +32,7 @@ from tulle.control.rotation import RootRotation
 from tulle.control.serving import ServingCertificate, open_ca
 from tulle.control.sessions import Sessions
 from tulle.control.telemetry import LocalTraffic, TrafficSource
+from tulle.control.traces.forward import OtlpForwarder
 from tulle.control.traces.receiver import ExporterAuth, TraceReceiver
 from tulle.security.tokens import ADMIN_TOKEN_FILE, admin_token
 from tulle.transport.http_server import serve_http
@@ -85,7 +86,9 @@ class ControlPlane(InCluster):
         exporters = ExporterAuth(
             admin_token(self.state_dir), self.workloads, self.node_auth.insecure_xds
         )
-        traces = TraceReceiver(self.traces, exporters, self.metrics)
+        self.trace_relay = OtlpForwarder(self._trace_collector, self.metrics)
+        self.trace_relay.start()
+        traces = TraceReceiver(self.traces, exporters, self.metrics, self.trace_relay)
         self._grpc, self.xds_port, secure_port = await start_server(
             self.ads,
             self.host,
@@ -128,6 +131,12 @@ class ControlPlane(InCluster):
             local.start()
             self.traffic = local
         return self.traffic
+
+    def _trace_collector(self) -> str | None:
+        """The OTLP/gRPC collector the Mesh names, which the trace store relays spans to."""
+        settings = self._model().settings
+        grpc_collector = settings.tracing_protocol == "grpc" and settings.tracing_endpoint
+        return settings.tracing_endpoint if grpc_collector else None
 
     def _serving_names(self) -> list[str]:
         """The names on the secure xDS port's certificate: the address it listens on and, in a
@@ -195,6 +204,8 @@ class ControlPlane(InCluster):
             await self.webhooks.stop()
         if self.traffic is not None:
             await self.traffic.stop()
+        if self.trace_relay is not None:
+            await self.trace_relay.stop()
         for task in [*self._tasks, *self._kube_tasks]:
             task.cancel()
         for task in [*self._tasks, *self._kube_tasks]:

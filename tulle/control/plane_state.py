@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from tulle.control.kube_registry import KubernetesRegistry
     from tulle.control.prometheus import PrometheusTraffic
     from tulle.control.telemetry import LocalTraffic
+    from tulle.control.traces.forward import OtlpForwarder
     from tulle.control.webhook import WebhookOptions, WebhookServer
     from tulle.kube.webhooks import CaBundleKeeper
 
@@ -99,6 +100,7 @@ class PlaneState:
         self.dashboard = DashboardOptions()  # set by tulle controlplane
         self.traffic: LocalTraffic | PrometheusTraffic | None = None  # the dashboard's figures
         self.traces = TraceStore(trace_spans)  # the built-in trace store (tulle.control.traces)
+        self.trace_relay: OtlpForwarder | None = None  # its relay to an OTLP/gRPC collector
         self.snapshot: Snapshot = build_snapshot(0, build_model(()), ())
         self._changed = asyncio.Event()
         self._changes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tulle-changes")

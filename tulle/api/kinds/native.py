@@ -212,10 +212,15 @@ class AccessLog(Strict):
 
 
 class OtlpExporter(Strict):
-    """Where sidecars and libraries send spans: an OTLP/HTTP endpoint (``http(s)://host:port``,
-    ``/v1/traces`` when no path is given). Without one, the control plane's trace store."""
+    """Where spans go besides the control plane's trace store: an OTLP collector. With
+    ``protocol: http/protobuf`` (the default, as OTEL_EXPORTER_OTLP_PROTOCOL names it) sidecars
+    and libraries send to ``endpoint`` themselves (OTLP/HTTP, ``/v1/traces`` when no path is
+    given) instead of to the store; with ``protocol: grpc`` they send to the store, which keeps
+    them and relays them to ``endpoint`` over OTLP/gRPC (``http://host:4317`` in plain text,
+    ``https://`` over TLS). Without an endpoint, the store alone."""
 
     endpoint: str | None = None
+    protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
 
     @field_validator("endpoint")
     @classmethod
@@ -229,10 +234,25 @@ class OtlpExporter(Strict):
             raise ValueError(f"{value!r}: {error}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(
-                f"{value!r} is not an OTLP/HTTP endpoint (http://host:port or https://...; "
-                "OTLP over gRPC is not supported by the data plane)"
+                f"{value!r} is not an OTLP endpoint: write http://host:port or "
+                "https://host:port (for an OTLP/gRPC collector, with protocol: grpc)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _grpc(self) -> OtlpExporter:
+        if self.protocol != "grpc":
+            return self
+        if self.endpoint is None:
+            raise ValueError(
+                "protocol grpc needs an endpoint: the OTLP/gRPC collector's http://host:4317"
+            )
+        if urlsplit(self.endpoint).path not in ("", "/"):
+            raise ValueError(
+                f"endpoint {self.endpoint!r}: an OTLP/gRPC endpoint has no path (a path such "
+                "as /v1/traces is OTLP/HTTP's): write http://host:port"
+            )
+        return self
 
 
 class Tracing(Strict):

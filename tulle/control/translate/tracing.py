@@ -1,9 +1,11 @@
 """The Mesh's tracing in a sidecar's or library's HttpConnectionManagers, in Envoy's fields as
 Istio sets them: ``tracing.random_sampling`` (percent) and the ``envoy.tracers.opentelemetry``
 provider, whose ``OpenTelemetryConfig`` names the workload (``service_name``) and, when the
-Mesh names an OTLP endpoint (``tracing.otlp.endpoint``), that endpoint as its ``http_service``.
-With no endpoint the provider has no service: the data plane then sends spans to the control
-plane's own trace store (``tulle.engine.tracing_config``). Proxyless gRPC clients get none."""
+Mesh names an OTLP/HTTP endpoint (``tracing.otlp.endpoint``), that endpoint as its
+``http_service``. With no endpoint, or an OTLP/gRPC one (``protocol: grpc``, which the control
+plane's trace store relays to: tulle.control.traces.forward), the provider has no service: the
+data plane then sends spans to the control plane's own trace store
+(``tulle.engine.tracing_config``). Proxyless gRPC clients get none."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ def tracing(settings: MeshSettings, view: NodeView) -> Any | None:
     if view.mode == "proxyless":
         return None
     config = opentelemetry_pb2.OpenTelemetryConfig(service_name=view.workload)
-    if settings.tracing_endpoint:
+    if settings.tracing_endpoint and settings.tracing_protocol == "http/protobuf":
         uri = config.http_service.http_uri
         uri.uri, uri.cluster = settings.tracing_endpoint, OTLP_CLUSTER
         uri.timeout.CopyFrom(duration(EXPORT_TIMEOUT))
