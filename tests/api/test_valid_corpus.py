@@ -113,7 +113,8 @@ def test_service_entries(model):
     assert (second.address, second.weight) == ("127.0.0.2", 1)
     external = model.services["api.payments.example.com"]
     assert (external.location, external.resolution) == ("MESH_EXTERNAL", "DNS")
-    assert [p.protocol for p in external.ports] == ["HTTPS", "HTTP"]
+    # HTTPS passes through as opaque TCP (the mesh protocol; Istio carries it so to an external host)
+    assert [p.protocol for p in external.ports] == ["TCP", "HTTP"]
     assert "*.cdn.example.com" in model.services
     vm = model.services["vm-details.shop.svc.cluster.local"]
     assert vm.workload_selector == (("app", "details"),)

@@ -8,13 +8,20 @@ from dataclasses import replace
 
 from tulle.api.durations import parse_duration
 from tulle.api.kinds import KubernetesService, ServiceEntry, Workload
-from tulle.api.kubernetes import service_of
+from tulle.api.kubernetes import DEFAULT_PROTOCOL, PROTOCOLS, service_of
 from tulle.api.model import ReadinessCheck, Service, ServicePort, StaticEndpoint
 from tulle.api.model import Workload as WorkloadModel
 from tulle.api.model import WorkloadPort as WorkloadPortModel
 from tulle.api.normalize_common import HostResolver, export_namespaces, pairs, ref, workload_labels
 
 # --- services and workloads -----------------------------------------------------------------
+
+
+def mesh_protocol(protocol: str) -> str:
+    """A ServiceEntry port's protocol as the mesh carries it: HTTP, HTTP2 and GRPC (GRPC-WEB
+    too) as such, HTTPS, TLS, MONGO, MYSQL and REDIS as opaque TCP (the mapping of a Kubernetes
+    Service's port names, ``tulle.api.kubernetes.PROTOCOLS``)."""
+    return PROTOCOLS.get(protocol.lower(), DEFAULT_PROTOCOL)
 
 
 def workload_model(workload: Workload, resolve: HostResolver) -> WorkloadModel:
@@ -112,7 +119,8 @@ def mesh_services(
                 host=name,
                 namespace=entry.namespace,
                 ports=tuple(
-                    ServicePort(p.number, p.protocol, p.name, p.target_port) for p in spec.ports
+                    ServicePort(p.number, mesh_protocol(p.protocol), p.name, p.target_port)
+                    for p in spec.ports
                 ),
                 location=spec.location,
                 resolution=spec.resolution,

@@ -191,8 +191,6 @@ def _value_problem(key: str, value: str) -> str | None:
     elif key == "destination.port":
         if not (value.isascii() and value.isdigit() and int(value) <= 65535):
             return f'{value!r} is not a port number (0-65535, a string: "8080")'
-    elif not value:
-        return "an empty value matches nothing: use * (presence) or leave it out"
     return None
 
 

@@ -7,7 +7,7 @@ implements exist, so a field Tulle would silently ignore is reported as unknown 
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
@@ -27,21 +27,34 @@ from tulle.api.names import check_dns_subdomain, check_locality, endpoint_addres
 
 # --- ServiceEntry ---------------------------------------------------------------------------
 
-Protocol = Literal["HTTP", "HTTPS", "GRPC", "HTTP2", "TCP", "TLS", "MONGO"]
+Protocol = Literal[
+    "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "TCP", "TLS", "MONGO", "MYSQL", "REDIS"
+]
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
+"""Istio's port protocols (``pkg/config/protocol``, case-insensitive) that the mesh carries:
+HTTP, HTTP2, GRPC and GRPC-WEB as HTTP; the others as opaque TCP (TLS passes through; the mesh
+has no codec for MongoDB, MySQL or Redis), as a Kubernetes Service's port names say."""
 
 
 class ServicePort(Strict):
     """A port of a ServiceEntry."""
 
     number: PortNumber
-    protocol: Protocol = "TCP"
+    protocol: str = "TCP"
     name: str | None = None
     target_port: PortNumber | None = None
 
-    @field_validator("protocol", mode="before")
+    @field_validator("protocol")
     @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
+    def _known(cls, value: str) -> str:
+        upper = value.upper()
+        if upper in PROTOCOLS:
+            return upper
+        if upper == "UDP":
+            raise ValueError(
+                "UDP is not carried by the mesh (Tulle's proxies carry TCP): leave the port out"
+            )
+        raise ValueError(f"unknown protocol {value!r}; use one of {', '.join(PROTOCOLS)}")
 
 
 class WorkloadEntry(Strict):
