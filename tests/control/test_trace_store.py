@@ -161,6 +161,8 @@ def store() -> TraceStore:
         ("payment", [span(2, 2, parent=1, start_ms=110, duration_ms=800, error=True,
                           name="POST /pay")]),
         ("payment", [span(3, 1, start_ms=2000, duration_ms=50, name="POST /pay")]),
+        ("catalog-v2", [span(3, 2, parent=1, start_ms=2010, duration_ms=5,
+                             attributes={"tulle.service": "catalog.default.svc.cluster.local"})]),
         ("cart", [span(4, 5, parent=99, start_ms=3000, duration_ms=1, name="GET /cart")]),
     ))  # fmt: skip
     return store
@@ -172,7 +174,8 @@ def store() -> TraceStore:
         (TraceQuery(), [4, 3, 2, 1]),  # latest start first
         (TraceQuery(limit=2), [4, 3]),
         (TraceQuery(service="payment"), [3, 2]),
-        (TraceQuery(service="catalog"), [1]),
+        (TraceQuery(service="catalog"), [3, 1]),  # catalog-v2 served catalog in trace 3
+        (TraceQuery(service="catalog-v2"), [3]),
         (TraceQuery(error=True), [2]),
         (TraceQuery(error=False), [4, 3, 1]),
         (TraceQuery(min_duration_ns=50_000_000), [3, 2]),

@@ -17,6 +17,8 @@ from typing import Final
 from tulle.control.traces.spans import Span
 
 DEFAULT_MAX_SPANS: Final = 20_000
+SERVED: Final = "tulle.service"
+"""The span attribute naming the mesh service a span served (the data plane sets it)."""
 DEFAULT_LIMIT: Final = 20
 MAX_LIMIT: Final = 1_000
 
@@ -65,7 +67,8 @@ class TraceSummary:
     end_ns: int
     span_count: int
     error_count: int
-    services: tuple[str, ...]
+    services: tuple[str, ...]  # the spans' service.name
+    served: frozenset[str] = frozenset()  # the mesh services its spans served (catalog)
 
     @property
     def duration_ns(self) -> int:
@@ -94,14 +97,22 @@ class TraceSummary:
             span_count=len(spans),
             error_count=sum(s.error for s in spans),
             services=tuple(sorted({s.service for s in spans})),
+            served=frozenset(filter(None, (_served(s) for s in spans))),
         )
+
+
+def _served(span: Span) -> str:
+    """The mesh service a span served, by its short name: ``catalog`` for a span of
+    catalog-v1 whose ``tulle.service`` is ``catalog.default.svc.cluster.local``."""
+    host = span.attributes.get(SERVED)
+    return host.split(".", 1)[0] if isinstance(host, str) else ""
 
 
 @dataclass(frozen=True, slots=True)
 class TraceQuery:
     """The filters of a trace list: every one given must hold."""
 
-    service: str | None = None  # a span of the trace is this service's
+    service: str | None = None  # a span of the trace is this service's (or served it)
     error: bool | None = None  # True: traces with a failed span; False: traces without
     min_duration_ns: int = 0
     since_ns: int | None = None  # the trace started at or after
@@ -111,7 +122,11 @@ class TraceQuery:
     def matches(self, summary: TraceSummary) -> bool:
         """Whether ``summary``'s trace passes every filter."""
         return (
-            (self.service is None or self.service in summary.services)
+            (
+                self.service is None
+                or self.service in summary.services
+                or self.service in summary.served
+            )
             and (self.error is None or summary.error == self.error)
             and summary.duration_ns >= self.min_duration_ns
             and (self.since_ns is None or summary.start_ns >= self.since_ns)
