@@ -13,6 +13,7 @@ from tulle.api.checks_destinations import check_warmup, check_workload_selectors
 from tulle.api.checks_locality import check_locality_failover
 from tulle.api.checks_deprecated import check_deprecated_spellings
 from tulle.api.checks_routes import check_http_routes, check_routed_once, route_scope
+from tulle.api.checks_sans import check_subject_alt_names
 from tulle.api.checks_services import check_kubernetes_services
 from tulle.api.findings import Finding, Severity
 from tulle.api.hosts import host_matches
@@ -459,6 +460,7 @@ CHECKS: tuple[Callable[[Context], Iterator[Finding]], ...] = (
     check_rate_limits,
     check_fallbacks,
     check_deprecated_spellings,
+    check_subject_alt_names,
 )
 
 

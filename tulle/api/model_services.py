@@ -46,6 +46,9 @@ class Service:
     workload_selector: Pairs | None = None
     export_to: frozenset[str] | None = None
     """The namespaces that see this service (a ServiceEntry's ``exportTo``); None: all."""
+    subject_alt_names: tuple[str, ...] = ()
+    """A ServiceEntry's ``subjectAltNames``: identities its servers may present over mTLS,
+    beside its endpoints' service accounts."""
 
     def visible_in(self, namespace: str) -> bool:
         """Whether callers in ``namespace`` see this service."""

@@ -131,5 +131,6 @@ def mesh_services(
                     pairs(spec.workload_selector.labels) if spec.workload_selector else None
                 ),
                 export_to=export_namespaces(spec.export_to, entry.namespace),
+                subject_alt_names=tuple(spec.subject_alt_names),
             )
     return services

@@ -46,7 +46,6 @@ NOT_YET_FIELDS: dict[tuple[str, str], str] = {
     ("ClientTLSSettings", "sni"): ORIGINATION,
     ("ClientTLSSettings", "insecureSkipVerify"): ORIGINATION,
     # ServiceEntry
-    ("ServiceEntrySpec", "subjectAltNames"): "being built (issue 19)",
     ("WorkloadEntry", "network"): "Tulle has one network",
     # AuthorizationPolicy
     ("AuthorizationPolicySpec", "targetRef"): AMBIENT,

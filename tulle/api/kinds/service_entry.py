@@ -98,6 +98,7 @@ class ServiceEntrySpec(Strict):
     endpoints: list[WorkloadEntry] = Field(default_factory=list)
     workload_selector: WorkloadSelector | None = None
     export_to: list[str] = Field(default_factory=list)
+    subject_alt_names: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
 
     _addresses = field_validator("addresses")(check_cidrs)
 

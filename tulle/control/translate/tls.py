@@ -48,7 +48,9 @@ def spiffe_uri(trust_domain: str, namespace: str, service_account: str) -> str:
 
 def service_identities(snapshot: Snapshot, service: Service) -> tuple[str, ...]:
     """The SPIFFE ids a client accepts from ``service``'s endpoints: the service accounts the
-    registry knows for them (and those ServiceEntry endpoints name), sorted."""
+    registry knows for them (and those ServiceEntry endpoints name) and a ServiceEntry's
+    ``subjectAltNames`` that are SPIFFE ids (what a workload certificate carries), sorted, as
+    Istio adds them to the service's accounts."""
     domain = snapshot.model.settings.trust_domain
     found = {
         spiffe_uri(domain, e.namespace, e.service_account)
@@ -59,6 +61,7 @@ def service_identities(snapshot: Snapshot, service: Service) -> tuple[str, ...]:
         for e in service.endpoints
         if e.service_account
     )
+    found.update(name for name in service.subject_alt_names if name.startswith("spiffe://"))
     return tuple(sorted(found))
 
 
