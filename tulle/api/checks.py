@@ -9,9 +9,9 @@ from typing import Any
 
 from tulle.api.check_context import UNDEFINED, Context
 from tulle.api.check_context import located as _located
+from tulle.api.checks_deprecated import check_deprecated_spellings
 from tulle.api.checks_destinations import check_warmup, check_workload_selectors
 from tulle.api.checks_locality import check_locality_failover
-from tulle.api.checks_deprecated import check_deprecated_spellings
 from tulle.api.checks_routes import check_http_routes, check_routed_once, route_scope
 from tulle.api.checks_sans import check_subject_alt_names
 from tulle.api.checks_services import check_kubernetes_services
