@@ -22,13 +22,14 @@ NOT_YET_FIELDS: dict[tuple[str, str], str] = {
     ("HTTPMatchRequest", "statPrefix"): OBSERVABILITY,
     ("HTTPRedirect", "derivePort"): "set port explicitly",
     ("HTTPRewrite", "uriRegexRewrite"): "rewrite a prefix with uri meanwhile",
-    ("HTTPRetry", "retryRemoteLocalities"): "locality-aware load balancing is being built",
+    ("HTTPRetry", "retryRemoteLocalities"): (
+        "a retry stays within the priority (locality) its call started in"
+    ),
     ("L4MatchAttributes", "sourceNamespace"): "match on sourceLabels meanwhile",
     ("L4MatchAttributes", "gateways"): EDGES,
     # DestinationRule
     ("TrafficPolicy", "tunnel"): EDGES,
     ("TrafficPolicy", "proxyProtocol"): EDGES,
-    ("LoadBalancerSettings", "localityLbSetting"): "locality load balancing is being built",
     ("ConsistentHash", "ringHash"): "use minimumRingSize meanwhile",
     ("ConsistentHash", "maglev"): "use the ring hash (consistentHash without maglev)",
     ("TCPSettings", "maxConnectionDuration"): "connections live until idle (idleTimeout)",
