@@ -330,7 +330,7 @@ def test_other_services_and_service_mistakes():
         (
             "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n",
             "kind: unknown kind 'Widget'; Tulle reads AuthorizationPolicy, DestinationRule, "
-            "Fallback, HTTPRoute, Mesh, PeerAuthentication, RateLimit, ServiceEntry, "
+            "Fallback, GRPCRoute, HTTPRoute, Mesh, PeerAuthentication, RateLimit, ServiceEntry, "
             "VirtualService, Workload",
         ),
         (  # a mesh kind with the group left out is a mistake, not Kubernetes
@@ -351,7 +351,7 @@ def test_other_services_and_service_mistakes():
         (  # nor are the Gateway API kinds Tulle reads none of
             "apiVersion: gateway.networking.k8s.io/v1\nkind: Mystery\nmetadata: {name: w}\n",
             "kind: unknown kind 'Mystery'; Tulle reads AuthorizationPolicy, DestinationRule, "
-            "Fallback, HTTPRoute, Mesh, PeerAuthentication, RateLimit, ServiceEntry, "
+            "Fallback, GRPCRoute, HTTPRoute, Mesh, PeerAuthentication, RateLimit, ServiceEntry, "
             "VirtualService, Workload",
         ),
         (

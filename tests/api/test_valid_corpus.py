@@ -8,6 +8,7 @@ import pytest
 from tulle.api import validate_paths
 from tulle.api.model import (
     ConnectionPool,
+    CorsPolicy,
     HeaderEdits,
     LoadBalancer,
     MeshModel,
@@ -126,7 +127,9 @@ def test_virtual_service_routes(model):
     assert REVIEWS not in model.http_routes
     assert model.http_routes_for(REVIEWS, "default") == ()
     routes = model.http_routes_for(REVIEWS, "shop")
-    assert [r.name for r in routes] == ["jason", "grpc-fault", "old", "v1", "canary"]
+    # The delegate's two routes stand in for the root route "api" (Istio's names: root-leaf).
+    names = ["jason", "grpc-fault", "old", "v1", "api-v2", "api", "canary"]
+    assert [r.name for r in routes] == names
     jason = routes[0]
     first, second = jason.matches
     assert first.path == StringMatcher("prefix", "/reviews", ignore_case=True)
@@ -178,7 +181,7 @@ def test_virtual_service_routes(model):
     v1 = routes[3]
     assert v1.rewrite is not None
     assert (v1.rewrite.prefix, v1.rewrite.authority) == ("/", "reviews.shop")
-    canary = routes[4]
+    canary = routes[-1]
     assert [(d.host, d.subset, d.weight) for d in canary.destinations] == [
         (REVIEWS, "v1", 75),
         (REVIEWS, "v2", 25),
@@ -186,8 +189,58 @@ def test_virtual_service_routes(model):
     assert canary.matches == ()
 
 
+def test_delegated_routes(model):
+    v2, rest = model.http_routes_for(REVIEWS, "shop")[4:6]
+    assert v2.matches[0].path == StringMatcher("prefix", "/api/v2")
+    assert rest.matches[0].path == StringMatcher("prefix", "/api")  # the root's match
+    assert [(d.subset, v2.timeout) for d in v2.destinations] == [("v2", 2.0)]  # root timeout
+    assert [d.subset for d in rest.destinations] == ["v1"]
+    assert v2.origin.name == "reviews"
+
+
+def test_cors_policy(model):
+    cors = model.http_routes_for(REVIEWS, "shop")[-1].cors
+    assert cors == CorsPolicy(
+        allow_origins=(  # allowOrigins set: the deprecated allowOrigin is not read (Istio)
+            StringMatcher("exact", "https://shop.example"),
+            StringMatcher("prefix", "https://beta."),
+            StringMatcher("regex", "https://[a-z]+[.]shop[.]example"),
+        ),
+        allow_methods=("GET", "POST", "OPTIONS"),
+        allow_headers=("X-Foo-Bar", "content-type", "*"),
+        expose_headers=("X-Trace-Id",),
+        max_age=86400,
+        allow_credentials=True,
+        forward_unmatched_preflights=False,
+    )
+    assert model.http_routes_for(REVIEWS, "shop")[0].cors is None
+
+
+def test_grpc_route(model):
+    routes = model.http_routes[RATINGS]
+    paths = [(r.name, r.matches[0].path) for r in routes]
+    assert paths == [  # GRPCRoute precedence: longest service, method, most headers
+        ("get", StringMatcher("exact", "/shop.Ratings/Get")),
+        ("get", StringMatcher("regex", "/(?:shop[.].*)/(?:List.*)")),
+        ("get", StringMatcher("regex", "/[^/]+/Ping")),
+        (None, StringMatcher("path_prefix", "/")),
+    ]
+    first = routes[0].matches[0]
+    assert (first.port, first.port_name) == (8080, "http2")
+    assert dict(first.headers) == {
+        "x-user": StringMatcher("exact", "jason"),
+        "x-tier": StringMatcher("regex", "gold|silver"),
+    }
+    assert [(d.host, d.weight) for d in routes[0].destinations] == [(RATINGS, 9), (DETAILS, 1)]
+    assert routes[0].destinations[0].request_headers == HeaderEdits(add=(("x-backend", "main"),))
+    assert routes[0].request_headers == HeaderEdits(set=(("x-route", "get"),))
+    assert routes[0].response_headers == HeaderEdits(remove=("x-internal",))
+    (mirror,) = routes[0].mirrors
+    assert (mirror.host, mirror.percent) == (RATINGS, 10.0)
+
+
 def test_istio_defaults_for_routes(model):
-    canary = model.http_routes_for(REVIEWS, "shop")[4]
+    canary = model.http_routes_for(REVIEWS, "shop")[-1]
     assert canary.timeout is None
     assert canary.retries.attempts == 2
     assert "connect-failure" in canary.retries.retry_on

@@ -221,7 +221,7 @@ def crd_schemas() -> dict[tuple[str, str, str], dict]:
 
 def test_crd_schemas_are_structural():
     schemas = crd_schemas()
-    assert len({kind for _, _, kind in schemas}) == 10
+    assert len({kind for _, _, kind in schemas}) == 11
     for key, schema in schemas.items():
         for path, node in walk(schema):
             where = f"{key} {path}"

@@ -47,7 +47,10 @@ def test_missing_crds_are_named_and_the_gateway_apis_are_optional() -> None:
     needed, optional = expected_crds()
     assert "virtualservices.networking.istio.io" in needed
     assert "meshes.tulle.dev" in needed
-    assert optional == ["httproutes.gateway.networking.k8s.io"]
+    assert optional == [
+        "httproutes.gateway.networking.k8s.io",
+        "grpcroutes.gateway.networking.k8s.io",
+    ]
     all_there = crd_findings(needed + optional)
     assert [f.problem for f in all_there] == [False]
     missing = crd_findings([n for n in needed if n != "meshes.tulle.dev"])

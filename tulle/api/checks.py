@@ -12,7 +12,13 @@ from tulle.api.check_context import located as _located
 from tulle.api.checks_deprecated import check_deprecated_spellings
 from tulle.api.checks_destinations import check_warmup, check_workload_selectors
 from tulle.api.checks_locality import check_locality_failover
-from tulle.api.checks_routes import check_http_routes, check_routed_once, route_scope
+from tulle.api.checks_routes import (
+    check_delegations,
+    check_http_routes,
+    check_routed_once,
+    gamma_routes,
+    route_scope,
+)
 from tulle.api.checks_sans import check_subject_alt_names
 from tulle.api.checks_services import check_kubernetes_services
 from tulle.api.findings import Finding, Severity
@@ -261,7 +267,7 @@ def check_destination_ports(ctx: Context) -> Iterator[Finding]:
                 path = ("spec", "tcp", i, "route", j, "destination", "port", "number")
                 d = t.destination
                 yield from check(item, path, d.host, vs.namespace, _number(d.port))
-    for route, item in ctx.of(HTTPRoute):
+    for route, item in gamma_routes(ctx):
         ns = route.namespace
         for i, parent in enumerate(route.spec.parent_refs):
             if not parent.is_service:
@@ -270,7 +276,8 @@ def check_destination_ports(ctx: Context) -> Iterator[Finding]:
             yield from check(item, path, parent.name, parent.namespace or ns, parent.port)
         if not any(parent.is_service for parent in route.spec.parent_refs):
             continue  # applies to no mesh traffic: its backends are never used
-        for i, rule in enumerate(route.spec.rules):
+        rules: list[Any] = list(route.spec.rules)
+        for i, rule in enumerate(rules):
             mirrors: list[tuple[FieldPath, Any]] = [
                 (("filters", k), f) for k, f in enumerate(rule.filters)
             ]
@@ -451,6 +458,7 @@ CHECKS: tuple[Callable[[Context], Iterator[Finding]], ...] = (
     check_proxyless_ports,
     check_destination_ports,
     check_routed_once,
+    check_delegations,
     check_one_destination_rule_per_host,
     check_destination_rules,
     check_locality_failover,

@@ -22,6 +22,7 @@ from tulle.api.model_destinations import (
 )
 from tulle.api.model_routes import (
     DEFAULT_RETRY_ON,
+    CorsPolicy,
     FaultPolicy,
     HeaderEdits,
     HttpRoute,
@@ -57,6 +58,7 @@ __all__ = [
     "AuthorizationPolicyRule",
     "AuthorizationRule",
     "ConnectionPool",
+    "CorsPolicy",
     "DestinationPolicy",
     "FallbackPolicy",
     "FaultPolicy",

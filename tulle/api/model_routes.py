@@ -31,6 +31,8 @@ class RouteMatch:
     query_params: tuple[tuple[str, StringMatcher], ...] = ()
     port: int | None = None
     source_labels: Pairs = ()
+    port_name: str | None = None
+    """A Gateway API parentRef's ``sectionName`` on a Service: the Service port of this name."""
 
     @property
     def is_catch_all(self) -> bool:
@@ -134,6 +136,25 @@ class Mirror:
 
 
 @dataclass(frozen=True)
+class CorsPolicy:
+    """CORS, answered by the mesh as Envoy's CORS filter does: a preflight (OPTIONS with
+    Origin and Access-Control-Request-Method) from an allowed origin is answered with the
+    allow headers; one from another origin is forwarded (``forward_unmatched_preflights``)
+    or answered with none; other requests from an allowed origin get Access-Control-Allow-
+    Origin (the Origin itself), -Allow-Credentials and -Expose-Headers on their response. An
+    origin matcher that matches ``*`` allows every origin. ``*`` in methods or headers
+    echoes the preflight's request method or headers."""
+
+    allow_origins: tuple[StringMatcher, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age: int | None = None
+    allow_credentials: bool = False
+    forward_unmatched_preflights: bool = True
+
+
+@dataclass(frozen=True)
 class HttpRoute:
     """One HTTP rule for a host: first rule whose matches accept the request wins. No matches
     means every request. Either ``destinations`` or ``redirect`` is set."""
@@ -150,6 +171,7 @@ class HttpRoute:
     mirrors: tuple[Mirror, ...] = ()
     request_headers: HeaderEdits = field(default_factory=HeaderEdits)
     response_headers: HeaderEdits = field(default_factory=HeaderEdits)
+    cors: CorsPolicy | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from tulle.api.kinds import (
     AuthorizationPolicy,
     DestinationRule,
     Fallback,
+    GRPCRoute,
     HTTPRoute,
     KubernetesService,
     Mesh,
@@ -39,8 +40,10 @@ from tulle.api.normalize_common import (
     ref,
     workload_labels,
 )
+from tulle.api.normalize_delegate import delegates_of, root_routes
 from tulle.api.normalize_destinations import destination_policy
 from tulle.api.normalize_gateway import gateway_precedence, routes_of_http_route
+from tulle.api.normalize_grpc import Precedence, routes_of_grpc_route
 from tulle.api.normalize_policies import (
     authorization_rule,
     fallback_policy,
@@ -48,7 +51,7 @@ from tulle.api.normalize_policies import (
     peer_authentication_policy,
     rate_limit_policy,
 )
-from tulle.api.normalize_routes import tcp_route, virtual_service_route
+from tulle.api.normalize_routes import tcp_route
 from tulle.api.normalize_services import kubernetes_service, mesh_services, workload_model
 
 __all__ = [
@@ -78,9 +81,13 @@ def build_model(resources: Iterable[Resource]) -> MeshModel:
     http_routes: dict[str, tuple[HttpRoute, ...]] = {}
     tcp_routes: dict[str, tuple[TcpRoute, ...]] = {}
     scoped_routes: dict[str, list[ScopedRoutes]] = {}
-    for vs in _of_kind(items, VirtualService):
+    services = _of_kind(items, VirtualService)
+    delegates = delegates_of(services)
+    for vs in services:
+        if vs.spec.is_delegate:
+            continue  # its routes apply only where a root's delegate names it
         origin = ref(vs)
-        http = tuple(virtual_service_route(r, origin, vs.namespace, resolve) for r in vs.spec.http)
+        http = root_routes(vs, delegates, origin, resolve)
         tcp = tuple(tcp_route(r, origin, vs.namespace, resolve) for r in vs.spec.tcp)
         seen_in = export_namespaces(vs.spec.export_to, vs.namespace)
         for host in vs.spec.hosts:
@@ -98,8 +105,22 @@ def build_model(resources: Iterable[Resource]) -> MeshModel:
         for (host, consumer), routes in routes_of_http_route(route, resolve).items():
             key = (host, route.namespace if consumer else None)
             gateway_routes.setdefault(key, []).extend(routes)
-    for (host, consumer_namespace), routes in gateway_routes.items():
-        ordered = tuple(sorted(routes, key=lambda r: gateway_precedence(r.matches[0])))
+    grpc_routes: dict[tuple[str, str | None], list[tuple[Precedence, HttpRoute]]] = {}
+    for grpc_route in _of_kind(items, GRPCRoute):
+        for (host, consumer), keyed in routes_of_grpc_route(grpc_route, resolve).items():
+            key = (host, grpc_route.namespace if consumer else None)
+            grpc_routes.setdefault(key, []).extend(keyed)
+    ordered_routes = [
+        (key, tuple(sorted(routes, key=lambda r: gateway_precedence(r.matches[0]))))
+        for key, routes in gateway_routes.items()
+    ]
+    # GRPCRoute rules are not merged with an HTTPRoute's (Gateway API): the checks refuse both
+    # on one Service, and the first written wins here.
+    ordered_routes += [
+        (key, tuple(r for _, r in sorted(keyed, key=lambda pair: pair[0])))
+        for key, keyed in grpc_routes.items()
+    ]
+    for (host, consumer_namespace), ordered in ordered_routes:
         if consumer_namespace is None:
             http_routes.setdefault(host, ordered)
         else:

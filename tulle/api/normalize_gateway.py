@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from tulle.api.kinds import HTTPRoute
 from tulle.api.kinds import gateway as gw
 from tulle.api.model import (
+    CorsPolicy,
     HeaderEdits,
     HttpRoute,
     Mirror,
@@ -20,6 +21,7 @@ from tulle.api.model import (
     WeightedDestination,
 )
 from tulle.api.normalize_common import HostResolver, ref, seconds
+from tulle.api.normalize_cors import gateway_cors
 
 # --- Gateway API HTTPRoute ------------------------------------------------------------------
 
@@ -27,24 +29,25 @@ _PATH_KINDS = {"Exact": "exact", "PathPrefix": "path_prefix", "RegularExpression
 _VALUE_KINDS = {"Exact": "exact", "RegularExpression": "regex"}
 
 
-def _gateway_match(match: gw.HTTPRouteMatch, port: int | None) -> RouteMatch:
+def _gateway_match(match: gw.HTTPRouteMatch, port: int | None, port_name: str | None) -> RouteMatch:
     path = match.path or gw.PathMatch()
     return RouteMatch(
         path=StringMatcher(_PATH_KINDS[path.type], path.value),  # type: ignore[arg-type]
         method=StringMatcher("exact", match.method) if match.method else None,
-        headers=_first_of_each_name(
+        headers=first_of_each_name(
             (h.name.lower(), StringMatcher(_VALUE_KINDS[h.type], h.value))  # type: ignore[arg-type]
             for h in match.headers
         ),
-        query_params=_first_of_each_name(
+        query_params=first_of_each_name(
             (q.name, StringMatcher(_VALUE_KINDS[q.type], q.value))  # type: ignore[arg-type]
             for q in match.query_params
         ),
         port=port,
+        port_name=port_name,
     )
 
 
-def _first_of_each_name(
+def first_of_each_name(
     pairs: Iterable[tuple[str, StringMatcher]],
 ) -> tuple[tuple[str, StringMatcher], ...]:
     """Header or query-parameter matches sorted by name, the first of each name only: "if
@@ -70,7 +73,8 @@ def gateway_precedence(match: RouteMatch) -> tuple[int, int, int, int, int]:
     )
 
 
-def _header_modifier(modifier: gw.HeaderModifier | None) -> HeaderEdits:
+def header_modifier(modifier: gw.HeaderModifier | None) -> HeaderEdits:
+    """A Gateway API header modifier as the model's header edits."""
     if modifier is None:
         return HeaderEdits()
     return HeaderEdits(
@@ -87,27 +91,39 @@ def _path_change(modifier: gw.PathModifier | None) -> tuple[str | None, str | No
     return modifier.replace_full_path, modifier.replace_prefix_match
 
 
-def _backend_host(
+def backend_host(
     name: str, namespace: str | None, route_namespace: str, resolve: HostResolver
 ) -> str:
+    """The host of a Service reference (its namespace defaults to the route's)."""
     return resolve(name, namespace or route_namespace)
+
+
+def mirror_of(m: gw.RequestMirror, namespace: str, resolve: HostResolver) -> Mirror:
+    """A RequestMirror filter as the model's mirror (``fraction`` or ``percent``, else all)."""
+    if m.fraction is not None:
+        percent = 100.0 * m.fraction.numerator / m.fraction.denominator
+    else:
+        percent = float(m.percent if m.percent is not None else 100)
+    host = backend_host(m.backend_ref.name, m.backend_ref.namespace, namespace, resolve)
+    return Mirror(host, None, m.backend_ref.port, percent)
 
 
 def _gateway_rule(
     rule: gw.HTTPRouteRule,
     origin: ResourceRef,
     namespace: str,
-    port: int | None,
+    parent: gw.ParentReference,
     resolve: HostResolver,
 ) -> list[HttpRoute]:
     request_headers = response_headers = HeaderEdits()
     redirect = rewrite = None
+    cors: CorsPolicy | None = None
     mirrors: list[Mirror] = []
     for f in rule.filters:
         if f.request_header_modifier is not None:
-            request_headers = _header_modifier(f.request_header_modifier)
+            request_headers = header_modifier(f.request_header_modifier)
         if f.response_header_modifier is not None:
-            response_headers = _header_modifier(f.response_header_modifier)
+            response_headers = header_modifier(f.response_header_modifier)
         if f.request_redirect is not None:
             r = f.request_redirect
             path, prefix = _path_change(r.path)
@@ -118,25 +134,21 @@ def _gateway_rule(
             path, prefix = _path_change(f.url_rewrite.path)
             rewrite = Rewrite(prefix=prefix, path=path, authority=f.url_rewrite.hostname)
         if f.request_mirror is not None:
-            m = f.request_mirror
-            if m.fraction is not None:
-                percent = 100.0 * m.fraction.numerator / m.fraction.denominator
-            else:
-                percent = float(m.percent if m.percent is not None else 100)
-            host = _backend_host(m.backend_ref.name, m.backend_ref.namespace, namespace, resolve)
-            mirrors.append(Mirror(host, None, m.backend_ref.port, percent))
+            mirrors.append(mirror_of(f.request_mirror, namespace, resolve))
+        if f.cors is not None:
+            cors = gateway_cors(f.cors)
     destinations = tuple(
         WeightedDestination(
-            host=_backend_host(b.name, b.namespace, namespace, resolve),
+            host=backend_host(b.name, b.namespace, namespace, resolve),
             port=b.port,
             weight=b.weight,
-            request_headers=_header_modifier(
+            request_headers=header_modifier(
                 next(
                     (f.request_header_modifier for f in b.filters if f.request_header_modifier),
                     None,
                 )
             ),
-            response_headers=_header_modifier(
+            response_headers=header_modifier(
                 next(
                     (f.response_header_modifier for f in b.filters if f.response_header_modifier),
                     None,
@@ -155,7 +167,7 @@ def _gateway_rule(
         HttpRoute(
             origin=origin,
             name=rule.name,
-            matches=(_gateway_match(match, port),),
+            matches=(_gateway_match(match, parent.port, parent.section_name),),
             destinations=destinations,
             redirect=redirect,
             rewrite=rewrite,
@@ -164,6 +176,7 @@ def _gateway_rule(
             mirrors=tuple(mirrors),
             request_headers=request_headers,
             response_headers=response_headers,
+            cors=cors,
         )
         for match in matches
     ]
@@ -180,12 +193,12 @@ def routes_of_http_route(
     for parent in route.spec.parent_refs:
         if not parent.is_service:
             continue
-        host = _backend_host(parent.name, parent.namespace, route.namespace, resolve)
+        host = backend_host(parent.name, parent.namespace, route.namespace, resolve)
         consumer = (parent.namespace or route.namespace) != route.namespace
         rules = [
             r
             for rule in route.spec.rules
-            for r in _gateway_rule(rule, ref(route), route.namespace, parent.port, resolve)
+            for r in _gateway_rule(rule, ref(route), route.namespace, parent, resolve)
         ]
         by_host.setdefault((host, consumer), []).extend(rules)
     return by_host

@@ -26,6 +26,7 @@ from tulle.api.model import (
     WeightedDestination,
 )
 from tulle.api.normalize_common import HostResolver, pairs, seconds
+from tulle.api.normalize_cors import istio_cors
 
 # --- VirtualService -------------------------------------------------------------------------
 
@@ -53,7 +54,8 @@ def _named_matchers(
     return tuple(result)
 
 
-def _route_match(match: net.HTTPMatchRequest) -> RouteMatch:
+def route_match(match: net.HTTPMatchRequest) -> RouteMatch:
+    """A VirtualService match as the model's."""
     return RouteMatch(
         path=_matcher(match.uri, match.ignore_uri_case),
         method=_matcher(match.method),
@@ -151,7 +153,7 @@ def virtual_service_route(
     return HttpRoute(
         origin=origin,
         name=route.name,
-        matches=tuple(_route_match(m) for m in route.match),
+        matches=tuple(route_match(m) for m in route.match),
         destinations=destinations,
         redirect=redirect,
         rewrite=rewrite,
@@ -161,6 +163,7 @@ def virtual_service_route(
         mirrors=mirrors,
         request_headers=_edits(route.headers.request if route.headers else None),
         response_headers=_edits(route.headers.response if route.headers else None),
+        cors=istio_cors(route.cors_policy) if route.cors_policy is not None else None,
     )
 
 

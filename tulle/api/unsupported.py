@@ -64,13 +64,10 @@ def kind_message(group: str, kind: str, data: Any) -> tuple[bool, str] | None:
         reason = IGNORED_KINDS[(group, kind)]
         return False, f"{kind} is ignored: Tulle does not implement it ({reason}); not applied"
     if (group, kind) == (GATEWAY_API, "GRPCRoute"):
-        if all(is_gateway_parent(p) for p in _list(_get(data, "spec", "parentRefs"))):
+        parents = _list(_get(data, "spec", "parentRefs"))
+        if parents and all(is_gateway_parent(p) for p in parents):
             # A warning, as for an HTTPRoute: the Gateway may be another controller's.
             return False, f"GRPCRoute attached to a Gateway is not supported yet: {EDGES}; ignored"
-        return True, (
-            "GRPCRoute is not supported yet (mesh gRPC routing, issue 19): route gRPC with a "
-            "VirtualService or an HTTPRoute meanwhile"
-        )
     return None
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 
+from tulle.engine.cors import compile_cors
 from tulle.engine.matching import (
     ConfigError,
     compile_regex,
@@ -34,7 +35,7 @@ from tulle.engine.routes import (
     VirtualHost,
     WeightedCluster,
 )
-from tulle.xds.types import FAULT_FILTER, RATELIMIT_FILTER
+from tulle.xds.types import CORS_FILTER, FAULT_FILTER, RATELIMIT_FILTER
 
 __all__ = [
     "BucketSpec", "FallbackSpec", "FaultSpec", "HashSpec", "HeaderEdits", "MirrorSpec",
@@ -169,6 +170,8 @@ def compile_route(route: Any) -> RouteEntry:
         common["fault"] = _fault(per_filter[FAULT_FILTER])
     if RATELIMIT_FILTER in per_filter:
         common["rate_limit"] = bucket(per_filter[RATELIMIT_FILTER], route.name)
+    if CORS_FILTER in per_filter:
+        common["cors"] = compile_cors(per_filter[CORS_FILTER])
     action_kind = route.WhichOneof("action")
     if action_kind == "redirect":
         r = route.redirect

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tulle.engine.cors import CorsSpec
 from tulle.engine.matching import HeaderTest, PathTest, QueryTest
 
 
@@ -182,6 +183,7 @@ class RouteEntry:
     host_rewrite: str | None = None
     mirrors: tuple[MirrorSpec, ...] = ()
     fallback: FallbackSpec | None = None
+    cors: CorsSpec | None = None
     # Takes every request whose path starts with "/" (prefix "/", no header or query tests):
     # the common default route, matched by ``matches`` without calling the path test.
     catch_all: bool = field(init=False, repr=False, compare=False)

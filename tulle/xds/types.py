@@ -29,6 +29,7 @@ FULL_STATE_TYPES: Final = frozenset({LISTENER, CLUSTER})
 
 # Filter names and typed-config type URLs, shared by the translator and the data planes.
 FAULT_FILTER: Final = "envoy.filters.http.fault"
+CORS_FILTER: Final = "envoy.filters.http.cors"
 RATELIMIT_FILTER: Final = "envoy.filters.http.local_ratelimit"
 RBAC_FILTER: Final = "envoy.filters.http.rbac"
 NETWORK_RBAC_FILTER: Final = "envoy.filters.network.rbac"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from tulle.api.kinds.base import Resource
 from tulle.api.kinds.gateway import HTTPRoute
+from tulle.api.kinds.grpc_route import GRPCRoute
 from tulle.api.kinds.kubernetes import KubernetesService
 from tulle.api.kinds.native import Fallback, Mesh, RateLimit, Workload
 from tulle.api.kinds.networking import DestinationRule, ServiceEntry, VirtualService
@@ -20,6 +21,7 @@ KINDS: tuple[type[Resource], ...] = (
     PeerAuthentication,
     AuthorizationPolicy,
     HTTPRoute,
+    GRPCRoute,
     Workload,
     RateLimit,
     Fallback,
@@ -84,6 +86,7 @@ __all__ = [
     "AuthorizationPolicy",
     "DestinationRule",
     "Fallback",
+    "GRPCRoute",
     "HTTPRoute",
     "KubernetesService",
     "Mesh",

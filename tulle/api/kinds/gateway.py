@@ -18,6 +18,7 @@ from tulle.api.kinds.base import (
     check_regex,
     only_one,
 )
+from tulle.api.kinds.cors import HTTPCORSFilter
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 GATEWAY_VERSIONS = ("v1", "v1beta1")
@@ -194,24 +195,27 @@ class HTTPRouteFilter(Strict):
         "RequestRedirect",
         "URLRewrite",
         "RequestMirror",
+        "CORS",
     ]
     request_header_modifier: HeaderModifier | None = None
     response_header_modifier: HeaderModifier | None = None
     request_redirect: RequestRedirect | None = None
     url_rewrite: URLRewrite | None = None
     request_mirror: RequestMirror | None = None
+    cors: HTTPCORSFilter | None = None
 
     @model_validator(mode="after")
     def _config_matches_type(self) -> HTTPRouteFilter:
         wanted = self.type[0].lower() + self.type[1:]
-        if self.type == "URLRewrite":
-            wanted = "urlRewrite"
+        if self.type in ("URLRewrite", "CORS"):
+            wanted = {"URLRewrite": "urlRewrite", "CORS": "cors"}[self.type]
         fields = {
             "requestHeaderModifier": self.request_header_modifier,
             "responseHeaderModifier": self.response_header_modifier,
             "requestRedirect": self.request_redirect,
             "urlRewrite": self.url_rewrite,
             "requestMirror": self.request_mirror,
+            "cors": self.cors,
         }
         if fields[wanted] is None:
             raise ValueError(f"type {self.type} needs the field {wanted}")

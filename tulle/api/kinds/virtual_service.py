@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from tulle.api.kinds.base import (
     INT32_MAX,
     Duration,
+    FieldError,
     HeaderName,
     HeaderText,
     Host,
@@ -25,6 +26,7 @@ from tulle.api.kinds.base import (
     check_cidrs,
     only_one,
 )
+from tulle.api.kinds.cors import CorsPolicy
 from tulle.api.kinds.deprecated import integer_percent
 from tulle.api.kinds.networking_common import NetworkingResource, PortSelector, Weight
 
@@ -215,8 +217,17 @@ class HTTPFaultInjection(Strict):
         return self
 
 
+class Delegate(Strict):
+    """The VirtualService (one with no ``hosts``) whose HTTP routes stand in for this route:
+    its namespace defaults to the root's."""
+
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+
+
 class HTTPRoute(Strict):
-    """One HTTP rule of a VirtualService: matches and what to do with matching requests."""
+    """One HTTP rule of a VirtualService: matches and what to do with matching requests; or,
+    with ``delegate``, matches another VirtualService's routes refine (Istio's delegation)."""
 
     name: str | None = None
     match: list[HTTPMatchRequest] = Field(default_factory=list)
@@ -230,6 +241,8 @@ class HTTPRoute(Strict):
     mirror_percentage: Percent | None = None
     mirror_percent: Annotated[int, Field(ge=0, le=100)] | None = None  # deprecated
     headers: Headers | None = None
+    cors_policy: CorsPolicy | None = None
+    delegate: Delegate | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -238,6 +251,12 @@ class HTTPRoute(Strict):
 
     @model_validator(mode="after")
     def _route_or_redirect(self) -> HTTPRoute:
+        if self.delegate is not None:  # Istio: "root HTTP route must not specify route/redirect"
+            if self.route:
+                raise FieldError(("route",), "a route with delegate must not set route")
+            if self.redirect is not None:
+                raise FieldError(("redirect",), "a route with delegate must not set redirect")
+            return self
         if self.redirect is not None and self.route:
             raise ValueError("set either route or redirect, not both")
         if self.redirect is None and not self.route:
@@ -272,13 +291,42 @@ class TCPRoute(Strict):
 
 
 class VirtualServiceSpec(Strict):
-    """Routing rules for the ``hosts`` named."""
+    """Routing rules for the ``hosts`` named. With no ``hosts``, a delegate: routes a root
+    VirtualService's ``delegate`` takes in (Istio: no gateways, no tcp routes, and no delegate
+    of its own, as delegation is one level deep)."""
 
-    hosts: list[Host] = Field(min_length=1)
+    hosts: list[Host] = Field(default_factory=list)
     gateways: list[Literal["mesh"]] = Field(default_factory=list)
     http: list[HTTPRoute] = Field(default_factory=list)
     tcp: list[TCPRoute] = Field(default_factory=list)
     export_to: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _delegate_rules(self) -> VirtualServiceSpec:
+        if self.hosts:
+            return self
+        if self.gateways:
+            raise FieldError(("gateways",), "a delegate VirtualService (no hosts) has no gateways")
+        if self.tcp:
+            raise FieldError(("tcp",), "a delegate VirtualService (no hosts) has no tcp routes")
+        if not self.http:
+            raise FieldError(
+                ("hosts",),
+                "set hosts (the VirtualService's hosts), or http routes for a delegate "
+                "VirtualService (one with no hosts)",
+            )
+        for index, route in enumerate(self.http):
+            if route.delegate is not None:
+                raise FieldError(
+                    ("http", index, "delegate"),
+                    "a delegate VirtualService's routes cannot delegate (one level only)",
+                )
+        return self
+
+    @property
+    def is_delegate(self) -> bool:
+        """A delegate VirtualService: it has no hosts of its own."""
+        return not self.hosts
 
 
 class VirtualService(NetworkingResource):

@@ -17,6 +17,7 @@ from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -58,6 +59,7 @@ from tulle.control.translate.protos import ads, duration, pack
 from tulle.control.translate.tls import downstream_context, transport_socket
 from tulle.control.translate.tracing import tracing
 from tulle.xds.types import (
+    CORS_FILTER,
     FAULT_FILTER,
     HCM_FILTER,
     RATELIMIT_FILTER,
@@ -80,10 +82,12 @@ def _router() -> Any:
 
 
 def http_filters(view: NodeView) -> list[Any]:
-    """Outbound: fault injection, local rate limit (sidecars; grpcio has none), then the router,
-    last as grpcio requires. Per-route configs switch fault and rate limit on."""
+    """Outbound: CORS (sidecars and library; grpcio has none), fault injection, local rate
+    limit (sidecars; grpcio has none), then the router, last as grpcio requires. Per-route
+    configs switch CORS, fault and rate limit on."""
     filters = [_filter(FAULT_FILTER, fault_pb2.HTTPFault())]
     if view.mode != "proxyless":
+        filters.insert(0, _filter(CORS_FILTER, cors_pb2.Cors()))
         filters.append(
             _filter(
                 RATELIMIT_FILTER,

@@ -6,6 +6,7 @@ forward proxy (used by sidecars)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -36,10 +37,11 @@ from tulle.control.translate.context import (
     is_routable,
     visible_services,
 )
+from tulle.control.translate.cors import cors_policy
 from tulle.control.translate.names import HTTP_PROXY_ROUTE, cluster_name, route_config_name
 from tulle.control.translate.policy import local_rate_limit
 from tulle.control.translate.protos import duration, fraction, pack, uint32
-from tulle.xds.types import FAULT_FILTER, RATELIMIT_FILTER
+from tulle.xds.types import CORS_FILTER, FAULT_FILTER, RATELIMIT_FILTER
 
 _REDIRECT_CODES = {
     301: rc.RedirectAction.MOVED_PERMANENTLY,
@@ -144,9 +146,9 @@ def _destination_port(snapshot: Snapshot, destination: WeightedDestination, port
 
 
 def _hash_policies(
-    snapshot: Snapshot, destination: WeightedDestination, port: int, namespace: str
+    snapshot: Snapshot, destination: WeightedDestination, port: int, view: NodeView
 ) -> list[Any]:
-    policy = snapshot.model.destination_policy_for(destination.host, namespace)
+    policy = snapshot.model.destination_policy_for(destination.host, view.namespace, view.labels)
     if policy is None:
         return []
     balancer: LoadBalancer = policy.settings_for(destination.subset, port).load_balancer
@@ -192,7 +194,7 @@ def _fault(route: HttpRoute) -> Any | None:
     return config
 
 
-def _action(snapshot: Snapshot, route: HttpRoute, port: int, namespace: str) -> Any:
+def _action(snapshot: Snapshot, route: HttpRoute, port: int, view: NodeView) -> Any:
     action = rc.RouteAction()
     live = [d for d in route.destinations if d.weight > 0] or list(route.destinations[:1])
     if len(live) == 1 and not live[0].request_headers and not live[0].response_headers:
@@ -225,7 +227,7 @@ def _action(snapshot: Snapshot, route: HttpRoute, port: int, namespace: str) -> 
             policy.per_try_timeout.CopyFrom(duration(retries.per_try_timeout))
         action.retry_policy.CopyFrom(policy)
     if live:
-        action.hash_policy.extend(_hash_policies(snapshot, live[0], port, namespace))
+        action.hash_policy.extend(_hash_policies(snapshot, live[0], port, view))
     for mirror in route.mirrors:
         mirror_port = mirror.port or port
         action.request_mirror_policies.append(
@@ -288,9 +290,12 @@ def _outbound_limit(
     return None
 
 
-def _applies(route: HttpRoute, port: int, view: NodeView) -> list[RouteMatch] | None:
-    """The matches of ``route`` that apply on ``port`` for this node; None: the route does not
-    apply at all. An empty list: it matches every request."""
+def _applies(
+    route: HttpRoute, port: int, port_name: str | None, view: NodeView
+) -> list[RouteMatch] | None:
+    """The matches of ``route`` that apply on ``port`` (named ``port_name``: a GAMMA
+    parentRef's sectionName) for this node; None: the route does not apply at all. An empty
+    list: it matches every request."""
     if not route.matches:
         return []
     labels = dict(view.labels)
@@ -298,6 +303,7 @@ def _applies(route: HttpRoute, port: int, view: NodeView) -> list[RouteMatch] | 
         m
         for m in route.matches
         if (m.port is None or m.port == port)
+        and (m.port_name is None or m.port_name == port_name)
         and all(labels.get(k) == v for k, v in m.source_labels)
     ]
     return kept or None
@@ -306,7 +312,8 @@ def _applies(route: HttpRoute, port: int, view: NodeView) -> list[RouteMatch] | 
 def envoy_routes(snapshot: Snapshot, service: Service, port: int, view: NodeView) -> list[Any]:
     """The Envoy routes of ``service`` on ``port``, in order; a default route when none is set."""
     routes = snapshot.model.http_routes_for(service.host, view.namespace)
-    if not routes:
+    result = _routes_on_port(snapshot, service, port, view, routes)
+    if not result:  # no route set, or none for this port (GAMMA: a parentRef's port)
         fallback = HttpRoute(
             origin=ResourceRef("Service", service.namespace, service.host),
             name="default",
@@ -315,13 +322,21 @@ def envoy_routes(snapshot: Snapshot, service: Service, port: int, view: NodeView
         default = rc.Route(
             name="default",
             match=rc.RouteMatch(prefix="/"),
-            route=_action(snapshot, fallback, port, view.namespace),
+            route=_action(snapshot, fallback, port, view),
         )
         _mark_fallback(default, snapshot, service, port)
         return [default]
-    result = []
+    return result
+
+
+def _routes_on_port(
+    snapshot: Snapshot, service: Service, port: int, view: NodeView, routes: Sequence[HttpRoute]
+) -> list[Any]:
+    """The Envoy routes of ``routes`` that apply on ``port`` for this node."""
+    result: list[Any] = []
+    port_name = next((p.name for p in service.ports if p.number == port), None)
     for index, route in enumerate(routes):
-        matches = _applies(route, port, view)
+        matches = _applies(route, port, port_name, view)
         if matches is None:
             continue
         name = f"{route.origin.namespace}/{route.origin.name}/{route.name or index}"
@@ -339,10 +354,13 @@ def envoy_routes(snapshot: Snapshot, service: Service, port: int, view: NodeView
             elif not route.destinations:
                 _no_backend(envoy, service, port)
             else:
-                envoy.route.CopyFrom(_action(snapshot, route, port, view.namespace))
+                envoy.route.CopyFrom(_action(snapshot, route, port, view))
             fault = _fault(route) if route.destinations or route.redirect else None
             if fault is not None:
                 envoy.typed_per_filter_config[FAULT_FILTER].CopyFrom(pack(fault))
+            if route.cors is not None and view.mode != "proxyless":
+                config = cors_policy(route.cors, string_matcher)
+                envoy.typed_per_filter_config[CORS_FILTER].CopyFrom(pack(config))
             limit = _outbound_limit(snapshot, service, route, view)
             if limit is not None:
                 envoy.typed_per_filter_config[RATELIMIT_FILTER].CopyFrom(pack(limit))
