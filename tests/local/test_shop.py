@@ -1,11 +1,13 @@
 """``tulle up -f examples/shop/``: the demo mesh (sidecars, a library-mode cart, gRPC auth) as a
 user runs it, checked from outside: the frontend's answers, ``tulle status``, ``tulle logs``,
-the metrics, ``tulle apply`` against the running mesh, a crashed replica's restart."""
+the metrics, ``tulle apply`` against the running mesh, a crashed replica's restart, and a page's
+trace in the control plane's trace store (W3C and B3 callers)."""
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import itertools
 import json
 import os
 import queue
@@ -414,3 +416,177 @@ def test_tap_needs_the_admin_token(shop: Mesh):
         refused = httpx.get(f"http://127.0.0.1:{admin}/tap", timeout=10)
         assert refused.status_code == 401
         assert "Authorization: Bearer <token>" in refused.json()["error"]
+
+
+# --- tracing (issue 20): a page is one trace in the control plane's trace store ------------
+
+CALLERS: dict[str, Callable[[str, str], dict[str, str]]] = {
+    "w3c": lambda trace, span: {"traceparent": f"00-{trace}-{span}-01"},
+    "b3": lambda trace, span: {"x-b3-traceid": trace, "x-b3-spanid": span, "x-b3-sampled": "1"},
+    "b3-single": lambda trace, span: {"b3": f"{trace}-{span}-1"},
+}
+
+
+class Traces:
+    """The mesh's trace store, through its query API, and pages asked for with trace context."""
+
+    def __init__(self, shop: Mesh) -> None:
+        self.shop = shop
+        self.api = shop.status()["api"]
+        self.auth = shop.auth
+
+    def get(self, trace_id: str) -> dict | None:
+        """The trace as the query API gives it, or None while the store has none of it."""
+        answer = httpx.get(f"{self.api}/api/v1/traces/{trace_id}", headers=self.auth, timeout=30)
+        if answer.status_code == 404:
+            return None
+        assert answer.status_code == 200, answer.text
+        trace: dict = answer.json()
+        return trace
+
+    def whole(self, trace_id: str) -> tuple[dict, dict[str, list[dict]]] | None:
+        """The trace and its spans by parent once the whole page is in the store."""
+        trace = self.get(trace_id)
+        children = page_spans(trace) if trace is not None else None
+        return None if trace is None or children is None else (trace, children)
+
+    def wait_whole(self, trace_id: str) -> dict:
+        """The trace once the whole page is in the store (spans leave each process in
+        batches, every second)."""
+        found: dict = {}
+
+        def whole() -> bool:
+            found["page"] = self.whole(trace_id)
+            return found["page"] is not None
+
+        wait_until(whole, timeout=30, interval=0.2)
+        trace: dict = found["page"][0]
+        return trace
+
+    def pages(self, caller: str, count: int) -> list[tuple[str, str]]:
+        """``count`` pages, four at a time, each from a caller with trace context of kind
+        ``caller`` (its own trace): their ``(trace id, caller's span id)``."""
+        ids = [(os.urandom(16).hex(), os.urandom(8).hex()) for _ in range(count)]
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda i: frontend(self.shop, CALLERS[caller](*i)), ids))
+        return ids
+
+
+def page_spans(trace: dict) -> dict[str, list[dict]] | None:
+    """The spans of a whole shop page by parent span id, or None while some are still to be
+    exported: the frontend's server span, its four calls, and under each call a server span
+    per attempt (cart's own call to catalog likewise)."""
+    spans = trace["spans"]
+    children: dict[str, list[dict]] = collections.defaultdict(list)
+    for span in spans:
+        children[span["parentSpanId"]].append(span)
+    roots = [s for s in spans if s.get("missingParent") or not s["parentSpanId"]]
+    if len(roots) != 1 or (roots[0]["service"], roots[0]["kind"]) != ("frontend", "server"):
+        return None
+    calls = [s for s in children[roots[0]["spanId"]] if s["kind"] == "client"]
+    cart = [s for s in spans if s["service"] == "cart" and s["kind"] == "client"]
+    if len(calls) != 4 or len(cart) != 1:
+        return None
+    for call in [*calls, *cart]:
+        if len(children[call["spanId"]]) < call["attributes"]["tulle.attempts"]:
+            return None
+    return children
+
+
+def retried_by_503(trace: dict) -> bool:
+    """Whether payment's call was retried after 503s alone (no attempt timed out: a hung
+    payment answers after its caller gave up, outside the call's span by design)."""
+    (pay,) = [s for s in trace["spans"] if s["name"] == "POST /pay" and s["kind"] == "client"]
+    attempts = [e for e in pay["events"] if e["name"] == "attempt"]
+    statuses = [e["attributes"].get("http.response.status_code") for e in attempts]
+    return len(attempts) >= 2 and None not in statuses
+
+
+def test_a_page_is_one_trace_of_every_service_with_payments_retries(shop: Mesh):
+    """The bar of issue 20: a page of the frontend is one trace holding the spans of frontend,
+    catalog, cart (library mode), payment (with its retries) and auth (gRPC), each call's
+    server span a child of the caller's client span, each span within its parent's time."""
+    traces = Traces(shop)
+    retried: dict = {}
+
+    def a_retried_page() -> bool:
+        # Payment fails a fifth of its calls (503), which its route retries: in a dozen pages
+        # one is retried nine times in ten. Wait for the dozen's traces, then try another.
+        batch = traces.pages("w3c", 12)
+        whole: dict[str, tuple[dict, dict[str, list[dict]]]] = {}
+
+        def settled() -> bool:
+            for trace_id, span_id in batch:
+                found = whole.get(trace_id) or traces.whole(trace_id)
+                if found is None:
+                    continue
+                whole[trace_id] = found
+                if retried_by_503(found[0]):
+                    retried.update(trace_id=trace_id, span_id=span_id, trace=found[0],
+                                   children=found[1])  # fmt: skip
+                    return True
+            return len(whole) == len(batch)
+
+        wait_until(settled, timeout=60, interval=0.2)  # a hung payment answers after 10 s
+        return bool(retried)
+
+    wait_until(a_retried_page, timeout=180, interval=0)
+    trace, children = retried["trace"], retried["children"]
+    spans = trace["spans"]
+    assert trace["traceId"] == retried["trace_id"]
+    root = spans[0]
+    # The caller's context joined: the frontend's server span is the caller's span's child.
+    assert (root["service"], root["kind"], root["parentSpanId"]) == (
+        "frontend", "server", retried["span_id"],
+    )  # fmt: skip
+    assert all(s["parentSpanId"] in children or s is root for s in spans)
+    assert not any(s.get("missingParent") for s in spans[1:])
+    by_id = {s["spanId"]: s for s in spans}
+    # Who called whom: each server span under a client span of its caller.
+    edges = collections.Counter(
+        (by_id[s["parentSpanId"]]["service"], s["service"].split("-v")[0], s["name"])
+        for s in spans[1:] if s["kind"] == "server"
+    )  # fmt: skip
+    calls = collections.Counter((s["service"], s["name"]) for s in spans if s["kind"] == "client")
+    assert calls == {("frontend", "auth.Auth/Check"): 1, ("frontend", "GET /items"): 1,
+                     ("frontend", "GET /cart"): 1, ("frontend", "POST /pay"): 1,
+                     ("cart", "GET /items"): 1}  # fmt: skip
+    (pay,) = [s for s in spans if s["name"] == "POST /pay" and s["kind"] == "client"]
+    attempts = pay["attributes"]["tulle.attempts"]
+    assert attempts >= 2
+    assert edges == {
+        ("frontend", "auth", "auth.Auth/Check"): 1,  # gRPC through two sidecars
+        ("frontend", "catalog", "GET /items"): 1,
+        ("frontend", "cart", "GET /cart"): 1,  # the library-mode app's server span
+        ("cart", "catalog", "GET /items"): 1,  # and its own call, its client span the parent
+        ("frontend", "payment", "POST /pay"): attempts,  # a server span per attempt
+    }
+    payments = sorted(children[pay["spanId"]], key=lambda s: s["offsetMs"])
+    assert [s["status"] for s in payments[:-1]] == ["error"] * (attempts - 1)  # 503, retried
+    assert payments[-1]["status"] != "error"
+    assert {"frontend", "auth", "cart", "payment"} <= set(trace["services"])
+    assert any(name.startswith("catalog-v") for name in trace["services"])
+    # Durations add up: each span starts after its parent and ends before it (to the
+    # microsecond the store rounds to); a call's attempts follow one another within it.
+    for span in spans[1:]:
+        parent = by_id[span["parentSpanId"]]
+        assert span["offsetMs"] >= parent["offsetMs"] - 0.002, (span, parent)
+        end, parent_end = (s["offsetMs"] + s["durationMs"] for s in (span, parent))
+        assert end <= parent_end + 0.002, (span, parent)
+    for earlier, later in itertools.pairwise(payments):
+        assert later["offsetMs"] >= earlier["offsetMs"] + earlier["durationMs"] - 0.002
+    assert sum(s["durationMs"] for s in payments) <= pay["durationMs"] + 0.002
+    assert root["durationMs"] == trace["durationMs"]
+
+
+@pytest.mark.parametrize("caller", ["b3", "b3-single", "w3c"])
+def test_b3_and_w3c_callers_join_their_trace(shop: Mesh, caller: str):
+    traces = Traces(shop)
+    ((trace_id, span_id),) = traces.pages(caller, 1)
+    trace = traces.wait_whole(trace_id)
+    assert trace["traceId"] == trace_id
+    root = trace["spans"][0]
+    assert (root["service"], root["parentSpanId"], root.get("missingParent")) == (
+        "frontend", span_id, True,
+    )  # fmt: skip
+    assert {"frontend", "auth", "cart", "payment"} <= set(trace["services"])
