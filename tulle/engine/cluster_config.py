@@ -95,7 +95,7 @@ class EndpointSpec:
     pool_key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        key = f"{self.address}:{self.port}"
+        key = f"{self.address}:{self.port}" if self.port else self.address  # 0: a Unix socket
         object.__setattr__(self, "key", key)
         tls = self.tls
         if tls is not None:
@@ -208,6 +208,13 @@ def _socket_match(lb_endpoint: Any) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, str(v.string_value)) for k, v in fields.fields.items()))
 
 
+def _host_port(address: Any) -> tuple[str, int]:
+    """An endpoint's address and port; a pipe (a Unix socket) as ``unix:///path`` and 0."""
+    if address.HasField("pipe"):
+        return f"unix://{address.pipe.path}", 0
+    return address.socket_address.address, address.socket_address.port_value
+
+
 def compile_endpoints(assignment: Any) -> tuple[EndpointSpec, ...]:
     """A ClusterLoadAssignment's endpoints (unhealthy ones kept, marked)."""
     result = []
@@ -222,7 +229,7 @@ def compile_endpoints(assignment: Any) -> tuple[EndpointSpec, ...]:
             group.load_balancing_weight.value if group.HasField("load_balancing_weight") else 0
         )
         for lb_endpoint in group.lb_endpoints:
-            socket = lb_endpoint.endpoint.address.socket_address
+            host, port = _host_port(lb_endpoint.endpoint.address)
             weight = (
                 lb_endpoint.load_balancing_weight.value
                 if lb_endpoint.HasField("load_balancing_weight")
@@ -230,8 +237,8 @@ def compile_endpoints(assignment: Any) -> tuple[EndpointSpec, ...]:
             )
             result.append(
                 EndpointSpec(
-                    address=socket.address,
-                    port=socket.port_value,
+                    address=host,
+                    port=port,
                     weight=max(1, weight),
                     healthy=lb_endpoint.health_status in (0, 1),  # UNKNOWN or HEALTHY
                     locality=locality,

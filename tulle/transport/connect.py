@@ -12,6 +12,7 @@ from tulle.engine.message import UpstreamError
 from tulle.transport.interception import marked_socket
 from tulle.transport.tls_errors import TlsError, TlsOrigin
 from tulle.transport.tls_open import open_tls_connection
+from tulle.transport.unix import UNIX_PREFIX, open_unix
 
 P = TypeVar("P", bound=asyncio.Protocol)
 
@@ -24,8 +25,10 @@ async def open_upstream(
     mark: int | None,
     tls: TlsOrigin | None = None,
 ) -> P:
-    """Connect ``factory()`` to ``address:port`` (over mutual TLS with ``tls``); raises
-    UpstreamError("connect", reason)."""
+    """Connect ``factory()`` to ``address:port`` (over mutual TLS with ``tls``), or to the Unix
+    socket ``unix:///path``; raises UpstreamError("connect", reason)."""
+    if address.startswith(UNIX_PREFIX):
+        return await open_unix(factory, address[len(UNIX_PREFIX) :], timeout, tls)
     if tls is not None:
         return await _open_tls(factory, address, port, timeout, mark, tls)
     loop = asyncio.get_running_loop()

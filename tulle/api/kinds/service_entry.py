@@ -25,6 +25,9 @@ from tulle.api.kinds.base import (
 from tulle.api.kinds.networking_common import NetworkingResource
 from tulle.api.names import check_dns_subdomain, check_locality, endpoint_address
 
+UNIX_PREFIX = "unix://"
+"""A ServiceEntry endpoint on a Unix domain socket: ``unix:///var/run/example/socket``."""
+
 # --- ServiceEntry ---------------------------------------------------------------------------
 
 Protocol = Literal[
@@ -70,7 +73,15 @@ class WorkloadEntry(Strict):
     @field_validator("address")
     @classmethod
     def _host_or_address(cls, value: str) -> str:
-        """An IP address of one host, or a DNS name (resolved with resolution DNS)."""
+        """An IP address of one host, a DNS name (resolved with resolution DNS), or a Unix
+        domain socket, ``unix:///absolute/path`` (Istio's ``unix://`` prefix)."""
+        if value.startswith(UNIX_PREFIX):
+            path = value[len(UNIX_PREFIX) :]
+            if not path.startswith("/") or "\x00" in path or len(path.encode()) > 107:
+                raise ValueError(
+                    f"{value!r}: a Unix socket is unix:// and an absolute path (at most 107 bytes)"
+                )
+            return value
         try:
             ipaddress.ip_address(value)
         except ValueError:
@@ -106,8 +117,24 @@ class ServiceEntrySpec(Strict):
     def _consistent(self) -> ServiceEntrySpec:
         if self.endpoints and self.workload_selector is not None:
             raise ValueError("set endpoints or workloadSelector, not both")
+        unix = [i for i, e in enumerate(self.endpoints) if e.address.startswith(UNIX_PREFIX)]
+        for index in unix:
+            if self.resolution != "STATIC":
+                raise FieldError(
+                    ("endpoints", index, "address"),
+                    "a Unix socket endpoint needs resolution STATIC (as in Istio)",
+                )
+            if self.endpoints[index].ports:
+                raise FieldError(
+                    ("endpoints", index, "ports"),
+                    "a Unix socket endpoint has no ports (as in Istio)",
+                )
+        if unix and len(self.ports) != 1:
+            raise FieldError(("ports",), "exactly 1 port is required with Unix socket endpoints")
         if self.resolution == "STATIC":
             for index, endpoint in enumerate(self.endpoints):
+                if index in unix:
+                    continue
                 try:
                     ipaddress.ip_address(endpoint.address)
                 except ValueError:

@@ -98,6 +98,19 @@ def _metadata(target: Target) -> Any:
     return metadata
 
 
+UNIX_PREFIX = "unix://"
+
+
+def _address(target: Target) -> Any:
+    """An endpoint's Envoy Address: a socket address, or a pipe for a ServiceEntry's Unix
+    socket endpoint (``unix:///path``)."""
+    if target.address.startswith(UNIX_PREFIX):
+        return address_pb2.Address(pipe=address_pb2.Pipe(path=target.address[len(UNIX_PREFIX) :]))
+    return address_pb2.Address(
+        socket_address=address_pb2.SocketAddress(address=target.address, port_value=target.port)
+    )
+
+
 def members(targets: list[Target]) -> list[Member]:
     """``targets`` as locality load balancing sees them (topology labels added)."""
     return [Member(t, t.locality, with_topology(t.labels, t.locality), t.weight) for t in targets]
@@ -126,13 +139,7 @@ def grouped_assignment(name: str, groups: list[Group]) -> Any:
             assert isinstance(target, Target)
             group.lb_endpoints.append(
                 ec.LbEndpoint(
-                    endpoint=ec.Endpoint(
-                        address=address_pb2.Address(
-                            socket_address=address_pb2.SocketAddress(
-                                address=target.address, port_value=target.port
-                            )
-                        )
-                    ),
+                    endpoint=ec.Endpoint(address=_address(target)),
                     health_status=(
                         health_check_pb2.HEALTHY if target.healthy else health_check_pb2.UNHEALTHY
                     ),
@@ -153,6 +160,8 @@ def load_assignments(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
         policy = snapshot.model.destination_policy_for(service.host, view.namespace, view.labels)
         for port in service.ports:
             found = targets(snapshot, service, port)
+            if view.mode == "proxyless":  # grpcio reads socket addresses only (gRFC A27)
+                found = [t for t in found if not t.address.startswith(UNIX_PREFIX)]
             for subset in [None, *policy.subsets] if policy else [None]:
                 settings = (
                     policy.settings_for(subset.name if subset else None, port.number)
