@@ -13,23 +13,27 @@ PERMISSIVE mode, and one DENY policy whose rules are the conditions under test; 
 - ``request.headers[x-block]: ['*']`` presence (an empty value counts);
 - ``destination.ip`` the address the connection came to (127.0.0.1, for /local only).
 
-grpcio's xDS server reads the same RBAC with gRFC A41's gaps (docs/library.md's parity table):
-``remote_ip`` is its peer, ``requested_server_name`` is always empty; not asserted here."""
+An ``xds=True`` grpcio server reads the same RBAC with gRFC A36's and A41's gaps, asserted by the
+last test (docs/library.md's parity table): ``remote_ip`` is its peer, ``requested_server_name``
+is always empty."""
 
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import Processes, _stop, start_control_plane
+from tests.e2e.conftest import Processes, _stop, free_port, start_control_plane, wait_until
+from tests.scenarios.conftest import Outcome, ProxylessCaller
 from tests.scenarios.test_parity_identity import (
     Mesh,
     library_callee,
     mesh_endpoints,
     sidecar_callee,
+    xds_callee,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -37,57 +41,89 @@ pytestmark = pytest.mark.timeout(300)
 CONFIG = """\
 apiVersion: tulle.dev/v1alpha1
 kind: Workload
-metadata: {name: side}
+metadata: {{name: side}}
 spec:
   command: [side]
-  ports: [{name: http, port: 8080}]
+  ports: [{{name: http, port: 8080}}]
 ---
 apiVersion: tulle.dev/v1alpha1
 kind: Workload
-metadata: {name: lib}
+metadata: {{name: lib}}
 spec:
   command: [lib]
-  ports: [{name: http, port: 8080}]
+  ports: [{{name: http, port: 8080}}]
   mesh: library
 ---
 apiVersion: tulle.dev/v1alpha1
+kind: Workload
+metadata: {{name: grpc-xds}}
+spec:
+  command: [grpc-xds]
+  ports: [{{name: grpc, port: {port}, protocol: GRPC}}]
+---
+apiVersion: tulle.dev/v1alpha1
 kind: Mesh
-metadata: {name: mesh}
-spec: {numTrustedProxies: 1}
+metadata: {{name: mesh}}
+spec: {{numTrustedProxies: 1}}
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
-metadata: {name: deny, namespace: default}
+metadata: {{name: deny, namespace: default}}
 spec:
   action: DENY
   rules:
-    - from: [{source: {ipBlocks: [127.0.0.2]}}]
-    - from: [{source: {remoteIpBlocks: [203.0.113.0/24]}}]
-    - when: [{key: "request.headers[x-block]", values: ["*"]}]
-    - to: [{operation: {paths: [/local]}}]
-      when: [{key: destination.ip, values: [127.0.0.1/32]}]
+    - from: [{{source: {{ipBlocks: [127.0.0.2]}}}}]
+    - from: [{{source: {{remoteIpBlocks: [203.0.113.0/24]}}}}]
+    - when: [{{key: "request.headers[x-block]", values: ["*"]}}]
+    - to: [{{operation: {{paths: [/local]}}}}]
+      when: [{{key: destination.ip, values: [127.0.0.1/32]}}]
+    - to: [{{operation: {{paths: [/scenario.Backend/Peer]}}}}]
+      from: [{{source: {{ipBlocks: [127.0.0.1]}}}}]
+    - to: [{{operation: {{paths: [/scenario.Backend/Sni]}}}}]
+      when: [{{key: connection.sni, values: ["*"]}}]
+    - to: [{{operation: {{paths: [/scenario.Backend/NoSni]}}}}]
+      when: [{{key: connection.sni, notValues: ["*"]}}]
 """
 DENIED = "denied by policy default/deny"
 
 
+@dataclass
+class Callees:
+    """Each HTTP callee's port, as a client outside the mesh reaches it; the grpcio caller
+    (with frontend's certificate) and the ``xds=True`` server's URL."""
+
+    ports: dict[str, int]
+    grpc: ProxylessCaller
+    grpc_url: str
+
+
 @pytest.fixture(scope="module")
-def ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]:
-    """Each callee's port, as a client outside the mesh reaches it."""
+def callees(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callees]:
     base = tmp_path_factory.mktemp("conditions")
+    xds_port = free_port()
     (base / "config").mkdir()
-    (base / "config" / "mesh.yaml").write_text(CONFIG)
+    (base / "config" / "mesh.yaml").write_text(CONFIG.format(port=xds_port))
     plane = start_control_plane(base / "state", base / "config")
     mesh = Mesh(plane, base, Processes())
+    caller = None
     try:
         sidecar_callee(mesh, "side", mesh.procs.http_backend("side"), "HTTP")
         library_callee(mesh, "lib")
+        xds_callee(mesh, "grpc-xds", xds_port)
+        _, env = mesh.agent("frontend", "frontend-2")
+        caller = ProxylessCaller(plane, env)
         side = next(
             int(key.rsplit(":", 1)[1])
             for key in mesh_endpoints(plane)
             if key.startswith("side.default.svc.cluster.local|")
         )
-        yield {"side": side, "lib": mesh.ports["lib"]}
+        url = f"{mesh.urls['grpc-xds']}/scenario.Backend/"
+        # The xds=True server serves once its Listener (mTLS and RBAC with it) has come.
+        wait_until(lambda: caller.get(url + "Ready", timeout=5).status == 200, timeout=60)
+        yield Callees({"side": side, "lib": mesh.ports["lib"]}, caller, url)
     finally:
+        if caller is not None:
+            caller.close()
         mesh.procs.stop_all()
         _stop(plane.proc)
 
@@ -124,8 +160,8 @@ REFUSED = (403, DENIED)
 
 
 @pytest.mark.parametrize("callee", ["side", "lib"])
-def test_address_and_header_conditions(ports: dict[str, int], callee: str) -> None:
-    port = ports[callee]
+def test_address_and_header_conditions(callees: Callees, callee: str) -> None:
+    port = callees.ports[callee]
     # ipBlocks: the connection's peer
     assert curl(port) == ALLOWED
     assert curl(port, "/", "127.0.0.2") == REFUSED
@@ -140,3 +176,23 @@ def test_address_and_header_conditions(ports: dict[str, int], callee: str) -> No
     # destination.ip: the address the connection came to
     assert fetch(port, "/local") == REFUSED
     assert fetch(port, "/elsewhere") == ALLOWED
+
+
+GRPC_REFUSED = Outcome(403, "-", "Unauthorized RPC rejected")
+
+
+def test_grpcio_reads_the_conditions_with_its_gaps(callees: Callees) -> None:
+    """An ``xds=True`` grpcio server (under its ``tulle agent``) called by a stock grpcio client
+    with frontend's certificate: as at a sidecar, metadata presence and ``ipBlocks`` (its peer);
+    the gaps: ``remoteIpBlocks`` is the peer whatever X-Forwarded-For says (grpcio takes no
+    trusted hops, gRFC A36), ``connection.sni`` is always empty (gRFC A41). A refusal is
+    grpcio's own ``PERMISSION_DENIED`` "Unauthorized RPC rejected"."""
+    caller, url = callees.grpc, callees.grpc_url
+    assert caller.get(url + "Pay") == Outcome(200, "grpc-xds")
+    assert caller.get(url + "Pay", {"x-block": "1"}) == GRPC_REFUSED
+    assert caller.get(url + "Peer") == GRPC_REFUSED
+    # gap: the peer (127.0.0.1), not the trusted proxy's X-Forwarded-For address
+    assert caller.get(url + "Pay", {"x-forwarded-for": "203.0.113.5"}) == Outcome(200, "grpc-xds")
+    # gap: no SNI: values ['*'] never match, notValues ['*'] always do
+    assert caller.get(url + "Sni") == Outcome(200, "grpc-xds")
+    assert caller.get(url + "NoSni") == GRPC_REFUSED
