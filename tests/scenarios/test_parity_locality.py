@@ -13,9 +13,10 @@ from collections.abc import Callable
 
 from tests.e2e.conftest import ControlPlane, Processes, wait_until
 from tests.manifests import destination_rule, virtual_service
-from tests.scenarios.conftest import Caller, Serve, get_all
+from tests.scenarios.conftest import Caller, Serve, SidecarCaller, get_all
 
 WEB = "http://web:8080"
+CLUSTER = "outbound|8080||web.default.svc.cluster.local"
 CALLER = """\
 apiVersion: tulle.dev/v1alpha1
 kind: Workload
@@ -60,6 +61,15 @@ def test_locality_failover_goes_to_the_failover_region(
     wait_until(failed_over, timeout=30)
     after = collections.Counter(o.backend for o in get_all(caller, f"{WEB}/", 20))
     assert after == {"far": 20}
+    if isinstance(caller, SidecarCaller):  # the sidecar's admin page shows where calls go
+        clusters = caller.sidecar.admin("/clusters").json()["clusters"]
+        web = next(c for c in clusters if c["name"] == CLUSTER)
+        assert web["priority_shares"] == [0.0, 100.0, 0.0]
+        assert {e["locality"]: (e["priority"], e["ejected"]) for e in web["endpoints"]} == {
+            "region1/zone1": (0, True),
+            "region2/zone2": (1, False),
+            "region3/zone3": (2, False),
+        }
 
 
 # The istio.io "Locality weighted distribution" task's rule: from region1/zone1, 70% to

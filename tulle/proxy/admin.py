@@ -183,6 +183,8 @@ class AdminHandler:
                     "h2_connections": h2.open.get(name, 0),
                     "pending": state.counters.pending + h2.pending.get(name, 0),
                     "ejections": state.ejections,
+                    # Each EDS priority's share of the calls now, in percent (locality failover).
+                    "priority_shares": [round(s, 2) for s in state.plan(now).shares()],
                     "endpoints": [
                         {
                             "address": e.key,
@@ -191,6 +193,7 @@ class AdminHandler:
                             "active": state.active.get(e.key, 0),
                             "weight": e.weight,
                             "locality": e.locality,
+                            "priority": e.priority,
                         }
                         for e in state.endpoints
                     ],
