@@ -39,6 +39,7 @@ class Registration:
     protocol: str = "HTTP"
     mtls: bool = False  # the app's server terminates mTLS with the workload's certificate
     token_file: str | None = None  # the workload's bootstrap token (else TULLE_TOKEN_FILE)
+    locality: str = ""  # region[/zone[/subzone]] (TULLE_LOCALITY), for locality load balancing
 
     @classmethod
     def load(
@@ -51,8 +52,9 @@ class Registration:
         labels: dict[str, str] | None = None,
         token_file: str | None = None,
     ) -> Registration | None:
-        """Arguments first, then ``TULLE_SERVICE``, ``PORT``, ``TULLE_SERVICE_PORT`` and
-        ``TULLE_LABELS`` (``k=v,k=v``); None when no service is named (nothing to register)."""
+        """Arguments first, then ``TULLE_SERVICE``, ``PORT``, ``TULLE_SERVICE_PORT``,
+        ``TULLE_LABELS`` (``k=v,k=v``) and ``TULLE_LOCALITY``; None when no service is named
+        (nothing to register)."""
         env = os.environ
         service = service or env.get("TULLE_SERVICE")
         if not service:
@@ -72,6 +74,7 @@ class Registration:
             service_port=service_port or port_variable("TULLE_SERVICE_PORT", lowest=1),
             labels=labels if labels is not None else _labels(env.get("TULLE_LABELS", "")),
             token_file=token_file,
+            locality=env.get("TULLE_LOCALITY", ""),
         )
 
     def body(self) -> dict[str, Any]:
@@ -89,6 +92,8 @@ class Registration:
         }  # fmt: skip
         if self.service_port is not None:
             data["servicePort"] = self.service_port
+        if self.locality:  # the control plane checks it (region[/zone[/subzone]])
+            data["locality"] = self.locality
         return data
 
     def send(self, method: str) -> None:
