@@ -116,7 +116,7 @@ export function graphPage(root) {
         shape = next;
         cy.elements().remove();
         cy.add([...nodes, ...edges]);
-        cy.layout({ name: "dagre", rankDir: "LR", nodeSep: 30, rankSep: 140, padding: 20 }).run();
+        cy.layout({ name: "dagre", rankDir: "LR", nodeSep: 60, rankSep: 220, padding: 20 }).run();
       } else {
         for (const item of [...nodes, ...edges]) cy.getElementById(item.data.id).data(item.data);
       }

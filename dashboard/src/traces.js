@@ -11,13 +11,16 @@ export function tracesPage(root) {
   const summary = el("p", { class: "muted" });
   root.append(el("h1", {}, "Traces"),
     el("form", { class: "filters", onsubmit: (e) => e.preventDefault() }, service, status, minimum), summary, list);
-  return {
+  let asked = 0; // answers to older questions (before a filter changed) are not shown
+  const view = {
     async refresh() {
+      const mine = ++asked;
       const query = new URLSearchParams({ limit: "50" });
       if (service.value.trim()) query.set("service", service.value.trim());
       if (status.value) query.set("status", status.value);
       if (minimum.value) query.set("minDurationMs", minimum.value);
       const data = await get(`/api/v1/traces?${query}`);
+      if (mine !== asked) return;
       summary.textContent = `${data.store.traces} traces, ${data.store.spans} spans held (at most ${data.store.maxSpans}).`;
       list.replaceChildren(table(["Started", "Root", "Services", "Spans", "Duration", "Status"],
         data.traces.map((t) => el("tr", { "data-testid": "trace-row", class: t.status === "error" ? "bad" : "" },
@@ -27,6 +30,10 @@ export function tracesPage(root) {
           el("td", { class: "num" }, millis(t.durationMs)), el("td", {}, t.status)))));
     },
   };
+  for (const filter of [service, status, minimum]) {
+    filter.addEventListener("input", () => view.refresh().catch(() => {})); // at once
+  }
+  return view;
 }
 
 export function tracePage(root, traceId) {
