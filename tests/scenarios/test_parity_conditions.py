@@ -11,7 +11,9 @@ PERMISSIVE mode, and one DENY policy whose rules are the conditions under test; 
   X-Forwarded-For address (203.0.113.5 refused; an address a trusted proxy did not add is not
   believed);
 - ``request.headers[x-block]: ['*']`` presence (an empty value counts);
-- ``destination.ip`` the address the connection came to (127.0.0.1, for /local only).
+- ``destination.ip`` the address the connection came to (127.0.0.1, for /local only);
+- ``connection.sni`` the server name of the caller's TLS handshake: a sidecar caller with a
+  workload certificate calls each callee over mTLS (SNI ``outbound_.8080_._.<host>``).
 
 An ``xds=True`` grpcio server reads the same RBAC with gRFC A36's and A41's gaps, asserted by the
 last test (docs/library.md's parity table): ``remote_ip`` is its peer, ``requested_server_name``
@@ -26,10 +28,18 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.e2e.conftest import Processes, _stop, free_port, start_control_plane, wait_until
-from tests.scenarios.conftest import Outcome, ProxylessCaller
+from tests.e2e.conftest import (
+    Processes,
+    _stop,
+    free_port,
+    start_control_plane,
+    synced,
+    wait_until,
+)
+from tests.scenarios.conftest import Outcome, ProxylessCaller, SidecarCaller
 from tests.scenarios.test_parity_identity import (
     Mesh,
+    has_certificate,
     library_callee,
     mesh_endpoints,
     sidecar_callee,
@@ -77,6 +87,8 @@ spec:
     - when: [{{key: "request.headers[x-block]", values: ["*"]}}]
     - to: [{{operation: {{paths: [/local]}}}}]
       when: [{{key: destination.ip, values: [127.0.0.1/32]}}]
+    - to: [{{operation: {{paths: [/sni]}}}}]
+      when: [{{key: connection.sni, values: ["*.default.svc.cluster.local"]}}]
     - to: [{{operation: {{paths: [/scenario.Backend/Peer]}}}}]
       from: [{{source: {{ipBlocks: [127.0.0.1]}}}}]
     - to: [{{operation: {{paths: [/scenario.Backend/Sni]}}}}]
@@ -95,6 +107,7 @@ class Callees:
     ports: dict[str, int]
     grpc: ProxylessCaller
     grpc_url: str
+    sidecar: SidecarCaller  # a sidecar with frontend's certificate: calls over mTLS, with SNI
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +118,17 @@ def callees(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callees]:
     (base / "config" / "mesh.yaml").write_text(CONFIG.format(port=xds_port))
     plane = start_control_plane(base / "state", base / "config")
     mesh = Mesh(plane, base, Processes())
-    caller = None
+    caller = sidecar = None
     try:
         sidecar_callee(mesh, "side", mesh.procs.http_backend("side"), "HTTP")
         library_callee(mesh, "lib")
         xds_callee(mesh, "grpc-xds", xds_port)
         _, env = mesh.agent("frontend", "frontend-2")
         caller = ProxylessCaller(plane, env)
+        sidecar = SidecarCaller(
+            plane, mesh.procs, "frontend-0", *mesh.identity("frontend", "frontend-0")
+        )
+        wait_until(lambda: has_certificate(sidecar.sidecar), timeout=30)
         side = next(
             int(key.rsplit(":", 1)[1])
             for key in mesh_endpoints(plane)
@@ -120,10 +137,13 @@ def callees(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callees]:
         url = f"{mesh.urls['grpc-xds']}/scenario.Backend/"
         # The xds=True server serves once its Listener (mTLS and RBAC with it) has come.
         wait_until(lambda: caller.get(url + "Ready", timeout=5).status == 200, timeout=60)
-        yield Callees({"side": side, "lib": mesh.ports["lib"]}, caller, url)
+        wait_until(lambda: synced(plane, sidecar.node), timeout=30)
+        yield Callees({"side": side, "lib": mesh.ports["lib"]}, caller, url, sidecar)
     finally:
         if caller is not None:
             caller.close()
+        if sidecar is not None:
+            sidecar.close()
         mesh.procs.stop_all()
         _stop(plane.proc)
 
@@ -176,6 +196,12 @@ def test_address_and_header_conditions(callees: Callees, callee: str) -> None:
     # destination.ip: the address the connection came to
     assert fetch(port, "/local") == REFUSED
     assert fetch(port, "/elsewhere") == ALLOWED
+    # connection.sni: a mesh caller's mTLS handshake names outbound_.8080_._.<host>; plain
+    # text has none
+    assert fetch(port, "/sni") == ALLOWED
+    through = callees.sidecar.get(f"http://{callee}:8080/sni")
+    assert (through.status, through.reason) == REFUSED
+    assert callees.sidecar.get(f"http://{callee}:8080/other").status == 200
 
 
 GRPC_REFUSED = Outcome(403, "-", "Unauthorized RPC rejected")
