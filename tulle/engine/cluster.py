@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+import time
 from dataclasses import dataclass
 from typing import Final
 
@@ -14,6 +15,7 @@ from tulle.engine.cluster_config import ClusterSpec, EndpointSpec, OutlierSpec
 from tulle.engine.errors import MeshError, circuit_open
 from tulle.engine.outlier import OutlierDetector
 from tulle.engine.priority import Plan, levels_of, plan
+from tulle.engine.slow_start import SlowStart
 
 RETRY_BUDGET_PERCENT: Final = 20.0
 RETRY_BUDGET_MIN: Final = 3
@@ -33,8 +35,13 @@ class ClusterState:
     """Everything the engine tracks about one cluster."""
 
     def __init__(
-        self, spec: ClusterSpec, endpoints: tuple[EndpointSpec, ...], chance: random.Random
+        self,
+        spec: ClusterSpec,
+        endpoints: tuple[EndpointSpec, ...],
+        chance: random.Random,
+        now: float | None = None,
     ) -> None:
+        """``now``: the engine's clock (slow start counts from it)."""
         self.chance = chance
         self.counters = Counters()
         self.active: dict[str, int] = {}
@@ -47,20 +54,28 @@ class ClusterState:
         self.overflows = 0
         self.ejections = 0
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.slow_start: SlowStart | None = None  # while the spec has one (warmup)
+        self._ramping = False  # whether the balancer last saw ramped weights
+        self._warm(None, time.monotonic() if now is None else now)
         # Which priority and locality takes what share, kept until the endpoints, the
         # config or an ejection change it (see tulle.engine.priority).
         self._plan: Plan | None = None
         self._plan_ejections = -1
         self._plan_until = 0.0
 
-    def update(self, spec: ClusterSpec, endpoints: tuple[EndpointSpec, ...]) -> None:
-        """New config: keep counters and outlier state; rebuild the balancer if its kind changed."""
+    def update(
+        self, spec: ClusterSpec, endpoints: tuple[EndpointSpec, ...], now: float | None = None
+    ) -> None:
+        """New config: keep counters and outlier state; rebuild the balancer if its kind changed;
+        endpoints that join start their slow start (at ``now``, the engine's clock)."""
+        slow_start_before = self.spec.slow_start
         if (spec.lb, spec.ring_size) != (self.spec.lb, self.spec.ring_size):
             self.balancer = make_balancer(spec.lb, spec.ring_size, self.chance)
         if spec.outlier != self.spec.outlier:
             self.outlier.spec = spec.outlier or OutlierSpec(0, 0)
         self.spec, self.endpoints = spec, endpoints
         self.healthy = [e for e in endpoints if e.healthy]
+        self._warm(slow_start_before, time.monotonic() if now is None else now)
         self.levels = levels_of(self.healthy)
         self._plan = None
 
@@ -169,7 +184,32 @@ class ClusterState:
         if tried:
             fresh = [e for e in candidates if e.key not in tried]
             candidates = fresh or candidates
+        warming = self.slow_start
+        if warming is not None and self._warming(warming, now):
+            if self.spec.lb == "LEAST_REQUEST":
+                return warming.pick_least_request(candidates, self.active, self.chance)
+            candidates = warming.weighted(candidates)
         return self.balancer.pick(candidates, self.active, key)
+
+    def _warm(self, before: object, now: float) -> None:
+        """Slow start after new config: the endpoints there at its start are warm; with the
+        same slow start as ``before``, endpoints that joined start ramping."""
+        spec = self.spec.slow_start
+        if spec is None:
+            self.slow_start = None
+        elif self.slow_start is None or spec != before:
+            self.slow_start = SlowStart(spec, self.healthy, now)
+        else:
+            self.slow_start.endpoints_changed(self.healthy, now)
+
+    def _warming(self, warming: SlowStart, now: float) -> bool:
+        """Whether weights are ramped now; when that changes, so does their scale, and the
+        round robin starts afresh."""
+        ramping = warming.ramping(now)
+        if ramping != self._ramping:
+            self._ramping = ramping
+            self.balancer = make_balancer(self.spec.lb, self.spec.ring_size, self.chance)
+        return ramping
 
     def record(self, endpoint: EndpointSpec, status: int | None, now: float) -> None:
         """Feed outlier detection: ``status`` of the answer, None when there was none."""

@@ -8,6 +8,14 @@ from typing import Any
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from tulle.engine.config import seconds
+from tulle.engine.connection_options import (
+    PingSpec,
+    SlowStartSpec,
+    TcpKeepaliveSpec,
+    pings_of,
+    slow_start_of,
+    tcp_keepalive_of,
+)
 from tulle.engine.matching import ConfigError
 from tulle.xds.types import HTTP_PROTOCOL_OPTIONS
 
@@ -54,6 +62,9 @@ class ClusterSpec:
     static_endpoints: tuple[EndpointSpec, ...] | None = None
     # The upstream protocol: HTTP/2 (True), HTTP/1.1 (False), or the client's (None).
     http2: bool | None = None
+    slow_start: SlowStartSpec | None = None  # a joining endpoint's weight ramps up
+    tcp_keepalive: TcpKeepaliveSpec | None = None  # SO_KEEPALIVE on its connections
+    pings: PingSpec | None = None  # HTTP/2 PINGs on its HTTP/2 connections
     # Pick a locality by weight within a priority first (Envoy's locality_weighted_lb_config).
     locality_weighted: bool = False
 
@@ -108,20 +119,26 @@ def _value(wrapper: Any, holder: Any, name: str) -> int | None:
     return int(wrapper.value) if holder.HasField(name) else None
 
 
-def _upstream_http2(cluster: Any) -> bool | None:
-    """The cluster's HttpProtocolOptions: explicit HTTP/2 or HTTP/1.1, else the client's."""
+def _upstream_http2(cluster: Any) -> tuple[bool | None, PingSpec | None]:
+    """The cluster's HttpProtocolOptions: explicit HTTP/2 or HTTP/1.1, else the client's; and
+    the HTTP/2 options' PINGs."""
     packed = cluster.typed_extension_protocol_options.get(HTTP_PROTOCOL_OPTIONS)
     if packed is None:
-        return None
+        return None, None
     options = http_protocol_options_pb2.HttpProtocolOptions()
     if not packed.Unpack(options):
         raise ConfigError(
             f"cluster {cluster.name!r}: {HTTP_PROTOCOL_OPTIONS} holds {packed.type_url}"
         )
-    if options.WhichOneof("upstream_protocol_options") != "explicit_http_config":
-        return None
+    chosen_options = options.WhichOneof("upstream_protocol_options")
+    if chosen_options == "use_downstream_protocol_config":
+        return None, pings_of(options.use_downstream_protocol_config.http2_protocol_options)
+    if chosen_options != "explicit_http_config":
+        return None, None
     chosen: str | None = options.explicit_http_config.WhichOneof("protocol_config")
-    return chosen == "http2_protocol_options"
+    if chosen != "http2_protocol_options":
+        return False, None
+    return True, pings_of(options.explicit_http_config.http2_protocol_options)
 
 
 def compile_cluster(cluster: Any) -> ClusterSpec:
@@ -165,6 +182,7 @@ def compile_cluster(cluster: Any) -> ClusterSpec:
             ),
         )
     options = cluster.common_http_protocol_options
+    http2, pings = _upstream_http2(cluster)
     static = None
     if cluster.HasField("load_assignment"):
         static = compile_endpoints(cluster.load_assignment)
@@ -188,7 +206,10 @@ def compile_cluster(cluster: Any) -> ClusterSpec:
         ),
         idle_timeout=seconds(options.idle_timeout) if options.HasField("idle_timeout") else 3600.0,
         static_endpoints=static,
-        http2=_upstream_http2(cluster),
+        http2=http2,
+        slow_start=slow_start_of(cluster),
+        tcp_keepalive=tcp_keepalive_of(cluster),
+        pings=pings,
         locality_weighted=common.HasField("locality_weighted_lb_config"),
     )
 

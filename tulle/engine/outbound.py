@@ -111,9 +111,9 @@ class Engine:
             endpoints = spec.static_endpoints or config.endpoints.get(name, ())
             state = self.clusters.get(name)
             if state is None:
-                state = ClusterState(spec, endpoints, self.chance)
+                state = ClusterState(spec, endpoints, self.chance, self.clock())
             else:
-                state.update(spec, endpoints)
+                state.update(spec, endpoints, self.clock())
             clusters[name] = state
         self.clusters = clusters
         self.config = config

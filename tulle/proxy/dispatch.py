@@ -30,13 +30,16 @@ are any address the app calls): past it, emptied and made again."""
 MAX_DIRECT: Final = 256
 
 
-def _direct_specs(cluster: str, target: tuple[str, int]) -> _Specs:
+def _direct_specs(cluster: str, target: tuple[str, int], known: ClusterSpec | None) -> _Specs:
+    """``known``: the cluster's spec in the config (an inbound cluster's says which protocol
+    the app speaks), if it has one."""
     key = (cluster, target)
     specs = _DIRECT.get(key)
-    if specs is None:
+    if specs is None or (known is not None and specs[1] is not known):
         if len(_DIRECT) >= MAX_DIRECT:
             _DIRECT.clear()
-        specs = _DIRECT[key] = (EndpointSpec(target[0], target[1]), ClusterSpec(cluster))
+        spec = known or ClusterSpec(cluster)
+        specs = _DIRECT[key] = (EndpointSpec(target[0], target[1]), spec)
     return specs
 
 
@@ -81,7 +84,7 @@ class Dispatch(ProxyCore):
         self, cluster: str, target: tuple[str, int], request: Request, done: Done
     ) -> Cancel:
         """One attempt to ``target``, outside the engine (no routes: inbound, passthrough)."""
-        endpoint, spec = _direct_specs(cluster, target)
+        endpoint, spec = _direct_specs(cluster, target, self.engine.config.clusters.get(cluster))
 
         def answer(outcome: Response | UpstreamError) -> None:
             if isinstance(outcome, UpstreamError):

@@ -5,9 +5,11 @@ and failures as UpstreamError saying why."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import TypeVar
 
+from tulle.engine.connection_options import TcpKeepaliveSpec
 from tulle.engine.message import UpstreamError
 from tulle.transport.interception import marked_socket
 from tulle.transport.tls_errors import TlsError, TlsOrigin
@@ -51,6 +53,23 @@ async def open_upstream(
         raise UpstreamError("connect", "refused") from None
     except OSError as error:
         raise UpstreamError("connect", error.strerror or str(error)) from None
+
+
+def set_keepalive(transport: asyncio.BaseTransport | None, keepalive: TcpKeepaliveSpec) -> None:
+    """SO_KEEPALIVE on an open connection's socket, with TCP_KEEPIDLE, TCP_KEEPINTVL and
+    TCP_KEEPCNT where given (a DestinationRule's ``tcpKeepalive``; the OS's otherwise)."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:  # closed already
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    options = (
+        (socket.TCP_KEEPIDLE, keepalive.time),
+        (socket.TCP_KEEPINTVL, keepalive.interval),
+        (socket.TCP_KEEPCNT, keepalive.probes),
+    )
+    for option, value in options:
+        if value is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 async def _open_tls(

@@ -30,7 +30,9 @@ from tulle.codec.http2 import (
     wire_headers,
 )
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
+from tulle.engine.connection_options import PingSpec
 from tulle.engine.message import ByteStream, Request, Response, UpstreamError
+from tulle.transport.connect import set_keepalive
 from tulle.transport.mtls import MeshTls, open_mesh_upstream, peer_principal
 
 REFUSED_STREAM = 7
@@ -68,6 +70,52 @@ class H2Upstream(asyncio.Protocol):
         self.stream_ended: Callable[[], None] | None = None
         self.released: Callable[[], None] | None = None
         self.peer_principal: str | None = None  # the SPIFFE id the upstream proved over mTLS
+        # HTTP/2 PINGs (a DestinationRule's http2KeepAlive): the next one to send, or the
+        # deadline of the one sent, and its payload.
+        self.pings: PingSpec | None = None
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._ping_payload = b""
+        self._pings_sent = 0
+
+    def start_pings(self, pings: PingSpec) -> None:
+        """A PING every ``pings.interval`` seconds; one unanswered for ``pings.timeout``
+        closes the connection (its streams fail: the upstream is gone)."""
+        self.pings = pings
+        self._ping_later()
+
+    def _ping_later(self) -> None:
+        pings = self.pings
+        if pings is not None and not self.closed:
+            loop = asyncio.get_running_loop()
+            self._ping_timer = loop.call_later(pings.interval, self._ping)
+
+    def _ping(self) -> None:
+        pings = self.pings
+        if pings is None or self.closed:
+            return
+        self._pings_sent += 1
+        self._ping_payload = self._pings_sent.to_bytes(8, "big")
+        self.conn.ping(self._ping_payload)
+        self._flush()
+        self._ping_timer = asyncio.get_running_loop().call_later(pings.timeout, self._unanswered)
+
+    def _unanswered(self) -> None:
+        assert self.pings is not None
+        self._ping_timer = None
+        why = f"upstream did not answer an HTTP/2 PING within {self.pings.timeout:g}s"
+        self._fail_all(UpstreamError("reset", why))
+        self.close()
+
+    def _ping_answered(self, payload: bytes) -> None:
+        if payload != self._ping_payload or self._ping_timer is None:
+            return
+        self._ping_timer.cancel()
+        self._ping_later()
+
+    def _stop_pings(self) -> None:
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -204,10 +252,13 @@ class H2Upstream(asyncio.Protocol):
                 self.sender.pump(event.stream_id or None)
             elif isinstance(event, h2.events.RemoteSettingsChanged):
                 self.sender.pump()  # a new initial window size changes every stream's window
+            elif isinstance(event, h2.events.PingAckReceived):
+                self._ping_answered(event.ping_data)
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._stop_pings()
         self._fail_all(UpstreamError("reset", "connection closed"))
         self._release()  # its slot is free: waiters are told
 
@@ -260,6 +311,7 @@ class H2Upstream(asyncio.Protocol):
     def close(self) -> None:
         """Close the connection."""
         self.closed = True
+        self._stop_pings()
         if self.transport is not None:
             self.transport.close()
         self._release()
@@ -366,6 +418,10 @@ class H2Pool:
         name = cluster.name
         self.open[name] = self.open.get(name, 0) + 1
         connection.max_requests = cluster.max_requests_per_connection
+        if cluster.tcp_keepalive is not None:
+            set_keepalive(connection.transport, cluster.tcp_keepalive)
+        if cluster.pings is not None:
+            connection.start_pings(cluster.pings)
 
         def released() -> None:
             self.open[name] -= 1

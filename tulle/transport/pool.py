@@ -14,6 +14,7 @@ from tulle.codec.http1 import end_to_end, request_head
 from tulle.engine.cluster_config import ClusterSpec, EndpointSpec
 from tulle.engine.message import ByteStream, Interim, Request, Response, UpstreamError
 from tulle.engine.tasks import resolver, run_then
+from tulle.transport.connect import set_keepalive
 from tulle.transport.h2pool import H2Pool
 from tulle.transport.mtls import MeshTls, open_mesh_upstream
 from tulle.transport.upstream import (
@@ -164,6 +165,8 @@ class Http1Pool:
             UpstreamConnection, endpoint, cluster.connect_timeout, self.mark, self.mtls
         )
         self.opened += 1
+        if cluster.tcp_keepalive is not None:
+            set_keepalive(connection.transport, cluster.tcp_keepalive)
         if not connection.closed:
             connection.lost = self.every.discard
             self.every.add(connection)

@@ -4,13 +4,18 @@ ISTIO_MUTUAL or DISABLE: :mod:`tulle.control.translate.tls`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
-from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import struct_pb2
 
 from tulle.api.model import ConnectionPool, OutlierPolicy, Service, TrafficSettings, Workload
+from tulle.control.translate.cluster_options import (
+    slow_start,
+    tcp_keepalive,
+    upgrades,
+    upstream_protocol,
+)
 from tulle.control.translate.context import (
     NodeView,
     Snapshot,
@@ -76,26 +81,18 @@ def _metadata(service: Service, port: int, subset: str | None) -> Any:
     return fields
 
 
-# Istio's upstream protocol per port protocol: HTTP/2 for gRPC and HTTP2 ports, HTTP/1.1 for HTTP
-# ones, whatever the client spoke; other ports carry no HTTP (the downstream protocol, if any).
-_HTTP2_PROTOCOLS = {"GRPC", "GRPC-WEB", "HTTP2"}
-
-
-def _upstream_protocol(protocol: str) -> Any:
-    options = http_protocol_options_pb2.HttpProtocolOptions()
-    if protocol in _HTTP2_PROTOCOLS:
-        options.explicit_http_config.http2_protocol_options.SetInParent()
-    elif protocol == "HTTP":
-        options.explicit_http_config.http_protocol_options.SetInParent()
-    else:
-        options.use_downstream_protocol_config.SetInParent()
-    return options
-
-
 def cluster(
-    service: Service, port: int, subset: str | None, settings: TrafficSettings, view: NodeView
+    service: Service,
+    port: int,
+    subset: str | None,
+    settings: TrafficSettings,
+    view: NodeView,
+    mesh_h2_upgrade: Literal["DO_NOT_UPGRADE", "UPGRADE"] = "DO_NOT_UPGRADE",
 ) -> Any:
-    """The Cluster of ``service`` on ``port`` (and ``subset``)."""
+    """The Cluster of ``service`` on ``port`` (and ``subset``). Its upstream protocol is
+    Istio's: HTTP/2 for gRPC and HTTP2 ports, HTTP/1.1 for HTTP ones whatever the client spoke
+    (HTTP/2 with an h2 upgrade: the rule's h2UpgradePolicy, else the Mesh's), the downstream
+    protocol for ports that carry no HTTP."""
     name = cluster_name(service.host, port, subset)
     table = _PROXYLESS_LB if view.mode == "proxyless" else _LB
     balancer = settings.load_balancer
@@ -124,9 +121,12 @@ def cluster(
             pool.max_requests_per_connection
         )
     result.common_http_protocol_options.idle_timeout.CopyFrom(duration(pool.idle_timeout))
+    slow_start(result, balancer)
+    tcp_keepalive(result, pool)
     protocol = next((p.protocol for p in service.ports if p.number == port), "HTTP")
+    h2 = upgrades(protocol, pool, mesh_h2_upgrade)
     result.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(
-        _upstream_protocol(protocol)
+        upstream_protocol(protocol, h2, pool)
     )
     result.metadata.filter_metadata["tulle"].CopyFrom(_metadata(service, port, subset))
     return result
@@ -134,7 +134,8 @@ def cluster(
 
 def inbound_clusters(workload: Workload) -> dict[str, Any]:
     """``inbound|<port>||``: the app beside a sidecar, on loopback (the proxy may be told another
-    app port with ``--app-port``)."""
+    app port with ``--app-port``), spoken to in its port's protocol (so a request a caller
+    upgraded to HTTP/2 reaches an HTTP/1.1 app in HTTP/1.1, as Istio's inbound clusters do)."""
     result = {}
     for port in workload.ports:
         name = inbound_cluster_name(port.port)
@@ -145,6 +146,9 @@ def inbound_clusters(workload: Workload) -> dict[str, Any]:
             load_assignment=load_assignment(
                 name, [Target("127.0.0.1", port.port, {}, 1, "", True)]
             ),
+        )
+        result[name].typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(
+            upstream_protocol(port.protocol, False, ConnectionPool())
         )
     return result
 
@@ -158,14 +162,15 @@ def clusters(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
     for service in visible_services(snapshot, view):
         if not is_routable(service):
             continue
-        policy = snapshot.model.destination_policy_for(service.host, view.namespace)
+        policy = snapshot.model.destination_policy_for(service.host, view.namespace, view.labels)
         subsets = [None] + [s.name for s in policy.subsets] if policy else [None]
         shared = ClientTls.of(snapshot, service)
+        mesh_h2 = snapshot.model.settings.h2_upgrade_policy
         for port in service.ports:
             found = targets(snapshot, service, port)
             for subset in subsets:
                 settings = policy.settings_for(subset, port.number) if policy else TrafficSettings()
-                item = cluster(service, port.number, subset, settings, view)
+                item = cluster(service, port.number, subset, settings, view, mesh_h2)
                 chosen = policy.subset(subset) if policy and subset else None
                 members = subset_members(found, chosen.labels) if chosen else found
                 secure_cluster(
