@@ -4,7 +4,8 @@ and region3/zone3, a DestinationRule with outlier detection and ``failover: regi
 region2``. Calls stay in region1/zone1; once that backend fails (its process is gone, as the
 task drains its sidecar) it is ejected and the calls go to the failover region, region2, never
 to region3. grpcio follows the EDS priorities with its own priority policy (gRFC A37): it
-moves on when the backend's connection fails, with no ejection."""
+moves on when the backend's connection fails, with no ejection, but not from a backend that
+answers with errors (a gap). And the "Locality weighted distribution" task's shares."""
 
 from __future__ import annotations
 
@@ -45,12 +46,28 @@ def test_locality_failover_goes_to_the_failover_region(
     serve(local={"locality": "region1/zone1"})
     local = processes.started[-1]
     serve(far={"locality": "region2/zone2"}, farther={"locality": "region3/zone3"})
+    # And api, whose local backend is alive but answers every call with an error.
+    serve(service="api", broken={"locality": "region1/zone1", "fail_rate": 1.0})
+    serve(service="api", spare={"locality": "region2/zone2"})
+    no_retries = "    - route: [{destination: {host: %s}}]\n      retries: {attempts: 0}"
     control_plane.apply(
         CALLER
-        + virtual_service("    - route: [{destination: {host: web}}]\n      retries: {attempts: 0}")
+        + virtual_service(no_retries % "web")
         + destination_rule(FAILOVER)
+        + virtual_service(no_retries % "api", host="api")
+        + destination_rule(FAILOVER, host="api")
     )
     caller: Caller = caller_for()
+
+    outcomes = get_all(caller, "http://api:8080/", 8)
+    if mode == "proxyless":
+        # gap: grpcio's outlier detection ejects on success rate and failure percentage only
+        # (gRFC A50), not on consecutive errors, and its priority policy moves on only when a
+        # priority cannot connect: the answering, failing backend keeps every call.
+        assert {(o.status, o.backend) for o in outcomes} == {(503, "broken")}
+    else:  # the first error ejects it (consecutive5xxErrors: 1); region2 takes the rest
+        assert [(o.status, o.backend) for o in outcomes] == [(503, "broken")] + [(200, "spare")] * 7
+
     assert {o.backend for o in get_all(caller, f"{WEB}/", 20)} == {"local"}
     local.kill()
     local.wait()
@@ -103,24 +120,3 @@ def test_locality_weighted_distribution_shares_the_calls(
     assert 29 <= counts["z2"] <= 91
     assert 7 <= counts["z4"] <= 53
     assert sum(counts.values()) == 300
-
-
-def test_a_local_backend_answering_errors_is_failed_over_except_by_grpcio(
-    control_plane: ControlPlane, serve: Serve, caller_for: Callable[[], Caller], mode: str
-) -> None:
-    serve(broken={"locality": "region1/zone1", "fail_rate": 1.0})
-    serve(far={"locality": "region2/zone2"})
-    control_plane.apply(
-        CALLER
-        + virtual_service("    - route: [{destination: {host: web}}]\n      retries: {attempts: 0}")
-        + destination_rule(FAILOVER)
-    )
-    outcomes = get_all(caller_for(), f"{WEB}/", 8)
-    if mode == "proxyless":
-        # gap: grpcio's outlier detection ejects on success rate and failure percentage only
-        # (gRFC A50), not on consecutive errors, and its priority policy moves on only when a
-        # priority cannot connect: the answering, failing backend keeps every call.
-        assert {(o.status, o.backend) for o in outcomes} == {(503, "broken")}
-        return
-    # The first error ejects it (consecutive5xxErrors: 1); the failover region takes the rest.
-    assert [(o.status, o.backend) for o in outcomes] == [(503, "broken")] + [(200, "far")] * 7
