@@ -351,3 +351,29 @@ def test_the_docs_list_every_set_key():
     section = docs[docs.index("## Installing") : docs.index("## Injecting the sidecar")]
     for key in SET_KEYS:
         assert f"`{key.key}`" in section, key.key
+
+
+def test_the_dashboard_reads_the_prometheus_install_is_given():
+    """``--set dashboard.prometheus=URL`` becomes ``tulle controlplane --prometheus URL`` (its
+    real parser takes it); a value that is not an http(s) URL is named; none by default."""
+    import typer.main
+
+    from tulle.cli.main import app
+
+    url = "http://prometheus.monitoring:9090"
+    values = values_for("default", settings=[f"dashboard.prometheus={url}"])
+    [container] = one(render(values), "Deployment")["spec"]["template"]["spec"]["containers"]
+    command = typer.main.get_command(app)
+    context = command.make_context("tulle", list(container["args"]), resilient_parsing=True)
+    controlplane = command.get_command(context, "controlplane")  # type: ignore[attr-defined]
+    assert (
+        controlplane.make_context("controlplane", container["args"][1:]).params["prometheus"] == url
+    )
+    [plain] = one(render(values_for("default")), "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert "--prometheus" not in plain["args"]
+    with pytest.raises(
+        InstallError, match=r"--set dashboard\.prometheus: 'prometheus:9090' is not"
+    ):
+        values_for("default", settings=["dashboard.prometheus=prometheus:9090"])

@@ -113,6 +113,8 @@ def _container(values: Values) -> dict[str, Any]:
         "--inject-set",
         f"xds_address={CONTROL_PLANE}.{values.namespace}.svc:{XDS_PORT}",
     ]
+    if values.prometheus:  # the dashboard's traffic figures
+        args += ["--prometheus", values.prometheus]
     field = {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}
     return {
         "name": "controlplane",

@@ -38,6 +38,7 @@ class Values:
     outbound_traffic_policy: str = "ALLOW_ANY"
     access_log: bool = True
     tracing_sampling: float = 1.0
+    prometheus: str = ""  # the dashboard's traffic figures from this Prometheus ('': none)
     skip_istio_crds: bool = False
     skip_gateway_api_crds: bool = False
 
@@ -67,6 +68,7 @@ PROFILES: dict[str, Values] = {
 _QUANTITY = re.compile(r"\A[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?\Z")
 _IMAGE = re.compile(r"\A[a-z0-9]+([._/:-][a-z0-9]+)*\Z")  # a registry host may carry a :port
 _TAG = re.compile(r"\A([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|sha256:[0-9a-f]{64})\Z")
+_PROMETHEUS = re.compile(r"\A(https?://[A-Za-z0-9.:\[\]_-]+(/[A-Za-z0-9._~/-]*)?)?\Z")
 _DNS_LABEL = re.compile(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 _DNS_NAME = re.compile(r"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 
@@ -194,6 +196,12 @@ SET_KEYS: tuple[SetKey, ...] = (
     SetKey("meshConfig.accessLog", "access_log", _boolean, "one log line per request"),
     SetKey(
         "meshConfig.tracingSampling", "tracing_sampling", _percent, "share of requests traced (%)"
+    ),
+    SetKey(
+        "dashboard.prometheus",
+        "prometheus",
+        _pattern(_PROMETHEUS, "an http(s) URL (http://prometheus.monitoring:9090)"),
+        "the Prometheus the dashboard reads traffic from ('' for none)",
     ),
 )
 
