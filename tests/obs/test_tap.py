@@ -132,6 +132,15 @@ def test_an_outbound_event_names_the_upstream_and_the_mesh_reason():
     assert event(done, retried=True)["attempt"] == 2
 
 
+def test_a_failure_the_mesh_made_before_choosing_an_endpoint_names_the_authority():
+    request = Request("POST", "/pay", "payment:8080", [], b"", "10.0.0.7")
+    aborted = Response(503, [], b"", flag="FI", reason="fault injected: abort")
+    seen = event(finished("outbound", request, aborted, 1.0, 1.0, 22))
+    assert (seen["dst"], seen["flags"], seen["reason"]) == (
+        "payment:8080", "FI", "fault injected: abort",
+    )  # fmt: skip
+
+
 def test_an_inbound_event_names_the_service_and_the_callers_proven_identity():
     principal = "spiffe://cluster.local/ns/default/sa/frontend"
     seen = event(record(service="payment", principal=principal))

@@ -316,3 +316,24 @@ def test_the_admin_listener_does_not_import_the_proxy_process():
         and graph.find_shortest_chain(importer=imported, imported=module) is not None
     ]
     assert circles == []
+
+
+def test_a_tap_needs_the_token_as_it_shows_the_requests(sidecar):
+    refused = answer(sidecar.admin, request("GET", "/tap"))
+    assert refused.status == 401
+    assert error(refused).startswith("GET /tap shows the sidecar's requests: it needs ")
+    tapped = answer(sidecar.admin, request("GET", "/tap", authorization=bearer()))
+    assert tapped.status == 200
+    assert tapped.stream is not None
+    assert tapped.headers["content-type"] == "application/x-ndjson"
+    assert sidecar.proxy.tap.active is True  # subscribed, until the stream is closed
+    asyncio.run(tapped.stream.aclose())  # type: ignore[attr-defined]
+    assert sidecar.proxy.tap.active is False
+
+
+def test_a_tap_with_a_filter_that_means_nothing_is_400(sidecar):
+    given = Request("GET", "/tap", {"status": ["5x"]}, {"host": HOST, "authorization": bearer()})
+    refused = answer(sidecar.admin, given)
+    assert refused.status == 400
+    assert error(refused) == "tap: status '5x': give a code (503) or a class (1xx to 5xx)"
+    assert sidecar.proxy.tap.active is False

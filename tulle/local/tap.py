@@ -134,7 +134,8 @@ def lines(replica: str, number: int, event: dict[str, Any], wide: bool = False) 
     cluster, and the request id."""
     proxy = "in" if event["direction"] == "inbound" else "out"
     tls = "true" if event["tls"] else "not_provided_by_remote"
-    common = f"id={replica}:{number} proxy={proxy} src={event['src']} dst={event['dst']} tls={tls}"
+    src, dst = event["src"] or "-", event["dst"] or "-"  # a library's own calls: no source
+    common = f"id={replica}:{number} proxy={proxy} src={src} dst={dst} tls={tls}"
     req = (
         f"req {common} :method={event['method']} :authority={event['authority']} "
         f":path={event['path']}"

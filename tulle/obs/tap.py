@@ -159,7 +159,8 @@ class Tap:
 def event(done: Finished, retried: bool = False) -> dict[str, Any]:
     """One tap event, as the tap's JSON line carries it. ``direction`` is ``inbound`` for a
     request the workload served, ``outbound`` for one it sent; ``src`` and ``dst`` are the
-    caller's address and the upstream endpoint (outbound) or the service served (inbound);
+    caller's address and the upstream endpoint (outbound; the authority asked for when the mesh
+    answered before choosing one, as a fault's abort) or the service served (inbound);
     ``tls`` whether the peer proved an identity over mTLS (``peer``, its SPIFFE id, else the
     workload a plain-text caller named); ``reason`` the mesh's own reason when the mesh made
     the failure; ``retried`` an attempt the mesh retried (``attempt`` its number)."""
@@ -169,7 +170,7 @@ def event(done: Finished, retried: bool = False) -> dict[str, Any]:
         "direction": "inbound" if inbound else "outbound",
         "start_time": round(done.started, 6),
         "src": done.source_ip,
-        "dst": done.service if inbound else done.upstream,
+        "dst": done.service if inbound else done.upstream or done.authority,
         "dst_workload": done.service if inbound else done.upstream_workload,
         "tls": bool(done.peer_principal),
         "peer": done.peer_principal or done.caller,
