@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,98 @@ def test_the_fast_reader_agrees_with_prometheus_client():
     ours = sorted((name, sorted(labels.items()), value) for name, labels, value in samples(text))
     assert ours == theirs
     assert len(ours) == 2 + 2 * 4
+
+
+class _Config:
+    """The config sources as the dashboard reads them: nothing in force."""
+
+    validation = None
+    file_findings = ()
+
+    def sources(self) -> dict:
+        return {}
+
+
+class _Registry:
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        labels = (("version", "v1"),)
+        return (Endpoint("catalog", "127.0.0.1", 9000, labels=labels, workload="catalog-v1"),)
+
+
+class _Plane:
+    kube = None
+    config = _Config()
+    registry = _Registry()
+    connections: typing.ClassVar[dict] = {}
+
+    def node_resources(self, node):
+        return {}
+
+
+def _dashboard(tmp_path: Path, traffic=None):
+    from tulle.control.dashboard_api import DashboardApi
+
+    (tmp_path / "index.html").write_text("<!doctype html>")
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "a.js").write_text("1")
+    return DashboardApi(_Plane(), Sessions(), traffic, tmp_path)  # type: ignore[arg-type]
+
+
+def _get(path: str, query: dict | None = None):
+    from tulle.transport.http_server import Request
+
+    return Request("GET", path, {k: [v] for k, v in (query or {}).items()}, {})
+
+
+def test_the_data_routes_answer_and_refuse_clearly(tmp_path: Path):
+    from tulle.control.auth import AccessDenied, Caller
+    from tulle.control.prometheus import PrometheusTraffic
+
+    admin, viewer, workload = Caller(True), Caller(False, viewer=True), Caller(False, "ns", "sa")
+    dashboard = _dashboard(tmp_path)
+
+    def call(request, caller=admin):
+        response = asyncio.run(dashboard.api(request, caller))
+        return response.status, json.loads(response.body)
+
+    status, shown = call(_get("/api/v1/graph"), viewer)
+    assert status == 200
+    assert shown["source"] == "none"
+    assert shown["nodes"] == [{"id": "catalog-v1", "service": "catalog", "version": "v1"}]
+    assert call(_get("/api/v1/graph", {"window": "0"}))[0] == 400
+    status, found = call(_get("/api/v1/services/nope"))
+    assert (status, found["error"]) == (404, "no service 'nope'; services: catalog")
+    status, service = call(_get("/api/v1/services/catalog"))
+    assert status == 200
+    assert service["versions"] == [
+        {"workload": "catalog-v1", "service": "catalog", "version": "v1"}
+    ]
+    assert service["endpoints"][0]["address"] == "127.0.0.1:9000"
+    with pytest.raises(AccessDenied, match="may not"):
+        asyncio.run(dashboard.api(_get("/api/v1/graph"), workload))
+    login = _get("/api/v1/dashboard/logins")
+    login.method = "POST"
+    with pytest.raises(AccessDenied, match="dashboard session may only read"):
+        asyncio.run(dashboard.api(login, viewer))
+    dashboard.traffic = PrometheusTraffic("http://127.0.0.1:9")  # nothing listens there
+    status, away = call(_get("/api/v1/graph"))
+    assert status == 502
+    assert away["error"].startswith("traffic figures unavailable: http://127.0.0.1:9:")
+
+
+def test_the_pages_are_the_built_files_only(tmp_path: Path):
+    dashboard = _dashboard(tmp_path)
+    index = dashboard.page(_get("/dashboard/"))
+    assert (index.status, index.body) == (200, b"<!doctype html>")
+    assert index.headers["content-security-policy"].startswith("default-src 'self'")
+    assert index.headers["referrer-policy"] == "no-referrer"
+    assert dashboard.page(_get("/dashboard/assets/a.js")).status == 200
+    assert dashboard.page(_get("/dashboard/../../etc/passwd")).status == 404
+    assert dashboard.page(_get("/dashboard")).headers["location"] == "/dashboard/"
+    spent = dashboard.page(_get("/dashboard/login", {"code": "guess"}))
+    assert spent.status == 401
+    assert b"tulle dashboard" in spent.body
+    code = dashboard.sessions.new_code()
+    login = dashboard.page(_get("/dashboard/login", {"code": code}))
+    assert login.status == 303
+    assert login.headers["set-cookie"].startswith("tulle_session=")

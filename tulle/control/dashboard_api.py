@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from tulle.api.findings import Finding
 from tulle.control.auth import Caller, require_admin
 from tulle.control.config import ConfigSources
+from tulle.control.prometheus import PrometheusError
 from tulle.control.registry import Endpoint
 from tulle.control.sessions import Sessions
 from tulle.control.status import node_status
@@ -194,6 +195,12 @@ class DashboardApi:
         require_admin(caller, f"{method[:10]} {path[:80]}", read=method == "GET")
         if method != "GET":
             return error_response(405, f"{method[:10]} is not allowed on {path[:80]}; use GET")
+        try:
+            return await self._read(request, rest)
+        except PrometheusError as error:  # the figures' source is away: say which and why
+            return error_response(502, f"traffic figures unavailable: {error}")
+
+    async def _read(self, request: Request, rest: str) -> Response:
         if rest == "/graph":
             window = _window(request)
             if isinstance(window, Response):
@@ -210,6 +217,9 @@ class DashboardApi:
         if self.traffic is None:
             return Delta(seconds)
         return await self.traffic.delta(seconds)
+
+    async def _series(self) -> list[Delta]:
+        return await self.traffic.series(5, 10.0) if self.traffic is not None else []
 
     def _source(self) -> str:
         return self.traffic.description if self.traffic is not None else "none"
@@ -232,7 +242,7 @@ class DashboardApi:
             )
         workloads = set(known[name])
         delta = await self._delta(60.0)
-        series = await self.traffic.series(5, 10.0) if self.traffic is not None else []
+        series = await self._series()
         endpoints = self._endpoints()
         versions = workloads_of(e for e in endpoints if short_host(e.service) == name)
         config = await asyncio.to_thread(self._config_of, name)
