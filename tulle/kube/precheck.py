@@ -105,7 +105,7 @@ def crd_findings(installed: Iterable[str]) -> list[Finding]:
     absent = [name for name in optional if name not in present]
     if absent:
         findings.append(
-            Finding("crds", f"not installed (optional): {', '.join(absent)}: HTTPRoutes not read")
+            Finding("crds", f"not installed (optional): {', '.join(absent)}: those routes not read")
         )
     return findings
 

@@ -1,6 +1,7 @@
 """The CustomResourceDefinitions of the config kinds Tulle reads: its own (``tulle.dev``),
-Istio's (``networking.istio.io``, ``security.istio.io``) and the Gateway API's HTTPRoute, with
-schemas generated from ``tulle.api``'s models (:mod:`tulle.kube.install.schema`)."""
+Istio's (``networking.istio.io``, ``security.istio.io``) and the Gateway API's HTTPRoute and
+GRPCRoute, with schemas generated from ``tulle.api``'s models
+(:mod:`tulle.kube.install.schema`)."""
 
 from __future__ import annotations
 
