@@ -151,18 +151,18 @@ def controlplane(
     elif inject_set:
         typer.echo("error: --inject-set goes with --webhook-port", err=True)
         raise typer.Exit(2)
-    if registry == "kubernetes":
-        _take_shared_admin_token(kubeconfig, context, namespace, state_dir)
-    plane = ControlPlane(
-        files or [], state_dir, host, xds_port, http_port, secure_xds_port, plugin, insecure_xds,
-        registry, kubeconfig, context, webhook, namespace, trace_spans,
-    )  # fmt: skip
     if prometheus is not None and scrape_targets is not None:
         typer.echo("error: --prometheus and --scrape-targets: choose one", err=True)
         raise typer.Exit(2)
     if prometheus is not None and not prometheus.startswith(("http://", "https://")):
         typer.echo(f"error: --prometheus {prometheus!r}: expected an http(s):// URL", err=True)
         raise typer.Exit(2)
+    if registry == "kubernetes":
+        _take_shared_admin_token(kubeconfig, context, namespace, state_dir)
+    plane = ControlPlane(
+        files or [], state_dir, host, xds_port, http_port, secure_xds_port, plugin, insecure_xds,
+        registry, kubeconfig, context, webhook, namespace, trace_spans,
+    )  # fmt: skip
     plane.dashboard = DashboardOptions(dashboard_assets(), scrape_targets, prometheus)
     try:
         asyncio.run(_run(plane))
