@@ -34,6 +34,7 @@ SLOW_FIRST = (
     "tests/local/test_rotation.py",
     "tests/local/test_shop.py",
     "tests/local/test_bookinfo.py",
+    "tests/dashboard/test_dashboard_shop.py",
     "tests/e2e/proxyless_mtls",
     "tests/scenarios/test_parity_identity.py",
     "tests/local/test_demo.py",
