@@ -17,6 +17,7 @@ from tulle.api.checks_routes import (
     check_http_routes,
     check_routed_once,
     gamma_routes,
+    route_names,
     route_scope,
 )
 from tulle.api.checks_sans import check_subject_alt_names
@@ -26,7 +27,6 @@ from tulle.api.hosts import host_matches
 from tulle.api.kinds import (
     DestinationRule,
     Fallback,
-    HTTPRoute,
     Mesh,
     PeerAuthentication,
     RateLimit,
@@ -422,22 +422,7 @@ def check_rate_limits(ctx: Context) -> Iterator[Finding]:
             continue
         if target.route is None:
             continue
-        names = {
-            route.name
-            for vs, _ in ctx.of(VirtualService)
-            for route in vs.spec.http
-            if host in {ctx.resolve(h, vs.namespace) for h in vs.spec.hosts}
-        } | {
-            rule.name
-            for hr, _ in ctx.of(HTTPRoute)
-            for rule in hr.spec.rules
-            if host
-            in {
-                ctx.resolve(p.name, p.namespace or hr.namespace)
-                for p in hr.spec.parent_refs
-                if p.is_service
-            }
-        }
+        names = route_names(ctx, host)
         if target.route not in names:
             known = ", ".join(sorted(n for n in names if n)) or "none has a name"
             yield item.finding(

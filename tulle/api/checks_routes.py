@@ -179,6 +179,29 @@ def check_routed_once(ctx: Context) -> Iterator[Finding]:
             owner.setdefault(full, item)
 
 
+def route_names(ctx: Context, host: str) -> set[str | None]:
+    """The names of the HTTP routes of ``host`` (a RateLimit's ``target.route`` names one):
+    VirtualService routes as delegation merges them (``root-leaf``), HTTPRoute and GRPCRoute
+    rules of its Service parents."""
+    services = [vs for vs, _ in ctx.of(VirtualService)]
+    delegates = delegates_of(services)
+    names: set[str | None] = set()
+    for vs in services:
+        if host not in {ctx.resolve(h, vs.namespace) for h in vs.spec.hosts}:
+            continue
+        names.update(r[0].name for r in expand(vs, delegates) if not isinstance(r, Dropped))
+    for route, _ in gamma_routes(ctx):
+        parents = {
+            ctx.resolve(p.name, p.namespace or route.namespace)
+            for p in route.spec.parent_refs
+            if p.is_service
+        }
+        if host in parents:
+            rules: Sequence[HTTPRouteRule | GRPCRouteRule] = route.spec.rules
+            names.update(rule.name for rule in rules)
+    return names
+
+
 def check_delegations(ctx: Context) -> Iterator[Finding]:
     """What Istio's delegation drops, said: a root route whose delegate VirtualService is
     missing or not exported to the root's namespace, a delegate route whose match is not within
