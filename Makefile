@@ -104,6 +104,8 @@ demo: $(STAMP)
 	$(BIN)/python examples/shop/demo.py --seconds $(DEMO_SECONDS)
 
 # Benchmarks measure; they never assert. Their system packages: SYSTEM_DEPS_bench above.
+# proxy_inprocess --tracing: CPU per request with tracing off, at 1 % and at 100 % sampling,
+# interleaved in one run, each build (docs/observability.md).
 # proxy_mtls also runs the plain sidecar pair on the code before issue 17 (BENCH_BEFORE, the
 # last commit before it), to compare the plain-text path with what it was; three rounds (about
 # ten minutes), as the README's figures: one round moves by more than the 5 % it looks for.
@@ -113,6 +115,8 @@ bench: system-deps-bench $(COMPILED_STAMP)
 	$(BIN)/python -m benchmarks.proxy_mtls --rounds 3 --before $(BENCH_BEFORE)
 	$(BIN)/python -m benchmarks.proxy_inprocess
 	PYTHONPATH=$(CURDIR)/$(COMPILED):$(CURDIR) $(BIN)/python -P -m benchmarks.proxy_inprocess
+	$(BIN)/python -m benchmarks.proxy_inprocess --tracing
+	PYTHONPATH=$(CURDIR)/$(COMPILED):$(CURDIR) $(BIN)/python -P -m benchmarks.proxy_inprocess --tracing
 	$(BIN)/python -m benchmarks.client_modes
 	$(BIN)/python -m benchmarks.ads_fanout --clients 1000 5000 10000
 	$(BIN)/python -m benchmarks.kube_registry --services 1000 --endpoints 10 --clients 1000

@@ -12,7 +12,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from tulle.engine.tracing_config import CONTROL_PLANE, TracingSettings
 from tulle.obs.finished import Finished
-from tulle.obs.trace_export import EndpointError, SpanExporter, TraceCounts
+from tulle.obs.trace_export import INTERVAL, EndpointError, SpanExporter, TraceCounts
 from tulle.obs.tracing import Tracer
 from tulle.xds.grpc_stream import split_address
 from tulle.xds.node import NodeInfo
@@ -53,8 +53,10 @@ class WorkloadTracing:
         resource: list[tuple[str, str | int | float | bool]],
         token: Callable[[], str | None] | None = None,
         registry: CollectorRegistry | None = None,
+        interval: float = INTERVAL,
     ) -> None:
         self.control_plane = control_plane.rstrip("/")
+        self.interval = interval  # the exporter's rounds, in seconds
         self.resource = resource
         self.token = token
         self.registry = registry
@@ -109,7 +111,7 @@ class WorkloadTracing:
             # Sent to the control plane's store: it knows the token. Anywhere else, no
             # credential of the mesh leaves the workload.
             token = self.token if endpoint.startswith(self.control_plane + "/") else None
-            return SpanExporter(endpoint, resource, token).start()
+            return SpanExporter(endpoint, resource, token, interval=self.interval).start()
         except EndpointError as error:
             log.warning("tracing: %s; spans are not exported", error)
             return None

@@ -29,6 +29,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
 from tulle.obs.finished import Finished
+from tulle.obs.otlp import export_request
 
 log = logging.getLogger("tulle.tracing")
 
@@ -118,7 +119,8 @@ class SpanExporter:
         self._connection: http.client.HTTPConnection | None = None
         self._last_warning = 0.0
         self._sending = threading.Lock()  # one export at a time (the thread, or a flush)
-        self._thread: threading.Thread | None = None
+        # Not "_thread": compiled, the attribute becomes a C field "__thread", a keyword of GCC.
+        self._worker: threading.Thread | None = None
         if registry is not None:
             registry.register(TraceCounts(self.counts))
 
@@ -143,9 +145,9 @@ class SpanExporter:
 
     def start(self) -> SpanExporter:
         """Start the thread (a daemon: it never holds the process up)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="tulle-traces", daemon=True)
-            self._thread.start()
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._run, name="tulle-traces", daemon=True)
+            self._worker.start()
         return self
 
     def _run(self) -> None:
@@ -171,7 +173,7 @@ class SpanExporter:
         most ``timeout`` seconds for it."""
         self._stopping = True
         self._wake.set()
-        thread, self._thread = self._thread, None
+        thread, self._worker = self._worker, None
         if thread is None:
             self.flush()
         else:
@@ -185,10 +187,7 @@ class SpanExporter:
     def _body(self, batch: list[Finished]) -> bytes:
         if self._encode is not None:
             return self._encode(batch)
-        from tulle.obs.otlp import export_request  # noqa: PLC0415 - only once spans are sent
-
-        body: bytes = export_request(batch, self.resource).SerializeToString()
-        return body
+        return export_request(batch, self.resource)
 
     def _send(self, batch: list[Finished]) -> None:
         try:
