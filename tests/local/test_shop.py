@@ -19,8 +19,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.control.otlp_receiver import otlp_receiver
 from tests.e2e.conftest import wait_until
 from tests.local.conftest import REPO, TULLE, Mesh, assert_nothing_left, start_mesh, tulle
 
@@ -431,13 +433,15 @@ class Traces:
     """The mesh's trace store, through its query API, and pages asked for with trace context."""
 
     def __init__(self, shop: Mesh) -> None:
-        self.shop = shop
-        self.api = shop.status()["api"]
+        status = shop.status()
+        self.api = status["api"]
+        self.front = next(r["address"] for r in status["replicas"] if r["workload"] == "frontend")
         self.auth = shop.auth
 
     def get(self, trace_id: str) -> dict | None:
         """The trace as the query API gives it, or None while the store has none of it."""
-        answer = httpx.get(f"{self.api}/api/v1/traces/{trace_id}", headers=self.auth, timeout=30)
+        url = f"{self.api}/api/v1/traces/{trace_id}"
+        answer = httpx.get(url, headers=self.auth, timeout=30)
         if answer.status_code == 404:
             return None
         assert answer.status_code == 200, answer.text
@@ -468,7 +472,8 @@ class Traces:
         ``caller`` (its own trace): their ``(trace id, caller's span id)``."""
         ids = [(os.urandom(16).hex(), os.urandom(8).hex()) for _ in range(count)]
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda i: frontend(self.shop, CALLERS[caller](*i)), ids))
+            list(pool.map(lambda i: httpx.get(f"http://{self.front}/",
+                                              headers=CALLERS[caller](*i), timeout=30), ids))  # fmt: skip
         return ids
 
 
@@ -590,3 +595,35 @@ def test_b3_and_w3c_callers_join_their_trace(shop: Mesh, caller: str):
         "frontend", span_id, True,
     )  # fmt: skip
     assert {"frontend", "auth", "cart", "payment"} <= set(trace["services"])
+
+
+def test_the_shops_spans_reach_an_otlp_grpc_collector(shop: Mesh):
+    """A Mesh naming an OTLP/gRPC collector: the sidecars and the library keep sending to the
+    control plane's store, which relays every export to it; here a real receiver
+    (opentelemetry-proto's TraceService on grpcio) gets a page's spans from every service."""
+    traces = Traces(shop)
+    (mesh,) = [d for d in yaml.safe_load_all((REPO / "examples/shop/workloads.yaml").read_text())
+               if d["kind"] == "Mesh"]  # fmt: skip
+    with otlp_receiver() as receiver:
+        mesh["spec"].setdefault("tracing", {})["otlp"] = {"endpoint": receiver.url,
+                                                          "protocol": "grpc"}  # fmt: skip
+        applied = httpx.post(f"{traces.api}/api/v1/resources", content=yaml.safe_dump(mesh),
+                             headers=traces.auth, timeout=60)  # fmt: skip
+        assert applied.status_code == 200, applied.text
+        try:
+            ((trace_id, _),) = traces.pages("w3c", 1)
+
+            def relayed() -> set[str]:
+                return {service for service, trace, _ in receiver.spans() if trace == trace_id}
+
+            def every_service() -> bool:  # each process exports its spans in its own batches
+                services = relayed()
+                catalog = any(service.startswith("catalog-v") for service in services)
+                return catalog and {"frontend", "auth", "cart", "payment"} <= services
+
+            wait_until(every_service, timeout=30)
+            assert traces.get(trace_id) is not None  # and the store kept them too
+        finally:
+            gone = httpx.delete(f"{traces.api}/api/v1/resources/Mesh/tulle-system/mesh",
+                                headers=traces.auth, timeout=60)  # fmt: skip
+            assert gone.status_code == 200, gone.text
