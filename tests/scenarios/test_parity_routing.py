@@ -1,7 +1,8 @@
 """Parity scenarios for routing features (issue 19): CORS (a VirtualService corsPolicy, with
-real preflights from httpx and curl) and GRPCRoute with a Service parent (a stock grpcio client
-in proxyless mode; the same routes as HTTP calls through a sidecar and the library). Each runs
-in every mode; grpcio's gaps are asserted, as docs/library.md tables them."""
+real preflights from httpx and curl), GRPCRoute with a Service parent (a stock grpcio client
+in proxyless mode; the same routes as HTTP calls through a sidecar and the library) and
+VirtualService delegation for mesh traffic. Each runs in every mode; grpcio's gaps are
+asserted, as docs/library.md tables them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 from tests.e2e.conftest import ControlPlane
 from tests.manifests import virtual_service
 from tests.scenarios.conftest import Caller, SidecarCaller, get_all
+from tests.scenarios.test_parity import apply
 
 WEB = "http://web:8080"
 ORIGIN = "https://app.example"
@@ -131,3 +133,37 @@ def test_grpc_route_with_a_service_parent(control_plane: ControlPlane, serve, ca
     counts = collections.Counter(o.backend for o in get_all(caller, f"{WEB}/shop.Cart/Get", 200))
     assert counts["main"] + counts["spare"] == 200
     assert 0.11 <= counts["spare"] / 200 <= 0.39  # 25% ± 4.6 standard deviations (3.1% each)
+
+
+DELEGATE = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web-cart}
+spec:
+  http:
+  - match: [{uri: {exact: /shop.Cart/Get}}]
+    route: [{destination: {host: web, subset: v2}}]
+  - match: [{uri: {prefix: /shop.Orders/}}]
+    route: [{destination: {host: web, subset: v2}}]
+---
+"""
+
+
+def test_delegation_applies_to_mesh_traffic(control_plane: ControlPlane, serve, caller_for, mode):
+    """Istio merges a delegate into its root before choosing gateways or sidecars: a root bound
+    to the mesh (no gateways) delegates for every caller, in every mode."""
+    serve(a={"version": "v1"}, b={"version": "v2"})
+    apply(
+        control_plane,
+        """\
+    - match: [{uri: {prefix: /shop.Cart/}, headers: {x-user: {exact: jason}}}]
+      delegate: {name: web-cart}
+    - route: [{destination: {host: web, subset: v1}}]""",
+        extra=DELEGATE,
+    )
+    caller = caller_for()
+    assert caller.get(f"{WEB}/shop.Cart/Get", {"x-user": "jason"}).backend == "b"
+    assert caller.get(f"{WEB}/shop.Cart/Get").backend == "a"  # the root's header match holds
+    assert caller.get(f"{WEB}/shop.Cart/List", {"x-user": "jason"}).backend == "a"
+    # /shop.Orders/ is not within the root's /shop.Cart/: that delegate route is dropped.
+    assert caller.get(f"{WEB}/shop.Orders/List", {"x-user": "jason"}).backend == "a"
