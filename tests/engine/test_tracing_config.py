@@ -1,7 +1,8 @@
-"""The Mesh's tracing as it reaches the data plane (its validation: tests/api/test_mesh_tracing.py):
-translated into each HttpConnectionManager's ``tracing`` (sampling in percent, the OpenTelemetry provider
-with the OTLP endpoint), read back by the sidecar and the library; a provider the data plane
-cannot use is refused (a NACK), never ignored."""
+"""The Mesh's tracing as it reaches the data plane (its validation is
+tests/api/test_mesh_tracing.py's): translated into each HttpConnectionManager's ``tracing``
+(sampling in percent, the OpenTelemetry provider with the OTLP endpoint), read back by the
+sidecar and the library; a provider the data plane cannot use is refused (a NACK), never
+ignored."""
 
 from __future__ import annotations
 
