@@ -20,14 +20,14 @@ def test_istio_valid_policy_fields_are_read_and_only_the_out_of_scope_ones_refus
     assert AUTHZ_VALID.is_file(), f"{AUTHZ_VALID} is missing: the corpus lives in ../shared"
     errors = [f for f in validate_paths([AUTHZ_VALID]).findings if f.severity is Severity.ERROR]
     fields = {f.field.rsplit(".", 1)[-1] if "when" not in f.field else f.field for f in errors}
-    # ipBlocks, remoteIpBlocks, trustDomains (and their negations), every when key but JWT's
+    # ipBlocks, remoteIpBlocks, trustDomains, serviceAccounts (and their negations), every when key but JWT's
     # and Envoy metadata's: read. What is left is end-user JWT (a later issue), Envoy's
-    # metadata and serviceAccounts, each named.
+    # metadata, each named.
     assert all("not supported" in f.message and "did you mean" not in f.message for f in errors), [
         f.format() for f in errors
     ]
     assert fields == {
-        "requestPrincipals", "notRequestPrincipals", "serviceAccounts",
+        "requestPrincipals", "notRequestPrincipals",
         "spec.rules[0].when[5].key", "spec.rules[0].when[6].key", "spec.rules[0].when[7].key",
         "spec.rules[0].when[8].key", "spec.rules[0].when[9].key", "spec.rules[0].when[14].key",
     }  # fmt: skip

@@ -235,3 +235,30 @@ def test_a_present_match_matches_a_present_header_and_its_inversion_an_absent_on
     absent = header_test(rc.HeaderMatcher(name="x-token", present_match=True, invert_match=True))
     assert (present({"x-token": ""}), present({})) == (True, False)
     assert (absent({"x-token": "a"}), absent({})) == (False, True)
+
+
+def test_service_accounts_match_the_peer_s_account_in_its_namespace_or_the_policy_s():
+    """Istio's ``serviceAccounts``: ``<namespace>/<name>``, or ``<name>`` in the policy's
+    namespace, on the peer's SPIFFE id (mTLS); not a longer account's name."""
+    text = WORKLOAD + (
+        "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+        "metadata: {name: accounts, namespace: default}\nspec:\n  rules:\n"
+        "    - from: [{source: {serviceAccounts: [baz/sa, frontend]}}]\n"
+        "    - from: [{source: {notServiceAccounts: [frontend]}}]\n"
+        "      to: [{operation: {paths: [/not]}}]\n"
+    )
+    policy = compiled(text)[8080]
+
+    def decide_as(account: str, path: str = "/") -> str:
+        return decide(policy, path, principal=f"spiffe://cluster.local/ns/{account}")
+
+    allowed = "allowed"
+    denied = "denied: no ALLOW policy matches (default/accounts)"
+    assert decide_as("baz/sa/sa") == allowed
+    assert decide_as("default/sa/frontend") == allowed
+    assert decide_as("other/sa/frontend") == denied
+    assert decide_as("default/sa/frontend-2") == denied
+    assert decide_as("default/sa/sa") == denied  # sa is baz's
+    assert decide(policy, "/") == denied  # plain text: no account
+    assert decide_as("default/sa/cart", "/not") == allowed
+    assert decide_as("default/sa/frontend", "/not") == allowed  # by the first rule

@@ -56,8 +56,6 @@ NOT_YET_FIELDS: dict[tuple[str, str], str] = {
     ("AuthorizationPolicySpec", "targetRef"): AMBIENT,
     ("AuthorizationPolicySpec", "targetRefs"): AMBIENT,
     ("AuthorizationPolicySpec", "provider"): f"external authorization (CUSTOM) comes in {LATER}",
-    ("Source", "serviceAccounts"): "write principals: [<trust domain>/ns/<ns>/sa/<name>]",
-    ("Source", "notServiceAccounts"): "write notPrincipals",
     # Gateway API HTTPRoute
     ("HTTPRouteRule", "retry"): "use a VirtualService's retries (GEP-1731 is experimental)",
     ("HTTPRouteRule", "sessionPersistence"): "use a DestinationRule's consistentHash",

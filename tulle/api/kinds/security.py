@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from tulle.api.kinds.base import (
     FieldError,
@@ -15,6 +15,7 @@ from tulle.api.kinds.base import (
     Strict,
     check_cidrs,
 )
+from tulle.api.names import check_dns_label, check_dns_subdomain
 
 SECURITY_GROUP = "security.istio.io"
 SECURITY_VERSIONS = ("v1", "v1beta1")
@@ -93,6 +94,15 @@ def _check_ports(value: list[str]) -> list[str]:
     return value
 
 
+def _check_account(value: str) -> str:
+    """``<namespace>/<service account>`` or ``<service account>``: DNS-1123 names."""
+    namespace, slash, account = value.rpartition("/")
+    if slash:
+        check_dns_label(namespace)
+    check_dns_subdomain(account)
+    return value
+
+
 class Source(Strict):
     """Who sends the request: SPIFFE principals, namespaces, trust domains, the peer's IP
     blocks, the original client's (``remoteIpBlocks``), and their negations."""
@@ -107,6 +117,13 @@ class Source(Strict):
     not_remote_ip_blocks: list[str] = Field(default_factory=list)
     trust_domains: list[str] = Field(default_factory=list)
     not_trust_domains: list[str] = Field(default_factory=list)
+    # <namespace>/<account> or <account> (the policy's namespace); Istio's serviceAccounts.
+    service_accounts: list[Annotated[str, AfterValidator(_check_account)]] = Field(
+        default_factory=list
+    )
+    not_service_accounts: list[Annotated[str, AfterValidator(_check_account)]] = Field(
+        default_factory=list
+    )
 
     _blocks = field_validator(
         "ip_blocks", "not_ip_blocks", "remote_ip_blocks", "not_remote_ip_blocks"
@@ -188,9 +205,10 @@ def _value_problem(key: str, value: str) -> str | None:
             check_cidrs([value])
         except ValueError as error:
             return str(error)
-    elif key == "destination.port":
-        if not (value.isascii() and value.isdigit() and int(value) <= 65535):
-            return f'{value!r} is not a port number (0-65535, a string: "8080")'
+    elif key == "destination.port" and not (
+        value.isascii() and value.isdigit() and int(value) <= 65535
+    ):
+        return f'{value!r} is not a port number (0-65535, a string: "8080")'
     return None
 
 

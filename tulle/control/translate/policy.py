@@ -122,11 +122,23 @@ _SOURCE_FIELDS: dict[str, Callable[[str], Any]] = {
 }
 
 
-def _source(fields: tuple[tuple[str, tuple[str, ...]], ...]) -> Any:
+def _service_account(value: str, namespace: str) -> Any:
+    """Istio's ``serviceAccounts`` entry, ``<namespace>/<name>`` or ``<name>`` (the policy's
+    namespace): a regex on the peer's SPIFFE id (Istio's ``serviceAccountRegex``)."""
+    account_namespace, _, name = value.rpartition("/")
+    ns = re.escape(account_namespace or namespace)
+    return _authenticated(_regex(f"spiffe://.+/ns/{ns}/(.+/|)sa/{re.escape(name)}(/.+)?"))
+
+
+def _source(fields: tuple[tuple[str, tuple[str, ...]], ...], namespace: str) -> Any:
     parts = []
     for name, values in fields:
         negated = name.startswith("not")
         key = name[3].lower() + name[4:] if negated else name
+        if key == "serviceAccounts":
+            matcher = _any_of_principals([_service_account(v, namespace) for v in values])
+            parts.append(rbac_pb2.Principal(not_id=matcher) if negated else matcher)
+            continue
         build = _SOURCE_FIELDS[key]
         matcher = _any_of_principals([build(v) for v in values])
         parts.append(rbac_pb2.Principal(not_id=matcher) if negated else matcher)
@@ -189,8 +201,8 @@ def _condition(key: str, value: str) -> tuple[str, Any]:
     return "permission", rbac_pb2.Permission(destination_ip=_cidr(value))
 
 
-def _rule_policy(rule: AuthorizationRule) -> Any:
-    principals = [_source(s) for s in rule.sources] or [rbac_pb2.Principal(any=True)]
+def _rule_policy(rule: AuthorizationRule, namespace: str) -> Any:
+    principals = [_source(s, namespace) for s in rule.sources] or [rbac_pb2.Principal(any=True)]
     permissions = [_operation(o) for o in rule.operations] or [rbac_pb2.Permission(any=True)]
     principal = _any_of_principals(principals)
     permission = _any_of_permissions(permissions)
@@ -248,7 +260,7 @@ def _rules(
                 if kept is None:
                     continue
                 name = f"{policy.origin.namespace}/{policy.origin.name}[{index}]"
-                rules.policies[name].CopyFrom(_rule_policy(kept))
+                rules.policies[name].CopyFrom(_rule_policy(kept, policy.namespace))
         result.append((action, rules))
     return result
 
