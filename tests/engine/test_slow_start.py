@@ -86,3 +86,14 @@ def test_an_endpoint_healthy_again_ramps_and_new_config_starts_warm():
     assert not state.slow_start.ramping(6.0)
     state.update(ClusterSpec("web", lb="ROUND_ROBIN"), (*OLD, NEW), now=7.0)
     assert state.slow_start is None
+
+
+def test_the_first_endpoints_of_a_cluster_that_had_none_start_warm():
+    # A sidecar gets a cluster (CDS) before its endpoints (EDS): those are its first, warm.
+    spec = ClusterSpec("web", lb="ROUND_ROBIN", slow_start=WINDOW)
+    state = ClusterState(spec, (), random.Random(1), now=0.0)
+    state.update(spec, OLD, now=1.0)
+    assert state.slow_start is not None
+    assert not state.slow_start.ramping(1.0)
+    state.update(spec, (*OLD, NEW), now=2.0)
+    assert state.slow_start.ramping(2.0)

@@ -2,7 +2,8 @@
 cluster — added, or healthy again — gets a weight that ramps up over the window, instead of its
 full share at once.
 
-As Envoy: the endpoints a cluster starts with are not ramped (only those that join later);
+As Envoy: the endpoints a cluster starts with (its first non-empty set) are not ramped, only
+those that join later;
 weight x max(min_percent / 100, (max(age, 1s) / window) ^ (1 / aggression)). The ramped weights
 are computed when the endpoints change and then at most every ``REFRESH`` seconds, never per
 request: while an endpoint ramps, a request costs a dictionary look-up per candidate (round
@@ -45,7 +46,9 @@ class SlowStart:
     def endpoints_changed(self, healthy: Sequence[EndpointSpec], now: float) -> None:
         """New endpoints (or healthy ones again) start ramping now; gone ones are forgotten."""
         keys = {e.key for e in healthy}
-        for key in keys - self.known:
+        # After none (a cluster's first assignment: CDS comes before EDS), they start warm:
+        # Envoy makes the balancer once the cluster has its first endpoints.
+        for key in keys - self.known if self.known else ():
             self.joined[key] = now
         for key in [k for k in self.joined if k not in keys]:
             del self.joined[key]
