@@ -22,11 +22,19 @@ function findingsList(findings) {
     `${f.severity} ${f.file}:${f.line} ${f.field}: ${f.message}`)));
 }
 
+// Which resources' specs are open, so that a refresh (every 2 s) keeps them open.
+const opened = new Set();
+
 export function configRows(items) {
-  return items.map((item) => el("tr", { "data-testid": "config-row" },
-    el("td", {}, item.kind), el("td", {}, `${item.namespace}/${item.name}`),
-    el("td", {}, item.source), el("td", {}, findingsList(item.findings)),
-    el("td", {}, el("details", {}, el("summary", {}, "spec"), el("pre", {}, JSON.stringify(item.resource.spec ?? {}, null, 1))))));
+  return items.map((item) => {
+    const key = `${item.kind}/${item.namespace}/${item.name}`;
+    const spec = el("details", { open: opened.has(key) }, el("summary", {}, "spec"),
+      el("pre", {}, JSON.stringify(item.resource.spec ?? {}, null, 1)));
+    spec.addEventListener("toggle", () => (spec.open ? opened.add(key) : opened.delete(key)));
+    return el("tr", { "data-testid": "config-row" },
+      el("td", {}, item.kind), el("td", {}, `${item.namespace}/${item.name}`),
+      el("td", {}, item.source), el("td", {}, findingsList(item.findings)), el("td", {}, spec));
+  });
 }
 
 function proxyRows(proxies) {

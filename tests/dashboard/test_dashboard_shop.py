@@ -264,6 +264,13 @@ def test_config_page_lists_what_is_in_force(page: Page):
     assert "VirtualService" in text
     assert "default/payment" in text
     assert "examples/shop/traffic.yaml" in text
+    specs = page.locator("[data-testid=config-row] details")
+    specs.first.locator("summary").click()
+    status = page.locator("#status")
+    before = status.inner_text()
+    wait_until(lambda: status.inner_text() != before, timeout=15, interval=0.2)  # refreshed
+    assert specs.first.get_attribute("open") is not None  # what the user opened stays open
+    assert specs.nth(1).get_attribute("open") is None
 
 
 def free_port() -> int:
