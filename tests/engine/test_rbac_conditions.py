@@ -262,3 +262,26 @@ def test_service_accounts_match_the_peer_s_account_in_its_namespace_or_the_polic
     assert decide(policy, "/") == denied  # plain text: no account
     assert decide_as("default/sa/cart", "/not") == allowed
     assert decide_as("default/sa/frontend", "/not") == allowed  # by the first rule
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/api/v1/items", "denied"),
+        ("/api/v2/items", "denied"),
+        ("/api/v1/x/items", "allowed"),  # {*} is one segment
+        ("/api//items", "allowed"),
+        ("/files/a/b/c.txt", "denied"),  # {**}: any number of segments
+        ("/files/", "denied"),
+        ("/api/{*}/items", "allowed"),  # a template, not the literal path
+    ],
+)
+def test_path_templates_match_segments_as_envoys_uri_templates(path: str, expected: str):
+    """Istio reads a path with ``{*}`` or ``{**}`` as an Envoy URI template."""
+    text = WORKLOAD + (
+        "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+        "metadata: {name: templates, namespace: default}\nspec:\n  action: DENY\n  rules:\n"
+        "    - to: [{operation: {paths: ['/api/{*}/items', '/files/{**}']}}]\n"
+    )
+    outcome = decide(compiled(text)[8080], path)
+    assert outcome == ("allowed" if expected == "allowed" else "denied by policy default/templates")

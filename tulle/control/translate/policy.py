@@ -159,10 +159,33 @@ def _condition_header(name: str, value: str) -> Any:
     return _header(name, value)
 
 
+# A path segment's characters (RFC 3986 pchar), as Envoy's URI templates match them.
+_SEGMENT = r"[a-zA-Z0-9\-._~%!$&'()*+,;=:@]"
+_TEMPLATE = re.compile(r"\{\*\*?\}")
+
+
+def _path(value: str) -> Any:
+    """An operation's path: Istio's string with ``*`` (exact, ``prefix*``, ``*suffix``,
+    ``*``), or, when it holds ``{*}`` or ``{**}``, an Envoy URI template (Istio's
+    ``security.ContainsPathTemplate``), sent as the regex it means: ``{*}`` one path segment,
+    ``{**}`` zero or more (slashes included)."""
+    if not _TEMPLATE.search(value):
+        return path_pb2.PathMatcher(path=_star(value))
+    parts = []
+    for piece in re.split(r"(\{\*\*?\})", value):
+        if piece == "{*}":
+            parts.append(f"{_SEGMENT}+")
+        elif piece == "{**}":
+            parts.append(f"(?:{_SEGMENT}|/)*")
+        else:
+            parts.append(re.escape(piece))
+    return path_pb2.PathMatcher(path=_regex("".join(parts)))
+
+
 _OPERATION_FIELDS: dict[str, Callable[[str], Any]] = {
     "methods": lambda v: rbac_pb2.Permission(header=_header(":method", v)),
     "hosts": lambda v: rbac_pb2.Permission(header=_header(":authority", v)),
-    "paths": lambda v: rbac_pb2.Permission(url_path=path_pb2.PathMatcher(path=_star(v))),
+    "paths": lambda v: rbac_pb2.Permission(url_path=_path(v)),
     "ports": lambda v: rbac_pb2.Permission(destination_port=int(v)),
 }
 
