@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import sys
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,6 +39,10 @@ PROTOBUF: Final = "application/x-protobuf"
 JSON: Final = "application/json"
 MAX_DECODED_BYTES: Final = 16 * 1024 * 1024
 """Largest request accepted after gzip is undone (a bound on a small compressed body)."""
+MAX_INTERNED: Final = 64
+"""Attribute keys, and string values up to this long, are interned: the same few hundred
+strings (methods, routes, clusters, principals) repeat in every span, and 20,000 spans would
+otherwise hold 20,000 copies of each."""
 UNKNOWN_SERVICE: Final = "unknown_service"
 """OpenTelemetry's service.name when the resource names none."""
 _STATUS = {0: "unset", 1: "ok", 2: "error"}
@@ -160,17 +165,17 @@ def _problem(span: trace_pb2.Span) -> str:
 def _span(span: trace_pb2.Span, service: str, resource: dict[str, Value], scope: str) -> Span:
     kept, dropped = attributes(span.attributes)
     events = tuple(
-        SpanEvent(cut(e.name), e.time_unix_nano, attributes(e.attributes)[0])
+        SpanEvent(sys.intern(cut(e.name)), e.time_unix_nano, attributes(e.attributes)[0])
         for e in span.events[:MAX_EVENTS]
     )
     parent = span.parent_span_id.hex() if any(span.parent_span_id) else ""
     return Span(
-        trace_id=span.trace_id.hex(),
+        trace_id=sys.intern(span.trace_id.hex()),  # shared by its spans
         span_id=span.span_id.hex(),
         parent_span_id=parent,
-        name=cut(span.name),
+        name=sys.intern(cut(span.name)),
         kind=KINDS[span.kind] if 0 <= span.kind < len(KINDS) else KINDS[0],
-        service=cut(service),
+        service=sys.intern(cut(service)),
         start_ns=span.start_time_unix_nano,
         end_ns=span.end_time_unix_nano,
         status=_STATUS.get(span.status.code, "unset"),
@@ -193,7 +198,7 @@ def attributes(pairs: Iterable[common_pb2.KeyValue]) -> tuple[dict[str, Value], 
         if len(kept) >= MAX_ATTRIBUTES:
             dropped += 1
             continue
-        kept[cut(pair.key, 128)] = value(pair.value)
+        kept[sys.intern(cut(pair.key, 128))] = value(pair.value)
     return kept, dropped
 
 
@@ -201,7 +206,8 @@ def value(any_value: common_pb2.AnyValue, depth: int = 0) -> Value:
     """An ``AnyValue`` as JSON shows it (nested values to a depth of 3)."""
     which = any_value.WhichOneof("value")
     if which == "string_value":
-        return cut(any_value.string_value)
+        text = any_value.string_value
+        return sys.intern(text) if len(text) <= MAX_INTERNED else cut(text)
     if which in ("bool_value", "int_value", "double_value"):
         result: Value = getattr(any_value, which)
         return result
