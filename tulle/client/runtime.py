@@ -116,7 +116,7 @@ class MeshRuntime:
         if port is not None and token_file is not None:
             opening = self._open_admin(port, token_file)
             # A port taken or a token file not writable: the caller knows.
-            asyncio.run_coroutine_threadsafe(opening, self.loop).result(10)
+            asyncio.run_coroutine_threadsafe(opening, self.loop).result(30)
         if self.settings.metrics_port is not None:
             self._metrics_server = prometheus_client.start_http_server(
                 self.settings.metrics_port, registry=self.metrics.registry
