@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from tulle.engine.cluster_config import EndpointSpec
+from tulle.engine.connection_options import TcpKeepaliveSpec
 from tulle.proxy.detecting import DetectingFront
 from tulle.proxy.dispatch import PASSTHROUGH
 from tulle.proxy.h2_front import H2Front
@@ -119,8 +120,14 @@ class Listeners(Tunnels):
             )
 
         return TransparentOutbound(
-            self.outbound_plan, http, self.pool.mark, self.in_flight, self.tcp, self.mtls
-        )
+            self.outbound_plan, http, self.pool.mark, self.in_flight, self.tcp, self.mtls,
+            keepalive=self._tcp_keepalive,
+        )  # fmt: skip
+
+    def _tcp_keepalive(self, cluster: str) -> TcpKeepaliveSpec | None:
+        """A TCP cluster's tcpKeepalive, for its pipes' upstream sockets."""
+        state = self.engine.clusters.get(cluster)
+        return state.spec.tcp_keepalive if state is not None else None
 
     def outbound_plan(self, destination: tuple[str, int] | None) -> Plan:
         """HTTP when the mesh routes the destination port; else TCP to the mesh's TCP service on

@@ -20,11 +20,13 @@ from typing import Any, cast
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from tulle.engine.cluster_config import EndpointSpec
+from tulle.engine.connection_options import TcpKeepaliveSpec
 from tulle.engine.errors import upstream_failure
 from tulle.proxy.detecting import DetectingFront
 from tulle.proxy.in_flight import InFlight
 from tulle.proxy.tcp import TcpPipe
 from tulle.proxy.tcp_telemetry import TcpTelemetry
+from tulle.transport.connect import set_keepalive
 from tulle.transport.interception import original_destination
 from tulle.transport.mtls import MeshTls
 from tulle.xds.types import TCP_PROXY_TYPE
@@ -74,7 +76,10 @@ class TransparentOutbound(asyncio.Protocol):
         mtls: MeshTls | None = None,
         admit: Admit | None = None,
         listener: str = "outbound",
+        keepalive: Callable[[str], TcpKeepaliveSpec | None] | None = None,
     ) -> None:
+        """``keepalive``: a TCP cluster's tcpKeepalive (set on the pipe's upstream socket)."""
+        self.keepalive = keepalive
         self.admit = admit
         self.telemetry = telemetry
         self.listener = listener
@@ -113,9 +118,12 @@ class TransparentOutbound(asyncio.Protocol):
         pipe = self.pipe = TcpPipe(downstream, self.mark, closed)
         self.in_flight.opened(self)
         mtls, endpoint = self.mtls, target
+        keepalive = self.keepalive(cluster) if self.keepalive is not None else None
 
         async def open_upstream() -> None:
             failure = await pipe.connect(endpoint, mtls)
+            if failure is None and keepalive is not None:
+                set_keepalive(pipe.upstream, keepalive)
             if failure is not None:
                 why = upstream_failure(f"{failure.kind} {failure}", endpoint.key, service).reason
                 log.warning("TCP connection closed: %s", why)
