@@ -57,7 +57,11 @@ def traces(
         typer.Argument(help="A trace id (32 hex digits): print that trace as a waterfall."),
     ] = None,
     service: Annotated[
-        str | None, typer.Option(help="Only traces with a span of this service.")
+        str | None,
+        typer.Option(
+            help="Only traces with a span of this service: a workload (catalog-v1) or the "
+            "mesh service it serves (catalog)."
+        ),
     ] = None,
     status: Annotated[
         TraceStatus | None, typer.Option(help="Only traces that failed (error) or did not (ok).")
