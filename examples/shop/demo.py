@@ -46,6 +46,8 @@ payment (fails 20%, hangs 5%: retried, timed out) and auth (gRPC). Try, elsewher
   curl -s -X POST http://CATALOG/break        on every catalog replica (tulle status):
                                                 the mesh falls back to catalog-cache
   .venv/bin/tulle status     .venv/bin/tulle logs payment -c proxy
+  .venv/bin/tulle traces --status error         recent traces with a failed call (payment's
+                                                retries show); tulle traces TRACE_ID draws one
   .venv/bin/tulle apply -f FILE                 e.g. the catalog split at 50/50
 Ctrl-C stops the traffic and the mesh.""",
         style="dim",
