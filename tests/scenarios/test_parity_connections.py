@@ -1,6 +1,7 @@
 """DestinationRule connection settings in every mode (sidecar, library, proxyless gRPC): the
 rule a ``workloadSelector`` picks for a caller, slow start (``warmup``) for an endpoint that
-joins, and TCP keepalive on the caller's upstream connection (seen from outside with ``ss``).
+joins, TCP keepalive on the caller's upstream connection (seen from outside with ``ss``), and
+the h2 upgrade (sidecar and library: gRPC is HTTP/2 already).
 grpcio's gaps are asserted as what grpcio does (docs/library.md's table lists them)."""
 
 from __future__ import annotations
@@ -9,9 +10,19 @@ import collections
 import subprocess
 from collections.abc import Callable
 
-from tests.e2e.conftest import ControlPlane, synced, wait_until
+import pytest
+
+import tulle.client
+from tests.e2e.conftest import ControlPlane, Processes, free_port, synced, wait_until
 from tests.manifests import virtual_service
-from tests.scenarios.conftest import Caller, Serve, get_all
+from tests.scenarios.conftest import (
+    HERE,
+    Caller,
+    LibraryCaller,
+    Serve,
+    SidecarCaller,
+    get_all,
+)
 
 WEB = "http://web:8080"
 # The callers' pods are caller-N: their Workload is ``caller`` (labels app: caller).
@@ -127,3 +138,61 @@ spec:
     else:
         assert len(timers) == 1
         assert timers[0].startswith("timer:(keepalive,20min,0)")
+
+
+SIDE = """\
+apiVersion: tulle.dev/v1alpha1
+kind: Workload
+metadata: {name: side}
+spec:
+  command: [side]
+  ports: [{name: http, port: 8080}]
+---
+"""
+
+
+def upgrade_rule(host: str, policy: str) -> str:
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {host}}}
+spec:
+  host: {host}
+  trafficPolicy: {{connectionPool: {{http: {{h2UpgradePolicy: {policy}}}}}}}
+---
+"""
+
+
+@pytest.mark.parametrize("kind", ["sidecar", "library"])  # proxyless: n/a, gRPC is HTTP/2
+def test_h2_upgrade_sends_http1_requests_as_http2(
+    control_plane: ControlPlane, processes: Processes, kind: str
+) -> None:
+    only_h2 = processes.start_backend(HERE / "h2c_backend.py", "h2only")
+    control_plane.register(service="h2web", address="127.0.0.1", port=only_h2, servicePort=8080)
+    # An HTTP/1.1 app behind a sidecar: an upgraded request reaches it in HTTP/1.1.
+    app = processes.http_backend("app")
+    inbound = free_port()
+    callee = processes.sidecar(
+        control_plane, "side-0", None, "--inbound-port", str(inbound), "--app-port", str(app)
+    )
+    control_plane.register(service="side", address="127.0.0.1", port=inbound, servicePort=8080)
+    control_plane.apply(SIDE + upgrade_rule("h2web", "UPGRADE") + upgrade_rule("side", "UPGRADE"))
+    wait_until(lambda: synced(control_plane, callee.node), timeout=15)
+    caller: Caller = (
+        SidecarCaller(control_plane, processes)
+        if kind == "sidecar"
+        else LibraryCaller(control_plane)
+    )
+    try:
+        wait_until(lambda: synced(control_plane, caller.node), timeout=15)
+        upgraded = caller.get("http://h2web:8080/")
+        assert (upgraded.status, upgraded.backend) == (200, "h2only")
+        assert upgraded.headers["x-protocol"] == "HTTP/2"
+        assert caller.get("http://side:8080/").backend == "app"
+        # Not upgraded, the HTTP/2-only backend cannot answer.
+        control_plane.apply(upgrade_rule("h2web", "DO_NOT_UPGRADE"))
+        wait_until(lambda: synced(control_plane, caller.node), timeout=15)
+        assert caller.get("http://h2web:8080/").status == 503
+    finally:
+        caller.close()
+        tulle.client.shutdown()
