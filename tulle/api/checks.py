@@ -11,7 +11,7 @@ from tulle.api.check_context import UNDEFINED, Context
 from tulle.api.check_context import located as _located
 from tulle.api.checks_deprecated import check_deprecated_spellings
 from tulle.api.checks_destinations import check_warmup, check_workload_selectors
-from tulle.api.checks_locality import check_locality_failover
+from tulle.api.checks_locality import check_locality_failover, check_zone_aware_enabled
 from tulle.api.checks_routes import (
     check_delegations,
     check_http_routes,
@@ -39,20 +39,6 @@ from tulle.api.normalize import workload_labels
 from tulle.api.source import FieldPath
 
 ERROR, WARNING = Severity.ERROR, Severity.WARNING
-
-
-def check_duplicate_names(ctx: Context) -> Iterator[Finding]:
-    """The same kind, namespace and name twice."""
-    seen: dict[tuple[str, str, str], Loaded] = {}
-    for item in ctx.loaded:
-        r = item.resource
-        key = (r.KIND, r.namespace, r.name)
-        if key in seen:
-            yield item.finding(
-                ERROR, ("metadata", "name"), f"{r.ref} is already defined at {_located(seen[key])}"
-            )
-        else:
-            seen[key] = item
 
 
 def check_single_mesh(ctx: Context) -> Iterator[Finding]:
@@ -154,9 +140,11 @@ def _check_shadowed(item: Loaded, vs: VirtualService) -> Iterator[Finding]:
 
 
 def check_services_defined_once(ctx: Context) -> Iterator[Finding]:
-    """A ServiceEntry host that a Workload's service or an earlier ServiceEntry already
-    defines would replace that service's ports and endpoints, silently: refused. (Several
-    Workloads of one service are its versions: their ports are merged.)"""
+    """A ServiceEntry host that a Workload's service or a Kubernetes Service already defines
+    would replace that service's ports and endpoints, silently: refused. (Several Workloads of
+    one service are its versions: their ports are merged.) Several ServiceEntries of one host
+    are merged as Istio merges them: the first one's ports, resolution, location and addresses
+    stand, every one's endpoints serve: a WARNING says so."""
     defined: dict[str, Loaded] = {}
     for workload, item in ctx.of(Workload):
         defined.setdefault(
@@ -169,13 +157,23 @@ def check_services_defined_once(ctx: Context) -> Iterator[Finding]:
         for i, name in enumerate(entry.spec.hosts):
             host = ctx.resolve(name, entry.namespace)
             first = defined.setdefault(host, item)
-            if first is not item:
+            if first is item:
+                continue
+            if isinstance(first.resource, ServiceEntry):
                 yield item.finding(
-                    ERROR,
+                    WARNING,
                     ("spec", "hosts", i),
-                    f"{host} is already defined by {first.resource.ref} at {_located(first)}; "
-                    "define each service once",
+                    f"{host} is also defined by {first.resource.ref} at {_located(first)}: "
+                    "merged as Istio merges ServiceEntries of one host (the first one's ports, "
+                    "resolution, location and addresses stand; this one's endpoints are added)",
                 )
+                continue
+            yield item.finding(
+                ERROR,
+                ("spec", "hosts", i),
+                f"{host} is already defined by {first.resource.ref} at {_located(first)}; "
+                "define each service once",
+            )
 
 
 def check_workload_ports_agree(ctx: Context) -> Iterator[Finding]:
@@ -301,24 +299,74 @@ def _number(port: Any) -> int | None:
 
 
 def check_one_destination_rule_per_host(ctx: Context) -> Iterator[Finding]:
-    """A host has at most one DestinationRule per scope (Tulle does not merge them): one that
-    every namespace sees, one per namespace that an exportTo restricts, and one per
-    workloadSelector (rules with different selectors may both match a client: the first in
-    config order applies, as in Istio)."""
-    owner: dict[tuple[str, str], Loaded] = {}
+    """The DestinationRules of one host and scope (every namespace, or one namespace an
+    exportTo restricts) are merged as Istio's ``mergeDestinationRule`` merges them, in config
+    order: subsets are added unless one of that name is there, and the first top-level
+    ``trafficPolicy`` wins. What the merge drops is a WARNING. Rules with a workloadSelector are
+    not merged: one per host and selector (different selectors may both match a client: the
+    first in config order applies, as in Istio)."""
+    merged: dict[tuple[str, str], list[Loaded]] = {}
+    selected: dict[tuple[str, str], Loaded] = {}
     for rule, item in ctx.of(DestinationRule):
         host = ctx.resolve(rule.spec.host, rule.namespace)
-        scope = route_scope(rule.namespace, rule.spec.export_to)
         if rule.spec.workload_selector is not None:  # its own scope: the clients it selects
             labels = sorted(rule.spec.workload_selector.match_labels.items())
-            scope = f"{rule.namespace} {labels}"
-        first = owner.setdefault((host, scope), item)
-        if first is not item:
+            first = selected.setdefault((host, f"{rule.namespace} {labels}"), item)
+            if first is not item:
+                yield item.finding(
+                    ERROR,
+                    ("spec", "host"),
+                    f"{host} already has {first.resource.ref} at {_located(first)} for the "
+                    "same workloadSelector; merge the two into one",
+                )
+            continue
+        earlier = merged.setdefault((host, route_scope(rule.namespace, rule.spec.export_to)), [])
+        yield from _merge_findings(host, rule, item, earlier)
+        earlier.append(item)
+
+
+MERGED = "Istio merges the DestinationRules of one host: subsets are added, the first wins"
+
+
+def _merge_findings(
+    host: str, rule: DestinationRule, item: Loaded, earlier: list[Loaded]
+) -> Iterator[Finding]:
+    """What merging ``rule`` into the ``earlier`` rules of its host drops."""
+    if not earlier:
+        return
+    if rule.spec.traffic_policy is not None:
+        setter = next(
+            (
+                e
+                for e in earlier
+                if isinstance(e.resource, DestinationRule)
+                and e.resource.spec.traffic_policy is not None
+            ),
+            None,
+        )
+        if setter is not None:
             yield item.finding(
-                ERROR,
-                ("spec", "host"),
-                f"{host} already has {first.resource.ref} at {_located(first)}; "
-                "merge the two into one",
+                WARNING,
+                ("spec", "trafficPolicy"),
+                f"ignored: {setter.resource.ref} at {_located(setter)} already sets {host}'s "
+                f"trafficPolicy ({MERGED} top-level trafficPolicy)",
+            )
+    for i, subset in enumerate(rule.spec.subsets):
+        owner = next(
+            (
+                e
+                for e in earlier
+                if isinstance(e.resource, DestinationRule)
+                and any(s.name == subset.name for s in e.resource.spec.subsets)
+            ),
+            None,
+        )
+        if owner is not None:
+            yield item.finding(
+                WARNING,
+                ("spec", "subsets", i, "name"),
+                f"ignored: {owner.resource.ref} at {_located(owner)} already defines subset "
+                f"{subset.name!r} of {host} ({MERGED} definition of a subset)",
             )
 
 
@@ -433,7 +481,6 @@ def check_rate_limits(ctx: Context) -> Iterator[Finding]:
 
 
 CHECKS: tuple[Callable[[Context], Iterator[Finding]], ...] = (
-    check_duplicate_names,
     check_single_mesh,
     check_virtual_services,
     check_http_routes,
@@ -447,6 +494,7 @@ CHECKS: tuple[Callable[[Context], Iterator[Finding]], ...] = (
     check_one_destination_rule_per_host,
     check_destination_rules,
     check_locality_failover,
+    check_zone_aware_enabled,
     check_warmup,
     check_workload_selectors,
     check_peer_authentications,

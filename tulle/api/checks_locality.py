@@ -1,5 +1,6 @@
-"""Cross checks of a DestinationRule's ``localityLbSetting`` that the schema alone cannot
-judge: failover without outlier detection beside it, which (as in Istio) never fails over."""
+"""Cross checks of a DestinationRule's ``localityLbSetting`` and ``zoneAwareLbSetting`` that the
+schema alone cannot judge: failover without outlier detection beside it, which (as in Istio)
+never fails over; a ``zoneAwareLbSetting`` that does not say ``enabled: true``, which is off."""
 
 from __future__ import annotations
 
@@ -54,4 +55,21 @@ def check_locality_failover(ctx: Context) -> Iterator[Finding]:
             )
 
 
-__all__ = ["check_locality_failover"]
+def check_zone_aware_enabled(ctx: Context) -> Iterator[Finding]:
+    """``zoneAwareLbSetting`` without ``enabled: true``: Istio reads it as off (its mesh default),
+    so its other fields do nothing."""
+    for rule, item in ctx.of(DestinationRule):
+        for path, policy in _levels(rule):
+            balancer = policy.load_balancer
+            setting = balancer.zone_aware_lb_setting if balancer is not None else None
+            if setting is None or setting.enabled is True:
+                continue
+            said = "enabled: false" if setting.enabled is False else "without enabled: true"
+            yield item.finding(
+                WARNING,
+                (*path, "loadBalancer", "zoneAwareLbSetting", "enabled"),
+                f"zoneAwareLbSetting {said} is off: zone aware load balancing is not applied",
+            )
+
+
+__all__ = ["check_locality_failover", "check_zone_aware_enabled"]

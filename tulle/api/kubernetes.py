@@ -72,6 +72,10 @@ PROTOCOLS = {
 }
 """``appProtocol`` values and port-name prefixes, and the mesh protocol each means."""
 
+TRAFFIC_DISTRIBUTIONS = frozenset({"PreferClose", "PreferSameZone", "PreferSameNode"})
+"""The ``trafficDistribution`` values read (Kubernetes 1.33+; PreferClose is PreferSameZone's
+deprecated alias); another (implementation specific) value is not read."""
+
 DEFAULT_PROTOCOL = "TCP"
 """A port neither ``appProtocol`` nor its name says anything about. Istio sniffs such a port's
 protocol; Tulle carries it as TCP (name the port ``http-...`` or set ``appProtocol``)."""
@@ -143,6 +147,7 @@ def service_of(obj: Mapping[str, Any], origin: ResourceRef | None = None) -> Ser
         )
     cluster_ip = spec.get("clusterIP")
     addresses = (cluster_ip,) if isinstance(cluster_ip, str) and cluster_ip[:1].isdigit() else ()
+    distribution = spec.get("trafficDistribution")
     return Service(
         host=service_host(name, namespace),
         namespace=namespace,
@@ -151,4 +156,5 @@ def service_of(obj: Mapping[str, Any], origin: ResourceRef | None = None) -> Ser
         resolution="STATIC",
         origins=(origin,) if origin is not None else (),
         addresses=addresses,
+        traffic_distribution=distribution if distribution in TRAFFIC_DISTRIBUTIONS else "",
     )

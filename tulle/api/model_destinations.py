@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from tulle.api.model_base import UNLIMITED, Pairs, ResourceRef
-from tulle.api.model_locality import LocalityLbPolicy
+from tulle.api.model_locality import LocalityLbPolicy, ZoneAwarePolicy
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class LoadBalancer:
     warmup: Warmup | None = None  # slow start (ROUND_ROBIN and LEAST_REQUEST only)
     # localityLbSetting; None: not set (Istio's mesh default applies: on, no rules)
     locality: LocalityLbPolicy | None = None
+    # zoneAwareLbSetting with enabled: true (None: not set, or not enabled)
+    zone_aware: ZoneAwarePolicy | None = None
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,9 @@ class Service:
     subject_alt_names: tuple[str, ...] = ()
     """A ServiceEntry's ``subjectAltNames``: identities its servers may present over mTLS,
     beside its endpoints' service accounts."""
+    traffic_distribution: str = ""
+    """A Kubernetes Service's ``trafficDistribution`` (PreferClose, PreferSameZone,
+    PreferSameNode; "" none): locality-prioritized failover without a DestinationRule."""
 
     def visible_in(self, namespace: str) -> bool:
         """Whether callers in ``namespace`` see this service."""

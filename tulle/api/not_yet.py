@@ -30,10 +30,6 @@ NOT_YET_FIELDS: dict[tuple[str, str], str] = {
     # DestinationRule
     ("TrafficPolicy", "tunnel"): EDGES,
     ("TrafficPolicy", "proxyProtocol"): EDGES,
-    ("LoadBalancerSettings", "zoneAwareLbSetting"): (
-        f"Envoy's zone-aware routing comes in {LATER}; localityLbSetting (on by default with "
-        "outlierDetection) prefers the caller's zone meanwhile"
-    ),
     ("ConsistentHash", "ringHash"): "use minimumRingSize meanwhile",
     ("ConsistentHash", "maglev"): "use the ring hash (consistentHash without maglev)",
     ("TCPSettings", "maxConnectionDuration"): "connections live until idle (idleTimeout)",

@@ -7,7 +7,11 @@ each other; a ``distribute`` rule's weights are 1-100 and add up to 100; a local
 ``region[/zone[/subzone]]`` where ``*`` may stand for the last part written; ``failover``
 names regions, two different ones, no wildcard; ``failover`` with a topology label in
 ``failoverPriority`` is refused. That failover needs outlier detection beside it is a WARNING of
-the cross checks (:mod:`tulle.api.checks_locality`), as in Istio."""
+the cross checks (:mod:`tulle.api.checks_locality`), as in Istio.
+
+``zoneAwareLbSetting`` (Istio's ZoneAwareLoadBalancerSetting, Envoy's zone aware routing) has the
+same ``failover`` and ``failoverPriority``, where no topology label may be named (regions and
+zones are its own business), and ``minClusterSize``."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from typing import Annotated, Final
 
 from pydantic import Field, field_validator, model_validator
 
-from tulle.api.kinds.base import FieldError, Strict
+from tulle.api.kinds.base import UINT32_MAX, FieldError, Strict
 from tulle.api.names import check_label_value, check_locality
 
 REGION_LABEL: Final = "topology.kubernetes.io/region"
@@ -97,6 +101,16 @@ class LocalityFailover(Strict):
         return self
 
 
+def _check_priority_labels(value: list[str]) -> list[str]:
+    for index, entry in enumerate(value):
+        name, equals, forced = entry.partition("=")
+        if not name or (equals and not forced) or "=" in forced:
+            raise FieldError(
+                (index,), f"{entry!r}: write a label name, or name=value to fix the value"
+            )
+    return value
+
+
 class LocalityLoadBalancerSetting(Strict):
     """Istio's LocalityLoadBalancerSetting (``enabled`` unset: on, as Istio's mesh default)."""
 
@@ -108,13 +122,7 @@ class LocalityLoadBalancerSetting(Strict):
     @field_validator("failover_priority")
     @classmethod
     def _labels(cls, value: list[str]) -> list[str]:
-        for index, entry in enumerate(value):
-            name, equals, forced = entry.partition("=")
-            if not name or (equals and not forced) or "=" in forced:
-                raise FieldError(
-                    (index,), f"{entry!r}: write a label name, or name=value to fix the value"
-                )
-        return value
+        return _check_priority_labels(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> LocalityLoadBalancerSetting:
@@ -135,3 +143,28 @@ class LocalityLoadBalancerSetting(Strict):
                     ("distribute", index, "from"), f"{origin!r} is used by an earlier rule"
                 )
         return self
+
+
+class ZoneAwareLoadBalancerSetting(Strict):
+    """Istio's ZoneAwareLoadBalancerSetting: Envoy's zone aware routing within the caller's
+    region (``enabled: true`` turns it on), the other regions after it (``failover`` orders
+    them), label tiers first (``failoverPriority``, no topology label); ``minClusterSize``:
+    the fewest endpoints of the caller's region for zone routing (Envoy's default 6)."""
+
+    enabled: bool | None = None
+    failover: list[LocalityFailover] = Field(default_factory=list)
+    failover_priority: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    min_cluster_size: Annotated[int, Field(ge=0, le=UINT32_MAX)] | None = None
+
+    @field_validator("failover_priority")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        _check_priority_labels(value)
+        for index, entry in enumerate(value):
+            if entry.partition("=")[0] in TOPOLOGY_LABELS:
+                raise FieldError(
+                    (index,),
+                    f"{entry!r}: zone aware load balancing orders regions and zones itself; "
+                    "name no topology label (region, zone, subzone)",
+                )
+        return value

@@ -24,7 +24,10 @@ from tulle.api.kinds.base import (
     reject_repeats,
 )
 from tulle.api.kinds.deprecated import consecutive_errors
-from tulle.api.kinds.destination_locality import LocalityLoadBalancerSetting
+from tulle.api.kinds.destination_locality import (
+    LocalityLoadBalancerSetting,
+    ZoneAwareLoadBalancerSetting,
+)
 from tulle.api.kinds.destination_pool import (
     ConnectionKeepalive,
     TcpKeepalive,
@@ -78,13 +81,23 @@ class LoadBalancerSettings(Strict):
     warmup_duration_secs: PositiveDuration | None = None
     warmup: WarmupConfiguration | None = None
     locality_lb_setting: LocalityLoadBalancerSetting | None = None
+    zone_aware_lb_setting: ZoneAwareLoadBalancerSetting | None = None
 
     @model_validator(mode="after")
     def _one_policy(self) -> LoadBalancerSettings:
         only_one(self, "simple", "consistent_hash")
-        chosen = (self.simple, self.consistent_hash, self.locality_lb_setting)
-        if chosen == (None, None, None) and not self.has_warmup:
-            raise ValueError("set one of simple, consistentHash, warmup, localityLbSetting")
+        # As Istio's validation: the two locality settings exclude each other.
+        only_one(self, "locality_lb_setting", "zone_aware_lb_setting")
+        chosen = (
+            self.simple,
+            self.consistent_hash,
+            self.locality_lb_setting,
+            self.zone_aware_lb_setting,
+        )
+        if chosen == (None, None, None, None) and not self.has_warmup:
+            raise ValueError(
+                "set one of simple, consistentHash, warmup, localityLbSetting, zoneAwareLbSetting"
+            )
         return self
 
     @property

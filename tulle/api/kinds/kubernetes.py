@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tulle.api.kinds.base import FieldError, Labels, PortNumber, Resource, reject_repeats
 
+TrafficDistribution = Literal["PreferClose", "PreferSameZone", "PreferSameNode"]
+
 
 class _Kubernetes(BaseModel):
     """Kubernetes field names as they are (already camelCase), unknown fields refused."""
@@ -32,8 +34,9 @@ class KubernetesServicePort(_Kubernetes):
 
 
 class KubernetesServiceSpec(_Kubernetes):
-    """A Service's spec: ``ports``, ``selector`` and ``type`` are read; the others are the
-    cluster's own networking (kube-proxy, load balancers), accepted and not read."""
+    """A Service's spec: ``ports``, ``selector``, ``type`` and ``trafficDistribution`` are read;
+    the others are the cluster's own networking (kube-proxy, load balancers), accepted and not
+    read."""
 
     ports: list[KubernetesServicePort] = Field(default_factory=list)
     selector: Labels | None = None
@@ -54,7 +57,9 @@ class KubernetesServiceSpec(_Kubernetes):
     publishNotReadyAddresses: Any = None  # noqa: N815
     ipFamilies: Any = None  # noqa: N815
     ipFamilyPolicy: Any = None  # noqa: N815
-    trafficDistribution: Any = None  # noqa: N815
+    # Read (locality-prioritized failover, as Istio 1.24+); PreferSameZone and PreferSameNode
+    # are Kubernetes 1.33+ (KEP-3015), PreferClose their deprecated alias of PreferSameZone.
+    trafficDistribution: TrafficDistribution | None = None  # noqa: N815
 
     @model_validator(mode="after")
     def _ports_distinct(self) -> KubernetesServiceSpec:

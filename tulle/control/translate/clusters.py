@@ -24,7 +24,7 @@ from tulle.control.translate.context import (
     visible_services,
 )
 from tulle.control.translate.endpoints import Target, load_assignment, subset_members, targets
-from tulle.control.translate.locality import locality_weighted
+from tulle.control.translate.locality import locality_weighted, service_policy
 from tulle.control.translate.names import cluster_name, inbound_cluster_name
 from tulle.control.translate.protos import ads, duration, uint32
 from tulle.control.translate.tls import ClientTls, secure_cluster
@@ -113,7 +113,8 @@ def cluster(
         result.outlier_detection.CopyFrom(_outlier(outlier))
         # Istio's: minHealthPercent is the panic threshold (0, its default, never panics).
         result.common_lb_config.healthy_panic_threshold.value = float(outlier.min_health_percent)
-    if locality_weighted(balancer.locality, outlier is not None):
+    policy, forced = service_policy(balancer.locality, service.traffic_distribution)
+    if balancer.zone_aware is not None or locality_weighted(policy, forced or outlier is not None):
         result.common_lb_config.locality_weighted_lb_config.SetInParent()
     pool = settings.connection_pool
     if pool.max_requests_per_connection:

@@ -21,10 +21,12 @@ from tulle.control.translate.locality import (
     Member,
     by_locality,
     locality_groups,
+    service_policy,
     with_topology,
 )
 from tulle.control.translate.names import cluster_name
 from tulle.control.translate.protos import uint32
+from tulle.control.translate.zone_aware import zone_aware_groups
 
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
 """The label that marks an endpoint in the mesh (value ``istio``), as Istio's injector sets it."""
@@ -151,6 +153,57 @@ def grouped_assignment(name: str, groups: list[Group]) -> Any:
     return assignment
 
 
+def own_localities(snapshot: Snapshot, view: NodeView) -> dict[str, int]:
+    """The caller's own service as Envoy's zone aware routing sees it (its "local cluster"):
+    the healthy endpoints per locality of the service its workload serves (the first by host
+    when it serves several); empty when it serves none."""
+    if not view.workload:
+        return {}
+    for host in sorted(snapshot.endpoints_by_service):
+        endpoints = snapshot.endpoints_by_service[host]
+        if any(e.workload == view.workload and e.namespace == view.namespace for e in endpoints):
+            counts: dict[str, int] = {}
+            for e in endpoints:
+                if e.healthy:
+                    counts[e.locality] = counts.get(e.locality, 0) + 1
+            return counts
+    return {}
+
+
+def _healthy(member: Member) -> bool:
+    target = member.item
+    assert isinstance(target, Target)
+    return target.healthy
+
+
+def _groups(
+    snapshot: Snapshot,
+    view: NodeView,
+    service: Service,
+    chosen: list[Target],
+    settings: TrafficSettings,
+) -> list[Group]:
+    """The locality groups of ``chosen`` for the caller of ``view`` under ``settings``."""
+    balancer = settings.load_balancer
+    if balancer.zone_aware is not None:
+        return zone_aware_groups(
+            members(chosen),
+            view.locality,
+            dict(view.labels),
+            balancer.zone_aware,
+            own_localities(snapshot, view),
+            _healthy,
+        )
+    policy, forced = service_policy(balancer.locality, service.traffic_distribution)
+    return locality_groups(
+        members(chosen),
+        view.locality,
+        dict(view.labels),
+        policy,
+        forced or settings.outlier_detection is not None,
+    )
+
+
 def load_assignments(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
     """The ClusterLoadAssignment of every cluster."""
     result: dict[str, Any] = {}
@@ -170,12 +223,6 @@ def load_assignments(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
                 )
                 name = cluster_name(service.host, port.number, subset.name if subset else None)
                 chosen = subset_members(found, subset.labels) if subset else found
-                groups = locality_groups(
-                    members(chosen),
-                    view.locality,
-                    dict(view.labels),
-                    settings.load_balancer.locality,
-                    settings.outlier_detection is not None,
-                )
+                groups = _groups(snapshot, view, service, chosen, settings)
                 result[name] = grouped_assignment(name, groups)
     return result

@@ -14,6 +14,10 @@ DestinationRule's ``localityLbSetting`` give.
   region. Priorities are then renumbered 0, 1, 2... without gaps, as Envoy and grpcio need.
 
 Locality load balancing is on unless the rule says ``enabled: false`` (Istio's mesh default).
+Without a rule, a Kubernetes Service's ``trafficDistribution`` (Istio 1.24+) stands for one:
+``failoverPriority`` on the network, region, zone and subzone labels (``PreferClose``,
+``PreferSameZone``; ``PreferSameNode`` adds the node's ``kubernetes.io/hostname``), applied
+with or without outlier detection (:func:`service_policy`).
 The caller's and the endpoints' labels include the topology labels of their localities
 (``topology.kubernetes.io/region``, ``.../zone``, ``topology.istio.io/subzone``), as Istio adds
 them, so ``failoverPriority`` can name them."""
@@ -23,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import Final
 
 from tulle.api.kinds.base import UINT32_MAX
 from tulle.api.kinds.destination_locality import REGION_LABEL, SUBZONE_LABEL, ZONE_LABEL
@@ -107,7 +112,7 @@ def by_locality(members: Iterable[Member]) -> list[Group]:
     ]
 
 
-def _renumbered(groups: list[Group]) -> list[Group]:
+def renumbered(groups: list[Group]) -> list[Group]:
     """The same groups with their priorities made 0, 1, 2... in the same order."""
     order = {p: i for i, p in enumerate(sorted({g.priority for g in groups}))}
     return [replace(g, priority=order[g.priority]) for g in groups]
@@ -136,7 +141,7 @@ def _distributed(
     ]
 
 
-def _by_labels(
+def by_labels(
     groups: list[Group], caller_labels: Mapping[str, str], priorities: tuple[str, ...]
 ) -> list[Group]:
     """Each group split by how many of the ``priorities`` labels (``name`` or ``name=value``)
@@ -176,6 +181,33 @@ def _failed_over(
     return result
 
 
+NETWORK_LABEL: Final = "topology.istio.io/network"
+HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
+_PREFER_SAME_ZONE: Final = LocalityLbPolicy(
+    failover_priority=(NETWORK_LABEL, REGION_LABEL, ZONE_LABEL, SUBZONE_LABEL)
+)
+TRAFFIC_DISTRIBUTION_POLICIES: Final = {
+    "PreferClose": _PREFER_SAME_ZONE,
+    "PreferSameZone": _PREFER_SAME_ZONE,
+    "PreferSameNode": LocalityLbPolicy(
+        failover_priority=(*_PREFER_SAME_ZONE.failover_priority, HOSTNAME_LABEL)
+    ),
+}
+"""The policy a Service's ``trafficDistribution`` stands for (Istio's
+``GetLocalityLbSetting``)."""
+
+
+def service_policy(
+    policy: LocalityLbPolicy | None, traffic_distribution: str
+) -> tuple[LocalityLbPolicy | None, bool]:
+    """The locality policy that applies, and whether it fails over without outlier detection:
+    the DestinationRule's when it sets one, else the Service's ``trafficDistribution``'s
+    (forced, as Istio applies it), else None (the mesh default)."""
+    if policy is None and traffic_distribution in TRAFFIC_DISTRIBUTION_POLICIES:
+        return TRAFFIC_DISTRIBUTION_POLICIES[traffic_distribution], True
+    return policy, False
+
+
 def locality_groups(
     members: Iterable[Member],
     caller_locality: str,
@@ -196,10 +228,10 @@ def locality_groups(
     if chosen.failover_priority:
         labels = with_topology(caller_labels, caller_locality)
         if labels:
-            groups = _renumbered(_by_labels(groups, labels, chosen.failover_priority))
+            groups = renumbered(by_labels(groups, labels, chosen.failover_priority))
         if not chosen.failover:
             return groups
-    return _renumbered(_failed_over(groups, caller_locality, chosen.failover))
+    return renumbered(_failed_over(groups, caller_locality, chosen.failover))
 
 
 def locality_weighted(policy: LocalityLbPolicy | None, outlier_detection: bool) -> bool:
