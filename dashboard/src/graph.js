@@ -94,7 +94,10 @@ export function graphPage(root) {
   const box = el("div", { id: "graph", "data-testid": "graph" });
   const note = el("p", { class: "muted" });
   const calls = el("div");
-  root.append(el("h1", {}, "Service graph"), note, box, el("h2", {}, "Calls"), calls);
+  const windows = [["10", "last 10 s"], ["60", "last minute"], ["300", "last 5 minutes"], ["900", "last 15 minutes"]];
+  const span = el("select", { "data-testid": "graph-window", "aria-label": "time window" },
+    windows.map(([seconds, label]) => el("option", { value: seconds }, label)));
+  root.append(el("h1", {}, "Service graph ", span), note, box, el("h2", {}, "Calls"), calls);
   const cy = cytoscape({ container: box, style: STYLE, wheelSensitivity: 0.3, minZoom: 0.2, maxZoom: 3 });
   window.tulleGraph = cy; // for a look from the browser's console (and the tests)
   cy.on("tap", "node", (event) => {
@@ -106,10 +109,14 @@ export function graphPage(root) {
     }
   });
   let shape = "";
-  return {
+  let asked = 0; // an answer to an older question (before the window changed) is dropped
+  const view = {
     async refresh() {
-      const data = await get("/api/v1/graph");
-      note.textContent = `Calls in the last ${data.window} s, as the callee saw them (every attempt, retries included; the caller's own view is in the table). Source: ${data.source}.`;
+      const mine = ++asked;
+      const data = await get(`/api/v1/graph?window=${span.value}`);
+      if (mine !== asked) return;
+      const covered = data.span < data.window - 1 ? ` (the control plane has ${Math.round(data.span)} s of readings so far)` : "";
+      note.textContent = `Calls in the last ${data.window} s${covered}, as the callee saw them (every attempt, retries included; the caller's own view is in the table). Source: ${data.source}.`;
       const { nodes, edges } = elements(data);
       const next = JSON.stringify([nodes.map((n) => [n.data.id, n.data.parent]), edges.map((e) => e.data.id)]);
       if (next !== shape) {
@@ -126,4 +133,6 @@ export function graphPage(root) {
     },
     dispose() { cy.destroy(); delete window.tulleGraph; },
   };
+  span.addEventListener("change", () => view.refresh().catch(() => {}));
+  return view;
 }

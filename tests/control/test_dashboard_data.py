@@ -326,3 +326,17 @@ def test_the_pages_are_the_built_files_only(tmp_path: Path):
     login = dashboard.page(_get("/dashboard/login", {"code": code}))
     assert login.status == 303
     assert login.headers["set-cookie"].startswith("tulle_session=")
+
+
+def test_a_window_longer_than_the_history_is_the_history(tmp_path: Path):
+    """A control plane that started 4 s ago answers "the last minute" with the 4 s it has."""
+    traffic = LocalTraffic(tmp_path / "none.json")
+    first, second = Reading(), Reading()
+    parse(page({("source", "a", "b", "b", 200, ""): 10}), "a", first)
+    parse(page({("source", "a", "b", "b", 200, ""): 30}), "a", second)
+    traffic.history.extend([(100.0, 1000.0, first), (104.0, 1004.0, second)])
+    delta = asyncio.run(traffic.delta(60))
+    assert delta.seconds == 4.0
+    assert delta.edges[("source", "a", "b", "b")].requests == 20
+    traffic.history.popleft()
+    assert asyncio.run(traffic.delta(60)).edges == {}  # one reading: no span yet

@@ -206,7 +206,8 @@ class DashboardApi:
             if isinstance(window, Response):
                 return window
             delta = await self._delta(window)
-            return json_response({**graph(delta, self._endpoints()), "source": self._source()})
+            shown = graph(delta, self._endpoints())
+            return json_response({**shown, "window": window, "source": self._source()})
         if rest == "/services":
             return json_response({"services": self._services()})
         if rest == "/config":

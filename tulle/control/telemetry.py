@@ -205,8 +205,10 @@ class LocalTraffic:
         if not self.history:
             return Delta(seconds)
         now, at, latest = self.history[-1]
-        before = self._at_or_before(now - seconds)
-        if before is None:
+        # Past the readings kept (a control plane just started), the oldest one: a shorter span,
+        # and the rates are over the span there is.
+        before = self._at_or_before(now - seconds) or self.history[0]
+        if before[0] >= now:
             return Delta(seconds, {}, dict(latest.clusters), at, {}, dict(latest.names))
         return difference(before[2], latest, now - before[0], at)
 

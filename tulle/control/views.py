@@ -94,7 +94,7 @@ def graph(delta: Delta, endpoints: Sequence[Endpoint]) -> dict[str, Any]:
         edges.append(edge)
     _merge_duplicates(edges)
     return {
-        "window": delta.seconds,
+        "span": delta.seconds,  # what the readings cover (less, just after a start)
         "at": delta.at,
         "nodes": sorted(nodes.values(), key=lambda n: (n["service"], n["id"])),
         "edges": edges,
