@@ -159,8 +159,8 @@ def test_workload_selectors_of_one_host_do_not_clash_unless_the_same():
     assert errors_of(SELECTED + other) == []
     again = rule("{}", "  workloadSelector: {matchLabels: {app: ratings}}\n", name="twice")
     assert errors_of(SELECTED + again) == [
-        f"spec.host: {HOST} already has DestinationRule prod/for-ratings at <text>:1; "
-        "merge the two into one"
+        f"spec.host: {HOST} already has DestinationRule prod/for-ratings at <text>:1 for the "
+        "same workloadSelector; merge the two into one"
     ]
 
 

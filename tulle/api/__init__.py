@@ -17,6 +17,7 @@ from tulle.api.kinds import KINDS, Resource
 from tulle.api.loader import Loaded, load_documents
 from tulle.api.model import MeshModel
 from tulle.api.normalize import build_model
+from tulle.api.redefinitions import last_definitions
 from tulle.api.source import Document, parse_yaml, read_paths
 
 
@@ -52,9 +53,11 @@ def validate_documents(
 ) -> Validation:
     """Validate parsed documents; ``earlier`` carries findings from reading them. A host that
     neither they nor ``known_hosts`` define is an ERROR with ``strict_hosts`` or when they hold
-    a Workload, else a WARNING (:mod:`tulle.api.check_context`)."""
-    loaded, findings = load_documents(documents)
-    findings = [*earlier, *findings, *cross_check(loaded, known_hosts, strict_hosts)]
+    a Workload, else a WARNING (:mod:`tulle.api.check_context`). A resource defined twice is
+    the later definition (:mod:`tulle.api.redefinitions`)."""
+    everything, findings = load_documents(documents)
+    loaded, replaced = last_definitions(everything)
+    findings = [*earlier, *findings, *replaced, *cross_check(loaded, known_hosts, strict_hosts)]
     findings.sort(key=_sort_key)
     model = None if has_errors(findings) else build_model(item.resource for item in loaded)
     return Validation(tuple(loaded), tuple(findings), model)

@@ -325,7 +325,7 @@ def check_one_destination_rule_per_host(ctx: Context) -> Iterator[Finding]:
         earlier.append(item)
 
 
-MERGED = "Istio merges the DestinationRules of one host: subsets are added, the first wins"
+MERGED = "Istio merges the DestinationRules of one host, adding up their subsets"
 
 
 def _merge_findings(
@@ -349,7 +349,7 @@ def _merge_findings(
                 WARNING,
                 ("spec", "trafficPolicy"),
                 f"ignored: {setter.resource.ref} at {_located(setter)} already sets {host}'s "
-                f"trafficPolicy ({MERGED} top-level trafficPolicy)",
+                f"trafficPolicy ({MERGED}: the first top-level trafficPolicy wins)",
             )
     for i, subset in enumerate(rule.spec.subsets):
         owner = next(
@@ -366,7 +366,7 @@ def _merge_findings(
                 WARNING,
                 ("spec", "subsets", i, "name"),
                 f"ignored: {owner.resource.ref} at {_located(owner)} already defines subset "
-                f"{subset.name!r} of {host} ({MERGED} definition of a subset)",
+                f"{subset.name!r} of {host} ({MERGED}: the first subset of a name wins)",
             )
 
 

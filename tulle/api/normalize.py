@@ -25,10 +25,8 @@ from tulle.api.kinds import (
     Workload,
 )
 from tulle.api.model import (
-    DestinationPolicy,
     HttpRoute,
     MeshModel,
-    ScopedPolicy,
     ScopedRoutes,
     TcpRoute,
 )
@@ -41,7 +39,7 @@ from tulle.api.normalize_common import (
     workload_labels,
 )
 from tulle.api.normalize_delegate import delegates_of, root_routes
-from tulle.api.normalize_destinations import destination_policy
+from tulle.api.normalize_destinations import destination_policies
 from tulle.api.normalize_gateway import gateway_precedence, routes_of_http_route
 from tulle.api.normalize_grpc import Precedence, routes_of_grpc_route
 from tulle.api.normalize_policies import (
@@ -126,20 +124,9 @@ def build_model(resources: Iterable[Resource]) -> MeshModel:
         else:
             scoped = ScopedRoutes(consumer_namespace, frozenset({consumer_namespace}), ordered)
             scoped_routes.setdefault(host, []).append(scoped)
-    policies: dict[str, DestinationPolicy] = {}
-    scoped_policies: dict[str, list[ScopedPolicy]] = {}
-    selected_policies: dict[str, list[DestinationPolicy]] = {}
-    for rule in _of_kind(items, DestinationRule):
-        policy = destination_policy(rule, resolve)
-        if policy.workload_selector is not None:  # its namespace's selected clients only
-            selected_policies.setdefault(policy.host, []).append(policy)
-            continue
-        seen_in = export_namespaces(rule.spec.export_to, rule.namespace)
-        if seen_in is None:
-            policies.setdefault(policy.host, policy)
-        else:
-            scoped_policy = ScopedPolicy(rule.namespace, seen_in, policy)
-            scoped_policies.setdefault(policy.host, []).append(scoped_policy)
+    policies, scoped_policies, selected_policies = destination_policies(
+        _of_kind(items, DestinationRule), resolve
+    )
     return MeshModel(
         settings=mesh_settings(_of_kind(items, Mesh)),
         services=MappingProxyType(

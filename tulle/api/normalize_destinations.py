@@ -4,6 +4,8 @@ detection and TLS mode, per host, subset and port, as
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import replace
 from typing import Literal
 
 from tulle.api.kinds import DestinationRule
@@ -15,10 +17,11 @@ from tulle.api.model import (
     LoadBalancer,
     OutlierPolicy,
     PolicyLayer,
+    ScopedPolicy,
     Subset,
 )
 from tulle.api.model_destinations import Http2Keepalive, TcpKeepalive, Warmup
-from tulle.api.normalize_common import HostResolver, pairs, ref, seconds
+from tulle.api.normalize_common import HostResolver, export_namespaces, pairs, ref, seconds
 from tulle.api.normalize_locality import with_locality
 
 # --- DestinationRule ------------------------------------------------------------------------
@@ -165,3 +168,43 @@ def destination_policy(rule: DestinationRule, resolve: HostResolver) -> Destinat
             else None
         ),
     )
+
+
+def merged_policy(first: DestinationPolicy, later: DestinationPolicy) -> DestinationPolicy:
+    """Two DestinationRules of one host and scope as Istio's ``mergeDestinationRule`` merges
+    them: ``later``'s subsets are added unless ``first`` has one of that name, and ``later``'s
+    top-level traffic policy applies only if ``first`` sets none."""
+    names = {subset.name for subset in first.subsets}
+    added = tuple(subset for subset in later.subsets if subset.name not in names)
+    policy = later.policy if first.policy == PolicyLayer() else first.policy
+    return replace(first, subsets=first.subsets + added, policy=policy)
+
+
+def destination_policies(
+    rules: Iterable[DestinationRule], resolve: HostResolver
+) -> tuple[
+    dict[str, DestinationPolicy], dict[str, list[ScopedPolicy]], dict[str, list[DestinationPolicy]]
+]:
+    """The DestinationRules by host: those every namespace sees (merged per host), those an
+    exportTo restricts (merged per host and namespace), and those with a workloadSelector."""
+    policies: dict[str, DestinationPolicy] = {}
+    scoped_policies: dict[str, list[ScopedPolicy]] = {}
+    selected_policies: dict[str, list[DestinationPolicy]] = {}
+    for rule in rules:
+        policy = destination_policy(rule, resolve)
+        if policy.workload_selector is not None:  # its namespace's selected clients only
+            selected_policies.setdefault(policy.host, []).append(policy)
+            continue
+        seen_in = export_namespaces(rule.spec.export_to, rule.namespace)
+        if seen_in is None:
+            earlier = policies.get(policy.host)
+            policies[policy.host] = policy if earlier is None else merged_policy(earlier, policy)
+            continue
+        scoped = scoped_policies.setdefault(policy.host, [])
+        same = next((i for i, s in enumerate(scoped) if s.namespace == rule.namespace), None)
+        if same is None:
+            scoped.append(ScopedPolicy(rule.namespace, seen_in, policy))
+        else:  # merged into the first of its namespace, whose exportTo stands (as in Istio)
+            first = scoped[same]
+            scoped[same] = replace(first, policy=merged_policy(first.policy, policy))
+    return policies, scoped_policies, selected_policies

@@ -71,7 +71,9 @@ def mesh_services(
     """Workloads define services (their versions' ports merged); a Kubernetes Service of a
     host a Workload serves adds only its origin (validation checks that their ports agree),
     of another host defines it, with no endpoints of its own; a ServiceEntry defines its
-    hosts (validation refuses one that another resource defines)."""
+    hosts (validation refuses one that a Workload or a Kubernetes Service defines; several
+    ServiceEntries of one host are merged as Istio does: the first one's service, every one's
+    endpoints)."""
     services: dict[str, Service] = {}
     for workload in workloads:
         ports = tuple(ServicePort(p.port, p.protocol, p.name) for p in workload.ports)
@@ -115,6 +117,17 @@ def mesh_services(
         )
         for host in spec.hosts:
             name = resolve(host, entry.namespace)
+            known = services.get(name)
+            if known is not None and known.origins[0].kind == "ServiceEntry":
+                # Istio's merge: the first entry's service stands, every entry's endpoints serve
+                services[name] = replace(
+                    known,
+                    origins=(*known.origins, ref(entry)),
+                    endpoints=known.endpoints + endpoints,
+                    subject_alt_names=known.subject_alt_names
+                    + tuple(n for n in spec.subject_alt_names if n not in known.subject_alt_names),
+                )
+                continue
             services[name] = Service(
                 host=name,
                 namespace=entry.namespace,
