@@ -5,7 +5,8 @@ region2``. Calls stay in region1/zone1; once that backend fails (its process is 
 task drains its sidecar) it is ejected and the calls go to the failover region, region2, never
 to region3. grpcio follows the EDS priorities with its own priority policy (gRFC A37): it
 moves on when the backend's connection fails, with no ejection, but not from a backend that
-answers with errors (a gap). And the "Locality weighted distribution" task's shares."""
+answers with errors (a gap). And the "Locality weighted distribution" task's shares, and
+Envoy's zone aware routing (``zoneAwareLbSetting``) in and out of the caller's zone."""
 
 from __future__ import annotations
 
@@ -98,25 +99,77 @@ DISTRIBUTE = (
 )
 
 
-def test_locality_weighted_distribution_shares_the_calls(
+def _register(plane: ControlPlane, grpc: bool, service: str, **ports: tuple[int, str]) -> None:
+    for name, (port, locality) in ports.items():
+        plane.register(
+            service=service, address="127.0.0.1", port=port, servicePort=8080,
+            labels={"version": name}, protocol="GRPC" if grpc else "HTTP", locality=locality,
+        )  # fmt: skip
+
+
+ZONE_AWARE = "{loadBalancer: {simple: ROUND_ROBIN, zoneAwareLbSetting: {enabled: true, %s}}}"
+
+
+def test_locality_weighted_distribution_and_zone_aware_routing_share_the_calls(
     control_plane: ControlPlane, serve: Serve, caller_for: Callable[[], Caller], mode: str
 ) -> None:
-    serve(
+    backends = serve(
         z1={"locality": "region1/zone1"},
         z2={"locality": "region1/zone2"},
         z3={"locality": "region2/zone3"},
         z4={"locality": "region3/zone4"},
     )
+    # Envoy's zone aware routing (zoneAwareLbSetting) in the same mesh, computed by the control
+    # plane from the caller's own service and the upstream. The caller's service has 2 of its
+    # 4 endpoints in region1/zone1 (50/25/25 over zone1, zone2, zone3; never called).
+    for index, locality in enumerate(["region1/zone1"] * 2 + ["region1/zone2", "region1/zone3"]):
+        control_plane.register(
+            service="caller", address="127.0.0.1", port=1 + index, servicePort=8080,
+            workload="caller", locality=locality,
+        )  # fmt: skip
+    # zoned: 1 of the 5 endpoints of region1 in zone1 (20/40/40), and z3 in region2.
+    serve(
+        service="zoned",
+        y2={"locality": "region1/zone2"},
+        y3={"locality": "region1/zone3"},
+        x3={"locality": "region1/zone3"},
+    )
+    grpc, ports = backends.grpc, backends.ports
+    _register(control_plane, grpc, "zoned", z1=(ports["z1"], "region1/zone1"),
+              z2=(ports["z2"], "region1/zone2"), z3=(ports["z3"], "region2/zone3"))  # fmt: skip
+    # near: half of its endpoints in zone1, enough for the caller's half: every call stays.
+    _register(control_plane, grpc, "near", z1=(ports["z1"], "region1/zone1"),
+              y2=(ports["y2"], "region1/zone2"))  # fmt: skip
     control_plane.apply(
         CALLER
         + virtual_service("    - route: [{destination: {host: web}}]")
         + destination_rule(DISTRIBUTE)
+        + "".join(
+            virtual_service(f"    - route: [{{destination: {{host: {host}}}}}]", host=host)
+            + destination_rule(ZONE_AWARE % f"minClusterSize: {size}", host=host)
+            for host, size in (("zoned", 5), ("near", 1))
+        )
     )
-    counts = collections.Counter(o.backend for o in get_all(caller_for(), f"{WEB}/", 300))
+    caller = caller_for()
+    counts = collections.Counter(o.backend for o in get_all(caller, f"{WEB}/", 300))
     # grpcio too: its weighted_target policy picks a locality by its EDS weight. Bounds: 4.5
     # standard deviations (70% of 300: sd 7.9 calls; 20%: 6.9; 10%: 5.2).
     assert counts["z3"] == 0
     assert 174 <= counts["z1"] <= 246
     assert 29 <= counts["z2"] <= 91
     assert 7 <= counts["z4"] <= 53
+    assert sum(counts.values()) == 300
+
+    # grpcio's weighted_target picks among the localities connected so far: a new channel's
+    # first call may go to whichever connects first. Once zone1's is up, every call stays.
+    wait_until(lambda: caller.get("http://near:8080/").backend == "z1", timeout=15)
+    assert {o.backend for o in get_all(caller, "http://near:8080/", 20)} == {"z1"}
+    # zoned: 20/50 = 40% of the calls stay in zone1; zone2 and zone3 each have 40 - 25 = 15
+    # points of residual capacity: 30% each; region2 is a later priority: none. Bounds: 4.5
+    # standard deviations (40% of 300: sd 8.5 calls; 30%: sd 7.9).
+    counts = collections.Counter(o.backend for o in get_all(caller, "http://zoned:8080/", 300))
+    assert counts["z3"] == 0
+    assert 82 <= counts["z1"] <= 158
+    assert 55 <= counts["z2"] + counts["y2"] <= 125
+    assert 55 <= counts["y3"] + counts["x3"] <= 125
     assert sum(counts.values()) == 300
