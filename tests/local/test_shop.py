@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import itertools
 import json
 import os
@@ -454,17 +455,19 @@ class Traces:
         children = page_spans(trace) if trace is not None else None
         return None if trace is None or children is None else (trace, children)
 
-    def wait_whole(self, trace_id: str) -> dict:
-        """The trace once the whole page is in the store (spans leave each process in
-        batches, every second)."""
+    def wait_services(self, trace_id: str) -> dict:
+        """The trace once spans of every service of the page are in the store (each process
+        sends its spans in batches, every second)."""
         found: dict = {}
 
-        def whole() -> bool:
-            found["page"] = self.whole(trace_id)
-            return found["page"] is not None
+        def every_service() -> bool:
+            found["trace"] = trace = self.get(trace_id)
+            services = set(trace["services"]) if trace else set()
+            catalog = any(name.startswith("catalog-v") for name in services)
+            return catalog and {"frontend", "auth", "cart", "payment"} <= services
 
-        wait_until(whole, timeout=30, interval=0.2)
-        trace: dict = found["page"][0]
+        wait_until(every_service, timeout=30, interval=0.2)
+        trace: dict = found["trace"]
         return trace
 
     def pages(self, caller: str, count: int) -> list[tuple[str, str]]:
@@ -532,7 +535,10 @@ def test_a_page_is_one_trace_of_every_service_with_payments_retries(shop: Mesh):
                     return True
             return len(whole) == len(batch)
 
-        wait_until(settled, timeout=60, interval=0.2)  # a hung payment answers after 10 s
+        # A hung payment answers after 10 s; a call the mesh failed itself (an attempt with
+        # no server span) never makes a whole page: then the next dozen.
+        with contextlib.suppress(AssertionError):
+            wait_until(settled, timeout=30, interval=0.2)
         return bool(retried)
 
     wait_until(a_retried_page, timeout=180, interval=0)
@@ -588,7 +594,7 @@ def test_a_page_is_one_trace_of_every_service_with_payments_retries(shop: Mesh):
 def test_b3_and_w3c_callers_join_their_trace(shop: Mesh, caller: str):
     traces = Traces(shop)
     ((trace_id, span_id),) = traces.pages(caller, 1)
-    trace = traces.wait_whole(trace_id)
+    trace = traces.wait_services(trace_id)
     assert trace["traceId"] == trace_id
     root = trace["spans"][0]
     assert (root["service"], root["parentSpanId"], root.get("missingParent")) == (
