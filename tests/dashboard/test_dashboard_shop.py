@@ -21,7 +21,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -63,7 +62,7 @@ def api(shop: Mesh) -> str:
 
 
 @pytest.fixture(scope="module")
-def traffic(shop: Mesh) -> Iterator[None]:
+def traffic(shop: Mesh, prometheus: str) -> Iterator[None]:
     """Pages of the frontend, three at a time, for as long as the module runs."""
     url = f"http://{shop.address('frontend')}/"
     stop = threading.Event()
@@ -287,9 +286,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-def prometheus(shop: Mesh, tmp_path: Path) -> Iterator[str]:
-    """Debian's Prometheus scraping the shop every second from ``tulle up``'s targets file."""
+@pytest.fixture(scope="module")
+def prometheus(shop: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian's Prometheus scraping the shop every second from ``tulle up``'s targets file
+    (started with the traffic, so it has readings by the time its test asks)."""
+    tmp_path = tmp_path_factory.mktemp("prometheus")
     config = tmp_path / "prometheus.yml"
     targets = shop.state_dir / "scrape-targets.json"
     config.write_text(
