@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import httpx
 
@@ -249,8 +249,3 @@ def _parse_all(targets: Sequence[Target], pages: Sequence[str | None]) -> Readin
             reading.failed.append(target.url)
             log.warning("metrics of %s not read: %s", target.url, error)
     return reading
-
-
-def describe(delta: Delta) -> dict[str, Any]:
-    """A delta's size, for logs and the API's ``source`` field."""
-    return {"seconds": delta.seconds, "edges": len(delta.edges), "at": delta.at}
