@@ -192,6 +192,17 @@ def test_an_unset_enabled_is_off_and_warned_and_both_locality_settings_are_refus
     assert any("name no topology label" in f.message for f in validate_text(label).findings)
 
 
+def priority_localities(snap):
+    """The localities of each EDS priority, in priority order, for a caller in region1/zone1."""
+    node = parse_node_id("sidecar~127.0.0.1~curl-0.default~default.svc.cluster.local")
+    groups = MessageToDict(Translator().resources(snap, node)[types.ENDPOINT][CLUSTER])["endpoints"]
+    found: dict[int, list[str]] = {}
+    for group in groups:
+        where = group["locality"]
+        found.setdefault(group.get("priority", 0), []).append(f"{where['region']}/{where['zone']}")
+    return [found[p] for p in sorted(found)]
+
+
 KUBE_SERVICE = {
     "apiVersion": "v1",
     "kind": "Service",
@@ -214,22 +225,63 @@ def test_a_services_traffic_distribution_prioritizes_by_locality_without_a_rule(
         for i, locality in enumerate(BACKENDS)
     )
     snap = build_snapshot(1, result.model, endpoints, registry_services=(service,))
-    node = parse_node_id("sidecar~127.0.0.1~curl-0.default~default.svc.cluster.local")
-    resources = Translator().resources(snap, node)
-    groups = MessageToDict(resources[types.ENDPOINT][CLUSTER])["endpoints"]
-    by_priority: dict[int, list[str]] = {}
-    for group in groups:
-        where = group["locality"]
-        by_priority.setdefault(group.get("priority", 0), []).append(
-            f"{where['region']}/{where['zone']}"
-        )
     if value is None:  # no outlier detection, no rule: Istio prioritizes nothing
-        assert set(by_priority) == {0}
+        assert priority_localities(snap) == [sorted(set(BACKENDS))]
         return
     # Istio's failoverPriority [network, region, zone, subzone], with no outlier detection:
     # same zone, then same region, then the rest.
-    assert by_priority == {
-        0: ["region1/zone1"],
-        1: ["region1/zone2", "region1/zone3"],
-        2: ["region2/zone1", "region3/zone1"],
-    }
+    assert priority_localities(snap) == [
+        ["region1/zone1"],
+        ["region1/zone2", "region1/zone3"],
+        ["region2/zone1", "region3/zone1"],
+    ]
+
+
+MESH = """\
+---
+apiVersion: tulle.dev/v1alpha1
+kind: Mesh
+metadata: {{name: mesh}}
+spec: {{localityLbSetting: {setting}}}
+"""
+OUTLIER_ONLY = """\
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: hello}
+spec:
+  host: hello
+  trafficPolicy: {outlierDetection: {consecutive5xxErrors: 1}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("mesh", "distribution", "expected"),
+    [
+        # The Mesh's failover applies to a rule that sets no localityLbSetting.
+        ("{failover: [{from: region1, to: region3}]}", None,
+         [["region1/zone1"], ["region1/zone2", "region1/zone3"], ["region3/zone1"],
+          ["region2/zone1"]]),
+        # The Mesh turns locality load balancing off for every such rule.
+        ("{enabled: false}", None, [sorted(set(BACKENDS))]),
+        # A Service's trafficDistribution comes before the Mesh's setting, as in Istio.
+        ("{enabled: false}", "PreferClose",
+         [["region1/zone1"], ["region1/zone2", "region1/zone3"],
+          ["region2/zone1", "region3/zone1"]]),
+    ],
+)  # fmt: skip
+def test_the_meshs_locality_setting_is_the_default_after_the_service(mesh, distribution, expected):
+    config = CONFIG.format(setting="").split("---\n")[0] + OUTLIER_ONLY + MESH.format(setting=mesh)
+    result = validate_text(config)
+    assert result.model is not None, [f.format() for f in result.findings]
+    spec = dict(
+        KUBE_SERVICE["spec"], **({"trafficDistribution": distribution} if distribution else {})
+    )
+    service = service_of(dict(KUBE_SERVICE, spec=spec))
+    assert service is not None
+    endpoints = tuple(
+        Endpoint(HOST, "127.0.0.1", 7000 + i, 5000, "HTTP", locality=locality, workload="hello")
+        for i, locality in enumerate(BACKENDS)
+    )
+    snap = build_snapshot(1, result.model, endpoints, registry_services=(service,))
+    assert priority_localities(snap) == expected

@@ -20,6 +20,7 @@ from tulle.api.model_destinations import (
     Subset,
     TrafficSettings,
 )
+from tulle.api.model_locality import LocalityLbPolicy
 from tulle.api.model_routes import (
     DEFAULT_RETRY_ON,
     CorsPolicy,
@@ -117,6 +118,8 @@ class MeshSettings:
     workload_certificate_lifetime: float = 86400.0  # seconds
     h2_upgrade_policy: Literal["DO_NOT_UPGRADE", "UPGRADE"] = "DO_NOT_UPGRADE"
     num_trusted_proxies: int = 0  # X-Forwarded-For addresses the inbound side trusts
+    # meshConfig.localityLbSetting; None: Istio's default (on, no rules)
+    locality: LocalityLbPolicy | None = None
 
 
 # --- visibility (exportTo, GAMMA consumer routes) -------------------------------------------

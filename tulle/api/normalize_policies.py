@@ -16,6 +16,7 @@ from tulle.api.model import (
     RateLimitPolicy,
 )
 from tulle.api.normalize_common import HostResolver, pairs, ref
+from tulle.api.normalize_locality import locality_policy
 
 # --- security, rate limits, mesh ------------------------------------------------------------
 
@@ -102,4 +103,9 @@ def mesh_settings(meshes: list[Mesh]) -> MeshSettings:
         workload_certificate_lifetime=parse_duration(spec.workload_certificate_lifetime),
         h2_upgrade_policy=spec.h2_upgrade_policy,
         num_trusted_proxies=spec.num_trusted_proxies,
+        locality=(
+            locality_policy(spec.locality_lb_setting)
+            if spec.locality_lb_setting is not None
+            else None
+        ),
     )

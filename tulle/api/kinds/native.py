@@ -22,6 +22,7 @@ from tulle.api.kinds.base import (
     only_one,
     reject_repeats,
 )
+from tulle.api.kinds.destination_locality import LocalityLoadBalancerSetting
 from tulle.api.names import check_locality
 
 TULLE_GROUP = "tulle.dev"
@@ -290,6 +291,9 @@ class MeshSpec(Strict):
     # proxies in front of the mesh append to X-Forwarded-For, so where AuthorizationPolicy's
     # remoteIpBlocks / remote.ip find the original client (0: the connection's peer).
     num_trusted_proxies: Annotated[int, Field(ge=0, le=UINT32_MAX)] = 0
+    # Istio's meshConfig.localityLbSetting: the locality load balancing of every host whose
+    # DestinationRule sets none (and whose Service has no trafficDistribution).
+    locality_lb_setting: LocalityLoadBalancerSetting | None = None
 
     @field_validator("trust_domain")
     @classmethod

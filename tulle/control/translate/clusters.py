@@ -10,6 +10,7 @@ from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_de
 from google.protobuf import struct_pb2
 
 from tulle.api.model import ConnectionPool, OutlierPolicy, Service, TrafficSettings, Workload
+from tulle.api.model_locality import LocalityLbPolicy
 from tulle.control.translate.cluster_options import (
     slow_start,
     tcp_keepalive,
@@ -88,6 +89,7 @@ def cluster(
     settings: TrafficSettings,
     view: NodeView,
     mesh_h2_upgrade: Literal["DO_NOT_UPGRADE", "UPGRADE"] = "DO_NOT_UPGRADE",
+    mesh_locality: LocalityLbPolicy | None = None,
 ) -> Any:
     """The Cluster of ``service`` on ``port`` (and ``subset``). Its upstream protocol is
     Istio's: HTTP/2 for gRPC and HTTP2 ports, HTTP/1.1 for HTTP ones whatever the client spoke
@@ -113,7 +115,7 @@ def cluster(
         result.outlier_detection.CopyFrom(_outlier(outlier))
         # Istio's: minHealthPercent is the panic threshold (0, its default, never panics).
         result.common_lb_config.healthy_panic_threshold.value = float(outlier.min_health_percent)
-    policy, forced = service_policy(balancer.locality, service.traffic_distribution)
+    policy, forced = service_policy(balancer.locality, service.traffic_distribution, mesh_locality)
     if balancer.zone_aware is not None or locality_weighted(policy, forced or outlier is not None):
         result.common_lb_config.locality_weighted_lb_config.SetInParent()
     pool = settings.connection_pool
@@ -167,11 +169,12 @@ def clusters(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
         subsets = [None] + [s.name for s in policy.subsets] if policy else [None]
         shared = ClientTls.of(snapshot, service)
         mesh_h2 = snapshot.model.settings.h2_upgrade_policy
+        mesh_locality = snapshot.model.settings.locality
         for port in service.ports:
             found = targets(snapshot, service, port)
             for subset in subsets:
                 settings = policy.settings_for(subset, port.number) if policy else TrafficSettings()
-                item = cluster(service, port.number, subset, settings, view, mesh_h2)
+                item = cluster(service, port.number, subset, settings, view, mesh_h2, mesh_locality)
                 chosen = policy.subset(subset) if policy and subset else None
                 members = subset_members(found, chosen.labels) if chosen else found
                 secure_cluster(

@@ -194,7 +194,9 @@ def _groups(
             own_localities(snapshot, view),
             _healthy,
         )
-    policy, forced = service_policy(balancer.locality, service.traffic_distribution)
+    policy, forced = service_policy(
+        balancer.locality, service.traffic_distribution, snapshot.model.settings.locality
+    )
     return locality_groups(
         members(chosen),
         view.locality,

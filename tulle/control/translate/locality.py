@@ -17,7 +17,8 @@ Locality load balancing is on unless the rule says ``enabled: false`` (Istio's m
 Without a rule, a Kubernetes Service's ``trafficDistribution`` (Istio 1.24+) stands for one:
 ``failoverPriority`` on the network, region, zone and subzone labels (``PreferClose``,
 ``PreferSameZone``; ``PreferSameNode`` adds the node's ``kubernetes.io/hostname``), applied
-with or without outlier detection (:func:`service_policy`).
+with or without outlier detection (:func:`service_policy`); without either, the Mesh's
+``localityLbSetting`` (Istio's ``meshConfig.localityLbSetting``).
 The caller's and the endpoints' labels include the topology labels of their localities
 (``topology.kubernetes.io/region``, ``.../zone``, ``topology.istio.io/subzone``), as Istio adds
 them, so ``failoverPriority`` can name them."""
@@ -198,14 +199,19 @@ TRAFFIC_DISTRIBUTION_POLICIES: Final = {
 
 
 def service_policy(
-    policy: LocalityLbPolicy | None, traffic_distribution: str
+    policy: LocalityLbPolicy | None,
+    traffic_distribution: str,
+    mesh: LocalityLbPolicy | None = None,
 ) -> tuple[LocalityLbPolicy | None, bool]:
-    """The locality policy that applies, and whether it fails over without outlier detection:
-    the DestinationRule's when it sets one, else the Service's ``trafficDistribution``'s
-    (forced, as Istio applies it), else None (the mesh default)."""
-    if policy is None and traffic_distribution in TRAFFIC_DISTRIBUTION_POLICIES:
+    """The locality policy that applies, and whether it fails over without outlier detection,
+    in Istio's order: the DestinationRule's when it sets one, else the Service's
+    ``trafficDistribution``'s (forced, as Istio applies it), else the Mesh's
+    ``localityLbSetting``, else None (Istio's default)."""
+    if policy is not None:
+        return policy, False
+    if traffic_distribution in TRAFFIC_DISTRIBUTION_POLICIES:
         return TRAFFIC_DISTRIBUTION_POLICIES[traffic_distribution], True
-    return policy, False
+    return mesh, False
 
 
 def locality_groups(
