@@ -36,6 +36,7 @@ from tulle.api.kinds import (
 )
 from tulle.api.loader import Loaded
 from tulle.api.normalize import workload_labels
+from tulle.api.normalize_gateway import reference_host
 from tulle.api.source import FieldPath
 
 ERROR, WARNING = Severity.ERROR, Severity.WARNING
@@ -271,7 +272,8 @@ def check_destination_ports(ctx: Context) -> Iterator[Finding]:
             if not parent.is_service:
                 continue
             path = ("spec", "parentRefs", i, "port")
-            yield from check(item, path, parent.name, parent.namespace or ns, parent.port)
+            host = reference_host(parent, ns, ctx.resolve)
+            yield from check(item, path, host, parent.namespace or ns, parent.port)
         if not any(parent.is_service for parent in route.spec.parent_refs):
             continue  # applies to no mesh traffic: its backends are never used
         rules: list[Any] = list(route.spec.rules)

@@ -21,11 +21,17 @@ from tulle.api.kinds import (
     VirtualService,
     Workload,
 )
-from tulle.api.kinds.gateway import GATEWAY_GROUP, HTTPRouteRule, ParentReference
+from tulle.api.kinds.gateway import (
+    GATEWAY_GROUP,
+    MULTICLUSTER_GROUP,
+    HTTPRouteRule,
+    ParentReference,
+)
 from tulle.api.kinds.grpc_route import GRPCRouteRule
 from tulle.api.loader import Loaded
 from tulle.api.normalize import export_namespaces
 from tulle.api.normalize_delegate import Dropped, delegates_of, expand
+from tulle.api.normalize_gateway import reference_host
 from tulle.api.unsupported import gateway_parent
 
 ERROR, WARNING = Severity.ERROR, Severity.WARNING
@@ -105,13 +111,14 @@ def check_http_routes(ctx: Context) -> Iterator[Finding]:
                     ERROR,
                     ("spec", "parentRefs", i, "kind"),
                     f"parentRef kind {parent.kind} (group {group}) is not supported: Tulle "
-                    f'attaches HTTPRoutes to Services (kind: Service, group "") only{hint}',
+                    'attaches routes to Services (kind: Service, group "") and ServiceImports '
+                    f"(group {MULTICLUSTER_GROUP}) only{hint}",
                 )
                 continue
-            host = ctx.resolve(parent.name, parent.namespace or route.namespace)
+            host = reference_host(parent, route.namespace, ctx.resolve)
             if not ctx.is_known(host):
                 yield ctx.undefined(
-                    item, ("spec", "parentRefs", i, "name"), f"Service {parent.name} ({host})"
+                    item, ("spec", "parentRefs", i, "name"), f"{parent.kind} {parent.name} ({host})"
                 )
             yield from _section(item, i, parent, host, port_names)
         if not any(parent.is_service for parent in route.spec.parent_refs):
@@ -119,12 +126,12 @@ def check_http_routes(ctx: Context) -> Iterator[Finding]:
         rules: Sequence[HTTPRouteRule | GRPCRouteRule] = route.spec.rules
         for i, rule in enumerate(rules):
             for j, backend in enumerate(rule.backend_refs):
-                host = ctx.resolve(backend.name, backend.namespace or route.namespace)
+                host = reference_host(backend, route.namespace, ctx.resolve)
                 if not ctx.is_known(host):
                     yield ctx.undefined(
                         item,
                         ("spec", "rules", i, "backendRefs", j, "name"),
-                        f"Service {backend.name} ({host})",
+                        f"{backend.kind} {backend.name} ({host})",
                     )
 
 
@@ -159,7 +166,7 @@ def check_routed_once(ctx: Context) -> Iterator[Finding]:
                 continue
             consumer = (parent.namespace or route.namespace) != route.namespace
             scope = route.namespace if consumer else "*"
-            full = (ctx.resolve(parent.name, parent.namespace or route.namespace), scope)
+            full = (reference_host(parent, route.namespace, ctx.resolve), scope)
             first = owner.get(full)
             if first is not None and isinstance(first.resource, VirtualService):
                 yield item.finding(
@@ -192,7 +199,7 @@ def route_names(ctx: Context, host: str) -> set[str | None]:
         names.update(r[0].name for r in expand(vs, delegates) if not isinstance(r, Dropped))
     for route, _ in gamma_routes(ctx):
         parents = {
-            ctx.resolve(p.name, p.namespace or route.namespace)
+            reference_host(p, route.namespace, ctx.resolve)
             for p in route.spec.parent_refs
             if p.is_service
         }

@@ -98,13 +98,27 @@ def backend_host(
     return resolve(name, namespace or route_namespace)
 
 
+def reference_host(
+    reference: gw.ServiceReference | gw.ParentReference,
+    route_namespace: str,
+    resolve: HostResolver,
+) -> str:
+    """The host a backendRef or a (mesh) parentRef names: a Service's
+    (:func:`backend_host`), or a ServiceImport's ``<name>.<namespace>.svc.clusterset.local``,
+    the multi-cluster service's host (KEP-1645) as Istio names it."""
+    namespace = reference.namespace or route_namespace
+    if reference.is_service_import:
+        return f"{reference.name}.{namespace}.svc.clusterset.local"
+    return backend_host(reference.name, reference.namespace, route_namespace, resolve)
+
+
 def mirror_of(m: gw.RequestMirror, namespace: str, resolve: HostResolver) -> Mirror:
     """A RequestMirror filter as the model's mirror (``fraction`` or ``percent``, else all)."""
     if m.fraction is not None:
         percent = 100.0 * m.fraction.numerator / m.fraction.denominator
     else:
         percent = float(m.percent if m.percent is not None else 100)
-    host = backend_host(m.backend_ref.name, m.backend_ref.namespace, namespace, resolve)
+    host = reference_host(m.backend_ref, namespace, resolve)
     return Mirror(host, None, m.backend_ref.port, percent)
 
 
@@ -139,7 +153,7 @@ def _gateway_rule(
             cors = gateway_cors(f.cors)
     destinations = tuple(
         WeightedDestination(
-            host=backend_host(b.name, b.namespace, namespace, resolve),
+            host=reference_host(b, namespace, resolve),
             port=b.port,
             weight=b.weight,
             request_headers=header_modifier(
@@ -193,7 +207,7 @@ def routes_of_http_route(
     for parent in route.spec.parent_refs:
         if not parent.is_service:
             continue
-        host = backend_host(parent.name, parent.namespace, route.namespace, resolve)
+        host = reference_host(parent, route.namespace, resolve)
         consumer = (parent.namespace or route.namespace) != route.namespace
         rules = [
             r

@@ -18,10 +18,10 @@ from tulle.api.model import (
 )
 from tulle.api.normalize_common import HostResolver, ref
 from tulle.api.normalize_gateway import (
-    backend_host,
     first_of_each_name,
     header_modifier,
     mirror_of,
+    reference_host,
 )
 
 Precedence = tuple[int, int, int]
@@ -86,7 +86,7 @@ def _rule(
             mirrors.append(mirror_of(f.request_mirror, namespace, resolve))
     destinations = tuple(
         WeightedDestination(
-            host=backend_host(b.name, b.namespace, namespace, resolve),
+            host=reference_host(b, namespace, resolve),
             port=b.port,
             weight=b.weight,
             request_headers=header_modifier(
@@ -132,7 +132,7 @@ def routes_of_grpc_route(
     for parent in route.spec.parent_refs:
         if not parent.is_service:
             continue
-        host = backend_host(parent.name, parent.namespace, route.namespace, resolve)
+        host = reference_host(parent, route.namespace, resolve)
         consumer = (parent.namespace or route.namespace) != route.namespace
         rules = [
             r

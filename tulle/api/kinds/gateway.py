@@ -24,14 +24,31 @@ GATEWAY_GROUP = "gateway.networking.k8s.io"
 GATEWAY_VERSIONS = ("v1", "v1beta1")
 
 
-class ServiceReference(Strict):
-    """A Service by name, optionally in another namespace and at one port."""
+MULTICLUSTER_GROUP = "multicluster.x-k8s.io"
 
-    group: Literal["", "core"] = ""
-    kind: Literal["Service"] = "Service"
+
+class ServiceReference(Strict):
+    """A Service by name, optionally in another namespace and at one port; or a multi-cluster
+    service's ServiceImport (group ``multicluster.x-k8s.io``), which names the host
+    ``<name>.<namespace>.svc.clusterset.local`` as Istio reads it (KEP-1645)."""
+
+    group: Literal["", "core", "multicluster.x-k8s.io"] = ""
+    kind: Literal["Service", "ServiceImport"] = "Service"
     name: str = Field(min_length=1)
     namespace: str | None = None
     port: PortNumber | None = None
+
+    @model_validator(mode="after")
+    def _group_of_kind(self) -> ServiceReference:
+        groups = (MULTICLUSTER_GROUP,) if self.kind == "ServiceImport" else ("", "core")
+        if self.group not in groups:
+            raise FieldError(("group",), f"a {self.kind} is in group {groups[0]!r}")
+        return self
+
+    @property
+    def is_service_import(self) -> bool:
+        """A multi-cluster ServiceImport, not a Service."""
+        return self.kind == "ServiceImport"
 
 
 class ParentReference(Strict):
@@ -48,8 +65,16 @@ class ParentReference(Strict):
 
     @property
     def is_service(self) -> bool:
-        """A Service parent: the route applies to the mesh's traffic to that Service."""
+        """A Service parent, or a multi-cluster ServiceImport (GEP-1748): the route applies to
+        the mesh's traffic to that Service (or to the ServiceImport's clusterset host)."""
+        if self.kind == "ServiceImport":
+            return self.group == MULTICLUSTER_GROUP
         return self.kind == "Service" and self.group in ("", "core")
+
+    @property
+    def is_service_import(self) -> bool:
+        """A multi-cluster ServiceImport parent."""
+        return self.kind == "ServiceImport" and self.group == MULTICLUSTER_GROUP
 
     @property
     def is_gateway(self) -> bool:
@@ -233,7 +258,7 @@ class HTTPBackendRef(ServiceReference):
 
     @model_validator(mode="after")
     def _port_and_filters(self) -> HTTPBackendRef:
-        if self.port is None:
+        if self.port is None and not self.is_service_import:  # a ServiceImport's may be left out
             raise FieldError(
                 ("port",), "required field is missing (a Service backend needs a port)"
             )

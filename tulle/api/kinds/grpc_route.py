@@ -95,7 +95,7 @@ class GRPCBackendRef(ServiceReference):
 
     @model_validator(mode="after")
     def _port_and_filters(self) -> GRPCBackendRef:
-        if self.port is None:
+        if self.port is None and not self.is_service_import:  # a ServiceImport's may be left out
             raise FieldError(
                 ("port",), "required field is missing (a Service backend needs a port)"
             )
