@@ -6,7 +6,8 @@ task drains its sidecar) it is ejected and the calls go to the failover region, 
 to region3. grpcio follows the EDS priorities with its own priority policy (gRFC A37): it
 moves on when the backend's connection fails, with no ejection, but not from a backend that
 answers with errors (a gap). And the "Locality weighted distribution" task's shares, and
-Envoy's zone aware routing (``zoneAwareLbSetting``) in and out of the caller's zone."""
+Envoy's zone aware routing (``zoneAwareLbSetting``) in and out of the caller's zone, and a
+Kubernetes Service's ``trafficDistribution: PreferClose`` keeping calls in the caller's zone."""
 
 from __future__ import annotations
 
@@ -107,6 +108,15 @@ def _register(plane: ControlPlane, grpc: bool, service: str, **ports: tuple[int,
         )  # fmt: skip
 
 
+CLOSE = """\
+apiVersion: v1
+kind: Service
+metadata: {name: close, namespace: default}
+spec:
+  trafficDistribution: PreferClose
+  ports: [{name: %s, port: 8080}]
+---
+"""
 ZONE_AWARE = "{loadBalancer: {simple: ROUND_ROBIN, zoneAwareLbSetting: {enabled: true, %s}}}"
 
 
@@ -137,11 +147,15 @@ def test_locality_weighted_distribution_and_zone_aware_routing_share_the_calls(
     grpc, ports = backends.grpc, backends.ports
     _register(control_plane, grpc, "zoned", z1=(ports["z1"], "region1/zone1"),
               z2=(ports["z2"], "region1/zone2"), z3=(ports["z3"], "region2/zone3"))  # fmt: skip
-    # near: half of its endpoints in zone1, enough for the caller's half: every call stays.
     _register(control_plane, grpc, "near", z1=(ports["z1"], "region1/zone1"),
               y2=(ports["y2"], "region1/zone2"))  # fmt: skip
+    # near: half of its endpoints in zone1, enough for the caller's half: every call stays.
+    # close: a Kubernetes Service with trafficDistribution: PreferClose, no DestinationRule.
+    _register(control_plane, grpc, "close", z1=(ports["z1"], "region1/zone1"),
+              z2=(ports["z2"], "region1/zone2"), z4=(ports["z4"], "region3/zone4"))  # fmt: skip
     control_plane.apply(
         CALLER
+        + CLOSE % ("grpc" if grpc else "http")
         + virtual_service("    - route: [{destination: {host: web}}]")
         + destination_rule(DISTRIBUTE)
         + "".join(
@@ -164,6 +178,9 @@ def test_locality_weighted_distribution_and_zone_aware_routing_share_the_calls(
     # first call may go to whichever connects first. Once zone1's is up, every call stays.
     wait_until(lambda: caller.get("http://near:8080/").backend == "z1", timeout=15)
     assert {o.backend for o in get_all(caller, "http://near:8080/", 20)} == {"z1"}
+    # close: the caller's zone first, with or without outlier detection (Istio 1.24+).
+    wait_until(lambda: caller.get("http://close:8080/").backend == "z1", timeout=15)
+    assert {o.backend for o in get_all(caller, "http://close:8080/", 20)} == {"z1"}
     # zoned: 20/50 = 40% of the calls stay in zone1; zone2 and zone3 each have 40 - 25 = 15
     # points of residual capacity: 30% each; region2 is a later priority: none. Bounds: 4.5
     # standard deviations (40% of 300: sd 8.5 calls; 30%: sd 7.9).
