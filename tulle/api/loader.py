@@ -17,6 +17,7 @@ from tulle.api.kinds import Resource, UnknownKindError, model_for, reads_kind
 from tulle.api.kinds.base import FieldError
 from tulle.api.kubernetes import is_builtin
 from tulle.api.not_yet import not_yet_message
+from tulle.api.proto_names import Renamed, camel_case_fields
 from tulle.api.source import Document, FieldPath, format_path, identify, read_paths
 from tulle.api.unsupported import kind_message, strip_fields
 
@@ -179,6 +180,23 @@ def load_document(document: Document) -> tuple[Loaded | None, list[Finding]]:
         if is_builtin(api_version) and not reads_kind(kind):
             return None, [skipped(document, api_version, kind, namespace, name)]
         return None, [fail((unknown.field,), str(unknown), label, namespace, name)]
+    renamed: Renamed = []
+    if group.endswith(".istio.io"):  # protobuf-defined kinds: istioctl reads proto names
+        data, renamed = camel_case_fields(model, data)
+    if renamed:
+        lines = dict(document.lines)
+        for path, proto, camel in renamed:
+            lines[path] = document.line_of((*path[:-1], proto))
+            early.append(
+                replace(
+                    fail(path, "", kind, namespace, name),
+                    line=lines[path],
+                    severity=Severity.WARNING,
+                    message=f"{proto} is the protobuf name of {camel}: read as {camel}, the "
+                    "name Kubernetes' CRD schema knows (it drops the other); write it so",
+                )
+            )
+        document = replace(document, data=data, lines=lines)
     try:
         resource = model.model_validate(data)
     except ValidationError as error:

@@ -140,7 +140,12 @@ def virtual_service_route(
     if route.redirect is not None:
         r = route.redirect
         redirect = Redirect(
-            status=r.redirect_code, scheme=r.scheme, authority=r.authority, port=r.port, path=r.uri
+            status=r.redirect_code,
+            scheme=r.scheme,
+            authority=r.authority,
+            port=r.port,
+            path=r.uri,
+            prefix=r.prefix_rewrite,
         )
     rewrite = None
     if route.rewrite is not None:

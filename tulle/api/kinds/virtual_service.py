@@ -129,13 +129,20 @@ class HTTPRouteDestination(Strict):
 
 
 class HTTPRedirect(Strict):
-    """Answer with a redirect instead of forwarding."""
+    """Answer with a redirect instead of forwarding: ``uri`` replaces the whole path,
+    ``prefixRewrite`` the prefix the route matched (as Envoy's RedirectAction prefix_rewrite)."""
 
     uri: str | None = None
+    prefix_rewrite: str | None = None
     authority: str | None = None
     port: PortNumber | None = None
     scheme: Literal["http", "https"] | None = None
     redirect_code: Annotated[int, Field(ge=300, le=399)] = 301
+
+    @model_validator(mode="after")
+    def _one_path(self) -> HTTPRedirect:
+        only_one(self, "uri", "prefix_rewrite")
+        return self
 
 
 class HTTPRewrite(Strict):
