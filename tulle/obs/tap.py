@@ -19,7 +19,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -48,18 +48,27 @@ class TapFilter:
     method: str = ""
     authority: str = ""
     status: str = ""
+    # The statuses ``status`` selects, low <= status < high (all when not given).
+    low: int = field(default=0, init=False, repr=False)
+    high: int = field(default=1000, init=False, repr=False)
 
     def __post_init__(self) -> None:
         status = self.status.lower()
-        if status and not (
-            (status.isdigit() and len(status) <= 3)
-            or (len(status) == 3 and status[0] in "12345" and status[1:] == "xx")
-        ):
+        if status.isdigit() and len(status) <= 3:
+            low, high = int(status), int(status) + 1
+        elif len(status) == 3 and status[0] in "12345" and status[1:] == "xx":
+            low = int(status[0]) * 100
+            high = low + 100
+        elif status:
             raise TapFilterError(
                 f"status {self.status!r}: give a code (503) or a class (1xx to 5xx)"
             )
+        else:
+            low, high = 0, 1000
         object.__setattr__(self, "status", status)
         object.__setattr__(self, "method", self.method.upper())
+        object.__setattr__(self, "low", low)
+        object.__setattr__(self, "high", high)
 
     @classmethod
     def from_query(cls, get: Any) -> TapFilter:
@@ -79,12 +88,7 @@ class TapFilter:
             return False
         if self.authority and done.authority != self.authority:
             return False
-        status = self.status
-        if status:
-            if status.endswith("xx"):
-                return done.status // 100 == ord(status[0]) - 48
-            return done.status == int(status)
-        return True
+        return self.low <= done.status < self.high
 
 
 class Subscriber:
