@@ -56,7 +56,9 @@ def test_an_undefined_host_of_a_file_alone_is_a_warning_and_strict_hosts_an_erro
     passing = sum(
         not any(f.severity is Severity.ERROR for f in found) for found in findings.values()
     )
-    assert passing >= 143  # of 192 files alone with no ERROR (93 while it was an ERROR)
+    # of 192 files alone with no ERROR (93 while an undefined host was an ERROR); the other 38
+    # hold only config at the mesh's edges or the corpus's own mistakes (test_corpus_outcomes)
+    assert passing >= 154
 
 
 def test_edges_get_one_precise_finding(findings: dict[Path, tuple[Finding, ...]]):
