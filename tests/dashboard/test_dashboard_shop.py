@@ -51,9 +51,11 @@ SCREENSHOTS = os.environ.get("TULLE_DASHBOARD_SCREENSHOTS") == "1"
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     state_dir = tmp_path_factory.mktemp("dashboard") / "state"
     mesh = start_mesh(state_dir, "examples/shop/")
+    assert (state_dir / "scrape-targets.json").is_file()  # where the control plane reads
     yield mesh
     tulle("down", "--state-dir", str(state_dir), check=False)
     assert_nothing_left(state_dir)
+    assert not (state_dir / "scrape-targets.json").exists()  # no stale targets for a Prometheus
 
 
 @pytest.fixture(scope="module")

@@ -118,9 +118,11 @@ class StateDir:
         return MeshState(**data, replicas=replicas)
 
     def clear(self) -> None:
-        """The mesh is gone: its state, the admin tokens of sidecars killed before they
-        could remove their own, and the proxyless replicas' keys, certificates and bootstraps."""
+        """The mesh is gone: its state and metrics targets, the admin tokens of sidecars killed
+        before they could remove their own, and the proxyless replicas' keys, certificates and
+        bootstraps."""
         self.state_file.unlink(missing_ok=True)
+        (self.root / "scrape-targets.json").unlink(missing_ok=True)  # tulle.local.targets'
         for token in self.run.glob("*.admin-token"):
             token.unlink(missing_ok=True)
         for bootstrap in self.run.glob("*.grpc-bootstrap.json"):
