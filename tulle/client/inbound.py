@@ -100,6 +100,9 @@ class InboundGate:
         if registrar is not None:
             registrar.stop()
         self.runtime.log.flush()
+        exporter = self.runtime.tracing.exporter
+        if exporter is not None:  # the spans still queued, likewise
+            exporter.flush()
 
     # --- per request --------------------------------------------------------------------------
 
