@@ -174,6 +174,8 @@ def test_the_admin_listener_taps_the_libraries_requests_with_its_token(
     assert (event["direction"], event["path"], event["status"]) == ("outbound", "/tapped/1", 200)
     assert event["dst_workload"] == "web-v1"
     assert runtime.tap.active is False  # the feed's end unsubscribed it
+    tulle.client.shutdown()
+    assert not token_file.exists()  # removed on the way out
 
 
 def test_an_admin_port_needs_a_token_file(monkeypatch):

@@ -3,8 +3,8 @@ app: ``GET /tap`` (``tulle tap``'s live requests) and nothing else, on loopback 
 admin token every request must carry (``Authorization: Bearer``: a tap shows the requests'
 paths and peers). It is opened when the app is given ``TULLE_ADMIN_PORT`` (``tulle up`` does);
 its token, fresh at each start, is written to ``TULLE_ADMIN_TOKEN_FILE`` (0600), which the
-runner names in its state directory. It runs on the mesh runtime's own thread, so it never
-competes with the app's threads for anything but the GIL."""
+runner names in its state directory, and removed when the runtime stops. It runs on the mesh
+runtime's own thread, so it never competes with the app's threads for anything but the GIL."""
 
 from __future__ import annotations
 
@@ -53,6 +53,14 @@ class LibraryAdmin:
             response.headers["allow"] = "GET"
             return response
         return tap_response(self.tap, request)
+
+    def remove_token(self) -> None:
+        """On the way out: remove the token file, unless it holds another process's now."""
+        try:
+            if self.token_file.read_text().strip() == self.token:
+                self.token_file.unlink()
+        except OSError:
+            pass
 
 
 def new_admin(tap: Tap, token_file: Path) -> LibraryAdmin:

@@ -19,7 +19,7 @@ from pathlib import Path
 import prometheus_client
 import uvloop
 
-from tulle.client.admin import new_admin
+from tulle.client.admin import LibraryAdmin, new_admin
 from tulle.client.inbound_tls import InboundTls
 from tulle.client.settings import Settings
 from tulle.codec.paths import BASE
@@ -103,6 +103,7 @@ class MeshRuntime:
         self._metrics_server: object | None = None
         self.admin_port: int | None = None  # the admin listener's, once open
         self._admin_server: asyncio.Server | None = None
+        self._admin: LibraryAdmin | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -125,7 +126,7 @@ class MeshRuntime:
 
     async def _open_admin(self, port: int, token_file: str) -> None:
         """The admin listener (``GET /tap``) on loopback, its token written first."""
-        admin = new_admin(self.tap, Path(token_file))
+        self._admin = admin = new_admin(self.tap, Path(token_file))
         self._admin_server = server = await serve_http(admin, "127.0.0.1", port)
         admin.port = listening_port(server)
         self.admin_port = admin.port
@@ -150,6 +151,8 @@ class MeshRuntime:
             self.log.stop()
             if self._admin_server is not None:
                 self._admin_server.close()
+            if self._admin is not None:
+                self._admin.remove_token()
             for binding in list(self._bindings.values()):
                 if binding.loop is self.loop:
                     binding.pool.close()
