@@ -7,6 +7,7 @@ and the library; none for proxyless gRPC)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
@@ -16,6 +17,7 @@ from tulle.control.snapshot import build_snapshot
 from tulle.control.translate import translate
 from tulle.control.translate.context import NodeView
 from tulle.xds import types
+from tulle.xds.node import Mode
 
 HOST = "web.default.svc.cluster.local"
 SERVICES = """\
@@ -55,7 +57,7 @@ spec:
 """
 
 
-def _route_configs(text: str, mode: str = "sidecar") -> dict[str, Any]:
+def _route_configs(text: str, mode: Mode = "sidecar") -> Mapping[str, Any]:
     result = validate_text(text)
     assert result.model is not None, [f.format() for f in result.findings]
     assert not result.findings, [f.format() for f in result.findings]
@@ -63,7 +65,7 @@ def _route_configs(text: str, mode: str = "sidecar") -> dict[str, Any]:
     return resources[types.ROUTE]
 
 
-def _routes(text: str, port: int, mode: str = "sidecar") -> list[Any]:
+def _routes(text: str, port: int, mode: Mode = "sidecar") -> list[Any]:
     (vhost,) = _route_configs(text, mode)[f"{HOST}:{port}"].virtual_hosts
     return list(vhost.routes)
 
