@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.engine.conftest import (
     Upstreams,
@@ -25,6 +26,7 @@ from tests.engine.test_outbound_fallback import CACHE, fallback
 from tulle.engine.cluster_config import EndpointSpec
 from tulle.engine.message import Request, Response, finished
 from tulle.engine.outbound import Engine
+from tulle.obs.otlp import export_request
 from tulle.obs.tracing import NOT_SAMPLED, Span, Tracer, parse_context
 
 pytestmark = pytest.mark.usefixtures("engine_path")
@@ -126,3 +128,34 @@ def test_an_unsampled_request_has_no_span_and_passes_the_decision_on() -> None:
     assert declined.span is None
     assert seen.contexts[1] == (TRACE, PARENT, 0)  # passed on as it came
     assert finished("outbound", declined, Response(200, []), 1.0, 2.0, 0).span is None
+
+
+def test_a_grpc_call_s_span_has_the_rpc_attributes_and_its_status() -> None:
+    """A gRPC call whose answer is UNAVAILABLE in its trailers: the span, as exported (decoded
+    with opentelemetry-proto), names the RPC by the current conventions and the older ones, and
+    is an error."""
+
+    def unavailable(endpoint: EndpointSpec, sent: Request) -> Response:
+        headers = [("content-type", "application/grpc")]
+        return Response(200, headers, b"", trailers=[("grpc-status", "14")])
+
+    upstreams = Upstreams({"10.0.0.1:8080": unavailable})
+    engine = traced(build_engine(workload("v1"), {"v1": [("10.0.0.1", 8080)]}, upstreams))
+    call = Request("POST", "/shop.v1.Auth/Check", "web:8080",
+                   [("content-type", "application/grpc"), *SAMPLED], b"", http2=True)  # fmt: skip
+    response = run(handle(engine, TABLE, call))
+    done = finished("outbound", call, response, 1.0, 2.0, 0)
+    assert done.span is not None
+    assert done.span.grpc_status == 14
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(export_request([done], [("service.name", "frontend")]))
+    (span,) = request.resource_spans[0].scope_spans[0].spans
+    values = {kv.key: kv.value for kv in span.attributes}
+    assert span.name == "shop.v1.Auth/Check"
+    assert values["rpc.system.name"].string_value == "grpc"
+    assert values["rpc.method"].string_value == "shop.v1.Auth/Check"
+    assert values["rpc.service"].string_value == "shop.v1.Auth"
+    assert values["rpc.response.status_code"].string_value == "UNAVAILABLE"
+    assert values["rpc.grpc.status_code"].int_value == 14
+    assert span.status.code == span.status.STATUS_CODE_ERROR
+    assert span.parent_span_id.hex() == PARENT
