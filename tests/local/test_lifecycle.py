@@ -5,6 +5,7 @@ in ``tulle status``."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -109,6 +110,20 @@ def test_bad_config_is_refused_with_file_and_line(tmp_path, state_dir):
         f"{bad}:7: ERROR Workload default/echo: spec.replicas: must be greater than or equal "
         "to 0, got -1"
     ) in result.stderr
+    assert_nothing_left(state_dir)
+
+
+def test_a_taken_api_port_is_refused_naming_it(tmp_path, state_dir):
+    """Another control plane on the port would answer in this one's place: refused first."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = tulle("up", "-f", config(tmp_path, ECHO), "--state-dir", str(state_dir),
+                       "--api-port", port, "--xds-port", "0", check=False)  # fmt: skip
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port} (--api-port) is taken" in result.stderr
+    assert "pass --api-port 0 for any free port" in result.stderr
     assert_nothing_left(state_dir)
 
 

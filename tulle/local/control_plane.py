@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tulle.local.plan import free_port
+from tulle.local.plan import check_port_free, free_port
 from tulle.local.processes import describe_exit, spawn, stop
 from tulle.local.registrations import Registrations
 from tulle.local.runtime import BACKOFF_FIRST, TULLE, restart_pause
@@ -23,6 +23,9 @@ class ControlPlaneKeeper(Registrations):
     async def _start_control_plane(self) -> None:
         """Pick the control plane's ports (kept for its restarts) and start it."""
         options = self.options
+        for port, option in ((options.xds_port, "--xds-port"), (options.api_port, "--api-port")):
+            if port:
+                check_port_free(self.host, port, option)
         xds_port = options.xds_port or free_port()
         api_port = options.api_port or free_port()
         self.state.xds = f"{self.host}:{xds_port}"

@@ -51,6 +51,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def check_port_free(host: str, port: int, option: str) -> None:
+    """Raise a RuntimeError naming ``option`` when something listens on ``host:port`` already
+    (another ``tulle up``'s control plane would otherwise answer in this one's place)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            raise RuntimeError(
+                f"{host}:{port} ({option}) is taken: {error.strerror or error}; another tulle up "
+                f"or control plane may be running (tulle down), or pass {option} 0 for any free "
+                "port"
+            ) from None
+
+
 def _below_ephemeral() -> tuple[int, int]:
     """Up to 12,000 ports just below ``ip_local_port_range`` (20768-32767 by default)."""
     try:
