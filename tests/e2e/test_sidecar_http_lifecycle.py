@@ -179,6 +179,7 @@ def test_the_sidecar_process_carries_only_the_data_plane(control_plane, processe
         ("--mark", "lots", "--mark: 'lots' is not a number"),
         ("--log-level", "chatty", "--log-level: 'chatty' is not one of"),
         ("--admin-host", "0.0.0.0", "--admin-host: '0.0.0.0' is not a loopback address"),
+        ("--server", "cp:15014", "--server: 'cp:15014' is not an http:// or https:// URL"),
     ],
 )
 def test_bad_proxy_options_are_refused_by_name(option, value, reason):
