@@ -24,7 +24,6 @@ from tulle.cli import (
     proxy_commands,
     proxy_lifecycle,
     tap,
-    tap,
     traces,
     validate,
     version,
@@ -58,7 +57,6 @@ app.command("status")(local_commands.status)
 app.command("logs")(local_commands.logs)
 app.command("down")(local_commands.down)
 app.command("top")(local_commands.top)
-app.command("tap")(tap.tap)
 app.command("tap")(tap.tap)
 app.command("dashboard")(dashboard.dashboard)
 app.command("traces")(traces.traces)
