@@ -13,9 +13,11 @@ from google.protobuf.json_format import MessageToDict
 
 from tulle.api import validate_text
 from tulle.api.kubernetes import service_of
+from tulle.api.model_locality import LocalityLbPolicy
 from tulle.control.registry import Endpoint
 from tulle.control.snapshot import build_snapshot
 from tulle.control.translate import Translator
+from tulle.control.translate.locality import Member, locality_groups, service_policy, with_topology
 from tulle.control.translate.zone_aware import SCALE, zone_shares
 from tulle.xds import types
 from tulle.xds.node import parse_node_id
@@ -228,7 +230,7 @@ def test_a_services_traffic_distribution_prioritizes_by_locality_without_a_rule(
     if value is None:  # no outlier detection, no rule: Istio prioritizes nothing
         assert priority_localities(snap) == [sorted(set(BACKENDS))]
         return
-    # Istio's failoverPriority [network, region, zone, subzone], with no outlier detection:
+    # Istio's failoverPriority [network, region, zone], with no outlier detection:
     # same zone, then same region, then the rest.
     assert priority_localities(snap) == [
         ["region1/zone1"],
@@ -285,3 +287,28 @@ def test_the_meshs_locality_setting_is_the_default_after_the_service(mesh, distr
     )
     snap = build_snapshot(1, result.model, endpoints, registry_services=(service,))
     assert priority_localities(snap) == expected
+
+
+def test_prefer_close_ignores_the_subzone_and_prefer_same_node_ranks_the_node_first():
+    def member(name, locality, node):
+        labels = with_topology({"kubernetes.io/hostname": node}, locality)
+        return Member(name, locality, labels, 1)
+
+    found = [
+        member("here", "region1/zone1", "n1"),
+        member("rack", "region1/zone1/rack7", "n2"),
+        member("zone2", "region1/zone2", "n3"),
+    ]
+    caller = {"kubernetes.io/hostname": "n2"}
+    for value, expected in (
+        ("PreferClose", {"here": 0, "rack": 0, "zone2": 1}),  # Istio 1.27+: no subzone
+        ("PreferSameZone", {"here": 0, "rack": 0, "zone2": 1}),
+        ("PreferSameNode", {"rack": 0, "here": 1, "zone2": 2}),
+    ):
+        policy, forced = service_policy(None, value)
+        assert forced
+        groups = locality_groups(found, "region1/zone1", caller, policy, outlier_detection=forced)
+        assert {m.item: g.priority for g in groups for m in g.members} == expected, value
+    # A DestinationRule's own setting wins, and is not forced.
+    mine = LocalityLbPolicy(enabled=False)
+    assert service_policy(mine, "PreferClose") == (mine, False)

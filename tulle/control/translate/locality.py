@@ -15,7 +15,7 @@ DestinationRule's ``localityLbSetting`` give.
 
 Locality load balancing is on unless the rule says ``enabled: false`` (Istio's mesh default).
 Without a rule, a Kubernetes Service's ``trafficDistribution`` (Istio 1.24+) stands for one:
-``failoverPriority`` on the network, region, zone and subzone labels (``PreferClose``,
+``failoverPriority`` on the network, region and zone labels (``PreferClose``,
 ``PreferSameZone``; ``PreferSameNode`` adds the node's ``kubernetes.io/hostname``), applied
 with or without outlier detection (:func:`service_policy`); without either, the Mesh's
 ``localityLbSetting`` (Istio's ``meshConfig.localityLbSetting``).
@@ -184,8 +184,9 @@ def _failed_over(
 
 NETWORK_LABEL: Final = "topology.istio.io/network"
 HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
+# Istio 1.27+ (istio/istio#55848): the subzone is not among them.
 _PREFER_SAME_ZONE: Final = LocalityLbPolicy(
-    failover_priority=(NETWORK_LABEL, REGION_LABEL, ZONE_LABEL, SUBZONE_LABEL)
+    failover_priority=(NETWORK_LABEL, REGION_LABEL, ZONE_LABEL)
 )
 TRAFFIC_DISTRIBUTION_POLICIES: Final = {
     "PreferClose": _PREFER_SAME_ZONE,
