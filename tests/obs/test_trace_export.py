@@ -13,6 +13,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from tests.e2e.conftest import wait_until
 from tests.otlp_receiver import Receiver, otlp_receiver
 from tulle.obs.finished import Finished
+from tulle.obs.otlp import _CACHE as CACHE
+from tulle.obs.otlp import _CACHE_MAX as CACHE_MAX
+from tulle.obs.otlp import Attributes
 from tulle.obs.trace_export import EndpointError, SpanExporter, otlp_url
 from tulle.obs.tracing import CLIENT, SERVER, Span
 
@@ -131,3 +134,21 @@ def test_endpoints_are_checked() -> None:
     for bad in ("collector:4317", "grpc://c:4317", "http://", "http://c:port"):
         with pytest.raises(EndpointError, match="OTLP endpoint"):
             otlp_url(bad)
+
+
+def test_the_attribute_cache_is_bounded_and_changes_no_byte() -> None:
+    """Encoded attributes are cached by value: a value seen before encodes to the same bytes,
+    and however many values pass, the cache stays within its bound."""
+    first = Attributes(b"\x4a")
+    first.string("server.address", "catalog")
+    first.integer("http.response.status_code", 503)
+    again = Attributes(b"\x4a")
+    again.string("server.address", "catalog")
+    again.integer("http.response.status_code", 503)
+    fresh = Attributes(b"\x4a")
+    fresh.string("server.address", "catalog", cache=False)
+    assert again.encoded() == first.encoded()
+    assert fresh.encoded() == first.parts[0]
+    for index in range(CACHE_MAX + 100):
+        Attributes(b"\x4a").string("url.path", f"/items/{index}")
+    assert 0 < len(CACHE) <= CACHE_MAX

@@ -92,10 +92,50 @@ def _key(key: str) -> bytes:
     return encoded
 
 
+_CACHE: Final[dict[tuple[bytes, str, str | int | bool], bytes]] = {}
+"""Attributes written already, by field, key and value: most repeat from span to span (the
+method, the host, the cluster, the endpoint, a status), and a hit is one lookup instead of an
+encoding. Emptied when it reaches ``_CACHE_MAX`` (values such as paths are many)."""
+_CACHE_MAX: Final = 4096
+
+
+def _any_bytes(field: bytes, key: str, value: bytes) -> bytes:
+    """A ``KeyValue`` whose ``AnyValue`` is ``value``, as the repeated field ``field``."""
+    name = _key(key)
+    size = len(value)
+    if len(name) + size < 126:  # the usual: every length is one byte
+        return field + _SMALL[len(name) + 2 + size] + name + _ANY[size] + value
+    return (
+        field + varint(len(name) + 1 + _size(size) + size) + name + b"\x12" + varint(size)
+        + value
+    )  # fmt: skip
+
+
+def _string_bytes(field: bytes, key: str, value: str) -> bytes:
+    """A string ``KeyValue`` as the repeated field ``field``."""
+    data = value.encode()
+    size = len(data)
+    name = _key(key)
+    if len(name) + size < 124:  # the usual: every length is one byte
+        return field + _SMALL[len(name) + 4 + size] + name + _ANY_STRING[size] + data
+    any_size = 1 + _size(size) + size
+    return (
+        field + varint(len(name) + 1 + _size(any_size) + any_size) + name + b"\x12"
+        + varint(any_size) + b"\x0a" + varint(size) + data
+    )  # fmt: skip
+
+
+def _remember(entry: tuple[bytes, str, str | int | bool], encoded: bytes) -> None:
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.clear()
+    _CACHE[entry] = encoded
+
+
 class Attributes:
     """The attributes of one message as they are written (``KeyValue``s in its repeated field
-    ``field``): one call per attribute, typed, each a few concatenations (no message objects,
-    no tuples to dispatch on)."""
+    ``field``), appended to ``parts``: one call per attribute, typed; a string, integer or
+    boolean attribute seen before is taken from the cache (``cache=False`` for values that
+    never repeat)."""
 
     __slots__ = ("field", "parts")
 
@@ -103,56 +143,39 @@ class Attributes:
         self.field = field
         self.parts: list[bytes] = [] if parts is None else parts  # where they are written
 
-    def _any(self, key: str, value: bytes) -> None:
-        name = _key(key)
-        size = len(value)
-        parts = self.parts
-        parts.append(self.field)
-        if len(name) + size < 126:  # the usual: every length is one byte
-            parts.append(_SMALL[len(name) + 2 + size])
-            parts.append(name)
-            parts.append(_ANY[size])
-        else:
-            parts.append(varint(len(name) + 1 + _size(size) + size))
-            parts.append(name)
-            parts.append(b"\x12" + varint(size))
-        parts.append(value)
-
-    def string(self, key: str, value: str) -> None:
+    def string(self, key: str, value: str, cache: bool = True) -> None:
         """A string attribute."""
-        data = value.encode()
-        size = len(data)
-        name = _key(key)
-        parts = self.parts
-        parts.append(self.field)
-        if len(name) + size < 124:  # the usual: every length is one byte
-            any_size = size + 2
-            parts.append(_SMALL[len(name) + 2 + any_size])
-            parts.append(name)
-            parts.append(_ANY_STRING[size])
-        else:
-            any_size = 1 + _size(size) + size
-            parts.append(varint(len(name) + 1 + _size(any_size) + any_size))
-            parts.append(name)
-            parts.append(b"\x12" + varint(any_size) + b"\x0a" + varint(size))
-        parts.append(data)
+        if not cache:
+            self.parts.append(_string_bytes(self.field, key, value))
+            return
+        entry: tuple[bytes, str, str | int | bool] = (self.field, key, value)
+        encoded = _CACHE.get(entry)
+        if encoded is None:
+            encoded = _string_bytes(self.field, key, value)
+            _remember(entry, encoded)
+        self.parts.append(encoded)
 
     def integer(self, key: str, value: int) -> None:
         """An int64 attribute."""
-        self._any(key, b"\x18" + varint(value & 0xFFFF_FFFF_FFFF_FFFF))  # two's complement
+        entry: tuple[bytes, str, str | int | bool] = (self.field, key, value)
+        encoded = _CACHE.get(entry)
+        if encoded is None:
+            encoded = _any_bytes(self.field, key, b"\x18" + varint(value & 0xFFFF_FFFF_FFFF_FFFF))
+            _remember(entry, encoded)
+        self.parts.append(encoded)
 
     def boolean(self, key: str, value: bool) -> None:
         """A boolean attribute."""
-        self._any(key, b"\x10\x01" if value else b"\x10\x00")
+        self.parts.append(_any_bytes(self.field, key, b"\x10\x01" if value else b"\x10\x00"))
 
     def double(self, key: str, value: float) -> None:
         """A double attribute."""
-        self._any(key, b"\x21" + _DOUBLE.pack(value))
+        self.parts.append(_any_bytes(self.field, key, b"\x21" + _DOUBLE.pack(value)))
 
     def strings(self, key: str, values: list[str]) -> None:
         """An array of strings."""
         items = b"".join([_field(b"\x0a", _field(b"\x0a", v.encode())) for v in values])
-        self._any(key, _field(b"\x2a", items))
+        self.parts.append(_any_bytes(self.field, key, _field(b"\x2a", items)))
 
     def value(self, key: str, item: Value) -> None:
         """An attribute of any of the types above."""
@@ -201,12 +224,12 @@ def attributes(done: Finished, out: Attributes) -> None:  # noqa: PLR0915 - one 
     host, port = _host_port(done.authority)
     out.string("http.request.method", done.method)
     if client:
-        out.string("url.full", f"http://{done.authority}{done.path}")
+        out.string("url.full", f"http://{done.authority}{done.path}", cache=False)
     else:
-        out.string("url.path", path)
+        out.string("url.path", path, cache=False)
         out.string("url.scheme", "http")
         if query:
-            out.string("url.query", query)
+            out.string("url.query", query, cache=False)
     if host:
         out.string("server.address", host)
     if port is not None:
