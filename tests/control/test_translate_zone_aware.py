@@ -312,3 +312,17 @@ def test_prefer_close_ignores_the_subzone_and_prefer_same_node_ranks_the_node_fi
     # A DestinationRule's own setting wins, and is not forced.
     mine = LocalityLbPolicy(enabled=False)
     assert service_policy(mine, "PreferClose") == (mine, False)
+
+
+def test_zone_aware_beside_consistent_hash_is_a_warning():
+    config = CONFIG.format(setting="{enabled: true}").replace(
+        "simple: ROUND_ROBIN", "consistentHash: {httpHeaderName: x-user}"
+    )
+    assert [(f.severity.value, f.field, f.message) for f in validate_text(config).findings] == [
+        (
+            "WARNING",
+            "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting",
+            "consistentHash picks by hash, not by zone: the zone shares are not applied "
+            "(the region tiers are), as in Envoy",
+        )
+    ]

@@ -1,6 +1,7 @@
 """Cross checks of a DestinationRule's ``localityLbSetting`` and ``zoneAwareLbSetting`` that the
 schema alone cannot judge: failover without outlier detection beside it, which (as in Istio)
-never fails over; a ``zoneAwareLbSetting`` that does not say ``enabled: true``, which is off."""
+never fails over; a ``zoneAwareLbSetting`` that does not say ``enabled: true``, which is off,
+or that sits beside ``consistentHash``, which does not route by zone."""
 
 from __future__ import annotations
 
@@ -62,7 +63,16 @@ def check_zone_aware_enabled(ctx: Context) -> Iterator[Finding]:
         for path, policy in _levels(rule):
             balancer = policy.load_balancer
             setting = balancer.zone_aware_lb_setting if balancer is not None else None
-            if setting is None or setting.enabled is True:
+            if setting is None:
+                continue
+            if setting.enabled is True:
+                if balancer is not None and balancer.consistent_hash is not None:
+                    yield item.finding(
+                        WARNING,
+                        (*path, "loadBalancer", "zoneAwareLbSetting"),
+                        "consistentHash picks by hash, not by zone: the zone shares are not "
+                        "applied (the region tiers are), as in Envoy",
+                    )
                 continue
             said = "enabled: false" if setting.enabled is False else "without enabled: true"
             yield item.finding(
