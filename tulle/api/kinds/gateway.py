@@ -3,6 +3,7 @@ mesh (GAMMA) use, where the route applies to traffic sent to that Service."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -49,6 +50,30 @@ class ServiceReference(Strict):
     def is_service_import(self) -> bool:
         """A multi-cluster ServiceImport, not a Service."""
         return self.kind == "ServiceImport"
+
+
+def check_backend_ref(ref: ServiceReference, filter_types: Sequence[str]) -> None:
+    """An HTTPRoute's or GRPCRoute's backendRef: a Service needs a port (a ServiceImport's may be
+    left out), and its filters (of types ``filter_types``) may only modify headers; the other
+    filters belong on the rule."""
+    if ref.port is None and not ref.is_service_import:
+        raise FieldError(("port",), "required field is missing (a Service backend needs a port)")
+    for index, filter_type in enumerate(filter_types):
+        if filter_type not in ("RequestHeaderModifier", "ResponseHeaderModifier"):
+            raise FieldError(
+                ("filters", index, "type"),
+                f"{filter_type} is not supported on a backendRef; put it on the rule",
+            )
+
+
+def check_filter_config(filter_type: str, wanted: str, fields: Mapping[str, object]) -> None:
+    """A route filter's ``type`` names the one field of ``fields`` (by its camelCase name) that
+    must be set: raise unless ``wanted`` is set and no other is."""
+    if fields[wanted] is None:
+        raise ValueError(f"type {filter_type} needs the field {wanted}")
+    extra = [name for name, value in fields.items() if value is not None and name != wanted]
+    if extra:
+        raise FieldError((extra[0],), f"does not belong to a filter of type {filter_type}")
 
 
 class ParentReference(Strict):
@@ -242,11 +267,7 @@ class HTTPRouteFilter(Strict):
             "requestMirror": self.request_mirror,
             "cors": self.cors,
         }
-        if fields[wanted] is None:
-            raise ValueError(f"type {self.type} needs the field {wanted}")
-        extra = [name for name, value in fields.items() if value is not None and name != wanted]
-        if extra:
-            raise FieldError((extra[0],), f"does not belong to a filter of type {self.type}")
+        check_filter_config(self.type, wanted, fields)
         return self
 
 
@@ -258,16 +279,7 @@ class HTTPBackendRef(ServiceReference):
 
     @model_validator(mode="after")
     def _port_and_filters(self) -> HTTPBackendRef:
-        if self.port is None and not self.is_service_import:  # a ServiceImport's may be left out
-            raise FieldError(
-                ("port",), "required field is missing (a Service backend needs a port)"
-            )
-        for index, backend_filter in enumerate(self.filters):
-            if backend_filter.type not in ("RequestHeaderModifier", "ResponseHeaderModifier"):
-                raise FieldError(
-                    ("filters", index, "type"),
-                    f"{backend_filter.type} is not supported on a backendRef; put it on the rule",
-                )
+        check_backend_ref(self, [backend_filter.type for backend_filter in self.filters])
         return self
 
 

@@ -17,6 +17,8 @@ from tulle.api.kinds.gateway import (
     ParentReference,
     RequestMirror,
     ServiceReference,
+    check_backend_ref,
+    check_filter_config,
 )
 
 GRPC_ROUTE_VERSIONS = ("v1", "v1alpha2")
@@ -78,12 +80,7 @@ class GRPCRouteFilter(Strict):
             "responseHeaderModifier": self.response_header_modifier,
             "requestMirror": self.request_mirror,
         }
-        wanted = self.type[0].lower() + self.type[1:]
-        if fields[wanted] is None:
-            raise ValueError(f"type {self.type} needs the field {wanted}")
-        extra = [name for name, value in fields.items() if value is not None and name != wanted]
-        if extra:
-            raise FieldError((extra[0],), f"does not belong to a filter of type {self.type}")
+        check_filter_config(self.type, self.type[0].lower() + self.type[1:], fields)
         return self
 
 
@@ -95,16 +92,7 @@ class GRPCBackendRef(ServiceReference):
 
     @model_validator(mode="after")
     def _port_and_filters(self) -> GRPCBackendRef:
-        if self.port is None and not self.is_service_import:  # a ServiceImport's may be left out
-            raise FieldError(
-                ("port",), "required field is missing (a Service backend needs a port)"
-            )
-        for index, backend_filter in enumerate(self.filters):
-            if backend_filter.type == "RequestMirror":
-                raise FieldError(
-                    ("filters", index, "type"),
-                    "RequestMirror is not supported on a backendRef; put it on the rule",
-                )
+        check_backend_ref(self, [backend_filter.type for backend_filter in self.filters])
         return self
 
 
