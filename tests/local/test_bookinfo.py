@@ -10,8 +10,15 @@ tasks' YAML is inline in their pages, not sample files: it is here, as the pages
 circuit-breaking task's httpbin and fortio (a client in the mesh) run in the same mesh as
 Bookinfo: tests/e2e/http_backend.py plays both (``/call?url=U`` is a call from inside).
 
-Last, a GAMMA consumer route: a client in namespace ``consumer`` and its team's HTTPRoute for
-Bookinfo's reviews (a 0.5 s timeout, every version), which changes that client's calls only."""
+Then a GAMMA consumer route: a client in namespace ``consumer`` and its team's HTTPRoute for
+Bookinfo's reviews (a 0.5 s timeout, every version), which changes that client's calls only.
+
+Last, the locality-failover task (istio.io/latest/docs/tasks/traffic-management/
+locality-load-balancing/failover/) on Bookinfo: productpage in region1/zone1 calls reviews v1,
+v2 and v3 in region1/zone1, region2/zone2 and region3/zone3 (examples/bookinfo/workloads.yaml),
+under the task's DestinationRule applied to reviews (examples/bookinfo-tasks/, a file of Tulle's
+own: upstream's Bookinfo networking has no locality rule); v1's sidecar is drained, as the task
+drains its region1 sidecar."""
 
 from __future__ import annotations
 
@@ -33,6 +40,8 @@ from tulle.cli.main import app
 
 # Upstream's files, whole and unchanged, beside the checkout (CI has ../shared there too).
 NETWORKING = REPO.parent / "shared" / "corpus" / "istio" / "samples" / "bookinfo" / "networking"
+# The locality-failover task's DestinationRule, applied to reviews: Tulle's own file.
+LOCALITY_FAILOVER = REPO / "examples" / "bookinfo-tasks" / "locality-failover.yaml"
 REVIEWS_ERROR = "Error fetching product reviews!"
 REVIEWS_SORRY = "Sorry, product reviews are currently unavailable for this book."
 RATINGS_UNAVAILABLE = "Ratings service is currently unavailable"
@@ -171,6 +180,12 @@ class Bookinfo:
         assert done.exit_code == 0, (done.stdout, done.stderr)
         assert "ERROR" not in done.stderr, done.stderr
         return done.stdout
+
+    def delete(self, kind: str, name: str) -> None:
+        """``tulle delete KIND NAME`` against the mesh (the CLI in this process)."""
+        args = [kind, name, "--server", self.api, "--token", self.mesh.token]
+        done = CliRunner().invoke(app, ["delete", *args])
+        assert done.exit_code == 0, (done.stdout, done.stderr)
 
     def routes(self, replica: str, host: str) -> str:
         """The routes ``replica``'s sidecar holds for ``host`` (JSON text)."""
@@ -479,3 +494,71 @@ def test_a_consumer_route_changes_only_its_namespace_calls(bookinfo: Bookinfo, t
     # Everyone else (productpage, in default) follows the producer's route, with no timeout:
     # reviews v2's stars, 2 s late.
     assert shown(bookinfo.page()) == "v2"
+
+
+REGIONS = ("region1/zone1", "region2/zone2", "region3/zone3")  # reviews v1, v2, v3
+REVIEWS_CLUSTER = "outbound|9080||reviews.default.svc.cluster.local"  # the service's, no subset
+
+
+def test_locality_failover(bookinfo: Bookinfo):
+    # The task calls the service, not a subset: every version of reviews (no VirtualService
+    # for it), ratings without faults.
+    all_v1(bookinfo)
+    bookinfo.delete("virtualservice", "reviews")
+    bookinfo.until_routes(PRODUCTPAGE, "reviews", ("outbound|9080||reviews.",), ("|v1|",))
+
+    def reviews() -> dict:
+        """Reviews' cluster in productpage's sidecar (its admin /clusters)."""
+        admin = f"http://127.0.0.1:{bookinfo.admin['productpage-v1-0']}/clusters"
+        clusters = httpx.get(admin, timeout=10).json()["clusters"]
+        return next(c for c in clusters if c["name"] == REVIEWS_CLUSTER)
+
+    def endpoints() -> dict[str, tuple[int, bool]]:
+        """Each reviews endpoint's locality: its priority and whether it is ejected."""
+        return {e["locality"]: (e["priority"], e["ejected"]) for e in reviews()["endpoints"]}
+
+    # Without the rule (no outlier detection), localities change nothing: one priority, and
+    # productpage's calls reach reviews in every region. 30 pages: a version never chosen has
+    # probability 3 * (2/3)^30 = 1.6e-5.
+    assert endpoints() == dict.fromkeys(REGIONS, (0, False))
+    assert set(bookinfo.versions(30)) == {"v1", "v2", "v3"}
+
+    # The task's rule: productpage's sidecar orders reviews by locality (its own zone, then the
+    # failover region, region2, then region3) and every call stays in region1/zone1.
+    bookinfo.apply(LOCALITY_FAILOVER)
+    wait_until(
+        lambda: endpoints() == {r: (p, False) for p, r in enumerate(REGIONS)}
+        and all(f in bookinfo.clusters("productpage-v1-0", "reviews")
+                for f in ('"consecutive5xx": 1', '"maxRequestsPerConnection": 1')),
+        timeout=30, interval=0.1,
+    )  # fmt: skip
+    assert bookinfo.versions(20) == {"v1": 20}
+
+    # The task drains the region1 sidecar: it refuses new connections (one per request, the
+    # rule's connection pool), the first call that meets it ejects v1 (consecutive5xxErrors:
+    # 1) and is retried, and every page from then on shows region2's v2. None reaches region3:
+    # without `failover`, region2 and region3 would share the calls, and 20 pages with no v3
+    # would have probability 2^-20 = 1e-6.
+    v1 = bookinfo.mesh.replica("reviews-v1-0")
+    drain = ["proxy-drain", "--admin-port", str(v1["admin_port"]),
+             "--admin-token-file", v1["admin_token_file"]]  # fmt: skip
+    drained = CliRunner().invoke(app, drain)
+    assert drained.exit_code == 0, (drained.stdout, drained.stderr)
+    assert bookinfo.versions(20) == {"v2": 20}
+    assert reviews()["priority_shares"] == [0.0, 100.0, 0.0]
+    assert endpoints() == {REGIONS[0]: (0, True), REGIONS[1]: (1, False), REGIONS[2]: (2, False)}
+
+    # Restore: the drained sidecar told to quit, `tulle up` restarts reviews v1 (new ports, a
+    # new endpoint, not ejected) and the calls come back to region1.
+    token = Path(v1["admin_token_file"]).read_text().strip()
+    quit_url = f"http://127.0.0.1:{v1['admin_port']}/quitquitquit"
+    assert httpx.post(quit_url, headers={"authorization": f"Bearer {token}"}).status_code == 200
+
+    def restarted() -> bool:
+        now = bookinfo.mesh.replica("reviews-v1-0")
+        return bool(now["restarts"] > v1["restarts"] and now["ready"])
+
+    wait_until(restarted, timeout=60, interval=0.5)
+    bookinfo.admin["reviews-v1-0"] = bookinfo.mesh.replica("reviews-v1-0")["admin_port"]
+    wait_until(lambda: endpoints() == {r: (p, False) for p, r in enumerate(REGIONS)}, timeout=30)
+    assert bookinfo.versions(10) == {"v1": 10}
