@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 from tulle.api.kinds import HTTPRoute
 from tulle.api.kinds import gateway as gw
+from tulle.api.kinds.grpc_route import GRPCBackendRef, GRPCRoute
 from tulle.api.model import (
     CorsPolicy,
     HeaderEdits,
@@ -24,6 +26,8 @@ from tulle.api.normalize_common import HostResolver, ref, seconds
 from tulle.api.normalize_cors import gateway_cors
 
 # --- Gateway API HTTPRoute ------------------------------------------------------------------
+
+_Route = TypeVar("_Route")
 
 _PATH_KINDS = {"Exact": "exact", "PathPrefix": "path_prefix", "RegularExpression": "regex"}
 _VALUE_KINDS = {"Exact": "exact", "RegularExpression": "regex"}
@@ -122,6 +126,54 @@ def mirror_of(m: gw.RequestMirror, namespace: str, resolve: HostResolver) -> Mir
     return Mirror(host, None, m.backend_ref.port, percent)
 
 
+def backend_destinations(
+    backend_refs: Sequence[gw.HTTPBackendRef | GRPCBackendRef],
+    namespace: str,
+    resolve: HostResolver,
+) -> tuple[WeightedDestination, ...]:
+    """An HTTPRoute's or GRPCRoute's rule's backendRefs as weighted destinations, each with the
+    header edits of its own (first) RequestHeaderModifier and ResponseHeaderModifier filters."""
+    return tuple(
+        WeightedDestination(
+            host=reference_host(b, namespace, resolve),
+            port=b.port,
+            weight=b.weight,
+            request_headers=header_modifier(
+                next(
+                    (f.request_header_modifier for f in b.filters if f.request_header_modifier),
+                    None,
+                )
+            ),
+            response_headers=header_modifier(
+                next(
+                    (f.response_header_modifier for f in b.filters if f.response_header_modifier),
+                    None,
+                )
+            ),
+        )
+        for b in backend_refs
+    )
+
+
+def routes_by_service_parent(
+    route: HTTPRoute | GRPCRoute,
+    resolve: HostResolver,
+    routes_for: Callable[[gw.ParentReference], list[_Route]],
+) -> dict[tuple[str, bool], list[_Route]]:
+    """A route's model routes (``routes_for`` each parent) by (host, consumer): only its Service
+    parents count (GAMMA; the checks report the others). A consumer route (the route's namespace
+    is not its Service's) applies to callers in the route's namespace only (Gateway API, GAMMA:
+    "Route types: producer and consumer routes")."""
+    by_host: dict[tuple[str, bool], list[_Route]] = {}
+    for parent in route.spec.parent_refs:
+        if not parent.is_service:
+            continue
+        host = reference_host(parent, route.namespace, resolve)
+        consumer = (parent.namespace or route.namespace) != route.namespace
+        by_host.setdefault((host, consumer), []).extend(routes_for(parent))
+    return by_host
+
+
 def _gateway_rule(
     rule: gw.HTTPRouteRule,
     origin: ResourceRef,
@@ -151,26 +203,7 @@ def _gateway_rule(
             mirrors.append(mirror_of(f.request_mirror, namespace, resolve))
         if f.cors is not None:
             cors = gateway_cors(f.cors)
-    destinations = tuple(
-        WeightedDestination(
-            host=reference_host(b, namespace, resolve),
-            port=b.port,
-            weight=b.weight,
-            request_headers=header_modifier(
-                next(
-                    (f.request_header_modifier for f in b.filters if f.request_header_modifier),
-                    None,
-                )
-            ),
-            response_headers=header_modifier(
-                next(
-                    (f.response_header_modifier for f in b.filters if f.response_header_modifier),
-                    None,
-                )
-            ),
-        )
-        for b in rule.backend_refs
-    )
+    destinations = backend_destinations(rule.backend_refs, namespace, resolve)
     timeout = per_try = None
     if rule.timeouts is not None:
         timeout = seconds(rule.timeouts.request)
@@ -203,16 +236,12 @@ def routes_of_http_route(
     the checks report the others). A consumer route (the route's namespace is not its
     Service's) applies to callers in the route's namespace only (Gateway API, GAMMA: "Route
     types: producer and consumer routes")."""
-    by_host: dict[tuple[str, bool], list[HttpRoute]] = {}
-    for parent in route.spec.parent_refs:
-        if not parent.is_service:
-            continue
-        host = reference_host(parent, route.namespace, resolve)
-        consumer = (parent.namespace or route.namespace) != route.namespace
-        rules = [
+    return routes_by_service_parent(
+        route,
+        resolve,
+        lambda parent: [
             r
             for rule in route.spec.rules
             for r in _gateway_rule(rule, ref(route), route.namespace, parent, resolve)
-        ]
-        by_host.setdefault((host, consumer), []).extend(rules)
-    return by_host
+        ],
+    )

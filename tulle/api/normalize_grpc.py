@@ -14,14 +14,14 @@ from tulle.api.model import (
     ResourceRef,
     RouteMatch,
     StringMatcher,
-    WeightedDestination,
 )
 from tulle.api.normalize_common import HostResolver, ref
 from tulle.api.normalize_gateway import (
+    backend_destinations,
     first_of_each_name,
     header_modifier,
     mirror_of,
-    reference_host,
+    routes_by_service_parent,
 )
 
 Precedence = tuple[int, int, int]
@@ -84,26 +84,7 @@ def _rule(
             response_headers = header_modifier(f.response_header_modifier)
         if f.request_mirror is not None:
             mirrors.append(mirror_of(f.request_mirror, namespace, resolve))
-    destinations = tuple(
-        WeightedDestination(
-            host=reference_host(b, namespace, resolve),
-            port=b.port,
-            weight=b.weight,
-            request_headers=header_modifier(
-                next(
-                    (f.request_header_modifier for f in b.filters if f.request_header_modifier),
-                    None,
-                )
-            ),
-            response_headers=header_modifier(
-                next(
-                    (f.response_header_modifier for f in b.filters if f.response_header_modifier),
-                    None,
-                )
-            ),
-        )
-        for b in rule.backend_refs
-    )
+    destinations = backend_destinations(rule.backend_refs, namespace, resolve)
     # One model route per match, so that routes from all rules can be ordered by precedence.
     return [
         (
@@ -128,18 +109,14 @@ def routes_of_grpc_route(
     """The routes of a GRPCRoute by (host, consumer), each with its precedence: only its
     Service parents count (GAMMA), and a consumer route applies to its own namespace's
     callers only, as for an HTTPRoute."""
-    by_host: dict[tuple[str, bool], list[tuple[Precedence, HttpRoute]]] = {}
-    for parent in route.spec.parent_refs:
-        if not parent.is_service:
-            continue
-        host = reference_host(parent, route.namespace, resolve)
-        consumer = (parent.namespace or route.namespace) != route.namespace
-        rules = [
+    return routes_by_service_parent(
+        route,
+        resolve,
+        lambda parent: [
             r
             for rule in route.spec.rules
             for r in _rule(
                 rule, ref(route), route.namespace, parent.port, parent.section_name, resolve
             )
-        ]
-        by_host.setdefault((host, consumer), []).extend(rules)
-    return by_host
+        ],
+    )
