@@ -36,8 +36,10 @@ def _warmup_ignored(
     )
 
 
-def _policies(rule: DestinationRule) -> Iterator[tuple[FieldPath, net.LoadBalancerSettings | None]]:
-    """Every load balancer setting of a rule, with its path."""
+def traffic_policies(
+    rule: DestinationRule,
+) -> Iterator[tuple[FieldPath, net.TrafficPolicy | net.PortTrafficPolicy]]:
+    """Every traffic policy of a rule (its own, its subsets', their port levels), with paths."""
     levels: list[tuple[FieldPath, net.TrafficPolicy | None]] = [
         (("spec", "trafficPolicy"), rule.spec.traffic_policy)
     ]
@@ -48,16 +50,16 @@ def _policies(rule: DestinationRule) -> Iterator[tuple[FieldPath, net.LoadBalanc
     for path, policy in levels:
         if policy is None:
             continue
-        yield path, policy.load_balancer
+        yield path, policy
         for j, port in enumerate(policy.port_level_settings):
-            yield (*path, "portLevelSettings", j), port.load_balancer
+            yield (*path, "portLevelSettings", j), port
 
 
 def check_warmup(ctx: Context) -> Iterator[Finding]:
     """``warmup`` / ``warmupDurationSecs`` beside an algorithm with no slow start."""
     for rule, item in ctx.of(DestinationRule):
-        for path, settings in _policies(rule):
-            yield from _warmup_ignored(item, path, settings)
+        for path, policy in traffic_policies(rule):
+            yield from _warmup_ignored(item, path, policy.load_balancer)
 
 
 def check_workload_selectors(ctx: Context) -> Iterator[Finding]:
@@ -89,4 +91,4 @@ def check_workload_selectors(ctx: Context) -> Iterator[Finding]:
             )
 
 
-__all__ = ["check_warmup", "check_workload_selectors"]
+__all__ = ["check_warmup", "check_workload_selectors", "traffic_policies"]

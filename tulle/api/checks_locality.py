@@ -8,31 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from tulle.api.check_context import Context
+from tulle.api.checks_destinations import traffic_policies
 from tulle.api.findings import Finding, Severity
 from tulle.api.kinds import DestinationRule
-from tulle.api.kinds import networking as net
-from tulle.api.source import FieldPath
 
 WARNING = Severity.WARNING
-
-
-def _levels(
-    rule: DestinationRule,
-) -> Iterator[tuple[FieldPath, net.TrafficPolicy | net.PortTrafficPolicy]]:
-    """Every traffic policy of a rule (its own, its subsets', their port levels), with paths."""
-    levels: list[tuple[FieldPath, net.TrafficPolicy | None]] = [
-        (("spec", "trafficPolicy"), rule.spec.traffic_policy)
-    ]
-    levels += [
-        (("spec", "subsets", i, "trafficPolicy"), s.traffic_policy)
-        for i, s in enumerate(rule.spec.subsets)
-    ]
-    for path, policy in levels:
-        if policy is None:
-            continue
-        yield path, policy
-        for j, port in enumerate(policy.port_level_settings):
-            yield (*path, "portLevelSettings", j), port
 
 
 def check_locality_failover(ctx: Context) -> Iterator[Finding]:
@@ -40,7 +20,7 @@ def check_locality_failover(ctx: Context) -> Iterator[Finding]:
     Istio's validator warns so, and neither Envoy nor Tulle ever fails over without it (no
     endpoint is ever found unhealthy), so the endpoints are not prioritized at all."""
     for rule, item in ctx.of(DestinationRule):
-        for path, policy in _levels(rule):
+        for path, policy in traffic_policies(rule):
             balancer = policy.load_balancer
             setting = balancer.locality_lb_setting if balancer is not None else None
             if setting is None or setting.enabled is False or policy.outlier_detection:
@@ -60,7 +40,7 @@ def check_zone_aware_enabled(ctx: Context) -> Iterator[Finding]:
     """``zoneAwareLbSetting`` without ``enabled: true``: Istio reads it as off (its mesh default),
     so its other fields do nothing."""
     for rule, item in ctx.of(DestinationRule):
-        for path, policy in _levels(rule):
+        for path, policy in traffic_policies(rule):
             balancer = policy.load_balancer
             setting = balancer.zone_aware_lb_setting if balancer is not None else None
             if setting is None:
