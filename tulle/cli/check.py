@@ -20,12 +20,12 @@ from tulle.cli.client import (
     report_error,
 )
 from tulle.cli.cluster import (
+    ClusterApi,
     ContextOption,
     KubeconfigOption,
     KubeOption,
     NamespaceOption,
-    connect,
-    kube_target,
+    connect_by_options,
 )
 
 StateOption = Annotated[
@@ -61,15 +61,13 @@ def check(
     pre-flight of the cluster (Kubernetes version, CRDs, the control plane's Deployment, the
     webhooks, the control plane reachable, labelled namespaces and pods not injected), one
     line per check; then the same mesh checks of its control plane."""
-    target = kube_target(kube, context, kubeconfig, namespace, server)
-    with closing(connect(target, server, token)) as api:
-        _check(api, target is not None, state_dir, metrics or [])
+    with closing(connect_by_options(server, token, kube, context, kubeconfig, namespace)) as api:
+        _check(api, isinstance(api, ClusterApi), state_dir, metrics or [])
 
 
 def _check(api: Api, kube: bool, state_dir: Path, metrics: list[str]) -> None:
     problems = 0
     if kube:
-        from tulle.cli.cluster import ClusterApi
         from tulle.cli.cluster_check import preflight
 
         assert isinstance(api, ClusterApi)

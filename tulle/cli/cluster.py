@@ -156,3 +156,17 @@ def connect(target: KubeTarget | None, server: str, token: str | None) -> Api:
     if target is None:
         return LocalApi(server, token)
     return connect_cluster(target, token)
+
+
+def connect_by_options(
+    server: str,
+    token: str | None,
+    kube: bool,
+    context: str | None,
+    kubeconfig: Path | None,
+    namespace: str | None,
+) -> Api:
+    """The API a command's options name (``--server``/``--token``, or ``--kube``,
+    ``--context``, ``--kubeconfig``, ``--namespace``): :func:`kube_target`, then
+    :func:`connect`. Close it when done."""
+    return connect(kube_target(kube, context, kubeconfig, namespace, server), server, token)

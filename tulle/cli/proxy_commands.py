@@ -18,8 +18,7 @@ from tulle.cli.cluster import (
     KubeconfigOption,
     KubeOption,
     NamespaceOption,
-    connect,
-    kube_target,
+    connect_by_options,
 )
 from tulle.xds.node import make_node_id
 
@@ -47,8 +46,7 @@ def proxy_status(
     from rich.console import Console
     from rich.table import Table
 
-    target = kube_target(kube, context, kubeconfig, namespace, server)
-    with closing(connect(target, server, token)) as api:
+    with closing(connect_by_options(server, token, kube, context, kubeconfig, namespace)) as api:
         status, data = api.call("GET", "/api/v1/proxy-status")
     if status != 200:
         raise report_error(status, data)
@@ -114,8 +112,7 @@ def proxy_config(
     a node of a cluster's control plane."""
     import yaml
 
-    target = kube_target(kube, context, kubeconfig, namespace, server)
-    with closing(connect(target, server, token)) as api:
+    with closing(connect_by_options(server, token, kube, context, kubeconfig, namespace)) as api:
         query = {"node": node, "type": type_name}
         status, data = api.call("GET", "/api/v1/proxy-config", params=query)
     if status != 200:

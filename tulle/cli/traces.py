@@ -19,8 +19,7 @@ from tulle.cli.cluster import (
     KubeconfigOption,
     KubeOption,
     NamespaceOption,
-    connect,
-    kube_target,
+    connect_by_options,
 )
 
 BAR_WIDTH = 40
@@ -92,8 +91,7 @@ def traces(
         params["minDurationMs"] = minimum * 1000
     if (window := _seconds("--since", since)) is not None:
         params["since"] = time.time() - window
-    target = kube_target(kube, context, kubeconfig, namespace, server)
-    with closing(connect(target, server, token)) as api:
+    with closing(connect_by_options(server, token, kube, context, kubeconfig, namespace)) as api:
         if trace_id is None:
             code, data = api.call("GET", "/api/v1/traces", params=params)
         else:
