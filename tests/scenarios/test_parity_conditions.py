@@ -29,48 +29,22 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import (
-    Processes,
-    _stop,
-    free_port,
-    start_control_plane,
     synced,
     wait_until,
 )
-from tests.scenarios.conftest import Outcome, ProxylessCaller, SidecarCaller
-from tests.scenarios.test_parity_identity import (
-    Mesh,
+from tests.scenarios.certified_mesh import (
+    CALLEES,
+    certified_mesh,
     has_certificate,
-    library_callee,
     mesh_endpoints,
-    sidecar_callee,
-    xds_callee,
 )
+from tests.scenarios.conftest import Outcome, ProxylessCaller, SidecarCaller
 
 pytestmark = pytest.mark.timeout(300)
 
-CONFIG = """\
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {{name: side}}
-spec:
-  command: [side]
-  ports: [{{name: http, port: 8080}}]
----
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {{name: lib}}
-spec:
-  command: [lib]
-  ports: [{{name: http, port: 8080}}]
-  mesh: library
----
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {{name: grpc-xds}}
-spec:
-  command: [grpc-xds]
-  ports: [{{name: grpc, port: {port}, protocol: GRPC}}]
----
+CONFIG = (
+    CALLEES
+    + """\
 apiVersion: tulle.dev/v1alpha1
 kind: Mesh
 metadata: {{name: mesh}}
@@ -96,6 +70,7 @@ spec:
     - to: [{{operation: {{paths: [/scenario.Backend/NoSni]}}}}]
       when: [{{key: connection.sni, notValues: ["*"]}}]
 """
+)
 DENIED = "denied by policy default/deny"
 
 
@@ -112,40 +87,24 @@ class Callees:
 
 @pytest.fixture(scope="module")
 def callees(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callees]:
-    base = tmp_path_factory.mktemp("conditions")
-    xds_port = free_port()
-    (base / "config").mkdir()
-    (base / "config" / "mesh.yaml").write_text(CONFIG.format(port=xds_port))
-    plane = start_control_plane(base / "state", base / "config")
-    mesh = Mesh(plane, base, Processes())
-    caller = sidecar = None
-    try:
-        sidecar_callee(mesh, "side", mesh.procs.http_backend("side"), "HTTP")
-        library_callee(mesh, "lib")
-        xds_callee(mesh, "grpc-xds", xds_port)
+    with certified_mesh(tmp_path_factory.mktemp("conditions"), CONFIG) as mesh:
         _, env = mesh.agent("frontend", "frontend-2")
-        caller = ProxylessCaller(plane, env)
+        caller = mesh.callers[("proxyless", "frontend")] = ProxylessCaller(mesh.plane, env)
         sidecar = SidecarCaller(
-            plane, mesh.procs, "frontend-0", *mesh.identity("frontend", "frontend-0")
+            mesh.plane, mesh.procs, "frontend-0", *mesh.identity("frontend", "frontend-0")
         )
+        mesh.callers[("sidecar", "frontend")] = sidecar
         wait_until(lambda: has_certificate(sidecar.sidecar), timeout=30)
         side = next(
             int(key.rsplit(":", 1)[1])
-            for key in mesh_endpoints(plane)
+            for key in mesh_endpoints(mesh.plane)
             if key.startswith("side.default.svc.cluster.local|")
         )
         url = f"{mesh.urls['grpc-xds']}/scenario.Backend/"
         # The xds=True server serves once its Listener (mTLS and RBAC with it) has come.
         wait_until(lambda: caller.get(url + "Ready", timeout=5).status == 200, timeout=60)
-        wait_until(lambda: synced(plane, sidecar.node), timeout=30)
+        wait_until(lambda: synced(mesh.plane, sidecar.node), timeout=30)
         yield Callees({"side": side, "lib": mesh.ports["lib"]}, caller, url, sidecar)
-    finally:
-        if caller is not None:
-            caller.close()
-        if sidecar is not None:
-            sidecar.close()
-        mesh.procs.stop_all()
-        _stop(plane.proc)
 
 
 def curl(port: int, path: str = "/", source: str = "127.0.0.1", *headers: str) -> tuple[int, str]:
