@@ -8,7 +8,12 @@ from __future__ import annotations
 import pytest
 from google.protobuf.json_format import MessageToDict
 
-from tulle.api import validate_text
+from tests.control.locality_config import (
+    caller_node,
+    caller_resources,
+    locality_config,
+    model_of,
+)
 from tulle.api.model_locality import LocalityLbPolicy
 from tulle.control.registry import Endpoint
 from tulle.control.snapshot import build_snapshot
@@ -146,46 +151,25 @@ def test_locality_patterns_match_as_istio_does():
     assert not locality_matches("region2/zone1", "region1/*")
 
 
-CONFIG = f"""\
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {{name: curl}}
-spec:
-  command: [curl]
-  locality: region1/zone1
----
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {{name: helloworld}}
-spec:
-  command: [hello]
-  ports: [{{name: http, port: 5000}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: helloworld}}
-spec:
-  host: helloworld
-  trafficPolicy:
-    loadBalancer:
-      simple: ROUND_ROBIN
+CONFIG = locality_config(
+    "helloworld",
+    f"""\
       localityLbSetting:
         enabled: true
         failover: [{FAILOVER}]
     outlierDetection: {{consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m}}
   subsets: [{{name: v1, labels: {{version: v1}}}}]
-"""
+""",
+)
 
 
 def snapshot():
-    result = validate_text(CONFIG)
-    assert result.model is not None, [f.format() for f in result.findings]
     endpoints = tuple(
         Endpoint(HOST, "127.0.0.1", 7000 + i, 5000, "HTTP", (("version", "v1"),),
                  locality=locality, workload="helloworld")
         for i, locality in enumerate(LOCALITIES.values())
     )  # fmt: skip
-    return build_snapshot(1, result.model, endpoints)
+    return build_snapshot(1, model_of(CONFIG), endpoints)
 
 
 def ports_by_priority(assignment):
@@ -201,8 +185,7 @@ def ports_by_priority(assignment):
 @pytest.mark.parametrize("mode", ["sidecar", "library", "proxyless"])
 def test_a_caller_gets_the_priorities_of_its_workloads_locality(mode):
     snap = snapshot()
-    node = parse_node_id(f"{mode}~127.0.0.1~curl-0.default~default.svc.cluster.local")
-    resources = Translator().resources(snap, node)
+    resources = caller_resources(snap, mode=mode)
     expected = {0: [7000], 1: [7001], 2: [7002], 3: [7003], 4: [7004]}
     for cluster in (CLUSTER, f"outbound|5000|v1|{HOST}"):
         assert ports_by_priority(resources[types.ENDPOINT][cluster]) == expected
@@ -215,22 +198,18 @@ def test_a_caller_gets_the_priorities_of_its_workloads_locality(mode):
 
 def test_callers_in_other_localities_get_their_own_translation():
     snap = snapshot()
-    translator = Translator()
-    here = parse_node_id("sidecar~127.0.0.1~curl-0.default~default.svc.cluster.local")
-    there = parse_node_id("sidecar~127.0.0.1~other-0.default~default.svc.cluster.local")
-    mine = translator.resources(snap, here)[types.ENDPOINT][CLUSTER]
-    theirs = translator.resources(snap, there)[types.ENDPOINT][CLUSTER]
+    translator = Translator()  # one cache for both callers
+    mine = translator.resources(snap, caller_node())[types.ENDPOINT][CLUSTER]
+    theirs = translator.resources(snap, caller_node("other-0"))[types.ENDPOINT][CLUSTER]
     assert ports_by_priority(mine)[0] == [7000]
     assert ports_by_priority(theirs) == {0: [7000, 7001, 7002, 7003, 7004]}
 
 
 def test_a_cluster_pods_locality_comes_from_the_registry() -> None:
-    result = validate_text(CONFIG)
-    assert result.model is not None
     endpoints = snapshot().endpoints
     snap = build_snapshot(
         2,
-        result.model,
+        model_of(CONFIG),
         endpoints,
         pods={("default", "curl-7d9f-x2"): "curl"},
         pod_localities={("default", "curl-7d9f-x2"): "region2/zone3"},

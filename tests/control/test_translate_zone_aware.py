@@ -11,16 +11,20 @@ from fractions import Fraction
 import pytest
 from google.protobuf.json_format import MessageToDict
 
+from tests.control.locality_config import (
+    caller_resources,
+    caller_workload,
+    locality_config,
+    model_of,
+)
 from tulle.api import validate_text
 from tulle.api.kubernetes import service_of
 from tulle.api.model_locality import LocalityLbPolicy
 from tulle.control.registry import Endpoint
 from tulle.control.snapshot import build_snapshot
-from tulle.control.translate import Translator
 from tulle.control.translate.locality import Member, locality_groups, service_policy, with_topology
 from tulle.control.translate.zone_aware import SCALE, zone_shares
 from tulle.xds import types
-from tulle.xds.node import parse_node_id
 
 A, B, C = "r/a", "r/b", "r/c"
 
@@ -53,32 +57,13 @@ def test_no_zone_routing_without_an_upstream_in_the_callers_zone_or_a_service_of
 
 HOST = "hello.default.svc.cluster.local"
 CLUSTER = f"outbound|5000||{HOST}"
-CONFIG = """\
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {{name: curl}}
-spec:
-  command: [curl]
-  locality: region1/zone1
-  ports: [{{name: http, port: 8080}}]
----
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {{name: hello}}
-spec:
-  command: [hello]
-  ports: [{{name: http, port: 5000}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: hello}}
-spec:
-  host: hello
-  trafficPolicy:
-    loadBalancer:
-      simple: ROUND_ROBIN
-      zoneAwareLbSetting: {setting}
-"""
+
+
+def config(setting: str) -> str:
+    """curl (serving a service of its own) and hello with ``zoneAwareLbSetting: setting``."""
+    return locality_config("hello", f"      zoneAwareLbSetting: {setting}\n", caller_serves=True)
+
+
 # The caller's own service: 2 of 4 in region1/zone1 (50/25/25).
 CALLERS = {"region1/zone1": 2, "region1/zone2": 1, "region1/zone3": 1}
 # The upstream: 1 of 5 in region1's zone1 (20/40/40), one in region2, one in region3.
@@ -87,8 +72,6 @@ BACKENDS = ["region1/zone1", "region1/zone2", "region1/zone2", "region1/zone3",
 
 
 def snapshot(setting, healthy=lambda port: True, callers=CALLERS):
-    result = validate_text(CONFIG.format(setting=setting))
-    assert result.model is not None, [f.format() for f in result.findings]
     endpoints = [
         Endpoint(HOST, "127.0.0.1", 7000 + i, 5000, "HTTP", locality=locality,
                  workload="hello", healthy=healthy(7000 + i))
@@ -102,13 +85,12 @@ def snapshot(setting, healthy=lambda port: True, callers=CALLERS):
                          locality=locality, workload="curl")
             )  # fmt: skip
             port += 1
-    return build_snapshot(1, result.model, tuple(endpoints))
+    return build_snapshot(1, model_of(config(setting)), tuple(endpoints))
 
 
 def localities(snap, pod="curl-0", mode="sidecar"):
     """Per priority, per locality: (weight, ports); and the cluster's common_lb_config."""
-    node = parse_node_id(f"{mode}~127.0.0.1~{pod}.default~default.svc.cluster.local")
-    resources = Translator().resources(snap, node)
+    resources = caller_resources(snap, pod, mode)
     found: dict[int, dict[str, tuple[int, list[int]]]] = {}
     for group in MessageToDict(resources[types.ENDPOINT][CLUSTER])["endpoints"]:
         where = group["locality"]
@@ -176,28 +158,25 @@ def test_the_shares_follow_health_and_the_callers_own_service():
 
 
 def test_an_unset_enabled_is_off_and_warned_and_both_locality_settings_are_refused():
-    result = validate_text(CONFIG.format(setting="{minClusterSize: 2}"))
+    result = validate_text(config("{minClusterSize: 2}"))
     assert [(f.severity.value, f.field) for f in result.findings] == [
         ("WARNING", "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting.enabled")
     ]
     found, common = localities(snapshot("{minClusterSize: 2}"))
     assert set(found) == {0}
     assert "localityWeightedLbConfig" not in common
-    both = CONFIG.format(setting="{enabled: true}\n      localityLbSetting: {enabled: true}")
+    both = config("{enabled: true}\n      localityLbSetting: {enabled: true}")
     assert [f.message for f in validate_text(both).findings if f.severity.value == "ERROR"] == [
         "set only one of localityLbSetting, zoneAwareLbSetting "
         "(got localityLbSetting, zoneAwareLbSetting)"
     ]
-    label = CONFIG.format(
-        setting="{enabled: true, failoverPriority: [topology.kubernetes.io/zone]}"
-    )
+    label = config("{enabled: true, failoverPriority: [topology.kubernetes.io/zone]}")
     assert any("name no topology label" in f.message for f in validate_text(label).findings)
 
 
 def priority_localities(snap):
     """The localities of each EDS priority, in priority order, for a caller in region1/zone1."""
-    node = parse_node_id("sidecar~127.0.0.1~curl-0.default~default.svc.cluster.local")
-    groups = MessageToDict(Translator().resources(snap, node)[types.ENDPOINT][CLUSTER])["endpoints"]
+    groups = MessageToDict(caller_resources(snap)[types.ENDPOINT][CLUSTER])["endpoints"]
     found: dict[int, list[str]] = {}
     for group in groups:
         where = group["locality"]
@@ -220,13 +199,12 @@ def test_a_services_traffic_distribution_prioritizes_by_locality_without_a_rule(
     assert service is not None
     assert service.traffic_distribution == (value or "")
     # Only the caller's Workload: the Kubernetes Service defines the host.
-    result = validate_text(CONFIG.format(setting="").split("---\n")[0])
-    assert result.model is not None, [f.format() for f in result.findings]
+    model = model_of(caller_workload(serves=True))
     endpoints = tuple(
         Endpoint(HOST, "127.0.0.1", 7000 + i, 5000, "HTTP", locality=locality, workload="hello")
         for i, locality in enumerate(BACKENDS)
     )
-    snap = build_snapshot(1, result.model, endpoints, registry_services=(service,))
+    snap = build_snapshot(1, model, endpoints, registry_services=(service,))
     if value is None:  # no outlier detection, no rule: Istio prioritizes nothing
         assert priority_localities(snap) == [sorted(set(BACKENDS))]
         return
@@ -273,9 +251,7 @@ spec:
     ],
 )  # fmt: skip
 def test_the_meshs_locality_setting_is_the_default_after_the_service(mesh, distribution, expected):
-    config = CONFIG.format(setting="").split("---\n")[0] + OUTLIER_ONLY + MESH.format(setting=mesh)
-    result = validate_text(config)
-    assert result.model is not None, [f.format() for f in result.findings]
+    model = model_of(caller_workload(serves=True) + OUTLIER_ONLY + MESH.format(setting=mesh))
     spec = dict(
         KUBE_SERVICE["spec"], **({"trafficDistribution": distribution} if distribution else {})
     )
@@ -285,7 +261,7 @@ def test_the_meshs_locality_setting_is_the_default_after_the_service(mesh, distr
         Endpoint(HOST, "127.0.0.1", 7000 + i, 5000, "HTTP", locality=locality, workload="hello")
         for i, locality in enumerate(BACKENDS)
     )
-    snap = build_snapshot(1, result.model, endpoints, registry_services=(service,))
+    snap = build_snapshot(1, model, endpoints, registry_services=(service,))
     assert priority_localities(snap) == expected
 
 
@@ -315,10 +291,10 @@ def test_prefer_close_ignores_the_subzone_and_prefer_same_node_ranks_the_node_fi
 
 
 def test_zone_aware_beside_consistent_hash_is_a_warning():
-    config = CONFIG.format(setting="{enabled: true}").replace(
+    text = config("{enabled: true}").replace(
         "simple: ROUND_ROBIN", "consistentHash: {httpHeaderName: x-user}"
     )
-    assert [(f.severity.value, f.field, f.message) for f in validate_text(config).findings] == [
+    assert [(f.severity.value, f.field, f.message) for f in validate_text(text).findings] == [
         (
             "WARNING",
             "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting",
