@@ -1,8 +1,22 @@
-"""The Istio documents tests apply most, written once: a VirtualService with its ``http``
-routes and a DestinationRule with a traffic policy (both YAML, ``---``-terminated so they can be
-joined)."""
+"""The documents tests apply most, written once: a local-mode Workload, a VirtualService with
+its ``http`` routes and a DestinationRule with a traffic policy (all YAML, ``---``-terminated so
+they can be joined)."""
 
 from __future__ import annotations
+
+
+def workload(name: str, spec: str = "") -> str:
+    """The local-mode Workload ``name`` (``command: [name]``; its pods are ``name-N``, labelled
+    ``app: name``) with ``spec``: more lines of its spec, each indented by two spaces and
+    newline-terminated."""
+    return f"""\
+apiVersion: tulle.dev/v1alpha1
+kind: Workload
+metadata: {{name: {name}}}
+spec:
+  command: [{name}]
+{spec}---
+"""
 
 
 def virtual_service(http: str, host: str = "web") -> str:

@@ -14,7 +14,7 @@ import pytest
 
 import tulle.client
 from tests.e2e.conftest import ControlPlane, Processes, free_port, synced, wait_until
-from tests.manifests import virtual_service
+from tests.manifests import destination_rule, virtual_service, workload
 from tests.scenarios.conftest import (
     HERE,
     Caller,
@@ -26,14 +26,7 @@ from tests.scenarios.conftest import (
 
 WEB = "http://web:8080"
 # The callers' pods are caller-N: their Workload is ``caller`` (labels app: caller).
-CALLER = """\
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {name: caller}
-spec:
-  command: [caller]
----
-"""
+CALLER = workload("caller")
 
 
 def rule(name: str, version: str, selector: str = "") -> str:
@@ -75,16 +68,9 @@ def test_an_endpoint_that_joins_warms_up(
     serve(a={}, b={})
     control_plane.apply(
         virtual_service("    - route: [{destination: {host: web}}]\n      retries: {attempts: 0}")
-        + """\
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: web}
-spec:
-  host: web
-  trafficPolicy:
-    loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 600s, minimumPercent: 10}}
----
-"""
+        + destination_rule(
+            "{loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 600s, minimumPercent: 10}}}"
+        )
     )
     caller = caller_for()
     assert {o.backend for o in get_all(caller, f"{WEB}/", 10)} == {"a", "b"}
@@ -116,16 +102,9 @@ def test_tcp_keepalive_on_the_callers_upstream_connection(
     backends = serve(a={})
     control_plane.apply(
         virtual_service("    - route: [{destination: {host: web}}]")
-        + """\
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: web}
-spec:
-  host: web
-  trafficPolicy:
-    connectionPool: {tcp: {tcpKeepalive: {time: 1234s, interval: 7s, probes: 3}}}
----
-"""
+        + destination_rule(
+            "{connectionPool: {tcp: {tcpKeepalive: {time: 1234s, interval: 7s, probes: 3}}}}"
+        )
     )
     caller = caller_for()
     assert caller.get(f"{WEB}/").backend == "a"
@@ -140,27 +119,13 @@ spec:
         assert timers[0].startswith("timer:(keepalive,20min,0)")
 
 
-SIDE = """\
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {name: side}
-spec:
-  command: [side]
-  ports: [{name: http, port: 8080}]
----
-"""
+SIDE = workload("side", "  ports: [{name: http, port: 8080}]\n")
 
 
 def upgrade_rule(host: str, policy: str) -> str:
-    return f"""\
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: {host}}}
-spec:
-  host: {host}
-  trafficPolicy: {{connectionPool: {{http: {{h2UpgradePolicy: {policy}}}}}}}
----
-"""
+    return destination_rule(
+        f"{{connectionPool: {{http: {{h2UpgradePolicy: {policy}}}}}}}", host=host
+    )
 
 
 @pytest.mark.parametrize("kind", ["sidecar", "library"])  # proxyless: n/a, gRPC is HTTP/2

@@ -15,20 +15,12 @@ import collections
 from collections.abc import Callable
 
 from tests.e2e.conftest import ControlPlane, Processes, wait_until
-from tests.manifests import destination_rule, virtual_service
+from tests.manifests import destination_rule, virtual_service, workload
 from tests.scenarios.conftest import Caller, Serve, SidecarCaller, get_all
 
 WEB = "http://web:8080"
 CLUSTER = "outbound|8080||web.default.svc.cluster.local"
-CALLER = """\
-apiVersion: tulle.dev/v1alpha1
-kind: Workload
-metadata: {name: caller}
-spec:
-  command: [caller]
-  locality: region1/zone1
----
-"""
+CALLER = workload("caller", "  locality: region1/zone1\n")
 # The task's DestinationRule (its connection pool aside: a new connection per request is how
 # the task makes the drained sidecar refuse the very next call).
 FAILOVER = (
