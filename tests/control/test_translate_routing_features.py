@@ -12,6 +12,7 @@ from typing import Any
 
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 
+from tests.manifests import virtual_service
 from tulle.api import validate_text
 from tulle.control.snapshot import build_snapshot
 from tulle.control.translate import translate
@@ -124,19 +125,13 @@ spec:
 
 DELEGATION = (
     SERVICES
+    + virtual_service("""\
+    - name: api
+      match: [{uri: {prefix: /api}, headers: {x-team: {exact: a}}}]
+      delegate: {name: web-api, namespace: default}
+      timeout: 3s
+    - route: [{destination: {host: web, port: {number: 8080}}}]""")
     + """\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: web}
-spec:
-  hosts: [web]
-  http:
-  - name: api
-    match: [{uri: {prefix: /api}, headers: {x-team: {exact: a}}}]
-    delegate: {name: web-api, namespace: default}
-    timeout: 3s
-  - route: [{destination: {host: web, port: {number: 8080}}}]
----
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: web-api}
@@ -165,23 +160,13 @@ def test_delegation_merges_the_delegate_routes_into_the_root():
 
 
 def test_cors_is_envoy_per_route_cors_policy_for_sidecars_not_for_grpcio():
-    text = (
-        SERVICES
-        + """\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: web}
-spec:
-  hosts: [web]
-  http:
-  - route: [{destination: {host: web, port: {number: 8080}}}]
-    corsPolicy:
-      allowOrigins: [{prefix: "https://"}]
-      allowMethods: [GET, POST]
-      maxAge: 1m
-      unmatchedPreflights: IGNORE
-"""
-    )
+    text = SERVICES + virtual_service("""\
+    - route: [{destination: {host: web, port: {number: 8080}}}]
+      corsPolicy:
+        allowOrigins: [{prefix: "https://"}]
+        allowMethods: [GET, POST]
+        maxAge: 1m
+        unmatchedPreflights: IGNORE""")
     (route,) = _routes(text, 8080)
     policy = cors_pb2.CorsPolicy()
     assert route.typed_per_filter_config[types.CORS_FILTER].Unpack(policy)
