@@ -17,17 +17,28 @@ import h2.events
 import h2.exceptions
 
 
-class Server(asyncio.Protocol):
-    def __init__(self, name: str) -> None:
+class H2ServerProtocol(asyncio.Protocol):
+    """The server side of one cleartext HTTP/2 connection (an h2 connection, ``conn``, with
+    str headers): sends its preface (SETTINGS) once connected; ``data_received`` is the
+    subclass's."""
+
+    def __init__(self) -> None:
         config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
         self.conn = h2.connection.H2Connection(config=config)
-        self.name = name
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.conn.initiate_connection()
         self.transport.write(self.conn.data_to_send())
+
+
+class Server(H2ServerProtocol):
+    """Answers every request 200 ``ok``, naming the backend and the protocol."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None

@@ -5,7 +5,6 @@ connection takes no new stream and closes once idle. The upstream is an h2 serve
 from __future__ import annotations
 
 import asyncio
-from typing import cast
 
 import h2.config
 import h2.connection
@@ -13,23 +12,17 @@ import h2.events
 import pytest
 from hyperframe.frame import GoAwayFrame
 
+from tests.scenarios.h2c_backend import H2ServerProtocol
 from tulle.engine.message import Request, UpstreamError
 from tulle.transport.h2pool import H2Upstream
 
 
-class GoingAwayServer(asyncio.Protocol):
+class GoingAwayServer(H2ServerProtocol):
     """Answers stream 1 only after both requests arrived and after a GOAWAY naming stream 1."""
 
     def __init__(self) -> None:
-        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
-        self.conn = h2.connection.H2Connection(config=config)
-        self.transport: asyncio.Transport | None = None
+        super().__init__()
         self.requests: list[int] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.conn.initiate_connection()
-        self.transport.write(self.conn.data_to_send())
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
