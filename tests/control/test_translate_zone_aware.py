@@ -7,6 +7,7 @@ the upstream; the region tiers Istio puts around it; and a Kubernetes Service's
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Any
 
 import pytest
 from google.protobuf.json_format import MessageToDict
@@ -184,7 +185,7 @@ def priority_localities(snap):
     return [found[p] for p in sorted(found)]
 
 
-KUBE_SERVICE = {
+KUBE_SERVICE: dict[str, Any] = {
     "apiVersion": "v1",
     "kind": "Service",
     "metadata": {"name": "hello", "namespace": "default"},
