@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from tulle.api.kinds import HTTPRoute
 from tulle.api.kinds import gateway as gw
-from tulle.api.kinds.grpc_route import GRPCBackendRef, GRPCRoute
+from tulle.api.kinds.grpc_route import GRPCBackendRef, GRPCRoute, GRPCRouteFilter
 from tulle.api.model import (
     CorsPolicy,
     HeaderEdits,
@@ -126,6 +126,24 @@ def mirror_of(m: gw.RequestMirror, namespace: str, resolve: HostResolver) -> Mir
     return Mirror(host, None, m.backend_ref.port, percent)
 
 
+def header_and_mirror_filters(
+    filters: Sequence[gw.HTTPRouteFilter | GRPCRouteFilter], namespace: str, resolve: HostResolver
+) -> tuple[HeaderEdits, HeaderEdits, tuple[Mirror, ...]]:
+    """The request and response header edits (of the last RequestHeaderModifier and
+    ResponseHeaderModifier) and the mirrors (each RequestMirror, in order) of a route rule's
+    ``filters``."""
+    request_headers = response_headers = HeaderEdits()
+    mirrors: list[Mirror] = []
+    for f in filters:
+        if f.request_header_modifier is not None:
+            request_headers = header_modifier(f.request_header_modifier)
+        if f.response_header_modifier is not None:
+            response_headers = header_modifier(f.response_header_modifier)
+        if f.request_mirror is not None:
+            mirrors.append(mirror_of(f.request_mirror, namespace, resolve))
+    return request_headers, response_headers, tuple(mirrors)
+
+
 def backend_destinations(
     backend_refs: Sequence[gw.HTTPBackendRef | GRPCBackendRef],
     namespace: str,
@@ -181,15 +199,12 @@ def _gateway_rule(
     parent: gw.ParentReference,
     resolve: HostResolver,
 ) -> list[HttpRoute]:
-    request_headers = response_headers = HeaderEdits()
+    request_headers, response_headers, mirrors = header_and_mirror_filters(
+        rule.filters, namespace, resolve
+    )
     redirect = rewrite = None
     cors: CorsPolicy | None = None
-    mirrors: list[Mirror] = []
     for f in rule.filters:
-        if f.request_header_modifier is not None:
-            request_headers = header_modifier(f.request_header_modifier)
-        if f.response_header_modifier is not None:
-            response_headers = header_modifier(f.response_header_modifier)
         if f.request_redirect is not None:
             r = f.request_redirect
             path, prefix = _path_change(r.path)
@@ -199,8 +214,6 @@ def _gateway_rule(
         if f.url_rewrite is not None:
             path, prefix = _path_change(f.url_rewrite.path)
             rewrite = Rewrite(prefix=prefix, path=path, authority=f.url_rewrite.hostname)
-        if f.request_mirror is not None:
-            mirrors.append(mirror_of(f.request_mirror, namespace, resolve))
         if f.cors is not None:
             cors = gateway_cors(f.cors)
     destinations = backend_destinations(rule.backend_refs, namespace, resolve)
@@ -220,7 +233,7 @@ def _gateway_rule(
             rewrite=rewrite,
             timeout=timeout or None,
             retries=RetryPolicy(per_try_timeout=per_try or None),
-            mirrors=tuple(mirrors),
+            mirrors=mirrors,
             request_headers=request_headers,
             response_headers=response_headers,
             cors=cors,

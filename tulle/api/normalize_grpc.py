@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from tulle.api.kinds.grpc_route import GRPCMethodMatch, GRPCRoute, GRPCRouteMatch, GRPCRouteRule
 from tulle.api.model import (
-    HeaderEdits,
     HttpRoute,
-    Mirror,
     ResourceRef,
     RouteMatch,
     StringMatcher,
@@ -19,8 +17,7 @@ from tulle.api.normalize_common import HostResolver, ref
 from tulle.api.normalize_gateway import (
     backend_destinations,
     first_of_each_name,
-    header_modifier,
-    mirror_of,
+    header_and_mirror_filters,
     routes_by_service_parent,
 )
 
@@ -75,15 +72,9 @@ def _rule(
     port_name: str | None,
     resolve: HostResolver,
 ) -> list[tuple[Precedence, HttpRoute]]:
-    request_headers = response_headers = HeaderEdits()
-    mirrors: list[Mirror] = []
-    for f in rule.filters:
-        if f.request_header_modifier is not None:
-            request_headers = header_modifier(f.request_header_modifier)
-        if f.response_header_modifier is not None:
-            response_headers = header_modifier(f.response_header_modifier)
-        if f.request_mirror is not None:
-            mirrors.append(mirror_of(f.request_mirror, namespace, resolve))
+    request_headers, response_headers, mirrors = header_and_mirror_filters(
+        rule.filters, namespace, resolve
+    )
     destinations = backend_destinations(rule.backend_refs, namespace, resolve)
     # One model route per match, so that routes from all rules can be ordered by precedence.
     return [
@@ -94,7 +85,7 @@ def _rule(
                 name=rule.name,
                 matches=(_match(match, port, port_name),),
                 destinations=destinations,
-                mirrors=tuple(mirrors),
+                mirrors=mirrors,
                 request_headers=request_headers,
                 response_headers=response_headers,
             ),
