@@ -71,6 +71,12 @@ def test_proxyless_grpc_clients_get_no_tracing() -> None:
     assert settings(workload("v1"), mode="proxyless") is None
 
 
+@pytest.mark.parametrize("mode", ["sidecar", "library"])
+def test_a_mesh_that_turns_tracing_off_sends_no_tracing(mode: str) -> None:
+    config = workload("v1") + mesh("{enabled: false, sampling: 100}")
+    assert settings(config, mode) is None
+
+
 def listener_with(tracing: object) -> dict[str, object]:
     manager = hcm.HttpConnectionManager(stat_prefix="x")
     manager.tracing.CopyFrom(tracing)

@@ -108,6 +108,7 @@ class MeshSettings:
     outbound_policy: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"
     access_log: bool = True
     access_log_format: Literal["JSON", "TEXT"] = "JSON"
+    tracing_enabled: bool = True
     tracing_sampling: float = 1.0
     tracing_endpoint: str = ""  # OTLP/HTTP; empty: the control plane's trace store
     # http/protobuf: workloads send to tracing_endpoint; grpc: to the trace store, which relays

@@ -96,6 +96,7 @@ def mesh_settings(meshes: list[Mesh]) -> MeshSettings:
         outbound_policy=spec.outbound_traffic_policy.mode,
         access_log=spec.access_log.enabled,
         access_log_format=spec.access_log.format,
+        tracing_enabled=spec.tracing.enabled,
         tracing_sampling=spec.tracing.sampling,
         tracing_endpoint=spec.tracing.otlp.endpoint or "",
         tracing_protocol=spec.tracing.otlp.protocol,

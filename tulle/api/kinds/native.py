@@ -258,8 +258,10 @@ class OtlpExporter(Strict):
 
 class Tracing(Strict):
     """Share of requests traced, in percent (Istio's default 1 %; a caller's sampled flag is
-    honoured), and where spans go."""
+    honoured), and where spans go; ``enabled: false`` turns tracing off (Istio's
+    ``meshConfig.enableTracing``): no spans, and no trace headers added or read."""
 
+    enabled: bool = True
     sampling: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
     otlp: OtlpExporter = Field(default_factory=OtlpExporter)
 

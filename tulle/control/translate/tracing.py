@@ -26,8 +26,9 @@ EXPORT_TIMEOUT: Final = 5.0
 
 
 def tracing(settings: MeshSettings, view: NodeView) -> Any | None:
-    """The ``tracing`` of the node's HttpConnectionManagers (None for proxyless nodes)."""
-    if view.mode == "proxyless":
+    """The ``tracing`` of the node's HttpConnectionManagers (None for proxyless nodes, and
+    when the Mesh turns tracing off)."""
+    if view.mode == "proxyless" or not settings.tracing_enabled:
         return None
     config = opentelemetry_pb2.OpenTelemetryConfig(service_name=view.workload)
     if settings.tracing_endpoint and settings.tracing_protocol == "http/protobuf":
