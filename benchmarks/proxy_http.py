@@ -2,12 +2,13 @@
 (one process), measured in one run with the load generator on one core and proxy plus backend on
 the other. HTTP/1.1 keep-alive, 1 KiB responses. Reports saturation requests/s, proxy CPU per
 request, added latency at a fixed 1,000 requests/s, and the proxy's RSS, with ratios. When the
-compiled build exists (``make compiled``), a second sidecar runs it (row ``tulle-mypyc``).
+compiled build exists (``make compiled``), a second sidecar runs it (row ``tulle-mypyc``), and
+three more compare tracing off, at 1 % and at 100 % (``benchmarks.sidecar_tracing``).
 The sidecars run as an installed wheel would: from a venv of their own whose path holds the
 sources (or the compiled build) and the development venv's dependencies, without the editable
 install's import hook, which the development venv loads into every process (~0.2 MB of RSS).
 
-    python -m benchmarks.proxy_http [--seconds 8] [--million]
+    python -m benchmarks.proxy_http [--seconds 8] [--million] [--tracing-rounds 3]
 
 Needs wrk, haproxy and nginx (Debian packages; ``make bench`` installs them when root)."""
 
@@ -36,7 +37,8 @@ LOAD_CPU, SERVER_CPU = "0", "1"
 BODY = "x" * 1024
 TULLE = str(Path(sys.executable).parent / "tulle")
 PROJECT = Path(__file__).resolve().parent.parent
-COMPILED = PROJECT / "build" / "compiled"
+# the compiled build (``make compiled``); TULLE_BENCH_COMPILED names another (a build of a commit)
+COMPILED = Path(os.environ.get("TULLE_BENCH_COMPILED", PROJECT / "build" / "compiled"))
 
 
 def free_port() -> int:
@@ -116,8 +118,11 @@ backend out
     return proc, port
 
 
-def start_control_plane(work: Path, backend: int) -> tuple[subprocess.Popen[bytes], str]:
-    """``tulle controlplane`` with ``web:8080`` served by ``backend``; its xDS address."""
+def start_control_plane(
+    work: Path, backend: int, mesh: str = ""
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``tulle controlplane`` with ``web:8080`` served by ``backend`` (and the ``mesh``
+    resource, YAML, when given); its xDS address."""
     plane = pinned(
         SERVER_CPU,
         [TULLE, "controlplane", "--state-dir", str(work / "state"), "--xds-port", "0",
@@ -128,11 +133,14 @@ def start_control_plane(work: Path, backend: int) -> tuple[subprocess.Popen[byte
     line = plane.stdout.readline().decode()
     xds = line.split("xDS on ")[1].split(",")[0]
     api = line.rsplit(" ", 1)[1].strip()
+    headers = {"authorization": f"Bearer {admin_token(work / 'state')}"}
     httpx.post(
         f"{api}/api/v1/endpoints",
         json={"service": "web", "address": "127.0.0.1", "port": backend, "servicePort": 8080},
-        headers={"authorization": f"Bearer {admin_token(work / 'state')}"},
+        headers=headers,
     ).raise_for_status()
+    if mesh:
+        httpx.post(f"{api}/api/v1/resources", content=mesh, headers=headers).raise_for_status()
     return plane, xds
 
 
@@ -148,13 +156,13 @@ def deployed_python(work: Path) -> str:
 
 
 def start_sidecar(
-    xds: str, python: str, pod: str = "bench-0", compiled: bool = False
+    xds: str, python: str, pod: str = "bench-0", compiled: bool = False, admin: int = 0
 ) -> tuple[subprocess.Popen[bytes], int]:
     """``tulle proxy`` run by ``python`` (see ``deployed_python``) from the sources, or from the
-    compiled build with ``compiled``, with its HTTP proxy listener, once ready; the listener's
-    port."""
+    compiled build with ``compiled``, with its HTTP proxy listener (and its admin listener on
+    ``admin``, when given), once ready; the listener's port."""
     port = free_port()
-    admin = free_port()
+    admin = admin or free_port()
     env = dict(os.environ, PYTHONPATH=str(COMPILED if compiled else PROJECT))
     proxy = pinned(
         SERVER_CPU,
@@ -245,6 +253,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--million", action="store_true", help="RSS after a million requests")
+    parser.add_argument("--tracing-rounds", type=int, default=3,
+                        help="rounds of tracing off / 1 %% / 100 %% (compiled build; 0: none)")  # fmt: skip
     args = parser.parse_args()
     for tool in ("wrk", "haproxy", "nginx", "taskset"):
         if shutil.which(tool) is None:
@@ -279,12 +289,18 @@ def main() -> None:
                 while args.million and served < 1_000_000:
                     served += wrk(port, 20)[1]
                 rss[name] = rss_mb(proxy.pid)
+            if compiled and args.tracing_rounds:
+                report(rows, rss, base, args.million, compiled)
+                from benchmarks.sidecar_tracing import compare  # it imports this module
+
+                compare(work, backend, python, args.tracing_rounds, args.seconds)
         finally:
             for proc in procs:
                 proc.terminate()
             for proc in procs:
                 proc.wait(10)
-    report(rows, rss, base, args.million, compiled)
+    if not (compiled and args.tracing_rounds):
+        report(rows, rss, base, args.million, compiled)
 
 
 def report(
