@@ -106,6 +106,29 @@ def test_the_queue_is_bounded_and_drops_are_counted_while_the_collector_is_stuck
     assert 'tulle_trace_spans_dropped_total{reason="export_failed"} 0.0' in metrics
 
 
+def test_a_full_batch_sends_whole_batches_and_leaves_the_rest_for_the_next(
+    fresh: Receiver,
+) -> None:
+    sender = exporter(fresh, batch=4, interval=3600).start()  # no interval round in the test
+    fresh.hold.clear()  # the first post waits at the collector while more are recorded
+    try:
+        for index in range(4):
+            sender.record(record(index))
+        assert fresh.arrived.wait(30)
+        for index in range(4, 7):
+            sender.record(record(index))
+        fresh.hold.set()
+        wait_until(lambda: sender.exported == 4, timeout=30)
+        sender.record(record(7))  # the fourth after the batch: a full batch again
+        wait_until(lambda: len(fresh.spans) == 8, timeout=30)
+        assert [len(r.resource_spans[0].scope_spans[0].spans) for r in fresh.requests] == [4, 4]
+        sender.record(record(8))
+    finally:
+        fresh.hold.set()
+        sender.stop()  # the last round sends what is left, however few
+    assert len(fresh.spans) == 9
+
+
 def test_failed_exports_are_counted_not_raised(fresh: Receiver) -> None:
     fresh.status = 503
     sender = exporter(fresh, batch=2)
