@@ -12,10 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from google.protobuf.message import Message
+
+from tulle.control.traces.otlp_messages import ExportTraceServiceRequest, ExportTraceServiceResponse
 
 
 @dataclass
@@ -23,7 +22,7 @@ class Receiver:
     """What the receiver got."""
 
     port: int = 0
-    requests: list[ExportTraceServiceRequest] = field(default_factory=list)
+    requests: list[Message] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     status: int = 200
     hold: threading.Event = field(default_factory=threading.Event)

@@ -1,6 +1,7 @@
-"""A real OTLP/gRPC receiver for tests: a grpcio server implementing opentelemetry-proto's
-TraceService (its generated servicer), as an OpenTelemetry Collector's ``otlp`` receiver
-would, keeping every request it is sent."""
+"""A real OTLP/gRPC receiver for tests: a grpcio server serving OTLP's TraceService/Export
+(opentelemetry-proto's messages, :mod:`tulle.control.traces.otlp_messages` says why they are
+not imported from its package), as an OpenTelemetry Collector's ``otlp`` receiver would,
+keeping every request it is sent."""
 
 from __future__ import annotations
 
@@ -10,25 +11,25 @@ from concurrent import futures
 from contextlib import contextmanager
 
 import grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+from google.protobuf.message import Message
+
+from tulle.control.traces.otlp_messages import (
+    EXPORT_METHOD,
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
 
-class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+class Receiver:
     """Keeps what it receives; ``url`` is its endpoint (``http://127.0.0.1:PORT``)."""
 
     def __init__(self) -> None:
-        self.requests: list[ExportTraceServiceRequest] = []
+        self.requests: list[Message] = []
         self.metadata: list[dict[str, str]] = []
         self.lock = threading.Lock()
         self.url = ""
 
-    def Export(  # noqa: N802 (the generated servicer's name)
-        self, request: ExportTraceServiceRequest, context: grpc.ServicerContext
-    ) -> ExportTraceServiceResponse:
+    def export(self, request: Message, context: grpc.ServicerContext) -> Message:
         with self.lock:
             self.requests.append(request)
             self.metadata.append({k: str(v) for k, v in context.invocation_metadata()})
@@ -54,7 +55,15 @@ def otlp_receiver() -> Iterator[Receiver]:
     """A receiver listening on a free loopback port until the block ends."""
     receiver = Receiver()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
+    service, method = EXPORT_METHOD.strip("/").split("/")
+    handler = grpc.unary_unary_rpc_method_handler(
+        receiver.export,
+        request_deserializer=ExportTraceServiceRequest.FromString,
+        response_serializer=ExportTraceServiceResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service, {method: handler}),)
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     receiver.url = f"http://127.0.0.1:{port}"

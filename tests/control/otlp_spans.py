@@ -5,16 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+from google.protobuf.message import Message
+
+from tulle.control.traces.otlp_messages import (
+    AnyValue,
+    ExportTraceServiceRequest,
+    KeyValue,
+    Resource,
+    ResourceSpans,
+    ScopeSpans,
+    Span,
+    Status,
+)
 
 BASE_NS = 1_700_000_000 * 10**9
 SERVER, CLIENT = Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CLIENT
 
 
-def attribute(key: str, value: str | int | bool | float) -> KeyValue:
+def attribute(key: str, value: str | int | bool | float) -> Message:
     if isinstance(value, bool):
         return KeyValue(key=key, value=AnyValue(bool_value=value))
     if isinstance(value, int):
@@ -35,7 +43,7 @@ def span(
     error: bool = False,
     attributes: Mapping[str, str | int | bool | float] | None = None,
     events: Sequence[tuple[str, float]] = (),
-) -> Span:
+) -> Message:
     """A span of trace number ``trace`` (ids are numbers here, hex on the wire), starting
     ``start_ms`` after BASE_NS."""
     start = BASE_NS + int(start_ms * 1e6)
@@ -44,7 +52,7 @@ def span(
         span_id=span_id.to_bytes(8, "big"),
         parent_span_id=parent.to_bytes(8, "big") if parent else b"",
         name=name,
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         start_time_unix_nano=start,
         end_time_unix_nano=start + int(duration_ms * 1e6),
         attributes=[attribute(k, v) for k, v in (attributes or {}).items()],
@@ -53,7 +61,7 @@ def span(
     )
 
 
-def export(*groups: tuple[str, Sequence[Span]]) -> ExportTraceServiceRequest:
+def export(*groups: tuple[str, Sequence[Message]]) -> Message:
     """An export request: per (service, spans) one resource."""
     return ExportTraceServiceRequest(
         resource_spans=[

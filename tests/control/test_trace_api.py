@@ -15,11 +15,8 @@ import grpc
 import httpx
 import pytest
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 from google.rpc.status_pb2 import Status  # type: ignore[import-untyped]
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 from typer.testing import CliRunner
 
 from tests.control.otlp_receiver import otlp_receiver
@@ -27,6 +24,9 @@ from tests.control.otlp_spans import CLIENT, export, hex_span, hex_trace, span
 from tests.e2e.conftest import wait_until
 from tulle.cli.main import app
 from tulle.control.app import ControlPlane
+from tulle.control.traces.otlp_messages import (
+    ExportTraceServiceResponse,
+)
 from tulle.security.tokens import BootstrapTokens, admin_token, read_token_file
 
 pytestmark = pytest.mark.timeout(120)
@@ -77,7 +77,7 @@ def get(plane: Plane, path: str, token: str | None = None, **params: str) -> htt
     return httpx.get(f"{plane.api}{path}", params=params, headers=headers, timeout=30)
 
 
-def shop_page(trace: int) -> ExportTraceServiceRequest:
+def shop_page(trace: int) -> Message:
     """A frontend page: its server span, a client span to payment that failed once and was
     retried, and payment's two server spans."""
     return export(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.engine.conftest import (
     Upstreams,
@@ -23,6 +22,7 @@ from tests.engine.conftest import (
 )
 from tests.engine.outbound_config import TABLE, vs
 from tests.engine.test_outbound_fallback import CACHE, fallback
+from tulle.control.traces.otlp_messages import ExportTraceServiceRequest
 from tulle.engine.cluster_config import EndpointSpec
 from tulle.engine.message import Request, Response, finished
 from tulle.engine.outbound import Engine

@@ -22,12 +22,14 @@ from typing import Final
 from urllib.parse import urlsplit
 
 import grpc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from google.protobuf.message import Message
 from prometheus_client import CollectorRegistry, Counter
+
+from tulle.control.traces.otlp_messages import EXPORT_METHOD
 
 log = logging.getLogger(__name__)
 
-EXPORT: Final = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+EXPORT: Final = EXPORT_METHOD
 QUEUE_EXPORTS: Final = 256
 TIMEOUT: Final = 5.0
 WARN_EVERY: Final = 60.0
@@ -55,7 +57,7 @@ class OtlpForwarder:
     ) -> None:
         self.collector = collector
         self.timeout = timeout
-        self._queue: deque[tuple[str, ExportTraceServiceRequest, int]] = deque(maxlen=queue_size)
+        self._queue: deque[tuple[str, Message, int]] = deque(maxlen=queue_size)
         self._ready = asyncio.Event()
         self._channel: tuple[str, grpc.aio.Channel] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -68,7 +70,7 @@ class OtlpForwarder:
             registry=registry,
         )
 
-    def offer(self, request: ExportTraceServiceRequest, spans: int) -> None:
+    def offer(self, request: Message, spans: int) -> None:
         """Queue ``request`` (of ``spans`` spans) for the collector, if the config names one;
         never waits."""
         endpoint = self.collector()
@@ -101,7 +103,7 @@ class OtlpForwarder:
                 endpoint, request, spans = self._queue.popleft()
                 await self._send(endpoint, request, spans)
 
-    async def _send(self, endpoint: str, request: ExportTraceServiceRequest, spans: int) -> None:
+    async def _send(self, endpoint: str, request: Message, spans: int) -> None:
         try:
             channel = await self._channel_to(endpoint)
             call = channel.unary_unary(EXPORT)

@@ -18,12 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2  # type: ignore[import-untyped]
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from opentelemetry.proto.common.v1 import common_pb2
-from opentelemetry.proto.trace.v1 import trace_pb2
 
+from tulle.control.traces.otlp_messages import ExportTraceServiceRequest, ExportTraceServiceResponse
 from tulle.control.traces.spans import (
     KINDS,
     MAX_ARRAY,
@@ -84,11 +82,9 @@ def gzip_body(body: bytes) -> bytes:
     return gzip.compress(body, compresslevel=5)
 
 
-def parse_request(
-    body: bytes, content_type: str = PROTOBUF
-) -> trace_service_pb2.ExportTraceServiceRequest:
+def parse_request(body: bytes, content_type: str = PROTOBUF) -> Message:
     """The request message of ``body`` in ``content_type`` (protobuf or OTLP JSON)."""
-    message = trace_service_pb2.ExportTraceServiceRequest()
+    message = ExportTraceServiceRequest()
     if content_type == JSON:
         try:
             data = json.loads(body)
@@ -130,7 +126,7 @@ def decode_request(body: bytes, content_type: str = PROTOBUF) -> Decoded:
     return decode_message(parse_request(body, content_type))
 
 
-def decode_message(message: trace_service_pb2.ExportTraceServiceRequest) -> Decoded:
+def decode_message(message: Message) -> Decoded:
     """The spans of a parsed export request."""
     decoded = Decoded()
     for resource_spans in message.resource_spans:
@@ -148,7 +144,7 @@ def decode_message(message: trace_service_pb2.ExportTraceServiceRequest) -> Deco
     return decoded
 
 
-def _problem(span: trace_pb2.Span) -> str:
+def _problem(span: Message) -> str:
     """Why ``span`` breaks the protocol ("" when it does not)."""
     name = cut(span.name, 80)
     if len(span.trace_id) != 16 or not any(span.trace_id):
@@ -162,7 +158,7 @@ def _problem(span: trace_pb2.Span) -> str:
     return ""
 
 
-def _span(span: trace_pb2.Span, service: str, resource: dict[str, Value], scope: str) -> Span:
+def _span(span: Message, service: str, resource: dict[str, Value], scope: str) -> Span:
     kept, dropped = attributes(span.attributes)
     events = tuple(
         SpanEvent(sys.intern(cut(e.name)), e.time_unix_nano, attributes(e.attributes)[0])
@@ -189,7 +185,7 @@ def _span(span: trace_pb2.Span, service: str, resource: dict[str, Value], scope:
     )
 
 
-def attributes(pairs: Iterable[common_pb2.KeyValue]) -> tuple[dict[str, Value], int]:
+def attributes(pairs: Iterable[Message]) -> tuple[dict[str, Value], int]:
     """OTLP key-values as JSON-able values, at most :data:`MAX_ATTRIBUTES`; and how many were
     left out."""
     kept: dict[str, Value] = {}
@@ -202,7 +198,7 @@ def attributes(pairs: Iterable[common_pb2.KeyValue]) -> tuple[dict[str, Value], 
     return kept, dropped
 
 
-def value(any_value: common_pb2.AnyValue, depth: int = 0) -> Value:
+def value(any_value: Message, depth: int = 0) -> Value:
     """An ``AnyValue`` as JSON shows it (nested values to a depth of 3)."""
     which = any_value.WhichOneof("value")
     if which == "string_value":
@@ -225,9 +221,9 @@ def value(any_value: common_pb2.AnyValue, depth: int = 0) -> Value:
     return None
 
 
-def response(rejected: int = 0, problem: str = "") -> trace_service_pb2.ExportTraceServiceResponse:
+def response(rejected: int = 0, problem: str = "") -> Message:
     """The answer to an export: a partial success when spans were rejected."""
-    answer = trace_service_pb2.ExportTraceServiceResponse()
+    answer = ExportTraceServiceResponse()
     if rejected:
         answer.partial_success.rejected_spans = rejected
         answer.partial_success.error_message = problem

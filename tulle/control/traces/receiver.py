@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import Final, Protocol
 
 import grpc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from google.protobuf.message import Message
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -158,7 +158,7 @@ class TraceReceiver:
 
     def _keep(
         self,
-        message: ExportTraceServiceRequest,
+        message: Message,
         decoded: Decoded,
         exporter: str,
         transport: str,
@@ -257,7 +257,7 @@ class TraceReceiver:
         raise AssertionError("abort returns only by raising")
 
 
-def _decode(body: bytes, content_type: str) -> tuple[ExportTraceServiceRequest, Decoded]:
+def _decode(body: bytes, content_type: str) -> tuple[Message, Decoded]:
     """Parse and decode an export: CPU work (tens of milliseconds for a batch of 512 spans),
     done in a thread so that the loop serving xDS and the API keeps answering meanwhile."""
     message = parse_request(body, content_type)
