@@ -147,12 +147,15 @@ def report(
         f"\ntracing, whole sidecar (tulle-mypyc; {rounds} rounds of {seconds} s interleaved, "
         f"spans to an OTLP/HTTP receiver; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f})"
     )
-    print(f"{'tracing':<10}{'CPU µs/req median':>19}{'best':>8}{'rounds':>26}{'vs off':>9}"
-          f"{'spans exported':>16}")  # fmt: skip
-    off = statistics.median(cpu["off"])
+    print(f"{'tracing':<10}{'CPU µs/req median':>19}{'best':>8}{'vs off':>9}{'per round':>11}"
+          f"{'spans exported':>16}  rounds (µs)")  # fmt: skip
+    off = cpu["off"]
     for name, values in cpu.items():
         middle = statistics.median(values)
+        # each round against the same round's off: the load they shared
+        paired = statistics.median(value / base for value, base in zip(values, off, strict=True))
         each = " ".join(f"{value:.1f}" for value in values)
-        print(f"{name:<10}{middle:>19.1f}{min(values):>8.1f}{each:>26}"
-              f"{(middle / off - 1) * 100:>+8.1f}%{spans[name]:>16,}")  # fmt: skip
+        print(f"{name:<10}{middle:>19.1f}{min(values):>8.1f}"
+              f"{(middle / statistics.median(off) - 1) * 100:>+8.1f}%{(paired - 1) * 100:>+10.1f}%"
+              f"{spans[name]:>16,}  {each}")  # fmt: skip
     print(f"receiver: {posts} exports, {sent / 1e6:.1f} MB")
