@@ -222,8 +222,8 @@ def test_broken_payment_shows_on_its_edge_and_the_service_page(page: Page, shop:
 
 
 def test_a_trace_opens_as_a_waterfall(page: Page, shop: Mesh, api: str):
-    """The shop's own traces (its Mesh samples 10 %), found with the traces page's filter and
-    drawn as a waterfall: the frontend's page, its calls and the callees' spans, each bar where
+    """The shop's own traces (its Mesh samples every request), found with the traces page's
+    filter and drawn as a waterfall: the frontend's page, its calls and the callees' spans, each bar where
     the trace store's answer puts it."""
     page.goto(page.url.split("#")[0] + "#/traces")
     page.locator("[data-testid=filter-service]").fill("cart")
