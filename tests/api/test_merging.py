@@ -115,3 +115,17 @@ spec:
     assert [p.number for p in service.ports] == [5432]
     assert [e.address for e in service.endpoints] == ["10.0.0.1", "10.0.0.2"]
     assert [o.name for o in service.origins] == ["a", "b"]
+
+
+def test_an_empty_traffic_policy_counts_as_set_as_in_istio():
+    """Istio tests the field's presence: a later rule's policy is dropped (and said so) after a
+    rule that wrote ``trafficPolicy: {}``, and the model agrees with the warning."""
+    text = RULES.replace(
+        "  subsets: [{name: v1, labels: {version: v1}}]\n", "  trafficPolicy: {}\n", 1
+    )
+    result = validate_text(text, "dr.yaml")
+    assert result.model is not None
+    policy = result.model.destination_policies[HOST]
+    dropped = [(f.name, f.field) for f in result.findings]
+    assert dropped == [("second", "spec.trafficPolicy"), ("third", "spec.trafficPolicy")]
+    assert policy.policy.load_balancer is None

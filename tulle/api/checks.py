@@ -307,7 +307,7 @@ def check_one_destination_rule_per_host(ctx: Context) -> Iterator[Finding]:
     ``trafficPolicy`` wins. What the merge drops is a WARNING. Rules with a workloadSelector are
     not merged: one per host and selector (different selectors may both match a client: the
     first in config order applies, as in Istio)."""
-    merged: dict[tuple[str, str], list[Loaded]] = {}
+    merged: dict[tuple[str, str], list[tuple[DestinationRule, Loaded]]] = {}
     selected: dict[tuple[str, str], Loaded] = {}
     for rule, item in ctx.of(DestinationRule):
         host = ctx.resolve(rule.spec.host, rule.namespace)
@@ -324,28 +324,21 @@ def check_one_destination_rule_per_host(ctx: Context) -> Iterator[Finding]:
             continue
         earlier = merged.setdefault((host, route_scope(rule.namespace, rule.spec.export_to)), [])
         yield from _merge_findings(host, rule, item, earlier)
-        earlier.append(item)
+        earlier.append((rule, item))
 
 
 MERGED = "Istio merges the DestinationRules of one host, adding up their subsets"
 
 
 def _merge_findings(
-    host: str, rule: DestinationRule, item: Loaded, earlier: list[Loaded]
+    host: str,
+    rule: DestinationRule,
+    item: Loaded,
+    earlier: list[tuple[DestinationRule, Loaded]],
 ) -> Iterator[Finding]:
     """What merging ``rule`` into the ``earlier`` rules of its host drops."""
-    if not earlier:
-        return
     if rule.spec.traffic_policy is not None:
-        setter = next(
-            (
-                e
-                for e in earlier
-                if isinstance(e.resource, DestinationRule)
-                and e.resource.spec.traffic_policy is not None
-            ),
-            None,
-        )
+        setter = next((e for r, e in earlier if r.spec.traffic_policy is not None), None)
         if setter is not None:
             yield item.finding(
                 WARNING,
@@ -355,13 +348,7 @@ def _merge_findings(
             )
     for i, subset in enumerate(rule.spec.subsets):
         owner = next(
-            (
-                e
-                for e in earlier
-                if isinstance(e.resource, DestinationRule)
-                and any(s.name == subset.name for s in e.resource.spec.subsets)
-            ),
-            None,
+            (e for r, e in earlier if any(s.name == subset.name for s in r.spec.subsets)), None
         )
         if owner is not None:
             yield item.finding(

@@ -170,13 +170,16 @@ def destination_policy(rule: DestinationRule, resolve: HostResolver) -> Destinat
     )
 
 
-def merged_policy(first: DestinationPolicy, later: DestinationPolicy) -> DestinationPolicy:
+def merged_policy(
+    first: DestinationPolicy, later: DestinationPolicy, first_sets_policy: bool
+) -> DestinationPolicy:
     """Two DestinationRules of one host and scope as Istio's ``mergeDestinationRule`` merges
     them: ``later``'s subsets are added unless ``first`` has one of that name, and ``later``'s
-    top-level traffic policy applies only if ``first`` sets none."""
+    top-level traffic policy applies only if no rule merged into ``first`` wrote one (Istio
+    tests the field's presence: an empty ``trafficPolicy: {}`` counts)."""
     names = {subset.name for subset in first.subsets}
     added = tuple(subset for subset in later.subsets if subset.name not in names)
-    policy = later.policy if first.policy == PolicyLayer() else first.policy
+    policy = first.policy if first_sets_policy else later.policy
     return replace(first, subsets=first.subsets + added, policy=policy)
 
 
@@ -190,15 +193,22 @@ def destination_policies(
     policies: dict[str, DestinationPolicy] = {}
     scoped_policies: dict[str, list[ScopedPolicy]] = {}
     selected_policies: dict[str, list[DestinationPolicy]] = {}
+    sets_policy: set[tuple[str, str]] = set()  # (host, scope) whose merged rules wrote one
     for rule in rules:
         policy = destination_policy(rule, resolve)
         if policy.workload_selector is not None:  # its namespace's selected clients only
             selected_policies.setdefault(policy.host, []).append(policy)
             continue
         seen_in = export_namespaces(rule.spec.export_to, rule.namespace)
+        key = (policy.host, "*" if seen_in is None else rule.namespace)
+        first_sets_policy = key in sets_policy
+        if rule.spec.traffic_policy is not None:
+            sets_policy.add(key)
         if seen_in is None:
             earlier = policies.get(policy.host)
-            policies[policy.host] = policy if earlier is None else merged_policy(earlier, policy)
+            policies[policy.host] = (
+                policy if earlier is None else merged_policy(earlier, policy, first_sets_policy)
+            )
             continue
         scoped = scoped_policies.setdefault(policy.host, [])
         same = next((i for i, s in enumerate(scoped) if s.namespace == rule.namespace), None)
@@ -206,5 +216,6 @@ def destination_policies(
             scoped.append(ScopedPolicy(rule.namespace, seen_in, policy))
         else:  # merged into the first of its namespace, whose exportTo stands (as in Istio)
             first = scoped[same]
-            scoped[same] = replace(first, policy=merged_policy(first.policy, policy))
+            merged = merged_policy(first.policy, policy, first_sets_policy)
+            scoped[same] = replace(first, policy=merged)
     return policies, scoped_policies, selected_policies
