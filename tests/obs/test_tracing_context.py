@@ -179,6 +179,16 @@ def test_no_context_and_not_sampled_says_so_with_a_constant_header() -> None:
     assert again is None
 
 
+@pytest.mark.parametrize("order", [1, -1])
+def test_a_b3_deny_beside_a_sampled_traceparent_loses_to_it(order: int) -> None:
+    """``b3: 0`` alone is answered without parsing; beside other context W3C still wins."""
+    headers = [("b3", "0"), ("traceparent", f"00-{TRACE}-{PARENT}-01")][::order]
+    span = Tracer(0.0).start(headers, SERVER)
+    assert span is not None
+    assert (span.trace_id, span.parent_id, span.sampled) == (TRACE, PARENT, True)
+    assert Tracer(1.0).start([("b3", " 0 ")], SERVER) is None  # spaced: the parser's answer
+
+
 def test_a_bad_traceparent_starts_a_new_trace() -> None:
     span = Tracer(1.0).start([("traceparent", "00-nonsense-01")], SERVER)
     assert span is not None

@@ -265,9 +265,16 @@ class Tracer:
     def start(self, headers: list[tuple[str, str]], kind: int) -> Span | None:
         """The span of a request with ``headers`` (``kind``: SERVER or CLIENT): a Span when
         it is sampled, :data:`NOT_SAMPLED` or None when not (see the module)."""
-        for name, _ in headers:
-            if name in TRACE_HEADERS:
-                return self._continue(parse_context(headers), kind)
+        found: tuple[str, str] | None = None
+        for header in headers:
+            if header[0] in TRACE_HEADERS:
+                if found is not None:  # several: parse them all
+                    return self._continue(parse_context(headers), kind)
+                found = header
+        if found is not None:
+            if found == _B3_DENY:  # what an unsampled hop sends: nothing to parse
+                return None
+            return self._continue(parse_context(headers), kind)
         if self.random() >= self.fraction:
             return NOT_SAMPLED
         return Span(f"{self.bits(128):032x}", f"{self.bits(64):016x}", "", kind)
