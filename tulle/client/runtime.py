@@ -23,6 +23,7 @@ from tulle.client.admin import LibraryAdmin, new_admin
 from tulle.client.inbound_tls import InboundTls
 from tulle.client.settings import Settings
 from tulle.codec.paths import BASE
+from tulle.engine.access_log_config import access_log_setting
 from tulle.engine.cluster_stats import ClusterCollector
 from tulle.engine.compile import compile_resources
 from tulle.engine.inbound import InboundPolicy, inbound_policies, path_normalization
@@ -219,6 +220,7 @@ class MeshRuntime:
         try:
             config = compile_resources(version, resources)
             traced = tracing_settings(resources[types.LISTENER])
+            logged = access_log_setting(resources[types.LISTENER])
             inbound = inbound_policies(resources[types.LISTENER], time.monotonic(), self.inbound)
         except ConfigError as error:
             self.nack = str(error)
@@ -227,6 +229,8 @@ class MeshRuntime:
             self.inbound = inbound
             self.paths = path_normalization(resources[types.LISTENER])
         tracer = self.tracing.update(traced)
+        if logged is not None:  # TULLE_ACCESS_LOG=0 keeps it off whatever the Mesh says
+            self.log.configure(logged.enabled and self.settings.access_log, logged.text)
         with self._lock:
             self.config, self.nack = config, None
             bindings = list(self._bindings.values())

@@ -1,4 +1,5 @@
-"""The access log: one JSON line per request on stdout, with the response flags and the reason
+"""The access log: one line per request on stdout (JSON, or Envoy-style text as the Mesh's
+``accessLog.format`` says, :mod:`tulle.obs.access_text`), with the response flags and the reason
 (the only per-request logging the proxy does), and ``peer_principal``: the SPIFFE id the other
 side proved over mTLS (the caller of a request served, the upstream of one sent; null over plain
 text). A request's :class:`Finished` record is kept;
@@ -25,6 +26,7 @@ import sys
 import threading
 from typing import Final, TextIO
 
+from tulle.obs.access_text import text_line, text_tcp_line
 from tulle.obs.connection import TcpConnection
 from tulle.obs.finished import Finished
 from tulle.obs.pending import BATCH, Pending
@@ -46,11 +48,13 @@ _TCP_LINE: Final = (
 
 
 class AccessLog:
-    """Writes entries to ``stream`` (stdout by default); ``enabled`` follows the Mesh setting."""
+    """Writes entries to ``stream`` (stdout by default); ``enabled`` and ``text`` (Envoy-style
+    text lines instead of JSON) follow the Mesh's ``accessLog`` (``configure``)."""
 
     def __init__(self, stream: TextIO | None = None, enabled: bool = True) -> None:
         self.stream = stream or sys.stdout
         self.enabled = enabled
+        self.text = False
         self._flusher: asyncio.Task[None] | None = None
         self._entries = Pending()
         self._tcp_lines: list[str] = []  # TCP connections' entries, formatted
@@ -75,8 +79,16 @@ class AccessLog:
                 self.stream.write("".join(lines[:count]))
                 del lines[:count]
             if entries:
-                self.stream.write("".join([_line(done) for done in entries]))
+                line = text_line if self.text else _line
+                self.stream.write("".join([line(done) for done in entries]))
             self.stream.flush()
+
+    def configure(self, enabled: bool, text: bool) -> None:
+        """The Mesh's setting, as config brings it: what is kept already is written first, in
+        the format it was recorded under."""
+        if (enabled, text) != (self.enabled, self.text):
+            self.flush()
+            self.enabled, self.text = enabled, text
 
     def stop(self) -> None:
         """Flush and stop."""
@@ -92,7 +104,9 @@ class AccessLog:
     def record_tcp(self, connection: TcpConnection) -> None:
         """One TCP connection's entry (it has ended, or was refused)."""
         if self.enabled:
-            self._tcp_lines.append(_tcp_line(connection))
+            self._tcp_lines.append(
+                text_tcp_line(connection) if self.text else _tcp_line(connection)
+            )
             if len(self._tcp_lines) >= BATCH:
                 self.flush()
 

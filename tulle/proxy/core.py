@@ -11,6 +11,7 @@ import functools
 import ssl
 from pathlib import Path
 
+from tulle.engine.access_log_config import access_log_setting
 from tulle.engine.cluster_stats import ClusterCollector
 from tulle.engine.compile import compile_resources
 from tulle.engine.inbound import InboundPolicy, inbound_policies, path_normalization
@@ -126,12 +127,15 @@ class ProxyCore:
         try:
             config = compile_resources(version, resources)
             tracing_settings(resources[types.LISTENER])  # a provider Tulle cannot use: NACK
+            logged = access_log_setting(resources[types.LISTENER])
             inbound = inbound_policies(resources[types.LISTENER], self.engine.clock(), self.inbound)
         except ConfigError as error:
             return str(error)
         # All compiled: swap everything in at once.
         self.engine.update(config)
         self.engine.tracer = self.tracing.update(tracing_settings(resources[types.LISTENER]))
+        if logged is not None:
+            self.log.configure(logged.enabled, logged.text)
         self.inbound = inbound
         self.tcp_clusters = tcp_clusters(resources[types.LISTENER])
         self.limits.paths = path_normalization(resources[types.LISTENER])

@@ -28,6 +28,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from tulle.api.model import AuthorizationPolicyRule, Service, Workload
+from tulle.control.translate.access_log import access_logs
 from tulle.control.translate.context import (
     NodeView,
     Snapshot,
@@ -142,18 +143,19 @@ def _hcm_chain(manager: Any) -> Any:
 
 
 def _http_chain(
-    route_name: str, stat_prefix: str, view: NodeView, level: str, traced: Any = None
+    route_name: str, stat_prefix: str, view: NodeView, level: str, traced: Any, logs: list[Any]
 ) -> Any:
     manager = connection_manager(route_name, stat_prefix, view)
     _normalize_paths(manager, level)
     if traced is not None:
         manager.tracing.CopyFrom(traced)
+    manager.access_log.extend(logs)
     return _hcm_chain(manager)
 
 
-def _tcp_chain(service: Service, port: int) -> Any:
+def _tcp_chain(service: Service, port: int, logs: list[Any]) -> Any:
     name = cluster_name(service.host, port)
-    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=name, cluster=name)
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=name, cluster=name, access_log=logs)
     return listener_components_pb2.FilterChain(
         filters=[listener_components_pb2.Filter(name=TCP_PROXY_FILTER, typed_config=pack(proxy))]
     )
@@ -164,6 +166,7 @@ def sidecar_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
     result: dict[str, Any] = {}
     level = snapshot.model.settings.path_normalization
     traced = tracing(snapshot.model.settings, view)
+    logs = access_logs(snapshot.model.settings)
     outbound = listener_pb2.Listener(
         name=OUTBOUND_LISTENER, address=_address("0.0.0.0", OUTBOUND_PORT)
     )
@@ -179,9 +182,9 @@ def sidecar_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
                 if port.number in http_seen:
                     continue
                 http_seen.add(port.number)
-                chain = _http_chain(str(port.number), name, view, level, traced)
+                chain = _http_chain(str(port.number), name, view, level, traced, logs)
             else:
-                chain = _tcp_chain(service, port.number)
+                chain = _tcp_chain(service, port.number, logs)
                 name = f"{service.host}_{port.number}"
             listener = listener_pb2.Listener(
                 name=name, address=_address("0.0.0.0", port.number), filter_chains=[chain]
@@ -191,7 +194,9 @@ def sidecar_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
     result[HTTP_PROXY_LISTENER] = listener_pb2.Listener(
         name=HTTP_PROXY_LISTENER,
         address=_address("127.0.0.1", HTTP_PROXY_PORT),
-        filter_chains=[_http_chain(HTTP_PROXY_ROUTE, HTTP_PROXY_LISTENER, view, level, traced)],
+        filter_chains=[
+            _http_chain(HTTP_PROXY_ROUTE, HTTP_PROXY_LISTENER, view, level, traced, logs)
+        ],
     )
     inbound = _inbound(snapshot, view)
     if inbound is not None:
@@ -240,7 +245,9 @@ def _inbound_filters(snapshot: Snapshot, workload: Workload, port: int) -> list[
     return [*filters, _router()]
 
 
-def _inbound_tcp_chain(snapshot: Snapshot, workload: Workload, cluster: str) -> Any:
+def _inbound_tcp_chain(
+    snapshot: Snapshot, workload: Workload, cluster: str, logs: list[Any]
+) -> Any:
     """An opaque TCP port: network RBAC from the AuthorizationPolicies (HTTP-only fields as
     Istio treats them on TCP), then the ``tcp_proxy`` to the app."""
     policies = _authorization_policies(snapshot, workload)
@@ -248,7 +255,7 @@ def _inbound_tcp_chain(snapshot: Snapshot, workload: Workload, cluster: str) -> 
         listener_components_pb2.Filter(name=name, typed_config=pack(config))
         for name, config in network_rbac_filters(policies)
     ]
-    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster, access_log=logs)
     filters.append(listener_components_pb2.Filter(name=TCP_PROXY_FILTER, typed_config=pack(proxy)))
     return listener_components_pb2.FilterChain(filters=filters)
 
@@ -266,10 +273,12 @@ def _inbound(snapshot: Snapshot, view: NodeView) -> Any | None:
         )
     )
     mtls = resolve(snapshot.model, workload.namespace, workload.labels)
+    traced = tracing(snapshot.model.settings, view)
+    logs = access_logs(snapshot.model.settings)
     for port in workload.ports:
         cluster = inbound_cluster_name(port.port)
         if port.protocol == "TCP":
-            chain = _inbound_tcp_chain(snapshot, workload, cluster)
+            chain = _inbound_tcp_chain(snapshot, workload, cluster, logs)
         else:
             routes = route_pb2.RouteConfiguration(
                 name=cluster,
@@ -293,9 +302,9 @@ def _inbound(snapshot: Snapshot, view: NodeView) -> Any | None:
             )
             _trusted_proxies(manager, snapshot.model.settings.num_trusted_proxies)
             _normalize_paths(manager, snapshot.model.settings.path_normalization)
-            traced = tracing(snapshot.model.settings, view)
             if traced is not None:
                 manager.tracing.CopyFrom(traced)
+            manager.access_log.extend(logs)
             chain = _hcm_chain(manager)
         chain.filter_chain_match.destination_port.value = port.port
         # Who the port serves, for the inbound metrics' destination_service label.
