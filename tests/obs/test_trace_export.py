@@ -15,7 +15,9 @@ from tests.otlp_receiver import Receiver, otlp_receiver
 from tulle.obs.finished import Finished
 from tulle.obs.otlp import _CACHE as CACHE
 from tulle.obs.otlp import _CACHE_MAX as CACHE_MAX
-from tulle.obs.otlp import Attributes
+from tulle.obs.otlp import _EVENTS as EVENTS
+from tulle.obs.otlp import _SPANS as SPANS
+from tulle.obs.otlp import Attributes, span_bytes
 from tulle.obs.trace_export import EndpointError, SpanExporter, otlp_url
 from tulle.obs.tracing import CLIENT, SERVER, Span
 
@@ -175,3 +177,26 @@ def test_the_attribute_cache_is_bounded_and_changes_no_byte() -> None:
     for index in range(CACHE_MAX + 100):
         Attributes(b"\x4a").string("url.path", f"/items/{index}")
     assert 0 < len(CACHE) <= CACHE_MAX
+
+
+def test_spans_encode_the_same_from_the_caches_and_the_caches_are_bounded() -> None:
+    """A span's repeating attributes and an event's are cached as whole blocks: a span written
+    from them is the bytes written without them, and many peers keep them within the bound."""
+    SPANS.clear()
+    EVENTS.clear()
+    done = record(3, CLIENT)
+    span = done.span
+    assert span is not None
+    span.event(1.0, "attempt", [("tulle.attempt", 2), ("tulle.duration_ms", 0.25)])
+    missed = span_bytes(done)
+    assert SPANS
+    assert EVENTS
+    assert span_bytes(done) == missed
+    other = record(4, SERVER, status=503, flag="UH")
+    assert span_bytes(other) != missed
+    for index in range(CACHE_MAX + 100):
+        done.upstream = f"10.0.{index // 250}.{index % 250}:8080"
+        span.events = [(1.0, "attempt", [("tulle.attempt", index), ("tulle.duration_ms", 0.5)])]
+        span_bytes(done)
+    assert 0 < len(SPANS) <= CACHE_MAX
+    assert 0 < len(EVENTS) <= CACHE_MAX

@@ -215,29 +215,61 @@ def _host_port(authority: str) -> tuple[str, int | None]:
     return host, int(port) if port.isdigit() else None
 
 
-def attributes(done: Finished, out: Attributes) -> None:  # noqa: PLR0915 - one line per attribute
+_SPANS: Final[dict[tuple[object, ...], bytes]] = {}
+"""The attributes of a span that repeat from request to request (its kind, method, host, status,
+peer, route, cluster, endpoint, reason, principals...), written once per distinct set: one
+lookup instead of ~15 encodings. Emptied when it reaches ``_CACHE_MAX`` (peers are many)."""
+
+
+def attributes(done: Finished, out: Attributes) -> None:
     """The span attributes of a finished request, written to ``out``."""
     span = done.span
     assert span is not None
     client = span.kind == CLIENT
     path, _, query = done.path.partition("?")
-    host, port = _host_port(done.authority)
-    out.string("http.request.method", done.method)
+    grpc = span.grpc_status >= 0 or _grpc_path(path)
+    key = (
+        client, done.method, done.authority, done.status, done.upstream, done.source_ip,
+        done.attempts, done.flag, done.reason, done.route, done.cluster, done.upstream_workload,
+        done.peer_principal, done.caller, done.service, span.grpc_status, path if grpc else "",
+    )  # fmt: skip
+    repeated = _SPANS.get(key)
+    if repeated is None:
+        block = Attributes(out.field)
+        _repeated_attributes(done, block, client, path if grpc else "")
+        repeated = block.encoded()
+        if len(_SPANS) >= _CACHE_MAX:
+            _SPANS.clear()
+        _SPANS[key] = repeated
+    out.parts.append(repeated)
     if client:
         out.string("url.full", f"http://{done.authority}{done.path}", cache=False)
     else:
         out.string("url.path", path, cache=False)
-        out.string("url.scheme", "http")
         if query:
             out.string("url.query", query, cache=False)
+    out.integer("http.request.body.size", done.received)
+    out.integer("http.response.body.size", done.sent)
+    if done.request_id:
+        out.strings("http.request.header.x-request-id", [done.request_id])
+
+
+def _repeated_attributes(
+    done: Finished, out: Attributes, client: bool, grpc_path: str
+) -> None:
+    """The attributes :data:`_SPANS` keeps: all but the URL, the sizes and the request id."""
+    span = done.span
+    assert span is not None
+    host, port = _host_port(done.authority)
+    out.string("http.request.method", done.method)
+    if not client:
+        out.string("url.scheme", "http")
     if host:
         out.string("server.address", host)
     if port is not None:
         out.integer("server.port", port)
     if done.status:
         out.integer("http.response.status_code", done.status)
-    out.integer("http.request.body.size", done.received)
-    out.integer("http.response.body.size", done.sent)
     if client:
         if done.upstream:
             peer, peer_port = _host_port(done.upstream)
@@ -249,13 +281,11 @@ def attributes(done: Finished, out: Attributes) -> None:  # noqa: PLR0915 - one 
     elif done.source_ip:
         out.string("client.address", done.source_ip)
         out.string("network.peer.address", done.source_ip)
-    if done.request_id:
-        out.strings("http.request.header.x-request-id", [done.request_id])
     error = _error_type(done)
     if error:
         out.string("error.type", error)
-    if span.grpc_status >= 0 or _grpc_path(path):
-        service, _, method = path[1:].partition("/")
+    if grpc_path:
+        service, _, method = grpc_path[1:].partition("/")
         out.string("rpc.system.name", "grpc")
         out.string("rpc.system", "grpc")
         out.string("rpc.method", f"{service}/{method}")
@@ -277,6 +307,28 @@ def attributes(done: Finished, out: Attributes) -> None:  # noqa: PLR0915 - one 
             out.string(key, item)
     if client:
         out.integer("tulle.attempts", done.attempts)
+
+
+_EVENTS: Final[dict[tuple[tuple[str, Value], ...], bytes]] = {}
+"""Events' attributes but a trailing measured one (an attempt's duration), by their values:
+an attempt's number, endpoint, status and whether it is retried repeat."""
+
+
+def _event_attributes(items: list[tuple[str, str | int | float | bool]]) -> bytes:
+    """An event's attributes: those before a trailing float from :data:`_EVENTS`."""
+    last = items[-1] if items else None
+    if last is None or not isinstance(last[1], float):
+        return key_values(_EVENT_ATTRIBUTE, items)
+    key = tuple(items[:-1])
+    repeated = _EVENTS.get(key)
+    if repeated is None:
+        repeated = key_values(_EVENT_ATTRIBUTE, key)
+        if len(_EVENTS) >= _CACHE_MAX:
+            _EVENTS.clear()
+        _EVENTS[key] = repeated
+    out = Attributes(_EVENT_ATTRIBUTE)
+    out.double(last[0], last[1])
+    return repeated + out.parts[0]
 
 
 def _grpc_path(path: str) -> bool:
@@ -345,7 +397,7 @@ def span_bytes(done: Finished) -> bytes:
     attributes(done, Attributes(_SPAN_ATTRIBUTE, parts))
     for when, name, items in span.events:
         event = b"\x09" + _nanos(when) + _field(b"\x12", name.encode())
-        parts.append(_field(b"\x5a", event + key_values(_EVENT_ATTRIBUTE, items)))
+        parts.append(_field(b"\x5a", event + _event_attributes(items)))
     parts.append(_status(done))
     # W3C trace flags (sampled), and that the parent's context is known and remote: every
     # parent here came in a request's headers.
