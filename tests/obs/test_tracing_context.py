@@ -216,3 +216,18 @@ def test_callers_without_a_decision_are_sampled_at_the_mesh_rate() -> None:
     headers = [("x-b3-traceid", TRACE), ("x-b3-spanid", PARENT)]
     sampled = sum(1 for _ in range(n) if tracer.start(headers, SERVER) is not None)
     assert abs(sampled - n * p) <= 4.5 * math.sqrt(n * p * (1 - p))
+
+
+def test_new_traces_have_valid_distinct_ids() -> None:
+    tracer = Tracer(1.0)
+    spans = [tracer.start([], CLIENT) for _ in range(1000)]
+    ids = set()
+    for span in spans:
+        assert span is not None
+        assert parse_traceparent(span.traceparent) == (span.trace_id, span.span_id, 1)
+        ids.add(span.trace_id)
+    assert len(ids) == 1000
+    child = tracer.start([("traceparent", TRACEPARENT)], SERVER)
+    assert child is not None
+    assert (child.trace_id, child.parent_id) == (TRACE, PARENT)
+    assert parse_traceparent(child.traceparent) == (TRACE, child.span_id, 1)

@@ -277,13 +277,22 @@ class Tracer:
             return self._continue(parse_context(headers), kind)
         if self.random() >= self.fraction:
             return NOT_SAMPLED
-        return Span(f"{self.bits(128):032x}", f"{self.bits(64):016x}", "", kind)
+        return self._root(kind, False)
+
+    def _root(self, kind: int, b3_single: bool) -> Span:
+        """A new trace's first span: 24 random bytes as hex, the trace id and the span id (one
+        draw and one conversion: formatting two numbers cost four times as much)."""
+        ids = self.bits(192).to_bytes(24, "little").hex()
+        return Span(ids[:32], ids[32:], "", kind, b3_single=b3_single)
+
+    def _span_id(self) -> str:
+        return self.bits(64).to_bytes(8, "little").hex()
 
     def _continue(self, incoming: Incoming | None, kind: int) -> Span | None:
         if incoming is None:  # malformed: a new trace, decided here
             if self.random() >= self.fraction:
                 return NOT_SAMPLED
-            return Span(f"{self.bits(128):032x}", f"{self.bits(64):016x}", "", kind)
+            return self._root(kind, False)
         sampled = incoming.sampled
         if sampled < 0:
             sampled = 1 if self.random() < self.fraction else 0
@@ -292,7 +301,6 @@ class Tracer:
         if not sampled:
             return None  # the caller's headers say so already
         if not incoming.trace_id:  # sampled, with no ids: a new trace
-            return Span(f"{self.bits(128):032x}", f"{self.bits(64):016x}", "", kind,
-                        b3_single=incoming.b3_single)  # fmt: skip
-        return Span(incoming.trace_id, f"{self.bits(64):016x}", incoming.parent_id, kind,
+            return self._root(kind, incoming.b3_single)
+        return Span(incoming.trace_id, self._span_id(), incoming.parent_id, kind,
                     incoming.tracestate, incoming.b3_single)  # fmt: skip
