@@ -186,3 +186,47 @@ def test_an_admin_port_needs_a_token_file(monkeypatch):
         tulle.client.SettingsError, match="TULLE_ADMIN_PORT needs TULLE_ADMIN_TOKEN"
     ):
         tulle.client.Settings.load()
+
+
+MESH_LOG = """\
+apiVersion: tulle.dev/v1alpha1
+kind: Mesh
+metadata: {{name: mesh, namespace: tulle-system}}
+spec: {{accessLog: {{enabled: {enabled}, format: TEXT}}}}
+"""
+
+
+def test_the_mesh_sets_the_librarys_access_log_unless_the_app_turned_it_off(
+    control_plane, processes, capsys
+):
+    web(control_plane, processes.http_backend("a"))
+    control_plane.apply(MESH_LOG.format(enabled="true"))
+    runtime = tulle.client.configure(
+        xds_address=f"127.0.0.1:{control_plane.xds_port}", node_id=NODE
+    )
+    tulle.client.wait_ready(10)
+    wait_until(lambda: synced(control_plane, NODE), timeout=30)
+    with tulle.client.Client(timeout=10) as client:
+        assert client.get("http://web:8080/texted").status_code == 200
+        runtime.log.flush()
+        lines = [line for line in capsys.readouterr().out.splitlines() if "/texted" in line]
+        assert len(lines) == 1
+        assert lines[0].startswith("[")
+        assert '"GET /texted" 200 - ' in lines[0]
+        control_plane.apply(MESH_LOG.format(enabled="false"))
+        wait_until(lambda: synced(control_plane, NODE), timeout=30)
+        assert client.get("http://web:8080/unlogged").status_code == 200
+        runtime.log.flush()
+        assert "/unlogged" not in capsys.readouterr().out
+    tulle.client.shutdown()
+    control_plane.apply(MESH_LOG.format(enabled="true"))
+    quiet = tulle.client.configure(  # TULLE_ACCESS_LOG=0: off whatever the Mesh says
+        xds_address=f"127.0.0.1:{control_plane.xds_port}", node_id=NODE, access_log=False
+    )
+    tulle.client.wait_ready(10)
+    wait_until(lambda: synced(control_plane, NODE), timeout=30)
+    with tulle.client.Client(timeout=10) as client:
+        assert client.get("http://web:8080/still-quiet").status_code == 200
+    tulle.client.shutdown()  # before capsys closes the stdout the log writes to
+    assert not quiet.log.enabled
+    assert "/still-quiet" not in capsys.readouterr().out
