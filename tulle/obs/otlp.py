@@ -254,9 +254,7 @@ def attributes(done: Finished, out: Attributes) -> None:
         out.strings("http.request.header.x-request-id", [done.request_id])
 
 
-def _repeated_attributes(
-    done: Finished, out: Attributes, client: bool, grpc_path: str
-) -> None:
+def _repeated_attributes(done: Finished, out: Attributes, client: bool, grpc_path: str) -> None:
     """The attributes :data:`_SPANS` keeps: all but the URL, the sizes and the request id."""
     span = done.span
     assert span is not None
