@@ -453,12 +453,16 @@ class H2Front(asyncio.Protocol):
             return
         finally:
             served.cancel = served.answer = None
+        ended = 0.0  # a streamed answer's: when it ends (its last frame waits for the window)
         if isinstance(response.body, bytes):
+            ended = time.time()  # before the write: see Recorder.record
             sent = self._respond(stream_id, response)
         else:
             served.response = response
             sent = await self._stream(stream_id, served, response)
-        self.recorder.record(self.listener, request, response, started, sent, self.destination)
+        self.recorder.record(
+            self.listener, request, response, started, sent, self.destination, ended
+        )
 
     async def _stream(self, stream_id: int, served: _Served, response: Response) -> int:
         """Send a response whose body is still arriving (server streaming): each piece as it

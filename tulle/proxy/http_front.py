@@ -115,6 +115,7 @@ class Http1Front(asyncio.Protocol):
         self.head: RequestHead | None = None
         self.chunks: list[bytes] = []  # the body of the request being read
         self.body_size = 0
+        self.last_write = 0.0  # when a streamed answer's last bytes were written (record's end)
         self.peer = ""
         self.peer_principal: str | None = None  # the SPIFFE id the peer proved over mTLS
         self.local_ip = ""  # the address the connection came to
@@ -395,8 +396,9 @@ class Http1Front(asyncio.Protocol):
         # it are answered first).
         close = not head.keep_alive or (self.draining and not self.waiting and not self.head)
         if isinstance(response.body, bytes):
+            ended = time.time()  # before the write: see Recorder.record
             sent = self._respond(response, head.method, close)
-            self._answered(request, response, started, sent, close)
+            self._answered(request, response, started, sent, close, ended)
             return
         streamed = self._stream_and_finish(head, request, response, started, close)
         self.in_flight.track(asyncio.get_running_loop().create_task(streamed))
@@ -408,12 +410,20 @@ class Http1Front(asyncio.Protocol):
         chunked = head.version != "1.0"
         close = close or (not chunked and response.header("content-length") is None)
         sent = await self._stream(response, head.method, close, chunked)
-        self._answered(request, response, started, sent, close)
+        self._answered(request, response, started, sent, close, self.last_write)
 
     def _answered(
-        self, request: Request, response: Response, started: float, sent: int, close: bool
+        self,
+        request: Request,
+        response: Response,
+        started: float,
+        sent: int,
+        close: bool,
+        ended: float = 0.0,
     ) -> None:
-        self.recorder.record(self.listener, request, response, started, sent, self.original_dst)
+        self.recorder.record(
+            self.listener, request, response, started, sent, self.original_dst, ended
+        )
         self.in_flight.end()
         self.busy = False
         if close or self.closed:
@@ -500,6 +510,7 @@ class Http1Front(asyncio.Protocol):
                 if method == "HEAD" or not chunk:
                     continue
                 sent += len(chunk)
+                self.last_write = time.time()
                 self._write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
                 if self.write_paused and not self.closed:
                     await self._until_writable()  # the upstream pauses as its chunks queue
@@ -510,6 +521,7 @@ class Http1Front(asyncio.Protocol):
             close = True  # the body was cut: the client must see the connection end early
         else:
             if chunked and method != "HEAD":  # a HEAD's answer has no body, not even its end
+                self.last_write = time.time()
                 self._write(b"0\r\n\r\n")
         if close:
             self._close()  # and nothing after this response is begun (_answered)

@@ -42,11 +42,16 @@ class Recorder:
         started: float,
         sent: int,
         destination: Destination = None,
+        ended: float = 0.0,
     ) -> None:
         """One finished request: ``started`` is its wall-clock start, ``sent`` the body bytes
-        written to the client."""
+        written to the client, ``ended`` when its last bytes were handed to the connection
+        (0: now). Taken before that write, a served request's end comes before its caller
+        can have read the answer: a server span ends within its client span, whatever the
+        machine's load does to when each process gets to record."""
         service = None if self.serving is None else self.serving(destination)
-        done = finished(listener, request, response, started, time.time(), sent, service)
+        ended = ended or time.time()
+        done = finished(listener, request, response, started, ended, sent, service)
         self.log.record(done)
         self.metrics.record(done)
         tap = self.tap
