@@ -38,6 +38,7 @@ class CountingRecorder(Recorder):
         started: float,
         sent: int,
         destination: Destination = None,
+        ended: float = 0.0,
     ) -> None:
         self._add(request)
 
