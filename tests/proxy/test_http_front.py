@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 from benchmarks.proxy_inprocess import KeptTransport
 from tests.cycles import cycle_garbage_of
-from tulle.engine.message import Request, Response
+from tulle.engine.message import ByteStream, Request, Response
 from tulle.obs.access_log import AccessLog
 from tulle.obs.metrics import MeshMetrics
 from tulle.proxy.http_front import Done, Http1Front
@@ -45,3 +48,40 @@ def test_a_closed_connection_leaves_no_reference_cycle():
 
     assert asyncio.run(cycle_garbage_of(one_connection, 20)) == 0
     assert not in_flight.connections
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.001)
+
+
+def test_a_streamed_answer_is_recorded_as_ending_after_it_began():
+    """A streamed answer's recorded end is the time of its own latest write, whatever it
+    writes: a HEAD's streamed answer (its head only) after a GET's on the same connection must
+    not end when the GET's did."""
+    log = io.StringIO()
+    recorder = Recorder(AccessLog(log), MeshMetrics("caller"))
+
+    def streamed(request: Request, destination: Destination, done: Done) -> Any:
+        body = ByteStream()
+        body.push(b"part")
+        body.finish()
+        done(Response(200, [("content-type", "text/plain")], body))
+        return _nothing
+
+    async def two_requests() -> None:
+        transport = KeptTransport()
+        front = Http1Front("outbound", streamed, recorder, InFlight())
+        front.connection_made(transport)  # type: ignore[arg-type]
+        front.data_received(b"GET /a HTTP/1.1\r\nHost: web:8080\r\n\r\n")
+        await asyncio.wait_for(_until(lambda: front.answers == 1 and not front.busy), 10)
+        first_done = time.time()
+        await _until(lambda: time.time() > first_done + 0.005)  # the clock moves on
+        front.data_received(b"HEAD /b HTTP/1.1\r\nHost: web:8080\r\n\r\n")
+        await asyncio.wait_for(_until(lambda: front.answers == 2 and not front.busy), 10)
+
+    asyncio.run(two_requests())
+    recorder.log.flush()
+    entries = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert [e["method"] for e in entries] == ["GET", "HEAD"]
+    assert all(e["duration_ms"] >= 0 for e in entries), entries

@@ -453,7 +453,7 @@ class H2Front(asyncio.Protocol):
             return
         finally:
             served.cancel = served.answer = None
-        ended = 0.0  # a streamed answer's: when it ends (its last frame waits for the window)
+        ended = 0.0  # a streamed answer's end: when it is recorded (its last frame may wait)
         if isinstance(response.body, bytes):
             ended = time.time()  # before the write: see Recorder.record
             sent = self._respond(stream_id, response)

@@ -115,7 +115,7 @@ class Http1Front(asyncio.Protocol):
         self.head: RequestHead | None = None
         self.chunks: list[bytes] = []  # the body of the request being read
         self.body_size = 0
-        self.last_write = 0.0  # when a streamed answer's last bytes were written (record's end)
+        self.last_write = 0.0  # when a streamed answer's latest bytes were written: its end
         self.peer = ""
         self.peer_principal: str | None = None  # the SPIFFE id the peer proved over mTLS
         self.local_ip = ""  # the address the connection came to
@@ -503,6 +503,7 @@ class Http1Front(asyncio.Protocol):
         chunked = chunked and length is None
         if chunked:
             headers.append(("transfer-encoding", "chunked"))
+        self.last_write = time.time()  # each write's, so never an earlier answer's
         self._write(response_head(response.status, headers, close=close))
         sent = 0
         try:
