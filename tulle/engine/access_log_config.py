@@ -16,10 +16,13 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from tulle.engine.listener_filters import network_filters
 from tulle.engine.matching import ConfigError
-from tulle.xds.types import HCM_FILTER, TCP_PROXY_FILTER
+from tulle.xds.types import HCM_FILTER, STDOUT_ACCESS_LOG, TCP_PROXY_FILTER
 
-STDOUT: Final = "envoy.access_loggers.stdout"
+_LOGGING: Final[dict[str, type[Any]]] = {
+    HCM_FILTER: hcm.HttpConnectionManager, TCP_PROXY_FILTER: tcp_proxy_pb2.TcpProxy,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -36,28 +39,19 @@ def access_log_setting(listeners: Mapping[str, Any]) -> AccessLogSetting | None:
     is no such filter at all (nothing to say: the workload keeps what it has). ConfigError (a
     NACK) for a logger Tulle does not implement."""
     seen = False
-    for listener in listeners.values():
-        for chain in listener.filter_chains:
-            for network_filter in chain.filters:
-                if network_filter.name == HCM_FILTER:
-                    manager: Any = hcm.HttpConnectionManager()
-                elif network_filter.name == TCP_PROXY_FILTER:
-                    manager = tcp_proxy_pb2.TcpProxy()
-                else:
-                    continue
-                network_filter.typed_config.Unpack(manager)
-                seen = True
-                for log in manager.access_log:
-                    return _setting(log, listener.name)
+    for listener, logging in network_filters(listeners, _LOGGING):
+        seen = True
+        for log in logging.access_log:
+            return _setting(log, listener)
     return AccessLogSetting(False) if seen else None
 
 
 def _setting(log: Any, listener: str) -> AccessLogSetting:
     stdout = stream_pb2.StdoutAccessLog()
-    if log.name != STDOUT or not log.typed_config.Unpack(stdout):
+    if log.name != STDOUT_ACCESS_LOG or not log.typed_config.Unpack(stdout):
         raise ConfigError(
             f"listener {listener}: access log {log.name!r} is not supported "
-            f"(Tulle writes its access log to stdout: {STDOUT})"
+            f"(Tulle writes its access log to stdout: {STDOUT_ACCESS_LOG})"
         )
     log_format = stdout.log_format
     text = log_format.HasField("text_format_source") or log_format.HasField("text_format")

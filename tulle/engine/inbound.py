@@ -21,6 +21,7 @@ from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb
 from tulle.codec.paths import BASE, PathNormalization
 from tulle.engine import errors
 from tulle.engine.config import BucketSpec, bucket
+from tulle.engine.listener_filters import connection_managers
 from tulle.engine.matching import ConfigError
 from tulle.engine.message import Request
 from tulle.engine.ratelimit import TokenBucket
@@ -35,7 +36,6 @@ from tulle.engine.rbac import (
 )
 from tulle.engine.tls_config import inbound_alpn, inbound_mode
 from tulle.xds.types import (
-    HCM_FILTER,
     HCM_TYPE,
     NETWORK_RBAC_TYPE,
     RATELIMIT_FILTER,
@@ -209,22 +209,16 @@ def path_normalization(listeners: Mapping[str, Any]) -> PathNormalization:
     """The mesh's path normalization, from the first HttpConnectionManager of ``listeners``
     (the control plane sets the same in each: ``normalize_path``, ``merge_slashes``,
     ``path_with_escaped_slashes_action``); BASE when none says."""
-    for listener in listeners.values():
-        for chain in listener.filter_chains:
-            for network_filter in chain.filters:
-                if network_filter.name != HCM_FILTER:
-                    continue
-                manager = hcm.HttpConnectionManager()
-                network_filter.typed_config.Unpack(manager)
-                if not manager.HasField("normalize_path"):
-                    return BASE
-                decode = (
-                    manager.path_with_escaped_slashes_action
-                    == hcm.HttpConnectionManager.UNESCAPE_AND_FORWARD
-                )
-                return PathNormalization(
-                    normalize=manager.normalize_path.value,
-                    merge_slashes=manager.merge_slashes,
-                    decode_slashes=decode,
-                )
+    for _, manager in connection_managers(listeners):
+        if not manager.HasField("normalize_path"):
+            return BASE
+        decode = (
+            manager.path_with_escaped_slashes_action
+            == hcm.HttpConnectionManager.UNESCAPE_AND_FORWARD
+        )
+        return PathNormalization(
+            normalize=manager.normalize_path.value,
+            merge_slashes=manager.merge_slashes,
+            decode_slashes=decode,
+        )
     return BASE

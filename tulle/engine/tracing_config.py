@@ -13,14 +13,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from envoy.config.trace.v3 import opentelemetry_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm,
-)
 
+from tulle.engine.listener_filters import connection_managers
 from tulle.engine.matching import ConfigError
-from tulle.xds.types import HCM_FILTER
+from tulle.xds.types import OPENTELEMETRY_TRACER
 
-OPENTELEMETRY: Final = "envoy.tracers.opentelemetry"
 CONTROL_PLANE: Final = ""  # the endpoint that means the control plane's trace store
 
 
@@ -39,15 +36,9 @@ def tracing_settings(listeners: Mapping[str, Any]) -> TracingSettings | None:
     """The mesh's tracing, from the first HttpConnectionManager of ``listeners`` that has
     ``tracing`` (the control plane sets the same in each); None when none has (tracing off).
     ConfigError (a NACK) for a provider Tulle does not implement."""
-    for listener in listeners.values():
-        for chain in listener.filter_chains:
-            for network_filter in chain.filters:
-                if network_filter.name != HCM_FILTER:
-                    continue
-                manager = hcm.HttpConnectionManager()
-                network_filter.typed_config.Unpack(manager)
-                if manager.HasField("tracing"):
-                    return _settings(manager.tracing, listener.name)
+    for listener, manager in connection_managers(listeners):
+        if manager.HasField("tracing"):
+            return _settings(manager.tracing, listener)
     return None
 
 
@@ -58,10 +49,10 @@ def _settings(tracing: Any, listener: str) -> TracingSettings:
     if not tracing.HasField("provider"):
         return TracingSettings(sampling)
     provider = tracing.provider
-    if provider.name != OPENTELEMETRY:
+    if provider.name != OPENTELEMETRY_TRACER:
         raise ConfigError(
             f"listener {listener}: tracing provider {provider.name!r} is not supported "
-            f"(only {OPENTELEMETRY}, over OTLP/HTTP)"
+            f"(only {OPENTELEMETRY_TRACER}, over OTLP/HTTP)"
         )
     config = opentelemetry_pb2.OpenTelemetryConfig()
     if provider.HasField("typed_config") and not provider.typed_config.Unpack(config):

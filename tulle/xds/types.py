@@ -36,6 +36,9 @@ NETWORK_RBAC_FILTER: Final = "envoy.filters.network.rbac"
 ROUTER_FILTER: Final = "envoy.filters.http.router"
 HCM_FILTER: Final = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER: Final = "envoy.filters.network.tcp_proxy"
+# The tracer and the access logger the mesh configures (each the only one Tulle implements).
+OPENTELEMETRY_TRACER: Final = "envoy.tracers.opentelemetry"
+STDOUT_ACCESS_LOG: Final = "envoy.access_loggers.stdout"
 # The Listener an xds=True grpcio server asks for (the bootstrap's
 # server_listener_resource_name_template; %s is the address it listens on, "127.0.0.1:50051").
 GRPC_SERVER_LISTENER_TEMPLATE: Final = "xds.tulle.dev/grpc/lds/inbound/%s"

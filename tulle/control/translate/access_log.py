@@ -17,8 +17,7 @@ from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 
 from tulle.api.model import MeshSettings
 from tulle.control.translate.protos import pack
-
-STDOUT: Final = "envoy.access_loggers.stdout"
+from tulle.xds.types import STDOUT_ACCESS_LOG
 
 JSON_FIELDS: Final = {
     "start_time": "%START_TIME%", "duration_ms": "%DURATION%", "listener": "%TULLE_LISTENER%",
@@ -54,4 +53,4 @@ def access_logs(settings: MeshSettings) -> list[Any]:
     else:
         log_format.json_format.update(JSON_FIELDS)
     stdout = stream_pb2.StdoutAccessLog(log_format=log_format)
-    return [accesslog_pb2.AccessLog(name=STDOUT, typed_config=pack(stdout))]
+    return [accesslog_pb2.AccessLog(name=STDOUT_ACCESS_LOG, typed_config=pack(stdout))]

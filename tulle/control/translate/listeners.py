@@ -198,7 +198,7 @@ def sidecar_listeners(snapshot: Snapshot, view: NodeView) -> dict[str, Any]:
             _http_chain(HTTP_PROXY_ROUTE, HTTP_PROXY_LISTENER, view, level, traced, logs)
         ],
     )
-    inbound = _inbound(snapshot, view)
+    inbound = _inbound(snapshot, view, traced, logs)
     if inbound is not None:
         result[INBOUND_LISTENER] = inbound
     return result
@@ -260,7 +260,7 @@ def _inbound_tcp_chain(
     return listener_components_pb2.FilterChain(filters=filters)
 
 
-def _inbound(snapshot: Snapshot, view: NodeView) -> Any | None:
+def _inbound(snapshot: Snapshot, view: NodeView, traced: Any, logs: list[Any]) -> Any | None:
     workload = own_workload(snapshot, view)
     if workload is None:
         return None
@@ -273,8 +273,6 @@ def _inbound(snapshot: Snapshot, view: NodeView) -> Any | None:
         )
     )
     mtls = resolve(snapshot.model, workload.namespace, workload.labels)
-    traced = tracing(snapshot.model.settings, view)
-    logs = access_logs(snapshot.model.settings)
     for port in workload.ports:
         cluster = inbound_cluster_name(port.port)
         if port.protocol == "TCP":

@@ -19,8 +19,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from tulle.api.model import MeshSettings
 from tulle.control.translate.context import NodeView
 from tulle.control.translate.protos import duration
+from tulle.xds.types import OPENTELEMETRY_TRACER
 
-OPENTELEMETRY: Final = "envoy.tracers.opentelemetry"
 OTLP_CLUSTER: Final = "tulle-otlp"  # names the endpoint for Envoy's required field; not a cluster
 EXPORT_TIMEOUT: Final = 5.0
 
@@ -37,6 +37,6 @@ def tracing(settings: MeshSettings, view: NodeView) -> Any | None:
         uri.timeout.CopyFrom(duration(EXPORT_TIMEOUT))
     result = hcm.HttpConnectionManager.Tracing()
     result.random_sampling.value = settings.tracing_sampling
-    result.provider.name = OPENTELEMETRY
+    result.provider.name = OPENTELEMETRY_TRACER
     result.provider.typed_config.Pack(config)
     return result
