@@ -20,18 +20,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import http.server
 import io
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
 import uvloop
 
+from benchmarks.sidecar_tracing import receiver
 from tulle.api import validate_text
 from tulle.control.registry import Endpoint
 from tulle.control.snapshot import build_snapshot
@@ -41,6 +38,7 @@ from tulle.engine.compile import compile_resources
 from tulle.engine.trace_setup import WorkloadTracing, node_resource
 from tulle.engine.tracing_config import TracingSettings
 from tulle.obs.access_log import AccessLog
+from tulle.obs.trace_export import OTLP_PATH
 from tulle.proxy import http_front
 from tulle.proxy.app import HTTP_PROXY_ROUTES, Proxy
 from tulle.proxy.http_front import Http1Front
@@ -159,7 +157,8 @@ class Variant:
 
 async def compare_tracing(rounds: int, requests: int) -> None:
     """Tracing off, at 1 % and at 100 %: rounds interleaved, the best of each."""
-    with otlp_sink() as collector:
+    with receiver() as sink:
+        collector = sink.url.removesuffix(OTLP_PATH)  # the control plane's API, as it were
         variants = [Variant("off", None, collector), Variant("1 %", 1.0, collector),
                     Variant("100 %", 100.0, collector)]  # fmt: skip
         for variant in variants:
@@ -181,32 +180,6 @@ async def compare_tracing(rounds: int, requests: int) -> None:
     )
     print(f"tracing overhead, in-process ({build}; best of {rounds} rounds, interleaved): "
           f"off {base:.1f} µs, {figures} (targets: +5 % at 1 %, +30 % at 100 %)")  # fmt: skip
-
-
-@contextlib.contextmanager
-def otlp_sink() -> Iterator[str]:
-    """An OTLP/HTTP receiver on loopback, in a thread: answers every export 200."""
-
-    class Sink(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["content-length"]))
-            self.send_response(200)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 async def measure(rounds: int, requests: int) -> None:
