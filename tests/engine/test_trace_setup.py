@@ -52,8 +52,12 @@ def test_spans_go_to_the_store_with_the_token_or_to_the_collector_without(
         tracing.record(record(2))
         wait_until(lambda: len(receiver.headers) == 2, timeout=30)
         assert "authorization" not in receiver.headers[1]  # no mesh credential leaves
-        metrics = generate_latest(registry).decode()
-        assert "tulle_trace_spans_exported_total 2.0" in metrics  # both exporters counted
+        # Both exporters counted (an export counts once its answer is read, after the receiver
+        # has the request: wait for it).
+        wait_until(
+            lambda: "tulle_trace_spans_exported_total 2.0" in generate_latest(registry).decode(),
+            timeout=30,
+        )
         assert tracing.update(None) is None
         assert tracing.exporter is None
     finally:
