@@ -8,18 +8,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan  # type: ignore[import-untyped]
 from prometheus_client import CollectorRegistry, generate_latest
 
 from tests.e2e.conftest import wait_until
 from tests.otlp_receiver import Receiver, otlp_receiver
 from tulle.obs.finished import Finished
-from tulle.obs.otlp import _CACHE as CACHE
-from tulle.obs.otlp import _CACHE_MAX as CACHE_MAX
-from tulle.obs.otlp import _EVENTS as EVENTS
-from tulle.obs.otlp import _SPANS as SPANS
-from tulle.obs.otlp import Attributes, span_bytes
+from tulle.obs.otlp import _ATTEMPTS, _NAMES, _REQUEST_ID_HEADS, _SHAPES, _SIZES, span_bytes
+from tulle.obs.otlp_wire import CACHE, CACHE_MAX, Attributes
 from tulle.obs.trace_export import EndpointError, SpanExporter, otlp_url
-from tulle.obs.tracing import CLIENT, SERVER, Span
+from tulle.obs.tracing import CLIENT, SERVER, Attempt, Span
 
 
 @pytest.fixture(scope="module")
@@ -180,23 +178,62 @@ def test_the_attribute_cache_is_bounded_and_changes_no_byte() -> None:
 
 
 def test_spans_encode_the_same_from_the_caches_and_the_caches_are_bounded() -> None:
-    """A span's repeating attributes and an event's are cached as whole blocks: a span written
-    from them is the bytes written without them, and many peers keep them within the bound."""
-    SPANS.clear()
-    EVENTS.clear()
+    """What repeats is written once and kept (a span's name; its repeating attributes, status
+    and flags; an attempt's event but its duration; the body sizes; the request id's head): a
+    span written from the caches is the bytes written without them, and decodes as the span it
+    is; many peers, paths, sizes and attempts keep every cache within its bound."""
+    caches: list[dict[object, object]] = [_ATTEMPTS, _NAMES, _REQUEST_ID_HEADS, _SHAPES, _SIZES]  # type: ignore[list-item]
+    for cache in caches:
+        cache.clear()
     done = record(3, CLIENT)
     span = done.span
     assert span is not None
-    span.event(1.0, "attempt", [("tulle.attempt", 2), ("tulle.duration_ms", 0.25)])
+    span.events.append(Attempt(1000.4, 1000.3, 2, "10.0.0.1:8080", 503, "", "", False))
+    span.events.append(Attempt(1000.45, 1000.41, 3, "10.0.0.2:8080", 0, "connect", "refused", True))
     missed = span_bytes(done)
-    assert SPANS
-    assert EVENTS
+    assert all(caches)
     assert span_bytes(done) == missed
+    decoded = ProtoSpan.FromString(missed)
+    assert (decoded.trace_id.hex(), decoded.span_id.hex()) == (f"{4:032x}", f"{4:016x}")
+    assert decoded.name == "GET /items/3"
+    assert decoded.kind == ProtoSpan.SPAN_KIND_CLIENT
+    assert (decoded.start_time_unix_nano, decoded.end_time_unix_nano) == (
+        1003 * 10**9,
+        1003_500_000_000,
+    )
+    attributes = {kv.key: kv.value for kv in decoded.attributes}
+    assert attributes["url.full"].string_value == "http://catalog:8080/items/3?q=1"
+    assert attributes["http.response.body.size"].int_value == 17
+    assert attributes["http.request.body.size"].int_value == 0
+    ids = attributes["http.request.header.x-request-id"].array_value.values
+    assert [v.string_value for v in ids] == ["req-3"]
+    events = [
+        (e.name, e.time_unix_nano, {kv.key: kv.value for kv in e.attributes})
+        for e in decoded.events
+    ]
+    assert [(name, when) for name, when, _ in events] == [
+        ("attempt", 1003_200_000_000),
+        ("attempt", int(1000.4 * 1e9)),
+        ("attempt", int(1000.45 * 1e9)),
+    ]
+    second, third = events[1][2], events[2][2]
+    assert second["tulle.attempt"].int_value == 2
+    assert second["http.response.status_code"].int_value == 503
+    assert second["tulle.retried"].bool_value is False
+    assert second["tulle.duration_ms"].double_value == pytest.approx(100.0)
+    assert (third["error.type"].string_value, third["tulle.reason"].string_value) == (
+        "connect",
+        "refused",
+    )
+    assert "http.response.status_code" not in third
+    assert third["tulle.retried"].bool_value is True
+    assert third["tulle.duration_ms"].double_value == pytest.approx(40.0)
     other = record(4, SERVER, status=503, flag="UH")
     assert span_bytes(other) != missed
     for index in range(CACHE_MAX + 100):
         done.upstream = f"10.0.{index // 250}.{index % 250}:8080"
-        span.events = [(1.0, "attempt", [("tulle.attempt", index), ("tulle.duration_ms", 0.5)])]
-        span_bytes(done)
-    assert 0 < len(SPANS) <= CACHE_MAX
-    assert 0 < len(EVENTS) <= CACHE_MAX
+        done.path, done.sent, done.request_id = f"/items/{index}", index, "r" * (index % 200)
+        span.events = [Attempt(1.0, 0.5, index, done.upstream, 200, "", "", False)]
+        again = span_bytes(done)
+        assert ProtoSpan.FromString(again).name == f"GET /items/{index}"
+    assert all(0 < len(cache) <= CACHE_MAX for cache in caches)

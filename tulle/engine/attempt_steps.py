@@ -15,7 +15,7 @@ from tulle.engine.cluster_config import EndpointSpec
 from tulle.engine.message import Response, UpstreamError, finished, mesh_response
 from tulle.engine.plan import Call, rewind
 from tulle.obs.tap import Tap
-from tulle.obs.tracing import Span
+from tulle.obs.tracing import Attempt, Span
 
 Outcome = Response | UpstreamError
 
@@ -158,22 +158,16 @@ def timed_out(call: Call) -> Response:
 def trace_attempt(
     span: Span, call: Call, endpoint: EndpointSpec, outcome: Outcome, settled: Response | None
 ) -> None:
-    """The client span's event for an attempt that ended: its number, the endpoint, how it
-    ended (a status, or the kind of failure and why), how long it took, and whether it is
-    retried (``settled`` None)."""
-    now = time.time()
-    attributes: list[tuple[str, str | int | float | bool]] = [
-        ("tulle.attempt", call.attempt), ("tulle.upstream_endpoint", endpoint.key),
-    ]  # fmt: skip
+    """The client span's record of an attempt that ended (``settled`` None: it is retried);
+    made into its event when the span is exported (:class:`~tulle.obs.tracing.Attempt`)."""
     if isinstance(outcome, UpstreamError):
-        attributes += [("error.type", outcome.kind), ("tulle.reason", str(outcome))]
+        status, error, reason = 0, outcome.kind, str(outcome)
     else:
-        attributes.append(("http.response.status_code", outcome.status))
-    attributes += [
-        ("tulle.retried", settled is None),
-        ("tulle.duration_ms", round((now - span.attempt_started) * 1000, 3)),
-    ]
-    span.event(now, "attempt", attributes)
+        status, error, reason = outcome.status, "", ""
+    span.events.append(
+        Attempt(time.time(), span.attempt_started, call.attempt, endpoint.key, status, error,
+                reason, settled is None)
+    )  # fmt: skip
 
 
 def trace_fallback(span: Span, cluster: str, response: Response) -> None:

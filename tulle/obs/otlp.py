@@ -3,10 +3,14 @@
 /v1/traces`` (OTLP/HTTP) and ``TraceService/Export`` (OTLP/gRPC) carry. This runs in the
 exporter's thread, never on the request path.
 
-The wire format is written here directly (varints, length-delimited fields, fixed64 times),
-with the field numbers of opentelemetry-proto's messages: building its message objects cost
-about 60 µs a span in the pure-Python build, more than the rest of a traced request; these
-bytes cost a fraction of that, and the sidecar does not load the OTLP modules at all. The tests
+The wire format is written here directly (:mod:`tulle.obs.otlp_wire`), with the field numbers
+of opentelemetry-proto's messages: building its message objects cost about 60 µs a span in the
+pure-Python build, more than the rest of a traced request; these bytes cost a fraction of that,
+and the sidecar does not load the OTLP modules at all. What repeats from span to span is
+written once and kept (bounded caches): a span's name, its repeating attributes, status and
+flags as one block per distinct set; an attempt event's attributes but its duration. A batch is
+gathered as one list of pieces, every length written before its message, and joined once: no
+message is copied into the one around it. The tests
 decode every body with opentelemetry-proto itself (tests/obs/test_trace_export.py), so the
 encoding is checked against the real schema.
 
@@ -24,9 +28,20 @@ from collections.abc import Iterable
 from typing import Final
 
 from tulle.obs.finished import Finished
-from tulle.obs.tracing import CLIENT
+from tulle.obs.otlp_wire import (
+    DOUBLE,
+    SMALL,
+    Attributes,
+    any_bytes,
+    field,
+    key_values,
+    remember,
+    string_bytes,
+    varint,
+    varint_size,
+)
+from tulle.obs.tracing import CLIENT, Attempt, Event, Span
 
-Value = str | int | float | bool | list[str]
 SCOPE: Final = "tulle"
 
 GRPC_CODES: Final = (
@@ -38,169 +53,21 @@ GRPC_CODES: Final = (
 _GRPC_SERVER_ERRORS: Final = frozenset({2, 4, 12, 13, 14, 15})
 STATUS_ERROR: Final = 2  # OTLP's Status.StatusCode STATUS_CODE_ERROR
 
-# --- the wire format ------------------------------------------------------------------------
-
-_SMALL: Final = [bytes([n]) for n in range(128)]
-# A KeyValue's value field (2) of a short AnyValue, by its size; and of a short AnyValue's
-# string_value (1), by the string's size: made once, not per attribute.
-_ANY: Final = [bytes([0x12, n]) for n in range(128)]
-_ANY_STRING: Final = [bytes([0x12, n + 2, 0x0A, n]) for n in range(126)]
-_FIXED64: Final = struct.Struct("<Q")
-_DOUBLE: Final = struct.Struct("<d")
-_FIXED32: Final = struct.Struct("<I")
 # Field keys ((number << 3) | wire type) of the messages written here.
 _SPAN_ATTRIBUTE: Final = b"\x4a"  # Span.attributes = 9
 _EVENT_ATTRIBUTE: Final = b"\x1a"  # Event.attributes = 3
 _RESOURCE_ATTRIBUTE: Final = b"\x0a"  # Resource.attributes = 1
-_FLAGS: Final = b"\x85\x01"  # Span.flags = 16, fixed32
-
-
-def varint(number: int) -> bytes:
-    """``number`` (unsigned, < 2**64) as a protobuf varint."""
-    if number < 128:
-        return _SMALL[number]
-    out = bytearray()
-    while number >= 128:
-        out.append((number & 0x7F) | 0x80)
-        number >>= 7
-    out.append(number)
-    return bytes(out)
-
-
-def _field(key: bytes, payload: bytes) -> bytes:
-    """A length-delimited field."""
-    return key + varint(len(payload)) + payload
-
-
-def _size(number: int) -> int:
-    """How many bytes ``varint(number)`` takes."""
-    size = 1
-    while number >= 128:
-        number >>= 7
-        size += 1
-    return size
-
-
-_KEYS: Final[dict[str, bytes]] = {}  # an attribute key's KeyValue.key field, made once
-
-
-def _key(key: str) -> bytes:
-    """``key`` as a ``KeyValue.key`` field."""
-    encoded = _KEYS.get(key)
-    if encoded is None:
-        encoded = _KEYS[key] = _field(b"\x0a", key.encode())
-    return encoded
-
-
-_CACHE: Final[dict[tuple[bytes, str, str | int | bool], bytes]] = {}
-"""Attributes written already, by field, key and value: most repeat from span to span (the
-method, the host, the cluster, the endpoint, a status), and a hit is one lookup instead of an
-encoding. Emptied when it reaches ``_CACHE_MAX`` (values such as paths are many)."""
-_CACHE_MAX: Final = 4096
-
-
-def _any_bytes(field: bytes, key: str, value: bytes) -> bytes:
-    """A ``KeyValue`` whose ``AnyValue`` is ``value``, as the repeated field ``field``."""
-    name = _key(key)
-    size = len(value)
-    if len(name) + size < 126:  # the usual: every length is one byte
-        return field + _SMALL[len(name) + 2 + size] + name + _ANY[size] + value
-    return (
-        field + varint(len(name) + 1 + _size(size) + size) + name + b"\x12" + varint(size)
-        + value
-    )  # fmt: skip
-
-
-def _string_bytes(field: bytes, key: str, value: str) -> bytes:
-    """A string ``KeyValue`` as the repeated field ``field``."""
-    data = value.encode()
-    size = len(data)
-    name = _key(key)
-    if len(name) + size < 124:  # the usual: every length is one byte
-        return field + _SMALL[len(name) + 4 + size] + name + _ANY_STRING[size] + data
-    any_size = 1 + _size(size) + size
-    return (
-        field + varint(len(name) + 1 + _size(any_size) + any_size) + name + b"\x12"
-        + varint(any_size) + b"\x0a" + varint(size) + data
-    )  # fmt: skip
-
-
-def _remember(entry: tuple[bytes, str, str | int | bool], encoded: bytes) -> None:
-    if len(_CACHE) >= _CACHE_MAX:
-        _CACHE.clear()
-    _CACHE[entry] = encoded
-
-
-class Attributes:
-    """The attributes of one message as they are written (``KeyValue``s in its repeated field
-    ``field``), appended to ``parts``: one call per attribute, typed; a string, integer or
-    boolean attribute seen before is taken from the cache (``cache=False`` for values that
-    never repeat)."""
-
-    __slots__ = ("field", "parts")
-
-    def __init__(self, field: bytes, parts: list[bytes] | None = None) -> None:
-        self.field = field
-        self.parts: list[bytes] = [] if parts is None else parts  # where they are written
-
-    def string(self, key: str, value: str, cache: bool = True) -> None:
-        """A string attribute."""
-        if not cache:
-            self.parts.append(_string_bytes(self.field, key, value))
-            return
-        entry: tuple[bytes, str, str | int | bool] = (self.field, key, value)
-        encoded = _CACHE.get(entry)
-        if encoded is None:
-            encoded = _string_bytes(self.field, key, value)
-            _remember(entry, encoded)
-        self.parts.append(encoded)
-
-    def integer(self, key: str, value: int) -> None:
-        """An int64 attribute."""
-        entry: tuple[bytes, str, str | int | bool] = (self.field, key, value)
-        encoded = _CACHE.get(entry)
-        if encoded is None:
-            encoded = _any_bytes(self.field, key, b"\x18" + varint(value & 0xFFFF_FFFF_FFFF_FFFF))
-            _remember(entry, encoded)
-        self.parts.append(encoded)
-
-    def boolean(self, key: str, value: bool) -> None:
-        """A boolean attribute."""
-        self.parts.append(_any_bytes(self.field, key, b"\x10\x01" if value else b"\x10\x00"))
-
-    def double(self, key: str, value: float) -> None:
-        """A double attribute."""
-        self.parts.append(_any_bytes(self.field, key, b"\x21" + _DOUBLE.pack(value)))
-
-    def strings(self, key: str, values: list[str]) -> None:
-        """An array of strings."""
-        items = b"".join([_field(b"\x0a", _field(b"\x0a", v.encode())) for v in values])
-        self.parts.append(_any_bytes(self.field, key, _field(b"\x2a", items)))
-
-    def value(self, key: str, item: Value) -> None:
-        """An attribute of any of the types above."""
-        if isinstance(item, bool):
-            self.boolean(key, item)
-        elif isinstance(item, int):
-            self.integer(key, item)
-        elif isinstance(item, float):
-            self.double(key, item)
-        elif isinstance(item, list):
-            self.strings(key, item)
-        else:
-            self.string(key, item)
-
-    def encoded(self) -> bytes:
-        """The attributes' bytes."""
-        return b"".join(self.parts)
-
-
-def key_values(field: bytes, pairs: Iterable[tuple[str, Value]]) -> bytes:
-    """Attributes from pairs, as the repeated field ``field``."""
-    out = Attributes(field)
-    for key, item in pairs:
-        out.value(key, item)
-    return out.encoded()
+_KINDS: Final = [b"\x30" + SMALL[kind] for kind in range(6)]  # Span.kind = 6
+# Span.start_time_unix_nano = 7 and end_time_unix_nano = 8, each a key and a fixed64
+_TIMES: Final = struct.Struct("<BQBQ")
+_EVENT_TIME: Final = struct.Struct("<BQ")  # Event.time_unix_nano = 1, fixed64
+_EVENT_HEADS: Final = [b"\x5a" + SMALL[size] for size in range(128)]  # Span.events = 11
+# Span.flags = 16 (fixed32): W3C trace flags (sampled), and that the parent's context is known
+# and remote (every parent here came in a request's headers).
+_ROOT_FLAGS: Final = b"\x85\x01" + struct.pack("<I", 0x101)
+_CHILD_FLAGS: Final = b"\x85\x01" + struct.pack("<I", 0x301)
+_DURATION: Final = any_bytes(_EVENT_ATTRIBUTE, "tulle.duration_ms", b"\x21" + DOUBLE.pack(0))[:-8]
+"""An attempt's ``tulle.duration_ms`` attribute but its double's eight bytes."""
 
 
 def _host_port(authority: str) -> tuple[str, int | None]:
@@ -215,47 +82,42 @@ def _host_port(authority: str) -> tuple[str, int | None]:
     return host, int(port) if port.isdigit() else None
 
 
-_SPANS: Final[dict[tuple[object, ...], bytes]] = {}
-"""The attributes of a span that repeat from request to request (its kind, method, host, status,
-peer, route, cluster, endpoint, reason, principals...), written once per distinct set: one
-lookup instead of ~15 encodings. Emptied when it reaches ``_CACHE_MAX`` (peers are many)."""
+_SHAPES: Final[dict[tuple[object, ...], tuple[bytes, bytes]]] = {}
+"""What a span's repeating properties write (its kind, method, host, status, peer, route,
+cluster, endpoint, reason, principals, whether it has a parent...): its repeating attributes,
+and its status and flags; written once per distinct set: one lookup instead of ~15 encodings.
+Emptied when it reaches :data:`~tulle.obs.otlp_wire.CACHE_MAX` (peers are many)."""
+_NAMES: Final[dict[tuple[str, str], tuple[bytes, bool]]] = {}
+"""A span's name field by method and path, and whether the path has a gRPC method's form."""
+_ATTEMPTS: Final[dict[tuple[int, str, int, str, str, bool], bytes]] = {}
+"""An attempt event's name and attributes but its duration, by what repeats (its number,
+endpoint, status or failure, whether it is retried)."""
+_SIZES: Final[dict[tuple[bool, int], bytes]] = {}
+"""The body size attributes, by which (received or sent) and value."""
+_REQUEST_ID_HEADS: Final[dict[int, bytes]] = {}
+"""The ``x-request-id`` attribute (an array of one string) but the id, by the id's size."""
 
 
-def attributes(done: Finished, out: Attributes) -> None:
-    """The span attributes of a finished request, written to ``out``."""
-    span = done.span
-    assert span is not None
-    client = span.kind == CLIENT
-    path, _, query = done.path.partition("?")
-    grpc = span.grpc_status >= 0 or _grpc_path(path)
+def _shape(done: Finished, span: Span, client: bool, grpc_path: str) -> tuple[bytes, bytes]:
+    """The span's repeating attributes, and its status and flags (see :data:`_SHAPES`)."""
     key = (
         client, done.method, done.authority, done.status, done.upstream, done.source_ip,
         done.attempts, done.flag, done.reason, done.route, done.cluster, done.upstream_workload,
-        done.peer_principal, done.caller, done.service, span.grpc_status, path if grpc else "",
+        done.peer_principal, done.caller, done.service, span.grpc_status, grpc_path,
+        bool(span.parent_id),
     )  # fmt: skip
-    repeated = _SPANS.get(key)
-    if repeated is None:
-        block = Attributes(out.field)
-        _repeated_attributes(done, block, client, path if grpc else "")
-        repeated = block.encoded()
-        if len(_SPANS) >= _CACHE_MAX:
-            _SPANS.clear()
-        _SPANS[key] = repeated
-    out.parts.append(repeated)
-    if client:
-        out.string("url.full", f"http://{done.authority}{done.path}", cache=False)
-    else:
-        out.string("url.path", path, cache=False)
-        if query:
-            out.string("url.query", query, cache=False)
-    out.integer("http.request.body.size", done.received)
-    out.integer("http.response.body.size", done.sent)
-    if done.request_id:
-        out.strings("http.request.header.x-request-id", [done.request_id])
+    found = _SHAPES.get(key)
+    if found is None:
+        block = Attributes(_SPAN_ATTRIBUTE)
+        _repeated_attributes(done, block, client, grpc_path)
+        flags = _CHILD_FLAGS if span.parent_id else _ROOT_FLAGS
+        found = (block.encoded(), _status(done) + flags)
+        remember(_SHAPES, key, found)
+    return found
 
 
 def _repeated_attributes(done: Finished, out: Attributes, client: bool, grpc_path: str) -> None:
-    """The attributes :data:`_SPANS` keeps: all but the URL, the sizes and the request id."""
+    """The attributes :data:`_SHAPES` keeps: all but the URL, the sizes and the request id."""
     span = done.span
     assert span is not None
     host, port = _host_port(done.authority)
@@ -307,26 +169,49 @@ def _repeated_attributes(done: Finished, out: Attributes, client: bool, grpc_pat
         out.integer("tulle.attempts", done.attempts)
 
 
-_EVENTS: Final[dict[tuple[tuple[str, Value], ...], bytes]] = {}
-"""Events' attributes but a trailing measured one (an attempt's duration), by their values:
-an attempt's number, endpoint, status and whether it is retried repeat."""
+def _body_size(sent: bool, size: int) -> bytes:
+    """``http.request.body.size`` (``sent`` False) or ``http.response.body.size``."""
+    key = (sent, size)
+    found = _SIZES.get(key)
+    if found is None:
+        name = "http.response.body.size" if sent else "http.request.body.size"
+        found = any_bytes(_SPAN_ATTRIBUTE, name, b"\x18" + varint(size & 0xFFFF_FFFF_FFFF_FFFF))
+        remember(_SIZES, key, found)
+    return found
 
 
-def _event_attributes(items: list[tuple[str, str | int | float | bool]]) -> bytes:
-    """An event's attributes: those before a trailing float from :data:`_EVENTS`."""
-    last = items[-1] if items else None
-    if last is None or not isinstance(last[1], float):
-        return key_values(_EVENT_ATTRIBUTE, items)
-    key = tuple(items[:-1])
-    repeated = _EVENTS.get(key)
-    if repeated is None:
-        repeated = key_values(_EVENT_ATTRIBUTE, key)
-        if len(_EVENTS) >= _CACHE_MAX:
-            _EVENTS.clear()
-        _EVENTS[key] = repeated
-    out = Attributes(_EVENT_ATTRIBUTE)
-    out.double(last[0], last[1])
-    return repeated + out.parts[0]
+def _request_id_head(size: int) -> bytes:
+    """The ``http.request.header.x-request-id`` attribute up to an id of ``size`` bytes."""
+    head = _REQUEST_ID_HEADS.get(size)
+    if head is None:
+        whole = Attributes(_SPAN_ATTRIBUTE)
+        whole.strings("http.request.header.x-request-id", ["\0" * size])
+        head = whole.parts[0][: len(whole.parts[0]) - size]
+        remember(_REQUEST_ID_HEADS, size, head)
+    return head
+
+
+def _attempt(attempt: Attempt, parts: list[bytes]) -> None:
+    """An :class:`~tulle.obs.tracing.Attempt` as a ``Span.events`` field, appended to
+    ``parts``."""
+    key = attempt.key()
+    body = _ATTEMPTS.get(key)
+    if body is None:
+        body = field(b"\x12", b"attempt") + key_values(_EVENT_ATTRIBUTE, attempt.attributes())
+        remember(_ATTEMPTS, key, body)
+    size = 9 + len(body) + len(_DURATION) + 8
+    parts.append(_EVENT_HEADS[size] if size < 128 else b"\x5a" + varint(size))
+    parts.append(_EVENT_TIME.pack(0x09, int(attempt.ended * 1e9)))
+    parts.append(body)
+    parts.append(_DURATION)
+    parts.append(DOUBLE.pack(attempt.duration_ms()))
+
+
+def _event(event: Event, parts: list[bytes]) -> None:
+    """Any other event as a ``Span.events`` field, appended to ``parts``."""
+    when, name, items = event
+    message = _EVENT_TIME.pack(0x09, int(when * 1e9)) + field(b"\x12", name.encode())
+    parts.append(field(b"\x5a", message + key_values(_EVENT_ATTRIBUTE, items)))
 
 
 def _grpc_path(path: str) -> bool:
@@ -335,15 +220,20 @@ def _grpc_path(path: str) -> bool:
     return len(parts) == 3 and "." in parts[1] and bool(parts[2])
 
 
-def _error_type(done: Finished) -> str:
-    """``error.type``: the mesh's response flag when the mesh made the failure, else the
-    status code of a failed answer (as the conventions ask), else empty."""
-    failed = done.status == 0 or done.status >= 500
-    if done.span is not None and done.span.kind == CLIENT:
-        failed = failed or done.status >= 400
-    if done.flag != "-":
-        return done.flag
-    return str(done.status) if failed and done.status else ("_OTHER" if failed else "")
+def _name(method: str, path: str, grpc_status: int) -> tuple[bytes, bool]:
+    """The span's name as its field, and whether it is a gRPC call's: ``package.Service/Method``
+    for a gRPC call (by its path's form or its answer's status), else the method and the path
+    (without its query)."""
+    key = (method, path)
+    found = _NAMES.get(key)
+    if found is None:
+        grpc = _grpc_path(path)
+        name = path[1:] if grpc else f"{method} {path}"
+        found = (field(b"\x2a", name.encode()), grpc)
+        remember(_NAMES, key, found)
+    if grpc_status >= 0 and not found[1]:
+        return field(b"\x2a", path[1:].encode()), True
+    return found
 
 
 def span_name(done: Finished) -> str:
@@ -356,8 +246,15 @@ def span_name(done: Finished) -> str:
     return f"{done.method} {path}"
 
 
-def _nanos(seconds: float) -> bytes:
-    return _FIXED64.pack(int(seconds * 1e9))
+def _error_type(done: Finished) -> str:
+    """``error.type``: the mesh's response flag when the mesh made the failure, else the
+    status code of a failed answer (as the conventions ask), else empty."""
+    failed = done.status == 0 or done.status >= 500
+    if done.span is not None and done.span.kind == CLIENT:
+        failed = failed or done.status >= 400
+    if done.flag != "-":
+        return done.flag
+    return str(done.status) if failed and done.status else ("_OTHER" if failed else "")
 
 
 def _status(done: Finished) -> bytes:
@@ -373,33 +270,59 @@ def _status(done: Finished) -> bytes:
         failed = True
     if not failed:
         return b""
-    message = _field(b"\x12", done.reason.encode()) if done.reason else b""
-    return _field(b"\x7a", message + b"\x18" + varint(STATUS_ERROR))
+    message = field(b"\x12", done.reason.encode()) if done.reason else b""
+    return field(b"\x7a", message + b"\x18" + varint(STATUS_ERROR))
+
+
+def _span_parts(done: Finished, parts: list[bytes]) -> None:
+    """One finished, sampled request's ``Span`` message, its fields appended to ``parts``."""
+    span = done.span
+    assert span is not None
+    if span.tracestate:
+        parts.append(bytes.fromhex(f"0a10{span.trace_id}1208{span.span_id}"))
+        parts.append(field(b"\x1a", span.tracestate.encode()))
+        if span.parent_id:
+            parts.append(bytes.fromhex(f"2208{span.parent_id}"))
+    elif span.parent_id:
+        parts.append(bytes.fromhex(f"0a10{span.trace_id}1208{span.span_id}2208{span.parent_id}"))
+    else:
+        parts.append(bytes.fromhex(f"0a10{span.trace_id}1208{span.span_id}"))
+    path, _, query = done.path.partition("?")
+    name, grpc = _name(done.method, path, span.grpc_status)
+    parts.append(name)
+    parts.append(_KINDS[span.kind])
+    started = done.started
+    ended = done.ended if done.ended > started else started
+    parts.append(_TIMES.pack(0x39, int(started * 1e9), 0x41, int(ended * 1e9)))
+    client = span.kind == CLIENT
+    repeated, tail = _shape(done, span, client, path if grpc else "")
+    parts.append(repeated)
+    if client:
+        parts.append(
+            string_bytes(_SPAN_ATTRIBUTE, "url.full", f"http://{done.authority}{done.path}")
+        )
+    else:
+        parts.append(string_bytes(_SPAN_ATTRIBUTE, "url.path", path))
+        if query:
+            parts.append(string_bytes(_SPAN_ATTRIBUTE, "url.query", query))
+    parts.append(_body_size(False, done.received))
+    parts.append(_body_size(True, done.sent))
+    if done.request_id:
+        request_id = done.request_id.encode()
+        parts.append(_request_id_head(len(request_id)))
+        parts.append(request_id)
+    for event in span.events:
+        if isinstance(event, Attempt):
+            _attempt(event, parts)
+        else:
+            _event(event, parts)
+    parts.append(tail)
 
 
 def span_bytes(done: Finished) -> bytes:
     """One finished, sampled request as an OTLP ``Span`` message's bytes."""
-    span = done.span
-    assert span is not None
-    parts = [b"\x0a\x10" + bytes.fromhex(span.trace_id), b"\x12\x08" + bytes.fromhex(span.span_id)]
-    if span.tracestate:
-        parts.append(_field(b"\x1a", span.tracestate.encode()))
-    if span.parent_id:
-        parts.append(b"\x22\x08" + bytes.fromhex(span.parent_id))
-    parts += [
-        _field(b"\x2a", span_name(done).encode()),
-        b"\x30" + varint(span.kind),
-        b"\x39" + _nanos(done.started),
-        b"\x41" + _nanos(max(done.ended, done.started)),
-    ]
-    attributes(done, Attributes(_SPAN_ATTRIBUTE, parts))
-    for when, name, items in span.events:
-        event = b"\x09" + _nanos(when) + _field(b"\x12", name.encode())
-        parts.append(_field(b"\x5a", event + _event_attributes(items)))
-    parts.append(_status(done))
-    # W3C trace flags (sampled), and that the parent's context is known and remote: every
-    # parent here came in a request's headers.
-    parts.append(_FLAGS + _FIXED32.pack(0x301 if span.parent_id else 0x101))
+    parts: list[bytes] = []
+    _span_parts(done, parts)
     return b"".join(parts)
 
 
@@ -410,11 +333,26 @@ def export_request(
 ) -> bytes:
     """One ``ExportTraceServiceRequest`` for ``batch``, from the process ``resource`` names
     (``service.name`` and the rest)."""
-    scope = _field(b"\x0a", SCOPE.encode()) + (
-        _field(b"\x12", version.encode()) if version else b""
-    )
-    spans = b"".join([_field(b"\x12", span_bytes(done)) for done in batch])
-    scope_spans = _field(b"\x0a", scope) + spans
-    resource_bytes = key_values(_RESOURCE_ATTRIBUTE, resource)
-    resource_spans = _field(b"\x0a", resource_bytes) + _field(b"\x12", scope_spans)
-    return _field(b"\x0a", resource_spans)
+    parts: list[bytes] = [b""]  # the messages around the spans, once their sizes are known
+    spans_size = 0
+    for done in batch:
+        head = len(parts)
+        parts.append(b"")  # the span's key and size, once known
+        _span_parts(done, parts)
+        size = 0
+        for index in range(head + 1, len(parts)):
+            size += len(parts[index])
+        key = b"\x12" + varint(size)  # ScopeSpans.spans = 2
+        parts[head] = key
+        spans_size += len(key) + size
+    scope = field(b"\x0a", SCOPE.encode()) + (field(b"\x12", version.encode()) if version else b"")
+    scope_field = field(b"\x0a", scope)  # ScopeSpans.scope = 1
+    scope_spans_size = len(scope_field) + spans_size
+    resource_field = field(b"\x0a", key_values(_RESOURCE_ATTRIBUTE, resource))
+    resource_spans_size = len(resource_field) + 1 + varint_size(scope_spans_size) + scope_spans_size
+    # ExportTraceServiceRequest.resource_spans = 1: ResourceSpans.resource = 1, scope_spans = 2
+    parts[0] = (
+        b"\x0a" + varint(resource_spans_size) + resource_field + b"\x12"
+        + varint(scope_spans_size) + scope_field
+    )  # fmt: skip
+    return b"".join(parts)

@@ -43,6 +43,7 @@ _HEX: Final = "0123456789abcdef"
 _ZERO_TRACE: Final = "0" * 32
 _ZERO_SPAN: Final = "0" * 16
 _B3_DENY: Final = (B3, "0")
+_B3_SAMPLED: Final = (B3_SAMPLED, "1")
 _MAX_TRACESTATE: Final = 512  # W3C: a vendor may drop a longer one
 
 
@@ -179,11 +180,75 @@ def parse_context(headers: list[tuple[str, str]]) -> Incoming | None:
     return None
 
 
+AttributeValue = str | int | float | bool
+Event = tuple[float, str, list[tuple[str, AttributeValue]]]
+"""An event of a span: its time (wall-clock seconds), its name and its attributes."""
+
+
+class Attempt:
+    """An attempt of a client span's request, as the engine saw it end: ``ended`` and
+    ``started`` (wall-clock seconds), its ``number`` (1 for the first), the ``endpoint`` it went
+    to, the ``status`` of its answer (0: none came), else the ``error`` kind and the ``reason``,
+    and whether it is ``retried``. Kept as it is (one object, made on the request path) and
+    written as an ``attempt`` event when the span is exported (:meth:`event`)."""
+
+    __slots__ = ("ended", "endpoint", "error", "number", "reason", "retried", "started", "status")
+
+    def __init__(
+        self,
+        ended: float,
+        started: float,
+        number: int,
+        endpoint: str,
+        status: int,
+        error: str,
+        reason: str,
+        retried: bool,
+    ) -> None:
+        self.ended, self.started, self.number, self.endpoint = ended, started, number, endpoint
+        self.status, self.error, self.reason, self.retried = status, error, reason, retried
+
+    def key(self) -> tuple[int, str, int, str, str, bool]:
+        """All but its times: what repeats from request to request."""
+        return self.number, self.endpoint, self.status, self.error, self.reason, self.retried
+
+    def duration_ms(self) -> float:
+        """How long it took, in milliseconds (to the microsecond)."""
+        return round((self.ended - self.started) * 1e6) / 1000
+
+    def attributes(self) -> list[tuple[str, AttributeValue]]:
+        """Its event's attributes but its duration: its number, the endpoint, how it ended (a
+        status, or the kind of failure and why), whether it is retried."""
+        attributes: list[tuple[str, AttributeValue]] = [
+            ("tulle.attempt", self.number), ("tulle.upstream_endpoint", self.endpoint),
+        ]  # fmt: skip
+        if self.error:
+            attributes += [("error.type", self.error), ("tulle.reason", self.reason)]
+        else:
+            attributes.append(("http.response.status_code", self.status))
+        attributes.append(("tulle.retried", self.retried))
+        return attributes
+
+    def event(self) -> Event:
+        """The ``attempt`` event it is: :meth:`attributes` and ``tulle.duration_ms``."""
+        return (
+            self.ended,
+            "attempt",
+            [*self.attributes(), ("tulle.duration_ms", self.duration_ms())],
+        )
+
+
+def event_of(event: Attempt | Event) -> Event:
+    """Any event of a span as (time, name, attributes)."""
+    return event.event() if isinstance(event, Attempt) else event
+
+
 class Span:
     """A sampled request's span: ``trace_id``, ``span_id`` and ``parent_id`` (empty for a
     trace's root) as hex, ``kind`` (:data:`SERVER` or :data:`CLIENT`), the W3C
-    ``tracestate`` passed on, and ``events`` (time in wall-clock seconds, name, attributes):
-    each attempt of a client span and a fallback. ``grpc_status`` is the gRPC status of the
+    ``tracestate`` passed on, and ``events``: each attempt of a client span (an
+    :class:`Attempt`) and anything else that happened to it, a fallback (time in wall-clock
+    seconds, name, attributes). ``grpc_status`` is the gRPC status of the
     answer (-1: not gRPC, or none), set when the request is recorded. ``sampled`` is False only
     for :data:`NOT_SAMPLED`."""
 
@@ -206,7 +271,7 @@ class Span:
         self.kind, self.tracestate, self.b3_single, self.sampled = (
             kind, tracestate, b3_single, sampled
         )  # fmt: skip
-        self.events: list[tuple[float, str, list[tuple[str, str | int | float | bool]]]] = []
+        self.events: list[Attempt | Event] = []
         self.grpc_status = -1
         self.attempt_started = 0.0
 
@@ -218,31 +283,34 @@ class Span:
         """The W3C header that makes this span the parent of the next hop's."""
         return f"00-{self.trace_id}-{self.span_id}-01"
 
-    def event(
-        self, when: float, name: str, attributes: list[tuple[str, str | int | float | bool]]
-    ) -> None:
-        """Something that happened to the request (an attempt ended, a fallback)."""
+    def event(self, when: float, name: str, attributes: list[tuple[str, AttributeValue]]) -> None:
+        """Something that happened to the request (a fallback; an attempt is an
+        :class:`Attempt`)."""
         self.events.append((when, name, attributes))
 
     def inject(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """``headers`` with this span as the context they carry: for a sampled span, every
         trace header replaced with W3C ``traceparent`` (and the ``tracestate`` that came in),
         B3 multi, and the ``b3`` header when the caller used it; for :data:`NOT_SAMPLED`,
-        ``b3: 0`` added. A new list when anything was removed."""
+        ``b3: 0`` added. ``headers`` itself, added to, when nothing was removed (the usual:
+        a request that starts a trace); else a new list."""
         if not self.sampled:
             headers.append(_B3_DENY)
             return headers
-        kept = [h for h in headers if h[0] not in TRACE_HEADERS]
+        for header in headers:
+            if header[0] in TRACE_HEADERS:
+                headers = [h for h in headers if h[0] not in TRACE_HEADERS]
+                break
         trace_id, span_id = self.trace_id, self.span_id
-        kept.append((TRACEPARENT, f"00-{trace_id}-{span_id}-01"))
+        headers.append((TRACEPARENT, f"00-{trace_id}-{span_id}-01"))
         if self.tracestate:
-            kept.append((TRACESTATE, self.tracestate))
-        kept.append((B3_TRACE_ID, trace_id))
-        kept.append((B3_SPAN_ID, span_id))
-        kept.append((B3_SAMPLED, "1"))
+            headers.append((TRACESTATE, self.tracestate))
+        headers.append((B3_TRACE_ID, trace_id))
+        headers.append((B3_SPAN_ID, span_id))
+        headers.append(_B3_SAMPLED)
         if self.b3_single:
-            kept.append((B3, f"{trace_id}-{span_id}-1"))
-        return kept
+            headers.append((B3, f"{trace_id}-{span_id}-1"))
+        return headers
 
 
 NOT_SAMPLED: Final = Span("", "", "", CLIENT, sampled=False)
