@@ -6,6 +6,7 @@ exports counted, never raised."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan  # type: ignore[import-untyped]
@@ -14,7 +15,16 @@ from prometheus_client import CollectorRegistry, generate_latest
 from tests.e2e.conftest import wait_until
 from tests.otlp_receiver import Receiver, otlp_receiver
 from tulle.obs.finished import Finished
-from tulle.obs.otlp import _ATTEMPTS, _NAMES, _REQUEST_ID_HEADS, _SHAPES, _SIZES, span_bytes
+from tulle.obs.otlp import (
+    _ATTEMPTS,
+    _NAMES,
+    _RECEIVED,
+    _REQUEST_ID,
+    _SENT,
+    _SHAPES,
+    _URL_FULL,
+    span_bytes,
+)
 from tulle.obs.otlp_wire import CACHE, CACHE_MAX, Attributes
 from tulle.obs.trace_export import EndpointError, SpanExporter, otlp_url
 from tulle.obs.tracing import CLIENT, SERVER, Attempt, Span
@@ -182,7 +192,15 @@ def test_spans_encode_the_same_from_the_caches_and_the_caches_are_bounded() -> N
     and flags; an attempt's event but its duration; the body sizes; the request id's head): a
     span written from the caches is the bytes written without them, and decodes as the span it
     is; many peers, paths, sizes and attempts keep every cache within its bound."""
-    caches: list[dict[object, object]] = [_ATTEMPTS, _NAMES, _REQUEST_ID_HEADS, _SHAPES, _SIZES]  # type: ignore[list-item]
+    caches: list[dict[Any, Any]] = [
+        _ATTEMPTS,
+        _NAMES,
+        _RECEIVED,
+        _SENT,
+        _SHAPES,
+        _URL_FULL.heads,
+        _REQUEST_ID.heads,
+    ]
     for cache in caches:
         cache.clear()
     done = record(3, CLIENT)
@@ -236,4 +254,4 @@ def test_spans_encode_the_same_from_the_caches_and_the_caches_are_bounded() -> N
         span.events = [Attempt(1.0, 0.5, index, done.upstream, 200, "", "", False)]
         again = span_bytes(done)
         assert ProtoSpan.FromString(again).name == f"GET /items/{index}"
-    assert all(0 < len(cache) <= CACHE_MAX for cache in caches)
+    assert all(0 < len(cache) <= CACHE_MAX for cache in [*caches, _NAMES["GET"]])

@@ -32,11 +32,11 @@ from tulle.obs.otlp_wire import (
     DOUBLE,
     SMALL,
     Attributes,
+    StringHeads,
     any_bytes,
     field,
     key_values,
     remember,
-    string_bytes,
     varint,
     varint_size,
 )
@@ -61,6 +61,9 @@ _KINDS: Final = [b"\x30" + SMALL[kind] for kind in range(6)]  # Span.kind = 6
 # Span.start_time_unix_nano = 7 and end_time_unix_nano = 8, each a key and a fixed64
 _TIMES: Final = struct.Struct("<BQBQ")
 _EVENT_TIME: Final = struct.Struct("<BQ")  # Event.time_unix_nano = 1, fixed64
+# An attempt's duration (a double, last of its attributes) and then its Event.time_unix_nano:
+# one pack (protobuf takes a message's fields in any order).
+_DURATION_AND_TIME: Final = struct.Struct("<dBQ")
 _EVENT_HEADS: Final = [b"\x5a" + SMALL[size] for size in range(128)]  # Span.events = 11
 # Span.flags = 16 (fixed32): W3C trace flags (sampled), and that the parent's context is known
 # and remote (every parent here came in a request's headers).
@@ -87,15 +90,19 @@ _SHAPES: Final[dict[tuple[object, ...], tuple[bytes, bytes]]] = {}
 cluster, endpoint, reason, principals, whether it has a parent...): its repeating attributes,
 and its status and flags; written once per distinct set: one lookup instead of ~15 encodings.
 Emptied when it reaches :data:`~tulle.obs.otlp_wire.CACHE_MAX` (peers are many)."""
-_NAMES: Final[dict[tuple[str, str], tuple[bytes, bool]]] = {}
-"""A span's name field by method and path, and whether the path has a gRPC method's form."""
+_NAMES: Final[dict[str, dict[str, tuple[bytes, bool]]]] = {}
+"""A span's name field by method, then path; and whether the path has a gRPC method's form."""
 _ATTEMPTS: Final[dict[tuple[int, str, int, str, str, bool], bytes]] = {}
 """An attempt event's name and attributes but its duration, by what repeats (its number,
 endpoint, status or failure, whether it is retried)."""
-_SIZES: Final[dict[tuple[bool, int], bytes]] = {}
-"""The body size attributes, by which (received or sent) and value."""
-_REQUEST_ID_HEADS: Final[dict[int, bytes]] = {}
-"""The ``x-request-id`` attribute (an array of one string) but the id, by the id's size."""
+_RECEIVED: Final[dict[int, bytes]] = {}
+"""The ``http.request.body.size`` attribute by its value."""
+_SENT: Final[dict[int, bytes]] = {}
+"""The ``http.response.body.size`` attribute by its value."""
+_URL_FULL: Final = StringHeads(_SPAN_ATTRIBUTE, "url.full")
+_URL_PATH: Final = StringHeads(_SPAN_ATTRIBUTE, "url.path")
+_URL_QUERY: Final = StringHeads(_SPAN_ATTRIBUTE, "url.query")
+_REQUEST_ID: Final = StringHeads(_SPAN_ATTRIBUTE, "http.request.header.x-request-id", array=True)
 
 
 def _shape(done: Finished, span: Span, client: bool, grpc_path: str) -> tuple[bytes, bytes]:
@@ -169,26 +176,20 @@ def _repeated_attributes(done: Finished, out: Attributes, client: bool, grpc_pat
         out.integer("tulle.attempts", done.attempts)
 
 
-def _body_size(sent: bool, size: int) -> bytes:
-    """``http.request.body.size`` (``sent`` False) or ``http.response.body.size``."""
-    key = (sent, size)
-    found = _SIZES.get(key)
+def _body_size(sizes: dict[int, bytes], name: str, size: int) -> bytes:
+    """A body size attribute (``name``), from ``sizes`` when it was written before."""
+    found = sizes.get(size)
     if found is None:
-        name = "http.response.body.size" if sent else "http.request.body.size"
         found = any_bytes(_SPAN_ATTRIBUTE, name, b"\x18" + varint(size & 0xFFFF_FFFF_FFFF_FFFF))
-        remember(_SIZES, key, found)
+        remember(sizes, size, found)
     return found
 
 
-def _request_id_head(size: int) -> bytes:
-    """The ``http.request.header.x-request-id`` attribute up to an id of ``size`` bytes."""
-    head = _REQUEST_ID_HEADS.get(size)
-    if head is None:
-        whole = Attributes(_SPAN_ATTRIBUTE)
-        whole.strings("http.request.header.x-request-id", ["\0" * size])
-        head = whole.parts[0][: len(whole.parts[0]) - size]
-        remember(_REQUEST_ID_HEADS, size, head)
-    return head
+def _string(heads: StringHeads, value: str, parts: list[bytes]) -> None:
+    """A string attribute that does not repeat, appended to ``parts`` as two pieces."""
+    data = value.encode()
+    parts.append(heads.head(len(data)))
+    parts.append(data)
 
 
 def _attempt(attempt: Attempt, parts: list[bytes]) -> None:
@@ -199,12 +200,11 @@ def _attempt(attempt: Attempt, parts: list[bytes]) -> None:
     if body is None:
         body = field(b"\x12", b"attempt") + key_values(_EVENT_ATTRIBUTE, attempt.attributes())
         remember(_ATTEMPTS, key, body)
-    size = 9 + len(body) + len(_DURATION) + 8
+    size = len(body) + len(_DURATION) + _DURATION_AND_TIME.size
     parts.append(_EVENT_HEADS[size] if size < 128 else b"\x5a" + varint(size))
-    parts.append(_EVENT_TIME.pack(0x09, int(attempt.ended * 1e9)))
     parts.append(body)
     parts.append(_DURATION)
-    parts.append(DOUBLE.pack(attempt.duration_ms()))
+    parts.append(_DURATION_AND_TIME.pack(attempt.duration_ms(), 0x09, int(attempt.ended * 1e9)))
 
 
 def _event(event: Event, parts: list[bytes]) -> None:
@@ -224,13 +224,16 @@ def _name(method: str, path: str, grpc_status: int) -> tuple[bytes, bool]:
     """The span's name as its field, and whether it is a gRPC call's: ``package.Service/Method``
     for a gRPC call (by its path's form or its answer's status), else the method and the path
     (without its query)."""
-    key = (method, path)
-    found = _NAMES.get(key)
+    by_path = _NAMES.get(method)
+    if by_path is None:
+        by_path = {}
+        remember(_NAMES, method, by_path)
+    found = by_path.get(path)
     if found is None:
         grpc = _grpc_path(path)
         name = path[1:] if grpc else f"{method} {path}"
         found = (field(b"\x2a", name.encode()), grpc)
-        remember(_NAMES, key, found)
+        remember(by_path, path, found)
     if grpc_status >= 0 and not found[1]:
         return field(b"\x2a", path[1:].encode()), True
     return found
@@ -298,19 +301,15 @@ def _span_parts(done: Finished, parts: list[bytes]) -> None:
     repeated, tail = _shape(done, span, client, path if grpc else "")
     parts.append(repeated)
     if client:
-        parts.append(
-            string_bytes(_SPAN_ATTRIBUTE, "url.full", f"http://{done.authority}{done.path}")
-        )
+        _string(_URL_FULL, f"http://{done.authority}{done.path}", parts)
     else:
-        parts.append(string_bytes(_SPAN_ATTRIBUTE, "url.path", path))
+        _string(_URL_PATH, path, parts)
         if query:
-            parts.append(string_bytes(_SPAN_ATTRIBUTE, "url.query", query))
-    parts.append(_body_size(False, done.received))
-    parts.append(_body_size(True, done.sent))
+            _string(_URL_QUERY, query, parts)
+    parts.append(_body_size(_RECEIVED, "http.request.body.size", done.received))
+    parts.append(_body_size(_SENT, "http.response.body.size", done.sent))
     if done.request_id:
-        request_id = done.request_id.encode()
-        parts.append(_request_id_head(len(request_id)))
-        parts.append(request_id)
+        _string(_REQUEST_ID, done.request_id, parts)
     for event in span.events:
         if isinstance(event, Attempt):
             _attempt(event, parts)

@@ -171,3 +171,29 @@ def key_values(key_value: bytes, pairs: Iterable[tuple[str, Value]]) -> bytes:
     for key, item in pairs:
         out.value(key, item)
     return out.encoded()
+
+
+class StringHeads:
+    """A string attribute ``key`` (as the repeated field ``key_value``; with ``array``, an array
+    of one string) written but its string: what comes before the string's bytes, kept by the
+    string's size, so that a value that never repeats (a URL, a request id) is written as two
+    pieces, its head and its bytes, with no copy."""
+
+    __slots__ = ("array", "heads", "key", "key_value")
+
+    def __init__(self, key_value: bytes, key: str, array: bool = False) -> None:
+        self.key_value, self.key, self.array = key_value, key, array
+        self.heads: dict[int, bytes] = {}
+
+    def head(self, size: int) -> bytes:
+        """The bytes before a string of ``size`` bytes."""
+        head = self.heads.get(size)
+        if head is None:
+            whole = Attributes(self.key_value)
+            if self.array:
+                whole.strings(self.key, ["\0" * size])
+            else:
+                whole.string(self.key, "\0" * size, cache=False)
+            head = whole.parts[0][: len(whole.parts[0]) - size]
+            remember(self.heads, size, head)
+        return head
