@@ -21,7 +21,7 @@ COMPILED_MODULES = (
     "engine/outbound", "engine/outlier", "engine/plan", "engine/planner", "engine/priority",
     "engine/ratelimit", "engine/routes", "engine/tasks",
     "obs/access_log", "obs/access_text", "obs/finished", "obs/metrics", "obs/otlp",
-    "obs/otlp_wire", "obs/pending", "obs/trace_export", "obs/tracing",
+    "obs/otlp_wire", "obs/pending", "obs/span_events", "obs/trace_export", "obs/tracing",
     "proxy/app", "proxy/core", "proxy/dispatch", "proxy/h2_front", "proxy/http_front",
     "proxy/in_flight", "proxy/listeners", "proxy/recording", "proxy/requests", "proxy/tunnels",
     "transport/h2pool", "transport/pool", "transport/upstream",

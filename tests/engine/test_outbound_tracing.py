@@ -27,7 +27,8 @@ from tulle.engine.cluster_config import EndpointSpec
 from tulle.engine.message import Request, Response, finished
 from tulle.engine.outbound import Engine
 from tulle.obs.otlp import export_request
-from tulle.obs.tracing import NOT_SAMPLED, Span, Tracer, event_of, parse_context
+from tulle.obs.span_events import event_of
+from tulle.obs.tracing import NOT_SAMPLED, Span, Tracer, parse_context
 
 pytestmark = pytest.mark.usefixtures("engine_path")
 
@@ -70,7 +71,9 @@ def test_retries_are_events_of_one_client_span_and_every_attempt_its_child() -> 
     assert isinstance(span, Span)
     assert (span.trace_id, span.parent_id) == (TRACE, PARENT)
     assert seen.contexts == [(TRACE, span.span_id, 1)] * 3
-    attempts = [(name, dict(attributes)) for _, name, attributes in map(event_of, span.events)]
+    attempts = [
+        (name, dict(attributes)) for _, name, attributes in map(event_of, span.all_events())
+    ]
     assert [(a["tulle.attempt"], a["http.response.status_code"], a["tulle.retried"])
             for _, a in attempts] == [(1, 503, True), (2, 503, True), (3, 503, False)]  # fmt: skip
     assert {name for name, _ in attempts} == {"attempt"}
@@ -91,7 +94,7 @@ def test_a_failed_attempt_says_why_and_a_fallback_is_an_event() -> None:
     assert (response.status, response.upstream) == (200, "10.0.0.9:8080")
     span = sent.span
     assert isinstance(span, Span)
-    events = [(name, dict(attributes)) for _, name, attributes in map(event_of, span.events)]
+    events = [(name, dict(attributes)) for _, name, attributes in map(event_of, span.all_events())]
     assert [name for name, _ in events] == ["attempt", "attempt", "fallback", "attempt"]
     first = events[0][1]
     assert (first["error.type"], first["tulle.retried"]) == ("connect", True)

@@ -26,8 +26,9 @@ from tulle.obs.otlp import (
     span_bytes,
 )
 from tulle.obs.otlp_wire import CACHE, CACHE_MAX, Attributes
+from tulle.obs.span_events import Attempt
 from tulle.obs.trace_export import EndpointError, SpanExporter, otlp_url
-from tulle.obs.tracing import CLIENT, SERVER, Attempt, Span
+from tulle.obs.tracing import CLIENT, SERVER, Span
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +207,10 @@ def test_spans_encode_the_same_from_the_caches_and_the_caches_are_bounded() -> N
     done = record(3, CLIENT)
     span = done.span
     assert span is not None
-    span.events.append(Attempt(1000.4, 1000.3, 2, "10.0.0.1:8080", 503, "", "", False))
-    span.events.append(Attempt(1000.45, 1000.41, 3, "10.0.0.2:8080", 0, "connect", "refused", True))
+    span.attempt_started = 1000.3
+    span.attempt(1000.4, 2, "10.0.0.1:8080", 503, "", "", False)
+    span.attempt_started = 1000.41
+    span.attempt(1000.45, 3, "10.0.0.2:8080", 0, "connect", "refused", True)
     missed = span_bytes(done)
     assert all(caches)
     assert span_bytes(done) == missed
@@ -251,7 +254,35 @@ def test_spans_encode_the_same_from_the_caches_and_the_caches_are_bounded() -> N
     for index in range(CACHE_MAX + 100):
         done.upstream = f"10.0.{index // 250}.{index % 250}:8080"
         done.path, done.sent, done.request_id = f"/items/{index}", index, "r" * (index % 200)
-        span.events = [Attempt(1.0, 0.5, index, done.upstream, 200, "", "", False)]
+        span.events = None
+        span.attempt_started = 0.5
+        span.attempt(1.0, index + 2, done.upstream, 200, "", "", False)
         again = span_bytes(done)
         assert ProtoSpan.FromString(again).name == f"GET /items/{index}"
     assert all(0 < len(cache) <= CACHE_MAX for cache in [*caches, _NAMES["GET"]])
+
+
+def test_a_first_attempt_kept_in_the_span_s_fields_is_written_as_an_attempt_object_is() -> None:
+    """A request's only attempt, the first thing that happened to it, is kept in the span's
+    own fields (no object per request): it is written as the same event, and what happens
+    after it (a fallback, the fallback's attempt) follows it in order."""
+    inline, listed = record(5, CLIENT), record(5, CLIENT)
+    assert inline.span is not None
+    assert listed.span is not None
+    inline.span.events = None
+    inline.span.attempt_started = 1005.25
+    inline.span.attempt(1005.375, 1, "10.0.0.1:8080", 200, "", "", False)
+    assert inline.span.events is None
+    listed.span.events = [Attempt(1005.375, 1005.25, 1, "10.0.0.1:8080", 200, "", "", False)]
+    assert span_bytes(inline) == span_bytes(listed)
+    inline.span.event(1005.4, "fallback", [("tulle.upstream_cluster", "cache")])
+    inline.span.attempt_started = 1005.41
+    inline.span.attempt(1005.45, 1, "10.0.0.9:8080", 200, "", "", False)
+    decoded = ProtoSpan.FromString(span_bytes(inline))
+    seen = [(e.name, {kv.key: kv.value for kv in e.attributes}) for e in decoded.events]
+    assert [name for name, _ in seen] == ["attempt", "fallback", "attempt"]
+    assert seen[0][1]["tulle.upstream_endpoint"].string_value == "10.0.0.1:8080"
+    assert seen[0][1]["tulle.duration_ms"].double_value == pytest.approx(125.0)
+    assert seen[2][1]["tulle.upstream_endpoint"].string_value == "10.0.0.9:8080"
+    assert seen[2][1]["tulle.duration_ms"].double_value == pytest.approx(40.0)
+    assert [type(e).__name__ for e in inline.span.all_events()] == ["Attempt", "tuple", "Attempt"]

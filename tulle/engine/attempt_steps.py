@@ -15,7 +15,7 @@ from tulle.engine.cluster_config import EndpointSpec
 from tulle.engine.message import Response, UpstreamError, finished, mesh_response
 from tulle.engine.plan import Call, rewind
 from tulle.obs.tap import Tap
-from tulle.obs.tracing import Attempt, Span
+from tulle.obs.tracing import Span
 
 Outcome = Response | UpstreamError
 
@@ -159,15 +159,12 @@ def trace_attempt(
     span: Span, call: Call, endpoint: EndpointSpec, outcome: Outcome, settled: Response | None
 ) -> None:
     """The client span's record of an attempt that ended (``settled`` None: it is retried);
-    made into its event when the span is exported (:class:`~tulle.obs.tracing.Attempt`)."""
+    made into its event when the span is exported (:meth:`~tulle.obs.tracing.Span.attempt`)."""
     if isinstance(outcome, UpstreamError):
         status, error, reason = 0, outcome.kind, str(outcome)
     else:
         status, error, reason = outcome.status, "", ""
-    span.events.append(
-        Attempt(time.time(), span.attempt_started, call.attempt, endpoint.key, status, error,
-                reason, settled is None)
-    )  # fmt: skip
+    span.attempt(time.time(), call.attempt, endpoint.key, status, error, reason, settled is None)
 
 
 def trace_fallback(span: Span, cluster: str, response: Response) -> None:

@@ -40,7 +40,8 @@ from tulle.obs.otlp_wire import (
     varint,
     varint_size,
 )
-from tulle.obs.tracing import CLIENT, Attempt, Event, Span
+from tulle.obs.span_events import Attempt, Event, attempt_attributes, duration_ms
+from tulle.obs.tracing import CLIENT, Span
 
 SCOPE: Final = "tulle"
 
@@ -192,19 +193,20 @@ def _string(heads: StringHeads, value: str, parts: list[bytes]) -> None:
     parts.append(data)
 
 
-def _attempt(attempt: Attempt, parts: list[bytes]) -> None:
-    """An :class:`~tulle.obs.tracing.Attempt` as a ``Span.events`` field, appended to
-    ``parts``."""
-    key = attempt.key()
+def _attempt(
+    key: tuple[int, str, int, str, str, bool], started: float, ended: float, parts: list[bytes]
+) -> None:
+    """An attempt (:class:`~tulle.obs.tracing.Attempt`; ``key``: all but its times) as a
+    ``Span.events`` field, appended to ``parts``."""
     body = _ATTEMPTS.get(key)
     if body is None:
-        body = field(b"\x12", b"attempt") + key_values(_EVENT_ATTRIBUTE, attempt.attributes())
+        body = field(b"\x12", b"attempt") + key_values(_EVENT_ATTRIBUTE, attempt_attributes(key))
         remember(_ATTEMPTS, key, body)
     size = len(body) + len(_DURATION) + _DURATION_AND_TIME.size
     parts.append(_EVENT_HEADS[size] if size < 128 else b"\x5a" + varint(size))
     parts.append(body)
     parts.append(_DURATION)
-    parts.append(_DURATION_AND_TIME.pack(attempt.duration_ms(), 0x09, int(attempt.ended * 1e9)))
+    parts.append(_DURATION_AND_TIME.pack(duration_ms(started, ended), 0x09, int(ended * 1e9)))
 
 
 def _event(event: Event, parts: list[bytes]) -> None:
@@ -310,11 +312,17 @@ def _span_parts(done: Finished, parts: list[bytes]) -> None:
     parts.append(_body_size(_SENT, "http.response.body.size", done.sent))
     if done.request_id:
         _string(_REQUEST_ID, done.request_id, parts)
-    for event in span.events:
-        if isinstance(event, Attempt):
-            _attempt(event, parts)
-        else:
-            _event(event, parts)
+    if span.first_ended:  # the first attempt, kept in the span's fields
+        first = (1, span.first_endpoint, span.first_status, span.first_error, span.first_reason,
+                 False)  # fmt: skip
+        _attempt(first, span.first_started, span.first_ended, parts)
+    events = span.events
+    if events is not None:
+        for event in events:
+            if isinstance(event, Attempt):
+                _attempt(event.key(), event.started, event.ended, parts)
+            else:
+                _event(event, parts)
     parts.append(tail)
 
 

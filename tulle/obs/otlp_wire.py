@@ -21,10 +21,15 @@ CACHE_MAX: Final = 4096
 """The most entries any of the encoder's caches keeps (it is emptied when full)."""
 
 
+_TWO_BYTES: Final = struct.Struct("<BB")
+
+
 def varint(number: int) -> bytes:
     """``number`` (unsigned, < 2**64) as a protobuf varint."""
     if number < 128:
         return SMALL[number]
+    if number < 16384:  # a span's size: one pack, not a loop
+        return _TWO_BYTES.pack((number & 0x7F) | 0x80, number >> 7)
     out = bytearray()
     while number >= 128:
         out.append((number & 0x7F) | 0x80)

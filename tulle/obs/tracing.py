@@ -23,6 +23,8 @@ from __future__ import annotations
 import random
 from typing import Final
 
+from tulle.obs.span_events import Attempt, AttributeValue, Event
+
 TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
 B3: Final = "b3"
@@ -180,81 +182,32 @@ def parse_context(headers: list[tuple[str, str]]) -> Incoming | None:
     return None
 
 
-AttributeValue = str | int | float | bool
-Event = tuple[float, str, list[tuple[str, AttributeValue]]]
-"""An event of a span: its time (wall-clock seconds), its name and its attributes."""
-
-
-class Attempt:
-    """An attempt of a client span's request, as the engine saw it end: ``ended`` and
-    ``started`` (wall-clock seconds), its ``number`` (1 for the first), the ``endpoint`` it went
-    to, the ``status`` of its answer (0: none came), else the ``error`` kind and the ``reason``,
-    and whether it is ``retried``. Kept as it is (one object, made on the request path) and
-    written as an ``attempt`` event when the span is exported (:meth:`event`)."""
-
-    __slots__ = ("ended", "endpoint", "error", "number", "reason", "retried", "started", "status")
-
-    def __init__(
-        self,
-        ended: float,
-        started: float,
-        number: int,
-        endpoint: str,
-        status: int,
-        error: str,
-        reason: str,
-        retried: bool,
-    ) -> None:
-        self.ended, self.started, self.number, self.endpoint = ended, started, number, endpoint
-        self.status, self.error, self.reason, self.retried = status, error, reason, retried
-
-    def key(self) -> tuple[int, str, int, str, str, bool]:
-        """All but its times: what repeats from request to request."""
-        return self.number, self.endpoint, self.status, self.error, self.reason, self.retried
-
-    def duration_ms(self) -> float:
-        """How long it took, in milliseconds (to the microsecond)."""
-        return round((self.ended - self.started) * 1e6) / 1000
-
-    def attributes(self) -> list[tuple[str, AttributeValue]]:
-        """Its event's attributes but its duration: its number, the endpoint, how it ended (a
-        status, or the kind of failure and why), whether it is retried."""
-        attributes: list[tuple[str, AttributeValue]] = [
-            ("tulle.attempt", self.number), ("tulle.upstream_endpoint", self.endpoint),
-        ]  # fmt: skip
-        if self.error:
-            attributes += [("error.type", self.error), ("tulle.reason", self.reason)]
-        else:
-            attributes.append(("http.response.status_code", self.status))
-        attributes.append(("tulle.retried", self.retried))
-        return attributes
-
-    def event(self) -> Event:
-        """The ``attempt`` event it is: :meth:`attributes` and ``tulle.duration_ms``."""
-        return (
-            self.ended,
-            "attempt",
-            [*self.attributes(), ("tulle.duration_ms", self.duration_ms())],
-        )
-
-
-def event_of(event: Attempt | Event) -> Event:
-    """Any event of a span as (time, name, attributes)."""
-    return event.event() if isinstance(event, Attempt) else event
-
-
 class Span:
     """A sampled request's span: ``trace_id``, ``span_id`` and ``parent_id`` (empty for a
     trace's root) as hex, ``kind`` (:data:`SERVER` or :data:`CLIENT`), the W3C
-    ``tracestate`` passed on, and ``events``: each attempt of a client span (an
-    :class:`Attempt`) and anything else that happened to it, a fallback (time in wall-clock
-    seconds, name, attributes). ``grpc_status`` is the gRPC status of the
+    ``tracestate`` passed on, and what happened to it: each attempt of a client span
+    (:meth:`attempt`) and anything else, a fallback (:meth:`event`); :meth:`all_events` lists
+    them. ``grpc_status`` is the gRPC status of the
     answer (-1: not gRPC, or none), set when the request is recorded. ``sampled`` is False only
     for :data:`NOT_SAMPLED`."""
 
     __slots__ = (
-        "attempt_started", "b3_single", "events", "grpc_status", "kind", "parent_id", "sampled",
-        "span_id", "trace_id", "tracestate",
+        "attempt_started",
+        "b3_single",
+        "events",
+        "first_ended",
+        "first_endpoint",
+        "first_error",
+        "first_reason",
+        "first_started",
+        "first_status",
+        "grpc_status",
+        "kind",
+        "parent_id",
+        "sampled",
+        "span_id",
+        "trace_id",
+        "tracestate",
     )  # fmt: skip
 
     def __init__(
@@ -271,9 +224,14 @@ class Span:
         self.kind, self.tracestate, self.b3_single, self.sampled = (
             kind, tracestate, b3_single, sampled
         )  # fmt: skip
-        self.events: list[Attempt | Event] = []
+        # The first attempt, when it was the request's only one and the first thing that
+        # happened to it (the usual), is kept in these fields: no object is made for it.
+        self.first_started = self.first_ended = 0.0
+        self.first_endpoint = self.first_error = self.first_reason = ""
+        self.first_status = 0
+        self.events: list[Attempt | Event] | None = None  # the others, in order, when any
         self.grpc_status = -1
-        self.attempt_started = 0.0
+        self.attempt_started = 0.0  # when the attempt under way started
 
     def __repr__(self) -> str:
         return f"Span({self.trace_id}/{self.span_id} parent {self.parent_id or '-'})"
@@ -283,10 +241,50 @@ class Span:
         """The W3C header that makes this span the parent of the next hop's."""
         return f"00-{self.trace_id}-{self.span_id}-01"
 
+    def attempt(
+        self,
+        ended: float,
+        number: int,
+        endpoint: str,
+        status: int,
+        error: str,
+        reason: str,
+        retried: bool,
+    ) -> None:
+        """An attempt of the request ended (started at ``attempt_started``; see
+        :class:`Attempt` for the rest)."""
+        if number == 1 and not retried and not self.first_ended and self.events is None:
+            self.first_started, self.first_ended = self.attempt_started, ended
+            self.first_endpoint, self.first_status = endpoint, status
+            self.first_error, self.first_reason = error, reason
+            return
+        started = self.attempt_started
+        self._add(Attempt(ended, started, number, endpoint, status, error, reason, retried))
+
     def event(self, when: float, name: str, attributes: list[tuple[str, AttributeValue]]) -> None:
-        """Something that happened to the request (a fallback; an attempt is an
-        :class:`Attempt`)."""
-        self.events.append((when, name, attributes))
+        """Something else that happened to the request (a fallback)."""
+        self._add((when, name, attributes))
+
+    def _add(self, event: Attempt | Event) -> None:
+        if self.events is None:
+            self.events = [event]
+        else:
+            self.events.append(event)
+
+    def first_attempt(self) -> Attempt | None:
+        """The first attempt when it is kept in the span's own fields, else None."""
+        if not self.first_ended:
+            return None
+        return Attempt(self.first_ended, self.first_started, 1, self.first_endpoint,
+                       self.first_status, self.first_error, self.first_reason, False)  # fmt: skip
+
+    def all_events(self) -> list[Attempt | Event]:
+        """Every attempt and event, in the order they happened."""
+        first = self.first_attempt()
+        found: list[Attempt | Event] = [] if first is None else [first]
+        if self.events is not None:
+            found += self.events
+        return found
 
     def inject(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """``headers`` with this span as the context they carry: for a sampled span, every
