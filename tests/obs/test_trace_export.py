@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan  # type: ignore[import-untyped]
 from prometheus_client import CollectorRegistry, generate_latest
 
 from tests.e2e.conftest import wait_until
 from tests.otlp_receiver import Receiver, otlp_receiver
+from tulle.control.traces.otlp_messages import Span as ProtoSpan
 from tulle.obs.finished import Finished
 from tulle.obs.otlp import (
     _ATTEMPTS,
