@@ -72,7 +72,14 @@ def _expected_events(span: Span) -> list[tuple[str, int, float | None]]:
 def test_generated_spans_decode_as_the_records_say_from_cold_and_warm_caches(
     batch: list[Finished],
 ) -> None:
-    for cache in (otlp._SHAPES, otlp._NAMES, otlp._ATTEMPTS, otlp._RECEIVED, otlp._SENT):
+    for cache in (
+        otlp._SHAPES,
+        otlp._NAMES,
+        otlp._ATTEMPTS,
+        otlp._ANSWERED,
+        otlp._RECEIVED,
+        otlp._SENT,
+    ):
         cache.clear()
     cold = export_request(batch, [("service.name", "shop")])
     warm = export_request(batch, [("service.name", "shop")])

@@ -16,6 +16,7 @@ from tests.otlp_receiver import Receiver, otlp_receiver
 from tulle.control.traces.otlp_messages import Span as ProtoSpan
 from tulle.obs.finished import Finished
 from tulle.obs.otlp import (
+    _ANSWERED,
     _ATTEMPTS,
     _NAMES,
     _RECEIVED,
@@ -254,12 +255,14 @@ def test_spans_encode_the_same_from_the_caches_and_the_caches_are_bounded() -> N
     for index in range(CACHE_MAX + 100):
         done.upstream = f"10.0.{index // 250}.{index % 250}:8080"
         done.path, done.sent, done.request_id = f"/items/{index}", index, "r" * (index % 200)
-        span.events = None
+        span.events, span.first_ended = None, 0.0
         span.attempt_started = 0.5
-        span.attempt(1.0, index + 2, done.upstream, 200, "", "", False)
+        # even: a first attempt kept in the span (by endpoint and status); odd: a listed one
+        span.attempt(1.0, 1 if index % 2 else index + 2, done.upstream, 200, "", "", False)
         again = span_bytes(done)
         assert ProtoSpan.FromString(again).name == f"GET /items/{index}"
-    assert all(0 < len(cache) <= CACHE_MAX for cache in [*caches, _NAMES["GET"]])
+    every = [*caches, _ANSWERED, _NAMES["GET"], _ANSWERED[done.upstream]]
+    assert all(0 < len(cache) <= CACHE_MAX for cache in every)
 
 
 def test_a_first_attempt_kept_in_the_span_s_fields_is_written_as_an_attempt_object_is() -> None:

@@ -58,14 +58,13 @@ STATUS_ERROR: Final = 2  # OTLP's Status.StatusCode STATUS_CODE_ERROR
 _SPAN_ATTRIBUTE: Final = b"\x4a"  # Span.attributes = 9
 _EVENT_ATTRIBUTE: Final = b"\x1a"  # Event.attributes = 3
 _RESOURCE_ATTRIBUTE: Final = b"\x0a"  # Resource.attributes = 1
-_KINDS: Final = [b"\x30" + SMALL[kind] for kind in range(6)]  # Span.kind = 6
-# Span.start_time_unix_nano = 7 and end_time_unix_nano = 8, each a key and a fixed64
-_TIMES: Final = struct.Struct("<BQBQ")
+# Span.kind = 6 (a varint), then start_time_unix_nano = 7 and end_time_unix_nano = 8, each a
+# key and a fixed64: one pack
+_KIND_AND_TIMES: Final = struct.Struct("<BBBQBQ")
 _EVENT_TIME: Final = struct.Struct("<BQ")  # Event.time_unix_nano = 1, fixed64
 # An attempt's duration (a double, last of its attributes) and then its Event.time_unix_nano:
 # one pack (protobuf takes a message's fields in any order).
 _DURATION_AND_TIME: Final = struct.Struct("<dBQ")
-_EVENT_HEADS: Final = [b"\x5a" + SMALL[size] for size in range(128)]  # Span.events = 11
 # Span.flags = 16 (fixed32): W3C trace flags (sampled), and that the parent's context is known
 # and remote (every parent here came in a request's headers).
 _ROOT_FLAGS: Final = b"\x85\x01" + struct.pack("<I", 0x101)
@@ -94,8 +93,10 @@ Emptied when it reaches :data:`~tulle.obs.otlp_wire.CACHE_MAX` (peers are many).
 _NAMES: Final[dict[str, dict[str, tuple[bytes, bool]]]] = {}
 """A span's name field by method, then path; and whether the path has a gRPC method's form."""
 _ATTEMPTS: Final[dict[tuple[int, str, int, str, str, bool], bytes]] = {}
-"""An attempt event's name and attributes but its duration, by what repeats (its number,
-endpoint, status or failure, whether it is retried)."""
+"""An attempt event up to its duration's value (:func:`_attempt_head`), by what repeats (its
+number, endpoint, status or failure, whether it is retried)."""
+_ANSWERED: Final[dict[str, dict[int, bytes]]] = {}
+"""The same for a first attempt that was answered, by endpoint and then status."""
 _RECEIVED: Final[dict[int, bytes]] = {}
 """The ``http.request.body.size`` attribute by its value."""
 _SENT: Final[dict[int, bytes]] = {}
@@ -196,17 +197,47 @@ def _string(heads: StringHeads, value: str, parts: list[bytes]) -> None:
 def _attempt(
     key: tuple[int, str, int, str, str, bool], started: float, ended: float, parts: list[bytes]
 ) -> None:
-    """An attempt (:class:`~tulle.obs.tracing.Attempt`; ``key``: all but its times) as a
-    ``Span.events`` field, appended to ``parts``."""
-    body = _ATTEMPTS.get(key)
-    if body is None:
-        body = field(b"\x12", b"attempt") + key_values(_EVENT_ATTRIBUTE, attempt_attributes(key))
-        remember(_ATTEMPTS, key, body)
+    """An attempt (:class:`~tulle.obs.span_events.Attempt`; ``key``: all but its times) as a
+    ``Span.events`` field, appended to ``parts``: its head from :data:`_ATTEMPTS`, then its
+    duration's value and its time."""
+    head = _ATTEMPTS.get(key)
+    if head is None:
+        head = _attempt_head(key)
+        remember(_ATTEMPTS, key, head)
+    parts.append(head)
+    parts.append(_time_after_duration(started, ended))
+
+
+def _attempt_head(key: tuple[int, str, int, str, str, bool]) -> bytes:
+    """An attempt's event up to its duration's value: the ``Span.events`` key and size, the
+    name, the attributes, the duration's key."""
+    body = field(b"\x12", b"attempt") + key_values(_EVENT_ATTRIBUTE, attempt_attributes(key))
     size = len(body) + len(_DURATION) + _DURATION_AND_TIME.size
-    parts.append(_EVENT_HEADS[size] if size < 128 else b"\x5a" + varint(size))
-    parts.append(body)
-    parts.append(_DURATION)
-    parts.append(_DURATION_AND_TIME.pack(duration_ms(started, ended), 0x09, int(ended * 1e9)))
+    return b"\x5a" + varint(size) + body + _DURATION
+
+
+def _time_after_duration(started: float, ended: float) -> bytes:
+    """An attempt's duration's value, then its ``Event.time_unix_nano``."""
+    return _DURATION_AND_TIME.pack(duration_ms(started, ended), 0x09, int(ended * 1e9))
+
+
+def _first_attempt(span: Span, parts: list[bytes]) -> None:
+    """The first attempt kept in the span's fields, as :func:`_attempt` writes it; one that
+    answered (the usual) found by its endpoint and status, with no tuple made."""
+    if span.first_error:
+        key = (1, span.first_endpoint, 0, span.first_error, span.first_reason, False)
+        _attempt(key, span.first_started, span.first_ended, parts)
+        return
+    by_status = _ANSWERED.get(span.first_endpoint)
+    if by_status is None:
+        by_status = {}
+        remember(_ANSWERED, span.first_endpoint, by_status)
+    head = by_status.get(span.first_status)
+    if head is None:
+        head = _attempt_head((1, span.first_endpoint, span.first_status, "", "", False))
+        remember(by_status, span.first_status, head)
+    parts.append(head)
+    parts.append(_time_after_duration(span.first_started, span.first_ended))
 
 
 def _event(event: Event, parts: list[bytes]) -> None:
@@ -295,10 +326,11 @@ def _span_parts(done: Finished, parts: list[bytes]) -> None:
     path, _, query = done.path.partition("?")
     name, grpc = _name(done.method, path, span.grpc_status)
     parts.append(name)
-    parts.append(_KINDS[span.kind])
     started = done.started
     ended = done.ended if done.ended > started else started
-    parts.append(_TIMES.pack(0x39, int(started * 1e9), 0x41, int(ended * 1e9)))
+    parts.append(
+        _KIND_AND_TIMES.pack(0x30, span.kind, 0x39, int(started * 1e9), 0x41, int(ended * 1e9))
+    )
     client = span.kind == CLIENT
     repeated, tail = _shape(done, span, client, path if grpc else "")
     parts.append(repeated)
@@ -313,9 +345,7 @@ def _span_parts(done: Finished, parts: list[bytes]) -> None:
     if done.request_id:
         _string(_REQUEST_ID, done.request_id, parts)
     if span.first_ended:  # the first attempt, kept in the span's fields
-        first = (1, span.first_endpoint, span.first_status, span.first_error, span.first_reason,
-                 False)  # fmt: skip
-        _attempt(first, span.first_started, span.first_ended, parts)
+        _first_attempt(span, parts)
     events = span.events
     if events is not None:
         for event in events:
