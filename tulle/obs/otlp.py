@@ -30,7 +30,6 @@ from typing import Final
 from tulle.obs.finished import Finished
 from tulle.obs.otlp_wire import (
     DOUBLE,
-    SMALL,
     Attributes,
     StringHeads,
     any_bytes,
