@@ -3,7 +3,8 @@
 the other. HTTP/1.1 keep-alive, 1 KiB responses. Reports saturation requests/s, proxy CPU per
 request, added latency at a fixed 1,000 requests/s, and the proxy's RSS, with ratios. When the
 compiled build exists (``make compiled``), a second sidecar runs it (row ``tulle-mypyc``), and
-three more compare tracing off, at 1 % and at 100 % (``benchmarks.sidecar_tracing``).
+one more compares tracing off, at 1 % and at 100 %, its Mesh switched between them
+(``benchmarks.sidecar_tracing``).
 The sidecars run as an installed wheel would: from a venv of their own whose path holds the
 sources (or the compiled build) and the development venv's dependencies, without the editable
 install's import hook, which the development venv loads into every process (~0.2 MB of RSS).
@@ -123,6 +124,14 @@ def start_control_plane(
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``tulle controlplane`` with ``web:8080`` served by ``backend`` (and the ``mesh``
     resource, YAML, when given); its xDS address."""
+    plane, xds, _ = start_control_plane_api(work, backend, mesh)
+    return plane, xds
+
+
+def start_control_plane_api(
+    work: Path, backend: int, mesh: str = ""
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """:func:`start_control_plane`, and its HTTP API's URL (:func:`apply` posts to it)."""
     plane = pinned(
         SERVER_CPU,
         [TULLE, "controlplane", "--state-dir", str(work / "state"), "--xds-port", "0",
@@ -140,8 +149,14 @@ def start_control_plane(
         headers=headers,
     ).raise_for_status()
     if mesh:
-        httpx.post(f"{api}/api/v1/resources", content=mesh, headers=headers).raise_for_status()
-    return plane, xds
+        apply(work, api, mesh)
+    return plane, xds, api
+
+
+def apply(work: Path, api: str, resources: str) -> None:
+    """Resources (YAML) applied through the control plane's API (its state in ``work``)."""
+    headers = {"authorization": f"Bearer {admin_token(work / 'state')}"}
+    httpx.post(f"{api}/api/v1/resources", content=resources, headers=headers).raise_for_status()
 
 
 def deployed_python(work: Path) -> str:

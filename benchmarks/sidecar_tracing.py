@@ -1,21 +1,25 @@
 """Tracing's cost in a whole sidecar process (issue 20: CPU per request at 1 % and at 100 %
-sampling against tracing off, in one run): three compiled ``tulle proxy`` processes in front of
-the same nginx, each with a control plane of its own whose Mesh sets tracing off
-(``spec.tracing.enabled: false``), sampling 1 % or 100 %, spans sent to a real OTLP/HTTP
-receiver on loopback (``POST /v1/traces``, a thread of this process pinned to the load
-generator's core, never the sidecars'). wrk saturates each sidecar in turn, rounds interleaved
-(each round starts with a different one), so all three see the same background load; CPU per
-request is the sidecar process's user + system time (/proc) over the requests wrk counted.
-``benchmarks.proxy_http`` runs it (``--tracing-rounds``) when the compiled build exists."""
+sampling against tracing off, in one run): one compiled ``tulle proxy`` in front of nginx, its
+control plane's Mesh switched between tracing off (``spec.tracing.enabled: false``), sampling
+1 % and 100 % (each switch waited for in the sidecar's ``/config_dump``), spans sent to a real
+OTLP/HTTP receiver on loopback (``POST /v1/traces``, a thread of this process pinned to the load
+generator's core, never the sidecar's). wrk saturates the sidecar under each setting in turn,
+rounds interleaved (each round starts with a different setting), so every setting sees the same
+background load, and the same process: two processes of the same build differ by up to ±5 % on
+this VM (their memory layouts), more than 1 % sampling costs. CPU per request is the sidecar
+process's user + system time (/proc) over the requests wrk counted. ``benchmarks.proxy_http``
+runs it (``--tracing-rounds``) when the compiled build exists."""
 
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import re
 import statistics
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,9 +28,10 @@ import httpx
 
 from benchmarks.proxy_http import (
     LOAD_CPU,
+    apply,
     cpu_seconds,
     free_port,
-    start_control_plane,
+    start_control_plane_api,
     start_sidecar,
     wrk,
 )
@@ -87,11 +92,34 @@ def mesh(tracing: str, endpoint: str) -> str:
     )
 
 
+SAMPLING: dict[str, set[float]] = {"off": set(), "1 %": {1.0}, "100 %": {100.0}}
+"""Each setting's sampling as the sidecar's listeners carry it (none: tracing off)."""
+
+
 def exported(admin: int) -> int:
     """The sidecar's ``tulle_trace_spans_exported_total`` (0 when tracing is off)."""
     text = httpx.get(f"http://127.0.0.1:{admin}/stats/prometheus").text
     found = re.search(r"^tulle_trace_spans_exported_total(?:\{[^}]*\})? ([\d.e+]+)$", text, re.M)
     return int(float(found.group(1))) if found else 0
+
+
+def sampling_in_force(admin: int) -> set[float]:
+    """The samplings the sidecar's listeners have now (those that trace)."""
+    dump = httpx.get(f"http://127.0.0.1:{admin}/config_dump").json()
+    text = json.dumps(dump["resources"].get("listeners", []))
+    return {
+        float(value) for value in re.findall(r'"randomSampling": \{"value": ([\d.e+]+)\}', text)
+    }
+
+
+def switch(work: Path, api: str, admin: int, name: str, endpoint: str) -> None:
+    """The Mesh's tracing set to ``name`` (a key of VARIANTS), once the sidecar has it."""
+    apply(work, api, mesh(VARIANTS[name], endpoint))
+    deadline = time.monotonic() + 30
+    while sampling_in_force(admin) != SAMPLING[name]:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the sidecar did not take tracing {name!r} within 30 s")
+        time.sleep(0.05)
 
 
 def compare(
@@ -100,30 +128,25 @@ def compare(
     """CPU µs per request of each variant, one figure per round; prints the table."""
     procs: list[subprocess.Popen[bytes]] = []
     cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    served = dict.fromkeys(VARIANTS, 0)
     try:
         with receiver() as sink:
-            sidecars: dict[str, tuple[int, int, int]] = {}  # name: pid, port, admin
-            for index, (name, tracing) in enumerate(VARIANTS.items()):
-                plane, xds = start_control_plane(
-                    work / f"tracing-{index}", backend, mesh(tracing, sink.url)
-                )
-                procs.append(plane)
-                admin = free_port()
-                proxy, port = start_sidecar(xds, python, f"trace-{index}", True, admin)
-                procs.append(proxy)
-                sidecars[name] = (proxy.pid, port, admin)
-                wrk(port, 2)  # warm up
+            plane, xds, api = start_control_plane_api(
+                work / "tracing", backend, mesh(VARIANTS["off"], sink.url)
+            )
+            procs.append(plane)
+            admin = free_port()
+            proxy, port = start_sidecar(xds, python, "trace-0", True, admin)
+            procs.append(proxy)
+            wrk(port, 2)  # warm up
             names = list(VARIANTS)
             for round_ in range(rounds):
                 for name in names[round_ % 3 :] + names[: round_ % 3]:
-                    pid, port, _ = sidecars[name]
+                    switch(work / "tracing", api, admin, name, sink.url)
                     wrk(port, 1)
-                    before = cpu_seconds(pid)
+                    before = cpu_seconds(proxy.pid)
                     _, total = wrk(port, seconds)
-                    cpu[name].append((cpu_seconds(pid) - before) / total * 1e6)
-                    served[name] += total
-            spans = {name: exported(admin) for name, (_, _, admin) in sidecars.items()}
+                    cpu[name].append((cpu_seconds(proxy.pid) - before) / total * 1e6)
+            spans = exported(admin)
             posts, sent = sink.posts, sink.bytes
     finally:
         for proc in procs:
@@ -136,7 +159,7 @@ def compare(
 
 def report(
     cpu: dict[str, list[float]],
-    spans: dict[str, int],
+    spans: int,
     posts: int,
     sent: int,
     rounds: int,
@@ -144,11 +167,12 @@ def report(
 ) -> None:
     load = os.getloadavg()
     print(
-        f"\ntracing, whole sidecar (tulle-mypyc; {rounds} rounds of {seconds} s interleaved, "
-        f"spans to an OTLP/HTTP receiver; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f})"
+        f"\ntracing, whole sidecar (tulle-mypyc, one process, its Mesh switched; {rounds} rounds "
+        f"of {seconds} s interleaved, spans to an OTLP/HTTP receiver; load average "
+        f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f})"
     )
     print(f"{'tracing':<10}{'CPU µs/req median':>19}{'best':>8}{'vs off':>9}{'per round':>11}"
-          f"{'spans exported':>16}  rounds (µs)")  # fmt: skip
+          f"  rounds (µs)")  # fmt: skip
     off = cpu["off"]
     for name, values in cpu.items():
         middle = statistics.median(values)
@@ -157,5 +181,5 @@ def report(
         each = " ".join(f"{value:.1f}" for value in values)
         print(f"{name:<10}{middle:>19.1f}{min(values):>8.1f}"
               f"{(middle / statistics.median(off) - 1) * 100:>+8.1f}%{(paired - 1) * 100:>+10.1f}%"
-              f"{spans[name]:>16,}  {each}")  # fmt: skip
-    print(f"receiver: {posts} exports, {sent / 1e6:.1f} MB")
+              f"  {each}")  # fmt: skip
+    print(f"spans exported: {spans:,}; receiver: {posts} exports, {sent / 1e6:.1f} MB")
