@@ -195,3 +195,23 @@ def test_retries_are_attempt_events_and_each_attempt_a_server_span(
         ]
         assert len(c_servers) == 3
         assert {b_client.parent_span_id} <= {span.span_id for span in b_servers}
+
+
+def test_a_kubelet_probe_of_a_library_app_makes_no_span(traced: tuple[Mesh, Receiver]) -> None:
+    """A kubelet's probe (``User-Agent: kube-probe/...``) reaches a library app's middleware
+    directly, as it reaches a sidecar's app: no span, even with a sampled context; the same
+    request from anyone else has its server span."""
+    mesh, receiver = traced
+    probed, plain = "1f7a2b3c4d5e6f708192a3b4c5d6e7f8", "2f7a2b3c4d5e6f708192a3b4c5d6e7f8"
+    parent = "0123456789abcdef"
+    url = f"http://{mesh.address('b')}/hop"
+    probe_headers = {"traceparent": f"00-{probed}-{parent}-01", "user-agent": "kube-probe/1.31"}
+    assert httpx.get(url, headers=probe_headers, timeout=30).status_code == 200
+    assert httpx.get(url, headers={"traceparent": f"00-{plain}-{parent}-01"},
+                     timeout=30).status_code == 200  # fmt: skip
+    # b's exporter sends its spans in the order they ended: the probe's, had it one, first.
+    wait_until(lambda: spans_of(receiver, plain), timeout=60)
+    (only,) = spans_of(receiver, plain)
+    assert only[0] == "b"
+    assert only[1].kind == SERVER
+    assert not spans_of(receiver, probed)

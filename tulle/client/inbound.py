@@ -19,6 +19,9 @@ from tulle.engine.message import Request, Response, finished, mesh_response
 from tulle.obs.tracing import SERVER
 
 LISTENER = "inbound"  # the access log's listener field, as a sidecar's inbound side logs it
+KUBELET_PROBE = "kube-probe/"
+"""How a kubelet's probes name themselves (``User-Agent: kube-probe/1.31``): they get no span,
+as under a sidecar, which answers them itself."""
 
 
 class ServedRequest(Request):
@@ -120,8 +123,8 @@ class InboundGate:
         the server could not tell from mTLS), counted and logged as a plain-text refusal."""
         request.started = time.time()
         tracer = self.runtime.tracing.tracer
-        if tracer is not None:  # the server span, when sampled (the app sees its context)
-            request.span = tracer.start(request.headers, SERVER)
+        if tracer is not None and not _probe(request):  # the server span, when sampled
+            request.span = tracer.start(request.headers, SERVER)  # (the app sees its context)
         port, policy = self.policy(served_port)
         if policy is None:
             return "", None
@@ -151,3 +154,9 @@ class InboundGate:
         tap = runtime.tap
         if tap.active:
             tap.publish(done)
+
+
+def _probe(request: Request) -> bool:
+    """Whether ``request`` is a kubelet's probe (:data:`KUBELET_PROBE`)."""
+    agent = request.header("user-agent")
+    return agent is not None and agent.startswith(KUBELET_PROBE)

@@ -110,6 +110,8 @@ class PodNetwork:
 
 
 CLONE_NEWNET = 0x40000000
+PROBE_HEADERS = {"User-Agent": "kube-probe/tulle"}
+"""A readiness probe names itself as a kubelet's does (a library app traces no probe)."""
 
 
 def probe_in_pod(namespace: str, kind: str, port: int, path: str | None, timeout: float) -> bool:
@@ -127,7 +129,7 @@ def probe_in_pod(namespace: str, kind: str, port: int, path: str | None, timeout
             if kind == "http":
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
                 try:
-                    connection.request("GET", path or "/")
+                    connection.request("GET", path or "/", headers=PROBE_HEADERS)
                     outcome[0] = 200 <= connection.getresponse().status < 400
                 finally:
                     connection.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from tulle.local.plan import ReplicaPlan, plan_replica
-from tulle.local.pods import OUTBOUND_PORT, SIDECAR_MARK, probe_in_pod
+from tulle.local.pods import OUTBOUND_PORT, PROBE_HEADERS, SIDECAR_MARK, probe_in_pod
 from tulle.local.processes import describe_exit, spawn, stop
 from tulle.local.proxyless import agent_args, first_certificate, write_bootstrap
 from tulle.local.registrations import Registrations
@@ -208,7 +208,7 @@ class ReplicaSupervisor(Registrations):
         try:
             if kind == "http":
                 url = f"http://{plan.ip}:{port}{path or '/'}"
-                response = await self.http.get(url, timeout=timeout)
+                response = await self.http.get(url, timeout=timeout, headers=PROBE_HEADERS)
                 return 200 <= response.status_code < 400
             connecting = asyncio.open_connection(plan.ip, port)
             _, writer = await asyncio.wait_for(connecting, timeout)
