@@ -453,23 +453,27 @@ class H2Front(asyncio.Protocol):
             return
         finally:
             served.cancel = served.answer = None
-        ended = 0.0  # a streamed answer's end: when it is recorded (its last frame may wait)
         if isinstance(response.body, bytes):
             ended = time.time()  # before the write: see Recorder.record
             sent = self._respond(stream_id, response)
         else:
             served.response = response
-            sent = await self._stream(stream_id, served, response)
+            sent, ended = await self._stream(stream_id, served, response)
         self.recorder.record(
             self.listener, request, response, started, sent, self.destination, ended
         )
 
-    async def _stream(self, stream_id: int, served: _Served, response: Response) -> int:
+    async def _stream(
+        self, stream_id: int, served: _Served, response: Response
+    ) -> tuple[int, float]:
         """Send a response whose body is still arriving (server streaming): each piece as it
         comes, then the trailers; while BUFFER_WATERMARK bytes wait for the client, the
-        upstream's body is not read (so its connection pauses)."""
+        upstream's body is not read (so its connection pauses). The bytes sent, and the time
+        the last frame was handed to the connection (0: it was cut; the end is when it is
+        recorded)."""
         assert not isinstance(response.body, bytes)
         sent = 0
+        ended = 0.0
         try:
             self.conn.send_headers(stream_id, _response_headers(response))
             self._flush()
@@ -484,14 +488,15 @@ class H2Front(asyncio.Protocol):
                     served.blocked = asyncio.Event()
                     await served.blocked.wait()
                 if served.response is None:  # the client reset the stream meanwhile
-                    return sent
+                    return sent, ended
+            ended = time.time()  # before the last frame's write: see Recorder.record
             self.sender.close(stream_id, response.trailers or None)
         except UpstreamError:
             self._reset_quietly(stream_id, 2)  # INTERNAL_ERROR: the body was cut
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             await response.release()
         self._flush()
-        return sent
+        return sent, ended
 
     def _reset_quietly(self, stream_id: int, code: int) -> None:
         try:
