@@ -35,6 +35,7 @@ from tulle.obs.otlp_wire import (
     any_bytes,
     field,
     key_values,
+    nested,
     remember,
     varint,
     varint_size,
@@ -224,13 +225,11 @@ def _first_attempt(span: Span, parts: list[bytes]) -> None:
     """The first attempt kept in the span's fields, as :func:`_attempt` writes it; one that
     answered (the usual) found by its endpoint and status, with no tuple made."""
     if span.first_error:
-        key = (1, span.first_endpoint, 0, span.first_error, span.first_reason, False)
-        _attempt(key, span.first_started, span.first_ended, parts)
+        first = span.first_attempt()
+        assert first is not None
+        _attempt(first.key(), first.started, first.ended, parts)
         return
-    by_status = _ANSWERED.get(span.first_endpoint)
-    if by_status is None:
-        by_status = {}
-        remember(_ANSWERED, span.first_endpoint, by_status)
+    by_status = nested(_ANSWERED, span.first_endpoint)
     head = by_status.get(span.first_status)
     if head is None:
         head = _attempt_head((1, span.first_endpoint, span.first_status, "", "", False))
@@ -256,10 +255,7 @@ def _name(method: str, path: str, grpc_status: int) -> tuple[bytes, bool]:
     """The span's name as its field, and whether it is a gRPC call's: ``package.Service/Method``
     for a gRPC call (by its path's form or its answer's status), else the method and the path
     (without its query)."""
-    by_path = _NAMES.get(method)
-    if by_path is None:
-        by_path = {}
-        remember(_NAMES, method, by_path)
+    by_path = nested(_NAMES, method)
     found = by_path.get(path)
     if found is None:
         grpc = _grpc_path(path)
@@ -269,16 +265,6 @@ def _name(method: str, path: str, grpc_status: int) -> tuple[bytes, bool]:
     if grpc_status >= 0 and not found[1]:
         return field(b"\x2a", path[1:].encode()), True
     return found
-
-
-def span_name(done: Finished) -> str:
-    """The span's name: ``package.Service/Method`` for a gRPC call, else the method and the
-    path (without its query)."""
-    path = done.path.partition("?")[0]
-    span = done.span
-    if (span is not None and span.grpc_status >= 0) or _grpc_path(path):
-        return path[1:]
-    return f"{done.method} {path}"
 
 
 def _error_type(done: Finished) -> str:

@@ -106,6 +106,19 @@ def remember(cache: dict[Entry, Encoded], entry: Entry, encoded: Encoded) -> Non
     cache[entry] = encoded
 
 
+Inner = TypeVar("Inner")
+
+
+def nested(cache: dict[Entry, dict[Inner, Encoded]], entry: Entry) -> dict[Inner, Encoded]:
+    """The cache kept in ``cache`` for ``entry`` (a new, empty one the first time): a two-level
+    lookup by two values, with no tuple made of them."""
+    inner = cache.get(entry)
+    if inner is None:
+        inner = {}
+        remember(cache, entry, inner)
+    return inner
+
+
 class Attributes:
     """The attributes of one message as they are written (``KeyValue``s in its repeated field
     ``field``), appended to ``parts``: one call per attribute, typed; a string, integer or
