@@ -20,6 +20,7 @@ COMPILED_MODULES = (
     "engine/config", "engine/errors", "engine/inbound", "engine/matching", "engine/message",
     "engine/outbound", "engine/outlier", "engine/plan", "engine/planner", "engine/priority",
     "engine/ratelimit", "engine/routes", "engine/tasks",
+    "engine/trace_setup",  # its record() hands each sampled request to the exporter
     "obs/access_log", "obs/access_text", "obs/finished", "obs/metrics", "obs/otlp",
     "obs/otlp_wire", "obs/pending", "obs/span_events", "obs/trace_export", "obs/tracing",
     "proxy/app", "proxy/core", "proxy/dispatch", "proxy/h2_front", "proxy/http_front",

@@ -57,11 +57,8 @@ class Recorder:
         tap = self.tap
         if tap.active:
             tap.publish(done)
-        traces = self.traces
-        if done.span is not None and traces is not None:
-            exporter = traces.exporter  # straight to it: WorkloadTracing's code is interpreted
-            if exporter is not None:
-                exporter.record(done)
+        if done.span is not None and self.traces is not None:
+            self.traces.record(done)
 
     def client_gone(
         self, listener: str, request: Request, started: float, reason: str, destination: Destination
